@@ -1,0 +1,152 @@
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import type { LaneConfig } from './lanes/types.js';
+
+/**
+ * Every setting and limit of the service, read once from the environment. Each one is documented in
+ * README.md under "Configuration"; an invalid value stops start-up with a message naming the variable.
+ */
+export interface AsmConfig {
+  host: string;
+  port: number;
+  nodeName: string;
+  /** Working directories of sessions must resolve inside this root. */
+  workspaceRoot: string;
+  /** Bearer API key → tenant. Empty: no auth, and only loopback binds are allowed. */
+  apiKeys: Map<string, string>;
+  /** Environment names passed to every CLI, besides the base set and the provider's own variables. */
+  passEnv: string[];
+  /** Providers refused at session creation (e.g. `shell` on a shared host). */
+  disabledProviders: Set<string>;
+  /** Explicit binary paths, by provider name (ASM_<NAME>_BIN). */
+  binaries: Record<string, string>;
+  limits: Limits;
+  /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id). */
+  laneOverrides: Array<Partial<LaneConfig> & { id: string }>;
+  globalConcurrency?: number;
+  dlqSize: number;
+  logLevel: string;
+}
+
+export interface Limits {
+  /** Largest HTTP request body. */
+  bodyBytes: number;
+  /** Largest prompt, in UTF-8 bytes. */
+  promptBytes: number;
+  /** Longest stdout line a CLI may print before the run fails with buffer_overflow. */
+  lineBytes: number;
+  /** stderr kept per run for error messages. */
+  stderrBytes: number;
+  /** Events kept per session for replay; older ones are trimmed. */
+  eventsPerSession: number;
+  /** Bytes a WebSocket client may fall behind before it is closed with 4008. */
+  wsBufferBytes: number;
+  wsHeartbeatMs: number;
+  /** After an interrupt, how long the CLI gets to stop before SIGTERM. */
+  interruptGraceMs: number;
+  /** After SIGTERM, how long before SIGKILL. */
+  killGraceMs: number;
+  /** After the terminal event, how long the CLI gets to exit on its own. */
+  exitGraceMs: number;
+  /** Sessions kept at once (open or closed but retained). */
+  maxSessions: number;
+  /** Page size cap for event listing. */
+  eventPageMax: number;
+  /** How long `wait: true` may hold a request before answering with the run as it stands. */
+  waitMaxMs: number;
+  shutdownDrainMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+function int(env: Env, name: string, fallback: number, min = 0): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) throw new ConfigError(name, `expected an integer >= ${min}, got "${raw}"`);
+  return value;
+}
+
+function list(env: Env, name: string): string[] {
+  return (env[name] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function parseApiKeys(env: Env): Map<string, string> {
+  const keys = new Map<string, string>();
+  for (const entry of list(env, 'ASM_API_KEYS')) {
+    const at = entry.lastIndexOf(':');
+    const key = at > 0 ? entry.slice(0, at) : entry;
+    const tenant = at > 0 ? entry.slice(at + 1) : 'default';
+    if (key.length < 16) throw new ConfigError('ASM_API_KEYS', 'each key must be at least 16 characters');
+    keys.set(key, tenant);
+  }
+  return keys;
+}
+
+function parseLanes(env: Env): AsmConfig['laneOverrides'] {
+  const raw = env.ASM_LANES;
+  if (!raw) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError('ASM_LANES', 'must be a JSON array of lane configs');
+  }
+  if (!Array.isArray(parsed) || parsed.some((l) => typeof l !== 'object' || l === null || typeof l.id !== 'string')) {
+    throw new ConfigError('ASM_LANES', 'must be a JSON array of objects, each with a string "id"');
+  }
+  return parsed as AsmConfig['laneOverrides'];
+}
+
+function parseBinaries(env: Env): Record<string, string> {
+  const binaries: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    const match = /^ASM_([A-Z0-9]+)_BIN$/.exec(name);
+    if (match && value) binaries[match[1].toLowerCase()] = value;
+  }
+  return binaries;
+}
+
+export function loadConfig(env: Env = process.env): AsmConfig {
+  const globalConcurrency = env.ASM_GLOBAL_CONCURRENCY ? int(env, 'ASM_GLOBAL_CONCURRENCY', 0, 1) : undefined;
+  return {
+    host: env.ASM_HOST || '127.0.0.1',
+    port: int(env, 'ASM_PORT', 8787),
+    nodeName: env.ASM_NODE_NAME || hostname(),
+    workspaceRoot: resolve(env.ASM_WORKSPACE_ROOT || process.cwd()),
+    apiKeys: parseApiKeys(env),
+    passEnv: list(env, 'ASM_PASS_ENV'),
+    disabledProviders: new Set(list(env, 'ASM_DISABLED_PROVIDERS')),
+    binaries: parseBinaries(env),
+    limits: {
+      bodyBytes: int(env, 'ASM_MAX_BODY_BYTES', 1024 * 1024, 1024),
+      promptBytes: int(env, 'ASM_MAX_PROMPT_BYTES', 256 * 1024, 1),
+      lineBytes: int(env, 'ASM_MAX_LINE_BYTES', 4 * 1024 * 1024, 1024),
+      stderrBytes: int(env, 'ASM_MAX_STDERR_BYTES', 64 * 1024, 1024),
+      eventsPerSession: int(env, 'ASM_MAX_EVENTS_PER_SESSION', 50_000, 100),
+      wsBufferBytes: int(env, 'ASM_WS_MAX_BUFFER_BYTES', 8 * 1024 * 1024, 1024),
+      wsHeartbeatMs: int(env, 'ASM_WS_HEARTBEAT_MS', 30_000, 100),
+      interruptGraceMs: int(env, 'ASM_INTERRUPT_GRACE_MS', 5_000, 0),
+      killGraceMs: int(env, 'ASM_KILL_GRACE_MS', 2_000, 0),
+      exitGraceMs: int(env, 'ASM_EXIT_GRACE_MS', 2_000, 0),
+      maxSessions: int(env, 'ASM_MAX_SESSIONS', 10_000, 1),
+      eventPageMax: int(env, 'ASM_EVENT_PAGE_MAX', 1_000, 1),
+      waitMaxMs: int(env, 'ASM_WAIT_MAX_MS', 15 * 60_000, 1),
+      shutdownDrainMs: int(env, 'ASM_SHUTDOWN_DRAIN_MS', 10_000, 0),
+    },
+    laneOverrides: parseLanes(env),
+    globalConcurrency,
+    dlqSize: int(env, 'ASM_DLQ_SIZE', 1_000, 0),
+    logLevel: env.ASM_LOG_LEVEL || 'info',
+  };
+}

@@ -1,0 +1,106 @@
+/**
+ * The one table of error kinds: each kind's default domain, HTTP status and retryability.
+ * Everything that fails in ASM (a route, a run, a lane command) is an AsmError of one of these kinds,
+ * so the REST body, the `error` event payload and the CLI all speak the same vocabulary.
+ */
+
+export const ERROR_DOMAINS = [
+  'transport',
+  'parser',
+  'provider',
+  'approval',
+  'guardrail',
+  'tool',
+  'runtime',
+  'config',
+] as const;
+export type ErrorDomain = (typeof ERROR_DOMAINS)[number];
+
+interface KindSpec {
+  domain: ErrorDomain;
+  /** Status when the error answers an HTTP request directly. */
+  http: number;
+  retryable: boolean;
+}
+
+export const ERROR_KINDS = {
+  bad_request: { domain: 'config', http: 400, retryable: false },
+  config_invalid: { domain: 'config', http: 400, retryable: false },
+  payload_too_large: { domain: 'config', http: 413, retryable: false },
+  unauthorized: { domain: 'config', http: 401, retryable: false },
+  forbidden: { domain: 'config', http: 403, retryable: false },
+  not_found: { domain: 'runtime', http: 404, retryable: false },
+  conflict: { domain: 'runtime', http: 409, retryable: false },
+  at_capacity: { domain: 'runtime', http: 429, retryable: true },
+  queue_full: { domain: 'runtime', http: 429, retryable: true },
+  rate_limit: { domain: 'provider', http: 429, retryable: true },
+  not_ready: { domain: 'runtime', http: 503, retryable: true },
+  shutting_down: { domain: 'runtime', http: 503, retryable: true },
+  cli_not_found: { domain: 'provider', http: 502, retryable: false },
+  connection_failed: { domain: 'transport', http: 502, retryable: true },
+  timeout: { domain: 'runtime', http: 504, retryable: true },
+  parse_error: { domain: 'parser', http: 502, retryable: false },
+  auth_error: { domain: 'provider', http: 502, retryable: false },
+  buffer_overflow: { domain: 'transport', http: 502, retryable: false },
+  transport_error: { domain: 'transport', http: 502, retryable: true },
+  provider_error: { domain: 'provider', http: 502, retryable: false },
+  user_cancelled: { domain: 'runtime', http: 409, retryable: false },
+  approval_denied: { domain: 'approval', http: 409, retryable: false },
+  unknown: { domain: 'runtime', http: 500, retryable: false },
+} as const satisfies Record<string, KindSpec>;
+
+export type ErrorKind = keyof typeof ERROR_KINDS;
+export const ERROR_KIND_NAMES = Object.keys(ERROR_KINDS) as ErrorKind[];
+
+export interface ErrorBody {
+  kind: ErrorKind;
+  domain: ErrorDomain;
+  message: string;
+  retryable: boolean;
+  details?: Record<string, unknown>;
+}
+
+export class AsmError extends Error {
+  readonly kind: ErrorKind;
+  readonly domain: ErrorDomain;
+  readonly retryable: boolean;
+  readonly details?: Record<string, unknown>;
+
+  constructor(
+    kind: ErrorKind,
+    message: string,
+    opts: { domain?: ErrorDomain; retryable?: boolean; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AsmError';
+    this.kind = kind;
+    this.domain = opts.domain ?? ERROR_KINDS[kind].domain;
+    this.retryable = opts.retryable ?? ERROR_KINDS[kind].retryable;
+    this.details = opts.details;
+  }
+
+  get httpStatus(): number {
+    return ERROR_KINDS[this.kind].http;
+  }
+
+  toBody(): ErrorBody {
+    const body: ErrorBody = { kind: this.kind, domain: this.domain, message: this.message, retryable: this.retryable };
+    if (this.details) body.details = this.details;
+    return body;
+  }
+
+  static from(err: unknown): AsmError {
+    if (err instanceof AsmError) return err;
+    const message = err instanceof Error ? err.message : String(err);
+    return new AsmError('unknown', message, { cause: err });
+  }
+}
+
+export function isErrorKind(value: string): value is ErrorKind {
+  return Object.hasOwn(ERROR_KINDS, value);
+}
+
+/** A 400 that names the offending field, as every bad-input answer must. */
+export function badField(field: string, message: string): AsmError {
+  return new AsmError('bad_request', `${field}: ${message}`, { details: { field } });
+}

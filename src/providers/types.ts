@@ -1,0 +1,93 @@
+import type { ProviderEvent } from '../schemas/events.js';
+
+/**
+ * A provider is one file in this folder that default-exports a ProviderDefinition: the CLI's argv,
+ * its line parser and its control protocol. The registry discovers the files, so adding a provider
+ * touches nothing else. Fixtures live in test/fixtures/<provider>/.
+ */
+
+export type ApprovalDecision = 'allow' | 'allow_for_session' | 'deny';
+
+export interface ProviderRunInput {
+  runId: string;
+  sessionId: string;
+  prompt: string;
+  /** Absolute, already validated against the workspace root. */
+  cwd: string;
+  model?: string;
+  permissionMode?: string;
+  /** The provider's own session id from an earlier run, to continue that conversation. */
+  providerSessionId?: string;
+}
+
+/** What the provider wants done with the process in response to something (a line, an approval, an interrupt). */
+export interface ProviderActions {
+  events?: ProviderEvent[];
+  /** Lines to write to the CLI's stdin (newline added by the runner). */
+  write?: string[];
+  /** Close the CLI's stdin, e.g. once the turn's result arrived so the CLI exits. */
+  endInput?: boolean;
+  /** Signal the CLI's process group. */
+  signal?: NodeJS.Signals;
+}
+
+/**
+ * An approval the CLI is waiting on. `native` is whatever the provider needs to answer it later
+ * (e.g. the control_request id); the backend assigns `approval_id` and keeps the mapping.
+ */
+export interface ApprovalRequest {
+  subject: string;
+  toolInput: unknown;
+  native: unknown;
+}
+
+export interface ProviderLineOutput extends ProviderActions {
+  approvals?: ApprovalRequest[];
+  /** The provider's own session id, once known (e.g. from claude's system/init). */
+  providerSessionId?: string;
+}
+
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Tail of stderr, for error messages. */
+  stderr: string;
+}
+
+/** Per-run protocol state: created for each run, fed the process's output. */
+export interface ProviderProcess {
+  /** Arguments after the binary. Never a shell string (except the shell provider's own `-c`). */
+  args: string[];
+  /** 'control': stdin stays open as the control channel; 'closed': stdin is closed at spawn. */
+  stdin: 'control' | 'closed';
+  /** Lines written to stdin right after spawn (claude: initialize and the user turn). */
+  start(): ProviderActions;
+  /** One framed stdout line (without the newline). */
+  onLine(line: string): ProviderLineOutput;
+  /** Answer a pending approval. */
+  decide(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): ProviderActions;
+  /** Ask the CLI to stop the current turn (a stdin control message or a signal). */
+  interrupt(): ProviderActions;
+  /**
+   * The process exited. Return the terminal event if the run has none yet (the runner tells).
+   * A CLI that exits without a terminal line ends failed or interrupted, by its exit status.
+   */
+  onExit(exit: ProcessExit, sawTerminal: boolean): ProviderEvent[];
+}
+
+export interface ProviderDefinition {
+  name: string;
+  displayName: string;
+  /** Binary looked up on PATH unless ASM_<NAME>_BIN is set. */
+  defaultBinary: string;
+  /** Environment names the CLI needs (auth, endpoints); passed through from the service's environment. */
+  env: string[];
+  /** Queue lane for this provider's runs unless the session or run names one. */
+  defaultQueue: string;
+  capabilities: string[];
+  /** Accepted values of a session's permission_mode; empty means the field is not supported. */
+  permissionModes: string[];
+  /** Arguments that print the CLI's version, for discovery. */
+  versionArgs: string[];
+  create(input: ProviderRunInput): ProviderProcess;
+}
