@@ -1,0 +1,36 @@
+import { createApp } from '../app.js';
+import { loadConfig } from '../config.js';
+import { buildServer } from '../http/server.js';
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** `asm serve`: runs until SIGINT/SIGTERM, then stops intake, interrupts and drains runs, and exits. Returns -1: the process lives on. */
+export async function serveCommand(): Promise<number> {
+  const config = loadConfig();
+  if (config.apiKeys.size === 0 && !LOOPBACK.has(config.host)) {
+    throw new Error(`refusing to listen on ${config.host} without API keys: set ASM_API_KEYS, or bind 127.0.0.1`);
+  }
+  const app = await createApp(config);
+  const server = await buildServer(app);
+  await server.listen({ host: config.host, port: config.port });
+  app.logger.info(
+    { url: `http://${config.host}:${config.port}`, mode: 'embedded', providers: [...app.providers.keys()], workspaceRoot: config.workspaceRoot },
+    'ASM is serving',
+  );
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) {
+      app.logger.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    app.logger.info({ signal }, 'stopping');
+    await app.close();
+    await server.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  return -1;
+}

@@ -1,0 +1,21 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { AsmApp } from '../../app.js';
+import { Approval, DecideApprovalBody } from '../../schemas/api.js';
+import { errorResponses } from './sessions.js';
+
+export const approvalRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  fastify.post(
+    '/approvals/:id',
+    {
+      schema: {
+        tags: ['approvals'],
+        description: 'Decide a pending approval; the decision reaches the CLI. 404 for an unknown id, 409 if it was already decided (or timed out).',
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }),
+        body: DecideApprovalBody,
+        response: { 200: Approval, ...errorResponses },
+      },
+    },
+    async (request) => app.sessions.decideApproval(request.tenant, request.params.id, request.body.decision, request.body.reason ?? null),
+  );
+};

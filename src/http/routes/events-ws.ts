@@ -1,0 +1,197 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { WebSocket } from 'ws';
+import type { AsmApp } from '../../app.js';
+import { AsmError, badField } from '../../errors.js';
+import { ClientFrame, EventStreamQuery, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
+import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
+import { followEvents } from '../replay.js';
+import { toAsmError } from '../errors.js';
+
+/**
+ * GET /v1/events (WebSocket). One subscription per connection, set by the query string and replaced by
+ * `subscribe` frames. With a session (or run) and `after`, the stream replays from the store and then
+ * goes live with no gap and no duplicate; without `after` it is live from now. Without a session it
+ * carries every session of the caller's tenant, live only.
+ *
+ * Server frames: {type:"event", event} · {type:"queue_event", event} · {type:"subscribed", …} ·
+ * {type:"ack", request_id, …} · {type:"error", request_id?, error}.
+ * A client more than ASM_WS_MAX_BUFFER_BYTES behind is closed with code 4008 and the reason
+ * {"reason":"slow_consumer","last_seq":N}: resume with after=N.
+ */
+
+interface Subscription {
+  sessionId?: string;
+  runId?: string;
+  kinds?: Set<EventKind>;
+  after?: number;
+  queueEvents?: boolean;
+}
+
+const clientFrameCheck = TypeCompiler.Compile(ClientFrame);
+
+class EventStreamConnection {
+  private stopFollowing = () => {};
+  private stopQueueEvents = () => {};
+  private lastSeq = 0;
+  private closed = false;
+  private readonly tenantOfSession = new Map<string, string | undefined>();
+  private heartbeat: NodeJS.Timeout;
+  private alive = true;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly app: AsmApp,
+    private readonly tenant: string,
+  ) {
+    socket.on('message', (data) => void this.onFrame(data.toString()));
+    socket.on('pong', () => (this.alive = true));
+    socket.on('close', () => this.dispose());
+    socket.on('error', () => this.dispose());
+    this.heartbeat = setInterval(() => {
+      if (!this.alive) return socket.terminate();
+      this.alive = false;
+      socket.ping();
+    }, app.config.limits.wsHeartbeatMs);
+  }
+
+  async subscribe(sub: Subscription): Promise<void> {
+    this.unsubscribe();
+    if (sub.runId) {
+      const run = await this.app.sessions.getRun(this.tenant, sub.runId);
+      if (sub.sessionId && sub.sessionId !== run.session_id) throw badField('session_id', `run ${sub.runId} is not in session ${sub.sessionId}`);
+      sub.sessionId = run.session_id;
+    } else if (sub.sessionId) {
+      await this.app.sessions.getSession(this.tenant, sub.sessionId);
+    } else if (sub.after !== undefined) {
+      throw badField('after', 'replay needs session_id or run_id (seq is per session)');
+    }
+
+    const deliver = (event: AsmEvent) => {
+      if (sub.kinds && !sub.kinds.has(event.kind)) return;
+      this.lastSeq = event.seq;
+      this.send({ type: 'event', event });
+    };
+    if (sub.sessionId) {
+      const after = sub.after ?? (await this.app.store.events.lastSeq(sub.sessionId));
+      this.lastSeq = after;
+      const follower = followEvents(
+        this.app.store.events,
+        { sessionId: sub.sessionId, runId: sub.runId, after, pageSize: this.app.config.limits.eventPageMax },
+        deliver,
+      );
+      this.stopFollowing = () => follower.stop();
+      await follower.live;
+    } else {
+      this.stopFollowing = this.app.store.events.subscribe(null, (event) => {
+        void this.ownsSession(event.session_id).then((own) => own && deliver(event));
+      });
+    }
+    if (sub.queueEvents) {
+      this.stopQueueEvents = this.app.engine.subscribe((event) => this.send({ type: 'queue_event', event }));
+    }
+    this.send({ type: 'subscribed', session_id: sub.sessionId ?? null, run_id: sub.runId ?? null, last_seq: this.lastSeq });
+  }
+
+  private async onFrame(text: string): Promise<void> {
+    let frame: unknown;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return this.sendError(badField('frame', 'not valid JSON'));
+    }
+    if (!clientFrameCheck.Check(frame)) {
+      const first = clientFrameCheck.Errors(frame).First();
+      return this.sendError(badField(first?.path.replace(/^\//, '').replace(/\//g, '.') || 'type', first?.message ?? 'invalid frame'), requestIdOf(frame));
+    }
+    const requestId = 'request_id' in frame ? frame.request_id : undefined;
+    try {
+      switch (frame.type) {
+        case 'subscribe':
+          return await this.subscribe({
+            sessionId: frame.session_id,
+            runId: frame.run_id,
+            kinds: frame.kinds ? new Set(frame.kinds) : undefined,
+            after: frame.after,
+            queueEvents: frame.queue_events,
+          });
+        case 'unsubscribe':
+          this.unsubscribe();
+          return this.send({ type: 'ack', request_id: null, unsubscribed: true });
+        case 'approve': {
+          const approval = await this.app.sessions.decideApproval(this.tenant, frame.approval_id, frame.decision, frame.reason ?? null);
+          return this.send({ type: 'ack', request_id: requestId ?? null, approval });
+        }
+        case 'interrupt': {
+          const run = await this.app.sessions.interruptRun(this.tenant, frame.run_id);
+          return this.send({ type: 'ack', request_id: requestId ?? null, run: { id: run.id, state: run.state } });
+        }
+      }
+    } catch (err) {
+      this.sendError(toAsmError(err), requestId);
+    }
+  }
+
+  private send(message: unknown): void {
+    if (this.closed) return;
+    if (this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes) {
+      this.closed = true;
+      this.socket.close(WS_CLOSE_SLOW_CONSUMER, JSON.stringify({ reason: 'slow_consumer', last_seq: this.lastSeq }));
+      this.dispose();
+      return;
+    }
+    this.socket.send(JSON.stringify(message));
+  }
+
+  sendError(error: AsmError, requestId?: string): void {
+    this.send({ type: 'error', request_id: requestId ?? null, error: error.toBody() });
+  }
+
+  private async ownsSession(sessionId: string): Promise<boolean> {
+    if (!this.tenantOfSession.has(sessionId)) {
+      this.tenantOfSession.set(sessionId, (await this.app.store.sessions.get(sessionId))?.tenant);
+    }
+    return this.tenantOfSession.get(sessionId) === this.tenant;
+  }
+
+  private unsubscribe(): void {
+    this.stopFollowing();
+    this.stopQueueEvents();
+    this.stopFollowing = () => {};
+    this.stopQueueEvents = () => {};
+  }
+
+  private dispose(): void {
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    this.unsubscribe();
+  }
+}
+
+function requestIdOf(frame: unknown): string | undefined {
+  const id = (frame as { request_id?: unknown } | null)?.request_id;
+  return typeof id === 'string' ? id : undefined;
+}
+
+function parseKinds(kinds: string | undefined): Set<EventKind> | undefined {
+  if (kinds === undefined) return undefined;
+  const list = kinds.split(',').map((k) => k.trim()).filter(Boolean);
+  const unknown = list.find((k) => !(EVENT_KINDS as string[]).includes(k));
+  if (unknown) throw badField('query.kinds', `unknown event kind "${unknown}"`);
+  return new Set(list as EventKind[]);
+}
+
+export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  fastify.get('/events', { websocket: true, schema: { tags: ['events'], querystring: EventStreamQuery, hide: true } }, (socket, request) => {
+    const query = request.query as EventStreamQuery;
+    const connection = new EventStreamConnection(socket, app, request.tenant);
+    let initial: Subscription;
+    try {
+      initial = { sessionId: query.session_id, runId: query.run_id, kinds: parseKinds(query.kinds), after: query.after, queueEvents: query.queue_events };
+    } catch (err) {
+      connection.sendError(toAsmError(err));
+      return;
+    }
+    connection.subscribe(initial).catch((err) => connection.sendError(toAsmError(err)));
+  });
+};

@@ -1,0 +1,85 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import type { AsmApp } from '../../app.js';
+import { AsmError } from '../../errors.js';
+import type { LaneMetrics } from '../../lanes/types.js';
+import { DeadLetterList, DlqParams, QueueList, QueueParams } from '../../schemas/api.js';
+import { errorResponses } from './sessions.js';
+
+export function toQueueInfo(m: LaneMetrics, lane: { minConcurrency: number; maxConcurrency: number }) {
+  return {
+    name: m.id,
+    priority: m.priority,
+    min_concurrency: lane.minConcurrency,
+    max_concurrency: lane.maxConcurrency,
+    pending: m.pending,
+    active: m.active,
+    delayed: m.delayed,
+    completed: m.completed,
+    failed: m.failed,
+    timed_out: m.timeout,
+    retried: m.retried,
+    dead_lettered: m.deadLettered,
+    cancelled: m.cancelled,
+    pressure: m.pressured,
+    paused: m.paused,
+    latency_ms: m.latencyMs,
+    wait_ms: m.waitMs,
+  };
+}
+
+export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  const { engine, sessions } = app;
+  const laneConfig = (name: string) => {
+    const lane = engine.lanes().find((l) => l.id === name);
+    if (!lane) throw new AsmError('not_found', `queue lane ${name} not found`);
+    return lane;
+  };
+
+  fastify.get('/queues', { schema: { tags: ['queues'], response: { 200: QueueList, ...errorResponses } } }, async () => ({
+    queues: (await engine.metrics()).map((m) => toQueueInfo(m, laneConfig(m.id))),
+  }));
+
+  for (const action of ['pause', 'resume'] as const) {
+    fastify.post(
+      `/queues/:lane/${action}`,
+      { schema: { tags: ['queues'], params: QueueParams, response: { 200: QueueList, ...errorResponses } } },
+      async (request) => {
+        laneConfig(request.params.lane);
+        await engine[action](request.params.lane);
+        const metrics = (await engine.metrics()).filter((m) => m.id === request.params.lane);
+        return { queues: metrics.map((m) => toQueueInfo(m, laneConfig(m.id))) };
+      },
+    );
+  }
+
+  fastify.get('/dlq', { schema: { tags: ['queues'], description: "Dead-lettered runs of the caller's sessions", response: { 200: DeadLetterList, ...errorResponses } } }, async (request) => ({
+    dead_letters: (await sessions.deadLetters(request.tenant)).map((l) => ({
+      id: l.commandId,
+      type: l.commandType,
+      queue: l.laneId,
+      payload: l.payload,
+      error: l.error,
+      attempts: l.attempts,
+      failed_at: new Date(l.failedAt).toISOString(),
+    })),
+  }));
+
+  fastify.post(
+    '/dlq/:id/retry',
+    {
+      schema: {
+        tags: ['queues'],
+        description: 'Retry a dead letter. A failed run is submitted again as a new run of its session (run_id), through normal admission.',
+        params: DlqParams,
+        response: { 202: Type.Object({ command_id: Type.String(), run_id: Type.Union([Type.String(), Type.Null()]) }), ...errorResponses },
+      },
+    },
+    async (request, reply) => reply.status(202).send(await sessions.retryDeadLetter(request.tenant, request.params.id)),
+  );
+
+  fastify.delete('/dlq/:id', { schema: { tags: ['queues'], params: DlqParams, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
+    await sessions.deleteDeadLetter(request.tenant, request.params.id);
+    return reply.status(204).send(null);
+  });
+};

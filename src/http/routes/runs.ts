@@ -1,0 +1,96 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
+import type { AsmApp } from '../../app.js';
+import { badField } from '../../errors.js';
+import { EventPage, EventsQuery, Run, RunParams } from '../../schemas/api.js';
+import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
+import { isTerminalRunState } from '../../sessions/projection.js';
+import { followEvents } from '../replay.js';
+import { errorResponses } from './sessions.js';
+
+const DEFAULT_PAGE = 100;
+
+export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  const { sessions, store, config } = app;
+
+  fastify.get('/runs/:id', { schema: { tags: ['runs'], params: RunParams, response: { 200: Run, ...errorResponses } } }, async (request) =>
+    sessions.getRun(request.tenant, request.params.id),
+  );
+
+  fastify.post(
+    '/runs/:id/interrupt',
+    {
+      schema: {
+        tags: ['runs'],
+        description: 'A queued run ends interrupted at once; an active run is stopped and ends with error user_cancelled. 409 if the run already ended.',
+        params: RunParams,
+        response: { 202: Run, ...errorResponses },
+      },
+    },
+    async (request, reply) => reply.status(202).send(await sessions.interruptRun(request.tenant, request.params.id)),
+  );
+
+  fastify.get(
+    '/runs/:id/events',
+    {
+      schema: {
+        tags: ['events'],
+        description:
+          'The run\'s events after `after` (a session seq). JSON by default; with `Accept: text/event-stream` an SSE stream that replays, goes live and ends after the terminal event. SSE resumes from `Last-Event-ID`.',
+        params: RunParams,
+        querystring: EventsQuery,
+        response: { 200: EventPage, ...errorResponses },
+      },
+    },
+    async (request, reply) => {
+      const run = await sessions.getRun(request.tenant, request.params.id);
+      const limit = request.query.limit ?? DEFAULT_PAGE;
+      if (limit > config.limits.eventPageMax) throw badField('query.limit', `must be at most ${config.limits.eventPageMax} (ASM_EVENT_PAGE_MAX)`);
+      if (request.headers.accept?.includes('text/event-stream')) {
+        return streamSse(reply, app, run.session_id, run.id, sseCursor(request.headers['last-event-id'], request.query.after));
+      }
+      const after = request.query.after ?? 0;
+      const events = await store.events.read(run.session_id, { after, runId: run.id, limit });
+      const current = await sessions.getRun(request.tenant, run.id);
+      return { events, next_after: events.length ? events[events.length - 1].seq : after, run_state: current.state };
+    },
+  );
+};
+
+function sseCursor(lastEventId: string | string[] | undefined, after: number | undefined): number {
+  if (lastEventId === undefined) return after ?? 0;
+  const value = Number(Array.isArray(lastEventId) ? lastEventId[0] : lastEventId);
+  if (!Number.isInteger(value) || value < 0) throw badField('header.last-event-id', 'must be a non-negative integer seq');
+  return value;
+}
+
+async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, runId: string, after: number): Promise<void> {
+  const raw = reply.raw;
+  reply.hijack();
+  raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  raw.write(': stream open\n\n');
+
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    clearInterval(heartbeat);
+    follower.stop();
+    raw.end();
+  };
+  const send = (event: AsmEvent) => {
+    if (ended) return;
+    raw.write(`id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+    if (TERMINAL_KINDS.has(event.kind)) end();
+  };
+  const heartbeat = setInterval(() => raw.write(': ping\n\n'), app.config.limits.wsHeartbeatMs);
+  const follower = followEvents(app.store.events, { sessionId, runId, after, pageSize: app.config.limits.eventPageMax }, send);
+  raw.on('close', end);
+  await follower.live;
+  // A run that ended before `after` has nothing more to send.
+  const run = await app.store.runs.get(runId);
+  if (run && isTerminalRunState(run.state) && !ended) {
+    const lastOfRun = await app.store.events.read(sessionId, { after, runId, limit: 1 });
+    if (lastOfRun.length === 0) end();
+  }
+}

@@ -1,0 +1,77 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { AsmApp } from '../../app.js';
+import {
+  ApprovalList,
+  CreateRunBody,
+  CreateSessionBody,
+  ErrorResponse,
+  Run,
+  RunList,
+  Session,
+  SessionList,
+  SessionParams,
+} from '../../schemas/api.js';
+import { isTerminalRunState } from '../../sessions/projection.js';
+
+const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
+
+export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  const { sessions } = app;
+
+  fastify.post('/sessions', { schema: { tags: ['sessions'], body: CreateSessionBody, response: { 201: Session, ...errors } } }, async (request, reply) => {
+    const session = await sessions.createSession(request.tenant, request.body);
+    return reply.status(201).send(session);
+  });
+
+  fastify.get('/sessions', { schema: { tags: ['sessions'], response: { 200: SessionList, ...errors } } }, async (request) => ({
+    sessions: await sessions.listSessions(request.tenant),
+  }));
+
+  fastify.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParams, response: { 200: Session, ...errors } } }, async (request) =>
+    sessions.getSession(request.tenant, request.params.id),
+  );
+
+  fastify.delete(
+    '/sessions/:id',
+    {
+      schema: {
+        tags: ['sessions'],
+        description: 'Close the session: queued runs end interrupted, active runs are interrupted, then the session is closed.',
+        params: SessionParams,
+        response: { 200: Session, ...errors },
+      },
+    },
+    async (request) => sessions.closeSession(request.tenant, request.params.id),
+  );
+
+  fastify.post(
+    '/sessions/:id/runs',
+    {
+      schema: {
+        tags: ['runs'],
+        description: 'Submit a prompt. 202 with the queued run, or with `wait: true` 200 with the finished run and its result (202 if it is still going after ASM_WAIT_MAX_MS).',
+        params: SessionParams,
+        body: CreateRunBody,
+        response: { 200: Run, 202: Run, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const run = await sessions.submitRun(request.tenant, request.params.id, request.body);
+      if (!request.body.wait) return reply.status(202).send(run);
+      const finished = await sessions.waitForRun(run.id, app.config.limits.waitMaxMs);
+      return reply.status(isTerminalRunState(finished.state) ? 200 : 202).send(finished);
+    },
+  );
+
+  fastify.get('/sessions/:id/runs', { schema: { tags: ['runs'], params: SessionParams, response: { 200: RunList, ...errors } } }, async (request) => ({
+    runs: await sessions.listRuns(request.tenant, request.params.id),
+  }));
+
+  fastify.get(
+    '/sessions/:id/approvals',
+    { schema: { tags: ['approvals'], description: 'Pending approvals of the session', params: SessionParams, response: { 200: ApprovalList, ...errors } } },
+    async (request) => ({ approvals: await sessions.listPendingApprovals(request.tenant, request.params.id) }),
+  );
+};
+
+export { errors as errorResponses };

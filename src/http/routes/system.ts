@@ -1,0 +1,115 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { VERSION, type AsmApp } from '../../app.js';
+import { AsmError } from '../../errors.js';
+import { probeVersion, resolveBinary } from '../../providers/registry.js';
+import type { ProviderDefinition } from '../../providers/types.js';
+import { Health, NodeList, ProviderInfo, ProviderList, ProviderParams } from '../../schemas/api.js';
+import { errorResponses } from './sessions.js';
+
+/** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
+const PROBE_TTL_MS = 30_000;
+
+export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+  const probes = new Map<string, { at: number; value: Promise<{ installed: boolean; version: string | null }> }>();
+  const probe = (def: ProviderDefinition) => {
+    const cached = probes.get(def.name);
+    if (cached && Date.now() - cached.at < PROBE_TTL_MS) return cached.value;
+    const value = probeVersion(def, resolveBinary(def, app.config.binaries));
+    probes.set(def.name, { at: Date.now(), value });
+    return value;
+  };
+  const describe = async (def: ProviderDefinition) => {
+    const { installed, version } = await probe(def);
+    return {
+      name: def.name,
+      display_name: def.displayName,
+      binary: resolveBinary(def, app.config.binaries),
+      installed,
+      version,
+      enabled: !app.config.disabledProviders.has(def.name),
+      default_queue: def.defaultQueue,
+      capabilities: def.capabilities,
+      permission_modes: def.permissionModes,
+      lanes: ['core'],
+      sdk_available: false,
+    };
+  };
+
+  fastify.get('/v1/providers', { schema: { tags: ['providers'], response: { 200: ProviderList, ...errorResponses } } }, async () => ({
+    providers: await Promise.all([...app.providers.values()].map(describe)),
+  }));
+
+  fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: ProviderInfo, ...errorResponses } } }, async (request) => {
+    const def = app.providers.get(request.params.name);
+    if (!def) throw new AsmError('not_found', `provider ${request.params.name} not found`);
+    return describe(def);
+  });
+
+  fastify.get('/v1/nodes', { schema: { tags: ['nodes'], description: 'Nodes executing runs. In embedded mode, this process.', response: { 200: NodeList, ...errorResponses } } }, async () => {
+    const metrics = await app.engine.metrics();
+    return {
+      nodes: [
+        {
+          name: app.config.nodeName,
+          version: VERSION,
+          providers: [...app.providers.keys()].filter((p) => !app.config.disabledProviders.has(p)),
+          capacity: app.engine.lanes().reduce((sum, l) => sum + l.maxConcurrency, 0),
+          load: metrics.reduce((sum, m) => sum + m.active, 0),
+          last_heartbeat: new Date().toISOString(),
+          state: app.isReady() ? ('ready' as const) : ('draining' as const),
+          pool: 'default',
+        },
+      ],
+    };
+  });
+
+  fastify.get('/healthz', { schema: { tags: ['health'], response: { 200: Health } } }, async () => ({ status: 'ok' }));
+
+  fastify.get('/readyz', { schema: { tags: ['health'], response: { 200: Health, 503: Health } } }, async (_request, reply) =>
+    app.isReady() ? { status: 'ready' } : reply.status(503).send({ status: 'draining' }),
+  );
+
+  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String() } } }, async (_request, reply) => {
+    reply.type('text/plain; version=0.0.4');
+    return prometheus(app);
+  });
+};
+
+async function prometheus(app: AsmApp): Promise<string> {
+  const lines: string[] = [];
+  const metric = (name: string, type: string, help: string, samples: Array<[Record<string, string | number>, number]>) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) {
+      const rendered = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/["\\\n]/g, '_')}"`).join(',');
+      lines.push(`${name}${rendered ? `{${rendered}}` : ''} ${value}`);
+    }
+  };
+  const lanes = await app.engine.metrics();
+  const perLane = (pick: (m: (typeof lanes)[number]) => number) => lanes.map((m) => [{ lane: m.id }, pick(m)] as [Record<string, string>, number]);
+  metric('asm_lane_pending', 'gauge', 'Commands waiting in the lane', perLane((m) => m.pending));
+  metric('asm_lane_active', 'gauge', 'Commands running in the lane', perLane((m) => m.active));
+  metric('asm_lane_delayed', 'gauge', 'Retries waiting out their backoff', perLane((m) => m.delayed));
+  for (const [counter, pick] of [
+    ['submitted', (m: (typeof lanes)[number]) => m.submitted],
+    ['completed', (m: (typeof lanes)[number]) => m.completed],
+    ['failed', (m: (typeof lanes)[number]) => m.failed],
+    ['timeout', (m: (typeof lanes)[number]) => m.timeout],
+    ['retried', (m: (typeof lanes)[number]) => m.retried],
+    ['dead_lettered', (m: (typeof lanes)[number]) => m.deadLettered],
+    ['cancelled', (m: (typeof lanes)[number]) => m.cancelled],
+  ] as const) {
+    metric(`asm_lane_commands_${counter}_total`, 'counter', `Commands ${counter.replace('_', ' ')}`, perLane(pick));
+  }
+  metric(
+    'asm_lane_latency_ms',
+    'summary',
+    'Command execution time',
+    lanes.flatMap((m) =>
+      (['p50', 'p90', 'p95', 'p99'] as const).map((q) => [{ lane: m.id, quantile: Number(q.slice(1)) / 100 }, m.latencyMs[q]] as [Record<string, string | number>, number]),
+    ),
+  );
+  metric('asm_sessions', 'gauge', 'Sessions held by this process', [[{}, await app.store.sessions.count()]]);
+  metric('asm_up', 'gauge', '1 while the server accepts work', [[{}, app.isReady() ? 1 : 0]]);
+  return `${lines.join('\n')}\n`;
+}

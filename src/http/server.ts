@@ -1,0 +1,61 @@
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import websocket from '@fastify/websocket';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { VERSION, type AsmApp } from '../app.js';
+import { registerAuth } from './auth.js';
+import { registerErrorHandling } from './errors.js';
+import { approvalRoutes } from './routes/approvals.js';
+import { eventStreamRoutes } from './routes/events-ws.js';
+import { queueRoutes } from './routes/queues.js';
+import { runRoutes } from './routes/runs.js';
+import { sessionRoutes } from './routes/sessions.js';
+import { systemRoutes } from './routes/system.js';
+import { typeboxValidatorCompiler } from './validation.js';
+
+/** The HTTP and WebSocket face of an AsmApp. Routes are encapsulated plugins; the schemas drive validation and OpenAPI. */
+export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
+  const fastify = Fastify({
+    // pino's Logger is a FastifyBaseLogger; the cast only stops the server type from being specialised to it.
+    loggerInstance: app.logger as FastifyBaseLogger,
+    bodyLimit: app.config.limits.bodyBytes,
+    genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && req.headers['x-request-id'].length <= 128 ? req.headers['x-request-id'] : randomUUID()),
+    requestIdHeader: false,
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  fastify.setValidatorCompiler(typeboxValidatorCompiler);
+  fastify.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  registerErrorHandling(fastify);
+  registerAuth(fastify, app.config.apiKeys);
+
+  await fastify.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'ASM — Agent Session Manager',
+        version: VERSION,
+        description:
+          'Runs coding-agent CLIs as managed sessions. Live events stream over the WebSocket GET /v1/events (see README) and over SSE on GET /v1/runs/{id}/events.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await fastify.register(swaggerUi, { routePrefix: '/docs' });
+  await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
+
+  await fastify.register(systemRoutes, { app });
+  await fastify.register(sessionRoutes, { app, prefix: '/v1' });
+  await fastify.register(runRoutes, { app, prefix: '/v1' });
+  await fastify.register(approvalRoutes, { app, prefix: '/v1' });
+  await fastify.register(queueRoutes, { app, prefix: '/v1' });
+  await fastify.register(eventStreamRoutes, { app, prefix: '/v1' });
+  fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger());
+  return fastify;
+}

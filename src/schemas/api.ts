@@ -1,0 +1,325 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors.js';
+import { AsmEventSchema, EVENT_KINDS, LaneMetadata, UsageSchema } from './events.js';
+
+/**
+ * Every request and response body of the HTTP API. These schemas validate the routes, type the handlers
+ * and generate openapi/openapi.json; nothing else defines the API's shape.
+ */
+
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+const Id = Type.String({ minLength: 1, maxLength: 128 });
+const Timestamp = Type.String({ format: 'date-time' });
+const Metadata = Type.Record(Type.String({ maxLength: 128 }), Type.Unknown(), {
+  description: 'Caller data, returned as given',
+  maxProperties: 64,
+});
+
+export const ErrorResponse = Type.Object({
+  error: Type.Object({
+    kind: Type.Union(ERROR_KIND_NAMES.map((k) => Type.Literal(k))),
+    domain: Type.Union(ERROR_DOMAINS.map((d) => Type.Literal(d))),
+    message: Type.String(),
+    retryable: Type.Boolean(),
+    details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  }),
+});
+
+export const BackendLane = Type.Union([Type.Literal('auto'), Type.Literal('core'), Type.Literal('sdk')]);
+export const ExecutionMode = Type.Union([Type.Literal('local'), Type.Literal('remote_node')]);
+export const DriverOpts = Type.Record(Type.String(), Type.Unknown(), {
+  description: 'Remote execution options (remote_node, remote_cookie, timeouts…); unknown keys are kept',
+});
+const QueueName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_.-]+$' });
+
+// ---- sessions ----
+
+export const CreateSessionBody = Type.Object(
+  {
+    provider: Type.String({ minLength: 1, maxLength: 64 }),
+    lane: Type.Optional(BackendLane),
+    execution_mode: Type.Optional(ExecutionMode),
+    driver_opts: Type.Optional(DriverOpts),
+    cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Relative to, and inside, the workspace root' })),
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+    permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    queue: Type.Optional(QueueName),
+    max_concurrent_runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
+    max_queued_runs: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
+    approval_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    run_deadline_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    metadata: Type.Optional(Metadata),
+  },
+  { additionalProperties: false },
+);
+export type CreateSessionBody = Static<typeof CreateSessionBody>;
+
+export const SessionState = Type.Union([Type.Literal('open'), Type.Literal('closing'), Type.Literal('closed')]);
+
+export const Session = Type.Object({
+  id: Type.String(),
+  provider: Type.String(),
+  lane: BackendLane,
+  execution_mode: ExecutionMode,
+  driver_opts: DriverOpts,
+  cwd: Type.String({ description: 'Absolute working directory' }),
+  model: Nullable(Type.String()),
+  permission_mode: Nullable(Type.String()),
+  queue: Type.String(),
+  max_concurrent_runs: Type.Integer(),
+  max_queued_runs: Type.Integer(),
+  approval_timeout_ms: Type.Integer(),
+  run_deadline_ms: Type.Integer(),
+  metadata: Metadata,
+  state: SessionState,
+  provider_session_id: Nullable(Type.String()),
+  allowed_tools: Type.Array(Type.String(), { description: 'Tools allowed for the rest of the session (allow_for_session)' }),
+  last_seq: Type.Integer({ minimum: 0 }),
+  created_at: Timestamp,
+  closed_at: Nullable(Timestamp),
+});
+export type Session = Static<typeof Session>;
+
+export const SessionList = Type.Object({ sessions: Type.Array(Session) });
+export const SessionParams = Type.Object({ id: Id });
+
+// ---- runs ----
+
+export const RunState = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('running'),
+  Type.Literal('completed'),
+  Type.Literal('failed'),
+  Type.Literal('interrupted'),
+]);
+export type RunState = Static<typeof RunState>;
+
+export const CreateRunBody = Type.Object(
+  {
+    prompt: Type.String({ minLength: 1 }),
+    lane: Type.Optional(BackendLane),
+    execution_mode: Type.Optional(ExecutionMode),
+    driver_opts: Type.Optional(DriverOpts),
+    queue: Type.Optional(QueueName),
+    continuation: Type.Optional(Type.Boolean({ description: "Resume the provider's own session (default true when one exists)" })),
+    metadata: Type.Optional(Metadata),
+    wait: Type.Optional(Type.Boolean({ description: 'Answer with the final result instead of 202' })),
+  },
+  { additionalProperties: false },
+);
+export type CreateRunBody = Static<typeof CreateRunBody>;
+
+export const RunError = Type.Object({
+  kind: Type.String(),
+  domain: Type.String(),
+  message: Type.String(),
+  retryable: Type.Boolean(),
+});
+
+export const RunResult = Type.Object({
+  status: RunState,
+  text: Type.String({ description: 'Assistant text of the run, concatenated' }),
+  stop_reason: Nullable(Type.String()),
+  usage: Nullable(UsageSchema),
+  cost_usd: Nullable(Type.Number()),
+  error: Nullable(RunError),
+  duration_ms: Nullable(Type.Integer()),
+  provider_session_id: Nullable(Type.String()),
+  metadata: Nullable(LaneMetadata),
+});
+export type RunResult = Static<typeof RunResult>;
+
+export const Run = Type.Object({
+  id: Type.String(),
+  session_id: Type.String(),
+  provider: Type.String(),
+  state: RunState,
+  queue: Type.String(),
+  prompt: Type.String(),
+  metadata: Metadata,
+  created_at: Timestamp,
+  started_at: Nullable(Timestamp),
+  finished_at: Nullable(Timestamp),
+  result: Nullable(RunResult),
+});
+export type Run = Static<typeof Run>;
+
+export const RunList = Type.Object({ runs: Type.Array(Run) });
+export const RunParams = Type.Object({ id: Id });
+
+export const EventsQuery = Type.Object(
+  {
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Return events with seq greater than this' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1 })),
+  },
+  { additionalProperties: false },
+);
+
+export const EventPage = Type.Object({
+  events: Type.Array(AsmEventSchema),
+  next_after: Type.Integer({ description: 'Pass as `after` to continue' }),
+  run_state: RunState,
+});
+
+// ---- approvals ----
+
+export const ApprovalDecisionValue = Type.Union([
+  Type.Literal('allow'),
+  Type.Literal('allow_for_session'),
+  Type.Literal('deny'),
+]);
+
+export const DecideApprovalBody = Type.Object(
+  {
+    decision: ApprovalDecisionValue,
+    reason: Type.Optional(Type.String({ maxLength: 2000 })),
+  },
+  { additionalProperties: false },
+);
+export type DecideApprovalBody = Static<typeof DecideApprovalBody>;
+
+export const ApprovalState = Type.Union([Type.Literal('pending'), Type.Literal('resolved')]);
+
+export const Approval = Type.Object({
+  id: Type.String(),
+  session_id: Type.String(),
+  run_id: Type.String(),
+  subject: Type.String(),
+  tool_input: Type.Unknown(),
+  state: ApprovalState,
+  decision: Nullable(ApprovalDecisionValue),
+  reason: Nullable(Type.String()),
+  requested_at: Timestamp,
+  expires_at: Timestamp,
+  resolved_at: Nullable(Timestamp),
+});
+export type Approval = Static<typeof Approval>;
+export const ApprovalList = Type.Object({ approvals: Type.Array(Approval) });
+
+// ---- queues ----
+
+const Latency = Type.Object({
+  count: Type.Integer(),
+  p50: Type.Number(),
+  p90: Type.Number(),
+  p95: Type.Number(),
+  p99: Type.Number(),
+});
+
+export const QueueInfo = Type.Object({
+  name: Type.String(),
+  priority: Type.Integer(),
+  min_concurrency: Type.Integer(),
+  max_concurrency: Type.Integer(),
+  pending: Type.Integer(),
+  active: Type.Integer(),
+  delayed: Type.Integer(),
+  completed: Type.Integer(),
+  failed: Type.Integer(),
+  timed_out: Type.Integer(),
+  retried: Type.Integer(),
+  dead_lettered: Type.Integer(),
+  cancelled: Type.Integer(),
+  pressure: Type.Boolean(),
+  paused: Type.Boolean(),
+  latency_ms: Latency,
+  wait_ms: Latency,
+});
+export const QueueList = Type.Object({ queues: Type.Array(QueueInfo) });
+export const QueueParams = Type.Object({ lane: Type.String({ minLength: 1, maxLength: 64 }) });
+
+export const DeadLetterInfo = Type.Object({
+  id: Type.String(),
+  type: Type.String(),
+  queue: Type.String(),
+  payload: Type.Unknown(),
+  error: Type.String(),
+  attempts: Type.Integer(),
+  failed_at: Timestamp,
+});
+export const DeadLetterList = Type.Object({ dead_letters: Type.Array(DeadLetterInfo) });
+export const DlqParams = Type.Object({ id: Id });
+
+// ---- providers and nodes ----
+
+export const ProviderInfo = Type.Object({
+  name: Type.String(),
+  display_name: Type.String(),
+  binary: Type.String(),
+  installed: Type.Boolean(),
+  version: Nullable(Type.String()),
+  enabled: Type.Boolean(),
+  default_queue: Type.String(),
+  capabilities: Type.Array(Type.String()),
+  permission_modes: Type.Array(Type.String()),
+  lanes: Type.Array(Type.String()),
+  sdk_available: Type.Boolean(),
+});
+export const ProviderList = Type.Object({ providers: Type.Array(ProviderInfo) });
+export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
+
+export const NodeInfo = Type.Object({
+  name: Type.String(),
+  version: Type.String(),
+  providers: Type.Array(Type.String()),
+  capacity: Type.Integer(),
+  load: Type.Integer(),
+  last_heartbeat: Timestamp,
+  state: Type.Union([Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
+  pool: Type.String(),
+});
+export const NodeList = Type.Object({ nodes: Type.Array(NodeInfo) });
+
+export const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
+
+// ---- WebSocket /v1/events ----
+
+export const EventStreamQuery = Type.Object(
+  {
+    session_id: Type.Optional(Id),
+    run_id: Type.Optional(Id),
+    kinds: Type.Optional(Type.String({ description: 'Comma-separated event kinds' })),
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Replay events after this seq (needs session_id or run_id)' })),
+    queue_events: Type.Optional(Type.Boolean({ description: 'Also stream queue-lane events' })),
+    token: Type.Optional(Type.String({ description: 'API key, for clients that cannot set headers' })),
+  },
+  { additionalProperties: false },
+);
+export type EventStreamQuery = Static<typeof EventStreamQuery>;
+
+const EventKindList = Type.Array(Type.Union(EVENT_KINDS.map((k) => Type.Literal(k))), { maxItems: EVENT_KINDS.length });
+
+export const ClientFrame = Type.Union([
+  Type.Object(
+    {
+      type: Type.Literal('subscribe'),
+      session_id: Type.Optional(Id),
+      run_id: Type.Optional(Id),
+      kinds: Type.Optional(EventKindList),
+      after: Type.Optional(Type.Integer({ minimum: 0 })),
+      queue_events: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object({ type: Type.Literal('unsubscribe') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('approve'),
+      approval_id: Id,
+      decision: ApprovalDecisionValue,
+      reason: Type.Optional(Type.String({ maxLength: 2000 })),
+      request_id: Type.Optional(Type.String({ maxLength: 128 })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('interrupt'), run_id: Id, request_id: Type.Optional(Type.String({ maxLength: 128 })) },
+    { additionalProperties: false },
+  ),
+]);
+export type ClientFrame = Static<typeof ClientFrame>;
+
+/** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
+export const WS_CLOSE_SLOW_CONSUMER = 4008;
+/** Close code for an unauthenticated or forbidden stream. */
+export const WS_CLOSE_UNAUTHORIZED = 4001;

@@ -1,0 +1,661 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AsmConfig } from '../config.js';
+import { AsmError, badField, type ErrorBody } from '../errors.js';
+import type { Backend, BackendRun, InterruptReason } from '../backends/types.js';
+import { buildCliEnv } from '../backends/env.js';
+import { LaneError, type CommandContext, type DeadLetter, type LaneEngine } from '../lanes/types.js';
+import { resolveBinary } from '../providers/registry.js';
+import type { ApprovalDecision, ProviderDefinition } from '../providers/types.js';
+import type { CreateRunBody, CreateSessionBody, RunResult } from '../schemas/api.js';
+import { TERMINAL_KINDS, type AsmEvent, type EventKind, type EventMetadata, type EventPayload, type ProviderEvent } from '../schemas/events.js';
+import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
+import { ApprovalBook } from './approvals.js';
+import { resolveLane } from './lane-resolution.js';
+import { isTerminalRunState, projectResult, type ProjectableEvent } from './projection.js';
+import { KeyedSerializer } from './serial.js';
+import { resolveWorkspaceDir } from './workspace.js';
+
+/**
+ * Sessions, runs, approvals and interrupts. Every operation is a command on a queue lane: session
+ * changes on `session`, interrupts and approval decisions on `control`, runs on their queue (`prompt`,
+ * `skill`, …). So control traffic overtakes agent work however busy the agent lanes are.
+ *
+ * Per-session admission sits above the lanes: a session runs at most max_concurrent_runs at once and
+ * holds at most max_queued_runs more in its own FIFO; beyond that a submit is refused with at_capacity.
+ */
+
+const SESSION_DEFAULTS = {
+  lane: 'auto',
+  execution_mode: 'local',
+  max_concurrent_runs: 1,
+  max_queued_runs: 10,
+  approval_timeout_ms: 120_000,
+  run_deadline_ms: 600_000,
+} as const;
+
+/** Command types this service registers on the lane engine. */
+const COMMANDS = {
+  createSession: 'session.create',
+  closeSession: 'session.close',
+  executeRun: 'run.execute',
+  interruptRun: 'run.interrupt',
+  decideApproval: 'approval.decide',
+} as const;
+
+/** User-facing commands answer with a value or an error body, so a refused request is not a failed command. */
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorBody };
+
+interface ActiveRun {
+  backend: BackendRun;
+  /** Events of this run so far, for the projection. */
+  events: AsmEvent[];
+  ended: boolean;
+}
+
+export interface SessionServiceDeps {
+  config: AsmConfig;
+  store: Store;
+  engine: LaneEngine;
+  providers: Map<string, ProviderDefinition>;
+  backend: Backend;
+  logger: Logger;
+}
+
+export class SessionService {
+  private readonly config: AsmConfig;
+  private readonly store: Store;
+  private readonly engine: LaneEngine;
+  private readonly providers: Map<string, ProviderDefinition>;
+  private readonly backend: Backend;
+  private readonly log: Logger;
+  private readonly approvals: ApprovalBook;
+  /** Runs executing in this process. */
+  private readonly active = new Map<string, ActiveRun>();
+  /** Admission decisions of one session, serialised. */
+  private readonly admission = new KeyedSerializer();
+  /** The events of one run, serialised (run id → chain). */
+  private readonly runEvents = new KeyedSerializer();
+
+  constructor(deps: SessionServiceDeps) {
+    this.config = deps.config;
+    this.store = deps.store;
+    this.engine = deps.engine;
+    this.providers = deps.providers;
+    this.backend = deps.backend;
+    this.log = deps.logger;
+    this.approvals = new ApprovalBook(
+      this.store,
+      {
+        withRun: (runId, work) => this.runEvents.run(runId, work),
+        emit: (runId, kind, payload) => this.emitForRun(runId, kind, payload),
+        forward: (runId, approvalId, decision, reason) => this.forwardDecision(runId, approvalId, decision, reason),
+      },
+      (err, approvalId) => this.log.error({ err, approvalId }, 'approval timeout handling failed'),
+    );
+  }
+
+  registerCommands(): void {
+    const userFacing = <P, T>(fn: (payload: P) => Promise<T>) => async (payload: P): Promise<Outcome<T>> => {
+      try {
+        return { ok: true, value: await fn(payload) };
+      } catch (err) {
+        return { ok: false, error: AsmError.from(err).toBody() };
+      }
+    };
+    this.engine.register(COMMANDS.createSession, userFacing((p: { tenant: string; body: CreateSessionBody }) => this.doCreateSession(p.tenant, p.body)));
+    this.engine.register(COMMANDS.closeSession, userFacing((p: { id: string }) => this.doCloseSession(p.id)));
+    this.engine.register(COMMANDS.interruptRun, userFacing((p: { id: string }) => this.doInterrupt(p.id)));
+    this.engine.register(
+      COMMANDS.decideApproval,
+      userFacing((p: { id: string; decision: ApprovalDecision; reason: string | null }) => this.approvals.decide(p.id, p.decision, p.reason)),
+    );
+    this.engine.register(COMMANDS.executeRun, (p: { run_id: string }, ctx: CommandContext) => this.executeRun(p.run_id, ctx));
+  }
+
+  // ---------------------------------------------------------------- public API (HTTP, WebSocket, CLI)
+
+  createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+    return this.command('session', COMMANDS.createSession, { tenant, body });
+  }
+
+  async getSession(tenant: string, id: string): Promise<SessionRecord> {
+    const session = await this.store.sessions.get(id);
+    if (!session || session.tenant !== tenant) throw new AsmError('not_found', `session ${id} not found`);
+    return session;
+  }
+
+  listSessions(tenant: string): Promise<SessionRecord[]> {
+    return this.store.sessions.list(tenant);
+  }
+
+  async closeSession(tenant: string, id: string): Promise<SessionRecord> {
+    await this.getSession(tenant, id);
+    return this.command('session', COMMANDS.closeSession, { id });
+  }
+
+  async submitRun(tenant: string, sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+    const session = await this.getSession(tenant, sessionId);
+    if (Buffer.byteLength(body.prompt) > this.config.limits.promptBytes) {
+      throw new AsmError('payload_too_large', `prompt: larger than ${this.config.limits.promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, {
+        details: { field: 'prompt' },
+      });
+    }
+    return this.admission.run(session.id, () => this.admit(session.id, body));
+  }
+
+  async getRun(tenant: string, id: string): Promise<RunRecord> {
+    const run = await this.store.runs.get(id);
+    if (!run || run.tenant !== tenant) throw new AsmError('not_found', `run ${id} not found`);
+    return run;
+  }
+
+  async listRuns(tenant: string, sessionId: string): Promise<RunRecord[]> {
+    await this.getSession(tenant, sessionId);
+    return this.store.runs.listBySession(sessionId);
+  }
+
+  async interruptRun(tenant: string, id: string): Promise<RunRecord> {
+    await this.getRun(tenant, id);
+    return this.command('control', COMMANDS.interruptRun, { id });
+  }
+
+  async decideApproval(tenant: string, id: string, decision: ApprovalDecision, reason: string | null): Promise<ApprovalRecord> {
+    const approval = await this.store.approvals.get(id);
+    if (!approval || approval.tenant !== tenant) throw new AsmError('not_found', `approval ${id} not found`, { domain: 'approval' });
+    return this.command('control', COMMANDS.decideApproval, { id, decision, reason });
+  }
+
+  async listPendingApprovals(tenant: string, sessionId: string): Promise<ApprovalRecord[]> {
+    await this.getSession(tenant, sessionId);
+    return this.store.approvals.listPending({ sessionId });
+  }
+
+  /** Resolve with the run once it is terminal, or as it stands after timeoutMs. */
+  async waitForRun(runId: string, timeoutMs: number): Promise<RunRecord> {
+    const run = await this.store.runs.get(runId);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    if (isTerminalRunState(run.state)) return run;
+    return new Promise<RunRecord>((resolve) => {
+      let unsubscribe = () => {};
+      const finish = () => {
+        clearTimeout(timer);
+        unsubscribe();
+        this.store.runs.get(runId).then((r) => resolve(r ?? run), () => resolve(run));
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      unsubscribe = this.store.events.subscribe(run.session_id, (event) => {
+        if (event.run_id === runId && TERMINAL_KINDS.has(event.kind)) finish();
+      });
+      // The run may have ended between the first read and the subscription.
+      this.store.runs.get(runId).then((r) => r && isTerminalRunState(r.state) && finish());
+    });
+  }
+
+  /** Dead letters the tenant may see: failed runs of its own sessions. */
+  async deadLetters(tenant: string): Promise<DeadLetter[]> {
+    const letters = await this.engine.deadLetters();
+    const visible: DeadLetter[] = [];
+    for (const letter of letters) if (await this.ownsLetter(tenant, letter)) visible.push(letter);
+    return visible;
+  }
+
+  /**
+   * Retry a dead letter. A failed run is never re-executed (a run has exactly one terminal event):
+   * its prompt is submitted again as a new run of the same session, through normal admission.
+   */
+  async retryDeadLetter(tenant: string, id: string): Promise<{ command_id: string; run_id: string | null }> {
+    const letter = await this.findLetter(tenant, id);
+    const runId = runIdOf(letter);
+    if (!runId) return { command_id: (await this.engine.retryDeadLetter(id)).id, run_id: null };
+    const failed = (await this.store.runs.get(runId))!;
+    const retry = await this.submitRun(tenant, failed.session_id, {
+      prompt: failed.prompt,
+      queue: failed.queue,
+      lane: failed.options.lane,
+      execution_mode: failed.options.execution_mode,
+      driver_opts: failed.options.driver_opts,
+      continuation: failed.options.continuation,
+      metadata: { ...failed.metadata, retry_of: failed.id },
+    });
+    await this.engine.deleteDeadLetter(id);
+    return { command_id: retry.id, run_id: retry.id };
+  }
+
+  async deleteDeadLetter(tenant: string, id: string): Promise<void> {
+    await this.findLetter(tenant, id);
+    await this.engine.deleteDeadLetter(id);
+  }
+
+  private async findLetter(tenant: string, id: string): Promise<DeadLetter> {
+    const letter = (await this.engine.deadLetters()).find((l) => l.commandId === id);
+    if (!letter || !(await this.ownsLetter(tenant, letter))) throw new AsmError('not_found', `dead letter ${id} not found`);
+    return letter;
+  }
+
+  private async ownsLetter(tenant: string, letter: DeadLetter): Promise<boolean> {
+    const runId = runIdOf(letter);
+    const run = runId ? await this.store.runs.get(runId) : undefined;
+    return run?.tenant === tenant;
+  }
+
+  /** Interrupt every run this process executes (graceful shutdown). */
+  async interruptAll(reason: InterruptReason): Promise<void> {
+    await Promise.all([...this.active.values()].map((run) => run.backend.interrupt(reason).catch(() => undefined)));
+    await Promise.all([...this.active.values()].map((run) => run.backend.done));
+  }
+
+  close(): void {
+    this.approvals.close();
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  private async doCreateSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+    const provider = this.providers.get(body.provider);
+    if (!provider) {
+      throw badField('provider', `unknown provider "${body.provider}"; known: ${[...this.providers.keys()].sort().join(', ')}`);
+    }
+    if (this.config.disabledProviders.has(provider.name)) {
+      throw new AsmError('forbidden', `provider: ${provider.name} is disabled on this server (ASM_DISABLED_PROVIDERS)`, {
+        details: { field: 'provider' },
+      });
+    }
+    if (body.permission_mode !== undefined && !provider.permissionModes.includes(body.permission_mode)) {
+      throw badField(
+        'permission_mode',
+        provider.permissionModes.length
+          ? `must be one of ${provider.permissionModes.join(', ')} for ${provider.name}`
+          : `${provider.name} has no permission modes`,
+      );
+    }
+    const queue = body.queue ?? provider.defaultQueue;
+    this.assertQueue(queue);
+    // Resolve now so a session that could never run is refused at creation, not at its first run.
+    resolveLane({
+      provider,
+      requestedLane: body.lane ?? SESSION_DEFAULTS.lane,
+      executionMode: body.execution_mode ?? SESSION_DEFAULTS.execution_mode,
+      remoteAvailable: false,
+      node: this.config.nodeName,
+      queue,
+    });
+    if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
+      throw new AsmError('at_capacity', `the server holds its maximum of ${this.config.limits.maxSessions} sessions (ASM_MAX_SESSIONS)`);
+    }
+    const session: SessionRecord = {
+      id: `ses_${randomUUID()}`,
+      tenant,
+      provider: provider.name,
+      lane: body.lane ?? SESSION_DEFAULTS.lane,
+      execution_mode: body.execution_mode ?? SESSION_DEFAULTS.execution_mode,
+      driver_opts: body.driver_opts ?? {},
+      cwd: await resolveWorkspaceDir(this.config.workspaceRoot, body.cwd),
+      model: body.model ?? null,
+      permission_mode: body.permission_mode ?? null,
+      queue,
+      max_concurrent_runs: body.max_concurrent_runs ?? SESSION_DEFAULTS.max_concurrent_runs,
+      max_queued_runs: body.max_queued_runs ?? SESSION_DEFAULTS.max_queued_runs,
+      approval_timeout_ms: body.approval_timeout_ms ?? SESSION_DEFAULTS.approval_timeout_ms,
+      run_deadline_ms: body.run_deadline_ms ?? SESSION_DEFAULTS.run_deadline_ms,
+      metadata: body.metadata ?? {},
+      state: 'open',
+      provider_session_id: null,
+      allowed_tools: [],
+      last_seq: 0,
+      created_at: new Date().toISOString(),
+      closed_at: null,
+    };
+    await this.store.sessions.create(session);
+    this.log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');
+    return session;
+  }
+
+  /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. */
+  private async doCloseSession(id: string): Promise<SessionRecord> {
+    const session = await this.store.sessions.get(id);
+    if (!session) throw new AsmError('not_found', `session ${id} not found`);
+    if (session.state === 'closed') return session;
+    await this.admission.run(id, () => this.store.sessions.update(id, { state: 'closing' }));
+    const runs = (await this.store.runs.listBySession(id)).filter((r) => !isTerminalRunState(r.state));
+    await Promise.all(runs.map((r) => this.doInterrupt(r.id).catch(() => undefined)));
+    const bound = this.config.limits.interruptGraceMs + this.config.limits.killGraceMs + this.config.limits.exitGraceMs + 1_000;
+    await Promise.all(runs.map((r) => this.waitForRun(r.id, bound)));
+    const closed = await this.store.sessions.update(id, {
+      state: 'closed',
+      closed_at: new Date().toISOString(),
+      last_seq: await this.store.events.lastSeq(id),
+    });
+    this.log.info({ sessionId: id, interruptedRuns: runs.length }, 'session closed');
+    return closed;
+  }
+
+  // ---------------------------------------------------------------- admission
+
+  private async admit(sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+    const session = await this.store.sessions.get(sessionId);
+    if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
+    if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
+    const provider = this.providers.get(session.provider)!;
+    const queue = body.queue ?? session.queue;
+    if (body.queue !== undefined) this.assertQueue(body.queue);
+    const lane = body.lane ?? session.lane;
+    const executionMode = body.execution_mode ?? session.execution_mode;
+    const observability = resolveLane({
+      provider,
+      requestedLane: lane,
+      executionMode,
+      remoteAvailable: false,
+      node: this.config.nodeName,
+      queue,
+    });
+
+    const runs = await this.store.runs.listBySession(sessionId);
+    const inFlight = runs.filter((r) => r.state === 'running' || (r.state === 'queued' && r.dispatched)).length;
+    const waiting = runs.filter((r) => r.state === 'queued' && !r.dispatched).length;
+    const dispatchNow = inFlight < session.max_concurrent_runs;
+    if (!dispatchNow && waiting >= session.max_queued_runs) {
+      throw new AsmError('at_capacity', `session ${sessionId} is at capacity: ${inFlight} running, ${waiting} queued (max_queued_runs ${session.max_queued_runs})`, {
+        details: { running: inFlight, queued: waiting },
+      });
+    }
+
+    const run: RunRecord = {
+      id: `run_${randomUUID()}`,
+      session_id: sessionId,
+      tenant: session.tenant,
+      provider: session.provider,
+      state: 'queued',
+      queue,
+      prompt: body.prompt,
+      metadata: body.metadata ?? {},
+      created_at: new Date().toISOString(),
+      started_at: null,
+      finished_at: null,
+      result: null,
+      dispatched: false,
+      observability,
+      options: {
+        lane,
+        execution_mode: executionMode,
+        driver_opts: { ...session.driver_opts, ...(body.driver_opts ?? {}) },
+        continuation: body.continuation ?? true,
+      },
+    };
+    await this.store.runs.create(run);
+    await this.runEvents.run(run.id, () => this.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
+    if (dispatchNow) await this.dispatch(run);
+    return run;
+  }
+
+  private async dispatch(run: RunRecord): Promise<void> {
+    await this.store.runs.update(run.id, { dispatched: true });
+    try {
+      const handle = await this.engine.submit(run.queue, { type: COMMANDS.executeRun, payload: { run_id: run.id }, id: run.id });
+      // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
+      handle.result.catch(() => undefined);
+    } catch (err) {
+      await this.finishWithoutStart(run.id, laneErrorToAsm(err));
+    }
+  }
+
+  /** A slot of the session freed up: start its oldest waiting run. */
+  private pump(sessionId: string): void {
+    void this.admission
+      .run(sessionId, async () => {
+        const session = await this.store.sessions.get(sessionId);
+        if (!session || session.state !== 'open') return;
+        const runs = await this.store.runs.listBySession(sessionId);
+        const inFlight = runs.filter((r) => r.state === 'running' || (r.state === 'queued' && r.dispatched)).length;
+        const next = runs.find((r) => r.state === 'queued' && !r.dispatched);
+        if (next && inFlight < session.max_concurrent_runs) await this.dispatch(next);
+      })
+      .catch((err) => this.log.error({ err, sessionId }, 'failed to start the next queued run'));
+  }
+
+  // ---------------------------------------------------------------- execution
+
+  private async executeRun(runId: string, ctx: CommandContext): Promise<{ run_id: string; state: string }> {
+    const run = await this.store.runs.get(runId);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    if (run.state !== 'queued') return { run_id: runId, state: run.state };
+    const session = (await this.store.sessions.get(run.session_id))!;
+    const provider = this.providers.get(session.provider)!;
+    if (ctx.signal.aborted) {
+      await this.finishWithoutStart(runId, abortToError(ctx.signal.reason, 'before it started'));
+      return { run_id: runId, state: 'interrupted' };
+    }
+
+    const active: ActiveRun = { backend: undefined as unknown as BackendRun, events: [], ended: false };
+    this.active.set(runId, active);
+    try {
+      active.backend = this.backend.start(
+        {
+          provider,
+          runId,
+          sessionId: session.id,
+          prompt: run.prompt,
+          cwd: session.cwd,
+          model: session.model ?? undefined,
+          permissionMode: session.permission_mode ?? undefined,
+          providerSessionId: run.options.continuation ? session.provider_session_id ?? undefined : undefined,
+          binary: resolveBinary(provider, this.config.binaries),
+          env: buildCliEnv(process.env, provider.env, this.config.passEnv),
+          node: this.config.nodeName,
+          deadlineMs: session.run_deadline_ms,
+          approvalTimeoutMs: session.approval_timeout_ms,
+        },
+        (event) => {
+          void this.runEvents.run(runId, () => this.onBackendEvent(run, active, event)).catch((err) =>
+            this.log.error({ err, runId, kind: event.kind }, 'failed to record a run event'),
+          );
+        },
+      );
+      const onAbort = () => void active.backend.interrupt(abortReason(ctx.signal.reason));
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      await active.backend.done;
+      ctx.signal.removeEventListener('abort', onAbort);
+      // Wait for the run's queued event appends to land before reporting the outcome.
+      await this.runEvents.run(runId, async () => undefined);
+    } finally {
+      this.active.delete(runId);
+    }
+    const final = (await this.store.runs.get(runId))!;
+    if (final.state === 'failed') {
+      // Failing the command records the run in the lane's metrics and dead-letter queue.
+      throw new Error(final.result?.error ? `${final.result.error.kind}: ${final.result.error.message}` : 'run failed');
+    }
+    return { run_id: runId, state: final.state };
+  }
+
+  /** One event from the backend, in order (serialised per run). */
+  private async onBackendEvent(run: RunRecord, active: ActiveRun, event: ProviderEvent): Promise<void> {
+    if (active.ended) return;
+    if (TERMINAL_KINDS.has(event.kind)) {
+      await this.approvals.closeForRun(run.id);
+      await this.finish(run, active, event);
+      return;
+    }
+    const stored = await this.append(run, event.kind, event.payload);
+    active.events.push(stored);
+    if (event.kind === 'run_started') {
+      const providerSessionId = event.payload.provider_session_id;
+      await this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp });
+      if (providerSessionId) await this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId });
+    } else if (event.kind === 'approval_requested') {
+      await this.onApprovalRequested(run, event.payload);
+    }
+  }
+
+  private async onApprovalRequested(run: RunRecord, payload: EventPayload<'approval_requested'>): Promise<void> {
+    await this.approvals.open({
+      id: payload.approval_id,
+      tenant: run.tenant,
+      session_id: run.session_id,
+      run_id: run.id,
+      subject: payload.subject,
+      tool_input: payload.details.tool_input,
+      state: 'pending',
+      decision: null,
+      reason: null,
+      requested_at: new Date().toISOString(),
+      expires_at: payload.expires_at,
+      resolved_at: null,
+    });
+    const session = await this.store.sessions.get(run.session_id);
+    if (session?.allowed_tools.includes(payload.subject)) {
+      // Decided outside this event's turn of the run's serialiser, which the decision itself joins.
+      void this.approvals.decide(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
+        this.log.warn({ err, approvalId: payload.approval_id }, 'auto-allow failed'),
+      );
+    }
+  }
+
+  /** Record the terminal event: the run's result is projected from its events, including this one. */
+  private async finish(run: RunRecord, active: ActiveRun, terminal: ProviderEvent): Promise<void> {
+    active.ended = true;
+    const timestamp = new Date().toISOString();
+    const provisional = this.envelope(run, terminal.kind, terminal.payload, timestamp);
+    const result = projectResult([...(await this.runEventsSoFar(run, active)), provisional]);
+    await this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result });
+    await this.store.events.append(provisional);
+    this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
+    this.pump(run.session_id);
+  }
+
+  /** End a run that never reached a backend (interrupted while queued, lane refused it). */
+  private async finishWithoutStart(runId: string, error: AsmError): Promise<void> {
+    await this.runEvents.run(runId, async () => {
+      const run = (await this.store.runs.get(runId))!;
+      if (isTerminalRunState(run.state)) return;
+      await this.finish(run, { backend: undefined as unknown as BackendRun, events: [], ended: false }, {
+        kind: 'error',
+        payload: { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable },
+      });
+    });
+  }
+
+  private async runEventsSoFar(run: RunRecord, active: ActiveRun): Promise<ProjectableEvent[]> {
+    if (active.events.length > 0) return active.events;
+    return this.store.events.read(run.session_id, { after: 0, runId: run.id, limit: Number.MAX_SAFE_INTEGER });
+  }
+
+  // ---------------------------------------------------------------- interrupts and approvals
+
+  private async doInterrupt(runId: string): Promise<RunRecord> {
+    const run = await this.store.runs.get(runId);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    if (isTerminalRunState(run.state)) throw new AsmError('conflict', `run ${runId} already ended (${run.state})`);
+    if (!run.dispatched) {
+      await this.finishWithoutStart(runId, cancelled('before it started'));
+    } else {
+      const where = await this.engine.cancel(runId, 'user');
+      if (where === 'pending') await this.finishWithoutStart(runId, cancelled('before it started'));
+      else if (where === 'unknown') await this.active.get(runId)?.backend.interrupt('user');
+    }
+    return (await this.store.runs.get(runId))!;
+  }
+
+  private async forwardDecision(runId: string, approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
+    if (decision === 'allow_for_session') await this.allowForSession(approvalId);
+    const active = this.active.get(runId);
+    if (!active || active.ended) return;
+    await active.backend.decide(approvalId, decision, reason).catch((err) => {
+      // The CLI may have withdrawn the request or the run may be ending; the decision is recorded either way.
+      if (!(err instanceof AsmError && err.kind === 'not_found')) throw err;
+    });
+  }
+
+  /** Later approvals for the same tool in this session are allowed without asking. */
+  private async allowForSession(approvalId: string): Promise<void> {
+    const approval = await this.store.approvals.get(approvalId);
+    if (!approval) return;
+    await this.admission.run(approval.session_id, async () => {
+      const session = await this.store.sessions.get(approval.session_id);
+      if (session && !session.allowed_tools.includes(approval.subject)) {
+        await this.store.sessions.update(session.id, { allowed_tools: [...session.allowed_tools, approval.subject] });
+      }
+    });
+  }
+
+  private async emitForRun<K extends EventKind>(runId: string, kind: K, payload: EventPayload<K>): Promise<boolean> {
+    const run = await this.store.runs.get(runId);
+    if (!run || isTerminalRunState(run.state)) return false;
+    const stored = await this.append(run, kind, payload);
+    this.active.get(runId)?.events.push(stored);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, timestamp: string) {
+    return {
+      session_id: run.session_id,
+      run_id: run.id,
+      provider: run.provider,
+      kind,
+      payload: payload as Record<string, unknown>,
+      metadata: run.observability as EventMetadata,
+      timestamp,
+    };
+  }
+
+  private append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
+    const { timestamp: _unused, ...event } = this.envelope(run, kind, payload, '');
+    return this.store.events.append(event);
+  }
+
+  private assertQueue(queue: string): void {
+    if (!this.engine.lanes().some((l) => l.id === queue)) {
+      throw badField('queue', `unknown queue lane "${queue}"; lanes: ${this.engine.lanes().map((l) => l.id).join(', ')}`);
+    }
+  }
+
+  private async command<T>(lane: string, type: string, payload: unknown): Promise<T> {
+    let outcome: Outcome<T>;
+    try {
+      const handle = await this.engine.submit(lane, { type, payload });
+      outcome = (await handle.result) as Outcome<T>;
+    } catch (err) {
+      throw laneErrorToAsm(err);
+    }
+    if (!outcome.ok) throw new AsmError(outcome.error.kind, outcome.error.message, outcome.error);
+    return outcome.value;
+  }
+}
+
+function runIdOf(letter: DeadLetter): string | undefined {
+  return letter.commandType === COMMANDS.executeRun ? (letter.payload as { run_id?: string })?.run_id : undefined;
+}
+
+function cancelled(when: string): AsmError {
+  return new AsmError('user_cancelled', `Run interrupted ${when}`, { retryable: false });
+}
+
+function abortReason(reason: unknown): InterruptReason {
+  return reason instanceof LaneError && reason.code === 'timeout' ? 'timeout' : 'user';
+}
+
+function abortToError(reason: unknown, when: string): AsmError {
+  return abortReason(reason) === 'timeout' ? new AsmError('timeout', `run timed out in its queue lane ${when}`) : cancelled(when);
+}
+
+function laneErrorToAsm(err: unknown): AsmError {
+  if (!(err instanceof LaneError)) return AsmError.from(err);
+  switch (err.code) {
+    case 'queue_full':
+      return new AsmError('queue_full', err.message);
+    case 'shutdown_in_progress':
+      return new AsmError('shutting_down', err.message);
+    case 'lane_not_found':
+      return badField('queue', err.message);
+    case 'timeout':
+      return new AsmError('timeout', err.message);
+    case 'cancelled':
+      return cancelled('before it started');
+    default:
+      return new AsmError('unknown', err.message);
+  }
+}
+
+export type { RunResult };

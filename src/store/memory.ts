@@ -1,0 +1,169 @@
+import { randomUUID } from 'node:crypto';
+import { AsmError } from '../errors.js';
+import type { AsmEvent } from '../schemas/events.js';
+import type {
+  ApprovalRecord,
+  ApprovalStore,
+  EventListener,
+  EventLog,
+  NewEvent,
+  ResolveOutcome,
+  RunRecord,
+  RunStore,
+  SessionRecord,
+  SessionStore,
+  Store,
+} from './types.js';
+
+/** Embedded mode's store: plain maps in this process. */
+
+function mustGet<T>(map: Map<string, T>, id: string, what: string): T {
+  const value = map.get(id);
+  if (!value) throw new AsmError('not_found', `${what} ${id} not found`);
+  return value;
+}
+
+class MemorySessionStore implements SessionStore {
+  private readonly sessions = new Map<string, SessionRecord>();
+
+  async create(session: SessionRecord): Promise<void> {
+    this.sessions.set(session.id, session);
+  }
+  async get(id: string): Promise<SessionRecord | undefined> {
+    return this.sessions.get(id);
+  }
+  async list(tenant: string): Promise<SessionRecord[]> {
+    return [...this.sessions.values()].filter((s) => s.tenant === tenant);
+  }
+  async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
+    return Object.assign(mustGet(this.sessions, id, 'session'), patch);
+  }
+  async count(): Promise<number> {
+    return this.sessions.size;
+  }
+}
+
+class MemoryRunStore implements RunStore {
+  private readonly runs = new Map<string, RunRecord>();
+  private readonly bySession = new Map<string, RunRecord[]>();
+
+  async create(run: RunRecord): Promise<void> {
+    this.runs.set(run.id, run);
+    const list = this.bySession.get(run.session_id) ?? [];
+    list.push(run);
+    this.bySession.set(run.session_id, list);
+  }
+  async get(id: string): Promise<RunRecord | undefined> {
+    return this.runs.get(id);
+  }
+  async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
+    return Object.assign(mustGet(this.runs, id, 'run'), patch);
+  }
+  async listBySession(sessionId: string): Promise<RunRecord[]> {
+    return [...(this.bySession.get(sessionId) ?? [])];
+  }
+}
+
+class MemoryApprovalStore implements ApprovalStore {
+  private readonly approvals = new Map<string, ApprovalRecord>();
+
+  async create(approval: ApprovalRecord): Promise<void> {
+    this.approvals.set(approval.id, approval);
+  }
+  async get(id: string): Promise<ApprovalRecord | undefined> {
+    return this.approvals.get(id);
+  }
+  async resolve(id: string, decision: NonNullable<ApprovalRecord['decision']>, reason: string | null): Promise<ResolveOutcome> {
+    const approval = this.approvals.get(id);
+    if (!approval) return { outcome: 'not_found' };
+    if (approval.state !== 'pending') return { outcome: 'already_resolved', approval };
+    Object.assign(approval, { state: 'resolved', decision, reason, resolved_at: new Date().toISOString() });
+    return { outcome: 'resolved', approval };
+  }
+  async listPending(filter: { sessionId?: string; runId?: string }): Promise<ApprovalRecord[]> {
+    return [...this.approvals.values()].filter(
+      (a) =>
+        a.state === 'pending' &&
+        (filter.sessionId === undefined || a.session_id === filter.sessionId) &&
+        (filter.runId === undefined || a.run_id === filter.runId),
+    );
+  }
+}
+
+interface SessionLog {
+  /** seq of events[0]; seqs are contiguous, so an event's index is seq - firstSeq. */
+  firstSeq: number;
+  lastSeq: number;
+  events: AsmEvent[];
+}
+
+class MemoryEventLog implements EventLog {
+  private readonly logs = new Map<string, SessionLog>();
+  private readonly listeners = new Map<string | null, Set<EventListener>>();
+
+  constructor(private readonly maxPerSession: number) {}
+
+  async append(event: NewEvent): Promise<AsmEvent> {
+    let log = this.logs.get(event.session_id);
+    if (!log) {
+      log = { firstSeq: 1, lastSeq: 0, events: [] };
+      this.logs.set(event.session_id, log);
+    }
+    const stored: AsmEvent = { ...event, id: randomUUID(), seq: ++log.lastSeq, timestamp: event.timestamp ?? new Date().toISOString() };
+    log.events.push(stored);
+    // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
+    const overflow = log.events.length - this.maxPerSession;
+    if (overflow >= Math.max(1, this.maxPerSession >> 3)) {
+      log.events.splice(0, overflow);
+      log.firstSeq += overflow;
+    }
+    this.publish(stored);
+    return stored;
+  }
+
+  async read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]> {
+    const log = this.logs.get(sessionId);
+    if (!log) return [];
+    const out: AsmEvent[] = [];
+    for (let i = Math.max(0, opts.after + 1 - log.firstSeq); i < log.events.length && out.length < opts.limit; i++) {
+      const event = log.events[i];
+      if (opts.runId === undefined || event.run_id === opts.runId) out.push(event);
+    }
+    return out;
+  }
+
+  async lastSeq(sessionId: string): Promise<number> {
+    return this.logs.get(sessionId)?.lastSeq ?? 0;
+  }
+
+  subscribe(sessionId: string | null, listener: EventListener): () => void {
+    let set = this.listeners.get(sessionId);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(sessionId, set);
+    }
+    set.add(listener);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(sessionId);
+    };
+  }
+
+  private publish(event: AsmEvent): void {
+    for (const key of [event.session_id, null]) {
+      const set = this.listeners.get(key);
+      if (!set) continue;
+      for (const listener of set) listener(event);
+    }
+  }
+}
+
+export function createMemoryStore(opts: { eventsPerSession: number }): Store {
+  return {
+    sessions: new MemorySessionStore(),
+    runs: new MemoryRunStore(),
+    approvals: new MemoryApprovalStore(),
+    events: new MemoryEventLog(opts.eventsPerSession),
+    async close() {},
+  };
+}

@@ -1,0 +1,81 @@
+import type { AsmEvent, EventMetadata } from '../schemas/events.js';
+import type { Approval, Run, Session } from '../schemas/api.js';
+
+/**
+ * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
+ * mode keeps them in Redis behind the same interface. Every method is async for that reason, and every
+ * operation that must be atomic across API processes (seq assignment, resolving an approval) is one call.
+ */
+
+export interface SessionRecord extends Session {
+  tenant: string;
+}
+
+/** What a run was asked to do, fixed at submit time (after session defaults and per-run overrides). */
+export interface RunOptions {
+  lane: 'auto' | 'core' | 'sdk';
+  execution_mode: 'local' | 'remote_node';
+  driver_opts: Record<string, unknown>;
+  continuation: boolean;
+}
+
+export interface RunRecord extends Run {
+  tenant: string;
+  options: RunOptions;
+  /** Handed to the lane engine (counts against max_concurrent_runs), as opposed to waiting in the session's FIFO. */
+  dispatched: boolean;
+  /** Lane observability fields stamped on every event of the run. */
+  observability: EventMetadata;
+}
+
+export interface ApprovalRecord extends Approval {
+  tenant: string;
+}
+
+/** An event before the log stamps it; `timestamp` may be fixed by the caller (a terminal event's result uses it). */
+export type NewEvent = Omit<AsmEvent, 'id' | 'seq' | 'timestamp'> & { timestamp?: string };
+
+export interface SessionStore {
+  create(session: SessionRecord): Promise<void>;
+  get(id: string): Promise<SessionRecord | undefined>;
+  list(tenant: string): Promise<SessionRecord[]>;
+  update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord>;
+  count(): Promise<number>;
+}
+
+export interface RunStore {
+  create(run: RunRecord): Promise<void>;
+  get(id: string): Promise<RunRecord | undefined>;
+  update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
+  listBySession(sessionId: string): Promise<RunRecord[]>;
+}
+
+export type ResolveOutcome = { outcome: 'resolved'; approval: ApprovalRecord } | { outcome: 'not_found' } | { outcome: 'already_resolved'; approval: ApprovalRecord };
+
+export interface ApprovalStore {
+  create(approval: ApprovalRecord): Promise<void>;
+  get(id: string): Promise<ApprovalRecord | undefined>;
+  /** Atomically move a pending approval to resolved; a second decision sees already_resolved. */
+  resolve(id: string, decision: NonNullable<Approval['decision']>, reason: string | null): Promise<ResolveOutcome>;
+  listPending(filter: { sessionId?: string; runId?: string }): Promise<ApprovalRecord[]>;
+}
+
+export type EventListener = (event: AsmEvent) => void;
+
+export interface EventLog {
+  /** Assign the session's next seq (gap-free), an id and a timestamp; store; publish to subscribers. */
+  append(event: NewEvent): Promise<AsmEvent>;
+  /** Events of a session with seq > after, oldest first, optionally of one run only. */
+  read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;
+  lastSeq(sessionId: string): Promise<number>;
+  /** Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe. */
+  subscribe(sessionId: string | null, listener: EventListener): () => void;
+}
+
+export interface Store {
+  sessions: SessionStore;
+  runs: RunStore;
+  approvals: ApprovalStore;
+  events: EventLog;
+  close(): Promise<void>;
+}
