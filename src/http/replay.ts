@@ -23,15 +23,21 @@ export interface Follower {
  * cursor (possible when events come from another process) makes the follower read the gap from the
  * store first. Delivery is strictly in seq order.
  */
-export function followEvents(log: EventLog, opts: FollowOptions, deliver: (event: AsmEvent) => void): Follower {
+/**
+ * `deliver` learns whether an event is replayed or live. A replay may await (to pace itself to a slow
+ * socket instead of flooding it); live delivery must decide at once, since the log does not wait.
+ */
+export type Deliver = (event: AsmEvent, phase: 'replay' | 'live') => void | Promise<void>;
+
+export function followEvents(log: EventLog, opts: FollowOptions, deliver: Deliver): Follower {
   let cursor = opts.after;
   let stopped = false;
   let chain: Promise<void> = Promise.resolve();
 
-  const emit = (event: AsmEvent) => {
+  const emit = async (event: AsmEvent, phase: 'replay' | 'live') => {
     if (event.seq <= cursor) return;
     cursor = event.seq;
-    if (opts.runId === undefined || event.run_id === opts.runId) deliver(event);
+    if (opts.runId === undefined || event.run_id === opts.runId) await deliver(event, phase);
   };
 
   const catchUp = async (upTo: number) => {
@@ -40,7 +46,7 @@ export function followEvents(log: EventLog, opts: FollowOptions, deliver: (event
       if (page.length === 0) return;
       for (const event of page) {
         if (stopped) return;
-        emit(event);
+        await emit(event, 'replay');
       }
     }
   };
@@ -49,7 +55,7 @@ export function followEvents(log: EventLog, opts: FollowOptions, deliver: (event
     chain = chain.then(async () => {
       if (stopped) return;
       if (event.seq > cursor + 1) await catchUp(event.seq - 1);
-      emit(event);
+      await emit(event, 'live');
     });
   });
 

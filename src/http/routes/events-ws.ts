@@ -67,10 +67,10 @@ class EventStreamConnection {
       throw badField('after', 'replay needs session_id or run_id (seq is per session)');
     }
 
-    const deliver = (event: AsmEvent) => {
+    const deliver = async (event: AsmEvent, phase: 'replay' | 'live') => {
       if (sub.kinds && !sub.kinds.has(event.kind)) return;
-      this.lastSeq = event.seq;
-      this.send({ type: 'event', event });
+      if (phase === 'replay') await this.writable();
+      if (this.send({ type: 'event', event })) this.lastSeq = event.seq;
     };
     if (sub.sessionId) {
       const after = sub.after ?? (await this.app.store.events.lastSeq(sub.sessionId));
@@ -84,7 +84,7 @@ class EventStreamConnection {
       await follower.live;
     } else {
       this.stopFollowing = this.app.store.events.subscribe(null, (event) => {
-        void this.ownsSession(event.session_id).then((own) => own && deliver(event));
+        void this.ownsSession(event.session_id).then((own) => (own ? deliver(event, 'live') : undefined));
       });
     }
     if (sub.queueEvents) {
@@ -93,7 +93,7 @@ class EventStreamConnection {
     this.send({ type: 'subscribed', session_id: sub.sessionId ?? null, run_id: sub.runId ?? null, last_seq: this.lastSeq });
   }
 
-  private async onFrame(text: string): Promise<void> {
+  private async onFrame(text: string): Promise<unknown> {
     let frame: unknown;
     try {
       frame = JSON.parse(text);
@@ -132,15 +132,24 @@ class EventStreamConnection {
     }
   }
 
-  private send(message: unknown): void {
-    if (this.closed) return;
+  /** A replay waits for the client to read rather than overflowing it; a dead peer is ended by the heartbeat. */
+  private async writable(): Promise<void> {
+    while (!this.closed && this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes / 2) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  /** False when the frame was not sent (closed, or the client fell too far behind and is being closed). */
+  private send(message: unknown): boolean {
+    if (this.closed) return false;
     if (this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes) {
       this.closed = true;
       this.socket.close(WS_CLOSE_SLOW_CONSUMER, JSON.stringify({ reason: 'slow_consumer', last_seq: this.lastSeq }));
       this.dispose();
-      return;
+      return false;
     }
     this.socket.send(JSON.stringify(message));
+    return true;
   }
 
   sendError(error: AsmError, requestId?: string): void {

@@ -78,10 +78,12 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     follower.stop();
     raw.end();
   };
-  const send = (event: AsmEvent) => {
+  const send = async (event: AsmEvent) => {
     if (ended) return;
-    raw.write(`id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
-    if (TERMINAL_KINDS.has(event.kind)) end();
+    const flushed = raw.write(`id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+    if (TERMINAL_KINDS.has(event.kind)) return end();
+    // Both replay and live wait for a slow reader here: HTTP has no close code to resume from.
+    if (!flushed) await new Promise((resolve) => raw.once('drain', resolve).once('close', resolve));
   };
   const heartbeat = setInterval(() => raw.write(': ping\n\n'), app.config.limits.wsHeartbeatMs);
   const follower = followEvents(app.store.events, { sessionId, runId, after, pageSize: app.config.limits.eventPageMax }, send);

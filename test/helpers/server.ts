@@ -1,0 +1,116 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import WebSocket from 'ws';
+import { createApp, type AsmApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { buildServer } from '../../src/http/server.js';
+
+export const FAKE_CLAUDE = new URL('../fixtures/bin/fake-claude.mjs', import.meta.url).pathname;
+
+export interface TestServer {
+  app: AsmApp;
+  url: string;
+  wsUrl: string;
+  workspace: string;
+  /** JSON request; returns status and parsed body. */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+/** A real ASM server on a free loopback port, with its own workspace root. */
+export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+  const workspace = mkdtempSync(join(tmpdir(), 'asm-test-'));
+  const config = loadConfig({ ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
+  const app = await createApp(config, pino({ level: process.env.ASM_TEST_LOG ?? 'silent' }));
+  const server = await buildServer(app);
+  await server.listen({ host: '127.0.0.1', port: 0 });
+  const address = server.server.address() as { port: number };
+  const url = `http://127.0.0.1:${address.port}`;
+  return {
+    app,
+    url,
+    wsUrl: url.replace('http', 'ws'),
+    workspace,
+    async request(method, path, body, headers = {}) {
+      const response = await fetch(url + path, {
+        method,
+        headers: { ...(body !== undefined && { 'content-type': 'application/json' }), ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        // not JSON (e.g. /metrics)
+      }
+      return { status: response.status, body: parsed, headers: response.headers };
+    },
+    async close() {
+      await app.close();
+      await server.close();
+      rmSync(workspace, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A WebSocket client that collects frames and lets a test await the one it needs. */
+export class StreamClient {
+  readonly frames: any[] = [];
+  private waiters: Array<{ test: (f: any) => boolean; resolve: (f: any) => void }> = [];
+  readonly socket: WebSocket;
+  readonly opened: Promise<void>;
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  constructor(url: string, headers: Record<string, string> = {}) {
+    this.socket = new WebSocket(url, { headers });
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.once('open', () => resolve());
+      this.socket.once('error', reject);
+    });
+    this.closed = new Promise((resolve) => this.socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.socket.on('message', (data) => {
+      const frame = JSON.parse(data.toString());
+      this.frames.push(frame);
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.test(frame)) return true;
+        w.resolve(frame);
+        return false;
+      });
+    });
+  }
+
+  events(): any[] {
+    return this.frames.filter((f) => f.type === 'event').map((f) => f.event);
+  }
+
+  next(test: (frame: any) => boolean, timeoutMs = 10_000): Promise<any> {
+    const found = this.frames.find(test);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching frame within ${timeoutMs} ms; got ${JSON.stringify(this.frames.slice(-5))}`)), timeoutMs);
+      this.waiters.push({ test, resolve: (f) => (clearTimeout(timer), resolve(f)) });
+    });
+  }
+
+  event(kind: string, extra: (e: any) => boolean = () => true): Promise<any> {
+    return this.next((f) => f.type === 'event' && f.event.kind === kind && extra(f.event)).then((f) => f.event);
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(JSON.stringify(frame));
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+export const TERMINAL = new Set(['result', 'error', 'run_completed']);
+
+/** Assert-friendly check of the stream invariants: seq strictly +1 within a session slice, one terminal last. */
+export function terminalEvents(events: any[], runId: string): any[] {
+  return events.filter((e) => e.run_id === runId && TERMINAL.has(e.kind));
+}
