@@ -60,6 +60,11 @@ export interface ProviderProcess {
   args: string[];
   /** 'control': stdin stays open as the control channel; 'closed': stdin is closed at spawn. */
   stdin: 'control' | 'closed';
+  /**
+   * The provider's session id when it is known before the CLI starts (claude: `--session-id`/`--resume`),
+   * so run_started can report it. Providers that learn it from the output leave it unset.
+   */
+  providerSessionId?: string;
   /** Lines written to stdin right after spawn (claude: initialize and the user turn). */
   start(): ProviderActions;
   /** One framed stdout line (without the newline). */

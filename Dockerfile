@@ -1,0 +1,25 @@
+# ASM service image. Build: docker build -t asm . · Run: docker run -e ASM_API_KEYS=... -p 8787:8787 asm
+# Agent CLIs (claude, codex, …) are not included: install them in a derived image and point ASM_<NAME>_BIN at them.
+FROM node:20-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build && npm prune --omit=dev
+
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production \
+    ASM_HOST=0.0.0.0 \
+    ASM_PORT=8787 \
+    ASM_WORKSPACE_ROOT=/workspace
+WORKDIR /app
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
+COPY package.json ./
+RUN mkdir -p /workspace && chown node:node /workspace
+USER node
+EXPOSE 8787
+HEALTHCHECK --interval=10s --timeout=3s CMD node -e "fetch('http://127.0.0.1:8787/readyz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+# Binding 0.0.0.0 requires ASM_API_KEYS: the server refuses to start without them.
+CMD ["node", "dist/cli/main.js", "serve"]

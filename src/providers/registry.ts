@@ -1,0 +1,87 @@
+import { execFile } from 'node:child_process';
+import { readdir } from 'node:fs/promises';
+import { buildCliEnv } from '../backends/env.js';
+import type { ProviderDefinition } from './types.js';
+
+/**
+ * Providers are discovered, not listed: every module in this folder except the ones named below
+ * default-exports a ProviderDefinition, so adding a provider is adding one file. Discovery reads the
+ * folder this module is in, which is src/providers/*.ts under vitest and tsx, and dist/providers/*.js
+ * after the build.
+ */
+
+const NOT_PROVIDERS = new Set(['types', 'registry', 'index']);
+
+let loaded: Promise<Map<string, ProviderDefinition>> | null = null;
+
+/** Every provider by name; discovered once, then cached. */
+export function loadProviders(): Promise<Map<string, ProviderDefinition>> {
+  loaded ??= discoverProviders().catch((err: unknown) => {
+    loaded = null; // a fixed file can be picked up on the next call
+    throw err;
+  });
+  return loaded;
+}
+
+async function discoverProviders(): Promise<Map<string, ProviderDefinition>> {
+  const folder = new URL('.', import.meta.url);
+  const files = (await readdir(folder)).filter(isProviderModule).sort();
+  const providers = new Map<string, ProviderDefinition>();
+  for (const file of files) {
+    const module = (await import(new URL(file, folder).href)) as { default?: unknown };
+    const definition = module.default;
+    if (!isProviderDefinition(definition)) {
+      throw new Error(`providers/${file} must default-export a ProviderDefinition`);
+    }
+    if (providers.has(definition.name)) throw new Error(`provider "${definition.name}" is defined twice (providers/${file})`);
+    providers.set(definition.name, definition);
+  }
+  return providers;
+}
+
+function isProviderModule(file: string): boolean {
+  if (file.endsWith('.d.ts')) return false;
+  const match = /^(.+)\.(?:js|ts)$/.exec(file);
+  return match !== null && !NOT_PROVIDERS.has(match[1]);
+}
+
+function isProviderDefinition(value: unknown): value is ProviderDefinition {
+  const candidate = value as Partial<ProviderDefinition> | undefined;
+  return typeof candidate?.name === 'string' && typeof candidate.create === 'function';
+}
+
+/** The binary to run: the operator's ASM_<NAME>_BIN if set, else the provider's default (looked up on PATH). */
+export function resolveBinary(definition: ProviderDefinition, binaries: Record<string, string>): string {
+  return binaries[definition.name] ?? definition.defaultBinary;
+}
+
+export interface VersionProbe {
+  /** The binary could be started. */
+  installed: boolean;
+  /** First line of its version output, or null when it printed none or failed. */
+  version: string | null;
+}
+
+/** Runs `binary ...versionArgs` to learn whether the CLI is installed and which version. Never rejects. */
+export function probeVersion(definition: ProviderDefinition, binary: string, timeoutMs = 5_000): Promise<VersionProbe> {
+  return new Promise((resolve) => {
+    try {
+      const child = execFile(
+        binary,
+        definition.versionArgs,
+        // The same allowlist as a run: discovery must not hand the service's secrets to a CLI either.
+        { timeout: timeoutMs, env: buildCliEnv(process.env, definition.env, []) },
+        (err, stdout) => {
+          if (err?.code === 'ENOENT' || err?.code === 'EACCES') return resolve({ installed: false, version: null });
+          const firstLine = err ? '' : stdout.trim().split('\n')[0].trim();
+          resolve({ installed: true, version: firstLine || null });
+        },
+      );
+      // Nothing to say to it: a CLI that reads stdin sees EOF instead of waiting for the timeout.
+      child.stdin?.end();
+    } catch {
+      // execFile throws synchronously for arguments it refuses (e.g. a NUL byte in the path).
+      resolve({ installed: false, version: null });
+    }
+  });
+}
