@@ -43,6 +43,7 @@ function follow(opts: RunOptions, runId: string): Promise<number> {
   const wsUrl = new URL(`/v1/events?run_id=${encodeURIComponent(runId)}&after=0`, opts.url.replace(/^http/, 'ws'));
   const socket = new WebSocket(wsUrl, { headers: opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {} });
   const prompt = createInterface({ input: process.stdin, output: err, terminal: process.stdin.isTTY ?? false });
+  const answers = lineQueue(prompt);
   // Approvals are asked one at a time, in the order the agent raised them.
   let asking: Promise<void> = Promise.resolve();
   let interrupts = 0;
@@ -60,6 +61,8 @@ function follow(opts: RunOptions, runId: string): Promise<number> {
       socket.send(JSON.stringify({ type: 'interrupt', run_id: runId }));
     };
     process.on('SIGINT', onSigint);
+    // On a terminal readline reads raw keys, so Ctrl-C reaches it rather than the process.
+    prompt.on('SIGINT', onSigint);
     socket.on('error', (e) => reject(new Error(`event stream: ${e.message}`)));
     socket.on('close', (code, reason) => {
       if (code === 4008) err.write(`stream closed: too slow (${reason.toString()})\n`);
@@ -74,7 +77,7 @@ function follow(opts: RunOptions, runId: string): Promise<number> {
       const event = frame.event as AsmEvent;
       render(event);
       if (event.kind === 'approval_requested') {
-        asking = asking.then(() => ask(prompt, socket, event));
+        asking = asking.then(() => ask(answers, socket, event));
       }
       const exit = exitCodeOf(event);
       if (exit !== undefined) void asking.then(() => finish(exit));
@@ -82,11 +85,33 @@ function follow(opts: RunOptions, runId: string): Promise<number> {
   });
 }
 
-async function ask(prompt: ReturnType<typeof createInterface>, socket: WebSocket, event: AsmEvent): Promise<void> {
+/**
+ * Answers read from stdin, kept from the moment the interface opens: piped input (`echo y | asm run …`)
+ * arrives before any question is asked, and readline's question() would drop it. At EOF: null.
+ */
+function lineQueue(rl: ReturnType<typeof createInterface>): (question: string) => Promise<string | null> {
+  const lines: string[] = [];
+  const waiting: Array<(line: string | null) => void> = [];
+  let closed = false;
+  rl.on('line', (line) => (waiting.length ? waiting.shift()!(line) : lines.push(line)));
+  rl.on('close', () => {
+    closed = true;
+    for (const wake of waiting.splice(0)) wake(null);
+  });
+  return (question) => {
+    err.write(question);
+    if (lines.length) return Promise.resolve(lines.shift()!);
+    if (closed) return Promise.resolve(null);
+    return new Promise((resolve) => waiting.push(resolve));
+  };
+}
+
+async function ask(answers: (question: string) => Promise<string | null>, socket: WebSocket, event: AsmEvent): Promise<void> {
   const p = event.payload as { approval_id: string; subject: string; details: { tool_input: unknown } };
-  const answer = (await prompt.question(`allow ${p.subject} ${JSON.stringify(p.details.tool_input)}? [y]es / [s]ession / [n]o: `).catch(() => 'n'))
-    .trim()
-    .toLowerCase();
+  const line = await answers(`allow ${p.subject} ${JSON.stringify(p.details.tool_input)}? [y]es / [s]ession / [n]o: `);
+  // A terminal echoes what was typed; piped input is shown, so the transcript reads as a dialogue.
+  if (!process.stdin.isTTY) err.write(`${line ?? '(end of input)'}\n`);
+  const answer = (line ?? 'n').trim().toLowerCase();
   const decision = answer.startsWith('y') ? 'allow' : answer.startsWith('s') ? 'allow_for_session' : 'deny';
   socket.send(JSON.stringify({ type: 'approve', approval_id: p.approval_id, decision, reason: decision === 'deny' ? 'denied on the terminal' : undefined }));
 }
@@ -123,7 +148,7 @@ function render(event: AsmEvent): void {
       err.write(`${p.decision === 'deny' ? '✗ denied' : '✓ allowed'}${p.reason ? ` (${p.reason})` : ''}\n`);
       break;
     case 'stderr':
-      err.write(p.content);
+      err.write(String(p.content).endsWith('\n') ? p.content : `${p.content}\n`);
       break;
     case 'result':
       err.write(

@@ -6,7 +6,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
 import { registerAuth } from './auth.js';
-import { registerErrorHandling } from './errors.js';
+import { frameworkErrors, registerErrorHandling } from './errors.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { eventStreamRoutes } from './routes/events-ws.js';
 import { queueRoutes } from './routes/queues.js';
@@ -25,13 +25,22 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: true,
+    // The longest path parameter the schemas accept (ids); longer ones are refused before routing.
+    routerOptions: { maxParamLength: 128 },
+    frameworkErrors,
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // The API speaks JSON only: a text/plain body is refused with 415 rather than parsed as a string.
+  fastify.removeContentTypeParser('text/plain');
 
   fastify.setValidatorCompiler(typeboxValidatorCompiler);
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
   registerErrorHandling(fastify);
+  // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
+  // socket destroyed after the response instead of left open, which also kept server.close() waiting.
+  await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
   registerAuth(fastify, app.config.apiKeys);
 
   await fastify.register(swagger, {
@@ -48,7 +57,6 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     },
   });
   await fastify.register(swaggerUi, { routePrefix: '/docs' });
-  await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
 
   await fastify.register(systemRoutes, { app });
   await fastify.register(sessionRoutes, { app, prefix: '/v1' });

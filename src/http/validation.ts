@@ -13,6 +13,10 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   const check = TypeCompiler.Compile(schema);
   const convert = httpPart !== 'body';
   return (data: unknown) => {
+    if (!convert) {
+      const tooDeep = fieldNestedTooDeep(data);
+      if (tooDeep !== undefined) return { error: badField(tooDeep, `nested deeper than ${MAX_BODY_DEPTH} levels`) };
+    }
     const value = convert ? Value.Convert(schema, data) : data;
     if (check.Check(value)) return { value };
     const first = check.Errors(value).First()!;
@@ -20,13 +24,31 @@ export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schem
   };
 };
 
+/**
+ * Free-form fields (metadata, driver_opts) take any JSON, but a value nested thousands of levels deep
+ * would be stored and then overflow the stack of every response that serialises it. Checked without
+ * recursion, before the schema; answers the top-level field that holds the deep value.
+ */
+const MAX_BODY_DEPTH = 64;
+
+function fieldNestedTooDeep(data: unknown): string | undefined {
+  const stack: Array<{ value: unknown; depth: number; field: string }> = [{ value: data, depth: 0, field: 'body' }];
+  while (stack.length > 0) {
+    const { value, depth, field } = stack.pop()!;
+    if (typeof value !== 'object' || value === null) continue;
+    if (depth >= MAX_BODY_DEPTH) return field;
+    for (const [key, child] of Object.entries(value)) stack.push({ value: child, depth: depth + 1, field: depth === 0 ? key : field });
+  }
+  return undefined;
+}
+
 function fieldName(part: string, error: ValueError): string {
   const path = error.path.replace(/^\//, '').replace(/\//g, '.');
   if (part === 'body') return path || 'body';
   return path ? `${part === 'querystring' ? 'query' : part}.${path}` : part;
 }
 
-function describe(error: ValueError): string {
+export function describe(error: ValueError): string {
   const options = (error.schema as { anyOf?: Array<{ const?: unknown }> }).anyOf;
   if (options && options.every((o) => o.const !== undefined)) {
     return `must be one of ${options.map((o) => JSON.stringify(o.const)).join(', ')}`;

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startServer, StreamClient, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 /**
  * Claude end to end through the service: HTTP + WebSocket in front, the core backend spawning the fake
@@ -12,13 +12,7 @@ import { startServer, StreamClient, TERMINAL, terminalEvents, type TestServer } 
 
 let server: TestServer;
 let stdinLog: string;
-const clients: StreamClient[] = [];
-
-function stream(query: string): StreamClient {
-  const client = new StreamClient(`${server.wsUrl}/v1/events?${query}`);
-  clients.push(client);
-  return client;
-}
+const stream = (query: string) => server.stream(query);
 
 /** What ASM wrote to the fake CLI's stdin, parsed. */
 function written(): any[] {
@@ -45,7 +39,6 @@ describe('claude end to end (fake CLI replaying real transcripts)', () => {
     server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG' });
   });
   afterEach(async () => {
-    for (const c of clients.splice(0)) c.close();
     await server.close();
     delete process.env.FAKE_CLAUDE_LOG;
   });

@@ -1,16 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { projectResult } from '../../src/sessions/projection.js';
-import { startServer, StreamClient, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
-const clients: StreamClient[] = [];
-
-function stream(query: string): StreamClient {
-  const client = new StreamClient(`${server.wsUrl}/v1/events?${query}`);
-  clients.push(client);
-  return client;
-}
+const stream = (query: string) => server.stream(query);
 
 async function session(body: Record<string, unknown> = {}): Promise<any> {
   const res = await server.request('POST', '/v1/sessions', { provider: 'shell', ...body });
@@ -40,7 +34,6 @@ describe('shell provider end to end (HTTP + WebSocket)', () => {
     server = await startServer({ ASM_WS_HEARTBEAT_MS: '200' });
   });
   afterEach(async () => {
-    for (const c of clients.splice(0)) c.close();
     await server.close();
   });
 
@@ -240,7 +233,6 @@ describe('slow WebSocket consumers', () => {
     server = await startServer({ ASM_WS_MAX_BUFFER_BYTES: '2048' });
   });
   afterEach(async () => {
-    for (const c of clients.splice(0)) c.close();
     await server.close();
   });
 

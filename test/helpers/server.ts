@@ -16,6 +16,8 @@ export interface TestServer {
   workspace: string;
   /** JSON request; returns status and parsed body. */
   request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  /** A WebSocket on /v1/events with this query string; closed with the server. */
+  stream(query: string, headers?: Record<string, string>): StreamClient;
   close(): Promise<void>;
 }
 
@@ -28,6 +30,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
   await server.listen({ host: '127.0.0.1', port: 0 });
   const address = server.server.address() as { port: number };
   const url = `http://127.0.0.1:${address.port}`;
+  const clients: StreamClient[] = [];
   return {
     app,
     url,
@@ -48,7 +51,13 @@ export async function startServer(env: Record<string, string> = {}): Promise<Tes
       }
       return { status: response.status, body: parsed, headers: response.headers };
     },
+    stream(query, headers = {}) {
+      const client = new StreamClient(`${url.replace('http', 'ws')}/v1/events?${query}`, headers);
+      clients.push(client);
+      return client;
+    },
     async close() {
+      for (const client of clients) client.close();
       await app.close();
       await server.close();
       rmSync(workspace, { recursive: true, force: true });

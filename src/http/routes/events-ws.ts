@@ -7,6 +7,7 @@ import { ClientFrame, EventStreamQuery, WS_CLOSE_SLOW_CONSUMER } from '../../sch
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import { followEvents } from '../replay.js';
 import { toAsmError } from '../errors.js';
+import { describe } from '../validation.js';
 
 /**
  * GET /v1/events (WebSocket). One subscription per connection, set by the query string and replaced by
@@ -29,6 +30,16 @@ interface Subscription {
 }
 
 const clientFrameCheck = TypeCompiler.Compile(ClientFrame);
+/** One checker per frame type, so an invalid frame of a known type is reported by its own field, not as "Expected union value". */
+const frameChecks = new Map(ClientFrame.anyOf.map((variant) => [variant.properties.type.const as string, TypeCompiler.Compile(variant)]));
+
+function frameError(frame: unknown): AsmError {
+  const type = (frame as { type?: unknown } | null)?.type;
+  const check = typeof frame === 'object' && frame !== null && typeof type === 'string' ? frameChecks.get(type) : undefined;
+  if (!check) return badField('type', `must be one of ${[...frameChecks.keys()].map((t) => JSON.stringify(t)).join(', ')}`);
+  const first = check.Errors(frame).First();
+  return badField(first?.path.replace(/^\//, '').replace(/\//g, '.') || 'frame', first ? describe(first) : 'invalid frame');
+}
 
 class EventStreamConnection {
   private stopFollowing = () => {};
@@ -100,10 +111,7 @@ class EventStreamConnection {
     } catch {
       return this.sendError(badField('frame', 'not valid JSON'));
     }
-    if (!clientFrameCheck.Check(frame)) {
-      const first = clientFrameCheck.Errors(frame).First();
-      return this.sendError(badField(first?.path.replace(/^\//, '').replace(/\//g, '.') || 'type', first?.message ?? 'invalid frame'), requestIdOf(frame));
-    }
+    if (!clientFrameCheck.Check(frame)) return this.sendError(frameError(frame), requestIdOf(frame));
     const requestId = 'request_id' in frame ? frame.request_id : undefined;
     try {
       switch (frame.type) {

@@ -44,7 +44,8 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fast
     },
     async (request, reply) => {
       const run = await sessions.getRun(request.tenant, request.params.id);
-      const limit = request.query.limit ?? DEFAULT_PAGE;
+      // The default page never exceeds the configured maximum (ASM_EVENT_PAGE_MAX may be below it).
+      const limit = request.query.limit ?? Math.min(DEFAULT_PAGE, config.limits.eventPageMax);
       if (limit > config.limits.eventPageMax) throw badField('query.limit', `must be at most ${config.limits.eventPageMax} (ASM_EVENT_PAGE_MAX)`);
       if (request.headers.accept?.includes('text/event-stream')) {
         return streamSse(reply, app, run.session_id, run.id, sseCursor(request.headers['last-event-id'], request.query.after));

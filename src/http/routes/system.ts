@@ -4,7 +4,7 @@ import { VERSION, type AsmApp } from '../../app.js';
 import { AsmError } from '../../errors.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
-import { Health, NodeList, ProviderInfo, ProviderList, ProviderParams } from '../../schemas/api.js';
+import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams } from '../../schemas/api.js';
 import { errorResponses } from './sessions.js';
 
 /** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
@@ -64,13 +64,14 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     };
   });
 
-  fastify.get('/healthz', { schema: { tags: ['health'], response: { 200: Health } } }, async () => ({ status: 'ok' }));
+  // Health probes answer without a key (auth.ts PUBLIC_PREFIXES): `security: []` says so in the OpenAPI document.
+  fastify.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' }));
 
-  fastify.get('/readyz', { schema: { tags: ['health'], response: { 200: Health, 503: Health } } }, async (_request, reply) =>
+  fastify.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Health, 503: Health } } }, async (_request, reply) =>
     app.isReady() ? { status: 'ready' } : reply.status(503).send({ status: 'draining' }),
   );
 
-  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String() } } }, async (_request, reply) => {
+  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String(), 401: ErrorResponse } } }, async (_request, reply) => {
     reply.type('text/plain; version=0.0.4');
     return prometheus(app);
   });

@@ -1,0 +1,224 @@
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
+
+/** API keys and tenants (SPEC §11): without a key nothing but health answers; a tenant sees only its own. */
+
+const KEY_A = 'key-a-0123456789abcdef';
+const KEY_B = 'key-b-fedcba9876543210';
+const A = { authorization: `Bearer ${KEY_A}` };
+const B = { authorization: `Bearer ${KEY_B}` };
+
+let server: TestServer;
+/** Tenant A's session, with one finished run. */
+let a: { session: any; run: any };
+const clients: StreamClient[] = [];
+
+function stream(query: string, headers: Record<string, string> = {}): StreamClient {
+  const client = new StreamClient(`${server.wsUrl}/v1/events?${query}`, headers);
+  clients.push(client);
+  return client;
+}
+
+function expectUnauthorized(res: { status: number; body: any }) {
+  expect(res.status).toBe(401);
+  expect(res.body.error).toMatchObject({ kind: 'unauthorized', domain: 'config', retryable: false });
+}
+
+function expectNotFound(res: { status: number; body: any }, id: string) {
+  expect(res.status, JSON.stringify(res.body)).toBe(404);
+  expect(res.body.error.kind).toBe('not_found');
+  expect(res.body.error.message).toContain(id);
+}
+
+describe('API keys and tenants', () => {
+  beforeAll(async () => {
+    server = await startServer({ ASM_API_KEYS: `${KEY_A}:tenant-a,${KEY_B}:tenant-b` });
+    const session = await server.request('POST', '/v1/sessions', { provider: 'shell', metadata: { owner: 'a' } }, A);
+    expect(session.status).toBe(201);
+    const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo secret of a', wait: true }, A);
+    expect(run.body.state).toBe('completed');
+    a = { session: session.body, run: run.body };
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await server?.close();
+  });
+
+  describe('without a valid key', () => {
+    it.each([
+      ['GET', '/v1/sessions'],
+      ['POST', '/v1/sessions'],
+      ['GET', '/v1/queues'],
+      ['GET', '/v1/providers'],
+      ['GET', '/metrics'],
+    ])('%s %s → 401 with no key, a wrong key, or a non-bearer scheme', async (method, path) => {
+      const body = method === 'POST' ? { provider: 'shell' } : undefined;
+      const missing = await server.request(method, path, body);
+      expectUnauthorized(missing);
+      expect(missing.body.error.message).toContain('Authorization: Bearer');
+      const wrong = await server.request(method, path, body, { authorization: 'Bearer not-a-key-of-this-server' });
+      expectUnauthorized(wrong);
+      expect(wrong.body.error.message).toBe('unknown API key');
+      expectUnauthorized(await server.request(method, path, body, { authorization: `Basic ${KEY_A}` }));
+      expectUnauthorized(await server.request(method, path, body, { authorization: `Bearer ${KEY_A.slice(0, -1)}` }));
+    });
+
+    it("refuses even for an existing id, without telling whether it exists", async () => {
+      const res = await server.request('GET', `/v1/runs/${a.run.id}`);
+      expectUnauthorized(res);
+      expect(JSON.stringify(res.body)).not.toContain(a.run.id);
+    });
+
+    it('created nothing with the refused requests', async () => {
+      const sessions = await server.request('GET', '/v1/sessions', undefined, A);
+      expect(sessions.body.sessions.map((s: any) => s.id)).toEqual([a.session.id]);
+    });
+
+    it('answers /healthz, /readyz and /openapi.json without a key', async () => {
+      expect(await server.request('GET', '/healthz')).toMatchObject({ status: 200, body: { status: 'ok' } });
+      expect(await server.request('GET', '/readyz')).toMatchObject({ status: 200, body: { status: 'ready' } });
+      expect(await server.request('GET', '/openapi.json')).toMatchObject({ status: 200, body: { openapi: '3.1.0' } });
+    });
+  });
+
+  describe("tenant B and tenant A's resources", () => {
+    it('cannot see the session', async () => {
+      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}`, undefined, B), a.session.id);
+      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}/runs`, undefined, B), a.session.id);
+      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}/approvals`, undefined, B), a.session.id);
+    });
+
+    it('cannot run in it or close it', async () => {
+      expectNotFound(await server.request('POST', `/v1/sessions/${a.session.id}/runs`, { prompt: 'echo from b' }, B), a.session.id);
+      expectNotFound(await server.request('DELETE', `/v1/sessions/${a.session.id}`, undefined, B), a.session.id);
+      const session = await server.request('GET', `/v1/sessions/${a.session.id}`, undefined, A);
+      expect(session.body.state).toBe('open');
+      const runs = await server.request('GET', `/v1/sessions/${a.session.id}/runs`, undefined, A);
+      expect(runs.body.runs.map((r: any) => r.id)).toEqual([a.run.id]);
+    });
+
+    it('cannot read its run or its events, nor interrupt it', async () => {
+      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}`, undefined, B), a.run.id);
+      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, B), a.run.id);
+      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, { ...B, accept: 'text/event-stream' }), a.run.id);
+      expectNotFound(await server.request('POST', `/v1/runs/${a.run.id}/interrupt`, undefined, B), a.run.id);
+      // A reads them fine.
+      const events = await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, A);
+      expect(events.status).toBe(200);
+      expect(events.body.events.at(-1).kind).toBe('result');
+    });
+
+    it('lists only its own sessions', async () => {
+      const own = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+      expect(own.status).toBe(201);
+      const listB = await server.request('GET', '/v1/sessions', undefined, B);
+      expect(listB.body.sessions.map((s: any) => s.id)).toEqual([own.body.id]);
+      const listA = await server.request('GET', '/v1/sessions', undefined, A);
+      expect(listA.body.sessions.map((s: any) => s.id)).toEqual([a.session.id]);
+      await server.request('DELETE', `/v1/sessions/${own.body.id}`, undefined, B);
+    });
+
+    it("cannot decide A's pending approval", async () => {
+      const session = await server.request('POST', '/v1/sessions', { provider: 'claude' }, A);
+      const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: '[fixture:c2-approve] Say hello, then create a file' }, A);
+      expect(run.status).toBe(202);
+      let approvals: any[] = [];
+      await expect
+        .poll(async () => (approvals = (await server.request('GET', `/v1/sessions/${session.body.id}/approvals`, undefined, A)).body.approvals).length, { timeout: 10_000 })
+        .toBe(1);
+      const approvalId = approvals[0].id;
+
+      const byB = await server.request('POST', `/v1/approvals/${approvalId}`, { decision: 'deny' }, B);
+      expectNotFound(byB, approvalId);
+      const wsB = stream('', B);
+      await wsB.next((f) => f.type === 'subscribed');
+      wsB.send({ type: 'approve', approval_id: approvalId, decision: 'deny', request_id: 'b-1' });
+      expect((await wsB.next((f) => f.request_id === 'b-1')).error.kind).toBe('not_found');
+
+      // Still pending for A, who allows it: the run completes.
+      const byA = await server.request('POST', `/v1/approvals/${approvalId}`, { decision: 'allow' }, A);
+      expect(byA.status).toBe(200);
+      expect(byA.body).toMatchObject({ state: 'resolved', decision: 'allow' });
+      await expect.poll(async () => (await server.request('GET', `/v1/runs/${run.body.id}`, undefined, A)).body.state, { timeout: 10_000 }).toBe('completed');
+      await server.request('DELETE', `/v1/sessions/${session.body.id}`, undefined, A);
+    });
+  });
+
+  describe('the WebSocket stream', () => {
+    it('refuses a connection without a key, or with a wrong one', async () => {
+      await expect(stream(`session_id=${a.session.id}`).opened).rejects.toThrow(/401/);
+      await expect(stream(`session_id=${a.session.id}&token=not-a-key-of-this-server`).opened).rejects.toThrow(/401/);
+      await expect(stream(`session_id=${a.session.id}`, { authorization: 'Bearer not-a-key-of-this-server' }).opened).rejects.toThrow(/401/);
+    });
+
+    it('closes the connection of a refused upgrade rather than leaving it open', async () => {
+      const { port } = new URL(server.url);
+      const socket = connect(Number(port), '127.0.0.1');
+      let received = '';
+      socket.on('data', (chunk) => (received += chunk.toString()));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write(
+        [
+          `GET /v1/events?session_id=${a.session.id} HTTP/1.1`,
+          `Host: 127.0.0.1:${port}`,
+          'Connection: Upgrade',
+          'Upgrade: websocket',
+          'Sec-WebSocket-Version: 13',
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+          '',
+          '',
+        ].join('\r\n'),
+      );
+      // The server answers 401 and hangs up; the client never closes its side.
+      await closed;
+      expect(received).toMatch(/^HTTP\/1\.1 401/);
+      expect(received).toContain('"kind":"unauthorized"');
+    }, 5_000);
+
+    it.each([
+      ['?token=', `token=${KEY_A}`, {}],
+      ['an Authorization header', '', A],
+    ])('works with the key in %s', async (_how, token, headers) => {
+      const ws = stream(`session_id=${a.session.id}&after=0${token ? `&${token}` : ''}`, headers);
+      await ws.opened;
+      const result = await ws.event('result');
+      expect(result.run_id).toBe(a.run.id);
+      expect(ws.events()[0].seq).toBe(1);
+    });
+
+    it("does not let B subscribe to A's session or run", async () => {
+      const bySession = stream(`session_id=${a.session.id}&after=0`, B);
+      const refused = await bySession.next((f) => f.type === 'error');
+      expect(refused.error).toMatchObject({ kind: 'not_found', message: `session ${a.session.id} not found` });
+      expect(bySession.socket.readyState).toBe(WebSocket.OPEN);
+
+      const byRun = stream(`token=${KEY_B}`);
+      await byRun.next((f) => f.type === 'subscribed');
+      byRun.send({ type: 'subscribe', run_id: a.run.id, after: 0 });
+      expect((await byRun.next((f) => f.type === 'error')).error.kind).toBe('not_found');
+      byRun.send({ type: 'interrupt', run_id: a.run.id, request_id: 'b-2' });
+      expect((await byRun.next((f) => f.request_id === 'b-2')).error.kind).toBe('not_found');
+
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect([...bySession.events(), ...byRun.events()]).toEqual([]);
+    });
+
+    it("does not carry A's events on B's tenant-wide stream", async () => {
+      const wsA = stream('', A);
+      const wsB = stream('', B);
+      await wsA.next((f) => f.type === 'subscribed');
+      await wsB.next((f) => f.type === 'subscribed');
+
+      const runA = await server.request('POST', `/v1/sessions/${a.session.id}/runs`, { prompt: 'echo a again', wait: true }, A);
+      const sessionB = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+      const runB = await server.request('POST', `/v1/sessions/${sessionB.body.id}/runs`, { prompt: 'echo b', wait: true }, B);
+      await wsA.event('result', (e) => e.run_id === runA.body.id);
+      await wsB.event('result', (e) => e.run_id === runB.body.id);
+
+      expect(new Set(wsA.events().map((e) => e.session_id))).toEqual(new Set([a.session.id]));
+      expect(new Set(wsB.events().map((e) => e.session_id))).toEqual(new Set([sessionB.body.id]));
+    });
+  });
+});
