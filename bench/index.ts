@@ -1,0 +1,15 @@
+/**
+ * Benchmark router: `npm run bench -- <name> [args…]`. Each benchmark is a module whose `run(args)`
+ * prints one JSON line on stdout (progress goes to stderr). Add a benchmark by adding it here.
+ */
+const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
+  lanes: () => import('./lanes.js'),
+};
+
+const [name, ...args] = process.argv.slice(2);
+const load = name === undefined ? undefined : benchmarks[name];
+if (load === undefined) {
+  process.stderr.write(`usage: npm run bench -- <${Object.keys(benchmarks).join('|')}> [args…]\n`);
+  process.exit(2);
+}
+await (await load()).run(args);

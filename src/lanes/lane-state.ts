@@ -1,0 +1,106 @@
+import { Histogram } from './histogram.js';
+import { Ring } from './ring.js';
+import { CommandState, type Command } from './command.js';
+import { effectivePriority } from './policies.js';
+import { TokenBucket } from './token-bucket.js';
+import type { LaneConfig, LaneMetrics, PriorityBoost } from './types.js';
+
+/** A lane's queue, counters and policy state inside the in-process engine. */
+export class LaneState {
+  readonly id: string;
+  readonly priority: number;
+  readonly min: number;
+  readonly max: number;
+  readonly boost: PriorityBoost | undefined;
+  readonly bucket: TokenBucket | undefined;
+  /** Live pending commands; the ring may also hold tombstones of cancelled ones. */
+  pending = 0;
+  active = 0;
+  delayed = 0;
+  paused = false;
+  pressured = false;
+  private readonly queue = new Ring<Command>();
+
+  readonly counts = { submitted: 0, completed: 0, failed: 0, timeout: 0, retried: 0, deadLettered: 0, cancelled: 0 };
+  readonly latency = new Histogram();
+  readonly wait = new Histogram();
+
+  constructor(
+    readonly config: LaneConfig,
+    now: number,
+  ) {
+    this.id = config.id;
+    this.priority = config.priority;
+    this.min = config.minConcurrency;
+    this.max = config.maxConcurrency;
+    // effectivePriority relies on the intervals being ordered largest threshold first.
+    this.boost = config.boost && {
+      deadlineMs: config.boost.deadlineMs,
+      intervals: [...config.boost.intervals].sort((a, b) => b[0] - a[0]),
+    };
+    this.bucket = config.rateLimit && new TokenBucket(config.rateLimit.maxCommands, config.rateLimit.windowMs, now);
+  }
+
+  push(command: Command): void {
+    this.queue.push(command);
+    this.pending++;
+  }
+
+  /** The oldest live pending command, dropping tombstones in front of it. */
+  head(): Command | undefined {
+    let command = this.queue.peek();
+    while (command !== undefined && command.state !== CommandState.Pending) {
+      this.queue.shift();
+      command = this.queue.peek();
+    }
+    return command;
+  }
+
+  /** Removes and returns the head; the caller has checked `pending > 0`. */
+  take(): Command {
+    const command = this.head()!;
+    this.queue.shift();
+    this.pending--;
+    return command;
+  }
+
+  /** Forgets a pending command in O(1): it stays in the ring as a tombstone until dispatch reaches it. */
+  unqueue(): void {
+    this.pending--;
+    if (this.pending === 0) this.queue.clear();
+  }
+
+  /** Has work it could start now, ignoring the global cap. */
+  ready(now: number): boolean {
+    return (
+      this.pending > 0 &&
+      !this.paused &&
+      this.active < this.max &&
+      (this.bucket === undefined || this.bucket.msUntilToken(now) === 0)
+    );
+  }
+
+  /** Slots still owed to this lane under the global cap. */
+  unusedReservation(): number {
+    return this.min > this.active ? this.min - this.active : 0;
+  }
+
+  effectivePriority(now: number): number {
+    return this.boost === undefined ? this.priority : effectivePriority(this.priority, this.boost, this.head()!.submittedAt, now);
+  }
+
+  metrics(): LaneMetrics {
+    return {
+      id: this.id,
+      priority: this.priority,
+      pending: this.pending,
+      active: this.active,
+      delayed: this.delayed,
+      paused: this.paused,
+      pressured: this.pressured,
+      ...this.counts,
+      latencyMs: this.latency.summary(),
+      waitMs: this.wait.summary(),
+    };
+  }
+}
