@@ -47,7 +47,8 @@ const COMMANDS = {
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorBody };
 
 interface ActiveRun {
-  backend: BackendRun;
+  /** Set once the backend is started; absent only for the instant between registration and start. */
+  backend?: BackendRun;
   /** Events of this run so far, for the projection. */
   events: AsmEvent[];
   ended: boolean;
@@ -241,8 +242,9 @@ export class SessionService {
 
   /** Interrupt every run this process executes (graceful shutdown). */
   async interruptAll(reason: InterruptReason): Promise<void> {
-    await Promise.all([...this.active.values()].map((run) => run.backend.interrupt(reason).catch(() => undefined)));
-    await Promise.all([...this.active.values()].map((run) => run.backend.done));
+    const running = [...this.active.values()].flatMap((run) => (run.backend ? [run.backend] : []));
+    await Promise.all(running.map((backend) => backend.interrupt(reason).catch(() => undefined)));
+    await Promise.all(running.map((backend) => backend.done));
   }
 
   close(): void {
@@ -426,10 +428,10 @@ export class SessionService {
       return { run_id: runId, state: 'interrupted' };
     }
 
-    const active: ActiveRun = { backend: undefined as unknown as BackendRun, events: [], ended: false };
+    const active: ActiveRun = { events: [], ended: false };
     this.active.set(runId, active);
     try {
-      active.backend = this.backend.start(
+      const backendRun = this.backend.start(
         {
           provider,
           runId,
@@ -451,9 +453,10 @@ export class SessionService {
           );
         },
       );
-      const onAbort = () => void active.backend.interrupt(abortReason(ctx.signal.reason));
+      active.backend = backendRun;
+      const onAbort = () => void backendRun.interrupt(abortReason(ctx.signal.reason));
       ctx.signal.addEventListener('abort', onAbort, { once: true });
-      await active.backend.done;
+      await backendRun.done;
       ctx.signal.removeEventListener('abort', onAbort);
       // Wait for the run's queued event appends to land before reporting the outcome.
       await this.runEvents.run(runId, async () => undefined);
@@ -472,8 +475,9 @@ export class SessionService {
   private async onBackendEvent(run: RunRecord, active: ActiveRun, event: ProviderEvent): Promise<void> {
     if (active.ended) return;
     if (TERMINAL_KINDS.has(event.kind)) {
+      active.ended = true;
       await this.approvals.closeForRun(run.id);
-      await this.finish(run, active, event);
+      await this.finish(run, active.events, event);
       return;
     }
     const stored = await this.append(run, event.kind, event.payload);
@@ -512,11 +516,10 @@ export class SessionService {
   }
 
   /** Record the terminal event: the run's result is projected from its events, including this one. */
-  private async finish(run: RunRecord, active: ActiveRun, terminal: ProviderEvent): Promise<void> {
-    active.ended = true;
+  private async finish(run: RunRecord, eventsSoFar: readonly ProjectableEvent[], terminal: ProviderEvent): Promise<void> {
     const timestamp = new Date().toISOString();
     const provisional = this.envelope(run, terminal.kind, terminal.payload, timestamp);
-    const result = projectResult([...(await this.runEventsSoFar(run, active)), provisional]);
+    const result = projectResult([...eventsSoFar, provisional]);
     await this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result });
     await this.store.events.append(provisional);
     this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
@@ -528,16 +531,12 @@ export class SessionService {
     await this.runEvents.run(runId, async () => {
       const run = (await this.store.runs.get(runId))!;
       if (isTerminalRunState(run.state)) return;
-      await this.finish(run, { backend: undefined as unknown as BackendRun, events: [], ended: false }, {
+      const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
+      await this.finish(run, eventsSoFar, {
         kind: 'error',
         payload: { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable },
       });
     });
-  }
-
-  private async runEventsSoFar(run: RunRecord, active: ActiveRun): Promise<ProjectableEvent[]> {
-    if (active.events.length > 0) return active.events;
-    return this.store.events.read(run.session_id, { after: 0, runId: run.id, limit: Number.MAX_SAFE_INTEGER });
   }
 
   // ---------------------------------------------------------------- interrupts and approvals
@@ -551,7 +550,7 @@ export class SessionService {
     } else {
       const where = await this.engine.cancel(runId, 'user');
       if (where === 'pending') await this.finishWithoutStart(runId, cancelled('before it started'));
-      else if (where === 'unknown') await this.active.get(runId)?.backend.interrupt('user');
+      else if (where === 'unknown') await this.active.get(runId)?.backend?.interrupt('user');
     }
     return (await this.store.runs.get(runId))!;
   }
@@ -559,7 +558,7 @@ export class SessionService {
   private async forwardDecision(runId: string, approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
     if (decision === 'allow_for_session') await this.allowForSession(approvalId);
     const active = this.active.get(runId);
-    if (!active || active.ended) return;
+    if (!active?.backend || active.ended) return;
     await active.backend.decide(approvalId, decision, reason).catch((err) => {
       // The CLI may have withdrawn the request or the run may be ending; the decision is recorded either way.
       if (!(err instanceof AsmError && err.kind === 'not_found')) throw err;
