@@ -1,0 +1,95 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+let server: TestServer;
+
+async function shellSession(): Promise<string> {
+  const res = await server.request('POST', '/v1/sessions', { provider: 'shell' });
+  expect(res.status).toBe(201);
+  return res.body.id;
+}
+
+describe('queue lanes, dead letters and metrics over HTTP', () => {
+  beforeEach(async () => {
+    server = await startServer();
+  });
+  afterEach(async () => {
+    await server.close();
+  });
+
+  it('lists the default lanes and holds runs while a lane is paused', async () => {
+    const lanes = (await server.request('GET', '/v1/queues')).body.queues;
+    expect(lanes.map((q: any) => [q.name, q.priority, q.max_concurrency])).toEqual([
+      ['system', 0, 5],
+      ['control', 1, 3],
+      ['query', 2, 10],
+      ['session', 3, 5],
+      ['skill', 4, 3],
+      ['prompt', 5, 2],
+    ]);
+
+    const paused = await server.request('POST', '/v1/queues/skill/pause');
+    expect(paused.body.queues[0]).toMatchObject({ name: 'skill', paused: true });
+    const sessionId = await shellSession();
+    const run = (await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo held' })).body;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await server.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('queued');
+    const skill = (await server.request('GET', '/v1/queues')).body.queues.find((q: any) => q.name === 'skill');
+    expect(skill).toMatchObject({ pending: 1, paused: true });
+
+    await server.request('POST', '/v1/queues/skill/resume');
+    const done = await server.app.sessions.waitForRun(run.id, 10_000);
+    expect(done.state).toBe('completed');
+    const after = (await server.request('GET', '/v1/queues')).body.queues.find((q: any) => q.name === 'skill');
+    expect(after).toMatchObject({ pending: 0, paused: false });
+    expect(after.completed).toBeGreaterThanOrEqual(1);
+    expect((await server.request('POST', '/v1/queues/nope/pause')).status).toBe(404);
+  });
+
+  it('dead-letters a failed run; a retry submits its prompt again as a new run', async () => {
+    const sessionId = await shellSession();
+    const failed = (await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'exit 7', wait: true })).body;
+    expect(failed.state).toBe('failed');
+    const dlq = (await server.request('GET', '/v1/dlq')).body.dead_letters;
+    expect(dlq).toHaveLength(1);
+    expect(dlq[0]).toMatchObject({ id: failed.id, type: 'run.execute', queue: 'skill', payload: { run_id: failed.id }, attempts: 1 });
+
+    const retry = await server.request('POST', `/v1/dlq/${failed.id}/retry`);
+    expect(retry.status).toBe(202);
+    expect(retry.body.run_id).not.toBe(failed.id);
+    const again = await server.app.sessions.waitForRun(retry.body.run_id, 10_000);
+    expect(again.prompt).toBe('exit 7');
+    expect(again.metadata).toMatchObject({ retry_of: failed.id });
+    expect(again.session_id).toBe(sessionId);
+    // The retry failed too, so it is the one dead letter now.
+    const letters = (await server.request('GET', '/v1/dlq')).body.dead_letters.map((l: any) => l.id);
+    expect(letters).toEqual([retry.body.run_id]);
+    expect((await server.request('DELETE', `/v1/dlq/${retry.body.run_id}`)).status).toBe(204);
+    expect((await server.request('GET', '/v1/dlq')).body.dead_letters).toEqual([]);
+    expect((await server.request('DELETE', `/v1/dlq/${retry.body.run_id}`)).status).toBe(404);
+  });
+
+  it('exposes lane and session metrics in Prometheus text', async () => {
+    const sessionId = await shellSession();
+    await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo m', wait: true });
+    const metrics = await server.request('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.headers.get('content-type')).toContain('text/plain');
+    expect(metrics.body).toMatch(/^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m);
+    expect(metrics.body).toMatch(/^asm_lane_pending\{lane="prompt"\} 0$/m);
+    expect(metrics.body).toMatch(/^asm_sessions 1$/m);
+    expect(metrics.body).toMatch(/^asm_up 1$/m);
+  });
+
+  it('reports this process as the node, and readiness drops when it shuts down', async () => {
+    const nodes = (await server.request('GET', '/v1/nodes')).body.nodes;
+    expect(nodes).toHaveLength(1);
+    expect(nodes[0]).toMatchObject({ name: 'test-node', state: 'ready', providers: expect.arrayContaining(['shell', 'claude']) });
+    expect((await server.request('GET', '/readyz')).status).toBe(200);
+    await server.app.close();
+    expect((await server.request('GET', '/readyz')).status).toBe(503);
+    const refused = await server.request('POST', '/v1/sessions', { provider: 'shell' });
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.kind).toBe('shutting_down');
+  });
+});
