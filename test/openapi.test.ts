@@ -62,8 +62,11 @@ describe('openapi/openapi.json', () => {
 
   it('gives every operation that needs a key 4xx responses with the error schema', () => {
     const errorSchema = doc.paths['/v1/sessions'].post.responses['400'].content['application/json'].schema;
-    expect(errorSchema.required).toEqual(['error']);
-    const error = errorSchema.properties.error;
+    // A named component, so generated clients get one Error type.
+    expect(errorSchema).toEqual({ $ref: '#/components/schemas/Error' });
+    const errorComponent = doc.components.schemas.Error;
+    expect(errorComponent.required).toEqual(['error']);
+    const error = errorComponent.properties.error;
     expect(error.required).toEqual(['kind', 'domain', 'message', 'retryable']);
     expect(literals(error.properties.kind)).toEqual(ERROR_KIND_NAMES);
     expect(literals(error.properties.domain)).toEqual([...ERROR_DOMAINS]);
@@ -81,6 +84,14 @@ describe('openapi/openapi.json', () => {
       expect(op.security, where).toBeUndefined(); // the document-wide bearer requirement applies
     }
     expect(doc.security).toEqual([{ bearer: [] }]);
+  });
+
+  it('publishes the shared schemas as named components and references them', () => {
+    for (const name of ['Session', 'Run', 'RunResult', 'Event', 'EventMetadata', 'Approval', 'QueueInfo', 'DeadLetter', 'ProviderInfo', 'NodeInfo', 'Error']) {
+      expect(doc.components.schemas[name], name).toBeDefined();
+    }
+    expect(doc.paths['/v1/sessions/{id}'].get.responses['200'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Session' });
+    expect(doc.components.schemas.Run.properties.result.anyOf).toContainEqual({ $ref: '#/components/schemas/RunResult' });
   });
 
   it('marks the health probes as needing no key', () => {

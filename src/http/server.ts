@@ -5,6 +5,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
+import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
 import { approvalRoutes } from './routes/approvals.js';
@@ -43,7 +44,10 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
   registerAuth(fastify, app.config.apiKeys);
 
+  for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema);
   await fastify.register(swagger, {
+    // Shared schemas become named components (#/components/schemas/Session, …) instead of numbered defs.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
     openapi: {
       openapi: '3.1.0',
       info: {

@@ -3,6 +3,7 @@ import { TypeCompiler, type ValueError } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifySchemaCompiler } from 'fastify';
 import { badField } from '../errors.js';
+import { SHARED_SCHEMAS } from '../schemas/api.js';
 
 /**
  * Route validation with TypeBox's compiler, so the TypeBox schemas are the one source of validation.
@@ -10,14 +11,14 @@ import { badField } from '../errors.js';
  * parameters are converted first, since they arrive as text. The first error names its field.
  */
 export const typeboxValidatorCompiler: FastifySchemaCompiler<TSchema> = ({ schema, httpPart }) => {
-  const check = TypeCompiler.Compile(schema);
+  const check = TypeCompiler.Compile(schema, SHARED_SCHEMAS);
   const convert = httpPart !== 'body';
   return (data: unknown) => {
     if (!convert) {
       const tooDeep = fieldNestedTooDeep(data);
       if (tooDeep !== undefined) return { error: badField(tooDeep, `nested deeper than ${MAX_BODY_DEPTH} levels`) };
     }
-    const value = convert ? Value.Convert(schema, data) : data;
+    const value = convert ? Value.Convert(schema, SHARED_SCHEMAS, data) : data;
     if (check.Check(value)) return { value };
     const first = check.Errors(value).First()!;
     return { error: badField(fieldName(httpPart ?? 'body', first), describe(first)) };

@@ -23,7 +23,7 @@ export const ErrorResponse = Type.Object({
     retryable: Type.Boolean(),
     details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   }),
-});
+}, { $id: 'Error' });
 
 export const BackendLane = Type.Union([Type.Literal('auto'), Type.Literal('core'), Type.Literal('sdk')]);
 export const ExecutionMode = Type.Union([Type.Literal('local'), Type.Literal('remote_node')]);
@@ -77,10 +77,10 @@ export const Session = Type.Object({
   last_seq: Type.Integer({ minimum: 0 }),
   created_at: Timestamp,
   closed_at: Nullable(Timestamp),
-});
+}, { $id: 'Session' });
 export type Session = Static<typeof Session>;
 
-export const SessionList = Type.Object({ sessions: Type.Array(Session) });
+export const SessionList = Type.Object({ sessions: Type.Array(Type.Ref(Session)) });
 export const SessionParams = Type.Object({ id: Id });
 
 // ---- runs ----
@@ -125,8 +125,8 @@ export const RunResult = Type.Object({
   error: Nullable(RunError),
   duration_ms: Nullable(Type.Integer()),
   provider_session_id: Nullable(Type.String()),
-  metadata: Nullable(LaneMetadata),
-});
+  metadata: Nullable(Type.Ref(LaneMetadata)),
+}, { $id: 'RunResult' });
 export type RunResult = Static<typeof RunResult>;
 
 export const Run = Type.Object({
@@ -140,11 +140,11 @@ export const Run = Type.Object({
   created_at: Timestamp,
   started_at: Nullable(Timestamp),
   finished_at: Nullable(Timestamp),
-  result: Nullable(RunResult),
-});
+  result: Nullable(Type.Ref(RunResult)),
+}, { $id: 'Run' });
 export type Run = Static<typeof Run>;
 
-export const RunList = Type.Object({ runs: Type.Array(Run) });
+export const RunList = Type.Object({ runs: Type.Array(Type.Ref(Run)) });
 export const RunParams = Type.Object({ id: Id });
 
 export const EventsQuery = Type.Object(
@@ -156,7 +156,7 @@ export const EventsQuery = Type.Object(
 );
 
 export const EventPage = Type.Object({
-  events: Type.Array(AsmEventSchema),
+  events: Type.Array(Type.Ref(AsmEventSchema)),
   next_after: Type.Integer({ description: 'Pass as `after` to continue' }),
   run_state: RunState,
 });
@@ -192,9 +192,9 @@ export const Approval = Type.Object({
   requested_at: Timestamp,
   expires_at: Timestamp,
   resolved_at: Nullable(Timestamp),
-});
+}, { $id: 'Approval' });
 export type Approval = Static<typeof Approval>;
-export const ApprovalList = Type.Object({ approvals: Type.Array(Approval) });
+export const ApprovalList = Type.Object({ approvals: Type.Array(Type.Ref(Approval)) });
 
 // ---- queues ----
 
@@ -224,8 +224,8 @@ export const QueueInfo = Type.Object({
   paused: Type.Boolean(),
   latency_ms: Latency,
   wait_ms: Latency,
-});
-export const QueueList = Type.Object({ queues: Type.Array(QueueInfo) });
+}, { $id: 'QueueInfo' });
+export const QueueList = Type.Object({ queues: Type.Array(Type.Ref(QueueInfo)) });
 export const QueueParams = Type.Object({ lane: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export const DeadLetterInfo = Type.Object({
@@ -236,8 +236,8 @@ export const DeadLetterInfo = Type.Object({
   error: Type.String(),
   attempts: Type.Integer(),
   failed_at: Timestamp,
-});
-export const DeadLetterList = Type.Object({ dead_letters: Type.Array(DeadLetterInfo) });
+}, { $id: 'DeadLetter' });
+export const DeadLetterList = Type.Object({ dead_letters: Type.Array(Type.Ref(DeadLetterInfo)) });
 export const DlqParams = Type.Object({ id: Id });
 
 // ---- providers and nodes ----
@@ -254,8 +254,8 @@ export const ProviderInfo = Type.Object({
   permission_modes: Type.Array(Type.String()),
   lanes: Type.Array(Type.String()),
   sdk_available: Type.Boolean(),
-});
-export const ProviderList = Type.Object({ providers: Type.Array(ProviderInfo) });
+}, { $id: 'ProviderInfo' });
+export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(ProviderInfo)) });
 export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export const NodeInfo = Type.Object({
@@ -267,8 +267,8 @@ export const NodeInfo = Type.Object({
   last_heartbeat: Timestamp,
   state: Type.Union([Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
   pool: Type.String(),
-});
-export const NodeList = Type.Object({ nodes: Type.Array(NodeInfo) });
+}, { $id: 'NodeInfo' });
+export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)) });
 
 export const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
 
@@ -318,6 +318,12 @@ export const ClientFrame = Type.Union([
   ),
 ]);
 export type ClientFrame = Static<typeof ClientFrame>;
+
+/**
+ * Schemas with an $id: registered once with Fastify, referenced by routes with Type.Ref, and published as
+ * named components in openapi.json (so generated clients get named types). Referenced ones come first.
+ */
+export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, NodeInfo];
 
 /** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
 export const WS_CLOSE_SLOW_CONSUMER = 4008;

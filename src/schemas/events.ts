@@ -118,7 +118,7 @@ export const LaneMetadata = Type.Object(
     node: Type.String(),
     queue: Type.String(),
   },
-  { additionalProperties: true },
+  { additionalProperties: true, $id: 'EventMetadata' },
 );
 export type EventMetadata = Static<typeof LaneMetadata>;
 
@@ -132,7 +132,8 @@ export const AsmEventSchema = Type.Object(
     kind: Type.Union(EVENT_KINDS.map((k) => Type.Literal(k))),
     payload: Type.Record(Type.String(), Type.Unknown()),
     timestamp: Type.String({ format: 'date-time' }),
-    metadata: LaneMetadata,
+    metadata: Type.Ref(LaneMetadata),
   },
+  { $id: 'Event' },
 );
 export type AsmEvent = Static<typeof AsmEventSchema>;

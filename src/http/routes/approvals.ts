@@ -13,7 +13,7 @@ export const approvalRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async 
         description: 'Decide a pending approval; the decision reaches the CLI. 404 for an unknown id, 409 if it was already decided (or timed out).',
         params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 128 }) }),
         body: DecideApprovalBody,
-        response: { 200: Approval, ...errorResponses },
+        response: { 200: Type.Ref(Approval), ...errorResponses },
       },
     },
     async (request) => app.sessions.decideApproval(request.tenant, request.params.id, request.body.decision, request.body.reason ?? null),

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { badField } from '../../errors.js';
@@ -13,7 +14,7 @@ const DEFAULT_PAGE = 100;
 export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
   const { sessions, store, config } = app;
 
-  fastify.get('/runs/:id', { schema: { tags: ['runs'], params: RunParams, response: { 200: Run, ...errorResponses } } }, async (request) =>
+  fastify.get('/runs/:id', { schema: { tags: ['runs'], params: RunParams, response: { 200: Type.Ref(Run), ...errorResponses } } }, async (request) =>
     sessions.getRun(request.tenant, request.params.id),
   );
 
@@ -24,7 +25,7 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fast
         tags: ['runs'],
         description: 'A queued run ends interrupted at once; an active run is stopped and ends with error user_cancelled. 409 if the run already ended.',
         params: RunParams,
-        response: { 202: Run, ...errorResponses },
+        response: { 202: Type.Ref(Run), ...errorResponses },
       },
     },
     async (request, reply) => reply.status(202).send(await sessions.interruptRun(request.tenant, request.params.id)),

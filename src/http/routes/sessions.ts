@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
 import type { AsmApp } from '../../app.js';
 import {
   ApprovalList,
@@ -13,12 +14,13 @@ import {
 } from '../../schemas/api.js';
 import { isTerminalRunState } from '../../sessions/projection.js';
 
-const errors = { 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
+const error = Type.Ref(ErrorResponse);
+const errors = { 400: error, 401: error, 403: error, 404: error, 409: error, 413: error, 429: error, 503: error };
 
 export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
   const { sessions } = app;
 
-  fastify.post('/sessions', { schema: { tags: ['sessions'], body: CreateSessionBody, response: { 201: Session, ...errors } } }, async (request, reply) => {
+  fastify.post('/sessions', { schema: { tags: ['sessions'], body: CreateSessionBody, response: { 201: Type.Ref(Session), ...errors } } }, async (request, reply) => {
     const session = await sessions.createSession(request.tenant, request.body);
     return reply.status(201).send(session);
   });
@@ -27,7 +29,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
     sessions: await sessions.listSessions(request.tenant),
   }));
 
-  fastify.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParams, response: { 200: Session, ...errors } } }, async (request) =>
+  fastify.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParams, response: { 200: Type.Ref(Session), ...errors } } }, async (request) =>
     sessions.getSession(request.tenant, request.params.id),
   );
 
@@ -38,7 +40,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
         tags: ['sessions'],
         description: 'Close the session: queued runs end interrupted, active runs are interrupted, then the session is closed.',
         params: SessionParams,
-        response: { 200: Session, ...errors },
+        response: { 200: Type.Ref(Session), ...errors },
       },
     },
     async (request) => sessions.closeSession(request.tenant, request.params.id),
@@ -52,7 +54,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
         description: 'Submit a prompt. 202 with the queued run, or with `wait: true` 200 with the finished run and its result (202 if it is still going after ASM_WAIT_MAX_MS).',
         params: SessionParams,
         body: CreateRunBody,
-        response: { 200: Run, 202: Run, ...errors },
+        response: { 200: Type.Ref(Run), 202: Type.Ref(Run), ...errors },
       },
     },
     async (request, reply) => {

@@ -40,7 +40,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     providers: await Promise.all([...app.providers.values()].map(describe)),
   }));
 
-  fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: ProviderInfo, ...errorResponses } } }, async (request) => {
+  fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: Type.Ref(ProviderInfo), ...errorResponses } } }, async (request) => {
     const def = app.providers.get(request.params.name);
     if (!def) throw new AsmError('not_found', `provider ${request.params.name} not found`);
     return describe(def);
@@ -71,7 +71,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     app.isReady() ? { status: 'ready' } : reply.status(503).send({ status: 'draining' }),
   );
 
-  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String(), 401: ErrorResponse } } }, async (_request, reply) => {
+  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String(), 401: Type.Ref(ErrorResponse) } } }, async (_request, reply) => {
     reply.type('text/plain; version=0.0.4');
     return prometheus(app);
   });
