@@ -283,7 +283,12 @@ export class SessionService {
       queue,
     });
     if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
-      throw new AsmError('at_capacity', `the server holds its maximum of ${this.config.limits.maxSessions} sessions (ASM_MAX_SESSIONS)`);
+      // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
+      const evicted = await this.store.evictOldestClosed();
+      if (!evicted) {
+        throw new AsmError('at_capacity', `the server holds its maximum of ${this.config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
+      }
+      this.log.info({ sessionId: evicted }, 'evicted the oldest closed session to make room');
     }
     const session: SessionRecord = {
       id: `ses_${randomUUID()}`,

@@ -41,6 +41,16 @@ class MemorySessionStore implements SessionStore {
   async count(): Promise<number> {
     return this.sessions.size;
   }
+  oldestClosed(): SessionRecord | undefined {
+    let oldest: SessionRecord | undefined;
+    for (const session of this.sessions.values()) {
+      if (session.state === 'closed' && (!oldest || session.closed_at! < oldest.closed_at!)) oldest = session;
+    }
+    return oldest;
+  }
+  delete(id: string): void {
+    this.sessions.delete(id);
+  }
 }
 
 class MemoryRunStore implements RunStore {
@@ -61,6 +71,10 @@ class MemoryRunStore implements RunStore {
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
+  }
+  deleteSession(sessionId: string): void {
+    for (const run of this.bySession.get(sessionId) ?? []) this.runs.delete(run.id);
+    this.bySession.delete(sessionId);
   }
 }
 
@@ -87,6 +101,9 @@ class MemoryApprovalStore implements ApprovalStore {
         (filter.sessionId === undefined || a.session_id === filter.sessionId) &&
         (filter.runId === undefined || a.run_id === filter.runId),
     );
+  }
+  deleteSession(sessionId: string): void {
+    for (const [id, approval] of this.approvals) if (approval.session_id === sessionId) this.approvals.delete(id);
   }
 }
 
@@ -132,6 +149,10 @@ class MemoryEventLog implements EventLog {
     return out;
   }
 
+  deleteSession(sessionId: string): void {
+    this.logs.delete(sessionId);
+  }
+
   async lastSeq(sessionId: string): Promise<number> {
     return this.logs.get(sessionId)?.lastSeq ?? 0;
   }
@@ -159,11 +180,22 @@ class MemoryEventLog implements EventLog {
 }
 
 export function createMemoryStore(opts: { eventsPerSession: number }): Store {
+  const sessions = new MemorySessionStore();
+  const runs = new MemoryRunStore();
+  const approvals = new MemoryApprovalStore();
+  const events = new MemoryEventLog(opts.eventsPerSession);
   return {
-    sessions: new MemorySessionStore(),
-    runs: new MemoryRunStore(),
-    approvals: new MemoryApprovalStore(),
-    events: new MemoryEventLog(opts.eventsPerSession),
+    sessions,
+    runs,
+    approvals,
+    events,
+    async evictOldestClosed() {
+      const session = sessions.oldestClosed();
+      if (!session) return undefined;
+      for (const part of [runs, approvals, events]) part.deleteSession(session.id);
+      sessions.delete(session.id);
+      return session.id;
+    },
     async close() {},
   };
 }

@@ -77,5 +77,7 @@ export interface Store {
   runs: RunStore;
   approvals: ApprovalStore;
   events: EventLog;
+  /** Forget the longest-closed session with its runs, approvals and events; its id, or undefined if none is closed. */
+  evictOldestClosed(): Promise<string | undefined>;
   close(): Promise<void>;
 }

@@ -93,3 +93,28 @@ describe('queue lanes, dead letters and metrics over HTTP', () => {
     expect(refused.body.error.kind).toBe('shutting_down');
   });
 });
+
+describe('session capacity', () => {
+  it('makes room by forgetting the longest-closed session, and refuses only when all are open', async () => {
+    const capped = await startServer({ ASM_MAX_SESSIONS: '2' });
+    try {
+      const create = () => capped.request('POST', '/v1/sessions', { provider: 'shell' });
+      const a = (await create()).body;
+      const b = (await create()).body;
+      const refused = await create();
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.kind).toBe('at_capacity');
+
+      const run = (await capped.request('POST', `/v1/sessions/${a.id}/runs`, { prompt: 'echo a', wait: true })).body;
+      await capped.request('DELETE', `/v1/sessions/${a.id}`);
+      const c = await create();
+      expect(c.status).toBe(201);
+      expect((await capped.request('GET', `/v1/sessions/${a.id}`)).status).toBe(404);
+      expect((await capped.request('GET', `/v1/runs/${run.id}`)).status).toBe(404);
+      expect((await capped.request('GET', `/v1/sessions/${b.id}`)).status).toBe(200);
+      expect((await capped.request('GET', '/v1/sessions')).body.sessions.map((s: any) => s.id).sort()).toEqual([b.id, c.body.id].sort());
+    } finally {
+      await capped.close();
+    }
+  });
+});
