@@ -56,6 +56,12 @@ export class LaneState {
     return command;
   }
 
+  /** Returns a taken command to the head of the queue. */
+  pushFront(command: Command): void {
+    this.queue.unshift(command);
+    this.pending++;
+  }
+
   /** Removes and returns the head; the caller has checked `pending > 0`. */
   take(): Command {
     const command = this.head()!;

@@ -17,6 +17,14 @@ export class Ring<T> {
     this.count++;
   }
 
+  /** Puts an item back at the front (the BullMQ engine returns a head it could not fetch). */
+  unshift(item: T): void {
+    if (this.count === this.items.length) this.grow();
+    this.head = (this.head - 1) & (this.items.length - 1);
+    this.items[this.head] = item;
+    this.count++;
+  }
+
   peek(): T | undefined {
     return this.count === 0 ? undefined : this.items[this.head];
   }
