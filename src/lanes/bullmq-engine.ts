@@ -439,7 +439,7 @@ export class BullMQLaneEngine implements LaneEngine {
       const other = this.live.get(job.id);
       if (other === undefined || other.state !== CommandState.Pending || other.lane !== lane) {
         // A job this engine did not submit (another process's) or in an unexpected state: give it back.
-        await job.moveToFailed(new Error('requeue'), token, false).catch(noop);
+        await job.moveToWait(token).catch(noop);
         this.unGrant(command);
         return;
       }
