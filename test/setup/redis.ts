@@ -64,7 +64,10 @@ export default async function setup(project: TestProject): Promise<() => Promise
     if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
-      throw new Error(`redis-server did not answer PING on 127.0.0.1:${port}`);
+      throw new Error(
+        `redis-server did not answer PING on 127.0.0.1:${port}. The tests need redis-server on the PATH ` +
+          `(Debian: apt-get install redis-server; .ci/run installs it).`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
