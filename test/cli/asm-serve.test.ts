@@ -1,0 +1,101 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+
+/** `asm serve` as an operator runs it: a real process, its refusal to expose itself, and its shutdown. */
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+function serve(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const workspace = mkdtempSync(join(tmpdir(), 'asm-serve-'));
+  dirs.push(workspace);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_WORKSPACE_ROOT: workspace, ASM_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  child.stdout!.on('data', (chunk) => (output += chunk));
+  child.stderr!.on('data', (chunk) => (output += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function untilServing(url: string): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} never served /healthz`);
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('asm serve', () => {
+  it('refuses to listen on a non-loopback address without API keys', async () => {
+    const server = serve({ ASM_HOST: '0.0.0.0', ASM_PORT: String(await freePort()) });
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toContain('refusing to listen on 0.0.0.0 without API keys');
+  });
+
+  it('refuses an invalid setting, naming the variable', async () => {
+    const server = serve({ ASM_PORT: 'eighty' });
+    expect(await server.exited).toBe(1);
+    expect(server.output()).toContain('ASM_PORT');
+  });
+
+  it('on SIGTERM interrupts running runs, kills their processes and exits 0', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const server = serve({ ASM_PORT: String(port), ASM_INTERRUPT_GRACE_MS: '1000' });
+    await untilServing(url);
+    const json = { 'content-type': 'application/json' };
+    const session = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: json, body: JSON.stringify({ provider: 'shell' }) })).json();
+    const run = await (
+      await fetch(`${url}/v1/sessions/${session.id}/runs`, { method: 'POST', headers: json, body: JSON.stringify({ prompt: 'echo $$; sleep 30' }) })
+    ).json();
+    let shellPid = 0;
+    for (let i = 0; i < 100 && !shellPid; i++) {
+      const page = await (await fetch(`${url}/v1/runs/${run.id}/events`)).json();
+      const delta = page.events.find((e: any) => e.kind === 'assistant_delta');
+      if (delta) shellPid = Number(delta.payload.content.trim());
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(shellPid).toBeGreaterThan(0);
+
+    const stoppedAt = Date.now();
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000);
+    expect(groupAlive(shellPid)).toBe(false);
+    expect(server.output()).toContain('shutdown complete');
+  });
+});
