@@ -118,3 +118,25 @@ describe('session capacity', () => {
     }
   });
 });
+
+describe('ASM_LANES', () => {
+  it('overrides a default lane and adds a custom one that sessions can use', async () => {
+    const custom = await startServer({
+      ASM_LANES: JSON.stringify([
+        { id: 'prompt', maxConcurrency: 8 },
+        { id: 'bulk', priority: 9, minConcurrency: 0, maxConcurrency: 1 },
+      ]),
+    });
+    try {
+      const queues = (await custom.request('GET', '/v1/queues')).body.queues;
+      expect(queues.find((q: any) => q.name === 'prompt')).toMatchObject({ priority: 5, max_concurrency: 8 });
+      expect(queues.find((q: any) => q.name === 'bulk')).toMatchObject({ priority: 9, min_concurrency: 0, max_concurrency: 1 });
+      const session = (await custom.request('POST', '/v1/sessions', { provider: 'shell', queue: 'bulk' })).body;
+      const run = (await custom.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo bulk', wait: true })).body;
+      expect(run).toMatchObject({ state: 'completed', queue: 'bulk' });
+      expect(run.result.metadata.queue).toBe('bulk');
+    } finally {
+      await custom.close();
+    }
+  });
+});
