@@ -80,9 +80,12 @@ class MemoryRunStore implements RunStore {
 
 class MemoryApprovalStore implements ApprovalStore {
   private readonly approvals = new Map<string, ApprovalRecord>();
+  /** The pending subset, so the lookups made at every run's end do not scan resolved history. */
+  private readonly pending = new Map<string, ApprovalRecord>();
 
   async create(approval: ApprovalRecord): Promise<void> {
     this.approvals.set(approval.id, approval);
+    if (approval.state === 'pending') this.pending.set(approval.id, approval);
   }
   async get(id: string): Promise<ApprovalRecord | undefined> {
     return this.approvals.get(id);
@@ -92,18 +95,20 @@ class MemoryApprovalStore implements ApprovalStore {
     if (!approval) return { outcome: 'not_found' };
     if (approval.state !== 'pending') return { outcome: 'already_resolved', approval };
     Object.assign(approval, { state: 'resolved', decision, reason, resolved_at: new Date().toISOString() });
+    this.pending.delete(id);
     return { outcome: 'resolved', approval };
   }
   async listPending(filter: { sessionId?: string; runId?: string }): Promise<ApprovalRecord[]> {
-    return [...this.approvals.values()].filter(
-      (a) =>
-        a.state === 'pending' &&
-        (filter.sessionId === undefined || a.session_id === filter.sessionId) &&
-        (filter.runId === undefined || a.run_id === filter.runId),
+    return [...this.pending.values()].filter(
+      (a) => (filter.sessionId === undefined || a.session_id === filter.sessionId) && (filter.runId === undefined || a.run_id === filter.runId),
     );
   }
   deleteSession(sessionId: string): void {
-    for (const [id, approval] of this.approvals) if (approval.session_id === sessionId) this.approvals.delete(id);
+    for (const [id, approval] of this.approvals) {
+      if (approval.session_id !== sessionId) continue;
+      this.approvals.delete(id);
+      this.pending.delete(id);
+    }
   }
 }
 

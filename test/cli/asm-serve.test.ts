@@ -78,13 +78,13 @@ describe('asm serve', () => {
     const server = serve({ ASM_PORT: String(port), ASM_INTERRUPT_GRACE_MS: '1000' });
     await untilServing(url);
     const json = { 'content-type': 'application/json' };
-    const session = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: json, body: JSON.stringify({ provider: 'shell' }) })).json();
-    const run = await (
+    const session: any = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: json, body: JSON.stringify({ provider: 'shell' }) })).json();
+    const run: any = await (
       await fetch(`${url}/v1/sessions/${session.id}/runs`, { method: 'POST', headers: json, body: JSON.stringify({ prompt: 'echo $$; sleep 30' }) })
     ).json();
     let shellPid = 0;
     for (let i = 0; i < 100 && !shellPid; i++) {
-      const page = await (await fetch(`${url}/v1/runs/${run.id}/events`)).json();
+      const page: any = await (await fetch(`${url}/v1/runs/${run.id}/events`)).json();
       const delta = page.events.find((e: any) => e.kind === 'assistant_delta');
       if (delta) shellPid = Number(delta.payload.content.trim());
       else await new Promise((resolve) => setTimeout(resolve, 50));
