@@ -358,8 +358,7 @@ export class SessionService {
     });
 
     const runs = await this.store.runs.listBySession(sessionId);
-    const inFlight = runs.filter((r) => r.state === 'running' || (r.state === 'queued' && r.dispatched)).length;
-    const waiting = runs.filter((r) => r.state === 'queued' && !r.dispatched).length;
+    const { inFlight, waiting } = admissionState(runs);
     const dispatchNow = inFlight < session.max_concurrent_runs;
     if (!dispatchNow && waiting >= session.max_queued_runs) {
       throw new AsmError('at_capacity', `session ${sessionId} is at capacity: ${inFlight} running, ${waiting} queued (max_queued_runs ${session.max_queued_runs})`, {
@@ -413,9 +412,8 @@ export class SessionService {
         const session = await this.store.sessions.get(sessionId);
         if (!session || session.state !== 'open') return;
         const runs = await this.store.runs.listBySession(sessionId);
-        const inFlight = runs.filter((r) => r.state === 'running' || (r.state === 'queued' && r.dispatched)).length;
-        const next = runs.find((r) => r.state === 'queued' && !r.dispatched);
-        if (next && inFlight < session.max_concurrent_runs) await this.dispatch(next);
+        const { inFlight, waiting } = admissionState(runs);
+        if (waiting > 0 && inFlight < session.max_concurrent_runs) await this.dispatch(runs.find(isWaiting)!);
       })
       .catch((err) => this.log.error({ err, sessionId }, 'failed to start the next queued run'));
   }
@@ -626,6 +624,22 @@ export class SessionService {
     if (!outcome.ok) throw new AsmError(outcome.error.kind, outcome.error.message, outcome.error);
     return outcome.value;
   }
+}
+
+/** A run waits in its session's FIFO until admission hands it to the lane engine. */
+function isWaiting(run: RunRecord): boolean {
+  return run.state === 'queued' && !run.dispatched;
+}
+
+/** In flight: running, or handed to the lane engine; these count against max_concurrent_runs. */
+function admissionState(runs: readonly RunRecord[]): { inFlight: number; waiting: number } {
+  let inFlight = 0;
+  let waiting = 0;
+  for (const run of runs) {
+    if (isWaiting(run)) waiting++;
+    else if (run.state === 'running' || run.state === 'queued') inFlight++;
+  }
+  return { inFlight, waiting };
 }
 
 function runIdOf(letter: DeadLetter): string | undefined {
