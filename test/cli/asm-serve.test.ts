@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import { groupAlive } from '../helpers/server.js';
 
 /** `asm serve` as an operator runs it: a real process, its refusal to expose itself, and its shutdown. */
 
@@ -43,15 +44,6 @@ async function untilServing(url: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`${url} never served /healthz`);
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 afterEach(() => {

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { projectResult } from '../../src/sessions/projection.js';
-import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { groupAlive, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 const stream = (query: string) => server.stream(query);
@@ -14,15 +14,6 @@ async function session(body: Record<string, unknown> = {}): Promise<any> {
 
 async function submit(sessionId: string, prompt: string, extra: Record<string, unknown> = {}) {
   return server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, ...extra });
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function expectGapFree(events: any[]) {

@@ -123,3 +123,13 @@ export const TERMINAL = new Set(['result', 'error', 'run_completed']);
 export function terminalEvents(events: any[], runId: string): any[] {
   return events.filter((e) => e.run_id === runId && TERMINAL.has(e.kind));
 }
+
+/** Whether any process of this process group still exists. */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
