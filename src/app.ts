@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
-import type { LaneEngine } from './lanes/types.js';
+import type { EngineOptions, LaneEngine } from './lanes/types.js';
+import type { Cluster, SelfReport } from './nodes/cluster.js';
+import { LocalCluster } from './nodes/local.js';
 import { loadProviders } from './providers/registry.js';
 import type { ProviderDefinition } from './providers/types.js';
 import { SessionService } from './sessions/service.js';
@@ -16,8 +19,10 @@ export interface AsmApp {
   logger: Logger;
   store: Store;
   engine: LaneEngine;
+  cluster: Cluster;
   providers: Map<string, ProviderDefinition>;
   sessions: SessionService;
+  mode: 'embedded' | 'distributed';
   startedAt: Date;
   /** False once shutdown began. */
   isReady(): boolean;
@@ -27,17 +32,48 @@ export interface AsmApp {
 
 export const VERSION = '0.1.0';
 
+/** The parts that differ between embedded mode (this process only) and distributed mode (Redis). */
+export interface Infrastructure {
+  store: Store;
+  engine: LaneEngine;
+  cluster: Cluster;
+  /** Connections to release after everything else has closed. */
+  close(): Promise<void>;
+}
+
 export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AsmApp> {
   const providers = await loadProviders();
-  const store = createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
-  const engine = createInProcessEngine({
+  const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
     globalConcurrency: config.globalConcurrency,
     dlqSize: config.dlqSize,
+  };
+  let sessions: SessionService | undefined;
+  const report: SelfReport = () => ({
+    name: config.nodeName,
+    role: 'api',
+    version: VERSION,
+    providers: [...providers.keys()].filter((p) => !config.disabledProviders.has(p)),
+    capacity: engineOptions.lanes.reduce((sum, l) => sum + l.maxConcurrency, 0),
+    load: sessions?.activeRuns() ?? 0,
+    pool: 'default',
   });
-  const sessions = new SessionService({ config, store, engine, providers, backend: new CoreBackend(config.limits), logger });
+  // The instance id is unique per process, so a restarted process never inherits the runs its predecessor owned.
+  const self = `${config.nodeName}-${randomUUID().slice(0, 8)}`;
+  const infra: Infrastructure = config.redis
+    ? // Loaded only when used: embedded mode never loads ioredis or BullMQ.
+      await (await import('./distributed.js')).connectDistributed(config, config.redis, engineOptions, self, report, logger)
+    : {
+        store: createMemoryStore({ eventsPerSession: config.limits.eventsPerSession }),
+        engine: createInProcessEngine(engineOptions),
+        cluster: new LocalCluster(self, report),
+        close: async () => {},
+      };
+  const { store, engine, cluster } = infra;
+  sessions = new SessionService({ config, store, engine, cluster, providers, backend: new CoreBackend(config.limits), logger });
   sessions.registerCommands();
   await engine.start();
+  await sessions.start();
 
   let ready = true;
   let closing: Promise<void> | undefined;
@@ -46,20 +82,25 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     logger,
     store,
     engine,
+    cluster,
     providers,
     sessions,
+    mode: config.redis ? 'distributed' : 'embedded',
     startedAt: new Date(),
     isReady: () => ready,
     close() {
       closing ??= (async () => {
         ready = false;
+        cluster.setState('draining');
         logger.info('shutting down: intake stopped, interrupting runs');
         await engine.shutdown();
         await sessions.interruptAll('shutdown');
         await engine.drain(config.limits.shutdownDrainMs).catch((err) => logger.warn({ err }, 'drain did not finish in time'));
         await engine.close();
         sessions.close();
+        await cluster.close();
         await store.close();
+        await infra.close();
         logger.info('shutdown complete');
       })();
       return closing;

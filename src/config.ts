@@ -26,6 +26,35 @@ export interface AsmConfig {
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
+  /** Distributed mode, when REDIS_URL is set: state in Redis, scheduling through BullMQ. */
+  redis?: RedisSettings;
+  cluster: ClusterSettings;
+}
+
+export interface RedisSettings {
+  /** `redis://` or `rediss://` (TLS), optionally with an ACL user: `redis://user:password@host:port/db`. */
+  url: string;
+  /** Prefix of every key; BullMQ's queues live under `{<prefix>}` so each queue hashes to one Cluster slot. */
+  prefix: string;
+  /** PEM file of the CA that signed the server's certificate, for `rediss://` with a private CA. */
+  tlsCaFile?: string;
+  /** How long a request waits on Redis before it is answered 503 not_ready. */
+  commandTimeoutMs: number;
+}
+
+/** How the processes of a deployment watch each other (only distributed mode has more than one). */
+export interface ClusterSettings {
+  heartbeatMs: number;
+  /** A process whose heartbeat is older than this is lost; its runs end with node_lost after at most nodeTtlMs + sweepMs. */
+  nodeTtlMs: number;
+  /** Period of the sweeps that expire approval deadlines and end runs of lost processes. */
+  sweepMs: number;
+  /** How long an interrupt or approval decision handed to a run's owner may wait for its acknowledgement. */
+  controlTimeoutMs: number;
+  /** BullMQ job lock: a job whose holder stops renewing it for this long is run again elsewhere. */
+  jobLockMs: number;
+  /** How often each process looks for jobs whose lock expired. */
+  stalledIntervalMs: number;
 }
 
 export interface Limits {
@@ -117,6 +146,17 @@ function parseBinaries(env: Env): Record<string, string> {
   return binaries;
 }
 
+function redisUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError('REDIS_URL', 'must be a URL such as redis://127.0.0.1:6379 or rediss://user:password@host:6380');
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError('REDIS_URL', `scheme must be redis: or rediss:, got ${url.protocol}`);
+  return raw;
+}
+
 export function loadConfig(env: Env = process.env): AsmConfig {
   const globalConcurrency = env.ASM_GLOBAL_CONCURRENCY ? int(env, 'ASM_GLOBAL_CONCURRENCY', 0, 1) : undefined;
   return {
@@ -148,5 +188,21 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     globalConcurrency,
     dlqSize: int(env, 'ASM_DLQ_SIZE', 1_000, 0),
     logLevel: env.ASM_LOG_LEVEL || 'info',
+    redis: env.REDIS_URL
+      ? {
+          url: redisUrl(env.REDIS_URL),
+          prefix: env.ASM_REDIS_PREFIX || 'asm',
+          tlsCaFile: env.ASM_REDIS_TLS_CA || undefined,
+          commandTimeoutMs: int(env, 'ASM_REDIS_COMMAND_TIMEOUT_MS', 2_000, 50),
+        }
+      : undefined,
+    cluster: {
+      heartbeatMs: int(env, 'ASM_NODE_HEARTBEAT_MS', 2_000, 50),
+      nodeTtlMs: int(env, 'ASM_NODE_TTL_MS', 10_000, 100),
+      sweepMs: int(env, 'ASM_SWEEP_MS', 250, 10),
+      controlTimeoutMs: int(env, 'ASM_CONTROL_TIMEOUT_MS', 5_000, 10),
+      jobLockMs: int(env, 'ASM_JOB_LOCK_MS', 30_000, 100),
+      stalledIntervalMs: int(env, 'ASM_STALLED_INTERVAL_MS', 30_000, 100),
+    },
   };
 }

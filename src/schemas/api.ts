@@ -259,7 +259,10 @@ export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(Provide
 export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export const NodeInfo = Type.Object({
-  name: Type.String(),
+  id: Type.String({ description: 'Instance id, unique per process; runs record it as their owner' }),
+  name: Type.String({ description: 'Configured node name (ASM_NODE_NAME)' }),
+  role: Type.Union([Type.Literal('api'), Type.Literal('worker')]),
+  started_at: Timestamp,
   version: Type.String(),
   providers: Type.Array(Type.String()),
   capacity: Type.Integer(),

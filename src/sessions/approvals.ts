@@ -4,8 +4,10 @@ import type { EventPayload } from '../schemas/events.js';
 import type { ApprovalRecord, Store } from '../store/types.js';
 
 /**
- * The approval index: approval_id → run, the pending deadline of each, and the one path by which a
- * decision (from REST, WebSocket, the timeout, or an allow_for_session rule) reaches the run's CLI.
+ * The approval index: approval_id → run, and the one path by which a decision (from REST, WebSocket,
+ * the deadline sweep, or an allow_for_session rule) reaches the run's CLI. Deadlines are not timers
+ * here: the store indexes them and the session service's sweep expires them, so a deadline still
+ * fires when the process that recorded the approval is gone.
  */
 
 export interface ApprovalRunLink {
@@ -18,26 +20,14 @@ export interface ApprovalRunLink {
 }
 
 export class ApprovalBook {
-  private readonly timers = new Map<string, NodeJS.Timeout>();
-
   constructor(
     private readonly store: Store,
     private readonly link: ApprovalRunLink,
-    private readonly onError: (err: unknown, approvalId: string) => void,
   ) {}
 
-  /** Record a pending approval (called from the run's event path) and arm its deadline. */
+  /** Record a pending approval (called from the run's event path); its deadline is in the record. */
   async open(approval: ApprovalRecord): Promise<void> {
     await this.store.approvals.create(approval);
-    const delay = Math.max(0, Date.parse(approval.expires_at) - Date.now());
-    const timer = setTimeout(() => {
-      this.timers.delete(approval.id);
-      this.decide(approval.id, 'deny', 'timeout').catch((err) => {
-        if (!(err instanceof AsmError && err.kind === 'conflict')) this.onError(err, approval.id);
-      });
-    }, delay);
-    timer.unref();
-    this.timers.set(approval.id, timer);
   }
 
   /**
@@ -56,7 +46,6 @@ export class ApprovalBook {
           details: { decision: outcome.approval.decision, reason: outcome.approval.reason },
         });
       }
-      this.clearTimer(approvalId);
       const emitted = await this.link.emit(known.run_id, 'approval_resolved', { approval_id: approvalId, decision, reason });
       if (emitted) await this.link.forward(known.run_id, approvalId, decision, reason);
       return outcome.approval;
@@ -71,19 +60,7 @@ export class ApprovalBook {
     for (const approval of await this.store.approvals.listPending({ runId })) {
       const outcome = await this.store.approvals.resolve(approval.id, 'deny', 'run_ended');
       if (outcome.outcome !== 'resolved') continue;
-      this.clearTimer(approval.id);
       await this.link.emit(runId, 'approval_resolved', { approval_id: approval.id, decision: 'deny', reason: 'run_ended' });
     }
-  }
-
-  close(): void {
-    for (const timer of this.timers.values()) clearTimeout(timer);
-    this.timers.clear();
-  }
-
-  private clearTimer(approvalId: string): void {
-    const timer = this.timers.get(approvalId);
-    if (timer) clearTimeout(timer);
-    this.timers.delete(approvalId);
   }
 }

@@ -14,6 +14,7 @@ import { ApprovalBook } from './approvals.js';
 import { resolveLane } from './lane-resolution.js';
 import { isTerminalRunState, projectResult, type ProjectableEvent } from './projection.js';
 import { KeyedSerializer } from './serial.js';
+import { OwnerUnreachable, type Cluster, type ControlReply, type ControlRequest } from '../nodes/cluster.js';
 import { resolveWorkspaceDir } from './workspace.js';
 
 /**
@@ -23,6 +24,12 @@ import { resolveWorkspaceDir } from './workspace.js';
  *
  * Per-session admission sits above the lanes: a session runs at most max_concurrent_runs at once and
  * holds at most max_queued_runs more in its own FIFO; beyond that a submit is refused with at_capacity.
+ *
+ * Across processes (distributed mode) the lane command may execute on another API process than the
+ * one that took the request. A run belongs to the process executing it (`owner`); interrupts and
+ * approval decisions are handed to that owner through the cluster, because only it holds the CLI
+ * and serialises the run's events. When an owner stops heartbeating, a sweep ends its runs with
+ * `node_lost`, and approval deadlines are kept by a sweep that any process may perform.
  */
 
 const SESSION_DEFAULTS = {
@@ -43,6 +50,11 @@ const COMMANDS = {
   decideApproval: 'approval.decide',
 } as const;
 
+/** Expired approvals handled per sweep; the rest wait for the next one. */
+const SWEEP_BATCH = 100;
+/** Long enough for one process to record a lost run's end before another may try. */
+const ORPHAN_CLAIM_MS = 60_000;
+
 /** User-facing commands answer with a value or an error body, so a refused request is not a failed command. */
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorBody };
 
@@ -60,6 +72,7 @@ export interface SessionServiceDeps {
   engine: LaneEngine;
   providers: Map<string, ProviderDefinition>;
   backend: Backend;
+  cluster: Cluster;
   logger: Logger;
 }
 
@@ -69,12 +82,13 @@ export class SessionService {
   private readonly engine: LaneEngine;
   private readonly providers: Map<string, ProviderDefinition>;
   private readonly backend: Backend;
+  private readonly cluster: Cluster;
   private readonly log: Logger;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private sweeping = false;
   private readonly approvals: ApprovalBook;
   /** Runs executing in this process. */
   private readonly active = new Map<string, ActiveRun>();
-  /** Admission decisions of one session, serialised. */
-  private readonly admission = new KeyedSerializer();
   /** The events of one run, serialised (run id → chain). */
   private readonly runEvents = new KeyedSerializer();
 
@@ -84,6 +98,7 @@ export class SessionService {
     this.engine = deps.engine;
     this.providers = deps.providers;
     this.backend = deps.backend;
+    this.cluster = deps.cluster;
     this.log = deps.logger;
     this.approvals = new ApprovalBook(
       this.store,
@@ -92,7 +107,6 @@ export class SessionService {
         emit: (runId, kind, payload) => this.emitForRun(runId, kind, payload),
         forward: (runId, approvalId, decision, reason) => this.forwardDecision(runId, approvalId, decision, reason),
       },
-      (err, approvalId) => this.log.error({ err, approvalId }, 'approval timeout handling failed'),
     );
   }
 
@@ -109,7 +123,7 @@ export class SessionService {
     this.engine.register(COMMANDS.interruptRun, userFacing((p: { id: string }) => this.doInterrupt(p.id)));
     this.engine.register(
       COMMANDS.decideApproval,
-      userFacing((p: { id: string; decision: ApprovalDecision; reason: string | null }) => this.approvals.decide(p.id, p.decision, p.reason)),
+      userFacing((p: { id: string; decision: ApprovalDecision; reason: string | null }) => this.doDecide(p.id, p.decision, p.reason)),
     );
     this.engine.register(COMMANDS.executeRun, (p: { run_id: string }, ctx: CommandContext) => this.executeRun(p.run_id, ctx));
   }
@@ -142,7 +156,7 @@ export class SessionService {
         details: { field: 'prompt' },
       });
     }
-    return this.admission.run(session.id, () => this.admit(session.id, body));
+    return this.withSession(session.id, () => this.admit(session.id, body));
   }
 
   async getRun(tenant: string, id: string): Promise<RunRecord> {
@@ -240,6 +254,11 @@ export class SessionService {
     return run?.tenant === tenant;
   }
 
+  /** Runs executing in this process now. */
+  activeRuns(): number {
+    return this.active.size;
+  }
+
   /** Interrupt every run this process executes (graceful shutdown). */
   async interruptAll(reason: InterruptReason): Promise<void> {
     const running = [...this.active.values()].flatMap((run) => (run.backend ? [run.backend] : []));
@@ -247,8 +266,15 @@ export class SessionService {
     await Promise.all(running.map((backend) => backend.done));
   }
 
+  /** Serve control requests addressed to this process, and start the deadline and orphan sweeps. */
+  async start(): Promise<void> {
+    await this.cluster.start((request) => this.onControlRequest(request));
+    this.sweepTimer = setInterval(() => void this.sweep(), this.config.cluster.sweepMs);
+    this.sweepTimer.unref();
+  }
+
   close(): void {
-    this.approvals.close();
+    clearInterval(this.sweepTimer);
   }
 
   // ---------------------------------------------------------------- sessions
@@ -323,7 +349,7 @@ export class SessionService {
     const session = await this.store.sessions.get(id);
     if (!session) throw new AsmError('not_found', `session ${id} not found`);
     if (session.state === 'closed') return session;
-    await this.admission.run(id, () => this.store.sessions.update(id, { state: 'closing' }));
+    await this.withSession(id, () => this.store.sessions.update(id, { state: 'closing' }));
     const runs = (await this.store.runs.listBySession(id)).filter((r) => !isTerminalRunState(r.state));
     await Promise.all(runs.map((r) => this.doInterrupt(r.id).catch(() => undefined)));
     const bound = this.config.limits.interruptGraceMs + this.config.limits.killGraceMs + this.config.limits.exitGraceMs + 1_000;
@@ -380,6 +406,8 @@ export class SessionService {
       finished_at: null,
       result: null,
       dispatched: false,
+      owner: null,
+      interrupt_requested: false,
       observability,
       options: {
         lane,
@@ -407,8 +435,8 @@ export class SessionService {
 
   /** A slot of the session freed up: start its oldest waiting run. */
   private pump(sessionId: string): void {
-    void this.admission
-      .run(sessionId, async () => {
+    void this
+      .withSession(sessionId, async () => {
         const session = await this.store.sessions.get(sessionId);
         if (!session || session.state !== 'open') return;
         const runs = await this.store.runs.listBySession(sessionId);
@@ -423,6 +451,13 @@ export class SessionService {
   private async executeRun(runId: string, ctx: CommandContext): Promise<{ run_id: string; state: string }> {
     const run = await this.store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    if (run.state === 'running') {
+      // The lane job came back: the process that ran it stopped holding it (it died, or stalled
+      // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
+      if (run.owner !== null && run.owner !== this.cluster.self && (await this.cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
+      await this.endOrphan(run);
+      return { run_id: runId, state: (await this.store.runs.get(runId))!.state };
+    }
     if (run.state !== 'queued') return { run_id: runId, state: run.state };
     const session = (await this.store.sessions.get(run.session_id))!;
     const provider = this.providers.get(session.provider)!;
@@ -434,6 +469,13 @@ export class SessionService {
     const active: ActiveRun = { events: [], ended: false };
     this.active.set(runId, active);
     try {
+      // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
+      // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
+      const owned = await this.store.runs.update(runId, { owner: this.cluster.self });
+      if (owned.interrupt_requested) {
+        await this.finishWithoutStart(runId, cancelled('before it started'));
+        return { run_id: runId, state: 'interrupted' };
+      }
       const backendRun = this.backend.start(
         {
           provider,
@@ -529,11 +571,15 @@ export class SessionService {
     this.pump(run.session_id);
   }
 
-  /** End a run that never reached a backend (interrupted while queued, lane refused it). */
+  /**
+   * End a run that has no backend here: it never reached one (interrupted while queued, refused by
+   * its lane), or the process that ran it is gone.
+   */
   private async finishWithoutStart(runId: string, error: AsmError): Promise<void> {
     await this.runEvents.run(runId, async () => {
       const run = (await this.store.runs.get(runId))!;
       if (isTerminalRunState(run.state)) return;
+      await this.approvals.closeForRun(runId);
       const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
       await this.finish(run, eventsSoFar, {
         kind: 'error',
@@ -548,14 +594,111 @@ export class SessionService {
     const run = await this.store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
     if (isTerminalRunState(run.state)) throw new AsmError('conflict', `run ${runId} already ended (${run.state})`);
-    if (!run.dispatched) {
+    const local = this.active.get(runId);
+    if (local?.backend) {
+      await local.backend.interrupt('user');
+    } else if (!run.dispatched) {
       await this.finishWithoutStart(runId, cancelled('before it started'));
     } else {
       const where = await this.engine.cancel(runId, 'user');
       if (where === 'pending') await this.finishWithoutStart(runId, cancelled('before it started'));
-      else if (where === 'unknown') await this.active.get(runId)?.backend?.interrupt('user');
+      else if (where === 'unknown') await this.interruptElsewhere(runId);
     }
     return (await this.store.runs.get(runId))!;
+  }
+
+  /** The run's lane job is held by another process, or is between processes: reach it through the flag and its owner. */
+  private async interruptElsewhere(runId: string): Promise<void> {
+    const flagged = await this.store.runs.update(runId, { interrupt_requested: true });
+    const owner = flagged.owner;
+    if (owner === null) return; // its executor reads the flag when it takes the run
+    if (owner === this.cluster.self) {
+      await this.active.get(runId)?.backend?.interrupt('user');
+      return;
+    }
+    const reply = await this.toOwner(owner, { kind: 'interrupt', runId });
+    if (reply && !reply.ok) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
+  }
+
+  /** Approval decisions go to the process running the approval's run, which holds its CLI. */
+  private async doDecide(approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<ApprovalRecord> {
+    const approval = await this.store.approvals.get(approvalId);
+    if (!approval) throw new AsmError('not_found', `approval ${approvalId} not found`, { domain: 'approval' });
+    const run = await this.store.runs.get(approval.run_id);
+    const owner = run?.owner;
+    if (owner && owner !== this.cluster.self && !isTerminalRunState(run.state)) {
+      const reply = await this.toOwner(owner, { kind: 'decide', approvalId, decision, reason });
+      if (reply) {
+        if (!reply.ok) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
+        return reply.value as ApprovalRecord;
+      }
+    }
+    return this.approvals.decide(approvalId, decision, reason);
+  }
+
+  /** A control request for the owner of a run; undefined when the owner is gone (the caller acts itself). */
+  private async toOwner(owner: string, request: ControlRequest): Promise<ControlReply | undefined> {
+    try {
+      return await this.cluster.send(owner, request, this.config.cluster.controlTimeoutMs);
+    } catch (err) {
+      if (err instanceof OwnerUnreachable) return undefined;
+      throw err;
+    }
+  }
+
+  /** A control request another process handed to this one, as the owner of its run. */
+  private async onControlRequest(request: ControlRequest): Promise<ControlReply> {
+    try {
+      if (request.kind === 'interrupt') {
+        await this.active.get(request.runId)?.backend?.interrupt('user');
+        return { ok: true, value: null };
+      }
+      return { ok: true, value: await this.approvals.decide(request.approvalId, request.decision, request.reason) };
+    } catch (err) {
+      return { ok: false, error: AsmError.from(err).toBody() };
+    }
+  }
+
+  // ---------------------------------------------------------------- sweeps
+
+  /** Approval deadlines and orphaned runs. Any process may sweep; the store and claims make each outcome happen once. */
+  private async sweep(): Promise<void> {
+    if (this.sweeping) return;
+    this.sweeping = true;
+    try {
+      await this.expireApprovals();
+      if (this.cluster.distributed) await this.endOrphans();
+    } catch (err) {
+      this.log.warn({ err }, 'sweep failed; retrying on the next one');
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private async expireApprovals(): Promise<void> {
+    for (const approval of await this.store.approvals.listExpired(Date.now(), SWEEP_BATCH)) {
+      await this.doDecide(approval.id, 'deny', 'timeout').catch((err) => {
+        if (!(err instanceof AsmError && err.kind === 'conflict')) this.log.error({ err, approvalId: approval.id }, 'approval timeout failed');
+      });
+    }
+  }
+
+  /** Runs whose owner stopped heartbeating end with node_lost; their CLIs went down with the owner. */
+  private async endOrphans(): Promise<void> {
+    for (const run of await this.store.runs.listUnfinished()) {
+      if (run.state !== 'running' || run.owner === null || run.owner === this.cluster.self) continue;
+      if (await this.cluster.isAlive(run.owner)) continue;
+      await this.endOrphan(run);
+    }
+  }
+
+  private async endOrphan(run: RunRecord): Promise<void> {
+    if (!(await this.cluster.claim(`orphan:${run.id}`, ORPHAN_CLAIM_MS))) return;
+    this.log.warn({ runId: run.id, owner: run.owner }, 'run lost its node; ending it');
+    await this.finishWithoutStart(
+      run.id,
+      new AsmError('node_lost', `the node instance running this run (${run.owner ?? 'unknown'}) stopped heartbeating`, { details: { node: run.owner } }),
+    );
   }
 
   private async forwardDecision(runId: string, approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
@@ -572,7 +715,7 @@ export class SessionService {
   private async allowForSession(approvalId: string): Promise<void> {
     const approval = await this.store.approvals.get(approvalId);
     if (!approval) return;
-    await this.admission.run(approval.session_id, async () => {
+    await this.withSession(approval.session_id, async () => {
       const session = await this.store.sessions.get(approval.session_id);
       if (session && !session.allowed_tools.includes(approval.subject)) {
         await this.store.sessions.update(session.id, { allowed_tools: [...session.allowed_tools, approval.subject] });
@@ -605,6 +748,11 @@ export class SessionService {
   private append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
     const { timestamp: _unused, ...event } = this.envelope(run, kind, payload, '');
     return this.store.events.append(event);
+  }
+
+  /** A session's admission and record changes, one at a time across every process. */
+  private withSession<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
+    return this.cluster.withLock(`session:${sessionId}`, work);
   }
 
   private assertQueue(queue: string): void {

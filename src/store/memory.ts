@@ -72,6 +72,9 @@ class MemoryRunStore implements RunStore {
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
+  async listUnfinished(): Promise<RunRecord[]> {
+    return [...this.runs.values()].filter((r) => r.state === 'queued' || r.state === 'running');
+  }
   deleteSession(sessionId: string): void {
     for (const run of this.bySession.get(sessionId) ?? []) this.runs.delete(run.id);
     this.bySession.delete(sessionId);
@@ -102,6 +105,12 @@ class MemoryApprovalStore implements ApprovalStore {
     return [...this.pending.values()].filter(
       (a) => (filter.sessionId === undefined || a.session_id === filter.sessionId) && (filter.runId === undefined || a.run_id === filter.runId),
     );
+  }
+  async listExpired(now: number, limit: number): Promise<ApprovalRecord[]> {
+    return [...this.pending.values()]
+      .filter((a) => Date.parse(a.expires_at) <= now)
+      .sort((a, b) => Date.parse(a.expires_at) - Date.parse(b.expires_at))
+      .slice(0, limit);
   }
   deleteSession(sessionId: string): void {
     for (const [id, approval] of this.approvals) {
@@ -201,6 +210,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
       sessions.delete(session.id);
       return session.id;
     },
+    async ping() {},
     async close() {},
   };
 }

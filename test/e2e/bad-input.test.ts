@@ -347,7 +347,7 @@ describe('bad input over HTTP', () => {
   describe('afterwards', () => {
     it('still answers, and what existed before the bad requests is unchanged', async () => {
       expect((await server.request('GET', '/healthz')).body).toEqual({ status: 'ok' });
-      expect((await server.request('GET', '/readyz')).body).toEqual({ status: 'ready' });
+      expect((await server.request('GET', '/readyz')).body).toMatchObject({ status: 'ready', checks: { store: 'ok', mode: 'embedded' } });
 
       // No bad request created a session; the good one made by a test was closed.
       const sessions = (await server.request('GET', '/v1/sessions')).body.sessions;

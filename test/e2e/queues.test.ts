@@ -84,7 +84,7 @@ describe('queue lanes, dead letters and metrics over HTTP', () => {
   it('reports this process as the node, and readiness drops when it shuts down', async () => {
     const nodes = (await server.request('GET', '/v1/nodes')).body.nodes;
     expect(nodes).toHaveLength(1);
-    expect(nodes[0]).toMatchObject({ name: 'test-node', state: 'ready', providers: expect.arrayContaining(['shell', 'claude']) });
+    expect(nodes[0]).toMatchObject({ name: 'test-node', role: 'api', id: expect.stringMatching(/^test-node-/), state: 'ready', providers: expect.arrayContaining(['shell', 'claude']) });
     expect((await server.request('GET', '/readyz')).status).toBe(200);
     await server.app.close();
     expect((await server.request('GET', '/readyz')).status).toBe(503);

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { VERSION, type AsmApp } from '../../app.js';
+import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
@@ -46,30 +46,25 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     return describe(def);
   });
 
-  fastify.get('/v1/nodes', { schema: { tags: ['nodes'], description: 'Nodes executing runs. In embedded mode, this process.', response: { 200: NodeList, ...errorResponses } } }, async () => {
-    const metrics = await app.engine.metrics();
-    return {
-      nodes: [
-        {
-          name: app.config.nodeName,
-          version: VERSION,
-          providers: [...app.providers.keys()].filter((p) => !app.config.disabledProviders.has(p)),
-          capacity: app.engine.lanes().reduce((sum, l) => sum + l.maxConcurrency, 0),
-          load: metrics.reduce((sum, m) => sum + m.active, 0),
-          last_heartbeat: new Date().toISOString(),
-          state: app.isReady() ? ('ready' as const) : ('draining' as const),
-          pool: 'default',
-        },
-      ],
-    };
-  });
+  fastify.get(
+    '/v1/nodes',
+    { schema: { tags: ['nodes'], description: 'Live instances of this deployment: in embedded mode this process, in distributed mode every API process with a current heartbeat.', response: { 200: NodeList, ...errorResponses } } },
+    async () => ({ nodes: await app.cluster.nodes() }),
+  );
 
   // Health probes answer without a key (auth.ts PUBLIC_PREFIXES): `security: []` says so in the OpenAPI document.
   fastify.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' }));
 
-  fastify.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Health, 503: Health } } }, async (_request, reply) =>
-    app.isReady() ? { status: 'ready' } : reply.status(503).send({ status: 'draining' }),
-  );
+  // Ready means: not draining, and the store answers (in distributed mode, Redis is reachable).
+  fastify.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Health, 503: Health } } }, async (_request, reply) => {
+    if (!app.isReady()) return reply.status(503).send({ status: 'draining' });
+    try {
+      await app.store.ping();
+    } catch (err) {
+      return reply.status(503).send({ status: 'not_ready', checks: { store: AsmError.from(err).message } });
+    }
+    return { status: 'ready', checks: { store: 'ok', mode: app.mode } };
+  });
 
   fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String(), 401: Type.Ref(ErrorResponse) } } }, async (_request, reply) => {
     reply.type('text/plain; version=0.0.4');

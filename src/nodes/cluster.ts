@@ -1,0 +1,70 @@
+import type { ErrorBody } from '../errors.js';
+import type { ApprovalDecision } from '../providers/types.js';
+
+/**
+ * What the API processes of one deployment know of each other. Embedded mode is a cluster of one
+ * (local.ts); distributed mode keeps it in Redis (redis.ts). The session service asks three things
+ * of it: which process owns a run and whether that process is alive, how to hand a control request
+ * (interrupt, approval decision) to that owner, and how to serialise decisions that span processes
+ * (a session's admission, the one sweeper that may end an orphaned run).
+ */
+
+export interface NodeSnapshot {
+  /** Instance id: unique per process, and the `owner` recorded on the runs it executes. */
+  id: string;
+  /** The configured node name (ASM_NODE_NAME); several instances may share it. */
+  name: string;
+  role: 'api' | 'worker';
+  version: string;
+  providers: string[];
+  capacity: number;
+  load: number;
+  pool: string;
+  state: 'ready' | 'draining';
+  started_at: string;
+  last_heartbeat: string;
+}
+
+/** A control request executed by the process that owns the run it targets. */
+export type ControlRequest =
+  | { kind: 'interrupt'; runId: string }
+  | { kind: 'decide'; approvalId: string; decision: ApprovalDecision; reason: string | null };
+
+export type ControlReply = { ok: true; value: unknown } | { ok: false; error: ErrorBody };
+
+export type ControlHandler = (request: ControlRequest) => Promise<ControlReply>;
+
+/** The owner did not take the request: it is gone, or not listening. The caller acts in its place. */
+export class OwnerUnreachable extends Error {
+  constructor(readonly owner: string) {
+    super(`node instance ${owner} is not reachable`);
+    this.name = 'OwnerUnreachable';
+  }
+}
+
+export interface Cluster {
+  readonly self: string;
+  /** False for the embedded cluster of one process. */
+  readonly distributed: boolean;
+  /** Register this process, start heartbeats, and serve control requests addressed to it. */
+  start(handler: ControlHandler): Promise<void>;
+  nodes(): Promise<NodeSnapshot[]>;
+  /** Whether the instance's heartbeat is current. */
+  isAlive(id: string): Promise<boolean>;
+  /**
+   * Execute a control request on the instance `id` and return its reply. Rejects with OwnerUnreachable
+   * when nobody listens for that instance, and with AsmError `timeout` after timeoutMs without a reply.
+   */
+  send(id: string, request: ControlRequest, timeoutMs: number): Promise<ControlReply>;
+  /** Run `work` while holding the deployment-wide lock `key`; one holder at a time across processes. */
+  withLock<T>(key: string, work: () => Promise<T>): Promise<T>;
+  /** True for exactly one caller per key within ttlMs, across processes. */
+  claim(key: string, ttlMs: number): Promise<boolean>;
+  /** Mark this instance draining (it takes no new work) or ready. */
+  setState(state: NodeSnapshot['state']): void;
+  /** Deregister and release connections. */
+  close(): Promise<void>;
+}
+
+/** What a process reports of itself on every heartbeat. */
+export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool'>;

@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { AsmError } from '../errors.js';
+import type { Cluster, ControlHandler, ControlReply, ControlRequest, NodeSnapshot, SelfReport } from './cluster.js';
+import { OwnerUnreachable } from './cluster.js';
+
+export interface RedisClusterOptions {
+  self: string;
+  /** Commands: heartbeats, locks, claims, publishing. */
+  redis: Redis;
+  /** A connection this cluster may put in subscriber mode. */
+  subscriber: Redis;
+  prefix: string;
+  report: SelfReport;
+  heartbeatMs: number;
+  /** A node whose heartbeat is older than this is lost. */
+  ttlMs: number;
+  /** Longest a lock holder may keep a lock before another process may take it. */
+  lockLeaseMs: number;
+  /** Longest withLock waits for a lock before failing with `timeout`. */
+  lockWaitMs: number;
+}
+
+/** Releases a lock only if this holder still owns it (its lease may have expired and moved on). */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+
+interface Envelope {
+  t: 'req' | 'rep';
+  id: string;
+  from: string;
+  request?: ControlRequest;
+  reply?: ControlReply;
+}
+
+/**
+ * Distributed mode: instances find each other through Redis.
+ *
+ * - Liveness: each instance refreshes `<prefix>:node:{<id>}` (its snapshot, expiring after ttlMs)
+ *   every heartbeatMs and is listed in `<prefix>:nodes`; a missing key means the instance is lost.
+ * - Control: each instance subscribes to `<prefix>:ctl:<id>`. A request is published there and the
+ *   reply comes back on the sender's channel. PUBLISH answers how many subscribers got the message,
+ *   so an owner that is gone is known at once (OwnerUnreachable) rather than after a timeout.
+ * - Locks and claims: SET NX PX keys, each with its own hash tag, so every command touches one slot.
+ */
+export class RedisCluster implements Cluster {
+  readonly distributed = true;
+  readonly self: string;
+  private readonly redis: Redis;
+  private readonly subscriber: Redis;
+  private readonly options: RedisClusterOptions;
+  private readonly startedAt = new Date().toISOString();
+  private readonly waiting = new Map<string, { resolve: (reply: ControlReply) => void; timer: NodeJS.Timeout }>();
+  private handler: ControlHandler | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private state: NodeSnapshot['state'] = 'ready';
+  private closed = false;
+
+  constructor(options: RedisClusterOptions) {
+    this.options = options;
+    this.self = options.self;
+    this.redis = options.redis;
+    this.subscriber = options.subscriber;
+  }
+
+  private nodeKey(id: string): string {
+    return `${this.options.prefix}:node:{${id}}`;
+  }
+
+  private get indexKey(): string {
+    return `${this.options.prefix}:nodes`;
+  }
+
+  private channel(id: string): string {
+    return `${this.options.prefix}:ctl:${id}`;
+  }
+
+  async start(handler: ControlHandler): Promise<void> {
+    this.handler = handler;
+    this.subscriber.on('message', (channel: string, raw: string) => {
+      if (channel === this.channel(this.self)) void this.onMessage(raw);
+    });
+    await this.subscriber.subscribe(this.channel(this.self));
+    await this.beat();
+    this.heartbeat = setInterval(() => void this.beat().catch(() => undefined), this.options.heartbeatMs);
+    this.heartbeat.unref();
+  }
+
+  private async beat(): Promise<void> {
+    const snapshot: NodeSnapshot = {
+      id: this.self,
+      ...this.options.report(),
+      state: this.state,
+      started_at: this.startedAt,
+      last_heartbeat: new Date().toISOString(),
+    };
+    await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).exec();
+  }
+
+  async nodes(): Promise<NodeSnapshot[]> {
+    const ids = await this.redis.smembers(this.indexKey);
+    if (ids.length === 0) return [];
+    const raws = await Promise.all(ids.map((id) => this.redis.get(this.nodeKey(id))));
+    const lost = ids.filter((_, i) => raws[i] === null);
+    // Forget instances whose heartbeat expired: the index must not grow with every restart.
+    if (lost.length) await this.redis.srem(this.indexKey, ...lost);
+    return raws.flatMap((raw) => (raw === null ? [] : [JSON.parse(raw) as NodeSnapshot])).sort((a, b) => a.started_at.localeCompare(b.started_at));
+  }
+
+  async isAlive(id: string): Promise<boolean> {
+    if (id === this.self) return !this.closed;
+    return (await this.redis.exists(this.nodeKey(id))) === 1;
+  }
+
+  async send(id: string, request: ControlRequest, timeoutMs: number): Promise<ControlReply> {
+    const envelope: Envelope = { t: 'req', id: randomUUID(), from: this.self, request };
+    return new Promise<ControlReply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(envelope.id);
+        reject(new AsmError('timeout', `node instance ${id} did not answer a ${request.kind} request within ${timeoutMs} ms`, { details: { node: id } }));
+      }, timeoutMs);
+      this.waiting.set(envelope.id, { resolve, timer });
+      this.redis.publish(this.channel(id), JSON.stringify(envelope)).then(
+        (receivers) => {
+          if (receivers > 0) return;
+          clearTimeout(timer);
+          this.waiting.delete(envelope.id);
+          reject(new OwnerUnreachable(id));
+        },
+        (err) => {
+          clearTimeout(timer);
+          this.waiting.delete(envelope.id);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  private async onMessage(raw: string): Promise<void> {
+    let envelope: Envelope;
+    try {
+      envelope = JSON.parse(raw) as Envelope;
+    } catch {
+      return; // not ours: the channel is only written by this class
+    }
+    if (envelope.t === 'rep') {
+      const waiter = this.waiting.get(envelope.id);
+      if (!waiter || !envelope.reply) return;
+      clearTimeout(waiter.timer);
+      this.waiting.delete(envelope.id);
+      waiter.resolve(envelope.reply);
+      return;
+    }
+    if (!this.handler || !envelope.request) return;
+    let reply: ControlReply;
+    try {
+      reply = await this.handler(envelope.request);
+    } catch (err) {
+      reply = { ok: false, error: AsmError.from(err).toBody() };
+    }
+    const answer: Envelope = { t: 'rep', id: envelope.id, from: this.self, reply };
+    await this.redis.publish(this.channel(envelope.from), JSON.stringify(answer)).catch(() => undefined);
+  }
+
+  async withLock<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const lockKey = `${this.options.prefix}:lock:{${key}}`;
+    const token = randomUUID();
+    const deadline = Date.now() + this.options.lockWaitMs;
+    let pause = 2;
+    while ((await this.redis.set(lockKey, token, 'PX', this.options.lockLeaseMs, 'NX')) !== 'OK') {
+      if (Date.now() >= deadline) throw new AsmError('timeout', `lock ${key} was not free within ${this.options.lockWaitMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, pause));
+      pause = Math.min(pause * 2, 50);
+    }
+    try {
+      return await work();
+    } finally {
+      await this.redis.eval(RELEASE, 1, lockKey, token).catch(() => undefined);
+    }
+  }
+
+  async claim(key: string, ttlMs: number): Promise<boolean> {
+    return (await this.redis.set(`${this.options.prefix}:claim:{${key}}`, this.self, 'PX', ttlMs, 'NX')) === 'OK';
+  }
+
+  setState(state: NodeSnapshot['state']): void {
+    this.state = state;
+    void this.beat().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    for (const { timer } of this.waiting.values()) clearTimeout(timer);
+    this.waiting.clear();
+    this.handler = undefined;
+    await this.redis.multi().del(this.nodeKey(this.self)).srem(this.indexKey, this.self).exec().catch(() => undefined);
+  }
+}
