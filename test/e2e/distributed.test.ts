@@ -1,0 +1,212 @@
+/**
+ * Distributed mode end to end: real `asm serve` processes sharing the private test redis-server,
+ * each with its own key prefix per test. Runs execute wherever BullMQ hands their job; a second
+ * process is started only once a run is in flight on the first, so that the run is known to execute
+ * in A while the client talks to B.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { FAKE_CLAUDE, StreamClient, TERMINAL } from '../helpers/server.js';
+import { freePort, serveProcess, until, untilServing, type ServeProcess } from '../helpers/processes.js';
+
+const redisUrl = inject('asmTestRedisUrl');
+const cleanups: Array<() => void | Promise<void>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+interface Api {
+  url: string;
+  proc: ServeProcess;
+  request(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  stream(query: string): StreamClient;
+}
+
+/** One deployment: a key prefix, a workspace root, and as many API processes as a test starts. */
+function deployment(extraEnv: Record<string, string> = {}) {
+  const prefix = `dist-${randomUUID().slice(0, 8)}`;
+  const workspace = mkdtempSync(join(tmpdir(), 'asm-dist-'));
+  const log = join(workspace, 'claude-stdin.log');
+  cleanups.push(() => rmSync(workspace, { recursive: true, force: true }));
+  const env = {
+    REDIS_URL: redisUrl,
+    ASM_REDIS_PREFIX: prefix,
+    ASM_WORKSPACE_ROOT: workspace,
+    ASM_CLAUDE_BIN: FAKE_CLAUDE,
+    FAKE_CLAUDE_LOG: log,
+    ASM_PASS_ENV: 'FAKE_CLAUDE_LOG',
+    ASM_NODE_HEARTBEAT_MS: '200',
+    ASM_NODE_TTL_MS: '1500',
+    ASM_SWEEP_MS: '100',
+    ASM_JOB_LOCK_MS: '2000',
+    ASM_STALLED_INTERVAL_MS: '1000',
+    ...extraEnv,
+  };
+  return {
+    workspace,
+    stdinLog: () => readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)),
+    async start(name: string, more: Record<string, string> = {}): Promise<Api> {
+      const port = await freePort();
+      const proc = serveProcess({ ...env, ASM_NODE_NAME: name, ASM_PORT: String(port), ...more });
+      cleanups.push(() => {
+        proc.child.kill('SIGKILL');
+      });
+      const url = `http://127.0.0.1:${port}`;
+      await untilServing(url).catch((err) => {
+        throw new Error(`${err.message}\n${proc.output()}`);
+      });
+      const clients: StreamClient[] = [];
+      cleanups.push(() => clients.forEach((c) => c.close()));
+      return {
+        url,
+        proc,
+        async request(method, path, body) {
+          const res = await fetch(url + path, {
+            method,
+            headers: body === undefined ? {} : { 'content-type': 'application/json' },
+            body: body === undefined ? undefined : JSON.stringify(body),
+          });
+          const text = await res.text();
+          return { status: res.status, body: text ? JSON.parse(text) : null };
+        },
+        stream(query) {
+          const client = new StreamClient(`${url.replace('http', 'ws')}/v1/events?${query}`);
+          clients.push(client);
+          return client;
+        },
+      };
+    },
+  };
+}
+
+function contiguous(events: Array<{ seq: number }>, from: number): void {
+  expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => from + i));
+}
+
+describe('distributed mode: two API processes on one Redis', () => {
+  it('creates on A, streams on B, approves on B and interrupts on B a run executing in A', async () => {
+    const d = deployment();
+    const a = await d.start('api-a');
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude' })).body;
+    const approveRun = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const onA = a.stream(`session_id=${session.id}&after=0`);
+    const requested = await onA.event('approval_requested');
+
+    // B joins once the run executes in A: everything it knows comes from Redis.
+    const b = await d.start('api-b');
+    expect((await b.request('GET', `/v1/sessions/${session.id}`)).body).toMatchObject({ id: session.id, provider: 'claude' });
+    const nodes = (await b.request('GET', '/v1/nodes')).body.nodes;
+    expect(nodes.map((n: any) => n.name).sort()).toEqual(['api-a', 'api-b']);
+    const onB = b.stream(`session_id=${session.id}&after=0`);
+    expect((await onB.event('approval_requested')).seq).toBe(requested.seq);
+
+    const decided = await b.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
+    expect(decided.status).toBe(200);
+    expect(decided.body).toMatchObject({ state: 'resolved', decision: 'allow' });
+    const resultOnB = await onB.event('result');
+    expect(resultOnB.run_id).toBe(approveRun.id);
+    const answer = d.stdinLog().find((l) => l.type === 'control_response');
+    expect(answer.response.response.behavior).toBe('allow');
+    expect((await b.request('GET', `/v1/runs/${approveRun.id}`)).body.state).toBe('completed');
+    expect((await b.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'deny' })).status).toBe(409);
+
+    // The same stream on both processes: same events, same seqs, no gap.
+    await onA.event('result');
+    expect(onB.events().map((e) => [e.seq, e.kind])).toEqual(onA.events().map((e) => [e.seq, e.kind]));
+    contiguous(onB.events(), 1);
+
+    // Interrupt on B while the run is in a tool on whichever process took it.
+    const slow = (await b.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    await onB.event('tool_use', (e) => e.run_id === slow.id);
+    expect((await b.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBe(202);
+    const terminal = await onA.next((f) => f.type === 'event' && f.event.run_id === slow.id && TERMINAL.has(f.event.kind));
+    expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
+    expect((await a.request('GET', `/v1/runs/${slow.id}`)).body.state).toBe('interrupted');
+    expect(d.stdinLog().some((l) => l.type === 'control_request' && l.request?.subtype === 'interrupt')).toBe(true);
+  }, 60_000);
+
+  it('interrupts from B a run that A executes, routed to A (B has no lane to run it)', async () => {
+    const d = deployment();
+    const a = await d.start('api-a');
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude' })).body;
+    const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    const onA = a.stream(`session_id=${session.id}&after=0`);
+    await onA.event('tool_use');
+    const b = await d.start('api-b');
+    const res = await b.request('POST', `/v1/runs/${run.id}/interrupt`);
+    expect(res.status).toBe(202);
+    const terminal = await onA.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
+    expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
+  }, 60_000);
+
+  it('fires an approval deadline after the process that recorded it died, then ends its run as node_lost', async () => {
+    const d = deployment({ ASM_NODE_TTL_MS: '6000' });
+    const a = await d.start('api-a');
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', approval_timeout_ms: 4_000 })).body;
+    const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const onA = a.stream(`session_id=${session.id}&after=0`);
+    const requested = await onA.event('approval_requested');
+    const b = await d.start('api-b');
+    a.proc.child.kill('SIGKILL');
+    await a.proc.exited;
+
+    const onB = b.stream(`session_id=${session.id}&after=0`);
+    const resolved = await onB.event('approval_resolved', () => true);
+    expect(resolved.payload).toEqual({ approval_id: requested.payload.approval_id, decision: 'deny', reason: 'timeout' });
+    expect(Date.parse(resolved.timestamp)).toBeGreaterThanOrEqual(Date.parse(requested.payload.expires_at));
+    const approval = (await b.request('GET', `/v1/approvals/${requested.payload.approval_id}`)).body;
+    expect(approval).toMatchObject({ state: 'resolved', decision: 'deny', reason: 'timeout' });
+
+    // The run itself went down with A: once A's heartbeat is stale, B ends it.
+    const terminal = await onB.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind), 20_000);
+    expect(terminal.event.payload).toMatchObject({ kind: 'node_lost', domain: 'runtime' });
+    expect(onB.events().filter((e) => TERMINAL.has(e.kind))).toHaveLength(1);
+    const final = (await b.request('GET', `/v1/runs/${run.id}`)).body;
+    expect(final).toMatchObject({ state: 'failed', result: { error: { kind: 'node_lost' } } });
+    contiguous(onB.events(), 1);
+  }, 60_000);
+});
+
+describe('distributed mode: SIGKILL and restart', () => {
+  it('keeps sessions, runs and events, and a resume from the last seen seq yields exactly the rest', async () => {
+    const d = deployment();
+    const first = await d.start('api-a');
+    const session = (await first.request('POST', '/v1/sessions', { provider: 'shell' })).body;
+    const done = (await first.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo before', wait: true })).body;
+    expect(done.state).toBe('completed');
+    const run = (
+      await first.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.2; done' })
+    ).body;
+    const ws = first.stream(`session_id=${session.id}&after=0`);
+    await ws.event('assistant_delta', (e) => e.run_id === run.id && e.payload.content === 'line2\n');
+    first.proc.child.kill('SIGKILL');
+    await first.proc.exited;
+    await ws.closed;
+    const seen = ws.events();
+    const lastSeen = seen[seen.length - 1].seq;
+    contiguous(seen, 1);
+
+    const restarted = await d.start('api-a');
+    expect((await restarted.request('GET', `/v1/sessions/${session.id}`)).body).toMatchObject({ id: session.id, state: 'open' });
+    expect((await restarted.request('GET', `/v1/runs/${done.id}`)).body).toMatchObject({ state: 'completed', result: { text: 'before\n' } });
+
+    const resumed = restarted.stream(`session_id=${session.id}&after=${lastSeen}`);
+    const terminal = await resumed.next((f) => f.type === 'event' && f.event.run_id === run.id && TERMINAL.has(f.event.kind), 20_000);
+    expect(terminal.event.payload).toMatchObject({ kind: 'node_lost' });
+    const rest = resumed.events();
+    contiguous(rest, lastSeen + 1);
+    // Exactly the stored log: what was seen before the kill plus what the resume delivered.
+    const page = (await restarted.request('GET', `/v1/runs/${run.id}/events?limit=1000`)).body.events;
+    const stitched = [...seen, ...rest].filter((e) => e.run_id === run.id);
+    expect(stitched.map((e: any) => e.id)).toEqual(page.map((e: any) => e.id));
+    expect((await restarted.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('failed');
+
+    // The session goes on: a new run on the restarted process.
+    const after = (await restarted.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo after', wait: true })).body;
+    expect(after).toMatchObject({ state: 'completed', result: { text: 'after\n' } });
+  }, 60_000);
+});
