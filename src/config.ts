@@ -26,6 +26,8 @@ export interface AsmConfig {
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
+  /** How long a running run's writes wait for an unreachable store before the run fails. */
+  outageMs: number;
   /** Distributed mode, when REDIS_URL is set: state in Redis, scheduling through BullMQ. */
   redis?: RedisSettings;
   cluster: ClusterSettings;
@@ -188,6 +190,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     globalConcurrency,
     dlqSize: int(env, 'ASM_DLQ_SIZE', 1_000, 0),
     logLevel: env.ASM_LOG_LEVEL || 'info',
+    outageMs: int(env, 'ASM_REDIS_OUTAGE_MS', 60_000, 0),
     redis: env.REDIS_URL
       ? {
           url: redisUrl(env.REDIS_URL),

@@ -25,11 +25,6 @@ export class ApprovalBook {
     private readonly link: ApprovalRunLink,
   ) {}
 
-  /** Record a pending approval (called from the run's event path); its deadline is in the record. */
-  async open(approval: ApprovalRecord): Promise<void> {
-    await this.store.approvals.create(approval);
-  }
-
   /**
    * Resolve a pending approval: 404 when unknown, 409 when already decided. The resolution event is
    * appended before the decision reaches the CLI, so it precedes whatever the tool does next.

@@ -529,15 +529,15 @@ export class SessionService {
     active.events.push(stored);
     if (event.kind === 'run_started') {
       const providerSessionId = event.payload.provider_session_id;
-      await this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp });
-      if (providerSessionId) await this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId });
+      await this.durably(() => this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
+      if (providerSessionId) await this.durably(() => this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
     } else if (event.kind === 'approval_requested') {
       await this.onApprovalRequested(run, event.payload);
     }
   }
 
   private async onApprovalRequested(run: RunRecord, payload: EventPayload<'approval_requested'>): Promise<void> {
-    await this.approvals.open({
+    const approval: ApprovalRecord = {
       id: payload.approval_id,
       tenant: run.tenant,
       session_id: run.session_id,
@@ -550,7 +550,9 @@ export class SessionService {
       requested_at: new Date().toISOString(),
       expires_at: payload.expires_at,
       resolved_at: null,
-    });
+    };
+    // Its deadline lives in the record: the sweep expires it from whichever process is alive then.
+    await this.durably(() => this.store.approvals.create(approval));
     const session = await this.store.sessions.get(run.session_id);
     if (session?.allowed_tools.includes(payload.subject)) {
       // Decided outside this event's turn of the run's serialiser, which the decision itself joins.
@@ -565,8 +567,8 @@ export class SessionService {
     const timestamp = new Date().toISOString();
     const provisional = this.envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
-    await this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result });
-    await this.store.events.append(provisional);
+    await this.durably(() => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
+    await this.durably(() => this.store.events.append(provisional));
     this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     this.pump(run.session_id);
   }
@@ -747,7 +749,25 @@ export class SessionService {
 
   private append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
     const { timestamp: _unused, ...event } = this.envelope(run, kind, payload, '');
-    return this.store.events.append(event);
+    return this.durably(() => this.store.events.append(event));
+  }
+
+  /**
+   * A write a run cannot do without (its events, its state). While the store is unreachable it is
+   * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
+   * requests meanwhile are refused with 503. (A write whose reply was lost with the connection may
+   * land twice; that needs the outage to fall between Redis applying it and answering.)
+   */
+  private async durably<T>(write: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + this.config.outageMs;
+    for (let pause = 50; ; pause = Math.min(pause * 2, 1_000)) {
+      try {
+        return await write();
+      } catch (err) {
+        if (!(err instanceof AsmError && err.kind === 'not_ready') || Date.now() + pause > giveUpAt) throw err;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
   }
 
   /** A session's admission and record changes, one at a time across every process. */
