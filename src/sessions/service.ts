@@ -381,6 +381,8 @@ export class SessionService {
       result: null,
       dispatched: false,
       observability,
+      owner: null,
+      interrupt_requested: false,
       options: {
         lane,
         execution_mode: executionMode,

@@ -1,6 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { AsmError } from '../errors.js';
 import type { AsmEvent } from '../schemas/events.js';
+import { isTerminalRunState } from '../sessions/projection.js';
+import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
   ApprovalStore,
@@ -41,6 +42,10 @@ class MemorySessionStore implements SessionStore {
   async count(): Promise<number> {
     return this.sessions.size;
   }
+  recordLastSeq(id: string, seq: number): void {
+    const session = this.sessions.get(id);
+    if (session) session.last_seq = seq;
+  }
   oldestClosed(): SessionRecord | undefined {
     let oldest: SessionRecord | undefined;
     for (const session of this.sessions.values()) {
@@ -56,9 +61,12 @@ class MemorySessionStore implements SessionStore {
 class MemoryRunStore implements RunStore {
   private readonly runs = new Map<string, RunRecord>();
   private readonly bySession = new Map<string, RunRecord[]>();
+  /** The runs not yet terminal, so the orphan sweep does not scan finished history. */
+  private readonly unfinished = new Map<string, RunRecord>();
 
   async create(run: RunRecord): Promise<void> {
     this.runs.set(run.id, run);
+    this.track(run);
     const list = this.bySession.get(run.session_id) ?? [];
     list.push(run);
     this.bySession.set(run.session_id, list);
@@ -67,14 +75,26 @@ class MemoryRunStore implements RunStore {
     return this.runs.get(id);
   }
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
-    return Object.assign(mustGet(this.runs, id, 'run'), patch);
+    const run = Object.assign(mustGet(this.runs, id, 'run'), patch);
+    this.track(run);
+    return run;
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
+  async listUnfinished(): Promise<RunRecord[]> {
+    return [...this.unfinished.values()];
+  }
   deleteSession(sessionId: string): void {
-    for (const run of this.bySession.get(sessionId) ?? []) this.runs.delete(run.id);
+    for (const run of this.bySession.get(sessionId) ?? []) {
+      this.runs.delete(run.id);
+      this.unfinished.delete(run.id);
+    }
     this.bySession.delete(sessionId);
+  }
+  private track(run: RunRecord): void {
+    if (isTerminalRunState(run.state)) this.unfinished.delete(run.id);
+    else this.unfinished.set(run.id, run);
   }
 }
 
@@ -103,6 +123,12 @@ class MemoryApprovalStore implements ApprovalStore {
       (a) => (filter.sessionId === undefined || a.session_id === filter.sessionId) && (filter.runId === undefined || a.run_id === filter.runId),
     );
   }
+  async listExpired(now: number, limit: number): Promise<ApprovalRecord[]> {
+    return [...this.pending.values()]
+      .filter((a) => Date.parse(a.expires_at) <= now)
+      .sort((a, b) => Date.parse(a.expires_at) - Date.parse(b.expires_at))
+      .slice(0, limit);
+  }
   deleteSession(sessionId: string): void {
     for (const [id, approval] of this.approvals) {
       if (approval.session_id !== sessionId) continue;
@@ -123,7 +149,10 @@ class MemoryEventLog implements EventLog {
   private readonly logs = new Map<string, SessionLog>();
   private readonly listeners = new Map<string | null, Set<EventListener>>();
 
-  constructor(private readonly maxPerSession: number) {}
+  constructor(
+    private readonly maxPerSession: number,
+    private readonly onAppended: (sessionId: string, seq: number) => void,
+  ) {}
 
   async append(event: NewEvent): Promise<AsmEvent> {
     let log = this.logs.get(event.session_id);
@@ -131,8 +160,9 @@ class MemoryEventLog implements EventLog {
       log = { firstSeq: 1, lastSeq: 0, events: [] };
       this.logs.set(event.session_id, log);
     }
-    const stored: AsmEvent = { ...event, id: randomUUID(), seq: ++log.lastSeq, timestamp: event.timestamp ?? new Date().toISOString() };
+    const stored: AsmEvent = { ...stampEvent(event), seq: ++log.lastSeq };
     log.events.push(stored);
+    this.onAppended(event.session_id, stored.seq);
     // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
     const overflow = log.events.length - this.maxPerSession;
     if (overflow >= Math.max(1, this.maxPerSession >> 3)) {
@@ -188,7 +218,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
   const sessions = new MemorySessionStore();
   const runs = new MemoryRunStore();
   const approvals = new MemoryApprovalStore();
-  const events = new MemoryEventLog(opts.eventsPerSession);
+  const events = new MemoryEventLog(opts.eventsPerSession, (sessionId, seq) => sessions.recordLastSeq(sessionId, seq));
   return {
     sessions,
     runs,
@@ -201,6 +231,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
       sessions.delete(session.id);
       return session.id;
     },
+    async ping() {},
     async close() {},
   };
 }

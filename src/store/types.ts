@@ -26,6 +26,10 @@ export interface RunRecord extends Run {
   dispatched: boolean;
   /** Lane observability fields stamped on every event of the run. */
   observability: EventMetadata;
+  /** Instance id of the process executing the run, set when execution begins; null before. */
+  owner: string | null;
+  /** An interrupt asked for while the run had no reachable owner; the executor checks it once it owns the run. */
+  interrupt_requested: boolean;
 }
 
 export interface ApprovalRecord extends Approval {
@@ -48,6 +52,8 @@ export interface RunStore {
   get(id: string): Promise<RunRecord | undefined>;
   update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
   listBySession(sessionId: string): Promise<RunRecord[]>;
+  /** Runs not yet terminal (state queued or running) across all sessions, for the orphan sweep. */
+  listUnfinished(): Promise<RunRecord[]>;
 }
 
 export type ResolveOutcome = { outcome: 'resolved'; approval: ApprovalRecord } | { outcome: 'not_found' } | { outcome: 'already_resolved'; approval: ApprovalRecord };
@@ -58,17 +64,27 @@ export interface ApprovalStore {
   /** Atomically move a pending approval to resolved; a second decision sees already_resolved. */
   resolve(id: string, decision: NonNullable<Approval['decision']>, reason: string | null): Promise<ResolveOutcome>;
   listPending(filter: { sessionId?: string; runId?: string }): Promise<ApprovalRecord[]>;
+  /** Pending approvals whose expires_at is at or before `now` (ms epoch), earliest deadline first, at most `limit`. */
+  listExpired(now: number, limit: number): Promise<ApprovalRecord[]>;
 }
 
 export type EventListener = (event: AsmEvent) => void;
 
 export interface EventLog {
-  /** Assign the session's next seq (gap-free), an id and a timestamp; store; publish to subscribers. */
+  /**
+   * Assign the session's next seq (gap-free), an id and a timestamp; store; record the seq as the
+   * session's last_seq; publish to subscribers.
+   */
   append(event: NewEvent): Promise<AsmEvent>;
   /** Events of a session with seq > after, oldest first, optionally of one run only. */
   read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;
   lastSeq(sessionId: string): Promise<number>;
-  /** Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe. */
+  /**
+   * Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe.
+   * A listener sees each event appended after subscribe() returns, in seq order per session. A store
+   * shared by several processes may also hand it a few events appended just before, so a listener that
+   * needs exactness compares seq (as followEvents does).
+   */
   subscribe(sessionId: string | null, listener: EventListener): () => void;
 }
 
@@ -79,5 +95,7 @@ export interface Store {
   events: EventLog;
   /** Forget the longest-closed session with its runs, approvals and events; its id, or undefined if none is closed. */
   evictOldestClosed(): Promise<string | undefined>;
+  /** Resolves when the backing store answers; rejects with AsmError kind 'not_ready' otherwise (readiness). */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
