@@ -195,60 +195,51 @@ function byTime<T>(field: keyof T) {
   return (a: T, b: T) => Date.parse(a[field] as string) - Date.parse(b[field] as string);
 }
 
-/** One kind of record: hashes under one key builder. */
-class Records<T extends { id: string }> {
+/** One kind of record (hashes under one key builder) and the indexes that name them. */
+abstract class RedisRecords<T extends { id: string }> {
   constructor(
-    private readonly redis: ScriptRedis,
+    protected readonly redis: ScriptRedis,
+    protected readonly keys: RedisKeys,
     private readonly keyOf: (id: string) => string,
     private readonly what: string,
   ) {}
-
-  async put(record: T): Promise<void> {
-    await this.redis.asmPut(this.keyOf(record.id), ...encode(record));
-  }
 
   async get(id: string): Promise<T | undefined> {
     return decodeHash<T>(await this.redis.hgetall(this.keyOf(id)));
   }
 
+  protected async put(record: T): Promise<void> {
+    await this.redis.asmPut(this.keyOf(record.id), ...encode(record));
+  }
+
   /** The records of ids, undefined where one is missing (an index entry outliving its record). */
-  getMany(ids: string[]): Promise<(T | undefined)[]> {
+  protected getMany(ids: string[]): Promise<(T | undefined)[]> {
     return Promise.all(ids.map((id) => this.get(id)));
   }
 
-  async patch(id: string, patch: Partial<T>): Promise<T> {
+  protected async patch(id: string, patch: Partial<T>): Promise<T> {
     const merged = await this.redis.asmPatch(this.keyOf(id), ...encode(patch));
     if (!merged) throw new AsmError('not_found', `${this.what} ${id} not found`);
     return decodePairs<T>(merged);
   }
+
+  /** Look up the records an index names; drop the entries whose record is missing or no longer qualifies. */
+  protected async resolveIndex(ids: string[], keep: (record: T) => boolean, drop: (id: string, record: T | undefined) => Promise<unknown>): Promise<T[]> {
+    const found = await this.getMany(ids);
+    const kept: T[] = [];
+    const stale: Promise<unknown>[] = [];
+    found.forEach((record, i) => {
+      if (record && keep(record)) kept.push(record);
+      else stale.push(drop(ids[i], record));
+    });
+    await Promise.all(stale);
+    return kept;
+  }
 }
 
-/** Look up the records an index names; drop the entries whose record is missing or no longer qualifies. */
-async function resolveIndex<T extends { id: string }>(
-  ids: string[],
-  records: Records<T>,
-  keep: (record: T) => boolean,
-  drop: (id: string, record: T | undefined) => Promise<unknown>,
-): Promise<T[]> {
-  const found = await records.getMany(ids);
-  const kept: T[] = [];
-  const stale: Promise<unknown>[] = [];
-  found.forEach((record, i) => {
-    if (record && keep(record)) kept.push(record);
-    else stale.push(drop(ids[i], record));
-  });
-  await Promise.all(stale);
-  return kept;
-}
-
-class RedisSessionStore implements SessionStore {
-  readonly records: Records<SessionRecord>;
-
-  constructor(
-    private readonly redis: ScriptRedis,
-    private readonly keys: RedisKeys,
-  ) {
-    this.records = new Records(redis, keys.session, 'session');
+class RedisSessionStore extends RedisRecords<SessionRecord> implements SessionStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.session, 'session');
   }
 
   async create(session: SessionRecord): Promise<void> {
@@ -256,19 +247,16 @@ class RedisSessionStore implements SessionStore {
       this.redis.zadd(this.keys.tenantSessions(session.tenant), Date.parse(session.created_at), session.id),
       this.redis.sadd(this.keys.sessions, session.id),
       this.indexClosed(session),
-      this.records.put(session),
+      this.put(session),
     ]);
-  }
-  get(id: string): Promise<SessionRecord | undefined> {
-    return this.records.get(id);
   }
   async list(tenant: string): Promise<SessionRecord[]> {
     const key = this.keys.tenantSessions(tenant);
     const ids = await this.redis.zrange(key, 0, -1);
-    return resolveIndex(ids, this.records, () => true, (id) => this.redis.zrem(key, id));
+    return this.resolveIndex(ids, () => true, (id) => this.redis.zrem(key, id));
   }
   async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
-    const session = await this.records.patch(id, patch);
+    const session = await this.patch(id, patch);
     if ('state' in patch || 'closed_at' in patch) await this.indexClosed(session);
     return session;
   }
@@ -283,34 +271,26 @@ class RedisSessionStore implements SessionStore {
   }
 }
 
-class RedisRunStore implements RunStore {
-  readonly records: Records<RunRecord>;
-
-  constructor(
-    private readonly redis: ScriptRedis,
-    private readonly keys: RedisKeys,
-  ) {
-    this.records = new Records(redis, keys.run, 'run');
+class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.run, 'run');
   }
 
   async create(run: RunRecord): Promise<void> {
-    await Promise.all([this.redis.rpush(this.keys.sessionRuns(run.session_id), run.id), this.indexUnfinished(run), this.records.put(run)]);
-  }
-  get(id: string): Promise<RunRecord | undefined> {
-    return this.records.get(id);
+    await Promise.all([this.redis.rpush(this.keys.sessionRuns(run.session_id), run.id), this.indexUnfinished(run), this.put(run)]);
   }
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
-    const run = await this.records.patch(id, patch);
+    const run = await this.patch(id, patch);
     if ('state' in patch) await this.indexUnfinished(run);
     return run;
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
-    const runs = await this.records.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
+    const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
     return runs.filter((run) => run !== undefined);
   }
   async listUnfinished(): Promise<RunRecord[]> {
     const ids = await this.redis.smembers(this.keys.unfinishedRuns);
-    const runs = await resolveIndex(ids, this.records, (run) => !isTerminalRunState(run.state), (id) => this.redis.srem(this.keys.unfinishedRuns, id));
+    const runs = await this.resolveIndex(ids, (run) => !isTerminalRunState(run.state), (id) => this.redis.srem(this.keys.unfinishedRuns, id));
     return runs.sort(byTime('created_at'));
   }
 
@@ -319,14 +299,9 @@ class RedisRunStore implements RunStore {
   }
 }
 
-class RedisApprovalStore implements ApprovalStore {
-  readonly records: Records<ApprovalRecord>;
-
-  constructor(
-    private readonly redis: ScriptRedis,
-    private readonly keys: RedisKeys,
-  ) {
-    this.records = new Records(redis, keys.approval, 'approval');
+class RedisApprovalStore extends RedisRecords<ApprovalRecord> implements ApprovalStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.approval, 'approval');
   }
 
   async create(approval: ApprovalRecord): Promise<void> {
@@ -338,10 +313,7 @@ class RedisApprovalStore implements ApprovalStore {
             this.redis.zadd(this.keys.approvalExpiry, Date.parse(approval.expires_at), approval.id),
           ]
         : [];
-    await Promise.all([...pendingIndexes, this.redis.sadd(this.keys.sessionApprovals(approval.session_id), approval.id), this.records.put(approval)]);
-  }
-  get(id: string): Promise<ApprovalRecord | undefined> {
-    return this.records.get(id);
+    await Promise.all([...pendingIndexes, this.redis.sadd(this.keys.sessionApprovals(approval.session_id), approval.id), this.put(approval)]);
   }
   async resolve(id: string, decision: NonNullable<ApprovalRecord['decision']>, reason: string | null): Promise<ResolveOutcome> {
     const resolution = { state: 'resolved', decision, reason, resolved_at: new Date().toISOString() };
@@ -377,7 +349,7 @@ class RedisApprovalStore implements ApprovalStore {
 
   /** Pending approvals of ids; the ones resolved or gone are taken out of every pending index. */
   private resolvePending(ids: string[]): Promise<ApprovalRecord[]> {
-    return resolveIndex(ids, this.records, (a) => a.state === 'pending', (id, approval) => this.unindexPending(id, approval));
+    return this.resolveIndex(ids, (a) => a.state === 'pending', (id, approval) => this.unindexPending(id, approval));
   }
 
   private unindexPending(id: string, approval: ApprovalRecord | undefined): Promise<unknown> {

@@ -24,12 +24,7 @@ let prefixes: string[] = [];
 afterEach(async () => {
   // Runs after the contract's own afterEach has closed the stores.
   for (const prefix of prefixes.splice(0)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await admin.del(...keys);
-    } while (cursor !== '0');
+    for await (const keys of admin.scanStream({ match: `${prefix}:*`, count: 1000 })) if (keys.length) await admin.del(...(keys as string[]));
   }
 });
 
@@ -59,6 +54,18 @@ function clusterSlot(key: string): number {
     for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
   }
   return crc % 16384;
+}
+
+/** A session, a live event from it and the session read back: the store works over this connection. */
+async function roundTrip(store: Store): Promise<void> {
+  const session = sessionRecord();
+  await store.sessions.create(session);
+  const seen: AsmEvent[] = [];
+  store.events.subscribe(session.id, (event) => seen.push(event));
+  await store.events.lastSeq(session.id);
+  await store.events.append(newEvent(runRecord(session)));
+  await eventually(() => seen.length === 1, 'the live event');
+  expect(await store.sessions.get(session.id)).toEqual({ ...session, last_seq: 1 });
 }
 
 /** The AsmError a call rejected with (failing the test if it resolved or threw something else). */
@@ -194,14 +201,7 @@ describe('Redis store: ACL users', () => {
     const { url: userUrl, prefix } = await user('+@all');
     const store = await createRedisStore({ url: userUrl, prefix, eventsPerSession: 10 });
     stores.push(store);
-    const session = sessionRecord();
-    await store.sessions.create(session);
-    const seen: AsmEvent[] = [];
-    store.events.subscribe(session.id, (event) => seen.push(event));
-    await store.events.lastSeq(session.id);
-    await store.events.append(newEvent(runRecord(session)));
-    await eventually(() => seen.length === 1, 'the live event');
-    expect(await store.sessions.get(session.id)).toEqual({ ...session, last_seq: 1 });
+    await roundTrip(store);
   });
 
   it('says clearly when the user lacks a permission or the password is wrong', async () => {
@@ -251,14 +251,7 @@ describe('Redis store: TLS (rediss://)', () => {
     const tlsUrl = `rediss://127.0.0.1:${server.port}`;
     const store = await createRedisStore({ url: tlsUrl, tlsCaFile: ca, prefix: `asm-${randomUUID().slice(0, 8)}`, eventsPerSession: 10 });
     try {
-      const session = sessionRecord();
-      await store.sessions.create(session);
-      const seen: AsmEvent[] = [];
-      store.events.subscribe(session.id, (event) => seen.push(event));
-      await store.events.lastSeq(session.id);
-      await store.events.append(newEvent(runRecord(session)));
-      await eventually(() => seen.length === 1, 'the live event over TLS');
-      expect(await store.sessions.get(session.id)).toEqual({ ...session, last_seq: 1 });
+      await roundTrip(store);
     } finally {
       await store.close();
     }
