@@ -42,10 +42,6 @@ class MemorySessionStore implements SessionStore {
   async count(): Promise<number> {
     return this.sessions.size;
   }
-  recordLastSeq(id: string, seq: number): void {
-    const session = this.sessions.get(id);
-    if (session) session.last_seq = seq;
-  }
   oldestClosed(): SessionRecord | undefined {
     let oldest: SessionRecord | undefined;
     for (const session of this.sessions.values()) {
@@ -149,10 +145,7 @@ class MemoryEventLog implements EventLog {
   private readonly logs = new Map<string, SessionLog>();
   private readonly listeners = new Map<string | null, Set<EventListener>>();
 
-  constructor(
-    private readonly maxPerSession: number,
-    private readonly onAppended: (sessionId: string, seq: number) => void,
-  ) {}
+  constructor(private readonly maxPerSession: number) {}
 
   async append(event: NewEvent): Promise<AsmEvent> {
     let log = this.logs.get(event.session_id);
@@ -162,7 +155,6 @@ class MemoryEventLog implements EventLog {
     }
     const stored: AsmEvent = { ...stampEvent(event), seq: ++log.lastSeq };
     log.events.push(stored);
-    this.onAppended(event.session_id, stored.seq);
     // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
     const overflow = log.events.length - this.maxPerSession;
     if (overflow >= Math.max(1, this.maxPerSession >> 3)) {
@@ -218,7 +210,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
   const sessions = new MemorySessionStore();
   const runs = new MemoryRunStore();
   const approvals = new MemoryApprovalStore();
-  const events = new MemoryEventLog(opts.eventsPerSession, (sessionId, seq) => sessions.recordLastSeq(sessionId, seq));
+  const events = new MemoryEventLog(opts.eventsPerSession);
   return {
     sessions,
     runs,

@@ -54,7 +54,8 @@ import type {
  * - One script assigns seq (INCR), adds the stream entry with id `<seq>-0`, stamps the session's
  *   last_seq and PUBLISHes: seq is gap-free across processes, a read after a cursor is an XRANGE
  *   from `<cursor+1>`, and publication order is seq order, so each subscriber connection receives a
- *   session's events in seq order.
+ *   session's events in seq order. The session's last_seq is thereby current in every process (the
+ *   memory store leaves it to the service, which sets it at close).
  * - Pub/sub loses what is published while a subscriber is disconnected or not yet subscribed. So each
  *   subscribed session is followed with a cursor: on (re)subscription and on any seq gap the missing
  *   events are read from the stream, and a listener never misses an event appended after subscribe().
@@ -89,6 +90,7 @@ export type RedisKeys = ReturnType<typeof redisKeys>;
 export function redisKeys(prefix: string) {
   const tagged = (id: string, what: string) => `${prefix}:{${id}}:${what}`;
   const keys = {
+    prefix,
     session: (id: string) => tagged(id, 'session'),
     seq: (sessionId: string) => tagged(sessionId, 'seq'),
     events: (sessionId: string) => tagged(sessionId, 'events'),
@@ -379,8 +381,8 @@ class RedisEventLog implements EventLog {
     private readonly maxPerSession: number,
     private readonly warn: (err: unknown, msg: string) => void,
   ) {
-    subscriber.on('message', (_channel: string, message: string) => this.onSessionMessage(JSON.parse(message) as AsmEvent));
-    subscriber.on('pmessage', (_pattern: string, _channel: string, message: string) => this.deliverToAll(JSON.parse(message) as AsmEvent));
+    subscriber.on('message', (channel: string, message: string) => this.received(channel, message, (event) => this.onSessionMessage(event)));
+    subscriber.on('pmessage', (_pattern: string, channel: string, message: string) => this.received(channel, message, (event) => this.deliverToAll(event)));
     // Subscriptions are renewed here rather than by ioredis, so the catch-up read follows the renewal.
     subscriber.on('ready', () => {
       if (this.feeds.size > 0) this.activate([...this.feeds.keys()]);
@@ -463,6 +465,17 @@ class RedisEventLog implements EventLog {
     }, noop);
   }
 
+  /** Anyone with access may publish on the channels; what is not an event is reported, not thrown into ioredis. */
+  private received(channel: string, message: string, handle: (event: AsmEvent) => void): void {
+    let event: AsmEvent;
+    try {
+      event = JSON.parse(message) as AsmEvent;
+    } catch (err) {
+      return this.warn(err, `ignored a message on ${channel} that is not an event`);
+    }
+    handle(event);
+  }
+
   private onSessionMessage(event: AsmEvent): void {
     const feed = this.feeds.get(event.session_id);
     if (!feed) return;
@@ -483,7 +496,8 @@ class RedisEventLog implements EventLog {
     while (feed.delivered < upTo) {
       const page = await this.read(sessionId, { after: feed.delivered, limit: PAGE });
       for (const event of page) if (event.seq <= upTo) this.deliver(feed, event);
-      if (page.length < PAGE) return;
+      // A page reaching past upTo ends it too: the part of the gap that is missing was trimmed.
+      if (page.length < PAGE || page[page.length - 1].seq >= upTo) return;
     }
   }
 
@@ -551,9 +565,10 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
     ...(options.tlsCaFile ? { tls: { ca: readFileSync(options.tlsCaFile) } } : {}),
     ...options.redisOptions,
   };
-  const redis = new Redis(options.url, { ...connectionOptions, connectionName: 'asm-store' }) as ScriptRedis;
+  // Named after the prefix, so CLIENT LIST tells which deployment a connection serves.
+  const redis = new Redis(options.url, { ...connectionOptions, connectionName: `${keys.prefix}-store` }) as ScriptRedis;
   for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
-  const subscriber = new Redis(options.url, { ...connectionOptions, autoResubscribe: false, connectionName: 'asm-store-events' });
+  const subscriber = new Redis(options.url, { ...connectionOptions, autoResubscribe: false, connectionName: `${keys.prefix}-events` });
 
   let lastConnectionError: string | undefined;
   for (const connection of [redis, subscriber]) {

@@ -71,10 +71,7 @@ export interface ApprovalStore {
 export type EventListener = (event: AsmEvent) => void;
 
 export interface EventLog {
-  /**
-   * Assign the session's next seq (gap-free), an id and a timestamp; store; record the seq as the
-   * session's last_seq; publish to subscribers.
-   */
+  /** Assign the session's next seq (gap-free), an id and a timestamp; store; publish to subscribers. */
   append(event: NewEvent): Promise<AsmEvent>;
   /** Events of a session with seq > after, oldest first, optionally of one run only. */
   read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;

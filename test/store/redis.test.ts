@@ -171,6 +171,29 @@ describe('Redis store: Redis unreachable', () => {
     expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: appended }, (_, i) => i + 1));
   });
 
+  it('catches a subscriber up after its connection drops, across a trimmed gap', async () => {
+    const prefix = uniquePrefix();
+    const options: RedisStoreOptions = { url: url!, prefix, eventsPerSession: 5, maxReconnectDelayMs: 100 };
+    const [a, b] = [await createRedisStore(options), await createRedisStore(options)];
+    stores.push(a, b);
+    const run = runRecord(sessionRecord());
+    const seen: number[] = [];
+    a.events.subscribe(run.session_id, (event) => seen.push(event.seq));
+    await a.events.lastSeq(run.session_id);
+    await b.events.append(newEvent(run));
+    await eventually(() => seen.length === 1, 'the first event');
+    const clients = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+    const id = clients.split('\n').find((line) => line.includes(` name=${prefix}-events `))?.match(/^id=(\d+)/)?.[1];
+    expect(id).toBeDefined();
+    await admin.call('CLIENT', 'KILL', 'ID', id!);
+    for (let i = 0; i < 20; i++) await b.events.append(newEvent(run));
+    await eventually(() => seen.at(-1) === 21, 'the events published while disconnected');
+    await b.events.append(newEvent(run));
+    await eventually(() => seen.at(-1) === 22, 'live events after the reconnect');
+    expect(seen).toEqual([...new Set(seen)].sort((x, y) => x - y));
+    expect(seen.slice(-6)).toEqual([17, 18, 19, 20, 21, 22]);
+  });
+
   it('refuses to start while Redis stays unreachable', async () => {
     const started = Date.now();
     const err = await asmErrorOf(createRedisStore({ url: 'redis://127.0.0.1:1', eventsPerSession: 10, startupTimeoutMs: 300 }));
