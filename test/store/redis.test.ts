@@ -246,8 +246,9 @@ describe('Redis store: TLS (rediss://)', () => {
   let server: TestRedisServer | undefined;
   let tlsMissing = '';
   let ca = '';
-  const certs = tempDir();
+  let certs = '';
   beforeAll(async () => {
+    certs = tempDir();
     ca = join(certs, 'ca.crt');
     const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
     openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=asm-test-ca');
@@ -266,7 +267,7 @@ describe('Redis store: TLS (rediss://)', () => {
   });
   afterAll(async () => {
     await server?.dispose();
-    rmSync(certs, { recursive: true, force: true });
+    if (certs) rmSync(certs, { recursive: true, force: true });
   });
 
   it('connects with the CA file, and refuses a server it cannot verify', async (context) => {
