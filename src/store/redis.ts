@@ -386,7 +386,7 @@ class RedisEventLog implements EventLog {
     // Subscriptions are renewed here rather than by ioredis, so the catch-up read follows the renewal.
     subscriber.on('ready', () => {
       if (this.feeds.size > 0) this.activate([...this.feeds.keys()]);
-      if (this.allListeners.size > 0) this.subscriber.psubscribe(this.keys.allChannels).catch(noop);
+      if (this.allListeners.size > 0) this.toSubscriber((sub) => sub.psubscribe(this.keys.allChannels));
     });
   }
 
@@ -424,10 +424,10 @@ class RedisEventLog implements EventLog {
 
   subscribe(sessionId: string | null, listener: EventListener): () => void {
     if (sessionId === null) {
-      if (this.allListeners.size === 0) this.subscriber.psubscribe(this.keys.allChannels).catch(noop);
+      if (this.allListeners.size === 0) this.toSubscriber((sub) => sub.psubscribe(this.keys.allChannels));
       this.allListeners.add(listener);
       return () => {
-        if (this.allListeners.delete(listener) && this.allListeners.size === 0) this.subscriber.punsubscribe(this.keys.allChannels).catch(noop);
+        if (this.allListeners.delete(listener) && this.allListeners.size === 0) this.toSubscriber((sub) => sub.punsubscribe(this.keys.allChannels));
       };
     }
     let feed = this.feeds.get(sessionId);
@@ -445,7 +445,7 @@ class RedisEventLog implements EventLog {
     return () => {
       if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
       this.feeds.delete(sessionId);
-      this.subscriber.unsubscribe(this.keys.channel(sessionId)).catch(noop);
+      this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
     };
   }
 
@@ -456,13 +456,22 @@ class RedisEventLog implements EventLog {
 
   /** Subscribe to the sessions' channels; once Redis confirms, read what was appended before that. */
   private activate(sessionIds: string[]): void {
-    this.subscriber.subscribe(...sessionIds.map((id) => this.keys.channel(id))).then(() => {
+    this.toSubscriber(async (sub) => {
+      await sub.subscribe(...sessionIds.map((id) => this.keys.channel(id)));
       for (const id of sessionIds) {
         const feed = this.feeds.get(id);
         if (feed) this.enqueue(feed, () => this.catchUp(id, feed, Number.POSITIVE_INFINITY));
       }
-      // Refused while disconnected; the 'ready' handler subscribes again.
-    }, noop);
+    });
+  }
+
+  /**
+   * (Un)subscribe only on a ready connection: ioredis would send it during the handshake too, which
+   * turns the connection into subscriber mode and fails its ready check. Whatever is skipped or
+   * refused while disconnected is done by the 'ready' handler.
+   */
+  private toSubscriber(command: (subscriber: Redis) => Promise<unknown>): void {
+    if (this.subscriber.status === 'ready') command(this.subscriber).catch((err) => this.warn(err, 'a subscription command failed'));
   }
 
   /** Anyone with access may publish on the channels; what is not an event is reported, not thrown into ioredis. */
@@ -640,7 +649,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
     },
   });
   try {
-    await firstReady(redis, options.startupTimeoutMs ?? 10_000);
+    await Promise.all([redis, subscriber].map((connection) => firstReady(connection, options.startupTimeoutMs ?? 10_000)));
   } catch (err) {
     await store.close();
     throw toAsmError(err);
