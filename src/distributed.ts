@@ -1,17 +1,19 @@
-import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { Redis, type RedisOptions } from 'ioredis';
 import type { Infrastructure } from './app.js';
 import type { AsmConfig, RedisSettings } from './config.js';
 import { BullMQLaneEngine } from './lanes/bullmq-engine.js';
 import type { EngineOptions } from './lanes/types.js';
-import type { SelfReport } from './nodes/cluster.js';
+import type { Cluster, SelfReport } from './nodes/cluster.js';
 import { RedisCluster } from './nodes/redis.js';
+import { guarded, RedisLink } from './store/redis-link.js';
 import { createRedisStore } from './store/redis.js';
+
+/** How long start-up waits for Redis before the process gives up with a clear error. */
+const STARTUP_TIMEOUT_MS = 10_000;
 
 /**
  * Distributed mode's parts, all on one Redis: the Redis store, the BullMQ lane engine and the
- * cluster of API processes. Every connection is made from the same options, so a `rediss://` URL,
+ * cluster of API processes. Every connection is made from the same settings, so a `rediss://` URL,
  * an ACL user or a private CA apply everywhere.
  */
 export async function connectDistributed(
@@ -22,57 +24,44 @@ export async function connectDistributed(
   report: SelfReport,
   logger: Logger,
 ): Promise<Infrastructure> {
-  const base = connectionOptions(redis);
-  const connections: Redis[] = [];
-  const connect = (extra: RedisOptions = {}) => {
-    const connection = new Redis(redis.url, { ...base, ...extra });
-    connection.on('error', (err) => logger.debug({ err: err.message }, 'redis connection error'));
-    connections.push(connection);
-    return connection;
-  };
-  const store = createRedisStore({
-    url: redis.url,
-    redisOptions: base,
+  const linkOptions = { url: redis.url, commandTimeoutMs: redis.commandTimeoutMs, tlsCaFile: redis.tlsCaFile };
+  const store = await createRedisStore({
+    ...linkOptions,
     prefix: redis.prefix,
     eventsPerSession: config.limits.eventsPerSession,
-    commandTimeoutMs: redis.commandTimeoutMs,
+    startupTimeoutMs: STARTUP_TIMEOUT_MS,
+    logger,
   });
+  const link = new RedisLink(linkOptions, logger);
+  const redisCluster = new RedisCluster({
+    self,
+    redis: link.connect({ connectionName: `${redis.prefix}-cluster` }),
+    subscriber: link.connect({ connectionName: `${redis.prefix}-control` }),
+    prefix: redis.prefix,
+    report,
+    heartbeatMs: config.cluster.heartbeatMs,
+    ttlMs: config.cluster.nodeTtlMs,
+    lockLeaseMs: LOCK_LEASE_MS,
+    lockWaitMs: redis.commandTimeoutMs * 5,
+  });
+  await link.ready(STARTUP_TIMEOUT_MS);
+  const cluster: Cluster = guarded(redisCluster, (err) => link.toAsmError(err));
   const engine = new BullMQLaneEngine({
     ...engineOptions,
-    connection: redis.url,
+    // BullMQ's blocking connections must wait out an outage rather than fail fast; only TLS is shared.
+    connection: { ...(link.connectionOptions.tls ? { tls: link.connectionOptions.tls } : {}) },
+    url: redis.url,
     prefix: `{${redis.prefix}}`,
     lockDurationMs: config.cluster.jobLockMs,
     stalledIntervalMs: config.cluster.stalledIntervalMs,
     commandTimeoutMs: redis.commandTimeoutMs,
   });
-  const cluster = new RedisCluster({
-    self,
-    redis: connect({ enableOfflineQueue: false, commandTimeout: redis.commandTimeoutMs }),
-    subscriber: connect(),
-    prefix: redis.prefix,
-    report,
-    heartbeatMs: config.cluster.heartbeatMs,
-    ttlMs: config.cluster.nodeTtlMs,
-    lockLeaseMs: 30_000,
-    lockWaitMs: redis.commandTimeoutMs * 5,
-  });
   logger.info({ redis: redactUrl(redis.url), prefix: redis.prefix, instance: self }, 'distributed mode: state in Redis, lanes on BullMQ');
-  return {
-    store,
-    engine,
-    cluster,
-    close: async () => {
-      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
-    },
-  };
+  return { store, engine, cluster, close: () => link.close() };
 }
 
-/** Options every connection shares: TLS with a private CA, and retrying forever with a capped backoff. */
-export function connectionOptions(redis: RedisSettings): RedisOptions {
-  const options: RedisOptions = { retryStrategy: (attempt) => Math.min(50 * attempt, 2_000) };
-  if (redis.tlsCaFile) options.tls = { ca: readFileSync(redis.tlsCaFile) };
-  return options;
-}
+/** A session's admission holds its lock for a few store calls; a holder that died frees it after this. */
+const LOCK_LEASE_MS = 30_000;
 
 function redactUrl(url: string): string {
   const parsed = new URL(url);

@@ -1,6 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { AsmError } from '../errors.js';
 import type { AsmEvent } from '../schemas/events.js';
+import { isTerminalRunState } from '../sessions/projection.js';
+import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
   ApprovalStore,
@@ -56,9 +57,12 @@ class MemorySessionStore implements SessionStore {
 class MemoryRunStore implements RunStore {
   private readonly runs = new Map<string, RunRecord>();
   private readonly bySession = new Map<string, RunRecord[]>();
+  /** The runs not yet terminal, so the orphan sweep does not scan finished history. */
+  private readonly unfinished = new Map<string, RunRecord>();
 
   async create(run: RunRecord): Promise<void> {
     this.runs.set(run.id, run);
+    this.track(run);
     const list = this.bySession.get(run.session_id) ?? [];
     list.push(run);
     this.bySession.set(run.session_id, list);
@@ -67,17 +71,26 @@ class MemoryRunStore implements RunStore {
     return this.runs.get(id);
   }
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
-    return Object.assign(mustGet(this.runs, id, 'run'), patch);
+    const run = Object.assign(mustGet(this.runs, id, 'run'), patch);
+    this.track(run);
+    return run;
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
   async listUnfinished(): Promise<RunRecord[]> {
-    return [...this.runs.values()].filter((r) => r.state === 'queued' || r.state === 'running');
+    return [...this.unfinished.values()];
   }
   deleteSession(sessionId: string): void {
-    for (const run of this.bySession.get(sessionId) ?? []) this.runs.delete(run.id);
+    for (const run of this.bySession.get(sessionId) ?? []) {
+      this.runs.delete(run.id);
+      this.unfinished.delete(run.id);
+    }
     this.bySession.delete(sessionId);
+  }
+  private track(run: RunRecord): void {
+    if (isTerminalRunState(run.state)) this.unfinished.delete(run.id);
+    else this.unfinished.set(run.id, run);
   }
 }
 
@@ -140,7 +153,7 @@ class MemoryEventLog implements EventLog {
       log = { firstSeq: 1, lastSeq: 0, events: [] };
       this.logs.set(event.session_id, log);
     }
-    const stored: AsmEvent = { ...event, id: randomUUID(), seq: ++log.lastSeq, timestamp: event.timestamp ?? new Date().toISOString() };
+    const stored: AsmEvent = { ...stampEvent(event), seq: ++log.lastSeq };
     log.events.push(stored);
     // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
     const overflow = log.events.length - this.maxPerSession;

@@ -76,7 +76,14 @@ export interface EventLog {
   /** Events of a session with seq > after, oldest first, optionally of one run only. */
   read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;
   lastSeq(sessionId: string): Promise<number>;
-  /** Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe. */
+  /**
+   * Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe.
+   * A listener sees each event appended after subscribe() returns, in seq order per session. In a
+   * store shared by processes "after" means: after the next call this process makes to the store
+   * reaches it (so read after subscribing, and nothing falls between). Such a store may also hand a
+   * listener a few events appended just before, so a listener that needs exactness compares seq (as
+   * followEvents does).
+   */
   subscribe(sessionId: string | null, listener: EventListener): () => void;
 }
 

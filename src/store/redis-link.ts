@@ -1,0 +1,133 @@
+import { readFileSync } from 'node:fs';
+import { Redis, ReplyError, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { AsmError } from '../errors.js';
+
+/**
+ * How distributed mode talks to Redis on a request's path (the store, the cluster of instances):
+ * connections that fail fast instead of queueing while Redis is away, and one translation of Redis
+ * failures into AsmError `not_ready` (HTTP 503), remembering why the connection last failed.
+ */
+
+export interface RedisLinkOptions {
+  /** redis:// or rediss:// URL; ACL credentials as user:password@. */
+  url: string;
+  /** How long a command may take before the call fails with not_ready (default 2000 ms). */
+  commandTimeoutMs?: number;
+  /** Longest pause between reconnection attempts (default 1000 ms). */
+  maxReconnectDelayMs?: number;
+  /** PEM file of the CA that signed the server's certificate (TLS). */
+  tlsCaFile?: string;
+  /** Further ioredis options; they override the link's own. */
+  redisOptions?: RedisOptions;
+}
+
+/** Replies that mean Redis is there but cannot serve now (loading, failing over, out of memory). */
+const NOT_READY_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM) /;
+const ACCESS_REPLY = /^(NOPERM|NOAUTH|WRONGPASS) /;
+
+export class RedisLink {
+  private readonly connections: Redis[] = [];
+  private lastConnectionError: string | undefined;
+
+  constructor(
+    private readonly options: RedisLinkOptions,
+    private readonly logger?: Pick<Logger, 'info' | 'warn'>,
+  ) {}
+
+  /** Options for a connection that fails fast; shared with connections made elsewhere (e.g. BullMQ's). */
+  get connectionOptions(): RedisOptions {
+    return {
+      // Fail fast while disconnected instead of queueing, and never replay a command whose reply was
+      // lost (an append would be stored twice).
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: this.options.commandTimeoutMs ?? 2_000,
+      retryStrategy: (attempt: number) => Math.min(attempt * 100, this.options.maxReconnectDelayMs ?? 1_000),
+      ...(this.options.tlsCaFile ? { tls: { ca: readFileSync(this.options.tlsCaFile) } } : {}),
+      ...this.options.redisOptions,
+    };
+  }
+
+  connect(extra: RedisOptions = {}): Redis {
+    const connection = new Redis(this.options.url, { ...this.connectionOptions, ...extra });
+    connection.on('error', (err: Error) => {
+      if (this.lastConnectionError === undefined) this.logger?.warn({ err }, 'Redis connection failed; reconnecting');
+      this.lastConnectionError = err.message;
+    });
+    connection.on('ready', () => {
+      if (this.lastConnectionError !== undefined) this.logger?.info('Redis connection restored');
+      this.lastConnectionError = undefined;
+    });
+    this.connections.push(connection);
+    return connection;
+  }
+
+  /** Resolve once every connection made so far is ready; reject with not_ready after timeoutMs or at a refused login. */
+  async ready(timeoutMs: number): Promise<void> {
+    try {
+      await Promise.all(this.connections.map((connection) => firstReady(connection, timeoutMs)));
+    } catch (err) {
+      throw this.toAsmError(err);
+    }
+  }
+
+  toAsmError(err: unknown): unknown {
+    if (err instanceof AsmError) return err;
+    if (err instanceof ReplyError) {
+      const message = (err as Error).message;
+      if (ACCESS_REPLY.test(message)) return new AsmError('not_ready', `Redis refused access: ${message}; check the ACL user's permissions`, { cause: err });
+      if (NOT_READY_REPLY.test(message)) return new AsmError('not_ready', `Redis cannot serve: ${message}`, { cause: err });
+      return err;
+    }
+    const detail = this.lastConnectionError ?? (err instanceof Error ? err.message : String(err));
+    return new AsmError('not_ready', `Redis is unreachable: ${detail}`, { cause: err });
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(
+      this.connections.map((connection) =>
+        connection.status === 'ready' ? connection.quit().then(() => undefined, () => connection.disconnect()) : connection.disconnect(),
+      ),
+    );
+  }
+}
+
+/**
+ * Every promise `part` returns rejects with an AsmError when Redis cannot serve it, so a route
+ * answers 503 rather than 500. Other Redis replies are bugs and pass through.
+ */
+export function guarded<T extends object>(part: T, toAsmError: (err: unknown) => unknown): T {
+  return new Proxy(part, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const result = value.apply(target, args);
+        return result instanceof Promise ? result.catch((err: unknown) => Promise.reject(toAsmError(err))) : result;
+      };
+    },
+  });
+}
+
+/** Wait for a connection's first ready; a refused login ends the wait at once, since retrying cannot help. */
+function firstReady(connection: Redis, timeoutMs: number): Promise<void> {
+  if (connection.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      connection.off('ready', onReady);
+      connection.off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onReady = () => done();
+    const onError = (err: Error) => {
+      if (err instanceof ReplyError && ACCESS_REPLY.test(err.message)) done(err);
+    };
+    const timer = setTimeout(() => done(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
+    connection.on('ready', onReady);
+    connection.on('error', onError);
+  });
+}

@@ -1,0 +1,468 @@
+/**
+ * What every Store must do, whatever keeps the data: the memory store runs it, and so does the Redis
+ * store, where several processes share one Redis. A test works in one "deployment" (a namespace of
+ * data) and may open several stores on it, as several API processes would; for the memory store they
+ * are one and the same store. Waits poll with generous limits; every store a test opens is closed.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import { AsmError } from '../../src/errors.js';
+import type { AsmEvent, EventMetadata } from '../../src/schemas/events.js';
+import type { ApprovalRecord, NewEvent, RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+
+export interface StoreDeployment {
+  /** A store as one process sees it; every store opened from one deployment shares its data. */
+  open(): Promise<Store>;
+}
+
+export type DeploymentFactory = (options: { eventsPerSession: number }) => StoreDeployment;
+
+export async function eventually(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const METADATA: EventMetadata = {
+  requested_lane: 'auto',
+  preferred_lane: 'core',
+  lane: 'core',
+  backend: 'core',
+  execution_mode: 'local',
+  lane_reason: 'sdk_unavailable',
+  lane_fallback_reason: null,
+  sdk_runtime: null,
+  sdk_available: false,
+  capabilities: [],
+  node: 'node-a',
+  queue: 'prompt',
+};
+
+const at = (ms: number) => new Date(Date.UTC(2030, 0, 1) + ms).toISOString();
+
+export function sessionRecord(overrides: Partial<SessionRecord> = {}): SessionRecord {
+  return {
+    id: `ses_${randomUUID()}`,
+    tenant: 'default',
+    provider: 'shell',
+    lane: 'auto',
+    execution_mode: 'local',
+    driver_opts: {},
+    cwd: '/tmp/work',
+    model: null,
+    permission_mode: null,
+    queue: 'prompt',
+    max_concurrent_runs: 1,
+    max_queued_runs: 10,
+    approval_timeout_ms: 120_000,
+    run_deadline_ms: 600_000,
+    metadata: {},
+    state: 'open',
+    provider_session_id: null,
+    allowed_tools: [],
+    last_seq: 0,
+    created_at: at(0),
+    closed_at: null,
+    ...overrides,
+  };
+}
+
+export function runRecord(session: SessionRecord, overrides: Partial<RunRecord> = {}): RunRecord {
+  return {
+    id: `run_${randomUUID()}`,
+    session_id: session.id,
+    tenant: session.tenant,
+    provider: session.provider,
+    state: 'queued',
+    queue: 'prompt',
+    prompt: 'say "hi" — ünïcødé',
+    metadata: {},
+    created_at: at(0),
+    started_at: null,
+    finished_at: null,
+    result: null,
+    dispatched: false,
+    observability: METADATA,
+    owner: null,
+    interrupt_requested: false,
+    options: { lane: 'auto', execution_mode: 'local', driver_opts: {}, continuation: true },
+    ...overrides,
+  };
+}
+
+export function approvalRecord(run: RunRecord, overrides: Partial<ApprovalRecord> = {}): ApprovalRecord {
+  return {
+    id: `apr_${randomUUID()}`,
+    tenant: run.tenant,
+    session_id: run.session_id,
+    run_id: run.id,
+    subject: 'Bash',
+    tool_input: { command: 'ls', args: [], env: {} },
+    state: 'pending',
+    decision: null,
+    reason: null,
+    requested_at: at(0),
+    expires_at: at(60_000),
+    resolved_at: null,
+    ...overrides,
+  };
+}
+
+export function newEvent(run: RunRecord, overrides: Partial<NewEvent> = {}): NewEvent {
+  return {
+    session_id: run.session_id,
+    run_id: run.id,
+    provider: run.provider,
+    kind: 'assistant_delta',
+    payload: { content: 'x', index: 0 },
+    metadata: METADATA,
+    ...overrides,
+  };
+}
+
+const ids = <T extends { id: string }>(records: T[]) => records.map((r) => r.id).sort();
+const seqs = (events: AsmEvent[]) => events.map((e) => e.seq);
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+async function rejectsWithKind(promise: Promise<unknown>, kind: string): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AsmError);
+  expect((err as AsmError).kind).toBe(kind);
+}
+
+export function storeContract(name: string, deploy: DeploymentFactory): void {
+  describe(`Store contract: ${name}`, () => {
+    const opened: Store[] = [];
+
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((store) => store.close()));
+    });
+
+    /** One deployment and n stores on it (n processes). */
+    async function stores(n: number, eventsPerSession = 1000): Promise<Store[]> {
+      const deployment = deploy({ eventsPerSession });
+      const list: Store[] = [];
+      for (let i = 0; i < n; i++) list.push(await deployment.open());
+      opened.push(...list);
+      return list;
+    }
+
+    async function single(eventsPerSession?: number): Promise<Store> {
+      return (await stores(1, eventsPerSession))[0];
+    }
+
+    describe('sessions', () => {
+      it('round-trips a record exactly, empty arrays and objects included', async () => {
+        const store = await single();
+        const session = sessionRecord({ metadata: { nested: { list: [], obj: {} }, n: 1.5, text: 'ß"\n' }, driver_opts: { a: [1, { b: null }] } });
+        await store.sessions.create(session);
+        expect(await store.sessions.get(session.id)).toEqual(session);
+        expect(await store.sessions.get('ses_missing')).toBeUndefined();
+      });
+
+      it('lists the sessions of one tenant in creation order and counts all', async () => {
+        const store = await single();
+        const a = sessionRecord({ tenant: 't1', created_at: at(1) });
+        const b = sessionRecord({ tenant: 't2', created_at: at(2) });
+        const c = sessionRecord({ tenant: 't1', created_at: at(3) });
+        for (const s of [a, b, c]) await store.sessions.create(s);
+        expect((await store.sessions.list('t1')).map((s) => s.id)).toEqual([a.id, c.id]);
+        expect(await store.sessions.list('t3')).toEqual([]);
+        expect(await store.sessions.count()).toBe(3);
+      });
+
+      it('merges an update into the record and answers the merged record', async () => {
+        const store = await single();
+        const session = sessionRecord();
+        await store.sessions.create(session);
+        const updated = await store.sessions.update(session.id, { state: 'closing', allowed_tools: ['Bash'], metadata: {} });
+        const expected = { ...session, state: 'closing', allowed_tools: ['Bash'], metadata: {} };
+        expect(updated).toEqual(expected);
+        expect(await store.sessions.get(session.id)).toEqual(expected);
+        await rejectsWithKind(store.sessions.update('ses_missing', { state: 'closed' }), 'not_found');
+        expect(await store.sessions.get('ses_missing')).toBeUndefined();
+      });
+
+      it('loses no update when two processes update different fields at once', async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        await a.sessions.create(session);
+        const rounds = range(0, 24);
+        await Promise.all([
+          ...rounds.map((i) => a.sessions.update(session.id, { model: `m${i}`, cwd: `/w/${i}` })),
+          ...rounds.map((i) => b.sessions.update(session.id, { permission_mode: `p${i}`, metadata: { i } })),
+        ]);
+        expect(await b.sessions.get(session.id)).toEqual({ ...session, model: 'm24', cwd: '/w/24', permission_mode: 'p24', metadata: { i: 24 } });
+      });
+    });
+
+    describe('runs', () => {
+      it('round-trips a run with its owner fields and lists a session’s runs in creation order', async () => {
+        const store = await single();
+        const session = sessionRecord();
+        const other = sessionRecord();
+        await store.sessions.create(session);
+        const runs = range(1, 5).map((i) => runRecord(session, { created_at: at(i) }));
+        for (const run of runs) await store.runs.create(run);
+        await store.runs.create(runRecord(other));
+        expect(await store.runs.get(runs[0].id)).toEqual(runs[0]);
+        expect(await store.runs.get('run_missing')).toBeUndefined();
+        expect(await store.runs.listBySession(session.id)).toEqual(runs);
+        expect(await store.runs.listBySession('ses_missing')).toEqual([]);
+      });
+
+      it('updates atomically across processes; an unknown run is not_found', async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        const run = runRecord(session);
+        await a.runs.create(run);
+        await Promise.all([
+          ...range(0, 19).map((i) => a.runs.update(run.id, { owner: `node-${i}` })),
+          ...range(0, 19).map((i) => b.runs.update(run.id, { interrupt_requested: i % 2 === 1, dispatched: true })),
+        ]);
+        expect(await a.runs.get(run.id)).toEqual({ ...run, owner: 'node-19', interrupt_requested: true, dispatched: true });
+        await rejectsWithKind(a.runs.update('run_missing', { owner: 'x' }), 'not_found');
+      });
+
+      it('lists unfinished runs across sessions until they end', async () => {
+        const store = await single();
+        const s1 = sessionRecord();
+        const s2 = sessionRecord();
+        const queued = runRecord(s1, { created_at: at(1) });
+        const running = runRecord(s2, { state: 'running', created_at: at(2) });
+        const done = runRecord(s1, { state: 'completed' });
+        for (const run of [queued, running, done]) await store.runs.create(run);
+        expect(ids(await store.runs.listUnfinished())).toEqual(ids([queued, running]));
+        await store.runs.update(queued.id, { state: 'running', owner: 'node-a' });
+        await store.runs.update(running.id, { state: 'failed' });
+        expect(await store.runs.listUnfinished()).toEqual([{ ...queued, state: 'running', owner: 'node-a' }]);
+        await store.runs.update(queued.id, { state: 'interrupted' });
+        expect(await store.runs.listUnfinished()).toEqual([]);
+      });
+    });
+
+    describe('approvals', () => {
+      it('lists pending approvals by run, by session and overall', async () => {
+        const store = await single();
+        const session = sessionRecord();
+        const run1 = runRecord(session);
+        const run2 = runRecord(session);
+        const elsewhere = runRecord(sessionRecord());
+        const a1 = approvalRecord(run1);
+        const a2 = approvalRecord(run2);
+        const a3 = approvalRecord(elsewhere);
+        const decided = approvalRecord(run1, { state: 'resolved', decision: 'allow', reason: null, resolved_at: at(5) });
+        for (const a of [a1, a2, a3, decided]) await store.approvals.create(a);
+        expect(await store.approvals.get(a1.id)).toEqual(a1);
+        expect(await store.approvals.get(decided.id)).toEqual(decided);
+        expect(await store.approvals.get('apr_missing')).toBeUndefined();
+        expect(ids(await store.approvals.listPending({ runId: run1.id }))).toEqual([a1.id]);
+        expect(ids(await store.approvals.listPending({ sessionId: session.id }))).toEqual(ids([a1, a2]));
+        expect(ids(await store.approvals.listPending({ sessionId: session.id, runId: run2.id }))).toEqual([a2.id]);
+        expect(await store.approvals.listPending({ sessionId: elsewhere.session_id, runId: run1.id })).toEqual([]);
+        expect(ids(await store.approvals.listPending({}))).toEqual(ids([a1, a2, a3]));
+      });
+
+      it('resolves once; a second decision sees already_resolved, an unknown id not_found', async () => {
+        const store = await single();
+        const run = runRecord(sessionRecord());
+        const approval = approvalRecord(run, { expires_at: at(0) });
+        await store.approvals.create(structuredClone(approval));
+        const first = await store.approvals.resolve(approval.id, 'allow_for_session', 'fine');
+        expect(first.outcome).toBe('resolved');
+        const resolved = { ...approval, state: 'resolved', decision: 'allow_for_session', reason: 'fine', resolved_at: expect.any(String) };
+        expect(first.outcome === 'resolved' && first.approval).toMatchObject(resolved);
+        const second = await store.approvals.resolve(approval.id, 'deny', 'late');
+        expect(second).toEqual({ outcome: 'already_resolved', approval: expect.objectContaining(resolved) });
+        expect(await store.approvals.get(approval.id)).toMatchObject(resolved);
+        expect(await store.approvals.resolve('apr_missing', 'deny', null)).toEqual({ outcome: 'not_found' });
+        expect(await store.approvals.listPending({ runId: run.id })).toEqual([]);
+        expect(await store.approvals.listExpired(Date.parse(at(1)), 10)).toEqual([]);
+      });
+
+      it('resolves exactly once when two processes decide at once', async () => {
+        const [a, b] = await stores(2);
+        const approval = approvalRecord(runRecord(sessionRecord()));
+        await a.approvals.create(approval);
+        const outcomes = await Promise.all(range(0, 19).map((i) => (i % 2 ? a : b).approvals.resolve(approval.id, i % 3 ? 'allow' : 'deny', `r${i}`)));
+        const winners = outcomes.filter((o) => o.outcome === 'resolved');
+        expect(winners).toHaveLength(1);
+        const winner = winners[0].outcome === 'resolved' ? winners[0].approval : undefined;
+        for (const o of outcomes) if (o.outcome === 'already_resolved') expect(o.approval.reason).toBe(winner?.reason);
+        expect(await b.approvals.get(approval.id)).toEqual(winner);
+      });
+
+      it('lists expired pending approvals earliest deadline first, at most limit', async () => {
+        const store = await single();
+        const run = runRecord(sessionRecord());
+        const late = approvalRecord(run, { expires_at: at(3_000) });
+        const early = approvalRecord(run, { expires_at: at(1_000) });
+        const middle = approvalRecord(run, { expires_at: at(2_000) });
+        const future = approvalRecord(run, { expires_at: at(9_000) });
+        const resolvedEarly = approvalRecord(run, { expires_at: at(500) });
+        for (const a of [late, early, middle, future, resolvedEarly]) await store.approvals.create(a);
+        await store.approvals.resolve(resolvedEarly.id, 'deny', 'timeout');
+        const now = Date.parse(at(3_000));
+        expect((await store.approvals.listExpired(now, 10)).map((a) => a.id)).toEqual([early.id, middle.id, late.id]);
+        expect((await store.approvals.listExpired(now, 2)).map((a) => a.id)).toEqual([early.id, middle.id]);
+        expect(await store.approvals.listExpired(Date.parse(at(999)), 10)).toEqual([]);
+      });
+    });
+
+    describe('events', () => {
+      it('stamps seq, id and timestamp and keeps a given timestamp', async () => {
+        const store = await single();
+        const session = sessionRecord();
+        await store.sessions.create(session);
+        const run = runRecord(session);
+        const first = await store.events.append(newEvent(run));
+        const second = await store.events.append(newEvent(run, { kind: 'result', payload: { status: 'ok', list: [], map: {} }, timestamp: at(7) }));
+        expect(first).toMatchObject({ ...newEvent(run), seq: 1 });
+        expect(first.id).toMatch(/^evt_/);
+        expect(Date.parse(first.timestamp)).not.toBeNaN();
+        expect(second).toMatchObject({ seq: 2, timestamp: at(7), payload: { status: 'ok', list: [], map: {} } });
+        expect(second.id).not.toBe(first.id);
+        expect(await store.events.read(session.id, { after: 0, limit: 10 })).toEqual([first, second]);
+        expect(await store.events.lastSeq(session.id)).toBe(2);
+        expect(await store.events.lastSeq('ses_missing')).toBe(0);
+        expect(await store.events.read('ses_missing', { after: 0, limit: 10 })).toEqual([]);
+      });
+
+      it('reads after a cursor, up to a limit, filtered by run across many pages', async () => {
+        const store = await single(5000);
+        const session = sessionRecord();
+        const [r1, r2] = [runRecord(session), runRecord(session)];
+        // r1 is sparse: one event in fifty, so its reads must page through the others.
+        const appended = await Promise.all(range(1, 1500).map((i) => store.events.append(newEvent(i % 50 === 0 ? r1 : r2))));
+        expect(seqs(appended)).toEqual(range(1, 1500));
+        expect(seqs(await store.events.read(session.id, { after: 10, limit: 5 }))).toEqual(range(11, 15));
+        expect(seqs(await store.events.read(session.id, { after: 1498, limit: 5 }))).toEqual([1499, 1500]);
+        expect(seqs(await store.events.read(session.id, { after: 0, runId: r1.id, limit: 100 }))).toEqual(range(1, 30).map((i) => i * 50));
+        expect(seqs(await store.events.read(session.id, { after: 100, runId: r1.id, limit: 3 }))).toEqual([150, 200, 250]);
+        expect(await store.events.read(session.id, { after: 1500, runId: r1.id, limit: 3 })).toEqual([]);
+        expect(await store.events.read(session.id, { after: 0, limit: Number.MAX_SAFE_INTEGER })).toHaveLength(1500);
+      });
+
+      it('trims each session to eventsPerSession, keeping the newest and the seq counter', async () => {
+        const store = await single(10);
+        const run = runRecord(sessionRecord());
+        for (const _ of range(1, 40)) await store.events.append(newEvent(run));
+        const kept = seqs(await store.events.read(run.session_id, { after: 0, limit: 100 }));
+        expect(kept.length).toBeGreaterThanOrEqual(10);
+        expect(kept.length).toBeLessThan(40);
+        expect(kept).toEqual(range(kept[0], 40));
+        expect(seqs(await store.events.read(run.session_id, { after: 36, limit: 100 }))).toEqual([37, 38, 39, 40]);
+        expect(await store.events.lastSeq(run.session_id)).toBe(40);
+        expect((await store.events.append(newEvent(run))).seq).toBe(41);
+      });
+
+      it('assigns gap-free seqs when two processes append to one session at once', async () => {
+        const [a, b] = await stores(2);
+        const run = runRecord(sessionRecord());
+        const appended = await Promise.all(range(1, 200).map((i) => (i % 2 ? a : b).events.append(newEvent(run, { payload: { content: `${i}`, index: i } }))));
+        expect(seqs(appended).sort((x, y) => x - y)).toEqual(range(1, 200));
+        const stored = await b.events.read(run.session_id, { after: 0, limit: 1000 });
+        expect(stored).toEqual([...appended].sort((x, y) => x.seq - y.seq));
+      });
+
+      it('delivers live events of a session in seq order, from any process, until unsubscribed', async () => {
+        const [a, b] = await stores(2);
+        const run = runRecord(sessionRecord());
+        const other = runRecord(sessionRecord());
+        const seen: AsmEvent[] = [];
+        const unsubscribe = a.events.subscribe(run.session_id, (event) => seen.push(event));
+        // The first call after subscribing marks the point from which nothing may be missed.
+        await a.events.lastSeq(run.session_id);
+        await Promise.all(range(1, 60).map((i) => (i % 2 ? a : b).events.append(newEvent(run))));
+        await b.events.append(newEvent(other));
+        await eventually(() => seen.length >= 60, '60 live events');
+        expect(seqs(seen)).toEqual(range(1, 60));
+        expect(seen.every((e) => e.session_id === run.session_id)).toBe(true);
+        unsubscribe();
+        await b.events.append(newEvent(run));
+        const marker = runRecord(sessionRecord());
+        const markers: AsmEvent[] = [];
+        const stopMarker = a.events.subscribe(marker.session_id, (event) => markers.push(event));
+        await a.events.lastSeq(marker.session_id);
+        await b.events.append(newEvent(marker));
+        await eventually(() => markers.length === 1, 'the marker event');
+        stopMarker();
+        expect(seen).toHaveLength(60);
+      });
+
+      it('delivers every session to an all-sessions listener, each session in seq order', async () => {
+        const [a, b] = await stores(2);
+        const runs = [runRecord(sessionRecord()), runRecord(sessionRecord())];
+        const seen: AsmEvent[] = [];
+        const unsubscribe = b.events.subscribe(null, (event) => seen.push(event));
+        // Live-only: wait until the subscription carries events before counting.
+        const probe = runRecord(sessionRecord());
+        await eventually(async () => {
+          await a.events.append(newEvent(probe));
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          return seen.length > 0;
+        }, 'the all-sessions subscription to carry events');
+        const ours = () => seen.filter((e) => e.session_id !== probe.session_id);
+        await Promise.all(range(1, 40).map((i) => (i % 2 ? a : b).events.append(newEvent(runs[i % 2]))));
+        await eventually(() => ours().length >= 40, '40 live events');
+        for (const run of runs) expect(seqs(seen.filter((e) => e.session_id === run.session_id))).toEqual(range(1, 20));
+        unsubscribe();
+        await a.events.append(newEvent(runs[0]));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(ours()).toHaveLength(40);
+      });
+    });
+
+    describe('eviction', () => {
+      it('evicts the longest-closed session with its runs, approvals and events', async () => {
+        const [store, peer] = await stores(2);
+        expect(await store.evictOldestClosed()).toBeUndefined();
+        const closedLater = sessionRecord({ created_at: at(1) });
+        const closedFirst = sessionRecord({ created_at: at(2) });
+        const open = sessionRecord({ created_at: at(3) });
+        for (const s of [closedLater, closedFirst, open]) await store.sessions.create(s);
+        const runs = new Map<string, RunRecord>();
+        for (const s of [closedLater, closedFirst, open]) {
+          const run = runRecord(s, { state: 'running' });
+          runs.set(s.id, run);
+          await store.runs.create(run);
+          await store.approvals.create(approvalRecord(run, { expires_at: at(0) }));
+          await store.approvals.create(approvalRecord(run, { state: 'resolved', decision: 'deny', resolved_at: at(0) }));
+          await store.events.append(newEvent(run));
+        }
+        await store.sessions.update(closedLater.id, { state: 'closed', closed_at: at(200) });
+        await store.sessions.update(closedFirst.id, { state: 'closed', closed_at: at(100) });
+        expect(await store.sessions.count()).toBe(3);
+
+        expect(await peer.evictOldestClosed()).toBe(closedFirst.id);
+        const gone = closedFirst.id;
+        const goneRun = runs.get(gone)!;
+        expect(await store.sessions.get(gone)).toBeUndefined();
+        expect(await store.sessions.count()).toBe(2);
+        expect((await store.sessions.list('default')).map((s) => s.id)).toEqual([closedLater.id, open.id]);
+        expect(await store.runs.get(goneRun.id)).toBeUndefined();
+        expect(await store.runs.listBySession(gone)).toEqual([]);
+        expect((await store.runs.listUnfinished()).map((r) => r.session_id).sort()).toEqual([closedLater.id, open.id].sort());
+        expect(await store.approvals.listPending({ sessionId: gone })).toEqual([]);
+        expect((await store.approvals.listPending({})).map((a) => a.session_id).sort()).toEqual([closedLater.id, open.id].sort());
+        expect((await store.approvals.listExpired(Date.parse(at(1)), 10)).map((a) => a.session_id).sort()).toEqual([closedLater.id, open.id].sort());
+        expect(await store.events.read(gone, { after: 0, limit: 10 })).toEqual([]);
+        expect(await store.events.lastSeq(gone)).toBe(0);
+
+        expect(await store.evictOldestClosed()).toBe(closedLater.id);
+        expect(await store.evictOldestClosed()).toBeUndefined();
+        expect((await store.sessions.list('default')).map((s) => s.id)).toEqual([open.id]);
+      });
+    });
+
+    it('answers ping', async () => {
+      const store = await single();
+      await expect(store.ping()).resolves.toBeUndefined();
+    });
+  });
+}

@@ -1,0 +1,285 @@
+/**
+ * The Redis store against the shared store contract on the private redis-server of test/setup/redis.ts,
+ * then what only Redis has: cluster slots, an unreachable server, ACL users and TLS. Each deployment
+ * gets a unique key prefix, whose keys are deleted after the test.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { AsmError } from '../../src/errors.js';
+import type { AsmEvent } from '../../src/schemas/events.js';
+import { createRedisStore, redisKeys, type RedisStoreOptions } from '../../src/store/redis.js';
+import type { Store } from '../../src/store/types.js';
+import { eventually, newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
+import { TestRedisServer, tempDir } from './redis-server.js';
+
+const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
+if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
+const admin = new Redis(url, { maxRetriesPerRequest: null });
+let prefixes: string[] = [];
+
+afterEach(async () => {
+  // Runs after the contract's own afterEach has closed the stores.
+  for (const prefix of prefixes.splice(0)) {
+    for await (const keys of admin.scanStream({ match: `${prefix}:*`, count: 1000 })) if (keys.length) await admin.del(...(keys as string[]));
+  }
+});
+
+afterAll(async () => {
+  await admin.quit();
+});
+
+function uniquePrefix(): string {
+  const prefix = `asmtest-${randomUUID().slice(0, 8)}`;
+  prefixes.push(prefix);
+  return prefix;
+}
+
+storeContract('redis', ({ eventsPerSession }) => {
+  const prefix = uniquePrefix();
+  return { open: () => createRedisStore({ url, prefix, eventsPerSession }) };
+});
+
+/** Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) modulo 16384. */
+function clusterSlot(key: string): number {
+  const open = key.indexOf('{');
+  const close = open === -1 ? -1 : key.indexOf('}', open + 1);
+  const hashed = close > open + 1 ? key.slice(open + 1, close) : key;
+  let crc = 0;
+  for (const byte of Buffer.from(hashed)) {
+    crc ^= byte << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+  }
+  return crc % 16384;
+}
+
+/** A session, a live event from it and the session read back: the store works over this connection. */
+async function roundTrip(store: Store): Promise<void> {
+  const session = sessionRecord();
+  await store.sessions.create(session);
+  const seen: AsmEvent[] = [];
+  store.events.subscribe(session.id, (event) => seen.push(event));
+  await store.events.lastSeq(session.id);
+  await store.events.append(newEvent(runRecord(session)));
+  await eventually(() => seen.length === 1, 'the live event');
+  expect(await store.sessions.get(session.id)).toEqual({ ...session, last_seq: 1 });
+}
+
+/** The AsmError a call rejected with (failing the test if it resolved or threw something else). */
+async function asmErrorOf(promise: Promise<unknown>): Promise<AsmError> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(AsmError);
+  return err as AsmError;
+}
+
+describe('Redis store: cluster slots', () => {
+  it('computes slots as Redis Cluster does', () => {
+    expect(clusterSlot('123456789')).toBe(0x31c3);
+    expect(clusterSlot('foo')).toBe(12182);
+    expect(clusterSlot('{user1000}.following')).toBe(clusterSlot('{user1000}.followers'));
+  });
+
+  it('keeps the keys of every script and multi-key command in one slot', () => {
+    const keys = redisKeys('asm');
+    for (const [group, build] of Object.entries(keys.groups)) {
+      for (const id of ['ses_0b6a5c1e-1111-4e4e-9a9a-000000000001', 'run_x', 'apr_y', 'toolu_01ABC']) {
+        const slots = new Set(build(id).map(clusterSlot));
+        expect(slots.size, `${group}(${id}): ${build(id).join(' ')}`).toBe(1);
+      }
+    }
+  });
+
+  describe('on a cluster-mode redis-server, which refuses cross-slot commands', () => {
+    let server: TestRedisServer;
+    beforeAll(async () => {
+      server = await TestRedisServer.start((port, dir) => [
+        '--port', String(port), '--save', '', '--appendonly', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'),
+      ]);
+      const node = new Redis(server.port, '127.0.0.1');
+      await node.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+      await eventually(async () => String(await node.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), 'cluster_state:ok');
+      expect(await node.call('CLUSTER', 'KEYSLOT', 'asm:{ses_1}:events')).toBe(clusterSlot('asm:{ses_1}:events'));
+      await node.quit();
+    });
+    afterAll(() => server.dispose());
+
+    storeContract('redis (cluster mode)', ({ eventsPerSession }) => {
+      const prefix = `asm-${randomUUID().slice(0, 8)}`;
+      return { open: () => createRedisStore({ url: `redis://127.0.0.1:${server.port}`, prefix, eventsPerSession }) };
+    });
+  });
+});
+
+describe('Redis store: Redis unreachable', () => {
+  let server: TestRedisServer;
+  const stores: Store[] = [];
+  beforeAll(async () => {
+    server = await TestRedisServer.start((port) => ['--port', String(port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'always']);
+  });
+  afterAll(async () => {
+    await Promise.all(stores.map((store) => store.close()));
+    await server.dispose();
+  });
+
+  it('fails fast with not_ready while Redis is down, then works again with its data and live events', async () => {
+    const options: RedisStoreOptions = { url: `redis://127.0.0.1:${server.port}`, eventsPerSession: 100, commandTimeoutMs: 500, maxReconnectDelayMs: 100 };
+    const [a, b] = [await createRedisStore(options), await createRedisStore(options)];
+    stores.push(a, b);
+    const session = sessionRecord();
+    const run = runRecord(session);
+    await a.sessions.create(session);
+    const seen: AsmEvent[] = [];
+    const everything: AsmEvent[] = [];
+    a.events.subscribe(session.id, (event) => seen.push(event));
+    a.events.subscribe(null, (event) => everything.push(event));
+    await a.events.lastSeq(session.id);
+    await b.events.append(newEvent(run));
+    await eventually(() => seen.length === 1 && everything.length === 1, 'the first event, live');
+
+    await server.stop();
+    for (const call of [() => a.sessions.get(session.id), () => b.events.append(newEvent(run)), () => a.ping()]) {
+      const started = Date.now();
+      const err = await asmErrorOf(call());
+      expect(Date.now() - started).toBeLessThan(1_000);
+      expect(err.kind).toBe('not_ready');
+      expect(err.httpStatus).toBe(503);
+      expect(err.message).toMatch(/^Redis is unreachable: /);
+    }
+
+    await server.restart();
+    await eventually(() => b.ping().then(() => true, () => false), 'b to reconnect');
+    // Appended as soon as b is back, possibly before a's subscriber has resubscribed: a catches up.
+    await b.events.append(newEvent(run));
+    await eventually(() => a.ping().then(() => true, () => false), 'a to reconnect');
+    expect(await a.sessions.get(session.id)).toEqual({ ...session, last_seq: 2 });
+    await eventually(() => seen.length === 2, 'the event appended after the restart');
+    expect(seen.map((e) => e.seq)).toEqual([1, 2]);
+    // All-session listeners are live only; once resubscribed they carry new events again.
+    let appended = 2;
+    await eventually(async () => {
+      appended = (await b.events.append(newEvent(run))).seq;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return everything.length > 1;
+    }, 'the all-sessions subscription to be renewed');
+    await eventually(() => seen.length === appended, 'the session listener to keep up');
+    expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: appended }, (_, i) => i + 1));
+  });
+
+  it('catches a subscriber up after its connection drops, across a trimmed gap', async () => {
+    const prefix = uniquePrefix();
+    const options: RedisStoreOptions = { url: url!, prefix, eventsPerSession: 5, maxReconnectDelayMs: 100 };
+    const [a, b] = [await createRedisStore(options), await createRedisStore(options)];
+    stores.push(a, b);
+    const run = runRecord(sessionRecord());
+    const seen: number[] = [];
+    a.events.subscribe(run.session_id, (event) => seen.push(event.seq));
+    await a.events.lastSeq(run.session_id);
+    await b.events.append(newEvent(run));
+    await eventually(() => seen.length === 1, 'the first event');
+    const clients = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
+    const id = clients.split('\n').find((line) => line.includes(` name=${prefix}-events `))?.match(/^id=(\d+)/)?.[1];
+    expect(id).toBeDefined();
+    await admin.call('CLIENT', 'KILL', 'ID', id!);
+    for (let i = 0; i < 20; i++) await b.events.append(newEvent(run));
+    await eventually(() => seen.at(-1) === 21, 'the events published while disconnected');
+    await b.events.append(newEvent(run));
+    await eventually(() => seen.at(-1) === 22, 'live events after the reconnect');
+    expect(seen).toEqual([...new Set(seen)].sort((x, y) => x - y));
+    expect(seen.slice(-6)).toEqual([17, 18, 19, 20, 21, 22]);
+  });
+
+  it('refuses to start while Redis stays unreachable', async () => {
+    const started = Date.now();
+    const err = await asmErrorOf(createRedisStore({ url: 'redis://127.0.0.1:1', eventsPerSession: 10, startupTimeoutMs: 300 }));
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(err.kind).toBe('not_ready');
+    expect(err.message).toMatch(/^Redis is unreachable: .*ECONNREFUSED/);
+  });
+});
+
+describe('Redis store: ACL users', () => {
+  const users: string[] = [];
+  const stores: Store[] = [];
+  afterAll(async () => {
+    await Promise.all(stores.map((store) => store.close()));
+    if (users.length) await admin.call('ACL', 'DELUSER', ...users);
+  });
+
+  async function user(...rules: string[]): Promise<{ name: string; url: string; prefix: string }> {
+    const name = `asm-${randomUUID().slice(0, 8)}`;
+    const prefix = uniquePrefix();
+    users.push(name);
+    await admin.call('ACL', 'SETUSER', name, 'on', '>s3cret pw', `~${prefix}:*`, `&${prefix}:*`, ...rules);
+    const { host } = new URL(url!);
+    return { name, prefix, url: `redis://${name}:${encodeURIComponent('s3cret pw')}@${host}` };
+  }
+
+  it('works as a user limited to its key prefix', async () => {
+    const { url: userUrl, prefix } = await user('+@all');
+    const store = await createRedisStore({ url: userUrl, prefix, eventsPerSession: 10 });
+    stores.push(store);
+    await roundTrip(store);
+  });
+
+  it('says clearly when the user lacks a permission or the password is wrong', async () => {
+    const limited = await user('-@all', '+@connection', '+info', '+@read');
+    const store = await createRedisStore({ url: limited.url, prefix: limited.prefix, eventsPerSession: 10 });
+    stores.push(store);
+    expect(await store.sessions.get('ses_none')).toBeUndefined();
+    const refused = await asmErrorOf(store.sessions.create(sessionRecord()));
+    expect(refused.kind).toBe('not_ready');
+    expect(refused.message).toMatch(/^Redis refused access: NOPERM .*check the ACL user's permissions/);
+
+    const wrong = await asmErrorOf(createRedisStore({ url: limited.url.replace('s3cret', 'wrong'), eventsPerSession: 10 }));
+    expect(wrong.kind).toBe('not_ready');
+    expect(wrong.message).toMatch(/WRONGPASS/);
+  });
+});
+
+describe('Redis store: TLS (rediss://)', () => {
+  let server: TestRedisServer | undefined;
+  let tlsMissing = '';
+  let ca = '';
+  let certs = '';
+  beforeAll(async () => {
+    certs = tempDir();
+    ca = join(certs, 'ca.crt');
+    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
+    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=asm-test-ca');
+    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+    writeFileSync(join(certs, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
+    try {
+      server = await TestRedisServer.start((port) => [
+        '--port', '0', '--tls-port', String(port), '--save', '', '--appendonly', 'no', '--tls-auth-clients', 'no',
+        '--tls-cert-file', join(certs, 'server.crt'), '--tls-key-file', join(certs, 'server.key'), '--tls-ca-cert-file', ca,
+      ]);
+    } catch (err) {
+      if (!/tls/i.test(String(err))) throw err;
+      tlsMissing = `this redis-server cannot serve TLS (${String(err)})`;
+    }
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    if (certs) rmSync(certs, { recursive: true, force: true });
+  });
+
+  it('connects with the CA file, and refuses a server it cannot verify', async (context) => {
+    if (!server) return context.skip(tlsMissing);
+    const tlsUrl = `rediss://127.0.0.1:${server.port}`;
+    const store = await createRedisStore({ url: tlsUrl, tlsCaFile: ca, prefix: `asm-${randomUUID().slice(0, 8)}`, eventsPerSession: 10 });
+    try {
+      await roundTrip(store);
+    } finally {
+      await store.close();
+    }
+    const untrusted = await asmErrorOf(createRedisStore({ url: tlsUrl, eventsPerSession: 10, startupTimeoutMs: 500 }));
+    expect(untrusted.message).toMatch(/^Redis is unreachable: .*certificate/);
+  });
+});
