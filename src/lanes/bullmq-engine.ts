@@ -98,6 +98,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private lockTimer: NodeJS.Timeout | undefined;
   private readonly hintTimers = new Set<NodeJS.Timeout>();
   private intakeStopped = false;
+  /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
+  private readonly refused = new Set<string>();
   /** Redis writes in flight, awaited by close(). */
   private readonly inflight = new Set<Promise<unknown>>();
 
@@ -187,13 +189,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   protected override async afterClose(): Promise<void> {
-    await Promise.allSettled([...this.inflight]);
+    // Outcomes and removals get their chance to reach Redis, but a Redis that is away cannot hold close() up.
+    const settled = Promise.allSettled([...this.inflight]);
+    await this.bounded(settled).catch(noop);
     this.events.disconnect();
-    for (const { worker, queue } of this.runtimes.values()) {
-      await worker.close(true).catch(noop);
-      await queue.close().catch(noop);
-    }
-    await Promise.all([this.producer, this.consumer].map((client) => client.quit().catch(() => client.disconnect())));
+    await this.bounded(
+      Promise.all([...this.runtimes.values()].map(({ worker, queue }) => Promise.all([worker.close(true), queue.close()]))),
+    ).catch(noop);
+    for (const client of [this.producer, this.consumer]) client.disconnect();
   }
 
   // ---- store hooks ----------------------------------------------------------------------------
@@ -221,8 +224,16 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
             },
           ),
     );
-    // An add that answers after the submit gave up is undone, so that nothing is half-submitted.
-    return this.track(this.bounded(write, () => void this.removeJob(command.lane, command.id)));
+    return this.track(
+      this.bounded(write, () => {
+        // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
+        this.refused.add(command.id);
+        write
+          .then(() => this.removeJob(command.lane, command.id))
+          .catch(noop)
+          .finally(() => this.refused.delete(command.id));
+      }),
+    );
   }
 
   protected override async unstore(command: Command): Promise<void> {
@@ -341,21 +352,21 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   /**
-   * Rejects `unavailable` when Redis does not answer within commandTimeoutMs (or the connection is
-   * down); `late` runs if the operation completes after that.
+   * Rejects `unavailable` when Redis does not answer within commandTimeoutMs (calling `onExpire`),
+   * or fails while the connection is down.
    */
-  private bounded<T>(operation: Promise<T>, late?: () => void): Promise<T> {
+  private bounded<T>(operation: Promise<T>, onExpire?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       let expired = false;
       const timer = setTimeout(() => {
         expired = true;
+        onExpire?.();
         reject(laneErrors.unavailable(this.commandTimeoutMs));
       }, this.commandTimeoutMs);
       operation.then(
         (value) => {
           clearTimeout(timer);
-          if (expired) late?.();
-          else resolve(value);
+          if (!expired) resolve(value);
         },
         (error: unknown) => {
           clearTimeout(timer);
@@ -477,7 +488,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       case 'waiting': {
         // Foreign work, or a local command back from elsewhere (a retry, a stalled job).
         const state = this.live.get(jobId)?.state;
-        if (state === undefined || state === CommandState.Elsewhere) this.hint(lane, jobId);
+        if ((state === undefined && !this.refused.has(jobId)) || state === CommandState.Elsewhere) this.hint(lane, jobId);
         break;
       }
       case 'delayed': {
@@ -620,7 +631,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       this.giveBack(granted, isHint);
       this.detach(command);
       command.state = CommandState.Active;
-    } else if (command === undefined && this.handlerFor(job.name) !== undefined) {
+    } else if (command === undefined && !this.refused.has(job.id) && this.handlerFor(job.name) !== undefined) {
       this.dropHint(this.hints.get(job.id) !== granted ? this.hints.get(job.id) : undefined);
       this.giveBack(granted, isHint);
       command = new Command(
@@ -635,8 +646,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       this.adopted.add(command);
       this.adopt(command);
     } else {
-      // Running here already, or a type this engine has no handler for: another engine takes it.
-      void this.track(job.moveToWait(token).catch(noop));
+      // Refused at submit; or running here already, or a type this engine has no handler for:
+      // another engine takes it.
+      if (this.refused.has(job.id)) void this.track(this.failQuietly({ job, token }, 'submit refused'));
+      else void this.track(job.moveToWait(token).catch(noop));
       this.releaseSlot(lane);
       if (isHint) this.dropHint(granted);
       else this.returnGrant(granted);
