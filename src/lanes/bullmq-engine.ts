@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { Command, CommandState, type Execution } from './command.js';
 import { errorMessage, laneErrors } from './errors.js';
@@ -31,8 +31,10 @@ interface LaneRuntime {
   queue: Queue;
   worker: Worker;
   eventsKey: string;
-  /** Fetches of this engine in flight on the lane. */
+  /** Fetches of this engine in flight on the lane (including completions that fetch the next job). */
   fetching: number;
+  /** The job a completion fetched for the lane's next grant; see `onSuccess`. */
+  prefetched: Lease | undefined;
   /** `active` events that arrived while a fetch was in flight; see `onActive`. */
   deferredActive: string[];
 }
@@ -134,7 +136,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       });
       worker.on('error', noop);
       const eventsKey = queue.keys.events!;
-      this.runtimes.set(state, { queue, worker, eventsKey, fetching: 0, deferredActive: [] });
+      this.runtimes.set(state, { queue, worker, eventsKey, fetching: 0, prefetched: undefined, deferredActive: [] });
       this.laneByEventsKey.set(eventsKey, state);
     }
     this.eventsReady = this.openEvents();
@@ -579,6 +581,12 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   private async fetchAndRun(granted: Command): Promise<void> {
     const runtime = this.runtimes.get(granted.lane)!;
+    const prefetched = runtime.prefetched;
+    if (prefetched !== undefined) {
+      runtime.prefetched = undefined;
+      this.place(granted, prefetched.job, prefetched.token);
+      return;
+    }
     const token = `${this.tokenPrefix}${this.tokenSequence++}`;
     let job: Job | undefined;
     runtime.fetching++;
@@ -589,6 +597,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
     runtime.fetching--;
     this.place(granted, job, token);
+    this.afterFetch(runtime);
+  }
+
+  private afterFetch(runtime: LaneRuntime): void {
     if (runtime.fetching === 0 && runtime.deferredActive.length !== 0) {
       const deferred = runtime.deferredActive;
       runtime.deferredActive = [];
@@ -700,16 +712,45 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     clearTimeout(command.timer);
     const lease = this.leases.get(command);
     this.leases.delete(command);
+    const runtime = this.runtimes.get(command.lane)!;
+    const prefetch = lease !== undefined && this.nextGrantIsOwnLane(command.lane);
     if (lease) {
       this.expectEvent(command.id);
+      if (prefetch) runtime.fetching++;
       // BullMQ stores the return value as JSON; undefined is stored as null.
-      await this.track(lease.job.moveToCompleted(value === undefined ? null : value, lease.token, false)).catch(() =>
-        this.ownEvent(command.id),
+      const next = await this.track(lease.job.moveToCompleted(value === undefined ? null : value, lease.token, prefetch)).catch(
+        () => void this.ownEvent(command.id),
       );
+      if (prefetch) {
+        runtime.fetching--;
+        // The completion already moved the lane's next job to active, saving the fetch round trip.
+        if (Array.isArray(next) && next[0]) {
+          const job = Job.fromJSON(runtime.worker as never, next[0], next[1]);
+          job.token = lease.token;
+          runtime.prefetched = { job, token: lease.token };
+        }
+      }
     }
     this.adopted.delete(command);
-    if (command.state === CommandState.Done) return; // closed meanwhile
-    this.completed(command, value);
+    if (command.state !== CommandState.Done) this.completed(command, value); // unless closed meanwhile
+    const unused = runtime.prefetched;
+    if (unused !== undefined) {
+      // The freed slot went elsewhere after all: the job goes back for the next fetch.
+      runtime.prefetched = undefined;
+      void this.track(unused.job.moveToWait(unused.token).catch(noop));
+    }
+    if (prefetch) this.afterFetch(runtime);
+  }
+
+  /**
+   * Whether the slot this lane frees will go to the lane again: it has work and is the only lane
+   * with any, without a rate limit or pause that could hold it back. Only then may the completion
+   * fetch the lane's next job, or the gate's choice between lanes would be bypassed.
+   */
+  private nextGrantIsOwnLane(lane: LaneState): boolean {
+    if (lane.pending === 0 || lane.paused || lane.bucket !== undefined || this.closed) return false;
+    for (const other of this.laneList) if (other !== lane && other.pending !== 0) return false;
+    return true;
   }
 
   protected async onFailure(command: Command, run: Execution, error: unknown, timedOut: boolean): Promise<void> {
