@@ -12,40 +12,16 @@ import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bullmq-engine.js';
 import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
-import { startRedisServer } from '../helpers/redis-server.js';
+import { deletePrefix, startRedisServer } from '../helpers/redis-server.js';
+import { deferred, rejection, sleep, waitFor } from './conformance.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
 const admin = new Redis(url, { maxRetriesPerRequest: null });
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
 /** Rejects if the promise has not settled within `ms`, so that a hang fails with a message. */
 function within<T>(promise: Promise<T>, ms: number): Promise<T> {
   return Promise.race([promise, sleep(ms).then(() => Promise.reject(new Error(`not settled within ${ms} ms`)))]);
-}
-
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
 }
 
 const work = (extra: Partial<LaneConfig> = {}): LaneConfig => ({ id: 'work', priority: 0, minConcurrency: 0, maxConcurrency: 2, ...extra });
@@ -56,14 +32,7 @@ let prefixes: string[] = [];
 afterEach(async () => {
   await Promise.all(engines.map((engine) => engine.close()));
   engines = [];
-  for (const prefix of prefixes) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await admin.del(...keys);
-    } while (cursor !== '0');
-  }
+  for (const prefix of prefixes) await deletePrefix(admin, prefix);
   prefixes = [];
 });
 
