@@ -475,6 +475,9 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         }
       }
       this.dispatch();
+      // Under load, letting events pile up between reads makes each read carry many: one round
+      // trip and one dispatch pass per batch instead of per event.
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
