@@ -52,6 +52,13 @@ const REFETCH_MS = 10;
 const REFETCH_MAX_MS = 500;
 /** Job states from which cancel() may remove a job: it is queued, nobody holds it. */
 const QUEUED_STATES = new Set(['waiting', 'prioritized', 'delayed', 'paused']);
+/**
+ * ioredis errors that mean the command never reached Redis (or its answer was lost); the connection
+ * status can still read `ready` when the socket has just gone.
+ */
+const CONNECTION_LOST = /Stream isn't writeable|Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE|max retries per request/i;
+/** A hint is a Command that owns no slot of the engine's command index. */
+const HINT_SLOT = -1;
 
 /**
  * The BullMQ lane engine: the shared scheduler (scheduler-core.ts) with the commands held in Redis,
@@ -82,6 +89,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
    * nothing new, and must not settle a later command that reuses the id.
    */
   private readonly ownEvents = new Map<string, number>();
+  /** The same for `active` events of the jobs this engine's fetches took. */
+  private readonly ownActivations = new Map<string, number>();
   /** Queue operations (submit, cancel, metrics, DLQ): fail fast while Redis is away. */
   private readonly producer: Redis;
   /** Fetches and outcomes: queued while Redis is away, so running handlers can finish. */
@@ -102,6 +111,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private intakeStopped = false;
   /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
   private readonly refused = new Set<string>();
+  /** Foreign jobs of a type this engine has no handler for, until they finish elsewhere. */
+  private readonly unrunnable = new Set<string>();
   /** Redis writes in flight, awaited by close(). */
   private readonly inflight = new Set<Promise<unknown>>();
 
@@ -145,8 +156,15 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   // ---- lifecycle ------------------------------------------------------------------------------
 
-  override async start(): Promise<void> {
-    if (this.started || this.closed) return;
+  private starting: Promise<void> | undefined;
+
+  override start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
+    if (this.closed) return;
     await this.eventsReady;
     await Promise.all(
       this.laneList.map(async (lane) => {
@@ -373,22 +391,23 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         (error: unknown) => {
           clearTimeout(timer);
           if (expired) return;
-          reject(this.producer.status === 'ready' ? error : laneErrors.unavailable(this.commandTimeoutMs));
+          const lost = this.producer.status !== 'ready' || CONNECTION_LOST.test(errorMessage(error));
+          reject(lost ? laneErrors.unavailable(this.commandTimeoutMs) : error);
         },
       );
     });
   }
 
-  private expectEvent(jobId: string): void {
-    this.ownEvents.set(jobId, (this.ownEvents.get(jobId) ?? 0) + 1);
+  private expectEvent(jobId: string, expected = this.ownEvents): void {
+    expected.set(jobId, (expected.get(jobId) ?? 0) + 1);
   }
 
-  /** True (and consumed) when the event is the echo of this engine's own finish or removal. */
-  private ownEvent(jobId: string): boolean {
-    const count = this.ownEvents.get(jobId);
+  /** True (and consumed) when the event is the echo of something this engine did itself. */
+  private ownEvent(jobId: string, expected = this.ownEvents): boolean {
+    const count = expected.get(jobId);
     if (count === undefined) return false;
-    if (count === 1) this.ownEvents.delete(jobId);
-    else this.ownEvents.set(jobId, count - 1);
+    if (count === 1) expected.delete(jobId);
+    else expected.set(jobId, count - 1);
     return true;
   }
 
@@ -519,6 +538,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       case 'completed':
       case 'failed':
       case 'removed':
+        this.unrunnable.delete(jobId);
         if (this.ownEvent(jobId)) break;
         this.dropHint(this.hints.get(jobId));
         this.onFinishedElsewhere(jobId, event, field);
@@ -528,6 +548,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   /** Another engine took the job: it is no longer this engine's to fetch. */
   private onActive(jobId: string): void {
+    // Its own fetches have all answered (see onStoreEvent), so their activations are counted.
+    if (this.ownEvent(jobId, this.ownActivations)) return;
     this.dropHint(this.hints.get(jobId));
     const command = this.live.get(jobId);
     if (command === undefined || (command.state !== CommandState.Pending && command.state !== CommandState.Delayed)) return;
@@ -561,10 +583,9 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   private hint(lane: LaneState, jobId: string): void {
-    if (this.intakeStopped || this.closed) return;
-    const known = this.hints.get(jobId);
-    if (known !== undefined && known.state === CommandState.Pending) return;
-    const hint = new Command(-1, jobId, '', undefined, lane, noop, performance.now());
+    // A known hint is queued, or being fetched: that fetch settles what the job is.
+    if (this.intakeStopped || this.closed || this.hints.has(jobId) || this.unrunnable.has(jobId)) return;
+    const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
     this.hints.set(jobId, hint);
     this.enqueue(hint);
   }
@@ -573,6 +594,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (hint === undefined || hint.state === CommandState.Active) return;
     if (hint.state === CommandState.Pending) this.detach(hint);
     hint.state = CommandState.Done;
+    this.forgetHint(hint);
+  }
+
+  private forgetHint(hint: Command): void {
     if (this.hints.get(hint.id) === hint) this.hints.delete(hint.id);
   }
 
@@ -598,6 +623,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     } catch {
       job = undefined;
     }
+    if (job?.id !== undefined) this.expectEvent(job.id, this.ownActivations);
     runtime.fetching--;
     this.place(granted, job, token);
     this.afterFetch(runtime);
@@ -615,10 +641,13 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   /** Runs the fetched job in the slot granted to `granted`, whoever submitted it. */
   private place(granted: Command, job: Job | undefined, token: string): void {
     const lane = granted.lane;
-    const isHint = this.hints.get(granted.id) === granted;
-    if (granted.state !== CommandState.Active) {
-      // Closed while fetching: a local command was cancelled, a foreign job goes back for others.
-      if (job?.id !== undefined) void this.track(job.moveToWait(token).catch(noop));
+    const isHint = granted.slot === HINT_SLOT;
+    if (this.closed || granted.state !== CommandState.Active) {
+      // Closed while fetching: a job of this engine's was cancelled, a foreign one goes back for others.
+      if (job?.id !== undefined) {
+        if (!isHint && job.id === granted.id) void this.track(this.failQuietly({ job, token }, 'engine closed'));
+        else void this.track(job.moveToWait(token).catch(noop));
+      }
       return;
     }
     if (job === undefined || job.id === undefined) {
@@ -626,7 +655,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       if (isHint) {
         // The hints of this lane were stale: their jobs went to other engines.
         granted.state = CommandState.Done;
-        this.hints.delete(granted.id);
+        this.forgetHint(granted);
         for (const hint of this.hints.values()) if (hint.lane === lane) this.dropHint(hint);
       } else {
         this.returnGrant(granted);
@@ -663,11 +692,15 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     } else {
       // Refused at submit; or running here already, or a type this engine has no handler for:
       // another engine takes it.
-      if (this.refused.has(job.id)) void this.track(this.failQuietly({ job, token }, 'submit refused'));
-      else void this.track(job.moveToWait(token).catch(noop));
+      if (this.refused.has(job.id)) {
+        void this.track(this.failQuietly({ job, token }, 'submit refused'));
+      } else {
+        // Not hinted again: its `waiting` event must not bring it straight back here.
+        if (command === undefined) this.unrunnable.add(job.id);
+        void this.track(job.moveToWait(token).catch(noop));
+      }
       this.releaseSlot(lane);
-      if (isHint) this.dropHint(granted);
-      else this.returnGrant(granted);
+      this.giveBack(granted, isHint);
       this.scheduleRefetch();
       return;
     }
@@ -684,7 +717,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       return;
     }
     granted.state = CommandState.Done;
-    this.hints.delete(granted.id);
+    this.forgetHint(granted);
   }
 
   private scheduleRefetch(): void {
@@ -730,6 +763,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         if (Array.isArray(next) && next[0]) {
           const job = Job.fromJSON(runtime.worker as never, next[0], next[1]);
           job.token = lease.token;
+          this.expectEvent(job.id!, this.ownActivations);
           runtime.prefetched = { job, token: lease.token };
         }
       }

@@ -201,6 +201,20 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
     expect(runs).toBe(1);
   });
 
+  it('leaves a job whose type it has no handler for to an engine that has one', async () => {
+    const ranOn: string[] = [];
+    const [a, b] = await cluster(2, (name): Record<string, CommandHandler> =>
+      name === 'A' ? { special: () => ranOn.push('A') && 'special' } : { other: () => 'other' },
+    );
+    await a.pause('work');
+    const handle = await a.submit('work', { type: 'special', payload: null });
+    await sleep(100); // B has seen it, fetched it, and given it back
+    expect((await b.metrics())[0]!.pending).toBe(1);
+    await a.resume('work');
+    await expect(handle.result).resolves.toBe('special');
+    expect(ranOn).toEqual(['A']);
+  });
+
   it('caps a lane across engines with clusterMaxConcurrency', async () => {
     let running = 0;
     let peak = 0;
