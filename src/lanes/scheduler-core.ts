@@ -131,13 +131,6 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
   /** close() released the slot of a running (or still fetching) command. */
   protected abandon(_command: Command, _error: LaneError): void {}
-  protected onPause(_lane: LaneState): Promise<unknown> | undefined {
-    return undefined;
-  }
-  /** Runs before the lane is unpaused, so a failure leaves it paused. */
-  protected onResume(_lane: LaneState): Promise<unknown> | undefined {
-    return undefined;
-  }
   /** Called by start(); tick mode replaces it with its timer. */
   protected onStart(): void {
     this.dispatch();
@@ -248,18 +241,13 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     return this.laneList.map((lane) => lane.metrics());
   }
 
+  /** Pause is a decision of this engine's gate; for the BullMQ engine it is per node (README). */
   async pause(laneId: string): Promise<void> {
-    const lane = this.lane(laneId);
-    lane.paused = true;
-    const paused = this.onPause(lane);
-    if (paused !== undefined) await paused;
+    this.lane(laneId).paused = true;
   }
 
   async resume(laneId: string): Promise<void> {
-    const lane = this.lane(laneId);
-    const resumed = this.onResume(lane);
-    if (resumed !== undefined) await resumed;
-    lane.paused = false;
+    this.lane(laneId).paused = false;
     this.dispatch();
   }
 
