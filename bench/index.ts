@@ -4,6 +4,7 @@
  */
 const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   lanes: () => import('./lanes.js'),
+  bullmq: () => import('./bullmq.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
-import { type Command, CommandState, type Execution } from './command.js';
+import { Command, CommandState, type Execution } from './command.js';
 import { errorMessage, laneErrors } from './errors.js';
 import type { LaneState } from './lane-state.js';
 import { retryDelayMs } from './policies.js';
 import { LaneSchedulerCore, noop } from './scheduler-core.js';
-import type { EngineOptions, LaneError } from './types.js';
+import { LaneError, type CommandHandle, type CommandSpec, type DeadLetter, type EngineOptions, type LaneMetrics } from './types.js';
 
 export interface BullMQEngineOptions extends EngineOptions {
   /** A Redis URL or ioredis options. */
@@ -17,11 +17,26 @@ export interface BullMQEngineOptions extends EngineOptions {
    * queue's keys hash to one slot on Redis Cluster.
    */
   prefix?: string;
+  /** Lock of a running job; renewed at half this while its handler runs. Default 30 000. */
+  lockDurationMs?: number;
+  /** How often a lane's stalled-job check runs (jobs whose lock expired go back to wait). Default 30 000. */
+  stalledIntervalMs?: number;
+  /** Stalls a job survives before it fails as "job stalled more than allowable limit". Default 1. */
+  maxStalledCount?: number;
+  /** A submit (and a metrics or DLQ read) that Redis does not answer within this fails `unavailable`. Default 5000. */
+  commandTimeoutMs?: number;
 }
 
 interface LaneRuntime {
   queue: Queue;
   worker: Worker;
+  eventsKey: string;
+  /** Fetches of this engine in flight on the lane (including completions that fetch the next job). */
+  fetching: number;
+  /** The job a completion fetched for the lane's next grant; see `onSuccess`. */
+  prefetched: Lease | undefined;
+  /** `active` events that arrived while a fetch was in flight; see `onActive`. */
+  deferredActive: string[];
 }
 
 /** What the engine knows of the BullMQ job a running command holds. */
@@ -32,124 +47,322 @@ interface Lease {
 
 /** A retry's local requeue fires this much after BullMQ's delay, so the job is due when fetched. */
 const REQUEUE_SLACK_MS = 2;
-/** When a fetch finds nothing (a retry not promoted yet), dispatch tries again after this. */
+/** After a fetch finds nothing for local work, dispatch tries again after this, doubling up to the cap. */
 const REFETCH_MS = 10;
+const REFETCH_MAX_MS = 500;
+/** Job states from which cancel() may remove a job: it is queued, nobody holds it. */
+const QUEUED_STATES = new Set(['waiting', 'prioritized', 'delayed', 'paused']);
+/**
+ * ioredis errors that mean the command never reached Redis (or its answer was lost); the connection
+ * status can still read `ready` when the socket has just gone.
+ */
+const CONNECTION_LOST = /Stream isn't writeable|Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE|max retries per request/i;
+/** A hint is a Command that owns no slot of the engine's command index. */
+const HINT_SLOT = -1;
 
 /**
- * The BullMQ lane engine: the shared scheduler (scheduler-core.ts) with the commands themselves held
- * in Redis. What it adds to the core: a submit also adds a job, a granted slot fetches a job before
- * the handler runs, outcomes complete, fail or remove that job, and close() closes Redis.
+ * The BullMQ lane engine: the shared scheduler (scheduler-core.ts) with the commands held in Redis,
+ * shared by every engine on the same Redis, prefix and lanes. See README.md ("BullMQ engine") for
+ * the distributed model; in short:
  *
- * Layout: one BullMQ Queue per lane (queue name = lane id, prefix with a hash tag for Cluster), and
- * one Worker per lane used in BullMQ's *manual* mode (no processor; `getNextJob` / `moveToCompleted`
- * / `moveToFailed`). A command is a job named by its type whose data is `{ payload }`; its job id is
- * the command id, so a caller-chosen id is also BullMQ's idempotency key. Attempts are
- * `maxRetries + 1` and the backoff is a custom strategy (`a3s`) that returns `retryDelayMs` of the
- * lane's policy, so the retry sits in BullMQ's delayed set and rejoins the tail of its lane.
- *
- * Dispatch gate (the design choice for cross-lane priority on one node): BullMQ orders jobs only
- * within a queue, so the choice of *which lane* fetches next is made locally, with exactly the rule
- * of the in-process engine (priority with boost, minConcurrency reservations under the global cap,
- * maxConcurrency, pause, token-bucket rate limit; it is the same code). Only when the gate grants a lane a slot does its
- * worker fetch one job. The gate works from local counters of what this engine submitted, so
- * pending, pressure/idle, rate limits and the global cap are per engine instance (per node), not
- * cluster-wide; see README.md ("BullMQ engine") for every difference from the in-process engine.
- *
- * Timeouts and cancellation: each execution gets an AbortSignal (Execution.signal) aborted by the
- * lane timeout, by cancel() and by close(); the slot is released at that moment even if the handler
- * never settles. A cancelled execution is failed with UnrecoverableError so that BullMQ does not
- * retry it. Events are emitted by this engine as it moves jobs, with the a3s keys.
+ * - One Queue per lane (queue name = lane id); a command is a job named by its type, with data
+ *   `{ payload }` and job id = command id. Workers are used in manual mode (`getNextJob`,
+ *   `moveToCompleted`, `moveToFailed`) so that the local dispatch gate decides which lane fetches.
+ * - The gate's queues hold this engine's own commands plus *hints*: placeholder commands for jobs
+ *   other engines submitted, learnt from the lanes' event streams (`waiting`, `delayed`). A granted
+ *   slot fetches whatever job Redis hands out next on that lane and runs it, whoever submitted it;
+ *   a foreign job is *adopted* (registered under its id) for the time it runs here.
+ * - A command submitted here but fetched by another engine is `Elsewhere`: its result settles from
+ *   the `completed`, `failed` and `removed` events.
+ * - Terminal failures stay in BullMQ's failed set, which is the DLQ every engine reads.
  */
 export class BullMQLaneEngine extends LaneSchedulerCore {
-  private readonly runtimes = new Map<string, LaneRuntime>();
+  private readonly runtimes = new Map<LaneState, LaneRuntime>();
+  private readonly laneByEventsKey = new Map<string, LaneState>();
   private readonly leases = new Map<Command, Lease>();
-  private readonly redis: Redis;
+  /** Foreign jobs known to wait, by job id. */
+  private readonly hints = new Map<string, Command>();
+  /** Commands this engine runs for another engine's submit. */
+  private readonly adopted = new Set<Command>();
+  /**
+   * Finish and remove events this engine caused and has not seen back yet, by job id: they say
+   * nothing new, and must not settle a later command that reuses the id.
+   */
+  private readonly ownEvents = new Map<string, number>();
+  /** The same for `active` events of the jobs this engine's fetches took. */
+  private readonly ownActivations = new Map<string, number>();
+  /** Queue operations (submit, cancel, metrics, DLQ): fail fast while Redis is away. */
+  private readonly producer: Redis;
+  /** Fetches and outcomes: queued while Redis is away, so running handlers can finish. */
+  private readonly consumer: Redis;
+  /** Blocking XREAD of every lane's event stream. */
+  private readonly events: Redis;
+  private readonly eventsReady: Promise<void>;
+  private readonly lastEventIds: string[] = [];
+  private readonly lockDurationMs: number;
+  private readonly commandTimeoutMs: number;
+  private readonly dlqLimit: number;
+  private readonly tokenPrefix = `${randomUUID()}:`;
+  private tokenSequence = 0;
   private refetchTimer: NodeJS.Timeout | undefined;
-  /** Redis writes in flight (adds, removes), awaited by close(). */
+  private refetchMs = REFETCH_MS;
+  private lockTimer: NodeJS.Timeout | undefined;
+  private readonly hintTimers = new Set<NodeJS.Timeout>();
+  private intakeStopped = false;
+  /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
+  private readonly refused = new Set<string>();
+  /** Foreign jobs of a type this engine has no handler for, until they finish elsewhere. */
+  private readonly unrunnable = new Set<string>();
+  /** Redis writes in flight, awaited by close(). */
   private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(options: BullMQEngineOptions) {
     // Grants only start fetches, so a pass never runs handlers and needs no burst limit.
     super(options, Infinity);
-    const redisOptions: RedisOptions = { maxRetriesPerRequest: null };
-    this.redis =
+    this.lockDurationMs = options.lockDurationMs ?? 30_000;
+    this.commandTimeoutMs = options.commandTimeoutMs ?? 5_000;
+    this.dlqLimit = options.dlqSize ?? 0;
+    const connect = (extra: RedisOptions) =>
       typeof options.connection === 'string'
-        ? new Redis(options.connection, redisOptions)
-        : new Redis({ ...options.connection, ...redisOptions });
-    this.redis.on('error', noop);
+        ? new Redis(options.connection, extra)
+        : new Redis({ ...options.connection, ...extra });
+    this.producer = connect({ maxRetriesPerRequest: 1, enableOfflineQueue: false });
+    this.consumer = connect({ maxRetriesPerRequest: null });
+    this.events = connect({ maxRetriesPerRequest: null });
+    for (const client of [this.producer, this.consumer, this.events]) client.on('error', noop);
     const prefix = options.prefix ?? '{asm}';
     for (const state of this.laneList) {
       const policy = state.config.retry;
-      const queue = new Queue(state.id, { connection: this.redis, prefix });
+      const queue = new Queue(state.id, { connection: this.producer, prefix });
       queue.on('error', noop);
       const worker = new Worker(state.id, null, {
-        connection: this.redis,
+        connection: this.consumer,
         prefix,
         autorun: false,
+        lockDuration: this.lockDurationMs,
+        stalledInterval: options.stalledIntervalMs ?? 30_000,
+        maxStalledCount: options.maxStalledCount ?? 1,
         // a3s backoff math: initial × multiplier^(k−1), truncated, capped (policies.retryDelayMs).
         settings: { backoffStrategy: (attemptsMade: number) => (policy ? retryDelayMs(policy, attemptsMade) : 0) },
       });
       worker.on('error', noop);
-      this.runtimes.set(state.id, { queue, worker });
+      const eventsKey = queue.keys.events!;
+      this.runtimes.set(state, { queue, worker, eventsKey, fetching: 0, prefetched: undefined, deferredActive: [] });
+      this.laneByEventsKey.set(eventsKey, state);
     }
+    this.eventsReady = this.openEvents();
+    this.eventsReady.catch(noop);
   }
 
-  // ---- store hooks ----------------------------------------------------------------------------
+  // ---- lifecycle ------------------------------------------------------------------------------
 
-  protected override persist(command: Command): Promise<unknown> {
-    const policy = command.lane.config.retry;
-    return this.track(
-      this.runtimes.get(command.lane.id)!.queue.add(
-        command.type,
-        { payload: command.payload },
-        {
-          jobId: command.id,
-          attempts: (policy?.maxRetries ?? 0) + 1,
-          backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
-          removeOnComplete: true,
-          removeOnFail: true,
-        },
-      ),
+  private starting: Promise<void> | undefined;
+
+  override start(): Promise<void> {
+    this.starting ??= this.startOnce();
+    return this.starting;
+  }
+
+  private async startOnce(): Promise<void> {
+    if (this.closed) return;
+    await this.eventsReady;
+    await Promise.all(
+      this.laneList.map(async (lane) => {
+        const { queue, worker } = this.runtimes.get(lane)!;
+        const cap = lane.config.clusterMaxConcurrency;
+        if (cap !== undefined) await queue.setGlobalConcurrency(cap);
+        void worker.startStalledCheckTimer().catch(noop);
+        // Jobs that were queued before this engine listened get hints now; later ones by event.
+        await queue.waitUntilReady();
+        const [waiting, prioritized] = await Promise.all([
+          this.producer.lrange(queue.keys.wait!, 0, -1),
+          this.producer.zrange(queue.keys.prioritized!, 0, -1),
+        ]);
+        for (const id of [...waiting.reverse(), ...prioritized]) if (this.live.get(id) === undefined) this.hint(lane, id);
+      }),
     );
+    this.lockTimer = setInterval(this.renewLocks, this.lockDurationMs / 2);
+    this.lockTimer.unref();
+    await super.start();
   }
 
-  protected override async unstore(command: Command): Promise<void> {
-    const runtime = this.runtimes.get(command.lane.id)!;
-    await this.track(runtime.queue.remove(command.id)).catch(noop);
-  }
-
-  protected override abandon(command: Command, error: LaneError): void {
-    const lease = this.leases.get(command);
-    if (lease === undefined) return; // still fetching: fetchAndRun fails the job it gets
-    this.leases.delete(command);
-    void this.track(lease.job.moveToFailed(new UnrecoverableError(error.message), lease.token, false));
-  }
-
-  protected override onPause(lane: LaneState): Promise<void> {
-    return this.runtimes.get(lane.id)!.queue.pause();
-  }
-
-  protected override onResume(lane: LaneState): Promise<void> {
-    return this.runtimes.get(lane.id)!.queue.resume();
+  override async shutdown(): Promise<void> {
+    // Other engines' work is theirs to finish once this one stops taking work.
+    this.intakeStopped = true;
+    for (const hint of this.hints.values()) this.dropHint(hint);
+    await super.shutdown();
   }
 
   protected override stopTimers(): void {
     clearTimeout(this.refetchTimer);
+    clearInterval(this.lockTimer);
+    for (const timer of this.hintTimers) clearTimeout(timer);
+    this.hintTimers.clear();
+    for (const hint of this.hints.values()) this.dropHint(hint);
+    // A foreign command waiting here for its retry stays in Redis for another engine.
+    for (const command of this.adopted) {
+      if (command.state !== CommandState.Active) {
+        this.adopted.delete(command);
+        this.forget(command);
+      }
+    }
   }
 
   protected override async afterClose(): Promise<void> {
-    await Promise.allSettled([...this.inflight]);
-    for (const { worker, queue } of this.runtimes.values()) {
-      await worker.close(true).catch(noop);
-      await queue.close().catch(noop);
+    // Outcomes and removals get their chance to reach Redis, but a Redis that is away cannot hold close() up.
+    const settled = Promise.allSettled([...this.inflight]);
+    await this.bounded(settled).catch(noop);
+    this.events.disconnect();
+    await this.bounded(
+      Promise.all([...this.runtimes.values()].map(({ worker, queue }) => Promise.all([worker.close(true), queue.close()]))),
+    ).catch(noop);
+    for (const client of [this.producer, this.consumer]) client.disconnect();
+  }
+
+  // ---- store hooks ----------------------------------------------------------------------------
+
+  /** Set by retryDeadLetter for the submit it makes: that submit revives the failed job instead of adding one. */
+  private reviving: Job | undefined;
+
+  protected override persist(command: Command): Promise<unknown> {
+    const revive = this.reviving?.id === command.id ? this.reviving : undefined;
+    const { queue } = this.runtimes.get(command.lane)!;
+    const policy = command.lane.config.retry;
+    const write = this.eventsReady.then((): Promise<unknown> =>
+      revive
+        ? revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
+        : queue.add(
+            command.type,
+            { payload: command.payload },
+            {
+              jobId: command.id,
+              attempts: (policy?.maxRetries ?? 0) + 1,
+              backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
+              removeOnComplete: true,
+              // The failed set is the DLQ: terminal failures stay, the oldest evicted beyond dlqSize.
+              removeOnFail: this.dlqLimit === 0 ? true : { count: this.dlqLimit },
+            },
+          ),
+    );
+    return this.track(
+      this.bounded(write, () => {
+        // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
+        this.refused.add(command.id);
+        write
+          .then(() => this.removeJob(command.lane, command.id))
+          .catch(noop)
+          .finally(() => this.refused.delete(command.id));
+      }),
+    );
+  }
+
+  protected override async unstore(command: Command): Promise<void> {
+    await this.removeJob(command.lane, command.id);
+  }
+
+  protected override abandon(command: Command, error: LaneError): void {
+    const lease = this.leases.get(command);
+    if (lease === undefined) return; // still fetching: place() hands the job back
+    this.leases.delete(command);
+    if (this.adopted.delete(command)) {
+      // Its submitter still waits: another engine runs it again (handlers are idempotent).
+      void this.track(lease.job.moveToWait(lease.token).catch(noop));
+    } else {
+      void this.track(this.failQuietly(lease, error.message));
     }
-    await this.redis.quit().catch(() => this.redis.disconnect());
   }
 
   /** A zero delay went straight back to BullMQ's wait list; a positive one is due after its delay. */
   protected override requeueDelayMs(delayMs: number): number {
     return delayMs === 0 ? 0 : delayMs + REQUEUE_SLACK_MS;
   }
+
+  /** The failed set in Redis is the DLQ; nothing is kept in memory. */
+  protected override recordDeadLetter(): void {}
+
+  // ---- LaneEngine overrides -------------------------------------------------------------------
+
+  override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
+    const handle = await super.submit(laneId, spec);
+    // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
+    if (spec.id !== undefined) {
+      const command = this.live.get(spec.id);
+      if (command !== undefined) this.adopted.delete(command);
+    }
+    return handle;
+  }
+
+  /**
+   * Running here: its signal is aborted → 'active'. Queued in Redis (waiting, prioritized or
+   * delayed), whoever submitted it: removed → 'pending', and its submitter's result rejects
+   * `cancelled` (through the `removed` event when that is another engine). Running on another
+   * engine, finished, or not found → 'unknown': the caller has to reach the engine that runs it.
+   */
+  override async cancel(commandId: string, reason?: string): Promise<'pending' | 'active' | 'unknown'> {
+    const local = this.live.get(commandId);
+    if (local?.state === CommandState.Active) return super.cancel(commandId, reason);
+    const lane = local?.lane ?? (await this.findJob(commandId, QUEUED_STATES));
+    if (lane === undefined) return 'unknown';
+    const state = await this.runtimes.get(lane)!.queue.getJobState(commandId);
+    if (!QUEUED_STATES.has(state) || !(await this.removeJob(lane, commandId))) {
+      // A fetch of this engine may have taken it meanwhile.
+      return this.live.get(commandId)?.state === CommandState.Active ? super.cancel(commandId, reason) : 'unknown';
+    }
+    const command = this.live.get(commandId);
+    if (command !== undefined && command.state !== CommandState.Active) this.dropLocal(command, laneErrors.cancelled(reason));
+    return 'pending';
+  }
+
+  /** Counters and latencies are this engine's; `pending` is the lane's queue in Redis (waiting + prioritized). */
+  override async metrics(): Promise<LaneMetrics[]> {
+    const metrics = await super.metrics();
+    try {
+      const counts = await this.bounded(
+        Promise.all(this.laneList.map((lane) => this.runtimes.get(lane)!.queue.getJobCounts('wait', 'prioritized'))),
+      );
+      counts.forEach((count, i) => (metrics[i]!.pending = (count.wait ?? 0) + (count.prioritized ?? 0)));
+    } catch {
+      // Redis away: the local view is the best there is.
+    }
+    return metrics;
+  }
+
+  /** Every lane's failed set, oldest first; at most dlqSize letters (each lane's set holds up to dlqSize). */
+  override async deadLetters(): Promise<DeadLetter[]> {
+    if (this.dlqLimit === 0) return [];
+    const perLane = await this.bounded(
+      Promise.all(
+        this.laneList.map(async (lane) => {
+          const jobs = await this.runtimes.get(lane)!.queue.getFailed(0, this.dlqLimit - 1);
+          return jobs.filter((job): job is Job => job !== undefined).map((job) => toDeadLetter(job, lane.id));
+        }),
+      ),
+    );
+    return perLane
+      .flat()
+      .sort((a, b) => a.failedAt - b.failedAt)
+      .slice(-this.dlqLimit);
+  }
+
+  override async retryDeadLetter(commandId: string): Promise<CommandHandle> {
+    const found = await this.failedJob(commandId);
+    if (found === undefined) throw laneErrors.deadLetterNotFound(commandId);
+    const [lane, job] = found;
+    this.reviving = job;
+    try {
+      return await this.submit(lane.id, { type: job.name, payload: (job.data as { payload: unknown }).payload, id: commandId });
+    } finally {
+      this.reviving = undefined;
+    }
+  }
+
+  override async deleteDeadLetter(commandId: string): Promise<boolean> {
+    const found = await this.failedJob(commandId);
+    if (found === undefined) return false;
+    return this.removeJob(found[0], commandId);
+  }
+
+  // ---- Redis helpers --------------------------------------------------------------------------
 
   private track<T>(promise: Promise<T>): Promise<T> {
     this.inflight.add(promise);
@@ -158,66 +371,362 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     return promise;
   }
 
+  /**
+   * Rejects `unavailable` when Redis does not answer within commandTimeoutMs (calling `onExpire`),
+   * or fails while the connection is down.
+   */
+  private bounded<T>(operation: Promise<T>, onExpire?: () => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let expired = false;
+      const timer = setTimeout(() => {
+        expired = true;
+        onExpire?.();
+        reject(laneErrors.unavailable(this.commandTimeoutMs));
+      }, this.commandTimeoutMs);
+      operation.then(
+        (value) => {
+          clearTimeout(timer);
+          if (!expired) resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          if (expired) return;
+          const lost = this.producer.status !== 'ready' || CONNECTION_LOST.test(errorMessage(error));
+          reject(lost ? laneErrors.unavailable(this.commandTimeoutMs) : error);
+        },
+      );
+    });
+  }
+
+  private expectEvent(jobId: string, expected = this.ownEvents): void {
+    expected.set(jobId, (expected.get(jobId) ?? 0) + 1);
+  }
+
+  /** True (and consumed) when the event is the echo of something this engine did itself. */
+  private ownEvent(jobId: string, expected = this.ownEvents): boolean {
+    const count = expected.get(jobId);
+    if (count === undefined) return false;
+    if (count === 1) expected.delete(jobId);
+    else expected.set(jobId, count - 1);
+    return true;
+  }
+
+  private async removeJob(lane: LaneState, jobId: string): Promise<boolean> {
+    this.expectEvent(jobId);
+    let removed = false;
+    try {
+      removed = (await this.track(this.runtimes.get(lane)!.queue.remove(jobId))) === 1;
+    } catch {
+      // Redis away or the job is gone: nothing was removed.
+    }
+    if (!removed) this.ownEvent(jobId);
+    return removed;
+  }
+
+  /** Fails a running job and deletes it: a cancelled or closed command is no dead letter. */
+  private async failQuietly(lease: Lease, message: string): Promise<void> {
+    lease.job.opts.removeOnFail = true;
+    this.expectEvent(lease.job.id!);
+    await lease.job.moveToFailed(new UnrecoverableError(message), lease.token, false).catch(() => this.ownEvent(lease.job.id!));
+  }
+
+  /** The lane whose queue holds the job in one of `states`. */
+  private async findJob(jobId: string, states: Set<string>): Promise<LaneState | undefined> {
+    const found = await this.bounded(
+      Promise.all(this.laneList.map((lane) => this.runtimes.get(lane)!.queue.getJobState(jobId))),
+    );
+    const index = found.findIndex((state) => states.has(state));
+    return index < 0 ? undefined : this.laneList[index];
+  }
+
+  private async failedJob(jobId: string): Promise<[LaneState, Job] | undefined> {
+    const lane = await this.findJob(jobId, new Set(['failed']));
+    if (lane === undefined) return undefined;
+    const job = await this.runtimes.get(lane)!.queue.getJob(jobId);
+    return job ? [lane, job] : undefined;
+  }
+
+  private readonly renewLocks = (): void => {
+    const byLane = new Map<LaneState, Lease[]>();
+    for (const [command, lease] of this.leases) {
+      const list = byLane.get(command.lane);
+      if (list) list.push(lease);
+      else byLane.set(command.lane, [lease]);
+    }
+    for (const [lane, leases] of byLane) {
+      void this.runtimes
+        .get(lane)!
+        .worker.extendJobLocks(
+          leases.map((lease) => lease.job.id!),
+          leases.map((lease) => lease.token),
+          this.lockDurationMs,
+        )
+        .catch(noop);
+    }
+  };
+
+  // ---- events from Redis ----------------------------------------------------------------------
+
+  /** Starts reading every lane's event stream from its current end, then keeps reading. */
+  private async openEvents(): Promise<void> {
+    const keys = [...this.runtimes.values()].map((runtime) => runtime.eventsKey);
+    const last = await Promise.all(keys.map((key) => this.events.xrevrange(key, '+', '-', 'COUNT', 1)));
+    last.forEach((entries, i) => (this.lastEventIds[i] = entries[0]?.[0] ?? '0-0'));
+    void this.readEvents(keys);
+  }
+
+  private async readEvents(keys: string[]): Promise<void> {
+    while (!this.closed) {
+      let reply: Array<[string, Array<[string, string[]]>]> | null;
+      try {
+        reply = (await this.events.call('XREAD', 'BLOCK', 0, 'STREAMS', ...keys, ...this.lastEventIds)) as typeof reply;
+      } catch {
+        if (this.closed) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      if (reply === null) continue;
+      for (const [key, entries] of reply) {
+        const lane = this.laneByEventsKey.get(key)!;
+        for (const [id, fields] of entries) {
+          this.lastEventIds[keys.indexOf(key)] = id;
+          this.onStoreEvent(lane, fields);
+        }
+      }
+      this.dispatch();
+      // Under load, letting events pile up between reads makes each read carry many: one round
+      // trip and one dispatch pass per batch instead of per event.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private onStoreEvent(lane: LaneState, fields: string[]): void {
+    const field = (name: string) => {
+      for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+      return undefined;
+    };
+    const event = field('event');
+    const jobId = field('jobId');
+    if (jobId === undefined || this.closed) return;
+    switch (event) {
+      case 'waiting': {
+        // Foreign work, or a local command back from elsewhere (a retry, a stalled job).
+        const state = this.live.get(jobId)?.state;
+        if ((state === undefined && !this.refused.has(jobId)) || state === CommandState.Elsewhere) this.hint(lane, jobId);
+        break;
+      }
+      case 'delayed': {
+        const command = this.live.get(jobId);
+        if (command?.state === CommandState.Delayed) break; // its own retry timer brings it back
+        // Nobody promotes a delayed job without a fetch on its lane, so a hint comes due with it.
+        const dueIn = Math.max(0, Number(field('delay')) - Date.now()) + REQUEUE_SLACK_MS;
+        const timer = setTimeout(() => {
+          this.hintTimers.delete(timer);
+          this.hint(lane, jobId);
+          this.dispatch();
+        }, dueIn);
+        this.hintTimers.add(timer);
+        break;
+      }
+      case 'active': {
+        const runtime = this.runtimes.get(lane)!;
+        // Until this engine's own fetches on the lane have answered, it cannot tell their jobs apart.
+        if (runtime.fetching > 0) runtime.deferredActive.push(jobId);
+        else this.onActive(jobId);
+        break;
+      }
+      case 'completed':
+      case 'failed':
+      case 'removed':
+        this.unrunnable.delete(jobId);
+        if (this.ownEvent(jobId)) break;
+        this.dropHint(this.hints.get(jobId));
+        this.onFinishedElsewhere(jobId, event, field);
+        break;
+    }
+  }
+
+  /** Another engine took the job: it is no longer this engine's to fetch. */
+  private onActive(jobId: string): void {
+    // Its own fetches have all answered (see onStoreEvent), so their activations are counted.
+    if (this.ownEvent(jobId, this.ownActivations)) return;
+    this.dropHint(this.hints.get(jobId));
+    const command = this.live.get(jobId);
+    if (command === undefined || (command.state !== CommandState.Pending && command.state !== CommandState.Delayed)) return;
+    if (this.adopted.delete(command)) {
+      this.forget(command);
+      return;
+    }
+    this.detach(command);
+    command.state = CommandState.Elsewhere;
+  }
+
+  private onFinishedElsewhere(jobId: string, event: string, field: (name: string) => string | undefined): void {
+    const command = this.live.get(jobId);
+    if (command === undefined || command.state === CommandState.Active || command.state === CommandState.Done) return;
+    if (this.adopted.delete(command)) {
+      this.forget(command);
+    } else if (event === 'completed') {
+      const raw = field('returnvalue');
+      this.settleElsewhere(command, { value: raw === undefined ? undefined : JSON.parse(raw) });
+    } else if (event === 'failed') {
+      this.settleElsewhere(command, { error: remoteError(field('failedReason') ?? 'Command failed') });
+    } else {
+      this.discard(command, laneErrors.cancelled('removed from the queue'));
+    }
+  }
+
+  /** Takes a command that is no longer queued in Redis out of this engine, rejecting its result. */
+  private dropLocal(command: Command, error: LaneError): void {
+    if (this.adopted.delete(command)) this.forget(command);
+    else this.discard(command, error);
+  }
+
+  private hint(lane: LaneState, jobId: string): void {
+    // A known hint is queued, or being fetched: that fetch settles what the job is.
+    if (this.intakeStopped || this.closed || this.hints.has(jobId) || this.unrunnable.has(jobId)) return;
+    const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
+    this.hints.set(jobId, hint);
+    this.enqueue(hint);
+  }
+
+  private dropHint(hint: Command | undefined): void {
+    if (hint === undefined || hint.state === CommandState.Active) return;
+    if (hint.state === CommandState.Pending) this.detach(hint);
+    hint.state = CommandState.Done;
+    this.forgetHint(hint);
+  }
+
+  private forgetHint(hint: Command): void {
+    if (this.hints.get(hint.id) === hint) this.hints.delete(hint.id);
+  }
+
   // ---- launch ---------------------------------------------------------------------------------
 
   protected launch(command: Command): void {
     void this.fetchAndRun(command);
   }
 
-  /** Gives a granted slot back and puts the command at the head again (nothing fetchable yet). */
-  private unGrant(command: Command): void {
-    const lane = command.lane;
-    lane.active--;
-    this.globalActive--;
-    command.state = CommandState.Pending;
-    lane.pushFront(command);
-    if (this.refetchTimer === undefined && !this.closed) {
-      this.refetchTimer = setTimeout(() => {
-        this.refetchTimer = undefined;
-        this.dispatch();
-      }, REFETCH_MS);
+  private async fetchAndRun(granted: Command): Promise<void> {
+    const runtime = this.runtimes.get(granted.lane)!;
+    const prefetched = runtime.prefetched;
+    if (prefetched !== undefined) {
+      runtime.prefetched = undefined;
+      this.place(granted, prefetched.job, prefetched.token);
+      return;
     }
-  }
-
-  private async fetchAndRun(command: Command): Promise<void> {
-    const lane = command.lane;
-    const runtime = this.runtimes.get(lane.id)!;
-    const token = randomUUID();
+    const token = `${this.tokenPrefix}${this.tokenSequence++}`;
     let job: Job | undefined;
+    runtime.fetching++;
     try {
       job = await this.track(runtime.worker.getNextJob(token, { block: false }));
     } catch {
       job = undefined;
     }
-    if (this.closed) {
-      if (job) await job.moveToFailed(new UnrecoverableError('engine closed'), token, false).catch(noop);
-      return;
+    if (job?.id !== undefined) this.expectEvent(job.id, this.ownActivations);
+    runtime.fetching--;
+    this.place(granted, job, token);
+    this.afterFetch(runtime);
+  }
+
+  private afterFetch(runtime: LaneRuntime): void {
+    if (runtime.fetching === 0 && runtime.deferredActive.length !== 0) {
+      const deferred = runtime.deferredActive;
+      runtime.deferredActive = [];
+      for (const jobId of deferred) this.onActive(jobId);
+      this.dispatch();
     }
-    if (command.state !== CommandState.Active) {
-      // Cancelled or closed while the fetch was in flight.
-      if (job) await job.moveToFailed(new UnrecoverableError('cancelled'), token, false).catch(noop);
+  }
+
+  /** Runs the fetched job in the slot granted to `granted`, whoever submitted it. */
+  private place(granted: Command, job: Job | undefined, token: string): void {
+    const lane = granted.lane;
+    const isHint = granted.slot === HINT_SLOT;
+    if (this.closed || granted.state !== CommandState.Active) {
+      // Closed while fetching: a job of this engine's was cancelled, a foreign one goes back for others.
+      if (job?.id !== undefined) {
+        if (!isHint && job.id === granted.id) void this.track(this.failQuietly({ job, token }, 'engine closed'));
+        else void this.track(job.moveToWait(token).catch(noop));
+      }
       return;
     }
     if (job === undefined || job.id === undefined) {
-      this.unGrant(command);
+      this.releaseSlot(lane);
+      if (isHint) {
+        // The hints of this lane were stale: their jobs went to other engines.
+        granted.state = CommandState.Done;
+        this.forgetHint(granted);
+        for (const hint of this.hints.values()) if (hint.lane === lane) this.dropHint(hint);
+      } else {
+        this.returnGrant(granted);
+        this.scheduleRefetch();
+      }
       return;
     }
-    if (job.id !== command.id) {
-      // Redis handed out another job than the local head: run that one if it is ours and pending.
-      const other = this.live.get(job.id);
-      if (other === undefined || other.state !== CommandState.Pending || other.lane !== lane) {
-        // A job this engine did not submit (another process's) or in an unexpected state: give it back.
-        await job.moveToWait(token).catch(noop);
-        this.unGrant(command);
-        return;
+    this.refetchMs = REFETCH_MS;
+    let command = this.live.get(job.id);
+    if (command === granted) {
+      // Fetched what it asked for.
+    } else if (
+      command !== undefined &&
+      command.lane === lane &&
+      (command.state === CommandState.Pending || command.state === CommandState.Delayed || command.state === CommandState.Elsewhere)
+    ) {
+      this.giveBack(granted, isHint);
+      this.detach(command);
+      command.state = CommandState.Active;
+    } else if (command === undefined && !this.refused.has(job.id) && this.handlerFor(job.name) !== undefined) {
+      this.dropHint(this.hints.get(job.id) !== granted ? this.hints.get(job.id) : undefined);
+      this.giveBack(granted, isHint);
+      command = new Command(
+        this.live.claimSlot(),
+        job.id,
+        job.name,
+        (job.data as { payload: unknown }).payload,
+        lane,
+        this.handlerFor(job.name)!,
+        performance.now() - Math.max(0, Date.now() - job.timestamp),
+      );
+      this.adopted.add(command);
+      this.adopt(command);
+    } else {
+      // Refused at submit; or running here already, or a type this engine has no handler for:
+      // another engine takes it.
+      if (this.refused.has(job.id)) {
+        void this.track(this.failQuietly({ job, token }, 'submit refused'));
+      } else {
+        // Not hinted again: its `waiting` event must not bring it straight back here.
+        if (command === undefined) this.unrunnable.add(job.id);
+        void this.track(job.moveToWait(token).catch(noop));
       }
-      command.state = CommandState.Pending;
-      lane.pushFront(command);
-      lane.unqueue();
-      other.state = CommandState.Active;
-      command = other;
+      this.releaseSlot(lane);
+      this.giveBack(granted, isHint);
+      this.scheduleRefetch();
+      return;
     }
+    // Attempts made elsewhere count: the retry policy spans engines.
+    command.executions = job.attemptsMade;
     this.execute(command, { job, token });
+  }
+
+  /** The granted placeholder did not get its own job: a hint is done with, a local command queues again. */
+  private giveBack(granted: Command, isHint: boolean): void {
+    if (!isHint) {
+      this.returnGrant(granted);
+      // The slot now belongs to the fetched job; returnGrant queued `granted` without releasing it.
+      return;
+    }
+    granted.state = CommandState.Done;
+    this.forgetHint(granted);
+  }
+
+  private scheduleRefetch(): void {
+    if (this.refetchTimer !== undefined || this.closed) return;
+    this.refetchTimer = setTimeout(() => {
+      this.refetchTimer = undefined;
+      this.dispatch();
+    }, this.refetchMs);
+    this.refetchMs = Math.min(REFETCH_MAX_MS, this.refetchMs * 2);
   }
 
   private execute(command: Command, lease: Lease): void {
@@ -239,12 +748,46 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     clearTimeout(command.timer);
     const lease = this.leases.get(command);
     this.leases.delete(command);
+    const runtime = this.runtimes.get(command.lane)!;
+    const prefetch = lease !== undefined && this.nextGrantIsOwnLane(command.lane);
     if (lease) {
+      this.expectEvent(command.id);
+      if (prefetch) runtime.fetching++;
       // BullMQ stores the return value as JSON; undefined is stored as null.
-      await this.track(lease.job.moveToCompleted(value === undefined ? null : value, lease.token, false)).catch(noop);
+      const next = await this.track(lease.job.moveToCompleted(value === undefined ? null : value, lease.token, prefetch)).catch(
+        () => void this.ownEvent(command.id),
+      );
+      if (prefetch) {
+        runtime.fetching--;
+        // The completion already moved the lane's next job to active, saving the fetch round trip.
+        if (Array.isArray(next) && next[0]) {
+          const job = Job.fromJSON(runtime.worker as never, next[0], next[1]);
+          job.token = lease.token;
+          this.expectEvent(job.id!, this.ownActivations);
+          runtime.prefetched = { job, token: lease.token };
+        }
+      }
     }
-    if (command.state === CommandState.Done) return; // closed meanwhile
-    this.completed(command, value);
+    this.adopted.delete(command);
+    if (command.state !== CommandState.Done) this.completed(command, value); // unless closed meanwhile
+    const unused = runtime.prefetched;
+    if (unused !== undefined) {
+      // The freed slot went elsewhere after all: the job goes back for the next fetch.
+      runtime.prefetched = undefined;
+      void this.track(unused.job.moveToWait(unused.token).catch(noop));
+    }
+    if (prefetch) this.afterFetch(runtime);
+  }
+
+  /**
+   * Whether the slot this lane frees will go to the lane again: it has work and is the only lane
+   * with any, without a rate limit or pause that could hold it back. Only then may the completion
+   * fetch the lane's next job, or the gate's choice between lanes would be bypassed.
+   */
+  private nextGrantIsOwnLane(lane: LaneState): boolean {
+    if (lane.pending === 0 || lane.paused || lane.bucket !== undefined || this.closed) return false;
+    for (const other of this.laneList) if (other !== lane && other.pending !== 0) return false;
+    return true;
   }
 
   protected async onFailure(command: Command, run: Execution, error: unknown, timedOut: boolean): Promise<void> {
@@ -255,13 +798,43 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     const lease = this.leases.get(command);
     this.leases.delete(command);
     if (lease) {
-      // BullMQ decides the same way (attempts = maxRetries + 1, same backoff); a cancelled command
-      // is made unrecoverable so that it is not retried.
-      const asError = error instanceof Error ? error : new Error(errorMessage(error));
-      const sent = retrying ? asError : new UnrecoverableError(asError.message);
-      await this.track(lease.job.moveToFailed(sent, lease.token, false)).catch(noop);
+      if (command.cancelRequested) {
+        await this.track(this.failQuietly(lease, errorMessage(error)));
+      } else if (retrying) {
+        // BullMQ decides the same way (attempts = maxRetries + 1, same backoff).
+        const asError = error instanceof Error ? error : new Error(errorMessage(error));
+        await this.track(lease.job.moveToFailed(asError, lease.token, false)).catch(noop);
+      } else {
+        this.expectEvent(command.id);
+        await this.track(lease.job.moveToFailed(new UnrecoverableError(errorMessage(error)), lease.token, false)).catch(() =>
+          this.ownEvent(command.id),
+        );
+      }
     }
+    if (!retrying) this.adopted.delete(command);
     if (command.state === CommandState.Done) return;
     this.failedAttempt(command, error, timedOut, retrying);
   }
+}
+
+function toDeadLetter(job: Job, laneId: string): DeadLetter {
+  return {
+    commandId: job.id!,
+    commandType: job.name,
+    laneId,
+    payload: (job.data as { payload: unknown }).payload,
+    error: job.failedReason,
+    attempts: job.attemptsMade,
+    failedAt: job.finishedOn ?? job.timestamp,
+  };
+}
+
+/**
+ * The error a submitter's result rejects with when its command failed on another engine: only the
+ * message crosses Redis, so the engine's own cancel and timeout errors are rebuilt from it.
+ */
+function remoteError(message: string): Error {
+  if (message.startsWith('Command cancelled')) return new LaneError('cancelled', message);
+  if (message.startsWith('Command timed out after')) return new LaneError('timeout', message);
+  return new Error(message);
 }

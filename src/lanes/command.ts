@@ -9,6 +9,11 @@ export const CommandState = {
   Delayed: 2,
   /** Settled; if it is still in its lane's ring it is a tombstone that dispatch skips. */
   Done: 3,
+  /**
+   * BullMQ engine only: submitted here, but its job is running on another engine (or waits there
+   * for a retry); its outcome arrives through Redis events.
+   */
+  Elsewhere: 4,
 } as const;
 export type CommandState = (typeof CommandState)[keyof typeof CommandState];
 

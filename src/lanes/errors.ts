@@ -38,6 +38,8 @@ export const laneErrors = {
    * "not found" code, and the message says what was actually missing.
    */
   deadLetterNotFound: (id: string) => new LaneError('lane_not_found', `Dead letter not found: ${id}`),
+  unavailable: (ms: number) =>
+    new LaneError('unavailable', `Store unavailable: no answer from Redis within ${formatDuration(ms)}`),
   configInvalid: (message: string) => new LaneError('config_invalid', `Configuration error: ${message}`),
 };
 

@@ -144,6 +144,9 @@ export function validateLanes(configs: readonly LaneConfig[]): void {
     if (lane.minConcurrency > lane.maxConcurrency) {
       fail('minConcurrency', `(${lane.minConcurrency}) exceeds maxConcurrency (${lane.maxConcurrency})`);
     }
+    if (lane.clusterMaxConcurrency !== undefined && !isCount(lane.clusterMaxConcurrency, 1)) {
+      fail('clusterMaxConcurrency', `must be an integer >= 1 (got ${lane.clusterMaxConcurrency})`);
+    }
     if (lane.timeoutMs !== undefined && !isPositive(lane.timeoutMs)) fail('timeoutMs', 'must be > 0');
     if (lane.pressureThreshold !== undefined && !isCount(lane.pressureThreshold, 1)) {
       fail('pressureThreshold', `must be an integer >= 1 (got ${lane.pressureThreshold})`);

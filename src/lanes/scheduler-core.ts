@@ -131,16 +131,15 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
   /** close() released the slot of a running (or still fetching) command. */
   protected abandon(_command: Command, _error: LaneError): void {}
-  protected onPause(_lane: LaneState): Promise<unknown> | undefined {
-    return undefined;
-  }
-  /** Runs before the lane is unpaused, so a failure leaves it paused. */
-  protected onResume(_lane: LaneState): Promise<unknown> | undefined {
-    return undefined;
-  }
   /** Called by start(); tick mode replaces it with its timer. */
   protected onStart(): void {
     this.dispatch();
+  }
+  /** Where a terminal failure is kept when the DLQ is enabled: by default the engine's bounded map. */
+  protected recordDeadLetter(letter: DeadLetter): void {
+    this.dlq.delete(letter.commandId); // a reused id moves to the newest position
+    if (this.dlq.size >= this.dlqSize) this.dlq.delete(this.dlq.keys().next().value!);
+    this.dlq.set(letter.commandId, letter);
   }
   /** Engine-specific timers to clear as close() begins. */
   protected stopTimers(): void {}
@@ -157,6 +156,10 @@ export abstract class LaneSchedulerCore implements LaneEngine {
 
   register(type: string, handler: CommandHandler): void {
     this.handlers.set(type, handler);
+  }
+
+  protected handlerFor(type: string): CommandHandler | undefined {
+    return this.handlers.get(type);
   }
 
   async start(): Promise<void> {
@@ -238,18 +241,13 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     return this.laneList.map((lane) => lane.metrics());
   }
 
+  /** Pause is a decision of this engine's gate; for the BullMQ engine it is per node (README). */
   async pause(laneId: string): Promise<void> {
-    const lane = this.lane(laneId);
-    lane.paused = true;
-    const paused = this.onPause(lane);
-    if (paused !== undefined) await paused;
+    this.lane(laneId).paused = true;
   }
 
   async resume(laneId: string): Promise<void> {
-    const lane = this.lane(laneId);
-    const resumed = this.onResume(lane);
-    if (resumed !== undefined) await resumed;
-    lane.paused = false;
+    this.lane(laneId).paused = false;
     this.dispatch();
   }
 
@@ -533,7 +531,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     if (timedOut) lane.counts.timeout++;
     else lane.counts.failed++;
     if (this.dlqSize > 0) {
-      this.deadLetter({
+      this.recordDeadLetter({
         commandId: command.id,
         commandType: command.type,
         laneId: lane.id,
@@ -560,22 +558,23 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     this.rejectResult(command, error);
   }
 
-  private deadLetter(letter: DeadLetter): void {
-    this.dlq.delete(letter.commandId); // a reused id moves to the newest position
-    if (this.dlq.size >= this.dlqSize) this.dlq.delete(this.dlq.keys().next().value!);
-    this.dlq.set(letter.commandId, letter);
-  }
-
-  /** Removes a pending or delayed command and rejects its result; the caller has released any slot. */
-  private discard(command: Command, error: LaneError): void {
+  /** Takes a pending or delayed command out of its lane's queue or retry timer; it holds no slot. */
+  protected detach(command: Command): void {
     const lane = command.lane;
     if (command.state === CommandState.Pending) {
       lane.unqueue();
       this.afterPendingDrop(lane);
     } else if (command.state === CommandState.Delayed) {
       clearTimeout(command.timer);
+      command.timer = undefined;
       lane.delayed--;
     }
+  }
+
+  /** Removes a pending or delayed command and rejects its result; the caller has released any slot. */
+  protected discard(command: Command, error: LaneError): void {
+    const lane = command.lane;
+    this.detach(command);
     lane.counts.cancelled++;
     if (this.subscribers.length !== 0) {
       this.emit('queue.command.cancelled', {
@@ -589,9 +588,53 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     this.rejectResult(command, error);
   }
 
+  /** Settles a command that another process ran: it holds no slot here, and this engine counts nothing for it. */
+  protected settleElsewhere(command: Command, outcome: { value: unknown } | { error: unknown }): void {
+    this.detach(command);
+    this.settle(command);
+    if ('value' in outcome) command.resolve(outcome.value);
+    else this.rejectResult(command, outcome.error);
+  }
+
+  /** Forgets a command without settling its result: nobody here awaits it (see `adopt`). */
+  protected forget(command: Command): void {
+    this.detach(command);
+    this.settle(command);
+  }
+
+  /**
+   * Registers a command another process submitted, taking over the slot `granted` holds in the same
+   * lane (`granted` goes back to the head of its queue unless it is done with). Registered under its
+   * id, so that cancel() and a local submit of the same id find it.
+   */
+  protected adopt(command: Command): void {
+    this.live.add(command, true);
+    this.outstanding++;
+    command.state = CommandState.Active;
+  }
+
+  /** Runs `other`, a command of the same lane, in the slot granted to `granted`, which is queued again at the head. */
+  protected swapGrant(granted: Command, other: Command): void {
+    this.returnGrant(granted);
+    this.detach(other);
+    other.state = CommandState.Active;
+  }
+
+  /** A granted command goes back to the head of its lane, keeping the slot for whatever runs in it. */
+  protected returnGrant(command: Command): void {
+    command.state = CommandState.Pending;
+    command.lane.pushFront(command);
+  }
+
+  /** Gives a granted slot back without running anything in it. */
+  protected releaseSlot(lane: LaneState): void {
+    lane.active--;
+    this.globalActive--;
+  }
+
   // ---- bookkeeping ----------------------------------------------------------------------------
 
-  private enqueue(command: Command): void {
+  protected enqueue(command: Command): void {
     const lane = command.lane;
     lane.push(command);
     const threshold = lane.config.pressureThreshold;

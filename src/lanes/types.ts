@@ -32,7 +32,13 @@ export interface LaneConfig {
   priority: number;
   /** Slots reserved for this lane under the engine's global concurrency cap. */
   minConcurrency: number;
+  /** Commands of this lane running at once on one engine (per node when engines share Redis). */
   maxConcurrency: number;
+  /**
+   * BullMQ engine: commands of this lane running at once across every engine on the same Redis and
+   * prefix (BullMQ's queue-wide global concurrency). The in-process engine ignores it.
+   */
+  clusterMaxConcurrency?: number;
   timeoutMs?: number;
   retry?: RetryPolicy;
   rateLimit?: RateLimit;
@@ -173,7 +179,9 @@ export type LaneErrorCode =
   | 'drain_timeout'
   | 'cancelled'
   | 'config_invalid'
-  | 'unknown_command_type';
+  | 'unknown_command_type'
+  /** The store (Redis) did not answer in time; nothing was submitted. */
+  | 'unavailable';
 
 /** Errors the engine itself produces. A handler's own errors pass through unchanged. */
 export class LaneError extends Error {

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, inject } from 'vitest';
 import { Redis } from 'ioredis';
 import { BullMQLaneEngine } from '../../src/lanes/bullmq-engine.js';
+import { deletePrefix } from '../helpers/redis-server.js';
 import { laneEngineConformance } from './conformance.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
@@ -16,14 +17,7 @@ let prefixes: string[] = [];
 
 afterEach(async () => {
   // Runs after the suite's own afterEach has closed the engines.
-  for (const prefix of prefixes) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await admin.del(...keys);
-    } while (cursor !== '0');
-  }
+  for (const prefix of prefixes) await deletePrefix(admin, prefix);
   prefixes = [];
 });
 

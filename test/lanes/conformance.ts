@@ -24,9 +24,9 @@ import {
 
 export type EngineFactory = (options: EngineOptions) => Promise<LaneEngine> | LaneEngine;
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -34,7 +34,7 @@ async function waitFor(condition: () => boolean | Promise<boolean>, what: string
   }
 }
 
-function deferred<T = void>() {
+export function deferred<T = void>() {
   let resolve!: (value: T) => void;
   const promise = new Promise<T>((r) => (resolve = r));
   return { promise, resolve };
@@ -60,7 +60,7 @@ function untilAborted(signal: AbortSignal): Promise<never> {
 }
 
 /** Settles to the rejection reason, failing if the promise fulfils. */
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise;
   } catch (error) {

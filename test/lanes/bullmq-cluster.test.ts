@@ -1,0 +1,343 @@
+/**
+ * Several BullMQ lane engines on one Redis and prefix, as several API processes would be: any
+ * engine runs any job, results, cancels and the DLQ cross engines, a job held by a killed process
+ * is run again, and a Redis outage makes submits fail fast instead of hanging. Real redis-servers
+ * only: the shared one from test/setup/redis.ts, and a private one the outage test stops.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bullmq-engine.js';
+import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
+import { deletePrefix, startRedisServer } from '../helpers/redis-server.js';
+import { deferred, rejection, sleep, waitFor } from './conformance.js';
+
+const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
+if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
+const admin = new Redis(url, { maxRetriesPerRequest: null });
+
+/** Rejects if the promise has not settled within `ms`, so that a hang fails with a message. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([promise, sleep(ms).then(() => Promise.reject(new Error(`not settled within ${ms} ms`)))]);
+}
+
+const work = (extra: Partial<LaneConfig> = {}): LaneConfig => ({ id: 'work', priority: 0, minConcurrency: 0, maxConcurrency: 2, ...extra });
+
+let engines: BullMQLaneEngine[] = [];
+let prefixes: string[] = [];
+
+afterEach(async () => {
+  await Promise.all(engines.map((engine) => engine.close()));
+  engines = [];
+  for (const prefix of prefixes) await deletePrefix(admin, prefix);
+  prefixes = [];
+});
+
+afterAll(async () => {
+  await admin.quit();
+});
+
+function newPrefix(): string {
+  const prefix = `{asm-cluster-${randomUUID().slice(0, 8)}}`;
+  prefixes.push(prefix);
+  return prefix;
+}
+
+/** Engines sharing one prefix, each with the same handlers, started. */
+async function cluster(
+  count: number,
+  handlers: (engine: string) => Record<string, CommandHandler>,
+  options: Partial<BullMQEngineOptions> = {},
+): Promise<BullMQLaneEngine[]> {
+  const prefix = newPrefix();
+  const made: BullMQLaneEngine[] = [];
+  for (let i = 0; i < count; i++) {
+    const engine = new BullMQLaneEngine({ lanes: [work()], connection: url!, prefix, ...options });
+    for (const [type, handler] of Object.entries(handlers(String.fromCharCode(65 + i)))) engine.register(type, handler);
+    engines.push(engine);
+    made.push(engine);
+  }
+  await Promise.all(made.map((engine) => engine.start()));
+  return made;
+}
+
+function record(engine: BullMQLaneEngine): LaneEvent[] {
+  const events: LaneEvent[] = [];
+  engine.subscribe((event) => events.push(event));
+  return events;
+}
+
+describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () => {
+  it('runs a command submitted on A on B while A’s lane is paused; the value reaches A, events come from the executor', async () => {
+    const ranOn: string[] = [];
+    const [a, b] = await cluster(2, (name) => ({
+      double: (payload: { n: number }) => {
+        ranOn.push(name);
+        return { n: payload.n * 2, on: name };
+      },
+    }));
+    await a.pause('work');
+    const aEvents = record(a);
+    const bEvents = record(b);
+    const handle = await a.submit('work', { type: 'double', payload: { n: 21 } });
+    await expect(handle.result).resolves.toEqual({ n: 42, on: 'B' });
+    expect(ranOn).toEqual(['B']);
+    const keys = (events: LaneEvent[]) => events.filter((e) => e.payload?.command_id === handle.id).map((e) => e.key);
+    // A's result may settle (from Redis) just before B has emitted its own completion.
+    await waitFor(() => keys(bEvents).includes('queue.command.completed'), 'B to report the completion');
+    expect(keys(aEvents)).toEqual(['queue.command.submitted']);
+    expect(keys(bEvents)).toEqual(['queue.command.started', 'queue.command.completed']);
+    expect((await b.metrics())[0]!.completed).toBe(1);
+    expect((await a.metrics())[0]!.completed).toBe(0);
+  });
+
+  it('runs A’s overflow on B while A’s lane is full', async () => {
+    const gate = deferred();
+    const ranOn = new Map<string, string>();
+    const [a] = await cluster(2, (name) => ({
+      step: async (payload: string) => {
+        ranOn.set(payload, name);
+        if (payload === 'blocker') await gate.promise;
+        return payload;
+      },
+    }), { lanes: [work({ maxConcurrency: 1 })] });
+    const blocker = await a.submit('work', { type: 'step', payload: 'blocker' });
+    await waitFor(() => ranOn.has('blocker'), 'the blocker to start');
+    const blockerEngine = ranOn.get('blocker')!;
+    const overflow = await a.submit('work', { type: 'step', payload: 'overflow' });
+    // Whichever engine holds the blocker is full; the other one runs the overflow.
+    await expect(overflow.result).resolves.toBe('overflow');
+    expect(ranOn.get('overflow')).not.toBe(blockerEngine);
+    gate.resolve();
+    await expect(blocker.result).resolves.toBe('blocker');
+  });
+
+  it('rejects A’s result with the error of a terminal failure on B, and both see the dead letter; B retries it', async () => {
+    let healed = false;
+    const [a, b] = await cluster(2, () => ({
+      fragile: (payload: { job: number }) => {
+        if (!healed) throw new Error(`broken ${payload.job}`);
+        return 'fixed';
+      },
+    }), { dlqSize: 10 });
+    await a.pause('work');
+    const handle = await a.submit('work', { type: 'fragile', payload: { job: 7 } });
+    const error = await rejection(handle.result);
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toBe('broken 7');
+    for (const engine of [a, b]) {
+      const letters = await engine.deadLetters();
+      expect(letters).toHaveLength(1);
+      expect(letters[0]).toMatchObject({
+        commandId: handle.id,
+        commandType: 'fragile',
+        laneId: 'work',
+        payload: { job: 7 },
+        error: 'broken 7',
+        attempts: 1,
+      });
+      expect(letters[0]!.failedAt).toBeGreaterThan(Date.now() - 10_000);
+    }
+    healed = true;
+    const retried = await b.retryDeadLetter(handle.id);
+    expect(retried.id).toBe(handle.id);
+    await expect(retried.result).resolves.toBe('fixed');
+    expect(await a.deadLetters()).toEqual([]);
+    expect(await b.deadLetters()).toEqual([]);
+  });
+
+  it('keeps a cancelled command out of the DLQ', async () => {
+    const [a, b] = await cluster(2, () => ({
+      hold: (_payload: unknown, ctx) =>
+        new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true })),
+    }), { dlqSize: 10 });
+    await b.pause('work');
+    const handle = await a.submit('work', { type: 'hold', payload: null });
+    await waitFor(async () => (await a.metrics())[0]!.active === 1, 'the command to run on A');
+    expect(await b.cancel(handle.id)).toBe('unknown'); // running on A: B cannot stop it
+    expect(await a.cancel(handle.id, 'user')).toBe('active');
+    const error = await rejection(handle.result);
+    expect((error as LaneError).code).toBe('cancelled');
+    await sleep(50);
+    expect(await b.deadLetters()).toEqual([]);
+    expect(await admin.zcard(`${prefixes[0]}:work:failed`)).toBe(0);
+  });
+
+  it('cancels A’s pending command from B: removed from Redis, A’s result rejects cancelled', async () => {
+    const ran: string[] = [];
+    const [a, b] = await cluster(2, () => ({ mark: (payload: string) => ran.push(payload) }));
+    await a.pause('work');
+    await b.pause('work');
+    const handle = await a.submit('work', { type: 'mark', payload: 'x' });
+    await waitFor(async () => (await b.metrics())[0]!.pending === 1, 'B to see the job pending in Redis');
+    expect(await b.cancel(handle.id, 'changed my mind')).toBe('pending');
+    const error = await rejection(handle.result);
+    expect(error).toBeInstanceOf(LaneError);
+    expect((error as LaneError).code).toBe('cancelled');
+    expect(await b.cancel(handle.id)).toBe('unknown');
+    await a.resume('work');
+    await b.resume('work');
+    await sleep(100);
+    expect(ran).toEqual([]);
+    expect((await a.metrics())[0]!.pending).toBe(0);
+  });
+
+  it('treats a caller-chosen id as one command across engines', async () => {
+    let runs = 0;
+    const [a, b] = await cluster(2, () => ({ count: () => ++runs }));
+    await a.pause('work');
+    await b.pause('work');
+    const first = await a.submit('work', { type: 'count', payload: null, id: 'shared-id' });
+    const second = await b.submit('work', { type: 'count', payload: null, id: 'shared-id' });
+    expect(second.id).toBe('shared-id');
+    await b.resume('work');
+    await expect(first.result).resolves.toBe(1);
+    await expect(second.result).resolves.toBe(1);
+    await a.resume('work');
+    await sleep(100);
+    expect(runs).toBe(1);
+  });
+
+  it('leaves a job whose type it has no handler for to an engine that has one', async () => {
+    const ranOn: string[] = [];
+    const [a, b] = await cluster(2, (name): Record<string, CommandHandler> =>
+      name === 'A' ? { special: () => ranOn.push('A') && 'special' } : { other: () => 'other' },
+    );
+    await a.pause('work');
+    const handle = await a.submit('work', { type: 'special', payload: null });
+    await sleep(100); // B has seen it, fetched it, and given it back
+    expect((await b.metrics())[0]!.pending).toBe(1);
+    await a.resume('work');
+    await expect(handle.result).resolves.toBe('special');
+    expect(ranOn).toEqual(['A']);
+  });
+
+  it('caps a lane across engines with clusterMaxConcurrency', async () => {
+    let running = 0;
+    let peak = 0;
+    const [a, b] = await cluster(2, () => ({
+      nap: async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await sleep(30);
+        running--;
+      },
+    }), { lanes: [work({ maxConcurrency: 3, clusterMaxConcurrency: 2 })] });
+    const handles = [];
+    for (let n = 0; n < 6; n++) handles.push(await a.submit('work', { type: 'nap', payload: n }));
+    for (let n = 0; n < 6; n++) handles.push(await b.submit('work', { type: 'nap', payload: n }));
+    await Promise.all(handles.map((handle) => handle.result));
+    expect(peak).toBe(2);
+  });
+
+  it('runs again, on another engine, a job whose process was killed while running it', async () => {
+    const prefix = newPrefix();
+    const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../fixtures/lanes/hold-worker.ts', import.meta.url))], {
+      env: { ...process.env, ASM_HOLD_REDIS_URL: url, ASM_HOLD_PREFIX: prefix },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      const lines = createInterface({ input: child.stdout! });
+      const seen: string[] = [];
+      lines.on('line', (line) => seen.push(line));
+      await waitFor(() => seen.includes('ready'), 'the worker process to start', 15_000);
+
+      const attempts: number[] = [];
+      const b = new BullMQLaneEngine({
+        lanes: [work()],
+        connection: url!,
+        prefix,
+        lockDurationMs: 1_000,
+        stalledIntervalMs: 300,
+      });
+      engines.push(b);
+      b.register('job', (_payload, ctx) => {
+        attempts.push(ctx.attempt);
+        return 'recovered';
+      });
+      await b.start();
+      await b.pause('work'); // so that the other process takes the job
+      const handle = await b.submit('work', { type: 'job', payload: null, id: 'crash-me' });
+      await waitFor(() => seen.includes('running crash-me'), 'the worker process to take the job');
+      child.kill('SIGKILL');
+      await exited;
+      await b.resume('work');
+      await expect(handle.result).resolves.toBe('recovered');
+      expect(attempts).toEqual([1]);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+});
+
+describe('BullMQLaneEngine while Redis is unavailable', () => {
+  it('fails submits with unavailable instead of hanging, leaves nothing half-submitted, and resumes when Redis returns', async () => {
+    const server = await startRedisServer();
+    const probe = new Redis(server.url, { maxRetriesPerRequest: null });
+    probe.on('error', () => {});
+    const gate = deferred();
+    let started = false;
+    let finished = false;
+    const engine = new BullMQLaneEngine({ lanes: [work()], connection: server.url, prefix: '{asm-outage}', commandTimeoutMs: 500 });
+    engine.register('hold', async () => {
+      started = true;
+      await gate.promise;
+      finished = true;
+      return 'held';
+    });
+    engine.register('echo', (payload) => payload);
+    const refused = async (id: string) => {
+      const before = Date.now();
+      const error = await rejection(engine.submit('work', { type: 'echo', payload: id, id }));
+      expect(error).toBeInstanceOf(LaneError);
+      expect((error as LaneError).code).toBe('unavailable');
+      return Date.now() - before;
+    };
+    try {
+      await engine.start();
+      const running = await engine.submit('work', { type: 'hold', payload: null });
+      await waitFor(() => started, 'the handler to start');
+
+      // A server that answers nothing: the submit gives up after commandTimeoutMs...
+      server.freeze();
+      const waited = await refused('during-freeze');
+      expect(waited).toBeGreaterThanOrEqual(450);
+      expect(waited).toBeLessThan(2_000);
+      // ...and the add that Redis carries out once it answers again is undone.
+      server.thaw();
+      await waitFor(
+        async () => (await probe.xrange('{asm-outage}:work:events', '-', '+')).some(([, fields]) => fields.join(' ').startsWith('event removed jobId during-freeze')),
+        'the late add to be removed',
+      );
+      expect(await probe.exists('{asm-outage}:work:during-freeze')).toBe(0);
+
+      // A server that is gone: the submit fails at once; the running handler goes on.
+      await server.stop();
+      expect(await refused('during-outage')).toBeLessThan(1_000);
+      gate.resolve();
+      await waitFor(() => finished, 'the running handler to finish');
+
+      await server.start();
+      // Its outcome is acknowledged once Redis is back (this server lost its data: the job is gone).
+      await expect(within(running.result, 10_000)).resolves.toBe('held');
+      await waitFor(async () => {
+        try {
+          const handle = await engine.submit('work', { type: 'echo', payload: 'back' });
+          return (await within(handle.result, 5_000)) === 'back';
+        } catch (error) {
+          if ((error as LaneError).code === 'unavailable') return false;
+          throw error;
+        }
+      }, 'a submit to run after Redis returned', 15_000);
+    } finally {
+      await engine.close();
+      probe.disconnect();
+      await server.dispose();
+    }
+  }, 40_000);
+});
