@@ -3,7 +3,7 @@ import type { Infrastructure } from './app.js';
 import type { AsmConfig, RedisSettings } from './config.js';
 import { BullMQLaneEngine } from './lanes/bullmq-engine.js';
 import type { EngineOptions } from './lanes/types.js';
-import type { Cluster, SelfReport } from './nodes/cluster.js';
+import { OwnerUnreachable, type Cluster, type SelfReport } from './nodes/cluster.js';
 import { RedisCluster } from './nodes/redis.js';
 import { guarded, RedisLink } from './store/redis-link.js';
 import { createRedisStore } from './store/redis.js';
@@ -45,12 +45,12 @@ export async function connectDistributed(
     lockWaitMs: redis.commandTimeoutMs * 5,
   });
   await link.ready(STARTUP_TIMEOUT_MS);
-  const cluster: Cluster = guarded(redisCluster, (err) => link.toAsmError(err));
+  const cluster: Cluster = guarded(redisCluster, (err) => (err instanceof OwnerUnreachable ? err : link.toAsmError(err)));
   const engine = new BullMQLaneEngine({
     ...engineOptions,
+    connection: redis.url,
     // BullMQ's blocking connections must wait out an outage rather than fail fast; only TLS is shared.
-    connection: { ...(link.connectionOptions.tls ? { tls: link.connectionOptions.tls } : {}) },
-    url: redis.url,
+    redisOptions: link.connectionOptions.tls ? { tls: link.connectionOptions.tls } : undefined,
     prefix: `{${redis.prefix}}`,
     lockDurationMs: config.cluster.jobLockMs,
     stalledIntervalMs: config.cluster.stalledIntervalMs,

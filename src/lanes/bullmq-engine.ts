@@ -12,6 +12,8 @@ import { LaneError, type CommandHandle, type CommandSpec, type DeadLetter, type 
 export interface BullMQEngineOptions extends EngineOptions {
   /** A Redis URL or ioredis options. */
   connection: string | RedisOptions;
+  /** Options added to every connection, e.g. `tls` with a private CA alongside a `rediss://` URL. */
+  redisOptions?: RedisOptions;
   /**
    * Key prefix of every lane queue. Keep a hash tag in it (the default is `{asm}`) so that all of a
    * queue's keys hash to one slot on Redis Cluster.
@@ -122,10 +124,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
     this.commandTimeoutMs = options.commandTimeoutMs ?? 5_000;
     this.dlqLimit = options.dlqSize ?? 0;
-    const connect = (extra: RedisOptions) =>
-      typeof options.connection === 'string'
-        ? new Redis(options.connection, extra)
-        : new Redis({ ...options.connection, ...extra });
+    const connect = (own: RedisOptions) => {
+      const extra = { ...options.redisOptions, ...own };
+      return typeof options.connection === 'string' ? new Redis(options.connection, extra) : new Redis({ ...options.connection, ...extra });
+    };
     this.producer = connect({ maxRetriesPerRequest: 1, enableOfflineQueue: false });
     this.consumer = connect({ maxRetriesPerRequest: null });
     this.events = connect({ maxRetriesPerRequest: null });

@@ -175,9 +175,14 @@ export class SessionService {
     return this.command('control', COMMANDS.interruptRun, { id });
   }
 
-  async decideApproval(tenant: string, id: string, decision: ApprovalDecision, reason: string | null): Promise<ApprovalRecord> {
+  async getApproval(tenant: string, id: string): Promise<ApprovalRecord> {
     const approval = await this.store.approvals.get(id);
     if (!approval || approval.tenant !== tenant) throw new AsmError('not_found', `approval ${id} not found`, { domain: 'approval' });
+    return approval;
+  }
+
+  async decideApproval(tenant: string, id: string, decision: ApprovalDecision, reason: string | null): Promise<ApprovalRecord> {
+    await this.getApproval(tenant, id);
     return this.command('control', COMMANDS.decideApproval, { id, decision, reason });
   }
 
@@ -839,6 +844,8 @@ function laneErrorToAsm(err: unknown): AsmError {
       return new AsmError('timeout', err.message);
     case 'cancelled':
       return cancelled('before it started');
+    case 'unavailable':
+      return new AsmError('not_ready', err.message);
     default:
       return new AsmError('unknown', err.message);
   }

@@ -132,6 +132,8 @@ describe('API keys and tenants', () => {
 
       const byB = await server.request('POST', `/v1/approvals/${approvalId}`, { decision: 'deny' }, B);
       expectNotFound(byB, approvalId);
+      expectNotFound(await server.request('GET', `/v1/approvals/${approvalId}`, undefined, B), approvalId);
+      expect((await server.request('GET', `/v1/approvals/${approvalId}`, undefined, A)).body).toMatchObject({ id: approvalId, state: 'pending' });
       const wsB = stream('', B);
       await wsB.next((f) => f.type === 'subscribed');
       wsB.send({ type: 'approve', approval_id: approvalId, decision: 'deny', request_id: 'b-1' });

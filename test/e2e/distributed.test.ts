@@ -129,7 +129,7 @@ describe('distributed mode: two API processes on one Redis', () => {
     expect(d.stdinLog().some((l) => l.type === 'control_request' && l.request?.subtype === 'interrupt')).toBe(true);
   }, 60_000);
 
-  it('interrupts from B a run that A executes, routed to A (B has no lane to run it)', async () => {
+  it('interrupts from B a run that A executes: the request is handed to A, which holds the CLI', async () => {
     const d = deployment();
     const a = await d.start('api-a');
     const session = (await a.request('POST', '/v1/sessions', { provider: 'claude' })).body;
