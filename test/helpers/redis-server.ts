@@ -1,11 +1,12 @@
 /**
- * A private, throw-away redis-server on a free loopback port (never 6379), with persistence off and
- * its own temp working directory. Used by the tests' globalSetup, by tests that need a server they
- * can stop and restart, and by `npm run bench -- bullmq`.
+ * A private, throw-away redis-server on a free loopback port (never 6379), in its own temp directory.
+ * Used by the tests' globalSetup, by tests that take Redis away and bring it back (stop/start keep the
+ * port and directory, so an append-only file survives), by tests of special servers (cluster mode,
+ * TLS: pass `args`), and by `npm run bench -- bullmq`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import type { Redis } from 'ioredis';
 import { join } from 'node:path';
@@ -13,14 +14,23 @@ import { join } from 'node:path';
 export interface RedisServer {
   url: string;
   port: number;
-  /** Stops the server (SIGTERM, then SIGKILL after 3 s); `start` brings it back on the same port. */
+  dir: string;
+  /** What the server printed since it was last started, for skip and failure messages. */
+  log(): string;
+  /** Stops the server (SIGTERM, so it writes its append-only file; SIGKILL after 3 s). */
   stop(): Promise<void>;
+  /** Starts it again on the same port and directory. */
   start(): Promise<void>;
   /** SIGSTOP / SIGCONT: the server keeps its connections open but answers nothing while frozen. */
   freeze(): void;
   thaw(): void;
   /** Stops the server and deletes its directory. */
   dispose(): Promise<void>;
+}
+
+export interface RedisServerOptions {
+  /** The server's arguments; the default is a plain server on `port` with persistence off. */
+  args?: (port: number, dir: string) => string[];
 }
 
 export function freePort(): Promise<number> {
@@ -36,64 +46,51 @@ export function freePort(): Promise<number> {
   });
 }
 
-function ping(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ port, host: '127.0.0.1' });
-    let data = '';
-    socket.setTimeout(500, () => (socket.destroy(), resolve(false)));
-    socket.on('error', () => resolve(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    socket.on('data', (chunk) => {
-      data += chunk.toString();
-      if (data.includes('\r\n')) {
-        socket.end();
-        resolve(data.startsWith('+PONG'));
-      }
-    });
-  });
-}
+const plain = (port: number) => ['--port', String(port), '--save', '', '--appendonly', 'no'];
 
-export async function startRedisServer(): Promise<RedisServer> {
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServer> {
   let port = await freePort();
   while (port === 6379) port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'asm-redis-'));
+  const args = ['--bind', '127.0.0.1', '--dir', dir, ...(options.args ?? plain)(port, dir)];
   let child: ChildProcess | undefined;
-  let exited = true;
+  let output = '';
 
+  // Readiness is the server's own log line, which also holds for a TLS-only server that a plain PING cannot reach.
   const start = async () => {
-    const current = spawn(
-      'redis-server',
-      ['--port', String(port), '--save', '', '--appendonly', 'no', '--bind', '127.0.0.1', '--dir', dir],
-      { stdio: 'ignore' },
-    );
+    output = '';
+    const current = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = current;
-    exited = false;
-    current.on('exit', () => current === child && (exited = true));
-    current.on('error', () => current === child && (exited = true));
-    const deadline = Date.now() + 10_000;
-    while (!(await ping(port))) {
-      if (exited || Date.now() > deadline) {
-        current.kill('SIGKILL');
-        throw new Error(
-          `redis-server did not answer PING on 127.0.0.1:${port}. redis-server must be on the PATH ` +
-            `(Debian: apt-get install redis-server; .ci/run installs it).`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+    const ready = new Promise<void>((resolve, reject) => {
+      const collect = (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('Ready to accept connections')) resolve();
+      };
+      current.stdout!.on('data', collect);
+      current.stderr!.on('data', collect);
+      current.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${output.trim().split('\n').slice(-3).join(' | ')}`)));
+      current.once('error', (err) =>
+        reject(new Error(`redis-server could not start (${err.message}). It must be on the PATH (Debian: apt-get install redis-server; .ci/run installs it).`)),
+      );
+    });
+    const timer = setTimeout(() => current.kill('SIGKILL'), 10_000);
+    try {
+      await ready;
+    } finally {
+      clearTimeout(timer);
     }
   };
 
   const stop = async () => {
     const current = child;
-    if (current === undefined || exited) return;
+    child = undefined;
+    if (current === undefined || current.exitCode !== null || current.signalCode !== null) return;
     current.kill('SIGCONT');
     const gone = new Promise<void>((resolve) => current.once('exit', () => resolve()));
     current.kill('SIGTERM');
-    await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 3_000))]);
-    if (!exited) {
-      current.kill('SIGKILL');
-      await gone;
-    }
+    const timer = setTimeout(() => current.kill('SIGKILL'), 3_000);
+    await gone;
+    clearTimeout(timer);
   };
 
   try {
@@ -105,6 +102,8 @@ export async function startRedisServer(): Promise<RedisServer> {
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    dir,
+    log: () => output,
     stop,
     start,
     freeze: () => child?.kill('SIGSTOP'),
@@ -116,7 +115,7 @@ export async function startRedisServer(): Promise<RedisServer> {
   };
 }
 
-/** Deletes every key under a queue prefix, so that tests sharing one server leave nothing behind. */
+/** Deletes every key under a prefix, so that tests sharing one server leave nothing behind. */
 export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
   let cursor = '0';
   do {

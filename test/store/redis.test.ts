@@ -5,7 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -14,7 +15,7 @@ import type { AsmEvent } from '../../src/schemas/events.js';
 import { createRedisStore, redisKeys, type RedisStoreOptions } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import { eventually, newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
-import { TestRedisServer, tempDir } from './redis-server.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
@@ -96,11 +97,11 @@ describe('Redis store: cluster slots', () => {
   });
 
   describe('on a cluster-mode redis-server, which refuses cross-slot commands', () => {
-    let server: TestRedisServer;
+    let server: RedisServer;
     beforeAll(async () => {
-      server = await TestRedisServer.start((port, dir) => [
+      server = await startRedisServer({ args: (port, dir) => [
         '--port', String(port), '--save', '', '--appendonly', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'),
-      ]);
+      ] });
       const node = new Redis(server.port, '127.0.0.1');
       await node.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
       await eventually(async () => String(await node.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), 'cluster_state:ok');
@@ -117,10 +118,10 @@ describe('Redis store: cluster slots', () => {
 });
 
 describe('Redis store: Redis unreachable', () => {
-  let server: TestRedisServer;
+  let server: RedisServer;
   const stores: Store[] = [];
   beforeAll(async () => {
-    server = await TestRedisServer.start((port) => ['--port', String(port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'always']);
+    server = await startRedisServer({ args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'] });
   });
   afterAll(async () => {
     await Promise.all(stores.map((store) => store.close()));
@@ -152,7 +153,7 @@ describe('Redis store: Redis unreachable', () => {
       expect(err.message).toMatch(/^Redis is unreachable: /);
     }
 
-    await server.restart();
+    await server.start();
     await eventually(() => b.ping().then(() => true, () => false), 'b to reconnect');
     // Appended as soon as b is back, possibly before a's subscriber has resubscribed: a catches up.
     await b.events.append(newEvent(run));
@@ -243,12 +244,12 @@ describe('Redis store: ACL users', () => {
 });
 
 describe('Redis store: TLS (rediss://)', () => {
-  let server: TestRedisServer | undefined;
+  let server: RedisServer | undefined;
   let tlsMissing = '';
   let ca = '';
   let certs = '';
   beforeAll(async () => {
-    certs = tempDir();
+    certs = mkdtempSync(join(tmpdir(), 'asm-tls-'));
     ca = join(certs, 'ca.crt');
     const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
     openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=asm-test-ca');
@@ -256,10 +257,10 @@ describe('Redis store: TLS (rediss://)', () => {
     writeFileSync(join(certs, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
     openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
     try {
-      server = await TestRedisServer.start((port) => [
+      server = await startRedisServer({ args: (port) => [
         '--port', '0', '--tls-port', String(port), '--save', '', '--appendonly', 'no', '--tls-auth-clients', 'no',
         '--tls-cert-file', join(certs, 'server.crt'), '--tls-key-file', join(certs, 'server.key'), '--tls-ca-cert-file', ca,
-      ]);
+      ] });
     } catch (err) {
       if (!/tls/i.test(String(err))) throw err;
       tlsMissing = `this redis-server cannot serve TLS (${String(err)})`;
