@@ -44,7 +44,13 @@ export async function connectDistributed(
     lockLeaseMs: LOCK_LEASE_MS,
     lockWaitMs: redis.commandTimeoutMs * 5,
   });
-  await link.ready(STARTUP_TIMEOUT_MS);
+  try {
+    await link.ready(STARTUP_TIMEOUT_MS);
+    await link.checkAccess([`${redis.prefix}:access-check`, `{${redis.prefix}}:access-check`]);
+  } catch (err) {
+    await Promise.all([store.close(), link.close()]);
+    throw err;
+  }
   const cluster: Cluster = guarded(redisCluster, (err) => (err instanceof OwnerUnreachable ? err : link.toAsmError(err)));
   const engine = new BullMQLaneEngine({
     ...engineOptions,

@@ -73,6 +73,19 @@ export class RedisLink {
     }
   }
 
+  /**
+   * Fail at start-up, with a message that names the ACL, when the user may not touch these keys
+   * (rather than on the first request, or with BullMQ's raw reply from deep inside a worker).
+   */
+  async checkAccess(keys: string[]): Promise<void> {
+    const [connection] = this.connections;
+    try {
+      for (const key of keys) await connection.exists(key);
+    } catch (err) {
+      throw this.toAsmError(err);
+    }
+  }
+
   toAsmError(err: unknown): unknown {
     if (err instanceof AsmError) return err;
     if (err instanceof ReplyError) {

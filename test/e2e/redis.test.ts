@@ -1,0 +1,89 @@
+/**
+ * Distributed mode against Redis trouble, through the whole service (in-process server, real Redis):
+ * an outage in the middle of a run, and ACL users.
+ */
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { createApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+import { until } from '../helpers/processes.js';
+
+describe('distributed mode: Redis goes away in the middle of a run', () => {
+  let redis: RedisServer;
+  let server: TestServer;
+  beforeAll(async () => {
+    redis = await startRedisServer({ args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'] });
+    server = await startServer({ REDIS_URL: redis.url, ASM_REDIS_COMMAND_TIMEOUT_MS: '300' });
+  });
+  afterAll(async () => {
+    await server?.close();
+    await redis?.dispose();
+  });
+
+  it('answers 503 not_ready meanwhile, reports not ready, and loses nothing of the run it had accepted', async () => {
+    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
+    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo first; sleep 1.5; echo during-outage; sleep 1; echo after' })).body;
+    await until(async () => ((await server.request('GET', `/v1/runs/${run.id}`)).body.state === 'running' ? true : undefined), 10_000, 'the run to start');
+
+    await redis.stop();
+    const started = Date.now();
+    const list = await server.request('GET', '/v1/sessions');
+    expect(list.status).toBe(503);
+    expect(list.body.error).toMatchObject({ kind: 'not_ready', retryable: true });
+    expect(list.body.error.message).toMatch(/^Redis is unreachable/);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect((await server.request('POST', '/v1/sessions', { provider: 'shell' })).status).toBe(503);
+    expect((await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo refused' })).status).toBe(503);
+    expect(await server.request('GET', '/readyz')).toMatchObject({ status: 503, body: { status: 'not_ready' } });
+    expect((await server.request('GET', '/healthz')).status).toBe(200);
+
+    await new Promise((resolve) => setTimeout(resolve, 2_000)); // the run prints "during-outage" now
+    await redis.start();
+    await until(async () => ((await server.request('GET', '/readyz')).status === 200 ? true : undefined), 10_000, 'readiness');
+
+    const final = await until(async () => {
+      const res = await server.request('GET', `/v1/runs/${run.id}`);
+      return res.status === 200 && res.body.state !== 'running' ? res.body : undefined;
+    }, 15_000, 'the run to finish');
+    expect(final).toMatchObject({ state: 'completed', result: { text: 'first\nduring-outage\nafter\n' } });
+    const events = (await server.request('GET', `/v1/runs/${run.id}/events?limit=100`)).body.events;
+    expect(events.map((e: any) => e.kind)).toEqual(['run_queued', 'run_started', 'assistant_delta', 'assistant_delta', 'assistant_delta', 'result']);
+    expect(events.map((e: any) => e.seq)).toEqual(events.map((_: unknown, i: number) => events[0].seq + i));
+    // The refused run was never accepted: the session holds only the one that was.
+    expect((await server.request('GET', `/v1/sessions/${session.id}/runs`)).body.runs.map((r: any) => r.id)).toEqual([run.id]);
+  }, 60_000);
+});
+
+describe('distributed mode: an ACL user', () => {
+  const url = inject('asmTestRedisUrl');
+  const admin = new Redis(url);
+  const prefix = `acl-${randomUUID().slice(0, 8)}`;
+  const servers: TestServer[] = [];
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await server.close();
+  });
+  afterAll(async () => {
+    await admin.call('ACL', 'DELUSER', `${prefix}-ok`, `${prefix}-no`);
+    await admin.quit();
+  });
+
+  it('serves with a user limited to its prefix, as the README documents it', async () => {
+    await admin.call('ACL', 'SETUSER', `${prefix}-ok`, 'on', '>secret-pw', `~${prefix}:*`, `~{${prefix}}:*`, `&${prefix}:*`, '+@all');
+    const server = await startServer({ REDIS_URL: url.replace('redis://', `redis://${prefix}-ok:secret-pw@`), ASM_REDIS_PREFIX: prefix });
+    servers.push(server);
+    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
+    const run = await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo acl', wait: true });
+    expect(run.body).toMatchObject({ state: 'completed', result: { text: 'acl\n' } });
+    expect((await admin.keys(`${prefix}:*`)).length).toBeGreaterThan(0);
+  }, 30_000);
+
+  it('refuses to start with a user that may not touch the keys, naming the problem', async () => {
+    await admin.call('ACL', 'SETUSER', `${prefix}-no`, 'on', '>secret-pw', '~other:*', '+@all');
+    const config = loadConfig({ REDIS_URL: url.replace('redis://', `redis://${prefix}-no:secret-pw@`), ASM_REDIS_PREFIX: prefix });
+    await expect(createApp(config, pino({ level: 'silent' }))).rejects.toMatchObject({ kind: 'not_ready', message: expect.stringMatching(/NOPERM|refused access/) });
+  }, 30_000);
+});
