@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 /**
  * Claude end to end through the service: HTTP + WebSocket in front, the core backend spawning the fake
@@ -32,11 +32,11 @@ async function submit(sessionId: string, prompt: string) {
   return res.body;
 }
 
-describe('claude end to end (fake CLI replaying real transcripts)', () => {
+describe.each(SERVER_MODES)('claude end to end, %s (fake CLI replaying real transcripts)', (_mode, modeEnv) => {
   beforeEach(async () => {
     stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-claude-')), 'stdin.jsonl');
     process.env.FAKE_CLAUDE_LOG = stdinLog;
-    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG' });
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ...modeEnv() });
   });
   afterEach(async () => {
     await server.close();

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { projectResult } from '../../src/sessions/projection.js';
-import { groupAlive, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { groupAlive, SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 const stream = (query: string) => server.stream(query);
@@ -20,9 +20,9 @@ function expectGapFree(events: any[]) {
   for (let i = 1; i < events.length; i++) expect(events[i].seq).toBe(events[i - 1].seq + 1);
 }
 
-describe('shell provider end to end (HTTP + WebSocket)', () => {
+describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', (_mode, modeEnv) => {
   beforeEach(async () => {
-    server = await startServer({ ASM_WS_HEARTBEAT_MS: '200' });
+    server = await startServer({ ASM_WS_HEARTBEAT_MS: '200', ...modeEnv() });
   });
   afterEach(async () => {
     await server.close();
@@ -197,6 +197,8 @@ describe('shell provider end to end (HTTP + WebSocket)', () => {
     await ws.next((f) => f.type === 'subscribed');
     await submit(s.id, 'echo x');
     await ws.event('result');
+    // The command completes once its handler returns, which may be a moment after the run's terminal event.
+    await ws.next((f) => f.type === 'queue_event' && f.event.key === 'queue.command.completed');
     expect(new Set(ws.events().map((e) => e.kind))).toEqual(new Set(['run_started', 'result']));
     const queueKeys = ws.frames.filter((f) => f.type === 'queue_event').map((f) => f.event.key);
     expect(queueKeys).toContain('queue.command.submitted');

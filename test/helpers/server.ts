@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { inject } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -6,6 +8,15 @@ import WebSocket from 'ws';
 import { createApp, type AsmApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer } from '../../src/http/server.js';
+
+/**
+ * The two shapes of the service, for suites that run their scenarios in both: distributed mode keeps
+ * its state in the test Redis (test/setup/redis.ts) under a key prefix of its own per server.
+ */
+export const SERVER_MODES: Array<[string, () => Record<string, string>]> = [
+  ['embedded', () => ({})],
+  ['distributed', () => ({ REDIS_URL: inject('asmTestRedisUrl'), ASM_REDIS_PREFIX: `t-${randomUUID().slice(0, 8)}` })],
+];
 
 export const FAKE_CLAUDE = new URL('../fixtures/bin/fake-claude.mjs', import.meta.url).pathname;
 
