@@ -14,7 +14,7 @@ export async function serveCommand(): Promise<number> {
   const server = await buildServer(app);
   await server.listen({ host: config.host, port: config.port });
   app.logger.info(
-    { url: `http://${config.host}:${config.port}`, mode: 'embedded', providers: [...app.providers.keys()], workspaceRoot: config.workspaceRoot },
+    { url: `http://${config.host}:${config.port}`, mode: app.mode, providers: [...app.providers.keys()], workspaceRoot: config.workspaceRoot },
     'ASM is serving',
   );
 

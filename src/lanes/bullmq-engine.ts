@@ -87,6 +87,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   /** Commands this engine runs for another engine's submit. */
   private readonly adopted = new Set<Command>();
   /**
+   * Outcomes learnt from the event stream for local commands whose own fetch was in flight: another
+   * engine ran the job meanwhile. Applied when that fetch comes back without it (see `regrant`).
+   */
+  private readonly finishedDuringFetch = new Map<string, { event: string; field: (name: string) => string | undefined }>();
+  /**
    * Finish and remove events this engine caused and has not seen back yet, by job id: they say
    * nothing new, and must not settle a later command that reuses the id.
    */
@@ -565,7 +570,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   private onFinishedElsewhere(jobId: string, event: string, field: (name: string) => string | undefined): void {
     const command = this.live.get(jobId);
-    if (command === undefined || command.state === CommandState.Active || command.state === CommandState.Done) return;
+    if (command === undefined || command.state === CommandState.Done) return;
+    if (command.state === CommandState.Active) {
+      if (!this.leases.has(command) && command.run === undefined) this.finishedDuringFetch.set(jobId, { event, field });
+      return;
+    }
     if (this.adopted.delete(command)) {
       this.forget(command);
     } else if (event === 'completed') {
@@ -659,8 +668,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         granted.state = CommandState.Done;
         this.forgetHint(granted);
         for (const hint of this.hints.values()) if (hint.lane === lane) this.dropHint(hint);
-      } else {
-        this.returnGrant(granted);
+      } else if (!this.regrant(granted)) {
         this.scheduleRefetch();
       }
       return;
@@ -668,7 +676,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     this.refetchMs = REFETCH_MS;
     let command = this.live.get(job.id);
     if (command === granted) {
-      // Fetched what it asked for.
+      // Fetched what it asked for: nothing of an earlier job with this id can still apply.
+      this.finishedDuringFetch.delete(granted.id);
     } else if (
       command !== undefined &&
       command.lane === lane &&
@@ -714,12 +723,26 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   /** The granted placeholder did not get its own job: a hint is done with, a local command queues again. */
   private giveBack(granted: Command, isHint: boolean): void {
     if (!isHint) {
-      this.returnGrant(granted);
-      // The slot now belongs to the fetched job; returnGrant queued `granted` without releasing it.
+      // The slot now belongs to the fetched job; regrant queues `granted` without releasing it.
+      this.regrant(granted);
       return;
     }
     granted.state = CommandState.Done;
     this.forgetHint(granted);
+  }
+
+  /**
+   * A local command's fetch came back without it: it queues again, unless another engine finished
+   * it while the fetch was in flight (its event was held then), in which case it settles now.
+   * Returns whether it settled.
+   */
+  private regrant(granted: Command): boolean {
+    this.returnGrant(granted);
+    const finished = this.finishedDuringFetch.get(granted.id);
+    if (finished === undefined) return false;
+    this.finishedDuringFetch.delete(granted.id);
+    this.onFinishedElsewhere(granted.id, finished.event, finished.field);
+    return true;
   }
 
   private scheduleRefetch(): void {

@@ -71,6 +71,23 @@ function record(engine: BullMQLaneEngine): LaneEvent[] {
 }
 
 describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () => {
+  it('settles every result when the other engine wins the race for the submitter’s command', async () => {
+    // The submitter fetches for its own command while the other engine, woken by the job's event, may
+    // take and finish it first; that outcome can arrive while the submitter's fetch is still in flight.
+    const [a, b] = await cluster(2, (name) => ({ echo: (payload: { i: number }) => ({ i: payload.i, on: name }) }));
+    const ranOn = new Set<string>();
+    for (let i = 0; i < 150; i++) {
+      const submitter = i % 2 ? a : b;
+      const { result } = await submitter.submit('work', { type: 'echo', payload: { i } });
+      const value = (await within(result, 5_000)) as { i: number; on: string };
+      expect(value.i).toBe(i);
+      ranOn.add(`${i % 2 ? 'A' : 'B'}→${value.on}`);
+    }
+    // Commands crossed engines both ways, so the race was run.
+    expect(ranOn).toContain('A→B');
+    expect(ranOn).toContain('B→A');
+  });
+
   it('runs a command submitted on A on B while A’s lane is paused; the value reaches A, events come from the executor', async () => {
     const ranOn: string[] = [];
     const [a, b] = await cluster(2, (name) => ({
