@@ -4,7 +4,7 @@ import type { ProviderRunInput } from '../../src/providers/types.js';
 
 /** The claude line mapping and control messages, without a process. */
 
-const INPUT: ProviderRunInput = { runId: 'run_1', sessionId: 'ses_1', prompt: 'hi', cwd: '/tmp' };
+const INPUT: ProviderRunInput = { runId: 'run_1', sessionId: 'ses_1', prompt: 'hi', cwd: '/tmp', env: {} };
 const create = (input: Partial<ProviderRunInput> = {}) => claude.create({ ...INPUT, ...input });
 const line = (value: unknown) => JSON.stringify(value);
 
@@ -115,7 +115,7 @@ describe('claude line mapping', () => {
     expect(kindOf(400)).toEqual(['provider_error', false]);
   });
 
-  it('handles an error result without a `result` key, reporting its cost first', () => {
+  it('handles the interrupt result without a `result` key, reporting its cost first', () => {
     const events = create().onLine(
       line({
         type: 'result',
@@ -128,7 +128,8 @@ describe('claude line mapping', () => {
       }),
     ).events!;
     expect(events.map((e) => e.kind)).toEqual(['cost_update', 'error']);
-    expect(events[1].payload).toMatchObject({ kind: 'provider_error', message: '[ede_diagnostic] result_type=user' });
+    // The interrupt's result: aborted_tools means the user stopped the turn.
+    expect(events[1].payload).toMatchObject({ kind: 'user_cancelled', domain: 'runtime', message: '[ede_diagnostic] result_type=user' });
   });
 
   it('reports a result without usage or cost as nulls, and no cost_update', () => {

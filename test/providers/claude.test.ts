@@ -90,6 +90,15 @@ describe('claude provider on the fake CLI', () => {
       num_turns: 2,
       permission_denials: [],
       provider_session_id: sessionId,
+      // The conversation's cumulative figures (modelUsage, total_cost_usd), kept for the next run.
+      provider_totals: {
+        input_tokens: 6,
+        output_tokens: 96,
+        cache_read_input_tokens: 28000,
+        cache_creation_input_tokens: 2400,
+        total_tokens: 30502,
+        cost_usd: 0.019544,
+      },
     });
 
     const [initialize, turn] = stdinLines();
