@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { ProviderEvent, Usage } from '../schemas/events.js';
+import type { ProviderEvent } from '../schemas/events.js';
 import {
+  anthropicUsage,
   completedResult,
   costUpdate,
   errorEvent,
@@ -11,6 +12,7 @@ import {
   raw,
   totalsUsage,
   usageTotals,
+  type AnthropicUsage,
 } from './common.js';
 import type {
   ApprovalRequest,
@@ -98,7 +100,7 @@ interface ClaudeLine {
   stop_reason?: string | null;
   terminal_reason?: string;
   api_error_status?: number;
-  usage?: { input_tokens?: number; output_tokens?: number; cache_read_input_tokens?: number; cache_creation_input_tokens?: number };
+  usage?: AnthropicUsage;
   modelUsage?: Record<string, ModelUsage>;
   total_cost_usd?: number;
   duration_ms?: number;
@@ -339,12 +341,11 @@ function resultOutput(line: ClaudeLine, context: ResultContext): ProviderLineOut
 
 /**
  * The conversation's cumulative totals: modelUsage summed over models (it counts subagents too), else
- * the turn's `usage`; total_cost_usd as the cost. total_tokens counts every token the model processed:
- * Anthropic's input tokens exclude the cached part, which is reported in the two cache fields.
+ * the turn's `usage`; total_cost_usd as the cost.
  */
 function cumulativeTotals(line: ClaudeLine): ProviderTotals | null {
   const models = Object.values(line.modelUsage ?? {});
-  const usage =
+  const usage = anthropicUsage(
     models.length > 0
       ? {
           input_tokens: sum(models, (m) => m.inputTokens),
@@ -352,18 +353,9 @@ function cumulativeTotals(line: ClaudeLine): ProviderTotals | null {
           cache_read_input_tokens: sum(models, (m) => m.cacheReadInputTokens),
           cache_creation_input_tokens: sum(models, (m) => m.cacheCreationInputTokens),
         }
-      : line.usage;
-  if (typeof usage?.input_tokens !== 'number' || typeof usage.output_tokens !== 'number') return null;
-  const cacheRead = usage.cache_read_input_tokens ?? 0;
-  const cacheCreation = usage.cache_creation_input_tokens ?? 0;
-  const normalized: Usage = {
-    input_tokens: usage.input_tokens,
-    output_tokens: usage.output_tokens,
-    cache_read_input_tokens: cacheRead,
-    cache_creation_input_tokens: cacheCreation,
-    total_tokens: usage.input_tokens + usage.output_tokens + cacheRead + cacheCreation,
-  };
-  return usageTotals(normalized, typeof line.total_cost_usd === 'number' ? line.total_cost_usd : null);
+      : line.usage,
+  );
+  return usage && usageTotals(usage, typeof line.total_cost_usd === 'number' ? line.total_cost_usd : null);
 }
 
 function sum<T>(items: T[], pick: (item: T) => number | undefined): number {

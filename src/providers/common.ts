@@ -84,6 +84,28 @@ export function httpStatusError(status: number | undefined): { kind: ErrorKind; 
  */
 const USAGE_FIELDS = ['input_tokens', 'output_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens', 'total_tokens'] as const;
 
+/** Anthropic-shaped usage (claude, amp): input_tokens excludes the cached part, reported in the two cache fields. */
+export interface AnthropicUsage {
+  input_tokens?: number;
+  output_tokens?: number;
+  cache_read_input_tokens?: number;
+  cache_creation_input_tokens?: number;
+}
+
+/** Anthropic-shaped usage as Usage; total_tokens counts every token the model processed, cached ones included. */
+export function anthropicUsage(usage: AnthropicUsage | undefined): Usage | null {
+  if (typeof usage?.input_tokens !== 'number' || typeof usage.output_tokens !== 'number') return null;
+  const cacheRead = usage.cache_read_input_tokens ?? 0;
+  const cacheCreation = usage.cache_creation_input_tokens ?? 0;
+  return {
+    input_tokens: usage.input_tokens,
+    output_tokens: usage.output_tokens,
+    cache_read_input_tokens: cacheRead,
+    cache_creation_input_tokens: cacheCreation,
+    total_tokens: usage.input_tokens + usage.output_tokens + cacheRead + cacheCreation,
+  };
+}
+
 export function usageTotals(usage: Usage, costUsd: number | null = null): ProviderTotals {
   const totals: ProviderTotals = {};
   for (const field of USAGE_FIELDS) {
