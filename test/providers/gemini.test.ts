@@ -98,9 +98,12 @@ describe('gemini on the fake CLI', () => {
   it('interrupt: SIGINT to the group, exit 0 without a result → user_cancelled', async () => {
     const { run, events, waitFor } = startRun(spec('slow [fixture:g-interrupt]', { permissionMode: 'yolo' }));
     await waitFor('tool_use');
+    const interruptedAt = Date.now();
     await run.interrupt('user');
     await run.done;
     expect(terminalError(events)).toMatchObject({ kind: 'user_cancelled' });
+    // gemini ended on the SIGINT itself: the backend's SIGTERM comes only after interruptGraceMs (2 s here).
+    expect(Date.now() - interruptedAt).toBeLessThan(1_500);
   });
 
   it('an error result and exit 1 → provider_error with the API message; exit 53 → guardrail', async () => {
