@@ -1,6 +1,18 @@
 import { AsmError } from '../errors.js';
 import type { ProviderEvent, Usage } from '../schemas/events.js';
-import { anthropicUsage, completedResult, errorEvent, exitMessage, parseLine, raw, type AnthropicUsage } from './common.js';
+import {
+  anthropicUsage,
+  assistantBlockEvent,
+  completedResult,
+  errorEvent,
+  exitMessage,
+  parseLine,
+  raw,
+  SIGNALLED_ONE_SHOT,
+  userBlockEvent,
+  type AnthropicUsage,
+  type ContentBlock,
+} from './common.js';
 import type { ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
@@ -41,23 +53,11 @@ interface AmpLine {
   type?: string;
   subtype?: string;
   session_id?: string;
-  message?: { content?: Block[]; stop_reason?: string | null; usage?: AnthropicUsage };
+  message?: { content?: ContentBlock[]; stop_reason?: string | null; usage?: AnthropicUsage };
   duration_ms?: number;
   num_turns?: number;
   is_error?: boolean;
   error?: string;
-}
-
-interface Block {
-  type?: string;
-  text?: string;
-  thinking?: string;
-  id?: string;
-  name?: string;
-  input?: unknown;
-  tool_use_id?: string;
-  content?: unknown;
-  is_error?: boolean;
 }
 
 function createAmpProcess(input: ProviderRunInput): ProviderProcess {
@@ -81,9 +81,9 @@ function createAmpProcess(input: ProviderRunInput): ProviderProcess {
       case 'assistant':
         usage = addUsage(usage, anthropicUsage(line.message?.usage));
         stopReason = line.message?.stop_reason ?? stopReason;
-        return { events: (line.message?.content ?? []).map(assistantEvent) };
+        return { events: (line.message?.content ?? []).map((block) => assistantBlockEvent(block, null)) };
       case 'user':
-        return { events: (line.message?.content ?? []).map(userEvent) };
+        return { events: (line.message?.content ?? []).map(userBlockEvent) };
       case 'result':
         if (line.subtype === 'success' && line.is_error !== true) {
           return {
@@ -107,12 +107,8 @@ function createAmpProcess(input: ProviderRunInput): ProviderProcess {
   const run = [`--execute=${input.prompt}`, '--stream-json', ...(input.permissionMode === 'dangerously-allow-all' ? ['--dangerously-allow-all'] : [])];
   return {
     args: input.providerSessionId ? ['threads', 'continue', input.providerSessionId, ...run] : run,
-    stdin: 'closed',
-    start: () => ({}),
+    ...SIGNALLED_ONE_SHOT,
     onLine,
-    // Amp never asks in stream JSON mode, so there is never anything to answer.
-    decide: () => ({}),
-    interrupt: () => ({ signal: 'SIGINT' }),
     onExit(exit, sawTerminal) {
       if (sawTerminal) return [];
       if (/couldn't connect to the amp server/i.test(exit.stderr)) return [errorEvent('connection_failed', exitMessage('amp', exit))];
@@ -130,27 +126,6 @@ function addUsage(sum: Usage | null, message: Usage | null): Usage | null {
     cache_creation_input_tokens: (sum.cache_creation_input_tokens ?? 0) + (message.cache_creation_input_tokens ?? 0),
     total_tokens: sum.total_tokens + message.total_tokens,
   };
-}
-
-function assistantEvent(block: Block): ProviderEvent {
-  switch (block.type) {
-    case 'text':
-      return { kind: 'assistant_message', payload: { content: block.text ?? '', model: null } };
-    case 'thinking':
-      return { kind: 'thinking', payload: { content: block.thinking ?? '' } };
-    case 'tool_use':
-      return { kind: 'tool_use', payload: { tool_name: block.name ?? '', tool_call_id: block.id ?? '', input: block.input } };
-    default:
-      return raw(block);
-  }
-}
-
-function userEvent(block: Block): ProviderEvent {
-  if (block.type === 'text') return { kind: 'user_message', payload: { content: block.text ?? '' } };
-  if (block.type === 'tool_result') {
-    return { kind: 'tool_result', payload: { tool_call_id: block.tool_use_id ?? '', content: block.content, is_error: block.is_error === true } };
-  }
-  return raw(block);
 }
 
 function resultError(line: AmpLine): ProviderEvent {

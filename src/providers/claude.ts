@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { ProviderEvent } from '../schemas/events.js';
 import {
   anthropicUsage,
+  assistantBlockEvent,
   completedResult,
   costUpdate,
   errorEvent,
@@ -12,7 +13,9 @@ import {
   raw,
   totalsUsage,
   usageTotals,
+  userBlockEvent,
   type AnthropicUsage,
+  type ContentBlock,
 } from './common.js';
 import type {
   ApprovalRequest,
@@ -124,17 +127,6 @@ interface PermissionDenial {
   message?: string;
 }
 
-interface ContentBlock {
-  type?: string;
-  text?: string;
-  thinking?: string;
-  id?: string;
-  name?: string;
-  input?: unknown;
-  tool_use_id?: string;
-  content?: unknown;
-  is_error?: boolean;
-}
 
 /** The CLI's suggested permission changes ("always allow"); passed back as they are. */
 type PermissionUpdate = Record<string, unknown>;
@@ -174,7 +166,7 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
           apiErrorHint = line.error ?? null;
           return { events: [raw(line)] };
         }
-        return { events: blocks(line).map((block) => assistantEvent(block, messageOf(line)?.model ?? null)) };
+        return { events: blocks(line).map((block) => assistantBlockEvent(block, messageOf(line)?.model ?? null)) };
       case 'user':
         return { events: userEvents(line) };
       case 'stream_event':
@@ -258,32 +250,11 @@ function blocks(line: ClaudeLine): ContentBlock[] {
   return Array.isArray(content) ? content : [];
 }
 
-function assistantEvent(block: ContentBlock, model: string | null): ProviderEvent {
-  switch (block.type) {
-    case 'text':
-      return { kind: 'assistant_message', payload: { content: block.text ?? '', model } };
-    case 'thinking':
-      return { kind: 'thinking', payload: { content: block.thinking ?? '' } };
-    case 'tool_use':
-      return { kind: 'tool_use', payload: { tool_name: block.name ?? '', tool_call_id: block.id ?? '', input: block.input } };
-    default:
-      return raw(block);
-  }
-}
 
 function userEvents(line: ClaudeLine): ProviderEvent[] {
   const content = messageOf(line)?.content;
   if (typeof content === 'string') return [{ kind: 'user_message', payload: { content } }];
-  return blocks(line).map((block): ProviderEvent => {
-    if (block.type === 'tool_result') {
-      return {
-        kind: 'tool_result',
-        payload: { tool_call_id: block.tool_use_id ?? '', content: block.content, is_error: block.is_error === true },
-      };
-    }
-    if (block.type === 'text') return { kind: 'user_message', payload: { content: block.text ?? '' } };
-    return raw(block);
-  });
+  return blocks(line).map(userBlockEvent);
 }
 
 function controlRequest(line: ClaudeLine): ProviderLineOutput {

@@ -1,6 +1,6 @@
 import { AsmError, type ErrorDomain, type ErrorKind } from '../errors.js';
 import type { EventPayload, ProviderEvent, Usage } from '../schemas/events.js';
-import type { ProcessExit, ProviderTotals } from './types.js';
+import type { ProcessExit, ProviderProcess, ProviderTotals } from './types.js';
 
 /**
  * Pieces every stream-json provider needs the same way: framing a line as a JSON object, keeping
@@ -8,9 +8,56 @@ import type { ProcessExit, ProviderTotals } from './types.js';
  * per-run figures a result reports. Not a provider (the registry skips this file).
  */
 
+/**
+ * The protocol of a CLI that takes its prompt in argv and never asks (gemini, amp): stdin closed,
+ * nothing to write at start, no approval to answer, SIGINT to its process group to stop it.
+ */
+export const SIGNALLED_ONE_SHOT = {
+  stdin: 'closed',
+  start: () => ({}),
+  decide: () => ({}),
+  interrupt: () => ({ signal: 'SIGINT' }),
+} as const satisfies Partial<ProviderProcess>;
+
 /** Unknown CLI output: kept, never dropped. */
 export function raw(content: unknown): ProviderEvent {
   return { kind: 'raw', payload: { stream: 'stdout', content } };
+}
+
+/** A content block of an Anthropic-shaped message (claude, and amp's Claude-compatible stream JSON). */
+export interface ContentBlock {
+  type?: string;
+  text?: string;
+  thinking?: string;
+  id?: string;
+  name?: string;
+  input?: unknown;
+  tool_use_id?: string;
+  content?: unknown;
+  is_error?: boolean;
+}
+
+/** An assistant message's block: text | thinking | tool_use → assistant_message | thinking | tool_use; others raw. */
+export function assistantBlockEvent(block: ContentBlock, model: string | null): ProviderEvent {
+  switch (block.type) {
+    case 'text':
+      return { kind: 'assistant_message', payload: { content: block.text ?? '', model } };
+    case 'thinking':
+      return { kind: 'thinking', payload: { content: block.thinking ?? '' } };
+    case 'tool_use':
+      return { kind: 'tool_use', payload: { tool_name: block.name ?? '', tool_call_id: block.id ?? '', input: block.input } };
+    default:
+      return raw(block);
+  }
+}
+
+/** A user message's block: tool_result | text → tool_result | user_message; others raw. */
+export function userBlockEvent(block: ContentBlock): ProviderEvent {
+  if (block.type === 'tool_result') {
+    return { kind: 'tool_result', payload: { tool_call_id: block.tool_use_id ?? '', content: block.content, is_error: block.is_error === true } };
+  }
+  if (block.type === 'text') return { kind: 'user_message', payload: { content: block.text ?? '' } };
+  return raw(block);
 }
 
 export function errorEvent(

@@ -1,6 +1,6 @@
 import type { ErrorDomain, ErrorKind } from '../errors.js';
 import type { ProviderEvent } from '../schemas/events.js';
-import { completedResult, errorEvent, exitMessage, parseLine, raw } from './common.js';
+import { completedResult, errorEvent, exitMessage, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
 import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
@@ -120,12 +120,8 @@ function createGeminiProcess(input: ProviderRunInput): ProviderProcess {
       ...(input.permissionMode && input.permissionMode !== 'default' ? ['--approval-mode', input.permissionMode] : []),
       ...(input.providerSessionId ? ['--resume', input.providerSessionId] : []),
     ],
-    stdin: 'closed',
-    start: () => ({}),
+    ...SIGNALLED_ONE_SHOT,
     onLine,
-    // Headless gemini never asks, so there is never anything to answer.
-    decide: () => ({}),
-    interrupt: () => ({ signal: 'SIGINT' }),
     onExit(exit, sawTerminal) {
       return sawTerminal ? [] : [exitError(exit, failed)];
     },

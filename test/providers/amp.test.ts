@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import amp from '../../src/providers/amp.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
-import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
+import { interruptAfter, kinds, makeSpec, runToEnd, terminalError, terminalOf } from '../backends/harness.js';
 
 /** Amp: argv, auth check, line mapping, and the core backend driving the fake amp (§10.4 shapes). */
 
@@ -89,14 +89,10 @@ describe('amp on the fake CLI', () => {
   });
 
   it('interrupt: SIGINT, and amp reports the cancellation', async () => {
-    const { run, events, waitFor } = startRun(spec('Run the slow job [fixture:a-interrupt]'));
-    await waitFor('tool_use');
-    const interruptedAt = Date.now();
-    await run.interrupt('user');
-    await run.done;
+    const { events, endedInMs } = await interruptAfter(spec('Run the slow job [fixture:a-interrupt]'), 'tool_use');
     expect(terminalError(events)).toMatchObject({ kind: 'user_cancelled' });
     // amp ended on the SIGINT itself: the backend's SIGTERM comes only after interruptGraceMs (2 s here).
-    expect(Date.now() - interruptedAt).toBeLessThan(1_500);
+    expect(endedInMs).toBeLessThan(1_500);
   });
 
   it('without AMP_API_KEY the run fails at once with auth_error and nothing is spawned', async () => {

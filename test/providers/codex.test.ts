@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import codex from '../../src/providers/codex.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
-import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
+import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
 /**
  * Codex on both transports: argv and line mapping, and the core backend driving the fake codex, which
@@ -109,13 +109,9 @@ describe('codex exec on the fake CLI', () => {
   });
 
   it('interrupt: SIGINT, no final event, exit 1 → user_cancelled', async () => {
-    const { run, events, waitFor } = startRun(fakeCodex('slow [fixture:x1-interrupt]', { permissionMode: 'full-auto' }).spec);
-    await waitFor('tool_use');
-    const interruptedAt = Date.now();
-    await run.interrupt('user');
-    await run.done;
+    const { events, endedInMs } = await interruptAfter(fakeCodex('slow [fixture:x1-interrupt]', { permissionMode: 'full-auto' }).spec, 'tool_use');
     expect(terminalError(events)).toMatchObject({ kind: 'user_cancelled' });
-    expect(Date.now() - interruptedAt).toBeLessThan(1_500);
+    expect(endedInMs).toBeLessThan(1_500);
   });
 });
 

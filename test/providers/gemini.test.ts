@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import gemini from '../../src/providers/gemini.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
+import { interruptAfter, kinds, makeSpec, runToEnd, terminalError, terminalOf } from '../backends/harness.js';
 
 /** Gemini: the line mapping, and the core backend driving the fake gemini (real §10.3 transcripts). */
 
@@ -96,14 +96,10 @@ describe('gemini on the fake CLI', () => {
   });
 
   it('interrupt: SIGINT to the group, exit 0 without a result → user_cancelled', async () => {
-    const { run, events, waitFor } = startRun(spec('slow [fixture:g-interrupt]', { permissionMode: 'yolo' }));
-    await waitFor('tool_use');
-    const interruptedAt = Date.now();
-    await run.interrupt('user');
-    await run.done;
+    const { events, endedInMs } = await interruptAfter(spec('slow [fixture:g-interrupt]', { permissionMode: 'yolo' }), 'tool_use');
     expect(terminalError(events)).toMatchObject({ kind: 'user_cancelled' });
     // gemini ended on the SIGINT itself: the backend's SIGTERM comes only after interruptGraceMs (2 s here).
-    expect(Date.now() - interruptedAt).toBeLessThan(1_500);
+    expect(endedInMs).toBeLessThan(1_500);
   });
 
   it('an error result and exit 1 → provider_error with the API message; exit 53 → guardrail', async () => {
