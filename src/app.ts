@@ -12,6 +12,9 @@ import type { ProviderDefinition } from './providers/types.js';
 import { SessionService } from './sessions/service.js';
 import { createMemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 /** Everything one ASM process runs, built in one place: the composition root for serve, tests and benches. */
 export interface AsmApp {
@@ -30,7 +33,6 @@ export interface AsmApp {
   close(): Promise<void>;
 }
 
-export const VERSION = '0.1.0';
 
 /** The parts that differ between embedded mode (this process only) and distributed mode (Redis). */
 export interface Infrastructure {

@@ -6,6 +6,7 @@ import type {
   ApprovalRequest,
   ProviderLineOutput,
   ProviderProcess,
+  ProviderTotals,
 } from '../providers/types.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
@@ -29,7 +30,8 @@ import type { Backend, BackendRun, BackendRunSpec, EventSink, InterruptReason } 
  * - The run's deadline (spec.deadlineMs) is an interrupt with reason 'deadline'.
  * - Approvals get an id here (apr_<uuid>) and are answered through decide(); a finished run drops them.
  * - The provider session id (known up front or learnt from the output) is stamped on the terminal
- *   event as `provider_session_id`, so continuation can rely on it.
+ *   event as `provider_session_id`, so continuation can rely on it; so are the conversation's latest
+ *   cumulative totals, as `provider_totals`, which the next run of the conversation gets back.
  */
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
@@ -53,6 +55,7 @@ class CoreRun implements BackendRun {
   private finished = false;
   private interruptReason: InterruptReason | null = null;
   private providerSessionId: string | null;
+  private providerTotals: ProviderTotals | null;
   private readonly approvals = new Map<string, ApprovalRequest>();
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -62,6 +65,8 @@ class CoreRun implements BackendRun {
     private readonly limits: RunLimits,
   ) {
     this.providerSessionId = spec.providerSessionId ?? null;
+    // A run that learns nothing new leaves its conversation's totals as they were.
+    this.providerTotals = spec.previousTotals ?? null;
     this.done = this.run();
   }
 
@@ -140,6 +145,7 @@ class CoreRun implements BackendRun {
   /** Carry out what the provider asked for, in order: events, approvals, stdin, signal. */
   private apply(output: ProviderLineOutput): void {
     if (output.providerSessionId) this.providerSessionId = output.providerSessionId;
+    if (output.totals) this.providerTotals = output.totals;
     this.emitAll(output.events ?? []);
     for (const approval of output.approvals ?? []) this.requestApproval(approval);
     for (const line of output.write ?? []) this.process?.write(line);
@@ -174,7 +180,7 @@ class CoreRun implements BackendRun {
       return;
     }
     this.finished = true;
-    this.sink(this.stampSessionId(this.outcomeAfterInterrupt(event)));
+    this.sink(this.stampConversation(this.outcomeAfterInterrupt(event)));
     this.afterTerminal();
   }
 
@@ -188,9 +194,12 @@ class CoreRun implements BackendRun {
     return errorEvent(new AsmError('user_cancelled', 'Run interrupted'));
   }
 
-  private stampSessionId(event: ProviderEvent): ProviderEvent {
-    if (this.providerSessionId === null) return event;
-    return { ...event, payload: { ...event.payload, provider_session_id: this.providerSessionId } } as ProviderEvent;
+  private stampConversation(event: ProviderEvent): ProviderEvent {
+    const stamps = {
+      ...(this.providerSessionId !== null && { provider_session_id: this.providerSessionId }),
+      ...(this.providerTotals !== null && { provider_totals: this.providerTotals }),
+    };
+    return { ...event, payload: { ...event.payload, ...stamps } } as ProviderEvent;
   }
 
   private afterTerminal(): void {

@@ -12,8 +12,6 @@ export interface BackendRunSpec extends ProviderRunInput {
   provider: ProviderDefinition;
   /** Resolved binary path or name. */
   binary: string;
-  /** The complete environment for the CLI (already filtered by the allowlist). */
-  env: Record<string, string>;
   /** Name of the node executing the run, reported in run_started. */
   node: string;
   /** Deadline for the whole run; the backend interrupts with reason 'deadline' when it passes. */

@@ -1,13 +1,29 @@
 import { randomUUID } from 'node:crypto';
-import { AsmError, type ErrorKind } from '../errors.js';
-import type { EventPayload, ProviderEvent, Usage } from '../schemas/events.js';
+import type { ProviderEvent } from '../schemas/events.js';
+import {
+  anthropicUsage,
+  assistantBlockEvent,
+  completedResult,
+  costUpdate,
+  errorEvent,
+  exitMessage,
+  httpStatusError,
+  parseLine,
+  perRun,
+  raw,
+  totalsUsage,
+  usageTotals,
+  userBlockEvent,
+  type AnthropicUsage,
+  type ContentBlock,
+} from './common.js';
 import type {
   ApprovalRequest,
-  ProcessExit,
   ProviderDefinition,
   ProviderLineOutput,
   ProviderProcess,
   ProviderRunInput,
+  ProviderTotals,
 } from './types.js';
 
 /**
@@ -24,23 +40,31 @@ import type {
  * ----------------------------------------------------------------------------------------------
  * system/init                                   → none; its session_id is captured
  * system/session_state_changed, system/status   → none (protocol plumbing)
+ * system/permission_denied                      → raw; also listed in the result's permission_denials
  * control_response success, keep_alive          → none (answers to our requests, liveness)
  * assistant block: text | thinking | tool_use   → assistant_message | thinking | tool_use
+ * assistant, synthetic API error message        → raw; its `error` hint refines the error kind
  * user block: tool_result | text (or a string)  → tool_result | user_message
  * stream_event content_block_delta text_delta   → assistant_delta
  * control_request can_use_tool                  → an approval (the backend emits approval_requested)
  * control_request, any other subtype            → raw, and answered with a control_response error
  * result, is_error false                        → cost_update, result; stdin closed
- * result, is_error true (whatever the subtype)  → cost_update, error (kind from api_error_status); stdin closed
+ * result, is_error true (whatever the subtype)  → cost_update, error (kind below); stdin closed
  * any other type, subtype or content block      → raw
  * a line that is not JSON                       → error parse_error (ends the run)
  *
+ * An error result's kind (cli-formats.md §2.4, §2.5): API errors arrive as subtype "success" with
+ * is_error true, so only is_error tells. api_error_status 401/403 → auth_error, 429 → rate_limit,
+ * 5xx → provider_error (retryable), other → provider_error; without a status, the synthetic assistant
+ * line's `error` (authentication_failed, rate_limit, overloaded, …) decides. terminal_reason
+ * aborted_tools / aborted_streaming (an interrupt; that result has no `result` key) → user_cancelled;
+ * error_max_turns / error_max_budget_usd → provider_error in the guardrail domain.
+ *
+ * Usage and cost: total_cost_usd and modelUsage are cumulative for the conversation, also across
+ * --resume, so they are kept as the provider's totals and the run reports its difference to the totals
+ * of the previous run (ProviderRunInput.previousTotals). `usage` alone would miss subagents' tokens.
+ *
  * The process exits without a result line       → error transport_error, the stderr tail appended
- * ----------------------------------------------------------------------------------------------
- * killed by a signal                            → "claude was stopped by SIGTERM before the turn ended"
- * exit 130 / 143 (SIGINT / SIGTERM)             → "claude exited with code 143 (stopped by a signal) …"
- * exit N ≠ 0                                    → "claude exited with code N"
- * exit 0                                        → "claude exited without a result"
  */
 
 const BASE_ARGS = [
@@ -62,7 +86,13 @@ interface ClaudeLine {
   type?: string;
   subtype?: string;
   session_id?: string;
-  message?: { model?: string; content?: string | ContentBlock[] };
+  /** An Anthropic message on assistant and user lines; the denial text on system/permission_denied. */
+  message?: { model?: string; content?: string | ContentBlock[] } | string;
+  /** On a synthetic assistant line that reports an API error (model "<synthetic>"). */
+  is_api_error_message?: boolean;
+  error?: string;
+  tool_name?: string;
+  tool_use_id?: string;
   event?: { type?: string; delta?: { type?: string; text?: string } };
   request_id?: string;
   request?: { subtype?: string; tool_name?: string; input?: unknown; permission_suggestions?: PermissionUpdate[] };
@@ -73,24 +103,30 @@ interface ClaudeLine {
   stop_reason?: string | null;
   terminal_reason?: string;
   api_error_status?: number;
-  usage?: { input_tokens?: number; output_tokens?: number; cache_read_input_tokens?: number; cache_creation_input_tokens?: number };
+  usage?: AnthropicUsage;
+  modelUsage?: Record<string, ModelUsage>;
   total_cost_usd?: number;
   duration_ms?: number;
   num_turns?: number;
-  permission_denials?: unknown[];
+  permission_denials?: PermissionDenial[];
 }
 
-interface ContentBlock {
-  type?: string;
-  text?: string;
-  thinking?: string;
-  id?: string;
-  name?: string;
-  input?: unknown;
-  tool_use_id?: string;
-  content?: unknown;
-  is_error?: boolean;
+/** result.modelUsage[model]: cumulative for the conversation. */
+interface ModelUsage {
+  inputTokens?: number;
+  outputTokens?: number;
+  cacheReadInputTokens?: number;
+  cacheCreationInputTokens?: number;
 }
+
+/** An entry of result.permission_denials; `message` added from the matching system/permission_denied line. */
+interface PermissionDenial {
+  tool_name?: string;
+  tool_use_id?: string;
+  tool_input?: unknown;
+  message?: string;
+}
+
 
 /** The CLI's suggested permission changes ("always allow"); passed back as they are. */
 type PermissionUpdate = Record<string, unknown>;
@@ -107,26 +143,30 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
   const sessionId = input.providerSessionId ?? randomUUID();
   let deltaIndex = 0;
   let interruptCount = 0;
+  /** The `error` of the last synthetic API-error assistant line, for the error result's kind. */
+  let apiErrorHint: string | null = null;
+  const denials: PermissionDenial[] = [];
 
   function onLine(text: string): ProviderLineOutput {
-    if (text.trim() === '') return {};
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(text);
-    } catch {
-      const error = new AsmError('parse_error', `claude printed a line that is not JSON: ${text.slice(0, 200)}`);
-      return { events: [{ kind: 'error', payload: error.toBody() }] };
-    }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return { events: [raw(parsed)] };
-    const line = parsed as ClaudeLine;
+    const parsed = parseLine<ClaudeLine>('claude', text);
+    if (!('line' in parsed)) return parsed;
+    const { line } = parsed;
 
     switch (line.type) {
       case 'system':
         if (line.subtype === 'init') return { providerSessionId: line.session_id };
         if (line.subtype === 'session_state_changed' || line.subtype === 'status') return {};
+        if (line.subtype === 'permission_denied') {
+          const message = typeof line.message === 'string' ? line.message : undefined;
+          denials.push({ tool_name: line.tool_name, tool_use_id: line.tool_use_id, message });
+        }
         return { events: [raw(line)] };
       case 'assistant':
-        return { events: blocks(line).map((block) => assistantEvent(block, line.message?.model ?? null)) };
+        if (line.is_api_error_message) {
+          apiErrorHint = line.error ?? null;
+          return { events: [raw(line)] };
+        }
+        return { events: blocks(line).map((block) => assistantBlockEvent(block, messageOf(line)?.model ?? null)) };
       case 'user':
         return { events: userEvents(line) };
       case 'stream_event':
@@ -141,7 +181,7 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       case 'keep_alive':
         return {};
       case 'result':
-        return { events: resultEvents(line), endInput: true };
+        return resultOutput(line, { previousTotals: input.previousTotals, apiErrorHint, denials });
       default:
         return { events: [raw(line)] };
     }
@@ -196,43 +236,25 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       };
     },
     onExit(exit, sawTerminal) {
-      if (sawTerminal) return [];
-      return [{ kind: 'error', payload: new AsmError('transport_error', exitMessage(exit)).toBody() }];
+      return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('claude', exit))];
     },
   };
 }
 
+function messageOf(line: ClaudeLine): Exclude<ClaudeLine['message'], string> {
+  return typeof line.message === 'string' ? undefined : line.message;
+}
+
 function blocks(line: ClaudeLine): ContentBlock[] {
-  const content = line.message?.content;
+  const content = messageOf(line)?.content;
   return Array.isArray(content) ? content : [];
 }
 
-function assistantEvent(block: ContentBlock, model: string | null): ProviderEvent {
-  switch (block.type) {
-    case 'text':
-      return { kind: 'assistant_message', payload: { content: block.text ?? '', model } };
-    case 'thinking':
-      return { kind: 'thinking', payload: { content: block.thinking ?? '' } };
-    case 'tool_use':
-      return { kind: 'tool_use', payload: { tool_name: block.name ?? '', tool_call_id: block.id ?? '', input: block.input } };
-    default:
-      return raw(block);
-  }
-}
 
 function userEvents(line: ClaudeLine): ProviderEvent[] {
-  const content = line.message?.content;
+  const content = messageOf(line)?.content;
   if (typeof content === 'string') return [{ kind: 'user_message', payload: { content } }];
-  return blocks(line).map((block): ProviderEvent => {
-    if (block.type === 'tool_result') {
-      return {
-        kind: 'tool_result',
-        payload: { tool_call_id: block.tool_use_id ?? '', content: block.content, is_error: block.is_error === true },
-      };
-    }
-    if (block.type === 'text') return { kind: 'user_message', payload: { content: block.text ?? '' } };
-    return raw(block);
-  });
+  return blocks(line).map(userBlockEvent);
 }
 
 function controlRequest(line: ClaudeLine): ProviderLineOutput {
@@ -258,85 +280,94 @@ function controlResponse(requestId: string | undefined, body: Record<string, unk
   return JSON.stringify({ type: 'control_response', response: { ...body, request_id: requestId } });
 }
 
-function resultEvents(line: ClaudeLine): ProviderEvent[] {
-  const usage = normalizeUsage(line.usage);
-  const cost = typeof line.total_cost_usd === 'number' ? line.total_cost_usd : null;
-  const events: ProviderEvent[] = [];
-  // Tokens are spent whether or not the turn succeeded, so the cost is reported either way.
-  if (usage && cost !== null) {
-    events.push({
-      kind: 'cost_update',
-      payload: {
-        input_tokens: usage.input_tokens,
-        output_tokens: usage.output_tokens,
-        total_tokens: usage.total_tokens,
-        cost_usd: cost,
-      },
-    });
-  }
-  // API errors come back as subtype "success" with is_error true: only is_error tells (§2.4).
-  if (line.is_error === true) {
-    events.push(resultError(line));
-    return events;
-  }
-  const result: EventPayload<'result'> & { num_turns: number | null; permission_denials: unknown[] } = {
-    status: 'completed',
-    stop_reason: line.stop_reason ?? null,
-    usage,
-    cost_usd: cost,
-    duration_ms: line.duration_ms ?? null,
-    num_turns: line.num_turns ?? null,
-    permission_denials: line.permission_denials ?? [],
-  };
-  events.push({ kind: 'result', payload: result });
-  return events;
+interface ResultContext {
+  previousTotals: ProviderTotals | undefined;
+  apiErrorHint: string | null;
+  denials: PermissionDenial[];
 }
 
-function resultError(line: ClaudeLine): ProviderEvent {
-  const status = line.api_error_status;
-  let kind: ErrorKind = 'provider_error';
-  if (status === 401 || status === 403) kind = 'auth_error';
-  else if (status === 429) kind = 'rate_limit';
-  const retryable = typeof status === 'number' && status >= 500 ? true : undefined;
-  // After an interrupt or a limit there is no `result` text, only `errors` (claude-code#94741).
-  const message = line.result || line.errors?.join('; ') || `claude turn failed (${line.subtype}, ${line.terminal_reason})`;
-  const error: EventPayload<'error'> & { terminal_reason: string | null; api_error_status: number | null } = {
-    ...new AsmError(kind, message, { retryable }).toBody(),
-    terminal_reason: line.terminal_reason ?? null,
-    api_error_status: status ?? null,
-  };
-  return { kind: 'error', payload: error };
+function resultOutput(line: ClaudeLine, context: ResultContext): ProviderLineOutput {
+  const totals = cumulativeTotals(line);
+  const run = totals ? perRun(totals, context.previousTotals) : null;
+  const usage = run ? totalsUsage(run) : null;
+  const cost = run?.cost_usd ?? null;
+  // Tokens are spent whether or not the turn succeeded, so the cost is reported either way.
+  const events = costUpdate(usage, cost);
+  // API errors come back as subtype "success" with is_error true: only is_error tells (§2.4).
+  if (line.is_error === true) {
+    events.push(resultError(line, context.apiErrorHint));
+  } else {
+    events.push(
+      completedResult({
+        stopReason: line.stop_reason ?? null,
+        usage,
+        costUsd: cost,
+        durationMs: line.duration_ms ?? null,
+        extra: { num_turns: line.num_turns ?? null, permission_denials: withMessages(line.permission_denials ?? [], context.denials) },
+      }),
+    );
+  }
+  return { events, endInput: true, ...(totals && { totals }) };
 }
 
 /**
- * The turn's usage. total_tokens counts every token the model processed: Anthropic's input_tokens
- * excludes the cached part, which is reported in the two cache fields.
+ * The conversation's cumulative totals: modelUsage summed over models (it counts subagents too), else
+ * the turn's `usage`; total_cost_usd as the cost.
  */
-function normalizeUsage(usage: ClaudeLine['usage']): Usage | null {
-  if (typeof usage?.input_tokens !== 'number' || typeof usage.output_tokens !== 'number') return null;
-  const cacheRead = usage.cache_read_input_tokens ?? 0;
-  const cacheCreation = usage.cache_creation_input_tokens ?? 0;
-  return {
-    input_tokens: usage.input_tokens,
-    output_tokens: usage.output_tokens,
-    cache_read_input_tokens: cacheRead,
-    cache_creation_input_tokens: cacheCreation,
-    total_tokens: usage.input_tokens + usage.output_tokens + cacheRead + cacheCreation,
-  };
+function cumulativeTotals(line: ClaudeLine): ProviderTotals | null {
+  const models = Object.values(line.modelUsage ?? {});
+  const usage = anthropicUsage(
+    models.length > 0
+      ? {
+          input_tokens: sum(models, (m) => m.inputTokens),
+          output_tokens: sum(models, (m) => m.outputTokens),
+          cache_read_input_tokens: sum(models, (m) => m.cacheReadInputTokens),
+          cache_creation_input_tokens: sum(models, (m) => m.cacheCreationInputTokens),
+        }
+      : line.usage,
+  );
+  return usage && usageTotals(usage, typeof line.total_cost_usd === 'number' ? line.total_cost_usd : null);
 }
 
-function exitMessage({ code, signal, stderr }: ProcessExit): string {
-  let what: string;
-  if (signal) what = `claude was stopped by ${signal} before the turn ended`;
-  else if (code === 130 || code === 143) what = `claude exited with code ${code} (stopped by a signal) before the turn ended`;
-  else if (code !== 0) what = `claude exited with code ${code}`;
-  else what = 'claude exited without a result';
-  const tail = stderr.trim();
-  return tail ? `${what}: ${tail}` : what;
+function sum<T>(items: T[], pick: (item: T) => number | undefined): number {
+  return items.reduce((total, item) => total + (pick(item) ?? 0), 0);
 }
 
-function raw(content: unknown): ProviderEvent {
-  return { kind: 'raw', payload: { stream: 'stdout', content } };
+/** The result's denials, each with the message of its system/permission_denied line; denials only seen there are added. */
+function withMessages(listed: PermissionDenial[], seen: PermissionDenial[]): PermissionDenial[] {
+  const messages = new Map(seen.map((denial) => [denial.tool_use_id, denial.message]));
+  const merged = listed.map((denial) => {
+    const message = messages.get(denial.tool_use_id);
+    return message === undefined ? denial : { ...denial, message };
+  });
+  const listedIds = new Set(listed.map((denial) => denial.tool_use_id));
+  return [...merged, ...seen.filter((denial) => !listedIds.has(denial.tool_use_id))];
+}
+
+/** The synthetic assistant line's `error` values (§2.2), for API errors that carry no status. */
+const API_ERROR_HINTS: Record<string, ReturnType<typeof httpStatusError>> = {
+  authentication_failed: { kind: 'auth_error' },
+  billing_error: { kind: 'auth_error' },
+  rate_limit: { kind: 'rate_limit' },
+  overloaded: { kind: 'provider_error', retryable: true },
+  server_error: { kind: 'provider_error', retryable: true },
+};
+
+function resultError(line: ClaudeLine, apiErrorHint: string | null): ProviderEvent {
+  // After an interrupt or a limit there is no `result` text, only `errors` (claude-code#94741).
+  const message = line.result || line.errors?.join('; ') || `claude turn failed (${line.subtype}, ${line.terminal_reason})`;
+  const extra = { terminal_reason: line.terminal_reason ?? null, api_error_status: line.api_error_status ?? null };
+  if (line.terminal_reason === 'aborted_tools' || line.terminal_reason === 'aborted_streaming') {
+    return errorEvent('user_cancelled', message, { extra });
+  }
+  if (line.subtype === 'error_max_turns' || line.subtype === 'error_max_budget_usd') {
+    return errorEvent('provider_error', message, { domain: 'guardrail', extra });
+  }
+  const { kind, retryable } =
+    line.api_error_status === undefined && apiErrorHint !== null && API_ERROR_HINTS[apiErrorHint]
+      ? API_ERROR_HINTS[apiErrorHint]
+      : httpStatusError(line.api_error_status);
+  return errorEvent(kind, message, { retryable, extra });
 }
 
 const claude: ProviderDefinition = {

@@ -5,12 +5,12 @@ import type { ProviderDefinition } from './types.js';
 
 /**
  * Providers are discovered, not listed: every module in this folder except the ones named below
- * default-exports a ProviderDefinition, so adding a provider is adding one file. Discovery reads the
- * folder this module is in, which is src/providers/*.ts under vitest and tsx, and dist/providers/*.js
- * after the build.
+ * (the contract, this registry, and common.ts with the helpers providers share) default-exports a
+ * ProviderDefinition, so adding a provider is adding one file. Discovery reads the folder this module
+ * is in, which is src/providers/*.ts under vitest and tsx, and dist/providers/*.js after the build.
  */
 
-const NOT_PROVIDERS = new Set(['types', 'registry', 'index']);
+const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common']);
 
 let loaded: Promise<Map<string, ProviderDefinition>> | null = null;
 

@@ -18,7 +18,24 @@ export interface ProviderRunInput {
   permissionMode?: string;
   /** The provider's own session id from an earlier run, to continue that conversation. */
   providerSessionId?: string;
+  /**
+   * The complete environment the CLI will get (already filtered by the allowlist), so a provider can
+   * refuse to start a CLI that would hang without its credentials (amp without AMP_API_KEY).
+   */
+  env: Record<string, string>;
+  /**
+   * The cumulative totals the provider reported at the end of the previous run of the conversation it
+   * continues (ProviderLineOutput.totals), absent for a new conversation. CLIs that report usage or cost
+   * for the whole thread (codex, claude's total_cost_usd) subtract these to report per-run figures.
+   */
+  previousTotals?: ProviderTotals;
 }
+
+/**
+ * A provider's cumulative counters for its conversation (tokens, cost), in whatever shape it chooses:
+ * the service stores them on the session and hands them back as `previousTotals` on continuation.
+ */
+export type ProviderTotals = Record<string, number>;
 
 /** What the provider wants done with the process in response to something (a line, an approval, an interrupt). */
 export interface ProviderActions {
@@ -45,6 +62,8 @@ export interface ProviderLineOutput extends ProviderActions {
   approvals?: ApprovalRequest[];
   /** The provider's own session id, once known (e.g. from claude's system/init). */
   providerSessionId?: string;
+  /** The conversation's cumulative totals as of this line; the backend stamps the latest on the terminal event. */
+  totals?: ProviderTotals;
 }
 
 export interface ProcessExit {
@@ -94,5 +113,9 @@ export interface ProviderDefinition {
   permissionModes: string[];
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
+  /**
+   * Protocol state for one run. May throw an AsmError to refuse the run before anything is spawned
+   * (the run ends with that error), e.g. when the CLI could only hang.
+   */
   create(input: ProviderRunInput): ProviderProcess;
 }

@@ -10,6 +10,7 @@ import { TERMINAL_KINDS, type AsmEvent, type EventPayload, type Usage } from '..
  * - usage and cost: from the `result` event; failing that, the sum of `cost_update` events.
  * - status: result/run_completed → completed; error user_cancelled → interrupted; other error → failed.
  * - duration_ms: from run_started (or the first event) to the terminal event.
+ * - provider_session_id: from the terminal event, else from run_started.
  */
 export type ProjectableEvent = Pick<AsmEvent, 'kind' | 'payload' | 'timestamp' | 'metadata'>;
 
@@ -70,6 +71,8 @@ export function projectResult(events: readonly ProjectableEvent[]): RunResult {
   result.duration_ms = Math.max(0, Date.parse(terminal.timestamp) - Date.parse(start));
   result.metadata = terminal.metadata;
   const payload = terminal.payload as Record<string, unknown>;
+  // CLIs that print their session id mid-run (codex, gemini, amp) have it stamped on the terminal event.
+  if (typeof payload.provider_session_id === 'string') result.provider_session_id = payload.provider_session_id;
   switch (terminal.kind) {
     case 'result': {
       const done = payload as EventPayload<'result'>;

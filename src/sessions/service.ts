@@ -481,6 +481,7 @@ export class SessionService {
         await this.finishWithoutStart(runId, cancelled('before it started'));
         return { run_id: runId, state: 'interrupted' };
       }
+      const continuing = run.options.continuation && session.provider_session_id !== null;
       const backendRun = this.backend.start(
         {
           provider,
@@ -490,7 +491,8 @@ export class SessionService {
           cwd: session.cwd,
           model: session.model ?? undefined,
           permissionMode: session.permission_mode ?? undefined,
-          providerSessionId: run.options.continuation ? session.provider_session_id ?? undefined : undefined,
+          providerSessionId: continuing ? session.provider_session_id! : undefined,
+          previousTotals: continuing ? session.provider_totals ?? undefined : undefined,
           binary: resolveBinary(provider, this.config.binaries),
           env: buildCliEnv(process.env, provider.env, this.config.passEnv),
           node: this.config.nodeName,
@@ -527,6 +529,7 @@ export class SessionService {
     if (TERMINAL_KINDS.has(event.kind)) {
       active.ended = true;
       await this.approvals.closeForRun(run.id);
+      await this.rememberConversation(run, event.payload);
       await this.finish(run, active.events, event);
       return;
     }
@@ -539,6 +542,22 @@ export class SessionService {
     } else if (event.kind === 'approval_requested') {
       await this.onApprovalRequested(run, event.payload);
     }
+  }
+
+  /**
+   * The terminal event carries the provider's session id (some CLIs only print it mid-run) and the
+   * conversation's cumulative totals after this run (none for a new conversation that reported none):
+   * both are kept on the session, for the next run that continues the conversation.
+   */
+  private async rememberConversation(run: RunRecord, payload: Record<string, unknown>): Promise<void> {
+    const totals = (payload.provider_totals as Record<string, number> | undefined) ?? null;
+    const sessionId = payload.provider_session_id;
+    await this.durably(() =>
+      this.store.sessions.update(run.session_id, {
+        provider_totals: totals,
+        ...(typeof sessionId === 'string' && { provider_session_id: sessionId }),
+      }),
+    );
   }
 
   private async onApprovalRequested(run: RunRecord, payload: EventPayload<'approval_requested'>): Promise<void> {

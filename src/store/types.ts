@@ -9,6 +9,11 @@ import type { Approval, Run, Session } from '../schemas/api.js';
 
 export interface SessionRecord extends Session {
   tenant: string;
+  /**
+   * The provider's cumulative totals for its conversation (ProviderTotals), from the last run that
+   * reported any; given back to the next run that continues the conversation. Internal: not in the API.
+   */
+  provider_totals?: Record<string, number> | null;
 }
 
 /** What a run was asked to do, fixed at submit time (after session defaults and per-run overrides). */

@@ -109,3 +109,13 @@ export async function waitForMembers(pgid: number, name: string, count = 1): Pro
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+/** Runs until the first event of `kind`, interrupts, and waits for the end: the events and how long the end took. */
+export async function interruptAfter(spec: BackendRunSpec, kind: EventKind): Promise<{ events: ProviderEvent[]; endedInMs: number }> {
+  const { run, events, waitFor } = startRun(spec);
+  await waitFor(kind);
+  const interruptedAt = Date.now();
+  await run.interrupt('user');
+  await run.done;
+  return { events, endedInMs: Date.now() - interruptedAt };
+}

@@ -157,7 +157,7 @@ describe('bad input over HTTP', () => {
 
     it('names the known providers and queues in the refusal', async () => {
       const provider = await server.request('POST', '/v1/sessions', { provider: 'gpt-9' });
-      expect(provider.body.error.message).toContain('claude, shell');
+      expect(provider.body.error.message).toContain('known: amp, claude, codex, gemini, shell');
       const queue = await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'express' });
       expect(queue.body.error.message).toMatch(/lanes: .*prompt/);
     });

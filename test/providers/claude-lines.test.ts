@@ -4,7 +4,7 @@ import type { ProviderRunInput } from '../../src/providers/types.js';
 
 /** The claude line mapping and control messages, without a process. */
 
-const INPUT: ProviderRunInput = { runId: 'run_1', sessionId: 'ses_1', prompt: 'hi', cwd: '/tmp' };
+const INPUT: ProviderRunInput = { runId: 'run_1', sessionId: 'ses_1', prompt: 'hi', cwd: '/tmp', env: {} };
 const create = (input: Partial<ProviderRunInput> = {}) => claude.create({ ...INPUT, ...input });
 const line = (value: unknown) => JSON.stringify(value);
 
@@ -115,7 +115,7 @@ describe('claude line mapping', () => {
     expect(kindOf(400)).toEqual(['provider_error', false]);
   });
 
-  it('handles an error result without a `result` key, reporting its cost first', () => {
+  it('handles the interrupt result without a `result` key, reporting its cost first', () => {
     const events = create().onLine(
       line({
         type: 'result',
@@ -128,7 +128,8 @@ describe('claude line mapping', () => {
       }),
     ).events!;
     expect(events.map((e) => e.kind)).toEqual(['cost_update', 'error']);
-    expect(events[1].payload).toMatchObject({ kind: 'provider_error', message: '[ede_diagnostic] result_type=user' });
+    // The interrupt's result: aborted_tools means the user stopped the turn.
+    expect(events[1].payload).toMatchObject({ kind: 'user_cancelled', domain: 'runtime', message: '[ede_diagnostic] result_type=user' });
   });
 
   it('reports a result without usage or cost as nulls, and no cost_update', () => {
@@ -172,5 +173,53 @@ describe('claude exit without a result', () => {
 
   it('adds nothing once the run has its terminal event', () => {
     expect(create().onExit({ code: 0, signal: null, stderr: '' }, true)).toEqual([]);
+  });
+});
+
+describe('claude edges: cumulative totals, error kinds, denials', () => {
+  const cumulative = (cost: number, input: number, output: number) =>
+    resultLine({
+      total_cost_usd: cost,
+      usage: { input_tokens: 1, output_tokens: 1 },
+      modelUsage: {
+        'claude-opus-5-5': { inputTokens: input, outputTokens: output, cacheReadInputTokens: 100, cacheCreationInputTokens: 0, costUSD: cost },
+      },
+    });
+
+  it('reports a resumed run its own cost and usage, and the new cumulative totals', () => {
+    const first = create().onLine(cumulative(0.02, 6, 96));
+    expect(first.totals).toEqual({ input_tokens: 6, output_tokens: 96, cache_read_input_tokens: 100, cache_creation_input_tokens: 0, total_tokens: 202, cost_usd: 0.02 });
+    const second = create({ providerSessionId: 's', previousTotals: first.totals }).onLine(cumulative(0.035, 10, 150));
+    expect(second.events![0].payload).toEqual({ input_tokens: 4, output_tokens: 54, total_tokens: 58, cost_usd: 0.015 });
+    expect(second.events![1].payload).toMatchObject({ usage: { input_tokens: 4, output_tokens: 54, cache_read_input_tokens: 0, total_tokens: 58 }, cost_usd: 0.015 });
+    expect(second.totals).toMatchObject({ input_tokens: 10, cost_usd: 0.035 });
+  });
+
+  it('takes lower cumulative figures as a conversation that started afresh', () => {
+    const output = create({ previousTotals: { input_tokens: 50, output_tokens: 500, total_tokens: 550, cost_usd: 1 } }).onLine(cumulative(0.02, 6, 96));
+    expect(output.events![1].payload).toMatchObject({ cost_usd: 0.02, usage: { input_tokens: 6, output_tokens: 96 } });
+  });
+
+  it('uses the synthetic API-error line to classify an error result without a status', () => {
+    const process = create();
+    const synthetic = { type: 'assistant', is_api_error_message: true, error: 'authentication_failed', message: { model: '<synthetic>', content: [{ type: 'text', text: 'Not logged in · Please run /login' }] } };
+    expect(process.onLine(line(synthetic)).events![0].kind).toBe('raw');
+    const events = process.onLine(resultLine({ is_error: true, result: 'Not logged in · Please run /login' })).events!;
+    expect(events.at(-1)!.payload).toMatchObject({ kind: 'auth_error', message: 'Not logged in · Please run /login' });
+  });
+
+  it('maps turn and budget limits to the guardrail domain', () => {
+    const payload = create().onLine(line({ type: 'result', subtype: 'error_max_turns', is_error: true, errors: ['max turns'], terminal_reason: 'max_turns' })).events![0].payload;
+    expect(payload).toMatchObject({ kind: 'provider_error', domain: 'guardrail', message: 'max turns' });
+  });
+
+  it('lists auto-denied tools in the result with the reason from system/permission_denied', () => {
+    const process = create({ permissionMode: 'dontAsk' });
+    const denied = { type: 'system', subtype: 'permission_denied', tool_name: 'Bash', tool_use_id: 'toolu_1', message: 'touch needs approval' };
+    expect(process.onLine(line(denied)).events).toEqual([{ kind: 'raw', payload: { stream: 'stdout', content: denied } }]);
+    const result = process.onLine(resultLine({ permission_denials: [{ tool_name: 'Bash', tool_use_id: 'toolu_1', tool_input: { command: 'touch x' } }] })).events![0];
+    expect(result.payload).toMatchObject({
+      permission_denials: [{ tool_name: 'Bash', tool_use_id: 'toolu_1', tool_input: { command: 'touch x' }, message: 'touch needs approval' }],
+    });
   });
 });

@@ -75,21 +75,19 @@ describe('claude provider on the fake CLI', () => {
     });
     expect(events[3].payload).toEqual({ tool_call_id: 'toolu_01633670bef47c4569bb9963', content: 'hello-from-shell', is_error: false });
     expect(events[5].payload).toEqual({ input_tokens: 6, output_tokens: 96, total_tokens: 30502, cost_usd: 0.019544 });
+    const usage = { input_tokens: 6, output_tokens: 96, cache_read_input_tokens: 28000, cache_creation_input_tokens: 2400, total_tokens: 30502 };
     expect(terminalOf(events).payload).toEqual({
       status: 'completed',
       stop_reason: 'end_turn',
-      usage: {
-        input_tokens: 6,
-        output_tokens: 96,
-        cache_read_input_tokens: 28000,
-        cache_creation_input_tokens: 2400,
-        total_tokens: 30502,
-      },
+      usage,
       cost_usd: 0.019544,
       duration_ms: 275,
       num_turns: 2,
       permission_denials: [],
       provider_session_id: sessionId,
+      // The conversation's cumulative figures (modelUsage, total_cost_usd), kept for the next run.
+      // A first run's own figures are the conversation's totals.
+      provider_totals: { ...usage, cost_usd: 0.019544 },
     });
 
     const [initialize, turn] = stdinLines();

@@ -6,7 +6,8 @@ import shell from '../../src/providers/shell.js';
 describe('provider registry', () => {
   it('discovers the provider files of its folder, once', async () => {
     const providers = await loadProviders();
-    expect([...providers.keys()]).toEqual(expect.arrayContaining(['claude', 'shell']));
+    expect([...providers.keys()].sort()).toEqual(['amp', 'claude', 'codex', 'gemini', 'shell']);
+    expect(providers.has('common')).toBe(false);
     expect(providers.has('types')).toBe(false);
     expect(providers.get('shell')!.create).toBe(shell.create);
     expect(await loadProviders()).toBe(providers);

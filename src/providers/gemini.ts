@@ -1,0 +1,186 @@
+import type { ErrorDomain, ErrorKind } from '../errors.js';
+import type { ProviderEvent } from '../schemas/events.js';
+import { completedResult, errorEvent, exitMessage, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
+import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
+
+/**
+ * `gemini`: Gemini CLI in headless stream-json mode (reference/cli-formats.md §7):
+ *
+ *   gemini --prompt=PROMPT --output-format stream-json --skip-trust [-m MODEL] [--approval-mode MODE] [--resume ID]
+ *
+ * The prompt is the `--prompt=` value, never an argument of its own: a prompt that starts with "-"
+ * must not become a flag. `--skip-trust`: headless mode in an untrusted folder exits 55 without it, and
+ * an untrusted folder silently forces the approval mode back to default. stdin is closed (the CLI
+ * appends stdin content to the prompt).
+ *
+ * Approvals: none in headless mode; the CLI turns every "ask" into a deny and does not even register
+ * the shell and write tools unless the mode allows them. The session's permission_mode picks what is
+ * allowed up front:
+ *   default   → (no flag)                  read-only tools; shell and writes are not registered
+ *   auto_edit → --approval-mode auto_edit  edits and writes run; the shell stays unavailable
+ *   yolo      → --approval-mode yolo       everything runs
+ *   plan      → --approval-mode plan       plans only, no changes
+ *
+ * Interrupt: SIGINT to the process group. Signalling only the launcher does nothing (a relaunched
+ * child does the work); the group's child shuts down gracefully and exits 0 with no `result` line,
+ * which therefore means interrupted (user_cancelled).
+ *
+ * stdout line                         → ASM events
+ * ---------------------------------------------------------------------------------------------
+ * init                                → none; its session_id is captured (the continuation id)
+ * message role user                   → user_message
+ * message role assistant (delta)      → assistant_delta (the CLI streams text only as deltas)
+ * tool_use / tool_result              → tool_use / tool_result (is_error for status "error")
+ * error (warning or non-fatal error)  → raw; the run goes on
+ * result status success               → result; usage from stats (per invocation; no cost)
+ * result status error                 → remembered: the process exits right after it, and its exit
+ *                                       code says what failed (below), so the terminal error is made then
+ * anything else                       → raw; a line that is not JSON → parse_error
+ *
+ * Exit codes (§7.3): 1 general/API → provider_error, 41 → auth_error, 42 input → config_invalid,
+ * 44 sandbox → config_invalid, 52 config → config_invalid, 53 turn limit → provider_error (guardrail),
+ * 54 fatal tool error → provider_error (tool), 55 untrusted folder → config_invalid,
+ * 130 → user_cancelled, 0 without a result → user_cancelled.
+ */
+
+interface GeminiLine {
+  type?: string;
+  session_id?: string;
+  role?: string;
+  content?: string;
+  tool_name?: string;
+  tool_id?: string;
+  parameters?: unknown;
+  status?: string;
+  output?: string;
+  error?: { type?: string; message?: string };
+  stats?: { total_tokens?: number; input_tokens?: number; output_tokens?: number; cached?: number; duration_ms?: number; tool_calls?: number };
+}
+
+const EXIT_CODES: Record<number, { kind: ErrorKind; domain?: ErrorDomain; what: string }> = {
+  1: { kind: 'provider_error', what: 'a general or API error' },
+  41: { kind: 'auth_error', what: 'no usable authentication' },
+  42: { kind: 'config_invalid', what: 'an input error' },
+  44: { kind: 'config_invalid', what: 'a sandbox error' },
+  52: { kind: 'config_invalid', what: 'a configuration error' },
+  53: { kind: 'provider_error', domain: 'guardrail', what: 'the session turn limit' },
+  54: { kind: 'provider_error', domain: 'tool', what: 'a fatal tool error' },
+  55: { kind: 'config_invalid', what: 'an untrusted workspace' },
+  130: { kind: 'user_cancelled', what: 'cancellation' },
+};
+
+function createGeminiProcess(input: ProviderRunInput): ProviderProcess {
+  let deltaIndex = 0;
+  /** An error result, turned into the terminal error once the exit code is known. */
+  let failed: GeminiLine['error'] | null = null;
+
+  function onLine(text: string): ProviderLineOutput {
+    const parsed = parseLine<GeminiLine>('gemini', text);
+    if (!('line' in parsed)) return parsed;
+    const { line } = parsed;
+    switch (line.type) {
+      case 'init':
+        return { providerSessionId: line.session_id };
+      case 'message':
+        if (line.role === 'assistant') return { events: [{ kind: 'assistant_delta', payload: { content: line.content ?? '', index: deltaIndex++ } }] };
+        if (line.role === 'user') return { events: [{ kind: 'user_message', payload: { content: line.content ?? '' } }] };
+        return { events: [raw(line)] };
+      case 'tool_use':
+        return { events: [{ kind: 'tool_use', payload: { tool_name: line.tool_name ?? '', tool_call_id: line.tool_id ?? '', input: line.parameters } }] };
+      case 'tool_result':
+        return {
+          events: [
+            {
+              kind: 'tool_result',
+              payload: {
+                tool_call_id: line.tool_id ?? '',
+                content: line.output ?? line.error?.message ?? null,
+                is_error: line.status === 'error',
+                ...(line.error?.type && { error_type: line.error.type }),
+              },
+            },
+          ],
+        };
+      case 'result':
+        if (line.status === 'success') return { events: [successResult(line)] };
+        failed = line.error ?? {};
+        return {};
+      default:
+        return { events: [raw(line)] };
+    }
+  }
+
+  return {
+    args: [
+      `--prompt=${input.prompt}`,
+      '--output-format',
+      'stream-json',
+      '--skip-trust',
+      ...(input.model ? ['-m', input.model] : []),
+      ...(input.permissionMode && input.permissionMode !== 'default' ? ['--approval-mode', input.permissionMode] : []),
+      ...(input.providerSessionId ? ['--resume', input.providerSessionId] : []),
+    ],
+    ...SIGNALLED_ONE_SHOT,
+    onLine,
+    onExit(exit, sawTerminal) {
+      return sawTerminal ? [] : [exitError(exit, failed)];
+    },
+  };
+}
+
+function successResult(line: GeminiLine): ProviderEvent {
+  const stats = line.stats;
+  const usage =
+    typeof stats?.input_tokens === 'number' && typeof stats.output_tokens === 'number'
+      ? {
+          input_tokens: stats.input_tokens,
+          output_tokens: stats.output_tokens,
+          // input_tokens includes the cached part here (stats.input = input_tokens − cached).
+          cache_read_input_tokens: stats.cached ?? 0,
+          total_tokens: stats.total_tokens ?? stats.input_tokens + stats.output_tokens,
+        }
+      : null;
+  return completedResult({
+    stopReason: null,
+    usage,
+    costUsd: null,
+    durationMs: stats?.duration_ms ?? null,
+    extra: { tool_calls: stats?.tool_calls ?? null },
+  });
+}
+
+function exitError(exit: ProcessExit, failed: GeminiLine['error'] | null): ProviderEvent {
+  if (exit.code === 0 && !failed) {
+    return errorEvent('user_cancelled', 'gemini stopped without a result (its process group was signalled)');
+  }
+  const known = exit.code === null ? undefined : EXIT_CODES[exit.code];
+  if (!known) return errorEvent('transport_error', exitMessage('gemini', exit));
+  const detail = failed?.message ?? exit.stderr.trim();
+  const message = `gemini exited with code ${exit.code} (${known.what})${detail ? `: ${detail}` : ''}`;
+  return errorEvent(known.kind, message, { domain: known.domain, extra: { exit_code: exit.code, ...(failed?.type && { error_type: failed.type }) } });
+}
+
+const gemini: ProviderDefinition = {
+  name: 'gemini',
+  displayName: 'Gemini CLI',
+  defaultBinary: 'gemini',
+  // Auth methods in the CLI's order of preference (cli-formats.md §7.7), and endpoint overrides.
+  env: [
+    'GEMINI_API_KEY',
+    'GOOGLE_API_KEY',
+    'GOOGLE_GENAI_USE_GCA',
+    'GOOGLE_GENAI_USE_VERTEXAI',
+    'GOOGLE_CLOUD_PROJECT',
+    'GOOGLE_CLOUD_LOCATION',
+    'GOOGLE_APPLICATION_CREDENTIALS',
+    'GOOGLE_GEMINI_BASE_URL',
+    'GOOGLE_VERTEX_BASE_URL',
+  ],
+  defaultQueue: 'prompt',
+  capabilities: ['interrupt', 'continuation', 'usage'],
+  permissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
+  versionArgs: ['--version'],
+  create: createGeminiProcess,
+};
+
+export default gemini;
