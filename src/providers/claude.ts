@@ -31,7 +31,8 @@ import type {
  * control_request can_use_tool                  → an approval (the backend emits approval_requested)
  * control_request, any other subtype            → raw, and answered with a control_response error
  * result, is_error false                        → cost_update, result; stdin closed
- * result, is_error true (whatever the subtype)  → cost_update, error (kind from api_error_status); stdin closed
+ * result, is_error true (whatever the subtype)  → cost_update, error (kind from api_error_status, or
+ *                                                 connection_failed from api_error); stdin closed
  * any other type, subtype or content block      → raw
  * a line that is not JSON                       → error parse_error (ends the run)
  *
@@ -73,6 +74,8 @@ interface ClaudeLine {
   stop_reason?: string | null;
   terminal_reason?: string;
   api_error_status?: number;
+  /** The CLI's own classification of an API failure, e.g. "connection_failed" (no HTTP status then). */
+  api_error?: string;
   usage?: { input_tokens?: number; output_tokens?: number; cache_read_input_tokens?: number; cache_creation_input_tokens?: number };
   total_cost_usd?: number;
   duration_ms?: number;
@@ -295,7 +298,9 @@ function resultEvents(line: ClaudeLine): ProviderEvent[] {
 function resultError(line: ClaudeLine): ProviderEvent {
   const status = line.api_error_status;
   let kind: ErrorKind = 'provider_error';
-  if (status === 401 || status === 403) kind = 'auth_error';
+  // A model endpoint that cannot be reached has no status; 2.1.329 says so in api_error.
+  if (line.api_error === 'connection_failed') kind = 'connection_failed';
+  else if (status === 401 || status === 403) kind = 'auth_error';
   else if (status === 429) kind = 'rate_limit';
   const retryable = typeof status === 'number' && status >= 500 ? true : undefined;
   // After an interrupt or a limit there is no `result` text, only `errors` (claude-code#94741).

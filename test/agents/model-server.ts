@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { freePort } from '../helpers/processes.js';
 
 /**
  * A loopback stand-in for the three model APIs the real agent CLIs call, so `npm run test:agents`
@@ -116,11 +117,7 @@ export async function startModelServer(): Promise<ModelServer> {
 
 /** A loopback URL nothing listens on: the port was free a moment ago and is closed again. */
 export async function closedPortUrl(): Promise<string> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return `http://127.0.0.1:${port}`;
+  return `http://127.0.0.1:${await freePort()}`;
 }
 
 function dialectOf(method: string, path: string): Dialect | null {
