@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AgentRig, processRunning } from './harness.js';
+import { AgentRig, processRunning, until } from './harness.js';
 import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
 
 /**
@@ -170,11 +170,3 @@ describe('claude (real CLI) through the service', () => {
     expect(model.requests).toHaveLength(0);
   });
 });
-
-async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}

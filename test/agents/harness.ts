@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,15 +58,19 @@ export function offlineEnv(name: AgentName, home: string, baseUrl: string): Reco
       mkdirSync(join(home, '.gemini'), { recursive: true });
       // GOOGLE_GEMINI_BASE_URL alone selects the "gateway" auth type, which 0.61's headless auth check
       // rejects ("Invalid auth method selected", exit 41); a configured API-key auth type wins over
-      // the environment and still honours the base URL.
-      writeFileSync(join(home, '.gemini', 'settings.json'), JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));
+      // the environment and still honours the base URL. maxAttempts 1: a 429 or 5xx would otherwise
+      // be retried 10 times from a 5 s back-off.
+      writeFileSync(
+        join(home, '.gemini', 'settings.json'),
+        JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } }, general: { maxAttempts: 1 } }),
+      );
       return { HOME: home, GEMINI_API_KEY: 'test-key', GOOGLE_GEMINI_BASE_URL: baseUrl };
     }
   }
 }
 
-/** A model name codex knows, so it does not warn about missing model metadata. */
-export const CODEX_MODEL = 'gpt-5-codex';
+/** A model in codex's built-in catalog, so it does not warn about missing model metadata. */
+export const CODEX_MODEL = 'gpt-5.5';
 export const GEMINI_MODEL = 'gemini-2.5-flash';
 
 /**
@@ -158,14 +163,99 @@ export function kindsOf(events: any[]): string[] {
   return events.map((e) => e.kind).filter((k) => k !== 'stderr');
 }
 
-/** Whether a process whose command line contains `marker` is still running (read from /proc). */
-export function processRunning(marker: string): boolean {
-  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(marker)) return true;
-    } catch {
-      // the process ended while we looked
-    }
+/** Polls `check` until it holds. */
+export async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return false;
+}
+
+/** The ids of the processes whose command line contains `marker` (read from /proc). */
+export function processesWith(marker: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(marker);
+      } catch {
+        return false; // the process ended while we looked
+      }
+    })
+    .map(Number);
+}
+
+/** A process's group id (field 5 of /proc/<pid>/stat; the command name before it may hold spaces). */
+export function processGroupOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
+export function processRunning(marker: string): boolean {
+  return processesWith(marker).length > 0;
+}
+
+/** A CLI spawned by the test itself (no service in between), to prove the model-server dialects. */
+export interface CliProcess {
+  child: ChildProcess;
+  /** stdout, parsed line by line as it arrives. */
+  lines: any[];
+  stderr(): string;
+  /** The first line matching `test` (already seen or still to come). */
+  line(test: (line: any) => boolean, timeoutMs?: number): Promise<any>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Writes one JSON line to stdin. */
+  send(message: unknown): void;
+}
+
+/**
+ * Spawns the pinned `name` binary in its own process group, with only PATH and the offline
+ * environment. stdin is a pipe when `stdin` is 'pipe' (a control channel), else /dev/null.
+ */
+export function spawnCli(name: AgentName, args: string[], opts: { cwd: string; env: Record<string, string>; stdin?: 'pipe' | 'ignore' }): CliProcess {
+  const child = spawn(agentBin(name), args, {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? '', ...opts.env },
+    stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const lines: any[] = [];
+  const waiters: Array<{ test: (line: any) => boolean; resolve: (line: any) => void }> = [];
+  let stderr = '';
+  let pending = '';
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  child.stdout!.on('data', (chunk) => {
+    pending += chunk;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const text of complete.filter((l) => l.trim())) {
+      const line = JSON.parse(text);
+      lines.push(line);
+      for (const waiter of waiters.filter((w) => w.test(line))) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    line(test, timeoutMs = 60_000) {
+      const found = lines.find(test);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms; stderr: ${stderr.slice(-500)}`)), timeoutMs);
+        waiters.push({ test, resolve: (line) => (clearTimeout(timer), resolve(line)) });
+      });
+    },
+    send(message) {
+      child.stdin!.write(`${JSON.stringify(message)}\n`);
+    },
+  };
 }
