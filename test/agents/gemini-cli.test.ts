@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GEMINI_MODEL, offlineEnv, processesWith, processGroupOf, processRunning, scratchHome, spawnCli, until, type CliProcess } from './harness.js';
+import { GEMINI_MODEL, offlineEnv, processRunning, stopProcessesWith, scratchHome, spawnCli, until, type CliProcess } from './harness.js';
 import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
 
 /**
@@ -103,9 +103,7 @@ describe('gemini (real CLI) against the model server', () => {
     expect(model.requests).toHaveLength(1);
     // 0.61 runs shell commands in a process group of their own and does not stop them when it is
     // interrupted, so the command outlives the CLI (cli-formats.md §7.6; test/agents/README.md).
-    const orphans = processesWith(marker);
-    expect(orphans.length).toBeGreaterThan(0);
-    for (const pgid of new Set(orphans.map(processGroupOf))) process.kill(-pgid, 'SIGTERM');
+    expect(stopProcessesWith(marker)).toBeGreaterThan(0);
     await until(() => !processRunning(marker));
   });
 });

@@ -192,6 +192,22 @@ export function processGroupOf(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
 }
 
+/**
+ * SIGTERMs the process groups of the processes whose command line contains `marker`: the commands
+ * this suite had a CLI start, which a CLI may leave behind. Returns how many processes matched.
+ */
+export function stopProcessesWith(marker: string): number {
+  const pids = processesWith(marker);
+  for (const pid of pids) {
+    try {
+      process.kill(-processGroupOf(pid), 'SIGTERM');
+    } catch {
+      // it ended between the listing and the signal
+    }
+  }
+  return pids.length;
+}
+
 export function processRunning(marker: string): boolean {
   return processesWith(marker).length > 0;
 }
