@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { AgentRig, processRunning, until } from './harness.js';
-import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
+import { describe, expect, it } from 'vitest';
+import { processRunning, until, useServiceRig } from './harness.js';
+import { closedPortUrl } from './model-server.js';
 
 /**
  * The real Claude Code CLI (pinned in scripts/install-agents.ts) run by the service, against the
@@ -10,21 +10,8 @@ import { closedPortUrl, startModelServer, type ModelServer } from './model-serve
  * --input-format stream-json …`, the model's turns scripted per scenario.
  */
 
-let model: ModelServer;
-const rig = new AgentRig('claude');
-
-beforeAll(async () => {
-  model = await startModelServer();
-  await rig.start(model);
-});
-afterAll(async () => {
-  await rig.stop();
-  await model.close();
-});
-afterEach(() => {
-  rig.pointAt(model.url);
-  model.requests.length = 0;
-});
+const ctx = useServiceRig('claude');
+const rig = ctx.rig;
 
 /** The text of the newest user message the model received. */
 function lastUserText(body: any): string {
@@ -34,7 +21,7 @@ function lastUserText(body: any): string {
 
 describe('claude (real CLI) through the service', () => {
   it('answers a plain prompt: text, usage and cost from the model', async () => {
-    model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
+    ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
     const s = await rig.session();
     const { run, kinds } = await rig.run(s, 'Say hello');
 
@@ -43,13 +30,13 @@ describe('claude (real CLI) through the service', () => {
     expect(run.result.text).toBe('Hello from the model.');
     expect(run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
     expect(run.result.cost_usd).toBeGreaterThan(0);
-    expect(model.requests).toHaveLength(1);
-    expect(lastUserText(model.requests[0].body)).toContain('Say hello');
-    expect(model.requests[0].headers['x-api-key']).toBe('test-key');
+    expect(ctx.model.requests).toHaveLength(1);
+    expect(lastUserText(ctx.model.requests[0].body)).toContain('Say hello');
+    expect(ctx.model.requests[0].headers['x-api-key']).toBe('test-key');
   });
 
   it('runs a shell tool call and sends its output back to the model', async () => {
-    model.script(
+    ctx.model.script(
       { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
       { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
     );
@@ -64,7 +51,7 @@ describe('claude (real CLI) through the service', () => {
     const toolResult = events.find((e) => e.kind === 'tool_result');
     expect(toolResult.payload).toMatchObject({ tool_call_id: toolUse.payload.tool_call_id, is_error: false });
     expect(JSON.stringify(toolResult.payload.content)).toContain('hello-from-shell');
-    expect(model.requests.map((r) => r.toolResults)).toEqual([[], ['hello-from-shell']]);
+    expect(ctx.model.requests.map((r) => r.toolResults)).toEqual([[], ['hello-from-shell']]);
     expect(run.state).toBe('completed');
     expect(run.result.text).toBe('Running it.\nIt printed hello-from-shell.');
     // Usage is the turn's: both model calls, summed.
@@ -72,7 +59,7 @@ describe('claude (real CLI) through the service', () => {
   });
 
   it('asks for approval of a write; allowed, the command runs', async () => {
-    model.script({ text: 'Creating it.', shell: 'touch approved.txt' }, { text: 'Created approved.txt.' });
+    ctx.model.script({ text: 'Creating it.', shell: 'touch approved.txt' }, { text: 'Created approved.txt.' });
     const s = await rig.session();
     const { run, kinds, events } = await rig.run(s, 'Create approved.txt', async (live) => {
       const requested = await live.event('approval_requested');
@@ -87,14 +74,14 @@ describe('claude (real CLI) through the service', () => {
     ]);
     expect(events.find((e) => e.kind === 'tool_result').payload.is_error).toBe(false);
     expect(existsSync(join(s.cwd, 'approved.txt'))).toBe(true);
-    expect(model.requests).toHaveLength(2);
-    expect(model.requests[1].toolResults).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(2);
+    expect(ctx.model.requests[1].toolResults).toHaveLength(1);
     expect(run.state).toBe('completed');
     expect(run.result.text).toBe('Creating it.\nCreated approved.txt.');
   });
 
   it('asks for approval of a write; denied, the command does not run and the model hears why', async () => {
-    model.script({ text: 'Creating it.', shell: 'touch denied.txt' }, { text: 'I was not allowed to.' });
+    ctx.model.script({ text: 'Creating it.', shell: 'touch denied.txt' }, { text: 'I was not allowed to.' });
     const s = await rig.session();
     const { run, kinds, events } = await rig.run(s, 'Create denied.txt', async (live) => {
       const requested = await live.event('approval_requested');
@@ -108,7 +95,7 @@ describe('claude (real CLI) through the service', () => {
     expect(events.find((e) => e.kind === 'approval_resolved').payload).toMatchObject({ decision: 'deny', reason: 'not in this repo' });
     expect(events.find((e) => e.kind === 'tool_result').payload.is_error).toBe(true);
     expect(existsSync(join(s.cwd, 'denied.txt'))).toBe(false);
-    expect(model.requests[1].toolResults.join('')).toContain('not in this repo');
+    expect(ctx.model.requests[1].toolResults.join('')).toContain('not in this repo');
     expect(run.state).toBe('completed');
     expect(run.result.text).toBe('Creating it.\nI was not allowed to.');
   });
@@ -117,7 +104,7 @@ describe('claude (real CLI) through the service', () => {
     // Claude refuses a standalone `sleep` ("use Monitor"), so the slow tool is a node one-liner,
     // which is not read-only and so needs an approval first.
     const marker = 'setTimeout(() => {}, 47500)';
-    model.script({ text: 'Starting the slow job.', shell: `node -e '${marker}'` }, { text: 'never sent' });
+    ctx.model.script({ text: 'Starting the slow job.', shell: `node -e '${marker}'` }, { text: 'never sent' });
     const s = await rig.session();
     const { run, kinds, events, terminal } = await rig.run(s, 'Run the slow job', async (live) => {
       const requested = await live.event('approval_requested');
@@ -138,7 +125,7 @@ describe('claude (real CLI) through the service', () => {
     expect(run.result.error.kind).toBe('user_cancelled');
     await until(() => !processRunning(marker));
     // The model was not asked again after the interrupt.
-    expect(model.requests).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(1);
   });
 
   it.each([
@@ -146,7 +133,7 @@ describe('claude (real CLI) through the service', () => {
     [429, 'rate_limit', true],
     [500, 'provider_error', true],
   ])('fails a run whose model answers HTTP %i with %s', async (status, kind, retryable) => {
-    model.script({ httpStatus: status, message: `scripted ${status}` });
+    ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
     const s = await rig.session();
     const { run, kinds, terminal } = await rig.run(s, 'Say hello');
 
@@ -156,7 +143,7 @@ describe('claude (real CLI) through the service', () => {
     expect(terminal.payload.message).toContain(`scripted ${status}`);
     expect(run.state).toBe('failed');
     expect(run.result.error.kind).toBe(kind);
-    expect(model.requests.length).toBeGreaterThan(0);
+    expect(ctx.model.requests.length).toBeGreaterThan(0);
   });
 
   it('fails a run whose model server is down', async () => {
@@ -167,6 +154,6 @@ describe('claude (real CLI) through the service', () => {
     expect(kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'error']);
     expect(terminal.payload.kind).toBe('connection_failed');
     expect(run.state).toBe('failed');
-    expect(model.requests).toHaveLength(0);
+    expect(ctx.model.requests).toHaveLength(0);
   });
 });

@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CODEX_MODEL, offlineEnv, processRunning, scratchHome, spawnCli, until, type CliProcess } from './harness.js';
-import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
+import { describe, expect, it } from 'vitest';
+import { CODEX_MODEL, offlineEnv, processRunning, spawnCli, until, useDirectCli, type CliProcess } from './harness.js';
+import { closedPortUrl } from './model-server.js';
 
 /**
  * The real Codex CLI spawned directly (no service in between) against the loopback model server:
@@ -11,21 +11,10 @@ import { closedPortUrl, startModelServer, type ModelServer } from './model-serve
  * through the service.
  */
 
-let model: ModelServer;
-let home: string;
-let workspace: string;
+const ctx = useDirectCli();
+const { home, workspace } = ctx;
 
-beforeAll(async () => {
-  model = await startModelServer();
-  home = scratchHome();
-  workspace = mkdtempSync(join(home, 'work-'));
-});
-afterAll(() => model.close());
-afterEach(() => {
-  model.requests.length = 0;
-});
-
-function exec(prompt: string, baseUrl = model.url): CliProcess {
+function exec(prompt: string, baseUrl = ctx.model.url): CliProcess {
   // stdin is /dev/null: exec reads a piped stdin to EOF before it starts.
   return spawnCli('codex', ['exec', '--json', '--skip-git-repo-check', prompt], { cwd: workspace, env: offlineEnv('codex', home, baseUrl) });
 }
@@ -34,19 +23,19 @@ const types = (lines: any[]) => lines.map((l) => (l.item ? `${l.type}:${l.item.t
 
 describe('codex exec --json (real CLI) against the model server', () => {
   it('answers a plain prompt with the model text and usage', async () => {
-    model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
+    ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
     const cli = exec('Say hello');
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(types(cli.lines)).toEqual(['thread.started', 'turn.started', 'item.completed:agent_message', 'turn.completed']);
     expect(cli.lines[2].item.text).toBe('Hello from the model.');
     expect(cli.lines[3].usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
-    expect(model.requests).toHaveLength(1);
-    expect(model.requests[0].headers.authorization).toBe('Bearer test-key');
-    expect(model.requests[0].body.model).toBe(CODEX_MODEL);
+    expect(ctx.model.requests).toHaveLength(1);
+    expect(ctx.model.requests[0].headers.authorization).toBe('Bearer test-key');
+    expect(ctx.model.requests[0].body.model).toBe(CODEX_MODEL);
   });
 
   it('runs the exec_command tool and sends its output back to the model', async () => {
-    model.script(
+    ctx.model.script(
       { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
       { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
     );
@@ -57,7 +46,7 @@ describe('codex exec --json (real CLI) against the model server', () => {
       'item.completed:command_execution', 'item.completed:agent_message', 'turn.completed',
     ]);
     expect(cli.lines[4].item).toMatchObject({ aggregated_output: 'hello-from-shell\n', exit_code: 0, status: 'completed' });
-    expect(model.requests[1].toolResults.join('')).toContain('hello-from-shell');
+    expect(ctx.model.requests[1].toolResults.join('')).toContain('hello-from-shell');
     // Cumulative over the thread: both model calls.
     expect(cli.lines[6].usage).toMatchObject({ input_tokens: 320, output_tokens: 16 });
   });
@@ -68,12 +57,12 @@ describe('codex exec --json (real CLI) against the model server', () => {
     [429, 'exceeded retry limit, last status: 429 Too Many Requests'],
     [500, 'experiencing high demand'],
   ])('fails the turn when the model answers HTTP %i', async (status, message) => {
-    model.script({ httpStatus: status, message: `scripted ${status}` });
+    ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
     const cli = exec('Say hello');
     expect(await cli.exited).toMatchObject({ code: 1 });
     expect(types(cli.lines)).toEqual(['thread.started', 'turn.started', 'error', 'turn.failed']);
     expect(cli.lines[3].error.message).toContain(message);
-    expect(model.requests).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(1);
   });
 
   it('keeps waiting for the network when the model server is down: non-fatal errors, no terminal event', async () => {
@@ -87,7 +76,7 @@ describe('codex exec --json (real CLI) against the model server', () => {
 
   it('stops on SIGINT in the middle of a command, with no terminal event', async () => {
     const marker = 'sleep 47.5';
-    model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
+    ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const cli = exec('Run the slow job');
     await cli.line((l) => l.type === 'item.started' && l.item.type === 'command_execution');
     await until(() => processRunning(marker));
@@ -96,13 +85,13 @@ describe('codex exec --json (real CLI) against the model server', () => {
     expect(exit.code !== 0 || exit.signal !== null).toBe(true);
     expect(cli.lines.some((l) => l.type === 'turn.completed' || l.type === 'turn.failed')).toBe(false);
     await until(() => !processRunning(marker));
-    expect(model.requests).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(1);
   });
 });
 
 /** A JSON-RPC client of `codex app-server` (no "jsonrpc" field; cli-formats.md §5.1). */
 class AppServer {
-  readonly cli = spawnCli('codex', ['app-server'], { cwd: workspace, env: offlineEnv('codex', home, model.url), stdin: 'pipe' });
+  readonly cli = spawnCli('codex', ['app-server'], { cwd: workspace, env: offlineEnv('codex', home, ctx.model.url), stdin: 'pipe' });
   private nextId = 1;
 
   async request(method: string, params: unknown): Promise<any> {
@@ -138,7 +127,7 @@ describe('codex app-server (real CLI) against the model server', () => {
     ['decline', 'declined', false],
   ])('asks before an escalated command; %s', async (decision, status, created) => {
     const file = `${decision}.txt`;
-    model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
+    ctx.model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
     const server = new AppServer();
     try {
       await server.startTurn(`Create ${file}`);
@@ -151,8 +140,8 @@ describe('codex app-server (real CLI) against the model server', () => {
       expect(item.params.item.status).toBe(status);
       expect(existsSync(join(workspace, file))).toBe(created);
       // Either way the model hears about the call before it answers.
-      expect(model.requests).toHaveLength(2);
-      expect(model.requests[1].toolResults).toHaveLength(1);
+      expect(ctx.model.requests).toHaveLength(2);
+      expect(ctx.model.requests[1].toolResults).toHaveLength(1);
     } finally {
       await server.close();
     }
@@ -160,7 +149,7 @@ describe('codex app-server (real CLI) against the model server', () => {
 
   it('interrupts a turn in the middle of a command with turn/interrupt', async () => {
     const marker = 'sleep 48.5';
-    model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
+    ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const server = new AppServer();
     try {
       const { threadId, turnId } = await server.startTurn('Run the slow job');

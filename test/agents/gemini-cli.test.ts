@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GEMINI_MODEL, offlineEnv, processRunning, stopProcessesWith, scratchHome, spawnCli, until, type CliProcess } from './harness.js';
-import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
+import { describe, expect, it } from 'vitest';
+import { GEMINI_MODEL, offlineEnv, processRunning, stopProcessesWith, spawnCli, until, useDirectCli, type CliProcess } from './harness.js';
+import { closedPortUrl } from './model-server.js';
 
 /**
  * The real Gemini CLI spawned directly (no service in between) against the loopback model server:
@@ -10,21 +10,10 @@ import { closedPortUrl, startModelServer, type ModelServer } from './model-serve
  * runs the same scenarios through the service.
  */
 
-let model: ModelServer;
-let home: string;
-let workspace: string;
+const ctx = useDirectCli();
+const { home, workspace } = ctx;
 
-beforeAll(async () => {
-  model = await startModelServer();
-  home = scratchHome();
-  workspace = mkdtempSync(join(home, 'work-'));
-});
-afterAll(() => model.close());
-afterEach(() => {
-  model.requests.length = 0;
-});
-
-function gemini(prompt: string, extra: string[] = [], baseUrl = model.url): CliProcess {
+function gemini(prompt: string, extra: string[] = [], baseUrl = ctx.model.url): CliProcess {
   return spawnCli('gemini', ['-p', prompt, '-m', GEMINI_MODEL, '--output-format', 'stream-json', '--skip-trust', ...extra], {
     cwd: workspace,
     env: offlineEnv('gemini', home, baseUrl),
@@ -35,19 +24,19 @@ const types = (lines: any[]) => lines.map((l) => (l.type === 'message' ? `messag
 
 describe('gemini (real CLI) against the model server', () => {
   it('answers a plain prompt with the model text (as deltas) and usage', async () => {
-    model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
+    ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
     const cli = gemini('Say hello');
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(types(cli.lines)).toEqual(['init', 'message:user', 'message:assistant', 'message:assistant', 'result']);
     expect(cli.lines.filter((l) => l.role === 'assistant').map((l) => l.content).join('')).toBe('Hello from the model.');
     expect(cli.lines[4]).toMatchObject({ status: 'success', stats: { input_tokens: 120, output_tokens: 8 } });
-    expect(model.requests).toHaveLength(1);
-    expect(model.requests[0].headers['x-goog-api-key']).toBe('test-key');
-    expect(model.requests[0].path).toBe(`/v1beta/models/${GEMINI_MODEL}:streamGenerateContent`);
+    expect(ctx.model.requests).toHaveLength(1);
+    expect(ctx.model.requests[0].headers['x-goog-api-key']).toBe('test-key');
+    expect(ctx.model.requests[0].path).toBe(`/v1beta/models/${GEMINI_MODEL}:streamGenerateContent`);
   });
 
   it('runs run_shell_command in yolo mode and sends its output back to the model', async () => {
-    model.script(
+    ctx.model.script(
       { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
       { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
     );
@@ -55,17 +44,17 @@ describe('gemini (real CLI) against the model server', () => {
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(types(cli.lines).filter((t) => t !== 'message:assistant')).toEqual(['init', 'message:user', 'tool_use', 'tool_result', 'result']);
     expect(cli.lines.find((l) => l.type === 'tool_result')).toMatchObject({ status: 'success', output: 'hello-from-shell' });
-    expect(model.requests[1].toolResults.join('')).toContain('hello-from-shell');
+    expect(ctx.model.requests[1].toolResults.join('')).toContain('hello-from-shell');
     expect(cli.lines.at(-1)).toMatchObject({ status: 'success', stats: { input_tokens: 320, output_tokens: 16, tool_calls: 1 } });
   });
 
   it('cannot ask in headless mode: in the default mode the shell tool is not there and nothing runs', async () => {
-    model.script({ text: 'Creating it.', shell: 'touch refused.txt' }, { text: 'I could not.' });
+    ctx.model.script({ text: 'Creating it.', shell: 'touch refused.txt' }, { text: 'I could not.' });
     const cli = gemini('Create refused.txt');
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(cli.lines.find((l) => l.type === 'tool_result')).toMatchObject({ status: 'error', error: { type: 'tool_not_registered' } });
     expect(existsSync(join(workspace, 'refused.txt'))).toBe(false);
-    expect(model.requests[1].toolResults.join('')).toContain('not found');
+    expect(ctx.model.requests[1].toolResults.join('')).toContain('not found');
     expect(cli.lines.at(-1)).toMatchObject({ type: 'result', status: 'success' });
   });
 
@@ -75,13 +64,13 @@ describe('gemini (real CLI) against the model server', () => {
     [429, 173, 'scripted 429'],
     [500, 244, 'scripted 500'],
   ])('ends with an error result when the model answers HTTP %i', async (status, code, message) => {
-    model.script({ httpStatus: status, message: `scripted ${status}` });
+    ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
     const cli = gemini('Say hello');
     expect(await cli.exited).toMatchObject({ code });
     expect(types(cli.lines)).toEqual(['init', 'message:user', 'result']);
     expect(cli.lines[2]).toMatchObject({ status: 'error', error: { type: 'unknown' } });
     expect(cli.lines[2].error.message).toContain(message);
-    expect(model.requests).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(1);
   });
 
   it('ends with an error result when the model server is down', async () => {
@@ -93,14 +82,14 @@ describe('gemini (real CLI) against the model server', () => {
 
   it('stops on SIGINT to its process group in the middle of a tool: exit 0, no result, the command orphaned', async () => {
     const marker = 'sleep 49.5';
-    model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
+    ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const cli = gemini('Run the slow job', ['--approval-mode', 'yolo']);
     await cli.line((l) => l.type === 'tool_use');
     await until(() => processRunning(marker));
     process.kill(-cli.child.pid!, 'SIGINT');
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(cli.lines.some((l) => l.type === 'result')).toBe(false);
-    expect(model.requests).toHaveLength(1);
+    expect(ctx.model.requests).toHaveLength(1);
     // 0.61 runs shell commands in a process group of their own and does not stop them when it is
     // interrupted, so the command outlives the CLI (cli-formats.md §7.6; test/agents/README.md).
     expect(stopProcessesWith(marker)).toBeGreaterThan(0);

@@ -2,10 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { agentBin, type AgentName } from '../../scripts/install-agents.js';
 import { startServer, TERMINAL, type TestServer } from '../helpers/server.js';
-import type { ModelServer } from './model-server.js';
+import { startModelServer, type ModelServer } from './model-server.js';
 
 /**
  * What the agents suite shares: the per-CLI offline setup (the environment and config files that
@@ -274,4 +274,48 @@ export function spawnCli(name: AgentName, args: string[], opts: { cwd: string; e
       child.stdin!.write(`${JSON.stringify(message)}\n`);
     },
   };
+}
+
+/** A test file's model server, created in its beforeAll. */
+export interface ModelContext {
+  model: ModelServer;
+}
+
+/**
+ * The hooks of a file that drives `name` through the service: the model server and the service with
+ * the real CLI for the whole file, and after each test the CLI pointed back at the model server and
+ * its request log emptied.
+ */
+export function useServiceRig(name: AgentName): ModelContext & { rig: AgentRig } {
+  const ctx = { rig: new AgentRig(name) } as ModelContext & { rig: AgentRig };
+  beforeAll(async () => {
+    ctx.model = await startModelServer();
+    await ctx.rig.start(ctx.model);
+  });
+  afterAll(async () => {
+    await ctx.rig.stop();
+    await ctx.model.close();
+  });
+  afterEach(() => {
+    ctx.rig.pointAt(ctx.model.url);
+    ctx.model.requests.length = 0;
+  });
+  return ctx;
+}
+
+/** The hooks of a file that spawns the CLIs itself: a model server, a scratch $HOME and a workspace in it. */
+export function useDirectCli(): ModelContext & { home: string; workspace: string } {
+  const home = scratchHome();
+  const ctx = { home, workspace: mkdtempSync(join(home, 'work-')) } as ModelContext & { home: string; workspace: string };
+  beforeAll(async () => {
+    ctx.model = await startModelServer();
+  });
+  afterAll(async () => {
+    await ctx.model.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+  afterEach(() => {
+    ctx.model.requests.length = 0;
+  });
+  return ctx;
 }

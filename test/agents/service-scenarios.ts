@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
-import { AgentRig, processRunning, stopProcessesWith, until } from './harness.js';
-import { closedPortUrl, startModelServer, type ModelServer } from './model-server.js';
+import { processRunning, stopProcessesWith, until, useServiceRig } from './harness.js';
+import { closedPortUrl } from './model-server.js';
 
 /**
  * The through-the-service scenarios for a provider whose file is written on another branch (codex,
@@ -38,39 +38,29 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
 
   if (!written) console.warn(title);
   describe.skipIf(!written)(title, () => {
-    let model: ModelServer;
-    const rig = new AgentRig(name);
+    const ctx = useServiceRig(name);
+    const rig = ctx.rig;
     const markers: string[] = [];
 
-    beforeAll(async () => {
-      model = await startModelServer();
-      await rig.start(model);
-    });
-    afterAll(async () => {
-      await rig.stop();
-      await model.close();
-    });
     const session = (extra: Record<string, unknown> = {}) => rig.session({ ...knobs.session, ...extra });
 
+    // A CLI that orphans its tool's process group (gemini 0.61 does) must not leak it past the test.
     afterEach(() => {
-      rig.pointAt(model.url);
-      model.requests.length = 0;
-      // A CLI that orphans its tool's process group (gemini 0.61 does) must not leak it past the test.
       for (const marker of markers.splice(0)) stopProcessesWith(marker);
     });
 
     it('answers a plain prompt: text and usage from the model', async () => {
-      model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
+      ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
       const { run, kinds } = await rig.run(await session(), 'Say hello');
       expectInOrder(kinds, ['run_queued', 'run_started', knobs.textKind, 'result']);
       expect(run.state).toBe('completed');
       expect(run.result.text).toBe('Hello from the model.');
       expect(run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
-      expect(model.requests).toHaveLength(1);
+      expect(ctx.model.requests).toHaveLength(1);
     });
 
     it('runs a shell tool call and sends its output back to the model', async () => {
-      model.script(
+      ctx.model.script(
         { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
         { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
       );
@@ -80,7 +70,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       const toolResult = events.find((e) => e.kind === 'tool_result');
       expect(toolResult.payload).toMatchObject({ tool_call_id: toolUse.payload.tool_call_id, is_error: false });
       expect(JSON.stringify(toolResult.payload.content)).toContain('hello-from-shell');
-      expect(model.requests[1].toolResults.join('')).toContain('hello-from-shell');
+      expect(ctx.model.requests[1].toolResults.join('')).toContain('hello-from-shell');
       expect(run.state).toBe('completed');
       expect(run.result.text).toContain('It printed hello-from-shell.');
       expect(run.result.usage).toMatchObject({ input_tokens: 320, output_tokens: 16 });
@@ -92,7 +82,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         ['deny', false],
       ])('asks for approval of an escalated command; %s', async (decision, created) => {
         const file = `${decision}.txt`;
-        model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
+        ctx.model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
         const s = await session();
         const { run, kinds } = await rig.run(s, `Create ${file}`, async (live) => {
           const requested = await live.event('approval_requested');
@@ -102,12 +92,12 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         });
         expectInOrder(kinds, ['run_started', 'approval_requested', 'approval_resolved', 'result']);
         expect(existsSync(join(s.cwd, file))).toBe(created);
-        expect(model.requests).toHaveLength(2);
+        expect(ctx.model.requests).toHaveLength(2);
         expect(run.state).toBe('completed');
       });
     } else {
       it('cannot ask: with the shell allowed up front the write runs', async () => {
-        model.script({ text: 'Creating it.', shell: 'touch allowed.txt' }, { text: 'Done.' });
+        ctx.model.script({ text: 'Creating it.', shell: 'touch allowed.txt' }, { text: 'Done.' });
         const s = await session(knobs.shellSession);
         const { run, kinds } = await rig.run(s, 'Create allowed.txt');
         expect(kinds).not.toContain('approval_requested');
@@ -116,13 +106,13 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       });
 
       it('cannot ask: in the default mode the write is refused and the model hears so', async () => {
-        model.script({ text: 'Creating it.', shell: 'touch refused.txt' }, { text: 'I could not.' });
+        ctx.model.script({ text: 'Creating it.', shell: 'touch refused.txt' }, { text: 'I could not.' });
         const s = await session();
         const { run, kinds, events } = await rig.run(s, 'Create refused.txt');
         expect(kinds).not.toContain('approval_requested');
         expect(events.find((e) => e.kind === 'tool_result').payload.is_error).toBe(true);
         expect(existsSync(join(s.cwd, 'refused.txt'))).toBe(false);
-        expect(model.requests[1].toolResults).toHaveLength(1);
+        expect(ctx.model.requests[1].toolResults).toHaveLength(1);
         expect(run.state).toBe('completed');
       });
     }
@@ -130,7 +120,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
     it('interrupts a run in the middle of a slow tool: the run ends user_cancelled', async () => {
       const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
       markers.push(marker);
-      model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
+      ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
       const { run, kinds, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
         await live.event('tool_use');
         await until(() => processRunning(marker));
@@ -139,7 +129,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       expectInOrder(kinds, ['run_started', 'tool_use', 'error']);
       expect(terminal.payload.kind).toBe('user_cancelled');
       expect(run.state).toBe('interrupted');
-      expect(model.requests).toHaveLength(1);
+      expect(ctx.model.requests).toHaveLength(1);
     });
 
     it.each([
@@ -147,12 +137,12 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       [429, 'rate_limit'],
       [500, 'provider_error'],
     ])('fails a run whose model answers HTTP %i with %s', async (status, kind) => {
-      model.script({ httpStatus: status, message: `scripted ${status}` });
+      ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
       const { run, kinds, terminal } = await rig.run(await session(), 'Say hello');
       expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
       expect(terminal.payload.kind).toBe(kind);
       expect(run.state).toBe('failed');
-      expect(model.requests).toHaveLength(1);
+      expect(ctx.model.requests).toHaveLength(1);
     });
 
     it(`fails a run whose model server is down with ${knobs.down.kind}`, async () => {
@@ -161,7 +151,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
       expect(terminal.payload.kind).toBe(knobs.down.kind);
       expect(run.state).toBe('failed');
-      expect(model.requests).toHaveLength(0);
+      expect(ctx.model.requests).toHaveLength(0);
     });
   });
 }
