@@ -20,6 +20,13 @@ export function scratchHome(): string {
 
 /** The environment each CLI needs to talk to the model server at `baseUrl`, and config written into `home`. */
 export function offlineEnv(name: AgentName, home: string, baseUrl: string): Record<string, string> {
+  // Scratch files too (gemini writes error reports and shell state to the temp folder) stay in `home`.
+  const TMPDIR = join(home, 'tmp');
+  mkdirSync(TMPDIR, { recursive: true });
+  return { TMPDIR, ...cliEnv(name, home, baseUrl) };
+}
+
+function cliEnv(name: AgentName, home: string, baseUrl: string): Record<string, string> {
   switch (name) {
     case 'claude':
       return {
@@ -80,12 +87,13 @@ export const GEMINI_MODEL = 'gemini-2.5-flash';
  */
 export class AgentRig {
   server!: TestServer;
-  readonly home = scratchHome();
+  private home = '';
   private names: string[] = [];
 
   constructor(readonly name: AgentName) {}
 
   async start(model: ModelServer): Promise<void> {
+    this.home = scratchHome();
     const bin = agentBin(this.name);
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
     this.pointAt(model.url);
@@ -101,7 +109,7 @@ export class AgentRig {
 
   async stop(): Promise<void> {
     await this.server?.close();
-    rmSync(this.home, { recursive: true, force: true });
+    if (this.home) rmSync(this.home, { recursive: true, force: true });
   }
 
   /** A session of this provider in a fresh folder of the workspace. */
