@@ -102,7 +102,9 @@ interface ClaudeLine {
   errors?: string[];
   stop_reason?: string | null;
   terminal_reason?: string;
-  api_error_status?: number;
+  api_error_status?: number | null;
+  /** The CLI's own classification of an API failure, e.g. "connection_failed" (no HTTP status then). */
+  api_error?: string;
   usage?: AnthropicUsage;
   modelUsage?: Record<string, ModelUsage>;
   total_cost_usd?: number;
@@ -351,6 +353,8 @@ const API_ERROR_HINTS: Record<string, ReturnType<typeof httpStatusError>> = {
   rate_limit: { kind: 'rate_limit' },
   overloaded: { kind: 'provider_error', retryable: true },
   server_error: { kind: 'provider_error', retryable: true },
+  // A model endpoint that cannot be reached: no HTTP status at all (2.1.329).
+  connection_failed: { kind: 'connection_failed' },
 };
 
 function resultError(line: ClaudeLine, apiErrorHint: string | null): ProviderEvent {
@@ -363,10 +367,9 @@ function resultError(line: ClaudeLine, apiErrorHint: string | null): ProviderEve
   if (line.subtype === 'error_max_turns' || line.subtype === 'error_max_budget_usd') {
     return errorEvent('provider_error', message, { domain: 'guardrail', extra });
   }
+  const hint = line.api_error ?? apiErrorHint;
   const { kind, retryable } =
-    line.api_error_status === undefined && apiErrorHint !== null && API_ERROR_HINTS[apiErrorHint]
-      ? API_ERROR_HINTS[apiErrorHint]
-      : httpStatusError(line.api_error_status);
+    line.api_error_status == null && hint != null && API_ERROR_HINTS[hint] ? API_ERROR_HINTS[hint] : httpStatusError(line.api_error_status ?? undefined);
   return errorEvent(kind, message, { retryable, extra });
 }
 

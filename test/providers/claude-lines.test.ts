@@ -115,6 +115,14 @@ describe('claude line mapping', () => {
     expect(kindOf(400)).toEqual(['provider_error', false]);
   });
 
+  it('reports an unreachable model endpoint as connection_failed (api_error, no status)', () => {
+    const message = 'API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)';
+    const payload = create().onLine(
+      resultLine({ is_error: true, result: message, api_error_status: null, api_error: 'connection_failed', terminal_reason: 'api_error' }),
+    ).events![0].payload;
+    expect(payload).toMatchObject({ kind: 'connection_failed', domain: 'transport', retryable: true, message });
+  });
+
   it('handles the interrupt result without a `result` key, reporting its cost first', () => {
     const events = create().onLine(
       line({

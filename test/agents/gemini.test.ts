@@ -1,0 +1,14 @@
+import { GEMINI_MODEL } from './harness.js';
+import { describeThroughService } from './service-scenarios.js';
+
+/**
+ * Gemini through the service, against the model server. Headless gemini cannot ask: the session's
+ * permission mode picks --approval-mode, and only yolo registers the shell tool.
+ */
+describeThroughService('gemini', {
+  session: { model: GEMINI_MODEL },
+  textKind: 'assistant_delta',
+  shellSession: { permission_mode: 'yolo' },
+  approvals: 'cannot_ask',
+  down: { kind: 'connection_failed', session: {} },
+});

@@ -1,0 +1,329 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { agentBin, type AgentName } from '../../scripts/install-agents.js';
+import { startServer, TERMINAL, type TestServer } from '../helpers/server.js';
+import { startModelServer, type ModelServer } from './model-server.js';
+
+/**
+ * What the agents suite shares: the per-CLI offline setup (the environment and config files that
+ * point each real CLI at the loopback model server; test/agents/README.md says why each is needed)
+ * and a driver that runs one prompt through the service and collects its events.
+ */
+
+/** Where the CLI under test keeps its state for one test file: nothing of the real $HOME is used. */
+export function scratchHome(): string {
+  return mkdtempSync(join(tmpdir(), 'asm-agents-home-'));
+}
+
+/** The environment each CLI needs to talk to the model server at `baseUrl`, and config written into `home`. */
+export function offlineEnv(name: AgentName, home: string, baseUrl: string): Record<string, string> {
+  // Scratch files too (gemini writes error reports and shell state to the temp folder) stay in `home`.
+  const TMPDIR = join(home, 'tmp');
+  mkdirSync(TMPDIR, { recursive: true });
+  return { TMPDIR, ...cliEnv(name, home, baseUrl) };
+}
+
+function cliEnv(name: AgentName, home: string, baseUrl: string): Record<string, string> {
+  switch (name) {
+    case 'claude':
+      return {
+        HOME: home,
+        ANTHROPIC_API_KEY: 'test-key',
+        ANTHROPIC_BASE_URL: baseUrl,
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+        DISABLE_AUTOUPDATER: '1',
+        // An API error would otherwise be retried 10 times with back-off (about 2 minutes).
+        CLAUDE_CODE_MAX_RETRIES: '0',
+      };
+    case 'codex': {
+      const codexHome = join(home, '.codex');
+      mkdirSync(codexHome, { recursive: true });
+      // A custom provider: plain HTTPS-style SSE (no WebSocket attempt), the key from an env var of
+      // our choosing, and no retries, so an HTTP error ends the turn at once.
+      writeFileSync(
+        join(codexHome, 'config.toml'),
+        [
+          `model = "${CODEX_MODEL}"`,
+          'model_provider = "asm_test"',
+          '[model_providers.asm_test]',
+          'name = "asm-test"',
+          `base_url = "${baseUrl}/v1"`,
+          'wire_api = "responses"',
+          'env_key = "ASM_TEST_OPENAI_KEY"',
+          'supports_websockets = false',
+          'request_max_retries = 0',
+          'stream_max_retries = 0',
+          '',
+        ].join('\n'),
+      );
+      return { HOME: home, CODEX_HOME: codexHome, ASM_TEST_OPENAI_KEY: 'test-key' };
+    }
+    case 'gemini': {
+      mkdirSync(join(home, '.gemini'), { recursive: true });
+      // GOOGLE_GEMINI_BASE_URL alone selects the "gateway" auth type, which 0.61's headless auth check
+      // rejects ("Invalid auth method selected", exit 41); a configured API-key auth type wins over
+      // the environment and still honours the base URL. maxAttempts 1: a 429 or 5xx would otherwise
+      // be retried 10 times from a 5 s back-off.
+      writeFileSync(
+        join(home, '.gemini', 'settings.json'),
+        JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } }, general: { maxAttempts: 1 } }),
+      );
+      return { HOME: home, GEMINI_API_KEY: 'test-key', GOOGLE_GEMINI_BASE_URL: baseUrl };
+    }
+  }
+}
+
+/** A model in codex's built-in catalog, so it does not warn about missing model metadata. */
+export const CODEX_MODEL = 'gpt-5.5';
+export const GEMINI_MODEL = 'gemini-2.5-flash';
+
+/**
+ * Runs the service in-process with the real `name` CLI. The CLI's environment comes from this
+ * process's environment through the service's allowlist, so the offline variables are set here and
+ * named in ASM_PASS_ENV; `pointAt` re-targets them (e.g. at a closed port) between tests.
+ */
+export class AgentRig {
+  server!: TestServer;
+  private home = '';
+  private names: string[] = [];
+
+  constructor(readonly name: AgentName) {}
+
+  async start(model: ModelServer): Promise<void> {
+    this.home = scratchHome();
+    const bin = agentBin(this.name);
+    if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
+    this.pointAt(model.url);
+    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') });
+  }
+
+  /** Points the CLI at another model server URL for the runs that follow. */
+  pointAt(baseUrl: string): void {
+    const env = offlineEnv(this.name, this.home, baseUrl);
+    this.names = Object.keys(env);
+    Object.assign(process.env, env);
+  }
+
+  async stop(): Promise<void> {
+    await this.server?.close();
+    if (this.home) rmSync(this.home, { recursive: true, force: true });
+  }
+
+  /** A session of this provider in a fresh folder of the workspace. */
+  async session(extra: Record<string, unknown> = {}): Promise<{ id: string; cwd: string }> {
+    const folder = `w-${Math.random().toString(36).slice(2)}`;
+    mkdirSync(join(this.server.workspace, folder));
+    const res = await this.server.request('POST', '/v1/sessions', { provider: this.name, cwd: folder, ...extra });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    return { id: res.body.id, cwd: join(this.server.workspace, folder) };
+  }
+
+  /**
+   * Submits `prompt` and follows the run's events over the WebSocket. `during` runs while the run
+   * is live (to answer approvals, interrupt, …); the promise resolves after the terminal event.
+   */
+  async run(
+    session: { id: string },
+    prompt: string,
+    during: (live: LiveRun) => Promise<void> = async () => {},
+    timeoutMs = 60_000,
+  ): Promise<FinishedRun> {
+    const ws = this.server.stream(`session_id=${session.id}&after=0`);
+    await ws.opened;
+    const submitted = await this.server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
+    const runId: string = submitted.body.id;
+    const live: LiveRun = {
+      runId,
+      event: (kind) => ws.next((f) => f.type === 'event' && f.event.run_id === runId && f.event.kind === kind, timeoutMs).then((f) => f.event),
+    };
+    await during(live);
+    await ws.next((f) => f.type === 'event' && f.event.run_id === runId && TERMINAL.has(f.event.kind), timeoutMs);
+    const events = ws.events().filter((e) => e.run_id === runId);
+    ws.close();
+    const run = (await this.server.request('GET', `/v1/runs/${runId}`)).body;
+    return { run, events, kinds: kindsOf(events), terminal: events[events.length - 1] };
+  }
+}
+
+export interface LiveRun {
+  runId: string;
+  /** The first event of this kind in the run (already seen or still to come). */
+  event(kind: string): Promise<any>;
+}
+
+export interface FinishedRun {
+  /** GET /v1/runs/{id}: state and result. */
+  run: any;
+  events: any[];
+  kinds: string[];
+  terminal: any;
+}
+
+/**
+ * The run's event kinds in order, without `stderr`: what a CLI writes to stderr (warnings, banners)
+ * and when, relative to its stdout, is not part of the protocol.
+ */
+export function kindsOf(events: any[]): string[] {
+  return events.map((e) => e.kind).filter((k) => k !== 'stderr');
+}
+
+/** Polls `check` until it holds. */
+export async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The ids of the processes whose command line contains `marker` (read from /proc). */
+export function processesWith(marker: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').includes(marker);
+      } catch {
+        return false; // the process ended while we looked
+      }
+    })
+    .map(Number);
+}
+
+/** A process's group id (field 5 of /proc/<pid>/stat; the command name before it may hold spaces). */
+export function processGroupOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+}
+
+/**
+ * SIGTERMs the process groups of the processes whose command line contains `marker`: the commands
+ * this suite had a CLI start, which a CLI may leave behind. Returns how many processes matched.
+ */
+export function stopProcessesWith(marker: string): number {
+  const pids = processesWith(marker);
+  for (const pid of pids) {
+    try {
+      process.kill(-processGroupOf(pid), 'SIGTERM');
+    } catch {
+      // it ended between the listing and the signal
+    }
+  }
+  return pids.length;
+}
+
+export function processRunning(marker: string): boolean {
+  return processesWith(marker).length > 0;
+}
+
+/** A CLI spawned by the test itself (no service in between), to prove the model-server dialects. */
+export interface CliProcess {
+  child: ChildProcess;
+  /** stdout, parsed line by line as it arrives. */
+  lines: any[];
+  stderr(): string;
+  /** The first line matching `test` (already seen or still to come). */
+  line(test: (line: any) => boolean, timeoutMs?: number): Promise<any>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Writes one JSON line to stdin. */
+  send(message: unknown): void;
+}
+
+/**
+ * Spawns the pinned `name` binary in its own process group, with only PATH and the offline
+ * environment. stdin is a pipe when `stdin` is 'pipe' (a control channel), else /dev/null.
+ */
+export function spawnCli(name: AgentName, args: string[], opts: { cwd: string; env: Record<string, string>; stdin?: 'pipe' | 'ignore' }): CliProcess {
+  const child = spawn(agentBin(name), args, {
+    cwd: opts.cwd,
+    env: { PATH: process.env.PATH ?? '', ...opts.env },
+    stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const lines: any[] = [];
+  const waiters: Array<{ test: (line: any) => boolean; resolve: (line: any) => void }> = [];
+  let stderr = '';
+  let pending = '';
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  child.stdout!.on('data', (chunk) => {
+    pending += chunk;
+    const complete = pending.split('\n');
+    pending = complete.pop() ?? '';
+    for (const text of complete.filter((l) => l.trim())) {
+      const line = JSON.parse(text);
+      lines.push(line);
+      for (const waiter of waiters.filter((w) => w.test(line))) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(line);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal })),
+  );
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    line(test, timeoutMs = 60_000) {
+      const found = lines.find(test);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no matching line within ${timeoutMs} ms; stderr: ${stderr.slice(-500)}`)), timeoutMs);
+        waiters.push({ test, resolve: (line) => (clearTimeout(timer), resolve(line)) });
+      });
+    },
+    send(message) {
+      child.stdin!.write(`${JSON.stringify(message)}\n`);
+    },
+  };
+}
+
+/** A test file's model server, created in its beforeAll. */
+export interface ModelContext {
+  model: ModelServer;
+}
+
+/**
+ * The hooks of a file that drives `name` through the service: the model server and the service with
+ * the real CLI for the whole file, and after each test the CLI pointed back at the model server and
+ * its request log emptied.
+ */
+export function useServiceRig(name: AgentName): ModelContext & { rig: AgentRig } {
+  const ctx = { rig: new AgentRig(name) } as ModelContext & { rig: AgentRig };
+  beforeAll(async () => {
+    ctx.model = await startModelServer();
+    await ctx.rig.start(ctx.model);
+  });
+  afterAll(async () => {
+    await ctx.rig.stop();
+    await ctx.model.close();
+  });
+  afterEach(() => {
+    ctx.rig.pointAt(ctx.model.url);
+    ctx.model.requests.length = 0;
+  });
+  return ctx;
+}
+
+/** The hooks of a file that spawns the CLIs itself: a model server, a scratch $HOME and a workspace in it. */
+export function useDirectCli(): ModelContext & { home: string; workspace: string } {
+  const home = scratchHome();
+  const ctx = { home, workspace: mkdtempSync(join(home, 'work-')) } as ModelContext & { home: string; workspace: string };
+  beforeAll(async () => {
+    ctx.model = await startModelServer();
+  });
+  afterAll(async () => {
+    await ctx.model.close();
+    rmSync(home, { recursive: true, force: true });
+  });
+  afterEach(() => {
+    ctx.model.requests.length = 0;
+  });
+  return ctx;
+}

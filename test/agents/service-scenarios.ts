@@ -1,0 +1,165 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { AgentName } from '../../scripts/install-agents.js';
+import { processRunning, stopProcessesWith, until, useServiceRig } from './harness.js';
+import { closedPortUrl } from './model-server.js';
+
+/**
+ * The through-the-service scenarios for a provider whose file is written on another branch (codex,
+ * gemini): the same model turns as the direct CLI tests (codex-cli.test.ts, gemini-cli.test.ts),
+ * asserted against the contract of SPEC §5/§9 rather than a parser we have not seen. Kinds are
+ * checked as an ordered subsequence, since which CLI lines become `raw` or `cost_update` is the
+ * provider's choice.
+ *
+ * TEMPORARY GUARD, to be removed at merge: the scenarios skip only while src/providers/<name>.ts
+ * does not exist on this branch.
+ */
+
+export interface ProviderKnobs {
+  /** Fields of every session (gemini: an explicit model, so its auto-router makes no extra calls). */
+  session: Record<string, unknown>;
+  /** The event kind the model's text arrives as: gemini's headless stream only has deltas (§7.2). */
+  textKind: 'assistant_message' | 'assistant_delta';
+  /** Session fields for a run that may use the shell without asking (gemini needs yolo). */
+  shellSession: Record<string, unknown>;
+  /** How the provider gets a human decision: codex asks (app-server); gemini cannot ask at all. */
+  approvals: 'asks' | 'cannot_ask';
+  /** The terminal error kind when the model server is down, and session fields for that run. */
+  down: { kind: string; session: Record<string, unknown> };
+}
+
+export function describeThroughService(name: AgentName, knobs: ProviderKnobs): void {
+  const providerFile = new URL(`../../src/providers/${name}.ts`, import.meta.url);
+  const written = existsSync(providerFile);
+  const title = written
+    ? `${name} (real CLI) through the service`
+    : `${name} (real CLI) through the service: SKIPPED, src/providers/${name}.ts does not exist on this branch yet`;
+
+  if (!written) console.warn(title);
+  describe.skipIf(!written)(title, () => {
+    const ctx = useServiceRig(name);
+    const rig = ctx.rig;
+    const markers: string[] = [];
+
+    const session = (extra: Record<string, unknown> = {}) => rig.session({ ...knobs.session, ...extra });
+
+    // A CLI that orphans its tool's process group (gemini 0.61 does) must not leak it past the test.
+    afterEach(() => {
+      for (const marker of markers.splice(0)) stopProcessesWith(marker);
+    });
+
+    it('answers a plain prompt: text and usage from the model', async () => {
+      ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
+      const { run, kinds } = await rig.run(await session(), 'Say hello');
+      expectInOrder(kinds, ['run_queued', 'run_started', knobs.textKind, 'result']);
+      expect(run.state).toBe('completed');
+      expect(run.result.text).toBe('Hello from the model.');
+      expect(run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
+      expect(ctx.model.requests).toHaveLength(1);
+    });
+
+    it('runs a shell tool call and sends its output back to the model', async () => {
+      ctx.model.script(
+        { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
+        { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
+      );
+      const { run, kinds, events } = await rig.run(await session(knobs.shellSession), 'Run echo hello-from-shell');
+      expectInOrder(kinds, ['run_queued', 'run_started', 'tool_use', 'tool_result', knobs.textKind, 'result']);
+      const toolUse = events.find((e) => e.kind === 'tool_use');
+      const toolResult = events.find((e) => e.kind === 'tool_result');
+      expect(toolResult.payload).toMatchObject({ tool_call_id: toolUse.payload.tool_call_id, is_error: false });
+      expect(JSON.stringify(toolResult.payload.content)).toContain('hello-from-shell');
+      expect(ctx.model.requests[1].toolResults.join('')).toContain('hello-from-shell');
+      expect(run.state).toBe('completed');
+      expect(run.result.text).toContain('It printed hello-from-shell.');
+      expect(run.result.usage).toMatchObject({ input_tokens: 320, output_tokens: 16 });
+    });
+
+    if (knobs.approvals === 'asks') {
+      it.each([
+        ['allow', true],
+        ['deny', false],
+      ])('asks for approval of an escalated command; %s', async (decision, created) => {
+        const file = `${decision}.txt`;
+        ctx.model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
+        const s = await session();
+        const { run, kinds } = await rig.run(s, `Create ${file}`, async (live) => {
+          const requested = await live.event('approval_requested');
+          expect(JSON.stringify(requested.payload.details.tool_input)).toContain(`touch ${file}`);
+          const decided = await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision });
+          expect(decided.status).toBe(200);
+        });
+        expectInOrder(kinds, ['run_started', 'approval_requested', 'approval_resolved', 'result']);
+        expect(existsSync(join(s.cwd, file))).toBe(created);
+        expect(ctx.model.requests).toHaveLength(2);
+        expect(run.state).toBe('completed');
+      });
+    } else {
+      it('cannot ask: with the shell allowed up front the write runs', async () => {
+        ctx.model.script({ text: 'Creating it.', shell: 'touch allowed.txt' }, { text: 'Done.' });
+        const s = await session(knobs.shellSession);
+        const { run, kinds } = await rig.run(s, 'Create allowed.txt');
+        expect(kinds).not.toContain('approval_requested');
+        expect(existsSync(join(s.cwd, 'allowed.txt'))).toBe(true);
+        expect(run.state).toBe('completed');
+      });
+
+      it('cannot ask: in the default mode the write is refused and the model hears so', async () => {
+        ctx.model.script({ text: 'Creating it.', shell: 'touch refused.txt' }, { text: 'I could not.' });
+        const s = await session();
+        const { run, kinds, events } = await rig.run(s, 'Create refused.txt');
+        expect(kinds).not.toContain('approval_requested');
+        expect(events.find((e) => e.kind === 'tool_result').payload.is_error).toBe(true);
+        expect(existsSync(join(s.cwd, 'refused.txt'))).toBe(false);
+        expect(ctx.model.requests[1].toolResults).toHaveLength(1);
+        expect(run.state).toBe('completed');
+      });
+    }
+
+    it('interrupts a run in the middle of a slow tool: the run ends user_cancelled', async () => {
+      const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
+      markers.push(marker);
+      ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
+      const { run, kinds, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
+        await live.event('tool_use');
+        await until(() => processRunning(marker));
+        expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
+      });
+      expectInOrder(kinds, ['run_started', 'tool_use', 'error']);
+      expect(terminal.payload.kind).toBe('user_cancelled');
+      expect(run.state).toBe('interrupted');
+      expect(ctx.model.requests).toHaveLength(1);
+    });
+
+    it.each([
+      [401, 'auth_error'],
+      [429, 'rate_limit'],
+      [500, 'provider_error'],
+    ])('fails a run whose model answers HTTP %i with %s', async (status, kind) => {
+      ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
+      const { run, kinds, terminal } = await rig.run(await session(), 'Say hello');
+      expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
+      expect(terminal.payload.kind).toBe(kind);
+      expect(run.state).toBe('failed');
+      expect(ctx.model.requests).toHaveLength(1);
+    });
+
+    it(`fails a run whose model server is down with ${knobs.down.kind}`, async () => {
+      rig.pointAt(await closedPortUrl());
+      const { run, kinds, terminal } = await rig.run(await session(knobs.down.session), 'Say hello');
+      expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
+      expect(terminal.payload.kind).toBe(knobs.down.kind);
+      expect(run.state).toBe('failed');
+      expect(ctx.model.requests).toHaveLength(0);
+    });
+  });
+}
+
+/** `expected` occurs in `kinds` in this order (other kinds may come between), and the last one ends it. */
+function expectInOrder(kinds: string[], expected: string[]): void {
+  let at = 0;
+  for (const kind of kinds) if (kind === expected[at]) at += 1;
+  expect(at, `${JSON.stringify(expected)} in order within ${JSON.stringify(kinds)}`).toBe(expected.length);
+  expect(kinds.at(-1)).toBe(expected.at(-1));
+}
