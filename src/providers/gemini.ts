@@ -1,6 +1,6 @@
 import type { ErrorDomain, ErrorKind } from '../errors.js';
 import type { ProviderEvent } from '../schemas/events.js';
-import { completedResult, errorEvent, exitMessage, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
+import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
 import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
@@ -149,15 +149,36 @@ function successResult(line: GeminiLine): ProviderEvent {
   });
 }
 
+/**
+ * An API error ends 0.61 with the HTTP status as its exit code, truncated to 8 bits (401 → 145,
+ * 429 → 173, 500 → 244, 529 → 17; observed in test/agents/gemini-cli.test.ts). Only an error result
+ * before the exit makes such a code a status.
+ */
+function httpStatusOfExit(code: number | null): number | undefined {
+  if (code === null) return undefined;
+  for (const status of [code + 256, code + 512]) if (status >= 400 && status <= 599) return status;
+  return undefined;
+}
+
 function exitError(exit: ProcessExit, failed: GeminiLine['error'] | null): ProviderEvent {
   if (exit.code === 0 && !failed) {
     return errorEvent('user_cancelled', 'gemini stopped without a result (its process group was signalled)');
   }
   const known = exit.code === null ? undefined : EXIT_CODES[exit.code];
-  if (!known) return errorEvent('transport_error', exitMessage('gemini', exit));
   const detail = failed?.message ?? exit.stderr.trim();
+  const extra = { exit_code: exit.code, ...(failed?.type && { error_type: failed.type }) };
+  const status = failed && !known ? httpStatusOfExit(exit.code) : undefined;
+  if (status !== undefined) {
+    const { kind, retryable } = httpStatusError(status);
+    return errorEvent(kind, `gemini: the model API answered HTTP ${status}: ${detail}`, { retryable, extra: { ...extra, api_error_status: status } });
+  }
+  if (exit.code === 1 && failed?.message?.includes('fetch failed')) {
+    // The model endpoint could not be reached at all (no HTTP answer).
+    return errorEvent('connection_failed', `gemini could not reach the model API: ${detail}`, { extra });
+  }
+  if (!known) return errorEvent('transport_error', exitMessage('gemini', exit));
   const message = `gemini exited with code ${exit.code} (${known.what})${detail ? `: ${detail}` : ''}`;
-  return errorEvent(known.kind, message, { domain: known.domain, extra: { exit_code: exit.code, ...(failed?.type && { error_type: failed.type }) } });
+  return errorEvent(known.kind, message, { domain: known.domain, extra });
 }
 
 const gemini: ProviderDefinition = {

@@ -137,7 +137,7 @@ describe('claude (real CLI) through the service', () => {
     const s = await rig.session();
     const { run, kinds, terminal } = await rig.run(s, 'Say hello');
 
-    expect(kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'error']);
+    expect(kinds).toEqual(['run_queued', 'run_started', 'raw', 'cost_update', 'error']);
     expect(terminal.payload).toMatchObject({ kind, api_error_status: status });
     expect(terminal.payload.retryable).toBe(retryable);
     expect(terminal.payload.message).toContain(`scripted ${status}`);
@@ -151,7 +151,7 @@ describe('claude (real CLI) through the service', () => {
     const s = await rig.session();
     const { run, kinds, terminal } = await rig.run(s, 'Say hello');
 
-    expect(kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'error']);
+    expect(kinds).toEqual(['run_queued', 'run_started', 'raw', 'cost_update', 'error']);
     expect(terminal.payload.kind).toBe('connection_failed');
     expect(run.state).toBe('failed');
     expect(ctx.model.requests).toHaveLength(0);

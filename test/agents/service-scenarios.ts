@@ -6,14 +6,8 @@ import { processRunning, stopProcessesWith, until, useServiceRig } from './harne
 import { closedPortUrl } from './model-server.js';
 
 /**
- * The through-the-service scenarios for a provider whose file is written on another branch (codex,
- * gemini): the same model turns as the direct CLI tests (codex-cli.test.ts, gemini-cli.test.ts),
- * asserted against the contract of SPEC §5/§9 rather than a parser we have not seen. Kinds are
- * checked as an ordered subsequence, since which CLI lines become `raw` or `cost_update` is the
- * provider's choice.
- *
- * TEMPORARY GUARD, to be removed at merge: the scenarios skip only while src/providers/<name>.ts
- * does not exist on this branch.
+ * The through-the-service scenarios of codex and gemini: the same model turns as the direct CLI tests
+ * (codex-cli.test.ts, gemini-cli.test.ts), asserted against the contract of SPEC §5/§9.
  */
 
 export interface ProviderKnobs {
@@ -30,14 +24,7 @@ export interface ProviderKnobs {
 }
 
 export function describeThroughService(name: AgentName, knobs: ProviderKnobs): void {
-  const providerFile = new URL(`../../src/providers/${name}.ts`, import.meta.url);
-  const written = existsSync(providerFile);
-  const title = written
-    ? `${name} (real CLI) through the service`
-    : `${name} (real CLI) through the service: SKIPPED, src/providers/${name}.ts does not exist on this branch yet`;
-
-  if (!written) console.warn(title);
-  describe.skipIf(!written)(title, () => {
+  describe(`${name} (real CLI) through the service`, () => {
     const ctx = useServiceRig(name);
     const rig = ctx.rig;
     const markers: string[] = [];

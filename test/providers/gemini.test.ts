@@ -53,6 +53,14 @@ describe('gemini lines', () => {
     expect(exit(7).kind).toBe('transport_error');
     const failed = { type: 'result', status: 'error', error: { type: 'unknown', message: '[API Error: boom]' } };
     expect(exit(1, failed)).toMatchObject({ kind: 'provider_error', message: 'gemini exited with code 1 (a general or API error): [API Error: boom]', error_type: 'unknown' });
+    // After an error result, an HTTP status truncated to 8 bits is the exit code (seen with the real 0.61).
+    expect(exit(145, failed)).toMatchObject({ kind: 'auth_error', api_error_status: 401 });
+    expect(exit(173, failed)).toMatchObject({ kind: 'rate_limit', api_error_status: 429, retryable: true });
+    expect(exit(244, failed)).toMatchObject({ kind: 'provider_error', api_error_status: 500, retryable: true });
+    expect(exit(17, failed)).toMatchObject({ kind: 'provider_error', api_error_status: 529 });
+    expect(exit(145).kind).toBe('transport_error'); // no error result: just an unknown code
+    const unreachable = { ...failed, error: { type: 'unknown', message: 'exception TypeError: fetch failed sending request' } };
+    expect(exit(1, unreachable)).toMatchObject({ kind: 'connection_failed' });
   });
 });
 
