@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
+import { SdkLoader } from './backends/sdk-loader.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
@@ -24,6 +25,8 @@ export interface AsmApp {
   engine: LaneEngine;
   cluster: Cluster;
   providers: Map<string, ProviderDefinition>;
+  /** Which providers' SDKs load here (the SDK lane). */
+  sdks: SdkLoader;
   sessions: SessionService;
   mode: 'embedded' | 'distributed';
   startedAt: Date;
@@ -72,7 +75,8 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
         close: async () => {},
       };
   const { store, engine, cluster } = infra;
-  sessions = new SessionService({ config, store, engine, cluster, providers, backend: new CoreBackend(config.limits), logger });
+  const sdks = new SdkLoader();
+  sessions = new SessionService({ config, store, engine, cluster, providers, backends: { core: new CoreBackend(config.limits) }, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
@@ -86,6 +90,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     engine,
     cluster,
     providers,
+    sdks,
     sessions,
     mode: config.redis ? 'distributed' : 'embedded',
     startedAt: new Date(),

@@ -99,6 +99,17 @@ export interface ProviderProcess {
   onExit(exit: ProcessExit, sawTerminal: boolean): ProviderEvent[];
 }
 
+/**
+ * A provider's SDK lane (SPEC §6): its vendor's SDK, an optional dependency loaded on demand. Only
+ * the facts lane resolution needs are here; the SDK backend (src/backends/sdk.ts) runs it.
+ */
+export interface ProviderSdk {
+  /** The npm package (an optionalDependency of the service). */
+  package: string;
+  /** What a run on the SDK lane can do (reported in place of the core capabilities). */
+  capabilities: string[];
+}
+
 export interface ProviderDefinition {
   name: string;
   displayName: string;
@@ -111,6 +122,8 @@ export interface ProviderDefinition {
   capabilities: string[];
   /** Accepted values of a session's permission_mode; empty means the field is not supported. */
   permissionModes: string[];
+  /** The SDK lane, for the providers whose vendor ships an SDK (claude, codex). */
+  sdk?: ProviderSdk;
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
   /**

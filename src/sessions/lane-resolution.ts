@@ -1,12 +1,23 @@
 import { AsmError } from '../errors.js';
+import type { SdkStatus } from '../backends/sdk-loader.js';
 import type { EventMetadata } from '../schemas/events.js';
 import type { ProviderDefinition } from '../providers/types.js';
 
 /**
- * Backend-lane resolution (SPEC §6), the one place that decides which lane a run executes on and why.
- * `requested_lane` is what the caller asked, `preferred_lane` what discovery picked (sdk when the
- * provider's SDK can be loaded), `lane` what executes. No SDK lane is wired yet, so every provider's
- * SDK is reported unavailable and an explicit `sdk` request is refused rather than silently downgraded.
+ * Backend-lane resolution (SPEC §6; the case table of reference/asm.md §6.2), the one place that
+ * decides which lane a run executes on and why:
+ *
+ * | requested | SDK loadable | execution_mode | preferred | lane | lane_reason     | fallback               |
+ * |-----------|--------------|----------------|-----------|------|-----------------|------------------------|
+ * | auto      | yes          | local          | sdk       | sdk  | sdk_available   | null                   |
+ * | auto      | no           | any            | core      | core | sdk_unavailable | null                   |
+ * | auto      | yes          | remote_node    | sdk       | core | sdk_available   | sdk_remote_unsupported |
+ * | core      | (not probed) | any            | core      | core | explicit_core   | null                   |
+ * | sdk       | yes          | local          | sdk       | sdk  | explicit_sdk    | null                   |
+ * | sdk       | yes          | remote_node    | config_invalid (unsupported_execution_mode)                        |
+ * | sdk       | no           | any            | config_invalid (sdk_unavailable), never a silent fallback          |
+ *
+ * remote_node on a server that cannot distribute work is refused first (distribution_disabled).
  */
 
 export type RequestedLane = 'auto' | 'core' | 'sdk';
@@ -16,36 +27,52 @@ export interface LaneResolutionInput {
   provider: ProviderDefinition;
   requestedLane: RequestedLane;
   executionMode: ExecutionMode;
-  /** Whether this service can run remote_node work (distributed mode). */
+  /** Whether this service can run remote_node work. */
   remoteAvailable: boolean;
+  /** The provider's SDK as discovered; null when it was not probed (`lane: core` never probes). */
+  sdk: SdkStatus | null;
   node: string;
   queue: string;
 }
 
+/** Whether resolving this request needs the SDK probed: `core` never does, nor a provider without an SDK lane. */
+export function needsSdkProbe(provider: ProviderDefinition, requestedLane: RequestedLane): boolean {
+  return requestedLane !== 'core' && provider.sdk !== undefined;
+}
+
 export function resolveLane(input: LaneResolutionInput): EventMetadata {
   const { provider, requestedLane, executionMode } = input;
-  const sdkAvailable = false;
   if (executionMode === 'remote_node' && !input.remoteAvailable) {
-    throw new AsmError('config_invalid', 'execution_mode: remote_node needs distributed mode (REDIS_URL); this server is embedded', {
+    throw new AsmError('config_invalid', 'execution_mode: remote_node needs worker nodes of a distributed deployment; this server has none', {
       details: { field: 'execution_mode', reason: 'distribution_disabled' },
     });
   }
+  const sdkAvailable = input.sdk?.available === true && provider.sdk !== undefined;
   if (requestedLane === 'sdk') {
-    throw new AsmError('config_invalid', `lane: the sdk lane was requested but no SDK is available for provider ${provider.name}`, {
-      details: { field: 'lane', reason: 'sdk_unavailable' },
-    });
+    if (!sdkAvailable) {
+      const why = provider.sdk ? `${provider.sdk.package} cannot be loaded here${input.sdk?.error ? ` (${input.sdk.error})` : ''}` : `${provider.name} has no SDK lane`;
+      throw new AsmError('config_invalid', `lane: the sdk lane was requested but ${why}`, { details: { field: 'lane', reason: 'sdk_unavailable' } });
+    }
+    if (executionMode === 'remote_node') {
+      throw new AsmError('config_invalid', 'lane: the sdk lane is unavailable for remote_node execution; use lane core or auto', {
+        details: { field: 'lane', reason: 'unsupported_execution_mode' },
+      });
+    }
   }
+  const preferred = sdkAvailable ? 'sdk' : 'core';
+  const lane = requestedLane === 'core' || !sdkAvailable || executionMode === 'remote_node' ? 'core' : 'sdk';
+  const laneReason = requestedLane === 'core' ? 'explicit_core' : requestedLane === 'sdk' ? 'explicit_sdk' : sdkAvailable ? 'sdk_available' : 'sdk_unavailable';
   return {
     requested_lane: requestedLane,
-    preferred_lane: sdkAvailable ? 'sdk' : 'core',
-    lane: 'core',
-    backend: 'core',
+    preferred_lane: requestedLane === 'core' ? 'core' : preferred,
+    lane,
+    backend: lane,
     execution_mode: executionMode,
-    lane_reason: requestedLane === 'core' ? 'explicit_core' : 'sdk_unavailable',
-    lane_fallback_reason: null,
-    sdk_runtime: null,
-    sdk_available: sdkAvailable,
-    capabilities: provider.capabilities,
+    lane_reason: laneReason,
+    lane_fallback_reason: requestedLane === 'auto' && sdkAvailable && lane === 'core' ? 'sdk_remote_unsupported' : null,
+    sdk_runtime: lane === 'sdk' ? input.sdk!.runtime : null,
+    sdk_available: requestedLane === 'core' ? false : sdkAvailable,
+    capabilities: lane === 'sdk' ? provider.sdk!.capabilities : provider.capabilities,
     node: input.node,
     queue: input.queue,
   };

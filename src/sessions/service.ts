@@ -11,7 +11,8 @@ import type { CreateRunBody, CreateSessionBody, RunResult } from '../schemas/api
 import { TERMINAL_KINDS, type AsmEvent, type EventKind, type EventMetadata, type EventPayload, type ProviderEvent } from '../schemas/events.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
 import { ApprovalBook } from './approvals.js';
-import { resolveLane } from './lane-resolution.js';
+import { needsSdkProbe, resolveLane, type ExecutionMode, type RequestedLane } from './lane-resolution.js';
+import type { SdkLoader } from '../backends/sdk-loader.js';
 import { isTerminalRunState, projectResult, type ProjectableEvent } from './projection.js';
 import { KeyedSerializer } from './serial.js';
 import { OwnerUnreachable, type Cluster, type ControlReply, type ControlRequest } from '../nodes/cluster.js';
@@ -71,7 +72,9 @@ export interface SessionServiceDeps {
   store: Store;
   engine: LaneEngine;
   providers: Map<string, ProviderDefinition>;
-  backend: Backend;
+  /** Backends by lane: `core` always, `sdk` where the SDK lane is served. */
+  backends: { core: Backend; sdk?: Backend };
+  sdks: SdkLoader;
   cluster: Cluster;
   logger: Logger;
 }
@@ -81,7 +84,8 @@ export class SessionService {
   private readonly store: Store;
   private readonly engine: LaneEngine;
   private readonly providers: Map<string, ProviderDefinition>;
-  private readonly backend: Backend;
+  private readonly backends: { core: Backend; sdk?: Backend };
+  private readonly sdks: SdkLoader;
   private readonly cluster: Cluster;
   private readonly log: Logger;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -97,7 +101,8 @@ export class SessionService {
     this.store = deps.store;
     this.engine = deps.engine;
     this.providers = deps.providers;
-    this.backend = deps.backend;
+    this.backends = deps.backends;
+    this.sdks = deps.sdks;
     this.cluster = deps.cluster;
     this.log = deps.logger;
     this.approvals = new ApprovalBook(
@@ -305,14 +310,7 @@ export class SessionService {
     const queue = body.queue ?? provider.defaultQueue;
     this.assertQueue(queue);
     // Resolve now so a session that could never run is refused at creation, not at its first run.
-    resolveLane({
-      provider,
-      requestedLane: body.lane ?? SESSION_DEFAULTS.lane,
-      executionMode: body.execution_mode ?? SESSION_DEFAULTS.execution_mode,
-      remoteAvailable: false,
-      node: this.config.nodeName,
-      queue,
-    });
+    await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, body.execution_mode ?? SESSION_DEFAULTS.execution_mode, queue);
     if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
       // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
       const evicted = await this.store.evictOldestClosed();
@@ -379,14 +377,7 @@ export class SessionService {
     if (body.queue !== undefined) this.assertQueue(body.queue);
     const lane = body.lane ?? session.lane;
     const executionMode = body.execution_mode ?? session.execution_mode;
-    const observability = resolveLane({
-      provider,
-      requestedLane: lane,
-      executionMode,
-      remoteAvailable: false,
-      node: this.config.nodeName,
-      queue,
-    });
+    const observability = await this.resolveLaneFor(provider, lane, executionMode, queue);
 
     const runs = await this.store.runs.listBySession(sessionId);
     const { inFlight, waiting } = admissionState(runs);
@@ -470,6 +461,11 @@ export class SessionService {
       await this.finishWithoutStart(runId, abortToError(ctx.signal.reason, 'before it started'));
       return { run_id: runId, state: 'interrupted' };
     }
+    const backend = run.observability.backend === 'sdk' ? this.backends.sdk : this.backends.core;
+    if (!backend) {
+      await this.finishWithoutStart(runId, new AsmError('config_invalid', `lane: this process does not serve the ${run.observability.backend} lane`));
+      return { run_id: runId, state: 'failed' };
+    }
 
     const active: ActiveRun = { events: [], ended: false };
     this.active.set(runId, active);
@@ -482,7 +478,7 @@ export class SessionService {
         return { run_id: runId, state: 'interrupted' };
       }
       const continuing = run.options.continuation && session.provider_session_id !== null;
-      const backendRun = this.backend.start(
+      const backendRun = backend.start(
         {
           provider,
           runId,
@@ -792,6 +788,12 @@ export class SessionService {
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
     }
+  }
+
+  /** Lane resolution with the provider's SDK discovered first, unless the request cannot use it. */
+  private async resolveLaneFor(provider: ProviderDefinition, requestedLane: RequestedLane, executionMode: ExecutionMode, queue: string): Promise<EventMetadata> {
+    const sdk = needsSdkProbe(provider, requestedLane) ? await this.sdks.status(provider) : null;
+    return resolveLane({ provider, requestedLane, executionMode, remoteAvailable: false, sdk, node: this.config.nodeName, queue });
   }
 
   /** A session's admission and record changes, one at a time across every process. */
