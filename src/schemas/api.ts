@@ -252,11 +252,27 @@ export const ProviderInfo = Type.Object({
   default_queue: Type.String(),
   capabilities: Type.Array(Type.String()),
   permission_modes: Type.Array(Type.String()),
-  lanes: Type.Array(Type.String()),
-  sdk_available: Type.Boolean(),
+  lanes: Type.Array(Type.String(), { description: 'Backend lanes this provider has: core, and sdk where its vendor ships an SDK' }),
+  sdk_available: Type.Boolean({ description: 'Whether the SDK package loads here (then lane auto runs on sdk)' }),
+  sdk: Nullable(
+    Type.Object({
+      package: Type.String(),
+      runtime: Nullable(Type.String({ description: 'package@version when it loads' })),
+      capabilities: Type.Array(Type.String()),
+      error: Nullable(Type.String({ description: 'Why it does not load' })),
+    }),
+  ),
 }, { $id: 'ProviderInfo' });
 export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(ProviderInfo)) });
 export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
+export const ResolveLaneBody = Type.Object(
+  {
+    lane: Type.Optional(BackendLane),
+    execution_mode: Type.Optional(ExecutionMode),
+    queue: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
 
 export const NodeInfo = Type.Object({
   id: Type.String({ description: 'Instance id, unique per process; runs record it as their owner' }),

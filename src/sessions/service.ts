@@ -264,6 +264,15 @@ export class SessionService {
     return run?.tenant === tenant;
   }
 
+  /** Where a run with these options would execute (POST /v1/providers/{name}/resolve). */
+  async resolveLane(providerName: string, requestedLane: RequestedLane, executionMode: ExecutionMode, queue?: string): Promise<EventMetadata> {
+    const provider = this.providers.get(providerName);
+    if (!provider) throw new AsmError('not_found', `provider ${providerName} not found`);
+    const lane = queue ?? provider.defaultQueue;
+    this.assertQueue(lane);
+    return this.resolveLaneFor(provider, requestedLane, executionMode, lane);
+  }
+
   /** Runs executing in this process now. */
   activeRuns(): number {
     return this.active.size;

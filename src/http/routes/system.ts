@@ -4,7 +4,8 @@ import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
-import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams } from '../../schemas/api.js';
+import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
+import { LaneMetadata } from '../../schemas/events.js';
 import { errorResponses } from './sessions.js';
 
 /** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
@@ -20,7 +21,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     return value;
   };
   const describe = async (def: ProviderDefinition) => {
-    const { installed, version } = await probe(def);
+    const [{ installed, version }, sdk] = await Promise.all([probe(def), app.sdks.status(def)]);
     return {
       name: def.name,
       display_name: def.displayName,
@@ -31,8 +32,9 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
       default_queue: def.defaultQueue,
       capabilities: def.capabilities,
       permission_modes: def.permissionModes,
-      lanes: ['core'],
-      sdk_available: false,
+      lanes: def.sdk ? ['core', 'sdk'] : ['core'],
+      sdk_available: sdk.available,
+      sdk: def.sdk ? { package: def.sdk.package, runtime: sdk.runtime, capabilities: def.sdk.capabilities, error: sdk.error } : null,
     };
   };
 
@@ -45,6 +47,24 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     if (!def) throw new AsmError('not_found', `provider ${request.params.name} not found`);
     return describe(def);
   });
+
+  fastify.post(
+    '/v1/providers/:name/resolve',
+    {
+      schema: {
+        tags: ['providers'],
+        description:
+          'Which backend lane a run with these options would execute on, and why (SPEC §6): the observability fields every event and result of such a run carries. 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, remote_node without worker nodes).',
+        params: ProviderParams,
+        body: ResolveLaneBody,
+        response: { 200: Type.Ref(LaneMetadata), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const body = request.body ?? {};
+      return app.sessions.resolveLane(request.params.name, body.lane ?? 'auto', body.execution_mode ?? 'local', body.queue);
+    },
+  );
 
   fastify.get(
     '/v1/nodes',
