@@ -20,6 +20,19 @@ function lastUserText(body: any): string {
 }
 
 describe('claude (real CLI) through the service', () => {
+  it('continues the provider’s session on the next run: --resume, and the model sees the first turn', async () => {
+    ctx.model.script({ text: 'Noted: pineapple.' }, { text: 'The word was pineapple.' });
+    const s = await rig.session();
+    const first = await rig.run(s, 'Remember the word pineapple');
+    const second = await rig.run(s, 'Which word did I ask you to remember?');
+    expect(second.run.state).toBe('completed');
+    expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
+    // The resumed CLI sends the whole conversation: the first prompt and answer come back to the model.
+    const history = JSON.stringify(ctx.model.requests[1].body.messages);
+    expect(history).toContain('Remember the word pineapple');
+    expect(history).toContain('Noted: pineapple.');
+  });
+
   it('answers a plain prompt: text, usage and cost from the model', async () => {
     ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
     const s = await rig.session();

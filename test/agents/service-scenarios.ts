@@ -104,6 +104,19 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       });
     }
 
+    it('continues the provider’s session on the next run: the model sees the first turn', async () => {
+      ctx.model.script({ text: 'Noted: pineapple.' }, { text: 'The word was pineapple.' });
+      const s = await session();
+      const first = await rig.run(s, 'Remember the word pineapple');
+      const second = await rig.run(s, 'Which word did I ask you to remember?');
+      expect(second.run.state).toBe('completed');
+      expect(first.run.result.provider_session_id).toBeTruthy();
+      expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
+      const history = JSON.stringify(ctx.model.requests[1].body);
+      expect(history).toContain('Remember the word pineapple');
+      expect(history).toContain('Noted: pineapple.');
+    });
+
     it('interrupts a run in the middle of a slow tool: the run ends user_cancelled', async () => {
       const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
       markers.push(marker);
