@@ -73,10 +73,13 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
   it('exposes lane and session metrics in Prometheus text', async () => {
     const sessionId = await shellSession();
     await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo m', wait: true });
+    // The lane counts the command once its handler returns, a moment after the run's terminal event.
+    await expect
+      .poll(async () => (await server.request('GET', '/metrics')).body, { timeout: 5_000 })
+      .toMatch(/^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m);
     const metrics = await server.request('GET', '/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get('content-type')).toContain('text/plain');
-    expect(metrics.body).toMatch(/^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m);
     expect(metrics.body).toMatch(/^asm_lane_pending\{lane="prompt"\} 0$/m);
     expect(metrics.body).toMatch(/^asm_sessions 1$/m);
     expect(metrics.body).toMatch(/^asm_up 1$/m);
