@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { Redis } from 'ioredis';
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { until } from '../helpers/processes.js';
 
@@ -85,5 +85,32 @@ describe('distributed mode: an ACL user', () => {
     await admin.call('ACL', 'SETUSER', `${prefix}-no`, 'on', '>secret-pw', '~other:*', '+@all');
     const config = loadConfig({ REDIS_URL: url.replace('redis://', `redis://${prefix}-no:secret-pw@`), ASM_REDIS_PREFIX: prefix });
     await expect(createApp(config, pino({ level: 'silent' }))).rejects.toMatchObject({ kind: 'not_ready', message: expect.stringMatching(/NOPERM|refused access/) });
+  }, 30_000);
+});
+
+describe('distributed mode over TLS (rediss://) with a private CA', () => {
+  let tls: TlsRedisServer;
+  beforeAll(async () => {
+    tls = await startTlsRedisServer();
+  });
+  afterAll(() => tls.dispose());
+
+  it('runs sessions, lanes and events over TLS when ASM_REDIS_TLS_CA names the CA', async (context) => {
+    if (!tls.server) return context.skip(tls.missing);
+    const server = await startServer({ REDIS_URL: `rediss://127.0.0.1:${tls.server.port}`, ASM_REDIS_TLS_CA: tls.ca });
+    try {
+      const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
+      const run = await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo over-tls', wait: true });
+      expect(run.body).toMatchObject({ state: 'completed', result: { text: 'over-tls\n' } });
+      expect((await server.request('GET', '/readyz')).body).toMatchObject({ status: 'ready', checks: { mode: 'distributed' } });
+    } finally {
+      await server.close();
+    }
+  }, 30_000);
+
+  it('refuses to start without the CA, naming the certificate problem', async (context) => {
+    if (!tls.server) return context.skip(tls.missing);
+    const config = loadConfig({ REDIS_URL: `rediss://127.0.0.1:${tls.server.port}` });
+    await expect(createApp(config, pino({ level: 'silent' }))).rejects.toMatchObject({ kind: 'not_ready', message: expect.stringMatching(/certificate/) });
   }, 30_000);
 });

@@ -4,8 +4,8 @@
  * port and directory, so an append-only file survives), by tests of special servers (cluster mode,
  * TLS: pass `args`), and by `npm run bench -- bullmq`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import type { Redis } from 'ioredis';
@@ -123,4 +123,46 @@ export async function deletePrefix(redis: Redis, prefix: string): Promise<void> 
     cursor = next;
     if (keys.length) await redis.del(...keys);
   } while (cursor !== '0');
+}
+
+export interface TlsRedisServer {
+  /** Undefined when this redis-server was built without TLS; `missing` says why. */
+  server: RedisServer | undefined;
+  missing: string;
+  /** The CA that signed the server's certificate (for ASM_REDIS_TLS_CA). */
+  ca: string;
+  dispose(): Promise<void>;
+}
+
+/** A TLS-only redis-server with a certificate for 127.0.0.1 signed by a throw-away CA (openssl). */
+export async function startTlsRedisServer(): Promise<TlsRedisServer> {
+  const certs = mkdtempSync(join(tmpdir(), 'asm-tls-'));
+  const ca = join(certs, 'ca.crt');
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=asm-test-ca');
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+  writeFileSync(join(certs, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
+  let server: RedisServer | undefined;
+  let missing = '';
+  try {
+    server = await startRedisServer({
+      args: (port) => [
+        '--port', '0', '--tls-port', String(port), '--save', '', '--appendonly', 'no', '--tls-auth-clients', 'no',
+        '--tls-cert-file', join(certs, 'server.crt'), '--tls-key-file', join(certs, 'server.key'), '--tls-ca-cert-file', ca,
+      ],
+    });
+  } catch (err) {
+    if (!/tls/i.test(String(err))) throw err;
+    missing = `this redis-server cannot serve TLS (${String(err)})`;
+  }
+  return {
+    server,
+    missing,
+    ca,
+    dispose: async () => {
+      await server?.dispose();
+      rmSync(certs, { recursive: true, force: true });
+    },
+  };
 }

@@ -3,10 +3,7 @@
  * then what only Redis has: cluster slots, an unreachable server, ACL users and TLS. Each deployment
  * gets a unique key prefix, whose keys are deleted after the test.
  */
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -15,7 +12,7 @@ import type { AsmEvent } from '../../src/schemas/events.js';
 import { createRedisStore, redisKeys, type RedisStoreOptions } from '../../src/store/redis.js';
 import type { Store } from '../../src/store/types.js';
 import { eventually, newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
@@ -244,37 +241,16 @@ describe('Redis store: ACL users', () => {
 });
 
 describe('Redis store: TLS (rediss://)', () => {
-  let server: RedisServer | undefined;
-  let tlsMissing = '';
-  let ca = '';
-  let certs = '';
+  let tls: TlsRedisServer;
   beforeAll(async () => {
-    certs = mkdtempSync(join(tmpdir(), 'asm-tls-'));
-    ca = join(certs, 'ca.crt');
-    const openssl = (...args: string[]) => execFileSync('openssl', args, { cwd: certs, stdio: 'pipe' });
-    openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=asm-test-ca');
-    openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-    writeFileSync(join(certs, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-    openssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
-    try {
-      server = await startRedisServer({ args: (port) => [
-        '--port', '0', '--tls-port', String(port), '--save', '', '--appendonly', 'no', '--tls-auth-clients', 'no',
-        '--tls-cert-file', join(certs, 'server.crt'), '--tls-key-file', join(certs, 'server.key'), '--tls-ca-cert-file', ca,
-      ] });
-    } catch (err) {
-      if (!/tls/i.test(String(err))) throw err;
-      tlsMissing = `this redis-server cannot serve TLS (${String(err)})`;
-    }
+    tls = await startTlsRedisServer();
   });
-  afterAll(async () => {
-    await server?.dispose();
-    if (certs) rmSync(certs, { recursive: true, force: true });
-  });
+  afterAll(() => tls.dispose());
 
   it('connects with the CA file, and refuses a server it cannot verify', async (context) => {
-    if (!server) return context.skip(tlsMissing);
-    const tlsUrl = `rediss://127.0.0.1:${server.port}`;
-    const store = await createRedisStore({ url: tlsUrl, tlsCaFile: ca, prefix: `asm-${randomUUID().slice(0, 8)}`, eventsPerSession: 10 });
+    if (!tls.server) return context.skip(tls.missing);
+    const tlsUrl = `rediss://127.0.0.1:${tls.server.port}`;
+    const store = await createRedisStore({ url: tlsUrl, tlsCaFile: tls.ca, prefix: `asm-${randomUUID().slice(0, 8)}`, eventsPerSession: 10 });
     try {
       await roundTrip(store);
     } finally {
