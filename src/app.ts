@@ -10,7 +10,8 @@ import type { Cluster, SelfReport } from './nodes/cluster.js';
 import { LocalCluster } from './nodes/local.js';
 import { loadProviders } from './providers/registry.js';
 import type { ProviderDefinition } from './providers/types.js';
-import { SessionService } from './sessions/service.js';
+import { cookieHash } from './nodes/remote-start.js';
+import { SessionService, WORKER_LANE } from './sessions/service.js';
 import { createMemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
 import { VERSION } from './version.js';
@@ -47,7 +48,11 @@ export interface Infrastructure {
 }
 
 export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AsmApp> {
+  const { worker } = config;
+  if (worker && !config.redis) throw new Error('asm worker needs REDIS_URL: workers take their runs from a distributed deployment');
   const providers = await loadProviders();
+  const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
+  if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);
   const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
     globalConcurrency: config.globalConcurrency,
@@ -56,18 +61,27 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
   let sessions: SessionService | undefined;
   const report: SelfReport = () => ({
     name: config.nodeName,
-    role: 'api',
+    role: worker ? 'worker' : 'api',
     version: VERSION,
-    providers: [...providers.keys()].filter((p) => !config.disabledProviders.has(p)),
-    capacity: engineOptions.lanes.reduce((sum, l) => sum + l.maxConcurrency, 0),
-    load: sessions?.activeRuns() ?? 0,
-    pool: 'default',
+    providers: [...providers.keys()].filter((p) => !config.disabledProviders.has(p) && (worker?.providers ?? [p]).includes(p)),
+    capacity: worker?.capacity ?? engineOptions.lanes.reduce((sum, l) => sum + l.maxConcurrency, 0),
+    load: (worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0,
+    pool: worker?.pool ?? 'default',
+    cookie: cookieHash(worker?.cookie),
   });
   // The instance id is unique per process, so a restarted process never inherits the runs its predecessor owned.
   const self = `${config.nodeName}-${randomUUID().slice(0, 8)}`;
   const infra: Infrastructure = config.redis
     ? // Loaded only when used: embedded mode never loads ioredis or BullMQ.
-      await (await import('./distributed.js')).connectDistributed(config, config.redis, engineOptions, self, report, logger)
+      await (await import('./distributed.js')).connectDistributed(
+        config,
+        config.redis,
+        engineOptions,
+        self,
+        report,
+        logger,
+        worker && createInProcessEngine(workerEngineOptions(worker.capacity)),
+      )
     : {
         store: createMemoryStore({ eventsPerSession: config.limits.eventsPerSession }),
         engine: createInProcessEngine(engineOptions),
@@ -80,6 +94,8 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
+  // A worker registers as starting (sessions.start() heartbeats) and takes runs from here on.
+  if (worker) cluster.setState('ready');
 
   let ready = true;
   let closing: Promise<void> | undefined;
@@ -99,10 +115,18 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
       closing ??= (async () => {
         ready = false;
         cluster.setState('draining');
-        logger.info('shutting down: intake stopped, interrupting runs');
         await engine.shutdown();
-        await sessions.interruptAll('shutdown');
-        await engine.drain(config.limits.shutdownDrainMs).catch((err) => logger.warn({ err }, 'drain did not finish in time'));
+        const drain = () => engine.drain(config.limits.shutdownDrainMs).catch((err) => logger.warn({ err }, 'drain did not finish in time'));
+        if (worker) {
+          // A worker finishes the runs it accepted (draining: it takes no new ones), then interrupts what is left.
+          logger.info('shutting down: draining accepted runs');
+          await drain();
+          await sessions.interruptAll('shutdown');
+        } else {
+          logger.info('shutting down: intake stopped, interrupting runs');
+          await sessions.interruptAll('shutdown');
+          await drain();
+        }
         await engine.close();
         sessions.close();
         await cluster.close();
@@ -113,4 +137,9 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
       return closing;
     },
   };
+}
+
+/** A worker's own queue: the runs handed to it, at most `capacity` executing at once, the rest FIFO. */
+function workerEngineOptions(capacity: number): EngineOptions {
+  return { lanes: [{ id: WORKER_LANE, priority: 0, minConcurrency: 0, maxConcurrency: capacity }] };
 }

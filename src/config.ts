@@ -31,6 +31,20 @@ export interface AsmConfig {
   /** Distributed mode, when REDIS_URL is set: state in Redis, scheduling through BullMQ. */
   redis?: RedisSettings;
   cluster: ClusterSettings;
+  /** Lowest layer of the remote options' precedence (ASM_REMOTE_DEFAULTS, a JSON object of driver_opts keys). */
+  remoteDefaults: Record<string, unknown>;
+  /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
+  worker?: WorkerSettings;
+}
+
+export interface WorkerSettings {
+  pool: string;
+  /** Runs executing at once; more are queued on the worker. */
+  capacity: number;
+  /** Providers this worker serves; null: every provider that is not disabled. */
+  providers: string[] | null;
+  /** Runs must present this as remote_cookie (ASM_NODE_COOKIE or --cookie); null: they must present none. */
+  cookie: string | null;
 }
 
 export interface RedisSettings {
@@ -148,6 +162,19 @@ function parseBinaries(env: Env): Record<string, string> {
   return binaries;
 }
 
+function jsonObject(env: Env, name: string): Record<string, unknown> {
+  const raw = env[name];
+  if (!raw) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(name, 'must be a JSON object');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(name, 'must be a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
 function redisUrl(raw: string): string {
   let url: URL;
   try {
@@ -207,5 +234,6 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       jobLockMs: int(env, 'ASM_JOB_LOCK_MS', 30_000, 100),
       stalledIntervalMs: int(env, 'ASM_STALLED_INTERVAL_MS', 30_000, 100),
     },
+    remoteDefaults: jsonObject(env, 'ASM_REMOTE_DEFAULTS'),
   };
 }

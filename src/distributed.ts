@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Infrastructure } from './app.js';
 import type { AsmConfig, RedisSettings } from './config.js';
 import { BullMQLaneEngine } from './lanes/bullmq-engine.js';
-import type { EngineOptions } from './lanes/types.js';
+import type { EngineOptions, LaneEngine } from './lanes/types.js';
 import { OwnerUnreachable, type Cluster, type SelfReport } from './nodes/cluster.js';
 import { RedisCluster } from './nodes/redis.js';
 import { guarded, RedisLink } from './store/redis-link.js';
@@ -13,8 +13,9 @@ const STARTUP_TIMEOUT_MS = 10_000;
 
 /**
  * Distributed mode's parts, all on one Redis: the Redis store, the BullMQ lane engine and the
- * cluster of API processes. Every connection is made from the same settings, so a `rediss://` URL,
- * an ACL user or a private CA apply everywhere.
+ * cluster of API processes and workers. Every connection is made from the same settings, so a
+ * `rediss://` URL, an ACL user or a private CA apply everywhere. A worker brings its own engine
+ * (`localEngine`): it takes runs handed to it, not jobs from the shared lanes.
  */
 export async function connectDistributed(
   config: AsmConfig,
@@ -23,6 +24,7 @@ export async function connectDistributed(
   self: string,
   report: SelfReport,
   logger: Logger,
+  localEngine?: LaneEngine,
 ): Promise<Infrastructure> {
   const linkOptions = { url: redis.url, commandTimeoutMs: redis.commandTimeoutMs, tlsCaFile: redis.tlsCaFile };
   const store = await createRedisStore({
@@ -43,6 +45,7 @@ export async function connectDistributed(
     ttlMs: config.cluster.nodeTtlMs,
     lockLeaseMs: LOCK_LEASE_MS,
     lockWaitMs: redis.commandTimeoutMs * 5,
+    initialState: config.worker ? 'starting' : 'ready',
   });
   try {
     await link.ready(STARTUP_TIMEOUT_MS);
@@ -52,16 +55,18 @@ export async function connectDistributed(
     throw err;
   }
   const cluster: Cluster = guarded(redisCluster, (err) => (err instanceof OwnerUnreachable ? err : link.toAsmError(err)));
-  const engine = new BullMQLaneEngine({
-    ...engineOptions,
-    connection: redis.url,
-    // BullMQ's blocking connections must wait out an outage rather than fail fast; only TLS is shared.
-    redisOptions: link.connectionOptions.tls ? { tls: link.connectionOptions.tls } : undefined,
-    prefix: `{${redis.prefix}}`,
-    lockDurationMs: config.cluster.jobLockMs,
-    stalledIntervalMs: config.cluster.stalledIntervalMs,
-    commandTimeoutMs: redis.commandTimeoutMs,
-  });
+  const engine =
+    localEngine ??
+    new BullMQLaneEngine({
+      ...engineOptions,
+      connection: redis.url,
+      // BullMQ's blocking connections must wait out an outage rather than fail fast; only TLS is shared.
+      redisOptions: link.connectionOptions.tls ? { tls: link.connectionOptions.tls } : undefined,
+      prefix: `{${redis.prefix}}`,
+      lockDurationMs: config.cluster.jobLockMs,
+      stalledIntervalMs: config.cluster.stalledIntervalMs,
+      commandTimeoutMs: redis.commandTimeoutMs,
+    });
   logger.info({ redis: redactUrl(redis.url), prefix: redis.prefix, instance: self }, 'distributed mode: state in Redis, lanes on BullMQ');
   return { store, engine, cluster, close: () => link.close() };
 }

@@ -2,11 +2,13 @@
 import { parseArgs } from 'node:util';
 import { runCommand } from './run.js';
 import { serveCommand } from './serve.js';
+import { WORKER_USAGE, workerCommand } from './worker.js';
 
 const USAGE = `asm — Agent Session Manager
 
 Usage:
   asm serve                      start the service (configured by ASM_* environment variables)
+${WORKER_USAGE}
   asm run --provider P [--cwd D] [--model M] [--permission-mode M] [--url URL] [--api-key K] PROMPT
                                  run one prompt through a running service, streaming its events;
                                  approvals are asked on the terminal, Ctrl-C interrupts the run
@@ -18,6 +20,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'serve':
       return serveCommand();
+    case 'worker':
+      return workerCommand(rest);
     case 'run': {
       const { values, positionals } = parseArgs({
         args: rest,

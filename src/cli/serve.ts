@@ -1,6 +1,7 @@
 import { createApp } from '../app.js';
 import { loadConfig } from '../config.js';
 import { buildServer } from '../http/server.js';
+import { stopOnSignals } from './signals.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -18,19 +19,6 @@ export async function serveCommand(): Promise<number> {
     'ASM is serving',
   );
 
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) {
-      app.logger.warn({ signal }, 'second signal: exiting now');
-      process.exit(1);
-    }
-    stopping = true;
-    app.logger.info({ signal }, 'stopping');
-    await app.close();
-    await server.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  stopOnSignals(app, () => server.close());
   return -1;
 }

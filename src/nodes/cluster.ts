@@ -20,15 +20,22 @@ export interface NodeSnapshot {
   capacity: number;
   load: number;
   pool: string;
-  state: 'ready' | 'draining';
+  /** starting: registered, not yet taking runs (a worker's boot); draining: taking no new runs. */
+  state: 'starting' | 'ready' | 'draining';
+  /** sha256 of the worker's cookie (asm worker --cookie), null without one. Internal: not in GET /v1/nodes. */
+  cookie?: string | null;
   started_at: string;
   last_heartbeat: string;
 }
 
-/** A control request executed by the process that owns the run it targets. */
+/**
+ * A control request executed by the process that owns the run it targets; `start` hands a
+ * remote_node run to a worker, which acknowledges once the run is queued there (remote-start.ts).
+ */
 export type ControlRequest =
   | { kind: 'interrupt'; runId: string }
-  | { kind: 'decide'; approvalId: string; decision: ApprovalDecision; reason: string | null };
+  | { kind: 'decide'; approvalId: string; decision: ApprovalDecision; reason: string | null }
+  | { kind: 'start'; runId: string };
 
 export type ControlReply = { ok: true; value: unknown } | { ok: false; error: ErrorBody };
 
@@ -60,11 +67,13 @@ export interface Cluster {
   withLock<T>(key: string, work: () => Promise<T>): Promise<T>;
   /** True for exactly one caller per key within ttlMs, across processes. */
   claim(key: string, ttlMs: number): Promise<boolean>;
-  /** Mark this instance draining (it takes no new work) or ready. */
+  /** Mark this instance starting, ready or draining (it takes no new work). */
   setState(state: NodeSnapshot['state']): void;
+  /** Publish this instance's snapshot now rather than at the next heartbeat (its load changed). */
+  announce(): Promise<void>;
   /** Deregister and release connections. */
   close(): Promise<void>;
 }
 
 /** What a process reports of itself on every heartbeat. */
-export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool'>;
+export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool' | 'cookie'>;

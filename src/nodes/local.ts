@@ -51,6 +51,8 @@ export class LocalCluster implements Cluster {
     this.state = state;
   }
 
+  async announce(): Promise<void> {}
+
   async close(): Promise<void> {
     this.handler = undefined;
   }

@@ -19,6 +19,8 @@ export interface RedisClusterOptions {
   lockLeaseMs: number;
   /** Longest withLock waits for a lock before failing with `timeout`. */
   lockWaitMs: number;
+  /** The state of the first heartbeat: a worker registers as `starting` and turns `ready` once it takes runs. */
+  initialState?: NodeSnapshot['state'];
 }
 
 /** Releases a lock only if this holder still owns it (its lease may have expired and moved on). */
@@ -52,11 +54,12 @@ export class RedisCluster implements Cluster {
   private readonly waiting = new Map<string, { resolve: (reply: ControlReply) => void; timer: NodeJS.Timeout }>();
   private handler: ControlHandler | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
-  private state: NodeSnapshot['state'] = 'ready';
+  private state: NodeSnapshot['state'];
   private closed = false;
 
   constructor(options: RedisClusterOptions) {
     this.options = options;
+    this.state = options.initialState ?? 'ready';
     this.self = options.self;
     this.redis = options.redis;
     this.subscriber = options.subscriber;
@@ -185,6 +188,10 @@ export class RedisCluster implements Cluster {
   setState(state: NodeSnapshot['state']): void {
     this.state = state;
     void this.beat().catch(() => undefined);
+  }
+
+  async announce(): Promise<void> {
+    await this.beat();
   }
 
   async close(): Promise<void> {

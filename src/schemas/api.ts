@@ -114,6 +114,7 @@ export const RunError = Type.Object({
   domain: Type.String(),
   message: Type.String(),
   retryable: Type.Boolean(),
+  details: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 });
 
 export const RunResult = Type.Object({
@@ -284,7 +285,7 @@ export const NodeInfo = Type.Object({
   capacity: Type.Integer(),
   load: Type.Integer(),
   last_heartbeat: Timestamp,
-  state: Type.Union([Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
+  state: Type.Union([Type.Literal('starting'), Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
   pool: Type.String(),
 }, { $id: 'NodeInfo' });
 export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)) });

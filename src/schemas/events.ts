@@ -83,6 +83,7 @@ export const EventPayloads = {
       domain: Type.Union(ERROR_DOMAINS.map((d) => Type.Literal(d))),
       message: Type.String(),
       retryable: Type.Boolean(),
+      details: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'e.g. reason: why a remote start failed' })),
     },
     open,
   ),

@@ -1,4 +1,5 @@
 import { AsmError } from '../errors.js';
+import { remoteFailure } from '../nodes/remote-start.js';
 import type { SdkStatus } from '../backends/sdk-loader.js';
 import type { EventMetadata } from '../schemas/events.js';
 import type { ProviderDefinition } from '../providers/types.js';
@@ -43,8 +44,8 @@ export function needsSdkProbe(provider: ProviderDefinition, requestedLane: Reque
 export function resolveLane(input: LaneResolutionInput): EventMetadata {
   const { provider, requestedLane, executionMode } = input;
   if (executionMode === 'remote_node' && !input.remoteAvailable) {
-    throw new AsmError('config_invalid', 'execution_mode: remote_node needs worker nodes of a distributed deployment; this server has none', {
-      details: { field: 'execution_mode', reason: 'distribution_disabled' },
+    throw remoteFailure('distribution_disabled', 'execution_mode: remote_node needs worker nodes of a distributed deployment; this server has none', {
+      field: 'execution_mode',
     });
   }
   const sdkAvailable = input.sdk?.available === true && provider.sdk !== undefined;

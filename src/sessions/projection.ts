@@ -89,7 +89,7 @@ export function projectResult(events: readonly ProjectableEvent[]): RunResult {
       const err = payload as EventPayload<'error'>;
       result.status = err.kind === 'user_cancelled' ? 'interrupted' : 'failed';
       result.stop_reason = err.kind;
-      result.error = { kind: err.kind, domain: err.domain, message: err.message, retryable: err.retryable };
+      result.error = { kind: err.kind, domain: err.domain, message: err.message, retryable: err.retryable, ...(err.details && { details: err.details }) };
       break;
     }
   }

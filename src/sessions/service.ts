@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { realpath } from 'node:fs/promises';
+import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AsmConfig } from '../config.js';
 import { AsmError, badField, type ErrorBody } from '../errors.js';
@@ -16,6 +18,9 @@ import type { SdkLoader } from '../backends/sdk-loader.js';
 import { isTerminalRunState, projectResult, type ProjectableEvent } from './projection.js';
 import { KeyedSerializer } from './serial.js';
 import { OwnerUnreachable, type Cluster, type ControlReply, type ControlRequest } from '../nodes/cluster.js';
+import { remoteTarget, resolveRemoteOptions, type RemoteOptions } from '../nodes/remote-options.js';
+import { preflightOnWorker, remoteFailure, startOnNode } from '../nodes/remote-start.js';
+import { VERSION } from '../version.js';
 import { resolveWorkspaceDir } from './workspace.js';
 
 /**
@@ -31,7 +36,15 @@ import { resolveWorkspaceDir } from './workspace.js';
  * approval decisions are handed to that owner through the cluster, because only it holds the CLI
  * and serialises the run's events. When an owner stops heartbeating, a sweep ends its runs with
  * `node_lost`, and approval deadlines are kept by a sweep that any process may perform.
+ *
+ * A remote_node run is admitted by an API process like any other; its lane command then hands it
+ * to a worker (nodes/remote-start.ts) instead of executing it. The worker, an `asm worker` process
+ * running this same service, queues it on its own engine and becomes its owner: it executes it
+ * with the code path of a local run, so routing to the owner and the sweeps apply unchanged.
  */
+
+/** The one lane of a worker's own engine: the runs handed to it. */
+export const WORKER_LANE = 'remote';
 
 const SESSION_DEFAULTS = {
   lane: 'auto',
@@ -93,6 +106,8 @@ export class SessionService {
   private readonly approvals: ApprovalBook;
   /** Runs executing in this process. */
   private readonly active = new Map<string, ActiveRun>();
+  /** A worker's runs: accepted (queued on its engine or executing), until they end. */
+  private readonly accepted = new Set<string>();
   /** The events of one run, serialised (run id → chain). */
   private readonly runEvents = new KeyedSerializer();
 
@@ -278,6 +293,11 @@ export class SessionService {
     return this.active.size;
   }
 
+  /** Runs a worker accepted and has not finished: its load, as the API balances a pool by it. */
+  acceptedRuns(): number {
+    return this.accepted.size;
+  }
+
   /** Interrupt every run this process executes (graceful shutdown). */
   async interruptAll(reason: InterruptReason): Promise<void> {
     const running = [...this.active.values()].flatMap((run) => (run.backend ? [run.backend] : []));
@@ -319,7 +339,9 @@ export class SessionService {
     const queue = body.queue ?? provider.defaultQueue;
     this.assertQueue(queue);
     // Resolve now so a session that could never run is refused at creation, not at its first run.
-    await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, body.execution_mode ?? SESSION_DEFAULTS.execution_mode, queue);
+    const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
+    await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
+    if (executionMode === 'remote_node') resolveRemoteOptions([this.config.remoteDefaults, body.driver_opts]);
     if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
       // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
       const evicted = await this.store.evictOldestClosed();
@@ -333,7 +355,7 @@ export class SessionService {
       tenant,
       provider: provider.name,
       lane: body.lane ?? SESSION_DEFAULTS.lane,
-      execution_mode: body.execution_mode ?? SESSION_DEFAULTS.execution_mode,
+      execution_mode: executionMode,
       driver_opts: body.driver_opts ?? {},
       cwd: await resolveWorkspaceDir(this.config.workspaceRoot, body.cwd),
       model: body.model ?? null,
@@ -387,6 +409,7 @@ export class SessionService {
     const lane = body.lane ?? session.lane;
     const executionMode = body.execution_mode ?? session.execution_mode;
     const observability = await this.resolveLaneFor(provider, lane, executionMode, queue);
+    const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
 
     const runs = await this.store.runs.listBySession(sessionId);
     const { inFlight, waiting } = admissionState(runs);
@@ -419,12 +442,23 @@ export class SessionService {
         execution_mode: executionMode,
         driver_opts: { ...session.driver_opts, ...(body.driver_opts ?? {}) },
         continuation: body.continuation ?? true,
+        ...(remote && { remote }),
       },
     };
     await this.store.runs.create(run);
     await this.runEvents.run(run.id, () => this.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
     if (dispatchNow) await this.dispatch(run);
     return run;
+  }
+
+  /**
+   * The remote payload of a run (remote-options.ts), above one default of our own: without a
+   * remote_cwd the run works in the session's directory taken relative to the workspace root, so
+   * nodes with the same layout under their own root find it.
+   */
+  private async remoteOptions(session: SessionRecord, body: CreateRunBody): Promise<RemoteOptions> {
+    const sessionDir = relative(await realpath(this.config.workspaceRoot), session.cwd) || '.';
+    return resolveRemoteOptions([{ remote_cwd: sessionDir }, this.config.remoteDefaults, session.driver_opts, body.driver_opts]);
   }
 
   private async dispatch(run: RunRecord): Promise<void> {
@@ -470,10 +504,24 @@ export class SessionService {
       await this.finishWithoutStart(runId, abortToError(ctx.signal.reason, 'before it started'));
       return { run_id: runId, state: 'interrupted' };
     }
+    if (run.options.remote && !this.config.worker) {
+      await this.handOff(run, session, ctx);
+      return this.outcome(runId);
+    }
     const backend = run.observability.backend === 'sdk' ? this.backends.sdk : this.backends.core;
     if (!backend) {
       await this.finishWithoutStart(runId, new AsmError('config_invalid', `lane: this process does not serve the ${run.observability.backend} lane`));
       return { run_id: runId, state: 'failed' };
+    }
+    let cwd = session.cwd;
+    if (run.options.remote) {
+      // Checked again at the start: the run may have waited in this worker's queue since it was accepted.
+      try {
+        cwd = await this.workerPreflight(run, provider);
+      } catch (err) {
+        await this.finishWithoutStart(runId, AsmError.from(err));
+        return this.outcome(runId);
+      }
     }
 
     const active: ActiveRun = { events: [], ended: false };
@@ -493,7 +541,7 @@ export class SessionService {
           runId,
           sessionId: session.id,
           prompt: run.prompt,
-          cwd: session.cwd,
+          cwd,
           model: session.model ?? undefined,
           permissionMode: session.permission_mode ?? undefined,
           providerSessionId: continuing ? session.provider_session_id! : undefined,
@@ -520,12 +568,94 @@ export class SessionService {
     } finally {
       this.active.delete(runId);
     }
+    return this.outcome(runId);
+  }
+
+  /** A run command's outcome, from the run's record. */
+  private async outcome(runId: string): Promise<{ run_id: string; state: string }> {
     const final = (await this.store.runs.get(runId))!;
     if (final.state === 'failed') {
       // Failing the command records the run in the lane's metrics and dead-letter queue.
       throw new Error(final.result?.error ? `${final.result.error.kind}: ${final.result.error.message}` : 'run failed');
     }
     return { run_id: runId, state: final.state };
+  }
+
+  // ---------------------------------------------------------------- remote_node runs
+
+  /** API side: place the run on a worker, which owns it from its acknowledgement on; a failed start ends it here. */
+  private async handOff(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<void> {
+    const options = run.options.remote!;
+    const continuing = run.options.continuation && session.provider_session_id !== null;
+    const pooled = remoteTarget(options.remote_node).kind === 'pool';
+    try {
+      const node = await startOnNode({
+        cluster: this.cluster,
+        runId: run.id,
+        provider: run.provider,
+        version: VERSION,
+        options,
+        affinity: pooled && continuing ? await this.conversationNode(run) : null,
+        signal: ctx.signal,
+      });
+      this.log.info({ runId: run.id, node: node.name, instance: node.id }, 'run handed to a worker');
+    } catch (err) {
+      await this.finishWithoutStart(run.id, ctx.signal.aborted ? abortToError(ctx.signal.reason, 'before it started') : AsmError.from(err));
+      return;
+    }
+    // Interrupted while the node was acknowledging: the node owns the run now, so the interrupt goes there.
+    if (ctx.signal.aborted) await this.interruptElsewhere(run.id);
+  }
+
+  /** The node of the session's latest remote run that started: the provider's files of the conversation are there. */
+  private async conversationNode(run: RunRecord): Promise<string | null> {
+    const started = (await this.store.runs.listBySession(run.session_id)).filter((r) => r.id !== run.id && r.options.remote && r.started_at !== null);
+    started.sort((a, b) => a.started_at!.localeCompare(b.started_at!));
+    return started.at(-1)?.observability.node ?? null;
+  }
+
+  /** Worker side of the start: check, take ownership, queue the run on this worker's own engine, acknowledge. */
+  private async acceptRemoteRun(runId: string): Promise<{ node: string }> {
+    const worker = this.config.worker;
+    if (!worker) throw new AsmError('conflict', `${this.cluster.self} is an API process; only workers take remote_node runs`);
+    const run = await this.store.runs.get(runId);
+    if (!run?.options.remote) throw new AsmError('not_found', `remote_node run ${runId} not found`);
+    if (run.state !== 'queued' || (run.owner !== null && run.owner !== this.cluster.self)) {
+      throw new AsmError('conflict', `run ${runId} is ${run.state}${run.owner ? ` and owned by ${run.owner}` : ''}`);
+    }
+    const provider = this.providers.get(run.provider);
+    if (!provider || this.config.disabledProviders.has(run.provider) || !(worker.providers ?? [run.provider]).includes(run.provider)) {
+      throw remoteFailure('remote_capability_mismatch', `node ${this.config.nodeName} does not serve provider ${run.provider}`, { missing: [run.provider] });
+    }
+    await this.workerPreflight(run, provider);
+    await this.store.runs.update(runId, { owner: this.cluster.self, observability: { ...run.observability, node: this.config.nodeName } });
+    let handle;
+    try {
+      handle = await this.engine.submit(WORKER_LANE, { type: COMMANDS.executeRun, payload: { run_id: runId }, id: runId });
+    } catch (err) {
+      await this.store.runs.update(runId, { owner: null });
+      throw remoteFailure('remote_connect_failed', `node ${this.config.nodeName} takes no new runs: ${AsmError.from(err).message}`);
+    }
+    this.accepted.add(runId);
+    void handle.result
+      .catch(() => undefined)
+      .finally(() => {
+        this.accepted.delete(runId);
+        return this.cluster.announce().catch(() => undefined);
+      });
+    // The new load is published before the acknowledgement, so the next placement in a pool sees it.
+    await this.cluster.announce();
+    return { node: this.config.nodeName };
+  }
+
+  /** Can this worker start the run's CLI, and where: the run's cwd on this node. */
+  private workerPreflight(run: RunRecord, provider: ProviderDefinition): Promise<string> {
+    return preflightOnWorker({
+      binary: resolveBinary(provider, this.config.binaries),
+      workspaceRoot: this.config.workspaceRoot,
+      remoteCwd: run.options.remote!.remote_cwd,
+      path: process.env.PATH ?? '',
+    });
   }
 
   /** One event from the backend, in order (serialised per run). */
@@ -614,7 +744,7 @@ export class SessionService {
       const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
       await this.finish(run, eventsSoFar, {
         kind: 'error',
-        payload: { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable },
+        payload: { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable, ...(error.details && { details: error.details }) },
       });
     });
   }
@@ -643,11 +773,8 @@ export class SessionService {
     const flagged = await this.store.runs.update(runId, { interrupt_requested: true });
     const owner = flagged.owner;
     if (owner === null) return; // its executor reads the flag when it takes the run
-    if (owner === this.cluster.self) {
-      await this.active.get(runId)?.backend?.interrupt('user');
-      return;
-    }
-    const reply = await this.toOwner(owner, { kind: 'interrupt', runId });
+    if (owner === this.cluster.self) return this.interruptHere(runId);
+    const reply = await this.toOwner(owner, { kind: 'interrupt', runId }, this.controlTimeout(flagged));
     if (reply && !reply.ok) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
   }
 
@@ -658,7 +785,7 @@ export class SessionService {
     const run = await this.store.runs.get(approval.run_id);
     const owner = run?.owner;
     if (owner && owner !== this.cluster.self && !isTerminalRunState(run.state)) {
-      const reply = await this.toOwner(owner, { kind: 'decide', approvalId, decision, reason });
+      const reply = await this.toOwner(owner, { kind: 'decide', approvalId, decision, reason }, this.controlTimeout(run));
       if (reply) {
         if (!reply.ok) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
         return reply.value as ApprovalRecord;
@@ -668,20 +795,33 @@ export class SessionService {
   }
 
   /** A control request for the owner of a run; undefined when the owner is gone (the caller acts itself). */
-  private async toOwner(owner: string, request: ControlRequest): Promise<ControlReply | undefined> {
+  private async toOwner(owner: string, request: ControlRequest, timeoutMs: number): Promise<ControlReply | undefined> {
     try {
-      return await this.cluster.send(owner, request, this.config.cluster.controlTimeoutMs);
+      return await this.cluster.send(owner, request, timeoutMs);
     } catch (err) {
       if (err instanceof OwnerUnreachable) return undefined;
       throw err;
     }
   }
 
-  /** A control request another process handed to this one, as the owner of its run. */
+  /** How long a run's owner may take to acknowledge a control request: remote_transport_call_timeout_ms for a remote run. */
+  private controlTimeout(run: RunRecord): number {
+    return run.options.remote?.remote_transport_call_timeout_ms ?? this.config.cluster.controlTimeoutMs;
+  }
+
+  /** An interrupt for a run this process owns: its CLI, or (a worker) the run still queued on its own engine. */
+  private async interruptHere(runId: string): Promise<void> {
+    const local = this.active.get(runId);
+    if (local) await local.backend?.interrupt('user');
+    else if ((await this.engine.cancel(runId, 'user')) === 'pending') await this.finishWithoutStart(runId, cancelled('before it started'));
+  }
+
+  /** A control request another process handed to this one, as the owner of its run (or the worker asked to start one). */
   private async onControlRequest(request: ControlRequest): Promise<ControlReply> {
     try {
+      if (request.kind === 'start') return { ok: true, value: await this.acceptRemoteRun(request.runId) };
       if (request.kind === 'interrupt') {
-        await this.active.get(request.runId)?.backend?.interrupt('user');
+        await this.interruptHere(request.runId);
         return { ok: true, value: null };
       }
       return { ok: true, value: await this.approvals.decide(request.approvalId, request.decision, request.reason) };
@@ -714,10 +854,14 @@ export class SessionService {
     }
   }
 
-  /** Runs whose owner stopped heartbeating end with node_lost; their CLIs went down with the owner. */
+  /**
+   * Runs whose owner stopped heartbeating end with node_lost; their CLIs went down with the owner.
+   * A queued run with an owner counts too: its owner took it (a worker's queue, or the instant
+   * before its CLI started), and nobody else will.
+   */
   private async endOrphans(): Promise<void> {
     for (const run of await this.store.runs.listUnfinished()) {
-      if (run.state !== 'running' || run.owner === null || run.owner === this.cluster.self) continue;
+      if (run.owner === null || run.owner === this.cluster.self) continue;
       if (await this.cluster.isAlive(run.owner)) continue;
       await this.endOrphan(run);
     }
@@ -802,7 +946,7 @@ export class SessionService {
   /** Lane resolution with the provider's SDK discovered first, unless the request cannot use it. */
   private async resolveLaneFor(provider: ProviderDefinition, requestedLane: RequestedLane, executionMode: ExecutionMode, queue: string): Promise<EventMetadata> {
     const sdk = needsSdkProbe(provider, requestedLane) ? await this.sdks.status(provider) : null;
-    return resolveLane({ provider, requestedLane, executionMode, remoteAvailable: false, sdk, node: this.config.nodeName, queue });
+    return resolveLane({ provider, requestedLane, executionMode, remoteAvailable: this.cluster.distributed, sdk, node: this.config.nodeName, queue });
   }
 
   /** A session's admission and record changes, one at a time across every process. */

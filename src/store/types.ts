@@ -1,5 +1,6 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Approval, Run, Session } from '../schemas/api.js';
+import type { RemoteOptions } from '../nodes/remote-options.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -22,6 +23,8 @@ export interface RunOptions {
   execution_mode: 'local' | 'remote_node';
   driver_opts: Record<string, unknown>;
   continuation: boolean;
+  /** The effective remote payload (nodes/remote-options.ts), resolved at submit; absent for a local run. */
+  remote?: RemoteOptions;
 }
 
 export interface RunRecord extends Run {

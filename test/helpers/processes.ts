@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
-/** `asm serve` as an operator runs it: a real OS process, for tests that kill, restart or run several of them. */
+/** `asm serve` and `asm worker` as an operator runs them: real OS processes, for tests that kill, restart or run several of them. */
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -13,7 +13,16 @@ export interface ServeProcess {
 }
 
 export function serveProcess(env: Record<string, string>): ServeProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'serve'], {
+  return asmProcess(['serve'], env);
+}
+
+/** `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. */
+export function workerProcess(args: string[], env: Record<string, string>): ServeProcess {
+  return asmProcess(['worker', ...args], env);
+}
+
+function asmProcess(args: string[], env: Record<string, string>): ServeProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -68,8 +68,16 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
 
   fastify.get(
     '/v1/nodes',
-    { schema: { tags: ['nodes'], description: 'Live instances of this deployment: in embedded mode this process, in distributed mode every API process with a current heartbeat.', response: { 200: NodeList, ...errorResponses } } },
-    async () => ({ nodes: await app.cluster.nodes() }),
+    {
+      schema: {
+        tags: ['nodes'],
+        description:
+          'Live instances of this deployment: in embedded mode this process, in distributed mode every API process and `asm worker` with a current heartbeat.',
+        response: { 200: NodeList, ...errorResponses },
+      },
+    },
+    // A worker's cookie hash stays internal: it is what runs are checked against, not something to publish.
+    async () => ({ nodes: (await app.cluster.nodes()).map(({ cookie: _internal, ...node }) => node) }),
   );
 
   // Health probes answer without a key (auth.ts PUBLIC_PREFIXES): `security: []` says so in the OpenAPI document.

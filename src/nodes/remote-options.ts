@@ -1,0 +1,94 @@
+import { AsmError } from '../errors.js';
+
+/**
+ * The effective remote payload of a `remote_node` run (SPEC §7): the one place that merges and
+ * validates the remote options, as ASM.Schema.RemoteNode does in the seed.
+ *
+ * Precedence, lowest to highest: server config (ASM_REMOTE_DEFAULTS) → session `driver_opts` → run
+ * `driver_opts`. (The HTTP API has no top-level remote keys on a run, so the seed's "per-run
+ * options" and "per-run driver_opts" layers are the same object here.) Keys this version does not
+ * know are kept on the resolved payload, so a newer client's options travel to the node unchanged.
+ * Nothing is resolved for a `local` run.
+ */
+
+export type BootstrapMode = 'require_prestarted' | 'ensure_started';
+
+export interface RemoteOptions {
+  /** A node name, or `pool:NAME` for any live node of that pool. */
+  remote_node: string;
+  /** Must equal the cookie the node was started with (`asm worker --cookie`); null when the node has none. */
+  remote_cookie: string | null;
+  /** How long to wait for a live node of that name (or pool) to be registered. */
+  remote_connect_timeout_ms: number;
+  /** How long the node may take to acknowledge the start. */
+  remote_rpc_timeout_ms: number;
+  /** ensure_started: how long a registered node may take to become ready. */
+  remote_boot_lease_timeout_ms: number;
+  remote_bootstrap_mode: BootstrapMode;
+  /** Working directory on the node, inside its workspace root; null: the session's cwd, taken relative to the root. */
+  remote_cwd: string | null;
+  /** Acknowledgement bound of interrupts and approval decisions handed to the node. */
+  remote_transport_call_timeout_ms: number;
+  [forwardCompatible: string]: unknown;
+}
+
+export const REMOTE_DEFAULTS = {
+  remote_cookie: null,
+  remote_connect_timeout_ms: 5_000,
+  remote_rpc_timeout_ms: 15_000,
+  remote_boot_lease_timeout_ms: 10_000,
+  remote_bootstrap_mode: 'require_prestarted',
+  remote_cwd: null,
+  remote_transport_call_timeout_ms: 5_000,
+} as const satisfies Omit<RemoteOptions, 'remote_node'>;
+
+const TIMEOUT_KEYS = ['remote_connect_timeout_ms', 'remote_rpc_timeout_ms', 'remote_boot_lease_timeout_ms', 'remote_transport_call_timeout_ms'] as const;
+const BOOTSTRAP_MODES: readonly BootstrapMode[] = ['require_prestarted', 'ensure_started'];
+/** A node or pool name: what `asm worker --name/--pool` accepts. */
+export const NODE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$/;
+const POOL_PREFIX = 'pool:';
+/** Longest timeout accepted: one day, so a typo cannot park a run forever. */
+const MAX_TIMEOUT_MS = 86_400_000;
+
+export type RemoteTarget = { kind: 'node'; name: string } | { kind: 'pool'; pool: string };
+
+/** Merge the layers (lowest first) and validate; throws config_invalid naming the offending driver_opts field. */
+export function resolveRemoteOptions(layers: ReadonlyArray<Record<string, unknown> | undefined>): RemoteOptions {
+  const merged: Record<string, unknown> = { ...REMOTE_DEFAULTS };
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer ?? {})) if (value !== undefined) merged[key] = value;
+  }
+  if (typeof merged.remote_node !== 'string' || merged.remote_node.trim() === '') {
+    throw invalid('remote_node', 'is required for execution_mode remote_node: a node name or pool:NAME');
+  }
+  merged.remote_node = merged.remote_node.trim();
+  remoteTarget(merged.remote_node as string);
+  for (const key of TIMEOUT_KEYS) {
+    const value = merged[key];
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_TIMEOUT_MS) {
+      throw invalid(key, `must be a positive integer of milliseconds up to ${MAX_TIMEOUT_MS}, got ${JSON.stringify(value)}`);
+    }
+  }
+  if (!BOOTSTRAP_MODES.includes(merged.remote_bootstrap_mode as BootstrapMode)) {
+    throw invalid('remote_bootstrap_mode', `must be one of ${BOOTSTRAP_MODES.join(', ')}`);
+  }
+  for (const key of ['remote_cookie', 'remote_cwd'] as const) {
+    const value = merged[key];
+    if (value === null) continue;
+    if (typeof value !== 'string' || value.trim() === '' || value.length > 4096) throw invalid(key, 'must be a non-empty string or null');
+    merged[key] = value.trim();
+  }
+  return merged as RemoteOptions;
+}
+
+/** What `remote_node` names: one node, or a pool. */
+export function remoteTarget(remoteNode: string): RemoteTarget {
+  const pool = remoteNode.startsWith(POOL_PREFIX) ? remoteNode.slice(POOL_PREFIX.length) : null;
+  const name = pool ?? remoteNode;
+  if (!NODE_NAME.test(name)) throw invalid('remote_node', `"${remoteNode}" is not a node name or pool:NAME (letters, digits, _ . @ -)`);
+  return pool === null ? { kind: 'node', name } : { kind: 'pool', pool };
+}
+
+function invalid(key: string, message: string): AsmError {
+  return new AsmError('config_invalid', `driver_opts.${key}: ${message}`, { details: { field: `driver_opts.${key}` } });
+}

@@ -1,0 +1,206 @@
+import { createHash } from 'node:crypto';
+import { access, constants } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { AsmError, type ErrorDomain, type ErrorKind } from '../errors.js';
+import { resolveWorkspaceDir } from '../sessions/workspace.js';
+import { OwnerUnreachable, type Cluster, type NodeSnapshot } from './cluster.js';
+import { remoteTarget, type RemoteOptions } from './remote-options.js';
+
+/**
+ * Starting a `remote_node` run on a worker: the API side (`startOnNode`), the worker side
+ * (`preflightOnWorker`) and the one table of start-failure reasons. The sequence mirrors the seed's
+ * connect → preflight → bootstrap → start:
+ *
+ * 1. connect: wait up to remote_connect_timeout_ms for a live worker of that name (or pool);
+ * 2. preflight, from the node's heartbeat: not draining, same cookie, same major.minor, provider there;
+ * 3. bootstrap: a node still `starting` fails at once (require_prestarted) or is waited for up to
+ *    remote_boot_lease_timeout_ms (ensure_started);
+ * 4. start: a `start` control request; the worker checks the CLI and the cwd, queues the run and
+ *    acknowledges within remote_rpc_timeout_ms. From then on the worker owns the run.
+ */
+
+interface FailureSpec {
+  kind: ErrorKind;
+  domain: ErrorDomain;
+  retryable: boolean;
+  meaning: string;
+}
+
+/** Every way a remote start can fail: the error kind and `details.reason` of the run's terminal error (README "Worker nodes"). */
+export const REMOTE_START_FAILURES = {
+  distribution_disabled: { kind: 'config_invalid', domain: 'config', retryable: false, meaning: 'the server has no Redis; refused with 400 at session creation or run submission' },
+  remote_connect_timeout: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'no live worker of that name or pool registered within remote_connect_timeout_ms' },
+  remote_connect_failed: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'the node is registered but does not listen (it died within its TTL), or every match is draining' },
+  cookie_conflict: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: "remote_cookie differs from the node's cookie (both absent counts as equal)" },
+  remote_version_mismatch: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: 'the node runs another major.minor of ASM' },
+  remote_capability_mismatch: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: "the session's provider is not served by the node" },
+  remote_not_ready: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'require_prestarted and the node is registered but still starting' },
+  remote_bootstrap_failed: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'ensure_started and the node did not become ready within remote_boot_lease_timeout_ms' },
+  remote_rpc_timeout: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'the node did not acknowledge the start within remote_rpc_timeout_ms' },
+  remote_rpc_failed: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'the node answered the start with an unexpected error' },
+  remote_backend_start_failed: { kind: 'cli_not_found', domain: 'runtime', retryable: false, meaning: 'the node cannot start the CLI: binary missing (cli_not_found) or cwd missing, outside its root or not writable (config_invalid)' },
+} as const satisfies Record<string, FailureSpec>;
+
+export type RemoteStartFailure = keyof typeof REMOTE_START_FAILURES;
+
+export function remoteFailure(reason: RemoteStartFailure, message: string, details: Record<string, unknown> = {}, kind?: ErrorKind): AsmError {
+  const spec: FailureSpec = REMOTE_START_FAILURES[reason];
+  return new AsmError(kind ?? spec.kind, message, { domain: spec.domain, retryable: spec.retryable, details: { ...details, reason } });
+}
+
+/** Node snapshots re-read this often while waiting for a node to register or become ready. */
+const POLL_MS = 100;
+
+export interface StartOnNodeInput {
+  cluster: Cluster;
+  runId: string;
+  provider: string;
+  version: string;
+  options: RemoteOptions;
+  /** For a pool target: the node that ran this session's conversation so far, which holds the provider's files. */
+  affinity: string | null;
+  /** Aborted when the run is interrupted (or its lane times out) while it is being placed. */
+  signal: AbortSignal;
+}
+
+/** Place the run on a node and have it acknowledged; returns the node. Throws a remoteFailure, or the signal's reason. */
+export async function startOnNode(input: StartOnNodeInput): Promise<NodeSnapshot> {
+  const node = await findNode(input);
+  const { cluster, options } = input;
+  let reply;
+  try {
+    reply = await cluster.send(node.id, { kind: 'start', runId: input.runId }, options.remote_rpc_timeout_ms);
+  } catch (err) {
+    if (err instanceof OwnerUnreachable) {
+      throw remoteFailure('remote_connect_failed', `node ${node.name} (${node.id}) is registered but not listening`, { node: node.name });
+    }
+    if (err instanceof AsmError && err.kind === 'timeout') {
+      throw remoteFailure('remote_rpc_timeout', `node ${node.name} did not acknowledge the start within ${options.remote_rpc_timeout_ms} ms`, { node: node.name });
+    }
+    throw remoteFailure('remote_rpc_failed', `start on node ${node.name} failed: ${AsmError.from(err).message}`, { node: node.name });
+  }
+  if (reply.ok) return node;
+  const reason = reply.error.details?.reason;
+  if (typeof reason === 'string' && Object.hasOwn(REMOTE_START_FAILURES, reason)) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
+  throw remoteFailure('remote_rpc_failed', `node ${node.name} refused the start: ${reply.error.message}`, { node: node.name, error: reply.error });
+}
+
+async function findNode(input: StartOnNodeInput): Promise<NodeSnapshot> {
+  const { options, affinity } = input;
+  const target = remoteTarget(options.remote_node);
+  const named = target.kind === 'node' ? target.name : affinity;
+  const what = target.kind === 'node' ? `node ${target.name}` : affinity ? `node ${affinity} of pool ${target.pool} (it holds this session's conversation)` : `pool ${target.pool}`;
+  const matches = (n: NodeSnapshot) => n.role === 'worker' && (named === null || n.name === named) && (target.kind === 'node' || n.pool === target.pool);
+  const connectBy = Date.now() + options.remote_connect_timeout_ms;
+  let bootBy: number | undefined;
+  for (;;) {
+    input.signal.throwIfAborted();
+    const found = (await input.cluster.nodes()).filter(matches);
+    if (found.length > 0) {
+      const usable = preflight(found, input, what);
+      const ready = usable.filter((n) => n.state === 'ready');
+      if (ready.length > 0) return leastLoaded(ready);
+      if (options.remote_bootstrap_mode === 'require_prestarted') {
+        throw remoteFailure('remote_not_ready', `${what} is registered but not ready (remote_bootstrap_mode require_prestarted)`, { node: named });
+      }
+      bootBy ??= Date.now() + options.remote_boot_lease_timeout_ms;
+      if (Date.now() >= bootBy) {
+        throw remoteFailure('remote_bootstrap_failed', `${what} did not become ready within ${options.remote_boot_lease_timeout_ms} ms`, { node: named });
+      }
+    } else if (Date.now() >= connectBy) {
+      throw remoteFailure('remote_connect_timeout', `no live ${what} within ${options.remote_connect_timeout_ms} ms`, { node: named });
+    }
+    await sleep(POLL_MS, input.signal);
+  }
+}
+
+/** The nodes that pass every check, or the failure of the check that left none (checked in the seed's order). */
+function preflight(found: NodeSnapshot[], input: StartOnNodeInput, what: string): NodeSnapshot[] {
+  const { options } = input;
+  const open = found.filter((n) => n.state !== 'draining');
+  if (open.length === 0) throw remoteFailure('remote_connect_failed', `${what} is draining: it takes no new runs`, { node: found[0].name });
+  const cookie = cookieHash(options.remote_cookie);
+  const trusted = open.filter((n) => (n.cookie ?? null) === cookie);
+  if (trusted.length === 0) throw remoteFailure('cookie_conflict', `remote_cookie does not match the cookie of ${what}`, { node: open[0].name });
+  const compatible = trusted.filter((n) => compatibleVersions(n.version, input.version));
+  if (compatible.length === 0) {
+    throw remoteFailure('remote_version_mismatch', `${what} runs ASM ${trusted[0].version}; this server runs ${input.version} (major.minor must match)`, {
+      node: trusted[0].name,
+      local: input.version,
+      remote: trusted[0].version,
+    });
+  }
+  const capable = compatible.filter((n) => n.providers.includes(input.provider));
+  if (capable.length === 0) {
+    throw remoteFailure('remote_capability_mismatch', `${what} does not serve provider ${input.provider}`, {
+      node: compatible[0].name,
+      missing: [input.provider],
+      providers: compatible[0].providers,
+    });
+  }
+  return capable;
+}
+
+/** Lowest load relative to capacity; ties broken at random, so equal nodes share the work. */
+function leastLoaded(nodes: NodeSnapshot[]): NodeSnapshot {
+  const ratio = (n: NodeSnapshot) => n.load / Math.max(n.capacity, 1);
+  const best = Math.min(...nodes.map(ratio));
+  const tied = nodes.filter((n) => ratio(n) === best);
+  return tied[Math.floor(Math.random() * tied.length)];
+}
+
+/** The seed's rule: compatible iff the first two numeric groups (major, minor) are equal; unparsable is incompatible. */
+export function compatibleVersions(a: string, b: string): boolean {
+  const groups = (v: string) => v.match(/\d+/g)?.slice(0, 2).map(Number) ?? [];
+  const [x, y] = [groups(a), groups(b)];
+  return x.length === 2 && y.length === 2 && x[0] === y[0] && x[1] === y[1];
+}
+
+/** Nodes publish only a hash of their cookie; Redis readers never see the cookie itself. */
+export function cookieHash(cookie: string | null | undefined): string | null {
+  return cookie ? createHash('sha256').update(cookie).digest('hex') : null;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * The worker's half of the start: can the CLI be started here, in a usable directory? Returns the
+ * run's working directory on this node (remote_cwd inside the workspace root).
+ */
+export async function preflightOnWorker(input: { binary: string; workspaceRoot: string; remoteCwd: string | null; path: string }): Promise<string> {
+  if (!(await findExecutable(input.binary, input.path))) {
+    throw remoteFailure('remote_backend_start_failed', `the CLI ${input.binary} is not installed on this node`, { binary: input.binary }, 'cli_not_found');
+  }
+  let cwd: string;
+  try {
+    cwd = await resolveWorkspaceDir(input.workspaceRoot, input.remoteCwd ?? undefined);
+  } catch (err) {
+    throw remoteFailure('remote_backend_start_failed', `remote_cwd: ${AsmError.from(err).message}`, { field: 'driver_opts.remote_cwd' }, 'config_invalid');
+  }
+  try {
+    await access(cwd, constants.W_OK);
+  } catch {
+    throw remoteFailure('remote_backend_start_failed', `remote_cwd: ${cwd} is not writable on this node`, { field: 'driver_opts.remote_cwd', cwd }, 'config_invalid');
+  }
+  return cwd;
+}
+
+async function findExecutable(binary: string, path: string): Promise<boolean> {
+  const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
+  for (const candidate of candidates) {
+    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return true;
+  }
+  return false;
+}
