@@ -1,0 +1,314 @@
+/**
+ * Worker nodes (execution_mode remote_node) end to end: an in-process API server and real
+ * `asm worker` processes on the shared test Redis, one key prefix per test. Start failures that need
+ * a node in a state a real worker passes through too quickly (starting, deaf, another version) are
+ * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
+ */
+import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { FAKE_CLAUDE, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
+import { until, workerProcess, type ServeProcess } from '../helpers/processes.js';
+import { VERSION } from '../../src/version.js';
+
+const redisUrl = inject('asmTestRedisUrl');
+const cleanups: Array<() => void | Promise<void>> = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** Short heartbeats and TTLs: a lost worker is noticed within TTL + sweep = 1.6 s. */
+const CLUSTER_ENV = { ASM_NODE_HEARTBEAT_MS: '200', ASM_NODE_TTL_MS: '1500', ASM_SWEEP_MS: '100' };
+
+function deployment() {
+  const prefix = `wrk-${randomUUID().slice(0, 8)}`;
+  const dir = mkdtempSync(join(tmpdir(), 'asm-workers-'));
+  const log = join(dir, 'claude-stdin.log');
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = { REDIS_URL: redisUrl, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV };
+  return {
+    prefix,
+    stdinLog: () => readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)),
+    async api(env: Record<string, string> = {}): Promise<TestServer> {
+      const server = await startServer({ ...shared, ...env });
+      cleanups.push(() => server.close());
+      return server;
+    },
+    /** A worker process with its own workspace root; resolves once the API lists it ready. */
+    async worker(api: TestServer, name: string, args: string[] = [], env: Record<string, string> = {}): Promise<ServeProcess & { root: string }> {
+      const root = join(dir, `root-${name}-${randomUUID().slice(0, 4)}`);
+      mkdirSync(root);
+      const proc = workerProcess(['--name', name, '--workspace-root', root, ...args], {
+        ...shared,
+        ASM_CLAUDE_BIN: FAKE_CLAUDE,
+        FAKE_CLAUDE_LOG: log,
+        ASM_PASS_ENV: 'FAKE_CLAUDE_LOG',
+        ...env,
+      });
+      cleanups.push(() => void proc.child.kill('SIGKILL'));
+      await until(
+        async () => {
+          if (proc.child.exitCode !== null) throw new Error(`worker ${name} exited:\n${proc.output()}`);
+          const nodes = (await api.request('GET', '/v1/nodes')).body.nodes as any[];
+          return nodes.some((n) => n.name === name && n.state === 'ready') ? true : undefined;
+        },
+        20_000,
+        `worker ${name}`,
+      );
+      return { ...proc, root };
+    },
+    /** A node record as a heartbeat writes it, for a node that is not a running worker. */
+    async fakeNode(fields: Record<string, unknown>): Promise<{ id: string; redis: Redis }> {
+      const redis = new Redis(redisUrl);
+      cleanups.push(() => void redis.disconnect());
+      const id = `${fields.name}-${randomUUID().slice(0, 8)}`;
+      const now = new Date().toISOString();
+      const snapshot = { id, role: 'worker', version: VERSION, providers: ['shell', 'claude'], capacity: 1, load: 0, pool: 'default', state: 'ready', started_at: now, last_heartbeat: now, cookie: null, ...fields };
+      await redis.multi().set(`${prefix}:node:{${id}}`, JSON.stringify(snapshot), 'PX', 60_000).sadd(`${prefix}:nodes`, id).exec();
+      return { id, redis };
+    },
+  };
+}
+
+async function session(api: TestServer, body: Record<string, unknown>): Promise<any> {
+  const res = await api.request('POST', '/v1/sessions', body);
+  expect(res.status, JSON.stringify(res.body)).toBe(201);
+  return res.body;
+}
+
+async function runToEnd(api: TestServer, sessionId: string, body: Record<string, unknown>): Promise<any> {
+  const res = await api.request('POST', `/v1/sessions/${sessionId}/runs`, { ...body, wait: true });
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  return res.body;
+}
+
+/** The run ended failed with this start-failure reason. */
+function expectFailure(run: any, kind: string, reason: string): void {
+  expect(run.state).toBe('failed');
+  expect(run.result.error).toMatchObject({ kind, details: { reason } });
+}
+
+describe('worker nodes: remote_node runs', () => {
+  it('runs on a named worker: events from the node, GET /v1/nodes, and a per-run local override', async () => {
+    const d = deployment();
+    const api = await d.api();
+    await d.worker(api, 'w1', ['--pool', 'p1', '--providers', 'shell,claude', '--capacity', '3']);
+    const nodes = (await api.request('GET', '/v1/nodes')).body.nodes;
+    expect(nodes.find((n: any) => n.name === 'w1')).toMatchObject({ role: 'worker', pool: 'p1', providers: ['claude', 'shell'], capacity: 3, version: VERSION, state: 'ready' });
+    expect(nodes.find((n: any) => n.name === 'w1').cookie).toBeUndefined();
+
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', future_option: 1 } });
+    const remote = await runToEnd(api, s.id, { prompt: 'pwd' });
+    expect(remote.state).toBe('completed');
+    expect(remote.result.metadata).toMatchObject({ execution_mode: 'remote_node', node: 'w1', lane: 'core' });
+    // The session's cwd (the API's workspace root) is taken relative to the worker's own root.
+    expect(remote.result.text).toContain('root-w1-');
+    const events = (await api.request('GET', `/v1/runs/${remote.id}/events`)).body.events;
+    expect(events.find((e: any) => e.kind === 'run_started').payload.node).toBe('w1');
+
+    const local = await runToEnd(api, s.id, { prompt: 'echo here', execution_mode: 'local' });
+    expect(local).toMatchObject({ state: 'completed', result: { text: 'here\n', metadata: { execution_mode: 'local', node: 'test-node' } } });
+  }, 60_000);
+
+  it('routes approvals and interrupts to the worker that holds the CLI', async () => {
+    const d = deployment();
+    const api = await d.api();
+    await d.worker(api, 'w1');
+    const s = await session(api, { provider: 'claude', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_transport_call_timeout_ms: 2_000 } });
+    const ws = api.stream(`session_id=${s.id}&after=0`);
+    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const requested = await ws.event('approval_requested');
+    const decided = await api.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
+    expect(decided.status).toBe(200);
+    expect((await ws.event('result')).run_id).toBe(run.id);
+    expect(d.stdinLog().find((l) => l.type === 'control_response').response.response.behavior).toBe('allow');
+
+    const slow = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    await ws.event('tool_use', (e) => e.run_id === slow.id);
+    expect((await api.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBe(202);
+    const terminal = await ws.next((f) => f.type === 'event' && f.event.run_id === slow.id && TERMINAL.has(f.event.kind));
+    expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
+    expect(d.stdinLog().some((l) => l.type === 'control_request' && l.request?.subtype === 'interrupt')).toBe(true);
+  }, 60_000);
+
+  it('interrupts a run queued on a busy worker before it starts', async () => {
+    const d = deployment();
+    const api = await d.api();
+    await d.worker(api, 'w1', ['--capacity', '1']);
+    const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } };
+    const [busy, other] = [await session(api, opts), await session(api, opts)];
+    const first = (await api.request('POST', `/v1/sessions/${busy.id}/runs`, { prompt: 'sleep 3; echo done' })).body;
+    await until(async () => ((await api.request('GET', `/v1/runs/${first.id}`)).body.state === 'running' ? true : undefined));
+    const queued = (await api.request('POST', `/v1/sessions/${other.id}/runs`, { prompt: 'echo never' })).body;
+    // Handed over: the worker owns it and holds it in its queue.
+    await until(async () => ((await api.app.store.runs.get(queued.id))?.owner ? true : undefined));
+    expect((await api.request('POST', `/v1/runs/${queued.id}/interrupt`)).status).toBe(202);
+    const ended = await api.app.sessions.waitForRun(queued.id, 5_000);
+    expect(ended).toMatchObject({ state: 'interrupted', started_at: null, result: { error: { kind: 'user_cancelled' } } });
+    expect((await api.app.sessions.waitForRun(first.id, 10_000)).state).toBe('completed');
+  }, 60_000);
+
+  it('ends the runs of a SIGKILLed worker with node_lost, and a start on it right after fails to connect', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const w = await d.worker(api, 'w1');
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_connect_timeout_ms: 300 } });
+    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo started; sleep 30' })).body;
+    await until(async () => ((await api.request('GET', `/v1/runs/${run.id}`)).body.state === 'running' ? true : undefined));
+    w.child.kill('SIGKILL');
+    await w.exited;
+    const killedAt = Date.now();
+
+    // Its heartbeat is still current, but nobody listens on its control channel.
+    const other = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    expectFailure(await runToEnd(api, other.id, { prompt: 'echo x' }), 'connection_failed', 'remote_connect_failed');
+
+    const lost = await api.app.sessions.waitForRun(run.id, 10_000);
+    expect(lost).toMatchObject({ state: 'failed', result: { error: { kind: 'node_lost' } } });
+    expect(Date.now() - killedAt).toBeLessThan(1_500 + 100 + 1_000);
+    // Once it is gone from the registry, a start times out waiting for it.
+    expectFailure(await runToEnd(api, s.id, { prompt: 'echo x' }), 'connection_failed', 'remote_connect_timeout');
+  }, 60_000);
+
+  it('a crashed remote backend ends the run as a crashed local one does', async () => {
+    const d = deployment();
+    const api = await d.api();
+    await d.worker(api, 'w1');
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    const remote = await runToEnd(api, s.id, { prompt: 'echo partial; kill -KILL $$' });
+    const local = await runToEnd(api, s.id, { prompt: 'echo partial; kill -KILL $$', execution_mode: 'local' });
+    expect(remote.state).toBe('failed');
+    expect({ ...remote.result.error, message: undefined }).toEqual({ ...local.result.error, message: undefined });
+    expect(remote.result.text).toBe(local.result.text);
+  }, 60_000);
+});
+
+describe('worker nodes: start failures', () => {
+  it('distribution disabled: an embedded server refuses remote_node with 400', async () => {
+    const api = await startServer();
+    cleanups.push(() => api.close());
+    const res = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { reason: 'distribution_disabled' } });
+    const local = await session(api, { provider: 'shell' });
+    const run = await api.request('POST', `/v1/sessions/${local.id}/runs`, { prompt: 'echo', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    expect(run.body.error).toMatchObject({ kind: 'config_invalid', details: { reason: 'distribution_disabled' } });
+  });
+
+  it('invalid remote options are refused at submit, naming the field', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const missing = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node' });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'driver_opts.remote_node' } });
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    const bad = await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'x', driver_opts: { remote_rpc_timeout_ms: -1 } });
+    expect(bad.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'driver_opts.remote_rpc_timeout_ms' } });
+  });
+
+  it('connect timeout, version mismatch, not ready, bootstrap lease and RPC timeout', async () => {
+    const d = deployment();
+    // The server's defaults are the lowest layer: the session names no node.
+    const api = await d.api({ ASM_REMOTE_DEFAULTS: JSON.stringify({ remote_node: 'ghost', remote_connect_timeout_ms: 300, remote_rpc_timeout_ms: 60_000 }) });
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_rpc_timeout_ms: 400 } });
+    const started = Date.now();
+    expectFailure(await runToEnd(api, s.id, { prompt: 'x' }), 'connection_failed', 'remote_connect_timeout');
+    expect(Date.now() - started).toBeLessThan(3_000);
+
+    await d.fakeNode({ name: 'old', version: '0.0.9' });
+    const old = await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'old' } });
+    expectFailure(old, 'connection_failed', 'remote_version_mismatch');
+    expect(old.result.error.details).toMatchObject({ local: VERSION, remote: '0.0.9' });
+
+    await d.fakeNode({ name: 'booting', state: 'starting' });
+    const at = Date.now();
+    expectFailure(await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'booting' } }), 'connection_failed', 'remote_not_ready');
+    expect(Date.now() - at).toBeLessThan(1_000);
+    const leased = await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'booting', remote_bootstrap_mode: 'ensure_started', remote_boot_lease_timeout_ms: 500 } });
+    expectFailure(leased, 'connection_failed', 'remote_bootstrap_failed');
+
+    // A node that takes the start request and never answers it.
+    const deaf = await d.fakeNode({ name: 'deaf' });
+    const listener = deaf.redis.duplicate();
+    cleanups.push(() => void listener.disconnect());
+    await listener.subscribe(`${d.prefix}:ctl:${deaf.id}`);
+    expectFailure(await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'deaf' } }), 'connection_failed', 'remote_rpc_timeout');
+  }, 30_000);
+
+  it('ensure_started waits for a node that comes up within the boot lease', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const s = await session(api, {
+      provider: 'shell',
+      execution_mode: 'remote_node',
+      driver_opts: { remote_node: 'late', remote_bootstrap_mode: 'ensure_started', remote_connect_timeout_ms: 20_000, remote_boot_lease_timeout_ms: 20_000 },
+    });
+    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo made it' })).body;
+    await d.worker(api, 'late');
+    expect(await api.app.sessions.waitForRun(run.id, 10_000)).toMatchObject({ state: 'completed', result: { text: 'made it\n' } });
+  }, 60_000);
+
+  it('cookie conflict, capability mismatch and backend start failures on a real worker', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const w = await d.worker(api, 'w1', ['--cookie', 'open-sesame', '--providers', 'shell']);
+    await d.worker(api, 'nocli', [], { ASM_CLAUDE_BIN: '/nonexistent/claude' });
+    const shell = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    expectFailure(await runToEnd(api, shell.id, { prompt: 'x' }), 'connection_failed', 'cookie_conflict');
+    expectFailure(await runToEnd(api, shell.id, { prompt: 'x', driver_opts: { remote_cookie: 'wrong' } }), 'connection_failed', 'cookie_conflict');
+    expect((await runToEnd(api, shell.id, { prompt: 'echo ok', driver_opts: { remote_cookie: 'open-sesame' } })).state).toBe('completed');
+
+    const claude = await session(api, { provider: 'claude', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_cookie: 'open-sesame' } });
+    const missing = await runToEnd(api, claude.id, { prompt: 'x' });
+    expectFailure(missing, 'connection_failed', 'remote_capability_mismatch');
+    expect(missing.result.error.details.missing).toEqual(['claude']);
+
+    expectFailure(await runToEnd(api, claude.id, { prompt: 'x', driver_opts: { remote_node: 'nocli', remote_cookie: null } }), 'cli_not_found', 'remote_backend_start_failed');
+
+    mkdirSync(join(w.root, 'locked'));
+    chmodSync(join(w.root, 'locked'), 0o500);
+    const locked = await runToEnd(api, shell.id, { prompt: 'x', driver_opts: { remote_cookie: 'open-sesame', remote_cwd: 'locked' } });
+    // root ignores file modes: there the directory is writable and the run goes through.
+    if (process.getuid?.() !== 0) expectFailure(locked, 'config_invalid', 'remote_backend_start_failed');
+    const outside = await runToEnd(api, shell.id, { prompt: 'x', driver_opts: { remote_cookie: 'open-sesame', remote_cwd: '../..' } });
+    expectFailure(outside, 'config_invalid', 'remote_backend_start_failed');
+  }, 60_000);
+});
+
+describe('worker nodes: pools', () => {
+  it('balances a pool by load, keeps a conversation on its node, and skips a draining node', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const a = await d.worker(api, 'pa', ['--pool', 'blue', '--capacity', '1']);
+    await d.worker(api, 'pb', ['--pool', 'blue', '--capacity', '1']);
+    const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:blue' } };
+    const [one, two] = [await session(api, opts), await session(api, opts)];
+    const long = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 2; echo long' })).body;
+    await until(async () => ((await api.app.store.runs.get(long.id))?.state === 'running' ? true : undefined));
+    const busyNode = (await api.app.store.runs.get(long.id))!.observability.node;
+    const second = await runToEnd(api, two.id, { prompt: 'echo quick' });
+    expect(second.result.metadata.node).not.toBe(busyNode);
+    expect((await api.app.sessions.waitForRun(long.id, 10_000)).state).toBe('completed');
+
+    // A conversation (the provider's session files are on its node) stays where it began.
+    const convo = await session(api, { provider: 'claude', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:blue' } });
+    const nodes = [];
+    for (let i = 0; i < 4; i++) nodes.push((await runToEnd(api, convo.id, { prompt: 'hello' })).result.metadata.node);
+    expect(new Set(nodes).size).toBe(1);
+
+    // SIGTERM: pa drains (finishes what it has, takes nothing new); the pool goes on on pb.
+    const draining = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 1.5; echo drained', driver_opts: { remote_node: 'pa' } })).body;
+    await until(async () => ((await api.request('GET', `/v1/runs/${draining.id}`)).body.state === 'running' ? true : undefined));
+    a.child.kill('SIGTERM');
+    await until(async () => ((await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'pa' && n.state === 'draining') ? true : undefined));
+    for (let i = 0; i < 3; i++) expect((await runToEnd(api, two.id, { prompt: 'echo pool' })).result.metadata.node).toBe('pb');
+    const named = await runToEnd(api, two.id, { prompt: 'x', driver_opts: { remote_node: 'pa', remote_connect_timeout_ms: 300 } });
+    expect(named.result.error.details.reason).toMatch(/^remote_connect_(failed|timeout)$/);
+    expect(await api.app.sessions.waitForRun(draining.id, 10_000)).toMatchObject({ state: 'completed', result: { text: 'drained\n' } });
+    expect(await a.exited).toBe(0);
+  }, 90_000);
+});
