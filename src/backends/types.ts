@@ -3,7 +3,7 @@ import type { ApprovalDecision, ProviderDefinition, ProviderRunInput } from '../
 
 /**
  * A backend executes one run and reports normalized events. The core backend runs the provider's CLI
- * as a subprocess; the remote backend (worker nodes) will implement the same contract.
+ * as a subprocess, on an API process or, for a remote_node run, on the worker that owns the run.
  */
 
 export type InterruptReason = 'user' | 'deadline' | 'timeout' | 'shutdown';

@@ -604,7 +604,9 @@ export class SessionService {
       return;
     }
     // Interrupted while the node was acknowledging: the node owns the run now, so the interrupt goes there.
-    if (ctx.signal.aborted) await this.interruptElsewhere(run.id);
+    if (ctx.signal.aborted) {
+      await this.interruptElsewhere(run.id).catch((err) => this.log.warn({ err, runId: run.id }, 'could not hand an interrupt to the worker'));
+    }
   }
 
   /** The node of the session's latest remote run that started: the provider's files of the conversation are there. */
