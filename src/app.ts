@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
+import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
@@ -76,7 +77,8 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
       };
   const { store, engine, cluster } = infra;
   const sdks = new SdkLoader();
-  sessions = new SessionService({ config, store, engine, cluster, providers, backends: { core: new CoreBackend(config.limits) }, sdks, logger });
+  const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
+  sessions = new SessionService({ config, store, engine, cluster, providers, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
