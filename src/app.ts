@@ -47,7 +47,12 @@ export interface Infrastructure {
   close(): Promise<void>;
 }
 
-export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AsmApp> {
+/** Parts a caller may supply instead of the defaults (tests: which SDKs "are installed"). */
+export interface AppParts {
+  sdks?: SdkLoader;
+}
+
+export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel }), parts: AppParts = {}): Promise<AsmApp> {
   const providers = await loadProviders();
   const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
@@ -76,7 +81,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
         close: async () => {},
       };
   const { store, engine, cluster } = infra;
-  const sdks = new SdkLoader();
+  const sdks = parts.sdks ?? new SdkLoader();
   const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
   sessions = new SessionService({ config, store, engine, cluster, providers, backends, sdks, logger });
   sessions.registerCommands();

@@ -97,7 +97,8 @@ export class AgentRig {
     const bin = agentBin(this.name);
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
     this.pointAt(model.url);
-    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') });
+    // The installed SDKs too: the SDK lane drives the same real CLI.
+    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') }, { sdks: true });
   }
 
   /** Points the CLI at another model server URL for the runs that follow. */
