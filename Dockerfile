@@ -2,7 +2,9 @@
 # Agent CLIs (claude, codex, …) are not included: install them in a derived image and point ASM_<NAME>_BIN at them.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
+# stubs/: what package.json's overrides put in place of the SDKs' bundled CLI binaries.
 COPY package.json package-lock.json ./
+COPY stubs ./stubs
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -15,6 +17,7 @@ ENV NODE_ENV=production \
     ASM_WORKSPACE_ROOT=/workspace
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/stubs ./stubs
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 RUN mkdir -p /workspace && chown node:node /workspace

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pino, { type Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
+import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
@@ -47,7 +48,12 @@ export interface Infrastructure {
   close(): Promise<void>;
 }
 
-export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel })): Promise<AsmApp> {
+/** Parts a caller may supply instead of the defaults (tests: which SDKs "are installed"). */
+export interface AppParts {
+  sdks?: SdkLoader;
+}
+
+export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel }), parts: AppParts = {}): Promise<AsmApp> {
   const { worker } = config;
   if (worker && !config.redis) throw new Error('asm worker needs REDIS_URL: workers take their runs from a distributed deployment');
   const providers = await loadProviders();
@@ -89,8 +95,9 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
         close: async () => {},
       };
   const { store, engine, cluster } = infra;
-  const sdks = new SdkLoader();
-  sessions = new SessionService({ config, store, engine, cluster, providers, backends: { core: new CoreBackend(config.limits) }, sdks, logger });
+  const sdks = parts.sdks ?? new SdkLoader();
+  const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
+  sessions = new SessionService({ config, store, engine, cluster, providers, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();

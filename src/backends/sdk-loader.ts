@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { ProviderDefinition } from '../providers/types.js';
 
@@ -53,16 +53,15 @@ export class SdkLoader {
   }
 }
 
-/** The installed version, read from the package's own package.json next to its resolved entry. */
+/**
+ * The installed version, from the package's own package.json, found along Node's lookup folders
+ * rather than by resolving the package: an ESM-only package's `exports` hides both its entry from
+ * require and its package.json from any resolution (@openai/codex-sdk).
+ */
 async function packageVersion(pkg: string): Promise<string> {
-  try {
-    let dir = dirname(requireHere.resolve(pkg));
-    for (let i = 0; i < 6; i++, dir = dirname(dir)) {
-      const manifest = JSON.parse(await readFile(join(dir, 'package.json'), 'utf8').catch(() => '{}')) as { name?: string; version?: string };
-      if (manifest.name === pkg && manifest.version) return manifest.version;
-    }
-  } catch {
-    // ESM-only packages without a require entry: the version stays unknown
+  for (const folder of requireHere.resolve.paths(pkg) ?? []) {
+    const manifest = JSON.parse(await readFile(join(folder, pkg, 'package.json'), 'utf8').catch(() => '{}')) as { name?: string; version?: string };
+    if (manifest.name === pkg && manifest.version) return manifest.version;
   }
   return 'unknown';
 }

@@ -18,12 +18,15 @@ import {
   type ContentBlock,
 } from './common.js';
 import type {
+  ApprovalDecision,
   ApprovalRequest,
   ProviderDefinition,
   ProviderLineOutput,
   ProviderProcess,
   ProviderRunInput,
   ProviderTotals,
+  SdkRunInput,
+  SdkTurn,
 } from './types.js';
 
 /**
@@ -140,20 +143,18 @@ interface ToolPermissionRequest {
   permission_suggestions: PermissionUpdate[];
 }
 
-function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
-  // A fresh conversation gets its id from us (--session-id), so it is known before the CLI prints init.
-  const sessionId = input.providerSessionId ?? randomUUID();
+/**
+ * The stream-json message → ASM mapping of one run, shared by both lanes: the core lane feeds it the
+ * CLI's stdout lines, the SDK lane the messages query() yields (the same objects, without the
+ * control_* and keep_alive lines, which the SDK consumes itself).
+ */
+function createClaudeMapper(input: ProviderRunInput): (line: ClaudeLine) => ProviderLineOutput {
   let deltaIndex = 0;
-  let interruptCount = 0;
   /** The `error` of the last synthetic API-error assistant line, for the error result's kind. */
   let apiErrorHint: string | null = null;
   const denials: PermissionDenial[] = [];
 
-  function onLine(text: string): ProviderLineOutput {
-    const parsed = parseLine<ClaudeLine>('claude', text);
-    if (!('line' in parsed)) return parsed;
-    const { line } = parsed;
-
+  return (line) => {
     switch (line.type) {
       case 'system':
         if (line.subtype === 'init') return { providerSessionId: line.session_id };
@@ -187,14 +188,26 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       default:
         return { events: [raw(line)] };
     }
-  }
+  };
+}
+
+/** `--permission-mode`: 'default' is the CLI's normal mode, but its flag does not accept that name. */
+function explicitPermissionMode(input: ProviderRunInput): string | undefined {
+  return input.permissionMode && input.permissionMode !== 'default' ? input.permissionMode : undefined;
+}
+
+function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
+  // A fresh conversation gets its id from us (--session-id), so it is known before the CLI prints init.
+  const sessionId = input.providerSessionId ?? randomUUID();
+  const map = createClaudeMapper(input);
+  const permissionMode = explicitPermissionMode(input);
+  let interruptCount = 0;
 
   return {
     args: [
       ...BASE_ARGS,
       ...(input.model ? ['--model', input.model] : []),
-      // 'default' is the CLI's normal mode, but its --permission-mode flag does not accept that name.
-      ...(input.permissionMode && input.permissionMode !== 'default' ? ['--permission-mode', input.permissionMode] : []),
+      ...(permissionMode ? ['--permission-mode', permissionMode] : []),
       ...(input.providerSessionId ? ['--resume', sessionId] : ['--session-id', sessionId]),
     ],
     stdin: 'control',
@@ -203,30 +216,17 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       return {
         write: [
           JSON.stringify({ type: 'control_request', request_id: INITIALIZE_REQUEST_ID, request: { subtype: 'initialize' } }),
-          JSON.stringify({
-            type: 'user',
-            message: { role: 'user', content: [{ type: 'text', text: input.prompt }] },
-            parent_tool_use_id: null,
-            session_id: '',
-          }),
+          JSON.stringify(userTurn(input.prompt)),
         ],
       };
     },
-    onLine,
+    onLine(text) {
+      const parsed = parseLine<ClaudeLine>('claude', text);
+      return 'line' in parsed ? map(parsed.line) : parsed;
+    },
     decide(approval, decision, reason) {
       const request = approval.native as ToolPermissionRequest;
-      const answer =
-        decision === 'deny'
-          ? { behavior: 'deny', message: reason ?? 'Denied by the user', interrupt: false }
-          : {
-              behavior: 'allow',
-              // Always sent: the CLI's MCP permission path requires it (cli-formats.md §2.7).
-              updatedInput: request.input,
-              // "Allow for this session": the CLI's own suggestions, kept out of its settings files.
-              ...(decision === 'allow_for_session' && {
-                updatedPermissions: request.permission_suggestions.map((update) => ({ ...update, destination: 'session' })),
-              }),
-            };
+      const answer = permissionAnswer(request.input, request.permission_suggestions, decision, reason);
       return { write: [controlResponse(request.request_id, { subtype: 'success', response: answer })] };
     },
     interrupt() {
@@ -240,6 +240,24 @@ function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
     onExit(exit, sawTerminal) {
       return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('claude', exit))];
     },
+  };
+}
+
+function userTurn(prompt: string): Record<string, unknown> {
+  return { type: 'user', message: { role: 'user', content: [{ type: 'text', text: prompt }] }, parent_tool_use_id: null, session_id: '' };
+}
+
+/** The answer to a can_use_tool request (a PermissionResult), the same on both lanes. */
+function permissionAnswer(input: unknown, suggestions: PermissionUpdate[], decision: ApprovalDecision, reason: string | null): Record<string, unknown> {
+  if (decision === 'deny') return { behavior: 'deny', message: reason ?? 'Denied by the user', interrupt: false };
+  return {
+    behavior: 'allow',
+    // Always sent: the CLI's MCP permission path requires it (cli-formats.md §2.7).
+    updatedInput: input,
+    // "Allow for this session": the CLI's own suggestions, kept out of its settings files.
+    ...(decision === 'allow_for_session' && {
+      updatedPermissions: suggestions.map((update) => ({ ...update, destination: 'session' })),
+    }),
   };
 }
 
@@ -373,6 +391,101 @@ function resultError(line: ClaudeLine, apiErrorHint: string | null): ProviderEve
   return errorEvent(kind, message, { retryable, extra });
 }
 
+// ---------------------------------------------------------------- SDK lane (@anthropic-ai/claude-agent-sdk)
+
+/**
+ * The Agent SDK's query() (cli-formats.md §3) runs the same CLI in the same bidirectional mode; what
+ * differs is who holds the control channel:
+ *
+ *   query({prompt: <one user message, then held open>, options})
+ *     pathToClaudeCodeExecutable  the configured CLI (SdkRunInput.binary)
+ *     env                         the allowlisted environment (the SDK replaces, never merges, it)
+ *     cwd, model, permissionMode  as on the core lane ('default' left to the CLI)
+ *     sessionId | resume          a fresh id up front, or the conversation to continue
+ *     canUseTool                  approvals: each call is reported as an approval; decide() settles it
+ *                                 with the same PermissionResult the core lane writes
+ *     abortController             stop(): the SDK kills the CLI
+ *   interrupt()                   query.interrupt(), the interrupt control request
+ *
+ * The prompt stream stays open until the turn's result (mapped with endInput), because the SDK
+ * closes the CLI's stdin, the control channel, when it ends. Messages go through the core lane's
+ * mapper; an exception from the SDK (the CLI died, an abort) ends the run as transport_error, as the
+ * core lane's exit without a result does.
+ */
+
+/** The part of the SDK's module we use (typed here: the package is optional, its types may be absent). */
+interface ClaudeSdkModule {
+  query(params: { prompt: AsyncIterable<unknown>; options: Record<string, unknown> }): AsyncIterable<ClaudeLine> & {
+    interrupt(): Promise<unknown>;
+  };
+}
+
+/** ApprovalRequest.native on the SDK lane: the pending canUseTool call. */
+interface PendingToolPermission {
+  settle: (result: Record<string, unknown>) => void;
+  input: unknown;
+  suggestions: PermissionUpdate[];
+}
+
+function runClaudeSdk(module: unknown, input: SdkRunInput, report: (output: ProviderLineOutput) => void): SdkTurn {
+  const sessionId = input.providerSessionId ?? randomUUID();
+  const map = createClaudeMapper(input);
+  const permissionMode = explicitPermissionMode(input);
+  const abort = new AbortController();
+  let endPrompt!: () => void;
+  const promptEnded = new Promise<void>((resolve) => (endPrompt = resolve));
+  async function* prompt(): AsyncGenerator<unknown> {
+    yield userTurn(input.prompt);
+    await promptEnded;
+  }
+
+  const query = (module as ClaudeSdkModule).query({
+    prompt: prompt(),
+    options: {
+      pathToClaudeCodeExecutable: input.binary,
+      env: input.env,
+      cwd: input.cwd,
+      ...(input.model && { model: input.model }),
+      ...(permissionMode && { permissionMode }),
+      ...(permissionMode === 'bypassPermissions' && { allowDangerouslySkipPermissions: true }),
+      ...(input.providerSessionId ? { resume: sessionId } : { sessionId }),
+      abortController: abort,
+      canUseTool: (toolName: string, toolInput: unknown, options: { suggestions?: PermissionUpdate[] }) =>
+        new Promise((settle) => {
+          const native: PendingToolPermission = { settle, input: toolInput, suggestions: options.suggestions ?? [] };
+          report({ approvals: [{ subject: toolName, toolInput, native }] });
+        }),
+      stderr: (chunk: string) => {
+        const lines = chunk.split('\n').filter((line) => line.trim() !== '');
+        report({ events: lines.map((content) => ({ kind: 'stderr', payload: { content } })) });
+      },
+    },
+  });
+
+  const done = (async () => {
+    try {
+      for await (const message of query) report(map(message));
+    } catch (err) {
+      report({ events: [errorEvent('transport_error', `claude (Agent SDK): ${err instanceof Error ? err.message : String(err)}`)] });
+    }
+  })();
+
+  return {
+    providerSessionId: sessionId,
+    done,
+    decide(approval, decision, reason) {
+      const pending = approval.native as PendingToolPermission;
+      pending.settle(permissionAnswer(pending.input, pending.suggestions, decision, reason));
+    },
+    interrupt() {
+      // A failed interrupt request leaves the backend's grace period to stop the CLI.
+      query.interrupt().catch(() => undefined);
+    },
+    endInput: endPrompt,
+    stop: () => abort.abort(),
+  };
+}
+
 const claude: ProviderDefinition = {
   name: 'claude',
   displayName: 'Claude Code',
@@ -399,6 +512,12 @@ const claude: ProviderDefinition = {
   defaultQueue: 'prompt',
   capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost'],
   permissionModes: ['default', 'acceptEdits', 'bypassPermissions', 'plan', 'dontAsk', 'auto'],
+  sdk: {
+    package: '@anthropic-ai/claude-agent-sdk',
+    // asm.md §6.3: the Claude SDK runtime adds session control to what the CLI lane does.
+    capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_history', 'session_resume', 'session_pause', 'session_intervene'],
+    run: runClaudeSdk,
+  },
   versionArgs: ['--version'],
   create: createClaudeProcess,
 };

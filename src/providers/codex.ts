@@ -10,6 +10,8 @@ import type {
   ProviderProcess,
   ProviderRunInput,
   ProviderTotals,
+  SdkRunInput,
+  SdkTurn,
 } from './types.js';
 
 /**
@@ -62,7 +64,8 @@ type Transport = 'app-server' | 'exec';
 interface Mode {
   transport: Transport;
   approvalPolicy?: 'on-request' | 'untrusted';
-  sandbox?: 'read-only' | 'workspace-write';
+  /** The sandbox: app-server's thread/start, and the SDK lane's for every mode. */
+  sandbox: 'read-only' | 'workspace-write' | 'danger-full-access';
   execArgs?: string[];
 }
 
@@ -70,8 +73,8 @@ const MODES: Record<string, Mode> = {
   default: { transport: 'app-server', approvalPolicy: 'on-request', sandbox: 'workspace-write' },
   'read-only': { transport: 'app-server', approvalPolicy: 'on-request', sandbox: 'read-only' },
   untrusted: { transport: 'app-server', approvalPolicy: 'untrusted', sandbox: 'workspace-write' },
-  'full-auto': { transport: 'exec', execArgs: ['-s', 'workspace-write', '-c', 'approval_policy="never"'] },
-  'danger-full-access': { transport: 'exec', execArgs: ['--dangerously-bypass-approvals-and-sandbox'] },
+  'full-auto': { transport: 'exec', sandbox: 'workspace-write', execArgs: ['-s', 'workspace-write', '-c', 'approval_policy="never"'] },
+  'danger-full-access': { transport: 'exec', sandbox: 'danger-full-access', execArgs: ['--dangerously-bypass-approvals-and-sandbox'] },
 };
 
 /** An item in exec's snake_case shape; app-server items are converted to it. */
@@ -217,14 +220,13 @@ interface ExecLine {
   error?: { message?: string };
 }
 
-function createExecProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
+/**
+ * exec's JSONL event → ASM mapping of one run, shared by both lanes that run exec: the core lane
+ * feeds it stdout lines, the SDK lane the events runStreamed() yields (the same objects, parsed).
+ */
+function createExecMapper(input: ProviderRunInput): (line: ExecLine) => ProviderLineOutput {
   const items = new ItemMapper(input.previousTotals);
-  let interrupted = false;
-
-  function onLine(text: string): ProviderLineOutput {
-    const parsed = parseLine<ExecLine>('codex', text);
-    if (!('line' in parsed)) return parsed;
-    const { line } = parsed;
+  return (line) => {
     switch (line.type) {
       case 'thread.started':
         return { providerSessionId: line.thread_id };
@@ -243,7 +245,12 @@ function createExecProcess(input: ProviderRunInput, mode: Mode): ProviderProcess
         // item.updated, and top-level `error` lines, which are often retries ("Reconnecting... 2/5").
         return { events: [raw(line)] };
     }
-  }
+  };
+}
+
+function createExecProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
+  const map = createExecMapper(input);
+  let interrupted = false;
 
   return {
     args: [
@@ -258,7 +265,10 @@ function createExecProcess(input: ProviderRunInput, mode: Mode): ProviderProcess
     ],
     stdin: 'closed',
     start: () => ({}),
-    onLine,
+    onLine(text) {
+      const parsed = parseLine<ExecLine>('codex', text);
+      return 'line' in parsed ? map(parsed.line) : parsed;
+    },
     // exec never asks, so there is never anything to answer.
     decide: () => ({}),
     interrupt() {
@@ -450,10 +460,84 @@ function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderPr
   };
 }
 
-function createCodexProcess(input: ProviderRunInput): ProviderProcess {
+function modeOf(input: ProviderRunInput): Mode {
   const mode = MODES[input.permissionMode ?? 'default'];
   if (!mode) throw new AsmError('config_invalid', `codex has no permission mode "${input.permissionMode}"`);
+  return mode;
+}
+
+function createCodexProcess(input: ProviderRunInput): ProviderProcess {
+  const mode = modeOf(input);
   return mode.transport === 'exec' ? createExecProcess(input, mode) : createAppServerProcess(input, mode);
+}
+
+// ---------------------------------------------------------------- SDK lane (@openai/codex-sdk)
+
+/**
+ * The Codex TypeScript SDK (cli-formats.md §6) spawns `codex exec --experimental-json` per turn, so
+ * its events are exec's and go through the exec mapper:
+ *
+ *   new Codex({codexPathOverride: <the configured CLI>, env: <the allowlisted environment>})
+ *     .startThread(options) | .resumeThread(<provider session id>, options)
+ *     .runStreamed(prompt, {signal})
+ *   options: {model, workingDirectory: cwd, skipGitRepoCheck, sandboxMode: <the mode's sandbox>,
+ *             approvalPolicy: "never"}
+ *
+ * exec cannot ask for approval (§4.5), so the SDK lane has no approvals: every permission mode runs
+ * with its own sandbox and approval policy "never", which means a command the modes default,
+ * read-only and untrusted would have asked about is refused instead (the model is told). Sessions
+ * that need a person to approve use `lane: core` (codex app-server).
+ *
+ * Interrupt and stop are the SDK's abort (it SIGTERMs the CLI): exec has no gentler channel, and it
+ * prints no final event when stopped, so the backend ends the run user_cancelled (or timeout).
+ */
+
+/** The part of the SDK's module we use (typed here: the package is optional, its types may be absent). */
+interface CodexSdkModule {
+  Codex: new (options: Record<string, unknown>) => {
+    startThread(options: Record<string, unknown>): CodexSdkThread;
+    resumeThread(id: string, options: Record<string, unknown>): CodexSdkThread;
+  };
+}
+
+interface CodexSdkThread {
+  runStreamed(input: string, options: { signal: AbortSignal }): Promise<{ events: AsyncIterable<ExecLine> }>;
+}
+
+function runCodexSdk(module: unknown, input: SdkRunInput, report: (output: ProviderLineOutput) => void): SdkTurn {
+  const { sandbox } = modeOf(input);
+  const map = createExecMapper(input);
+  const abort = new AbortController();
+  const codex = new (module as CodexSdkModule).Codex({ codexPathOverride: input.binary, env: input.env });
+  const options = {
+    ...(input.model && { model: input.model }),
+    workingDirectory: input.cwd,
+    skipGitRepoCheck: true,
+    sandboxMode: sandbox,
+    approvalPolicy: 'never',
+  };
+  const thread = input.providerSessionId ? codex.resumeThread(input.providerSessionId, options) : codex.startThread(options);
+
+  const done = (async () => {
+    try {
+      const { events } = await thread.runStreamed(input.prompt, { signal: abort.signal });
+      for await (const event of events) report(map(event));
+    } catch (err) {
+      // After turn.failed the SDK throws too (exec exits 1); the backend has its terminal event by then.
+      report({ events: [errorEvent('transport_error', `codex (SDK): ${err instanceof Error ? err.message : String(err)}`)] });
+    }
+  })();
+
+  return {
+    providerSessionId: input.providerSessionId,
+    done,
+    // Never called: nothing on this lane asks.
+    decide: () => undefined,
+    interrupt: () => abort.abort(),
+    // The SDK closed exec's stdin when it wrote the prompt; the turn ends with the process.
+    endInput: () => undefined,
+    stop: () => abort.abort(),
+  };
 }
 
 const codex: ProviderDefinition = {
@@ -466,6 +550,12 @@ const codex: ProviderDefinition = {
   defaultQueue: 'prompt',
   capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
   permissionModes: Object.keys(MODES),
+  sdk: {
+    package: '@openai/codex-sdk',
+    // No approvals (exec cannot ask, see runCodexSdk); the thread resumes by id (asm.md §6.3).
+    capabilities: ['interrupt', 'continuation', 'usage', 'session_resume'],
+    run: runCodexSdk,
+  },
   versionArgs: ['--version'],
   create: createCodexProcess,
 };

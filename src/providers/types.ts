@@ -100,14 +100,48 @@ export interface ProviderProcess {
 }
 
 /**
- * A provider's SDK lane (SPEC §6): its vendor's SDK, an optional dependency loaded on demand. Only
- * the facts lane resolution needs are here; the SDK backend (src/backends/sdk.ts) runs it.
+ * A provider's SDK lane (SPEC §6): its vendor's SDK, an optional dependency loaded on demand (only
+ * through SdkLoader). The SDK backend (src/backends/sdk.ts) keeps the run's life cycle; `run` drives
+ * one turn with the loaded module and reports what happens in the same ProviderLineOutput a CLI line
+ * gives, mapped by the same code as the core lane, so both lanes emit the same events.
  */
 export interface ProviderSdk {
   /** The npm package (an optionalDependency of the service). */
   package: string;
   /** What a run on the SDK lane can do (reported in place of the core capabilities). */
   capabilities: string[];
+  /**
+   * Start one turn. May throw an AsmError to refuse the run before anything is started. `report`
+   * gets the turn's output in order; an output with `endInput` asks for the turn to be wound down
+   * (the backend calls SdkTurn.endInput).
+   */
+  run(module: unknown, input: SdkRunInput, report: (output: ProviderLineOutput) => void): SdkTurn;
+}
+
+export interface SdkRunInput extends ProviderRunInput {
+  /**
+   * The CLI the SDK drives: the same binary the core lane runs (ASM_<NAME>_BIN), never the one the
+   * SDK bundles, so both lanes run one CLI version (and the bundled binaries need not be installed).
+   */
+  binary: string;
+}
+
+/** One turn in flight on the SDK lane. */
+export interface SdkTurn {
+  /** The provider's session id when known before the turn starts (claude: `sessionId`/`resume`). */
+  providerSessionId?: string;
+  /**
+   * Settles when the SDK's stream has ended; never rejects. A failure (the SDK throwing) is reported
+   * through `report` as an error event before it resolves.
+   */
+  done: Promise<void>;
+  decide(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): void;
+  /** Ask the agent to stop the turn, its own way (claude: the interrupt control request). */
+  interrupt(): void;
+  /** The turn's terminal output arrived: let the agent finish and exit. */
+  endInput(): void;
+  /** Stop now (the SDK's abort: it kills the CLI). */
+  stop(): void;
 }
 
 export interface ProviderDefinition {

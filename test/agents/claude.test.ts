@@ -6,12 +6,21 @@ import { closedPortUrl } from './model-server.js';
 
 /**
  * The real Claude Code CLI (pinned in scripts/install-agents.ts) run by the service, against the
- * loopback model server: HTTP and WebSocket in front, the core backend spawning `claude -p
- * --input-format stream-json …`, the model's turns scripted per scenario.
+ * loopback model server: HTTP and WebSocket in front, the model's turns scripted per scenario. Every
+ * scenario runs on both backend lanes with the same assertions, so the SDK lane is held to exactly
+ * the events of the core lane:
+ *
+ *   core  the core backend spawning `claude -p --input-format stream-json …`
+ *   sdk   the SDK backend: @anthropic-ai/claude-agent-sdk's query() driving the same pinned CLI
  */
 
 const ctx = useServiceRig('claude');
 const rig = ctx.rig;
+
+const LANE_METADATA = {
+  core: { requested_lane: 'core', lane: 'core', backend: 'core', lane_reason: 'explicit_core', sdk_runtime: null },
+  sdk: { requested_lane: 'sdk', lane: 'sdk', backend: 'sdk', lane_reason: 'explicit_sdk', sdk_runtime: '@anthropic-ai/claude-agent-sdk@0.3.329' },
+} as const;
 
 /** The text of the newest user message the model received. */
 function lastUserText(body: any): string {
@@ -19,24 +28,18 @@ function lastUserText(body: any): string {
   return (typeof user.content === 'string' ? [{ text: user.content }] : user.content).map((b: any) => b.text ?? '').join('');
 }
 
-describe('claude (real CLI) through the service', () => {
-  it('continues the provider’s session on the next run: --resume, and the model sees the first turn', async () => {
-    ctx.model.script({ text: 'Noted: pineapple.' }, { text: 'The word was pineapple.' });
-    const s = await rig.session();
-    const first = await rig.run(s, 'Remember the word pineapple');
-    const second = await rig.run(s, 'Which word did I ask you to remember?');
-    expect(second.run.state).toBe('completed');
-    expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
-    // The resumed CLI sends the whole conversation: the first prompt and answer come back to the model.
-    const history = JSON.stringify(ctx.model.requests[1].body.messages);
-    expect(history).toContain('Remember the word pineapple');
-    expect(history).toContain('Noted: pineapple.');
-  });
+describe.each(['core', 'sdk'] as const)('claude (real CLI) through the service, lane %s', (lane) => {
+  // Each run's events and result carry the lane it executed on.
+  const session = async () => rig.session({ lane });
+  const expectLane = (run: any, events: any[]) => {
+    expect(run.result.metadata).toMatchObject(LANE_METADATA[lane]);
+    for (const event of events) expect(event.metadata).toMatchObject(LANE_METADATA[lane]);
+  };
 
   it('answers a plain prompt: text, usage and cost from the model', async () => {
     ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
-    const s = await rig.session();
-    const { run, kinds } = await rig.run(s, 'Say hello');
+    const s = await session();
+    const { run, kinds, events } = await rig.run(s, 'Say hello');
 
     expect(kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'result']);
     expect(run.state).toBe('completed');
@@ -46,6 +49,30 @@ describe('claude (real CLI) through the service', () => {
     expect(ctx.model.requests).toHaveLength(1);
     expect(lastUserText(ctx.model.requests[0].body)).toContain('Say hello');
     expect(ctx.model.requests[0].headers['x-api-key']).toBe('test-key');
+    // The same pinned CLI on both lanes; on the SDK lane the Agent SDK started it.
+    expect(ctx.model.requests[0].headers['user-agent']).toContain(lane === 'sdk' ? 'claude-cli/2.1.329 (external, sdk-ts, agent-sdk/0.3.329)' : 'claude-cli/2.1.329');
+    expectLane(run, events);
+  });
+
+  it('continues the conversation: the second run resumes the first one\'s session, usage per run', async () => {
+    ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
+    const s = await session();
+    const first = await rig.run(s, 'First question');
+    const second = await rig.run(s, 'Second question');
+
+    const started = (r: typeof first) => r.events.find((e) => e.kind === 'run_started').payload.provider_session_id;
+    expect(started(first)).toEqual(expect.any(String));
+    expect(started(second)).toBe(started(first));
+    expect(second.kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'result']);
+    expect(second.run.result.text).toBe('Second answer.');
+    // claude reports cumulative totals across --resume: each run reports its own share.
+    expect(first.run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
+    expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
+    // The model saw the first exchange again: the session was resumed, not started afresh.
+    const history = JSON.stringify(ctx.model.requests[1].body.messages);
+    expect(history).toContain('First question');
+    expect(history).toContain('First answer.');
+    expectLane(second.run, second.events);
   });
 
   it('runs a shell tool call and sends its output back to the model', async () => {
@@ -53,7 +80,7 @@ describe('claude (real CLI) through the service', () => {
       { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
       { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
     );
-    const s = await rig.session();
+    const s = await session();
     const { run, kinds, events } = await rig.run(s, 'Run echo hello-from-shell');
 
     expect(kinds).toEqual([
@@ -73,7 +100,7 @@ describe('claude (real CLI) through the service', () => {
 
   it('asks for approval of a write; allowed, the command runs', async () => {
     ctx.model.script({ text: 'Creating it.', shell: 'touch approved.txt' }, { text: 'Created approved.txt.' });
-    const s = await rig.session();
+    const s = await session();
     const { run, kinds, events } = await rig.run(s, 'Create approved.txt', async (live) => {
       const requested = await live.event('approval_requested');
       expect(requested.payload).toMatchObject({ subject: 'Bash', details: { tool_input: { command: 'touch approved.txt' } } });
@@ -91,11 +118,12 @@ describe('claude (real CLI) through the service', () => {
     expect(ctx.model.requests[1].toolResults).toHaveLength(1);
     expect(run.state).toBe('completed');
     expect(run.result.text).toBe('Creating it.\nCreated approved.txt.');
+    expectLane(run, events);
   });
 
   it('asks for approval of a write; denied, the command does not run and the model hears why', async () => {
     ctx.model.script({ text: 'Creating it.', shell: 'touch denied.txt' }, { text: 'I was not allowed to.' });
-    const s = await rig.session();
+    const s = await session();
     const { run, kinds, events } = await rig.run(s, 'Create denied.txt', async (live) => {
       const requested = await live.event('approval_requested');
       await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'deny', reason: 'not in this repo' });
@@ -118,7 +146,7 @@ describe('claude (real CLI) through the service', () => {
     // which is not read-only and so needs an approval first.
     const marker = 'setTimeout(() => {}, 47500)';
     ctx.model.script({ text: 'Starting the slow job.', shell: `node -e '${marker}'` }, { text: 'never sent' });
-    const s = await rig.session();
+    const s = await session();
     const { run, kinds, events, terminal } = await rig.run(s, 'Run the slow job', async (live) => {
       const requested = await live.event('approval_requested');
       await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
@@ -139,6 +167,7 @@ describe('claude (real CLI) through the service', () => {
     await until(() => !processRunning(marker));
     // The model was not asked again after the interrupt.
     expect(ctx.model.requests).toHaveLength(1);
+    expectLane(run, events);
   });
 
   it.each([
@@ -147,10 +176,11 @@ describe('claude (real CLI) through the service', () => {
     [500, 'provider_error', true],
   ])('fails a run whose model answers HTTP %i with %s', async (status, kind, retryable) => {
     ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
-    const s = await rig.session();
-    const { run, kinds, terminal } = await rig.run(s, 'Say hello');
+    const s = await session();
+    const { run, kinds, events, terminal } = await rig.run(s, 'Say hello');
 
     expect(kinds).toEqual(['run_queued', 'run_started', 'raw', 'cost_update', 'error']);
+    expectLane(run, events);
     expect(terminal.payload).toMatchObject({ kind, api_error_status: status });
     expect(terminal.payload.retryable).toBe(retryable);
     expect(terminal.payload.message).toContain(`scripted ${status}`);
@@ -161,7 +191,7 @@ describe('claude (real CLI) through the service', () => {
 
   it('fails a run whose model server is down', async () => {
     rig.pointAt(await closedPortUrl());
-    const s = await rig.session();
+    const s = await session();
     const { run, kinds, terminal } = await rig.run(s, 'Say hello');
 
     expect(kinds).toEqual(['run_queued', 'run_started', 'raw', 'cost_update', 'error']);

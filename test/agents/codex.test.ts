@@ -11,4 +11,6 @@ describeThroughService('codex', {
   shellSession: {},
   approvals: 'asks',
   down: { kind: 'timeout', session: { run_deadline_ms: 8_000 } },
+  lane: 'core',
+  continuation: true,
 });

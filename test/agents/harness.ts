@@ -89,6 +89,8 @@ export class AgentRig {
   server!: TestServer;
   private home = '';
   private names: string[] = [];
+  /** This process's environment as it was before the rig changed it, restored by stop(). */
+  private readonly saved = new Map<string, string | undefined>();
 
   constructor(readonly name: AgentName) {}
 
@@ -97,18 +99,25 @@ export class AgentRig {
     const bin = agentBin(this.name);
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
     this.pointAt(model.url);
-    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') });
+    // The installed SDKs too: the SDK lane drives the same real CLI.
+    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') }, { sdks: true });
   }
 
   /** Points the CLI at another model server URL for the runs that follow. */
   pointAt(baseUrl: string): void {
     const env = offlineEnv(this.name, this.home, baseUrl);
     this.names = Object.keys(env);
+    for (const name of this.names) if (!this.saved.has(name)) this.saved.set(name, process.env[name]);
     Object.assign(process.env, env);
   }
 
   async stop(): Promise<void> {
     await this.server?.close();
+    // A file may hold a second rig, which must find the real HOME (the CLI cache) and TMPDIR again.
+    for (const [name, value] of this.saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
     if (this.home) rmSync(this.home, { recursive: true, force: true });
   }
 

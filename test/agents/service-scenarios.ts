@@ -17,19 +17,38 @@ export interface ProviderKnobs {
   textKind: 'assistant_message' | 'assistant_delta';
   /** Session fields for a run that may use the shell without asking (gemini needs yolo). */
   shellSession: Record<string, unknown>;
-  /** How the provider gets a human decision: codex asks (app-server); gemini cannot ask at all. */
-  approvals: 'asks' | 'cannot_ask';
+  /**
+   * How the provider gets a human decision: codex asks (app-server); gemini cannot ask at all; codex
+   * on the SDK lane (exec, approval policy never) refuses what it would have asked about.
+   */
+  approvals: 'asks' | 'cannot_ask' | 'refuses';
   /** The terminal error kind when the model server is down, and session fields for that run. */
   down: { kind: string; session: Record<string, unknown> };
+  /** The backend lane every session asks for; the scenarios check the runs report it. Default: auto. */
+  lane?: 'core' | 'sdk';
+  /** Whether the provider continues a conversation (a second run resumes the first's session). */
+  continuation?: boolean;
 }
 
+/** What each explicitly requested lane reports in the run's metadata. */
+const LANE_METADATA = {
+  core: { requested_lane: 'core', lane: 'core', backend: 'core', lane_reason: 'explicit_core', sdk_runtime: null },
+  sdk: { requested_lane: 'sdk', lane: 'sdk', backend: 'sdk', lane_reason: 'explicit_sdk', sdk_runtime: expect.stringMatching(/@\d/) },
+};
+
 export function describeThroughService(name: AgentName, knobs: ProviderKnobs): void {
-  describe(`${name} (real CLI) through the service`, () => {
+  describe(`${name} (real CLI) through the service${knobs.lane ? `, lane ${knobs.lane}` : ''}`, () => {
     const ctx = useServiceRig(name);
     const rig = ctx.rig;
     const markers: string[] = [];
 
-    const session = (extra: Record<string, unknown> = {}) => rig.session({ ...knobs.session, ...extra });
+    const session = (extra: Record<string, unknown> = {}) =>
+      rig.session({ ...knobs.session, ...(knobs.lane && { lane: knobs.lane }), ...extra });
+    const expectLane = (run: any, events: any[]) => {
+      if (!knobs.lane) return;
+      expect(run.result.metadata).toMatchObject(LANE_METADATA[knobs.lane]);
+      for (const event of events) expect(event.metadata).toMatchObject(LANE_METADATA[knobs.lane]);
+    };
 
     // A CLI that orphans its tool's process group (gemini 0.61 does) must not leak it past the test.
     afterEach(() => {
@@ -38,13 +57,35 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
 
     it('answers a plain prompt: text and usage from the model', async () => {
       ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
-      const { run, kinds } = await rig.run(await session(), 'Say hello');
+      const { run, kinds, events } = await rig.run(await session(), 'Say hello');
       expectInOrder(kinds, ['run_queued', 'run_started', knobs.textKind, 'result']);
       expect(run.state).toBe('completed');
       expect(run.result.text).toBe('Hello from the model.');
       expect(run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
       expect(ctx.model.requests).toHaveLength(1);
+      expectLane(run, events);
     });
+
+    if (knobs.continuation) {
+      it('continues the conversation: the second run resumes the first one\'s session, usage per run', async () => {
+        ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
+        const s = await session();
+        const first = await rig.run(s, 'First question');
+        const second = await rig.run(s, 'Second question');
+        const sessionIdOf = (r: typeof first) => r.terminal.payload.provider_session_id;
+        expect(sessionIdOf(first)).toEqual(expect.any(String));
+        expect(sessionIdOf(second)).toBe(sessionIdOf(first));
+        expect(second.run.state).toBe('completed');
+        expect(second.run.result.text).toBe('Second answer.');
+        // The CLI reports the thread's cumulative usage: each run reports its own share.
+        expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
+        // The model saw the first exchange again: the thread was resumed, not started afresh.
+        const history = JSON.stringify(ctx.model.requests[1].body);
+        expect(history).toContain('First question');
+        expect(history).toContain('First answer.');
+        expectLane(second.run, second.events);
+      });
+    }
 
     it('runs a shell tool call and sends its output back to the model', async () => {
       ctx.model.script(
@@ -81,6 +122,17 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         expect(existsSync(join(s.cwd, file))).toBe(created);
         expect(ctx.model.requests).toHaveLength(2);
         expect(run.state).toBe('completed');
+      });
+    } else if (knobs.approvals === 'refuses') {
+      it('cannot ask: an escalated command is refused, not asked, and the run goes on', async () => {
+        ctx.model.script({ text: 'Creating it.', shell: 'touch escalated.txt', escalate: true }, { text: 'I could not.' });
+        const s = await session();
+        const { run, kinds, events } = await rig.run(s, 'Create escalated.txt');
+        expect(kinds).not.toContain('approval_requested');
+        expect(existsSync(join(s.cwd, 'escalated.txt'))).toBe(false);
+        expect(ctx.model.requests).toHaveLength(2);
+        expect(run.state).toBe('completed');
+        expectLane(run, events);
       });
     } else {
       it('cannot ask: with the shell allowed up front the write runs', async () => {
@@ -121,12 +173,13 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
       markers.push(marker);
       ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
-      const { run, kinds, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
+      const { run, kinds, events, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
         await live.event('tool_use');
         await until(() => processRunning(marker));
         expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
       });
       expectInOrder(kinds, ['run_started', 'tool_use', 'error']);
+      expectLane(run, events);
       expect(terminal.payload.kind).toBe('user_cancelled');
       expect(run.state).toBe('interrupted');
       expect(ctx.model.requests).toHaveLength(1);

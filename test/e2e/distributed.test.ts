@@ -91,7 +91,8 @@ describe('distributed mode: two API processes on one Redis', () => {
   it('creates on A, streams on B, approves on B and interrupts on B a run executing in A', async () => {
     const d = deployment();
     const a = await d.start('api-a');
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude' })).body;
+    // These processes load the installed SDKs; the fake CLI speaks only the core lane's protocol.
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core' })).body;
     const approveRun = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     const requested = await onA.event('approval_requested');
@@ -132,7 +133,7 @@ describe('distributed mode: two API processes on one Redis', () => {
   it('interrupts from B a run that A executes: the request is handed to A, which holds the CLI', async () => {
     const d = deployment();
     const a = await d.start('api-a');
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude' })).body;
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core' })).body;
     const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     await onA.event('tool_use');
@@ -146,7 +147,7 @@ describe('distributed mode: two API processes on one Redis', () => {
   it('fires an approval deadline after the process that recorded it died, then ends its run as node_lost', async () => {
     const d = deployment({ ASM_NODE_TTL_MS: '6000' });
     const a = await d.start('api-a');
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', approval_timeout_ms: 4_000 })).body;
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 4_000 })).body;
     const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     const requested = await onA.event('approval_requested');

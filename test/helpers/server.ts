@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import WebSocket from 'ws';
 import { createApp, type AsmApp } from '../../src/app.js';
+import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer } from '../../src/http/server.js';
 
@@ -32,11 +33,19 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+/**
+ * The SDKs as a server sees them unless a test asks for the installed ones: absent. The fake CLIs
+ * speak the core lane's protocol (argv included), so `lane: auto` must resolve to core for them,
+ * as it does on an install without the optional SDK packages.
+ */
+const WITHOUT_SDKS = () => new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded by this test server (startServer sdks: true)`)));
+
 /** A real ASM server on a free loopback port, with its own workspace root. */
-export async function startServer(env: Record<string, string> = {}): Promise<TestServer> {
+export async function startServer(env: Record<string, string> = {}, options: { sdks?: boolean } = {}): Promise<TestServer> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-test-'));
   const config = loadConfig({ ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
-  const app = await createApp(config, pino({ level: process.env.ASM_TEST_LOG ?? 'silent' }));
+  const sdks = options.sdks ? new SdkLoader() : WITHOUT_SDKS();
+  const app = await createApp(config, pino({ level: process.env.ASM_TEST_LOG ?? 'silent' }), { sdks });
   const server = await buildServer(app);
   await server.listen({ host: '127.0.0.1', port: 0 });
   const address = server.server.address() as { port: number };

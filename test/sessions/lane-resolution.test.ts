@@ -12,7 +12,7 @@ import type { ProviderDefinition } from '../../src/providers/types.js';
 import claude from '../../src/providers/claude.js';
 import shell from '../../src/providers/shell.js';
 
-const withSdk: ProviderDefinition = { ...claude, sdk: { package: 'fake-agent-sdk', capabilities: ['streaming', 'session_resume'] } };
+const withSdk: ProviderDefinition = { ...claude, sdk: { ...claude.sdk!, package: 'fake-agent-sdk', capabilities: ['streaming', 'session_resume'] } };
 
 async function sdkStatus(loadable: boolean): Promise<SdkStatus> {
   const loader = new SdkLoader(async (specifier) => {

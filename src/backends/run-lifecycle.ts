@@ -1,0 +1,180 @@
+import { randomUUID } from 'node:crypto';
+import { AsmError } from '../errors.js';
+import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderTotals } from '../providers/types.js';
+import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
+import type { BackendRun, BackendRunSpec, EventSink, InterruptReason } from './types.js';
+
+/**
+ * The part of a run's life cycle every lane shares, so the core lane (a CLI subprocess) and the SDK
+ * lane (a vendor SDK driving that CLI) keep the same contract and emit the same events:
+ *
+ * - Exactly one terminal event (result | error | run_completed), and nothing after it.
+ * - The terminal event of an interrupted run is the interrupt's error (user_cancelled, or timeout for
+ *   deadline/timeout), unless the agent got a successful `result` out first: finished work stands.
+ * - The run's deadline (spec.deadlineMs) is an interrupt with reason 'deadline'.
+ * - Approvals get an id here (apr_<uuid>) and are answered through decide(); a finished run drops them.
+ * - The provider session id (known up front or learnt from the output) is stamped on the terminal
+ *   event as `provider_session_id`, so continuation can rely on it; so are the conversation's latest
+ *   cumulative totals, as `provider_totals`, which the next run of the conversation gets back.
+ *
+ * A lane supplies how to reach its agent: answering an approval, asking it to stop, the process
+ * actions of a provider's output (stdin, signals), and releasing it after the terminal event.
+ */
+
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+export abstract class RunLifecycle implements BackendRun {
+  abstract readonly done: Promise<void>;
+  protected finished = false;
+  protected interruptReason: InterruptReason | null = null;
+  protected providerSessionId: string | null;
+  private providerTotals: ProviderTotals | null;
+  /** Whether the agent is there to be told things (interrupts wait until it is). */
+  private reachable = false;
+  private readonly approvals = new Map<string, ApprovalRequest>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+
+  constructor(
+    protected readonly spec: BackendRunSpec,
+    private readonly sink: EventSink,
+    /** How long an agent asked to stop gets before it is stopped without grace. */
+    private readonly interruptGraceMs: number,
+  ) {
+    this.providerSessionId = spec.providerSessionId ?? null;
+    // A run that learns nothing new leaves its conversation's totals as they were.
+    this.providerTotals = spec.previousTotals ?? null;
+  }
+
+  /** Answer an approval the agent is waiting on. */
+  protected abstract answer(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): void;
+  /** Ask the agent to stop its turn (its own mechanism; the caller stops it harder after a grace period). */
+  protected abstract askToStop(): void;
+  /** Stop the agent without grace. */
+  protected abstract stopNow(): void;
+  /** The process actions of a provider's output (stdin lines, closing stdin, signals). */
+  protected abstract act(output: ProviderLineOutput): void;
+  /** After the terminal event: let the agent exit, and stop it if it does not. */
+  protected abstract release(): void;
+
+  async decide(approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
+    const approval = this.approvals.get(approvalId);
+    if (!approval) throw new AsmError('not_found', `approval ${approvalId} is not pending`);
+    this.approvals.delete(approvalId);
+    this.safely(() => this.answer(approval, decision, reason));
+  }
+
+  async interrupt(reason: InterruptReason): Promise<void> {
+    if (this.finished || this.interruptReason) return;
+    this.interruptReason = reason;
+    // Before the agent is running there is nothing to tell; markReachable() sends the interrupt then.
+    if (this.reachable) this.sendInterrupt();
+  }
+
+  /** The agent is running: an interrupt that came before now reaches it. */
+  protected markReachable(): void {
+    this.reachable = true;
+    if (this.interruptReason && !this.finished) this.sendInterrupt();
+  }
+
+  protected startDeadline(): void {
+    this.later(this.spec.deadlineMs, () => void this.interrupt('deadline'));
+  }
+
+  private sendInterrupt(): void {
+    this.safely(() => this.askToStop());
+    this.later(this.interruptGraceMs, () => this.stopNow());
+  }
+
+  /** Carry out what the provider asked for, in order: events, approvals, then the process actions. */
+  protected apply(output: ProviderLineOutput): void {
+    if (output.providerSessionId) this.providerSessionId = output.providerSessionId;
+    if (output.totals) this.providerTotals = output.totals;
+    this.emitAll(output.events ?? []);
+    for (const approval of output.approvals ?? []) this.requestApproval(approval);
+    this.act(output);
+  }
+
+  private requestApproval(approval: ApprovalRequest): void {
+    if (this.finished) return;
+    const approvalId = `apr_${randomUUID()}`;
+    this.approvals.set(approvalId, approval);
+    this.emit({
+      kind: 'approval_requested',
+      payload: {
+        approval_id: approvalId,
+        subject: approval.subject,
+        details: { tool_input: approval.toolInput },
+        expires_at: new Date(Date.now() + this.spec.approvalTimeoutMs).toISOString(),
+      },
+    });
+  }
+
+  protected emitAll(events: ProviderEvent[]): void {
+    for (const event of events) this.emit(event);
+  }
+
+  /** The single gate every event passes: nothing gets out after the terminal event. */
+  protected emit(event: ProviderEvent): void {
+    if (this.finished) return;
+    if (!TERMINAL_KINDS.has(event.kind)) {
+      this.sink(event);
+      return;
+    }
+    this.finished = true;
+    this.sink(this.stampConversation(this.outcomeAfterInterrupt(event)));
+    this.approvals.clear();
+    this.clearTimers();
+    this.release();
+  }
+
+  /** After an interrupt only a successful result stands; any other ending is the interrupt's own error. */
+  private outcomeAfterInterrupt(event: ProviderEvent): ProviderEvent {
+    if (!this.interruptReason || event.kind === 'result') return event;
+    if (this.interruptReason === 'deadline') {
+      return errorEvent(new AsmError('timeout', `run exceeded its deadline of ${this.spec.deadlineMs}ms`));
+    }
+    if (this.interruptReason === 'timeout') return errorEvent(new AsmError('timeout', 'run timed out'));
+    return errorEvent(new AsmError('user_cancelled', 'Run interrupted'));
+  }
+
+  private stampConversation(event: ProviderEvent): ProviderEvent {
+    const stamps = {
+      ...(this.providerSessionId !== null && { provider_session_id: this.providerSessionId }),
+      ...(this.providerTotals !== null && { provider_totals: this.providerTotals }),
+    };
+    return { ...event, payload: { ...event.payload, ...stamps } } as ProviderEvent;
+  }
+
+  /** A failure the agent cannot recover from: end the run now and stop the agent without grace. */
+  protected fail(err: AsmError): void {
+    this.emit(errorEvent(AsmError.from(err)));
+    this.stopNow();
+  }
+
+  /** Provider code runs inside stream callbacks: a bug in it must fail this run, not crash the service. */
+  protected safely(action: () => void): void {
+    try {
+      action();
+    } catch (err) {
+      this.fail(AsmError.from(err));
+    }
+  }
+
+  protected later(ms: number, action: () => void): void {
+    // Beyond MAX_TIMEOUT_MS setTimeout fires at once; a deadline that long means "practically never".
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      action();
+    }, Math.min(ms, MAX_TIMEOUT_MS));
+    this.timers.add(timer);
+  }
+
+  protected clearTimers(): void {
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+  }
+}
+
+export function errorEvent(err: AsmError): ProviderEvent {
+  return { kind: 'error', payload: err.toBody() };
+}
