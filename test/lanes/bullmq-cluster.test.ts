@@ -72,16 +72,19 @@ function record(engine: BullMQLaneEngine): LaneEvent[] {
 
 describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () => {
   it('settles every result when the other engine wins the race for the submitter’s command', async () => {
-    // The submitter fetches for its own command while the other engine, woken by the job's event, may
-    // take and finish it first; that outcome can arrive while the submitter's fetch is still in flight.
+    // Bursts of three against two slots: the submitter fetches its third command as soon as a slot
+    // frees, while the other engine, told of the burst, may take and finish it first; that outcome
+    // can arrive while the submitter's own fetch is still in flight.
     const [a, b] = await cluster(2, (name) => ({ echo: (payload: { i: number }) => ({ i: payload.i, on: name }) }));
     const ranOn = new Set<string>();
-    for (let i = 0; i < 150; i++) {
-      const submitter = i % 2 ? a : b;
-      const { result } = await submitter.submit('work', { type: 'echo', payload: { i } });
-      const value = (await within(result, 5_000)) as { i: number; on: string };
-      expect(value.i).toBe(i);
-      ranOn.add(`${i % 2 ? 'A' : 'B'}→${value.on}`);
+    for (let burst = 0; burst < 60; burst++) {
+      const submitter = burst % 2 ? a : b;
+      const handles = await Promise.all([0, 1, 2].map((k) => submitter.submit('work', { type: 'echo', payload: { i: burst * 3 + k } })));
+      const values = (await within(Promise.all(handles.map((handle) => handle.result)), 5_000)) as Array<{ i: number; on: string }>;
+      values.forEach((value, k) => {
+        expect(value.i).toBe(burst * 3 + k);
+        ranOn.add(`${burst % 2 ? 'A' : 'B'}→${value.on}`);
+      });
     }
     // Commands crossed engines both ways, so the race was run.
     expect(ranOn).toContain('A→B');
