@@ -32,7 +32,7 @@ export class CommandIndex {
 
   /** Whether the command's id was chosen by its caller (so another engine may submit the same id). */
   isCallerChosen(command: Command): boolean {
-    return this.named.get(command.id) === command;
+    return this.named.size !== 0 && this.named.get(command.id) === command;
   }
 
   remove(command: Command): void {
