@@ -128,6 +128,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private readonly signals: Redis;
   private readonly signalsKey: string;
   private readonly signalsReady: Promise<void>;
+  private signalsOpen = false;
   private lastSignalId = '0-0';
   /** Signals of this event-loop turn, sent as one stream entry by `flushSignals`. */
   private outbox: Signal[] = [];
@@ -253,33 +254,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private reviving: Job | undefined;
 
   protected override persist(command: Command): Promise<unknown> {
-    const revive = this.reviving?.id === command.id ? this.reviving : undefined;
-    const { queue } = this.runtimes.get(command.lane)!;
-    const policy = command.lane.config.retry;
-    const data: JobData = { payload: command.payload, s: this.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
-    const write = this.signalsReady.then((): Promise<unknown> =>
-      revive
-        ? // Whoever waited for the failed job has its failure; now this engine waits for the outcome.
-          revive.updateData(data).then(() => revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true }))
-        : queue.add(
-            command.type,
-            data,
-            {
-              jobId: command.id,
-              attempts: (policy?.maxRetries ?? 0) + 1,
-              backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
-              removeOnComplete: true,
-              // The failed set is the DLQ: terminal failures stay, the oldest evicted beyond dlqSize.
-              removeOnFail: this.dlqLimit === 0 ? true : { count: this.dlqLimit },
-            },
-          ),
-    );
-    // Idle engines learn of the job from this, and fetch it.
-    const announced = write.then(() => {
-      if (!this.refused.has(command.id)) this.signal(['w', command.lane.id, command.id]);
-    });
+    // Signals about the job must not come before the point the reader starts from.
+    const write = this.signalsOpen ? this.storeJob(command) : this.signalsReady.then(() => this.storeJob(command));
     return this.track(
-      this.bounded(announced, () => {
+      this.bounded(write, () => {
         // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
         this.refused.add(command.id);
         write
@@ -288,6 +266,24 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
           .finally(() => this.refused.delete(command.id));
       }),
     );
+  }
+
+  private storeJob(command: Command): Promise<unknown> {
+    const data: JobData = { payload: command.payload, s: this.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
+    const revive = this.reviving?.id === command.id ? this.reviving : undefined;
+    if (revive) {
+      // Whoever waited for the failed job has its failure; now this engine waits for the outcome.
+      return revive.updateData(data).then(() => revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true }));
+    }
+    const policy = command.lane.config.retry;
+    return this.runtimes.get(command.lane)!.queue.add(command.type, data, {
+      jobId: command.id,
+      attempts: (policy?.maxRetries ?? 0) + 1,
+      backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
+      removeOnComplete: true,
+      // The failed set is the DLQ: terminal failures stay, the oldest evicted beyond dlqSize.
+      removeOnFail: this.dlqLimit === 0 ? true : { count: this.dlqLimit },
+    });
   }
 
   protected override async unstore(command: Command): Promise<void> {
@@ -317,11 +313,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   // ---- LaneEngine overrides -------------------------------------------------------------------
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
+    const joined = spec.id === undefined ? undefined : this.live.get(spec.id);
     const handle = await super.submit(laneId, spec);
-    // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
-    if (spec.id !== undefined) {
-      const command = this.live.get(spec.id);
-      if (command !== undefined) this.adopted.delete(command);
+    if (joined === undefined) {
+      // A new job: idle engines learn of it from this, and fetch it.
+      this.signal(['w', laneId, handle.id]);
+    } else {
+      // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
+      this.adopted.delete(joined);
     }
     return handle;
   }
@@ -522,6 +521,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private async openSignals(): Promise<void> {
     const last = await this.signals.xrevrange(this.signalsKey, '+', '-', 'COUNT', 1);
     this.lastSignalId = last[0]?.[0] ?? '0-0';
+    this.signalsOpen = true;
     void this.readSignals();
   }
 
