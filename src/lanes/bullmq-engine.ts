@@ -61,6 +61,7 @@ type Signal =
   | ['f', jobId: string, reason: string]
   /** The job was removed from its queue (cancelled). */
   | ['r', jobId: string];
+type Taken = Extract<Signal, { 0: 't' }>;
 type Outcome = Extract<Signal, { 0: 'c' | 'f' | 'r' }>;
 
 /** What the engine knows of the BullMQ job a running command holds. */
@@ -119,7 +120,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
    * Signals (taken, or an outcome) for local commands whose own fetch was in flight: another engine
    * took the job meanwhile. Applied when that fetch comes back without it (see `regrant`).
    */
-  private readonly heardDuringFetch = new Map<string, Signal>();
+  private readonly heardDuringFetch = new Map<string, Taken | Outcome>();
   /** Queue operations (submit, cancel, metrics, DLQ): fail fast while Redis is away. */
   private readonly producer: Redis;
   /** Fetches and outcomes: queued while Redis is away, so running handlers can finish. */
@@ -254,8 +255,9 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private reviving: Job | undefined;
 
   protected override persist(command: Command): Promise<unknown> {
+    const revive = this.reviving?.id === command.id ? this.reviving : undefined;
     // Signals about the job must not come before the point the reader starts from.
-    const write = this.signalsOpen ? this.storeJob(command) : this.signalsReady.then(() => this.storeJob(command));
+    const write = this.signalsOpen ? this.storeJob(command, revive) : this.signalsReady.then(() => this.storeJob(command, revive));
     return this.track(
       this.bounded(write, () => {
         // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
@@ -268,9 +270,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     );
   }
 
-  private storeJob(command: Command): Promise<unknown> {
+  private storeJob(command: Command, revive: Job | undefined): Promise<unknown> {
     const data: JobData = { payload: command.payload, s: this.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
-    const revive = this.reviving?.id === command.id ? this.reviving : undefined;
     if (revive) {
       // Whoever waited for the failed job has its failure; now this engine waits for the outcome.
       return revive.updateData(data).then(() => revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true }));
@@ -584,7 +585,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   /** Another engine took the job: it is no longer this engine's to fetch. */
-  private onTaken(message: Extract<Signal, { 0: 't' }>): void {
+  private onTaken(message: Taken): void {
     const jobId = message[1];
     this.dropHint(this.hints.get(jobId));
     const command = this.live.get(jobId);
@@ -774,7 +775,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (heard === undefined) return true;
     this.heardDuringFetch.delete(granted.id);
     if (heard[0] === 't') this.onTaken(heard);
-    else this.onFinishedElsewhere(heard as Outcome);
+    else this.onFinishedElsewhere(heard);
     return false;
   }
 

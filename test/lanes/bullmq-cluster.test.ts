@@ -72,19 +72,23 @@ function record(engine: BullMQLaneEngine): LaneEvent[] {
 
 describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () => {
   it('settles every result when the other engine wins the race for the submitter’s command', async () => {
-    // Bursts of three against two slots: the submitter fetches its third command as soon as a slot
-    // frees, while the other engine, told of the burst, may take and finish it first; that outcome
-    // can arrive while the submitter's own fetch is still in flight.
-    const [a, b] = await cluster(2, (name) => ({ echo: (payload: { i: number }) => ({ i: payload.i, on: name }) }));
+    // Bursts of four against two slots and a 2 ms handler: the submitter fetches its next command as
+    // soon as a slot frees, while the other engine, told of the burst, may take and finish it first;
+    // that outcome can arrive while the submitter's own fetch is still in flight.
+    const [a, b] = await cluster(2, (name) => ({
+      echo: async (payload: { i: number }) => {
+        await sleep(2);
+        return { i: payload.i, on: name };
+      },
+    }));
     const ranOn = new Set<string>();
-    for (let burst = 0; burst < 60; burst++) {
+    for (let burst = 0; burst < 50; burst++) {
       const submitter = burst % 2 ? a : b;
-      const handles = await Promise.all([0, 1, 2].map((k) => submitter.submit('work', { type: 'echo', payload: { i: burst * 3 + k } })));
+      const ids = [0, 1, 2, 3].map((k) => burst * 4 + k);
+      const handles = await Promise.all(ids.map((i) => submitter.submit('work', { type: 'echo', payload: { i } })));
       const values = (await within(Promise.all(handles.map((handle) => handle.result)), 5_000)) as Array<{ i: number; on: string }>;
-      values.forEach((value, k) => {
-        expect(value.i).toBe(burst * 3 + k);
-        ranOn.add(`${burst % 2 ? 'A' : 'B'}→${value.on}`);
-      });
+      expect(values.map((value) => value.i)).toEqual(ids);
+      for (const value of values) ranOn.add(`${burst % 2 ? 'A' : 'B'}→${value.on}`);
     }
     // Commands crossed engines both ways, so the race was run.
     expect(ranOn).toContain('A→B');
