@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bullmq-engine.js';
+import { retry } from '../../src/lanes/policies.js';
 import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
 import { deletePrefix, startRedisServer } from '../helpers/redis-server.js';
 import { deferred, rejection, sleep, waitFor } from './conformance.js';
@@ -171,6 +172,29 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
     await expect(retried.result).resolves.toBe('fixed');
     expect(await a.deadLetters()).toEqual([]);
     expect(await b.deadLetters()).toEqual([]);
+  });
+
+  it('retries A’s command on B after its delay, and A’s result gets the retry’s value', async () => {
+    const attempts: string[] = [];
+    const [a, b] = await cluster(2, (name) => ({
+      flaky: (_payload: unknown, ctx) => {
+        attempts.push(`${name}${ctx.attempt}`);
+        if (ctx.attempt === 1) throw new Error('first attempt fails');
+        return ctx.attempt;
+      },
+    }), { lanes: [work({ retry: retry.fixed(2, 30) })] });
+    await a.pause('work');
+    const bEvents = record(b);
+    const handle = await a.submit('work', { type: 'flaky', payload: null });
+    await expect(within(handle.result, 5_000)).resolves.toBe(2);
+    expect(attempts).toEqual(['B1', 'B2']);
+    expect(bEvents.filter((e) => e.payload?.command_id === handle.id).map((e) => e.key)).toEqual([
+      'queue.command.started',
+      'queue.command.retry',
+      'queue.command.started',
+      'queue.command.completed',
+    ]);
+    expect(await b.drain(1_000)).toBeUndefined(); // B keeps nothing of A's command
   });
 
   it('keeps a cancelled command out of the DLQ', async () => {
