@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../lanes/conformance.js';
 
 let server: TestServer;
 
@@ -73,10 +74,14 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
   it('exposes lane and session metrics in Prometheus text', async () => {
     const sessionId = await shellSession();
     await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo m', wait: true });
+    // The run ends (and `wait` answers) before its lane command is acknowledged: with the BullMQ
+    // engine the completion is counted once Redis has it.
+    const completed = /^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m;
+    await waitFor(async () => completed.test((await server.request('GET', '/metrics')).body), 'the skill lane to count the run');
     const metrics = await server.request('GET', '/metrics');
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get('content-type')).toContain('text/plain');
-    expect(metrics.body).toMatch(/^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m);
+    expect(metrics.body).toMatch(completed);
     expect(metrics.body).toMatch(/^asm_lane_pending\{lane="prompt"\} 0$/m);
     expect(metrics.body).toMatch(/^asm_sessions 1$/m);
     expect(metrics.body).toMatch(/^asm_up 1$/m);
