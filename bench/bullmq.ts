@@ -28,6 +28,32 @@ const percentile = (values: number[], p: number) => {
 };
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
+/** One round: wall time, and the CPU time this process and redis-server spent in it. */
+interface Round {
+  ms: number;
+  nodeCpuMs: number;
+  redisCpuMs: number;
+}
+
+/** redis-server's CPU time so far (user + system), in ms. */
+async function redisCpuMs(admin: Redis): Promise<number> {
+  const info = await admin.info('cpu');
+  const seconds = (name: string) => Number(new RegExp(`^used_cpu_${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return (seconds('sys') + seconds('user')) * 1000;
+}
+
+/**
+ * Times `body` (which returns its own wall time) and measures the CPU both processes spent meanwhile:
+ * on a shared machine wall time swings with other work, CPU per command much less.
+ */
+async function measured(admin: Redis, body: () => Promise<number>): Promise<Round> {
+  const redisBefore = await redisCpuMs(admin);
+  const nodeBefore = process.cpuUsage();
+  const ms = await body();
+  const node = process.cpuUsage(nodeBefore);
+  return { ms, nodeCpuMs: (node.user + node.system) / 1000, redisCpuMs: (await redisCpuMs(admin)) - redisBefore };
+}
+
 /** Runs `count` tasks with at most `window` in flight, in order of index. */
 async function windowed(count: number, window: number, task: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0;
@@ -125,33 +151,51 @@ export async function run(args: string[]): Promise<void> {
   const rounds = quick ? 1 : 3;
   const server = await startRedisServer();
   try {
-    const engineMs: number[] = [];
-    const rawMs: number[] = [];
+    const admin = new Redis(server.url);
+    const engineRounds: Round[] = [];
+    const rawRounds: Round[] = [];
+    const describe = (r: Round) => `${round(r.ms)} ms (CPU: node ${round(r.nodeCpuMs)} ms, redis ${round(r.redisCpuMs)} ms)`;
     for (let round_ = 0; round_ < rounds; round_++) {
-      rawMs.push(await rawRound(server.url, `{bench-raw-${round_}}`, commands, concurrency));
-      log(`round ${round_ + 1}: raw worker ${round(rawMs.at(-1)!)} ms`);
-      engineMs.push(await engineRound(server.url, `{bench-engine-${round_}}`, commands, concurrency));
-      log(`round ${round_ + 1}: lane engine ${round(engineMs.at(-1)!)} ms`);
+      rawRounds.push(await measured(admin, () => rawRound(server.url, `{bench-raw-${round_}}`, commands, concurrency)));
+      log(`round ${round_ + 1}: raw worker ${describe(rawRounds.at(-1)!)}`);
+      engineRounds.push(await measured(admin, () => engineRound(server.url, `{bench-engine-${round_}}`, commands, concurrency)));
+      log(`round ${round_ + 1}: lane engine ${describe(engineRounds.at(-1)!)}`);
     }
+    admin.disconnect();
+    const engineMs = engineRounds.map((r) => r.ms);
+    const rawMs = rawRounds.map((r) => r.ms);
     const engineOps = commands / (median(engineMs) / 1000);
     const rawOps = commands / (median(rawMs) / 1000);
+    /** Median CPU per command, in µs, of node, redis-server and both. */
+    const cpu = (rs: Round[]) => {
+      const us = (ms: number) => round((ms * 1000) / commands);
+      return {
+        node: us(median(rs.map((r) => r.nodeCpuMs))),
+        redis: us(median(rs.map((r) => r.redisCpuMs))),
+        total: us(median(rs.map((r) => r.nodeCpuMs + r.redisCpuMs))),
+      };
+    };
+    const engineCpu = cpu(engineRounds);
+    const rawCpu = cpu(rawRounds);
     const dispatch = await latency(server.url, '{bench-latency}', 10_000, quick ? 50 : 500);
     log(`control dispatch p50 ${dispatch.p50_ms} ms, p99 ${dispatch.p99_ms} ms`);
-    const cpu = cpus();
+    const cpuInfo = cpus();
     const result = {
       bench: 'bullmq',
       date: new Date().toISOString(),
       node: process.version,
       redis: execFileSync('redis-server', ['-v']).toString().trim(),
-      cpus: `${cpu.length} × ${cpu[0]?.model ?? 'unknown'}`,
+      cpus: `${cpuInfo.length} × ${cpuInfo[0]?.model ?? 'unknown'}`,
       quick,
       throughput: {
         commands,
         concurrency,
         rounds,
-        engine: { median_ms: round(median(engineMs)), ops_per_s: Math.round(engineOps), rounds_ms: engineMs.map((ms) => round(ms)) },
-        raw_worker: { median_ms: round(median(rawMs)), ops_per_s: Math.round(rawOps), rounds_ms: rawMs.map((ms) => round(ms)) },
+        engine: { median_ms: round(median(engineMs)), ops_per_s: Math.round(engineOps), rounds_ms: engineMs.map((ms) => round(ms)), cpu_us_per_command: engineCpu },
+        raw_worker: { median_ms: round(median(rawMs)), ops_per_s: Math.round(rawOps), rounds_ms: rawMs.map((ms) => round(ms)), cpu_us_per_command: rawCpu },
         engine_vs_raw: round(engineOps / rawOps, 2),
+        // The same comparison by CPU spent (raw ÷ engine), which other work on the machine sways less.
+        engine_vs_raw_cpu: round(rawCpu.total / engineCpu.total, 2),
         target: 0.9,
       },
       control_dispatch_with_prompt_backlog: { ...dispatch, backlog: 10_000, target_p99_ms: 5 },

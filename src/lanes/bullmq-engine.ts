@@ -32,14 +32,37 @@ export interface BullMQEngineOptions extends EngineOptions {
 interface LaneRuntime {
   queue: Queue;
   worker: Worker;
-  eventsKey: string;
-  /** Fetches of this engine in flight on the lane (including completions that fetch the next job). */
-  fetching: number;
   /** The job a completion fetched for the lane's next grant; see `onSuccess`. */
   prefetched: Lease | undefined;
-  /** `active` events that arrived while a fetch was in flight; see `onActive`. */
-  deferredActive: string[];
 }
+
+/** A job's data: the command's payload and who waits for its outcome (see `SUBMITTER_ANY`). */
+interface JobData {
+  payload: unknown;
+  /** The submitting engine's id, or SUBMITTER_ANY. */
+  s?: string;
+}
+
+/**
+ * What engines tell each other on the signals stream, batched into one entry per event-loop turn.
+ * Only what another engine needs is sent: BullMQ's own event streams carry several events per job,
+ * and reading them all cost every engine about a third of its throughput.
+ */
+type Signal =
+  /** A job of the lane is waiting: submitted, revived, given back, or recovered from a stall. */
+  | ['w', lane: string, jobId: string]
+  /** A job of the lane waits out a retry delay until `dueAt` (epoch ms); nothing promotes it without a fetch. */
+  | ['d', lane: string, jobId: string, dueAt: number]
+  /** The sender took the job to run it. */
+  | ['t', jobId: string]
+  /** The job completed with this value. */
+  | ['c', jobId: string, value: unknown]
+  /** The job failed for good (or was cancelled while running) with this message. */
+  | ['f', jobId: string, reason: string]
+  /** The job was removed from its queue (cancelled). */
+  | ['r', jobId: string];
+type Taken = Extract<Signal, { 0: 't' }>;
+type Outcome = Extract<Signal, { 0: 'c' | 'f' | 'r' }>;
 
 /** What the engine knows of the BullMQ job a running command holds. */
 interface Lease {
@@ -49,6 +72,14 @@ interface Lease {
 
 /** A retry's local requeue fires this much after BullMQ's delay, so the job is due when fetched. */
 const REQUEUE_SLACK_MS = 2;
+/**
+ * `JobData.s` of a command with a caller-chosen id: engines that submitted the same id all wait for
+ * it, so whoever runs it reports taking it and its outcome. A generated id has one submitter, and
+ * the executor reports only when that is another engine.
+ */
+const SUBMITTER_ANY = '*';
+/** The signals stream is trimmed to about this many entries (each one a batch). */
+const SIGNALS_MAX_LEN = 10_000;
 /** After a fetch finds nothing for local work, dispatch tries again after this, doubling up to the cap. */
 const REFETCH_MS = 10;
 const REFETCH_MAX_MS = 500;
@@ -71,45 +102,42 @@ const HINT_SLOT = -1;
  *   `{ payload }` and job id = command id. Workers are used in manual mode (`getNextJob`,
  *   `moveToCompleted`, `moveToFailed`) so that the local dispatch gate decides which lane fetches.
  * - The gate's queues hold this engine's own commands plus *hints*: placeholder commands for jobs
- *   other engines submitted, learnt from the lanes' event streams (`waiting`, `delayed`). A granted
+ *   other engines submitted, learnt from the signals stream (`Signal`) the engines share. A granted
  *   slot fetches whatever job Redis hands out next on that lane and runs it, whoever submitted it;
  *   a foreign job is *adopted* (registered under its id) for the time it runs here.
- * - A command submitted here but fetched by another engine is `Elsewhere`: its result settles from
- *   the `completed`, `failed` and `removed` events.
+ * - A command submitted here but fetched by another engine is `Elsewhere`: the executor signals
+ *   that it took the job, then its outcome, and the result settles from that.
  * - Terminal failures stay in BullMQ's failed set, which is the DLQ every engine reads.
  */
 export class BullMQLaneEngine extends LaneSchedulerCore {
   private readonly runtimes = new Map<LaneState, LaneRuntime>();
-  private readonly laneByEventsKey = new Map<string, LaneState>();
   private readonly leases = new Map<Command, Lease>();
   /** Foreign jobs known to wait, by job id. */
   private readonly hints = new Map<string, Command>();
   /** Commands this engine runs for another engine's submit. */
   private readonly adopted = new Set<Command>();
   /**
-   * Outcomes learnt from the event stream for local commands whose own fetch was in flight: another
-   * engine ran the job meanwhile. Applied when that fetch comes back without it (see `regrant`).
+   * Signals (taken, or an outcome) for local commands whose own fetch was in flight: another engine
+   * took the job meanwhile. Applied when that fetch comes back without it (see `regrant`).
    */
-  private readonly finishedDuringFetch = new Map<string, { event: string; field: (name: string) => string | undefined }>();
-  /**
-   * Finish and remove events this engine caused and has not seen back yet, by job id: they say
-   * nothing new, and must not settle a later command that reuses the id.
-   */
-  private readonly ownEvents = new Map<string, number>();
-  /** The same for `active` events of the jobs this engine's fetches took. */
-  private readonly ownActivations = new Map<string, number>();
+  private readonly heardDuringFetch = new Map<string, Taken | Outcome>();
   /** Queue operations (submit, cancel, metrics, DLQ): fail fast while Redis is away. */
   private readonly producer: Redis;
   /** Fetches and outcomes: queued while Redis is away, so running handlers can finish. */
   private readonly consumer: Redis;
-  /** Blocking XREAD of every lane's event stream. */
-  private readonly events: Redis;
-  private readonly eventsReady: Promise<void>;
-  private readonly lastEventIds: string[] = [];
+  /** Blocking XREAD of the signals stream. */
+  private readonly signals: Redis;
+  private readonly signalsKey: string;
+  private readonly signalsReady: Promise<void>;
+  private signalsOpen = false;
+  private lastSignalId = '0-0';
+  /** Signals of this event-loop turn, sent as one stream entry by `flushSignals`. */
+  private outbox: Signal[] = [];
   private readonly lockDurationMs: number;
   private readonly commandTimeoutMs: number;
   private readonly dlqLimit: number;
-  private readonly tokenPrefix = `${randomUUID()}:`;
+  private readonly engineId = randomUUID();
+  private readonly tokenPrefix = `${this.engineId}:`;
   private tokenSequence = 0;
   private refetchTimer: NodeJS.Timeout | undefined;
   private refetchMs = REFETCH_MS;
@@ -118,8 +146,6 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private intakeStopped = false;
   /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
   private readonly refused = new Set<string>();
-  /** Foreign jobs of a type this engine has no handler for, until they finish elsewhere. */
-  private readonly unrunnable = new Set<string>();
   /** Redis writes in flight, awaited by close(). */
   private readonly inflight = new Set<Promise<unknown>>();
 
@@ -135,9 +161,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     };
     this.producer = connect({ maxRetriesPerRequest: 1, enableOfflineQueue: false });
     this.consumer = connect({ maxRetriesPerRequest: null });
-    this.events = connect({ maxRetriesPerRequest: null });
-    for (const client of [this.producer, this.consumer, this.events]) client.on('error', noop);
+    this.signals = connect({ maxRetriesPerRequest: null });
+    for (const client of [this.producer, this.consumer, this.signals]) client.on('error', noop);
     const prefix = options.prefix ?? '{asm}';
+    // BullMQ's keys are `<prefix>:<queue>:<suffix>` and a lane id is never empty: no clash.
+    this.signalsKey = `${prefix}::signals`;
     for (const state of this.laneList) {
       const policy = state.config.retry;
       const queue = new Queue(state.id, { connection: this.producer, prefix });
@@ -153,12 +181,12 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         settings: { backoffStrategy: (attemptsMade: number) => (policy ? retryDelayMs(policy, attemptsMade) : 0) },
       });
       worker.on('error', noop);
-      const eventsKey = queue.keys.events!;
-      this.runtimes.set(state, { queue, worker, eventsKey, fetching: 0, prefetched: undefined, deferredActive: [] });
-      this.laneByEventsKey.set(eventsKey, state);
+      // Only the engine whose check found the stall learns of it; it tells the others.
+      worker.on('stalled', (jobId: string) => void this.onStalled(state, jobId));
+      this.runtimes.set(state, { queue, worker, prefetched: undefined });
     }
-    this.eventsReady = this.openEvents();
-    this.eventsReady.catch(noop);
+    this.signalsReady = this.openSignals();
+    this.signalsReady.catch(noop);
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------
@@ -172,7 +200,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   private async startOnce(): Promise<void> {
     if (this.closed) return;
-    await this.eventsReady;
+    await this.signalsReady;
     await Promise.all(
       this.laneList.map(async (lane) => {
         const { queue, worker } = this.runtimes.get(lane)!;
@@ -206,20 +234,15 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     for (const timer of this.hintTimers) clearTimeout(timer);
     this.hintTimers.clear();
     for (const hint of this.hints.values()) this.dropHint(hint);
-    // A foreign command waiting here for its retry stays in Redis for another engine.
-    for (const command of this.adopted) {
-      if (command.state !== CommandState.Active) {
-        this.adopted.delete(command);
-        this.forget(command);
-      }
-    }
   }
 
   protected override async afterClose(): Promise<void> {
-    // Outcomes and removals get their chance to reach Redis, but a Redis that is away cannot hold close() up.
-    const settled = Promise.allSettled([...this.inflight]);
-    await this.bounded(settled).catch(noop);
-    this.events.disconnect();
+    // Outcomes, removals and their signals get their chance to reach Redis, but a Redis that is away
+    // cannot hold close() up.
+    await this.bounded(Promise.allSettled([...this.inflight])).catch(noop);
+    this.flushSignals();
+    await this.bounded(Promise.allSettled([...this.inflight])).catch(noop);
+    this.signals.disconnect();
     await this.bounded(
       Promise.all([...this.runtimes.values()].map(({ worker, queue }) => Promise.all([worker.close(true), queue.close()]))),
     ).catch(noop);
@@ -233,24 +256,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   protected override persist(command: Command): Promise<unknown> {
     const revive = this.reviving?.id === command.id ? this.reviving : undefined;
-    const { queue } = this.runtimes.get(command.lane)!;
-    const policy = command.lane.config.retry;
-    const write = this.eventsReady.then((): Promise<unknown> =>
-      revive
-        ? revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true })
-        : queue.add(
-            command.type,
-            { payload: command.payload },
-            {
-              jobId: command.id,
-              attempts: (policy?.maxRetries ?? 0) + 1,
-              backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
-              removeOnComplete: true,
-              // The failed set is the DLQ: terminal failures stay, the oldest evicted beyond dlqSize.
-              removeOnFail: this.dlqLimit === 0 ? true : { count: this.dlqLimit },
-            },
-          ),
-    );
+    // Signals about the job must not come before the point the reader starts from.
+    const write = this.signalsOpen ? this.storeJob(command, revive) : this.signalsReady.then(() => this.storeJob(command, revive));
     return this.track(
       this.bounded(write, () => {
         // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
@@ -263,6 +270,23 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     );
   }
 
+  private storeJob(command: Command, revive: Job | undefined): Promise<unknown> {
+    const data: JobData = { payload: command.payload, s: this.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
+    if (revive) {
+      // Whoever waited for the failed job has its failure; now this engine waits for the outcome.
+      return revive.updateData(data).then(() => revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true }));
+    }
+    const policy = command.lane.config.retry;
+    return this.runtimes.get(command.lane)!.queue.add(command.type, data, {
+      jobId: command.id,
+      attempts: (policy?.maxRetries ?? 0) + 1,
+      backoff: policy ? { type: 'a3s', delay: policy.initialDelayMs } : undefined,
+      removeOnComplete: true,
+      // The failed set is the DLQ: terminal failures stay, the oldest evicted beyond dlqSize.
+      removeOnFail: this.dlqLimit === 0 ? true : { count: this.dlqLimit },
+    });
+  }
+
   protected override async unstore(command: Command): Promise<void> {
     await this.removeJob(command.lane, command.id);
   }
@@ -273,7 +297,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     this.leases.delete(command);
     if (this.adopted.delete(command)) {
       // Its submitter still waits: another engine runs it again (handlers are idempotent).
-      void this.track(lease.job.moveToWait(lease.token).catch(noop));
+      this.giveBackJob(command.lane, lease);
     } else {
       void this.track(this.failQuietly(lease, error.message));
     }
@@ -290,11 +314,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   // ---- LaneEngine overrides -------------------------------------------------------------------
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
+    const joined = spec.id === undefined ? undefined : this.live.get(spec.id);
     const handle = await super.submit(laneId, spec);
-    // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
-    if (spec.id !== undefined) {
-      const command = this.live.get(spec.id);
-      if (command !== undefined) this.adopted.delete(command);
+    if (joined === undefined) {
+      // A new job: idle engines learn of it from this, and fetch it.
+      this.signal(['w', laneId, handle.id]);
+    } else {
+      // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
+      this.adopted.delete(joined);
     }
     return handle;
   }
@@ -302,7 +329,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   /**
    * Running here: its signal is aborted → 'active'. Queued in Redis (waiting, prioritized or
    * delayed), whoever submitted it: removed → 'pending', and its submitter's result rejects
-   * `cancelled` (through the `removed` event when that is another engine). Running on another
+   * `cancelled` (through the `r` signal when that is another engine). Running on another
    * engine, finished, or not found → 'unknown': the caller has to reach the engine that runs it.
    */
   override async cancel(commandId: string, reason?: string): Promise<'pending' | 'active' | 'unknown'> {
@@ -316,7 +343,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       return this.live.get(commandId)?.state === CommandState.Active ? super.cancel(commandId, reason) : 'unknown';
     }
     const command = this.live.get(commandId);
-    if (command !== undefined && command.state !== CommandState.Active) this.dropLocal(command, laneErrors.cancelled(reason));
+    if (command !== undefined && command.state !== CommandState.Active) this.discard(command, laneErrors.cancelled(reason));
     return 'pending';
   }
 
@@ -357,7 +384,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     const [lane, job] = found;
     this.reviving = job;
     try {
-      return await this.submit(lane.id, { type: job.name, payload: (job.data as { payload: unknown }).payload, id: commandId });
+      return await this.submit(lane.id, { type: job.name, payload: (job.data as JobData).payload, id: commandId });
     } finally {
       this.reviving = undefined;
     }
@@ -405,36 +432,32 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     });
   }
 
-  private expectEvent(jobId: string, expected = this.ownEvents): void {
-    expected.set(jobId, (expected.get(jobId) ?? 0) + 1);
-  }
-
-  /** True (and consumed) when the event is the echo of something this engine did itself. */
-  private ownEvent(jobId: string, expected = this.ownEvents): boolean {
-    const count = expected.get(jobId);
-    if (count === undefined) return false;
-    if (count === 1) expected.delete(jobId);
-    else expected.set(jobId, count - 1);
-    return true;
-  }
-
   private async removeJob(lane: LaneState, jobId: string): Promise<boolean> {
-    this.expectEvent(jobId);
     let removed = false;
     try {
       removed = (await this.track(this.runtimes.get(lane)!.queue.remove(jobId))) === 1;
     } catch {
       // Redis away or the job is gone: nothing was removed.
     }
-    if (!removed) this.ownEvent(jobId);
+    // Its submitter (if another engine) rejects `cancelled`; other engines drop their hints.
+    if (removed) this.signal(['r', jobId]);
     return removed;
   }
 
   /** Fails a running job and deletes it: a cancelled or closed command is no dead letter. */
   private async failQuietly(lease: Lease, message: string): Promise<void> {
     lease.job.opts.removeOnFail = true;
-    this.expectEvent(lease.job.id!);
-    await lease.job.moveToFailed(new UnrecoverableError(message), lease.token, false).catch(() => this.ownEvent(lease.job.id!));
+    await lease.job.moveToFailed(new UnrecoverableError(message), lease.token, false).then(
+      () => this.report(lease.job, ['f', lease.job.id!, message]),
+      noop,
+    );
+  }
+
+  /** Puts a job this engine holds back to wait, for any engine to run. */
+  private giveBackJob(lane: LaneState, lease: Lease): void {
+    void this.track(
+      lease.job.moveToWait(lease.token).then(() => this.signal(['w', lane.id, lease.job.id!]), noop),
+    );
   }
 
   /** The lane whose queue holds the job in one of `states`. */
@@ -472,130 +495,152 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
   };
 
-  // ---- events from Redis ----------------------------------------------------------------------
+  // ---- signals between engines ---------------------------------------------------------------
 
-  /** Starts reading every lane's event stream from its current end, then keeps reading. */
-  private async openEvents(): Promise<void> {
-    const keys = [...this.runtimes.values()].map((runtime) => runtime.eventsKey);
-    const last = await Promise.all(keys.map((key) => this.events.xrevrange(key, '+', '-', 'COUNT', 1)));
-    last.forEach((entries, i) => (this.lastEventIds[i] = entries[0]?.[0] ?? '0-0'));
-    void this.readEvents(keys);
+  /** Queues a signal for the other engines; all of one event-loop turn go out as one stream entry. */
+  private signal(message: Signal): void {
+    this.outbox.push(message);
+    if (this.outbox.length === 1) setImmediate(this.flushSignals);
   }
 
-  private async readEvents(keys: string[]): Promise<void> {
+  /** Signals what happened to a job when someone other than this engine may be waiting for it. */
+  private report(job: Job, message: Signal): void {
+    if ((job.data as JobData).s !== this.engineId) this.signal(message);
+  }
+
+  private readonly flushSignals = (): void => {
+    if (this.outbox.length === 0) return;
+    const batch = JSON.stringify(this.outbox);
+    this.outbox = [];
+    // On the consumer connection: queued while Redis is away, like the outcomes it reports.
+    void this.track(
+      this.consumer.xadd(this.signalsKey, 'MAXLEN', '~', SIGNALS_MAX_LEN, '*', 'from', this.engineId, 'batch', batch),
+    ).catch(noop);
+  };
+
+  /** Starts reading the signals stream from its current end, then keeps reading. */
+  private async openSignals(): Promise<void> {
+    const last = await this.signals.xrevrange(this.signalsKey, '+', '-', 'COUNT', 1);
+    this.lastSignalId = last[0]?.[0] ?? '0-0';
+    this.signalsOpen = true;
+    void this.readSignals();
+  }
+
+  private async readSignals(): Promise<void> {
     while (!this.closed) {
       let reply: Array<[string, Array<[string, string[]]>]> | null;
       try {
-        reply = (await this.events.call('XREAD', 'BLOCK', 0, 'STREAMS', ...keys, ...this.lastEventIds)) as typeof reply;
+        reply = (await this.signals.call('XREAD', 'BLOCK', 0, 'STREAMS', this.signalsKey, this.lastSignalId)) as typeof reply;
       } catch {
         if (this.closed) return;
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
       if (reply === null) continue;
-      for (const [key, entries] of reply) {
-        const lane = this.laneByEventsKey.get(key)!;
+      for (const [, entries] of reply) {
         for (const [id, fields] of entries) {
-          this.lastEventIds[keys.indexOf(key)] = id;
-          this.onStoreEvent(lane, fields);
+          this.lastSignalId = id;
+          // fields: from <engine id> batch <JSON>; this engine's own batches say nothing new to it.
+          if (fields[1] !== this.engineId) for (const message of JSON.parse(fields[3]!) as Signal[]) this.onSignal(message);
         }
       }
       this.dispatch();
-      // Under load, letting events pile up between reads makes each read carry many: one round
-      // trip and one dispatch pass per batch instead of per event.
+      // Under load, letting signals pile up between reads makes each read carry many: one round
+      // trip and one dispatch pass per batch instead of per entry.
       await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
-  private onStoreEvent(lane: LaneState, fields: string[]): void {
-    const field = (name: string) => {
-      for (let i = 0; i < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
-      return undefined;
-    };
-    const event = field('event');
-    const jobId = field('jobId');
-    if (jobId === undefined || this.closed) return;
-    switch (event) {
-      case 'waiting': {
-        // Foreign work, or a local command back from elsewhere (a retry, a stalled job).
-        const state = this.live.get(jobId)?.state;
-        if ((state === undefined && !this.refused.has(jobId)) || state === CommandState.Elsewhere) this.hint(lane, jobId);
+  private onSignal(message: Signal): void {
+    if (this.closed) return;
+    switch (message[0]) {
+      case 'w': {
+        const lane = this.laneById.get(message[1]);
+        if (lane === undefined) break;
+        // Foreign work, or a local command back from elsewhere (given back, recovered from a stall).
+        const state = this.live.get(message[2])?.state;
+        if ((state === undefined && !this.refused.has(message[2])) || state === CommandState.Elsewhere) this.hint(lane, message[2]);
         break;
       }
-      case 'delayed': {
-        const command = this.live.get(jobId);
-        if (command?.state === CommandState.Delayed) break; // its own retry timer brings it back
+      case 'd': {
+        const [, laneId, jobId, dueAt] = message;
+        const lane = this.laneById.get(laneId);
+        if (lane === undefined || this.live.get(jobId)?.state === CommandState.Delayed) break; // its own retry timer brings it back
         // Nobody promotes a delayed job without a fetch on its lane, so a hint comes due with it.
-        const dueIn = Math.max(0, Number(field('delay')) - Date.now()) + REQUEUE_SLACK_MS;
         const timer = setTimeout(() => {
           this.hintTimers.delete(timer);
           this.hint(lane, jobId);
           this.dispatch();
-        }, dueIn);
+        }, Math.max(0, dueAt - Date.now()) + REQUEUE_SLACK_MS);
         this.hintTimers.add(timer);
         break;
       }
-      case 'active': {
-        const runtime = this.runtimes.get(lane)!;
-        // Until this engine's own fetches on the lane have answered, it cannot tell their jobs apart.
-        if (runtime.fetching > 0) runtime.deferredActive.push(jobId);
-        else this.onActive(jobId);
+      case 't':
+        this.onTaken(message);
         break;
-      }
-      case 'completed':
-      case 'failed':
-      case 'removed':
-        this.unrunnable.delete(jobId);
-        if (this.ownEvent(jobId)) break;
-        this.dropHint(this.hints.get(jobId));
-        this.onFinishedElsewhere(jobId, event, field);
-        break;
+      default:
+        this.dropHint(this.hints.get(message[1]));
+        this.onFinishedElsewhere(message);
     }
   }
 
   /** Another engine took the job: it is no longer this engine's to fetch. */
-  private onActive(jobId: string): void {
-    // Its own fetches have all answered (see onStoreEvent), so their activations are counted.
-    if (this.ownEvent(jobId, this.ownActivations)) return;
+  private onTaken(message: Taken): void {
+    const jobId = message[1];
     this.dropHint(this.hints.get(jobId));
     const command = this.live.get(jobId);
-    if (command === undefined || (command.state !== CommandState.Pending && command.state !== CommandState.Delayed)) return;
-    if (this.adopted.delete(command)) {
-      this.forget(command);
-      return;
+    if (command === undefined) return;
+    if (this.fetchingItself(command)) {
+      // An outcome heard meanwhile says more than this.
+      if (!this.heardDuringFetch.has(jobId)) this.heardDuringFetch.set(jobId, message);
+    } else if (command.state === CommandState.Pending || command.state === CommandState.Delayed) {
+      this.detach(command);
+      command.state = CommandState.Elsewhere;
     }
-    this.detach(command);
-    command.state = CommandState.Elsewhere;
   }
 
-  private onFinishedElsewhere(jobId: string, event: string, field: (name: string) => string | undefined): void {
+  private onFinishedElsewhere(message: Outcome): void {
+    const jobId = message[1];
     const command = this.live.get(jobId);
     if (command === undefined || command.state === CommandState.Done) return;
     if (command.state === CommandState.Active) {
-      if (!this.leases.has(command) && command.run === undefined) this.finishedDuringFetch.set(jobId, { event, field });
+      if (this.fetchingItself(command)) this.heardDuringFetch.set(jobId, message);
       return;
     }
-    if (this.adopted.delete(command)) {
-      this.forget(command);
-    } else if (event === 'completed') {
-      const raw = field('returnvalue');
-      this.settleElsewhere(command, { value: raw === undefined ? undefined : JSON.parse(raw) });
-    } else if (event === 'failed') {
-      this.settleElsewhere(command, { error: remoteError(field('failedReason') ?? 'Command failed') });
+    if (message[0] === 'c') {
+      this.settleElsewhere(command, { value: message[2] });
+    } else if (message[0] === 'f') {
+      this.settleElsewhere(command, { error: remoteError(message[2]) });
     } else {
       this.discard(command, laneErrors.cancelled('removed from the queue'));
     }
   }
 
-  /** Takes a command that is no longer queued in Redis out of this engine, rejecting its result. */
-  private dropLocal(command: Command, error: LaneError): void {
-    if (this.adopted.delete(command)) this.forget(command);
-    else this.discard(command, error);
+  /** A local command granted a slot whose fetch has not answered yet. */
+  private fetchingItself(command: Command): boolean {
+    return command.state === CommandState.Active && !this.leases.has(command) && command.run === undefined;
+  }
+
+  /** A stall check of this engine moved the job back to wait, or failed it after too many stalls. */
+  private async onStalled(lane: LaneState, jobId: string): Promise<void> {
+    const { queue } = this.runtimes.get(lane)!;
+    let message: Signal | undefined;
+    try {
+      const state = await queue.getJobState(jobId);
+      if (state === 'waiting' || state === 'prioritized') message = ['w', lane.id, jobId];
+      else if (state === 'failed') message = ['f', jobId, (await queue.getJob(jobId))?.failedReason ?? 'job stalled more than allowable limit'];
+    } catch {
+      // Redis away: the job stays where it is until someone fetches on its lane.
+    }
+    if (message === undefined) return;
+    this.signal(message);
+    this.onSignal(message);
+    this.dispatch();
   }
 
   private hint(lane: LaneState, jobId: string): void {
     // A known hint is queued, or being fetched: that fetch settles what the job is.
-    if (this.intakeStopped || this.closed || this.hints.has(jobId) || this.unrunnable.has(jobId)) return;
+    if (this.intakeStopped || this.closed || this.hints.has(jobId)) return;
     const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
     this.hints.set(jobId, hint);
     this.enqueue(hint);
@@ -628,25 +673,12 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
     const token = `${this.tokenPrefix}${this.tokenSequence++}`;
     let job: Job | undefined;
-    runtime.fetching++;
     try {
       job = await this.track(runtime.worker.getNextJob(token, { block: false }));
     } catch {
       job = undefined;
     }
-    if (job?.id !== undefined) this.expectEvent(job.id, this.ownActivations);
-    runtime.fetching--;
     this.place(granted, job, token);
-    this.afterFetch(runtime);
-  }
-
-  private afterFetch(runtime: LaneRuntime): void {
-    if (runtime.fetching === 0 && runtime.deferredActive.length !== 0) {
-      const deferred = runtime.deferredActive;
-      runtime.deferredActive = [];
-      for (const jobId of deferred) this.onActive(jobId);
-      this.dispatch();
-    }
   }
 
   /** Runs the fetched job in the slot granted to `granted`, whoever submitted it. */
@@ -657,7 +689,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       // Closed while fetching: a job of this engine's was cancelled, a foreign one goes back for others.
       if (job?.id !== undefined) {
         if (!isHint && job.id === granted.id) void this.track(this.failQuietly({ job, token }, 'engine closed'));
-        else void this.track(job.moveToWait(token).catch(noop));
+        else this.giveBackJob(lane, { job, token });
       }
       return;
     }
@@ -668,7 +700,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         granted.state = CommandState.Done;
         this.forgetHint(granted);
         for (const hint of this.hints.values()) if (hint.lane === lane) this.dropHint(hint);
-      } else if (!this.regrant(granted)) {
+      } else if (this.regrant(granted)) {
         this.scheduleRefetch();
       }
       return;
@@ -677,7 +709,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     let command = this.live.get(job.id);
     if (command === granted) {
       // Fetched what it asked for: nothing of an earlier job with this id can still apply.
-      this.finishedDuringFetch.delete(granted.id);
+      this.heardDuringFetch.delete(granted.id);
     } else if (
       command !== undefined &&
       command.lane === lane &&
@@ -693,7 +725,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         this.live.claimSlot(),
         job.id,
         job.name,
-        (job.data as { payload: unknown }).payload,
+        (job.data as JobData).payload,
         lane,
         this.handlerFor(job.name)!,
         performance.now() - Math.max(0, Date.now() - job.timestamp),
@@ -706,8 +738,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       if (this.refused.has(job.id)) {
         void this.track(this.failQuietly({ job, token }, 'submit refused'));
       } else {
-        // Not hinted again: its `waiting` event must not bring it straight back here.
-        if (command === undefined) this.unrunnable.add(job.id);
+        // Without a `w` signal: whoever submitted the job still has it queued and fetches it, and
+        // engines lacking its handler cannot pass it back and forth.
         void this.track(job.moveToWait(token).catch(noop));
       }
       this.releaseSlot(lane);
@@ -715,6 +747,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       this.scheduleRefetch();
       return;
     }
+    this.report(job, ['t', job.id]);
     // Attempts made elsewhere count: the retry policy spans engines.
     command.executions = job.attemptsMade;
     this.execute(command, { job, token });
@@ -732,17 +765,18 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   /**
-   * A local command's fetch came back without it: it queues again, unless another engine finished
-   * it while the fetch was in flight (its event was held then), in which case it settles now.
-   * Returns whether it settled.
+   * A local command's fetch came back without it: it queues again, unless another engine took or
+   * finished it while the fetch was in flight (that signal was held then), which applies now.
+   * Returns whether it is queued here again.
    */
   private regrant(granted: Command): boolean {
     this.returnGrant(granted);
-    const finished = this.finishedDuringFetch.get(granted.id);
-    if (finished === undefined) return false;
-    this.finishedDuringFetch.delete(granted.id);
-    this.onFinishedElsewhere(granted.id, finished.event, finished.field);
-    return true;
+    const heard = this.heardDuringFetch.get(granted.id);
+    if (heard === undefined) return true;
+    this.heardDuringFetch.delete(granted.id);
+    if (heard[0] === 't') this.onTaken(heard);
+    else this.onFinishedElsewhere(heard);
+    return false;
   }
 
   private scheduleRefetch(): void {
@@ -776,21 +810,17 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     const runtime = this.runtimes.get(command.lane)!;
     const prefetch = lease !== undefined && this.nextGrantIsOwnLane(command.lane);
     if (lease) {
-      this.expectEvent(command.id);
-      if (prefetch) runtime.fetching++;
       // BullMQ stores the return value as JSON; undefined is stored as null.
-      const next = await this.track(lease.job.moveToCompleted(value === undefined ? null : value, lease.token, prefetch)).catch(
-        () => void this.ownEvent(command.id),
-      );
-      if (prefetch) {
-        runtime.fetching--;
-        // The completion already moved the lane's next job to active, saving the fetch round trip.
-        if (Array.isArray(next) && next[0]) {
-          const job = Job.fromJSON(runtime.worker as never, next[0], next[1]);
-          job.token = lease.token;
-          this.expectEvent(job.id!, this.ownActivations);
-          runtime.prefetched = { job, token: lease.token };
-        }
+      const stored = value === undefined ? null : value;
+      const next = await this.track(lease.job.moveToCompleted(stored, lease.token, prefetch)).then((next) => {
+        this.report(lease.job, ['c', command.id, stored]);
+        return next;
+      }, noop);
+      // The completion already moved the lane's next job to active, saving the fetch round trip.
+      if (prefetch && Array.isArray(next) && next[0]) {
+        const job = Job.fromJSON(runtime.worker as never, next[0], next[1]);
+        job.token = lease.token;
+        runtime.prefetched = { job, token: lease.token };
       }
     }
     this.adopted.delete(command);
@@ -799,9 +829,8 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (unused !== undefined) {
       // The freed slot went elsewhere after all: the job goes back for the next fetch.
       runtime.prefetched = undefined;
-      void this.track(unused.job.moveToWait(unused.token).catch(noop));
+      this.giveBackJob(command.lane, unused);
     }
-    if (prefetch) this.afterFetch(runtime);
   }
 
   /**
@@ -822,23 +851,36 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     const retrying = this.retrying(command);
     const lease = this.leases.get(command);
     this.leases.delete(command);
+    /** The signal of a retry BullMQ has scheduled. */
+    let retry: Signal | undefined;
     if (lease) {
       if (command.cancelRequested) {
         await this.track(this.failQuietly(lease, errorMessage(error)));
       } else if (retrying) {
         // BullMQ decides the same way (attempts = maxRetries + 1, same backoff).
         const asError = error instanceof Error ? error : new Error(errorMessage(error));
-        await this.track(lease.job.moveToFailed(asError, lease.token, false)).catch(noop);
+        await this.track(lease.job.moveToFailed(asError, lease.token, false)).then(() => {
+          const delayMs = retryDelayMs(command.lane.config.retry!, command.executions);
+          retry = delayMs === 0 ? ['w', command.lane.id, command.id] : ['d', command.lane.id, command.id, Date.now() + delayMs];
+          this.report(lease.job, retry);
+        }, noop);
       } else {
-        this.expectEvent(command.id);
-        await this.track(lease.job.moveToFailed(new UnrecoverableError(errorMessage(error)), lease.token, false)).catch(() =>
-          this.ownEvent(command.id),
+        const message = errorMessage(error);
+        await this.track(lease.job.moveToFailed(new UnrecoverableError(message), lease.token, false)).then(
+          () => this.report(lease.job, ['f', command.id, message]),
+          noop,
         );
       }
     }
-    if (!retrying) this.adopted.delete(command);
+    const adopted = this.adopted.delete(command);
     if (command.state === CommandState.Done) return;
     this.failedAttempt(command, error, timedOut, retrying);
+    if (adopted && retrying) {
+      // Its retry is anyone's, like its submitter's: were it kept here waiting to fetch it, nothing
+      // would tell this engine if another took it (no engine reports taking its own job).
+      this.forget(command);
+      if (retry !== undefined) this.onSignal(retry);
+    }
   }
 }
 
@@ -847,7 +889,7 @@ function toDeadLetter(job: Job, laneId: string): DeadLetter {
     commandId: job.id!,
     commandType: job.name,
     laneId,
-    payload: (job.data as { payload: unknown }).payload,
+    payload: (job.data as JobData).payload,
     error: job.failedReason,
     attempts: job.attemptsMade,
     failedAt: job.finishedOn ?? job.timestamp,

@@ -30,6 +30,11 @@ export class CommandIndex {
     if (callerChosenId) this.named.set(command.id, command);
   }
 
+  /** Whether the command's id was chosen by its caller (so another engine may submit the same id). */
+  isCallerChosen(command: Command): boolean {
+    return this.named.size !== 0 && this.named.get(command.id) === command;
+  }
+
   remove(command: Command): void {
     this.slots[command.slot] = undefined;
     this.freeSlots.push(command.slot);

@@ -11,7 +11,7 @@ export const CommandState = {
   Done: 3,
   /**
    * BullMQ engine only: submitted here, but its job is running on another engine (or waits there
-   * for a retry); its outcome arrives through Redis events.
+   * for a retry); its outcome arrives as a signal from the engine that runs it.
    */
   Elsewhere: 4,
 } as const;

@@ -613,13 +613,6 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     command.state = CommandState.Active;
   }
 
-  /** Runs `other`, a command of the same lane, in the slot granted to `granted`, which is queued again at the head. */
-  protected swapGrant(granted: Command, other: Command): void {
-    this.returnGrant(granted);
-    this.detach(other);
-    other.state = CommandState.Active;
-  }
-
   /** A granted command goes back to the head of its lane, keeping the slot for whatever runs in it. */
   protected returnGrant(command: Command): void {
     command.state = CommandState.Pending;

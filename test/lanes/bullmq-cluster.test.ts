@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bullmq-engine.js';
+import { retry } from '../../src/lanes/policies.js';
 import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
 import { deletePrefix, startRedisServer } from '../helpers/redis-server.js';
 import { deferred, rejection, sleep, waitFor } from './conformance.js';
@@ -72,16 +73,23 @@ function record(engine: BullMQLaneEngine): LaneEvent[] {
 
 describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () => {
   it('settles every result when the other engine wins the race for the submitter’s command', async () => {
-    // The submitter fetches for its own command while the other engine, woken by the job's event, may
-    // take and finish it first; that outcome can arrive while the submitter's fetch is still in flight.
-    const [a, b] = await cluster(2, (name) => ({ echo: (payload: { i: number }) => ({ i: payload.i, on: name }) }));
+    // Bursts of four against two slots and a 2 ms handler: the submitter fetches its next command as
+    // soon as a slot frees, while the other engine, told of the burst, may take and finish it first;
+    // that outcome can arrive while the submitter's own fetch is still in flight.
+    const [a, b] = await cluster(2, (name) => ({
+      echo: async (payload: { i: number }) => {
+        await sleep(2);
+        return { i: payload.i, on: name };
+      },
+    }));
     const ranOn = new Set<string>();
-    for (let i = 0; i < 150; i++) {
-      const submitter = i % 2 ? a : b;
-      const { result } = await submitter.submit('work', { type: 'echo', payload: { i } });
-      const value = (await within(result, 5_000)) as { i: number; on: string };
-      expect(value.i).toBe(i);
-      ranOn.add(`${i % 2 ? 'A' : 'B'}→${value.on}`);
+    for (let burst = 0; burst < 50; burst++) {
+      const submitter = burst % 2 ? a : b;
+      const ids = [0, 1, 2, 3].map((k) => burst * 4 + k);
+      const handles = await Promise.all(ids.map((i) => submitter.submit('work', { type: 'echo', payload: { i } })));
+      const values = (await within(Promise.all(handles.map((handle) => handle.result)), 5_000)) as Array<{ i: number; on: string }>;
+      expect(values.map((value) => value.i)).toEqual(ids);
+      for (const value of values) ranOn.add(`${burst % 2 ? 'A' : 'B'}→${value.on}`);
     }
     // Commands crossed engines both ways, so the race was run.
     expect(ranOn).toContain('A→B');
@@ -164,6 +172,29 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
     await expect(retried.result).resolves.toBe('fixed');
     expect(await a.deadLetters()).toEqual([]);
     expect(await b.deadLetters()).toEqual([]);
+  });
+
+  it('retries A’s command on B after its delay, and A’s result gets the retry’s value', async () => {
+    const attempts: string[] = [];
+    const [a, b] = await cluster(2, (name) => ({
+      flaky: (_payload: unknown, ctx) => {
+        attempts.push(`${name}${ctx.attempt}`);
+        if (ctx.attempt === 1) throw new Error('first attempt fails');
+        return ctx.attempt;
+      },
+    }), { lanes: [work({ retry: retry.fixed(2, 30) })] });
+    await a.pause('work');
+    const bEvents = record(b);
+    const handle = await a.submit('work', { type: 'flaky', payload: null });
+    await expect(within(handle.result, 5_000)).resolves.toBe(2);
+    expect(attempts).toEqual(['B1', 'B2']);
+    expect(bEvents.filter((e) => e.payload?.command_id === handle.id).map((e) => e.key)).toEqual([
+      'queue.command.started',
+      'queue.command.retry',
+      'queue.command.started',
+      'queue.command.completed',
+    ]);
+    expect(await b.drain(1_000)).toBeUndefined(); // B keeps nothing of A's command
   });
 
   it('keeps a cancelled command out of the DLQ', async () => {
