@@ -3,10 +3,12 @@ import { AsmError } from '../errors.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess } from '../providers/types.js';
 import { errorEvent, RunLifecycle } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
+import { surfaceLaunch, type SurfaceLaunch } from './surfaces.js';
 import type { Backend, BackendRun, BackendRunSpec, EventSink } from './types.js';
 
 /**
- * The core backend runs the provider's CLI as a local subprocess. The provider knows the CLI's
+ * The core backend runs the provider's CLI as a subprocess, placed by the run's execution surface
+ * (surfaces.ts: here, or on an ssh host through a local ssh client). The provider knows the CLI's
  * protocol (argv, line parsing, control messages); RunLifecycle owns the contract every lane keeps
  * (one terminal event, interrupts, deadline, approvals); this file owns the process:
  *
@@ -51,16 +53,20 @@ class CoreRun extends RunLifecycle {
     const { spec } = this;
     this.startDeadline();
     let provider: ProviderProcess;
+    let launch: SurfaceLaunch;
+    let sawOutput = false;
     try {
       provider = this.provider = spec.provider.create(spec);
+      launch = surfaceLaunch(spec.surface, { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin }, this.limits);
       this.process = await spawnSubprocess({
-        command: spec.binary,
-        args: provider.args,
-        cwd: spec.cwd,
-        env: spec.env,
-        stdin: provider.stdin,
+        command: launch.command,
+        args: launch.args,
+        cwd: launch.cwd,
+        env: launch.env,
+        stdin: launch.stdin,
         limits: this.limits,
         onLine: (line) => {
+          sawOutput = true;
           if (!this.finished) this.safely(() => this.apply(provider.onLine(line)));
         },
         onStderr: (line) => this.emit({ kind: 'stderr', payload: { content: line } }),
@@ -91,7 +97,9 @@ class CoreRun extends RunLifecycle {
     this.markReachable();
 
     const exit = await this.process.closed;
-    this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
+    const surfaceFailure = launch.failure(exit, sawOutput);
+    if (surfaceFailure) this.emit(errorEvent(surfaceFailure));
+    else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
     if (!this.finished) {
       // Only reachable if the provider breaks its contract; the run must still end.
       this.emit(errorEvent(new AsmError('transport_error', `${spec.provider.name} exited without a terminal event`)));

@@ -1,4 +1,5 @@
 import type { ProviderEvent } from '../schemas/events.js';
+import type { ExecutionSurface } from '../schemas/api.js';
 import type { ApprovalDecision, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
 
 /**
@@ -12,6 +13,8 @@ export interface BackendRunSpec extends ProviderRunInput {
   provider: ProviderDefinition;
   /** Resolved binary path or name. */
   binary: string;
+  /** Where the CLI process is placed (surfaces.ts); the SDK lane runs in-process and has none but local. */
+  surface: ExecutionSurface;
   /** Name of the node executing the run, reported in run_started. */
   node: string;
   /** Deadline for the whole run; the backend interrupts with reason 'deadline' when it passes. */

@@ -30,6 +30,19 @@ export const ExecutionMode = Type.Union([Type.Literal('local'), Type.Literal('re
 export const DriverOpts = Type.Record(Type.String(), Type.Unknown(), {
   description: 'Remote execution options (remote_node, remote_cookie, timeouts…); unknown keys are kept',
 });
+export const ExecutionSurface = Type.Object(
+  {
+    kind: Type.Union([Type.Literal('local_subprocess'), Type.Literal('ssh')]),
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_][A-Za-z0-9_.:-]*$', description: 'ssh: host name or address (required)' })),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: 'ssh: default 22' })),
+    user: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z_][A-Za-z0-9_.-]*$', description: 'ssh: remote account (required)' })),
+    identity_file: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'ssh: absolute path of the private key, on the node that runs the CLI' })),
+    known_hosts_file: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: "ssh: absolute path of the known_hosts file; default ssh's own" })),
+    host_key_checking: Type.Optional(Type.Union([Type.Literal('strict'), Type.Literal('accept_new')], { description: 'ssh: strict (default) refuses unknown hosts' })),
+  },
+  { additionalProperties: false, description: 'Where the node places the CLI process: here (default) or on a host over ssh' },
+);
+export type ExecutionSurface = Static<typeof ExecutionSurface>;
 const QueueName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_.-]+$' });
 
 // ---- sessions ----
@@ -40,6 +53,7 @@ export const CreateSessionBody = Type.Object(
     lane: Type.Optional(BackendLane),
     execution_mode: Type.Optional(ExecutionMode),
     driver_opts: Type.Optional(DriverOpts),
+    execution_surface: Type.Optional(ExecutionSurface),
     cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Relative to, and inside, the workspace root' })),
     model: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
@@ -62,6 +76,7 @@ export const Session = Type.Object({
   lane: BackendLane,
   execution_mode: ExecutionMode,
   driver_opts: DriverOpts,
+  execution_surface: ExecutionSurface,
   cwd: Type.String({ description: 'Absolute working directory' }),
   model: Nullable(Type.String()),
   permission_mode: Nullable(Type.String()),
@@ -100,6 +115,7 @@ export const CreateRunBody = Type.Object(
     lane: Type.Optional(BackendLane),
     execution_mode: Type.Optional(ExecutionMode),
     driver_opts: Type.Optional(DriverOpts),
+    execution_surface: Type.Optional(ExecutionSurface),
     queue: Type.Optional(QueueName),
     continuation: Type.Optional(Type.Boolean({ description: "Resume the provider's own session (default true when one exists)" })),
     metadata: Type.Optional(Metadata),

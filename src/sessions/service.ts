@@ -6,10 +6,11 @@ import type { AsmConfig } from '../config.js';
 import { AsmError, badField, type ErrorBody } from '../errors.js';
 import type { Backend, BackendRun, InterruptReason } from '../backends/types.js';
 import { buildCliEnv } from '../backends/env.js';
+import { checkSurface, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { LaneError, type CommandContext, type DeadLetter, type LaneEngine } from '../lanes/types.js';
 import { resolveBinary } from '../providers/registry.js';
 import type { ApprovalDecision, ProviderDefinition } from '../providers/types.js';
-import type { CreateRunBody, CreateSessionBody, RunResult } from '../schemas/api.js';
+import type { CreateRunBody, CreateSessionBody, ExecutionSurface, RunResult } from '../schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent, type EventKind, type EventMetadata, type EventPayload, type ProviderEvent } from '../schemas/events.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
 import { ApprovalBook } from './approvals.js';
@@ -340,7 +341,9 @@ export class SessionService {
     this.assertQueue(queue);
     // Resolve now so a session that could never run is refused at creation, not at its first run.
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
-    await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
+    const lane = await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
+    const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
+    assertSurface(executionSurface, executionMode, lane);
     if (executionMode === 'remote_node') resolveRemoteOptions([this.config.remoteDefaults, body.driver_opts]);
     if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
       // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
@@ -357,6 +360,7 @@ export class SessionService {
       lane: body.lane ?? SESSION_DEFAULTS.lane,
       execution_mode: executionMode,
       driver_opts: body.driver_opts ?? {},
+      execution_surface: executionSurface,
       cwd: await resolveWorkspaceDir(this.config.workspaceRoot, body.cwd),
       model: body.model ?? null,
       permission_mode: body.permission_mode ?? null,
@@ -410,6 +414,8 @@ export class SessionService {
     const executionMode = body.execution_mode ?? session.execution_mode;
     const observability = await this.resolveLaneFor(provider, lane, executionMode, queue);
     const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
+    const surface = body.execution_surface ?? session.execution_surface;
+    assertSurface(surface, executionMode, observability);
 
     const runs = await this.store.runs.listBySession(sessionId);
     const { inFlight, waiting } = admissionState(runs);
@@ -443,6 +449,7 @@ export class SessionService {
         driver_opts: { ...session.driver_opts, ...(body.driver_opts ?? {}) },
         continuation: body.continuation ?? true,
         ...(remote && { remote }),
+        ...(surface.kind !== 'local_subprocess' && { execution_surface: surface }),
       },
     };
     await this.store.runs.create(run);
@@ -547,6 +554,7 @@ export class SessionService {
           providerSessionId: continuing ? session.provider_session_id! : undefined,
           previousTotals: continuing ? session.provider_totals ?? undefined : undefined,
           binary: resolveBinary(provider, this.config.binaries),
+          surface: run.options.execution_surface ?? LOCAL_SURFACE,
           env: buildCliEnv(process.env, provider.env, this.config.passEnv),
           node: this.config.nodeName,
           deadlineMs: session.run_deadline_ms,
@@ -976,6 +984,17 @@ export class SessionService {
 }
 
 /** A run waits in its session's FIFO until admission hands it to the lane engine. */
+/**
+ * A session's or run's execution surface, checked where it is chosen: its fields (files only when the
+ * CLI starts on this process; a remote_node run finds them on the node), and a lane that spawns a CLI.
+ */
+function assertSurface(surface: ExecutionSurface, executionMode: ExecutionMode, lane: EventMetadata): void {
+  checkSurface(surface, 'execution_surface', executionMode === 'local');
+  if (surface.kind !== 'local_subprocess' && lane.backend === 'sdk') {
+    throw badField('execution_surface', `kind ${surface.kind} needs the core lane: the sdk lane runs the agent inside this process`);
+  }
+}
+
 function isWaiting(run: RunRecord): boolean {
   return run.state === 'queued' && !run.dispatched;
 }

@@ -1,5 +1,5 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
-import type { Approval, Run, Session } from '../schemas/api.js';
+import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 import type { RemoteOptions } from '../nodes/remote-options.js';
 
 /**
@@ -23,6 +23,8 @@ export interface RunOptions {
   execution_mode: 'local' | 'remote_node';
   driver_opts: Record<string, unknown>;
   continuation: boolean;
+  /** Where the CLI is placed, when not a local subprocess (backends/surfaces.ts). */
+  execution_surface?: ExecutionSurface;
   /** The effective remote payload (nodes/remote-options.ts), resolved at submit; absent for a local run. */
   remote?: RemoteOptions;
 }

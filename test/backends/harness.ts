@@ -24,6 +24,7 @@ export function makeSpec(provider: ProviderDefinition, overrides: Partial<Backen
     cwd: tmpdir(),
     provider,
     binary: provider.defaultBinary,
+    surface: { kind: 'local_subprocess' },
     env: buildCliEnv(process.env, provider.env, []),
     node: 'test-node',
     deadlineMs: 15_000,

@@ -49,6 +49,7 @@ export function sessionRecord(overrides: Partial<SessionRecord> = {}): SessionRe
     provider: 'shell',
     lane: 'auto',
     execution_mode: 'local',
+    execution_surface: { kind: 'local_subprocess' },
     driver_opts: {},
     cwd: '/tmp/work',
     model: null,
