@@ -56,8 +56,8 @@ export function surfaceLaunch(surface: ExecutionSurface, cli: CliCommand, limits
     // Always a pipe: its end is how the remote wrapper learns that the run is over (see remoteScript).
     stdin: 'control',
     failure(exit, sawOutput) {
-      // ssh exits 255 for its own errors (refused, unreachable, auth, host key); before any output
-      // line that can only be the connection, since the CLI never started.
+      // ssh exits 255 for its own errors (refused, unreachable, auth, host key). Without a single
+      // output line that is the connection; a CLI that exits 255 silently would be misread as one.
       if (exit.code !== 255 || sawOutput) return null;
       const reason = exit.stderr.trim().split('\n').at(-1) || 'ssh exited with status 255';
       return new AsmError('connection_failed', `ssh to ${target} failed: ${reason}`, { details: { surface: 'ssh', host: surface.host } });
