@@ -33,6 +33,8 @@ export interface AsmConfig {
   cluster: ClusterSettings;
   /** Lowest layer of the remote options' precedence (ASM_REMOTE_DEFAULTS, a JSON object of driver_opts keys). */
   remoteDefaults: Record<string, unknown>;
+  /** Hosts a session's ssh execution surface may name (ASM_SSH_HOSTS); empty refuses the ssh surface. */
+  sshHosts: string[];
   /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
   worker?: WorkerSettings;
 }
@@ -235,5 +237,6 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       stalledIntervalMs: int(env, 'ASM_STALLED_INTERVAL_MS', 30_000, 100),
     },
     remoteDefaults: jsonObject(env, 'ASM_REMOTE_DEFAULTS'),
+    sshHosts: list(env, 'ASM_SSH_HOSTS'),
   };
 }

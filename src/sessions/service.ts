@@ -343,7 +343,7 @@ export class SessionService {
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
     const lane = await this.resolveLaneFor(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
-    assertSurface(executionSurface, executionMode, lane);
+    assertSurface(executionSurface, executionMode, lane, this.config.sshHosts);
     if (executionMode === 'remote_node') resolveRemoteOptions([this.config.remoteDefaults, body.driver_opts]);
     if ((await this.store.sessions.count()) >= this.config.limits.maxSessions) {
       // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
@@ -415,7 +415,7 @@ export class SessionService {
     const observability = await this.resolveLaneFor(provider, lane, executionMode, queue);
     const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
     const surface = body.execution_surface ?? session.execution_surface;
-    assertSurface(surface, executionMode, observability);
+    assertSurface(surface, executionMode, observability, this.config.sshHosts);
 
     const runs = await this.store.runs.listBySession(sessionId);
     const { inFlight, waiting } = admissionState(runs);
@@ -986,10 +986,17 @@ export class SessionService {
 /** A run waits in its session's FIFO until admission hands it to the lane engine. */
 /**
  * A session's or run's execution surface, checked where it is chosen: its fields (files only when the
- * CLI starts on this process; a remote_node run finds them on the node), and a lane that spawns a CLI.
+ * CLI starts on this process; a remote_node run finds them on the node), the operator's host
+ * allowlist, and a lane that spawns a CLI.
  */
-function assertSurface(surface: ExecutionSurface, executionMode: ExecutionMode, lane: EventMetadata): void {
+function assertSurface(surface: ExecutionSurface, executionMode: ExecutionMode, lane: EventMetadata, sshHosts: string[]): void {
   checkSurface(surface, 'execution_surface', executionMode === 'local');
+  // The server's own network position and keys are the operator's to lend: only hosts they listed.
+  if (surface.kind === 'ssh' && !sshHosts.includes(surface.host!)) {
+    throw new AsmError('forbidden', `execution_surface.host: ${surface.host} is not one of the hosts this server may ssh to (ASM_SSH_HOSTS)`, {
+      details: { field: 'execution_surface.host' },
+    });
+  }
   if (surface.kind !== 'local_subprocess' && lane.backend === 'sdk') {
     throw badField('execution_surface', `kind ${surface.kind} needs the core lane: the sdk lane runs the agent inside this process`);
   }

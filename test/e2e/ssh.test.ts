@@ -37,7 +37,7 @@ function processesOfRun(): string[] {
 beforeEach(async () => {
   stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-ssh-')), 'stdin.jsonl');
   process.env.FAKE_CLAUDE_LOG = stdinLog;
-  server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG' });
+  server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_SSH_HOSTS: '127.0.0.1' });
 });
 afterEach(async () => {
   await server.close();
@@ -66,6 +66,13 @@ describe('execution_surface validation and an unreachable host', () => {
     const res = await server.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: surface });
     expect(res.status).toBe(400);
     expect(res.body.error.details.field).toBe(field);
+  });
+
+  it('refuses a host the operator did not list in ASM_SSH_HOSTS with a 403 naming the host', async () => {
+    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: { kind: 'ssh', host: '10.0.0.9', user: 'root' } });
+    expect(res.status).toBe(403);
+    expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'execution_surface.host' } });
+    expect(res.body.error.message).toContain('ASM_SSH_HOSTS');
   });
 
   it('refuses a bad per-run surface the same way', async () => {
