@@ -130,6 +130,10 @@ export async function run(args: string[]): Promise<void> {
       vs_local: Object.fromEntries(WORKER_COUNTS.map((count) => [`workers_${count}`, round(medians[`workers_${count}`]! / medians.local!, 2)])),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
+  } catch (err) {
+    // What the API and the workers logged (level warn and up) is where a failed run's cause is.
+    for (const proc of processes) if (proc.output()) log(`${proc.child.spawnargs.slice(4).join(' ')}:\n${proc.output()}`);
+    throw err;
   } finally {
     // Workers first (they drain on SIGTERM), then the API; SIGKILL whatever has not exited in 10 s.
     for (const proc of processes.reverse()) {
