@@ -6,7 +6,10 @@
  * without killing it: the API must end the run with node_lost within ASM_NODE_TTL_MS + ASM_SWEEP_MS,
  * with exactly one terminal event.
  *
- * Needs the privilege to create network namespaces (root or CAP_NET_ADMIN + CAP_SYS_ADMIN); without
+ * The link stays down to the end: a worker that reaches Redis again while its CLI still runs is not
+ * fenced today, and appends the run's later events and a second terminal event after node_lost.
+ *
+ * Needs the privilege to create network namespaces (root, or CAP_SYS_ADMIN and CAP_NET_ADMIN); without
  * it the test skips and says why. Names are unique per run, and only what this file created is
  * removed: its namespace (with the processes inside it), its veth pair, its redis-server.
  */
@@ -63,7 +66,7 @@ beforeAll(async () => {
   try {
     ip('netns', 'add', ns);
   } catch (err) {
-    missing = `cannot create a network namespace here (ip netns add: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}); the partition test needs root or CAP_NET_ADMIN`;
+    missing = `cannot create a network namespace here (ip netns add: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}); the partition test needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN`;
     return;
   }
   subnet = freeSubnet();
