@@ -5,6 +5,7 @@
 const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<void> }>> = {
   lanes: () => import('./lanes.js'),
   bullmq: () => import('./bullmq.js'),
+  nodes: () => import('./nodes.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -1,21 +1,23 @@
+import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { createApp } from '../app.js';
 import { loadConfig } from '../config.js';
 import { NODE_NAME } from '../nodes/remote-options.js';
 import { stopOnSignals } from './signals.js';
 
-export const WORKER_USAGE = `  asm worker --name N [--pool P] [--providers a,b] [--workspace-root D] [--capacity K] [--cookie C]
+export const WORKER_USAGE = `  asm worker [--name N] [--pool P] [--providers a,b] [--workspace-root D] [--capacity K] [--cookie C]
                                  a worker node of a distributed deployment (REDIS_URL): executes the
                                  remote_node runs handed to it (driver_opts.remote_node "N" or "pool:P");
-                                 defaults: pool default, every provider, ASM_WORKSPACE_ROOT, capacity 2,
-                                 cookie ASM_NODE_COOKIE`;
+                                 defaults: name the host name, pool default, every provider,
+                                 ASM_WORKSPACE_ROOT, capacity 2, cookie ASM_NODE_COOKIE`;
 
 /** `asm worker`: registers, heartbeats and executes remote runs until SIGINT/SIGTERM, then drains and exits. Returns -1: the process lives on. */
 export async function workerCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      name: { type: 'string' },
+      // The host name: unique per container, so replicas of one compose service need no name each.
+      name: { type: 'string', default: hostname() },
       pool: { type: 'string', default: 'default' },
       providers: { type: 'string' },
       'workspace-root': { type: 'string' },
@@ -23,15 +25,13 @@ export async function workerCommand(args: string[]): Promise<number> {
       cookie: { type: 'string' },
     },
   });
-  const problem = !values.name
-    ? '--name is required'
-    : !NODE_NAME.test(values.name)
-      ? `--name "${values.name}": letters, digits, _ . @ - only`
-      : !NODE_NAME.test(values.pool!)
-        ? `--pool "${values.pool}": letters, digits, _ . @ - only`
-        : !/^[1-9]\d{0,3}$/.test(values.capacity!)
-          ? `--capacity "${values.capacity}": a positive integer`
-          : undefined;
+  const problem = !NODE_NAME.test(values.name!)
+    ? `--name "${values.name}": letters, digits, _ . @ - only`
+    : !NODE_NAME.test(values.pool!)
+      ? `--pool "${values.pool}": letters, digits, _ . @ - only`
+      : !/^[1-9]\d{0,3}$/.test(values.capacity!)
+        ? `--capacity "${values.capacity}": a positive integer`
+        : undefined;
   if (problem) {
     process.stderr.write(`asm worker: ${problem}\n\nUsage:\n${WORKER_USAGE}\n`);
     return 2;

@@ -16,13 +16,17 @@ export function serveProcess(env: Record<string, string>): ServeProcess {
   return asmProcess(['serve'], env);
 }
 
-/** `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. */
-export function workerProcess(args: string[], env: Record<string, string>): ServeProcess {
-  return asmProcess(['worker', ...args], env);
+/**
+ * `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. `launcher` runs it
+ * through another command that execs it (`ip netns exec NS`), so the child's pid is still node's.
+ */
+export function workerProcess(args: string[], env: Record<string, string>, launcher: string[] = []): ServeProcess {
+  return asmProcess(['worker', ...args], env, launcher);
 }
 
-function asmProcess(args: string[], env: Record<string, string>): ServeProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
+function asmProcess(args: string[], env: Record<string, string>, launcher: string[] = []): ServeProcess {
+  const command = [...launcher, process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args];
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

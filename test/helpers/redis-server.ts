@@ -2,7 +2,8 @@
  * A private, throw-away redis-server on a free loopback port (never 6379), in its own temp directory.
  * Used by the tests' globalSetup, by tests that take Redis away and bring it back (stop/start keep the
  * port and directory, so an append-only file survives), by tests of special servers (cluster mode,
- * TLS: pass `args`), and by `npm run bench -- bullmq`.
+ * TLS: pass `args`), by the partition test (which binds a veth address too), and by the `bullmq` and
+ * `nodes` benchmarks.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,8 @@ export interface RedisServer {
 export interface RedisServerOptions {
   /** The server's arguments; the default is a plain server on `port` with persistence off. */
   args?: (port: number, dir: string) => string[];
+  /** Addresses it listens on; the default is the loopback only. `url` is always the loopback one. */
+  bind?: string[];
 }
 
 export function freePort(): Promise<number> {
@@ -52,7 +55,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   let port = await freePort();
   while (port === 6379) port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'asm-redis-'));
-  const args = ['--bind', '127.0.0.1', '--dir', dir, ...(options.args ?? plain)(port, dir)];
+  const args = ['--bind', ...(options.bind ?? ['127.0.0.1']), '--dir', dir, ...(options.args ?? plain)(port, dir)];
   let child: ChildProcess | undefined;
   let output = '';
 
