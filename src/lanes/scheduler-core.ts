@@ -346,7 +346,8 @@ export abstract class LaneSchedulerCore implements LaneEngine {
           });
           return;
         }
-        this.launch(this.grant(lane));
+        const command = this.grant(lane);
+        if (command !== undefined) this.launch(command);
       }
       if (this.rateLimited && this.eventDriven) this.armTokenTimer();
     } finally {
@@ -404,9 +405,10 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   /** Takes the lane's head command and counts its slot. */
-  private grant(lane: LaneState): Command {
+  private grant(lane: LaneState): Command | undefined {
     const command = lane.take();
     this.afterPendingDrop(lane);
+    if (command === undefined) return undefined;
     lane.bucket?.take();
     lane.active++;
     this.globalActive++;
