@@ -71,6 +71,12 @@ export interface Cluster {
   setState(state: NodeSnapshot['state']): void;
   /** Publish this instance's snapshot now rather than at the next heartbeat (its load changed). */
   announce(): Promise<void>;
+  /**
+   * How many times this instance's own heartbeat has lapsed (gone longer than the TTL allows without
+   * reaching Redis), counting one in progress. After a lapse other instances may have declared it
+   * lost and ended its runs, so a run it still executes must be checked before it writes again.
+   */
+  heartbeatLapses(): number;
   /** Deregister and release connections. */
   close(): Promise<void>;
 }

@@ -53,6 +53,10 @@ export class LocalCluster implements Cluster {
 
   async announce(): Promise<void> {}
 
+  heartbeatLapses(): number {
+    return 0;
+  }
+
   async close(): Promise<void> {
     this.handler = undefined;
   }

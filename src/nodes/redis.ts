@@ -54,6 +54,9 @@ export class RedisCluster implements Cluster {
   private readonly waiting = new Map<string, { resolve: (reply: ControlReply) => void; timer: NodeJS.Timeout }>();
   private handler: ControlHandler | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** When a heartbeat last reached Redis, and how many lapses ended since start. */
+  private lastBeatAt: number | undefined;
+  private pastLapses = 0;
   private state: NodeSnapshot['state'];
   private closed = false;
 
@@ -97,6 +100,17 @@ export class RedisCluster implements Cluster {
       last_heartbeat: new Date().toISOString(),
     };
     await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).exec();
+    if (this.lapsed()) this.pastLapses++;
+    this.lastBeatAt = Date.now();
+  }
+
+  heartbeatLapses(): number {
+    return this.pastLapses + (this.lapsed() ? 1 : 0);
+  }
+
+  /** A beat is one heartbeat period late at most before its key could expire: past that, count a lapse. */
+  private lapsed(): boolean {
+    return this.lastBeatAt !== undefined && Date.now() - this.lastBeatAt > this.options.ttlMs - this.options.heartbeatMs;
   }
 
   async nodes(): Promise<NodeSnapshot[]> {

@@ -79,6 +79,8 @@ interface ActiveRun {
   /** Events of this run so far, for the projection. */
   events: AsmEvent[];
   ended: boolean;
+  /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
+  checkedLapses: number;
 }
 
 export interface SessionServiceDeps {
@@ -531,7 +533,7 @@ export class SessionService {
       }
     }
 
-    const active: ActiveRun = { events: [], ended: false };
+    const active: ActiveRun = { events: [], ended: false, checkedLapses: this.cluster.heartbeatLapses() };
     this.active.set(runId, active);
     try {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
@@ -682,8 +684,8 @@ export class SessionService {
     active.events.push(stored);
     if (event.kind === 'run_started') {
       const providerSessionId = event.payload.provider_session_id;
-      await this.durably(() => this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
-      if (providerSessionId) await this.durably(() => this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
+      await this.durably(run.id, () => this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
+      if (providerSessionId) await this.durably(run.id, () => this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
     } else if (event.kind === 'approval_requested') {
       await this.onApprovalRequested(run, event.payload);
     }
@@ -697,7 +699,7 @@ export class SessionService {
   private async rememberConversation(run: RunRecord, payload: Record<string, unknown>): Promise<void> {
     const totals = (payload.provider_totals as Record<string, number> | undefined) ?? null;
     const sessionId = payload.provider_session_id;
-    await this.durably(() =>
+    await this.durably(run.id, () =>
       this.store.sessions.update(run.session_id, {
         provider_totals: totals,
         ...(typeof sessionId === 'string' && { provider_session_id: sessionId }),
@@ -721,7 +723,7 @@ export class SessionService {
       resolved_at: null,
     };
     // Its deadline lives in the record: the sweep expires it from whichever process is alive then.
-    await this.durably(() => this.store.approvals.create(approval));
+    await this.durably(run.id, () => this.store.approvals.create(approval));
     const session = await this.store.sessions.get(run.session_id);
     if (session?.allowed_tools.includes(payload.subject)) {
       // Decided outside this event's turn of the run's serialiser, which the decision itself joins.
@@ -736,8 +738,8 @@ export class SessionService {
     const timestamp = new Date().toISOString();
     const provisional = this.envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
-    await this.durably(() => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
-    await this.durably(() => this.store.events.append(provisional));
+    await this.durably(run.id, () => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
+    await this.durably(run.id, () => this.store.events.append(provisional));
     this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     this.pump(run.session_id);
   }
@@ -848,7 +850,10 @@ export class SessionService {
     this.sweeping = true;
     try {
       await this.expireApprovals();
-      if (this.cluster.distributed) await this.endOrphans();
+      if (this.cluster.distributed) {
+        await this.fenceLostRuns();
+        await this.endOrphans();
+      }
     } catch (err) {
       this.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
@@ -932,24 +937,60 @@ export class SessionService {
 
   private append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
     const { timestamp: _unused, ...event } = this.envelope(run, kind, payload, '');
-    return this.durably(() => this.store.events.append(event));
+    return this.durably(run.id, () => this.store.events.append(event));
   }
 
   /**
    * A write a run cannot do without (its events, its state). While the store is unreachable it is
    * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
    * requests meanwhile are refused with 503. (A write whose reply was lost with the connection may
-   * land twice; that needs the outage to fall between Redis applying it and answering.)
+   * land twice; that needs the outage to fall between Redis applying it and answering.) A run this
+   * process executes is first checked to still be its own after a heartbeat lapse (see stillOwned).
    */
-  private async durably<T>(write: () => Promise<T>): Promise<T> {
+  private async durably<T>(runId: string, write: () => Promise<T>): Promise<T> {
     const giveUpAt = Date.now() + this.config.outageMs;
     for (let pause = 50; ; pause = Math.min(pause * 2, 1_000)) {
       try {
+        const active = this.active.get(runId);
+        if (active && !(await this.stillOwned(runId, active))) {
+          throw new AsmError('node_lost', `run ${runId} was ended elsewhere while this instance could not reach Redis; its later events are dropped`);
+        }
         return await write();
       } catch (err) {
         if (!(err instanceof AsmError && err.kind === 'not_ready') || Date.now() + pause > giveUpAt) throw err;
         await new Promise((resolve) => setTimeout(resolve, pause));
       }
+    }
+  }
+
+  /**
+   * After this instance's heartbeat lapsed (a partition, a long Redis outage), other instances may
+   * have declared it lost and ended its runs with node_lost. Before such a run writes again, the
+   * instance heartbeats first (so nobody can declare it lost after the check) and then reads the run:
+   * a run ended elsewhere, or owned by someone else now, is fenced here: it writes nothing more and
+   * its CLI is stopped. Costs nothing while heartbeats are on time.
+   */
+  private async stillOwned(runId: string, active: ActiveRun): Promise<boolean> {
+    const lapses = this.cluster.heartbeatLapses();
+    if (lapses === active.checkedLapses) return true;
+    await this.cluster.announce();
+    const run = await this.store.runs.get(runId);
+    if (run && !isTerminalRunState(run.state) && run.owner === this.cluster.self) {
+      active.checkedLapses = lapses;
+      return true;
+    }
+    if (!active.ended) {
+      active.ended = true;
+      this.log.warn({ runId, endedAs: run?.state }, 'run was ended elsewhere while this instance was unreachable; stopping it here');
+      void active.backend?.interrupt('shutdown').catch(() => undefined);
+    }
+    return false;
+  }
+
+  /** Runs this process executes, checked after a heartbeat lapse even if they have nothing to write. */
+  private async fenceLostRuns(): Promise<void> {
+    for (const [runId, active] of this.active) {
+      if (!active.ended) await this.stillOwned(runId, active);
     }
   }
 

@@ -6,8 +6,8 @@
  * without killing it: the API must end the run with node_lost within ASM_NODE_TTL_MS + ASM_SWEEP_MS,
  * with exactly one terminal event.
  *
- * The link stays down to the end: a worker that reaches Redis again while its CLI still runs is not
- * fenced today, and appends the run's later events and a second terminal event after node_lost.
+ * Then the link comes back while the worker's CLI still runs: the worker finds, after its heartbeat
+ * lapse, that the run was ended elsewhere, stops the CLI and writes nothing more (no second terminal).
  *
  * Needs the privilege to create network namespaces (root, or CAP_SYS_ADMIN and CAP_NET_ADMIN); without
  * it the test skips and says why. Names are unique per run, and only what this file created is
@@ -147,5 +147,24 @@ describe('partition: a worker cut off from Redis', () => {
     const terminal = terminalEvents(await events(), run.id);
     expect(terminal).toHaveLength(1);
     expect(terminal[0].payload).toMatchObject({ kind: 'node_lost' });
+
+    // The partition heals with the CLI still running on the worker.
+    const before = (await events()).map((e) => e.id);
+    const sleeping = () => {
+      try {
+        return ip('netns', 'pids', ns).trim().split('\n').some((pid) => pid && execFileSync('cat', [`/proc/${pid}/cmdline`]).toString().includes('sleep'));
+      } catch {
+        return false;
+      }
+    };
+    expect(sleeping()).toBe(true);
+    ip('link', 'set', hostVeth, 'up');
+    await until(async () => (sleeping() ? undefined : true), 15_000, 'the worker to stop the CLI of the run it lost');
+    // Give a late write every chance to land, then check nothing did.
+    await new Promise((resolve) => setTimeout(resolve, 3 * HEARTBEAT_MS));
+    expect((await events()).map((e) => e.id)).toEqual(before);
+    expect((await api.app.store.runs.get(run.id))!.state).toBe('failed');
+    expect(w.child.exitCode).toBeNull();
+    expect(w.output()).toContain('run was ended elsewhere while this instance was unreachable');
   }, 60_000);
 });
