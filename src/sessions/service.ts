@@ -680,14 +680,14 @@ export class SessionService {
       await this.finish(run, active.events, event);
       return;
     }
+    // The approval exists before its event does: a client that answers the event at once finds it.
+    if (event.kind === 'approval_requested') await this.onApprovalRequested(run, event.payload);
     const stored = await this.append(run, event.kind, event.payload);
     active.events.push(stored);
     if (event.kind === 'run_started') {
       const providerSessionId = event.payload.provider_session_id;
       await this.durably(run.id, () => this.store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
       if (providerSessionId) await this.durably(run.id, () => this.store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
-    } else if (event.kind === 'approval_requested') {
-      await this.onApprovalRequested(run, event.payload);
     }
   }
 
@@ -726,7 +726,8 @@ export class SessionService {
     await this.durably(run.id, () => this.store.approvals.create(approval));
     const session = await this.store.sessions.get(run.session_id);
     if (session?.allowed_tools.includes(payload.subject)) {
-      // Decided outside this event's turn of the run's serialiser, which the decision itself joins.
+      // Decided outside this event's turn of the run's serialiser, which the decision itself joins:
+      // so its approval_resolved follows the approval_requested appended in this turn.
       void this.approvals.decide(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
         this.log.warn({ err, approvalId: payload.approval_id }, 'auto-allow failed'),
       );
