@@ -14,7 +14,6 @@ describeThroughService('codex', {
   approvals: 'refuses',
   down: { kind: 'timeout', session: { run_deadline_ms: 8_000 } },
   lane: 'sdk',
-  continuation: true,
 });
 
 /**

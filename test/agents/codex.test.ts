@@ -12,5 +12,4 @@ describeThroughService('codex', {
   approvals: 'asks',
   down: { kind: 'timeout', session: { run_deadline_ms: 8_000 } },
   lane: 'core',
-  continuation: true,
 });

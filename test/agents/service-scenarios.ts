@@ -26,8 +26,6 @@ export interface ProviderKnobs {
   down: { kind: string; session: Record<string, unknown> };
   /** The backend lane every session asks for; the scenarios check the runs report it. Default: auto. */
   lane?: 'core' | 'sdk';
-  /** Whether the provider continues a conversation (a second run resumes the first's session). */
-  continuation?: boolean;
 }
 
 /** What each explicitly requested lane reports in the run's metadata. */
@@ -66,26 +64,25 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       expectLane(run, events);
     });
 
-    if (knobs.continuation) {
-      it('continues the conversation: the second run resumes the first one\'s session, usage per run', async () => {
-        ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
-        const s = await session();
-        const first = await rig.run(s, 'First question');
-        const second = await rig.run(s, 'Second question');
-        const sessionIdOf = (r: typeof first) => r.terminal.payload.provider_session_id;
-        expect(sessionIdOf(first)).toEqual(expect.any(String));
-        expect(sessionIdOf(second)).toBe(sessionIdOf(first));
-        expect(second.run.state).toBe('completed');
-        expect(second.run.result.text).toBe('Second answer.');
-        // The CLI reports the thread's cumulative usage: each run reports its own share.
-        expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
-        // The model saw the first exchange again: the thread was resumed, not started afresh.
-        const history = JSON.stringify(ctx.model.requests[1].body);
-        expect(history).toContain('First question');
-        expect(history).toContain('First answer.');
-        expectLane(second.run, second.events);
-      });
-    }
+    it('continues the conversation: the second run resumes the first one\'s session, usage per run', async () => {
+      ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
+      const s = await session();
+      const first = await rig.run(s, 'First question');
+      const second = await rig.run(s, 'Second question');
+      const sessionIdOf = (r: typeof first) => r.terminal.payload.provider_session_id;
+      expect(sessionIdOf(first)).toEqual(expect.any(String));
+      expect(sessionIdOf(second)).toBe(sessionIdOf(first));
+      expect(second.run.state).toBe('completed');
+      expect(second.run.result.text).toBe('Second answer.');
+      expect(second.run.result.provider_session_id).toBe(sessionIdOf(first));
+      // The CLI reports the thread's cumulative usage: each run reports its own share.
+      expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
+      // The model saw the first exchange again: the thread was resumed, not started afresh.
+      const history = JSON.stringify(ctx.model.requests[1].body);
+      expect(history).toContain('First question');
+      expect(history).toContain('First answer.');
+      expectLane(second.run, second.events);
+    });
 
     it('runs a shell tool call and sends its output back to the model', async () => {
       ctx.model.script(
@@ -155,19 +152,6 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         expect(run.state).toBe('completed');
       });
     }
-
-    it('continues the provider’s session on the next run: the model sees the first turn', async () => {
-      ctx.model.script({ text: 'Noted: pineapple.' }, { text: 'The word was pineapple.' });
-      const s = await session();
-      const first = await rig.run(s, 'Remember the word pineapple');
-      const second = await rig.run(s, 'Which word did I ask you to remember?');
-      expect(second.run.state).toBe('completed');
-      expect(first.run.result.provider_session_id).toBeTruthy();
-      expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
-      const history = JSON.stringify(ctx.model.requests[1].body);
-      expect(history).toContain('Remember the word pineapple');
-      expect(history).toContain('Noted: pineapple.');
-    });
 
     it('interrupts a run in the middle of a slow tool: the run ends user_cancelled', async () => {
       const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
