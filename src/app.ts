@@ -5,15 +5,15 @@ import { CoreBackend } from './backends/core.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createInProcessEngine } from './lanes/index.js';
+import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
 import type { Cluster, SelfReport } from './nodes/cluster.js';
-import { LocalCluster } from './nodes/local.js';
 import { loadProviders } from './providers/registry.js';
 import type { ProviderDefinition } from './providers/types.js';
 import { cookieHash } from './nodes/remote-start.js';
-import { SessionService, WORKER_LANE } from './sessions/service.js';
-import { createMemoryStore } from './store/memory.js';
+import { WORKER_LANE } from './nodes/accept.js';
+import { SessionService } from './sessions/service.js';
 import type { Store } from './store/types.js';
 import { VERSION } from './version.js';
 
@@ -38,15 +38,6 @@ export interface AsmApp {
   close(): Promise<void>;
 }
 
-
-/** The parts that differ between embedded mode (this process only) and distributed mode (Redis). */
-export interface Infrastructure {
-  store: Store;
-  engine: LaneEngine;
-  cluster: Cluster;
-  /** Connections to release after everything else has closed. */
-  close(): Promise<void>;
-}
 
 /** Parts a caller may supply instead of the defaults (tests: which SDKs "are installed"). */
 export interface AppParts {
@@ -88,12 +79,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
         logger,
         worker && createInProcessEngine(workerEngineOptions(worker.capacity)),
       )
-    : {
-        store: createMemoryStore({ eventsPerSession: config.limits.eventsPerSession }),
-        engine: createInProcessEngine(engineOptions),
-        cluster: new LocalCluster(self, report),
-        close: async () => {},
-      };
+    : embeddedInfrastructure(config, engineOptions, self, report);
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
   const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Infrastructure } from './app.js';
+import type { Infrastructure } from './infrastructure.js';
 import type { AsmConfig, RedisSettings } from './config.js';
 import { BullMQLaneEngine } from './lanes/bullmq-engine.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';

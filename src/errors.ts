@@ -91,6 +91,11 @@ export class AsmError extends Error {
     return body;
   }
 
+  /** The error an error body describes (a lane command's or another process's answer). */
+  static fromBody(body: ErrorBody): AsmError {
+    return new AsmError(body.kind, body.message, body);
+  }
+
   static from(err: unknown): AsmError {
     if (err instanceof AsmError) return err;
     const message = err instanceof Error ? err.message : String(err);
@@ -105,4 +110,9 @@ export function isErrorKind(value: string): value is ErrorKind {
 /** A 400 that names the offending field, as every bad-input answer must. */
 export function badField(field: string, message: string): AsmError {
   return new AsmError('bad_request', `${field}: ${message}`, { details: { field } });
+}
+
+/** A run stopped by its caller `when` (e.g. "before it started"): it ends interrupted. */
+export function cancelledRun(when: string): AsmError {
+  return new AsmError('user_cancelled', `Run interrupted ${when}`, { retryable: false });
 }

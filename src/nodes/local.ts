@@ -1,4 +1,4 @@
-import { KeyedSerializer } from '../sessions/serial.js';
+import { KeyedSerializer } from '../lanes/keyed-serializer.js';
 import type { Cluster, ControlHandler, ControlReply, ControlRequest, NodeSnapshot, SelfReport } from './cluster.js';
 import { OwnerUnreachable } from './cluster.js';
 

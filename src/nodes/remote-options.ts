@@ -1,4 +1,5 @@
 import { AsmError } from '../errors.js';
+import type { BootstrapMode, RemoteOptions } from '../store/types.js';
 
 /**
  * The effective remote payload of a `remote_node` run (SPEC §7): the one place that merges and
@@ -10,27 +11,6 @@ import { AsmError } from '../errors.js';
  * know are kept on the resolved payload, so a newer client's options travel to the node unchanged.
  * Nothing is resolved for a `local` run.
  */
-
-export type BootstrapMode = 'require_prestarted' | 'ensure_started';
-
-export interface RemoteOptions {
-  /** A node name, or `pool:NAME` for any live node of that pool. */
-  remote_node: string;
-  /** Must equal the cookie the node was started with (`asm worker --cookie`); null when the node has none. */
-  remote_cookie: string | null;
-  /** How long to wait for a live node of that name (or pool) to be registered. */
-  remote_connect_timeout_ms: number;
-  /** How long the node may take to acknowledge the start. */
-  remote_rpc_timeout_ms: number;
-  /** ensure_started: how long a registered node may take to become ready. */
-  remote_boot_lease_timeout_ms: number;
-  remote_bootstrap_mode: BootstrapMode;
-  /** Working directory on the node, inside its workspace root; null: the session's cwd, taken relative to the root. */
-  remote_cwd: string | null;
-  /** Acknowledgement bound of interrupts and approval decisions handed to the node. */
-  remote_transport_call_timeout_ms: number;
-  [forwardCompatible: string]: unknown;
-}
 
 export const REMOTE_DEFAULTS = {
   remote_cookie: null,

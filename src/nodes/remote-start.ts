@@ -2,9 +2,10 @@ import { createHash } from 'node:crypto';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { AsmError, type ErrorDomain, type ErrorKind } from '../errors.js';
-import { resolveWorkspaceDir } from '../sessions/workspace.js';
+import { resolveWorkspaceDir } from '../backends/workspace.js';
 import { OwnerUnreachable, type Cluster, type NodeSnapshot } from './cluster.js';
-import { remoteTarget, type RemoteOptions } from './remote-options.js';
+import type { RemoteOptions } from '../store/types.js';
+import { remoteTarget } from './remote-options.js';
 
 /**
  * Starting a `remote_node` run on a worker: the API side (`startOnNode`), the worker side
@@ -81,7 +82,7 @@ export async function startOnNode(input: StartOnNodeInput): Promise<NodeSnapshot
   }
   if (reply.ok) return node;
   const reason = reply.error.details?.reason;
-  if (typeof reason === 'string' && Object.hasOwn(REMOTE_START_FAILURES, reason)) throw new AsmError(reply.error.kind, reply.error.message, reply.error);
+  if (typeof reason === 'string' && Object.hasOwn(REMOTE_START_FAILURES, reason)) throw AsmError.fromBody(reply.error);
   throw remoteFailure('remote_rpc_failed', `node ${node.name} refused the start: ${reply.error.message}`, { node: node.name, error: reply.error });
 }
 

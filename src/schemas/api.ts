@@ -109,6 +109,10 @@ export const RunState = Type.Union([
 ]);
 export type RunState = Static<typeof RunState>;
 
+export function isTerminalRunState(state: RunState): boolean {
+  return state === 'completed' || state === 'failed' || state === 'interrupted';
+}
+
 export const CreateRunBody = Type.Object(
   {
     prompt: Type.String({ minLength: 1 }),

@@ -1,61 +1,109 @@
+import type { Logger } from 'pino';
 import { AsmError } from '../errors.js';
+import type { Cluster } from '../nodes/cluster.js';
 import type { ApprovalDecision } from '../providers/types.js';
 import type { EventPayload } from '../schemas/events.js';
-import type { ApprovalRecord, Store } from '../store/types.js';
+import type { ApprovalRecord, RunRecord, Store } from '../store/types.js';
+import type { ActiveRuns } from './active-runs.js';
+import type { RunRecorder } from './recorder.js';
+import { withSessionLock } from './session-lock.js';
 
-/**
- * The approval index: approval_id → run, and the one path by which a decision (from REST, WebSocket,
- * the deadline sweep, or an allow_for_session rule) reaches the run's CLI. Deadlines are not timers
- * here: the store indexes them and the session service's sweep expires them, so a deadline still
- * fires when the process that recorded the approval is gone.
- */
-
-export interface ApprovalRunLink {
-  /** Serialise with the run's own events, so nothing is appended after its terminal event. */
-  withRun<T>(runId: string, work: () => Promise<T>): Promise<T>;
-  /** Append an event to the run (inside withRun). Returns false when the run already ended. */
-  emit(runId: string, kind: 'approval_resolved', payload: EventPayload<'approval_resolved'>): Promise<boolean>;
-  /** Forward the decision to the backend executing the run, wherever it is. */
-  forward(runId: string, approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void>;
+export interface ApprovalBookDeps {
+  store: Store;
+  recorder: RunRecorder;
+  active: ActiveRuns;
+  cluster: Cluster;
+  log: Logger;
 }
 
+/**
+ * The approvals of the runs this process executes: recording a request, and deciding one, which
+ * appends approval_resolved and hands the decision to the run's CLI. Deadlines are not timers here:
+ * the store indexes them and the sweep (sweeps.ts) expires them, so a deadline still fires when the
+ * process that recorded the approval is gone. Decisions for runs of other processes are routed to
+ * their owner first (control.ts).
+ */
 export class ApprovalBook {
-  constructor(
-    private readonly store: Store,
-    private readonly link: ApprovalRunLink,
-  ) {}
+  constructor(private readonly deps: ApprovalBookDeps) {}
+
+  /**
+   * Store the approval a backend asked for, before its event is appended, so a client that answers
+   * the event at once finds it. A tool the session allowed for the session is allowed at once.
+   */
+  async record(run: RunRecord, payload: EventPayload<'approval_requested'>): Promise<void> {
+    const { store, recorder, log } = this.deps;
+    const approval: ApprovalRecord = {
+      id: payload.approval_id,
+      tenant: run.tenant,
+      session_id: run.session_id,
+      run_id: run.id,
+      subject: payload.subject,
+      tool_input: payload.details.tool_input,
+      state: 'pending',
+      decision: null,
+      reason: null,
+      requested_at: new Date().toISOString(),
+      expires_at: payload.expires_at,
+      resolved_at: null,
+    };
+    // Its deadline lives in the record: the sweep expires it from whichever process is alive then.
+    await recorder.durably(run.id, () => store.approvals.create(approval));
+    const session = await store.sessions.get(run.session_id);
+    if (session?.allowed_tools.includes(payload.subject)) {
+      // Decided outside this event's turn of the run's chain, which the decision itself joins:
+      // so its approval_resolved follows the approval_requested appended in this turn.
+      void this.decide(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
+        log.warn({ err, approvalId: payload.approval_id }, 'auto-allow failed'),
+      );
+    }
+  }
 
   /**
    * Resolve a pending approval: 404 when unknown, 409 when already decided. The resolution event is
    * appended before the decision reaches the CLI, so it precedes whatever the tool does next.
    */
   async decide(approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<ApprovalRecord> {
-    const known = await this.store.approvals.get(approvalId);
-    if (!known) throw new AsmError('not_found', `approval ${approvalId} not found`, { domain: 'approval' });
-    return this.link.withRun(known.run_id, async () => {
-      const outcome = await this.store.approvals.resolve(approvalId, decision, reason);
-      if (outcome.outcome === 'not_found') throw new AsmError('not_found', `approval ${approvalId} not found`, { domain: 'approval' });
+    const { store, recorder } = this.deps;
+    const known = await store.approvals.get(approvalId);
+    if (!known) throw notFound(approvalId);
+    return recorder.serialize(known.run_id, async () => {
+      const outcome = await store.approvals.resolve(approvalId, decision, reason);
+      if (outcome.outcome === 'not_found') throw notFound(approvalId);
       if (outcome.outcome === 'already_resolved') {
         throw new AsmError('conflict', `approval ${approvalId} was already resolved (${outcome.approval.decision})`, {
           domain: 'approval',
           details: { decision: outcome.approval.decision, reason: outcome.approval.reason },
         });
       }
-      const emitted = await this.link.emit(known.run_id, 'approval_resolved', { approval_id: approvalId, decision, reason });
-      if (emitted) await this.link.forward(known.run_id, approvalId, decision, reason);
+      if (await recorder.appendIfRunning(known.run_id, 'approval_resolved', { approval_id: approvalId, decision, reason })) {
+        if (decision === 'allow_for_session') await this.allowForSession(outcome.approval);
+        await this.toCli(known.run_id, approvalId, decision, reason);
+      }
       return outcome.approval;
     });
   }
 
-  /**
-   * A run is ending: resolve what it still waits on as denied (reason "run_ended"), inside the run's
-   * serialised event path and before its terminal event.
-   */
-  async closeForRun(runId: string): Promise<void> {
-    for (const approval of await this.store.approvals.listPending({ runId })) {
-      const outcome = await this.store.approvals.resolve(approval.id, 'deny', 'run_ended');
-      if (outcome.outcome !== 'resolved') continue;
-      await this.link.emit(runId, 'approval_resolved', { approval_id: approval.id, decision: 'deny', reason: 'run_ended' });
-    }
+  /** Later approvals for the same tool in this session are allowed without asking. */
+  private allowForSession(approval: ApprovalRecord): Promise<void> {
+    const { store, cluster } = this.deps;
+    return withSessionLock(cluster, approval.session_id, async () => {
+      const session = await store.sessions.get(approval.session_id);
+      if (session && !session.allowed_tools.includes(approval.subject)) {
+        await store.sessions.update(session.id, { allowed_tools: [...session.allowed_tools, approval.subject] });
+      }
+    });
   }
+
+  private async toCli(runId: string, approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
+    const active = this.deps.active.get(runId);
+    if (!active?.backend || active.ended) return;
+    await active.backend.decide(approvalId, decision, reason).catch((err) => {
+      // The CLI may have withdrawn the request or the run may be ending; the decision is recorded either way.
+      if (!(err instanceof AsmError && err.kind === 'not_found')) throw err;
+    });
+  }
+}
+
+export function notFound(approvalId: string): AsmError {
+  return new AsmError('not_found', `approval ${approvalId} not found`, { domain: 'approval' });
 }

@@ -96,6 +96,3 @@ export function projectResult(events: readonly ProjectableEvent[]): RunResult {
   return result;
 }
 
-export function isTerminalRunState(state: RunState): boolean {
-  return state === 'completed' || state === 'failed' || state === 'interrupted';
-}

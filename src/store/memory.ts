@@ -1,6 +1,6 @@
 import { AsmError } from '../errors.js';
 import type { AsmEvent } from '../schemas/events.js';
-import { isTerminalRunState } from '../sessions/projection.js';
+import { isTerminalRunState } from '../schemas/api.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,

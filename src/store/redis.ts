@@ -3,7 +3,7 @@ import { guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
 import type { Logger } from 'pino';
 import { AsmError } from '../errors.js';
 import type { AsmEvent } from '../schemas/events.js';
-import { isTerminalRunState } from '../sessions/projection.js';
+import { isTerminalRunState } from '../schemas/api.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,

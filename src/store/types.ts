@@ -1,6 +1,5 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
-import type { RemoteOptions } from '../nodes/remote-options.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -15,6 +14,28 @@ export interface SessionRecord extends Session {
    * reported any; given back to the next run that continues the conversation. Internal: not in the API.
    */
   provider_totals?: Record<string, number> | null;
+}
+
+/** The effective remote payload of a remote_node run, as nodes/remote-options.ts resolves it. */
+export type BootstrapMode = 'require_prestarted' | 'ensure_started';
+
+export interface RemoteOptions {
+  /** A node name, or `pool:NAME` for any live node of that pool. */
+  remote_node: string;
+  /** Must equal the cookie the node was started with (`asm worker --cookie`); null when the node has none. */
+  remote_cookie: string | null;
+  /** How long to wait for a live node of that name (or pool) to be registered. */
+  remote_connect_timeout_ms: number;
+  /** How long the node may take to acknowledge the start. */
+  remote_rpc_timeout_ms: number;
+  /** ensure_started: how long a registered node may take to become ready. */
+  remote_boot_lease_timeout_ms: number;
+  remote_bootstrap_mode: BootstrapMode;
+  /** Working directory on the node, inside its workspace root; null: the session's cwd, taken relative to the root. */
+  remote_cwd: string | null;
+  /** Acknowledgement bound of interrupts and approval decisions handed to the node. */
+  remote_transport_call_timeout_ms: number;
+  [forwardCompatible: string]: unknown;
 }
 
 /** What a run was asked to do, fixed at submit time (after session defaults and per-run overrides). */

@@ -3,9 +3,8 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { badField } from '../../errors.js';
-import { EventPage, EventsQuery, Run, RunParams } from '../../schemas/api.js';
+import { EventPage, EventsQuery, isTerminalRunState, Run, RunParams } from '../../schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
-import { isTerminalRunState } from '../../sessions/projection.js';
 import { followEvents } from '../replay.js';
 import { errorResponses } from './sessions.js';
 

@@ -6,13 +6,13 @@ import {
   CreateRunBody,
   CreateSessionBody,
   ErrorResponse,
+  isTerminalRunState,
   Run,
   RunList,
   Session,
   SessionList,
   SessionParams,
 } from '../../schemas/api.js';
-import { isTerminalRunState } from '../../sessions/projection.js';
 
 const error = Type.Ref(ErrorResponse);
 const errors = { 400: error, 401: error, 403: error, 404: error, 409: error, 413: error, 429: error, 503: error };

@@ -5,8 +5,8 @@ import type { EventMetadata } from '../schemas/events.js';
 import type { ProviderDefinition } from '../providers/types.js';
 
 /**
- * Backend-lane resolution (SPEC §6; the case table of reference/asm.md §6.2), the one place that
- * decides which lane a run executes on and why:
+ * Backend resolution: the one place that decides which backend (the API's `lane`: core or sdk) a
+ * run executes on and why. Every event's and result's metadata carries the answer:
  *
  * | requested | SDK loadable | execution_mode | preferred | lane | lane_reason     | fallback               |
  * |-----------|--------------|----------------|-----------|------|-----------------|------------------------|
@@ -21,12 +21,12 @@ import type { ProviderDefinition } from '../providers/types.js';
  * remote_node on a server that cannot distribute work is refused first (distribution_disabled).
  */
 
-export type RequestedLane = 'auto' | 'core' | 'sdk';
+export type RequestedBackend = 'auto' | 'core' | 'sdk';
 export type ExecutionMode = 'local' | 'remote_node';
 
-export interface LaneResolutionInput {
+export interface BackendResolutionInput {
   provider: ProviderDefinition;
-  requestedLane: RequestedLane;
+  requestedBackend: RequestedBackend;
   executionMode: ExecutionMode;
   /** Whether this service can run remote_node work. */
   remoteAvailable: boolean;
@@ -37,19 +37,19 @@ export interface LaneResolutionInput {
 }
 
 /** Whether resolving this request needs the SDK probed: `core` never does, nor a provider without an SDK lane. */
-export function needsSdkProbe(provider: ProviderDefinition, requestedLane: RequestedLane): boolean {
-  return requestedLane !== 'core' && provider.sdk !== undefined;
+export function needsSdkProbe(provider: ProviderDefinition, requestedBackend: RequestedBackend): boolean {
+  return requestedBackend !== 'core' && provider.sdk !== undefined;
 }
 
-export function resolveLane(input: LaneResolutionInput): EventMetadata {
-  const { provider, requestedLane, executionMode } = input;
+export function resolveBackend(input: BackendResolutionInput): EventMetadata {
+  const { provider, requestedBackend, executionMode } = input;
   if (executionMode === 'remote_node' && !input.remoteAvailable) {
     throw remoteFailure('distribution_disabled', 'execution_mode: remote_node needs worker nodes of a distributed deployment; this server has none', {
       field: 'execution_mode',
     });
   }
   const sdkAvailable = input.sdk?.available === true && provider.sdk !== undefined;
-  if (requestedLane === 'sdk') {
+  if (requestedBackend === 'sdk') {
     if (!sdkAvailable) {
       const why = provider.sdk ? `${provider.sdk.package} cannot be loaded here${input.sdk?.error ? ` (${input.sdk.error})` : ''}` : `${provider.name} has no SDK lane`;
       throw new AsmError('config_invalid', `lane: the sdk lane was requested but ${why}`, { details: { field: 'lane', reason: 'sdk_unavailable' } });
@@ -61,18 +61,18 @@ export function resolveLane(input: LaneResolutionInput): EventMetadata {
     }
   }
   const preferred = sdkAvailable ? 'sdk' : 'core';
-  const lane = requestedLane === 'core' || !sdkAvailable || executionMode === 'remote_node' ? 'core' : 'sdk';
-  const laneReason = requestedLane === 'core' ? 'explicit_core' : requestedLane === 'sdk' ? 'explicit_sdk' : sdkAvailable ? 'sdk_available' : 'sdk_unavailable';
+  const lane = requestedBackend === 'core' || !sdkAvailable || executionMode === 'remote_node' ? 'core' : 'sdk';
+  const laneReason = requestedBackend === 'core' ? 'explicit_core' : requestedBackend === 'sdk' ? 'explicit_sdk' : sdkAvailable ? 'sdk_available' : 'sdk_unavailable';
   return {
-    requested_lane: requestedLane,
-    preferred_lane: requestedLane === 'core' ? 'core' : preferred,
+    requested_lane: requestedBackend,
+    preferred_lane: requestedBackend === 'core' ? 'core' : preferred,
     lane,
     backend: lane,
     execution_mode: executionMode,
     lane_reason: laneReason,
-    lane_fallback_reason: requestedLane === 'auto' && sdkAvailable && lane === 'core' ? 'sdk_remote_unsupported' : null,
+    lane_fallback_reason: requestedBackend === 'auto' && sdkAvailable && lane === 'core' ? 'sdk_remote_unsupported' : null,
     sdk_runtime: lane === 'sdk' ? input.sdk!.runtime : null,
-    sdk_available: requestedLane === 'core' ? false : sdkAvailable,
+    sdk_available: requestedBackend === 'core' ? false : sdkAvailable,
     capabilities: lane === 'sdk' ? provider.sdk!.capabilities : provider.capabilities,
     node: input.node,
     queue: input.queue,

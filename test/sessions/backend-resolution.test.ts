@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors.js';
 import { SdkLoader, type SdkStatus } from '../../src/backends/sdk-loader.js';
-import { needsSdkProbe, resolveLane, type ExecutionMode, type RequestedLane } from '../../src/sessions/lane-resolution.js';
+import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBackend } from '../../src/sessions/backend-resolution.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';
 import claude from '../../src/providers/claude.js';
 import shell from '../../src/providers/shell.js';
@@ -22,12 +22,12 @@ async function sdkStatus(loadable: boolean): Promise<SdkStatus> {
   return loader.status(withSdk);
 }
 
-async function resolve(requested: RequestedLane, loadable: boolean, mode: ExecutionMode, provider = withSdk) {
+async function resolve(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk) {
   const sdk = needsSdkProbe(provider, requested) ? await sdkStatus(loadable) : null;
-  return resolveLane({ provider, requestedLane: requested, executionMode: mode, remoteAvailable: true, sdk, node: 'n1', queue: 'prompt' });
+  return resolveBackend({ provider, requestedBackend: requested, executionMode: mode, remoteAvailable: true, sdk, node: 'n1', queue: 'prompt' });
 }
 
-async function refusal(requested: RequestedLane, loadable: boolean, mode: ExecutionMode, provider = withSdk): Promise<AsmError> {
+async function refusal(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk): Promise<AsmError> {
   try {
     await resolve(requested, loadable, mode, provider);
   } catch (err) {
@@ -90,7 +90,7 @@ describe('lane resolution (asm.md §6.2)', () => {
   it('refuses remote_node where no worker nodes can take it, before looking at lanes', async () => {
     const error = (() => {
       try {
-        resolveLane({ provider: withSdk, requestedLane: 'core', executionMode: 'remote_node', remoteAvailable: false, sdk: null, node: 'n1', queue: 'prompt' });
+        resolveBackend({ provider: withSdk, requestedBackend: 'core', executionMode: 'remote_node', remoteAvailable: false, sdk: null, node: 'n1', queue: 'prompt' });
       } catch (err) {
         return err as AsmError;
       }

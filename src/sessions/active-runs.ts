@@ -1,0 +1,17 @@
+import type { BackendRun } from '../backends/types.js';
+import type { AsmEvent } from '../schemas/events.js';
+
+/** A run executing in this process. */
+export interface ActiveRun {
+  /** Set once the backend is started; absent only for the instant between registration and start. */
+  backend?: BackendRun;
+  /** Events of this run so far, for the projection of its result. */
+  events: AsmEvent[];
+  /** Its terminal event is recorded (or it was fenced): nothing more is written for it. */
+  ended: boolean;
+  /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
+  checkedLapses: number;
+}
+
+/** The runs executing in this process, by run id: the only place that holds their backends. */
+export type ActiveRuns = Map<string, ActiveRun>;

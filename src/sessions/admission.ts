@@ -1,0 +1,150 @@
+import { randomUUID } from 'node:crypto';
+import { realpath } from 'node:fs/promises';
+import { relative } from 'node:path';
+import type { Logger } from 'pino';
+import type { AsmConfig } from '../config.js';
+import { AsmError } from '../errors.js';
+import { fromLaneError } from '../errors/from-lanes.js';
+import type { Cluster } from '../nodes/cluster.js';
+import { resolveRemoteOptions } from '../nodes/remote-options.js';
+import type { ProviderDefinition } from '../providers/types.js';
+import type { CreateRunBody } from '../schemas/api.js';
+import type { RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { CommandBus } from './commands.js';
+import type { Placement } from './placement.js';
+import type { RunRecorder } from './recorder.js';
+import { withSessionLock } from './session-lock.js';
+
+export interface AdmissionDeps {
+  config: AsmConfig;
+  store: Store;
+  cluster: Cluster;
+  commands: CommandBus;
+  recorder: RunRecorder;
+  placement: Placement;
+  providers: Map<string, ProviderDefinition>;
+  log: Logger;
+}
+
+/**
+ * Per-session admission, above the lanes: a session runs at most max_concurrent_runs at once and
+ * holds at most max_queued_runs more in its own FIFO; beyond that a submit is refused with
+ * at_capacity. A run that may start is handed to its queue lane; when a run ends, the session's
+ * oldest waiting run is handed over. Decisions of one session hold its lock across processes.
+ */
+export class Admission {
+  constructor(private readonly deps: AdmissionDeps) {
+    deps.recorder.onRunEnded((run) => this.startNextQueued(run.session_id));
+  }
+
+  /** Admit a run to an open session: dispatched now, or queued in the session's FIFO. */
+  submit(sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+    return withSessionLock(this.deps.cluster, sessionId, () => this.admit(sessionId, body));
+  }
+
+  private async admit(sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+    const { store, placement, recorder } = this.deps;
+    const session = await store.sessions.get(sessionId);
+    if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
+    if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
+    const provider = this.deps.providers.get(session.provider)!;
+    const queue = body.queue ?? session.queue;
+    if (body.queue !== undefined) placement.assertQueue(body.queue);
+    const lane = body.lane ?? session.lane;
+    const executionMode = body.execution_mode ?? session.execution_mode;
+    const observability = await placement.resolve(provider, lane, executionMode, queue);
+    const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
+    const surface = body.execution_surface ?? session.execution_surface;
+    placement.assertSurface(surface, executionMode, observability);
+
+    const runs = await store.runs.listBySession(sessionId);
+    const { inFlight, waiting } = admissionState(runs);
+    const dispatchNow = inFlight < session.max_concurrent_runs;
+    if (!dispatchNow && waiting >= session.max_queued_runs) {
+      throw new AsmError('at_capacity', `session ${sessionId} is at capacity: ${inFlight} running, ${waiting} queued (max_queued_runs ${session.max_queued_runs})`, {
+        details: { running: inFlight, queued: waiting },
+      });
+    }
+
+    const run: RunRecord = {
+      id: `run_${randomUUID()}`,
+      session_id: sessionId,
+      tenant: session.tenant,
+      provider: session.provider,
+      state: 'queued',
+      queue,
+      prompt: body.prompt,
+      metadata: body.metadata ?? {},
+      created_at: new Date().toISOString(),
+      started_at: null,
+      finished_at: null,
+      result: null,
+      dispatched: false,
+      owner: null,
+      interrupt_requested: false,
+      observability,
+      options: {
+        lane,
+        execution_mode: executionMode,
+        driver_opts: { ...session.driver_opts, ...(body.driver_opts ?? {}) },
+        continuation: body.continuation ?? true,
+        ...(remote && { remote }),
+        ...(surface.kind !== 'local_subprocess' && { execution_surface: surface }),
+      },
+    };
+    await store.runs.create(run);
+    await recorder.serialize(run.id, () => recorder.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
+    if (dispatchNow) await this.dispatch(run);
+    return run;
+  }
+
+  /**
+   * The remote payload of a run (nodes/remote-options.ts), above one default of our own: without a
+   * remote_cwd the run works in the session's directory taken relative to the workspace root, so
+   * nodes with the same layout under their own root find it.
+   */
+  private async remoteOptions(session: SessionRecord, body: CreateRunBody): Promise<RemoteOptions> {
+    const { config } = this.deps;
+    const sessionDir = relative(await realpath(config.workspaceRoot), session.cwd) || '.';
+    return resolveRemoteOptions([{ remote_cwd: sessionDir }, config.remoteDefaults, session.driver_opts, body.driver_opts]);
+  }
+
+  private async dispatch(run: RunRecord): Promise<void> {
+    await this.deps.store.runs.update(run.id, { dispatched: true });
+    try {
+      const handle = await this.deps.commands.submitRun(run.queue, run.id);
+      // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
+      handle.result.catch(() => undefined);
+    } catch (err) {
+      await this.deps.recorder.finishWithoutStart(run.id, fromLaneError(err));
+    }
+  }
+
+  /** A slot of the session freed up: start its oldest waiting run. */
+  private startNextQueued(sessionId: string): void {
+    const { store, cluster, log } = this.deps;
+    void withSessionLock(cluster, sessionId, async () => {
+      const session = await store.sessions.get(sessionId);
+      if (!session || session.state !== 'open') return;
+      const runs = await store.runs.listBySession(sessionId);
+      const { inFlight, waiting } = admissionState(runs);
+      if (waiting > 0 && inFlight < session.max_concurrent_runs) await this.dispatch(runs.find(isWaiting)!);
+    }).catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
+  }
+}
+
+/** A run waits in its session's FIFO until admission hands it to the lane engine. */
+function isWaiting(run: RunRecord): boolean {
+  return run.state === 'queued' && !run.dispatched;
+}
+
+/** In flight: running, or handed to the lane engine; these count against max_concurrent_runs. */
+export function admissionState(runs: readonly RunRecord[]): { inFlight: number; waiting: number } {
+  let inFlight = 0;
+  let waiting = 0;
+  for (const run of runs) {
+    if (isWaiting(run)) waiting++;
+    else if (run.state === 'running' || run.state === 'queued') inFlight++;
+  }
+  return { inFlight, waiting };
+}

@@ -1,0 +1,72 @@
+import { AsmError, type ErrorBody } from '../errors.js';
+import { fromLaneError } from '../errors/from-lanes.js';
+import type { CommandContext, CommandHandle, LaneEngine } from '../lanes/types.js';
+import type { ApprovalDecision } from '../providers/types.js';
+import type { CreateSessionBody } from '../schemas/api.js';
+import type { ApprovalRecord, RunRecord, SessionRecord } from '../store/types.js';
+
+/**
+ * Every lane command of the service, by type: its payload and its answer. The handlers are one map
+ * (`CommandHandlers`, filled in service.ts), so a reader goes from a `call` to its handler by the type.
+ */
+export interface LaneCommands {
+  'session.create': { payload: { tenant: string; body: CreateSessionBody }; result: SessionRecord };
+  'session.close': { payload: { id: string }; result: SessionRecord };
+  'run.interrupt': { payload: { id: string }; result: RunRecord };
+  'approval.decide': { payload: { id: string; decision: ApprovalDecision; reason: string | null }; result: ApprovalRecord };
+  /** A run's execution; its command id is the run id. Fails (feeding the DLQ) when the run failed. */
+  'run.execute': { payload: { run_id: string }; result: RunOutcome };
+}
+
+export type CommandType = keyof LaneCommands;
+export type RunOutcome = { run_id: string; state: string };
+
+export const EXECUTE_RUN = 'run.execute' satisfies CommandType;
+
+export type CommandHandlers = {
+  [K in CommandType]: (payload: LaneCommands[K]['payload'], ctx: CommandContext) => Promise<LaneCommands[K]['result']>;
+};
+
+/** Commands a caller waits on. Their refusals travel as error bodies, so a refused request is not a failed command. */
+type UserFacing = Exclude<CommandType, typeof EXECUTE_RUN>;
+type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorBody };
+
+/** The service's side of the lane engine: typed submission and registration of its commands. */
+export class CommandBus {
+  constructor(private readonly engine: LaneEngine) {}
+
+  registerAll(handlers: CommandHandlers): void {
+    for (const type of Object.keys(handlers) as CommandType[]) {
+      const handler = handlers[type] as (payload: unknown, ctx: CommandContext) => Promise<unknown>;
+      this.engine.register(type, type === EXECUTE_RUN ? handler : answering(handler));
+    }
+  }
+
+  /** Run a user-facing command on `lane` and return its answer; refusals and lane errors throw AsmErrors. */
+  async call<K extends UserFacing>(lane: string, type: K, payload: LaneCommands[K]['payload']): Promise<LaneCommands[K]['result']> {
+    let outcome: Outcome<LaneCommands[K]['result']>;
+    try {
+      const handle = await this.engine.submit(lane, { type, payload });
+      outcome = (await handle.result) as Outcome<LaneCommands[K]['result']>;
+    } catch (err) {
+      throw fromLaneError(err);
+    }
+    if (!outcome.ok) throw AsmError.fromBody(outcome.error);
+    return outcome.value;
+  }
+
+  /** Queue a run's execution on `lane`; resolves once it is submitted (its outcome is recorded by the run's events). */
+  submitRun(lane: string, runId: string): Promise<CommandHandle> {
+    return this.engine.submit(lane, { type: EXECUTE_RUN, payload: { run_id: runId }, id: runId });
+  }
+}
+
+function answering(handler: (payload: unknown, ctx: CommandContext) => Promise<unknown>) {
+  return async (payload: unknown, ctx: CommandContext): Promise<Outcome<unknown>> => {
+    try {
+      return { ok: true, value: await handler(payload, ctx) };
+    } catch (err) {
+      return { ok: false, error: AsmError.from(err).toBody() };
+    }
+  };
+}

@@ -1,0 +1,68 @@
+import { AsmError } from '../errors.js';
+import type { DeadLetter, LaneEngine } from '../lanes/types.js';
+import type { CreateRunBody } from '../schemas/api.js';
+import type { RunRecord, Store } from '../store/types.js';
+import { EXECUTE_RUN } from './commands.js';
+
+export interface DeadLettersDeps {
+  engine: LaneEngine;
+  store: Store;
+  /** Normal admission of a new run (the facade's submitRun). */
+  submitRun: (tenant: string, sessionId: string, body: CreateRunBody) => Promise<RunRecord>;
+}
+
+/** The lanes' dead-letter queue as a tenant sees it: failed runs of its own sessions, which it may retry or delete. */
+export class DeadLetters {
+  constructor(private readonly deps: DeadLettersDeps) {}
+
+  async list(tenant: string): Promise<DeadLetter[]> {
+    const letters = await this.deps.engine.deadLetters();
+    const visible: DeadLetter[] = [];
+    for (const letter of letters) if (await this.owns(tenant, letter)) visible.push(letter);
+    return visible;
+  }
+
+  /**
+   * Retry a dead letter. A failed run is never re-executed (a run has exactly one terminal event):
+   * its prompt is submitted again as a new run of the same session, through normal admission.
+   */
+  async retry(tenant: string, id: string): Promise<{ command_id: string; run_id: string | null }> {
+    const { engine, store } = this.deps;
+    const letter = await this.find(tenant, id);
+    const runId = runIdOf(letter);
+    if (!runId) return { command_id: (await engine.retryDeadLetter(id)).id, run_id: null };
+    const failed = (await store.runs.get(runId))!;
+    const retry = await this.deps.submitRun(tenant, failed.session_id, {
+      prompt: failed.prompt,
+      queue: failed.queue,
+      lane: failed.options.lane,
+      execution_mode: failed.options.execution_mode,
+      driver_opts: failed.options.driver_opts,
+      continuation: failed.options.continuation,
+      metadata: { ...failed.metadata, retry_of: failed.id },
+    });
+    await engine.deleteDeadLetter(id);
+    return { command_id: retry.id, run_id: retry.id };
+  }
+
+  async delete(tenant: string, id: string): Promise<void> {
+    await this.find(tenant, id);
+    await this.deps.engine.deleteDeadLetter(id);
+  }
+
+  private async find(tenant: string, id: string): Promise<DeadLetter> {
+    const letter = (await this.deps.engine.deadLetters()).find((l) => l.commandId === id);
+    if (!letter || !(await this.owns(tenant, letter))) throw new AsmError('not_found', `dead letter ${id} not found`);
+    return letter;
+  }
+
+  private async owns(tenant: string, letter: DeadLetter): Promise<boolean> {
+    const runId = runIdOf(letter);
+    const run = runId ? await this.deps.store.runs.get(runId) : undefined;
+    return run?.tenant === tenant;
+  }
+}
+
+function runIdOf(letter: DeadLetter): string | undefined {
+  return letter.commandType === EXECUTE_RUN ? (letter.payload as { run_id?: string })?.run_id : undefined;
+}

@@ -1,0 +1,201 @@
+import type { Logger } from 'pino';
+import { buildCliEnv } from '../backends/env.js';
+import { LOCAL_SURFACE } from '../backends/surfaces.js';
+import type { Backend, InterruptReason } from '../backends/types.js';
+import type { AsmConfig } from '../config.js';
+import { AsmError, cancelledRun } from '../errors.js';
+import { abortedByTimeout, fromLaneAbort } from '../errors/from-lanes.js';
+import type { CommandContext } from '../lanes/types.js';
+import { workerPreflight } from '../nodes/accept.js';
+import type { Cluster } from '../nodes/cluster.js';
+import { handOff } from '../nodes/hand-off.js';
+import { resolveBinary } from '../providers/registry.js';
+import type { ProviderDefinition } from '../providers/types.js';
+import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
+import type { RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { ActiveRun, ActiveRuns } from './active-runs.js';
+import type { ApprovalBook } from './approvals.js';
+import type { RunOutcome } from './commands.js';
+import type { ControlRouter } from './control.js';
+import type { RunRecorder } from './recorder.js';
+
+export interface RunExecutorDeps {
+  config: AsmConfig;
+  store: Store;
+  cluster: Cluster;
+  providers: Map<string, ProviderDefinition>;
+  /** Backends by name: `core` always, `sdk` where the SDK lane is served. */
+  backends: { core: Backend; sdk?: Backend };
+  recorder: RunRecorder;
+  approvals: ApprovalBook;
+  control: ControlRouter;
+  active: ActiveRuns;
+  log: Logger;
+}
+
+/**
+ * A run's lane command: it starts the run's backend in this process (or, for a remote_node run on
+ * an API process, hands it to a worker) and records the backend's events in order. The command
+ * fails when the run failed, which puts it in the lane's metrics and dead-letter queue.
+ */
+export class RunExecutor {
+  constructor(private readonly deps: RunExecutorDeps) {}
+
+  async execute(runId: string, ctx: CommandContext): Promise<RunOutcome> {
+    const { store, cluster, recorder, config } = this.deps;
+    const run = await store.runs.get(runId);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    if (run.state === 'running') {
+      // The lane job came back: the process that ran it stopped holding it (it died, or stalled
+      // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
+      if (run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
+      await recorder.endOrphan(run);
+      return { run_id: runId, state: (await store.runs.get(runId))!.state };
+    }
+    if (run.state !== 'queued') return { run_id: runId, state: run.state };
+    const session = (await store.sessions.get(run.session_id))!;
+    if (ctx.signal.aborted) {
+      await recorder.finishWithoutStart(runId, fromLaneAbort(ctx.signal.reason, 'before it started'));
+      return { run_id: runId, state: 'interrupted' };
+    }
+    if (run.options.remote && !config.worker) {
+      await this.handToWorker(run, session, ctx.signal);
+      return this.outcome(runId);
+    }
+    return this.runHere(run, session, ctx.signal);
+  }
+
+  private async handToWorker(run: RunRecord, session: SessionRecord, signal: AbortSignal): Promise<void> {
+    const { store, cluster, log, recorder, control } = this.deps;
+    try {
+      await handOff({ store, cluster, log }, run, session, signal);
+    } catch (err) {
+      await recorder.finishWithoutStart(run.id, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err));
+      return;
+    }
+    // Interrupted while the node was acknowledging: the node owns the run now, so the interrupt goes there.
+    if (signal.aborted) {
+      await control.interruptElsewhere(run.id).catch((err) => log.warn({ err, runId: run.id }, 'could not hand an interrupt to the worker'));
+    }
+  }
+
+  private async runHere(run: RunRecord, session: SessionRecord, signal: AbortSignal): Promise<RunOutcome> {
+    const { config, store, cluster, recorder, active: activeRuns, log } = this.deps;
+    const runId = run.id;
+    const provider = this.deps.providers.get(session.provider)!;
+    const backend = run.observability.backend === 'sdk' ? this.deps.backends.sdk : this.deps.backends.core;
+    if (!backend) {
+      await recorder.finishWithoutStart(runId, new AsmError('config_invalid', `lane: this process does not serve the ${run.observability.backend} lane`));
+      return { run_id: runId, state: 'failed' };
+    }
+    let cwd = session.cwd;
+    if (run.options.remote) {
+      // Checked again at the start: the run may have waited in this worker's queue since it was accepted.
+      try {
+        cwd = await workerPreflight(config, run, provider);
+      } catch (err) {
+        await recorder.finishWithoutStart(runId, AsmError.from(err));
+        return this.outcome(runId);
+      }
+    }
+
+    const active: ActiveRun = { events: [], ended: false, checkedLapses: cluster.heartbeatLapses() };
+    activeRuns.set(runId, active);
+    try {
+      // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
+      // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
+      const owned = await store.runs.update(runId, { owner: cluster.self });
+      if (owned.interrupt_requested) {
+        await recorder.finishWithoutStart(runId, cancelledRun('before it started'));
+        return { run_id: runId, state: 'interrupted' };
+      }
+      const continuing = run.options.continuation && session.provider_session_id !== null;
+      const backendRun = backend.start(
+        {
+          provider,
+          runId,
+          sessionId: session.id,
+          prompt: run.prompt,
+          cwd,
+          model: session.model ?? undefined,
+          permissionMode: session.permission_mode ?? undefined,
+          providerSessionId: continuing ? session.provider_session_id! : undefined,
+          previousTotals: continuing ? session.provider_totals ?? undefined : undefined,
+          binary: resolveBinary(provider, config.binaries),
+          surface: run.options.execution_surface ?? LOCAL_SURFACE,
+          env: buildCliEnv(process.env, provider.env, config.passEnv),
+          node: config.nodeName,
+          deadlineMs: session.run_deadline_ms,
+          approvalTimeoutMs: session.approval_timeout_ms,
+        },
+        (event) => {
+          void recorder.serialize(runId, () => this.record(run, active, event)).catch((err) =>
+            log.error({ err, runId, kind: event.kind }, 'failed to record a run event'),
+          );
+        },
+      );
+      active.backend = backendRun;
+      const onAbort = () => void backendRun.interrupt(interruptReasonOf(signal.reason));
+      signal.addEventListener('abort', onAbort, { once: true });
+      await backendRun.done;
+      signal.removeEventListener('abort', onAbort);
+      // Wait for the run's queued event appends to land before reporting the outcome.
+      await recorder.serialize(runId, async () => undefined);
+    } finally {
+      activeRuns.delete(runId);
+    }
+    return this.outcome(runId);
+  }
+
+  /** One event from the backend, in order (inside the run's chain). */
+  private async record(run: RunRecord, active: ActiveRun, event: ProviderEvent): Promise<void> {
+    const { recorder, store } = this.deps;
+    if (active.ended) return;
+    if (TERMINAL_KINDS.has(event.kind)) {
+      active.ended = true;
+      await recorder.denyPendingApprovals(run.id);
+      await this.rememberConversation(run, event.payload);
+      await recorder.finish(run, active.events, event);
+      return;
+    }
+    // The approval exists before its event does: a client that answers the event at once finds it.
+    if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
+    const stored = await recorder.append(run, event.kind, event.payload);
+    active.events.push(stored);
+    if (event.kind === 'run_started') {
+      const providerSessionId = event.payload.provider_session_id;
+      await recorder.durably(run.id, () => store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
+      if (providerSessionId) await recorder.durably(run.id, () => store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
+    }
+  }
+
+  /**
+   * The terminal event carries the provider's session id (some CLIs only print it mid-run) and the
+   * conversation's cumulative totals after this run (none for a new conversation that reported none):
+   * both are kept on the session, for the next run that continues the conversation.
+   */
+  private async rememberConversation(run: RunRecord, payload: Record<string, unknown>): Promise<void> {
+    const totals = (payload.provider_totals as Record<string, number> | undefined) ?? null;
+    const sessionId = payload.provider_session_id;
+    await this.deps.recorder.durably(run.id, () =>
+      this.deps.store.sessions.update(run.session_id, {
+        provider_totals: totals,
+        ...(typeof sessionId === 'string' && { provider_session_id: sessionId }),
+      }),
+    );
+  }
+
+  /** A run command's outcome, from the run's record. */
+  private async outcome(runId: string): Promise<RunOutcome> {
+    const final = (await this.deps.store.runs.get(runId))!;
+    if (final.state === 'failed') {
+      // Failing the command records the run in the lane's metrics and dead-letter queue.
+      throw new Error(final.result?.error ? `${final.result.error.kind}: ${final.result.error.message}` : 'run failed');
+    }
+    return { run_id: runId, state: final.state };
+  }
+}
+
+function interruptReasonOf(abortReason: unknown): InterruptReason {
+  return abortedByTimeout(abortReason) ? 'timeout' : 'user';
+}

@@ -1,0 +1,59 @@
+import { checkSurface } from '../backends/surfaces.js';
+import type { SdkLoader } from '../backends/sdk-loader.js';
+import { AsmError, badField } from '../errors.js';
+import type { LaneEngine } from '../lanes/types.js';
+import type { ProviderDefinition } from '../providers/types.js';
+import type { ExecutionSurface } from '../schemas/api.js';
+import type { EventMetadata } from '../schemas/events.js';
+import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBackend } from './backend-resolution.js';
+
+export interface PlacementDeps {
+  engine: LaneEngine;
+  sdks: SdkLoader;
+  /** Whether this deployment has worker nodes for remote_node runs (distributed mode). */
+  remoteAvailable: boolean;
+  nodeName: string;
+  /** Hosts the operator lets runs ssh to (ASM_SSH_HOSTS). */
+  sshHosts: string[];
+}
+
+/**
+ * Where a run executes: its queue lane, its backend and its execution surface, each checked where
+ * it is chosen (at session creation and again at each run), so a session that could never run is
+ * refused at once.
+ */
+export class Placement {
+  constructor(private readonly deps: PlacementDeps) {}
+
+  /** The backend and observability fields of a run, with the provider's SDK probed only when the request could use it. */
+  async resolve(provider: ProviderDefinition, requested: RequestedBackend, executionMode: ExecutionMode, queue: string): Promise<EventMetadata> {
+    const { sdks, remoteAvailable, nodeName } = this.deps;
+    const sdk = needsSdkProbe(provider, requested) ? await sdks.status(provider) : null;
+    return resolveBackend({ provider, requestedBackend: requested, executionMode, remoteAvailable, sdk, node: nodeName, queue });
+  }
+
+  assertQueue(queue: string): void {
+    const lanes = this.deps.engine.lanes();
+    if (!lanes.some((l) => l.id === queue)) {
+      throw badField('queue', `unknown queue lane "${queue}"; lanes: ${lanes.map((l) => l.id).join(', ')}`);
+    }
+  }
+
+  /**
+   * A session's or run's execution surface: its fields (files only when the CLI starts on this
+   * process; a remote_node run finds them on the node), the operator's host allowlist, and a
+   * backend that spawns a CLI.
+   */
+  assertSurface(surface: ExecutionSurface, executionMode: ExecutionMode, placed: EventMetadata): void {
+    checkSurface(surface, 'execution_surface', executionMode === 'local');
+    // The server's own network position and keys are the operator's to lend: only hosts they listed.
+    if (surface.kind === 'ssh' && !this.deps.sshHosts.includes(surface.host!)) {
+      throw new AsmError('forbidden', `execution_surface.host: ${surface.host} is not one of the hosts this server may ssh to (ASM_SSH_HOSTS)`, {
+        details: { field: 'execution_surface.host' },
+      });
+    }
+    if (surface.kind !== 'local_subprocess' && placed.backend === 'sdk') {
+      throw badField('execution_surface', `kind ${surface.kind} needs the core lane: the sdk lane runs the agent inside this process`);
+    }
+  }
+}

@@ -1,0 +1,186 @@
+import type { Logger } from 'pino';
+import { AsmError } from '../errors.js';
+import { KeyedSerializer } from '../lanes/keyed-serializer.js';
+import type { Cluster } from '../nodes/cluster.js';
+import { isTerminalRunState } from '../schemas/api.js';
+import type { AsmEvent, EventKind, EventMetadata, EventPayload, ProviderEvent } from '../schemas/events.js';
+import type { RunRecord, Store } from '../store/types.js';
+import type { ActiveRun, ActiveRuns } from './active-runs.js';
+import { projectResult, type ProjectableEvent } from './projection.js';
+
+/** Long enough for one process to record a lost run's end before another may try. */
+const ORPHAN_CLAIM_MS = 60_000;
+
+export interface RunRecorderDeps {
+  store: Store;
+  cluster: Cluster;
+  active: ActiveRuns;
+  /** How long a run's writes wait out an unreachable store (ASM_REDIS_OUTAGE_MS). */
+  outageMs: number;
+  log: Logger;
+}
+
+/**
+ * Writes what happens to runs: their events in order (one serialised chain per run), their state,
+ * and their one terminal event, with the result projected from the events. Every write is durable
+ * (retried through a store outage) and fenced (a run ended elsewhere writes nothing more). It
+ * announces each run's end to its listeners (admission starts the session's next run).
+ */
+export class RunRecorder {
+  private readonly store: Store;
+  private readonly cluster: Cluster;
+  private readonly active: ActiveRuns;
+  private readonly log: Logger;
+  /** The events of one run, serialised (run id → chain). */
+  private readonly chains = new KeyedSerializer();
+  private readonly endListeners: Array<(run: RunRecord) => void> = [];
+
+  constructor(private readonly deps: RunRecorderDeps) {
+    this.store = deps.store;
+    this.cluster = deps.cluster;
+    this.active = deps.active;
+    this.log = deps.log;
+  }
+
+  /** Called after each run's terminal event is stored. */
+  onRunEnded(listener: (run: RunRecord) => void): void {
+    this.endListeners.push(listener);
+  }
+
+  /** Work on a run's record and events, after whatever is already queued for that run. */
+  serialize<T>(runId: string, work: () => Promise<T>): Promise<T> {
+    return this.chains.run(runId, work);
+  }
+
+  /** Append a non-terminal event (call inside `serialize`). */
+  append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
+    const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
+    return this.durably(run.id, () => this.store.events.append(event));
+  }
+
+  /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
+  async appendIfRunning<K extends EventKind>(runId: string, kind: K, payload: EventPayload<K>): Promise<boolean> {
+    const run = await this.store.runs.get(runId);
+    if (!run || isTerminalRunState(run.state)) return false;
+    const stored = await this.append(run, kind, payload);
+    this.active.get(runId)?.events.push(stored);
+    return true;
+  }
+
+  /** Record the terminal event (call inside `serialize`): the run's result is projected from its events, this one included. */
+  async finish(run: RunRecord, eventsSoFar: readonly ProjectableEvent[], terminal: ProviderEvent): Promise<void> {
+    const timestamp = new Date().toISOString();
+    const provisional = envelope(run, terminal.kind, terminal.payload, timestamp);
+    const result = projectResult([...eventsSoFar, provisional]);
+    await this.durably(run.id, () => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
+    await this.durably(run.id, () => this.store.events.append(provisional));
+    this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
+    for (const listener of this.endListeners) listener(run);
+  }
+
+  /**
+   * End a run that has no backend here: it never reached one (interrupted while queued, refused by
+   * its lane, its node unreachable), or the process that ran it is gone.
+   */
+  finishWithoutStart(runId: string, error: AsmError): Promise<void> {
+    return this.serialize(runId, async () => {
+      const run = (await this.store.runs.get(runId))!;
+      if (isTerminalRunState(run.state)) return;
+      await this.denyPendingApprovals(runId);
+      const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
+      await this.finish(run, eventsSoFar, { kind: 'error', payload: errorPayload(error) });
+    });
+  }
+
+  /**
+   * A run is ending: what it still waits on is resolved as denied (reason "run_ended"), inside its
+   * serialised chain and before its terminal event.
+   */
+  async denyPendingApprovals(runId: string): Promise<void> {
+    for (const approval of await this.store.approvals.listPending({ runId })) {
+      const outcome = await this.store.approvals.resolve(approval.id, 'deny', 'run_ended');
+      if (outcome.outcome !== 'resolved') continue;
+      await this.appendIfRunning(runId, 'approval_resolved', { approval_id: approval.id, decision: 'deny', reason: 'run_ended' });
+    }
+  }
+
+  /** End with node_lost a run whose owner stopped heartbeating; one process does it (a claim). */
+  async endOrphan(run: RunRecord): Promise<void> {
+    if (!(await this.cluster.claim(`orphan:${run.id}`, ORPHAN_CLAIM_MS))) return;
+    this.log.warn({ runId: run.id, owner: run.owner }, 'run lost its node; ending it');
+    await this.finishWithoutStart(
+      run.id,
+      new AsmError('node_lost', `the node instance running this run (${run.owner ?? 'unknown'}) stopped heartbeating`, { details: { node: run.owner } }),
+    );
+  }
+
+  /**
+   * A write a run cannot do without (its events, its state). While the store is unreachable it is
+   * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
+   * requests meanwhile are refused with 503. (A write whose reply was lost with the connection may
+   * land twice; that needs the outage to fall between Redis applying it and answering.) A run this
+   * process executes is first checked to still be its own after a heartbeat lapse (see stillOwned).
+   */
+  async durably<T>(runId: string, write: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + this.deps.outageMs;
+    for (let pause = 50; ; pause = Math.min(pause * 2, 1_000)) {
+      try {
+        const active = this.active.get(runId);
+        if (active && !(await this.stillOwned(runId, active))) {
+          throw new AsmError('node_lost', `run ${runId} was ended elsewhere while this instance could not reach Redis; its later events are dropped`);
+        }
+        return await write();
+      } catch (err) {
+        if (!(err instanceof AsmError && err.kind === 'not_ready') || Date.now() + pause > giveUpAt) throw err;
+        await new Promise((resolve) => setTimeout(resolve, pause));
+      }
+    }
+  }
+
+  /** Runs this process executes, checked after a heartbeat lapse even if they have nothing to write. */
+  async fenceLostRuns(): Promise<void> {
+    for (const [runId, active] of this.active) {
+      if (!active.ended) await this.stillOwned(runId, active);
+    }
+  }
+
+  /**
+   * After this instance's heartbeat lapsed (a partition, a long Redis outage), other instances may
+   * have declared it lost and ended its runs with node_lost. Before such a run writes again, the
+   * instance heartbeats first (so nobody can declare it lost after the check) and then reads the run:
+   * a run ended elsewhere, or owned by someone else now, is fenced here: it writes nothing more and
+   * its CLI is stopped. Costs nothing while heartbeats are on time.
+   */
+  private async stillOwned(runId: string, active: ActiveRun): Promise<boolean> {
+    const lapses = this.cluster.heartbeatLapses();
+    if (lapses === active.checkedLapses) return true;
+    await this.cluster.announce();
+    const run = await this.store.runs.get(runId);
+    if (run && !isTerminalRunState(run.state) && run.owner === this.cluster.self) {
+      active.checkedLapses = lapses;
+      return true;
+    }
+    if (!active.ended) {
+      active.ended = true;
+      this.log.warn({ runId, endedAs: run?.state }, 'run was ended elsewhere while this instance was unreachable; stopping it here');
+      void active.backend?.interrupt('shutdown').catch(() => undefined);
+    }
+    return false;
+  }
+}
+
+function envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, timestamp: string) {
+  return {
+    session_id: run.session_id,
+    run_id: run.id,
+    provider: run.provider,
+    kind,
+    payload: payload as Record<string, unknown>,
+    metadata: run.observability as EventMetadata,
+    timestamp,
+  };
+}
+
+function errorPayload(error: AsmError): EventPayload<'error'> {
+  return { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable, ...(error.details && { details: error.details }) };
+}

@@ -1,0 +1,123 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { LOCAL_SURFACE } from '../backends/surfaces.js';
+import { resolveWorkspaceDir } from '../backends/workspace.js';
+import type { AsmConfig } from '../config.js';
+import { AsmError, badField } from '../errors.js';
+import type { Cluster } from '../nodes/cluster.js';
+import { resolveRemoteOptions } from '../nodes/remote-options.js';
+import type { ProviderDefinition } from '../providers/types.js';
+import { isTerminalRunState, type CreateSessionBody } from '../schemas/api.js';
+import type { SessionRecord, Store } from '../store/types.js';
+import type { ControlRouter } from './control.js';
+import type { Placement } from './placement.js';
+import { withSessionLock } from './session-lock.js';
+import { waitForRun } from './wait-for-run.js';
+
+export const SESSION_DEFAULTS = {
+  lane: 'auto',
+  execution_mode: 'local',
+  max_concurrent_runs: 1,
+  max_queued_runs: 10,
+  approval_timeout_ms: 120_000,
+  run_deadline_ms: 600_000,
+} as const;
+
+export interface SessionLifecycleDeps {
+  config: AsmConfig;
+  store: Store;
+  cluster: Cluster;
+  providers: Map<string, ProviderDefinition>;
+  placement: Placement;
+  control: ControlRouter;
+  log: Logger;
+}
+
+/** Creating a session (every option checked, so a session that could never run is refused) and closing one. */
+export class SessionLifecycle {
+  constructor(private readonly deps: SessionLifecycleDeps) {}
+
+  async create(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+    const { config, store, placement, providers, log } = this.deps;
+    const provider = providers.get(body.provider);
+    if (!provider) {
+      throw badField('provider', `unknown provider "${body.provider}"; known: ${[...providers.keys()].sort().join(', ')}`);
+    }
+    if (config.disabledProviders.has(provider.name)) {
+      throw new AsmError('forbidden', `provider: ${provider.name} is disabled on this server (ASM_DISABLED_PROVIDERS)`, {
+        details: { field: 'provider' },
+      });
+    }
+    if (body.permission_mode !== undefined && !provider.permissionModes.includes(body.permission_mode)) {
+      throw badField(
+        'permission_mode',
+        provider.permissionModes.length
+          ? `must be one of ${provider.permissionModes.join(', ')} for ${provider.name}`
+          : `${provider.name} has no permission modes`,
+      );
+    }
+    const queue = body.queue ?? provider.defaultQueue;
+    placement.assertQueue(queue);
+    const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
+    const placed = await placement.resolve(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
+    const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
+    placement.assertSurface(executionSurface, executionMode, placed);
+    if (executionMode === 'remote_node') resolveRemoteOptions([config.remoteDefaults, body.driver_opts]);
+    if ((await store.sessions.count()) >= config.limits.maxSessions) {
+      // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
+      const evicted = await store.evictOldestClosed();
+      if (!evicted) {
+        throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
+      }
+      log.info({ sessionId: evicted }, 'evicted the oldest closed session to make room');
+    }
+    const session: SessionRecord = {
+      id: `ses_${randomUUID()}`,
+      tenant,
+      provider: provider.name,
+      lane: body.lane ?? SESSION_DEFAULTS.lane,
+      execution_mode: executionMode,
+      driver_opts: body.driver_opts ?? {},
+      execution_surface: executionSurface,
+      cwd: await resolveWorkspaceDir(config.workspaceRoot, body.cwd),
+      model: body.model ?? null,
+      permission_mode: body.permission_mode ?? null,
+      queue,
+      max_concurrent_runs: body.max_concurrent_runs ?? SESSION_DEFAULTS.max_concurrent_runs,
+      max_queued_runs: body.max_queued_runs ?? SESSION_DEFAULTS.max_queued_runs,
+      approval_timeout_ms: body.approval_timeout_ms ?? SESSION_DEFAULTS.approval_timeout_ms,
+      run_deadline_ms: body.run_deadline_ms ?? SESSION_DEFAULTS.run_deadline_ms,
+      metadata: body.metadata ?? {},
+      state: 'open',
+      provider_session_id: null,
+      allowed_tools: [],
+      last_seq: 0,
+      created_at: new Date().toISOString(),
+      closed_at: null,
+    };
+    await store.sessions.create(session);
+    log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');
+    return session;
+  }
+
+  /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. */
+  async close(id: string): Promise<SessionRecord> {
+    const { config, store, cluster, control, log } = this.deps;
+    const session = await store.sessions.get(id);
+    if (!session) throw new AsmError('not_found', `session ${id} not found`);
+    if (session.state === 'closed') return session;
+    await withSessionLock(cluster, id, () => store.sessions.update(id, { state: 'closing' }));
+    const runs = (await store.runs.listBySession(id)).filter((r) => !isTerminalRunState(r.state));
+    await Promise.all(runs.map((r) => control.interrupt(r.id).catch(() => undefined)));
+    const { interruptGraceMs, killGraceMs, exitGraceMs } = config.limits;
+    const bound = interruptGraceMs + killGraceMs + exitGraceMs + 1_000;
+    await Promise.all(runs.map((r) => waitForRun(store, r.id, bound)));
+    const closed = await store.sessions.update(id, {
+      state: 'closed',
+      closed_at: new Date().toISOString(),
+      last_seq: await store.events.lastSeq(id),
+    });
+    log.info({ sessionId: id, interruptedRuns: runs.length }, 'session closed');
+    return closed;
+  }
+}
