@@ -1,9 +1,9 @@
 /**
  * Lane engine benchmark. Prints one JSON line on stdout; progress goes to stderr.
  *
- * 1. a3s-lane's Criterion workloads (lane.md §7), each iteration the same full lifecycle as the Rust
- *    bench: new engine → start → submit N → await every result in order → shutdown → drain(5 s).
- *    Reported as the median wall time of the iterations and N / median.
+ * 1. a3s-lane's Criterion workloads (its benches/queue_benchmark.rs), each iteration the same full
+ *    lifecycle as the Rust bench: new engine → start → submit N → await every result in order →
+ *    shutdown → drain(5 s). Reported as the median wall time of the iterations and N / median.
  * 2. The same lifecycle in tick mode (one dispatch per 10 ms), to show the Rust figures come from
  *    its scheduler design, not from the language.
  * 3. Steady state: no-op commands round-robin over the six default lanes, each lane's

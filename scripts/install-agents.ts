@@ -27,7 +27,7 @@ interface AgentPin {
 }
 
 /**
- * The versions reference/cli-formats.md §0 examined. claude-code and codex pull their native binary
+ * The versions docs/protocols.md describes. claude-code and codex pull their native binary
  * from a platform-specific optional dependency (@anthropic-ai/claude-code-linux-x64,
  * @openai/codex@<ver>-linux-x64), and claude-code's postinstall copies it over its bin stub, so
  * optional dependencies and install scripts stay on for them. gemini-cli's optional dependencies

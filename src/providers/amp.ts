@@ -16,7 +16,8 @@ import {
 import type { ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
- * `amp`: Sourcegraph Amp in execute mode with Claude-compatible stream JSON (reference/cli-formats.md §8):
+ * `amp`: Sourcegraph Amp in execute mode with Claude-compatible stream JSON (docs/protocols.md,
+ * "## Amp"):
  *
  *   amp --execute=PROMPT --stream-json [--dangerously-allow-all]
  *   amp threads continue <thread id> --execute=PROMPT --stream-json [--dangerously-allow-all]

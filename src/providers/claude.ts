@@ -30,8 +30,8 @@ import type {
 } from './types.js';
 
 /**
- * `claude`: Claude Code in bidirectional stream-json mode (reference/cli-formats.md §2), the only
- * headless mode with approvals and clean interrupts:
+ * `claude`: Claude Code in bidirectional stream-json mode (docs/protocols.md, "## Claude Code"), the
+ * only headless mode with approvals and clean interrupts:
  *
  *   claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio
  *          [--model M] [--permission-mode M] (--session-id <new uuid> | --resume <provider session id>)
@@ -56,11 +56,11 @@ import type {
  * any other type, subtype or content block      → raw
  * a line that is not JSON                       → error parse_error (ends the run)
  *
- * An error result's kind (cli-formats.md §2.4, §2.5): API errors arrive as subtype "success" with
- * is_error true, so only is_error tells. api_error_status 401/403 → auth_error, 429 → rate_limit,
- * 5xx → provider_error (retryable), other → provider_error; without a status, the synthetic assistant
- * line's `error` (authentication_failed, rate_limit, overloaded, …) decides. terminal_reason
- * aborted_tools / aborted_streaming (an interrupt; that result has no `result` key) → user_cancelled;
+ * An error result's kind: API errors arrive as subtype "success" with is_error true, so only is_error
+ * tells. api_error_status 401/403 → auth_error, 429 → rate_limit, 5xx → provider_error (retryable),
+ * other → provider_error; without a status, the synthetic assistant line's `error`
+ * (authentication_failed, rate_limit, overloaded, …) decides. terminal_reason aborted_tools /
+ * aborted_streaming (an interrupt; that result has no `result` key) → user_cancelled;
  * error_max_turns / error_max_budget_usd → provider_error in the guardrail domain.
  *
  * Usage and cost: total_cost_usd and modelUsage are cumulative for the conversation, also across
@@ -84,7 +84,7 @@ const BASE_ARGS = [
 /** Our own control_request ids only need to be unique within the process. */
 const INITIALIZE_REQUEST_ID = 'init_1';
 
-/** One stdout line, as far as we read it (cli-formats.md §2.2, §2.4, §2.7). */
+/** One stdout line, as far as we read it (docs/protocols.md, "## Claude Code"). */
 interface ClaudeLine {
   type?: string;
   subtype?: string;
@@ -252,7 +252,7 @@ function permissionAnswer(input: unknown, suggestions: PermissionUpdate[], decis
   if (decision === 'deny') return { behavior: 'deny', message: reason ?? 'Denied by the user', interrupt: false };
   return {
     behavior: 'allow',
-    // Always sent: the CLI's MCP permission path requires it (cli-formats.md §2.7).
+    // Always sent: the CLI's MCP permission path requires it.
     updatedInput: input,
     // "Allow for this session": the CLI's own suggestions, kept out of its settings files.
     ...(decision === 'allow_for_session' && {
@@ -313,7 +313,7 @@ function resultOutput(line: ClaudeLine, context: ResultContext): ProviderLineOut
   const cost = run?.cost_usd ?? null;
   // Tokens are spent whether or not the turn succeeded, so the cost is reported either way.
   const events = costUpdate(usage, cost);
-  // API errors come back as subtype "success" with is_error true: only is_error tells (§2.4).
+  // API errors come back as subtype "success" with is_error true: only is_error tells.
   if (line.is_error === true) {
     events.push(resultError(line, context.apiErrorHint));
   } else {
@@ -364,7 +364,7 @@ function withMessages(listed: PermissionDenial[], seen: PermissionDenial[]): Per
   return [...merged, ...seen.filter((denial) => !listedIds.has(denial.tool_use_id))];
 }
 
-/** The synthetic assistant line's `error` values (§2.2), for API errors that carry no status. */
+/** The synthetic assistant line's `error` values, for API errors that carry no status. */
 const API_ERROR_HINTS: Record<string, ReturnType<typeof httpStatusError>> = {
   authentication_failed: { kind: 'auth_error' },
   billing_error: { kind: 'auth_error' },
@@ -394,8 +394,8 @@ function resultError(line: ClaudeLine, apiErrorHint: string | null): ProviderEve
 // ---------------------------------------------------------------- SDK lane (@anthropic-ai/claude-agent-sdk)
 
 /**
- * The Agent SDK's query() (cli-formats.md §3) runs the same CLI in the same bidirectional mode; what
- * differs is who holds the control channel:
+ * The Agent SDK's query() (docs/protocols.md, "## SDK lane") runs the same CLI in the same
+ * bidirectional mode; what differs is who holds the control channel:
  *
  *   query({prompt: <one user message, then held open>, options})
  *     pathToClaudeCodeExecutable  the configured CLI (SdkRunInput.binary)
@@ -490,8 +490,8 @@ const claude: ProviderDefinition = {
   name: 'claude',
   displayName: 'Claude Code',
   defaultBinary: 'claude',
-  // Auth, endpoint and model overrides (cli-formats.md §2.10). Cloud credentials for Bedrock or
-  // Vertex (AWS_*, Google ADC) are the operator's choice: pass them with ASM_PASS_ENV.
+  // Auth, endpoint and model overrides. Cloud credentials for Bedrock or Vertex (AWS_*, Google ADC)
+  // are the operator's choice: pass them with ASM_PASS_ENV.
   env: [
     'ANTHROPIC_API_KEY',
     'CLAUDE_CODE_OAUTH_TOKEN',
@@ -514,7 +514,7 @@ const claude: ProviderDefinition = {
   permissionModes: ['default', 'acceptEdits', 'bypassPermissions', 'plan', 'dontAsk', 'auto'],
   sdk: {
     package: '@anthropic-ai/claude-agent-sdk',
-    // asm.md §6.3: the Claude SDK runtime adds session control to what the CLI lane does.
+    // The Agent SDK adds session control to what the CLI lane does.
     capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_history', 'session_resume', 'session_pause', 'session_intervene'],
     run: runClaudeSdk,
   },

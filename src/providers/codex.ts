@@ -15,7 +15,7 @@ import type {
 } from './types.js';
 
 /**
- * `codex`: OpenAI Codex CLI (reference/cli-formats.md §4, §5), on one of two transports chosen by the
+ * `codex`: OpenAI Codex CLI (docs/protocols.md, "## Codex"), on one of two transports chosen by the
  * session's permission_mode:
  *
  *   permission_mode      transport    approval policy / sandbox                 can ask?
@@ -474,8 +474,8 @@ function createCodexProcess(input: ProviderRunInput): ProviderProcess {
 // ---------------------------------------------------------------- SDK lane (@openai/codex-sdk)
 
 /**
- * The Codex TypeScript SDK (cli-formats.md §6) spawns `codex exec --experimental-json` per turn, so
- * its events are exec's and go through the exec mapper:
+ * The Codex TypeScript SDK (docs/protocols.md, "## SDK lane") spawns `codex exec --experimental-json`
+ * per turn, so its events are exec's and go through the exec mapper:
  *
  *   new Codex({codexPathOverride: <the configured CLI>, env: <the allowlisted environment>})
  *     .startThread(options) | .resumeThread(<provider session id>, options)
@@ -483,10 +483,11 @@ function createCodexProcess(input: ProviderRunInput): ProviderProcess {
  *   options: {model, workingDirectory: cwd, skipGitRepoCheck, sandboxMode: <the mode's sandbox>,
  *             approvalPolicy: "never"}
  *
- * exec cannot ask for approval (§4.5), so the SDK lane has no approvals: every permission mode runs
- * with its own sandbox and approval policy "never", which means a command the modes default,
- * read-only and untrusted would have asked about is refused instead (the model is told). Sessions
- * that need a person to approve use `lane: core` (codex app-server).
+ * exec cannot ask for approval (see the transports at the top of this file), so the SDK lane has
+ * no approvals: every permission mode runs with its own sandbox and approval policy "never", which
+ * means a command the modes default, read-only and untrusted would have asked about is refused
+ * instead (the model is told). Sessions that need a person to approve use `lane: core` (codex
+ * app-server).
  *
  * Interrupt and stop are the SDK's abort (it SIGTERMs the CLI): exec has no gentler channel, and it
  * prints no final event when stopped, so the backend ends the run user_cancelled (or timeout).
@@ -545,14 +546,14 @@ const codex: ProviderDefinition = {
   displayName: 'Codex CLI',
   defaultBinary: 'codex',
   // Auth (CODEX_API_KEY is what the SDK sets; OPENAI_API_KEY works too) and where codex keeps its
-  // login, config and sessions (§4.7).
+  // login, config and sessions.
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
   defaultQueue: 'prompt',
   capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
   permissionModes: Object.keys(MODES),
   sdk: {
     package: '@openai/codex-sdk',
-    // No approvals (exec cannot ask, see runCodexSdk); the thread resumes by id (asm.md §6.3).
+    // No approvals (exec cannot ask, see runCodexSdk); the thread resumes by id.
     capabilities: ['interrupt', 'continuation', 'usage', 'session_resume'],
     run: runCodexSdk,
   },

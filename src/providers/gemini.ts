@@ -4,7 +4,7 @@ import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, r
 import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
- * `gemini`: Gemini CLI in headless stream-json mode (reference/cli-formats.md §7):
+ * `gemini`: Gemini CLI in headless stream-json mode (docs/protocols.md, "## Gemini CLI"):
  *
  *   gemini --prompt=PROMPT --output-format stream-json --skip-trust [-m MODEL] [--approval-mode MODE] [--resume ID]
  *
@@ -37,7 +37,7 @@ import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProce
  *                                       code says what failed (below), so the terminal error is made then
  * anything else                       → raw; a line that is not JSON → parse_error
  *
- * Exit codes (§7.3): 1 general/API → provider_error, 41 → auth_error, 42 input → config_invalid,
+ * Exit codes: 1 general/API → provider_error, 41 → auth_error, 42 input → config_invalid,
  * 44 sandbox → config_invalid, 52 config → config_invalid, 53 turn limit → provider_error (guardrail),
  * 54 fatal tool error → provider_error (tool), 55 untrusted folder → config_invalid,
  * 130 → user_cancelled, 0 without a result → user_cancelled.
@@ -185,7 +185,7 @@ const gemini: ProviderDefinition = {
   name: 'gemini',
   displayName: 'Gemini CLI',
   defaultBinary: 'gemini',
-  // Auth methods in the CLI's order of preference (cli-formats.md §7.7), and endpoint overrides.
+  // Auth methods in the CLI's order of preference, and endpoint overrides.
   env: [
     'GEMINI_API_KEY',
     'GOOGLE_API_KEY',

@@ -100,10 +100,11 @@ export interface ProviderProcess {
 }
 
 /**
- * A provider's SDK lane (SPEC §6): its vendor's SDK, an optional dependency loaded on demand (only
- * through SdkLoader). The SDK backend (src/backends/sdk.ts) keeps the run's life cycle; `run` drives
- * one turn with the loaded module and reports what happens in the same ProviderLineOutput a CLI line
- * gives, mapped by the same code as the core lane, so both lanes emit the same events.
+ * A provider's SDK lane (docs/protocols.md, "## SDK lane"): its vendor's SDK, an optional dependency
+ * loaded on demand (only through SdkLoader). The SDK backend (src/backends/sdk.ts) keeps the run's
+ * life cycle; `run` drives one turn with the loaded module and reports what happens in the same
+ * ProviderLineOutput a CLI line gives, mapped by the same code as the core lane, so both lanes emit
+ * the same events.
  */
 export interface ProviderSdk {
   /** The npm package (an optionalDependency of the service). */

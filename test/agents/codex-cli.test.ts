@@ -89,7 +89,7 @@ describe('codex exec --json (real CLI) against the model server', () => {
   });
 });
 
-/** A JSON-RPC client of `codex app-server` (no "jsonrpc" field; cli-formats.md §5.1). */
+/** A JSON-RPC client of `codex app-server` (no "jsonrpc" field; docs/protocols.md, "## Codex"). */
 class AppServer {
   readonly cli = spawnCli('codex', ['app-server'], { cwd: workspace, env: offlineEnv('codex', home, ctx.model.url), stdin: 'pipe' });
   private nextId = 1;

@@ -91,7 +91,8 @@ describe('gemini (real CLI) against the model server', () => {
     expect(cli.lines.some((l) => l.type === 'result')).toBe(false);
     expect(ctx.model.requests).toHaveLength(1);
     // 0.61 runs shell commands in a process group of their own and does not stop them when it is
-    // interrupted, so the command outlives the CLI (cli-formats.md §7.6; test/agents/README.md).
+    // interrupted, so the command outlives the CLI (docs/protocols.md, "## Gemini CLI";
+    // test/agents/README.md).
     expect(stopProcessesWith(marker)).toBeGreaterThan(0);
     await until(() => !processRunning(marker));
   });

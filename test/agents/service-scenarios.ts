@@ -7,13 +7,14 @@ import { closedPortUrl } from './model-server.js';
 
 /**
  * The through-the-service scenarios of codex and gemini: the same model turns as the direct CLI tests
- * (codex-cli.test.ts, gemini-cli.test.ts), asserted against the contract of SPEC §5/§9.
+ * (codex-cli.test.ts, gemini-cli.test.ts), asserted against the event contract (src/schemas/events.ts,
+ * docs/protocols.md).
  */
 
 export interface ProviderKnobs {
   /** Fields of every session (gemini: an explicit model, so its auto-router makes no extra calls). */
   session: Record<string, unknown>;
-  /** The event kind the model's text arrives as: gemini's headless stream only has deltas (§7.2). */
+  /** The event kind the model's text arrives as: gemini's headless stream only has deltas (docs/protocols.md, "## Gemini CLI"). */
   textKind: 'assistant_message' | 'assistant_delta';
   /** Session fields for a run that may use the shell without asking (gemini needs yolo). */
   shellSession: Record<string, unknown>;

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
 
-/** API keys and tenants (SPEC §11): without a key nothing but health answers; a tenant sees only its own. */
+/** API keys and tenants: without a key nothing but health answers; a tenant sees only its own. */
 
 const KEY_A = 'key-a-0123456789abcdef';
 const KEY_B = 'key-b-fedcba9876543210';

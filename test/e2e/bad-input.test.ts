@@ -35,7 +35,10 @@ function resolvePath(path: string): string {
   return path.replace('$session', before.session.id).replace('$run', before.run.id);
 }
 
-/** The error body contract of SPEC §10, with the field named in details and in the message. */
+/**
+ * The error body contract, `{error: {kind, domain, message, retryable, details}}` (src/http/errors.ts),
+ * with the field named in details and in the message.
+ */
 function expectError(res: { status: number; body: any; headers: Headers }, status: number, kind: string, field?: string) {
   expect(res.status, JSON.stringify(res.body)).toBe(status);
   expect(res.headers.get('content-type')).toContain('application/json');

@@ -7,7 +7,7 @@ import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpe
 
 /**
  * codex, gemini and amp end to end through the service: HTTP + WebSocket in front, the core backend
- * spawning the fake CLIs, which replay the §10 transcripts and check what ASM passes and writes.
+ * spawning the fake CLIs, which replay test/fixtures/<provider> and check what ASM passes and writes.
  */
 
 const bin = (name: string) => fileURLToPath(new URL(`../fixtures/bin/fake-${name}.mjs`, import.meta.url));

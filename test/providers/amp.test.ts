@@ -4,7 +4,7 @@ import amp from '../../src/providers/amp.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, terminalError, terminalOf } from '../backends/harness.js';
 
-/** Amp: argv, auth check, line mapping, and the core backend driving the fake amp (§10.4 shapes). */
+/** Amp: argv, auth check, line mapping, and the core backend driving the fake amp (test/fixtures/amp). */
 
 const FAKE_AMP = fileURLToPath(new URL('../fixtures/bin/fake-amp.mjs', import.meta.url));
 const INPUT: ProviderRunInput = { runId: 'run_1', sessionId: 'ses_1', prompt: 'hi', cwd: '/tmp', env: { AMP_API_KEY: 'k' } };

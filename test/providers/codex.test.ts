@@ -10,7 +10,7 @@ import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, ter
 
 /**
  * Codex on both transports: argv and line mapping, and the core backend driving the fake codex, which
- * replays the §10.2 transcripts and checks every JSON-RPC line ASM writes to app-server.
+ * replays test/fixtures/codex and checks every JSON-RPC line ASM writes to app-server.
  */
 
 const FAKE_CODEX = fileURLToPath(new URL('../fixtures/bin/fake-codex.mjs', import.meta.url));

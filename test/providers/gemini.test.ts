@@ -5,7 +5,7 @@ import type { ProviderRunInput } from '../../src/providers/types.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, terminalError, terminalOf } from '../backends/harness.js';
 
-/** Gemini: the line mapping, and the core backend driving the fake gemini (real §10.3 transcripts). */
+/** Gemini: the line mapping, and the core backend driving the fake gemini (recorded transcripts). */
 
 const FAKE_GEMINI = fileURLToPath(new URL('../fixtures/bin/fake-gemini.mjs', import.meta.url));
 const AUTH = { GEMINI_API_KEY: 'test-key' };

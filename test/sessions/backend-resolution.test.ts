@@ -1,8 +1,7 @@
 /**
- * Backend-lane resolution against the case table of reference/asm.md §6.2, row by row. The rows for
- * ASM 0.15's runtime mode, provider runtime profiles and `backend_module` overrides do not apply:
- * the SPEC has none of those features. SDK availability comes from SdkLoader with an injected
- * importer, so both "loadable" and "not loadable" are real outcomes of the loader, not flags.
+ * Backend-lane resolution against the case table in src/sessions/lane-resolution.ts, row by row. SDK
+ * availability comes from SdkLoader with an injected importer, so both "loadable" and "not loadable"
+ * are real outcomes of the loader, not flags.
  */
 import { describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors.js';
@@ -36,7 +35,7 @@ async function refusal(requested: RequestedBackend, loadable: boolean, mode: Exe
   throw new Error('expected config_invalid');
 }
 
-describe('lane resolution (asm.md §6.2)', () => {
+describe('lane resolution (the case table of src/sessions/lane-resolution.ts)', () => {
   it.each([
     // requested, SDK loadable, execution_mode → preferred, lane, lane_reason, fallback
     ['auto', true, 'local', 'sdk', 'sdk', 'sdk_available', null],

@@ -54,7 +54,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
       schema: {
         tags: ['providers'],
         description:
-          'Which backend lane a run with these options would execute on, and why (SPEC §6): the observability fields every event and result of such a run carries. 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, remote_node without worker nodes).',
+          'Which backend lane a run with these options would execute on, and why: the observability fields every event and result of such a run carries. 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, remote_node without worker nodes).',
         params: ProviderParams,
         body: ResolveLaneBody,
         response: { 200: Type.Ref(LaneMetadata), ...errorResponses },
