@@ -5,7 +5,8 @@ import { resolveBinary } from '../providers/registry.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { RunRecord, Store } from '../store/types.js';
 import type { Cluster } from './cluster.js';
-import { preflightOnWorker, remoteFailure } from './remote-start.js';
+import { remoteFailure } from '../errors/remote-start-failures.js';
+import { preflightOnWorker } from './remote-start.js';
 
 /** The one lane of a worker's own engine: the runs handed to it. */
 export const WORKER_LANE = 'remote';

@@ -1,5 +1,5 @@
 import { AsmError } from '../errors.js';
-import { remoteFailure } from '../nodes/remote-start.js';
+import { remoteFailure } from '../errors/remote-start-failures.js';
 import type { SdkStatus } from '../backends/sdk-loader.js';
 import type { EventMetadata } from '../schemas/events.js';
 import type { ProviderDefinition } from '../providers/types.js';

@@ -88,7 +88,7 @@ export class RunRecorder {
       if (isTerminalRunState(run.state)) return;
       await this.denyPendingApprovals(runId);
       const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
-      await this.finish(run, eventsSoFar, { kind: 'error', payload: errorPayload(error) });
+      await this.finish(run, eventsSoFar, { kind: 'error', payload: error.toBody() });
     });
   }
 
@@ -179,8 +179,4 @@ function envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPa
     metadata: run.observability as EventMetadata,
     timestamp,
   };
-}
-
-function errorPayload(error: AsmError): EventPayload<'error'> {
-  return { kind: error.kind, domain: error.domain, message: error.message, retryable: error.retryable, ...(error.details && { details: error.details }) };
 }

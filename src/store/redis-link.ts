@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
-import { Redis, ReplyError, type RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { AsmError } from '../errors.js';
+import { fromRedisError, isAccessRefusal } from '../errors/from-redis.js';
 
 /**
  * How distributed mode talks to Redis on a request's path (the store, the cluster of instances):
@@ -21,10 +21,6 @@ export interface RedisLinkOptions {
   /** Further ioredis options; they override the link's own. */
   redisOptions?: RedisOptions;
 }
-
-/** Replies that mean Redis is there but cannot serve now (loading, failing over, out of memory). */
-const NOT_READY_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM) /;
-const ACCESS_REPLY = /^(NOPERM|NOAUTH|WRONGPASS) /;
 
 export class RedisLink {
   private readonly connections: Redis[] = [];
@@ -86,16 +82,9 @@ export class RedisLink {
     }
   }
 
+  /** A failure of a call on this link as errors/from-redis.ts translates it, naming why the connection last failed. */
   toAsmError(err: unknown): unknown {
-    if (err instanceof AsmError) return err;
-    if (err instanceof ReplyError) {
-      const message = (err as Error).message;
-      if (ACCESS_REPLY.test(message)) return new AsmError('not_ready', `Redis refused access: ${message}; check the ACL user's permissions`, { cause: err });
-      if (NOT_READY_REPLY.test(message)) return new AsmError('not_ready', `Redis cannot serve: ${message}`, { cause: err });
-      return err;
-    }
-    const detail = this.lastConnectionError ?? (err instanceof Error ? err.message : String(err));
-    return new AsmError('not_ready', `Redis is unreachable: ${detail}`, { cause: err });
+    return fromRedisError(err, this.lastConnectionError);
   }
 
   async close(): Promise<void> {
@@ -137,7 +126,7 @@ function firstReady(connection: Redis, timeoutMs: number): Promise<void> {
     };
     const onReady = () => done();
     const onError = (err: Error) => {
-      if (err instanceof ReplyError && ACCESS_REPLY.test(err.message)) done(err);
+      if (isAccessRefusal(err)) done(err);
     };
     const timer = setTimeout(() => done(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
     connection.on('ready', onReady);

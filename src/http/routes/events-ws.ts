@@ -6,7 +6,7 @@ import { AsmError, badField } from '../../errors.js';
 import { ClientFrame, EventStreamQuery, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import { followEvents } from '../replay.js';
-import { toAsmError } from '../errors.js';
+import { fromFastifyError } from '../../errors/from-fastify.js';
 import { describe } from '../validation.js';
 
 /**
@@ -136,7 +136,7 @@ class EventStreamConnection {
         }
       }
     } catch (err) {
-      this.sendError(toAsmError(err), requestId);
+      this.sendError(fromFastifyError(err), requestId);
     }
   }
 
@@ -206,9 +206,9 @@ export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = asy
     try {
       initial = { sessionId: query.session_id, runId: query.run_id, kinds: parseKinds(query.kinds), after: query.after, queueEvents: query.queue_events };
     } catch (err) {
-      connection.sendError(toAsmError(err));
+      connection.sendError(fromFastifyError(err));
       return;
     }
-    connection.subscribe(initial).catch((err) => connection.sendError(toAsmError(err)));
+    connection.subscribe(initial).catch((err) => connection.sendError(fromFastifyError(err)));
   });
 };
