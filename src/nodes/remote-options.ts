@@ -2,12 +2,12 @@ import { AsmError } from '../errors.js';
 import type { BootstrapMode, RemoteOptions } from '../store/types.js';
 
 /**
- * The effective remote payload of a `remote_node` run (SPEC §7): the one place that merges and
- * validates the remote options, as ASM.Schema.RemoteNode does in the seed.
+ * The effective remote payload of a `remote_node` run: the one place that merges and validates the
+ * remote options (README "Worker nodes" lists them).
  *
  * Precedence, lowest to highest: server config (ASM_REMOTE_DEFAULTS) → session `driver_opts` → run
- * `driver_opts`. (The HTTP API has no top-level remote keys on a run, so the seed's "per-run
- * options" and "per-run driver_opts" layers are the same object here.) Keys this version does not
+ * `driver_opts`. (The HTTP API has no top-level remote keys on a run, so per-run options and per-run
+ * driver_opts are one layer here.) Keys this version does not
  * know are kept on the resolved payload, so a newer client's options travel to the node unchanged.
  * Nothing is resolved for a `local` run.
  */
