@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { AsmConfig } from '../config.js';
 import { AsmError, badField, type ErrorBody } from '../errors.js';
 import type { Backend, BackendRun, InterruptReason } from '../backends/types.js';
-import { buildCliEnv } from '../backends/env.js';
+import { buildCliEnv } from '../providers/env.js';
 import { checkSurface, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { LaneError, type CommandContext, type DeadLetter, type LaneEngine } from '../lanes/types.js';
 import { resolveBinary } from '../providers/registry.js';
