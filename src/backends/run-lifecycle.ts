@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Limits } from '../config.js';
 import { AsmError } from '../errors.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderTotals } from '../providers/types.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
@@ -8,26 +9,54 @@ import type { BackendRun, BackendRunSpec, EventSink, InterruptReason } from './t
  * The part of a run's life cycle every lane shares, so the core lane (a CLI subprocess) and the SDK
  * lane (a vendor SDK driving that CLI) keep the same contract and emit the same events:
  *
- * - Exactly one terminal event (result | error | run_completed), and nothing after it.
+ *   launch ─► run_started ─► the agent's output ─► exactly one terminal event ─► agent released ─► agent gone
+ *
+ * - A launch that fails ends the run with its error as the only event.
+ * - Exactly one terminal event (result | error | run_completed), and nothing after it. An agent that
+ *   ends without one gets a transport_error, so the run still ends.
  * - The terminal event of an interrupted run is the interrupt's error (user_cancelled, or timeout for
  *   deadline/timeout), unless the agent got a successful `result` out first: finished work stands.
+ * - Interrupt: the agent's own mechanism first; if it is still there after interruptGraceMs, it is
+ *   stopped. An interrupt that comes before the agent is running reaches it once it is.
  * - The run's deadline (spec.deadlineMs) is an interrupt with reason 'deadline'.
+ * - After the terminal event the agent's input is closed so it exits; if it is still there after
+ *   exitGraceMs, it is stopped.
  * - Approvals get an id here (apr_<uuid>) and are answered through decide(); a finished run drops them.
  * - The provider session id (known up front or learnt from the output) is stamped on the terminal
  *   event as `provider_session_id`, so continuation can rely on it; so are the conversation's latest
  *   cumulative totals, as `provider_totals`, which the next run of the conversation gets back.
  *
- * A lane supplies how to reach its agent: answering an approval, asking it to stop, the process
- * actions of a provider's output (stdin, signals), and releasing it after the terminal event.
+ * A lane supplies its agent: launching it (and announcing it), answering an approval, asking it to
+ * stop, stopping it, closing its input, and the process actions of a provider's output (stdin, signals).
  */
+
+export type GraceLimits = Pick<Limits, 'interruptGraceMs' | 'exitGraceMs'>;
+
+/** What run_started says about the agent a lane launched. */
+export interface AgentAnnouncement {
+  /** The provider session id when known before any output (a continued conversation). */
+  providerSessionId?: string;
+  /** The arguments after the binary ([] when an SDK builds its own argv). */
+  args: string[];
+  /** The process id, when the lane owns the process. */
+  pid?: number;
+}
+
+/** An agent a lane launched and announced. */
+export interface LaunchedAgent {
+  /** What the agent is called in errors. */
+  name: string;
+  /** Resolves once the agent is gone, after emitting what its ending says. */
+  ended(): Promise<void>;
+}
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
 export abstract class RunLifecycle implements BackendRun {
   abstract readonly done: Promise<void>;
   protected finished = false;
-  protected interruptReason: InterruptReason | null = null;
-  protected providerSessionId: string | null;
+  private interruptReason: InterruptReason | null = null;
+  private providerSessionId: string | null;
   private providerTotals: ProviderTotals | null;
   /** Whether the agent is there to be told things (interrupts wait until it is). */
   private reachable = false;
@@ -37,14 +66,18 @@ export abstract class RunLifecycle implements BackendRun {
   constructor(
     protected readonly spec: BackendRunSpec,
     private readonly sink: EventSink,
-    /** How long an agent asked to stop gets before it is stopped without grace. */
-    private readonly interruptGraceMs: number,
+    private readonly grace: GraceLimits,
   ) {
     this.providerSessionId = spec.providerSessionId ?? null;
     // A run that learns nothing new leaves its conversation's totals as they were.
     this.providerTotals = spec.previousTotals ?? null;
   }
 
+  /**
+   * Start the agent and call announce() as soon as it is started, before any of its output can
+   * arrive. May throw (an AsmError) when the agent cannot be started.
+   */
+  protected abstract launch(): Promise<LaunchedAgent>;
   /** Answer an approval the agent is waiting on. */
   protected abstract answer(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): void;
   /** Ask the agent to stop its turn (its own mechanism; the caller stops it harder after a grace period). */
@@ -53,8 +86,50 @@ export abstract class RunLifecycle implements BackendRun {
   protected abstract stopNow(): void;
   /** The process actions of a provider's output (stdin lines, closing stdin, signals). */
   protected abstract act(output: ProviderLineOutput): void;
-  /** After the terminal event: let the agent exit, and stop it if it does not. */
-  protected abstract release(): void;
+  /** Close the agent's input: its turn is over and it should exit. */
+  protected abstract endInput(): void;
+
+  /** The whole run; never rejects. A lane calls it once, at the end of its constructor. */
+  protected async run(): Promise<void> {
+    this.startDeadline();
+    let agent: LaunchedAgent;
+    try {
+      agent = await this.launch();
+    } catch (err) {
+      this.emit(errorEvent(AsmError.from(err)));
+      this.clearTimers();
+      return;
+    }
+    this.markReachable();
+    await agent.ended();
+    if (!this.finished) {
+      // Only reachable if the provider breaks its contract; the run must still end.
+      this.emit(errorEvent(new AsmError('transport_error', `${agent.name} ended without a terminal event`)));
+    }
+    this.clearTimers();
+  }
+
+  /** Emit run_started for the agent the lane just started. */
+  protected announce(agent: AgentAnnouncement): void {
+    const { spec } = this;
+    this.providerSessionId = agent.providerSessionId ?? this.providerSessionId;
+    this.emit({
+      kind: 'run_started',
+      payload: {
+        provider_session_id: this.providerSessionId,
+        command: spec.binary,
+        args: agent.args,
+        cwd: spec.cwd,
+        node: spec.node,
+        ...(agent.pid !== undefined && { pid: agent.pid }),
+      },
+    });
+  }
+
+  /** Output of the agent as the provider maps it; ignored once the run has its terminal event. */
+  protected receive(output: () => ProviderLineOutput): void {
+    if (!this.finished) this.safely(() => this.apply(output()));
+  }
 
   async decide(approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void> {
     const approval = this.approvals.get(approvalId);
@@ -71,18 +146,18 @@ export abstract class RunLifecycle implements BackendRun {
   }
 
   /** The agent is running: an interrupt that came before now reaches it. */
-  protected markReachable(): void {
+  private markReachable(): void {
     this.reachable = true;
     if (this.interruptReason && !this.finished) this.sendInterrupt();
   }
 
-  protected startDeadline(): void {
+  private startDeadline(): void {
     this.later(this.spec.deadlineMs, () => void this.interrupt('deadline'));
   }
 
   private sendInterrupt(): void {
     this.safely(() => this.askToStop());
-    this.later(this.interruptGraceMs, () => this.stopNow());
+    this.later(this.grace.interruptGraceMs, () => this.stopNow());
   }
 
   /** Carry out what the provider asked for, in order: events, approvals, then the process actions. */
@@ -124,7 +199,8 @@ export abstract class RunLifecycle implements BackendRun {
     this.sink(this.stampConversation(this.outcomeAfterInterrupt(event)));
     this.approvals.clear();
     this.clearTimers();
-    this.release();
+    this.endInput();
+    this.later(this.grace.exitGraceMs, () => this.stopNow());
   }
 
   /** After an interrupt only a successful result stands; any other ending is the interrupt's own error. */
@@ -160,7 +236,7 @@ export abstract class RunLifecycle implements BackendRun {
     }
   }
 
-  protected later(ms: number, action: () => void): void {
+  private later(ms: number, action: () => void): void {
     // Beyond MAX_TIMEOUT_MS setTimeout fires at once; a deadline that long means "practically never".
     const timer = setTimeout(() => {
       this.timers.delete(timer);
@@ -169,7 +245,7 @@ export abstract class RunLifecycle implements BackendRun {
     this.timers.add(timer);
   }
 
-  protected clearTimers(): void {
+  private clearTimers(): void {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
   }

@@ -5,9 +5,10 @@ import type { ExecutionSurface } from '../schemas/api.js';
 import type { ProcessExit } from '../providers/types.js';
 
 /**
- * An execution surface says where the node places the CLI process (SPEC §7). The subprocess runner
- * asks the surface what to spawn locally; the process it gets is then handled the same way whatever
- * the surface: its group, its stdin as the control channel, its stdout lines, its stop escalation.
+ * An execution surface (ExecutionSurface in src/schemas/api.ts) says where the node places the CLI
+ * process. The subprocess runner asks the surface what to spawn locally; the process it gets is then
+ * handled the same way whatever the surface: its group, its stdin as the control channel, its stdout
+ * lines, its stop escalation.
  *
  * - local_subprocess: the CLI itself.
  * - ssh: an `ssh` client that starts the CLI on the host. ssh forwards stdin, stdout and stderr, so

@@ -1,4 +1,5 @@
 import type { AsmEvent } from '../schemas/events.js';
+import { CatchUpCursor, type Phase } from '../store/catch-up.js';
 import type { EventLog } from '../store/types.js';
 
 export interface FollowOptions {
@@ -18,52 +19,28 @@ export interface Follower {
 
 /**
  * Replay a session's events after a cursor, then go live, with no gap and no duplicate at the seam.
- * The live subscription is opened first and buffered while the replay reads the store, so an event
- * appended during the replay is delivered exactly once. A live event whose seq skips ahead of the
- * cursor (possible when events come from another process) makes the follower read the gap from the
- * store first. Delivery is strictly in seq order.
- */
-/**
+ * The live subscription is opened first and its events queue behind the replay, so an event appended
+ * during the replay is delivered exactly once; a live event whose seq skips ahead of the cursor
+ * (possible when events come from another process) makes the follower read the gap from the store
+ * first (CatchUpCursor, store/catch-up.ts). Delivery is strictly in seq order.
+ *
  * `deliver` learns whether an event is replayed or live. A replay may await (to pace itself to a slow
  * socket instead of flooding it); live delivery must decide at once, since the log does not wait.
  */
-export type Deliver = (event: AsmEvent, phase: 'replay' | 'live') => void | Promise<void>;
+export type Deliver = (event: AsmEvent, phase: Phase) => void | Promise<void>;
 
 export function followEvents(log: EventLog, opts: FollowOptions, deliver: Deliver): Follower {
-  let cursor = opts.after;
-  let stopped = false;
-  let chain: Promise<void> = Promise.resolve();
-
-  const emit = async (event: AsmEvent, phase: 'replay' | 'live') => {
-    if (event.seq <= cursor) return;
-    cursor = event.seq;
-    if (opts.runId === undefined || event.run_id === opts.runId) await deliver(event, phase);
-  };
-
-  const catchUp = async (upTo: number) => {
-    while (!stopped && cursor < upTo) {
-      const page = await log.read(opts.sessionId, { after: cursor, limit: opts.pageSize });
-      if (page.length === 0) return;
-      for (const event of page) {
-        if (stopped) return;
-        await emit(event, 'replay');
-      }
-    }
-  };
-
-  const unsubscribe = log.subscribe(opts.sessionId, (event) => {
-    chain = chain.then(async () => {
-      if (stopped) return;
-      if (event.seq > cursor + 1) await catchUp(event.seq - 1);
-      await emit(event, 'live');
-    });
+  const cursor = new CatchUpCursor(log, {
+    sessionId: opts.sessionId,
+    after: opts.after,
+    pageSize: opts.pageSize,
+    deliver: (event, phase) => (opts.runId === undefined || event.run_id === opts.runId ? deliver(event, phase) : undefined),
   });
-
-  chain = chain.then(() => catchUp(Number.MAX_SAFE_INTEGER));
+  const unsubscribe = log.subscribe(opts.sessionId, (event) => void cursor.live(event));
   return {
-    live: chain,
+    live: cursor.catchUp(),
     stop() {
-      stopped = true;
+      cursor.stop();
       unsubscribe();
     },
   };

@@ -1,16 +1,17 @@
 import { execFile } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
-import { buildCliEnv } from '../backends/env.js';
+import { buildCliEnv } from './env.js';
 import type { ProviderDefinition } from './types.js';
 
 /**
  * Providers are discovered, not listed: every module in this folder except the ones named below
- * (the contract, this registry, and common.ts with the helpers providers share) default-exports a
- * ProviderDefinition, so adding a provider is adding one file. Discovery reads the folder this module
- * is in, which is src/providers/*.ts under vitest and tsx, and dist/providers/*.js after the build.
+ * (the contract, this registry, common.ts with the helpers providers share, and env.ts with the
+ * environment a provider's CLI gets) default-exports a ProviderDefinition, so adding a provider is
+ * adding one file. Discovery reads the folder this module is in, which is src/providers/*.ts under
+ * vitest and tsx, and dist/providers/*.js after the build.
  */
 
-const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common']);
+const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common', 'env']);
 
 let loaded: Promise<Map<string, ProviderDefinition>> | null = null;
 

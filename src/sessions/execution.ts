@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { buildCliEnv } from '../backends/env.js';
+import { buildCliEnv } from '../providers/env.js';
 import { LOCAL_SURFACE } from '../backends/surfaces.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { AsmError } from '../errors.js';
 import type { AsmEvent } from '../schemas/events.js';
 import { isTerminalRunState } from '../schemas/api.js';
+import { CatchUpCursor } from './catch-up.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
@@ -57,8 +58,9 @@ import type {
  *   session's events in seq order. The session's last_seq is thereby current in every process (the
  *   memory store leaves it to the service, which sets it at close).
  * - Pub/sub loses what is published while a subscriber is disconnected or not yet subscribed. So each
- *   subscribed session is followed with a cursor: on (re)subscription and on any seq gap the missing
- *   events are read from the stream, and a listener never misses an event appended after subscribe().
+ *   subscribed session is followed with a cursor (catch-up.ts): on (re)subscription and on any seq gap
+ *   the missing events are read from the stream, and a listener never misses an event appended after
+ *   subscribe().
  *   All-session listeners (live only, by contract) are not caught up.
  * - While Redis is unreachable calls fail at once (no offline queue, a command timeout, no replay of
  *   in-flight commands after a reconnect, which could append an event twice) with not_ready, i.e.
@@ -164,7 +166,6 @@ type ScriptRedis = Redis & {
 const PENDING = JSON.stringify('pending');
 /** Stream entries read per XRANGE when filtering or catching up. */
 const PAGE = 500;
-const noop = () => {};
 
 /** Field/value arguments for HSET: each defined top-level property as JSON. */
 function encode(record: object): string[] {
@@ -354,10 +355,8 @@ class RedisApprovalStore extends RedisRecords<ApprovalRecord> implements Approva
 
 interface SessionFeed {
   listeners: Set<EventListener>;
-  /** Highest seq handed to the listeners; undefined while unknown (Redis was down when the feed began). */
-  delivered: number | undefined;
-  /** Catch-up reads and deliveries of the session, one after another, so listeners see seq order. */
-  chain: Promise<void>;
+  /** Hands the listeners the session's events in seq order, reading from the stream what pub/sub missed. */
+  cursor: CatchUpCursor;
 }
 
 class RedisEventLog implements EventLog {
@@ -422,24 +421,33 @@ class RedisEventLog implements EventLog {
     }
     let feed = this.feeds.get(sessionId);
     if (!feed) {
-      const created: SessionFeed = { listeners: new Set(), delivered: undefined, chain: Promise.resolve() };
-      // Sent on the command connection before anything this process appends or reads afterwards, so
-      // every event appended after subscribe() returns lies above this baseline.
-      created.chain = this.redis.get(this.keys.seq(sessionId)).then((seq) => void (created.delivered ??= Number(seq ?? 0)), noop);
-      this.feeds.set(sessionId, created);
+      const listeners = new Set<EventListener>();
+      const cursor = new CatchUpCursor(this, {
+        sessionId,
+        // Sent on the command connection before anything this process appends or reads afterwards, so
+        // every event appended after subscribe() returns lies above this baseline.
+        after: this.redis.get(this.keys.seq(sessionId)).then((seq) => Number(seq ?? 0)),
+        pageSize: PAGE,
+        deliver: (event) => this.callEach(listeners, event),
+        // Live delivery goes on; followers read a gap from the store themselves.
+        onCatchUpFailure: (err) => this.warn(err, 'could not read the events missed by a live subscription'),
+      });
+      feed = { listeners, cursor };
+      this.feeds.set(sessionId, feed);
       this.activate([sessionId]);
-      feed = created;
     }
     const joined = feed;
     joined.listeners.add(listener);
     return () => {
       if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
+      joined.cursor.stop();
       this.feeds.delete(sessionId);
       this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
     };
   }
 
   stopAll(): void {
+    for (const feed of this.feeds.values()) feed.cursor.stop();
     this.feeds.clear();
     this.allListeners.clear();
   }
@@ -448,10 +456,7 @@ class RedisEventLog implements EventLog {
   private activate(sessionIds: string[]): void {
     this.toSubscriber(async (sub) => {
       await sub.subscribe(...sessionIds.map((id) => this.keys.channel(id)));
-      for (const id of sessionIds) {
-        const feed = this.feeds.get(id);
-        if (feed) this.enqueue(feed, () => this.catchUp(id, feed, Number.POSITIVE_INFINITY));
-      }
+      for (const id of sessionIds) void this.feeds.get(id)?.cursor.catchUp();
     });
   }
 
@@ -476,38 +481,7 @@ class RedisEventLog implements EventLog {
   }
 
   private onSessionMessage(event: AsmEvent): void {
-    const feed = this.feeds.get(event.session_id);
-    if (!feed) return;
-    this.enqueue(feed, async () => {
-      if (feed.delivered !== undefined && event.seq > feed.delivered + 1) {
-        await this.catchUp(event.session_id, feed, event.seq - 1).catch((err) =>
-          // Live delivery goes on; followers read a gap from the store themselves.
-          this.warn(err, 'could not read the events missed by a live subscription'),
-        );
-      }
-      if (feed.delivered === undefined) feed.delivered = event.seq - 1;
-      this.deliver(feed, event);
-    });
-  }
-
-  private async catchUp(sessionId: string, feed: SessionFeed, upTo: number): Promise<void> {
-    feed.delivered ??= await this.lastSeq(sessionId);
-    while (feed.delivered < upTo) {
-      const page = await this.read(sessionId, { after: feed.delivered, limit: PAGE });
-      for (const event of page) if (event.seq <= upTo) this.deliver(feed, event);
-      // A page reaching past upTo ends it too: the part of the gap that is missing was trimmed.
-      if (page.length < PAGE || page[page.length - 1].seq >= upTo) return;
-    }
-  }
-
-  private enqueue(feed: SessionFeed, work: () => Promise<void>): void {
-    feed.chain = feed.chain.then(work).catch((err) => this.warn(err, 'live event subscription could not catch up'));
-  }
-
-  private deliver(feed: SessionFeed, event: AsmEvent): void {
-    if (event.seq <= feed.delivered!) return;
-    feed.delivered = event.seq;
-    this.callEach(feed.listeners, event);
+    void this.feeds.get(event.session_id)?.cursor.live(event);
   }
 
   private deliverToAll(event: AsmEvent): void {

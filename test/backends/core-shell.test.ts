@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { buildCliEnv } from '../../src/backends/env.js';
+import { buildCliEnv } from '../../src/providers/env.js';
 import shell from '../../src/providers/shell.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import {

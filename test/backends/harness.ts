@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { expect } from 'vitest';
 import { CoreBackend, type RunLimits } from '../../src/backends/core.js';
-import { buildCliEnv } from '../../src/backends/env.js';
+import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRun, BackendRunSpec } from '../../src/backends/types.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';
 import { TERMINAL_KINDS, type EventKind, type EventPayload, type ProviderEvent } from '../../src/schemas/events.js';

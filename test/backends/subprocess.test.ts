@@ -1,6 +1,6 @@
 import { tmpdir } from 'node:os';
 import { describe, expect, it } from 'vitest';
-import { buildCliEnv } from '../../src/backends/env.js';
+import { buildCliEnv } from '../../src/providers/env.js';
 import { LineFramer, spawnSubprocess, type SubprocessOptions } from '../../src/backends/subprocess.js';
 
 function frame(chunks: Buffer[], maxBytes = 8): { lines: string[]; overlong: string[] } {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { buildCliEnv } from '../../src/backends/env.js';
+import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import claude from '../../src/providers/claude.js';
 import type { EventPayload } from '../../src/schemas/events.js';

@@ -14,6 +14,10 @@
  * - the provider's own names (ProviderDefinition.env: its auth and endpoint variables),
  * - the operator's extra names (config.passEnv, from ASM_PASS_ENV).
  * A name that is not set in the service's environment is simply absent.
+ *
+ * It lives with the providers because it is built from a provider's declared names, for every way a
+ * provider's CLI is started: a run (sessions/service.ts builds the run's env) and the version probe
+ * (registry.ts). Backends only receive the result, as BackendRunSpec.env.
  */
 export const BASE_ENV_NAMES: readonly string[] = ['PATH', 'HOME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'TERM'];
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { BASE_ENV_NAMES, buildCliEnv } from '../../src/backends/env.js';
+import { BASE_ENV_NAMES, buildCliEnv } from '../../src/providers/env.js';
 
 const SERVICE_ENV = {
   PATH: '/usr/bin:/bin',
