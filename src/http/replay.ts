@@ -26,22 +26,27 @@ export interface Follower {
  *
  * `deliver` learns whether an event is replayed or live. A replay may await (to pace itself to a slow
  * socket instead of flooding it); live delivery must decide at once, since the log does not wait.
+ * When a live step fails (the store cannot fill a gap: Redis went away), the follower stops and
+ * `onFailure` hears why, so the caller can close its stream and the client resume from its last seq.
  */
 export type Deliver = (event: AsmEvent, phase: Phase) => void | Promise<void>;
 
-export function followEvents(log: EventLog, opts: FollowOptions, deliver: Deliver): Follower {
+export function followEvents(log: EventLog, opts: FollowOptions, deliver: Deliver, onFailure: (err: unknown) => void): Follower {
   const cursor = new CatchUpCursor(log, {
     sessionId: opts.sessionId,
     after: opts.after,
     pageSize: opts.pageSize,
     deliver: (event, phase) => (opts.runId === undefined || event.run_id === opts.runId ? deliver(event, phase) : undefined),
   });
-  const unsubscribe = log.subscribe(opts.sessionId, (event) => void cursor.live(event));
-  return {
-    live: cursor.catchUp(),
-    stop() {
-      cursor.stop();
-      unsubscribe();
-    },
+  const stop = () => {
+    cursor.stop();
+    unsubscribe();
   };
+  const unsubscribe = log.subscribe(opts.sessionId, (event) =>
+    cursor.live(event).catch((err: unknown) => {
+      stop();
+      onFailure(err);
+    }),
+  );
+  return { live: cursor.catchUp(), stop };
 }

@@ -367,5 +367,7 @@ export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunR
 
 /** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
 export const WS_CLOSE_SLOW_CONSUMER = 4008;
+/** Close code (1011, internal error) for a stream the store could not keep serving; resume from `last_seq`. */
+export const WS_CLOSE_EVENTS_UNAVAILABLE = 1011;
 /** Close code for an unauthenticated or forbidden stream. */
 export const WS_CLOSE_UNAUTHORIZED = 4001;

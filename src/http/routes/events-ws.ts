@@ -3,7 +3,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { AsmApp } from '../../app.js';
 import { AsmError, badField } from '../../errors.js';
-import { ClientFrame, EventStreamQuery, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
+import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import { followEvents } from '../replay.js';
 import { fromFastifyError } from '../../errors/from-fastify.js';
@@ -18,7 +18,8 @@ import { describe } from '../validation.js';
  * Server frames: {type:"event", event} · {type:"queue_event", event} · {type:"subscribed", …} ·
  * {type:"ack", request_id, …} · {type:"error", request_id?, error}.
  * A client more than ASM_WS_MAX_BUFFER_BYTES behind is closed with code 4008 and the reason
- * {"reason":"slow_consumer","last_seq":N}: resume with after=N.
+ * {"reason":"slow_consumer","last_seq":N}: resume with after=N. A stream whose store cannot serve it
+ * (Redis away) is closed the same way with code 1011 and reason "events_unavailable".
  */
 
 interface Subscription {
@@ -90,6 +91,10 @@ class EventStreamConnection {
         this.app.store.events,
         { sessionId: sub.sessionId, runId: sub.runId, after, pageSize: this.app.config.limits.eventPageMax },
         deliver,
+        (err) => {
+          this.app.logger.warn({ err, sessionId: sub.sessionId }, 'event stream failed; closing it so the client resumes');
+          this.closeToResume(WS_CLOSE_EVENTS_UNAVAILABLE, 'events_unavailable');
+        },
       );
       this.stopFollowing = () => follower.stop();
       await follower.live;
@@ -151,13 +156,19 @@ class EventStreamConnection {
   private send(message: unknown): boolean {
     if (this.closed) return false;
     if (this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes) {
-      this.closed = true;
-      this.socket.close(WS_CLOSE_SLOW_CONSUMER, JSON.stringify({ reason: 'slow_consumer', last_seq: this.lastSeq }));
-      this.dispose();
+      this.closeToResume(WS_CLOSE_SLOW_CONSUMER, 'slow_consumer');
       return false;
     }
     this.socket.send(JSON.stringify(message));
     return true;
+  }
+
+  /** Close with the last seq sent, from which the client resumes (`after`). */
+  private closeToResume(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.close(code, JSON.stringify({ reason, last_seq: this.lastSeq }));
+    this.dispose();
   }
 
   sendError(error: AsmError, requestId?: string): void {

@@ -87,7 +87,8 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     if (!flushed) await new Promise((resolve) => raw.once('drain', resolve).once('close', resolve));
   };
   const heartbeat = setInterval(() => raw.write(': ping\n\n'), app.config.limits.wsHeartbeatMs);
-  const follower = followEvents(app.store.events, { sessionId, runId, after, pageSize: app.config.limits.eventPageMax }, send);
+  // Ending the stream on a failure lets the client reconnect with Last-Event-ID.
+  const follower = followEvents(app.store.events, { sessionId, runId, after, pageSize: app.config.limits.eventPageMax }, send, end);
   raw.on('close', end);
   await follower.live;
   // A run that ended before `after` has nothing more to send.
