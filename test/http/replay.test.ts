@@ -10,7 +10,7 @@ const SESSION = 'ses_replay';
 async function logWithEvents(count: number) {
   const store = createMemoryStore({ eventsPerSession: 1_000 });
   for (let i = 0; i < count; i++) {
-    await store.events.append({ session_id: SESSION, run_id: 'run_1', provider: 'shell', kind: 'stdout', payload: { content: `${i}` }, metadata: {} as never });
+    await store.events.append({ session_id: SESSION, run_id: 'run_1', provider: 'shell', kind: 'stderr', payload: { content: `${i}` }, metadata: {} as never });
   }
   return store.events;
 }
@@ -23,7 +23,7 @@ describe('followEvents', () => {
       throw new Error('no failure expected');
     });
     await follower.live;
-    await log.append({ session_id: SESSION, run_id: 'run_1', provider: 'shell', kind: 'stdout', payload: { content: 'x' }, metadata: {} as never });
+    await log.append({ session_id: SESSION, run_id: 'run_1', provider: 'shell', kind: 'stderr', payload: { content: 'x' }, metadata: {} as never });
     await expect.poll(() => seen.length).toBe(3);
     expect(seen).toEqual([
       [2, 'replay'],

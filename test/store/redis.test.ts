@@ -9,7 +9,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 import { Redis } from 'ioredis';
 import { AsmError } from '../../src/errors.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
-import { createRedisStore, redisKeys, type RedisStoreOptions } from '../../src/store/redis.js';
+import { createRedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
+import { redisKeys } from '../../src/store/redis-schema.js';
 import type { Store } from '../../src/store/types.js';
 import { eventually, newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';

@@ -1,0 +1,152 @@
+import type { Redis } from 'ioredis';
+import type { AsmEvent } from '../schemas/events.js';
+import { CatchUpCursor } from './catch-up.js';
+import { PAGE, type RedisKeys, type ScriptRedis } from './redis-schema.js';
+import { stampEvent } from './stamp.js';
+import type { EventListener, EventLog, NewEvent } from './types.js';
+
+interface SessionFeed {
+  listeners: Set<EventListener>;
+  /** Hands the listeners the session's events in seq order, reading from the stream what pub/sub missed. */
+  cursor: CatchUpCursor;
+}
+
+export class RedisEventLog implements EventLog {
+  private readonly feeds = new Map<string, SessionFeed>();
+  private readonly allListeners = new Set<EventListener>();
+
+  constructor(
+    private readonly redis: ScriptRedis,
+    private readonly subscriber: Redis,
+    private readonly keys: RedisKeys,
+    private readonly maxPerSession: number,
+    private readonly warn: (err: unknown, msg: string) => void,
+  ) {
+    subscriber.on('message', (channel: string, message: string) => this.received(channel, message, (event) => this.onSessionMessage(event)));
+    subscriber.on('pmessage', (_pattern: string, channel: string, message: string) => this.received(channel, message, (event) => this.deliverToAll(event)));
+    // Subscriptions are renewed here rather than by ioredis, so the catch-up read follows the renewal.
+    subscriber.on('ready', () => {
+      if (this.feeds.size > 0) this.activate([...this.feeds.keys()]);
+      if (this.allListeners.size > 0) this.toSubscriber((sub) => sub.psubscribe(this.keys.allChannels));
+    });
+  }
+
+  async append(event: NewEvent): Promise<AsmEvent> {
+    const stamped = stampEvent(event);
+    const sessionId = event.session_id;
+    const seq = await this.redis.asmAppend(
+      ...(this.keys.groups.append(sessionId) as [string, string, string]),
+      this.maxPerSession,
+      this.keys.channel(sessionId),
+      JSON.stringify(stamped),
+    );
+    return { ...stamped, seq };
+  }
+
+  async read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]> {
+    const out: AsmEvent[] = [];
+    let after = opts.after;
+    while (out.length < opts.limit) {
+      const count = opts.runId === undefined ? Math.min(opts.limit - out.length, PAGE) : PAGE;
+      const entries = await this.redis.xrange(this.keys.events(sessionId), `${after + 1}-0`, '+', 'COUNT', count);
+      for (const [, fields] of entries) {
+        const event = JSON.parse(fields[1]) as AsmEvent;
+        if (out.length < opts.limit && (opts.runId === undefined || event.run_id === opts.runId)) out.push(event);
+      }
+      if (entries.length < count) break;
+      after = Number.parseInt(entries[entries.length - 1][0], 10);
+    }
+    return out;
+  }
+
+  async lastSeq(sessionId: string): Promise<number> {
+    return Number((await this.redis.get(this.keys.seq(sessionId))) ?? 0);
+  }
+
+  subscribe(sessionId: string | null, listener: EventListener): () => void {
+    if (sessionId === null) {
+      if (this.allListeners.size === 0) this.toSubscriber((sub) => sub.psubscribe(this.keys.allChannels));
+      this.allListeners.add(listener);
+      return () => {
+        if (this.allListeners.delete(listener) && this.allListeners.size === 0) this.toSubscriber((sub) => sub.punsubscribe(this.keys.allChannels));
+      };
+    }
+    let feed = this.feeds.get(sessionId);
+    if (!feed) {
+      const listeners = new Set<EventListener>();
+      const cursor = new CatchUpCursor(this, {
+        sessionId,
+        // Sent on the command connection before anything this process appends or reads afterwards, so
+        // every event appended after subscribe() returns lies above this baseline.
+        after: this.redis.get(this.keys.seq(sessionId)).then((seq) => Number(seq ?? 0)),
+        pageSize: PAGE,
+        deliver: (event) => this.callEach(listeners, event),
+        // Live delivery goes on; followers read a gap from the store themselves.
+        onCatchUpFailure: (err) => this.warn(err, 'could not read the events missed by a live subscription'),
+      });
+      feed = { listeners, cursor };
+      this.feeds.set(sessionId, feed);
+      this.activate([sessionId]);
+    }
+    const joined = feed;
+    joined.listeners.add(listener);
+    return () => {
+      if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
+      joined.cursor.stop();
+      this.feeds.delete(sessionId);
+      this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
+    };
+  }
+
+  stopAll(): void {
+    for (const feed of this.feeds.values()) feed.cursor.stop();
+    this.feeds.clear();
+    this.allListeners.clear();
+  }
+
+  /** Subscribe to the sessions' channels; once Redis confirms, read what was appended before that. */
+  private activate(sessionIds: string[]): void {
+    this.toSubscriber(async (sub) => {
+      await sub.subscribe(...sessionIds.map((id) => this.keys.channel(id)));
+      for (const id of sessionIds) void this.feeds.get(id)?.cursor.catchUp();
+    });
+  }
+
+  /**
+   * (Un)subscribe only on a ready connection: ioredis would send it during the handshake too, which
+   * turns the connection into subscriber mode and fails its ready check. Whatever is skipped or
+   * refused while disconnected is done by the 'ready' handler.
+   */
+  private toSubscriber(command: (subscriber: Redis) => Promise<unknown>): void {
+    if (this.subscriber.status === 'ready') command(this.subscriber).catch((err) => this.warn(err, 'a subscription command failed'));
+  }
+
+  /** Anyone with access may publish on the channels; what is not an event is reported, not thrown into ioredis. */
+  private received(channel: string, message: string, handle: (event: AsmEvent) => void): void {
+    let event: AsmEvent;
+    try {
+      event = JSON.parse(message) as AsmEvent;
+    } catch (err) {
+      return this.warn(err, `ignored a message on ${channel} that is not an event`);
+    }
+    handle(event);
+  }
+
+  private onSessionMessage(event: AsmEvent): void {
+    void this.feeds.get(event.session_id)?.cursor.live(event);
+  }
+
+  private deliverToAll(event: AsmEvent): void {
+    this.callEach(this.allListeners, event);
+  }
+
+  private callEach(listeners: Set<EventListener>, event: AsmEvent): void {
+    for (const listener of [...listeners]) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.warn(err, 'an event listener threw');
+      }
+    }
+  }
+}

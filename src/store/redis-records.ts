@@ -1,0 +1,169 @@
+import { AsmError } from '../errors.js';
+import { isTerminalRunState } from '../schemas/api.js';
+import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
+import type { ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
+
+/** One kind of record (hashes under one key builder) and the indexes that name them. */
+abstract class RedisRecords<T extends { id: string }> {
+  constructor(
+    protected readonly redis: ScriptRedis,
+    protected readonly keys: RedisKeys,
+    private readonly keyOf: (id: string) => string,
+    private readonly what: string,
+  ) {}
+
+  async get(id: string): Promise<T | undefined> {
+    return decodeHash<T>(await this.redis.hgetall(this.keyOf(id)));
+  }
+
+  protected async put(record: T): Promise<void> {
+    await this.redis.asmPut(this.keyOf(record.id), ...encode(record));
+  }
+
+  /** The records of ids, undefined where one is missing (an index entry outliving its record). */
+  protected getMany(ids: string[]): Promise<(T | undefined)[]> {
+    return Promise.all(ids.map((id) => this.get(id)));
+  }
+
+  protected async patch(id: string, patch: Partial<T>): Promise<T> {
+    const merged = await this.redis.asmPatch(this.keyOf(id), ...encode(patch));
+    if (!merged) throw new AsmError('not_found', `${this.what} ${id} not found`);
+    return decodePairs<T>(merged);
+  }
+
+  /** Look up the records an index names; drop the entries whose record is missing or no longer qualifies. */
+  protected async resolveIndex(ids: string[], keep: (record: T) => boolean, drop: (id: string, record: T | undefined) => Promise<unknown>): Promise<T[]> {
+    const found = await this.getMany(ids);
+    const kept: T[] = [];
+    const stale: Promise<unknown>[] = [];
+    found.forEach((record, i) => {
+      if (record && keep(record)) kept.push(record);
+      else stale.push(drop(ids[i], record));
+    });
+    await Promise.all(stale);
+    return kept;
+  }
+}
+
+export class RedisSessionStore extends RedisRecords<SessionRecord> implements SessionStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.session, 'session');
+  }
+
+  async create(session: SessionRecord): Promise<void> {
+    await Promise.all([
+      this.redis.zadd(this.keys.tenantSessions(session.tenant), Date.parse(session.created_at), session.id),
+      this.redis.sadd(this.keys.sessions, session.id),
+      this.indexClosed(session),
+      this.put(session),
+    ]);
+  }
+  async list(tenant: string): Promise<SessionRecord[]> {
+    const key = this.keys.tenantSessions(tenant);
+    const ids = await this.redis.zrange(key, 0, -1);
+    return this.resolveIndex(ids, () => true, (id) => this.redis.zrem(key, id));
+  }
+  async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
+    const session = await this.patch(id, patch);
+    if ('state' in patch || 'closed_at' in patch) await this.indexClosed(session);
+    return session;
+  }
+  count(): Promise<number> {
+    return this.redis.scard(this.keys.sessions);
+  }
+
+  private indexClosed(session: SessionRecord): Promise<number> {
+    return session.state === 'closed'
+      ? this.redis.zadd(this.keys.closedSessions, Date.parse(session.closed_at ?? session.created_at), session.id)
+      : this.redis.zrem(this.keys.closedSessions, session.id);
+  }
+}
+
+export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.run, 'run');
+  }
+
+  async create(run: RunRecord): Promise<void> {
+    await Promise.all([this.redis.rpush(this.keys.sessionRuns(run.session_id), run.id), this.indexUnfinished(run), this.put(run)]);
+  }
+  async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
+    const run = await this.patch(id, patch);
+    if ('state' in patch) await this.indexUnfinished(run);
+    return run;
+  }
+  async listBySession(sessionId: string): Promise<RunRecord[]> {
+    const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
+    return runs.filter((run) => run !== undefined);
+  }
+  async listUnfinished(): Promise<RunRecord[]> {
+    const ids = await this.redis.smembers(this.keys.unfinishedRuns);
+    const runs = await this.resolveIndex(ids, (run) => !isTerminalRunState(run.state), (id) => this.redis.srem(this.keys.unfinishedRuns, id));
+    return runs.sort(byTime('created_at'));
+  }
+
+  private indexUnfinished(run: RunRecord): Promise<number> {
+    return isTerminalRunState(run.state) ? this.redis.srem(this.keys.unfinishedRuns, run.id) : this.redis.sadd(this.keys.unfinishedRuns, run.id);
+  }
+}
+
+export class RedisApprovalStore extends RedisRecords<ApprovalRecord> implements ApprovalStore {
+  constructor(redis: ScriptRedis, keys: RedisKeys) {
+    super(redis, keys, keys.approval, 'approval');
+  }
+
+  async create(approval: ApprovalRecord): Promise<void> {
+    const pendingIndexes =
+      approval.state === 'pending'
+        ? [
+            this.redis.sadd(this.keys.runPending(approval.run_id), approval.id),
+            this.redis.sadd(this.keys.sessionPending(approval.session_id), approval.id),
+            this.redis.zadd(this.keys.approvalExpiry, Date.parse(approval.expires_at), approval.id),
+          ]
+        : [];
+    await Promise.all([...pendingIndexes, this.redis.sadd(this.keys.sessionApprovals(approval.session_id), approval.id), this.put(approval)]);
+  }
+  async resolve(id: string, decision: NonNullable<ApprovalRecord['decision']>, reason: string | null): Promise<ResolveOutcome> {
+    const resolution = { state: 'resolved', decision, reason, resolved_at: new Date().toISOString() };
+    const reply = await this.redis.asmResolve(this.keys.approval(id), PENDING, ...encode(resolution));
+    if (!reply) return { outcome: 'not_found' };
+    const approval = decodePairs<ApprovalRecord>(reply[1]);
+    if (reply[0] === 0) return { outcome: 'already_resolved', approval };
+    await this.unindexPending(id, approval);
+    return { outcome: 'resolved', approval };
+  }
+  async listPending(filter: { sessionId?: string; runId?: string }): Promise<ApprovalRecord[]> {
+    const ids =
+      filter.runId !== undefined
+        ? await this.redis.smembers(this.keys.runPending(filter.runId))
+        : filter.sessionId !== undefined
+          ? await this.redis.smembers(this.keys.sessionPending(filter.sessionId))
+          : await this.redis.zrange(this.keys.approvalExpiry, 0, -1);
+    const pending = await this.resolvePending(ids);
+    return pending
+      .filter((a) => (filter.sessionId === undefined || a.session_id === filter.sessionId) && (filter.runId === undefined || a.run_id === filter.runId))
+      .sort(byTime('requested_at'));
+  }
+  async listExpired(now: number, limit: number): Promise<ApprovalRecord[]> {
+    const expired: ApprovalRecord[] = [];
+    // Stale entries are removed as they are met, so the next page starts after the ones already taken.
+    while (expired.length < limit) {
+      const ids = await this.redis.zrangebyscore(this.keys.approvalExpiry, '-inf', now, 'LIMIT', expired.length, limit - expired.length);
+      if (ids.length === 0) break;
+      expired.push(...(await this.resolvePending(ids)));
+    }
+    return expired;
+  }
+
+  /** Pending approvals of ids; the ones resolved or gone are taken out of every pending index. */
+  private resolvePending(ids: string[]): Promise<ApprovalRecord[]> {
+    return this.resolveIndex(ids, (a) => a.state === 'pending', (id, approval) => this.unindexPending(id, approval));
+  }
+
+  private unindexPending(id: string, approval: ApprovalRecord | undefined): Promise<unknown> {
+    const byOwner = approval
+      ? [this.redis.srem(this.keys.runPending(approval.run_id), id), this.redis.srem(this.keys.sessionPending(approval.session_id), id)]
+      : [];
+    return Promise.all([...byOwner, this.redis.zrem(this.keys.approvalExpiry, id)]);
+  }
+}

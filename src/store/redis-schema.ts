@@ -1,0 +1,161 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * Distributed mode's store: several API processes share one Redis, and any of them may be SIGKILLed at
+ * any moment, so everything lives in Redis and no process holds state another one needs.
+ *
+ * Key layout (prefix `asm` by default; `{…}` is the Redis Cluster hash tag):
+ *
+ *   asm:{ses_…}:session            hash   the session record, one field per top-level property (JSON)
+ *   asm:{ses_…}:seq                string the session's last seq (INCR)
+ *   asm:{ses_…}:events             stream the events, entry id `<seq>-0`, trimmed to eventsPerSession
+ *   asm:{ses_…}:runs               list   run ids in creation order
+ *   asm:{ses_…}:approvals          set    every approval id of the session (for eviction)
+ *   asm:{ses_…}:pending            set    pending approval ids of the session
+ *   asm:{run_…}:run                hash   the run record
+ *   asm:{run_…}:pending            set    pending approval ids of the run
+ *   asm:{<approval id>}:approval   hash   the approval record
+ *   asm:sessions                   set    every session id (count)
+ *   asm:tenant:<tenant>:sessions   zset   the tenant's session ids by created_at
+ *   asm:sessions:closed            zset   closed session ids by closed_at (eviction, oldest first)
+ *   asm:runs:unfinished            set    ids of runs queued or running (orphan sweep)
+ *   asm:approvals:expiry           zset   pending approval ids by expires_at (timeout sweep)
+ *   channel asm:events:<ses_…>     the session's live events, published by the append script
+ *
+ * Why it is shaped this way:
+ * - Records are hashes of JSON fields, not one JSON string: an update is an HSET of the patched fields
+ *   inside a script that first checks the record exists, so concurrent updates of different fields
+ *   from different processes never lose each other, a deleted record is never resurrected, and values
+ *   round-trip exactly (Lua never parses them, so cjson cannot turn [] into {}).
+ * - Every script or multi-key command touches keys of one hash tag only (redisKeys().groups lists
+ *   them; a test checks they share a slot), so the store runs on Redis Cluster. Indexes span sessions
+ *   and so live in other slots; they are maintained by separate single-key commands, written before
+ *   the record they point at. A crash between the two leaves an index entry without a record, or a
+ *   stale entry; readers treat indexes as hints, check the record, and remove what is stale.
+ * - One script assigns seq (INCR), adds the stream entry with id `<seq>-0`, stamps the session's
+ *   last_seq and PUBLISHes: seq is gap-free across processes, a read after a cursor is an XRANGE
+ *   from `<cursor+1>`, and publication order is seq order, so each subscriber connection receives a
+ *   session's events in seq order. The session's last_seq is thereby current in every process (the
+ *   memory store leaves it to the service, which sets it at close).
+ * - Pub/sub loses what is published while a subscriber is disconnected or not yet subscribed. So each
+ *   subscribed session is followed with a cursor (catch-up.ts): on (re)subscription and on any seq gap
+ *   the missing events are read from the stream, and a listener never misses an event appended after
+ *   subscribe().
+ *   All-session listeners (live only, by contract) are not caught up.
+ * - While Redis is unreachable calls fail at once (no offline queue, a command timeout, no replay of
+ *   in-flight commands after a reconnect, which could append an event twice) with not_ready, i.e.
+ *   HTTP 503; the connections keep reconnecting and the store works again without a restart. A call
+ *   that timed out may still have taken effect.
+ */
+
+
+export type RedisKeys = ReturnType<typeof redisKeys>;
+
+export function redisKeys(prefix: string) {
+  const tagged = (id: string, what: string) => `${prefix}:{${id}}:${what}`;
+  const keys = {
+    prefix,
+    session: (id: string) => tagged(id, 'session'),
+    seq: (sessionId: string) => tagged(sessionId, 'seq'),
+    events: (sessionId: string) => tagged(sessionId, 'events'),
+    sessionRuns: (sessionId: string) => tagged(sessionId, 'runs'),
+    sessionApprovals: (sessionId: string) => tagged(sessionId, 'approvals'),
+    sessionPending: (sessionId: string) => tagged(sessionId, 'pending'),
+    run: (id: string) => tagged(id, 'run'),
+    runPending: (runId: string) => tagged(runId, 'pending'),
+    approval: (id: string) => tagged(id, 'approval'),
+    sessions: `${prefix}:sessions`,
+    tenantSessions: (tenant: string) => `${prefix}:tenant:${tenant}:sessions`,
+    closedSessions: `${prefix}:sessions:closed`,
+    unfinishedRuns: `${prefix}:runs:unfinished`,
+    approvalExpiry: `${prefix}:approvals:expiry`,
+    channel: (sessionId: string) => `${prefix}:events:${sessionId}`,
+    allChannels: `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:events:*`,
+  };
+  return {
+    ...keys,
+    /** The keys of each script or command that touches several keys; each group must share one cluster slot. */
+    groups: {
+      append: (sessionId: string) => [keys.seq(sessionId), keys.events(sessionId), keys.session(sessionId)],
+      sessionOwned: (sessionId: string) => [
+        keys.session(sessionId),
+        keys.seq(sessionId),
+        keys.events(sessionId),
+        keys.sessionRuns(sessionId),
+        keys.sessionApprovals(sessionId),
+        keys.sessionPending(sessionId),
+      ],
+      runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId)],
+    },
+  };
+}
+
+/** Lua scripts, each on the keys of one hash tag. Record field values are opaque JSON strings to Lua. */
+export const SCRIPTS = {
+  /** Replace a record. */
+  asmPut: {
+    numberOfKeys: 1,
+    lua: `redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1`,
+  },
+  /** Merge top-level fields into an existing record; nil when there is none. */
+  asmPatch: {
+    numberOfKeys: 1,
+    lua: `if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return redis.call('HGETALL', KEYS[1])`,
+  },
+  /** ARGV[1] is the encoded pending state, the rest the resolution's fields: {1, record} when this call resolved it, {0, record} when it was not pending. */
+  asmResolve: {
+    numberOfKeys: 1,
+    lua: `local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state ~= ARGV[1] then return {0, redis.call('HGETALL', KEYS[1])} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return {1, redis.call('HGETALL', KEYS[1])}`,
+  },
+  /** KEYS: seq, events, session. ARGV: maxlen, channel, the event's JSON without seq (an object with fields). Returns the seq. */
+  asmAppend: {
+    numberOfKeys: 3,
+    lua: `local seq = redis.call('INCR', KEYS[1])
+local digits = string.format('%d', seq)
+local json = '{"seq":' .. digits .. ',' .. string.sub(ARGV[3], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], digits .. '-0', 'e', json)
+if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'last_seq', digits) end
+redis.call('PUBLISH', ARGV[2], json)
+return seq`,
+  },
+} as const;
+
+export type ScriptRedis = Redis & {
+  asmPut(key: string, ...fields: string[]): Promise<number>;
+  asmPatch(key: string, ...fields: string[]): Promise<string[] | null>;
+  asmResolve(key: string, pending: string, ...fields: string[]): Promise<[number, string[]] | null>;
+  asmAppend(seqKey: string, eventsKey: string, sessionKey: string, maxlen: number, channel: string, json: string): Promise<number>;
+};
+
+export const PENDING = JSON.stringify('pending');
+/** Stream entries read per XRANGE when filtering or catching up. */
+export const PAGE = 500;
+
+/** Field/value arguments for HSET: each defined top-level property as JSON. */
+export function encode(record: object): string[] {
+  return Object.entries(record).flatMap(([field, value]) => (value === undefined ? [] : [field, JSON.stringify(value)]));
+}
+
+export function decodePairs<T>(flat: string[]): T {
+  const record: Record<string, unknown> = {};
+  for (let i = 0; i < flat.length; i += 2) record[flat[i]] = JSON.parse(flat[i + 1]);
+  return record as T;
+}
+
+export function decodeHash<T>(hash: Record<string, string>): T | undefined {
+  const fields = Object.keys(hash);
+  if (fields.length === 0) return undefined;
+  return Object.fromEntries(fields.map((field) => [field, JSON.parse(hash[field])])) as T;
+}
+
+export function byTime<T>(field: keyof T) {
+  return (a: T, b: T) => Date.parse(a[field] as string) - Date.parse(b[field] as string);
+}
