@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
-import { Command, CommandState, type Execution } from './command.js';
+import { Command, type Execution } from './command.js';
+import { CommandState } from './command-state.js';
 import { errorMessage, laneErrors } from './errors.js';
 import type { LaneState } from './lane-state.js';
 import { retryDelayMs } from './policies.js';
@@ -110,7 +111,7 @@ const HINT_SLOT = -1;
  * - Terminal failures stay in BullMQ's failed set, which is the DLQ every engine reads.
  */
 export class BullMQLaneEngine extends LaneSchedulerCore {
-  private readonly runtimes = new Map<LaneState, LaneRuntime>();
+  private readonly runtimes = new Map<LaneState<Command>, LaneRuntime>();
   private readonly leases = new Map<Command, Lease>();
   /** Foreign jobs known to wait, by job id. */
   private readonly hints = new Map<string, Command>();
@@ -432,7 +433,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     });
   }
 
-  private async removeJob(lane: LaneState, jobId: string): Promise<boolean> {
+  private async removeJob(lane: LaneState<Command>, jobId: string): Promise<boolean> {
     let removed = false;
     try {
       removed = (await this.track(this.runtimes.get(lane)!.queue.remove(jobId))) === 1;
@@ -454,14 +455,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   /** Puts a job this engine holds back to wait, for any engine to run. */
-  private giveBackJob(lane: LaneState, lease: Lease): void {
+  private giveBackJob(lane: LaneState<Command>, lease: Lease): void {
     void this.track(
       lease.job.moveToWait(lease.token).then(() => this.signal(['w', lane.id, lease.job.id!]), noop),
     );
   }
 
   /** The lane whose queue holds the job in one of `states`. */
-  private async findJob(jobId: string, states: Set<string>): Promise<LaneState | undefined> {
+  private async findJob(jobId: string, states: Set<string>): Promise<LaneState<Command> | undefined> {
     const found = await this.bounded(
       Promise.all(this.laneList.map((lane) => this.runtimes.get(lane)!.queue.getJobState(jobId))),
     );
@@ -469,7 +470,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     return index < 0 ? undefined : this.laneList[index];
   }
 
-  private async failedJob(jobId: string): Promise<[LaneState, Job] | undefined> {
+  private async failedJob(jobId: string): Promise<[LaneState<Command>, Job] | undefined> {
     const lane = await this.findJob(jobId, new Set(['failed']));
     if (lane === undefined) return undefined;
     const job = await this.runtimes.get(lane)!.queue.getJob(jobId);
@@ -477,7 +478,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   private readonly renewLocks = (): void => {
-    const byLane = new Map<LaneState, Lease[]>();
+    const byLane = new Map<LaneState<Command>, Lease[]>();
     for (const [command, lease] of this.leases) {
       const list = byLane.get(command.lane);
       if (list) list.push(lease);
@@ -622,7 +623,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   /** A stall check of this engine moved the job back to wait, or failed it after too many stalls. */
-  private async onStalled(lane: LaneState, jobId: string): Promise<void> {
+  private async onStalled(lane: LaneState<Command>, jobId: string): Promise<void> {
     const { queue } = this.runtimes.get(lane)!;
     let message: Signal | undefined;
     try {
@@ -638,7 +639,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     this.dispatch();
   }
 
-  private hint(lane: LaneState, jobId: string): void {
+  private hint(lane: LaneState<Command>, jobId: string): void {
     // A known hint is queued, or being fetched: that fetch settles what the job is.
     if (this.intakeStopped || this.closed || this.hints.has(jobId)) return;
     const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
@@ -838,7 +839,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
    * with any, without a rate limit or pause that could hold it back. Only then may the completion
    * fetch the lane's next job, or the gate's choice between lanes would be bypassed.
    */
-  private nextGrantIsOwnLane(lane: LaneState): boolean {
+  private nextGrantIsOwnLane(lane: LaneState<Command>): boolean {
     if (lane.pending === 0 || lane.paused || lane.bucket !== undefined || this.closed) return false;
     for (const other of this.laneList) if (other !== lane && other.pending !== 0) return false;
     return true;

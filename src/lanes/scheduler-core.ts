@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { Command, CommandState, Execution } from './command.js';
+import { Command, Execution } from './command.js';
+import { CommandState } from './command-state.js';
 import { CommandIndex } from './command-index.js';
 import { errorMessage, laneErrors } from './errors.js';
 import { LaneState } from './lane-state.js';
@@ -61,8 +62,8 @@ export const noop = () => {};
  * that the in-process engine's submit/cancel/pause pay no extra microtask turn.
  */
 export abstract class LaneSchedulerCore implements LaneEngine {
-  protected readonly laneList: LaneState[];
-  protected readonly laneById = new Map<string, LaneState>();
+  protected readonly laneList: LaneState<Command>[];
+  protected readonly laneById = new Map<string, LaneState<Command>>();
   private readonly configs: LaneConfig[];
   private readonly handlers = new Map<string, CommandHandler>();
   /** Pending, active and delayed commands by id: for cancel and idempotent submits. */
@@ -315,7 +316,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     if (closing !== undefined) await closing;
   }
 
-  protected lane(laneId: string): LaneState {
+  protected lane(laneId: string): LaneState<Command> {
     const lane = this.laneById.get(laneId);
     if (lane === undefined) throw laneErrors.laneNotFound(laneId);
     return lane;
@@ -356,7 +357,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   /** The lane whose head command should start now, or undefined. See the class comment for the rule. */
-  private chooseLane(): LaneState | undefined {
+  private chooseLane(): LaneState<Command> | undefined {
     const free = this.globalCap - this.globalActive;
     if (free <= 0) return undefined;
     const now = this.clockedChoice ? performance.now() : 0;
@@ -364,7 +365,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     if (this.reserves) {
       for (const lane of this.laneList) if (lane.ready(now)) reserved += lane.unusedReservation();
     }
-    let best: LaneState | undefined;
+    let best: LaneState<Command> | undefined;
     let bestPriority = Infinity;
     for (const lane of this.laneList) {
       if (!lane.ready(now)) continue;
@@ -405,7 +406,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   /** Takes the lane's head command and counts its slot. */
-  private grant(lane: LaneState): Command | undefined {
+  private grant(lane: LaneState<Command>): Command | undefined {
     const command = lane.take();
     this.afterPendingDrop(lane);
     if (command === undefined) return undefined;
@@ -622,7 +623,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   /** Gives a granted slot back without running anything in it. */
-  protected releaseSlot(lane: LaneState): void {
+  protected releaseSlot(lane: LaneState<Command>): void {
     lane.active--;
     this.globalActive--;
   }
@@ -640,7 +641,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   /** Hysteresis: a pressured lane turns idle only once its queue is empty. */
-  private afterPendingDrop(lane: LaneState): void {
+  private afterPendingDrop(lane: LaneState<Command>): void {
     if (lane.pressured && lane.pending === 0) {
       lane.pressured = false;
       this.emit('queue.lane.idle', { lane_id: lane.id });
