@@ -4,10 +4,10 @@ import { Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { Command, type Execution } from './command.js';
 import { CommandState } from './command-state.js';
-import { errorMessage, laneErrors } from './errors.js';
+import { errorMessage, laneErrors, noop } from './errors.js';
 import type { LaneState } from './lane-state.js';
 import { retryDelayMs } from './policies.js';
-import { LaneSchedulerCore, noop } from './scheduler-core.js';
+import { LaneSchedulerCore } from './scheduler-core.js';
 import { LaneError, type CommandHandle, type CommandSpec, type DeadLetter, type EngineOptions, type LaneMetrics } from './types.js';
 
 export interface BullMQEngineOptions extends EngineOptions {
@@ -151,8 +151,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private readonly inflight = new Set<Promise<unknown>>();
 
   constructor(options: BullMQEngineOptions) {
-    // Grants only start fetches, so a pass never runs handlers and needs no burst limit.
-    super(options, Infinity);
+    super(options, {
+      // Grants only start fetches, so a pass never runs handlers and needs no burst limit.
+      burst: Infinity,
+      // A retry's local requeue fires this much after BullMQ's delay, so the job is due when fetched.
+      requeueSlackMs: REQUEUE_SLACK_MS,
+      // The failed set in Redis is the DLQ; nothing is kept in memory.
+      keepsDeadLetters: false,
+    });
     this.lockDurationMs = options.lockDurationMs ?? 30_000;
     this.commandTimeoutMs = options.commandTimeoutMs ?? 5_000;
     this.dlqLimit = options.dlqSize ?? 0;
@@ -214,7 +220,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
           this.producer.lrange(queue.keys.wait!, 0, -1),
           this.producer.zrange(queue.keys.prioritized!, 0, -1),
         ]);
-        for (const id of [...waiting.reverse(), ...prioritized]) if (this.live.get(id) === undefined) this.hint(lane, id);
+        for (const id of [...waiting.reverse(), ...prioritized]) if (this.commands.live.get(id) === undefined) this.hint(lane, id);
       }),
     );
     this.lockTimer = setInterval(this.renewLocks, this.lockDurationMs / 2);
@@ -229,15 +235,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     await super.shutdown();
   }
 
-  protected override stopTimers(): void {
+  protected override async teardown(): Promise<void> {
     clearTimeout(this.refetchTimer);
     clearInterval(this.lockTimer);
     for (const timer of this.hintTimers) clearTimeout(timer);
     this.hintTimers.clear();
-    for (const hint of this.hints.values()) this.dropHint(hint);
-  }
-
-  protected override async afterClose(): Promise<void> {
     // Outcomes, removals and their signals get their chance to reach Redis, but a Redis that is away
     // cannot hold close() up.
     await this.bounded(Promise.allSettled([...this.inflight])).catch(noop);
@@ -272,7 +274,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   }
 
   private storeJob(command: Command, revive: Job | undefined): Promise<unknown> {
-    const data: JobData = { payload: command.payload, s: this.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
+    const data: JobData = { payload: command.payload, s: this.commands.live.isCallerChosen(command) ? SUBMITTER_ANY : this.engineId };
     if (revive) {
       // Whoever waited for the failed job has its failure; now this engine waits for the outcome.
       return revive.updateData(data).then(() => revive.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true }));
@@ -304,18 +306,10 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
   }
 
-  /** A zero delay went straight back to BullMQ's wait list; a positive one is due after its delay. */
-  protected override requeueDelayMs(delayMs: number): number {
-    return delayMs === 0 ? 0 : delayMs + REQUEUE_SLACK_MS;
-  }
-
-  /** The failed set in Redis is the DLQ; nothing is kept in memory. */
-  protected override recordDeadLetter(): void {}
-
   // ---- LaneEngine overrides -------------------------------------------------------------------
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
-    const joined = spec.id === undefined ? undefined : this.live.get(spec.id);
+    const joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
     const handle = await super.submit(laneId, spec);
     if (joined === undefined) {
       // A new job: idle engines learn of it from this, and fetch it.
@@ -334,17 +328,17 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
    * engine, finished, or not found → 'unknown': the caller has to reach the engine that runs it.
    */
   override async cancel(commandId: string, reason?: string): Promise<'pending' | 'active' | 'unknown'> {
-    const local = this.live.get(commandId);
+    const local = this.commands.live.get(commandId);
     if (local?.state === CommandState.Active) return super.cancel(commandId, reason);
     const lane = local?.lane ?? (await this.findJob(commandId, QUEUED_STATES));
     if (lane === undefined) return 'unknown';
     const state = await this.runtimes.get(lane)!.queue.getJobState(commandId);
     if (!QUEUED_STATES.has(state) || !(await this.removeJob(lane, commandId))) {
       // A fetch of this engine may have taken it meanwhile.
-      return this.live.get(commandId)?.state === CommandState.Active ? super.cancel(commandId, reason) : 'unknown';
+      return this.commands.live.get(commandId)?.state === CommandState.Active ? super.cancel(commandId, reason) : 'unknown';
     }
-    const command = this.live.get(commandId);
-    if (command !== undefined && command.state !== CommandState.Active) this.discard(command, laneErrors.cancelled(reason));
+    const command = this.commands.live.get(commandId);
+    if (command !== undefined && command.state !== CommandState.Active) this.commands.discard(command, laneErrors.cancelled(reason));
     return 'pending';
   }
 
@@ -559,14 +553,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         const lane = this.laneById.get(message[1]);
         if (lane === undefined) break;
         // Foreign work, or a local command back from elsewhere (given back, recovered from a stall).
-        const state = this.live.get(message[2])?.state;
+        const state = this.commands.live.get(message[2])?.state;
         if ((state === undefined && !this.refused.has(message[2])) || state === CommandState.Elsewhere) this.hint(lane, message[2]);
         break;
       }
       case 'd': {
         const [, laneId, jobId, dueAt] = message;
         const lane = this.laneById.get(laneId);
-        if (lane === undefined || this.live.get(jobId)?.state === CommandState.Delayed) break; // its own retry timer brings it back
+        if (lane === undefined || this.commands.live.get(jobId)?.state === CommandState.Delayed) break; // its own retry timer brings it back
         // Nobody promotes a delayed job without a fetch on its lane, so a hint comes due with it.
         const timer = setTimeout(() => {
           this.hintTimers.delete(timer);
@@ -589,31 +583,31 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   private onTaken(message: Taken): void {
     const jobId = message[1];
     this.dropHint(this.hints.get(jobId));
-    const command = this.live.get(jobId);
+    const command = this.commands.live.get(jobId);
     if (command === undefined) return;
     if (this.fetchingItself(command)) {
       // An outcome heard meanwhile says more than this.
       if (!this.heardDuringFetch.has(jobId)) this.heardDuringFetch.set(jobId, message);
     } else if (command.state === CommandState.Pending || command.state === CommandState.Delayed) {
-      this.detach(command);
+      this.commands.detach(command);
       command.state = CommandState.Elsewhere;
     }
   }
 
   private onFinishedElsewhere(message: Outcome): void {
     const jobId = message[1];
-    const command = this.live.get(jobId);
+    const command = this.commands.live.get(jobId);
     if (command === undefined || command.state === CommandState.Done) return;
     if (command.state === CommandState.Active) {
       if (this.fetchingItself(command)) this.heardDuringFetch.set(jobId, message);
       return;
     }
     if (message[0] === 'c') {
-      this.settleElsewhere(command, { value: message[2] });
+      this.commands.settleElsewhere(command, { value: message[2] });
     } else if (message[0] === 'f') {
-      this.settleElsewhere(command, { error: remoteError(message[2]) });
+      this.commands.settleElsewhere(command, { error: remoteError(message[2]) });
     } else {
-      this.discard(command, laneErrors.cancelled('removed from the queue'));
+      this.commands.discard(command, laneErrors.cancelled('removed from the queue'));
     }
   }
 
@@ -644,12 +638,12 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (this.intakeStopped || this.closed || this.hints.has(jobId)) return;
     const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
     this.hints.set(jobId, hint);
-    this.enqueue(hint);
+    this.commands.enqueue(hint);
   }
 
   private dropHint(hint: Command | undefined): void {
     if (hint === undefined || hint.state === CommandState.Active) return;
-    if (hint.state === CommandState.Pending) this.detach(hint);
+    if (hint.state === CommandState.Pending) this.commands.detach(hint);
     hint.state = CommandState.Done;
     this.forgetHint(hint);
   }
@@ -695,7 +689,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       return;
     }
     if (job === undefined || job.id === undefined) {
-      this.releaseSlot(lane);
+      this.commands.releaseSlot(lane);
       if (isHint) {
         // The hints of this lane were stale: their jobs went to other engines.
         granted.state = CommandState.Done;
@@ -707,7 +701,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       return;
     }
     this.refetchMs = REFETCH_MS;
-    let command = this.live.get(job.id);
+    let command = this.commands.live.get(job.id);
     if (command === granted) {
       // Fetched what it asked for: nothing of an earlier job with this id can still apply.
       this.heardDuringFetch.delete(granted.id);
@@ -717,13 +711,13 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       (command.state === CommandState.Pending || command.state === CommandState.Delayed || command.state === CommandState.Elsewhere)
     ) {
       this.giveBack(granted, isHint);
-      this.detach(command);
+      this.commands.detach(command);
       command.state = CommandState.Active;
     } else if (command === undefined && !this.refused.has(job.id) && this.handlerFor(job.name) !== undefined) {
       this.dropHint(this.hints.get(job.id) !== granted ? this.hints.get(job.id) : undefined);
       this.giveBack(granted, isHint);
       command = new Command(
-        this.live.claimSlot(),
+        this.commands.live.claimSlot(),
         job.id,
         job.name,
         (job.data as JobData).payload,
@@ -732,7 +726,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         performance.now() - Math.max(0, Date.now() - job.timestamp),
       );
       this.adopted.add(command);
-      this.adopt(command);
+      this.commands.adopt(command);
     } else {
       // Refused at submit; or running here already, or a type this engine has no handler for:
       // another engine takes it.
@@ -743,7 +737,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
         // engines lacking its handler cannot pass it back and forth.
         void this.track(job.moveToWait(token).catch(noop));
       }
-      this.releaseSlot(lane);
+      this.commands.releaseSlot(lane);
       this.giveBack(granted, isHint);
       this.scheduleRefetch();
       return;
@@ -771,7 +765,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
    * Returns whether it is queued here again.
    */
   private regrant(granted: Command): boolean {
-    this.returnGrant(granted);
+    this.commands.returnGrant(granted);
     const heard = this.heardDuringFetch.get(granted.id);
     if (heard === undefined) return true;
     this.heardDuringFetch.delete(granted.id);
@@ -825,7 +819,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       }
     }
     this.adopted.delete(command);
-    if (command.state !== CommandState.Done) this.completed(command, value); // unless closed meanwhile
+    if (command.state !== CommandState.Done) this.commands.completed(command, value); // unless closed meanwhile
     const unused = runtime.prefetched;
     if (unused !== undefined) {
       // The freed slot went elsewhere after all: the job goes back for the next fetch.
@@ -849,7 +843,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (command.run !== run) return;
     command.run = undefined;
     clearTimeout(command.timer);
-    const retrying = this.retrying(command);
+    const retrying = this.commands.retrying(command);
     const lease = this.leases.get(command);
     this.leases.delete(command);
     /** The signal of a retry BullMQ has scheduled. */
@@ -875,11 +869,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
     const adopted = this.adopted.delete(command);
     if (command.state === CommandState.Done) return;
-    this.failedAttempt(command, error, timedOut, retrying);
+    this.commands.failedAttempt(command, error, timedOut, retrying);
     if (adopted && retrying) {
       // Its retry is anyone's, like its submitter's: were it kept here waiting to fetch it, nothing
       // would tell this engine if another took it (no engine reports taking its own job).
-      this.forget(command);
+      this.commands.forget(command);
       if (retry !== undefined) this.onSignal(retry);
     }
   }

@@ -46,3 +46,6 @@ export const laneErrors = {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** For what is deliberately ignored: a result nobody reads, an error event, a placeholder handler. */
+export const noop = () => {};
