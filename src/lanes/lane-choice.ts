@@ -48,6 +48,18 @@ export function chooseLane<C extends Queued>(
   return best;
 }
 
+/**
+ * Whether the slot `lane` is about to free will go to `lane` again, whatever `chooseLane` is asked
+ * next: the lane has work and is the only one with any, and no rate limit or pause can hold it back.
+ * Only then may an engine prepare the lane's next command early (the BullMQ engine fetches its job
+ * with the completion) without bypassing the choice between lanes.
+ */
+export function freedSlotStaysIn<C extends Queued>(lanes: readonly LaneState<C>[], lane: LaneState<C>): boolean {
+  if (lane.pending === 0 || lane.paused || lane.bucket !== undefined) return false;
+  for (const other of lanes) if (other !== lane && other.pending !== 0) return false;
+  return true;
+}
+
 /** Whether `chooseLane` must count reservations: only under a global cap, and only if a lane has a minimum. */
 export function hasReservations(lanes: readonly LaneState<Queued>[], globalCap: number): boolean {
   return globalCap !== Infinity && lanes.some((lane) => lane.min > 0);

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CommandState } from '../../src/lanes/command-state.js';
-import { chooseLane, hasReservations, readsClock } from '../../src/lanes/lane-choice.js';
+import { chooseLane, freedSlotStaysIn, hasReservations, readsClock } from '../../src/lanes/lane-choice.js';
 import { LaneState, type Queued } from '../../src/lanes/lane-state.js';
 import { boost, rateLimit } from '../../src/lanes/policies.js';
 import type { LaneConfig } from '../../src/lanes/types.js';
@@ -97,5 +97,19 @@ describe('when the lane choice needs more than the lanes', () => {
     expect(readsClock([lane('a', 0), lane('b', 1)])).toBe(false);
     expect(readsClock([lane('a', 0, { boost: boost.standard(1000) })])).toBe(true);
     expect(readsClock([lane('a', 0, { rateLimit: rateLimit.perSecond(5) })])).toBe(true);
+  });
+});
+
+describe('freedSlotStaysIn', () => {
+  it('holds only for the one lane with work, when nothing can hold it back', () => {
+    const only = lane('only', 3, { pending: 2, active: 1 });
+    expect(freedSlotStaysIn([lane('idle', 0), only], only)).toBe(true);
+    expect(freedSlotStaysIn([lane('other', 9, { pending: 1 }), only], only)).toBe(false);
+    const empty = lane('empty', 0, { active: 1 });
+    expect(freedSlotStaysIn([empty], empty)).toBe(false);
+    const paused = lane('paused', 0, { pending: 1, paused: true });
+    expect(freedSlotStaysIn([paused], paused)).toBe(false);
+    const limited = lane('limited', 0, { pending: 1, rateLimit: rateLimit.perSecond(100) });
+    expect(freedSlotStaysIn([limited], limited)).toBe(false);
   });
 });
