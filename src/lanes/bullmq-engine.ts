@@ -171,7 +171,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   protected override abandon(command: Command, error: LaneError): void {
     const lease = this.jobs.release(command);
     if (lease === undefined) return; // still fetching: place() hands the job back
-    if (this.adoption.release(command)) {
+    if (this.adoption.disown(command)) {
       // Its submitter still waits: another engine runs it again (handlers are idempotent).
       this.jobs.giveBack(command.lane, lease);
     } else {
@@ -189,7 +189,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       this.signals.send(['w', laneId, handle.id]);
     } else {
       // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
-      this.adoption.release(joined);
+      this.adoption.disown(joined);
     }
     return handle;
   }
@@ -299,7 +299,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       const next = await this.jobs.complete(lane, lease, value === undefined ? null : value, prefetch);
       if (next !== undefined) this.jobs.keepPrefetched(lane, next);
     }
-    this.adoption.release(command);
+    this.adoption.disown(command);
     if (command.state !== CommandState.Done) this.commands.completed(command, value); // unless closed meanwhile
     const unused = this.jobs.takePrefetched(lane);
     // The freed slot went elsewhere after all: the job goes back for the next fetch.
@@ -319,7 +319,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       else if (retrying) retry = await this.jobs.retryLater(lease, command, error);
       else await this.jobs.fail(lease, errorMessage(error));
     }
-    const adopted = this.adoption.release(command);
+    const adopted = this.adoption.disown(command);
     if (command.state === CommandState.Done) return;
     this.commands.failedAttempt(command, error, timedOut, retrying);
     if (adopted && retrying) {

@@ -66,8 +66,11 @@ export class Adoption {
     this.hintTimers.clear();
   }
 
-  /** Whether the command ran here for another engine's submit; from now on it does not (it finished, or a local submit joined it). */
-  release(command: Command): boolean {
+  /**
+   * Whether the command ran here for another engine's submit; from then on it is this engine's own
+   * (a local submit joined it) or nobody's (it finished).
+   */
+  disown(command: Command): boolean {
     return this.adopted.delete(command);
   }
 
