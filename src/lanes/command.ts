@@ -1,21 +1,6 @@
-import type { CommandContext, CommandHandler } from './types.js';
+import { CommandState } from './command-state.js';
 import type { LaneState } from './lane-state.js';
-
-/** Where a command is in its life; small integers because dispatch compares them per command. */
-export const CommandState = {
-  Pending: 0,
-  Active: 1,
-  /** Waiting out a retry delay: neither queued nor running, but still owed a result. */
-  Delayed: 2,
-  /** Settled; if it is still in its lane's ring it is a tombstone that dispatch skips. */
-  Done: 3,
-  /**
-   * BullMQ engine only: submitted here, but its job is running on another engine (or waits there
-   * for a retry); its outcome arrives as a signal from the engine that runs it.
-   */
-  Elsewhere: 4,
-} as const;
-export type CommandState = (typeof CommandState)[keyof typeof CommandState];
+import type { CommandContext, CommandHandler } from './types.js';
 
 /** One submitted command, from submit until its result settles, across all of its attempts. */
 export class Command {
@@ -40,7 +25,7 @@ export class Command {
     readonly id: string,
     readonly type: string,
     readonly payload: unknown,
-    readonly lane: LaneState,
+    readonly lane: LaneState<Command>,
     readonly handler: CommandHandler,
     /** Submit time; the priority boost measures its deadline from here, across retries. */
     readonly submittedAt: number,

@@ -2,8 +2,8 @@ import { LaneError } from './types.js';
 
 /**
  * The engine's own errors, built in one place so that every engine prints the same text. The
- * messages that a3s-lane also produces keep its Display strings (lane.md §5), because clients
- * already match on them.
+ * messages that a3s-lane also produces keep its wording (its Rust `Display` strings), because
+ * clients already match on them.
  */
 
 /**
@@ -26,7 +26,7 @@ export const laneErrors = {
   laneNotFound: (id: string) => new LaneError('lane_not_found', `Lane not found: ${id}`),
   shuttingDown: () => new LaneError('shutdown_in_progress', 'Queue is shutting down, not accepting new commands'),
   timeout: (ms: number) => new LaneError('timeout', `Command timed out after ${formatDuration(ms)}`),
-  /** a3s-lane reused the command-timeout text here (§8.8); a drain timeout now says what it is. */
+  /** a3s-lane reused the command-timeout text here; a drain timeout now says what it is. */
   drainTimeout: (ms: number) => new LaneError('drain_timeout', `Drain timed out after ${formatDuration(ms)}`),
   queueFull: (lane: string, maxPending: number) =>
     new LaneError('queue_full', `Queue error: lane ${lane} is full (${maxPending} pending)`),
@@ -46,3 +46,6 @@ export const laneErrors = {
 export function errorMessage(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** For what is deliberately ignored: a result nobody reads, an error event, a placeholder handler. */
+export const noop = () => {};

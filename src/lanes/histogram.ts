@@ -4,7 +4,7 @@ import type { LatencySummary } from './types.js';
  * A log-linear histogram over whole microseconds: values below 16 µs get a bucket each, and every
  * power of two above is split into 16 buckets, so a reported percentile is within about 3% of the
  * true value. Recording is O(1) and memory is fixed (464 counters), where a3s-lane kept every
- * sample and re-sorted them on each record (§8.15).
+ * sample and re-sorted them on each record (src/lanes/README.md, "a3s-lane defects fixed").
  */
 const SUB_BITS = 4;
 const SUB = 1 << SUB_BITS;

@@ -1,6 +1,6 @@
 /**
  * The lane engine as a library: priority lanes of JSON commands routed to handlers by type. It
- * knows nothing about agents. See README.md in this folder.
+ * knows nothing about agents. See src/lanes/README.md.
  */
 import { InProcessLaneEngine, type InProcessEngineOptions } from './memory-engine.js';
 import type { LaneEngine } from './types.js';

@@ -1,12 +1,19 @@
 import { Histogram } from './histogram.js';
 import { Ring } from './ring.js';
-import { CommandState, type Command } from './command.js';
+import { CommandState } from './command-state.js';
 import { effectivePriority } from './policies.js';
 import { TokenBucket } from './token-bucket.js';
 import type { LaneConfig, LaneMetrics, PriorityBoost } from './types.js';
 
-/** A lane's queue, counters and policy state inside the in-process engine. */
-export class LaneState {
+/** What a lane queues: a Command, of which the lane reads only this much. */
+export interface Queued {
+  state: CommandState;
+  /** Submit time; the priority boost measures its deadline from here, across retries. */
+  readonly submittedAt: number;
+}
+
+/** A lane's queue, counters and policy state inside an engine. */
+export class LaneState<C extends Queued> {
   readonly id: string;
   readonly priority: number;
   readonly min: number;
@@ -19,7 +26,7 @@ export class LaneState {
   delayed = 0;
   paused = false;
   pressured = false;
-  private readonly queue = new Ring<Command>();
+  private readonly queue = new Ring<C>();
 
   readonly counts = { submitted: 0, completed: 0, failed: 0, timeout: 0, retried: 0, deadLettered: 0, cancelled: 0 };
   readonly latency = new Histogram();
@@ -41,13 +48,13 @@ export class LaneState {
     this.bucket = config.rateLimit && new TokenBucket(config.rateLimit.maxCommands, config.rateLimit.windowMs, now);
   }
 
-  push(command: Command): void {
+  push(command: C): void {
     this.queue.push(command);
     this.pending++;
   }
 
   /** The oldest live pending command, dropping tombstones in front of it. */
-  head(): Command | undefined {
+  head(): C | undefined {
     let command = this.queue.peek();
     while (command !== undefined && command.state !== CommandState.Pending) {
       this.queue.shift();
@@ -57,7 +64,7 @@ export class LaneState {
   }
 
   /** Returns a taken command to the head of the queue. */
-  pushFront(command: Command): void {
+  pushFront(command: C): void {
     this.queue.unshift(command);
     this.pending++;
   }
@@ -67,7 +74,7 @@ export class LaneState {
    * disagrees with the ring (only tombstones left): the count is reset, so the lane stops looking
    * ready instead of failing a dispatch. Seen once in ~27k distributed runs; the cause is not known.
    */
-  take(): Command | undefined {
+  take(): C | undefined {
     const command = this.head();
     if (command === undefined) {
       this.pending = 0;

@@ -20,8 +20,8 @@ export interface InProcessEngineOptions extends EngineOptions {
 const DISPATCH_BURST = 1024;
 
 /**
- * The in-process lane engine: the shared scheduler (scheduler-core.ts, which documents the
- * dispatch rule) with commands held in memory and run the moment they are granted a slot.
+ * The in-process lane engine: the shared scheduler (scheduler-core.ts; the dispatch rule is in
+ * lane-choice.ts) with commands held in memory and run the moment they are granted a slot.
  *
  * Per command the hot path is a ring-buffer push and shift, an array-slot index entry, and the
  * handler call; nothing per command when nobody subscribes to events, and no timer unless the lane
@@ -32,19 +32,24 @@ export class InProcessLaneEngine extends LaneSchedulerCore {
   private ticker: NodeJS.Timeout | undefined;
 
   constructor(options: InProcessEngineOptions) {
-    super(options, DISPATCH_BURST);
+    super(options, { burst: DISPATCH_BURST, requeueSlackMs: 0, keepsDeadLetters: true });
     if (options.tickMs !== undefined && !(options.tickMs > 0)) throw laneErrors.configInvalid('tickMs must be > 0');
     this.tickMs = options.tickMs;
     this.eventDriven = options.tickMs === undefined;
   }
 
-  protected override onStart(): void {
-    if (this.tickMs === undefined) this.dispatch();
-    else this.ticker = setInterval(() => this.dispatchPass(1), this.tickMs);
+  override start(): Promise<void> {
+    const starting = super.start();
+    // In tick mode start() dispatched nothing: the ticker owns dispatching.
+    if (this.tickMs !== undefined && this.started && !this.closed) {
+      this.ticker ??= setInterval(() => this.dispatchPass(1), this.tickMs);
+    }
+    return starting;
   }
 
-  protected override stopTimers(): void {
+  protected override teardown(): undefined {
     clearInterval(this.ticker);
+    return undefined;
   }
 
   protected launch(command: Command): void {
@@ -54,11 +59,11 @@ export class InProcessLaneEngine extends LaneSchedulerCore {
   protected onSuccess(command: Command, run: Execution, value: unknown): void {
     if (command.run !== run) return; // timed out or closed meanwhile
     command.lane.latency.record(performance.now() - run.startedAt);
-    this.completed(command, value);
+    this.commands.completed(command, value);
   }
 
   protected onFailure(command: Command, run: Execution, error: unknown, timedOut: boolean): void {
     if (command.run !== run) return;
-    this.failedAttempt(command, error, timedOut, this.retrying(command));
+    this.commands.failedAttempt(command, error, timedOut, this.commands.retrying(command));
   }
 }

@@ -2,9 +2,8 @@ import { laneErrors } from './errors.js';
 import type { EngineOptions, LaneConfig, PriorityBoost, RateLimit, RetryPolicy } from './types.js';
 
 /**
- * Lane configuration: the default lane table, policy constructors with a3s-lane's defaults
- * (lane.md §2.6, §2.7, §2.9, §3.2), the pure math engines apply, and validation. Nothing here
- * holds state.
+ * Lane configuration: the default lane table, policy constructors with a3s-lane's defaults, the
+ * pure math engines apply, and validation. Nothing here holds state.
  */
 
 export const retry = {
@@ -88,7 +87,7 @@ export function effectivePriority(
   return Math.max(0, base - amount);
 }
 
-/** a3s-lane's default lane table (lane.md §3.2): no timeout, retry, rate limit or boost. */
+/** a3s-lane's default lane table: no timeout, retry, rate limit or boost. */
 export const DEFAULT_LANES: readonly LaneConfig[] = Object.freeze(
   [
     { id: 'system', priority: 0, minConcurrency: 1, maxConcurrency: 5 },
@@ -124,9 +123,10 @@ const isCount = (value: number, min: number) => Number.isInteger(value) && value
 const isPositive = (value: number) => Number.isFinite(value) && value > 0;
 
 /**
- * Rejects the configurations a3s-lane accepted silently (§8.26, §8.19): min > max, a lane that can
- * never run (max < 1), a pressure threshold that flaps (< 1), duplicate ids that used to replace a
- * lane and drop its work. The message names the lane and the field.
+ * Rejects the configurations a3s-lane accepted silently (src/lanes/README.md, "a3s-lane defects
+ * fixed"): min > max, a lane that can never run (max < 1), a pressure threshold that flaps (< 1),
+ * duplicate ids that used to replace a lane and drop its work. The message names the lane and the
+ * field.
  */
 export function validateLanes(configs: readonly LaneConfig[]): void {
   if (configs.length === 0) throw laneErrors.configInvalid('at least one lane is required');

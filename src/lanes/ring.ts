@@ -1,6 +1,7 @@
 /**
  * A growable FIFO on a power-of-two circular buffer: push and shift are O(1) at any size, where
- * Array#shift on a large array copies (lane.md §8 asked for flat per-command cost at 1e6 queued).
+ * Array#shift on a large array copies, and the per-command cost must stay flat at a million queued
+ * commands (src/lanes/README.md, "Performance notes").
  */
 export class Ring<T> {
   private items: Array<T | undefined> = new Array(16);

@@ -1,9 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import { Command, CommandState, Execution } from './command.js';
-import { CommandIndex } from './command-index.js';
-import { errorMessage, laneErrors } from './errors.js';
+import { Command, Execution } from './command.js';
+import { CommandLifecycle } from './command-lifecycle.js';
+import { CommandState } from './command-state.js';
+import { DeadLetterQueue } from './dead-letters.js';
+import { laneErrors } from './errors.js';
+import { chooseLane, hasReservations, readsClock } from './lane-choice.js';
 import { LaneState } from './lane-state.js';
-import { retryDelayMs, validateEngineOptions } from './policies.js';
+import { validateEngineOptions } from './policies.js';
 import type {
   CommandHandle,
   CommandHandler,
@@ -12,81 +15,54 @@ import type {
   EngineOptions,
   LaneConfig,
   LaneEngine,
+  LaneError,
   LaneEvent,
-  LaneEventKey,
   LaneEventListener,
   LaneMetrics,
 } from './types.js';
-import { LaneError } from './types.js';
 
-interface Subscriber {
-  listener: LaneEventListener;
-  filter: ((event: LaneEvent) => boolean) | undefined;
+/** How an engine's store shapes the scheduler, given as values rather than hooks. */
+export interface SchedulerTraits {
+  /** Grants per dispatch pass before yielding to the event loop (see `dispatchPass`). */
+  burst: number;
+  /** Added to a positive retry delay before the retry rejoins its lane, so the store's own delay has passed. */
+  requeueSlackMs: number;
+  /** Whether terminal failures go to the core's in-memory DLQ; false when the store keeps them itself. */
+  keepsDeadLetters: boolean;
 }
-
-interface DrainWaiter {
-  resolve: () => void;
-  timer: NodeJS.Timeout;
-}
-
-export const noop = () => {};
 
 /**
  * Everything a lane engine decides without knowing where its commands live: a3s-lane's scheduler
- * (lane.md §2) with its defects fixed (§8). The in-process and BullMQ engines extend it and differ
- * only in the hooks below, so that both are held to one scheduling rule by construction, not by
- * keeping two copies in step.
+ * with its defects fixed (src/lanes/README.md). The in-process and BullMQ engines extend it and
+ * differ only in the hooks below and their `SchedulerTraits`, so that both are held to one
+ * scheduling rule by construction, not by keeping two copies in step.
  *
  * Dispatch is event-driven. Every event that can free a slot or add eligible work (submit,
  * completion, resume, a retry re-queued, a rate-limit token coming due) runs a dispatch pass, and
- * a pass grants slots until nothing more can start; each grant goes to `launch`.
- *
- * Choosing the next command: among lanes that have pending work, are not paused, are below their
- * maxConcurrency and hold a rate-limit token, the one with the lowest effective priority (base
- * priority lowered by its boost) wins, ties going to the lane registered first; its oldest pending
- * command starts. The global cap and minConcurrency add one rule:
- *
- *   A lane below its minConcurrency may start a command whenever a global slot is free. A lane at
- *   or above its minConcurrency may start one only if the free global slots exceed the slots still
- *   reserved for the other lanes that are waiting (ready to start work now): Σ (min − active) over
- *   those lanes.
- *
- * So a lane's reserved slots are held only while it has work to put in them (idle, paused or
- * rate-limited lanes lend theirs out), and a busy higher lane cannot take the last free slot from a
- * lower lane that is waiting below its minimum. Running commands are never preempted: a lane that
- * gets work after lending its slots out waits for the next one to free up, which then goes to it.
- * Without a global cap, minConcurrency has no effect.
+ * a pass grants slots until nothing more can start; each grant goes to `launch`. Which lane gets a
+ * slot is `chooseLane` (lane-choice.ts), which states the rule; what each move of a command implies
+ * is `CommandLifecycle` (command-lifecycle.ts), which engines reach through `commands`.
  *
  * Hooks return `undefined` rather than a resolved promise when they have nothing to wait for, so
  * that the in-process engine's submit/cancel/pause pay no extra microtask turn.
  */
 export abstract class LaneSchedulerCore implements LaneEngine {
-  protected readonly laneList: LaneState[];
-  protected readonly laneById = new Map<string, LaneState>();
+  protected readonly laneList: LaneState<Command>[];
+  protected readonly laneById = new Map<string, LaneState<Command>>();
+  protected readonly commands: CommandLifecycle;
   private readonly configs: LaneConfig[];
   private readonly handlers = new Map<string, CommandHandler>();
-  /** Pending, active and delayed commands by id: for cancel and idempotent submits. */
-  protected readonly live = new CommandIndex();
-  /** Insertion-ordered, so the first key is the oldest letter. */
-  private readonly dlq = new Map<string, DeadLetter>();
-  private readonly dlqSize: number;
+  /** Undefined when the DLQ is disabled or the store keeps dead letters itself. */
+  private readonly dlq: DeadLetterQueue | undefined;
   private readonly globalCap: number;
-  /** Reservations only matter under a global cap, and cost a second scan of the lanes per dispatch. */
   private readonly reserves: boolean;
-  /** Only boosts and rate limits read the clock while choosing a lane. */
   private readonly clockedChoice: boolean;
   private readonly rateLimited: boolean;
-  /** Grants per pass before yielding to the event loop; see `dispatchPass`. */
   private readonly burst: number;
 
-  private subscribers: Subscriber[] = [];
   protected started = false;
   private shuttingDown = false;
   protected closed = false;
-  protected globalActive = 0;
-  /** Commands not yet settled (pending, active or delayed): drain waits for 0. */
-  private outstanding = 0;
-  private readonly drainWaiters = new Set<DrainWaiter>();
 
   /**
    * False in the in-process engine's tick mode, where a timer owns dispatching and events must not
@@ -98,18 +74,20 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   private tokenTimer: NodeJS.Timeout | undefined;
   private tokenTimerAt = Infinity;
 
-  constructor(options: EngineOptions, burst: number) {
+  constructor(options: EngineOptions, traits: SchedulerTraits) {
     validateEngineOptions(options);
     const now = performance.now();
     this.configs = options.lanes.map((config) => structuredClone(config));
     this.laneList = this.configs.map((config) => new LaneState(config, now));
     for (const lane of this.laneList) this.laneById.set(lane.id, lane);
-    this.dlqSize = options.dlqSize ?? 0;
+    const dlqSize = options.dlqSize ?? 0;
+    this.dlq = traits.keepsDeadLetters && dlqSize > 0 ? new DeadLetterQueue(dlqSize) : undefined;
+    this.commands = new CommandLifecycle(dlqSize > 0, this.dlq, traits.requeueSlackMs, () => this.dispatch());
     this.globalCap = options.globalConcurrency ?? Infinity;
-    this.reserves = options.globalConcurrency !== undefined && this.laneList.some((lane) => lane.min > 0);
+    this.reserves = hasReservations(this.laneList, this.globalCap);
+    this.clockedChoice = readsClock(this.laneList);
     this.rateLimited = this.laneList.some((lane) => lane.bucket !== undefined);
-    this.clockedChoice = this.rateLimited || this.laneList.some((lane) => lane.boost !== undefined);
-    this.burst = burst;
+    this.burst = traits.burst;
   }
 
   // ---- hooks ----------------------------------------------------------------------------------
@@ -131,25 +109,9 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
   /** close() released the slot of a running (or still fetching) command. */
   protected abandon(_command: Command, _error: LaneError): void {}
-  /** Called by start(); tick mode replaces it with its timer. */
-  protected onStart(): void {
-    this.dispatch();
-  }
-  /** Where a terminal failure is kept when the DLQ is enabled: by default the engine's bounded map. */
-  protected recordDeadLetter(letter: DeadLetter): void {
-    this.dlq.delete(letter.commandId); // a reused id moves to the newest position
-    if (this.dlq.size >= this.dlqSize) this.dlq.delete(this.dlq.keys().next().value!);
-    this.dlq.set(letter.commandId, letter);
-  }
-  /** Engine-specific timers to clear as close() begins. */
-  protected stopTimers(): void {}
-  /** Engine-specific teardown after every command has been rejected. */
-  protected afterClose(): Promise<void> | undefined {
+  /** Stops the engine's own timers and releases its resources, once close() has rejected every command. */
+  protected teardown(): Promise<void> | undefined {
     return undefined;
-  }
-  /** When a retry rejoins its lane, given the policy's delay. */
-  protected requeueDelayMs(delayMs: number): number {
-    return delayMs;
   }
 
   // ---- LaneEngine -----------------------------------------------------------------------------
@@ -165,7 +127,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   async start(): Promise<void> {
     if (this.started || this.closed) return;
     this.started = true;
-    this.onStart();
+    this.dispatch();
   }
 
   async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
@@ -174,41 +136,41 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     if (lane === undefined) throw laneErrors.laneNotFound(laneId);
     const handler = this.handlers.get(spec.type);
     if (handler === undefined) throw laneErrors.unknownCommandType(spec.type);
+    const commands = this.commands;
     if (spec.id !== undefined) {
       // The id is an idempotency key: a second submit while the first is unsettled joins it.
-      const existing = this.live.get(spec.id);
+      const existing = commands.live.get(spec.id);
       if (existing !== undefined) return { id: existing.id, result: existing.result };
     }
     const maxPending = lane.config.maxPending;
     if (maxPending !== undefined && lane.pending >= maxPending) throw laneErrors.queueFull(laneId, maxPending);
 
-    const slot = this.live.claimSlot();
-    const id = spec.id ?? this.live.generateId(slot);
+    const slot = commands.live.claimSlot();
+    const id = spec.id ?? commands.live.generateId(slot);
     const command = new Command(slot, id, spec.type, spec.payload, lane, handler, performance.now());
     // Registered before any store write, so that a concurrent submit with this id joins it.
-    this.live.add(command, spec.id !== undefined);
-    this.outstanding++;
+    commands.register(command, spec.id !== undefined);
     const stored = this.persist(command);
     if (stored !== undefined) {
       try {
         await stored;
       } catch (error) {
-        this.settle(command);
+        commands.settle(command);
         throw error;
       }
       if (command.state === CommandState.Done) return { id, result: command.result }; // closed meanwhile
     }
     lane.counts.submitted++;
-    if (this.subscribers.length !== 0) {
-      this.emit('queue.command.submitted', { lane_id: lane.id, command_id: id, command_type: command.type });
+    if (commands.events.listening) {
+      commands.events.emit('queue.command.submitted', { lane_id: lane.id, command_id: id, command_type: command.type });
     }
-    this.enqueue(command);
+    commands.enqueue(command);
     this.dispatch();
     return { id, result: command.result };
   }
 
   async cancel(commandId: string, reason?: string): Promise<'pending' | 'active' | 'unknown'> {
-    const command = this.live.get(commandId);
+    const command = this.commands.live.get(commandId);
     if (command === undefined) return 'unknown';
     const error = laneErrors.cancelled(reason);
     if (command.state === CommandState.Active) {
@@ -218,19 +180,14 @@ export abstract class LaneSchedulerCore implements LaneEngine {
       return 'active';
     }
     // A command waiting out a retry delay is not running, so it is cancelled like a pending one.
-    this.discard(command, error);
+    this.commands.discard(command, error);
     const removed = this.unstore(command);
     if (removed !== undefined) await removed;
     return 'pending';
   }
 
   subscribe(listener: LaneEventListener, filter?: (event: LaneEvent) => boolean): () => void {
-    const subscriber: Subscriber = { listener, filter };
-    // Copy on write: an emit in progress keeps iterating the array it started with.
-    this.subscribers = [...this.subscribers, subscriber];
-    return () => {
-      this.subscribers = this.subscribers.filter((s) => s !== subscriber);
-    };
+    return this.commands.events.subscribe(listener, filter);
   }
 
   lanes(): LaneConfig[] {
@@ -241,7 +198,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     return this.laneList.map((lane) => lane.metrics());
   }
 
-  /** Pause is a decision of this engine's gate; for the BullMQ engine it is per node (README). */
+  /** Pause is a decision of this engine's gate; for the BullMQ engine it is per node (src/lanes/README.md). */
   async pause(laneId: string): Promise<void> {
     this.lane(laneId).paused = true;
   }
@@ -252,40 +209,30 @@ export abstract class LaneSchedulerCore implements LaneEngine {
   }
 
   async deadLetters(): Promise<DeadLetter[]> {
-    return [...this.dlq.values()];
+    return this.dlq?.list() ?? [];
   }
 
   async retryDeadLetter(commandId: string): Promise<CommandHandle> {
-    const letter = this.dlq.get(commandId);
+    const letter = this.dlq?.get(commandId);
     if (letter === undefined) throw laneErrors.deadLetterNotFound(commandId);
     // Submit first, so that a refused submit (shutdown, queue full) leaves the letter in place.
     const handle = await this.submit(letter.laneId, { type: letter.commandType, payload: letter.payload, id: letter.commandId });
-    this.dlq.delete(commandId);
+    this.dlq!.delete(commandId);
     return handle;
   }
 
   async deleteDeadLetter(commandId: string): Promise<boolean> {
-    return this.dlq.delete(commandId);
+    return this.dlq?.delete(commandId) ?? false;
   }
 
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
-    this.emit('queue.shutdown.started', null);
+    this.commands.events.emit('queue.shutdown.started', null);
   }
 
   drain(timeoutMs: number): Promise<void> {
-    if (this.outstanding === 0) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const waiter: DrainWaiter = {
-        resolve,
-        timer: setTimeout(() => {
-          this.drainWaiters.delete(waiter);
-          reject(laneErrors.drainTimeout(timeoutMs));
-        }, timeoutMs),
-      };
-      this.drainWaiters.add(waiter);
-    });
+    return this.commands.drain(timeoutMs);
   }
 
   async close(): Promise<void> {
@@ -294,28 +241,28 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     this.closed = true;
     clearTimeout(this.tokenTimer);
     if (this.yieldHandle !== undefined) clearImmediate(this.yieldHandle);
-    this.stopTimers();
+    const commands = this.commands;
     const error = laneErrors.cancelled('engine closed');
-    for (const command of this.live.all()) {
+    for (const command of commands.live.all()) {
       if (command.state === CommandState.Done) continue;
       if (command.state === CommandState.Active) {
         // The handler may ignore its signal; its eventual outcome is stale and dropped.
         command.run?.abort(error);
-        this.endExecution(command);
+        commands.endExecution(command);
         this.abandon(command, error);
-        this.discard(command, error);
+        commands.discard(command, error);
       } else {
-        this.discard(command, error);
+        commands.discard(command, error);
         void this.unstore(command);
       }
     }
-    this.emit('queue.shutdown.complete', null);
-    this.subscribers = [];
-    const closing = this.afterClose();
+    commands.events.emit('queue.shutdown.complete', null);
+    commands.events.clear();
+    const closing = this.teardown();
     if (closing !== undefined) await closing;
   }
 
-  protected lane(laneId: string): LaneState {
+  protected lane(laneId: string): LaneState<Command> {
     const lane = this.laneById.get(laneId);
     if (lane === undefined) throw laneErrors.laneNotFound(laneId);
     return lane;
@@ -335,7 +282,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     this.dispatching = true;
     try {
       for (let started = 0; started < limit; started++) {
-        const lane = this.chooseLane();
+        const lane = this.nextLane();
         if (lane === undefined) break;
         // With synchronous handlers one pass would otherwise work through the whole backlog and
         // starve timers and I/O for as long as that takes.
@@ -346,7 +293,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
           });
           return;
         }
-        const command = this.grant(lane);
+        const command = this.commands.grant(lane);
         if (command !== undefined) this.launch(command);
       }
       if (this.rateLimited && this.eventDriven) this.armTokenTimer();
@@ -355,28 +302,11 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     }
   }
 
-  /** The lane whose head command should start now, or undefined. See the class comment for the rule. */
-  private chooseLane(): LaneState | undefined {
-    const free = this.globalCap - this.globalActive;
+  /** The lane whose head command should start now, or undefined; the clock is read only when a slot is free. */
+  private nextLane(): LaneState<Command> | undefined {
+    const free = this.globalCap - this.commands.globalActive;
     if (free <= 0) return undefined;
-    const now = this.clockedChoice ? performance.now() : 0;
-    let reserved = 0;
-    if (this.reserves) {
-      for (const lane of this.laneList) if (lane.ready(now)) reserved += lane.unusedReservation();
-    }
-    let best: LaneState | undefined;
-    let bestPriority = Infinity;
-    for (const lane of this.laneList) {
-      if (!lane.ready(now)) continue;
-      // Above its own minimum, a lane may only use slots nobody else has reserved.
-      if (this.reserves && lane.active >= lane.min && free <= reserved) continue;
-      const priority = lane.effectivePriority(now);
-      if (priority < bestPriority) {
-        best = lane;
-        bestPriority = priority;
-      }
-    }
-    return best;
+    return chooseLane(this.laneList, free, this.clockedChoice ? performance.now() : 0, this.reserves);
   }
 
   /**
@@ -384,7 +314,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
    * lane that is otherwise ready to start gets its next token.
    */
   private armTokenTimer(): void {
-    if (this.globalActive >= this.globalCap) return; // a completion will run the next pass
+    if (this.commands.globalActive >= this.globalCap) return; // a completion will run the next pass
     const now = performance.now();
     let due = Infinity;
     for (const lane of this.laneList) {
@@ -404,18 +334,6 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     );
   }
 
-  /** Takes the lane's head command and counts its slot. */
-  private grant(lane: LaneState): Command | undefined {
-    const command = lane.take();
-    this.afterPendingDrop(lane);
-    if (command === undefined) return undefined;
-    lane.bucket?.take();
-    lane.active++;
-    this.globalActive++;
-    command.state = CommandState.Active;
-    return command;
-  }
-
   /** Starts an attempt of a granted command: its Execution, wait time, event and timeout. */
   protected begin(command: Command): Execution {
     const lane = command.lane;
@@ -424,8 +342,9 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     const run = new Execution(command.id, lane.id, command.type, command.executions, now);
     command.run = run;
     lane.wait.record(now - (command.requeuedAt ?? command.submittedAt));
-    if (this.subscribers.length !== 0) {
-      this.emit('queue.command.started', {
+    const events = this.commands.events;
+    if (events.listening) {
+      events.emit('queue.command.started', {
         lane_id: lane.id,
         command_id: command.id,
         command_type: command.type,
@@ -456,244 +375,12 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     }
   }
 
-  // ---- outcomes -------------------------------------------------------------------------------
-
   private readonly onTimeout = (command: Command, run: Execution, timeoutMs: number): void => {
     if (command.run !== run) return;
     const error = laneErrors.timeout(timeoutMs);
     run.abort(error);
     void this.onFailure(command, run, error, true);
   };
-
-  /** Whether a failed attempt is retried: the policy allows another and nobody cancelled it. */
-  protected retrying(command: Command): boolean {
-    const policy = command.lane.config.retry;
-    return policy !== undefined && command.executions <= policy.maxRetries && !command.cancelRequested;
-  }
-
-  /** The attempt succeeded: release its slot and settle the command. */
-  protected completed(command: Command, value: unknown): void {
-    const lane = command.lane;
-    this.endExecution(command);
-    lane.counts.completed++;
-    if (this.subscribers.length !== 0) {
-      this.emit('queue.command.completed', {
-        lane_id: lane.id,
-        command_id: command.id,
-        command_type: command.type,
-        attempt: command.executions,
-      });
-    }
-    this.settle(command);
-    command.resolve(value);
-    this.dispatch();
-  }
-
-  /** The attempt failed: release its slot, then retry or fail the command. */
-  protected failedAttempt(command: Command, error: unknown, timedOut: boolean, retrying: boolean): void {
-    this.endExecution(command);
-    if (retrying) this.scheduleRetry(command, retryDelayMs(command.lane.config.retry!, command.executions), error);
-    else this.fail(command, error, timedOut);
-    this.dispatch();
-  }
-
-  private scheduleRetry(command: Command, delayMs: number, error: unknown): void {
-    const lane = command.lane;
-    lane.counts.retried++;
-    if (this.subscribers.length !== 0) {
-      this.emit('queue.command.retry', {
-        lane_id: lane.id,
-        command_id: command.id,
-        command_type: command.type,
-        attempt: command.executions,
-        delay_ms: delayMs,
-        error: errorMessage(error),
-      });
-    }
-    command.state = CommandState.Delayed;
-    lane.delayed++;
-    command.timer = setTimeout(this.requeue, this.requeueDelayMs(delayMs), command);
-  }
-
-  /** A retry goes to the tail of its lane, keeping its submit time for the boost. */
-  private readonly requeue = (command: Command): void => {
-    if (command.state !== CommandState.Delayed) return;
-    command.timer = undefined;
-    command.lane.delayed--;
-    command.state = CommandState.Pending;
-    command.requeuedAt = performance.now();
-    this.enqueue(command);
-    this.dispatch();
-  };
-
-  /** Terminal failure, in a3s-lane's order: DLQ record, dead_lettered, failed or timeout, then the result. */
-  private fail(command: Command, error: unknown, timedOut: boolean): void {
-    const lane = command.lane;
-    const message = errorMessage(error);
-    if (timedOut) lane.counts.timeout++;
-    else lane.counts.failed++;
-    if (this.dlqSize > 0) {
-      this.recordDeadLetter({
-        commandId: command.id,
-        commandType: command.type,
-        laneId: lane.id,
-        payload: command.payload,
-        error: message,
-        attempts: command.executions,
-        failedAt: Date.now(),
-      });
-      lane.counts.deadLettered++;
-      if (this.subscribers.length !== 0) {
-        this.emit('queue.command.dead_lettered', { lane_id: lane.id, command_id: command.id, command_type: command.type });
-      }
-    }
-    if (this.subscribers.length !== 0) {
-      this.emit(timedOut ? 'queue.command.timeout' : 'queue.command.failed', {
-        lane_id: lane.id,
-        command_id: command.id,
-        command_type: command.type,
-        attempt: command.executions,
-        error: message,
-      });
-    }
-    this.settle(command);
-    this.rejectResult(command, error);
-  }
-
-  /** Takes a pending or delayed command out of its lane's queue or retry timer; it holds no slot. */
-  protected detach(command: Command): void {
-    const lane = command.lane;
-    if (command.state === CommandState.Pending) {
-      lane.unqueue();
-      this.afterPendingDrop(lane);
-    } else if (command.state === CommandState.Delayed) {
-      clearTimeout(command.timer);
-      command.timer = undefined;
-      lane.delayed--;
-    }
-  }
-
-  /** Removes a pending or delayed command and rejects its result; the caller has released any slot. */
-  protected discard(command: Command, error: LaneError): void {
-    const lane = command.lane;
-    this.detach(command);
-    lane.counts.cancelled++;
-    if (this.subscribers.length !== 0) {
-      this.emit('queue.command.cancelled', {
-        lane_id: lane.id,
-        command_id: command.id,
-        command_type: command.type,
-        reason: error.message,
-      });
-    }
-    this.settle(command);
-    this.rejectResult(command, error);
-  }
-
-  /** Settles a command that another process ran: it holds no slot here, and this engine counts nothing for it. */
-  protected settleElsewhere(command: Command, outcome: { value: unknown } | { error: unknown }): void {
-    this.detach(command);
-    this.settle(command);
-    if ('value' in outcome) command.resolve(outcome.value);
-    else this.rejectResult(command, outcome.error);
-  }
-
-  /** Forgets a command without settling its result: nobody here awaits it (see `adopt`). */
-  protected forget(command: Command): void {
-    this.detach(command);
-    this.settle(command);
-  }
-
-  /**
-   * Registers a command another process submitted, taking over the slot `granted` holds in the same
-   * lane (`granted` goes back to the head of its queue unless it is done with). Registered under its
-   * id, so that cancel() and a local submit of the same id find it.
-   */
-  protected adopt(command: Command): void {
-    this.live.add(command, true);
-    this.outstanding++;
-    command.state = CommandState.Active;
-  }
-
-  /** A granted command goes back to the head of its lane, keeping the slot for whatever runs in it. */
-  protected returnGrant(command: Command): void {
-    command.state = CommandState.Pending;
-    command.lane.pushFront(command);
-  }
-
-  /** Gives a granted slot back without running anything in it. */
-  protected releaseSlot(lane: LaneState): void {
-    lane.active--;
-    this.globalActive--;
-  }
-
-  // ---- bookkeeping ----------------------------------------------------------------------------
-
-  protected enqueue(command: Command): void {
-    const lane = command.lane;
-    lane.push(command);
-    const threshold = lane.config.pressureThreshold;
-    if (threshold !== undefined && !lane.pressured && lane.pending >= threshold) {
-      lane.pressured = true;
-      this.emit('queue.lane.pressure', { lane_id: lane.id });
-    }
-  }
-
-  /** Hysteresis: a pressured lane turns idle only once its queue is empty. */
-  private afterPendingDrop(lane: LaneState): void {
-    if (lane.pressured && lane.pending === 0) {
-      lane.pressured = false;
-      this.emit('queue.lane.idle', { lane_id: lane.id });
-    }
-  }
-
-  /** Releases the slot of the running attempt. */
-  protected endExecution(command: Command): void {
-    clearTimeout(command.timer);
-    command.timer = undefined;
-    command.run = undefined;
-    command.lane.active--;
-    this.globalActive--;
-  }
-
-  /** The command will never run again: forget it, and wake drain() if it was the last one. */
-  protected settle(command: Command): void {
-    // A store write can outlast close(), which has settled the command already.
-    if (command.state === CommandState.Done) return;
-    command.state = CommandState.Done;
-    this.live.remove(command);
-    if (--this.outstanding === 0 && this.drainWaiters.size !== 0) {
-      for (const waiter of this.drainWaiters) {
-        clearTimeout(waiter.timer);
-        waiter.resolve();
-      }
-      this.drainWaiters.clear();
-    }
-  }
-
-  /**
-   * Failures are reported through events, metrics and the DLQ as well, so a caller may ignore the
-   * result promise; mark it handled so that such a failure does not crash the process as an
-   * unhandled rejection. Callers that await it still get the error.
-   */
-  private rejectResult(command: Command, error: unknown): void {
-    command.result.catch(noop);
-    command.reject(error);
-  }
-
-  private emit(key: LaneEventKey, payload: Record<string, unknown> | null): void {
-    const subscribers = this.subscribers;
-    if (subscribers.length === 0) return;
-    const event: LaneEvent = { key, payload, timestamp: Date.now() };
-    for (const { listener, filter } of subscribers) {
-      // A throwing listener must not break dispatch or starve the listeners after it.
-      try {
-        if (filter === undefined || filter(event)) listener(event);
-      } catch {
-        // Listeners are observers; their failures are theirs to report.
-      }
-    }
-  }
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

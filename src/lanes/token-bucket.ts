@@ -1,7 +1,8 @@
 /**
  * A token bucket: capacity = maxCommands, starts full, refills continuously at maxCommands per
- * window. Unlike a3s-lane it keeps fractional tokens (its refill dropped them, §2.7) and a token is
- * only taken by `take()`, which the engine calls when it actually dispatches (§8.2).
+ * window. Unlike a3s-lane it keeps fractional tokens (its refill dropped them) and a token is only
+ * taken by `take()`, which the engine calls when it actually dispatches (src/lanes/README.md,
+ * "a3s-lane defects fixed").
  */
 export class TokenBucket {
   private tokens: number;

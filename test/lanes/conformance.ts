@@ -5,7 +5,8 @@
  *   limits, and the few time bounds are in hundreds of milliseconds;
  * - payloads are JSON; behaviour lives in handlers registered by type, which close over test state;
  * - every engine a test creates is closed after it.
- * Sections follow lane.md §6 (A–G) and then the gaps it lists in a3s-lane's own suite.
+ * Sections A–G cover what a3s-lane's own suite covers, the later ones the rules it never tested
+ * (src/lanes/README.md, "Scheduling rules" and "a3s-lane defects fixed").
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_LANES, retry } from '../../src/lanes/policies.js';
