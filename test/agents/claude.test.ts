@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { processRunning, until, useServiceRig } from './harness.js';
+import { untilGone, untilRunning, useServiceRig } from './harness.js';
 import { closedPortUrl } from './model-server.js';
 
 /**
@@ -150,7 +150,7 @@ describe.each(['core', 'sdk'] as const)('claude (real CLI) through the service, 
     const { run, kinds, events, terminal } = await rig.run(s, 'Run the slow job', async (live) => {
       const requested = await live.event('approval_requested');
       await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
-      await until(() => processRunning(marker));
+      await untilRunning(marker);
       expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
     });
 
@@ -164,7 +164,7 @@ describe.each(['core', 'sdk'] as const)('claude (real CLI) through the service, 
     expect(terminal.payload).toMatchObject({ kind: 'user_cancelled' });
     expect(run.state).toBe('interrupted');
     expect(run.result.error.kind).toBe('user_cancelled');
-    await until(() => !processRunning(marker));
+    await untilGone(marker);
     // The model was not asked again after the interrupt.
     expect(ctx.model.requests).toHaveLength(1);
     expectLane(run, events);

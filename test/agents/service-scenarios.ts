@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
-import { processRunning, stopProcessesWith, until, useServiceRig } from './harness.js';
+import { stopProcessesWith, untilRunning, useServiceRig } from './harness.js';
 import { closedPortUrl } from './model-server.js';
 
 /**
@@ -159,7 +159,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
       const { run, kinds, events, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
         await live.event('tool_use');
-        await until(() => processRunning(marker));
+        await untilRunning(marker);
         expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
       });
       expectInOrder(kinds, ['run_started', 'tool_use', 'error']);
