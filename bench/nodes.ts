@@ -17,8 +17,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { freePort, serveProcess, untilServing, until, workerProcess, type ServeProcess } from '../test/helpers/processes.js';
+import { freePort } from '../test/helpers/ports.js';
+import { serveProcess, untilServing, workerProcess, type ServeProcess } from '../test/helpers/processes.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
+import { waitFor } from '../test/helpers/wait.js';
 
 const log = (message: string) => process.stderr.write(`[bench nodes] ${message}\n`);
 const round = (value: number, digits = 1) => Number(value.toFixed(digits));
@@ -77,7 +79,7 @@ export async function run(args: string[]): Promise<void> {
     const port = await freePort();
     processes.push(serveProcess({ ...shared, ASM_HOST: '127.0.0.1', ASM_PORT: String(port), ASM_NODE_NAME: 'bench-api' }));
     const url = `http://127.0.0.1:${port}`;
-    await untilServing(url, '/readyz', 300);
+    await untilServing(url, '/readyz', 30_000);
     const client = api(url);
 
     // Every worker runs throughout; configuration N sends its runs to pool pN, which has N of them,
@@ -89,13 +91,13 @@ export async function run(args: string[]): Promise<void> {
       }
     }
     const workerTotal = processes.length - 1;
-    await until(
+    await waitFor(
       async () => {
         const nodes = ((await (await fetch(`${url}/v1/nodes`)).json()) as { nodes: Array<{ role: string; state: string }> }).nodes;
-        return nodes.filter((n) => n.role === 'worker' && n.state === 'ready').length === workerTotal ? true : undefined;
+        return nodes.filter((n) => n.role === 'worker' && n.state === 'ready').length === workerTotal;
       },
-      120_000,
       `${workerTotal} ready workers`,
+      120_000,
     );
     const configurations: Array<[string, Record<string, unknown>]> = [
       ['local', { provider: 'shell', execution_mode: 'local' }],

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CODEX_MODEL, offlineEnv, processRunning, spawnCli, until, useDirectCli, type CliProcess } from './harness.js';
+import { CODEX_MODEL, offlineEnv, spawnCli, untilGone, untilRunning, useDirectCli, type CliProcess } from './harness.js';
 import { closedPortUrl } from './model-server.js';
 
 /**
@@ -79,12 +79,12 @@ describe('codex exec --json (real CLI) against the model server', () => {
     ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const cli = exec('Run the slow job');
     await cli.line((l) => l.type === 'item.started' && l.item.type === 'command_execution');
-    await until(() => processRunning(marker));
+    await untilRunning(marker);
     process.kill(-cli.child.pid!, 'SIGINT');
     const exit = await cli.exited;
     expect(exit.code !== 0 || exit.signal !== null).toBe(true);
     expect(cli.lines.some((l) => l.type === 'turn.completed' || l.type === 'turn.failed')).toBe(false);
-    await until(() => !processRunning(marker));
+    await untilGone(marker);
     expect(ctx.model.requests).toHaveLength(1);
   });
 });
@@ -153,10 +153,10 @@ describe('codex app-server (real CLI) against the model server', () => {
     const server = new AppServer();
     try {
       const { threadId, turnId } = await server.startTurn('Run the slow job');
-      await until(() => processRunning(marker));
+      await untilRunning(marker);
       await server.request('turn/interrupt', { threadId, turnId });
       expect((await server.turnCompleted()).params.turn.status).toBe('interrupted');
-      await until(() => !processRunning(marker));
+      await untilGone(marker);
     } finally {
       await server.close();
     }

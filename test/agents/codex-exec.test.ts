@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { processRunning, stopProcessesWith, until, useServiceRig } from './harness.js';
+import { stopProcessesWith, untilRunning, useServiceRig } from './harness.js';
 
 /**
  * Codex on its other transport, `codex exec --json`, which the codex provider uses for the
@@ -44,7 +44,7 @@ describe('codex exec (real CLI) through the service', () => {
     ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const { run, terminal } = await rig.run(await rig.session(EXEC), 'Run the slow job', async (live) => {
       await live.event('tool_use');
-      await until(() => processRunning(marker));
+      await untilRunning(marker);
       expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
     });
     expect(terminal.payload.kind).toBe('user_cancelled');

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { GEMINI_MODEL, offlineEnv, processRunning, stopProcessesWith, spawnCli, until, useDirectCli, type CliProcess } from './harness.js';
+import { GEMINI_MODEL, offlineEnv, stopProcessesWith, spawnCli, untilGone, untilRunning, useDirectCli, type CliProcess } from './harness.js';
 import { closedPortUrl } from './model-server.js';
 
 /**
@@ -85,7 +85,7 @@ describe('gemini (real CLI) against the model server', () => {
     ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
     const cli = gemini('Run the slow job', ['--approval-mode', 'yolo']);
     await cli.line((l) => l.type === 'tool_use');
-    await until(() => processRunning(marker));
+    await untilRunning(marker);
     process.kill(-cli.child.pid!, 'SIGINT');
     expect(await cli.exited).toMatchObject({ code: 0 });
     expect(cli.lines.some((l) => l.type === 'result')).toBe(false);
@@ -94,6 +94,6 @@ describe('gemini (real CLI) against the model server', () => {
     // interrupted, so the command outlives the CLI (docs/protocols.md, "## Gemini CLI";
     // test/agents/README.md).
     expect(stopProcessesWith(marker)).toBeGreaterThan(0);
-    await until(() => !processRunning(marker));
+    await untilGone(marker);
   });
 });

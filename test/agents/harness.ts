@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 import { agentBin, type AgentName } from '../../scripts/install-agents.js';
 import { startServer, TERMINAL, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
 import { startModelServer, type ModelServer } from './model-server.js';
 
 /**
@@ -180,17 +181,8 @@ export function kindsOf(events: any[]): string[] {
   return events.map((e) => e.kind).filter((k) => k !== 'stderr');
 }
 
-/** Polls `check` until it holds. */
-export async function until(check: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 /** The ids of the processes whose command line contains `marker` (read from /proc). */
-export function processesWith(marker: string): number[] {
+function processesWith(marker: string): number[] {
   return readdirSync('/proc')
     .filter((entry) => /^\d+$/.test(entry))
     .filter((pid) => {
@@ -225,8 +217,14 @@ export function stopProcessesWith(marker: string): number {
   return pids.length;
 }
 
-export function processRunning(marker: string): boolean {
-  return processesWith(marker).length > 0;
+/** Resolves once a process whose command line contains `marker` runs (a CLI's tool has started). */
+export async function untilRunning(marker: string): Promise<void> {
+  await waitFor(() => processesWith(marker).length > 0, `a process running "${marker}"`, 15_000);
+}
+
+/** Resolves once no process whose command line contains `marker` is left (the tool was stopped). */
+export async function untilGone(marker: string): Promise<void> {
+  await waitFor(() => processesWith(marker).length === 0, `no process running "${marker}"`, 15_000);
 }
 
 /** A CLI spawned by the test itself (no service in between), to prove the model-server dialects. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { freePort } from '../helpers/processes.js';
+import { freePort } from '../helpers/ports.js';
 
 /**
  * A loopback stand-in for the three model APIs the real agent CLIs call, so `npm run test:agents`

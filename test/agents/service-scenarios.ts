@@ -2,13 +2,14 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
-import { processRunning, stopProcessesWith, until, useServiceRig } from './harness.js';
-import { closedPortUrl } from './model-server.js';
+import { stopProcessesWith, untilRunning, useServiceRig, type FinishedRun } from './harness.js';
+import { closedPortUrl, type RecordedRequest } from './model-server.js';
 
 /**
- * The through-the-service scenarios of codex and gemini: the same model turns as the direct CLI tests
- * (codex-cli.test.ts, gemini-cli.test.ts), asserted against the event contract (src/schemas/events.ts,
- * docs/protocols.md).
+ * The through-the-service scenarios of every provider (claude, codex, gemini): the same model turns
+ * as the direct CLI tests (codex-cli.test.ts, gemini-cli.test.ts), asserted against the service's
+ * event contract (src/schemas/events.ts, docs/protocols.md). What differs by provider is a knob; a
+ * provider's stricter assertions (claude's exact event sequences) come in as `checks`.
  */
 
 export interface ProviderKnobs {
@@ -27,26 +28,57 @@ export interface ProviderKnobs {
   down: { kind: string; session: Record<string, unknown> };
   /** The backend lane every session asks for; the scenarios check the runs report it. Default: auto. */
   lane?: 'core' | 'sdk';
+  /** The sdk_runtime the SDK lane reports, when the test pins it. Default: any `<package>@<version>`. */
+  sdkRuntime?: string;
+  /**
+   * The slow tool of the interrupt scenario: the shell command, a marker of its command line, and
+   * whether the provider asks before running it (it is then allowed). Default: `sleep 4x.5`, not asked.
+   */
+  slowTool?: { shell: string; marker: string; asks: boolean };
+  /** Claude may call the model again after an HTTP error; the others call it exactly once. Default: once. */
+  httpErrorCalls?: 'once' | 'at least once';
+  checks?: ProviderChecks;
 }
 
-/** What each explicitly requested lane reports in the run's metadata. */
-const LANE_METADATA = {
-  core: { requested_lane: 'core', lane: 'core', backend: 'core', lane_reason: 'explicit_core', sdk_runtime: null },
-  sdk: { requested_lane: 'sdk', lane: 'sdk', backend: 'sdk', lane_reason: 'explicit_sdk', sdk_runtime: expect.stringMatching(/@\d/) },
-};
+/**
+ * A provider's own assertions in a shared scenario, run as soon as the run has ended and before the
+ * shared ones (being the stricter, they fail with the more telling message). `requests` are what
+ * the model server received during the scenario.
+ */
+export interface ProviderChecks {
+  plain?(outcome: FinishedRun, requests: RecordedRequest[]): void;
+  continued?(first: FinishedRun, second: FinishedRun, requests: RecordedRequest[]): void;
+  shell?(outcome: FinishedRun, requests: RecordedRequest[]): void;
+  approval?(decision: 'allow' | 'deny', outcome: FinishedRun, requests: RecordedRequest[]): void;
+  interrupted?(outcome: FinishedRun, requests: RecordedRequest[]): Promise<void>;
+  httpError?(status: number, kind: string, outcome: FinishedRun, requests: RecordedRequest[]): void;
+  down?(outcome: FinishedRun, requests: RecordedRequest[]): void;
+}
+
+/** The approval scenario's two decisions: what the model does, and what the person answers. */
+const DECISIONS = [
+  { decision: 'allow', file: 'approved.txt', reply: 'Created approved.txt.', created: true },
+  { decision: 'deny', file: 'denied.txt', reply: 'I was not allowed to.', created: false, reason: 'not in this repo' },
+] as const;
 
 export function describeThroughService(name: AgentName, knobs: ProviderKnobs): void {
   describe(`${name} (real CLI) through the service${knobs.lane ? `, lane ${knobs.lane}` : ''}`, () => {
     const ctx = useServiceRig(name);
     const rig = ctx.rig;
     const markers: string[] = [];
+    const checks = knobs.checks ?? {};
+    // What each explicitly requested lane reports in the run's metadata.
+    const laneMetadata = {
+      core: { requested_lane: 'core', lane: 'core', backend: 'core', lane_reason: 'explicit_core', sdk_runtime: null },
+      sdk: { requested_lane: 'sdk', lane: 'sdk', backend: 'sdk', lane_reason: 'explicit_sdk', sdk_runtime: knobs.sdkRuntime ?? expect.stringMatching(/@\d/) },
+    };
 
     const session = (extra: Record<string, unknown> = {}) =>
       rig.session({ ...knobs.session, ...(knobs.lane && { lane: knobs.lane }), ...extra });
     const expectLane = (run: any, events: any[]) => {
       if (!knobs.lane) return;
-      expect(run.result.metadata).toMatchObject(LANE_METADATA[knobs.lane]);
-      for (const event of events) expect(event.metadata).toMatchObject(LANE_METADATA[knobs.lane]);
+      expect(run.result.metadata).toMatchObject(laneMetadata[knobs.lane]);
+      for (const event of events) expect(event.metadata).toMatchObject(laneMetadata[knobs.lane]);
     };
 
     // A CLI that orphans its tool's process group (gemini 0.61 does) must not leak it past the test.
@@ -56,7 +88,9 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
 
     it('answers a plain prompt: text and usage from the model', async () => {
       ctx.model.script({ text: 'Hello from the model.', usage: { input: 120, output: 8 } });
-      const { run, kinds, events } = await rig.run(await session(), 'Say hello');
+      const outcome = await rig.run(await session(), 'Say hello');
+      checks.plain?.(outcome, ctx.model.requests);
+      const { run, kinds, events } = outcome;
       expectInOrder(kinds, ['run_queued', 'run_started', knobs.textKind, 'result']);
       expect(run.state).toBe('completed');
       expect(run.result.text).toBe('Hello from the model.');
@@ -70,6 +104,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       const s = await session();
       const first = await rig.run(s, 'First question');
       const second = await rig.run(s, 'Second question');
+      checks.continued?.(first, second, ctx.model.requests);
       const sessionIdOf = (r: typeof first) => r.terminal.payload.provider_session_id;
       expect(sessionIdOf(first)).toEqual(expect.any(String));
       expect(sessionIdOf(second)).toBe(sessionIdOf(first));
@@ -90,7 +125,9 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         { text: 'Running it.', shell: 'echo hello-from-shell', usage: { input: 120, output: 7 } },
         { text: 'It printed hello-from-shell.', usage: { input: 200, output: 9 } },
       );
-      const { run, kinds, events } = await rig.run(await session(knobs.shellSession), 'Run echo hello-from-shell');
+      const outcome = await rig.run(await session(knobs.shellSession), 'Run echo hello-from-shell');
+      checks.shell?.(outcome, ctx.model.requests);
+      const { run, kinds, events } = outcome;
       expectInOrder(kinds, ['run_queued', 'run_started', 'tool_use', 'tool_result', knobs.textKind, 'result']);
       const toolUse = events.find((e) => e.kind === 'tool_use');
       const toolResult = events.find((e) => e.kind === 'tool_result');
@@ -103,23 +140,22 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
     });
 
     if (knobs.approvals === 'asks') {
-      it.each([
-        ['allow', true],
-        ['deny', false],
-      ])('asks for approval of an escalated command; %s', async (decision, created) => {
-        const file = `${decision}.txt`;
-        ctx.model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: 'Done.' });
+      it.each(DECISIONS)('asks for approval of a write; $decision', async ({ decision, file, reply, created, ...answer }) => {
+        ctx.model.script({ text: 'Creating it.', shell: `touch ${file}`, escalate: true }, { text: reply });
         const s = await session();
-        const { run, kinds } = await rig.run(s, `Create ${file}`, async (live) => {
+        const outcome = await rig.run(s, `Create ${file}`, async (live) => {
           const requested = await live.event('approval_requested');
           expect(JSON.stringify(requested.payload.details.tool_input)).toContain(`touch ${file}`);
-          const decided = await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision });
+          const decided = await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision, ...answer });
           expect(decided.status).toBe(200);
         });
+        checks.approval?.(decision, outcome, ctx.model.requests);
+        const { run, kinds, events } = outcome;
         expectInOrder(kinds, ['run_started', 'approval_requested', 'approval_resolved', 'result']);
         expect(existsSync(join(s.cwd, file))).toBe(created);
         expect(ctx.model.requests).toHaveLength(2);
         expect(run.state).toBe('completed');
+        expectLane(run, events);
       });
     } else if (knobs.approvals === 'refuses') {
       it('cannot ask: an escalated command is refused, not asked, and the run goes on', async () => {
@@ -155,14 +191,21 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
     }
 
     it('interrupts a run in the middle of a slow tool: the run ends user_cancelled', async () => {
-      const marker = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
-      markers.push(marker);
-      ctx.model.script({ text: 'Starting the slow job.', shell: marker }, { text: 'never sent' });
-      const { run, kinds, events, terminal } = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
+      const sleep = `sleep ${name === 'codex' ? 46.5 : 45.5}`;
+      const tool = knobs.slowTool ?? { shell: sleep, marker: sleep, asks: false };
+      markers.push(tool.marker);
+      ctx.model.script({ text: 'Starting the slow job.', shell: tool.shell }, { text: 'never sent' });
+      const outcome = await rig.run(await session(knobs.shellSession), 'Run the slow job', async (live) => {
         await live.event('tool_use');
-        await until(() => processRunning(marker));
+        if (tool.asks) {
+          const requested = await live.event('approval_requested');
+          await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
+        }
+        await untilRunning(tool.marker);
         expect((await rig.server.request('POST', `/v1/runs/${live.runId}/interrupt`)).status).toBe(202);
       });
+      await checks.interrupted?.(outcome, ctx.model.requests);
+      const { run, kinds, events, terminal } = outcome;
       expectInOrder(kinds, ['run_started', 'tool_use', 'error']);
       expectLane(run, events);
       expect(terminal.payload.kind).toBe('user_cancelled');
@@ -176,16 +219,22 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       [500, 'provider_error'],
     ])('fails a run whose model answers HTTP %i with %s', async (status, kind) => {
       ctx.model.script({ httpStatus: status, message: `scripted ${status}` });
-      const { run, kinds, terminal } = await rig.run(await session(), 'Say hello');
+      const outcome = await rig.run(await session(), 'Say hello');
+      checks.httpError?.(status, kind, outcome, ctx.model.requests);
+      const { run, kinds, events, terminal } = outcome;
       expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
+      expectLane(run, events);
       expect(terminal.payload.kind).toBe(kind);
       expect(run.state).toBe('failed');
-      expect(ctx.model.requests).toHaveLength(1);
+      if (knobs.httpErrorCalls === 'at least once') expect(ctx.model.requests.length).toBeGreaterThan(0);
+      else expect(ctx.model.requests).toHaveLength(1);
     });
 
     it(`fails a run whose model server is down with ${knobs.down.kind}`, async () => {
       rig.pointAt(await closedPortUrl());
-      const { run, kinds, terminal } = await rig.run(await session(knobs.down.session), 'Say hello');
+      const outcome = await rig.run(await session(knobs.down.session), 'Say hello');
+      checks.down?.(outcome, ctx.model.requests);
+      const { run, kinds, terminal } = outcome;
       expectInOrder(kinds, ['run_queued', 'run_started', 'error']);
       expect(terminal.payload.kind).toBe(knobs.down.kind);
       expect(run.state).toBe('failed');

@@ -6,6 +6,7 @@ import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRun, BackendRunSpec } from '../../src/backends/types.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';
 import { TERMINAL_KINDS, type EventKind, type EventPayload, type ProviderEvent } from '../../src/schemas/events.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Short graces keep the tests fast; each test that measures one sets its own. */
 export const TEST_LIMITS: RunLimits = {
@@ -106,9 +107,7 @@ export function groupMembers(pgid: number): string[] {
 
 /** Resolves once `count` processes named `name` run in the group. */
 export async function waitForMembers(pgid: number, name: string, count = 1): Promise<void> {
-  while (groupMembers(pgid).filter((member) => member === name).length < count) {
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await waitFor(() => groupMembers(pgid).filter((member) => member === name).length >= count, `${count} × ${name} in process group ${pgid}`, 10_000);
 }
 
 /** Runs until the first event of `kind`, interrupts, and waits for the end: the events and how long the end took. */

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { groupAlive } from '../helpers/server.js';
-import { freePort, serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
+import { freePort } from '../helpers/ports.js';
+import { serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** `asm serve` as an operator runs it: a real process, its refusal to expose itself, and its shutdown. */
 
@@ -47,13 +49,11 @@ describe('asm serve', () => {
     const run: any = await (
       await fetch(`${url}/v1/sessions/${session.id}/runs`, { method: 'POST', headers: json, body: JSON.stringify({ prompt: 'echo $$; sleep 30' }) })
     ).json();
-    let shellPid = 0;
-    for (let i = 0; i < 100 && !shellPid; i++) {
+    const shellPid = await waitFor(async () => {
       const page: any = await (await fetch(`${url}/v1/runs/${run.id}/events`)).json();
       const delta = page.events.find((e: any) => e.kind === 'assistant_delta');
-      if (delta) shellPid = Number(delta.payload.content.trim());
-      else await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+      return delta && Number(delta.payload.content.trim());
+    }, 'the shell to print its pid');
     expect(shellPid).toBeGreaterThan(0);
 
     const stoppedAt = Date.now();

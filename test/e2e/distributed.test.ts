@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { FAKE_CLAUDE, StreamClient, TERMINAL } from '../helpers/server.js';
-import { freePort, serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
+import { freePort } from '../helpers/ports.js';
+import { serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
 
 const redisUrl = inject('asmTestRedisUrl');
 const cleanups: Array<() => void | Promise<void>> = [];

@@ -20,8 +20,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, terminalEvents, type TestServer } from '../helpers/server.js';
-import { until, workerProcess, type ServeProcess } from '../helpers/processes.js';
+import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const HEARTBEAT_MS = 200;
 const TTL_MS = 1_500;
@@ -117,14 +118,14 @@ describe('partition: a worker cut off from Redis', () => {
       ['ip', 'netns', 'exec', ns],
     );
     const w = worker;
-    await until(
+    await waitFor(
       async () => {
         if (w.child.exitCode !== null) throw new Error(`worker exited:\n${w.output()}`);
         const nodes = (await api!.request('GET', '/v1/nodes')).body.nodes as any[];
-        return nodes.some((n) => n.name === 'netns-w1' && n.state === 'ready') ? true : undefined;
+        return nodes.some((n) => n.name === 'netns-w1' && n.state === 'ready');
       },
-      20_000,
       'the worker in the namespace to be ready',
+      20_000,
     );
 
     const session = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'netns-w1' } });
@@ -132,7 +133,7 @@ describe('partition: a worker cut off from Redis', () => {
     const run = (await api.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo started; sleep 60' })).body;
     const events = async () => (await api!.request('GET', `/v1/runs/${run.id}/events`)).body.events as any[];
     // Mid-run: the worker has reported the CLI's first output through the veth.
-    await until(async () => ((await events()).some((e) => e.kind === 'assistant_delta') ? true : undefined), 10_000, 'the run to print');
+    await waitFor(async () => (await events()).some((e) => e.kind === 'assistant_delta'), 'the run to print', 10_000);
     const owner = (await api.app.store.runs.get(run.id))!.owner;
 
     ip('link', 'set', hostVeth, 'down');
@@ -159,7 +160,7 @@ describe('partition: a worker cut off from Redis', () => {
     };
     expect(sleeping()).toBe(true);
     ip('link', 'set', hostVeth, 'up');
-    await until(async () => (sleeping() ? undefined : true), 15_000, 'the worker to stop the CLI of the run it lost');
+    await waitFor(() => !sleeping(), 'the worker to stop the CLI of the run it lost', 15_000);
     // Give a late write every chance to land, then check nothing did.
     await new Promise((resolve) => setTimeout(resolve, 3 * HEARTBEAT_MS));
     expect((await events()).map((e) => e.id)).toEqual(before);

@@ -10,7 +10,7 @@ import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
 import { startServer, type TestServer } from '../helpers/server.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('distributed mode: Redis goes away in the middle of a run', () => {
   let redis: RedisServer;
@@ -27,7 +27,7 @@ describe('distributed mode: Redis goes away in the middle of a run', () => {
   it('answers 503 not_ready meanwhile, reports not ready, and loses nothing of the run it had accepted', async () => {
     const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
     const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo first; sleep 1.5; echo during-outage; sleep 1; echo after' })).body;
-    await until(async () => ((await server.request('GET', `/v1/runs/${run.id}`)).body.state === 'running' ? true : undefined), 10_000, 'the run to start');
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${run.id}`)).body.state === 'running', 'the run to start', 10_000);
 
     await redis.stop();
     const started = Date.now();
@@ -43,12 +43,12 @@ describe('distributed mode: Redis goes away in the middle of a run', () => {
 
     await new Promise((resolve) => setTimeout(resolve, 2_000)); // the run prints "during-outage" now
     await redis.start();
-    await until(async () => ((await server.request('GET', '/readyz')).status === 200 ? true : undefined), 10_000, 'readiness');
+    await waitFor(async () => (await server.request('GET', '/readyz')).status === 200, 'readiness', 10_000);
 
-    const final = await until(async () => {
+    const final = await waitFor(async () => {
       const res = await server.request('GET', `/v1/runs/${run.id}`);
       return res.status === 200 && res.body.state !== 'running' ? res.body : undefined;
-    }, 15_000, 'the run to finish');
+    }, 'the run to finish', 15_000);
     expect(final).toMatchObject({ state: 'completed', result: { text: 'first\nduring-outage\nafter\n' } });
     const events = (await server.request('GET', `/v1/runs/${run.id}/events?limit=100`)).body.events;
     expect(events.map((e: any) => e.kind)).toEqual(['run_queued', 'run_started', 'assistant_delta', 'assistant_delta', 'assistant_delta', 'result']);

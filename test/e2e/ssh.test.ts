@@ -2,9 +2,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { freePort, until } from '../helpers/processes.js';
+import { freePort } from '../helpers/ports.js';
 import { startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { sshdUnavailable, startSshd, type TestSshd } from '../helpers/sshd.js';
+import { waitFor } from '../helpers/wait.js';
 
 /**
  * The ssh execution surface end to end: the service starts the fake claude on a real sshd on
@@ -115,7 +116,7 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     expect(final.state).toBe('completed');
     expect(final.result.text).toBe('Hello! Let me run that command.\nThe command printed `hello-from-shell`. All done!');
     expect(written().map((l) => l.type)).toEqual(['control_request', 'user']);
-    await until(async () => (processesOfRun().length === 0 ? true : undefined), 10_000, 'the run to leave no process');
+    await waitFor(() => processesOfRun().length === 0, 'the run to leave no process', 10_000);
   });
 
   it('carries an approval decision to the CLI over ssh', async () => {
@@ -137,7 +138,7 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
     expect(written().some((l) => l.type === 'control_request' && l.request.subtype === 'interrupt')).toBe(true);
     expect((await server.request('GET', `/v1/runs/${runId}`)).body.state).toBe('interrupted');
-    await until(async () => (processesOfRun().length === 0 ? true : undefined), 10_000, 'the run to leave no process');
+    await waitFor(() => processesOfRun().length === 0, 'the run to leave no process', 10_000);
   });
 
   it('stops a remote CLI that ignores SIGINT and SIGTERM once its ssh client is gone', async () => {
@@ -149,11 +150,11 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     const ws = server.stream(`session_id=${session.id}&after=0`);
     const created = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: `FAKE_CLAUDE_LOG=${stdinLog} exec ${hang}` })).body;
     await ws.event('run_started');
-    await until(async () => (processesOfRun().some((p) => p.includes('sleep 300')) ? true : undefined), 10_000, 'the remote CLI to start');
+    await waitFor(() => processesOfRun().some((p) => p.includes('sleep 300')), 'the remote CLI to start', 10_000);
     await server.request('POST', `/v1/runs/${created.id}/interrupt`);
     await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     // The run is over here, but the remote tool ignores SIGTERM: the wrapper's grace, then SIGKILL, ends it.
     expect(processesOfRun().some((p) => p.includes('sleep 300'))).toBe(true);
-    await until(async () => (processesOfRun().length === 0 ? true : undefined), 15_000, 'the run to leave no process');
+    await waitFor(() => processesOfRun().length === 0, 'the run to leave no process', 15_000);
   });
 });

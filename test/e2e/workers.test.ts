@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { FAKE_CLAUDE, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
-import { until, workerProcess, type ServeProcess } from '../helpers/processes.js';
+import { workerProcess, type ServeProcess } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { VERSION } from '../../src/version.js';
 
 const redisUrl = inject('asmTestRedisUrl');
@@ -50,14 +51,14 @@ function deployment() {
         ...env,
       });
       cleanups.push(() => void proc.child.kill('SIGKILL'));
-      await until(
+      await waitFor(
         async () => {
           if (proc.child.exitCode !== null) throw new Error(`worker ${name} exited:\n${proc.output()}`);
           const nodes = (await api.request('GET', '/v1/nodes')).body.nodes as any[];
-          return nodes.some((n) => n.name === name && n.state === 'ready') ? true : undefined;
+          return nodes.some((n) => n.name === name && n.state === 'ready');
         },
+        `worker ${name} to be ready`,
         20_000,
-        `worker ${name}`,
       );
       return { ...proc, root };
     },
@@ -142,10 +143,10 @@ describe('worker nodes: remote_node runs', () => {
     const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } };
     const [busy, other] = [await session(api, opts), await session(api, opts)];
     const first = (await api.request('POST', `/v1/sessions/${busy.id}/runs`, { prompt: 'sleep 3; echo done' })).body;
-    await until(async () => ((await api.request('GET', `/v1/runs/${first.id}`)).body.state === 'running' ? true : undefined));
+    await waitFor(async () => (await api.request('GET', `/v1/runs/${first.id}`)).body.state === 'running', 'the first run to start', 10_000);
     const queued = (await api.request('POST', `/v1/sessions/${other.id}/runs`, { prompt: 'echo never' })).body;
     // Handed over: the worker owns it and holds it in its queue.
-    await until(async () => ((await api.app.store.runs.get(queued.id))?.owner ? true : undefined));
+    await waitFor(async () => (await api.app.store.runs.get(queued.id))?.owner, 'the queued run to have an owner', 10_000);
     expect((await api.request('POST', `/v1/runs/${queued.id}/interrupt`)).status).toBe(202);
     const ended = await api.app.sessions.waitForRun(queued.id, 5_000);
     expect(ended).toMatchObject({ state: 'interrupted', started_at: null, result: { error: { kind: 'user_cancelled' } } });
@@ -158,7 +159,7 @@ describe('worker nodes: remote_node runs', () => {
     const w = await d.worker(api, 'w1');
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_connect_timeout_ms: 300 } });
     const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo started; sleep 30' })).body;
-    await until(async () => ((await api.request('GET', `/v1/runs/${run.id}`)).body.state === 'running' ? true : undefined));
+    await waitFor(async () => (await api.request('GET', `/v1/runs/${run.id}`)).body.state === 'running', 'the run to start', 10_000);
     w.child.kill('SIGKILL');
     await w.exited;
     const killedAt = Date.now();
@@ -288,7 +289,7 @@ describe('worker nodes: pools', () => {
     const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:blue' } };
     const [one, two] = [await session(api, opts), await session(api, opts)];
     const long = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 2; echo long' })).body;
-    await until(async () => ((await api.app.store.runs.get(long.id))?.state === 'running' ? true : undefined));
+    await waitFor(async () => (await api.app.store.runs.get(long.id))?.state === 'running', 'the long run to start', 10_000);
     const busyNode = (await api.app.store.runs.get(long.id))!.observability.node;
     const second = await runToEnd(api, two.id, { prompt: 'echo quick' });
     expect(second.result.metadata.node).not.toBe(busyNode);
@@ -302,9 +303,9 @@ describe('worker nodes: pools', () => {
 
     // SIGTERM: pa drains (finishes what it has, takes nothing new); the pool goes on on pb.
     const draining = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 1.5; echo drained', driver_opts: { remote_node: 'pa' } })).body;
-    await until(async () => ((await api.request('GET', `/v1/runs/${draining.id}`)).body.state === 'running' ? true : undefined));
+    await waitFor(async () => (await api.request('GET', `/v1/runs/${draining.id}`)).body.state === 'running', 'the run on the draining node to start', 10_000);
     a.child.kill('SIGTERM');
-    await until(async () => ((await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'pa' && n.state === 'draining') ? true : undefined));
+    await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'pa' && n.state === 'draining'), 'node pa to be draining', 10_000);
     for (let i = 0; i < 3; i++) expect((await runToEnd(api, two.id, { prompt: 'echo pool' })).result.metadata.node).toBe('pb');
     const named = await runToEnd(api, two.id, { prompt: 'x', driver_opts: { remote_node: 'pa', remote_connect_timeout_ms: 300 } });
     expect(named.result.error.details.reason).toMatch(/^remote_connect_(failed|timeout)$/);

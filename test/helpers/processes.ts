@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait.js';
 
 /** `asm serve` and `asm worker` as an operator runs them: real OS processes, for tests that kill, restart or run several of them. */
 
@@ -38,30 +38,7 @@ function asmProcess(args: string[], env: Record<string, string>, launcher: strin
   return { child, output: () => output, exited };
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-export async function untilServing(url: string, path = '/healthz', attempts = 150): Promise<void> {
-  for (let i = 0; i < attempts; i++) {
-    if (await fetch(`${url}${path}`).then((r) => r.ok, () => false)) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${url} never answered ${path}`);
-}
-
-/** Poll `probe` until it returns a value other than undefined, or fail after timeoutMs. */
-export async function until<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+/** Resolves once `url` answers `path` with a 2xx. */
+export async function untilServing(url: string, path = '/healthz', timeoutMs = 15_000): Promise<void> {
+  await waitFor(() => fetch(`${url}${path}`).then((r) => r.ok, () => false), `${url} to answer ${path}`, timeoutMs);
 }

@@ -14,7 +14,8 @@ import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bull
 import { retry } from '../../src/lanes/policies.js';
 import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
 import { deletePrefix, startRedisServer } from '../helpers/redis-server.js';
-import { deferred, rejection, sleep, waitFor } from './conformance.js';
+import { deferred, rejection, sleep } from './conformance.js';
+import { waitFor } from '../helpers/wait.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');

@@ -22,18 +22,11 @@ import {
   type LaneEventKey,
   type LaneMetrics,
 } from '../../src/lanes/types.js';
+import { waitFor } from '../helpers/wait.js';
 
 export type EngineFactory = (options: EngineOptions) => Promise<LaneEngine> | LaneEngine;
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 export function deferred<T = void>() {
   let resolve!: (value: T) => void;

@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors.js';
 import type { AsmEvent, EventMetadata } from '../../src/schemas/events.js';
 import type { ApprovalRecord, NewEvent, RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+import { waitFor } from '../helpers/wait.js';
 
 export interface StoreDeployment {
   /** A store as one process sees it; every store opened from one deployment shares its data. */
@@ -16,14 +17,6 @@ export interface StoreDeployment {
 }
 
 export type DeploymentFactory = (options: { eventsPerSession: number }) => StoreDeployment;
-
-export async function eventually(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 const METADATA: EventMetadata = {
   requested_lane: 'auto',
@@ -381,7 +374,7 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         await a.events.lastSeq(run.session_id);
         await Promise.all(range(1, 60).map((i) => (i % 2 ? a : b).events.append(newEvent(run))));
         await b.events.append(newEvent(other));
-        await eventually(() => seen.length >= 60, '60 live events');
+        await waitFor(() => seen.length >= 60, '60 live events');
         expect(seqs(seen)).toEqual(range(1, 60));
         expect(seen.every((e) => e.session_id === run.session_id)).toBe(true);
         unsubscribe();
@@ -391,7 +384,7 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const stopMarker = a.events.subscribe(marker.session_id, (event) => markers.push(event));
         await a.events.lastSeq(marker.session_id);
         await b.events.append(newEvent(marker));
-        await eventually(() => markers.length === 1, 'the marker event');
+        await waitFor(() => markers.length === 1, 'the marker event');
         stopMarker();
         expect(seen).toHaveLength(60);
       });
@@ -403,14 +396,14 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const unsubscribe = b.events.subscribe(null, (event) => seen.push(event));
         // Live-only: wait until the subscription carries events before counting.
         const probe = runRecord(sessionRecord());
-        await eventually(async () => {
+        await waitFor(async () => {
           await a.events.append(newEvent(probe));
           await new Promise((resolve) => setTimeout(resolve, 20));
           return seen.length > 0;
         }, 'the all-sessions subscription to carry events');
         const ours = () => seen.filter((e) => e.session_id !== probe.session_id);
         await Promise.all(range(1, 40).map((i) => (i % 2 ? a : b).events.append(newEvent(runs[i % 2]))));
-        await eventually(() => ours().length >= 40, '40 live events');
+        await waitFor(() => ours().length >= 40, '40 live events');
         for (const run of runs) expect(seqs(seen.filter((e) => e.session_id === run.session_id))).toEqual(range(1, 20));
         unsubscribe();
         await a.events.append(newEvent(runs[0]));

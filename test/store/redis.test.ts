@@ -12,8 +12,9 @@ import type { AsmEvent } from '../../src/schemas/events.js';
 import { createRedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
 import { redisKeys } from '../../src/store/redis-schema.js';
 import type { Store } from '../../src/store/types.js';
-import { eventually, newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
+import { newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
+import { waitFor } from '../helpers/wait.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
@@ -63,7 +64,7 @@ async function roundTrip(store: Store): Promise<void> {
   store.events.subscribe(session.id, (event) => seen.push(event));
   await store.events.lastSeq(session.id);
   await store.events.append(newEvent(runRecord(session)));
-  await eventually(() => seen.length === 1, 'the live event');
+  await waitFor(() => seen.length === 1, 'the live event');
   expect(await store.sessions.get(session.id)).toEqual({ ...session, last_seq: 1 });
 }
 
@@ -102,7 +103,7 @@ describe('Redis store: cluster slots', () => {
       ] });
       const node = new Redis(server.port, '127.0.0.1');
       await node.call('CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-      await eventually(async () => String(await node.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), 'cluster_state:ok');
+      await waitFor(async () => String(await node.call('CLUSTER', 'INFO')).includes('cluster_state:ok'), 'cluster_state:ok');
       expect(await node.call('CLUSTER', 'KEYSLOT', 'asm:{ses_1}:events')).toBe(clusterSlot('asm:{ses_1}:events'));
       await node.quit();
     });
@@ -139,7 +140,7 @@ describe('Redis store: Redis unreachable', () => {
     a.events.subscribe(null, (event) => everything.push(event));
     await a.events.lastSeq(session.id);
     await b.events.append(newEvent(run));
-    await eventually(() => seen.length === 1 && everything.length === 1, 'the first event, live');
+    await waitFor(() => seen.length === 1 && everything.length === 1, 'the first event, live');
 
     await server.stop();
     for (const call of [() => a.sessions.get(session.id), () => b.events.append(newEvent(run)), () => a.ping()]) {
@@ -152,21 +153,21 @@ describe('Redis store: Redis unreachable', () => {
     }
 
     await server.start();
-    await eventually(() => b.ping().then(() => true, () => false), 'b to reconnect');
+    await waitFor(() => b.ping().then(() => true, () => false), 'b to reconnect');
     // Appended as soon as b is back, possibly before a's subscriber has resubscribed: a catches up.
     await b.events.append(newEvent(run));
-    await eventually(() => a.ping().then(() => true, () => false), 'a to reconnect');
+    await waitFor(() => a.ping().then(() => true, () => false), 'a to reconnect');
     expect(await a.sessions.get(session.id)).toEqual({ ...session, last_seq: 2 });
-    await eventually(() => seen.length === 2, 'the event appended after the restart');
+    await waitFor(() => seen.length === 2, 'the event appended after the restart');
     expect(seen.map((e) => e.seq)).toEqual([1, 2]);
     // All-session listeners are live only; once resubscribed they carry new events again.
     let appended = 2;
-    await eventually(async () => {
+    await waitFor(async () => {
       appended = (await b.events.append(newEvent(run))).seq;
       await new Promise((resolve) => setTimeout(resolve, 20));
       return everything.length > 1;
     }, 'the all-sessions subscription to be renewed');
-    await eventually(() => seen.length === appended, 'the session listener to keep up');
+    await waitFor(() => seen.length === appended, 'the session listener to keep up');
     expect(seen.map((e) => e.seq)).toEqual(Array.from({ length: appended }, (_, i) => i + 1));
   });
 
@@ -180,15 +181,15 @@ describe('Redis store: Redis unreachable', () => {
     a.events.subscribe(run.session_id, (event) => seen.push(event.seq));
     await a.events.lastSeq(run.session_id);
     await b.events.append(newEvent(run));
-    await eventually(() => seen.length === 1, 'the first event');
+    await waitFor(() => seen.length === 1, 'the first event');
     const clients = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'));
     const id = clients.split('\n').find((line) => line.includes(` name=${prefix}-events `))?.match(/^id=(\d+)/)?.[1];
     expect(id).toBeDefined();
     await admin.call('CLIENT', 'KILL', 'ID', id!);
     for (let i = 0; i < 20; i++) await b.events.append(newEvent(run));
-    await eventually(() => seen.at(-1) === 21, 'the events published while disconnected');
+    await waitFor(() => seen.at(-1) === 21, 'the events published while disconnected');
     await b.events.append(newEvent(run));
-    await eventually(() => seen.at(-1) === 22, 'live events after the reconnect');
+    await waitFor(() => seen.at(-1) === 22, 'live events after the reconnect');
     expect(seen).toEqual([...new Set(seen)].sort((x, y) => x - y));
     expect(seen.slice(-6)).toEqual([17, 18, 19, 20, 21, 22]);
   });
