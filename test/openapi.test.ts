@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateOpenApi, OPENAPI_PATH } from '../scripts/openapi.js';
-import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../src/errors.js';
+import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../src/errors/kinds.js';
 import { startServer, type TestServer } from './helpers/server.js';
 
 /** openapi/openapi.json is generated from the route schemas (npm run openapi) and must not drift from them. */

@@ -1,5 +1,5 @@
 import type { Limits } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess } from '../providers/types.js';
 import { errorEvent, RunLifecycle, type LaunchedAgent } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Limits } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderTotals } from '../providers/types.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { BackendRun, BackendRunSpec, EventSink, InterruptReason } from './types.js';

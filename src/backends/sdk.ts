@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, SdkTurn } from '../providers/types.js';
 import { RunLifecycle, type GraceLimits, type LaunchedAgent } from './run-lifecycle.js';
 import type { SdkLoader } from './sdk-loader.js';

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Limits } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { ProcessExit } from '../providers/types.js';
 
 /**

@@ -1,6 +1,6 @@
 import { accessSync, constants } from 'node:fs';
 import { isAbsolute } from 'node:path';
-import { AsmError, badField } from '../errors.js';
+import { AsmError, badField } from '../errors/kinds.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import type { ProcessExit } from '../providers/types.js';
 

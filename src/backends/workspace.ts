@@ -1,6 +1,6 @@
 import { realpath, stat } from 'node:fs/promises';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
-import { AsmError, badField } from '../errors.js';
+import { AsmError, badField } from '../errors/kinds.js';
 
 /**
  * Resolve a session's working directory inside the workspace root. Relative paths are taken from the

@@ -1,5 +1,5 @@
 import type { FastifyError } from 'fastify';
-import { AsmError, badField } from '../errors.js';
+import { AsmError, badField } from './kinds.js';
 
 /**
  * The one translation from anything thrown in a route to the error body and status of errors.ts.

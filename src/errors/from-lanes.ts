@@ -1,4 +1,4 @@
-import { AsmError, badField, cancelledRun } from '../errors.js';
+import { AsmError, badField, cancelledRun } from './kinds.js';
 import { LaneError } from '../lanes/types.js';
 
 /** The lane engine's refusals (lanes/errors.ts) as error kinds: queue_full stays 429, an unreachable store 503. */

@@ -1,5 +1,5 @@
 import { ReplyError } from 'ioredis';
-import { AsmError } from '../errors.js';
+import { AsmError } from './kinds.js';
 
 /** Replies that mean Redis is there but cannot serve now (loading, failing over, out of memory). */
 const NOT_READY_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM) /;

@@ -1,4 +1,4 @@
-import { AsmError, type ErrorDomain, type ErrorKind } from '../errors.js';
+import { AsmError, type ErrorDomain, type ErrorKind } from './kinds.js';
 
 /**
  * The one table of ways a remote_node run can fail to start (nodes/remote-start.ts walks them in

@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { fromFastifyError } from '../errors/from-fastify.js';
 
 /** Our own errors answer with their kind's status; Fastify's 4xx (415, 414…) keep theirs. */

@@ -2,7 +2,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type ValueError } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import type { FastifySchemaCompiler } from 'fastify';
-import { badField } from '../errors.js';
+import { badField } from '../errors/kinds.js';
 import { SHARED_SCHEMAS } from '../schemas/api.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { AsmConfig } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { CommandHandle } from '../lanes/types.js';
 import { resolveBinary } from '../providers/registry.js';
 import type { ProviderDefinition } from '../providers/types.js';

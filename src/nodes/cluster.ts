@@ -1,4 +1,4 @@
-import type { ErrorBody } from '../errors.js';
+import type { ErrorBody } from '../errors/kinds.js';
 import type { ApprovalDecision } from '../providers/types.js';
 
 /**

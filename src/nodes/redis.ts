@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { Cluster, ControlHandler, ControlReply, ControlRequest, NodeSnapshot, SelfReport } from './cluster.js';
 import { OwnerUnreachable } from './cluster.js';
 

@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { BootstrapMode, RemoteOptions } from '../store/types.js';
 
 /**

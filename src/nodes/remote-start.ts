@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { access, constants } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { remoteFailure, REMOTE_START_FAILURES } from '../errors/remote-start-failures.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import { OwnerUnreachable, type Cluster, type NodeSnapshot } from './cluster.js';

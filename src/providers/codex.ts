@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import { VERSION } from '../version.js';
 import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, perRun, raw, totalsUsage, usageTotals } from './common.js';

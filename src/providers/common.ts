@@ -1,4 +1,4 @@
-import { AsmError, type ErrorDomain, type ErrorKind } from '../errors.js';
+import { AsmError, type ErrorDomain, type ErrorKind } from '../errors/kinds.js';
 import type { EventPayload, ProviderEvent, Usage } from '../schemas/events.js';
 import type { ProcessExit, ProviderProcess, ProviderTotals } from './types.js';
 

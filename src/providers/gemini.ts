@@ -1,4 +1,4 @@
-import type { ErrorDomain, ErrorKind } from '../errors.js';
+import type { ErrorDomain, ErrorKind } from '../errors/kinds.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
 import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';

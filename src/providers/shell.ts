@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { EventPayload, ProviderEvent } from '../schemas/events.js';
 import type { ProcessExit, ProviderDefinition, ProviderProcess, ProviderRunInput } from './types.js';
 

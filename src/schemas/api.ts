@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors.js';
+import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors/kinds.js';
 import { AsmEventSchema, EVENT_KINDS, LaneMetadata, UsageSchema } from './events.js';
 
 /**

@@ -1,5 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors.js';
+import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors/kinds.js';
 
 /**
  * The closed vocabulary of normalized events. Every provider maps its CLI's output onto these kinds;

@@ -3,7 +3,7 @@ import { realpath } from 'node:fs/promises';
 import { relative } from 'node:path';
 import type { Logger } from 'pino';
 import type { AsmConfig } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';

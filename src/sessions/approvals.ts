@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import type { ApprovalDecision } from '../providers/types.js';
 import type { EventPayload } from '../schemas/events.js';

@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { remoteFailure } from '../errors/remote-start-failures.js';
 import type { SdkStatus } from '../backends/sdk-loader.js';
 import type { EventMetadata } from '../schemas/events.js';

@@ -1,4 +1,4 @@
-import { AsmError, type ErrorBody } from '../errors.js';
+import { AsmError, type ErrorBody } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
 import type { CommandContext, CommandHandle, LaneEngine } from '../lanes/types.js';
 import type { ApprovalDecision } from '../providers/types.js';

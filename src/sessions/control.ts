@@ -1,4 +1,4 @@
-import { AsmError, cancelledRun } from '../errors.js';
+import { AsmError, cancelledRun } from '../errors/kinds.js';
 import type { LaneEngine } from '../lanes/types.js';
 import { OwnerUnreachable, type Cluster, type ControlReply, type ControlRequest } from '../nodes/cluster.js';
 import type { ApprovalDecision } from '../providers/types.js';

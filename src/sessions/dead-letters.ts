@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import type { CreateRunBody } from '../schemas/api.js';
 import type { RunRecord, Store } from '../store/types.js';

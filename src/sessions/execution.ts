@@ -3,7 +3,7 @@ import { buildCliEnv } from '../providers/env.js';
 import { LOCAL_SURFACE } from '../backends/surfaces.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
-import { AsmError, cancelledRun } from '../errors.js';
+import { AsmError, cancelledRun } from '../errors/kinds.js';
 import { abortedByTimeout, fromLaneAbort } from '../errors/from-lanes.js';
 import type { CommandContext } from '../lanes/types.js';
 import { workerPreflight } from '../nodes/accept.js';

@@ -1,6 +1,6 @@
 import { checkSurface } from '../backends/surfaces.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
-import { AsmError, badField } from '../errors.js';
+import { AsmError, badField } from '../errors/kinds.js';
 import type { LaneEngine } from '../lanes/types.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { ExecutionSurface } from '../schemas/api.js';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { KeyedSerializer } from '../lanes/keyed-serializer.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';

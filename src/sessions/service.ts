@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
 import type { AsmConfig } from '../config.js';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import { RemoteAcceptor, WORKER_LANE } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';

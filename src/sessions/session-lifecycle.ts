@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { AsmConfig } from '../config.js';
-import { AsmError, badField } from '../errors.js';
+import { AsmError, badField } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';

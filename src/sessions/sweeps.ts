@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import type { Store } from '../store/types.js';
 import type { ControlRouter } from './control.js';

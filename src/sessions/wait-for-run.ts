@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { TERMINAL_KINDS } from '../schemas/events.js';
 import type { RunRecord, Store } from '../store/types.js';

@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { stampEvent } from './stamp.js';

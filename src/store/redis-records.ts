@@ -1,4 +1,4 @@
-import { AsmError } from '../errors.js';
+import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import type { ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { ERROR_DOMAINS } from '../../src/errors.js';
+import { ERROR_DOMAINS } from '../../src/errors/kinds.js';
 import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
 
 /**

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { OwnerUnreachable, type ControlHandler } from '../../src/nodes/cluster.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 
 const url = inject('asmTestRedisUrl');
 const opened: Array<{ cluster: RedisCluster; connections: Redis[] }> = [];

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { REMOTE_DEFAULTS, remoteTarget, resolveRemoteOptions } from '../../src/nodes/remote-options.js';
 import { compatibleVersions, cookieHash } from '../../src/nodes/remote-start.js';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 
 function refusal(layers: Array<Record<string, unknown>>): AsmError {
   try {

@@ -4,7 +4,7 @@
  * are real outcomes of the loader, not flags.
  */
 import { describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import { SdkLoader, type SdkStatus } from '../../src/backends/sdk-loader.js';
 import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBackend } from '../../src/sessions/backend-resolution.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import type { AsmEvent, EventMetadata } from '../../src/schemas/events.js';
 import type { ApprovalRecord, NewEvent, RunRecord, SessionRecord, Store } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';

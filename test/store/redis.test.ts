@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import { createRedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
 import { redisKeys } from '../../src/store/redis-schema.js';

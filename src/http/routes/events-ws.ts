@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { AsmApp } from '../../app.js';
-import { AsmError, badField } from '../../errors.js';
+import { AsmError, badField } from '../../errors/kinds.js';
 import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import { followEvents } from '../replay.js';

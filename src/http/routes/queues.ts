@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AsmApp } from '../../app.js';
-import { AsmError } from '../../errors.js';
+import { AsmError } from '../../errors/kinds.js';
 import type { LaneMetrics } from '../../lanes/types.js';
 import { DeadLetterList, DlqParams, QueueList, QueueParams } from '../../schemas/api.js';
 import { errorResponses } from './sessions.js';

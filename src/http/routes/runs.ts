@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply } from 'fastify';
 import type { AsmApp } from '../../app.js';
-import { badField } from '../../errors.js';
+import { badField } from '../../errors/kinds.js';
 import { EventPage, EventsQuery, isTerminalRunState, Run, RunParams } from '../../schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
 import { followEvents } from '../replay.js';

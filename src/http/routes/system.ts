@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AsmApp } from '../../app.js';
-import { AsmError } from '../../errors.js';
+import { AsmError } from '../../errors/kinds.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
 import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';

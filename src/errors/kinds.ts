@@ -1,7 +1,9 @@
 /**
  * The one table of error kinds: each kind's default domain, HTTP status and retryability.
  * Everything that fails in ASM (a route, a run, a lane command) is an AsmError of one of these kinds,
- * so the REST body, the `error` event payload and the CLI all speak the same vocabulary.
+ * so the REST body, the `error` event payload and the CLI all speak the same vocabulary. Each source
+ * of failures has one translator beside this file (from-lanes.ts, from-fastify.ts, from-redis.ts,
+ * remote-start-failures.ts). This file imports nothing of the app, so every room may use it.
  */
 
 export const ERROR_DOMAINS = [
