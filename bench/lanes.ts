@@ -318,7 +318,7 @@ export async function run(args: string[]): Promise<void> {
     lifecycle: a3s,
     lifecycle_tick_mode_10ms: tick,
     rust_reference: {
-      source: 'a3s-lane README, measured full-lifecycle rows (lane.md §7)',
+      source: "a3s-lane README's measured full-lifecycle rows",
       'submit_throughput/10': { median_ms: 107, ops_per_s: 93 },
       'submit_throughput/100': { median_ms: 1170, ops_per_s: 85 },
       note: 'every workload is bounded by one dispatch per ~10–12 ms pass: about 85–95 ops/s, priority_scheduling ≈ 0.35 s, rate_limiting ≈ 1.1–1.5 s',

@@ -1,7 +1,7 @@
 import type { Limits } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess } from '../providers/types.js';
-import { errorEvent, RunLifecycle, type LaunchedAgent } from './run-lifecycle.js';
+import { RunLifecycle, terminalErrorEvent, type LaunchedAgent } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
 import { surfaceLaunch } from './surfaces.js';
 import type { Backend, BackendRun, BackendRunSpec, EventSink } from './types.js';
@@ -73,7 +73,7 @@ class CoreRun extends RunLifecycle {
       ended: async () => {
         const exit = await child.closed;
         const surfaceFailure = launch.failure(exit, sawOutput);
-        if (surfaceFailure) this.emit(errorEvent(surfaceFailure));
+        if (surfaceFailure) this.emit(terminalErrorEvent(surfaceFailure));
         else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
       },
     };

@@ -96,7 +96,7 @@ export abstract class RunLifecycle implements BackendRun {
     try {
       agent = await this.launch();
     } catch (err) {
-      this.emit(errorEvent(AsmError.from(err)));
+      this.emit(terminalErrorEvent(AsmError.from(err)));
       this.clearTimers();
       return;
     }
@@ -104,7 +104,7 @@ export abstract class RunLifecycle implements BackendRun {
     await agent.ended();
     if (!this.finished) {
       // Only reachable if the provider breaks its contract; the run must still end.
-      this.emit(errorEvent(new AsmError('transport_error', `${agent.name} ended without a terminal event`)));
+      this.emit(terminalErrorEvent(new AsmError('transport_error', `${agent.name} ended without a terminal event`)));
     }
     this.clearTimers();
   }
@@ -207,10 +207,10 @@ export abstract class RunLifecycle implements BackendRun {
   private outcomeAfterInterrupt(event: ProviderEvent): ProviderEvent {
     if (!this.interruptReason || event.kind === 'result') return event;
     if (this.interruptReason === 'deadline') {
-      return errorEvent(new AsmError('timeout', `run exceeded its deadline of ${this.spec.deadlineMs}ms`));
+      return terminalErrorEvent(new AsmError('timeout', `run exceeded its deadline of ${this.spec.deadlineMs}ms`));
     }
-    if (this.interruptReason === 'timeout') return errorEvent(new AsmError('timeout', 'run timed out'));
-    return errorEvent(new AsmError('user_cancelled', 'Run interrupted'));
+    if (this.interruptReason === 'timeout') return terminalErrorEvent(new AsmError('timeout', 'run timed out'));
+    return terminalErrorEvent(new AsmError('user_cancelled', 'Run interrupted'));
   }
 
   private stampConversation(event: ProviderEvent): ProviderEvent {
@@ -223,7 +223,7 @@ export abstract class RunLifecycle implements BackendRun {
 
   /** A failure the agent cannot recover from: end the run now and stop the agent without grace. */
   protected fail(err: AsmError): void {
-    this.emit(errorEvent(AsmError.from(err)));
+    this.emit(terminalErrorEvent(AsmError.from(err)));
     this.stopNow();
   }
 
@@ -251,6 +251,6 @@ export abstract class RunLifecycle implements BackendRun {
   }
 }
 
-export function errorEvent(err: AsmError): ProviderEvent {
+export function terminalErrorEvent(err: AsmError): ProviderEvent {
   return { kind: 'error', payload: err.toBody() };
 }
