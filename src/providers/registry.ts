@@ -6,9 +6,10 @@ import type { ProviderDefinition } from './types.js';
 /**
  * Providers are discovered, not listed: every module in this folder except the ones named below
  * (the contract, this registry, common.ts with the helpers providers share, and env.ts with the
- * environment a provider's CLI gets) default-exports a ProviderDefinition, so adding a provider is
- * adding one file. Discovery reads the folder this module is in, which is src/providers/*.ts under
- * vitest and tsx, and dist/providers/*.js after the build.
+ * environment a provider's CLI gets), and every subfolder with an index module, default-exports a
+ * ProviderDefinition, so adding a provider is adding one file or one folder. Discovery reads the
+ * folder this module is in, which is src/providers/ under vitest and tsx (claude/index.ts, shell.ts),
+ * and dist/providers/ after the build (claude/index.js, shell.js).
  */
 
 const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common', 'env']);
@@ -26,7 +27,7 @@ export function loadProviders(): Promise<Map<string, ProviderDefinition>> {
 
 async function discoverProviders(): Promise<Map<string, ProviderDefinition>> {
   const folder = new URL('.', import.meta.url);
-  const files = (await readdir(folder)).filter(isProviderModule).sort();
+  const files = (await providerModules(folder)).sort();
   const providers = new Map<string, ProviderDefinition>();
   for (const file of files) {
     const module = (await import(new URL(file, folder).href)) as { default?: unknown };
@@ -38,6 +39,20 @@ async function discoverProviders(): Promise<Map<string, ProviderDefinition>> {
     providers.set(definition.name, definition);
   }
   return providers;
+}
+
+/** The provider modules of the folder, relative to it: `shell.ts`, or `claude/index.ts` for a provider folder. */
+async function providerModules(folder: URL): Promise<string[]> {
+  const modules: string[] = [];
+  for (const entry of await readdir(folder, { withFileTypes: true })) {
+    if (entry.isDirectory()) {
+      const index = (await readdir(new URL(`${entry.name}/`, folder))).find((file) => /^index\.(?:js|ts)$/.test(file));
+      if (index) modules.push(`${entry.name}/${index}`);
+    } else if (isProviderModule(entry.name)) {
+      modules.push(entry.name);
+    }
+  }
+  return modules;
 }
 
 function isProviderModule(file: string): boolean {

@@ -1,9 +1,9 @@
 import type { ProviderEvent } from '../schemas/events.js';
 
 /**
- * A provider is one file in this folder that default-exports a ProviderDefinition: the CLI's argv,
- * its line parser and its control protocol. The registry discovers the files, so adding a provider
- * touches nothing else. Fixtures live in test/fixtures/<provider>/.
+ * A provider is one file in this folder, or one folder with an index module, that default-exports a
+ * ProviderDefinition: the CLI's argv, its line parser and its control protocol. The registry
+ * discovers them, so adding a provider touches nothing else. Fixtures live in test/fixtures/<provider>/.
  */
 
 export type ApprovalDecision = 'allow' | 'allow_for_session' | 'deny';

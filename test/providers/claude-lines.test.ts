@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import claude from '../../src/providers/claude.js';
+import claude from '../../src/providers/claude/index.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
 
 /** The claude line mapping and control messages, without a process. */

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRunSpec } from '../../src/backends/types.js';
-import claude from '../../src/providers/claude.js';
+import claude from '../../src/providers/claude/index.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 

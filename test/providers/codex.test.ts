@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendRunSpec } from '../../src/backends/types.js';
-import codex from '../../src/providers/codex.js';
+import codex from '../../src/providers/codex/index.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 

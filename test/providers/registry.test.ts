@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import claude from '../../src/providers/claude.js';
+import claude from '../../src/providers/claude/index.js';
 import { loadProviders, probeVersion, resolveBinary } from '../../src/providers/registry.js';
 import shell from '../../src/providers/shell.js';
 

@@ -8,7 +8,7 @@ import { AsmError } from '../../src/errors/kinds.js';
 import { SdkLoader, type SdkStatus } from '../../src/backends/sdk-loader.js';
 import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBackend } from '../../src/sessions/backend-resolution.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';
-import claude from '../../src/providers/claude.js';
+import claude from '../../src/providers/claude/index.js';
 import shell from '../../src/providers/shell.js';
 
 const withSdk: ProviderDefinition = { ...claude, sdk: { ...claude.sdk!, package: 'fake-agent-sdk', capabilities: ['streaming', 'session_resume'] } };

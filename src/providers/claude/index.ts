@@ -1,0 +1,48 @@
+/** The Claude Code provider: its binary, environment, modes and capabilities, and its two lanes. */
+import type { ProviderDefinition } from '../types.js';
+import { createClaudeProcess } from './process.js';
+import { runClaudeSdk } from './sdk.js';
+
+/**
+ * `claude`: Claude Code in bidirectional stream-json mode (docs/protocols.md, "## Claude Code"):
+ * process.ts runs the CLI on the core lane, sdk.ts through the Agent SDK; both map its messages with
+ * mapper.ts (result lines in result.ts) and answer approvals as control.ts says.
+ */
+
+const claude: ProviderDefinition = {
+  name: 'claude',
+  displayName: 'Claude Code',
+  defaultBinary: 'claude',
+  // Auth, endpoint and model overrides. Cloud credentials for Bedrock or Vertex (AWS_*, Google ADC)
+  // are the operator's choice: pass them with ASM_PASS_ENV.
+  env: [
+    'ANTHROPIC_API_KEY',
+    'CLAUDE_CODE_OAUTH_TOKEN',
+    'ANTHROPIC_AUTH_TOKEN',
+    'ANTHROPIC_BASE_URL',
+    'ANTHROPIC_CUSTOM_HEADERS',
+    'ANTHROPIC_MODEL',
+    'ANTHROPIC_DEFAULT_OPUS_MODEL',
+    'ANTHROPIC_DEFAULT_SONNET_MODEL',
+    'ANTHROPIC_DEFAULT_HAIKU_MODEL',
+    'CLAUDE_CODE_USE_BEDROCK',
+    'CLAUDE_CODE_USE_VERTEX',
+    'ANTHROPIC_VERTEX_PROJECT_ID',
+    'CLAUDE_CODE_USE_FOUNDRY',
+    'CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC',
+    'DISABLE_AUTOUPDATER',
+  ],
+  defaultQueue: 'prompt',
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost'],
+  permissionModes: ['default', 'acceptEdits', 'bypassPermissions', 'plan', 'dontAsk', 'auto'],
+  sdk: {
+    package: '@anthropic-ai/claude-agent-sdk',
+    // The Agent SDK adds session control to what the CLI lane does.
+    capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_history', 'session_resume', 'session_pause', 'session_intervene'],
+    run: runClaudeSdk,
+  },
+  versionArgs: ['--version'],
+  create: createClaudeProcess,
+};
+
+export default claude;

@@ -1,0 +1,74 @@
+/** Claude Code on the core lane: its argv, and what the backend writes to and reads from the process. */
+import { randomUUID } from 'node:crypto';
+import { errorEvent, exitMessage, parseLine } from '../common.js';
+import type { ProviderProcess, ProviderRunInput } from '../types.js';
+import { approvalResponse, initializeRequest, interruptRequest, userTurn } from './control.js';
+import { createClaudeMapper } from './mapper.js';
+import type { ClaudeLine } from './messages.js';
+
+/**
+ * Claude Code in bidirectional stream-json mode (docs/protocols.md, "## Claude Code"), the only
+ * headless mode with approvals and clean interrupts:
+ *
+ *   claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio
+ *          [--model M] [--permission-mode M] (--session-id <new uuid> | --resume <provider session id>)
+ *
+ * On start we write an `initialize` control_request and the user turn to stdin. stdin stays open as
+ * the control channel (approvals, interrupt) until the turn's result, then it is closed so the CLI exits.
+ * Its stdout lines go through the mapper (mapper.ts); besides:
+ *
+ *   a line that is not JSON                 → error parse_error (ends the run)
+ *   the process exits without a result line → error transport_error, the stderr tail appended
+ */
+
+const BASE_ARGS = [
+  '-p',
+  '--input-format',
+  'stream-json',
+  '--output-format',
+  'stream-json',
+  '--verbose',
+  '--permission-prompt-tool',
+  'stdio',
+];
+
+/** `--permission-mode`: 'default' is the CLI's normal mode, but its flag does not accept that name. */
+export function explicitPermissionMode(input: ProviderRunInput): string | undefined {
+  return input.permissionMode && input.permissionMode !== 'default' ? input.permissionMode : undefined;
+}
+
+export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
+  // A fresh conversation gets its id from us (--session-id), so it is known before the CLI prints init.
+  const sessionId = input.providerSessionId ?? randomUUID();
+  const map = createClaudeMapper(input);
+  const permissionMode = explicitPermissionMode(input);
+  let interruptCount = 0;
+
+  return {
+    args: [
+      ...BASE_ARGS,
+      ...(input.model ? ['--model', input.model] : []),
+      ...(permissionMode ? ['--permission-mode', permissionMode] : []),
+      ...(input.providerSessionId ? ['--resume', sessionId] : ['--session-id', sessionId]),
+    ],
+    stdin: 'control',
+    providerSessionId: sessionId,
+    start() {
+      return { write: [initializeRequest(), JSON.stringify(userTurn(input.prompt))] };
+    },
+    onLine(text) {
+      const parsed = parseLine<ClaudeLine>('claude', text);
+      return 'line' in parsed ? map(parsed.line) : parsed;
+    },
+    decide(approval, decision, reason) {
+      return { write: [approvalResponse(approval, decision, reason)] };
+    },
+    interrupt() {
+      interruptCount += 1;
+      return { write: [interruptRequest(interruptCount)] };
+    },
+    onExit(exit, sawTerminal) {
+      return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('claude', exit))];
+    },
+  };
+}

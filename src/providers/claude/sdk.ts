@@ -1,0 +1,101 @@
+/** Claude Code on the SDK lane: a turn run through the Agent SDK's query(). */
+import { randomUUID } from 'node:crypto';
+import { errorEvent } from '../common.js';
+import type { ProviderLineOutput, SdkRunInput, SdkTurn } from '../types.js';
+import { permissionAnswer, userTurn } from './control.js';
+import { createClaudeMapper } from './mapper.js';
+import type { ClaudeLine, PermissionUpdate } from './messages.js';
+import { explicitPermissionMode } from './process.js';
+
+/**
+ * The Agent SDK's query() (docs/protocols.md, "## SDK lane") runs the same CLI in the same
+ * bidirectional mode; what differs is who holds the control channel:
+ *
+ *   query({prompt: <one user message, then held open>, options})
+ *     pathToClaudeCodeExecutable  the configured CLI (SdkRunInput.binary)
+ *     env                         the allowlisted environment (the SDK replaces, never merges, it)
+ *     cwd, model, permissionMode  as on the core lane ('default' left to the CLI)
+ *     sessionId | resume          a fresh id up front, or the conversation to continue
+ *     canUseTool                  approvals: each call is reported as an approval; decide() settles it
+ *                                 with the same PermissionResult the core lane writes
+ *     abortController             stop(): the SDK kills the CLI
+ *   interrupt()                   query.interrupt(), the interrupt control request
+ *
+ * The prompt stream stays open until the turn's result (mapped with endInput), because the SDK
+ * closes the CLI's stdin, the control channel, when it ends. Messages go through the core lane's
+ * mapper; an exception from the SDK (the CLI died, an abort) ends the run as transport_error, as the
+ * core lane's exit without a result does.
+ */
+
+/** The part of the SDK's module we use (typed here: the package is optional, its types may be absent). */
+interface ClaudeSdkModule {
+  query(params: { prompt: AsyncIterable<unknown>; options: Record<string, unknown> }): AsyncIterable<ClaudeLine> & {
+    interrupt(): Promise<unknown>;
+  };
+}
+
+/** ApprovalRequest.native on the SDK lane: the pending canUseTool call. */
+interface PendingToolPermission {
+  settle: (result: Record<string, unknown>) => void;
+  input: unknown;
+  suggestions: PermissionUpdate[];
+}
+
+export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (output: ProviderLineOutput) => void): SdkTurn {
+  const sessionId = input.providerSessionId ?? randomUUID();
+  const map = createClaudeMapper(input);
+  const permissionMode = explicitPermissionMode(input);
+  const abort = new AbortController();
+  let endPrompt!: () => void;
+  const promptEnded = new Promise<void>((resolve) => (endPrompt = resolve));
+  async function* prompt(): AsyncGenerator<unknown> {
+    yield userTurn(input.prompt);
+    await promptEnded;
+  }
+
+  const query = (module as ClaudeSdkModule).query({
+    prompt: prompt(),
+    options: {
+      pathToClaudeCodeExecutable: input.binary,
+      env: input.env,
+      cwd: input.cwd,
+      ...(input.model && { model: input.model }),
+      ...(permissionMode && { permissionMode }),
+      ...(permissionMode === 'bypassPermissions' && { allowDangerouslySkipPermissions: true }),
+      ...(input.providerSessionId ? { resume: sessionId } : { sessionId }),
+      abortController: abort,
+      canUseTool: (toolName: string, toolInput: unknown, options: { suggestions?: PermissionUpdate[] }) =>
+        new Promise((settle) => {
+          const native: PendingToolPermission = { settle, input: toolInput, suggestions: options.suggestions ?? [] };
+          report({ approvals: [{ subject: toolName, toolInput, native }] });
+        }),
+      stderr: (chunk: string) => {
+        const lines = chunk.split('\n').filter((line) => line.trim() !== '');
+        report({ events: lines.map((content) => ({ kind: 'stderr', payload: { content } })) });
+      },
+    },
+  });
+
+  const done = (async () => {
+    try {
+      for await (const message of query) report(map(message));
+    } catch (err) {
+      report({ events: [errorEvent('transport_error', `claude (Agent SDK): ${err instanceof Error ? err.message : String(err)}`)] });
+    }
+  })();
+
+  return {
+    providerSessionId: sessionId,
+    done,
+    decide(approval, decision, reason) {
+      const pending = approval.native as PendingToolPermission;
+      pending.settle(permissionAnswer(pending.input, pending.suggestions, decision, reason));
+    },
+    interrupt() {
+      // A failed interrupt request leaves the backend's grace period to stop the CLI.
+      query.interrupt().catch(() => undefined);
+    },
+    endInput: endPrompt,
+    stop: () => abort.abort(),
+  };
+}

@@ -1,0 +1,190 @@
+/** Codex's app-server transport: `codex app-server`, JSON-RPC over stdio, with approvals and interrupts. */
+import { VERSION } from '../../version.js';
+import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
+import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
+import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
+import type { Mode } from './modes.js';
+
+/*
+ * `codex app-server` (docs/protocols.md, "## Codex"): JSON-RPC over stdio, one object per line, no
+ * "jsonrpc" field.
+ *   → initialize {clientInfo}          ← result            → initialized (notification)
+ *   → thread/start {cwd, model, approvalPolicy, sandbox}   (or thread/resume {threadId, …} to continue)
+ *   ← result {thread.id}               → turn/start {threadId, input:[{type:"text", text}]}
+ *   ← notifications until turn/completed; stdin is then closed and the server exits.
+ *   Approvals are server→client requests item/commandExecution/requestApproval and
+ *   item/fileChange/requestApproval, answered with {id, result:{decision}}: allow → "accept",
+ *   allow_for_session → "acceptForSession", deny → "decline". Other server requests get a JSON-RPC error
+ *   so the turn never waits on us. Interrupt: turn/interrupt {threadId, turnId} → turn/completed
+ *   with status "interrupted".
+ */
+
+interface RpcMessage {
+  id?: number | string;
+  method?: string;
+  params?: Record<string, any>;
+  result?: Record<string, any>;
+  error?: { code?: number; message?: string };
+}
+
+/** ApprovalRequest.native for app-server: the server's request id. */
+interface RpcApproval {
+  id: number | string;
+}
+
+const DECISIONS: Record<ApprovalDecision, string> = { allow: 'accept', allow_for_session: 'acceptForSession', deny: 'decline' };
+
+/** app-server item types (camelCase) → the exec names used throughout. */
+const ITEM_TYPES: Record<string, string> = {
+  agentMessage: 'agent_message',
+  userMessage: 'user_message',
+  commandExecution: 'command_execution',
+  fileChange: 'file_change',
+  mcpToolCall: 'mcp_tool_call',
+  webSearch: 'web_search',
+};
+
+function fromAppServer(item: Record<string, any>): CodexItem {
+  const type = ITEM_TYPES[item.type] ?? item.type;
+  const text =
+    type === 'reasoning'
+      ? (item.summary ?? []).join('\n')
+      : type === 'user_message'
+        ? (item.content ?? []).map((part: { text?: string }) => part.text ?? '').join('')
+        : item.text;
+  return { ...item, type, text, aggregated_output: item.aggregatedOutput, exit_code: item.exitCode };
+}
+
+/** Notifications that only mirror state we get elsewhere (status flags, streamed output repeated in items). */
+const PLUMBING = new Set([
+  'thread/started',
+  'thread/status/changed',
+  'turn/started',
+  'serverRequest/resolved',
+  'account/rateLimits/updated',
+  'remoteControl/status/changed',
+  'item/reasoning/summaryTextDelta',
+  'item/commandExecution/outputDelta',
+  'item/fileChange/outputDelta',
+]);
+
+export function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
+  const items = new ItemMapper(input.previousTotals);
+  /** Our requests in flight, by id. */
+  const pending = new Map<number, string>();
+  let nextId = 0;
+  let threadId: string | null = null;
+  let turnId: string | null = null;
+  let interruptWanted = false;
+
+  const request = (method: string, params: unknown): string => {
+    const id = nextId++;
+    pending.set(id, method);
+    return JSON.stringify({ id, method, params });
+  };
+  const interruptRequest = () => request('turn/interrupt', { threadId, turnId });
+
+  function onResponse(message: RpcMessage): ProviderLineOutput {
+    const method = pending.get(Number(message.id));
+    pending.delete(Number(message.id));
+    if (message.error) {
+      const error = errorEvent('provider_error', `codex app-server refused ${method}: ${message.error.message ?? JSON.stringify(message.error)}`);
+      return { events: [error], endInput: true };
+    }
+    const result = message.result ?? {};
+    switch (method) {
+      case 'initialize': {
+        const thread = { cwd: input.cwd, approvalPolicy: mode.approvalPolicy, sandbox: mode.sandbox, ...(input.model && { model: input.model }) };
+        const open = input.providerSessionId
+          ? request('thread/resume', { threadId: input.providerSessionId, ...thread })
+          : request('thread/start', thread);
+        return { write: [JSON.stringify({ method: 'initialized' }), open] };
+      }
+      case 'thread/start':
+      case 'thread/resume':
+        threadId = result.thread?.id ?? input.providerSessionId ?? null;
+        return {
+          providerSessionId: threadId ?? undefined,
+          write: [request('turn/start', { threadId, input: [{ type: 'text', text: input.prompt, text_elements: [] }] })],
+        };
+      case 'turn/start':
+        turnId = result.turn?.id ?? turnId;
+        return interruptWanted ? { write: [interruptRequest()] } : {};
+      default:
+        return {};
+    }
+  }
+
+  function onServerRequest(message: RpcMessage): ProviderLineOutput {
+    const params = message.params ?? {};
+    const native: RpcApproval = { id: message.id! };
+    if (message.method === 'item/commandExecution/requestApproval') {
+      const toolInput = { command: params.command, cwd: params.cwd, reason: params.reason ?? null };
+      return { approvals: [{ subject: 'command_execution', toolInput, native }] };
+    }
+    if (message.method === 'item/fileChange/requestApproval') {
+      const toolInput = { changes: items.startedItem(params.itemId)?.changes ?? null, reason: params.reason ?? null, grant_root: params.grantRoot ?? null };
+      return { approvals: [{ subject: 'file_change', toolInput, native }] };
+    }
+    // Nothing else was offered by us (no dynamic tools, no elicitation): refuse, so the turn goes on.
+    const refusal = { id: message.id, error: { code: -32601, message: `ASM does not handle ${message.method}` } };
+    return { events: [raw(message)], write: [JSON.stringify(refusal)] };
+  }
+
+  function onNotification(message: RpcMessage): ProviderLineOutput {
+    const params = message.params ?? {};
+    switch (message.method) {
+      case 'turn/started':
+        turnId = params.turn?.id ?? turnId;
+        return {};
+      case 'item/started':
+        return { events: items.itemStarted(fromAppServer(params.item ?? {})) };
+      case 'item/completed':
+        return { events: items.itemCompleted(fromAppServer(params.item ?? {})) };
+      case 'item/agentMessage/delta':
+        return { events: items.delta(String(params.delta ?? '')) };
+      case 'thread/tokenUsage/updated':
+        items.totals = tokenTotals(params.tokenUsage?.total ?? {}) ?? items.totals;
+        return {};
+      case 'turn/completed':
+        return { ...turnCompleted(params.turn ?? {}), endInput: true };
+      default:
+        return PLUMBING.has(message.method!) ? {} : { events: [raw(message)] };
+    }
+  }
+
+  function turnCompleted(turn: { status?: string; error?: { message?: string } | null; durationMs?: number | null }): ProviderLineOutput {
+    if (turn.status === 'completed') return items.completed(turn.durationMs ?? null);
+    const totals = items.totals ? { totals: items.totals } : {};
+    if (turn.status === 'interrupted') return { events: [errorEvent('user_cancelled', 'codex turn interrupted')], ...totals };
+    return { events: [turnFailed(turn.error?.message ?? `codex turn ended ${turn.status}`)], ...totals };
+  }
+
+  return {
+    args: ['app-server'],
+    stdin: 'control',
+    start: () => ({ write: [request('initialize', { clientInfo: { name: 'asm', title: 'Agent Session Manager', version: VERSION }, capabilities: null })] }),
+    onLine(text) {
+      const parsed = parseLine<RpcMessage>('codex app-server', text);
+      if (!('line' in parsed)) return parsed;
+      const message = parsed.line;
+      if (message.method === undefined) return onResponse(message);
+      return message.id === undefined ? onNotification(message) : onServerRequest(message);
+    },
+    decide(approval: ApprovalRequest, decision: ApprovalDecision) {
+      const { id } = approval.native as RpcApproval;
+      return { write: [JSON.stringify({ id, result: { decision: DECISIONS[decision] } })] };
+    },
+    interrupt() {
+      // Before turn/start answered there is no turn to name: ask as soon as there is.
+      if (threadId === null || turnId === null) {
+        interruptWanted = true;
+        return {};
+      }
+      return { write: [interruptRequest()] };
+    },
+    onExit(exit, sawTerminal) {
+      return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('codex app-server', exit))];
+    },
+  };
+}

@@ -1,0 +1,39 @@
+/** The Codex CLI provider: its binary, environment, modes and capabilities, and the transport per mode. */
+import type { ProviderDefinition, ProviderProcess, ProviderRunInput } from '../types.js';
+import { createAppServerProcess } from './app-server.js';
+import { createExecProcess } from './exec.js';
+import { MODES, modeOf } from './modes.js';
+import { runCodexSdk } from './sdk.js';
+
+/**
+ * `codex`: OpenAI Codex CLI (docs/protocols.md, "## Codex"), on one of two transports chosen by the
+ * session's permission_mode (modes.ts): app-server.ts for the modes that may ask for approval,
+ * exec.ts for those that never ask. Both map their items with items.ts; sdk.ts is the SDK lane.
+ */
+
+function createCodexProcess(input: ProviderRunInput): ProviderProcess {
+  const mode = modeOf(input);
+  return mode.transport === 'exec' ? createExecProcess(input, mode) : createAppServerProcess(input, mode);
+}
+
+const codex: ProviderDefinition = {
+  name: 'codex',
+  displayName: 'Codex CLI',
+  defaultBinary: 'codex',
+  // Auth (CODEX_API_KEY is what the SDK sets; OPENAI_API_KEY works too) and where codex keeps its
+  // login, config and sessions.
+  env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
+  defaultQueue: 'prompt',
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
+  permissionModes: Object.keys(MODES),
+  sdk: {
+    package: '@openai/codex-sdk',
+    // No approvals (exec cannot ask, see sdk.ts); the thread resumes by id.
+    capabilities: ['interrupt', 'continuation', 'usage', 'session_resume'],
+    run: runCodexSdk,
+  },
+  versionArgs: ['--version'],
+  create: createCodexProcess,
+};
+
+export default codex;
