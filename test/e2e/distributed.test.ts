@@ -148,13 +148,15 @@ describe('distributed mode: two API processes on one Redis', () => {
   it('fires an approval deadline after the process that recorded it died, then ends its run as node_lost', async () => {
     const d = deployment({ ASM_NODE_TTL_MS: '6000' });
     const a = await d.start('api-a');
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 4_000 })).body;
+    // Long enough that B is up and A is dead before it expires, even on a loaded machine (asserted below).
+    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 10_000 })).body;
     const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     const requested = await onA.event('approval_requested');
     const b = await d.start('api-b');
     a.proc.child.kill('SIGKILL');
     await a.proc.exited;
+    expect((await b.request('GET', `/v1/approvals/${requested.payload.approval_id}`)).body.state).toBe('pending');
 
     const onB = b.stream(`session_id=${session.id}&after=0`);
     const resolved = await onB.event('approval_resolved', () => true);
