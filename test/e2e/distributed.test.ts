@@ -147,13 +147,15 @@ describe('distributed mode: two API processes on one Redis', () => {
 
   it('fires an approval deadline after the process that recorded it died, then ends its run as node_lost', async () => {
     const d = deployment({ ASM_NODE_TTL_MS: '6000' });
-    const a = await d.start('api-a');
-    // Long enough that B is up and A is dead before it expires, even on a loaded machine (asserted below).
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 10_000 })).body;
-    const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
-    const onA = a.stream(`session_id=${session.id}&after=0`);
-    const requested = await onA.event('approval_requested');
-    const b = await d.start('api-b');
+    // Both processes are up before the run, so the approval's window holds no process start-up; the
+    // one that executes the run (either may take its lane job) is the one killed.
+    const apis = [await d.start('api-a'), await d.start('api-b')];
+    const session = (await apis[0].request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 4_000 })).body;
+    const run = (await apis[0].request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const watch = apis[0].stream(`session_id=${session.id}&after=0`);
+    const started = await watch.event('run_started');
+    const requested = await watch.event('approval_requested');
+    const [a, b] = started.payload.node === 'api-a' ? apis : [apis[1], apis[0]];
     a.proc.child.kill('SIGKILL');
     await a.proc.exited;
     expect((await b.request('GET', `/v1/approvals/${requested.payload.approval_id}`)).body.state).toBe('pending');
