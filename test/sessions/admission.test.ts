@@ -4,20 +4,14 @@
  * the oldest waiting run. Runs are parked by pausing their lane, or run to the end by the fake claude.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AsmError, cancelledRun } from '../../src/errors.js';
+import { cancelledRun } from '../../src/errors.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { until } from '../helpers/processes.js';
-import { makeRig, type Rig } from './rig.js';
+import { makeRig, refusal, type Rig } from './rig.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
-
-async function refusal(promise: Promise<unknown>): Promise<AsmError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
-  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
-  return err;
-}
 
 async function queuedEvent(sessionId: string, runId: string): Promise<AsmEvent> {
   return (await rig.events(sessionId, runId)).find((e) => e.kind === 'run_queued')!;

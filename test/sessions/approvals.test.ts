@@ -4,9 +4,8 @@
  * transcript expects: a completed run proves the decision reached the CLI.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import { makeRig, type Rig } from './rig.js';
+import { makeRig, refusal, type Rig } from './rig.js';
 
 let rig: Rig;
 beforeEach(async () => {
@@ -20,12 +19,6 @@ async function runAskingApproval(fixture: 'c2-approve' | 'c2-deny', sessionId?: 
   const run = await rig.submit(session, `Say hello, then create a file [fixture:${fixture}]`);
   const requested = await rig.event(session, (e) => e.run_id === run.id && e.kind === 'approval_requested');
   return { sessionId: session, run, approvalId: (requested.payload as EventPayload<'approval_requested'>).approval_id };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<AsmError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
-  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
-  return err;
 }
 
 describe('ApprovalBook', () => {

@@ -8,6 +8,7 @@ import { AsmError } from '../../src/errors.js';
 import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type CommandContext, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
 import { CommandBus, type CommandHandlers } from '../../src/sessions/commands.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../../src/store/types.js';
+import { refusal } from './rig.js';
 
 let engine: LaneEngine;
 afterEach(() => engine?.close());
@@ -25,12 +26,6 @@ function bus(behave: (type: string, payload: unknown, ctx: CommandContext) => Pr
   };
   commands.registerAll(handlers);
   return commands;
-}
-
-async function refusal(promise: Promise<unknown>): Promise<AsmError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
-  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
-  return err;
 }
 
 const metricsOf = async (lane: string) => (await engine.metrics()).find((m) => m.id === lane)!;

@@ -12,7 +12,7 @@ import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { until } from '../helpers/processes.js';
-import { isTerminalEvent, makeRig, REPORT, type Rig } from './rig.js';
+import { isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
 
 const rigs: Rig[] = [];
 const connections: Redis[] = [];
@@ -35,12 +35,6 @@ async function parkedPair(rig: Rig): Promise<{ inLane: RunRecord; inFifo: RunRec
   const inFifo = await rig.submit(session.id, 'second');
   expect([inLane.dispatched, inFifo.dispatched]).toEqual([true, false]);
   return { inLane, inFifo };
-}
-
-async function refusal(promise: Promise<unknown>): Promise<AsmError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
-  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
-  return err;
 }
 
 describe('ControlRouter.interrupt', () => {

@@ -3,11 +3,10 @@
  * sessions; a retry never re-executes the failed run but submits its prompt again as a new run.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
 import { DeadLetters } from '../../src/sessions/dead-letters.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { until } from '../helpers/processes.js';
-import { makeRig, TENANT, type Rig } from './rig.js';
+import { makeRig, refusal, TENANT, type Rig } from './rig.js';
 
 let rig: Rig;
 let letters: DeadLetters;
@@ -49,7 +48,7 @@ describe('DeadLetters', () => {
   it("refuses another tenant's letter as not found, for retry and delete alike", async () => {
     const failed = await failedRun();
     for (const attempt of [letters.retry('tenant-b', failed.id), letters.delete('tenant-b', failed.id), letters.delete(TENANT, 'cmd_nope')]) {
-      await expect(attempt).rejects.toSatisfy((err: unknown) => err instanceof AsmError && err.kind === 'not_found');
+      expect((await refusal(attempt)).kind).toBe('not_found');
     }
     await letters.delete(TENANT, failed.id);
     expect(await letters.list(TENANT)).toEqual([]);

@@ -175,6 +175,13 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
 
 const TERMINAL_STATES = new Set(['completed', 'failed', 'interrupted']);
 
+/** The AsmError a promise rejects with; fails the test when it resolves or rejects with anything else. */
+export async function refusal(promise: Promise<unknown>): Promise<AsmError> {
+  const err = await promise.then(() => undefined, (e: unknown) => e);
+  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
+  return err;
+}
+
 export function isTerminalEvent(event: AsmEvent): boolean {
   return TERMINAL_KINDS.has(event.kind);
 }

@@ -4,18 +4,11 @@
  */
 import { realpathSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
 import { SESSION_DEFAULTS } from '../../src/sessions/session-lifecycle.js';
-import { isTerminalEvent, makeRig, TENANT, type Rig } from './rig.js';
+import { isTerminalEvent, makeRig, refusal, type Rig, TENANT } from './rig.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
-
-async function refusal(promise: Promise<unknown>): Promise<AsmError> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
-  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
-  return err;
-}
 
 describe('SessionLifecycle.create', () => {
   it('fills the defaults: the provider default queue, the workspace root as cwd, no allowed tools', async () => {
