@@ -32,11 +32,11 @@ describe('RunRecorder', () => {
   it('appends overlapping serialised events in call order with gap-free seq, through a short store outage', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     const run = await parkedRun({ wrapStore: () => outage.store });
-    // The first append meets two refused writes and is retried; the later ones wait behind it in the run's chain.
+    // The first append meets two refused calls and is retried; the later ones wait behind it in the run's chain.
     outage.failNext(2);
     const contents = ['one', 'two', 'three', 'four', 'five'];
     const appended = await Promise.all(contents.map((c) => rig.recorder.serialize(run.id, () => rig.recorder.append(run, 'assistant_message', message(c)))));
-    expect(outage.failedWrites()).toBe(2);
+    expect(outage.failedCalls()).toBe(2);
     expect(appended.map((e) => e.seq)).toEqual([2, 3, 4, 5, 6]);
     const stored = await rig.events(run.session_id);
     expect(stored.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -111,7 +111,7 @@ describe('RunRecorder', () => {
     const write = () => outage.store.events.append({ session_id: run.session_id, run_id: run.id, provider: run.provider, kind: 'stderr', payload: { content: 'x' }, metadata: run.observability });
     await expect(rig.recorder.durably(run.id, write)).rejects.toMatchObject({ kind: 'not_ready' });
     const elapsed = Date.now() - startedAt;
-    expect(outage.failedWrites()).toBeGreaterThanOrEqual(3);
+    expect(outage.failedCalls()).toBeGreaterThanOrEqual(3);
     expect(elapsed).toBeLessThan(400 + 500);
     outage.failNext(0);
     expect((await rig.events(run.session_id, run.id)).map((e) => e.kind)).toEqual(['run_queued']);
@@ -123,6 +123,27 @@ describe('RunRecorder', () => {
     };
     await expect(rig.recorder.durably(run.id, refused)).rejects.toMatchObject({ kind: 'conflict' });
     expect(attempts).toBe(1);
+  });
+
+  // KNOWN BUG, marked `fails` until fixed: a run's terminal event is recorded by RunExecutor.record
+  // (src/sessions/execution.ts) calling recorder.denyPendingApprovals first, whose store calls
+  // (approvals.listPending, approvals.resolve, and runs.get in appendIfRunning) do not go through
+  // durably (src/sessions/recorder.ts, denyPendingApprovals and appendIfRunning). One not_ready there
+  // rejects the whole record: the terminal event is lost and the run stays "running" for good.
+  it.fails('records the terminal event of a run that ends during a short store outage', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
+    await rig.recorder.serialize(run.id, async () => undefined); // run_started is fully recorded
+    // The store is unreachable for the first call after the CLI ends (the first read of its terminal event's record).
+    const backend = rig.active.get(run.id)!.backend!;
+    outage.failNext(1);
+    await backend.interrupt('user');
+    await backend.done;
+    expect(await rig.ended(run.id, 3_000)).toMatchObject({ state: 'interrupted' });
+    expect(outage.failedCalls()).toBe(1);
   });
 
   it('ends an orphaned run with node_lost naming its owner', async () => {

@@ -71,8 +71,8 @@ export interface Rig {
   events(sessionId: string, runId?: string): Promise<AsmEvent[]>;
   /** The first event of the session that passes `test`, stored already or the next one appended. */
   event(sessionId: string, test: (event: AsmEvent) => boolean): Promise<AsmEvent>;
-  /** The run once terminal; fails the test if it is not terminal within 10 s. */
-  ended(runId: string): Promise<RunRecord>;
+  /** The run once terminal; fails the test if it is not terminal within timeoutMs (10 s). */
+  ended(runId: string, timeoutMs?: number): Promise<RunRecord>;
   /** Lines ASM wrote to the fake claude's stdin, parsed. */
   written(): any[];
   close(): Promise<void>;
@@ -155,9 +155,9 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
         }, reject);
       });
     },
-    async ended(runId) {
-      const run = await waitForRun(store, runId, 10_000);
-      if (!TERMINAL_STATES.has(run.state)) throw new Error(`run ${runId} is still ${run.state} after 10 s`);
+    async ended(runId, timeoutMs = 10_000) {
+      const run = await waitForRun(store, runId, timeoutMs);
+      if (!TERMINAL_STATES.has(run.state)) throw new Error(`run ${runId} is still ${run.state} after ${timeoutMs} ms`);
       return run;
     },
     written() {
@@ -187,20 +187,19 @@ export function isTerminalEvent(event: AsmEvent): boolean {
 }
 
 /**
- * Fault injection on a real store: while `failNext(n)` has writes left to fail, each write (create,
- * update, append, resolve) throws AsmError not_ready without reaching the store, as an unreachable
- * Redis does. Reads pass through.
+ * Fault injection on a real store: while `failNext(n)` has calls left to fail, each call to the
+ * store (a read or a write; subscriptions aside) throws AsmError not_ready without reaching it, as
+ * an unreachable Redis does.
  */
-export function withOutage(store: Store): { store: Store; failNext(count: number): void; failedWrites(): number } {
+export function withOutage(store: Store): { store: Store; failNext(count: number): void; failedCalls(): number } {
   let remaining = 0;
   let failed = 0;
-  const WRITES = new Set(['create', 'update', 'append', 'resolve']);
   const faulty = <T extends object>(part: T): T =>
     new Proxy(part, {
       get(target, key, receiver) {
         const value = Reflect.get(target, key, receiver);
         if (typeof value !== 'function') return value;
-        if (!WRITES.has(String(key))) return value.bind(target);
+        if (key === 'subscribe') return value.bind(target);
         return (...args: unknown[]) => {
           if (remaining > 0) {
             remaining--;
@@ -216,6 +215,6 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
     failNext(count) {
       remaining = count;
     },
-    failedWrites: () => failed,
+    failedCalls: () => failed,
   };
 }
