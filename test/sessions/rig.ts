@@ -165,6 +165,10 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
       return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
     },
     async close() {
+      // CLIs still running (a test that failed midway) are stopped, so none outlives the test.
+      const running = [...active.values()].flatMap((run) => (run.backend ? [run.backend] : []));
+      await Promise.all(running.map((backend) => backend.interrupt('shutdown').catch(() => undefined)));
+      await Promise.all(running.map((backend) => backend.done));
       await engine.close();
       await cluster.close();
       delete process.env.FAKE_CLAUDE_LOG;
