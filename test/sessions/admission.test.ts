@@ -1,0 +1,111 @@
+/**
+ * Admission: a session runs at most max_concurrent_runs at once and queues at most max_queued_runs
+ * more in its own FIFO, refusing beyond that with 429 at_capacity; a run that ends hands its slot to
+ * the oldest waiting run. Runs are parked by pausing their lane, or run to the end by the fake claude.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { cancelledRun } from '../../src/errors.js';
+import type { AsmEvent } from '../../src/schemas/events.js';
+import type { RunRecord } from '../../src/store/types.js';
+import { until } from '../helpers/processes.js';
+import { makeRig, refusal, type Rig } from './rig.js';
+
+let rig: Rig;
+afterEach(() => rig?.close());
+
+async function queuedEvent(sessionId: string, runId: string): Promise<AsmEvent> {
+  return (await rig.events(sessionId, runId)).find((e) => e.kind === 'run_queued')!;
+}
+
+async function dispatched(runId: string): Promise<boolean> {
+  return (await rig.store.runs.get(runId))!.dispatched;
+}
+
+describe('Admission', () => {
+  it('dispatches up to max_concurrent_runs, queues up to max_queued_runs, and refuses more with 429 at_capacity', async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 2, max_queued_runs: 1 });
+    await rig.engine.pause(session.queue);
+    const runs: RunRecord[] = [];
+    for (const prompt of ['a', 'b', 'c']) runs.push(await rig.submit(session.id, prompt));
+    expect(await Promise.all(runs.map((r) => dispatched(r.id)))).toEqual([true, true, false]);
+    expect(await Promise.all(runs.map(async (r) => (await queuedEvent(session.id, r.id)).payload))).toEqual([
+      { queue: session.queue, position: 0 },
+      { queue: session.queue, position: 0 },
+      { queue: session.queue, position: 1 },
+    ]);
+
+    const err = await refusal(rig.submit(session.id, 'd'));
+    expect(err).toMatchObject({ kind: 'at_capacity', details: { running: 2, queued: 1 } });
+    expect(err.httpStatus).toBe(429);
+    expect(await rig.store.runs.listBySession(session.id)).toHaveLength(3);
+    expect((await rig.engine.metrics()).find((m) => m.id === session.queue)!.pending).toBe(2);
+  });
+
+  it('with max_queued_runs 0 refuses a run as soon as the running slots are taken', async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 0 });
+    await rig.engine.pause(session.queue);
+    await rig.submit(session.id, 'a');
+    expect(await refusal(rig.submit(session.id, 'b'))).toMatchObject({ kind: 'at_capacity', details: { running: 1, queued: 0 } });
+  });
+
+  it("hands the freed slot to the session's oldest waiting run when a run ends", async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
+    await rig.engine.pause(session.queue);
+    const [first, second, third] = [await rig.submit(session.id, 'a'), await rig.submit(session.id, 'b'), await rig.submit(session.id, 'c')];
+    expect(await queuedEvent(session.id, third.id)).toMatchObject({ payload: { position: 2 } });
+
+    await rig.recorder.finishWithoutStart(first.id, cancelledRun('before it started'));
+    await until(async () => ((await dispatched(second.id)) ? true : undefined), 5_000, 'the second run to be dispatched');
+    expect(await dispatched(third.id)).toBe(false);
+  });
+
+  it('runs the waiting runs in FIFO order, one at a time, to the end', async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1 });
+    const runs: RunRecord[] = [];
+    for (const name of ['first', 'second', 'third']) runs.push(await rig.submit(session.id, `${name} [fixture:c1-hello]`));
+    for (const run of runs) expect((await rig.ended(run.id)).state).toBe('completed');
+    const order = (await rig.events(session.id)).filter((e) => e.kind === 'run_started' || e.kind === 'result').map((e) => `${e.kind}:${runs.findIndex((r) => r.id === e.run_id)}`);
+    expect(order).toEqual(['run_started:0', 'result:0', 'run_started:1', 'result:1', 'run_started:2', 'result:2']);
+  });
+
+  it('ends a run its lane refuses (queue_full) as failed, and it holds no slot', async () => {
+    rig = await makeRig({ lanes: [{ id: 'prompt', maxPending: 1 }] });
+    const session = await rig.session({ max_concurrent_runs: 2 });
+    await rig.engine.pause(session.queue);
+    const accepted = await rig.submit(session.id, 'a');
+    const refused = await rig.submit(session.id, 'b');
+    const final = await rig.ended(refused.id);
+    expect(final).toMatchObject({ state: 'failed', result: { error: { kind: 'queue_full' } } });
+    expect((await rig.store.runs.get(accepted.id))!.state).toBe('queued');
+    // The refused run frees its slot: a third run is dispatched rather than queued, and the full lane refuses it too.
+    const third = await rig.submit(session.id, 'c');
+    expect(await dispatched(third.id)).toBe(true);
+    expect(await rig.ended(third.id)).toMatchObject({ state: 'failed', result: { error: { kind: 'queue_full' } } });
+  });
+
+  it('refuses runs for an unknown session (404), a closing one (409) and an unknown queue (400 naming the field)', async () => {
+    rig = await makeRig();
+    expect(await refusal(rig.submit('ses_nope', 'a'))).toMatchObject({ kind: 'not_found' });
+    const session = await rig.session();
+    expect(await refusal(rig.submit(session.id, 'a', { queue: 'no-such-lane' }))).toMatchObject({ kind: 'bad_request', details: { field: 'queue' } });
+    await rig.store.sessions.update(session.id, { state: 'closing' });
+    const closing = await refusal(rig.submit(session.id, 'a'));
+    expect(closing.kind).toBe('conflict');
+    expect(closing.httpStatus).toBe(409);
+    expect(await rig.store.runs.listBySession(session.id)).toEqual([]);
+  });
+
+  it('puts a run on the queue it names, over the session default', async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    await rig.engine.pause('skill');
+    const run = await rig.submit(session.id, 'a', { queue: 'skill' });
+    expect(run.queue).toBe('skill');
+    expect(await queuedEvent(session.id, run.id)).toMatchObject({ payload: { queue: 'skill' } });
+    expect((await rig.engine.metrics()).find((m) => m.id === 'skill')!.pending).toBe(1);
+  });
+});

@@ -1,0 +1,205 @@
+/**
+ * ControlRouter: interrupts of runs wherever they are (the session's FIFO, a lane's queue, a CLI of
+ * this process, a CLI of another process), the control requests it serves, and approval decisions
+ * routed to the process that owns the run. Other processes are real: a second rig sharing the store,
+ * with RedisClusters on the test redis-server carrying the requests between them.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { AsmError } from '../../src/errors.js';
+import { RedisCluster } from '../../src/nodes/redis.js';
+import type { EventPayload } from '../../src/schemas/events.js';
+import type { RunRecord, RunStore, Store } from '../../src/store/types.js';
+import { until } from '../helpers/processes.js';
+import { isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
+
+const rigs: Rig[] = [];
+const connections: Redis[] = [];
+afterEach(async () => {
+  for (const rig of rigs.splice(0)) await rig.close();
+  for (const connection of connections.splice(0)) connection.disconnect();
+});
+
+async function newRig(options: Parameters<typeof makeRig>[0] = {}): Promise<Rig> {
+  const rig = await makeRig(options);
+  rigs.push(rig);
+  return rig;
+}
+
+/** Two runs of one session (max_concurrent_runs 1) while its lane is paused: the first in the lane's queue, the second in the session's FIFO. */
+async function parkedPair(rig: Rig): Promise<{ inLane: RunRecord; inFifo: RunRecord }> {
+  const session = await rig.session({ max_concurrent_runs: 1 });
+  await rig.engine.pause(session.queue);
+  const inLane = await rig.submit(session.id, 'first');
+  const inFifo = await rig.submit(session.id, 'second');
+  expect([inLane.dispatched, inFifo.dispatched]).toEqual([true, false]);
+  return { inLane, inFifo };
+}
+
+/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
+function holdingOwnership() {
+  let reachedNow!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((resolve) => (reachedNow = resolve));
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const wrap = (store: Store): Store => {
+    const runs: RunStore = Object.create(store.runs);
+    runs.update = async (id, patch) => {
+      if (patch.owner) {
+        reachedNow();
+        await released;
+      }
+      return store.runs.update(id, patch);
+    };
+    return { ...store, runs };
+  };
+  return { wrap, reached, release };
+}
+
+describe('ControlRouter.interrupt', () => {
+  it('ends a run still in its session FIFO at once, user_cancelled, and leaves the other run alone', async () => {
+    const rig = await newRig();
+    const { inLane, inFifo } = await parkedPair(rig);
+    const interrupted = await rig.control.interrupt(inFifo.id);
+    expect(interrupted).toMatchObject({ id: inFifo.id, state: 'interrupted', result: { status: 'interrupted', error: { kind: 'user_cancelled' } } });
+    expect((await rig.events(inFifo.session_id, inFifo.id)).map((e) => [e.kind, e.payload.kind])).toEqual([
+      ['run_queued', undefined],
+      ['error', 'user_cancelled'],
+    ]);
+    expect((await rig.store.runs.get(inLane.id))!.state).toBe('queued');
+  });
+
+  it("ends a run waiting in its lane's queue and takes it off the lane", async () => {
+    const rig = await newRig();
+    const { inLane, inFifo } = await parkedPair(rig);
+    expect((await rig.control.interrupt(inLane.id)).state).toBe('interrupted');
+    expect(await rig.engine.cancel(inLane.id)).toBe('unknown');
+    // The session's next run takes the freed slot: the lane holds it, and only it.
+    await until(async () => ((await rig.store.runs.get(inFifo.id))!.dispatched ? true : undefined), 5_000, 'the next run to be dispatched');
+    expect((await rig.engine.metrics()).find((m) => m.id === inLane.queue)).toMatchObject({ pending: 1, cancelled: 1 });
+  });
+
+  it('stops a running CLI: one terminal event, user_cancelled, after the CLI got its interrupt request', async () => {
+    const rig = await newRig();
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'Run the slow job [fixture:c3-interrupt]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'tool_use');
+    await rig.control.interrupt(run.id);
+    const final = await rig.ended(run.id);
+    expect(final).toMatchObject({ state: 'interrupted', result: { error: { kind: 'user_cancelled' } } });
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    expect(rig.written().some((line) => line.type === 'control_request' && line.request.subtype === 'interrupt')).toBe(true);
+  });
+
+  // KNOWN BUG, marked `fails` until fixed: between the executor registering the run as active and
+  // starting its CLI (src/sessions/execution.ts, runHere: the ownership write, and workerPreflight
+  // for a remote run), interrupt() finds a local run with no backend, so it cancels the lane command,
+  // which aborts the command's signal (src/sessions/control.ts, interrupt). runHere reads
+  // interrupt_requested (not set on this path) and only listens for 'abort' after backend.start,
+  // never checking signal.aborted: the interrupt is lost and the run completes.
+  it.fails('stops a run interrupted while its executor takes ownership', async () => {
+    const held = holdingOwnership();
+    const rig = await newRig({ wrapStore: held.wrap });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    await held.reached;
+    await rig.control.interrupt(run.id);
+    held.release();
+    expect((await rig.ended(run.id)).state).toBe('interrupted');
+  });
+
+  it('refuses an ended run with 409 conflict and an unknown one with 404', async () => {
+    const rig = await newRig();
+    const { inFifo } = await parkedPair(rig);
+    await rig.control.interrupt(inFifo.id);
+    const again = await refusal(rig.control.interrupt(inFifo.id));
+    expect(again.kind).toBe('conflict');
+    expect(again.httpStatus).toBe(409);
+    expect((await rig.events(inFifo.session_id, inFifo.id)).filter(isTerminalEvent)).toHaveLength(1);
+    expect((await refusal(rig.control.interrupt('run_nope'))).httpStatus).toBe(404);
+  });
+
+  it('flags a run whose lane job is elsewhere; an owner that is gone is no error (the orphan sweep ends it)', async () => {
+    const rig = await newRig();
+    const { inLane } = await parkedPair(rig);
+    // Its lane job is no longer on this engine, and the instance holding the run is gone.
+    await rig.engine.cancel(inLane.id);
+    await rig.store.runs.update(inLane.id, { owner: 'gone-instance' });
+    const run = await rig.control.interrupt(inLane.id);
+    expect(run).toMatchObject({ state: 'queued', interrupt_requested: true });
+  });
+});
+
+describe('ControlRouter.handle (requests addressed to this process)', () => {
+  it('answers refusals as error bodies, never throws', async () => {
+    const rig = await newRig();
+    expect(await rig.control.handle({ kind: 'decide', approvalId: 'appr_nope', decision: 'allow', reason: null })).toEqual({
+      ok: false,
+      error: expect.objectContaining({ kind: 'not_found', domain: 'approval' }),
+    });
+    const start = await rig.control.handle({ kind: 'start', runId: 'run_any' });
+    expect(start).toMatchObject({ ok: false, error: { kind: 'conflict' } });
+    expect(start.ok ? '' : start.error.message).toMatch(/API process/);
+  });
+
+  it('interrupts a run queued on this process', async () => {
+    const rig = await newRig();
+    const { inLane } = await parkedPair(rig);
+    expect(await rig.control.handle({ kind: 'interrupt', runId: inLane.id })).toEqual({ ok: true, value: null });
+    expect((await rig.store.runs.get(inLane.id))!.state).toBe('interrupted');
+  });
+
+  it('decides an approval of a run of this process and answers the record', async () => {
+    const rig = await newRig();
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'create a file [fixture:c2-approve]');
+    const requested = await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'approval_requested');
+    const approvalId = (requested.payload as EventPayload<'approval_requested'>).approval_id;
+    const reply = await rig.control.handle({ kind: 'decide', approvalId, decision: 'allow', reason: null });
+    expect(reply).toMatchObject({ ok: true, value: { id: approvalId, state: 'resolved', decision: 'allow' } });
+    expect((await rig.ended(run.id)).state).toBe('completed');
+  });
+});
+
+describe('ControlRouter across processes', () => {
+  /** Two processes of one deployment: `api` and `owner` share the store; their clusters meet in Redis. */
+  async function twoProcesses(): Promise<{ api: Rig; owner: Rig }> {
+    const prefix = `t-${randomUUID().slice(0, 8)}`;
+    const cluster = (self: string) => {
+      const [redis, subscriber] = [new Redis(inject('asmTestRedisUrl')), new Redis(inject('asmTestRedisUrl'))];
+      connections.push(redis, subscriber);
+      return new RedisCluster({ self, redis, subscriber, prefix, report: REPORT, heartbeatMs: 200, ttlMs: 5_000, lockLeaseMs: 5_000, lockWaitMs: 5_000 });
+    };
+    const api = await newRig({ cluster: cluster('api-instance') });
+    // Made last, so the fake claude's stdin log (FAKE_CLAUDE_LOG) is the owner's.
+    const owner = await newRig({ cluster: cluster('owner-instance'), wrapStore: () => api.store });
+    return { api, owner };
+  }
+
+  it('routes an approval decision to the process running the CLI, and relays its refusal', async () => {
+    const { api, owner } = await twoProcesses();
+    const session = await owner.session();
+    const run = await owner.submit(session.id, 'create a file [fixture:c2-approve]');
+    const requested = await owner.event(session.id, (e) => e.run_id === run.id && e.kind === 'approval_requested');
+    const approvalId = (requested.payload as EventPayload<'approval_requested'>).approval_id;
+
+    // Only the owner holds the CLI: had the api process decided alone, the CLI would never hear it.
+    const [first, second] = await Promise.allSettled([api.control.decide(approvalId, 'allow', null), api.control.decide(approvalId, 'allow', null)]);
+    const outcomes = [first, second].map((o) => (o.status === 'fulfilled' ? o.value.decision : (o.reason as AsmError).kind)).sort();
+    expect(outcomes).toEqual(['allow', 'conflict']);
+    expect(api.active.size).toBe(0);
+    expect((await owner.ended(run.id)).state).toBe('completed');
+    expect(owner.written().find((line) => line.type === 'control_response').response.response.behavior).toBe('allow');
+  });
+
+  it("routes an interrupt to the process running the CLI when the lane job is not on this process's engine", async () => {
+    const { api, owner } = await twoProcesses();
+    const session = await owner.session();
+    const run = await owner.submit(session.id, 'Run the slow job [fixture:c3-interrupt]');
+    await owner.event(session.id, (e) => e.run_id === run.id && e.kind === 'tool_use');
+    await api.control.interrupt(run.id);
+    expect(await owner.ended(run.id)).toMatchObject({ state: 'interrupted', interrupt_requested: true, result: { error: { kind: 'user_cancelled' } } });
+    expect(owner.written().some((line) => line.type === 'control_request' && line.request.subtype === 'interrupt')).toBe(true);
+  });
+});

@@ -1,0 +1,96 @@
+/**
+ * RunExecutor.execute called directly, as its lane command would be, for runs admitted while their
+ * lane is paused (so only this call executes them): the CLI's events recorded in order, the
+ * conversation remembered on the session, the command's outcome, and the ways a run ends before or
+ * while its CLI runs.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { LaneError, type CommandContext } from '../../src/lanes/index.js';
+import type { RunRecord } from '../../src/store/types.js';
+import { isTerminalEvent, makeRig, type Rig } from './rig.js';
+
+let rig: Rig;
+afterEach(() => rig?.close());
+
+/** A run of a new session, admitted while its lane is paused. */
+async function parkedRun(prompt: string): Promise<RunRecord> {
+  rig = await makeRig();
+  const session = await rig.session();
+  await rig.engine.pause(session.queue);
+  return rig.submit(session.id, prompt);
+}
+
+function contextFor(run: RunRecord, controller = new AbortController()): CommandContext {
+  return { id: run.id, lane: run.queue, type: 'run.execute', attempt: 1, signal: controller.signal };
+}
+
+const kindsOf = async (run: RunRecord) => (await rig.events(run.session_id, run.id)).map((e) => e.kind);
+
+describe('RunExecutor.execute', () => {
+  it('runs the CLI to the end, records its events in order, and keeps the conversation on the session', async () => {
+    const run = await parkedRun('Say hello, then run: echo hello-from-shell [fixture:c1-hello]');
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'completed' });
+    expect(await kindsOf(run)).toEqual(['run_queued', 'run_started', 'assistant_message', 'tool_use', 'tool_result', 'assistant_message', 'cost_update', 'result']);
+    const final = (await rig.store.runs.get(run.id))!;
+    expect(final).toMatchObject({ state: 'completed', owner: rig.cluster.self });
+    expect(final.started_at).not.toBeNull();
+    expect(final.result!.provider_session_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await rig.store.sessions.get(run.session_id))!.provider_session_id).toBe(final.result!.provider_session_id);
+    expect(rig.active.size).toBe(0);
+
+    // Its command coming back (a redelivered lane job) never starts it again.
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'completed' });
+    expect((await kindsOf(run)).filter((k) => k === 'run_started')).toHaveLength(1);
+  });
+
+  it('fails its command when the run failed, so the lane counts it and dead-letters it', async () => {
+    const run = await parkedRun('anything [fixture:dies-mid-run]');
+    await expect(rig.executor.execute(run.id, contextFor(run))).rejects.toThrow(/^transport_error: /);
+    expect((await rig.store.runs.get(run.id))!.state).toBe('failed');
+    expect((await rig.events(run.session_id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
+  it('ends a run interrupted while it had no owner (the flag) without starting its CLI', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    await rig.store.runs.update(run.id, { interrupt_requested: true });
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'interrupted' });
+    expect(await kindsOf(run)).toEqual(['run_queued', 'error']);
+    expect(rig.written()).toEqual([]);
+  });
+
+  it('ends a run whose command was aborted before it started: user_cancelled, or timeout for a lane timeout', async () => {
+    const cancelled = await parkedRun('hello [fixture:c1-hello]');
+    const controller = new AbortController();
+    controller.abort(new LaneError('cancelled', 'cancelled'));
+    await rig.executor.execute(cancelled.id, contextFor(cancelled, controller));
+    expect((await rig.store.runs.get(cancelled.id))!.result!.error!.kind).toBe('user_cancelled');
+
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const timedOut = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    const lapsed = new AbortController();
+    lapsed.abort(new LaneError('timeout', 'lane timeout'));
+    await rig.executor.execute(timedOut.id, contextFor(timedOut, lapsed));
+    expect((await rig.store.runs.get(timedOut.id))!).toMatchObject({ state: 'failed', result: { error: { kind: 'timeout' } } });
+    expect(rig.written()).toEqual([]);
+  });
+
+  it('stops the CLI when its lane times the command out mid-run: the run ends with timeout', async () => {
+    const run = await parkedRun('hang [fixture:never-prints]');
+    const controller = new AbortController();
+    const outcome = rig.executor.execute(run.id, contextFor(run, controller));
+    await rig.event(run.session_id, (e) => e.run_id === run.id && e.kind === 'run_started');
+    controller.abort(new LaneError('timeout', 'lane timeout'));
+    await expect(outcome).rejects.toThrow(/^timeout: /);
+    expect(await kindsOf(run)).toEqual(['run_queued', 'run_started', 'error']);
+    expect(rig.active.size).toBe(0);
+  });
+
+  it('ends with node_lost a running run whose command came back after its owner died', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    await rig.store.runs.update(run.id, { state: 'running', owner: 'dead-instance' });
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'failed' });
+    expect((await rig.store.runs.get(run.id))!.result!.error).toMatchObject({ kind: 'node_lost', details: { node: 'dead-instance' } });
+    expect(rig.written()).toEqual([]);
+  });
+});

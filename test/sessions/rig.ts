@@ -1,0 +1,224 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { CoreBackend } from '../../src/backends/core.js';
+import { SdkLoader } from '../../src/backends/sdk-loader.js';
+import { loadConfig, type AsmConfig } from '../../src/config.js';
+import { AsmError } from '../../src/errors.js';
+import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
+import type { Cluster, SelfReport } from '../../src/nodes/cluster.js';
+import { LocalCluster } from '../../src/nodes/local.js';
+import { loadProviders } from '../../src/providers/registry.js';
+import type { CreateRunBody, CreateSessionBody } from '../../src/schemas/api.js';
+import { TERMINAL_KINDS, type AsmEvent } from '../../src/schemas/events.js';
+import type { ActiveRuns } from '../../src/sessions/active-runs.js';
+import { Admission } from '../../src/sessions/admission.js';
+import { ApprovalBook } from '../../src/sessions/approvals.js';
+import { CommandBus } from '../../src/sessions/commands.js';
+import { ControlRouter } from '../../src/sessions/control.js';
+import { RunExecutor } from '../../src/sessions/execution.js';
+import { Placement } from '../../src/sessions/placement.js';
+import { RunRecorder } from '../../src/sessions/recorder.js';
+import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
+import { waitForRun } from '../../src/sessions/wait-for-run.js';
+import { createMemoryStore } from '../../src/store/memory.js';
+import type { RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+import { VERSION } from '../../src/version.js';
+
+/**
+ * The session layers wired from real parts, for tests that drive one layer directly: the memory
+ * store, the in-process lane engine, a LocalCluster, and the core backend spawning the fake claude
+ * (test/fixtures/bin/fake-claude.mjs, which picks its transcript by a `[fixture:NAME]` marker in the
+ * prompt and exits 3 when ASM writes a line the transcript does not expect).
+ */
+
+export const FAKE_CLAUDE = new URL('../fixtures/bin/fake-claude.mjs', import.meta.url).pathname;
+export const TENANT = 'tenant-a';
+export const REPORT: SelfReport = () => ({ name: 'test-node', role: 'api', version: VERSION, providers: ['claude'], capacity: 4, load: 0, pool: 'default' });
+
+export interface RigOptions {
+  /** Lane overrides (ASM_LANES). */
+  lanes?: LaneOverride[];
+  /** ASM_REDIS_OUTAGE_MS. */
+  outageMs?: number;
+  /** Wraps the memory store, e.g. with an outage (withOutage). */
+  wrapStore?: (store: Store) => Store;
+  /** The cluster; a LocalCluster of 'test-instance' by default. */
+  cluster?: Cluster;
+}
+
+export interface Rig {
+  config: AsmConfig;
+  store: Store;
+  engine: LaneEngine;
+  cluster: Cluster;
+  active: ActiveRuns;
+  commands: CommandBus;
+  recorder: RunRecorder;
+  approvals: ApprovalBook;
+  control: ControlRouter;
+  placement: Placement;
+  lifecycle: SessionLifecycle;
+  admission: Admission;
+  executor: RunExecutor;
+  log: pino.Logger;
+  /** A claude session of TENANT. */
+  session(body?: Partial<CreateSessionBody>): Promise<SessionRecord>;
+  /** Admit a run (Admission.submit). */
+  submit(sessionId: string, prompt: string, body?: Partial<CreateRunBody>): Promise<RunRecord>;
+  /** Events of a session (of one run when runId is given), oldest first. */
+  events(sessionId: string, runId?: string): Promise<AsmEvent[]>;
+  /** The first event of the session that passes `test`, stored already or the next one appended. */
+  event(sessionId: string, test: (event: AsmEvent) => boolean): Promise<AsmEvent>;
+  /** The run once terminal; fails the test if it is not terminal within timeoutMs (10 s). */
+  ended(runId: string, timeoutMs?: number): Promise<RunRecord>;
+  /** Lines ASM wrote to the fake claude's stdin, parsed. */
+  written(): any[];
+  close(): Promise<void>;
+}
+
+export async function makeRig(options: RigOptions = {}): Promise<Rig> {
+  const workspace = mkdtempSync(join(tmpdir(), 'asm-layers-'));
+  const stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-layers-log-')), 'stdin.jsonl');
+  process.env.FAKE_CLAUDE_LOG = stdinLog;
+  const config = loadConfig({
+    ASM_WORKSPACE_ROOT: workspace,
+    ASM_CLAUDE_BIN: FAKE_CLAUDE,
+    ASM_NODE_NAME: 'test-node',
+    ASM_PASS_ENV: 'FAKE_CLAUDE_LOG',
+    ASM_KILL_GRACE_MS: '200',
+    ASM_EXIT_GRACE_MS: '500',
+    ASM_INTERRUPT_GRACE_MS: '500',
+    ASM_REDIS_OUTAGE_MS: String(options.outageMs ?? 5_000),
+  });
+  const log = pino({ level: 'silent' });
+  const memory = createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
+  const store = options.wrapStore ? options.wrapStore(memory) : memory;
+  const engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, options.lanes ?? []), dlqSize: 100 });
+  const providers = await loadProviders();
+  const cluster =
+    options.cluster ??
+    new LocalCluster('test-instance', REPORT);
+  const active: ActiveRuns = new Map();
+  const commands = new CommandBus(engine);
+  const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
+  const approvals = new ApprovalBook({ store, recorder, active, cluster, log });
+  const control = new ControlRouter({ store, engine, cluster, recorder, approvals, active, controlTimeoutMs: config.cluster.controlTimeoutMs });
+  // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
+  const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
+  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, sshHosts: [] });
+  const lifecycle = new SessionLifecycle({ config, store, cluster, providers, placement, control, log });
+  const admission = new Admission({ config, store, cluster, commands, recorder, placement, providers, log });
+  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, approvals, control, active, log });
+  commands.registerAll({
+    'session.create': (p) => lifecycle.create(p.tenant, p.body),
+    'session.close': (p) => lifecycle.close(p.id),
+    'run.interrupt': (p) => control.interrupt(p.id),
+    'approval.decide': (p) => control.decide(p.id, p.decision, p.reason),
+    'run.execute': (p, ctx) => executor.execute(p.run_id, ctx),
+  });
+  await cluster.start((request) => control.handle(request));
+  await engine.start();
+
+  const events = (sessionId: string, runId?: string) => store.events.read(sessionId, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
+  return {
+    config,
+    store,
+    engine,
+    cluster,
+    active,
+    commands,
+    recorder,
+    approvals,
+    control,
+    placement,
+    lifecycle,
+    admission,
+    executor,
+    log,
+    session: (body = {}) => lifecycle.create(TENANT, { provider: 'claude', ...body }),
+    submit: (sessionId, prompt, body = {}) => admission.submit(sessionId, { prompt, ...body }),
+    events,
+    event(sessionId, test) {
+      return new Promise<AsmEvent>((resolve, reject) => {
+        const unsubscribe = store.events.subscribe(sessionId, (event) => {
+          if (!test(event)) return;
+          unsubscribe();
+          resolve(event);
+        });
+        events(sessionId).then((stored) => {
+          const found = stored.find(test);
+          if (!found) return;
+          unsubscribe();
+          resolve(found);
+        }, reject);
+      });
+    },
+    async ended(runId, timeoutMs = 10_000) {
+      const run = await waitForRun(store, runId, timeoutMs);
+      if (!TERMINAL_STATES.has(run.state)) throw new Error(`run ${runId} is still ${run.state} after ${timeoutMs} ms`);
+      return run;
+    },
+    written() {
+      if (!existsSync(stdinLog)) return [];
+      return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    },
+    async close() {
+      // CLIs still running (a test that failed midway) are stopped, so none outlives the test.
+      const running = [...active.values()].flatMap((run) => (run.backend ? [run.backend] : []));
+      await Promise.all(running.map((backend) => backend.interrupt('shutdown').catch(() => undefined)));
+      await Promise.all(running.map((backend) => backend.done));
+      await engine.close();
+      await cluster.close();
+      delete process.env.FAKE_CLAUDE_LOG;
+      rmSync(workspace, { recursive: true, force: true });
+    },
+  };
+}
+
+const TERMINAL_STATES = new Set(['completed', 'failed', 'interrupted']);
+
+/** The AsmError a promise rejects with; fails the test when it resolves or rejects with anything else. */
+export async function refusal(promise: Promise<unknown>): Promise<AsmError> {
+  const err = await promise.then(() => undefined, (e: unknown) => e);
+  if (!(err instanceof AsmError)) throw new Error(`expected an AsmError, got ${String(err)}`);
+  return err;
+}
+
+export function isTerminalEvent(event: AsmEvent): boolean {
+  return TERMINAL_KINDS.has(event.kind);
+}
+
+/**
+ * Fault injection on a real store: while `failNext(n)` has calls left to fail, each call to the
+ * store (a read or a write; subscriptions aside) throws AsmError not_ready without reaching it, as
+ * an unreachable Redis does.
+ */
+export function withOutage(store: Store): { store: Store; failNext(count: number): void; failedCalls(): number } {
+  let remaining = 0;
+  let failed = 0;
+  const faulty = <T extends object>(part: T): T =>
+    new Proxy(part, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver);
+        if (typeof value !== 'function') return value;
+        if (key === 'subscribe') return value.bind(target);
+        return (...args: unknown[]) => {
+          if (remaining > 0) {
+            remaining--;
+            failed++;
+            return Promise.reject(new AsmError('not_ready', 'store unreachable (injected outage)'));
+          }
+          return value.apply(target, args);
+        };
+      },
+    });
+  return {
+    store: { ...store, sessions: faulty(store.sessions), runs: faulty(store.runs), approvals: faulty(store.approvals), events: faulty(store.events) },
+    failNext(count) {
+      remaining = count;
+    },
+    failedCalls: () => failed,
+  };
+}

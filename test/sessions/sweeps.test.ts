@@ -1,0 +1,95 @@
+/**
+ * Sweeper, called directly (no timer): approvals past their deadline are denied with reason
+ * "timeout" (the backend keeps no approval timer, so only the sweep expires them), in batches, and
+ * in distributed mode the runs of instances that stopped heartbeating end with node_lost.
+ */
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import type { Cluster } from '../../src/nodes/cluster.js';
+import { RedisCluster } from '../../src/nodes/redis.js';
+import type { EventPayload } from '../../src/schemas/events.js';
+import { Sweeper } from '../../src/sessions/sweeps.js';
+import { until } from '../helpers/processes.js';
+import { makeRig, REPORT, type Rig } from './rig.js';
+
+let rig: Rig;
+const connections: Redis[] = [];
+afterEach(async () => {
+  await rig?.close();
+  for (const connection of connections.splice(0)) connection.disconnect();
+});
+
+function sweeperOf(rig: Rig): Sweeper {
+  return new Sweeper({ store: rig.store, cluster: rig.cluster, recorder: rig.recorder, control: rig.control, sweepMs: 60_000, log: rig.log });
+}
+
+function redisCluster(self: string): Cluster {
+  const [redis, subscriber] = [new Redis(inject('asmTestRedisUrl')), new Redis(inject('asmTestRedisUrl'))];
+  connections.push(redis, subscriber);
+  return new RedisCluster({ self, redis, subscriber, prefix: `t-${randomUUID().slice(0, 8)}`, report: REPORT, heartbeatMs: 200, ttlMs: 5_000, lockLeaseMs: 5_000, lockWaitMs: 5_000 });
+}
+
+describe('Sweeper', () => {
+  it('denies an approval past its deadline with reason timeout, and the CLI hears the denial', async () => {
+    rig = await makeRig();
+    const sweeper = sweeperOf(rig);
+    const session = await rig.session({ approval_timeout_ms: 1_000 });
+    const run = await rig.submit(session.id, 'Say hello, then create a file [fixture:c2-deny]');
+    const requested = await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'approval_requested');
+    const approvalId = (requested.payload as EventPayload<'approval_requested'>).approval_id;
+
+    await sweeper.sweep();
+    expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'pending' });
+
+    await until(async () => ((await rig.store.approvals.listExpired(Date.now(), 10)).length ? true : undefined), 5_000, 'the deadline to pass');
+    await sweeper.sweep();
+    expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'resolved', decision: 'deny', reason: 'timeout' });
+    expect((await rig.ended(run.id)).state).toBe('completed');
+    const resolved = (await rig.events(session.id, run.id)).filter((e) => e.kind === 'approval_resolved');
+    expect(resolved.map((e) => e.payload)).toEqual([{ approval_id: approvalId, decision: 'deny', reason: 'timeout' }]);
+    expect(rig.written().find((line) => line.type === 'control_response').response.response.behavior).toBe('deny');
+  });
+
+  it('expires at most 100 approvals per sweep, earliest deadline first; the next sweep takes the rest', async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'anything');
+    const past = Date.now() - 60_000;
+    for (let i = 0; i < 101; i++) {
+      const payload = { approval_id: `appr_${i}`, subject: 'Bash', details: { tool_input: null }, expires_at: new Date(past + i).toISOString() };
+      await rig.approvals.record(run, payload);
+    }
+    const sweeper = sweeperOf(rig);
+    await sweeper.sweep();
+    expect((await rig.store.approvals.listPending({ runId: run.id })).map((a) => a.id)).toEqual(['appr_100']);
+    await sweeper.sweep();
+    expect(await rig.store.approvals.listPending({ runId: run.id })).toEqual([]);
+    expect(await rig.store.approvals.get('appr_100')).toMatchObject({ decision: 'deny', reason: 'timeout' });
+  });
+
+  it('in distributed mode ends runs of a lost instance with node_lost, and leaves the others alone', async () => {
+    rig = await makeRig({ cluster: redisCluster('sweeping-instance') });
+    const session = await rig.session({ max_concurrent_runs: 3 });
+    await rig.engine.pause(session.queue);
+    const [orphan, mine, unowned] = [await rig.submit(session.id, 'a'), await rig.submit(session.id, 'b'), await rig.submit(session.id, 'c')];
+    await rig.store.runs.update(orphan.id, { owner: 'lost-instance' });
+    await rig.store.runs.update(mine.id, { owner: rig.cluster.self });
+
+    await sweeperOf(rig).sweep();
+    expect((await rig.store.runs.get(orphan.id))!.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { node: 'lost-instance' } } });
+    expect((await rig.store.runs.get(mine.id))!.state).toBe('queued');
+    expect((await rig.store.runs.get(unowned.id))!.state).toBe('queued');
+  });
+
+  it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'a');
+    await rig.store.runs.update(run.id, { owner: 'lost-instance' });
+    await sweeperOf(rig).sweep();
+    expect((await rig.store.runs.get(run.id))!.state).toBe('queued');
+  });
+});
