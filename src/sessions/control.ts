@@ -92,10 +92,14 @@ export class ControlRouter {
     }
   }
 
-  /** An interrupt for a run this process owns: its CLI, or (a worker) the run still queued on its own engine. */
+  /**
+   * An interrupt for a run this process owns: its CLI, or its lane command (still queued on a
+   * worker's engine, or starting here with no CLI yet: the cancel aborts its signal, which the
+   * executor reads before it starts the CLI).
+   */
   private async interruptHere(runId: string): Promise<void> {
     const local = this.deps.active.get(runId);
-    if (local) await local.backend?.interrupt('user');
+    if (local?.backend) await local.backend.interrupt('user');
     else if ((await this.deps.engine.cancel(runId, 'user')) === 'pending') await this.deps.recorder.finishWithoutStart(runId, cancelledRun('before it started'));
   }
 

@@ -104,10 +104,11 @@ export class RunExecutor {
     try {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
+      // An interrupt of this process that came while the run had no backend yet aborted the signal.
       const owned = await store.runs.update(runId, { owner: cluster.self });
-      if (owned.interrupt_requested) {
-        await recorder.finishWithoutStart(runId, cancelledRun('before it started'));
-        return { run_id: runId, state: 'interrupted' };
+      if (owned.interrupt_requested || signal.aborted) {
+        await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
+        return this.outcome(runId);
       }
       const continuing = run.options.continuation && session.provider_session_id !== null;
       const backendRun = backend.start(

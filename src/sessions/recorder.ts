@@ -60,7 +60,7 @@ export class RunRecorder {
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
   async appendIfRunning<K extends EventKind>(runId: string, kind: K, payload: EventPayload<K>): Promise<boolean> {
-    const run = await this.store.runs.get(runId);
+    const run = await this.durably(runId, () => this.store.runs.get(runId));
     if (!run || isTerminalRunState(run.state)) return false;
     const stored = await this.append(run, kind, payload);
     this.active.get(runId)?.events.push(stored);
@@ -97,8 +97,8 @@ export class RunRecorder {
    * serialised chain and before its terminal event.
    */
   async denyPendingApprovals(runId: string): Promise<void> {
-    for (const approval of await this.store.approvals.listPending({ runId })) {
-      const outcome = await this.store.approvals.resolve(approval.id, 'deny', 'run_ended');
+    for (const approval of await this.durably(runId, () => this.store.approvals.listPending({ runId }))) {
+      const outcome = await this.durably(runId, () => this.store.approvals.resolve(approval.id, 'deny', 'run_ended'));
       if (outcome.outcome !== 'resolved') continue;
       await this.appendIfRunning(runId, 'approval_resolved', { approval_id: approval.id, decision: 'deny', reason: 'run_ended' });
     }

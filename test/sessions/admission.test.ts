@@ -4,10 +4,10 @@
  * the oldest waiting run. Runs are parked by pausing their lane, or run to the end by the fake claude.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { cancelledRun } from '../../src/errors.js';
+import { cancelledRun } from '../../src/errors/kinds.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeRig, refusal, type Rig } from './rig.js';
 
 let rig: Rig;
@@ -58,7 +58,7 @@ describe('Admission', () => {
     expect(await queuedEvent(session.id, third.id)).toMatchObject({ payload: { position: 2 } });
 
     await rig.recorder.finishWithoutStart(first.id, cancelledRun('before it started'));
-    await until(async () => ((await dispatched(second.id)) ? true : undefined), 5_000, 'the second run to be dispatched');
+    await waitFor(async () => await dispatched(second.id), 'the second run to be dispatched', 5_000);
     expect(await dispatched(third.id)).toBe(false);
   });
 

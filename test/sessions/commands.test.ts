@@ -4,7 +4,7 @@
  * refusals become error kinds, and a run's execution fails its command (feeding the dead-letter queue).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type CommandContext, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
 import { CommandBus, type CommandHandlers } from '../../src/sessions/commands.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../../src/store/types.js';

@@ -7,11 +7,11 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import type { RunRecord, RunStore, Store } from '../../src/store/types.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
 
 const rigs: Rig[] = [];
@@ -76,7 +76,7 @@ describe('ControlRouter.interrupt', () => {
     expect((await rig.control.interrupt(inLane.id)).state).toBe('interrupted');
     expect(await rig.engine.cancel(inLane.id)).toBe('unknown');
     // The session's next run takes the freed slot: the lane holds it, and only it.
-    await until(async () => ((await rig.store.runs.get(inFifo.id))!.dispatched ? true : undefined), 5_000, 'the next run to be dispatched');
+    await waitFor(async () => (await rig.store.runs.get(inFifo.id))!.dispatched, 'the next run to be dispatched', 5_000);
     expect((await rig.engine.metrics()).find((m) => m.id === inLane.queue)).toMatchObject({ pending: 1, cancelled: 1 });
   });
 
@@ -92,13 +92,8 @@ describe('ControlRouter.interrupt', () => {
     expect(rig.written().some((line) => line.type === 'control_request' && line.request.subtype === 'interrupt')).toBe(true);
   });
 
-  // KNOWN BUG, marked `fails` until fixed: between the executor registering the run as active and
-  // starting its CLI (src/sessions/execution.ts, runHere: the ownership write, and workerPreflight
-  // for a remote run), interrupt() finds a local run with no backend, so it cancels the lane command,
-  // which aborts the command's signal (src/sessions/control.ts, interrupt). runHere reads
-  // interrupt_requested (not set on this path) and only listens for 'abort' after backend.start,
-  // never checking signal.aborted: the interrupt is lost and the run completes.
-  it.fails('stops a run interrupted while its executor takes ownership', async () => {
+  // The run is active here but has no CLI yet: the interrupt aborts its lane command, which the executor reads before starting the CLI.
+  it('stops a run interrupted while its executor takes ownership', async () => {
     const held = holdingOwnership();
     const rig = await newRig({ wrapStore: held.wrap });
     const session = await rig.session();

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DeadLetters } from '../../src/sessions/dead-letters.js';
 import type { RunRecord } from '../../src/store/types.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeRig, refusal, TENANT, type Rig } from './rig.js';
 
 let rig: Rig;
@@ -21,7 +21,7 @@ async function failedRun(tenant = TENANT): Promise<RunRecord> {
   const session = await rig.lifecycle.create(tenant, { provider: 'claude' });
   const run = await rig.submit(session.id, 'anything [fixture:dies-mid-run]', { metadata: { ticket: 'T-1' } });
   expect((await rig.ended(run.id)).state).toBe('failed');
-  await until(async () => ((await rig.engine.deadLetters()).some((l) => l.commandId === run.id) ? true : undefined), 5_000, 'the dead letter');
+  await waitFor(async () => (await rig.engine.deadLetters()).some((l) => l.commandId === run.id), 'the dead letter', 5_000);
   return run;
 }
 

@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
-import { AsmError, cancelledRun } from '../../src/errors.js';
+import { AsmError, cancelledRun } from '../../src/errors/kinds.js';
 import { LocalCluster } from '../../src/nodes/local.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import { projectResult } from '../../src/sessions/projection.js';
@@ -13,7 +13,7 @@ import { RunRecorder } from '../../src/sessions/recorder.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { isTerminalEvent, makeRig, REPORT, withOutage, type Rig, type RigOptions } from './rig.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
@@ -125,12 +125,8 @@ describe('RunRecorder', () => {
     expect(attempts).toBe(1);
   });
 
-  // KNOWN BUG, marked `fails` until fixed: a run's terminal event is recorded by RunExecutor.record
-  // (src/sessions/execution.ts) calling recorder.denyPendingApprovals first, whose store calls
-  // (approvals.listPending, approvals.resolve, and runs.get in appendIfRunning) do not go through
-  // durably (src/sessions/recorder.ts, denyPendingApprovals and appendIfRunning). One not_ready there
-  // rejects the whole record: the terminal event is lost and the run stays "running" for good.
-  it.fails('records the terminal event of a run that ends during a short store outage', async () => {
+  // Ending a run reads and resolves its pending approvals first; those store calls wait out an outage too.
+  it('records the terminal event of a run that ends during a short store outage', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     rig = await makeRig({ wrapStore: () => outage.store });
     const session = await rig.session();
@@ -171,7 +167,7 @@ describe('RunRecorder', () => {
 
     await expect(rig.recorder.serialize(run.id, () => rig.recorder.append(run, 'assistant_message', message('too late')))).rejects.toMatchObject({ kind: 'node_lost' });
     // The CLI is stopped; the executor lets go of the run without recording a second end.
-    await until(async () => (rig.active.has(run.id) ? undefined : true), 10_000, 'the fenced run to stop');
+    await waitFor(() => !rig.active.has(run.id), 'the fenced run to stop', 10_000);
     const events: AsmEvent[] = await rig.events(session.id, run.id);
     expect(events.filter(isTerminalEvent).map((e) => e.payload.kind)).toEqual(['node_lost']);
     expect(events.some((e) => e.kind === 'assistant_message')).toBe(false);

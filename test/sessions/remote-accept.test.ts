@@ -12,7 +12,7 @@ import { resolveRemoteOptions } from '../../src/nodes/remote-options.js';
 import { loadProviders } from '../../src/providers/registry.js';
 import { ControlRouter } from '../../src/sessions/control.js';
 import type { RunRecord } from '../../src/store/types.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeRig, refusal, type Rig, type RigOptions } from './rig.js';
 
 let rig: Rig;
@@ -57,7 +57,7 @@ describe('RemoteAcceptor', () => {
     // It ran in its remote_cwd, taken inside this worker's workspace root.
     const started = (await rig.events(run.session_id, run.id)).find((e) => e.kind === 'run_started')!;
     expect(started.payload.cwd).toBe(join(realpathSync(rig.config.workspaceRoot), 'repo'));
-    await until(async () => (acceptor.acceptedRuns === 0 ? true : undefined), 5_000, 'the worker to stop counting the run');
+    await waitFor(() => acceptor.acceptedRuns === 0, 'the worker to stop counting the run', 5_000);
     expect((await rig.engine.metrics()).find((m) => m.id === WORKER_LANE)).toMatchObject({ completed: 1 });
   });
 

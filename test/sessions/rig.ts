@@ -5,7 +5,7 @@ import pino from 'pino';
 import { CoreBackend } from '../../src/backends/core.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig, type AsmConfig } from '../../src/config.js';
-import { AsmError } from '../../src/errors.js';
+import { AsmError } from '../../src/errors/kinds.js';
 import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
 import type { Cluster, SelfReport } from '../../src/nodes/cluster.js';
 import { LocalCluster } from '../../src/nodes/local.js';

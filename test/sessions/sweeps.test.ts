@@ -10,7 +10,7 @@ import type { Cluster } from '../../src/nodes/cluster.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import { Sweeper } from '../../src/sessions/sweeps.js';
-import { until } from '../helpers/processes.js';
+import { waitFor } from '../helpers/wait.js';
 import { makeRig, REPORT, type Rig } from './rig.js';
 
 let rig: Rig;
@@ -42,7 +42,7 @@ describe('Sweeper', () => {
     await sweeper.sweep();
     expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'pending' });
 
-    await until(async () => ((await rig.store.approvals.listExpired(Date.now(), 10)).length ? true : undefined), 5_000, 'the deadline to pass');
+    await waitFor(async () => (await rig.store.approvals.listExpired(Date.now(), 10)).length, 'the deadline to pass', 5_000);
     await sweeper.sweep();
     expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'resolved', decision: 'deny', reason: 'timeout' });
     expect((await rig.ended(run.id)).state).toBe('completed');
