@@ -9,9 +9,9 @@ import type { RemoteOptions } from '../store/types.js';
 import { remoteTarget } from './remote-options.js';
 
 /**
- * Starting a `remote_node` run on a worker: the API side (`startOnNode`), the worker side
- * (`preflightOnWorker`) and the one table of start-failure reasons. The sequence mirrors the seed's
- * connect → preflight → bootstrap → start:
+ * Starting a `remote_node` run on a worker: the API side (`startOnNode`) and the worker side
+ * (`preflightOnWorker`); each failure is a reason of src/errors/remote-start-failures.ts. The
+ * sequence is connect → preflight → bootstrap → start:
  *
  * 1. connect: wait up to remote_connect_timeout_ms for a live worker of that name (or pool);
  * 2. preflight, from the node's heartbeat: not draining, same cookie, same major.minor, provider there;
@@ -87,7 +87,7 @@ async function findNode(input: StartOnNodeInput): Promise<NodeSnapshot> {
   }
 }
 
-/** The nodes that pass every check, or the failure of the check that left none (checked in the seed's order). */
+/** The nodes that pass every check, or the failure of the check that left none (in the order of the steps above). */
 function preflight(found: NodeSnapshot[], input: StartOnNodeInput, what: string): NodeSnapshot[] {
   const { options } = input;
   const open = found.filter((n) => n.state !== 'draining');

@@ -139,7 +139,7 @@ function isWaiting(run: RunRecord): boolean {
 }
 
 /** In flight: running, or handed to the lane engine; these count against max_concurrent_runs. */
-export function admissionState(runs: readonly RunRecord[]): { inFlight: number; waiting: number } {
+function admissionState(runs: readonly RunRecord[]): { inFlight: number; waiting: number } {
   let inFlight = 0;
   let waiting = 0;
   for (const run of runs) {
