@@ -95,7 +95,20 @@ export const Session = Type.Object({
 }, { $id: 'Session' });
 export type Session = Static<typeof Session>;
 
-export const SessionList = Type.Object({ sessions: Type.Array(Type.Ref(Session)) });
+/** Every list answers a page: `limit` items at most (default 100), and the cursor of the next page. */
+export const PAGE_DEFAULT = 100;
+export const PAGE_MAX = 1000;
+export const PageQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: PAGE_MAX, description: `Items per page (default ${PAGE_DEFAULT})` })),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 512, description: 'next_cursor of the previous page' })),
+  },
+  { additionalProperties: false },
+);
+export type PageQuery = Static<typeof PageQuery>;
+const NextCursor = Nullable(Type.String({ description: 'Pass as `cursor` for the next page; null on the last page' }));
+
+export const SessionList = Type.Object({ sessions: Type.Array(Type.Ref(Session)), next_cursor: NextCursor });
 export const SessionParams = Type.Object({ id: Id });
 
 // ---- runs ----
@@ -165,7 +178,7 @@ export const Run = Type.Object({
 }, { $id: 'Run' });
 export type Run = Static<typeof Run>;
 
-export const RunList = Type.Object({ runs: Type.Array(Type.Ref(Run)) });
+export const RunList = Type.Object({ runs: Type.Array(Type.Ref(Run)), next_cursor: NextCursor });
 export const RunParams = Type.Object({ id: Id });
 
 export const EventsQuery = Type.Object(

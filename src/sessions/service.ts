@@ -9,6 +9,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import type { ApprovalDecision, ProviderDefinition } from '../providers/types.js';
 import type { CreateRunBody, CreateSessionBody } from '../schemas/api.js';
 import type { EventMetadata } from '../schemas/events.js';
+import type { Page, PageRequest } from '../store/paging.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { ActiveRuns } from './active-runs.js';
 import { Admission } from './admission.js';
@@ -118,8 +119,8 @@ export class SessionService {
     return session;
   }
 
-  listSessions(tenant: string): Promise<SessionRecord[]> {
-    return this.store.sessions.list(tenant);
+  listSessions(tenant: string, page: PageRequest): Promise<Page<SessionRecord>> {
+    return this.store.sessions.page(tenant, page);
   }
 
   async closeSession(tenant: string, id: string): Promise<SessionRecord> {
@@ -144,9 +145,9 @@ export class SessionService {
     return run;
   }
 
-  async listRuns(tenant: string, sessionId: string): Promise<RunRecord[]> {
+  async listRuns(tenant: string, sessionId: string, page: PageRequest): Promise<Page<RunRecord>> {
     await this.getSession(tenant, sessionId);
-    return this.store.runs.listBySession(sessionId);
+    return this.store.runs.pageBySession(sessionId, page);
   }
 
   async interruptRun(tenant: string, id: string): Promise<RunRecord> {

@@ -1,6 +1,7 @@
 import { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
 import { isTerminalRunState } from '../schemas/api.js';
+import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
@@ -18,6 +19,18 @@ import type {
 
 /** Embedded mode's store: plain maps in this process. */
 
+/** Index of the first session listed after `key` (binary search). */
+function firstAfter(list: readonly SessionRecord[], key: SessionKey): number {
+  let low = 0;
+  let high = list.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (sessionAfter(sessionKey(list[mid]), key)) high = mid;
+    else low = mid + 1;
+  }
+  return low;
+}
+
 function mustGet<T>(map: Map<string, T>, id: string, what: string): T {
   const value = map.get(id);
   if (!value) throw new AsmError('not_found', `${what} ${id} not found`);
@@ -26,15 +39,29 @@ function mustGet<T>(map: Map<string, T>, id: string, what: string): T {
 
 class MemorySessionStore implements SessionStore {
   private readonly sessions = new Map<string, SessionRecord>();
+  /** Each tenant's sessions in list order (creation time, then id). */
+  private readonly byTenant = new Map<string, SessionRecord[]>();
 
   async create(session: SessionRecord): Promise<void> {
     this.sessions.set(session.id, session);
+    const list = this.byTenant.get(session.tenant) ?? [];
+    this.byTenant.set(session.tenant, list);
+    const key = sessionKey(session);
+    // Sessions are created in time order, so this finds the end at once.
+    let at = list.length;
+    while (at > 0 && sessionAfter(sessionKey(list[at - 1]), key)) at--;
+    list.splice(at, 0, session);
   }
   async get(id: string): Promise<SessionRecord | undefined> {
     return this.sessions.get(id);
   }
-  async list(tenant: string): Promise<SessionRecord[]> {
-    return [...this.sessions.values()].filter((s) => s.tenant === tenant);
+  async page(tenant: string, request: PageRequest): Promise<Page<SessionRecord>> {
+    const list = this.byTenant.get(tenant) ?? [];
+    const after = decodeCursor(request.cursor, isSessionKey);
+    const start = after ? firstAfter(list, after) : 0;
+    const items = list.slice(start, start + request.limit);
+    const more = start + request.limit < list.length;
+    return { items, next: more ? encodeCursor(sessionKey(items.at(-1)!)) : null };
   }
   async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
     return Object.assign(mustGet(this.sessions, id, 'session'), patch);
@@ -50,7 +77,11 @@ class MemorySessionStore implements SessionStore {
     return oldest;
   }
   delete(id: string): void {
+    const session = this.sessions.get(id);
+    if (!session) return;
     this.sessions.delete(id);
+    const list = this.byTenant.get(session.tenant)!;
+    list.splice(list.indexOf(session), 1);
   }
 }
 
@@ -77,6 +108,12 @@ class MemoryRunStore implements RunStore {
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
+  }
+  async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
+    const runs = this.bySession.get(sessionId) ?? [];
+    const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
+    const end = start + request.limit;
+    return { items: runs.slice(start, end), next: end < runs.length ? encodeCursor({ offset: end }) : null };
   }
   async listUnfinished(): Promise<RunRecord[]> {
     return [...this.unfinished.values()];

@@ -1,5 +1,6 @@
 import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
+import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import type { ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
 
@@ -58,10 +59,31 @@ export class RedisSessionStore extends RedisRecords<SessionRecord> implements Se
       this.put(session),
     ]);
   }
-  async list(tenant: string): Promise<SessionRecord[]> {
+  /**
+   * The tenant's index is scored by creation time (ms); members of one score are ordered by id, as
+   * the cursor's key is. Entries whose record is gone are dropped, so a page may hold fewer than
+   * `limit` while `next` still points further.
+   */
+  async page(tenant: string, request: PageRequest): Promise<Page<SessionRecord>> {
     const key = this.keys.tenantSessions(tenant);
-    const ids = await this.redis.zrange(key, 0, -1);
-    return this.resolveIndex(ids, () => true, (id) => this.redis.zrem(key, id));
+    const after = decodeCursor(request.cursor, isSessionKey);
+    const ids: string[] = [];
+    let last: SessionKey | undefined;
+    // One more than a page tells whether there is a next one; entries of the cursor's own score at or before it are skipped.
+    for (let offset = 0; ids.length <= request.limit; ) {
+      const batch = await this.redis.zrangebyscore(key, after ? after.at : '-inf', '+inf', 'WITHSCORES', 'LIMIT', offset, request.limit + 1);
+      if (batch.length === 0) break;
+      offset += batch.length / 2;
+      for (let i = 0; i < batch.length && ids.length <= request.limit; i += 2) {
+        const entry = { at: Number(batch[i + 1]), id: batch[i] };
+        if (after && !sessionAfter(entry, after)) continue;
+        ids.push(entry.id);
+        if (ids.length <= request.limit) last = entry;
+      }
+    }
+    const more = ids.length > request.limit;
+    const items = await this.resolveIndex(ids.slice(0, request.limit), () => true, (id) => this.redis.zrem(key, id));
+    return { items, next: more && last ? encodeCursor(last) : null };
   }
   async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
     const session = await this.patch(id, patch);
@@ -95,6 +117,13 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
     return runs.filter((run) => run !== undefined);
+  }
+  async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
+    const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
+    // A session's run list only grows (until the session is deleted), so an offset stays put.
+    const ids = await this.redis.lrange(this.keys.sessionRuns(sessionId), start, start + request.limit);
+    const runs = (await this.getMany(ids.slice(0, request.limit))).filter((run) => run !== undefined);
+    return { items: runs, next: ids.length > request.limit ? encodeCursor({ offset: start + request.limit }) : null };
   }
   async listUnfinished(): Promise<RunRecord[]> {
     const ids = await this.redis.smembers(this.keys.unfinishedRuns);

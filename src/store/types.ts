@@ -1,4 +1,5 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
+import type { Page, PageRequest } from './paging.js';
 import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 
 /**
@@ -73,7 +74,8 @@ export type NewEvent = Omit<AsmEvent, 'id' | 'seq' | 'timestamp'> & { timestamp?
 export interface SessionStore {
   create(session: SessionRecord): Promise<void>;
   get(id: string): Promise<SessionRecord | undefined>;
-  list(tenant: string): Promise<SessionRecord[]>;
+  /** A tenant's sessions in creation order, a page at a time (paging.ts). */
+  page(tenant: string, request: PageRequest): Promise<Page<SessionRecord>>;
   update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord>;
   count(): Promise<number>;
 }
@@ -83,6 +85,8 @@ export interface RunStore {
   get(id: string): Promise<RunRecord | undefined>;
   update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
   listBySession(sessionId: string): Promise<RunRecord[]>;
+  /** A session's runs in creation order, a page at a time. */
+  pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>>;
   /** Runs not yet terminal (state queued or running) across all sessions, for the orphan sweep. */
   listUnfinished(): Promise<RunRecord[]>;
 }

@@ -54,7 +54,7 @@ describe('SessionLifecycle.create', () => {
     await rig.lifecycle.close(first.id);
     const third = await rig.session();
     expect(await rig.store.sessions.get(first.id)).toBeUndefined();
-    expect((await rig.store.sessions.list(TENANT)).map((s) => s.id).sort()).toEqual([second.id, third.id].sort());
+    expect((await rig.store.sessions.page(TENANT, { limit: 100 })).items.map((s) => s.id).sort()).toEqual([second.id, third.id].sort());
   });
 });
 

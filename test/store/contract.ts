@@ -165,9 +165,44 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const b = sessionRecord({ tenant: 't2', created_at: at(2) });
         const c = sessionRecord({ tenant: 't1', created_at: at(3) });
         for (const s of [a, b, c]) await store.sessions.create(s);
-        expect((await store.sessions.list('t1')).map((s) => s.id)).toEqual([a.id, c.id]);
-        expect(await store.sessions.list('t3')).toEqual([]);
+        expect((await store.sessions.page('t1', { limit: 100 })).items.map((s) => s.id)).toEqual([a.id, c.id]);
+        expect(await store.sessions.page('t3', { limit: 100 })).toEqual({ items: [], next: null });
         expect(await store.sessions.count()).toBe(3);
+      });
+
+      it("pages a tenant's sessions by cursor: each once, in order, ties on the same millisecond by id", async () => {
+        const store = await single();
+        // Seven sessions, three of them created in the same millisecond.
+        const created = [1, 2, 2, 2, 3, 4, 5].map((t, i) => sessionRecord({ tenant: 'paged', id: `ses_${String.fromCharCode(103 - i)}${i}`, created_at: at(t) }));
+        for (const s of created) await store.sessions.create(s);
+        await store.sessions.create(sessionRecord({ tenant: 'other', created_at: at(2) }));
+        const expected = [...created].sort((x, y) => x.created_at.localeCompare(y.created_at) || x.id.localeCompare(y.id)).map((s) => s.id);
+        const seen: string[] = [];
+        let cursor: string | undefined;
+        for (let pages = 0; pages < 10; pages++) {
+          const page = await store.sessions.page('paged', { limit: 2, cursor });
+          expect(page.items.length).toBeLessThanOrEqual(2);
+          seen.push(...page.items.map((x) => x.id));
+          if (page.next === null) break;
+          cursor = page.next;
+        }
+        expect(seen).toEqual(expected);
+        // A page ending on the last item has no next.
+        expect((await store.sessions.page('paged', { limit: 7 })).next).toBeNull();
+        await expect(store.sessions.page('paged', { limit: 2, cursor: 'not-a-cursor' })).rejects.toMatchObject({ kind: 'bad_request', details: { field: 'query.cursor' } });
+      });
+
+      it("pages a session's runs by cursor, in creation order", async () => {
+        const store = await single();
+        const session = sessionRecord();
+        await store.sessions.create(session);
+        const runs = range(1, 5).map((i) => runRecord(session, { created_at: at(i) }));
+        for (const run of runs) await store.runs.create(run);
+        const first = await store.runs.pageBySession(session.id, { limit: 3 });
+        expect(first.items.map((r) => r.id)).toEqual(runs.slice(0, 3).map((r) => r.id));
+        const second = await store.runs.pageBySession(session.id, { limit: 3, cursor: first.next! });
+        expect(second).toEqual({ items: runs.slice(3), next: null });
+        expect(await store.runs.pageBySession('ses_missing', { limit: 3 })).toEqual({ items: [], next: null });
       });
 
       it('merges an update into the record and answers the merged record', async () => {
@@ -438,7 +473,7 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const goneRun = runs.get(gone)!;
         expect(await store.sessions.get(gone)).toBeUndefined();
         expect(await store.sessions.count()).toBe(2);
-        expect((await store.sessions.list('default')).map((s) => s.id)).toEqual([closedLater.id, open.id]);
+        expect((await store.sessions.page('default', { limit: 100 })).items.map((s) => s.id)).toEqual([closedLater.id, open.id]);
         expect(await store.runs.get(goneRun.id)).toBeUndefined();
         expect(await store.runs.listBySession(gone)).toEqual([]);
         expect((await store.runs.listUnfinished()).map((r) => r.session_id).sort()).toEqual([closedLater.id, open.id].sort());
@@ -450,7 +485,7 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
 
         expect(await store.evictOldestClosed()).toBe(closedLater.id);
         expect(await store.evictOldestClosed()).toBeUndefined();
-        expect((await store.sessions.list('default')).map((s) => s.id)).toEqual([open.id]);
+        expect((await store.sessions.page('default', { limit: 100 })).items.map((s) => s.id)).toEqual([open.id]);
       });
     });
 

@@ -1,12 +1,15 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AsmApp } from '../../app.js';
+import type { PageRequest } from '../../store/paging.js';
 import {
   ApprovalList,
   CreateRunBody,
   CreateSessionBody,
   ErrorResponse,
   isTerminalRunState,
+  PAGE_DEFAULT,
+  PageQuery,
   Run,
   RunList,
   Session,
@@ -25,9 +28,10 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
     return reply.status(201).send(session);
   });
 
-  fastify.get('/sessions', { schema: { tags: ['sessions'], response: { 200: SessionList, ...errors } } }, async (request) => ({
-    sessions: await sessions.listSessions(request.tenant),
-  }));
+  fastify.get('/sessions', { schema: { tags: ['sessions'], querystring: PageQuery, response: { 200: SessionList, ...errors } } }, async (request) => {
+    const page = await sessions.listSessions(request.tenant, pageRequest(request.query));
+    return { sessions: page.items, next_cursor: page.next };
+  });
 
   fastify.get('/sessions/:id', { schema: { tags: ['sessions'], params: SessionParams, response: { 200: Type.Ref(Session), ...errors } } }, async (request) =>
     sessions.getSession(request.tenant, request.params.id),
@@ -65,9 +69,14 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
     },
   );
 
-  fastify.get('/sessions/:id/runs', { schema: { tags: ['runs'], params: SessionParams, response: { 200: RunList, ...errors } } }, async (request) => ({
-    runs: await sessions.listRuns(request.tenant, request.params.id),
-  }));
+  fastify.get(
+    '/sessions/:id/runs',
+    { schema: { tags: ['runs'], params: SessionParams, querystring: PageQuery, response: { 200: RunList, ...errors } } },
+    async (request) => {
+      const page = await sessions.listRuns(request.tenant, request.params.id, pageRequest(request.query));
+      return { runs: page.items, next_cursor: page.next };
+    },
+  );
 
   fastify.get(
     '/sessions/:id/approvals',
@@ -77,3 +86,8 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
 };
 
 export { errors as errorResponses };
+
+/** A list route's query as the store's page request. */
+export function pageRequest(query: PageQuery): PageRequest {
+  return { limit: query.limit ?? PAGE_DEFAULT, cursor: query.cursor };
+}
