@@ -228,7 +228,7 @@ export const Approval = Type.Object({
   resolved_at: Nullable(Timestamp),
 }, { $id: 'Approval' });
 export type Approval = Static<typeof Approval>;
-export const ApprovalList = Type.Object({ approvals: Type.Array(Type.Ref(Approval)) });
+export const ApprovalList = Type.Object({ approvals: Type.Array(Type.Ref(Approval)), next_cursor: NextCursor });
 
 // ---- queues ----
 

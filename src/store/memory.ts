@@ -1,7 +1,7 @@
 import { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
 import { isTerminalRunState } from '../schemas/api.js';
-import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
+import { decodeCursor, encodeCursor, isSessionKey, pageOf, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
@@ -110,10 +110,7 @@ class MemoryRunStore implements RunStore {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
   async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
-    const runs = this.bySession.get(sessionId) ?? [];
-    const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
-    const end = start + request.limit;
-    return { items: runs.slice(start, end), next: end < runs.length ? encodeCursor({ offset: end }) : null };
+    return pageOf(this.bySession.get(sessionId) ?? [], request);
   }
   async listUnfinished(): Promise<RunRecord[]> {
     return [...this.unfinished.values()];

@@ -59,3 +59,10 @@ export function sessionAfter(a: SessionKey, b: SessionKey): boolean {
 export function sessionKey(session: { created_at: string; id: string }): SessionKey {
   return { at: Date.parse(session.created_at), id: session.id };
 }
+
+/** A page of a short list held whole (pending approvals, lanes, nodes): the cursor is a position in it. */
+export function pageOf<T>(items: readonly T[], request: PageRequest): Page<T> {
+  const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
+  const end = start + request.limit;
+  return { items: items.slice(start, end), next: end < items.length ? encodeCursor({ offset: end }) : null };
+}

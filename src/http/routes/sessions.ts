@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { AsmApp } from '../../app.js';
-import type { PageRequest } from '../../store/paging.js';
+import { pageOf, type PageRequest } from '../../store/paging.js';
 import {
   ApprovalList,
   CreateRunBody,
@@ -80,8 +80,13 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
 
   fastify.get(
     '/sessions/:id/approvals',
-    { schema: { tags: ['approvals'], description: 'Pending approvals of the session', params: SessionParams, response: { 200: ApprovalList, ...errors } } },
-    async (request) => ({ approvals: await sessions.listPendingApprovals(request.tenant, request.params.id) }),
+    {
+      schema: { tags: ['approvals'], description: 'Pending approvals of the session', params: SessionParams, querystring: PageQuery, response: { 200: ApprovalList, ...errors } },
+    },
+    async (request) => {
+      const page = pageOf(await sessions.listPendingApprovals(request.tenant, request.params.id), pageRequest(request.query));
+      return { approvals: page.items, next_cursor: page.next };
+    },
   );
 };
 
