@@ -84,6 +84,8 @@ export interface Limits {
   lineBytes: number;
   /** stderr kept per run for error messages. */
   stderrBytes: number;
+  /** Output (event payloads) one run may produce; beyond it the run is stopped with quota_exceeded. */
+  runOutputBytes: number;
   /** Events kept per session for replay; older ones are trimmed. */
   eventsPerSession: number;
   /** Bytes a WebSocket client may fall behind before it is closed with 4008. */
@@ -204,6 +206,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       promptBytes: int(env, 'ASM_MAX_PROMPT_BYTES', 256 * 1024, 1),
       lineBytes: int(env, 'ASM_MAX_LINE_BYTES', 4 * 1024 * 1024, 1024),
       stderrBytes: int(env, 'ASM_MAX_STDERR_BYTES', 64 * 1024, 1024),
+      runOutputBytes: int(env, 'ASM_MAX_RUN_OUTPUT_BYTES', 16 * 1024 * 1024, 1024),
       eventsPerSession: int(env, 'ASM_MAX_EVENTS_PER_SESSION', 50_000, 100),
       wsBufferBytes: int(env, 'ASM_WS_MAX_BUFFER_BYTES', 8 * 1024 * 1024, 1024),
       wsHeartbeatMs: int(env, 'ASM_WS_HEARTBEAT_MS', 30_000, 100),

@@ -36,6 +36,8 @@ export const ERROR_KINDS = {
   at_capacity: { domain: 'runtime', http: 429, retryable: true },
   queue_full: { domain: 'runtime', http: 429, retryable: true },
   rate_limit: { domain: 'provider', http: 429, retryable: true },
+  /** A limit of the service (a tenant's quota, a run's output) was reached; details name it. */
+  quota_exceeded: { domain: 'runtime', http: 429, retryable: false },
   not_ready: { domain: 'runtime', http: 503, retryable: true },
   shutting_down: { domain: 'runtime', http: 503, retryable: true },
   cli_not_found: { domain: 'provider', http: 502, retryable: false },

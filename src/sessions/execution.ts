@@ -99,7 +99,7 @@ export class RunExecutor {
       }
     }
 
-    const active: ActiveRun = { events: [], ended: false, checkedLapses: cluster.heartbeatLapses() };
+    const active: ActiveRun = { events: [], ended: false, outputBytes: 0, checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
@@ -159,6 +159,8 @@ export class RunExecutor {
       await recorder.finish(run, active.events, event);
       return;
     }
+    active.outputBytes += Buffer.byteLength(JSON.stringify(event.payload));
+    if (active.outputBytes > this.deps.config.limits.runOutputBytes) return this.stopOverQuota(run, active);
     // The approval exists before its event does: a client that answers the event at once finds it.
     if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
     const stored = await recorder.append(run, event.kind, event.payload);
@@ -168,6 +170,22 @@ export class RunExecutor {
       await recorder.durably(run.id, () => store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
       if (providerSessionId) await recorder.durably(run.id, () => store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
     }
+  }
+
+  /**
+   * The run printed more than it may: it ends now with quota_exceeded, keeping the events recorded
+   * so far (its result is their projection), and its CLI is stopped; what it prints meanwhile is dropped.
+   */
+  private async stopOverQuota(run: RunRecord, active: ActiveRun): Promise<void> {
+    const limit = this.deps.config.limits.runOutputBytes;
+    active.ended = true;
+    this.deps.log.warn({ runId: run.id, limit }, 'run exceeded its output limit; stopping it');
+    await this.deps.recorder.denyPendingApprovals(run.id);
+    const error = new AsmError('quota_exceeded', `the run's output exceeded ${limit} bytes (ASM_MAX_RUN_OUTPUT_BYTES); it was stopped, and its events so far are kept`, {
+      details: { quota: 'run_output_bytes', limit },
+    });
+    await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
+    void active.backend?.interrupt('user').catch(() => undefined);
   }
 
   /**
