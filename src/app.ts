@@ -31,6 +31,8 @@ export interface AsmApp {
   sdks: SdkLoader;
   sessions: SessionService;
   mode: 'embedded' | 'distributed';
+  /** Distributed mode: the connection for counters every process shares (request rate limits). */
+  redis?: Infrastructure['redis'];
   startedAt: Date;
   /** False once shutdown began. */
   isReady(): boolean;
@@ -102,6 +104,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     sdks,
     sessions,
     mode: config.redis ? 'distributed' : 'embedded',
+    redis: infra.redis,
     startedAt: new Date(),
     isReady: () => ready,
     close() {

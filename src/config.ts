@@ -33,10 +33,17 @@ export interface AsmConfig {
   cluster: ClusterSettings;
   /** Lowest layer of the remote options' precedence (ASM_REMOTE_DEFAULTS, a JSON object of driver_opts keys). */
   remoteDefaults: Record<string, unknown>;
+  /** Requests one tenant may make per window (ASM_RATE_LIMIT `max/window_ms`); null: unlimited. */
+  rateLimit: RateLimitSetting | null;
   /** Hosts a session's ssh execution surface may name (ASM_SSH_HOSTS); empty refuses the ssh surface. */
   sshHosts: string[];
   /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
   worker?: WorkerSettings;
+}
+
+export interface RateLimitSetting {
+  max: number;
+  windowMs: number;
 }
 
 export interface WorkerSettings {
@@ -142,6 +149,17 @@ function parseApiKeys(env: Env): Map<string, string> {
   return keys;
 }
 
+/** `max/window_ms`, e.g. `6000/60000`; `0` turns the limit off. */
+function parseRateLimit(env: Env): RateLimitSetting | null {
+  const raw = env.ASM_RATE_LIMIT ?? '6000/60000';
+  if (raw.trim() === '0') return null;
+  const match = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(raw);
+  const max = Number(match?.[1]);
+  const windowMs = Number(match?.[2]);
+  if (!match || max < 1 || windowMs < 100) throw new ConfigError('ASM_RATE_LIMIT', `expected max/window_ms with max >= 1 and window_ms >= 100 (or 0 for none), got "${raw}"`);
+  return { max, windowMs };
+}
+
 function parseLanes(env: Env): AsmConfig['laneOverrides'] {
   const raw = env.ASM_LANES;
   if (!raw) return [];
@@ -199,6 +217,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     workspaceRoot: resolve(env.ASM_WORKSPACE_ROOT || process.cwd()),
     apiKeys: parseApiKeys(env),
     passEnv: list(env, 'ASM_PASS_ENV'),
+    rateLimit: parseRateLimit(env),
     disabledProviders: new Set(list(env, 'ASM_DISABLED_PROVIDERS')),
     binaries: parseBinaries(env),
     limits: {

@@ -47,6 +47,7 @@ export async function connectDistributed(
     lockWaitMs: redis.commandTimeoutMs * 5,
     initialState: config.worker ? 'starting' : 'ready',
   });
+  const limits = link.connect({ connectionName: `${redis.prefix}-limits` });
   try {
     await link.ready(STARTUP_TIMEOUT_MS);
     await link.checkAccess([`${redis.prefix}:access-check`, `{${redis.prefix}}:access-check`]);
@@ -68,7 +69,7 @@ export async function connectDistributed(
       commandTimeoutMs: redis.commandTimeoutMs,
     });
   logger.info({ redis: redactUrl(redis.url), prefix: redis.prefix, instance: self }, 'distributed mode: state in Redis, lanes on BullMQ');
-  return { store, engine, cluster, close: () => link.close() };
+  return { store, engine, cluster, redis: limits, close: () => link.close() };
 }
 
 /** A session's admission holds its lock for a few store calls; a holder that died frees it after this. */

@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import type { AsmConfig } from './config.js';
 import { createInProcessEngine } from './lanes/index.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
@@ -11,6 +12,8 @@ export interface Infrastructure {
   store: Store;
   engine: LaneEngine;
   cluster: Cluster;
+  /** Distributed mode: a fail-fast connection for counters shared by every process (request rate limits). */
+  redis?: Redis;
   /** Connections to release after everything else has closed. */
   close(): Promise<void>;
 }

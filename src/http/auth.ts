@@ -20,10 +20,15 @@ export function registerAuth(app: FastifyInstance, apiKeys: Map<string, string>)
   app.decorateRequest('tenant', DEFAULT_TENANT);
   if (apiKeys.size === 0) return;
   app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0];
-    if (PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`))) return;
+    if (isPublicPath(request.url)) return;
     request.tenant = tenantFor(request, apiKeys);
   });
+}
+
+/** Health and the API's own description: they answer without a key, and are not rate limited. */
+export function isPublicPath(url: string): boolean {
+  const path = url.split('?')[0];
+  return PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 }
 
 function tenantFor(request: FastifyRequest, apiKeys: Map<string, string>): string {

@@ -8,6 +8,7 @@ import { VERSION, type AsmApp } from '../app.js';
 import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
+import { registerRateLimit } from './rate-limit.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { eventStreamRoutes } from './routes/events-ws.js';
 import { queueRoutes } from './routes/queues.js';
@@ -43,6 +44,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
   registerAuth(fastify, app.config.apiKeys);
+  await registerRateLimit(fastify, app);
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema);
   await fastify.register(swagger, {
