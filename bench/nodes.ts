@@ -72,8 +72,8 @@ export async function run(args: string[]): Promise<void> {
   const redis = await startRedisServer();
   const workspace = mkdtempSync(join(tmpdir(), 'asm-bench-nodes-'));
   const lanes = JSON.stringify([{ id: 'prompt', priority: 5, minConcurrency: 1, maxConcurrency: CLIENTS }]);
-  const shared = { REDIS_URL: redis.url, ASM_REDIS_PREFIX: 'bench', ASM_WORKSPACE_ROOT: workspace, ASM_LANES: lanes, ASM_LOG_LEVEL: 'warn', // The bench measures the service, not its per-tenant request limit.
-    ASM_RATE_LIMIT: '0' };
+  // ASM_RATE_LIMIT=0: the bench measures the service, not its per-tenant request limit.
+  const shared = { REDIS_URL: redis.url, ASM_REDIS_PREFIX: 'bench', ASM_WORKSPACE_ROOT: workspace, ASM_LANES: lanes, ASM_LOG_LEVEL: 'warn', ASM_RATE_LIMIT: '0' };
   const processes: ServeProcess[] = [];
   const loadBefore = loadavg();
   try {
