@@ -114,7 +114,7 @@ describe("B's page reaches A's keyless server through DNS rebinding", () => {
   });
 
   it('gets 403 on the WebSocket, with or without an Origin', async () => {
-    for (const headers of [{ host: rebound() }, { host: rebound(), origin: `http://${rebound()}` }]) {
+    for (const headers of [{ host: rebound() }, { host: rebound(), origin: `http://${rebound()}` }] as Array<Record<string, string>>) {
       expect(await upgrade(server, headers)).toMatchObject({ opened: false, status: 403, body: { error: { kind: 'forbidden' } } });
     }
   });
