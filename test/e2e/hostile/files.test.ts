@@ -27,6 +27,11 @@ async function createSession(headers: Record<string, string>, body: Record<strin
   return server.request('POST', '/v1/sessions', { provider: 'claude', ...body }, headers);
 }
 
+/** The directory a tenant's sessions start in when they name no cwd: its workspace root. */
+async function rootOf(headers: Record<string, string>): Promise<string> {
+  return (await createSession(headers, {})).body.cwd;
+}
+
 beforeAll(async () => {
   sshFiles = mkdtempSync(join(tmpdir(), 'asm-ssh-files-'));
   writeFileSync(join(sshFiles, 'id_ed25519'), 'a key the operator lends\n');
@@ -112,11 +117,11 @@ describe("B's cwd probes and A's project folder", () => {
     expect(missing.status).toBe(403);
     expect(missing.body.error.message.replace(join(outside, 'missing'), 'P')).toBe(exists.body.error.message.replace(outside, 'P'));
     // The same through symlinks B left in its own folder: one to a directory outside, one to nothing.
-    mkdirSync(join(server.workspace, 'b'));
-    symlinkSync(outside, join(server.workspace, 'b', 'to-existing'));
-    symlinkSync(join(outside, 'missing'), join(server.workspace, 'b', 'to-missing'));
-    const viaExisting = await createSession(B, { cwd: 'b/to-existing' });
-    const viaMissing = await createSession(B, { cwd: 'b/to-missing' });
+    const rootB = await rootOf(B);
+    symlinkSync(outside, join(rootB, 'to-existing'));
+    symlinkSync(join(outside, 'missing'), join(rootB, 'to-missing'));
+    const viaExisting = await createSession(B, { cwd: 'to-existing' });
+    const viaMissing = await createSession(B, { cwd: 'to-missing' });
     expect(viaExisting.status).toBe(403);
     expect(viaMissing.status).toBe(403);
     expect(viaMissing.body.error.message.replace('to-missing', 'P')).toBe(viaExisting.body.error.message.replace('to-existing', 'P'));
@@ -124,7 +129,8 @@ describe("B's cwd probes and A's project folder", () => {
   });
 
   it("A's folder replaced by a symlink to outside the root between runs: A's next run does not start", async () => {
-    const project = join(server.workspace, 'a-project');
+    const rootA = await rootOf(A);
+    const project = join(rootA, 'a-project');
     mkdirSync(project);
     const session = await createSession(A, { cwd: 'a-project' });
     expect(session.status).toBe(201);
@@ -133,7 +139,7 @@ describe("B's cwd probes and A's project folder", () => {
 
     // Between A's runs the folder becomes a symlink leading out of the root (B's doing, through
     // anything that can write to the shared root).
-    renameSync(project, join(server.workspace, 'a-project.moved'));
+    renameSync(project, join(rootA, 'a-project.moved'));
     symlinkSync(outside, project);
 
     const second = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'hello [fixture:c1-hello]', wait: true }, A);

@@ -49,7 +49,7 @@ describe('keys and request ids in the logs', () => {
   it('no key appears, whether sent as ?token= or Authorization, right or wrong; a bad x-request-id is replaced, not echoed', async () => {
     const { process: server, url } = await serve({});
     await untilServing(url);
-    const session: any = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"shell"}' })).json();
+    const session: any = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"claude"}' })).json();
 
     await fetch(`${url}/v1/sessions?token=${KEY_B}`);
     await fetch(`${url}/v1/sessions?limit=5&token=${NOT_A_KEY}&x=1`);
@@ -100,7 +100,7 @@ describe('Redis failures in the logs', () => {
     await admin.client('KILL', 'TYPE', 'pubsub');
     await waitFor(() => server.output().includes('Redis connection failed'), 'the refused login in the log', 10_000);
     // A store call while Redis refuses: answered 503, and logged without arguments either.
-    const res = await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"shell","metadata":{"note":"a-value-of-a"}}' });
+    const res = await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"claude","metadata":{"note":"a-value-of-a"}}' });
     expect(res.status).toBe(503);
     await waitFor(() => server.output().includes('"statusCode":503'), 'the refused store call in the log');
 
