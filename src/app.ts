@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
+import { createLogger } from './logger.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
 import type { Cluster, SelfReport } from './nodes/cluster.js';
@@ -46,7 +47,7 @@ export interface AppParts {
   sdks?: SdkLoader;
 }
 
-export async function createApp(config: AsmConfig, logger: Logger = pino({ level: config.logLevel }), parts: AppParts = {}): Promise<AsmApp> {
+export async function createApp(config: AsmConfig, logger: Logger = createLogger(config.logLevel), parts: AppParts = {}): Promise<AsmApp> {
   const { worker } = config;
   if (worker && !config.redis) throw new Error('asm worker needs REDIS_URL: workers take their runs from a distributed deployment');
   const providers = await loadProviders();

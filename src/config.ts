@@ -39,6 +39,10 @@ export interface AsmConfig {
   sshHosts: string[];
   /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
   worker?: WorkerSettings;
+  /** Origins whose pages may open the WebSocket (ASM_ALLOWED_ORIGINS); an upgrade with any other Origin header is refused. */
+  allowedOrigins: string[];
+  /** The only directory ssh `identity_file` and `known_hosts_file` may name (ASM_SSH_FILES_DIR); unset refuses both fields. */
+  sshFilesDir?: string;
 }
 
 export interface RateLimitSetting {
@@ -197,6 +201,19 @@ function jsonObject(env: Env, name: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+function origins(env: Env): string[] {
+  return list(env, 'ASM_ALLOWED_ORIGINS').map((origin) => {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      // reported below
+    }
+    if (parsed?.origin !== origin) throw new ConfigError('ASM_ALLOWED_ORIGINS', `"${origin}" is not an origin such as https://app.example.com (scheme, host and port only)`);
+    return origin;
+  });
+}
+
 function redisUrl(raw: string): string {
   let url: URL;
   try {
@@ -260,5 +277,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     },
     remoteDefaults: jsonObject(env, 'ASM_REMOTE_DEFAULTS'),
     sshHosts: list(env, 'ASM_SSH_HOSTS'),
+    allowedOrigins: origins(env),
+    sshFilesDir: env.ASM_SSH_FILES_DIR ? resolve(env.ASM_SSH_FILES_DIR) : undefined,
   };
 }

@@ -1,8 +1,9 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { AsmError, badField } from '../errors/kinds.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import type { ProcessExit } from '../providers/types.js';
+import { isInside } from './workspace.js';
 
 /**
  * An execution surface (ExecutionSurface in src/schemas/api.ts) says where the node places the CLI
@@ -140,13 +141,24 @@ export function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
+/** What the operator lends the ssh surface: the hosts it may reach and the directory of the key files it may use. */
+export interface SshGrant {
+  /** ASM_SSH_HOSTS */
+  hosts: string[];
+  /** ASM_SSH_FILES_DIR; undefined: no key or known-hosts file may be named. */
+  filesDir: string | undefined;
+}
+
+const SSH_FILE_FIELDS = ['identity_file', 'known_hosts_file'] as const;
+
 /**
- * The surface of a session or run, checked beyond its schema: throws bad_request naming the field.
- * Files are checked only where the CLI starts on this process (`filesHere`); for a remote_node run
- * they must exist on the node.
+ * The surface of a session or run, checked beyond its schema, in this order: its shape (400 naming
+ * the field), the host against the operator's allowlist (403), and only then its files. Files are
+ * checked only where the CLI starts on this process (`filesHere`); a remote_node run's worker checks
+ * them against its own ASM_SSH_FILES_DIR when the run starts (`confineSshFiles`).
  */
-export function checkSurface(surface: ExecutionSurface, field: string, filesHere: boolean): void {
-  const sshOnly = ['host', 'port', 'user', 'identity_file', 'known_hosts_file', 'host_key_checking'] as const;
+export function checkSurface(surface: ExecutionSurface, field: string, grant: SshGrant, filesHere: boolean): void {
+  const sshOnly = ['host', 'port', 'user', ...SSH_FILE_FIELDS, 'host_key_checking'] as const;
   if (surface.kind === 'local_subprocess') {
     const extra = sshOnly.find((key) => surface[key] !== undefined);
     if (extra) throw badField(`${field}.${extra}`, 'is only for kind ssh');
@@ -155,15 +167,48 @@ export function checkSurface(surface: ExecutionSurface, field: string, filesHere
   for (const key of ['host', 'user'] as const) {
     if (surface[key] === undefined) throw badField(`${field}.${key}`, 'is required for kind ssh');
   }
-  for (const key of ['identity_file', 'known_hosts_file'] as const) {
+  // The server's own network position and keys are the operator's to lend: only hosts they listed.
+  if (!grant.hosts.includes(surface.host!)) {
+    throw new AsmError('forbidden', `${field}.host: ${surface.host} is not one of the hosts this server may ssh to (ASM_SSH_HOSTS)`, {
+      details: { field: `${field}.host` },
+    });
+  }
+  for (const key of SSH_FILE_FIELDS) {
+    if (surface[key] !== undefined && !isAbsolute(surface[key])) throw badField(`${field}.${key}`, 'must be an absolute path');
+  }
+  if (filesHere) confineSshFiles(surface, field, grant.filesDir);
+}
+
+/**
+ * The surface with its key and known-hosts files resolved (symlinks followed) and confined to
+ * ASM_SSH_FILES_DIR, so a caller cannot hand ssh any file the service can read (ssh reads and may
+ * write them). A file that is missing, unreadable, not a regular file or outside the directory gets
+ * one and the same refusal, so the answer never tells which paths exist.
+ */
+export function confineSshFiles(surface: ExecutionSurface, field: string, filesDir: string | undefined): ExecutionSurface {
+  const confined = { ...surface };
+  for (const key of SSH_FILE_FIELDS) {
     const path = surface[key];
     if (path === undefined) continue;
-    if (!isAbsolute(path)) throw badField(`${field}.${key}`, 'must be an absolute path');
-    if (!filesHere) continue;
-    try {
-      accessSync(path, constants.R_OK);
-    } catch (err) {
-      throw badField(`${field}.${key}`, `is not readable (${(err as NodeJS.ErrnoException).code}): ${path}`);
+    if (filesDir === undefined) {
+      throw new AsmError('forbidden', `${field}.${key}: this server takes no ssh files; the operator allows them by setting ASM_SSH_FILES_DIR`, {
+        details: { field: `${field}.${key}` },
+      });
     }
+    const real = readableFileInside(filesDir, path);
+    if (real === undefined) throw badField(`${field}.${key}`, 'not a readable file inside ASM_SSH_FILES_DIR');
+    confined[key] = real;
+  }
+  return confined;
+}
+
+function readableFileInside(dir: string, path: string): string | undefined {
+  try {
+    const real = realpathSync(path);
+    if (!isInside(realpathSync(dir), real) || !statSync(real).isFile()) return undefined;
+    accessSync(real, constants.R_OK);
+    return real;
+  } catch {
+    return undefined;
   }
 }

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
 import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
+import { registerBrowserSafety } from './browser-safety.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
 import { registerRateLimit } from './rate-limit.js';
 import { approvalRoutes } from './routes/approvals.js';
@@ -17,13 +18,21 @@ import { sessionRoutes } from './routes/sessions.js';
 import { systemRoutes } from './routes/system.js';
 import { typeboxValidatorCompiler } from './validation.js';
 
+/** What a client's x-request-id may be, to be kept as the request's id in the logs and the answer. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The client's x-request-id when it is a plain token; anything else (which would go into the logs as is) is replaced by a new id. */
+function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID();
+}
+
 /** The HTTP and WebSocket face of an AsmApp. Routes are encapsulated plugins; the schemas drive validation and OpenAPI. */
 export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   const fastify = Fastify({
     // pino's Logger is a FastifyBaseLogger; the cast only stops the server type from being specialised to it.
     loggerInstance: app.logger as FastifyBaseLogger,
     bodyLimit: app.config.limits.bodyBytes,
-    genReqId: (req) => (typeof req.headers['x-request-id'] === 'string' && req.headers['x-request-id'].length <= 128 ? req.headers['x-request-id'] : randomUUID()),
+    genReqId: (req) => requestIdOf(req.headers['x-request-id']),
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: true,
@@ -43,6 +52,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  registerBrowserSafety(fastify, { allowedOrigins: app.config.allowedOrigins, keyless: app.config.apiKeys.size === 0 });
   registerAuth(fastify, app.config.apiKeys);
   await registerRateLimit(fastify, app);
 

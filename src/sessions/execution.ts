@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { buildCliEnv } from '../providers/env.js';
-import { LOCAL_SURFACE } from '../backends/surfaces.js';
+import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
+import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError, cancelledRun } from '../errors/kinds.js';
@@ -11,6 +12,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import { handOff } from '../nodes/hand-off.js';
 import { resolveBinary } from '../providers/registry.js';
 import type { ProviderDefinition } from '../providers/types.js';
+import type { ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
@@ -88,15 +90,16 @@ export class RunExecutor {
       await recorder.finishWithoutStart(runId, new AsmError('config_invalid', `lane: this process does not serve the ${run.observability.backend} lane`));
       return { run_id: runId, state: 'failed' };
     }
-    let cwd = session.cwd;
-    if (run.options.remote) {
-      // Checked again at the start: the run may have waited in this worker's queue since it was accepted.
-      try {
-        cwd = await workerPreflight(config, run, provider);
-      } catch (err) {
-        await recorder.finishWithoutStart(runId, AsmError.from(err));
-        return this.outcome(runId);
-      }
+    let cwd: string;
+    let surface: ExecutionSurface;
+    try {
+      // Checked again at the start: the run may have waited in a queue since it was accepted, and its
+      // directory or key files may have been replaced meanwhile (by a symlink leading out of the root).
+      cwd = run.options.remote ? await workerPreflight(config, run, provider) : await resolveWorkspaceDir(config.workspaceRoot, session.cwd);
+      surface = confineSshFiles(run.options.execution_surface ?? LOCAL_SURFACE, 'execution_surface', config.sshFilesDir);
+    } catch (err) {
+      await recorder.finishWithoutStart(runId, AsmError.from(err));
+      return this.outcome(runId);
     }
 
     const active: ActiveRun = { events: [], ended: false, outputBytes: 0, checkedLapses: cluster.heartbeatLapses() };
@@ -123,7 +126,7 @@ export class RunExecutor {
           providerSessionId: continuing ? session.provider_session_id! : undefined,
           previousTotals: continuing ? session.provider_totals ?? undefined : undefined,
           binary: resolveBinary(provider, config.binaries),
-          surface: run.options.execution_surface ?? LOCAL_SURFACE,
+          surface,
           env: buildCliEnv(process.env, provider.env, config.passEnv),
           node: config.nodeName,
           deadlineMs: session.run_deadline_ms,

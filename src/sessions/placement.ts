@@ -1,6 +1,6 @@
-import { checkSurface } from '../backends/surfaces.js';
+import { checkSurface, type SshGrant } from '../backends/surfaces.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
-import { AsmError, badField } from '../errors/kinds.js';
+import { badField } from '../errors/kinds.js';
 import type { LaneEngine } from '../lanes/types.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { ExecutionSurface } from '../schemas/api.js';
@@ -13,8 +13,8 @@ export interface PlacementDeps {
   /** Whether this deployment has worker nodes for remote_node runs (distributed mode). */
   remoteAvailable: boolean;
   nodeName: string;
-  /** Hosts the operator lets runs ssh to (ASM_SSH_HOSTS). */
-  sshHosts: string[];
+  /** The hosts the operator lets runs ssh to, and the only directory of their key files. */
+  ssh: SshGrant;
 }
 
 /**
@@ -40,18 +40,12 @@ export class Placement {
   }
 
   /**
-   * A session's or run's execution surface: its fields (files only when the CLI starts on this
-   * process; a remote_node run finds them on the node), the operator's host allowlist, and a
+   * A session's or run's execution surface: its fields, the operator's host allowlist, its files
+   * (only when the CLI starts on this process; a remote_node run's worker checks them), and a
    * backend that spawns a CLI.
    */
   assertSurface(surface: ExecutionSurface, executionMode: ExecutionMode, placed: EventMetadata): void {
-    checkSurface(surface, 'execution_surface', executionMode === 'local');
-    // The server's own network position and keys are the operator's to lend: only hosts they listed.
-    if (surface.kind === 'ssh' && !this.deps.sshHosts.includes(surface.host!)) {
-      throw new AsmError('forbidden', `execution_surface.host: ${surface.host} is not one of the hosts this server may ssh to (ASM_SSH_HOSTS)`, {
-        details: { field: 'execution_surface.host' },
-      });
-    }
+    checkSurface(surface, 'execution_surface', this.deps.ssh, executionMode === 'local');
     if (surface.kind !== 'local_subprocess' && placed.backend === 'sdk') {
       throw badField('execution_surface', `kind ${surface.kind} needs the core lane: the sdk lane runs the agent inside this process`);
     }

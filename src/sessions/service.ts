@@ -77,7 +77,13 @@ export class SessionService {
       controlTimeoutMs: config.cluster.controlTimeoutMs,
       acceptRemoteRun: this.acceptor && ((runId) => this.acceptor!.accept(runId)),
     });
-    this.placement = new Placement({ engine, sdks: deps.sdks, remoteAvailable: cluster.distributed, nodeName: config.nodeName, sshHosts: config.sshHosts });
+    this.placement = new Placement({
+      engine,
+      sdks: deps.sdks,
+      remoteAvailable: cluster.distributed,
+      nodeName: config.nodeName,
+      ssh: { hosts: config.sshHosts, filesDir: config.sshFilesDir },
+    });
     this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, placement: this.placement, control: this.control, log });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement: this.placement, providers, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, approvals, control: this.control, active, log });

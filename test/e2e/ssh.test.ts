@@ -38,7 +38,7 @@ function processesOfRun(): string[] {
 beforeEach(async () => {
   stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-ssh-')), 'stdin.jsonl');
   process.env.FAKE_CLAUDE_LOG = stdinLog;
-  server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_SSH_HOSTS: '127.0.0.1' });
+  server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_SSH_HOSTS: '127.0.0.1', ASM_SSH_FILES_DIR: tmpdir() });
 });
 afterEach(async () => {
   await server.close();

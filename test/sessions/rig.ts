@@ -107,7 +107,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const control = new ControlRouter({ store, engine, cluster, recorder, approvals, active, controlTimeoutMs: config.cluster.controlTimeoutMs });
   // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
   const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
-  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, sshHosts: [] });
+  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined } });
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, placement, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, providers, log });
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, approvals, control, active, log });

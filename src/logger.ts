@@ -1,0 +1,52 @@
+import pino, { type DestinationStream, type Logger } from 'pino';
+
+/**
+ * The service's logger: JSON lines in which no secret appears. A request's URL may carry an API key
+ * (`?token=`, for clients that cannot set headers), so every `token=` value is replaced in each line
+ * written, whichever field or message holds the URL; the Authorization header is never logged (the
+ * request serializer leaves headers out, and `redact` covers headers logged any other way); and a
+ * Redis error keeps the name of its failed command but not its arguments.
+ */
+export function createLogger(level: string, destination: DestinationStream = pino.destination({ dest: 1, sync: true })): Logger {
+  return pino(
+    {
+      level,
+      serializers: { err: errorWithoutCommandArgs },
+      redact: { paths: ['authorization', 'headers.authorization', '*.headers.authorization', 'headers.cookie', '*.headers.cookie'], censor: '[redacted]' },
+    },
+    { write: (line: string) => destination.write(redactTokens(line)) },
+  );
+}
+
+/** A `token=` parameter (also `access_token=` and the like) up to the end of its value. */
+const TOKEN_PARAMETER = /(token=)[^&#\s"'\\]*/gi;
+
+/** `text` with the value of every `token=` parameter replaced by `[redacted]`. */
+function redactTokens(text: string): string {
+  return text.replace(TOKEN_PARAMETER, '$1[redacted]');
+}
+
+function errorWithoutCommandArgs(err: unknown): unknown {
+  return withoutCommandArgs(pino.stdSerializers.err(err as Error), 0);
+}
+
+/** How deep a serialised error is searched for commands (errors nested in errors, `aggregateErrors`). */
+const MAX_DEPTH = 5;
+
+/**
+ * ioredis errors carry the failed command as `{name, args}`, and the arguments are data: an AUTH's
+ * password, a write's values. A copy of the serialised error with each such command reduced to its name.
+ */
+function withoutCommandArgs(value: unknown, depth: number): unknown {
+  if (depth > MAX_DEPTH) return value;
+  if (Array.isArray(value)) return value.map((item) => withoutCommandArgs(item, depth + 1));
+  // Plain records only (serialised errors are plain too): a Buffer or a Date is no place for a command.
+  if (typeof value !== 'object' || value === null || (value.constructor !== Object && value.constructor !== undefined)) return value;
+  return Object.fromEntries(
+    Object.entries(value).map(([key, item]) => [key, key === 'command' && isCommand(item) ? { name: item.name } : withoutCommandArgs(item, depth + 1)]),
+  );
+}
+
+function isCommand(value: unknown): value is { name: unknown; args: unknown } {
+  return typeof value === 'object' && value !== null && 'name' in value && 'args' in value;
+}
