@@ -1,6 +1,9 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import type { LaneConfig } from './lanes/types.js';
+import { ConfigError } from './config-error.js';
+import type { LaneOverride } from './lanes/policies.js';
+import { loadTenants } from './tenants-file.js';
+import type { TenantsSettings } from './tenants.js';
 
 /**
  * Every setting and limit of the service, read once from the environment. Each one is documented in
@@ -10,10 +13,10 @@ export interface AsmConfig {
   host: string;
   port: number;
   nodeName: string;
-  /** Working directories of sessions must resolve inside this root. */
+  /** Parent of the tenants' default workspace roots; the keyless quick start's own root. */
   workspaceRoot: string;
-  /** Bearer API key → tenant. Empty: no auth, and only loopback binds are allowed. */
-  apiKeys: Map<string, string>;
+  /** ASM_TENANTS_FILE and ASM_API_KEYS (keys as SHA-256 digests only). Keyless: no auth, and only loopback binds are allowed. */
+  tenants: TenantsSettings;
   /** Environment names passed to every CLI, besides the base set and the provider's own variables. */
   passEnv: string[];
   /** Providers refused at session creation (e.g. `shell` on a shared host). */
@@ -21,8 +24,8 @@ export interface AsmConfig {
   /** Explicit binary paths, by provider name (ASM_<NAME>_BIN). */
   binaries: Record<string, string>;
   limits: Limits;
-  /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id). */
-  laneOverrides: Array<Partial<LaneConfig> & { id: string }>;
+  /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id; `runs: true` marks a run lane). */
+  laneOverrides: LaneOverride[];
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
@@ -104,13 +107,6 @@ export interface Limits {
   shutdownDrainMs: number;
 }
 
-export class ConfigError extends Error {
-  constructor(variable: string, message: string) {
-    super(`${variable}: ${message}`);
-    this.name = 'ConfigError';
-  }
-}
-
 type Env = Record<string, string | undefined>;
 
 function int(env: Env, name: string, fallback: number, min = 0): number {
@@ -126,18 +122,6 @@ function list(env: Env, name: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-}
-
-function parseApiKeys(env: Env): Map<string, string> {
-  const keys = new Map<string, string>();
-  for (const entry of list(env, 'ASM_API_KEYS')) {
-    const at = entry.lastIndexOf(':');
-    const key = at > 0 ? entry.slice(0, at) : entry;
-    const tenant = at > 0 ? entry.slice(at + 1) : 'default';
-    if (key.length < 16) throw new ConfigError('ASM_API_KEYS', 'each key must be at least 16 characters');
-    keys.set(key, tenant);
-  }
-  return keys;
 }
 
 function parseLanes(env: Env): AsmConfig['laneOverrides'] {
@@ -190,12 +174,13 @@ function redisUrl(raw: string): string {
 
 export function loadConfig(env: Env = process.env): AsmConfig {
   const globalConcurrency = env.ASM_GLOBAL_CONCURRENCY ? int(env, 'ASM_GLOBAL_CONCURRENCY', 0, 1) : undefined;
+  const workspaceRoot = resolve(env.ASM_WORKSPACE_ROOT || process.cwd());
   return {
     host: env.ASM_HOST || '127.0.0.1',
     port: int(env, 'ASM_PORT', 8787),
     nodeName: env.ASM_NODE_NAME || hostname(),
-    workspaceRoot: resolve(env.ASM_WORKSPACE_ROOT || process.cwd()),
-    apiKeys: parseApiKeys(env),
+    workspaceRoot,
+    tenants: loadTenants(env, workspaceRoot),
     passEnv: list(env, 'ASM_PASS_ENV'),
     disabledProviders: new Set(list(env, 'ASM_DISABLED_PROVIDERS')),
     binaries: parseBinaries(env),

@@ -42,7 +42,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
-  registerAuth(fastify, app.config.apiKeys);
+  registerAuth(fastify, app.tenants);
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema);
   await fastify.register(swagger, {
