@@ -29,13 +29,18 @@ export function registerAuth(app: FastifyInstance, tenants: TenantDirectory): vo
   app.decorateRequest('role', tenants.keyless ? 'admin' : 'tenant');
   if (tenants.keyless) return;
   app.addHook('onRequest', async (request) => {
-    const path = request.url.split('?')[0];
-    if (PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`))) return;
+    if (isPublicPath(request.url)) return;
     const policy = tenants.authenticate(presentedKey(request));
     if (!policy) throw new AsmError('unauthorized', 'unknown API key');
     request.tenant = policy.id;
     request.role = policy.role;
   });
+}
+
+/** Health and the API's own description: they answer without a key. */
+export function isPublicPath(url: string): boolean {
+  const path = url.split('?')[0];
+  return PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 }
 
 function presentedKey(request: FastifyRequest): string {
