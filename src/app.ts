@@ -16,6 +16,7 @@ import { cookieHash } from './nodes/remote-start.js';
 import { WORKER_LANE } from './nodes/accept.js';
 import { SessionService } from './sessions/service.js';
 import type { Store } from './store/types.js';
+import { TenantDirectory } from './tenants.js';
 import { VERSION } from './version.js';
 
 export { VERSION };
@@ -28,6 +29,8 @@ export interface AsmApp {
   engine: LaneEngine;
   cluster: Cluster;
   providers: Map<string, ProviderDefinition>;
+  /** Who may call, and what each tenant may do (ASM_TENANTS_FILE, ASM_API_KEYS). */
+  tenants: TenantDirectory;
   /** Which providers' SDKs load here (the SDK lane). */
   sdks: SdkLoader;
   sessions: SessionService;
@@ -53,6 +56,12 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   const providers = await loadProviders();
   const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
   if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);
+  const tenants = await TenantDirectory.open(config.tenants, {
+    known: [...providers.keys()],
+    disabled: config.disabledProviders,
+    workspaceRoot: config.workspaceRoot,
+    prepareRoots: !worker,
+  });
   const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
     globalConcurrency: config.globalConcurrency,
@@ -86,7 +95,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
   const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
-  sessions = new SessionService({ config, store, engine, cluster, providers, backends, sdks, logger });
+  sessions = new SessionService({ config, store, engine, cluster, providers, tenants, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
@@ -102,6 +111,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     engine,
     cluster,
     providers,
+    tenants,
     sdks,
     sessions,
     mode: config.redis ? 'distributed' : 'embedded',

@@ -1,6 +1,9 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import type { LaneConfig } from './lanes/types.js';
+import { ConfigError } from './config-error.js';
+import type { LaneOverride } from './lanes/policies.js';
+import { loadTenants } from './tenants-file.js';
+import { DEFAULT_RATE, type TenantRate, type TenantsSettings } from './tenants.js';
 
 /**
  * Every setting and limit of the service, read once from the environment. Each one is documented in
@@ -10,10 +13,10 @@ export interface AsmConfig {
   host: string;
   port: number;
   nodeName: string;
-  /** Working directories of sessions must resolve inside this root. */
+  /** Parent of the tenants' default workspace roots; the keyless quick start's own root. */
   workspaceRoot: string;
-  /** Bearer API key → tenant. Empty: no auth, and only loopback binds are allowed. */
-  apiKeys: Map<string, string>;
+  /** ASM_TENANTS_FILE and ASM_API_KEYS (keys as SHA-256 digests only). Keyless: no auth, and only loopback binds are allowed. */
+  tenants: TenantsSettings;
   /** Environment names passed to every CLI, besides the base set and the provider's own variables. */
   passEnv: string[];
   /** Providers refused at session creation (e.g. `shell` on a shared host). */
@@ -21,8 +24,8 @@ export interface AsmConfig {
   /** Explicit binary paths, by provider name (ASM_<NAME>_BIN). */
   binaries: Record<string, string>;
   limits: Limits;
-  /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id). */
-  laneOverrides: Array<Partial<LaneConfig> & { id: string }>;
+  /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id; `runs: true` marks a run lane). */
+  laneOverrides: LaneOverride[];
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
@@ -33,8 +36,11 @@ export interface AsmConfig {
   cluster: ClusterSettings;
   /** Lowest layer of the remote options' precedence (ASM_REMOTE_DEFAULTS, a JSON object of driver_opts keys). */
   remoteDefaults: Record<string, unknown>;
-  /** Requests one tenant may make per window (ASM_RATE_LIMIT `max/window_ms`); null: unlimited. */
-  rateLimit: RateLimitSetting | null;
+  /**
+   * Whether requests are limited per tenant (ASM_RATE_LIMIT; `0` turns it off), and the rate of a
+   * tenant whose configuration names none (`max/window_ms`).
+   */
+  rateLimit: TenantRate | null;
   /** Hosts a session's ssh execution surface may name (ASM_SSH_HOSTS); empty refuses the ssh surface. */
   sshHosts: string[];
   /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
@@ -43,11 +49,6 @@ export interface AsmConfig {
   allowedOrigins: string[];
   /** The only directory ssh `identity_file` and `known_hosts_file` may name (ASM_SSH_FILES_DIR); unset refuses both fields. */
   sshFilesDir?: string;
-}
-
-export interface RateLimitSetting {
-  max: number;
-  windowMs: number;
 }
 
 export interface WorkerSettings {
@@ -117,13 +118,6 @@ export interface Limits {
   shutdownDrainMs: number;
 }
 
-export class ConfigError extends Error {
-  constructor(variable: string, message: string) {
-    super(`${variable}: ${message}`);
-    this.name = 'ConfigError';
-  }
-}
-
 type Env = Record<string, string | undefined>;
 
 function int(env: Env, name: string, fallback: number, min = 0): number {
@@ -141,21 +135,9 @@ function list(env: Env, name: string): string[] {
     .filter(Boolean);
 }
 
-function parseApiKeys(env: Env): Map<string, string> {
-  const keys = new Map<string, string>();
-  for (const entry of list(env, 'ASM_API_KEYS')) {
-    const at = entry.lastIndexOf(':');
-    const key = at > 0 ? entry.slice(0, at) : entry;
-    const tenant = at > 0 ? entry.slice(at + 1) : 'default';
-    if (key.length < 16) throw new ConfigError('ASM_API_KEYS', 'each key must be at least 16 characters');
-    keys.set(key, tenant);
-  }
-  return keys;
-}
-
 /** `max/window_ms`, e.g. `6000/60000`; `0` turns the limit off. */
-function parseRateLimit(env: Env): RateLimitSetting | null {
-  const raw = env.ASM_RATE_LIMIT ?? '6000/60000';
+function parseRateLimit(env: Env): TenantRate | null {
+  const raw = env.ASM_RATE_LIMIT ?? `${DEFAULT_RATE.max}/${DEFAULT_RATE.windowMs}`;
   if (raw.trim() === '0') return null;
   const match = /^\s*(\d+)\s*\/\s*(\d+)\s*$/.exec(raw);
   const max = Number(match?.[1]);
@@ -227,14 +209,16 @@ function redisUrl(raw: string): string {
 
 export function loadConfig(env: Env = process.env): AsmConfig {
   const globalConcurrency = env.ASM_GLOBAL_CONCURRENCY ? int(env, 'ASM_GLOBAL_CONCURRENCY', 0, 1) : undefined;
+  const workspaceRoot = resolve(env.ASM_WORKSPACE_ROOT || process.cwd());
+  const rateLimit = parseRateLimit(env);
   return {
     host: env.ASM_HOST || '127.0.0.1',
     port: int(env, 'ASM_PORT', 8787),
     nodeName: env.ASM_NODE_NAME || hostname(),
-    workspaceRoot: resolve(env.ASM_WORKSPACE_ROOT || process.cwd()),
-    apiKeys: parseApiKeys(env),
+    workspaceRoot,
+    tenants: loadTenants(env, workspaceRoot, rateLimit ?? DEFAULT_RATE),
     passEnv: list(env, 'ASM_PASS_ENV'),
-    rateLimit: parseRateLimit(env),
+    rateLimit,
     disabledProviders: new Set(list(env, 'ASM_DISABLED_PROVIDERS')),
     binaries: parseBinaries(env),
     limits: {

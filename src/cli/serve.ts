@@ -8,8 +8,10 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 /** `asm serve`: runs until SIGINT/SIGTERM, then stops intake, interrupts and drains runs, and exits. Returns -1: the process lives on. */
 export async function serveCommand(): Promise<number> {
   const config = loadConfig();
-  if (config.apiKeys.size === 0 && !LOOPBACK.has(config.host)) {
-    throw new Error(`refusing to listen on ${config.host} without API keys: set ASM_API_KEYS, or bind 127.0.0.1`);
+  // The keys are held as digests from here on; the variable would otherwise reach every child process that inherits the environment.
+  delete process.env.ASM_API_KEYS;
+  if (config.tenants.keyless && !LOOPBACK.has(config.host)) {
+    throw new Error(`refusing to listen on ${config.host} without API keys: set ASM_TENANTS_FILE or ASM_API_KEYS, or bind 127.0.0.1`);
   }
   const app = await createApp(config);
   const server = await buildServer(app);

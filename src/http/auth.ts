@@ -1,27 +1,39 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AsmError } from '../errors/kinds.js';
+import { DEFAULT_TENANT, type TenantDirectory, type TenantRole } from '../tenants.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     tenant: string;
+    role: TenantRole;
   }
 }
 
 /** Routes that answer without a key: health, and the API's own description. */
 const PUBLIC_PREFIXES = ['/healthz', '/readyz', '/docs', '/openapi.json'];
 
-export const DEFAULT_TENANT = 'default';
+/**
+ * The event streams, the only routes that take the key as `?token=`: browsers cannot set headers on
+ * a WebSocket or an EventSource. Anywhere else a key in the URL would only end up in logs and
+ * browser histories.
+ */
+const TOKEN_ROUTES = new Set(['/v1/events', '/v1/runs/:id/events']);
 
 /**
- * Bearer API keys map to tenants (ASM_API_KEYS). With no keys configured every caller is the one
- * default tenant, which is why the server then refuses to bind anything but loopback.
+ * Bearer keys identify tenants (src/tenants.ts): the presented key is hashed and its digest looked
+ * up. With no key configured every caller is the one default tenant, an admin, which is why the
+ * server then refuses to bind anything but loopback.
  */
-export function registerAuth(app: FastifyInstance, apiKeys: Map<string, string>): void {
+export function registerAuth(app: FastifyInstance, tenants: TenantDirectory): void {
   app.decorateRequest('tenant', DEFAULT_TENANT);
-  if (apiKeys.size === 0) return;
+  app.decorateRequest('role', tenants.keyless ? 'admin' : 'tenant');
+  if (tenants.keyless) return;
   app.addHook('onRequest', async (request) => {
     if (isPublicPath(request.url)) return;
-    request.tenant = tenantFor(request, apiKeys);
+    const policy = tenants.authenticate(presentedKey(request));
+    if (!policy) throw new AsmError('unauthorized', 'unknown API key');
+    request.tenant = policy.id;
+    request.role = policy.role;
   });
 }
 
@@ -31,14 +43,23 @@ export function isPublicPath(url: string): boolean {
   return PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`));
 }
 
-function tenantFor(request: FastifyRequest, apiKeys: Map<string, string>): string {
+function presentedKey(request: FastifyRequest): string {
   const header = request.headers.authorization;
-  // Browsers cannot set headers on a WebSocket, so the stream also takes ?token=.
-  const token = header?.startsWith('Bearer ')
-    ? header.slice('Bearer '.length).trim()
-    : ((request.query as Record<string, unknown> | undefined)?.token as string | undefined);
-  if (!token) throw new AsmError('unauthorized', 'missing API key: send Authorization: Bearer <key>');
-  const tenant = apiKeys.get(token);
-  if (!tenant) throw new AsmError('unauthorized', 'unknown API key');
-  return tenant;
+  const token = (request.query as Record<string, unknown> | undefined)?.token;
+  if (token !== undefined && !TOKEN_ROUTES.has(request.routeOptions.url ?? '')) {
+    throw new AsmError(
+      'unauthorized',
+      'the token query parameter is accepted only on the event streams (GET /v1/events, GET /v1/runs/{id}/events): send Authorization: Bearer <key>',
+    );
+  }
+  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  if (typeof token === 'string' && token !== '') return token;
+  throw new AsmError('unauthorized', 'missing API key: send Authorization: Bearer <key>');
+}
+
+/** Route hook of the global operations (lanes, every tenant's DLQ, nodes, metrics): admins only. */
+export async function adminOnly(request: FastifyRequest): Promise<void> {
+  if (request.role !== 'admin') {
+    throw new AsmError('forbidden', `${request.method} ${request.routeOptions.url ?? request.url} is for admins; tenant ${request.tenant} has the role tenant`);
+  }
 }

@@ -52,8 +52,8 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
-  registerBrowserSafety(fastify, { allowedOrigins: app.config.allowedOrigins, keyless: app.config.apiKeys.size === 0 });
-  registerAuth(fastify, app.config.apiKeys);
+  registerBrowserSafety(fastify, { allowedOrigins: app.config.allowedOrigins, keyless: app.tenants.keyless });
+  registerAuth(fastify, app.tenants);
   await registerRateLimit(fastify, app);
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema);

@@ -6,7 +6,7 @@ import { InProcessLaneEngine, type InProcessEngineOptions } from './memory-engin
 import type { LaneEngine } from './types.js';
 
 export * from './types.js';
-export { DEFAULT_LANES, mergeLanes, validateLanes, validateEngineOptions, retry, retryDelayMs, rateLimit, boost, effectivePriority } from './policies.js';
+export { DEFAULT_LANES, DEFAULT_RUN_LANES, runLanes, mergeLanes, validateLanes, validateEngineOptions, retry, retryDelayMs, rateLimit, boost, effectivePriority } from './policies.js';
 export type { LaneOverride } from './policies.js';
 export { formatDuration } from './errors.js';
 export { InProcessLaneEngine, type InProcessEngineOptions } from './memory-engine.js';

@@ -99,24 +99,53 @@ export const DEFAULT_LANES: readonly LaneConfig[] = Object.freeze(
   ].map((lane) => Object.freeze(lane)),
 );
 
-export type LaneOverride = Partial<LaneConfig> & { id: string };
+/**
+ * The default lanes that carry the long-running work an application submits on its callers' behalf
+ * (ASM's agent runs). The other defaults (system, control, session, query) carry short commands that
+ * must never wait behind such work, so no configuration opens them to it; a custom lane carries it
+ * only when marked `runs: true`.
+ */
+export const DEFAULT_RUN_LANES: readonly string[] = Object.freeze(['skill', 'prompt']);
+
+/** A lane of ASM_LANES: lane config fields, and `runs` to mark a custom lane as a run lane. */
+export type LaneOverride = Partial<LaneConfig> & { id: string; runs?: boolean };
 
 /**
  * Custom lanes replace or extend the defaults. An override with a default's id is laid over it
  * field by field and keeps its position (registration order breaks priority ties), so a complete
  * config replaces the default and a partial one adjusts it; an override with a new id is appended
  * and needs at least priority and maxConcurrency (minConcurrency defaults to 1, as in a3s-lane).
- * The result is validated.
+ * The result is validated; `runs` marks are checked and left out of the lane configs (see runLanes).
  */
 export function mergeLanes(defaults: readonly LaneConfig[], overrides: readonly LaneOverride[]): LaneConfig[] {
-  const byId = new Map(overrides.map((lane) => [lane.id, lane]));
+  runLanes(overrides);
+  const configs = overrides.map(({ runs: _mark, ...lane }) => lane);
+  const byId = new Map(configs.map((lane) => [lane.id, lane]));
   const known = new Set(defaults.map((lane) => lane.id));
   const merged = [
     ...defaults.map((lane) => ({ ...lane, ...byId.get(lane.id) })),
-    ...overrides.filter((lane) => !known.has(lane.id)).map((lane) => ({ minConcurrency: 1, ...lane }) as LaneConfig),
+    ...configs.filter((lane) => !known.has(lane.id)).map((lane) => ({ minConcurrency: 1, ...lane }) as LaneConfig),
   ];
   validateLanes(merged);
   return merged;
+}
+
+/**
+ * The lanes that may carry runs: DEFAULT_RUN_LANES and the custom lanes marked `runs: true`. A mark
+ * on a default lane is refused: their roles are fixed.
+ */
+export function runLanes(overrides: readonly LaneOverride[]): Set<string> {
+  const lanes = new Set(DEFAULT_RUN_LANES);
+  const defaults = new Set(DEFAULT_LANES.map((lane) => lane.id));
+  for (const { id, runs } of overrides) {
+    if (runs === undefined) continue;
+    if (typeof runs !== 'boolean') throw laneErrors.configInvalid(`lane "${id}": runs must be true or false`);
+    if (defaults.has(id)) {
+      throw laneErrors.configInvalid(`lane "${id}": runs cannot be set on a default lane (${DEFAULT_RUN_LANES.join(' and ')} carry runs, the others never do)`);
+    }
+    if (runs) lanes.add(id);
+  }
+  return lanes;
 }
 
 const isCount = (value: number, min: number) => Number.isInteger(value) && value >= min;

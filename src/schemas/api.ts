@@ -185,6 +185,7 @@ export const EventsQuery = Type.Object(
   {
     after: Type.Optional(Type.Integer({ minimum: 0, description: 'Return events with seq greater than this' })),
     limit: Type.Optional(Type.Integer({ minimum: 1 })),
+    token: Type.Optional(Type.String({ description: 'API key, for clients that cannot set headers (EventSource)' })),
   },
   { additionalProperties: false },
 );

@@ -49,7 +49,8 @@ export class Admission {
     if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
     const provider = this.deps.providers.get(session.provider)!;
     const queue = body.queue ?? session.queue;
-    if (body.queue !== undefined) placement.assertQueue(body.queue);
+    // Checked again for the session's own queue: the operator may have unmarked its lane since.
+    placement.assertRunQueue(queue);
     const lane = body.lane ?? session.lane;
     const executionMode = body.execution_mode ?? session.execution_mode;
     const observability = await placement.resolve(provider, lane, executionMode, queue);

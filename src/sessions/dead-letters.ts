@@ -11,28 +11,37 @@ export interface DeadLettersDeps {
   submitRun: (tenant: string, sessionId: string, body: CreateRunBody) => Promise<RunRecord>;
 }
 
-/** The lanes' dead-letter queue as a tenant sees it: failed runs of its own sessions, which it may retry or delete. */
+/** An admin's view of the DLQ: every tenant's letters. */
+export const EVERY_TENANT = Symbol('every tenant');
+
+/** Who looks at the DLQ: a tenant (by id) sees its own runs' letters, an admin every letter. */
+export type DlqViewer = string | typeof EVERY_TENANT;
+
+/** The lanes' dead-letter queue as a caller sees it: failed runs of its own sessions (an admin's: all), which it may retry or delete. */
 export class DeadLetters {
   constructor(private readonly deps: DeadLettersDeps) {}
 
-  async list(tenant: string): Promise<DeadLetter[]> {
+  async list(viewer: DlqViewer): Promise<DeadLetter[]> {
     const letters = await this.deps.engine.deadLetters();
     const visible: DeadLetter[] = [];
-    for (const letter of letters) if (await this.owns(tenant, letter)) visible.push(letter);
+    for (const letter of letters) if (await this.sees(viewer, letter)) visible.push(letter);
     return visible;
   }
 
   /**
    * Retry a dead letter. A failed run is never re-executed (a run has exactly one terminal event):
-   * its prompt is submitted again as a new run of the same session, through normal admission.
+   * its prompt is submitted again as a new run of the same session, through normal admission, as
+   * the session's tenant (also when an admin retries it).
    */
-  async retry(tenant: string, id: string): Promise<{ command_id: string; run_id: string | null }> {
+  async retry(viewer: DlqViewer, id: string): Promise<{ command_id: string; run_id: string | null }> {
     const { engine, store } = this.deps;
-    const letter = await this.find(tenant, id);
+    const letter = await this.find(viewer, id);
     const runId = runIdOf(letter);
     if (!runId) return { command_id: (await engine.retryDeadLetter(id)).id, run_id: null };
-    const failed = (await store.runs.get(runId))!;
-    const retry = await this.deps.submitRun(tenant, failed.session_id, {
+    // An admin sees letters whose session (with its runs) has since been evicted.
+    const failed = await store.runs.get(runId);
+    if (!failed) throw new AsmError('not_found', `dead letter ${id}: its run ${runId} no longer exists`);
+    const retry = await this.deps.submitRun(failed.tenant, failed.session_id, {
       prompt: failed.prompt,
       queue: failed.queue,
       lane: failed.options.lane,
@@ -45,21 +54,22 @@ export class DeadLetters {
     return { command_id: retry.id, run_id: retry.id };
   }
 
-  async delete(tenant: string, id: string): Promise<void> {
-    await this.find(tenant, id);
+  async delete(viewer: DlqViewer, id: string): Promise<void> {
+    await this.find(viewer, id);
     await this.deps.engine.deleteDeadLetter(id);
   }
 
-  private async find(tenant: string, id: string): Promise<DeadLetter> {
+  private async find(viewer: DlqViewer, id: string): Promise<DeadLetter> {
     const letter = (await this.deps.engine.deadLetters()).find((l) => l.commandId === id);
-    if (!letter || !(await this.owns(tenant, letter))) throw new AsmError('not_found', `dead letter ${id} not found`);
+    if (!letter || !(await this.sees(viewer, letter))) throw new AsmError('not_found', `dead letter ${id} not found`);
     return letter;
   }
 
-  private async owns(tenant: string, letter: DeadLetter): Promise<boolean> {
+  private async sees(viewer: DlqViewer, letter: DeadLetter): Promise<boolean> {
+    if (viewer === EVERY_TENANT) return true;
     const runId = runIdOf(letter);
     const run = runId ? await this.deps.store.runs.get(runId) : undefined;
-    return run?.tenant === tenant;
+    return run?.tenant === viewer;
   }
 }
 

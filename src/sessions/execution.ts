@@ -15,6 +15,7 @@ import type { ProviderDefinition } from '../providers/types.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import type { ApprovalBook } from './approvals.js';
 import type { RunOutcome } from './commands.js';
@@ -29,6 +30,8 @@ export interface RunExecutorDeps {
   /** Backends by name: `core` always, `sdk` where the SDK lane is served. */
   backends: { core: Backend; sdk?: Backend };
   recorder: RunRecorder;
+  /** Each session's cwd must stay inside its tenant's root. */
+  tenants: TenantDirectory;
   approvals: ApprovalBook;
   control: ControlRouter;
   active: ActiveRuns;
@@ -95,7 +98,7 @@ export class RunExecutor {
     try {
       // Checked again at the start: the run may have waited in a queue since it was accepted, and its
       // directory or key files may have been replaced meanwhile (by a symlink leading out of the root).
-      cwd = run.options.remote ? await workerPreflight(config, run, provider) : await resolveWorkspaceDir(config.workspaceRoot, session.cwd);
+      cwd = run.options.remote ? await workerPreflight(config, run, provider) : await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
       surface = confineSshFiles(run.options.execution_surface ?? LOCAL_SURFACE, 'execution_surface', config.sshFilesDir);
     } catch (err) {
       await recorder.finishWithoutStart(runId, AsmError.from(err));
@@ -163,7 +166,7 @@ export class RunExecutor {
       return;
     }
     active.outputBytes += Buffer.byteLength(JSON.stringify(event.payload));
-    if (active.outputBytes > this.deps.config.limits.runOutputBytes) return this.stopOverQuota(run, active);
+    if (active.outputBytes > this.outputLimit(run)) return this.stopOverQuota(run, active);
     // The approval exists before its event does: a client that answers the event at once finds it.
     if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
     const stored = await recorder.append(run, event.kind, event.payload);
@@ -180,15 +183,20 @@ export class RunExecutor {
    * so far (its result is their projection), and its CLI is stopped; what it prints meanwhile is dropped.
    */
   private async stopOverQuota(run: RunRecord, active: ActiveRun): Promise<void> {
-    const limit = this.deps.config.limits.runOutputBytes;
+    const limit = this.outputLimit(run);
     active.ended = true;
     this.deps.log.warn({ runId: run.id, limit }, 'run exceeded its output limit; stopping it');
     await this.deps.recorder.denyPendingApprovals(run.id);
-    const error = new AsmError('quota_exceeded', `the run's output exceeded ${limit} bytes (ASM_MAX_RUN_OUTPUT_BYTES); it was stopped, and its events so far are kept`, {
+    const error = new AsmError('quota_exceeded', `the run's output exceeded ${limit} bytes (ASM_MAX_RUN_OUTPUT_BYTES, or the tenant's output_bytes_per_run); it was stopped, and its events so far are kept`, {
       details: { quota: 'run_output_bytes', limit },
     });
     await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
     void active.backend?.interrupt('user').catch(() => undefined);
+  }
+
+  /** The output a run may produce: the server's limit, or its tenant's quota where that is lower. */
+  private outputLimit(run: RunRecord): number {
+    return Math.min(this.deps.config.limits.runOutputBytes, this.deps.tenants.get(run.tenant).quotas.outputBytesPerRun);
   }
 
   /**

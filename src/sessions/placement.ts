@@ -15,6 +15,8 @@ export interface PlacementDeps {
   nodeName: string;
   /** The hosts the operator lets runs ssh to, and the only directory of their key files. */
   ssh: SshGrant;
+  /** Lanes that may carry runs (lanes/policies.ts runLanes). */
+  runLanes: ReadonlySet<string>;
 }
 
 /**
@@ -36,6 +38,20 @@ export class Placement {
     const lanes = this.deps.engine.lanes();
     if (!lanes.some((l) => l.id === queue)) {
       throw badField('queue', `unknown queue lane "${queue}"; lanes: ${lanes.map((l) => l.id).join(', ')}`);
+    }
+  }
+
+  /**
+   * The queue of a session or a run: a lane that exists and carries runs. The service's own lanes
+   * (system, control, session, query) are refused, so no run can take the slots interrupts and
+   * approval decisions need.
+   */
+  assertRunQueue(queue: string): void {
+    this.assertQueue(queue);
+    const { runLanes, engine } = this.deps;
+    if (!runLanes.has(queue)) {
+      const open = engine.lanes().filter((l) => runLanes.has(l.id)).map((l) => l.id);
+      throw badField('queue', `lane "${queue}" does not carry runs; run lanes: ${open.join(', ')}`);
     }
   }
 

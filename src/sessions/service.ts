@@ -3,6 +3,7 @@ import type { Backend, InterruptReason } from '../backends/types.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
+import { runLanes } from '../lanes/policies.js';
 import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import { RemoteAcceptor, WORKER_LANE } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
@@ -11,13 +12,14 @@ import type { CreateRunBody, CreateSessionBody } from '../schemas/api.js';
 import type { EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from '../store/paging.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRuns } from './active-runs.js';
 import { Admission } from './admission.js';
 import { ApprovalBook, notFound } from './approvals.js';
 import type { ExecutionMode, RequestedBackend } from './backend-resolution.js';
 import { CommandBus, type CommandHandlers } from './commands.js';
 import { ControlRouter } from './control.js';
-import { DeadLetters } from './dead-letters.js';
+import { DeadLetters, type DlqViewer } from './dead-letters.js';
 import { RunExecutor } from './execution.js';
 import { Placement } from './placement.js';
 import { RunRecorder } from './recorder.js';
@@ -30,6 +32,7 @@ export interface SessionServiceDeps {
   store: Store;
   engine: LaneEngine;
   providers: Map<string, ProviderDefinition>;
+  tenants: TenantDirectory;
   /** Backends by name: `core` always, `sdk` where the SDK lane is served. */
   backends: { core: Backend; sdk?: Backend };
   sdks: SdkLoader;
@@ -58,7 +61,7 @@ export class SessionService {
   private readonly acceptor: RemoteAcceptor | undefined;
 
   constructor(private readonly deps: SessionServiceDeps) {
-    const { config, store, engine, cluster, providers, logger: log } = deps;
+    const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
     this.store = store;
     const active = this.active;
     this.commands = new CommandBus(engine);
@@ -83,10 +86,11 @@ export class SessionService {
       remoteAvailable: cluster.distributed,
       nodeName: config.nodeName,
       ssh: { hosts: config.sshHosts, filesDir: config.sshFilesDir },
+      runLanes: runLanes(config.laneOverrides),
     });
-    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, placement: this.placement, control: this.control, log });
+    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement: this.placement, control: this.control, log });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement: this.placement, providers, log });
-    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, approvals, control: this.control, active, log });
+    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
     this.sweeper = new Sweeper({ store, cluster, recorder, control: this.control, sweepMs: config.cluster.sweepMs, log });
   }
@@ -138,6 +142,8 @@ export class SessionService {
 
   async submitRun(tenant: string, sessionId: string, body: CreateRunBody): Promise<RunRecord> {
     const session = await this.getSession(tenant, sessionId);
+    // Checked at each run too: the operator may have withdrawn the grant since the session was created.
+    this.deps.tenants.assertProvider(tenant, session.provider);
     const { promptBytes } = this.deps.config.limits;
     if (Buffer.byteLength(body.prompt) > promptBytes) {
       throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
@@ -195,16 +201,16 @@ export class SessionService {
 
   // ---------------------------------------------------------------- dead letters
 
-  deadLetters(tenant: string): Promise<DeadLetter[]> {
-    return this.letters.list(tenant);
+  deadLetters(viewer: DlqViewer): Promise<DeadLetter[]> {
+    return this.letters.list(viewer);
   }
 
-  retryDeadLetter(tenant: string, id: string): Promise<{ command_id: string; run_id: string | null }> {
-    return this.letters.retry(tenant, id);
+  retryDeadLetter(viewer: DlqViewer, id: string): Promise<{ command_id: string; run_id: string | null }> {
+    return this.letters.retry(viewer, id);
   }
 
-  deleteDeadLetter(tenant: string, id: string): Promise<void> {
-    return this.letters.delete(tenant, id);
+  deleteDeadLetter(viewer: DlqViewer, id: string): Promise<void> {
+    return this.letters.delete(viewer, id);
   }
 
   // ---------------------------------------------------------------- this process

@@ -9,6 +9,7 @@ import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import { isTerminalRunState, type CreateSessionBody } from '../schemas/api.js';
 import type { SessionRecord, Store } from '../store/types.js';
+import type { TenantDirectory } from '../tenants.js';
 import type { ControlRouter } from './control.js';
 import type { Placement } from './placement.js';
 import { withSessionLock } from './session-lock.js';
@@ -28,6 +29,7 @@ export interface SessionLifecycleDeps {
   store: Store;
   cluster: Cluster;
   providers: Map<string, ProviderDefinition>;
+  tenants: TenantDirectory;
   placement: Placement;
   control: ControlRouter;
   log: Logger;
@@ -38,7 +40,7 @@ export class SessionLifecycle {
   constructor(private readonly deps: SessionLifecycleDeps) {}
 
   async create(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
-    const { config, store, placement, providers, log } = this.deps;
+    const { config, store, placement, providers, tenants, log } = this.deps;
     const provider = providers.get(body.provider);
     if (!provider) {
       throw badField('provider', `unknown provider "${body.provider}"; known: ${[...providers.keys()].sort().join(', ')}`);
@@ -48,6 +50,7 @@ export class SessionLifecycle {
         details: { field: 'provider' },
       });
     }
+    tenants.assertProvider(tenant, provider.name);
     if (body.permission_mode !== undefined && !provider.permissionModes.includes(body.permission_mode)) {
       throw badField(
         'permission_mode',
@@ -57,7 +60,7 @@ export class SessionLifecycle {
       );
     }
     const queue = body.queue ?? provider.defaultQueue;
-    placement.assertQueue(queue);
+    placement.assertRunQueue(queue);
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
     const placed = await placement.resolve(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
@@ -79,7 +82,7 @@ export class SessionLifecycle {
       execution_mode: executionMode,
       driver_opts: body.driver_opts ?? {},
       execution_surface: executionSurface,
-      cwd: await resolveWorkspaceDir(config.workspaceRoot, body.cwd),
+      cwd: await resolveWorkspaceDir(tenants.get(tenant).workspaceRoot, body.cwd),
       model: body.model ?? null,
       permission_mode: body.permission_mode ?? null,
       queue,

@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
+import { tenant, tenantsFile } from '../helpers/tenants.js';
 
 /** API keys and tenants: without a key nothing but health answers; a tenant sees only its own. */
 
@@ -34,7 +35,9 @@ function expectNotFound(res: { status: number; body: any }, id: string) {
 
 describe('API keys and tenants', () => {
   beforeAll(async () => {
-    server = await startServer({ ASM_API_KEYS: `${KEY_A}:tenant-a,${KEY_B}:tenant-b` });
+    // Both tenants run shell commands in these tests, which only a tenant granted shell may (README "Tenants").
+    const grant = { providers: ['shell', 'claude'] };
+    server = await startServer({ ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEY_A, grant), tenant('tenant-b', KEY_B, grant)]) });
     const session = await server.request('POST', '/v1/sessions', { provider: 'shell', metadata: { owner: 'a' } }, A);
     expect(session.status).toBe(201);
     const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo secret of a', wait: true }, A);

@@ -123,7 +123,7 @@ describe('ASM_LANES', () => {
     const custom = await startServer({
       ASM_LANES: JSON.stringify([
         { id: 'prompt', maxConcurrency: 8 },
-        { id: 'bulk', priority: 9, minConcurrency: 0, maxConcurrency: 1 },
+        { id: 'bulk', priority: 9, minConcurrency: 0, maxConcurrency: 1, runs: true },
       ]),
     });
     try {

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -6,7 +6,7 @@ import { CoreBackend } from '../../src/backends/core.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig, type AsmConfig } from '../../src/config.js';
 import { AsmError } from '../../src/errors/kinds.js';
-import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
+import { createInProcessEngine, DEFAULT_LANES, mergeLanes, runLanes, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
 import type { Cluster, SelfReport } from '../../src/nodes/cluster.js';
 import { LocalCluster } from '../../src/nodes/local.js';
 import { loadProviders } from '../../src/providers/registry.js';
@@ -24,6 +24,7 @@ import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
 import { waitForRun } from '../../src/sessions/wait-for-run.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import type { RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+import { keyDigest, TenantDirectory } from '../../src/tenants.js';
 import { VERSION } from '../../src/version.js';
 
 /**
@@ -80,9 +81,16 @@ export interface Rig {
 
 export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-layers-'));
-  const stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-layers-log-')), 'stdin.jsonl');
+  const logDir = mkdtempSync(join(tmpdir(), 'asm-layers-log-'));
+  const stdinLog = join(logDir, 'stdin.jsonl');
   process.env.FAKE_CLAUDE_LOG = stdinLog;
+  const providers = await loadProviders();
+  // The tenants these layers are driven as: every provider, and the workspace root as their own.
+  const tenantsFile = join(logDir, 'tenants.json');
+  const grant = (id: string) => ({ id, key_sha256: [keyDigest(`key-of-${id}-0123456789`)], providers: [...providers.keys()], workspace_root: workspace });
+  writeFileSync(tenantsFile, JSON.stringify([grant(TENANT), grant('tenant-b')]));
   const config = loadConfig({
+    ASM_TENANTS_FILE: tenantsFile,
     ASM_WORKSPACE_ROOT: workspace,
     ASM_CLAUDE_BIN: FAKE_CLAUDE,
     ASM_NODE_NAME: 'test-node',
@@ -96,7 +104,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const memory = createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
   const store = options.wrapStore ? options.wrapStore(memory) : memory;
   const engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, options.lanes ?? []), dlqSize: 100 });
-  const providers = await loadProviders();
+  const tenants = await TenantDirectory.open(config.tenants, { known: [...providers.keys()], disabled: config.disabledProviders, workspaceRoot: workspace, prepareRoots: true });
   const cluster =
     options.cluster ??
     new LocalCluster('test-instance', REPORT);
@@ -107,10 +115,10 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const control = new ControlRouter({ store, engine, cluster, recorder, approvals, active, controlTimeoutMs: config.cluster.controlTimeoutMs });
   // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
   const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
-  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined } });
-  const lifecycle = new SessionLifecycle({ config, store, cluster, providers, placement, control, log });
+  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined }, runLanes: runLanes(options.lanes ?? []) });
+  const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, providers, log });
-  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, approvals, control, active, log });
+  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, tenants, approvals, control, active, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),
     'session.close': (p) => lifecycle.close(p.id),

@@ -3,8 +3,11 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { AsmApp } from '../../app.js';
 import { AsmError, badField } from '../../errors/kinds.js';
+import type { LaneEvent } from '../../lanes/types.js';
 import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
+import type { TenantRole } from '../../tenants.js';
+import { followOwnQueueEvents } from '../queue-events.js';
 import { followEvents } from '../replay.js';
 import { fromFastifyError } from '../../errors/from-fastify.js';
 import { describe } from '../validation.js';
@@ -14,6 +17,9 @@ import { describe } from '../validation.js';
  * `subscribe` frames. With a session (or run) and `after`, the stream replays from the store and then
  * goes live with no gap and no duplicate; without `after` it is live from now. Without a session it
  * carries every session of the caller's tenant, live only.
+ *
+ * `queue_events` adds the queue lanes' events: all of them for an admin, those of the caller's own
+ * runs for a tenant (queue-events.ts).
  *
  * Server frames: {type:"event", event} · {type:"queue_event", event} · {type:"subscribed", …} ·
  * {type:"ack", request_id, …} · {type:"error", request_id?, error}.
@@ -55,6 +61,7 @@ class EventStreamConnection {
     private readonly socket: WebSocket,
     private readonly app: AsmApp,
     private readonly tenant: string,
+    private readonly role: TenantRole,
   ) {
     socket.on('message', (data) => void this.onFrame(data.toString()));
     socket.on('pong', () => (this.alive = true));
@@ -104,7 +111,10 @@ class EventStreamConnection {
       });
     }
     if (sub.queueEvents) {
-      this.stopQueueEvents = this.app.engine.subscribe((event) => this.send({ type: 'queue_event', event }));
+      // An admin sees the lanes as they are; a tenant only the commands of its own runs (queue-events.ts).
+      const deliver = (event: LaneEvent) => this.send({ type: 'queue_event', event });
+      this.stopQueueEvents =
+        this.role === 'admin' ? this.app.engine.subscribe(deliver) : followOwnQueueEvents(this.app.engine, this.app.store.runs, this.tenant, deliver);
     }
     this.send({ type: 'subscribed', session_id: sub.sessionId ?? null, run_id: sub.runId ?? null, last_seq: this.lastSeq });
   }
@@ -212,7 +222,7 @@ function parseKinds(kinds: string | undefined): Set<EventKind> | undefined {
 export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
   fastify.get('/events', { websocket: true, schema: { tags: ['events'], querystring: EventStreamQuery, hide: true } }, (socket, request) => {
     const query = request.query as EventStreamQuery;
-    const connection = new EventStreamConnection(socket, app, request.tenant);
+    const connection = new EventStreamConnection(socket, app, request.tenant, request.role);
     let initial: Subscription;
     try {
       initial = { sessionId: query.session_id, runId: query.run_id, kinds: parseKinds(query.kinds), after: query.after, queueEvents: query.queue_events };

@@ -1,9 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors/kinds.js';
 import type { LaneMetrics } from '../../lanes/types.js';
 import { DeadLetterList, DlqParams, QueueList, QueueParams } from '../../schemas/api.js';
+import { EVERY_TENANT } from '../../sessions/dead-letters.js';
+import { adminOnly } from '../auth.js';
 import { errorResponses } from './sessions.js';
 
 export function toQueueInfo(m: LaneMetrics, lane: { minConcurrency: number; maxConcurrency: number }) {
@@ -40,10 +43,11 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
     queues: (await engine.metrics()).map((m) => toQueueInfo(m, laneConfig(m.id))),
   }));
 
+  // Lanes are shared by every tenant: pausing one is an admin's decision.
   for (const action of ['pause', 'resume'] as const) {
     fastify.post(
       `/queues/:lane/${action}`,
-      { schema: { tags: ['queues'], params: QueueParams, response: { 200: QueueList, ...errorResponses } } },
+      { onRequest: adminOnly, schema: { tags: ['queues'], description: 'Admins only (403 for a tenant).', params: QueueParams, response: { 200: QueueList, ...errorResponses } } },
       async (request) => {
         laneConfig(request.params.lane);
         await engine[action](request.params.lane);
@@ -53,8 +57,11 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
     );
   }
 
-  fastify.get('/dlq', { schema: { tags: ['queues'], description: "Dead-lettered runs of the caller's sessions", response: { 200: DeadLetterList, ...errorResponses } } }, async (request) => ({
-    dead_letters: (await sessions.deadLetters(request.tenant)).map((l) => ({
+  // A tenant sees, retries and deletes its own runs' letters; an admin every letter.
+  const viewer = (request: FastifyRequest) => (request.role === 'admin' ? EVERY_TENANT : request.tenant);
+
+  fastify.get('/dlq', { schema: { tags: ['queues'], description: "Dead-lettered runs of the caller's sessions (an admin's: every tenant's)", response: { 200: DeadLetterList, ...errorResponses } } }, async (request) => ({
+    dead_letters: (await sessions.deadLetters(viewer(request))).map((l) => ({
       id: l.commandId,
       type: l.commandType,
       queue: l.laneId,
@@ -75,11 +82,11 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
         response: { 202: Type.Object({ command_id: Type.String(), run_id: Type.Union([Type.String(), Type.Null()]) }), ...errorResponses },
       },
     },
-    async (request, reply) => reply.status(202).send(await sessions.retryDeadLetter(request.tenant, request.params.id)),
+    async (request, reply) => reply.status(202).send(await sessions.retryDeadLetter(viewer(request), request.params.id)),
   );
 
   fastify.delete('/dlq/:id', { schema: { tags: ['queues'], params: DlqParams, response: { 204: Type.Null(), ...errorResponses } } }, async (request, reply) => {
-    await sessions.deleteDeadLetter(request.tenant, request.params.id);
+    await sessions.deleteDeadLetter(viewer(request), request.params.id);
     return reply.status(204).send(null);
   });
 };

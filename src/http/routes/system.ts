@@ -1,11 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
+import type { FastifyRequest } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors/kinds.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
 import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
 import { LaneMetadata } from '../../schemas/events.js';
+import { adminOnly } from '../auth.js';
 import { errorResponses } from './sessions.js';
 
 /** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
@@ -38,15 +40,25 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     };
   };
 
-  fastify.get('/v1/providers', { schema: { tags: ['providers'], response: { 200: ProviderList, ...errorResponses } } }, async () => ({
-    providers: await Promise.all([...app.providers.values()].map(describe)),
-  }));
+  // An admin sees every provider of this build (with `enabled`); a tenant only those it may use.
+  const visible = (request: FastifyRequest, def: ProviderDefinition) => request.role === 'admin' || app.tenants.get(request.tenant).providers.has(def.name);
+  const visibleProvider = (request: FastifyRequest, name: string) => {
+    const def = app.providers.get(name);
+    if (!def || !visible(request, def)) throw new AsmError('not_found', `provider ${name} not found`);
+    return def;
+  };
 
-  fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: Type.Ref(ProviderInfo), ...errorResponses } } }, async (request) => {
-    const def = app.providers.get(request.params.name);
-    if (!def) throw new AsmError('not_found', `provider ${request.params.name} not found`);
-    return describe(def);
-  });
+  fastify.get(
+    '/v1/providers',
+    { schema: { tags: ['providers'], description: 'For a tenant, the providers it may use; for an admin, every provider.', response: { 200: ProviderList, ...errorResponses } } },
+    async (request) => ({
+      providers: await Promise.all([...app.providers.values()].filter((def) => visible(request, def)).map(describe)),
+    }),
+  );
+
+  fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: Type.Ref(ProviderInfo), ...errorResponses } } }, async (request) =>
+    describe(visibleProvider(request, request.params.name)),
+  );
 
   fastify.post(
     '/v1/providers/:name/resolve',
@@ -62,17 +74,20 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     },
     async (request) => {
       const body = request.body ?? {};
+      visibleProvider(request, request.params.name);
       return app.sessions.resolveLane(request.params.name, body.lane ?? 'auto', body.execution_mode ?? 'local', body.queue);
     },
   );
 
+  // Node details (names, load, capacity) describe the whole deployment: admins only, as /metrics.
   fastify.get(
     '/v1/nodes',
     {
+      onRequest: adminOnly,
       schema: {
         tags: ['nodes'],
         description:
-          'Live instances of this deployment: in embedded mode this process, in distributed mode every API process and `asm worker` with a current heartbeat.',
+          'Live instances of this deployment: in embedded mode this process, in distributed mode every API process and `asm worker` with a current heartbeat. Admins only (403 for a tenant).',
         response: { 200: NodeList, ...errorResponses },
       },
     },
@@ -94,10 +109,17 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     return { status: 'ready', checks: { store: 'ok', mode: app.mode } };
   });
 
-  fastify.get('/metrics', { schema: { tags: ['health'], description: 'Prometheus text exposition', response: { 200: Type.String(), 401: Type.Ref(ErrorResponse) } } }, async (_request, reply) => {
-    reply.type('text/plain; version=0.0.4');
-    return prometheus(app);
-  });
+  fastify.get(
+    '/metrics',
+    {
+      onRequest: adminOnly,
+      schema: { tags: ['health'], description: 'Prometheus text exposition. Admins only (403 for a tenant).', response: { 200: Type.String(), 401: Type.Ref(ErrorResponse), 403: Type.Ref(ErrorResponse) } },
+    },
+    async (_request, reply) => {
+      reply.type('text/plain; version=0.0.4');
+      return prometheus(app);
+    },
+  );
 };
 
 async function prometheus(app: AsmApp): Promise<string> {

@@ -1,0 +1,93 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../../../src/app.js';
+import { loadConfig } from '../../../src/config.js';
+import { startServer, type TestServer } from '../../helpers/server.js';
+import { tenant, tenantsFile } from '../../helpers/tenants.js';
+
+/**
+ * Tenant B against the lanes the service keeps for its own short commands (system, control, session,
+ * query): B cannot queue a run there, as a session's queue or a run's, so A's interrupts and
+ * approval decisions always find a control slot. Runs go on prompt, skill, and the custom lanes the
+ * operator marks `runs: true`.
+ */
+
+const KEY_A = 'key-a-0123456789abcdef';
+const KEY_B = 'key-b-fedcba9876543210';
+const A = { authorization: `Bearer ${KEY_A}` };
+const B = { authorization: `Bearer ${KEY_B}` };
+const SERVICE_LANES = ['system', 'control', 'session', 'query'];
+
+let server: TestServer;
+
+function expectQueueRefused(res: { status: number; body: any }, lane: string) {
+  expect(res.status, JSON.stringify(res.body)).toBe(400);
+  expect(res.body.error).toMatchObject({ kind: 'bad_request', details: { field: 'queue' } });
+  expect(res.body.error.message).toContain(`lane "${lane}" does not carry runs`);
+}
+
+describe('hostile tenant: runs only on run lanes', () => {
+  beforeAll(async () => {
+    const shell = { providers: ['shell'] };
+    server = await startServer({
+      ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEY_A, shell), tenant('tenant-b', KEY_B, shell)]),
+      ASM_LANES: JSON.stringify([
+        { id: 'bulk', priority: 9, maxConcurrency: 1, runs: true },
+        { id: 'maintenance', priority: 0, maxConcurrency: 1 },
+      ]),
+    });
+  });
+  afterAll(() => server?.close());
+
+  it.each(SERVICE_LANES)('B cannot make %s the queue of a session', async (lane) => {
+    expectQueueRefused(await server.request('POST', '/v1/sessions', { provider: 'shell', queue: lane }, B), lane);
+  });
+
+  it('B cannot put a run of its own session on a service lane, nor on a custom lane the operator did not mark', async () => {
+    const session = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+    for (const lane of [...SERVICE_LANES, 'maintenance']) {
+      expectQueueRefused(await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'sleep 15', queue: lane }, B), lane);
+    }
+    expectQueueRefused(await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'maintenance' }, B), 'maintenance');
+    expect((await server.request('GET', `/v1/sessions/${session.body.id}/runs`, undefined, B)).body.runs).toEqual([]);
+    const control = (await server.request('GET', '/v1/queues', undefined, B)).body.queues.find((q: any) => q.name === 'control');
+    expect(control).toMatchObject({ active: 0, pending: 0 });
+  });
+
+  it("A's interrupt is served at once while B's runs fill the skill lane", async () => {
+    const busy = await server.request('POST', '/v1/sessions', { provider: 'shell', max_concurrent_runs: 5 }, B);
+    const hogs = await Promise.all([1, 2, 3].map(() => server.request('POST', `/v1/sessions/${busy.body.id}/runs`, { prompt: 'sleep 15' }, B)));
+    const sessionA = await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'bulk' }, A);
+    const runA = await server.request('POST', `/v1/sessions/${sessionA.body.id}/runs`, { prompt: 'sleep 15' }, A);
+    await expect.poll(async () => (await server.request('GET', `/v1/runs/${runA.body.id}`, undefined, A)).body.state, { timeout: 10_000 }).toBe('running');
+    const started = Date.now();
+    expect((await server.request('POST', `/v1/runs/${runA.body.id}/interrupt`, undefined, A)).status).toBe(202);
+    expect((await server.app.sessions.waitForRun(runA.body.id, 10_000)).state).toBe('interrupted');
+    expect(Date.now() - started).toBeLessThan(5_000);
+    for (const hog of hogs) await server.request('POST', `/v1/runs/${hog.body.id}/interrupt`, undefined, B);
+  });
+
+  it('runs go on prompt, skill and a lane marked runs: true', async () => {
+    for (const queue of ['skill', 'prompt', 'bulk']) {
+      const session = await server.request('POST', '/v1/sessions', { provider: 'shell', queue }, B);
+      expect(session.status, JSON.stringify(session.body)).toBe(201);
+      const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo ok', wait: true }, B);
+      expect(run.body).toMatchObject({ state: 'completed', queue });
+    }
+  });
+});
+
+describe('the operator cannot open a service lane to runs', () => {
+  it.each(['control', 'query'])('ASM_LANES with runs: true on %s stops start-up', async (lane) => {
+    const workspace = mkdtempSync(join(tmpdir(), 'asm-lanes-'));
+    try {
+      const config = loadConfig({ ASM_WORKSPACE_ROOT: workspace, ASM_LANES: JSON.stringify([{ id: lane, runs: true }]) });
+      await expect(createApp(config, pino({ level: 'silent' }))).rejects.toThrow(`lane "${lane}": runs cannot be set on a default lane`);
+    } finally {
+      rmSync(workspace, { recursive: true, force: true });
+    }
+  });
+});
