@@ -61,6 +61,7 @@ export interface Rig {
   approvals: ApprovalBook;
   control: ControlRouter;
   placement: Placement;
+  quotas: Quotas;
   lifecycle: SessionLifecycle;
   admission: Admission;
   executor: RunExecutor;
@@ -143,6 +144,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     approvals,
     control,
     placement,
+    quotas,
     lifecycle,
     admission,
     executor,
