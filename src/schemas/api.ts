@@ -260,7 +260,7 @@ export const QueueInfo = Type.Object({
   latency_ms: Latency,
   wait_ms: Latency,
 }, { $id: 'QueueInfo' });
-export const QueueList = Type.Object({ queues: Type.Array(Type.Ref(QueueInfo)) });
+export const QueueList = Type.Object({ queues: Type.Array(Type.Ref(QueueInfo)), next_cursor: NextCursor });
 export const QueueParams = Type.Object({ lane: Type.String({ minLength: 1, maxLength: 64 }) });
 
 export const DeadLetterInfo = Type.Object({
@@ -272,7 +272,7 @@ export const DeadLetterInfo = Type.Object({
   attempts: Type.Integer(),
   failed_at: Timestamp,
 }, { $id: 'DeadLetter' });
-export const DeadLetterList = Type.Object({ dead_letters: Type.Array(Type.Ref(DeadLetterInfo)) });
+export const DeadLetterList = Type.Object({ dead_letters: Type.Array(Type.Ref(DeadLetterInfo)), next_cursor: NextCursor });
 export const DlqParams = Type.Object({ id: Id });
 
 // ---- providers and nodes ----
@@ -298,7 +298,7 @@ export const ProviderInfo = Type.Object({
     }),
   ),
 }, { $id: 'ProviderInfo' });
-export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(ProviderInfo)) });
+export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(ProviderInfo)), next_cursor: NextCursor });
 export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 export const ResolveLaneBody = Type.Object(
   {
@@ -322,7 +322,7 @@ export const NodeInfo = Type.Object({
   state: Type.Union([Type.Literal('starting'), Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
   pool: Type.String(),
 }, { $id: 'NodeInfo' });
-export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)) });
+export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)), next_cursor: NextCursor });
 
 export const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
 

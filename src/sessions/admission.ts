@@ -12,6 +12,7 @@ import type { CreateRunBody } from '../schemas/api.js';
 import type { RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
+import type { Quotas } from './quotas.js';
 import type { RunRecorder } from './recorder.js';
 import { withSessionLock } from './session-lock.js';
 
@@ -22,6 +23,7 @@ export interface AdmissionDeps {
   commands: CommandBus;
   recorder: RunRecorder;
   placement: Placement;
+  quotas: Quotas;
   providers: Map<string, ProviderDefinition>;
   log: Logger;
 }
@@ -31,10 +33,15 @@ export interface AdmissionDeps {
  * holds at most max_queued_runs more in its own FIFO; beyond that a submit is refused with
  * at_capacity. A run that may start is handed to its queue lane; when a run ends, the session's
  * oldest waiting run is handed over. Decisions of one session hold its lock across processes.
+ *
+ * Across the tenant's sessions, a run that would start holds one of its `active_runs` and a run
+ * that would wait one of its `queued_runs` (quotas.ts); beyond either the submit is refused with
+ * quota_exceeded. A waiting run handed over takes the slot of the run that ended, before that run
+ * lets it go, so no submit meanwhile finds the tenant below its quota.
  */
 export class Admission {
   constructor(private readonly deps: AdmissionDeps) {
-    deps.recorder.onRunEnded((run) => this.startNextQueued(run.session_id));
+    deps.recorder.onRunEnded((run) => this.runEnded(run));
   }
 
   /** Admit a run to an open session: dispatched now, or queued in the session's FIFO. */
@@ -67,8 +74,10 @@ export class Admission {
       });
     }
 
+    const runId = `run_${randomUUID()}`;
+    await this.deps.quotas.take(session.tenant, dispatchNow ? 'active_runs' : 'queued_runs', runId);
     const run: RunRecord = {
-      id: `run_${randomUUID()}`,
+      id: runId,
       session_id: sessionId,
       tenant: session.tenant,
       provider: session.provider,
@@ -93,7 +102,10 @@ export class Admission {
         ...(surface.kind !== 'local_subprocess' && { execution_surface: surface }),
       },
     };
-    await store.runs.create(run);
+    await store.runs.create(run).catch(async (err: unknown) => {
+      await this.releaseHoldings(run);
+      throw err;
+    });
     await recorder.serialize(run.id, () => recorder.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
     if (dispatchNow) await this.dispatch(run);
     return run;
@@ -121,16 +133,30 @@ export class Admission {
     }
   }
 
-  /** A slot of the session freed up: start its oldest waiting run. */
-  private startNextQueued(sessionId: string): void {
-    const { store, cluster, log } = this.deps;
+  /** A run ended, freeing a slot of its session: the oldest waiting run takes it; then the ended run's holdings go. */
+  private runEnded(ended: RunRecord): void {
+    const { store, cluster, quotas, log } = this.deps;
+    const sessionId = ended.session_id;
     void withSessionLock(cluster, sessionId, async () => {
-      const session = await store.sessions.get(sessionId);
-      if (!session || session.state !== 'open') return;
-      const runs = await store.runs.listBySession(sessionId);
-      const { inFlight, waiting } = admissionState(runs);
-      if (waiting > 0 && inFlight < session.max_concurrent_runs) await this.dispatch(runs.find(isWaiting)!);
+      try {
+        const session = await store.sessions.get(sessionId);
+        if (!session || session.state !== 'open') return;
+        const runs = await store.runs.listBySession(sessionId);
+        const { inFlight, waiting } = admissionState(runs);
+        if (waiting === 0 || inFlight >= session.max_concurrent_runs) return;
+        const next = runs.find(isWaiting)!;
+        // Whatever the limit: a run waits only while its session is full, so this slot is the ended run's.
+        await quotas.add(next.tenant, 'active_runs', next.id);
+        await quotas.release(next.tenant, 'queued_runs', next.id);
+        await this.dispatch(next);
+      } finally {
+        await this.releaseHoldings(ended);
+      }
     }).catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
+  }
+
+  private async releaseHoldings(run: RunRecord): Promise<void> {
+    await Promise.all([this.deps.quotas.release(run.tenant, 'active_runs', run.id), this.deps.quotas.release(run.tenant, 'queued_runs', run.id)]);
   }
 }
 

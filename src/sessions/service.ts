@@ -22,6 +22,7 @@ import { ControlRouter } from './control.js';
 import { DeadLetters, type DlqViewer } from './dead-letters.js';
 import { RunExecutor } from './execution.js';
 import { Placement } from './placement.js';
+import { Quotas } from './quotas.js';
 import { RunRecorder } from './recorder.js';
 import { SessionLifecycle } from './session-lifecycle.js';
 import { Sweeper } from './sweeps.js';
@@ -52,6 +53,7 @@ export class SessionService {
   private readonly commands: CommandBus;
   private readonly active: ActiveRuns = new Map();
   private readonly placement: Placement;
+  private readonly quotas: Quotas;
   private readonly control: ControlRouter;
   private readonly lifecycle: SessionLifecycle;
   private readonly admission: Admission;
@@ -88,8 +90,10 @@ export class SessionService {
       ssh: { hosts: config.sshHosts, filesDir: config.sshFilesDir },
       runLanes: runLanes(config.laneOverrides),
     });
-    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement: this.placement, control: this.control, log });
-    this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement: this.placement, providers, log });
+    this.quotas = new Quotas({ store, cluster, tenants, log });
+    const { placement, quotas } = this;
+    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log });
+    this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
     this.sweeper = new Sweeper({ store, cluster, recorder, control: this.control, sweepMs: config.cluster.sweepMs, log });
@@ -119,7 +123,8 @@ export class SessionService {
 
   // ---------------------------------------------------------------- sessions
 
-  createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+  async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+    this.quotas.assertMetadata(tenant, body.metadata);
     return this.commands.call('session', 'session.create', { tenant, body });
   }
 
@@ -148,6 +153,7 @@ export class SessionService {
     if (Buffer.byteLength(body.prompt) > promptBytes) {
       throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
     }
+    this.quotas.assertMetadata(tenant, body.metadata);
     return this.admission.submit(session.id, body);
   }
 
@@ -211,6 +217,13 @@ export class SessionService {
 
   deleteDeadLetter(viewer: DlqViewer, id: string): Promise<void> {
     return this.letters.delete(viewer, id);
+  }
+
+  // ---------------------------------------------------------------- event streams
+
+  /** Hold one of the tenant's event streams until the returned function is called; quota_exceeded beyond its quota. */
+  holdConnection(tenant: string): Promise<() => void> {
+    return this.quotas.holdConnection(tenant);
   }
 
   // ---------------------------------------------------------------- this process

@@ -12,6 +12,7 @@ import type { SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ControlRouter } from './control.js';
 import type { Placement } from './placement.js';
+import type { Quotas } from './quotas.js';
 import { withSessionLock } from './session-lock.js';
 import { waitForRun } from './wait-for-run.js';
 
@@ -31,16 +32,21 @@ export interface SessionLifecycleDeps {
   providers: Map<string, ProviderDefinition>;
   tenants: TenantDirectory;
   placement: Placement;
+  quotas: Quotas;
   control: ControlRouter;
   log: Logger;
 }
 
-/** Creating a session (every option checked, so a session that could never run is refused) and closing one. */
+/**
+ * Creating a session (every option checked, so a session that could never run is refused) and
+ * closing one. An open session holds one of its tenant's `sessions` (quotas.ts) until it is closed;
+ * ASM_MAX_SESSIONS bounds the server's sessions, closed ones included, as well.
+ */
 export class SessionLifecycle {
   constructor(private readonly deps: SessionLifecycleDeps) {}
 
   async create(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
-    const { config, store, placement, providers, tenants, log } = this.deps;
+    const { config, store, placement, providers, tenants, quotas, log } = this.deps;
     const provider = providers.get(body.provider);
     if (!provider) {
       throw badField('provider', `unknown provider "${body.provider}"; known: ${[...providers.keys()].sort().join(', ')}`);
@@ -66,14 +72,6 @@ export class SessionLifecycle {
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
     placement.assertSurface(executionSurface, executionMode, placed);
     if (executionMode === 'remote_node') resolveRemoteOptions([config.remoteDefaults, body.driver_opts]);
-    if ((await store.sessions.count()) >= config.limits.maxSessions) {
-      // Closed sessions give way to new ones, oldest first; only open sessions can fill the server.
-      const evicted = await store.evictOldestClosed();
-      if (!evicted) {
-        throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
-      }
-      log.info({ sessionId: evicted }, 'evicted the oldest closed session to make room');
-    }
     const session: SessionRecord = {
       id: `ses_${randomUUID()}`,
       tenant,
@@ -98,9 +96,27 @@ export class SessionLifecycle {
       created_at: new Date().toISOString(),
       closed_at: null,
     };
-    await store.sessions.create(session);
+    await quotas.take(tenant, 'sessions', session.id);
+    try {
+      await this.makeRoom();
+      await store.sessions.create(session);
+    } catch (err) {
+      await quotas.release(tenant, 'sessions', session.id);
+      throw err;
+    }
     log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');
     return session;
+  }
+
+  /** Below ASM_MAX_SESSIONS, or refused: closed sessions give way to new ones, oldest first, so only open ones fill the server. */
+  private async makeRoom(): Promise<void> {
+    const { config, store, log } = this.deps;
+    if ((await store.sessions.count()) < config.limits.maxSessions) return;
+    const evicted = await store.evictOldestClosed();
+    if (!evicted) {
+      throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
+    }
+    log.info({ sessionId: evicted }, 'evicted the oldest closed session to make room');
   }
 
   /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. */
@@ -120,6 +136,7 @@ export class SessionLifecycle {
       closed_at: new Date().toISOString(),
       last_seq: await store.events.lastSeq(id),
     });
+    await this.deps.quotas.release(closed.tenant, 'sessions', id);
     log.info({ sessionId: id, interruptedRuns: runs.length }, 'session closed');
     return closed;
   }

@@ -8,6 +8,8 @@ import type {
   ApprovalStore,
   EventListener,
   EventLog,
+  HoldingKind,
+  HoldingStore,
   NewEvent,
   ResolveOutcome,
   RunRecord,
@@ -240,6 +242,35 @@ class MemoryEventLog implements EventLog {
   }
 }
 
+class MemoryHoldings implements HoldingStore {
+  /** `tenant kind` → id → when it was taken (ms). */
+  private readonly held = new Map<string, Map<string, number>>();
+
+  async take(tenant: string, kind: HoldingKind, id: string, limit: number): Promise<boolean> {
+    const held = this.of(tenant, kind);
+    if (held.has(id)) return true;
+    if (held.size >= limit) return false;
+    held.set(id, Date.now());
+    return true;
+  }
+  async add(tenant: string, kind: HoldingKind, id: string): Promise<void> {
+    const held = this.of(tenant, kind);
+    if (!held.has(id)) held.set(id, Date.now());
+  }
+  async release(tenant: string, kind: HoldingKind, id: string): Promise<void> {
+    this.held.get(`${tenant} ${kind}`)?.delete(id);
+  }
+  async takenBefore(tenant: string, kind: HoldingKind, before: number): Promise<string[]> {
+    return [...(this.held.get(`${tenant} ${kind}`) ?? [])].filter(([, at]) => at < before).map(([id]) => id);
+  }
+  private of(tenant: string, kind: HoldingKind): Map<string, number> {
+    const key = `${tenant} ${kind}`;
+    let held = this.held.get(key);
+    if (!held) this.held.set(key, (held = new Map()));
+    return held;
+  }
+}
+
 export function createMemoryStore(opts: { eventsPerSession: number }): Store {
   const sessions = new MemorySessionStore();
   const runs = new MemoryRunStore();
@@ -250,6 +281,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
     runs,
     approvals,
     events,
+    holdings: new MemoryHoldings(),
     async evictOldestClosed() {
       const session = sessions.oldestClosed();
       if (!session) return undefined;

@@ -60,7 +60,7 @@ export function sessionKey(session: { created_at: string; id: string }): Session
   return { at: Date.parse(session.created_at), id: session.id };
 }
 
-/** A page of a short list held whole (pending approvals, lanes, nodes): the cursor is a position in it. */
+/** A page of a short list held whole (pending approvals, lanes, nodes, providers, a DLQ): the cursor is a position in it. */
 export function pageOf<T>(items: readonly T[], request: PageRequest): Page<T> {
   const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
   const end = start + request.limit;

@@ -20,6 +20,7 @@ import type { Redis } from 'ioredis';
  *   asm:sessions:closed            zset   closed session ids by closed_at (eviction, oldest first)
  *   asm:runs:unfinished            set    ids of runs queued or running (orphan sweep)
  *   asm:approvals:expiry           zset   pending approval ids by expires_at (timeout sweep)
+ *   asm:tenant:<tenant>:held:<kind> zset  what the tenant holds against a quota, by the time taken
  *   channel asm:events:<ses_…>     the session's live events, published by the append script
  *
  * Why it is shaped this way:
@@ -69,6 +70,7 @@ export function redisKeys(prefix: string) {
     closedSessions: `${prefix}:sessions:closed`,
     unfinishedRuns: `${prefix}:runs:unfinished`,
     approvalExpiry: `${prefix}:approvals:expiry`,
+    holdings: (tenant: string, kind: string) => `${prefix}:tenant:${tenant}:held:${kind}`,
     channel: (sessionId: string) => `${prefix}:events:${sessionId}`,
     allChannels: `${prefix.replace(/[*?[\]\\]/g, '\\$&')}:events:*`,
   };
@@ -126,6 +128,14 @@ if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'last_seq
 redis.call('PUBLISH', ARGV[2], json)
 return seq`,
   },
+  /** ARGV: limit, id, now (ms). Holds the id unless the set has `limit` members already: 1 held (or held already), 0 full. */
+  asmTake: {
+    numberOfKeys: 1,
+    lua: `if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+return 1`,
+  },
 } as const;
 
 export type ScriptRedis = Redis & {
@@ -133,6 +143,7 @@ export type ScriptRedis = Redis & {
   asmPatch(key: string, ...fields: string[]): Promise<string[] | null>;
   asmResolve(key: string, pending: string, ...fields: string[]): Promise<[number, string[]] | null>;
   asmAppend(seqKey: string, eventsKey: string, sessionKey: string, maxlen: number, channel: string, json: string): Promise<number>;
+  asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
 };
 
 export const PENDING = JSON.stringify('pending');

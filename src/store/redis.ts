@@ -1,13 +1,14 @@
 import type { Logger } from 'pino';
 import { guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
 import { RedisEventLog } from './redis-events.js';
+import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
 import { redisKeys, SCRIPTS, type ScriptRedis } from './redis-schema.js';
 import type { Store } from './types.js';
 
 /**
  * Distributed mode's store on one Redis: the records (redis-records.ts), the event log
- * (redis-events.ts), over the keys and scripts of redis-schema.ts, which says why they are shaped so.
+ * (redis-events.ts), the tenants' holdings (redis-holdings.ts), over the keys and scripts of redis-schema.ts, which says why they are shaped so.
  */
 
 export interface RedisStoreOptions extends RedisLinkOptions {
@@ -60,6 +61,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
     runs: guard(runs),
     approvals: guard(approvals),
     events: guard(events),
+    holdings: guard(new RedisHoldings(redis, keys)),
     async evictOldestClosed() {
       // Two processes evicting at once may pick the same session; deleting is idempotent.
       const [oldest] = await redis.zrange(keys.closedSessions, 0, 0);

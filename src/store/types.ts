@@ -122,11 +122,30 @@ export interface EventLog {
   subscribe(sessionId: string | null, listener: EventListener): () => void;
 }
 
+/** What a tenant holds at once against its quotas (src/sessions/quotas.ts); named as the tenants file names the quota. */
+export type HoldingKind = 'sessions' | 'active_runs' | 'queued_runs' | 'connections';
+
+/**
+ * Each tenant's holdings of each kind: ids (a session's, a run's, an event stream's) with the time
+ * each was taken. Taking one under a limit is one atomic step, so a quota holds across processes
+ * without a lock and without counting the tenant's records.
+ */
+export interface HoldingStore {
+  /** Hold `id` unless the tenant holds `limit` of this kind already; false then. An id held already stays held (true). */
+  take(tenant: string, kind: HoldingKind, id: string, limit: number): Promise<boolean>;
+  /** Hold `id` whatever the limit: a run taking over the slot of the run that ended before it. */
+  add(tenant: string, kind: HoldingKind, id: string): Promise<void>;
+  release(tenant: string, kind: HoldingKind, id: string): Promise<void>;
+  /** The ids taken before `before` (ms epoch): what a check for holdings left behind by a dead process looks at. */
+  takenBefore(tenant: string, kind: HoldingKind, before: number): Promise<string[]>;
+}
+
 export interface Store {
   sessions: SessionStore;
   runs: RunStore;
   approvals: ApprovalStore;
   events: EventLog;
+  holdings: HoldingStore;
   /** Forget the longest-closed session with its runs, approvals and events; its id, or undefined if none is closed. */
   evictOldestClosed(): Promise<string | undefined>;
   /** Resolves when the backing store answers; rejects with AsmError kind 'not_ready' otherwise (readiness). */

@@ -19,6 +19,7 @@ import { CommandBus } from '../../src/sessions/commands.js';
 import { ControlRouter } from '../../src/sessions/control.js';
 import { RunExecutor } from '../../src/sessions/execution.js';
 import { Placement } from '../../src/sessions/placement.js';
+import { Quotas } from '../../src/sessions/quotas.js';
 import { RunRecorder } from '../../src/sessions/recorder.js';
 import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
 import { waitForRun } from '../../src/sessions/wait-for-run.js';
@@ -60,6 +61,7 @@ export interface Rig {
   approvals: ApprovalBook;
   control: ControlRouter;
   placement: Placement;
+  quotas: Quotas;
   lifecycle: SessionLifecycle;
   admission: Admission;
   executor: RunExecutor;
@@ -116,8 +118,9 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
   const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
   const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined }, runLanes: runLanes(options.lanes ?? []) });
-  const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, control, log });
-  const admission = new Admission({ config, store, cluster, commands, recorder, placement, providers, log });
+  const quotas = new Quotas({ store, cluster, tenants, log });
+  const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
+  const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, tenants, approvals, control, active, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),
@@ -141,6 +144,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     approvals,
     control,
     placement,
+    quotas,
     lifecycle,
     admission,
     executor,

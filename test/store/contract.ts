@@ -447,6 +447,33 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
       });
     });
 
+    describe('holdings', () => {
+      it('holds up to the limit per tenant and kind; release frees one, add ignores the limit', async () => {
+        const store = await single();
+        const { holdings } = store;
+        expect(await holdings.take('a', 'sessions', 's1', 2)).toBe(true);
+        expect(await holdings.take('a', 'sessions', 's2', 2)).toBe(true);
+        expect(await holdings.take('a', 'sessions', 's3', 2)).toBe(false);
+        // Held already: still held, and not counted twice.
+        expect(await holdings.take('a', 'sessions', 's2', 2)).toBe(true);
+        expect(await holdings.take('b', 'sessions', 's3', 2)).toBe(true);
+        expect(await holdings.take('a', 'connections', 'c1', 2)).toBe(true);
+        await holdings.release('a', 'sessions', 's1');
+        expect(await holdings.take('a', 'sessions', 's3', 2)).toBe(true);
+        await holdings.add('a', 'sessions', 's4');
+        expect(await holdings.take('a', 'sessions', 's5', 3)).toBe(false);
+        expect((await holdings.takenBefore('a', 'sessions', Date.now() + 1)).sort()).toEqual(['s2', 's3', 's4']);
+        expect(await holdings.takenBefore('a', 'sessions', Date.now() - 60_000)).toEqual([]);
+      });
+
+      it('never holds more than the limit when two processes take at once', async () => {
+        const [one, two] = await stores(2);
+        const taken = await Promise.all(Array.from({ length: 20 }, (_, i) => (i % 2 ? one : two).holdings.take('a', 'active_runs', `run_${i}`, 3)));
+        expect(taken.filter(Boolean)).toHaveLength(3);
+        expect(await one.holdings.takenBefore('a', 'active_runs', Date.now() + 1)).toHaveLength(3);
+      });
+    });
+
     describe('eviction', () => {
       it('evicts the longest-closed session with its runs, approvals and events', async () => {
         const [store, peer] = await stores(2);

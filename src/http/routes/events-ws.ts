@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { WebSocket } from 'ws';
 import type { AsmApp } from '../../app.js';
@@ -20,6 +21,9 @@ import { describe } from '../validation.js';
  *
  * `queue_events` adds the queue lanes' events: all of them for an admin, those of the caller's own
  * runs for a tenant (queue-events.ts).
+ *
+ * A tenant holds at most its `connections` quota of streams at once (WebSocket and SSE together,
+ * across the deployment); the upgrade over it is refused with 429 quota_exceeded.
  *
  * Server frames: {type:"event", event} · {type:"queue_event", event} · {type:"subscribed", …} ·
  * {type:"ack", request_id, …} · {type:"error", request_id?, error}.
@@ -220,7 +224,13 @@ function parseKinds(kinds: string | undefined): Set<EventKind> | undefined {
 }
 
 export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
-  fastify.get('/events', { websocket: true, schema: { tags: ['events'], querystring: EventStreamQuery, hide: true } }, (socket, request) => {
+  // One of the tenant's streams (its `connections` quota) is held before the upgrade, so the one over
+  // it gets a 429 rather than a socket; it is let go when the connection closes, whatever ends it.
+  const holdConnection = async (request: FastifyRequest) => {
+    const release = await app.sessions.holdConnection(request.tenant);
+    request.raw.socket.once('close', release);
+  };
+  fastify.get('/events', { websocket: true, preHandler: holdConnection, schema: { tags: ['events'], querystring: EventStreamQuery, hide: true } }, (socket, request) => {
     const query = request.query as EventStreamQuery;
     const connection = new EventStreamConnection(socket, app, request.tenant, request.role);
     let initial: Subscription;

@@ -4,10 +4,11 @@ import type { FastifyRequest } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors/kinds.js';
 import type { LaneMetrics } from '../../lanes/types.js';
-import { DeadLetterList, DlqParams, QueueList, QueueParams } from '../../schemas/api.js';
+import { DeadLetterList, DlqParams, PageQuery, QueueList, QueueParams } from '../../schemas/api.js';
 import { EVERY_TENANT } from '../../sessions/dead-letters.js';
+import { pageOf } from '../../store/paging.js';
 import { adminOnly } from '../auth.js';
-import { errorResponses } from './sessions.js';
+import { errorResponses, pageRequest } from './sessions.js';
 
 export function toQueueInfo(m: LaneMetrics, lane: { minConcurrency: number; maxConcurrency: number }) {
   return {
@@ -39,9 +40,10 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
     return lane;
   };
 
-  fastify.get('/queues', { schema: { tags: ['queues'], response: { 200: QueueList, ...errorResponses } } }, async () => ({
-    queues: (await engine.metrics()).map((m) => toQueueInfo(m, laneConfig(m.id))),
-  }));
+  fastify.get('/queues', { schema: { tags: ['queues'], querystring: PageQuery, response: { 200: QueueList, ...errorResponses } } }, async (request) => {
+    const page = pageOf(await engine.metrics(), pageRequest(request.query));
+    return { queues: page.items.map((m) => toQueueInfo(m, laneConfig(m.id))), next_cursor: page.next };
+  });
 
   // Lanes are shared by every tenant: pausing one is an admin's decision.
   for (const action of ['pause', 'resume'] as const) {
@@ -52,7 +54,7 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
         laneConfig(request.params.lane);
         await engine[action](request.params.lane);
         const metrics = (await engine.metrics()).filter((m) => m.id === request.params.lane);
-        return { queues: metrics.map((m) => toQueueInfo(m, laneConfig(m.id))) };
+        return { queues: metrics.map((m) => toQueueInfo(m, laneConfig(m.id))), next_cursor: null };
       },
     );
   }
@@ -60,17 +62,32 @@ export const queueRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fa
   // A tenant sees, retries and deletes its own runs' letters; an admin every letter.
   const viewer = (request: FastifyRequest) => (request.role === 'admin' ? EVERY_TENANT : request.tenant);
 
-  fastify.get('/dlq', { schema: { tags: ['queues'], description: "Dead-lettered runs of the caller's sessions (an admin's: every tenant's)", response: { 200: DeadLetterList, ...errorResponses } } }, async (request) => ({
-    dead_letters: (await sessions.deadLetters(viewer(request))).map((l) => ({
-      id: l.commandId,
-      type: l.commandType,
-      queue: l.laneId,
-      payload: l.payload,
-      error: l.error,
-      attempts: l.attempts,
-      failed_at: new Date(l.failedAt).toISOString(),
-    })),
-  }));
+  fastify.get(
+    '/dlq',
+    {
+      schema: {
+        tags: ['queues'],
+        description: "Dead-lettered runs of the caller's sessions (an admin's: every tenant's)",
+        querystring: PageQuery,
+        response: { 200: DeadLetterList, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const page = pageOf(await sessions.deadLetters(viewer(request)), pageRequest(request.query));
+      return {
+        dead_letters: page.items.map((l) => ({
+          id: l.commandId,
+          type: l.commandType,
+          queue: l.laneId,
+          payload: l.payload,
+          error: l.error,
+          attempts: l.attempts,
+          failed_at: new Date(l.failedAt).toISOString(),
+        })),
+        next_cursor: page.next,
+      };
+    },
+  );
 
   fastify.post(
     '/dlq/:id/retry',

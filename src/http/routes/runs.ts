@@ -48,7 +48,10 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fast
       const limit = request.query.limit ?? Math.min(DEFAULT_PAGE, config.limits.eventPageMax);
       if (limit > config.limits.eventPageMax) throw badField('query.limit', `must be at most ${config.limits.eventPageMax} (ASM_EVENT_PAGE_MAX)`);
       if (request.headers.accept?.includes('text/event-stream')) {
-        return streamSse(reply, app, run.session_id, run.id, sseCursor(request.headers['last-event-id'], request.query.after));
+        const after = sseCursor(request.headers['last-event-id'], request.query.after);
+        // Held before the stream starts (the one over the tenant's `connections` quota gets a 429), let go when it ends.
+        const release = await sessions.holdConnection(request.tenant);
+        return streamSse(reply, app, run.session_id, run.id, after, release);
       }
       const after = request.query.after ?? 0;
       const events = await store.events.read(run.session_id, { after, runId: run.id, limit });
@@ -65,7 +68,7 @@ function sseCursor(lastEventId: string | string[] | undefined, after: number | u
   return value;
 }
 
-async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, runId: string, after: number): Promise<void> {
+async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, runId: string, after: number, release: () => void): Promise<void> {
   const raw = reply.raw;
   reply.hijack();
   raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
@@ -78,6 +81,7 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     clearInterval(heartbeat);
     follower.stop();
     raw.end();
+    release();
   };
   const send = async (event: AsmEvent) => {
     if (ended) return;

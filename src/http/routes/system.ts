@@ -5,10 +5,11 @@ import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors/kinds.js';
 import { probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
-import { ErrorResponse, Health, NodeList, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
+import { ErrorResponse, Health, NodeList, PageQuery, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
 import { LaneMetadata } from '../../schemas/events.js';
+import { pageOf } from '../../store/paging.js';
 import { adminOnly } from '../auth.js';
-import { errorResponses } from './sessions.js';
+import { errorResponses, pageRequest } from './sessions.js';
 
 /** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
 const PROBE_TTL_MS = 30_000;
@@ -50,10 +51,19 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
 
   fastify.get(
     '/v1/providers',
-    { schema: { tags: ['providers'], description: 'For a tenant, the providers it may use; for an admin, every provider.', response: { 200: ProviderList, ...errorResponses } } },
-    async (request) => ({
-      providers: await Promise.all([...app.providers.values()].filter((def) => visible(request, def)).map(describe)),
-    }),
+    {
+      schema: {
+        tags: ['providers'],
+        description: 'For a tenant, the providers it may use; for an admin, every provider.',
+        querystring: PageQuery,
+        response: { 200: ProviderList, ...errorResponses },
+      },
+    },
+    async (request) => {
+      // Only the page's providers are probed.
+      const page = pageOf([...app.providers.values()].filter((def) => visible(request, def)), pageRequest(request.query));
+      return { providers: await Promise.all(page.items.map(describe)), next_cursor: page.next };
+    },
   );
 
   fastify.get('/v1/providers/:name', { schema: { tags: ['providers'], params: ProviderParams, response: { 200: Type.Ref(ProviderInfo), ...errorResponses } } }, async (request) =>
@@ -88,11 +98,15 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
         tags: ['nodes'],
         description:
           'Live instances of this deployment: in embedded mode this process, in distributed mode every API process and `asm worker` with a current heartbeat. Admins only (403 for a tenant).',
+        querystring: PageQuery,
         response: { 200: NodeList, ...errorResponses },
       },
     },
-    // A worker's cookie hash stays internal: it is what runs are checked against, not something to publish.
-    async () => ({ nodes: (await app.cluster.nodes()).map(({ cookie: _internal, ...node }) => node) }),
+    async (request) => {
+      const page = pageOf(await app.cluster.nodes(), pageRequest(request.query));
+      // A worker's cookie hash stays internal: it is what runs are checked against, not something to publish.
+      return { nodes: page.items.map(({ cookie: _internal, ...node }) => node), next_cursor: page.next };
+    },
   );
 
   // Health probes answer without a key (auth.ts PUBLIC_PREFIXES): `security: []` says so in the OpenAPI document.

@@ -1,17 +1,38 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SERVER_MODES, startServer, type TestServer } from '../../helpers/server.js';
+import { waitFor } from '../../helpers/wait.js';
 
 /** Lists answer pages: a tenant with many sessions cannot make one response unbounded, and a forged cursor is a 400. */
 
+/** Every item of a list route, page by page of `limit`, and how many pages it took. */
+async function everyPage(server: TestServer, path: string, field: string, limit: number): Promise<{ items: any[]; pages: number }> {
+  const items: any[] = [];
+  for (let pages = 1, cursor: string | null = null; ; pages++) {
+    const res = await server.request('GET', `${path}?limit=${limit}${cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`}`);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body[field].length).toBeLessThanOrEqual(limit);
+    items.push(...res.body[field]);
+    cursor = res.body.next_cursor;
+    if (cursor === null) return { items, pages };
+  }
+}
+
 describe.each(SERVER_MODES)('list routes page (%s)', (_mode, modeEnv) => {
   let server: TestServer;
+  /** A second process of the deployment, in distributed mode, so there are nodes to page. */
+  let peer: TestServer | undefined;
   const created: string[] = [];
 
   beforeAll(async () => {
-    server = await startServer(modeEnv());
+    const env = modeEnv();
+    server = await startServer(env);
+    if (env.REDIS_URL) peer = await startServer(env);
     for (let i = 0; i < 5; i++) created.push((await server.request('POST', '/v1/sessions', { provider: 'shell' })).body.id);
   });
-  afterAll(() => server.close());
+  afterAll(async () => {
+    await peer?.close();
+    await server.close();
+  });
 
   it('pages GET /v1/sessions with limit and cursor: every session once, in creation order', async () => {
     const seen: string[] = [];
@@ -39,6 +60,27 @@ describe.each(SERVER_MODES)('list routes page (%s)', (_mode, modeEnv) => {
     const rest = (await server.request('GET', `/v1/sessions/${session}/runs?limit=2&cursor=${encodeURIComponent(first.next_cursor)}`)).body;
     expect(rest.runs.map((r: { prompt: string }) => r.prompt)).toEqual(['echo 2']);
     expect(rest.next_cursor).toBeNull();
+  });
+
+  it('pages the dead letters, the queue lanes, the providers and the nodes, each item once', async () => {
+    const session = created[1];
+    for (let i = 0; i < 3; i++) await server.request('POST', `/v1/sessions/${session}/runs`, { prompt: `exit ${i + 1}`, wait: true });
+    await waitFor(async () => (await server.request('GET', '/v1/dlq')).body.dead_letters.length === 3, 'three dead letters');
+    for (const [path, field, key] of [
+      ['/v1/dlq', 'dead_letters', 'id'],
+      ['/v1/queues', 'queues', 'name'],
+      ['/v1/providers', 'providers', 'name'],
+      ['/v1/nodes', 'nodes', 'id'],
+    ]) {
+      const whole = (await server.request('GET', path)).body;
+      expect(whole.next_cursor, path).toBeNull();
+      const { items, pages } = await everyPage(server, path, field, 2);
+      expect(items.map((item) => item[key]), path).toEqual(whole[field].map((item: any) => item[key]));
+      expect(pages, path).toBe(Math.ceil(whole[field].length / 2));
+      if (path === '/v1/nodes') expect(items).toHaveLength(peer ? 2 : 1);
+    }
+    const forged = await server.request('GET', '/v1/queues?cursor=bm90LWEtY3Vyc29y');
+    expect(forged.body.error).toMatchObject({ kind: 'bad_request', details: { field: 'query.cursor' } });
   });
 
   it('refuses a forged cursor and an out-of-range limit with a 400 naming the field', async () => {
