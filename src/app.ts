@@ -4,6 +4,8 @@ import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
+import { createSandbox } from './backends/sandbox.js';
+import type { Sandbox } from './backends/types.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
@@ -29,6 +31,8 @@ export interface AsmApp {
   providers: Map<string, ProviderDefinition>;
   /** Which providers' SDKs load here (the SDK lane). */
   sdks: SdkLoader;
+  /** The sandbox the CLIs of this node run in. */
+  sandbox: Sandbox;
   sessions: SessionService;
   mode: 'embedded' | 'distributed';
   startedAt: Date;
@@ -50,6 +54,8 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
   const providers = await loadProviders();
   const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
   if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);
+  // Checked before anything listens or takes work: a node whose sandbox does not work refuses to start.
+  const sandbox = await createSandbox(config.sandbox, logger);
   const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
     globalConcurrency: config.globalConcurrency,
@@ -65,6 +71,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     load: (worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0,
     pool: worker?.pool ?? 'default',
     cookie: cookieHash(worker?.cookie),
+    sandbox: sandbox.kind,
   });
   // The instance id is unique per process, so a restarted process never inherits the runs its predecessor owned.
   const self = `${config.nodeName}-${randomUUID().slice(0, 8)}`;
@@ -82,7 +89,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     : embeddedInfrastructure(config, engineOptions, self, report);
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
-  const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
+  const backends = { core: new CoreBackend(config.limits, sandbox), sdk: new SdkBackend(sdks, config.limits, sandbox) };
   sessions = new SessionService({ config, store, engine, cluster, providers, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
@@ -100,6 +107,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     cluster,
     providers,
     sdks,
+    sandbox,
     sessions,
     mode: config.redis ? 'distributed' : 'embedded',
     startedAt: new Date(),
@@ -125,6 +133,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
         await cluster.close();
         await store.close();
         await infra.close();
+        await sandbox.close();
         logger.info('shutdown complete');
       })();
       return closing;

@@ -1,5 +1,5 @@
-import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { hostname, tmpdir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { LaneConfig } from './lanes/types.js';
 
 /**
@@ -37,6 +37,53 @@ export interface AsmConfig {
   sshHosts: string[];
   /** Set when this process is an `asm worker` (from its command line): it executes remote_node runs only. */
   worker?: WorkerSettings;
+  /** The sandbox around every local agent CLI (src/backends/sandbox.ts). */
+  sandbox: SandboxSettings;
+}
+
+export interface SandboxSettings {
+  /** ASM_SANDBOX: `bwrap` (the default) or `none`, which must be said explicitly. */
+  kind: 'bwrap' | 'none';
+  /** ASM_SANDBOX_ROOT: where each session's sandbox HOME and TMP live, for the session's life. */
+  root: string;
+  /** ASM_SANDBOX_USER: the account CLIs run as where the service runs as root. */
+  user: string;
+  /** ASM_SANDBOX_READ_ONLY: more paths every sandbox sees, read-only (tools installed outside /usr). */
+  readOnly: string[];
+  /** ASM_SANDBOX_WRITABLE: paths every sandbox sees read-write, shared by all sessions (a package cache). */
+  writable: string[];
+  /** Paths masked inside every sandbox: ASM_SANDBOX_HIDE, and the service's own files named in its environment. */
+  hide: string[];
+  /** ASM_SANDBOX_HOME_TEMPLATE: a folder copied into each new session HOME (the CLIs' settings). */
+  homeTemplate?: string;
+  /** ASM_SANDBOX_ALLOWED_HOSTS: when set, the CLI reaches only these hosts (through a proxy); empty: the host network. */
+  allowedHosts: string[];
+}
+
+/** Files of the service that other settings name: hidden in the sandbox even where a bound folder holds them. */
+const SERVICE_FILE_VARIABLES = ['ASM_TENANTS_FILE', 'ASM_SSH_FILES_DIR', 'ASM_REDIS_TLS_CA'];
+
+function absolutePaths(env: Env, name: string): string[] {
+  const paths = list(env, name);
+  const relative = paths.find((path) => !isAbsolute(path));
+  if (relative) throw new ConfigError(name, `paths must be absolute, got "${relative}"`);
+  return paths.map((path) => resolve(path));
+}
+
+function sandboxSettings(env: Env): SandboxSettings {
+  const kind = env.ASM_SANDBOX || 'bwrap';
+  if (kind !== 'bwrap' && kind !== 'none') throw new ConfigError('ASM_SANDBOX', `expected bwrap or none, got "${kind}"`);
+  const [template] = absolutePaths(env, 'ASM_SANDBOX_HOME_TEMPLATE');
+  return {
+    kind,
+    root: resolve(env.ASM_SANDBOX_ROOT || join(tmpdir(), `asm-sandbox-${process.getuid?.() ?? 0}`)),
+    user: env.ASM_SANDBOX_USER || 'nobody',
+    readOnly: absolutePaths(env, 'ASM_SANDBOX_READ_ONLY'),
+    writable: absolutePaths(env, 'ASM_SANDBOX_WRITABLE'),
+    hide: [...absolutePaths(env, 'ASM_SANDBOX_HIDE'), ...SERVICE_FILE_VARIABLES.flatMap((name) => (env[name] ? [resolve(env[name])] : []))],
+    homeTemplate: template,
+    allowedHosts: list(env, 'ASM_SANDBOX_ALLOWED_HOSTS'),
+  };
 }
 
 export interface WorkerSettings {
@@ -238,5 +285,6 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     },
     remoteDefaults: jsonObject(env, 'ASM_REMOTE_DEFAULTS'),
     sshHosts: list(env, 'ASM_SSH_HOSTS'),
+    sandbox: sandboxSettings(env),
   };
 }

@@ -1,0 +1,355 @@
+import { execFile, spawn } from 'node:child_process';
+import { accessSync, constants, existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { constants as os } from 'node:os';
+import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { SandboxSettings } from '../config.js';
+import { AsmError } from '../errors/kinds.js';
+import type { ProcessExit } from '../providers/types.js';
+import { SandboxDirs, type Account } from './sandbox-dirs.js';
+import { checkWorkingDirectory, spawnError } from './subprocess.js';
+import { shellQuote } from './surfaces.js';
+import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './types.js';
+
+/**
+ * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
+ *
+ *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
+ *       [setpriv --reuid=<user> … --]  sh -c '"$@"; exit $?' sh  env --default-signal=…  <CLI> <args>
+ *
+ * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC; the network is the host's.
+ * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
+ *   /dev and /tmp; the Node.js that runs the service and the CLI's install folder read-only; the
+ *   operator's ASM_SANDBOX_READ_ONLY and ASM_SANDBOX_WRITABLE; the session's HOME, TMP and working
+ *   directory read-write, each at its own path. Nothing else of the host: not /run (sockets), /var,
+ *   /root or /home, the service's folder, or the other sessions. Secrets of /etc and the service's
+ *   own files (config.ts, SandboxSettings.hide) are masked where a mount would show them.
+ * - Where the service is root, bwrap runs as root (it must reach folders only root may, such as a CLI
+ *   installed under /root) and the CLI runs as ASM_SANDBOX_USER, without capabilities and with
+ *   no_new_privs: setpriv drops to it inside, after the mounts. Otherwise bwrap uses a user
+ *   namespace and the CLI runs as the service's user.
+ * - Signals: the service signals the CLI's whole process group (its interrupts, the stop escalation).
+ *   bwrap and the namespace's init (the `sh`, which bwrap waits for, so that it leaves no zombie and
+ *   ends only once the namespace is empty) run with those signals ignored, and the CLI gets them back
+ *   at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
+ *   exitOf reads back as that signal.
+ */
+
+/** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
+const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
+
+/** Files of /etc that only the system may read, masked even where the CLI's account could read them. */
+const ETC_SECRETS = ['/etc/shadow', '/etc/shadow-', '/etc/gshadow', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssl/private'];
+
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, number] of Object.entries(os.signals)) if (!SIGNAL_NAMES.has(number)) SIGNAL_NAMES.set(number, name as NodeJS.Signals);
+
+interface Tools {
+  bwrap: string;
+  env: string;
+  sh: string;
+  setsid: string;
+  /** Only where the service is root. */
+  setpriv?: string;
+}
+
+/** A folder of the host shown in the sandbox at the same path. */
+interface Mount {
+  path: string;
+  writable: boolean;
+}
+
+export class BwrapSandbox implements Sandbox {
+  readonly kind = 'bwrap';
+  private readonly outer: string[];
+  private readonly inner: string[];
+  private readonly system: { args: string[]; folders: string[] };
+  private readonly shared: Mount[];
+
+  private constructor(
+    private readonly settings: SandboxSettings,
+    private readonly tools: Tools,
+    private readonly account: Account | null,
+    private readonly dirs: SandboxDirs,
+  ) {
+    const privileged = account !== null;
+    this.outer = [tools.env, `--ignore-signal=${GROUP_SIGNALS}`, tools.bwrap, '--unshare-pid', '--as-pid-1', '--unshare-ipc', '--die-with-parent'];
+    if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
+    this.inner = [
+      ...(privileged
+        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
+        : []),
+      // Not the last command of the script, so the shell stays: the CLI is its child, not the init.
+      tools.sh, '-c', '"$@"; exit $?', 'sh',
+      tools.env, `--default-signal=${GROUP_SIGNALS}`,
+    ];
+    this.system = systemMounts();
+    this.shared = [
+      { path: nodePrefix(), writable: false },
+      ...(resolvConf() ? [{ path: resolvConf()!, writable: false }] : []),
+      ...settings.readOnly.map((path) => ({ path, writable: false })),
+      ...settings.writable.map((path) => ({ path, writable: true })),
+    ];
+  }
+
+  /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
+  static async create(settings: SandboxSettings): Promise<BwrapSandbox> {
+    const root = process.getuid!() === 0;
+    const tools: Tools = {
+      bwrap: tool('bwrap', 'install bubblewrap (Debian: apt-get install bubblewrap)'),
+      env: tool('env', 'install coreutils 8.31 or later'),
+      sh: tool('sh', 'install a POSIX shell'),
+      setsid: tool('setsid', 'install util-linux'),
+      setpriv: root ? tool('setpriv', 'install util-linux') : undefined,
+    };
+    const account = root ? await accountOf(settings.user) : null;
+    const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
+    await dirs.init();
+    return new BwrapSandbox(settings, tools, account, dirs);
+  }
+
+  /** The account CLIs run as: ASM_SANDBOX_USER where the service is root, the service's own otherwise. */
+  get user(): string {
+    return this.account ? `${this.settings.user} (${this.account.uid}:${this.account.gid})` : `the service's (uid ${process.getuid!()})`;
+  }
+
+  async check(): Promise<void> {
+    const sessionId = `check-${process.pid}`;
+    try {
+      const { home } = await this.dirs.folders(sessionId);
+      const cli = await this.wrap(sessionId, { command: 'true', args: [], cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'closed' });
+      const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((done) => {
+        const child = spawn(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        child.on('error', (err) => done({ code: null, stderr: err.message }));
+        child.on('close', (code) => done({ code, stderr }));
+      });
+      if (code !== 0) throw new Error(stderr.trim() || `bwrap exited with status ${code}`);
+    } catch (err) {
+      throw new Error(
+        `ASM_SANDBOX=bwrap: the sandbox does not work here: ${(err as Error).message}. Install bubblewrap and, for a service that is not root, allow unprivileged user namespaces; or set ASM_SANDBOX=none to run agent CLIs without a sandbox (only where every tenant is trusted).`,
+      );
+    } finally {
+      await this.dirs.release(sessionId);
+    }
+  }
+
+  async wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand> {
+    checkWorkingDirectory(cli.cwd);
+    const binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
+    const args = await this.commandLine(sessionId, cli.cwd, binary);
+    return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
+  }
+
+  /**
+   * A launcher script: the SDK runs it and signals that process alone, so the script starts the
+   * sandbox in a process group of its own (setsid), passes the signals it gets on to that group, and
+   * exits with the sandbox's status. bwrap's --die-with-parent ends the sandbox if the script is killed.
+   */
+  async launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher> {
+    // A binary that is not there stays a failure of the SDK's own (it reports the CLI's exit).
+    let binary = cli.command;
+    try {
+      binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
+    } catch {
+      // the sandbox's exec reports it
+    }
+    const words = (await this.commandLine(sessionId, cli.cwd, binary)).map(shellQuote).join(' ');
+    const path = this.dirs.launcherPath(sessionId, runId);
+    const script = [
+      `#!${this.tools.sh}`,
+      '# One run of an agent CLI in ASM\'s sandbox (src/backends/bwrap.ts), started by an SDK.',
+      'exec 3<&0',
+      `${shellQuote(this.tools.setsid)} ${words} "$@" <&3 3<&- &`,
+      'sandbox=$!',
+      'exec 3<&-',
+      ...GROUP_SIGNALS.split(',').map((signal) => `trap 'kill -${signal} -- "-$sandbox" 2>/dev/null' ${signal}`),
+      'while :; do',
+      '  wait "$sandbox"; status=$?',
+      '  kill -0 "$sandbox" 2>/dev/null || exit "$status"',
+      'done',
+      '',
+    ].join('\n');
+    await writeFile(path, script, { mode: 0o700 });
+    return { command: path, env: cli.env, dispose: () => rm(path, { force: true }) };
+  }
+
+  release(sessionId: string): Promise<void> {
+    return this.dirs.release(sessionId);
+  }
+
+  async close(): Promise<void> {}
+
+  /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */
+  private async commandLine(sessionId: string, cwd: string, binary: string): Promise<string[]> {
+    if (realpathSync(cwd) !== cwd) throw new AsmError('config_invalid', `working directory is reached through a symlink: ${cwd}`);
+    const { home, tmp } = await this.dirs.folders(sessionId);
+    await this.dirs.handOver(cwd);
+    const mounts: Mount[] = [
+      ...this.shared,
+      ...installFolders(binary).map((path) => ({ path, writable: false })),
+      { path: home, writable: true },
+      { path: tmp, writable: true },
+      { path: cwd, writable: true },
+    ];
+    return [
+      ...this.outer,
+      ...this.system.args,
+      ...mountArgs(mounts, this.system.folders),
+      ...maskArgs(this.settings.hide, [...this.system.folders, ...mounts.map((m) => m.path)]),
+      '--chdir', cwd,
+      '--setenv', 'HOME', home,
+      '--setenv', 'TMPDIR', tmp,
+      '--',
+      ...this.inner,
+      binary,
+    ];
+  }
+}
+
+/** An executable the sandbox needs, found on the service's PATH. */
+function tool(name: string, hint: string): string {
+  const found = onPath(name, process.env.PATH ?? '');
+  if (!found) throw new Error(`ASM_SANDBOX=bwrap needs ${name}, which is not on PATH: ${hint}; or set ASM_SANDBOX=none to run agent CLIs without a sandbox`);
+  return found;
+}
+
+function onPath(name: string, path: string): string | undefined {
+  for (const folder of path.split(delimiter)) {
+    if (!isAbsolute(folder)) continue;
+    const candidate = join(folder, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** ASM_SANDBOX_USER as uid and gid: a user name, or `uid:gid`. The sandbox never runs a CLI as root. */
+async function accountOf(user: string): Promise<Account> {
+  const numeric = /^(\d+):(\d+)$/.exec(user);
+  let account: Account;
+  if (numeric) {
+    account = { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+  } else {
+    const id = async (flag: string) => Number((await promisify(execFile)('id', [flag, user])).stdout.trim());
+    try {
+      account = { uid: await id('-u'), gid: await id('-g') };
+    } catch {
+      throw new Error(`ASM_SANDBOX_USER: no user "${user}" on this host (the account agent CLIs run as where the service is root)`);
+    }
+  }
+  if (account.uid === 0 || account.gid === 0) throw new Error(`ASM_SANDBOX_USER: "${user}" is root; agent CLIs must run as an unprivileged user`);
+  return account;
+}
+
+/**
+ * The binary as the CLI would be started: an absolute path, found on the CLI's PATH like spawn
+ * would; a missing or non-executable one is the same cli_not_found error spawn gives.
+ */
+function locate(command: string, cwd: string, path: string): string {
+  const found = command.includes('/') ? resolve(cwd, command) : onPath(command, path);
+  if (!found || !existsSync(found)) throw spawnError(Object.assign(new Error('not found'), { code: 'ENOENT' }), command);
+  try {
+    accessSync(found, constants.X_OK);
+    if (!statSync(found).isFile()) throw new Error('not a file');
+  } catch (err) {
+    throw spawnError(Object.assign(err as Error, { code: 'EACCES' }), command);
+  }
+  return found;
+}
+
+/**
+ * The folders a CLI is installed in, to be shown read-only: for a binary of an npm install (its path
+ * or its symlink's target inside node_modules) the node_modules folder with its dependencies,
+ * otherwise the binary's own folder.
+ */
+function installFolders(binary: string): string[] {
+  const folderOf = (path: string) => {
+    const modules = path.indexOf('/node_modules/');
+    return modules >= 0 ? path.slice(0, modules + '/node_modules'.length) : dirname(path);
+  };
+  return [...new Set([binary, realpathSync(binary)].map(folderOf))];
+}
+
+/** The Node.js installation running the service, for CLIs that are node scripts (left out when /usr shows it). */
+function nodePrefix(): string {
+  return dirname(dirname(realpathSync(process.execPath)));
+}
+
+/** Where /etc/resolv.conf really is when it links outside /etc (systemd-resolved's stub in /run). */
+function resolvConf(): string | undefined {
+  try {
+    const real = realpathSync('/etc/resolv.conf');
+    return real.startsWith('/etc/') ? undefined : real;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host's system, read-only, with a fresh /proc, /dev and /tmp: the mounts every sandbox starts with. */
+function systemMounts(): { args: string[]; folders: string[] } {
+  const args = ['--ro-bind', '/usr', '/usr'];
+  const folders = ['/usr', '/etc', '/proc', '/dev'];
+  for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
+    const stat = lstatSync(top, { throwIfNoEntry: false });
+    if (stat?.isSymbolicLink()) args.push('--symlink', readlinkSync(top), top);
+    else if (stat?.isDirectory()) args.push('--ro-bind', top, top), folders.push(top);
+  }
+  const hostKeys = existsSync('/etc/ssh') ? readdirSync('/etc/ssh').filter((name) => /^ssh_host_.*_key$/.test(name)).map((name) => `/etc/ssh/${name}`) : [];
+  args.push('--ro-bind', '/etc', '/etc', ...maskArgs([...ETC_SECRETS, ...hostKeys], ['/etc']));
+  // /tmp is the run's own scratch space, writable by all like the host's; TMPDIR is the session's.
+  args.push('--proc', '/proc', '--dev', '/dev', '--perms', '1777', '--tmpfs', '/tmp');
+  return { args, folders };
+}
+
+const within = (path: string, folder: string) => path === folder || path.startsWith(folder === '/' ? '/' : `${folder}/`);
+
+/**
+ * Binds for these folders, parents first, each after the folders above it were made (0755, so the
+ * CLI's account can pass through them). A read-only folder that another mount already shows is left
+ * out, so it cannot turn part of a writable one read-only.
+ */
+function mountArgs(mounts: Mount[], system: string[]): string[] {
+  const kept = mounts.filter(
+    (mount, i) =>
+      mount.writable ||
+      !(system.some((folder) => within(mount.path, folder)) || mounts.some((other, j) => j !== i && within(mount.path, other.path) && (other.path !== mount.path || j < i))),
+  );
+  kept.sort((a, b) => a.path.split('/').length - b.path.split('/').length || a.path.localeCompare(b.path));
+  const args: string[] = [];
+  const made = new Set<string>();
+  for (const mount of kept) {
+    const parents: string[] = [];
+    // Up to / or the fresh /tmp, which exist already.
+    for (let parent = dirname(mount.path); parent !== '/' && parent !== '/tmp'; parent = dirname(parent)) parents.unshift(parent);
+    for (const parent of parents) {
+      if (made.has(parent) || [...system, ...kept.map((m) => m.path)].some((folder) => within(parent, folder))) continue;
+      args.push('--perms', '0755', '--dir', parent);
+      made.add(parent);
+    }
+    args.push(mount.writable ? '--bind' : '--ro-bind', mount.path, mount.path);
+  }
+  return args;
+}
+
+/** Masks over those of `paths` that exist and that a mount of `shown` would show: an empty folder, or an empty file. */
+function maskArgs(paths: string[], shown: string[]): string[] {
+  return paths.flatMap((path) => {
+    if (!shown.some((folder) => within(path, folder))) return [];
+    const stat = lstatSync(path, { throwIfNoEntry: false });
+    if (!stat) return [];
+    return stat.isDirectory() ? ['--tmpfs', path] : ['--ro-bind', '/dev/null', path];
+  });
+}
+
+/** The CLI's exit from bwrap's: status 128 + N is the CLI killed by signal N. */
+function sandboxExit(exit: ProcessExit): ProcessExit {
+  const signal = exit.code !== null && exit.code > 128 ? SIGNAL_NAMES.get(exit.code - 128) : undefined;
+  return signal ? { ...exit, code: null, signal } : exit;
+}
