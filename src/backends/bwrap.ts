@@ -16,7 +16,7 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
  *
  *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
- *       [setpriv --reuid=<user> … --]  sh -c '"$@"; exit $?' sh  env --default-signal=…  <CLI> <args>
+ *       [setpriv --reuid=<user> … --]  sh -c '… "$@" …' sh  env --default-signal=…  <CLI> <args>
  *
  * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC; the network is the host's.
  * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
@@ -66,6 +66,8 @@ export class BwrapSandbox implements Sandbox {
   private readonly inner: string[];
   private readonly system: { args: string[]; folders: string[] };
   private readonly shared: Mount[];
+  /** The operator's and the service's files, and the other sessions' folders, wherever a mount would show them. */
+  private readonly hidden: string[];
 
   private constructor(
     private readonly settings: SandboxSettings,
@@ -80,11 +82,13 @@ export class BwrapSandbox implements Sandbox {
       ...(privileged
         ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
         : []),
-      // Not the last command of the script, so the shell stays: the CLI is its child, not the init.
-      tools.sh, '-c', '"$@"; exit $?', 'sh',
+      // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
+      // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
+      tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
       tools.env, `--default-signal=${GROUP_SIGNALS}`,
     ];
     this.system = systemMounts();
+    this.hidden = [...settings.hide, settings.root];
     this.shared = [
       { path: nodePrefix(), writable: false },
       ...(resolvConf() ? [{ path: resolvConf()!, writable: false }] : []),
@@ -197,8 +201,7 @@ export class BwrapSandbox implements Sandbox {
     return [
       ...this.outer,
       ...this.system.args,
-      ...mountArgs(mounts, this.system.folders),
-      ...maskArgs(this.settings.hide, [...this.system.folders, ...mounts.map((m) => m.path)]),
+      ...mountArgs(mounts, this.system.folders, this.hidden),
       '--chdir', cwd,
       '--setenv', 'HOME', home,
       '--setenv', 'TMPDIR', tmp,
@@ -302,7 +305,10 @@ function systemMounts(): { args: string[]; folders: string[] } {
     else if (stat?.isDirectory()) args.push('--ro-bind', top, top), folders.push(top);
   }
   const hostKeys = existsSync('/etc/ssh') ? readdirSync('/etc/ssh').filter((name) => /^ssh_host_.*_key$/.test(name)).map((name) => `/etc/ssh/${name}`) : [];
-  args.push('--ro-bind', '/etc', '/etc', ...maskArgs([...ETC_SECRETS, ...hostKeys], ['/etc']));
+  args.push('--ro-bind', '/etc', '/etc');
+  for (const path of [...ETC_SECRETS, ...hostKeys].filter((path) => existsSync(path))) {
+    args.push(...(statSync(path).isDirectory() ? ['--tmpfs', path] : ['--ro-bind', '/dev/null', path]));
+  }
   // /tmp is the run's own scratch space, writable by all like the host's; TMPDIR is the session's.
   args.push('--proc', '/proc', '--dev', '/dev', '--perms', '1777', '--tmpfs', '/tmp');
   return { args, folders };
@@ -311,41 +317,40 @@ function systemMounts(): { args: string[]; folders: string[] } {
 const within = (path: string, folder: string) => path === folder || path.startsWith(folder === '/' ? '/' : `${folder}/`);
 
 /**
- * Binds for these folders, parents first, each after the folders above it were made (0755, so the
- * CLI's account can pass through them). A read-only folder that another mount already shows is left
- * out, so it cannot turn part of a writable one read-only.
+ * The mounts of one run, parents first: binds for these folders (a read-only folder that another
+ * mount already shows is left out, so it cannot turn part of a writable one read-only), and a mask
+ * over each hidden path a mount would show: an empty folder, or an empty file. A folder a mount goes
+ * in is made first where the host's is not shown (0755, so the CLI's account can pass through it).
  */
-function mountArgs(mounts: Mount[], system: string[]): string[] {
-  const kept = mounts.filter(
+function mountArgs(mounts: Mount[], system: string[], hidden: string[]): string[] {
+  const binds = mounts.filter(
     (mount, i) =>
       mount.writable ||
       !(system.some((folder) => within(mount.path, folder)) || mounts.some((other, j) => j !== i && within(mount.path, other.path) && (other.path !== mount.path || j < i))),
   );
-  kept.sort((a, b) => a.path.split('/').length - b.path.split('/').length || a.path.localeCompare(b.path));
+  const shown = [...system, ...binds.map((bind) => bind.path)];
+  const masks = hidden.filter((path) => shown.some((folder) => within(path, folder)) && existsSync(path));
+  const ops = [...binds.map((bind) => ({ path: bind.path, mask: false, writable: bind.writable })), ...masks.map((path) => ({ path, mask: true, writable: false }))];
+  const depth = (path: string) => path.split('/').length;
+  ops.sort((a, b) => depth(a.path) - depth(b.path) || Number(a.mask) - Number(b.mask) || a.path.localeCompare(b.path));
   const args: string[] = [];
-  const made = new Set<string>();
-  for (const mount of kept) {
+  const done: typeof ops = [];
+  for (const op of ops) {
     const parents: string[] = [];
     // Up to / or the fresh /tmp, which exist already.
-    for (let parent = dirname(mount.path); parent !== '/' && parent !== '/tmp'; parent = dirname(parent)) parents.unshift(parent);
+    for (let parent = dirname(op.path); parent !== '/' && parent !== '/tmp'; parent = dirname(parent)) parents.unshift(parent);
     for (const parent of parents) {
-      if (made.has(parent) || [...system, ...kept.map((m) => m.path)].some((folder) => within(parent, folder))) continue;
+      const under = done.filter((other) => within(parent, other.path)).at(-1);
+      const hostFolder = under ? !under.mask : system.some((folder) => within(parent, folder));
+      if (hostFolder || done.some((other) => other.path === parent)) continue;
       args.push('--perms', '0755', '--dir', parent);
-      made.add(parent);
+      done.push({ path: parent, mask: true, writable: false });
     }
-    args.push(mount.writable ? '--bind' : '--ro-bind', mount.path, mount.path);
+    if (op.mask) args.push(...(statSync(op.path).isDirectory() ? ['--tmpfs', op.path] : ['--ro-bind', '/dev/null', op.path]));
+    else args.push(op.writable ? '--bind' : '--ro-bind', op.path, op.path);
+    done.push(op);
   }
   return args;
-}
-
-/** Masks over those of `paths` that exist and that a mount of `shown` would show: an empty folder, or an empty file. */
-function maskArgs(paths: string[], shown: string[]): string[] {
-  return paths.flatMap((path) => {
-    if (!shown.some((folder) => within(path, folder))) return [];
-    const stat = lstatSync(path, { throwIfNoEntry: false });
-    if (!stat) return [];
-    return stat.isDirectory() ? ['--tmpfs', path] : ['--ro-bind', '/dev/null', path];
-  });
 }
 
 /** The CLI's exit from bwrap's: status 128 + N is the CLI killed by signal N. */
