@@ -143,7 +143,7 @@ export class BwrapSandbox implements Sandbox {
   async wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand> {
     checkWorkingDirectory(cli.cwd);
     const binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
-    const args = await this.commandLine(sessionId, cli.cwd, binary);
+    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary));
     return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
   }
 
@@ -153,14 +153,18 @@ export class BwrapSandbox implements Sandbox {
    * exits with the sandbox's status. bwrap's --die-with-parent ends the sandbox if the script is killed.
    */
   async launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher> {
-    // A binary that is not there stays a failure of the SDK's own (it reports the CLI's exit).
+    checkWorkingDirectory(cli.cwd);
+    // A binary that is not there stays the SDK's failure to report, as it is without a sandbox: the
+    // launcher runs it anyway, and the sandbox's exec fails.
     let binary = cli.command;
+    let installs: string[] = [];
     try {
       binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
+      installs = installFolders(binary);
     } catch {
-      // the sandbox's exec reports it
+      // reported by the launcher's exit
     }
-    const words = (await this.commandLine(sessionId, cli.cwd, binary)).map(shellQuote).join(' ');
+    const words = (await this.commandLine(sessionId, cli.cwd, binary, installs)).map(shellQuote).join(' ');
     const path = this.dirs.launcherPath(sessionId, runId);
     const script = [
       `#!${this.tools.sh}`,
@@ -187,13 +191,13 @@ export class BwrapSandbox implements Sandbox {
   async close(): Promise<void> {}
 
   /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */
-  private async commandLine(sessionId: string, cwd: string, binary: string): Promise<string[]> {
+  private async commandLine(sessionId: string, cwd: string, binary: string, installs: string[]): Promise<string[]> {
     if (realpathSync(cwd) !== cwd) throw new AsmError('config_invalid', `working directory is reached through a symlink: ${cwd}`);
     const { home, tmp } = await this.dirs.folders(sessionId);
     await this.dirs.handOver(cwd);
     const mounts: Mount[] = [
       ...this.shared,
-      ...installFolders(binary).map((path) => ({ path, writable: false })),
+      ...installs.map((path) => ({ path, writable: false })),
       { path: home, writable: true },
       { path: tmp, writable: true },
       { path: cwd, writable: true },
