@@ -85,7 +85,8 @@ export class BwrapSandbox implements Sandbox {
       // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
       // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
       tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
-      tools.env, `--default-signal=${GROUP_SIGNALS}`,
+      // The shell exports PWD, which is not the CLI's to have.
+      tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`,
     ];
     this.system = systemMounts();
     this.hidden = [...settings.hide, settings.root];
