@@ -97,6 +97,10 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
   // A worker registers as starting (sessions.start() heartbeats) and takes runs from here on.
   if (worker) cluster.setState('ready');
 
+  // A closed session's sandbox folders go. Each process sweeps its own ASM_SANDBOX_ROOT, wherever its runs ran.
+  const sandboxSweep = setInterval(() => void sweepSandbox(sandbox, store).catch((err) => logger.warn({ err }, 'sandbox sweep failed')), config.sandbox.sweepMs);
+  sandboxSweep.unref();
+
   let ready = true;
   let closing: Promise<void> | undefined;
   return {
@@ -115,6 +119,7 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
     close() {
       closing ??= (async () => {
         ready = false;
+        clearInterval(sandboxSweep);
         cluster.setState('draining');
         await engine.shutdown();
         const drain = () => engine.drain(config.limits.shutdownDrainMs).catch((err) => logger.warn({ err }, 'drain did not finish in time'));
@@ -139,6 +144,13 @@ export async function createApp(config: AsmConfig, logger: Logger = pino({ level
       return closing;
     },
   };
+}
+
+/** Removes the sandbox folders of the sessions the store knows as closed (a session unknown here may be another deployment's). */
+async function sweepSandbox(sandbox: Sandbox, store: Store): Promise<void> {
+  for (const sessionId of await sandbox.sessions()) {
+    if ((await store.sessions.get(sessionId))?.state === 'closed') await sandbox.release(sessionId);
+  }
 }
 
 /** A worker's own queue: the runs handed to it, at most `capacity` executing at once, the rest FIFO. */

@@ -58,6 +58,8 @@ export interface SandboxSettings {
   homeTemplate?: string;
   /** ASM_SANDBOX_ALLOWED_HOSTS: when set, the CLI reaches only these hosts (through a proxy); empty: the host network. */
   allowedHosts: string[];
+  /** ASM_SANDBOX_SWEEP_MS: how often a process removes the folders of its closed sessions. */
+  sweepMs: number;
 }
 
 /** Files of the service that other settings name: hidden in the sandbox even where a bound folder holds them. */
@@ -73,7 +75,8 @@ function absolutePaths(env: Env, name: string): string[] {
 function sandboxSettings(env: Env): SandboxSettings {
   const kind = env.ASM_SANDBOX || 'bwrap';
   if (kind !== 'bwrap' && kind !== 'none') throw new ConfigError('ASM_SANDBOX', `expected bwrap or none, got "${kind}"`);
-  const [template] = absolutePaths(env, 'ASM_SANDBOX_HOME_TEMPLATE');
+  const template = env.ASM_SANDBOX_HOME_TEMPLATE;
+  if (template && !isAbsolute(template)) throw new ConfigError('ASM_SANDBOX_HOME_TEMPLATE', `must be an absolute path, got "${template}"`);
   return {
     kind,
     root: resolve(env.ASM_SANDBOX_ROOT || join(tmpdir(), `asm-sandbox-${process.getuid?.() ?? 0}`)),
@@ -81,8 +84,9 @@ function sandboxSettings(env: Env): SandboxSettings {
     readOnly: absolutePaths(env, 'ASM_SANDBOX_READ_ONLY'),
     writable: absolutePaths(env, 'ASM_SANDBOX_WRITABLE'),
     hide: [...absolutePaths(env, 'ASM_SANDBOX_HIDE'), ...SERVICE_FILE_VARIABLES.flatMap((name) => (env[name] ? [resolve(env[name])] : []))],
-    homeTemplate: template,
+    homeTemplate: template ? resolve(template) : undefined,
     allowedHosts: list(env, 'ASM_SANDBOX_ALLOWED_HOSTS'),
+    sweepMs: int(env, 'ASM_SANDBOX_SWEEP_MS', 60_000, 100),
   };
 }
 

@@ -185,6 +185,10 @@ export class BwrapSandbox implements Sandbox {
     return { command: path, env: cli.env, dispose: () => rm(path, { force: true }) };
   }
 
+  sessions(): Promise<string[]> {
+    return this.dirs.sessions();
+  }
+
   release(sessionId: string): Promise<void> {
     return this.dirs.release(sessionId);
   }

@@ -68,6 +68,10 @@ export class SandboxDirs {
     return made;
   }
 
+  async sessions(): Promise<string[]> {
+    return (await readdir(this.root, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+  }
+
   async release(sessionId: string): Promise<void> {
     this.made.delete(sessionId);
     await rm(this.sessionDir(sessionId), { recursive: true, force: true });

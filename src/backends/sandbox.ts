@@ -22,6 +22,7 @@ export const NO_SANDBOX: Sandbox = {
   check: async () => undefined,
   wrap: async (_sessionId, cli) => ({ ...cli, exitOf: (exit) => exit }),
   launcher: async (_sessionId, _runId, cli) => ({ command: cli.command, env: cli.env, dispose: async () => undefined }),
+  sessions: async () => [],
   release: async () => undefined,
   close: async () => undefined,
 };

@@ -66,6 +66,8 @@ export interface Sandbox {
   wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand>;
   /** An executable that runs `cli.command` in the session's sandbox with the arguments it is given. */
   launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher>;
+  /** The sessions that have folders (HOME, TMP) here. */
+  sessions(): Promise<string[]>;
   /** The session is over: its HOME and TMP are removed. */
   release(sessionId: string): Promise<void>;
   /** Stops what the sandbox runs for all sessions (the egress proxy). */

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BASE_ENV_NAMES } from '../../../src/providers/env.js';
 import { freePort } from '../../helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../../helpers/processes.js';
+import { waitFor } from '../../helpers/wait.js';
 
 /**
  * The sandbox, attacked from inside a run. A real `asm serve` holds secrets in its environment (every
@@ -97,6 +98,7 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
       ANTHROPIC_API_KEY: PROVIDER_KEY,
       DATABASE_URL: `postgres://asm:${DB_PASSWORD}@db.internal:5432/asm`,
       ASM_KEYS_FILE: keysFile,
+      ASM_SANDBOX_SWEEP_MS: '100',
     });
     const sessionA = await call(server.url, KEY_A, 'POST', '/v1/sessions', { provider: 'shell', cwd: 'project-a' });
     expect(sessionA.status, JSON.stringify(sessionA.body)).toBe(201);
@@ -175,6 +177,16 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
     if (process.getuid?.() === 0) expect(output).toMatch(/^65534\n/);
     expect(output).toContain('CapEff:\t0000000000000000');
     expect(output).toContain('NoNewPrivs:\t1');
+  });
+
+  it('removes a session\'s HOME and TMP once the session is closed', async () => {
+    const session = await call(server.url, KEY_A, 'POST', '/v1/sessions', { provider: 'shell', cwd: 'project-a' });
+    const run = await call(server.url, KEY_A, 'POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo "$HOME"', wait: true });
+    const home = run.body.result.text.trim();
+    expect(existsSync(home)).toBe(true);
+    expect((await call(server.url, KEY_A, 'DELETE', `/v1/sessions/${session.body.id}`)).status).toBe(200);
+    await waitFor(() => !existsSync(join(server.sandboxRoot, session.body.id)), 'the closed session\'s sandbox folder to go');
+    expect(existsSync(a.home)).toBe(true);
   });
 
   it('reports the sandbox in /readyz and GET /v1/nodes', async () => {
