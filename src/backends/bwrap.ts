@@ -7,6 +7,7 @@ import { promisify } from 'node:util';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { ProcessExit } from '../providers/types.js';
+import { EGRESS_PORT, EGRESS_SOCKET, EgressProxy, RELAY_SCRIPT } from './egress.js';
 import { SandboxDirs, type Account } from './sandbox-dirs.js';
 import { checkWorkingDirectory, spawnError } from './subprocess.js';
 import { shellQuote } from './surfaces.js';
@@ -18,7 +19,9 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
  *       [setpriv --reuid=<user> … --]  sh -c '… "$@" …' sh  env --default-signal=…  <CLI> <args>
  *
- * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC; the network is the host's.
+ * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC. The network is the host's,
+ *   or, with ASM_SANDBOX_ALLOWED_HOSTS, a namespace of its own whose one way out is the egress proxy
+ *   (egress.ts): its relay then starts the CLI.
  * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
  *   /dev and /tmp; the Node.js that runs the service and the CLI's install folder read-only; the
  *   operator's ASM_SANDBOX_READ_ONLY and ASM_SANDBOX_WRITABLE; the session's HOME, TMP and working
@@ -54,10 +57,11 @@ interface Tools {
   setpriv?: string;
 }
 
-/** A folder of the host shown in the sandbox at the same path. */
+/** A folder (or file) of the host shown in the sandbox, at the same path unless it has a `source`. */
 interface Mount {
   path: string;
   writable: boolean;
+  source?: string;
 }
 
 export class BwrapSandbox implements Sandbox {
@@ -66,6 +70,8 @@ export class BwrapSandbox implements Sandbox {
   private readonly inner: string[];
   private readonly system: { args: string[]; folders: string[] };
   private readonly shared: Mount[];
+  /** The proxy variables of a restricted network. */
+  private readonly proxyEnv: string[];
   /** The operator's and the service's files, and the other sessions' folders, wherever a mount would show them. */
   private readonly hidden: string[];
 
@@ -74,9 +80,11 @@ export class BwrapSandbox implements Sandbox {
     private readonly tools: Tools,
     private readonly account: Account | null,
     private readonly dirs: SandboxDirs,
+    private readonly egress: EgressProxy | null,
   ) {
     const privileged = account !== null;
     this.outer = [tools.env, `--ignore-signal=${GROUP_SIGNALS}`, tools.bwrap, '--unshare-pid', '--as-pid-1', '--unshare-ipc', '--die-with-parent'];
+    if (egress) this.outer.push('--unshare-net');
     if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
     this.inner = [
       ...(privileged
@@ -85,6 +93,7 @@ export class BwrapSandbox implements Sandbox {
       // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
       // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
       tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
+      ...(egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : []),
       // The shell exports PWD, which is not the CLI's to have.
       tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`,
     ];
@@ -95,7 +104,10 @@ export class BwrapSandbox implements Sandbox {
       ...(resolvConf() ? [{ path: resolvConf()!, writable: false }] : []),
       ...settings.readOnly.map((path) => ({ path, writable: false })),
       ...settings.writable.map((path) => ({ path, writable: true })),
+      ...(egress ? [{ path: EGRESS_SOCKET, source: egress.socketPath, writable: true }] : []),
     ];
+    const proxy = `http://127.0.0.1:${EGRESS_PORT}`;
+    this.proxyEnv = egress ? ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].flatMap((name) => ['--setenv', name, proxy]) : [];
   }
 
   /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
@@ -111,7 +123,8 @@ export class BwrapSandbox implements Sandbox {
     const account = root ? await accountOf(settings.user) : null;
     const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
     await dirs.init();
-    return new BwrapSandbox(settings, tools, account, dirs);
+    const egress = settings.allowedHosts.length ? await EgressProxy.start(join(settings.root, 'egress.sock'), settings.allowedHosts) : null;
+    return new BwrapSandbox(settings, tools, account, dirs, egress);
   }
 
   /** The account CLIs run as: ASM_SANDBOX_USER where the service is root, the service's own otherwise. */
@@ -193,7 +206,9 @@ export class BwrapSandbox implements Sandbox {
     return this.dirs.release(sessionId);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.egress?.close();
+  }
 
   /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */
   private async commandLine(sessionId: string, cwd: string, binary: string, installs: string[]): Promise<string[]> {
@@ -214,6 +229,7 @@ export class BwrapSandbox implements Sandbox {
       '--chdir', cwd,
       '--setenv', 'HOME', home,
       '--setenv', 'TMPDIR', tmp,
+      ...this.proxyEnv,
       '--',
       ...this.inner,
       binary,
@@ -339,7 +355,7 @@ function mountArgs(mounts: Mount[], system: string[], hidden: string[]): string[
   );
   const shown = [...system, ...binds.map((bind) => bind.path)];
   const masks = hidden.filter((path) => shown.some((folder) => within(path, folder)) && existsSync(path));
-  const ops = [...binds.map((bind) => ({ path: bind.path, mask: false, writable: bind.writable })), ...masks.map((path) => ({ path, mask: true, writable: false }))];
+  const ops: Array<Mount & { mask: boolean }> = [...binds.map((bind) => ({ ...bind, mask: false })), ...masks.map((path) => ({ path, mask: true, writable: false }))];
   const depth = (path: string) => path.split('/').length;
   ops.sort((a, b) => depth(a.path) - depth(b.path) || Number(a.mask) - Number(b.mask) || a.path.localeCompare(b.path));
   const args: string[] = [];
@@ -356,7 +372,7 @@ function mountArgs(mounts: Mount[], system: string[], hidden: string[]): string[
       done.push({ path: parent, mask: true, writable: false });
     }
     if (op.mask) args.push(...(statSync(op.path).isDirectory() ? ['--tmpfs', op.path] : ['--ro-bind', '/dev/null', op.path]));
-    else args.push(op.writable ? '--bind' : '--ro-bind', op.path, op.path);
+    else args.push(op.writable ? '--bind' : '--ro-bind', op.source ?? op.path, op.path);
     done.push(op);
   }
   return args;

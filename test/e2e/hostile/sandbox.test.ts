@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,6 +196,58 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
     expect(ready.body.checks.sandbox).toBe('bwrap');
     const nodes = await call(server.url, KEY_A, 'GET', '/v1/nodes');
     expect(nodes.body.nodes.map((n: any) => n.sandbox)).toEqual(['bwrap']);
+  });
+});
+
+describe('the network of a sandboxed run', () => {
+  const servers: Server[] = [];
+  let allowedPort: number;
+  let forbiddenPort: number;
+
+  beforeAll(async () => {
+    for (const body of ['allowed-body', 'forbidden-body']) {
+      const server = createServer((_req, res) => res.end(body));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      servers.push(server);
+    }
+    [allowedPort, forbiddenPort] = servers.map((server) => (server.address() as AddressInfo).port);
+  });
+  afterAll(() => {
+    for (const server of servers) server.close();
+  });
+
+  /** A node script run in a shell session of the keyless quick start: what it printed. */
+  async function fromInside(url: string, script: string): Promise<string> {
+    const session = await call(url, null, 'POST', '/v1/sessions', { provider: 'shell' });
+    const run = await call(url, null, 'POST', `/v1/sessions/${session.body.id}/runs`, { prompt: `node -e '${script}'`, wait: true });
+    expect(run.body.state, JSON.stringify(run.body.result)).toBe('completed');
+    return run.body.result.text;
+  }
+
+  /** Prints, for each port: the answer through the proxy ($HTTP_PROXY), a CONNECT through it, and a direct connection. */
+  const probe = (ports: number[]) => `
+    const http = require("http"), net = require("net");
+    const proxy = process.env.HTTP_PROXY ? new URL(process.env.HTTP_PROXY) : null;
+    const viaProxy = (port) => new Promise((done) => proxy
+      ? http.get({ host: proxy.hostname, port: proxy.port, path: "http://127.0.0.1:" + port + "/" }, (r) => { let b = ""; r.on("data", (d) => (b += d)); r.on("end", () => done("proxy " + r.statusCode + " " + b.trim())); }).on("error", (e) => done("proxy " + e.code))
+      : done("proxy none"));
+    const tunnel = (port) => new Promise((done) => proxy
+      ? http.request({ host: proxy.hostname, port: proxy.port, method: "CONNECT", path: "127.0.0.1:" + port }).on("connect", (r, s) => { s.destroy(); done("connect " + r.statusCode); }).on("error", (e) => done("connect " + e.code)).end()
+      : done("connect none"));
+    const direct = (port) => new Promise((done) => http.get({ host: "127.0.0.1", port, path: "/" }, (r) => { let b = ""; r.on("data", (d) => (b += d)); r.on("end", () => done("direct " + b)); }).on("error", (e) => done("direct " + e.code)));
+    (async () => { for (const port of ${JSON.stringify(ports)}) console.log([await viaProxy(port), await tunnel(port), await direct(port)].join(" | ")); })();`;
+
+  it('reaches the host network by default (the loopback model server of test:agents included)', async () => {
+    const server = await serve({});
+    expect(await fromInside(server.url, probe([allowedPort]))).toBe('proxy none | connect none | direct allowed-body\n');
+  });
+
+  it('reaches only the hosts of ASM_SANDBOX_ALLOWED_HOSTS, through the proxy, when the operator restricts it', async () => {
+    const server = await serve({ ASM_SANDBOX_ALLOWED_HOSTS: `127.0.0.1:${allowedPort},api.example.com` });
+    const [allowed, forbidden] = (await fromInside(server.url, probe([allowedPort, forbiddenPort]))).trim().split('\n');
+    // The sandbox's loopback is its own: the host's servers are not there, only the relay to the proxy.
+    expect(allowed).toBe('proxy 200 allowed-body | connect 200 | direct ECONNREFUSED');
+    expect(forbidden).toBe(`proxy 403 127.0.0.1:${forbiddenPort} is not in ASM_SANDBOX_ALLOWED_HOSTS | connect 403 | direct ECONNREFUSED`);
   });
 });
 
