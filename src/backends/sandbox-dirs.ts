@@ -40,6 +40,9 @@ export class SandboxDirs {
 
   /** Makes the root, or checks the one that is there; throws an Error saying what is wrong with it. */
   async init(): Promise<void> {
+    if (this.template && (this.root === this.template || this.root.startsWith(`${this.template}/`))) {
+      throw new Error(`ASM_SANDBOX_ROOT ${this.root} is inside ASM_SANDBOX_HOME_TEMPLATE ${this.template}, which is copied into every session's HOME`);
+    }
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     const root = await lstat(this.root);
     if (!root.isDirectory()) throw new Error(`ASM_SANDBOX_ROOT ${this.root} is not a directory`);
