@@ -1,6 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { accessSync, constants, existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -36,7 +36,7 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  *   bwrap and the namespace's init (the `sh`, which bwrap waits for, so that it leaves no zombie and
  *   ends only once the namespace is empty) run with those signals ignored, and the CLI gets them back
  *   at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
- *   exitOf reads back as that signal.
+ *   exitOf reads back as that signal for the signals the service sends.
  */
 
 /** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
@@ -45,8 +45,14 @@ const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
 /** Files of /etc that only the system may read, masked even where the CLI's account could read them. */
 const ETC_SECRETS = ['/etc/shadow', '/etc/shadow-', '/etc/gshadow', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssl/private'];
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
-for (const [name, number] of Object.entries(os.signals)) if (!SIGNAL_NAMES.has(number)) SIGNAL_NAMES.set(number, name as NodeJS.Signals);
+/**
+ * The signals whose 128 + N status exitOf reads back as a death by that signal: those the service
+ * sends a run (GROUP_SIGNALS and SIGKILL). Other statuses stay codes: CLIs exit with 128 + N for
+ * reasons of their own (gemini exits 145 for an HTTP 401).
+ */
+const SIGNALS_BY_STATUS = new Map(
+  [...GROUP_SIGNALS.split(','), 'KILL'].map((name) => [128 + os.signals[`SIG${name}` as NodeJS.Signals], `SIG${name}` as NodeJS.Signals]),
+);
 
 interface Tools {
   bwrap: string;
@@ -88,7 +94,8 @@ export class BwrapSandbox implements Sandbox {
     if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
     this.inner = [
       ...(privileged
-        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
+        ? // Changing user clears bwrap's --die-with-parent: the init sets it again, to die with bwrap.
+          [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--pdeathsig=KILL', '--']
         : []),
       // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
       // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
@@ -164,7 +171,9 @@ export class BwrapSandbox implements Sandbox {
   /**
    * A launcher script: the SDK runs it and signals that process alone, so the script starts the
    * sandbox in a process group of its own (setsid), passes the signals it gets on to that group, and
-   * exits with the sandbox's status. bwrap's --die-with-parent ends the sandbox if the script is killed.
+   * exits with the sandbox's status. It writes that group down, and `dispose` kills what is left of
+   * it: an SDK may SIGKILL the script, which no trap sees, and bwrap's --die-with-parent cannot kill
+   * a CLI that runs as another user (a parent's death signal obeys the kill permission).
    */
   async launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher> {
     checkWorkingDirectory(cli.cwd);
@@ -180,14 +189,16 @@ export class BwrapSandbox implements Sandbox {
     }
     const words = (await this.commandLine(sessionId, cli.cwd, binary, installs)).map(shellQuote).join(' ');
     const path = this.dirs.launcherPath(sessionId, runId);
+    const groupFile = `${path}.group`;
     const script = [
       `#!${this.tools.sh}`,
       '# One run of an agent CLI in ASM\'s sandbox (src/backends/bwrap.ts), started by an SDK.',
       'exec 3<&0',
       `${shellQuote(this.tools.setsid)} ${words} "$@" <&3 3<&- &`,
       'sandbox=$!',
+      `echo "$sandbox" > ${shellQuote(groupFile)}`,
       'exec 3<&-',
-      ...GROUP_SIGNALS.split(',').map((signal) => `trap 'kill -${signal} -- "-$sandbox" 2>/dev/null' ${signal}`),
+      ...GROUP_SIGNALS.split(',').map((signal) => `trap 'kill -${signal} "-$sandbox" 2>/dev/null' ${signal}`),
       'while :; do',
       '  wait "$sandbox"; status=$?',
       '  kill -0 "$sandbox" 2>/dev/null || exit "$status"',
@@ -195,7 +206,12 @@ export class BwrapSandbox implements Sandbox {
       '',
     ].join('\n');
     await writeFile(path, script, { mode: 0o700 });
-    return { command: path, env: cli.env, dispose: () => rm(path, { force: true }) };
+    const dispose = async () => {
+      const group = Number(await readFile(groupFile, 'utf8').catch(() => ''));
+      if (group > 1) signalGroup(group, 'SIGKILL');
+      await Promise.all([rm(path, { force: true }), rm(groupFile, { force: true })]);
+    };
+    return { command: path, env: cli.env, dispose };
   }
 
   sessions(): Promise<string[]> {
@@ -378,8 +394,17 @@ function mountArgs(mounts: Mount[], system: string[], hidden: string[]): string[
   return args;
 }
 
-/** The CLI's exit from bwrap's: status 128 + N is the CLI killed by signal N. */
+/** Signals a process group that may be gone already. */
+function signalGroup(group: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-group, signal);
+  } catch {
+    // ESRCH: nothing left of it
+  }
+}
+
+/** The CLI's exit from bwrap's: status 128 + N is the CLI killed by signal N (SIGNALS_BY_STATUS). */
 function sandboxExit(exit: ProcessExit): ProcessExit {
-  const signal = exit.code !== null && exit.code > 128 ? SIGNAL_NAMES.get(exit.code - 128) : undefined;
+  const signal = exit.code === null ? undefined : SIGNALS_BY_STATUS.get(exit.code);
   return signal ? { ...exit, code: null, signal } : exit;
 }
