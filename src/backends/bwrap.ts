@@ -1,14 +1,15 @@
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, existsSync, lstatSync, readdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
-import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { ProcessExit } from '../providers/types.js';
 import { EGRESS_PORT, EGRESS_SOCKET, EgressProxy, RELAY_SCRIPT } from './egress.js';
 import { SandboxDirs, type Account } from './sandbox-dirs.js';
+import { installFolders, mountArgs, nodePrefix, resolvConf, systemMounts, type Mount } from './sandbox-mounts.js';
 import { checkWorkingDirectory, spawnError } from './subprocess.js';
 import { shellQuote } from './surfaces.js';
 import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './types.js';
@@ -42,9 +43,6 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
 /** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
 const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
 
-/** Files of /etc that only the system may read, masked even where the CLI's account could read them. */
-const ETC_SECRETS = ['/etc/shadow', '/etc/shadow-', '/etc/gshadow', '/etc/gshadow-', '/etc/sudoers', '/etc/sudoers.d', '/etc/ssl/private'];
-
 /**
  * The signals whose 128 + N status exitOf reads back as a death by that signal: those the service
  * sends a run (GROUP_SIGNALS and SIGKILL). Other statuses stay codes: CLIs exit with 128 + N for
@@ -61,13 +59,6 @@ interface Tools {
   setsid: string;
   /** Only where the service is root. */
   setpriv?: string;
-}
-
-/** A folder (or file) of the host shown in the sandbox, at the same path unless it has a `source`. */
-interface Mount {
-  path: string;
-  writable: boolean;
-  source?: string;
 }
 
 export class BwrapSandbox implements Sandbox {
@@ -94,8 +85,7 @@ export class BwrapSandbox implements Sandbox {
     if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
     this.inner = [
       ...(privileged
-        ? // Changing user clears bwrap's --die-with-parent: the init sets it again, to die with bwrap.
-          [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--pdeathsig=KILL', '--']
+        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
         : []),
       // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
       // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
@@ -306,92 +296,6 @@ function locate(command: string, cwd: string, path: string): string {
     throw spawnError(Object.assign(err as Error, { code: 'EACCES' }), command);
   }
   return found;
-}
-
-/**
- * The folders a CLI is installed in, to be shown read-only: for a binary of an npm install (its path
- * or its symlink's target inside node_modules) the node_modules folder with its dependencies,
- * otherwise the binary's own folder.
- */
-function installFolders(binary: string): string[] {
-  const folderOf = (path: string) => {
-    const modules = path.indexOf('/node_modules/');
-    return modules >= 0 ? path.slice(0, modules + '/node_modules'.length) : dirname(path);
-  };
-  return [...new Set([binary, realpathSync(binary)].map(folderOf))];
-}
-
-/** The Node.js installation running the service, for CLIs that are node scripts (left out when /usr shows it). */
-function nodePrefix(): string {
-  return dirname(dirname(realpathSync(process.execPath)));
-}
-
-/** Where /etc/resolv.conf really is when it links outside /etc (systemd-resolved's stub in /run). */
-function resolvConf(): string | undefined {
-  try {
-    const real = realpathSync('/etc/resolv.conf');
-    return real.startsWith('/etc/') ? undefined : real;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The host's system, read-only, with a fresh /proc, /dev and /tmp: the mounts every sandbox starts with. */
-function systemMounts(): { args: string[]; folders: string[] } {
-  const args = ['--ro-bind', '/usr', '/usr'];
-  const folders = ['/usr', '/etc', '/proc', '/dev'];
-  for (const top of ['/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32']) {
-    const stat = lstatSync(top, { throwIfNoEntry: false });
-    if (stat?.isSymbolicLink()) args.push('--symlink', readlinkSync(top), top);
-    else if (stat?.isDirectory()) args.push('--ro-bind', top, top), folders.push(top);
-  }
-  const hostKeys = existsSync('/etc/ssh') ? readdirSync('/etc/ssh').filter((name) => /^ssh_host_.*_key$/.test(name)).map((name) => `/etc/ssh/${name}`) : [];
-  args.push('--ro-bind', '/etc', '/etc');
-  for (const path of [...ETC_SECRETS, ...hostKeys].filter((path) => existsSync(path))) {
-    args.push(...(statSync(path).isDirectory() ? ['--tmpfs', path] : ['--ro-bind', '/dev/null', path]));
-  }
-  // /tmp is the run's own scratch space, writable by all like the host's; TMPDIR is the session's.
-  args.push('--proc', '/proc', '--dev', '/dev', '--perms', '1777', '--tmpfs', '/tmp');
-  return { args, folders };
-}
-
-const within = (path: string, folder: string) => path === folder || path.startsWith(folder === '/' ? '/' : `${folder}/`);
-
-/**
- * The mounts of one run, parents first: binds for these folders (a read-only folder that another
- * mount already shows is left out, so it cannot turn part of a writable one read-only), and a mask
- * over each hidden path a mount would show: an empty folder, or an empty file. A folder a mount goes
- * in is made first where the host's is not shown (0755, so the CLI's account can pass through it).
- */
-function mountArgs(mounts: Mount[], system: string[], hidden: string[]): string[] {
-  const binds = mounts.filter(
-    (mount, i) =>
-      mount.writable ||
-      !(system.some((folder) => within(mount.path, folder)) || mounts.some((other, j) => j !== i && within(mount.path, other.path) && (other.path !== mount.path || j < i))),
-  );
-  const shown = [...system, ...binds.map((bind) => bind.path)];
-  const masks = hidden.filter((path) => shown.some((folder) => within(path, folder)) && existsSync(path));
-  const ops: Array<Mount & { mask: boolean }> = [...binds.map((bind) => ({ ...bind, mask: false })), ...masks.map((path) => ({ path, mask: true, writable: false }))];
-  const depth = (path: string) => path.split('/').length;
-  ops.sort((a, b) => depth(a.path) - depth(b.path) || Number(a.mask) - Number(b.mask) || a.path.localeCompare(b.path));
-  const args: string[] = [];
-  const done: typeof ops = [];
-  for (const op of ops) {
-    const parents: string[] = [];
-    // Up to / or the fresh /tmp, which exist already.
-    for (let parent = dirname(op.path); parent !== '/' && parent !== '/tmp'; parent = dirname(parent)) parents.unshift(parent);
-    for (const parent of parents) {
-      const under = done.filter((other) => within(parent, other.path)).at(-1);
-      const hostFolder = under ? !under.mask : system.some((folder) => within(parent, folder));
-      if (hostFolder || done.some((other) => other.path === parent)) continue;
-      args.push('--perms', '0755', '--dir', parent);
-      done.push({ path: parent, mask: true, writable: false });
-    }
-    if (op.mask) args.push(...(statSync(op.path).isDirectory() ? ['--tmpfs', op.path] : ['--ro-bind', '/dev/null', op.path]));
-    else args.push(op.writable ? '--bind' : '--ro-bind', op.source ?? op.path, op.path);
-    done.push(op);
-  }
-  return args;
 }
 
 /** Signals a process group that may be gone already. */
