@@ -267,19 +267,19 @@ function onPath(name: string, path: string): string | undefined {
 /** ASM_SANDBOX_USER as uid and gid: a user name, or `uid:gid`. The sandbox never runs a CLI as root. */
 async function accountOf(user: string): Promise<Account> {
   const numeric = /^(\d+):(\d+)$/.exec(user);
-  let account: Account;
+  let ids: { uid: number; gid: number };
   if (numeric) {
-    account = { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+    ids = { uid: Number(numeric[1]), gid: Number(numeric[2]) };
   } else {
     const id = async (flag: string) => Number((await promisify(execFile)('id', [flag, user])).stdout.trim());
     try {
-      account = { uid: await id('-u'), gid: await id('-g') };
+      ids = { uid: await id('-u'), gid: await id('-g') };
     } catch {
       throw new Error(`ASM_SANDBOX_USER: no user "${user}" on this host (the account agent CLIs run as where the service is root)`);
     }
   }
-  if (account.uid === 0 || account.gid === 0) throw new Error(`ASM_SANDBOX_USER: "${user}" is root; agent CLIs must run as an unprivileged user`);
-  return account;
+  if (ids.uid === 0 || ids.gid === 0) throw new Error(`ASM_SANDBOX_USER: "${user}" is root; agent CLIs must run as an unprivileged user`);
+  return { ...ids, chown: tool('chown', 'install coreutils') };
 }
 
 /**

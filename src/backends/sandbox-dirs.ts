@@ -1,5 +1,7 @@
-import { chmod, cp, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { chmod, cp, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { AsmError } from '../errors/kinds.js';
 
 /**
@@ -14,10 +16,12 @@ import { AsmError } from '../errors/kinds.js';
  * conversations the CLIs keep in HOME are there for the runs that continue them.
  */
 
-/** The account a sandboxed CLI runs as, where it is not the service's own. */
+/** The account a sandboxed CLI runs as, where it is not the service's own, and how to give it files. */
 export interface Account {
   uid: number;
   gid: number;
+  /** coreutils' chown, which walks a tree by directory descriptors, never through a symlink swapped in meanwhile. */
+  chown: string;
 }
 
 export interface SessionFolders {
@@ -82,15 +86,16 @@ export class SandboxDirs {
 
   /**
    * Hands a workspace folder to the CLI's account, so the CLI can change its files: the folder and
-   * everything in it (symlinks themselves, never their targets) are chowned, once, while the folder
-   * is not the account's yet. Files put there later by another account stay that account's. A
+   * everything in it (symlinks themselves, never their targets: `chown -R -P -h`) are chowned, once,
+   * while the folder is not the account's yet. Files put there later by another account stay that account's. A
    * folder every account may write already (such as /tmp) is left as it is.
    */
   async handOver(dir: string): Promise<void> {
     if (!this.account) return;
     const folder = await lstat(dir);
     if (folder.uid === this.account.uid || folder.mode & 0o002) return;
-    await chownTree(dir, this.account);
+    const { uid, gid, chown } = this.account;
+    await promisify(execFile)(chown, ['-R', '-P', '-h', `${uid}:${gid}`, '--', dir]);
   }
 
   private async make(sessionId: string): Promise<SessionFolders> {
@@ -115,13 +120,4 @@ export class SandboxDirs {
 function component(id: string): string {
   if (!ID.test(id)) throw new AsmError('config_invalid', `"${id}" cannot name a sandbox folder`);
   return id;
-}
-
-async function chownTree(path: string, account: Account): Promise<void> {
-  await lchown(path, account.uid, account.gid);
-  for (const entry of await readdir(path, { withFileTypes: true })) {
-    const child = join(path, entry.name);
-    if (entry.isDirectory()) await chownTree(child, account);
-    else await lchown(child, account.uid, account.gid);
-  }
 }
