@@ -6,6 +6,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   lanes: () => import('./lanes.js'),
   bullmq: () => import('./bullmq.js'),
   nodes: () => import('./nodes.js'),
+  sandbox: () => import('./sandbox.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

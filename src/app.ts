@@ -4,6 +4,8 @@ import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
+import { createSandbox } from './backends/sandbox.js';
+import type { Sandbox } from './backends/types.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
 import { createLogger } from './logger.js';
@@ -33,6 +35,8 @@ export interface AsmApp {
   tenants: TenantDirectory;
   /** Which providers' SDKs load here (the SDK lane). */
   sdks: SdkLoader;
+  /** The sandbox the CLIs of this node run in. */
+  sandbox: Sandbox;
   sessions: SessionService;
   mode: 'embedded' | 'distributed';
   /** Distributed mode: the connection for counters every process shares (request rate limits). */
@@ -62,6 +66,8 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     workspaceRoot: config.workspaceRoot,
     prepareRoots: !worker,
   });
+  // Checked before anything listens or takes work: a node whose sandbox does not work refuses to start.
+  const sandbox = await createSandbox(config.sandbox, logger);
   const engineOptions: EngineOptions = {
     lanes: mergeLanes(DEFAULT_LANES, config.laneOverrides),
     globalConcurrency: config.globalConcurrency,
@@ -77,6 +83,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     load: (worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0,
     pool: worker?.pool ?? 'default',
     cookie: cookieHash(worker?.cookie),
+    sandbox: sandbox.kind,
   });
   // The instance id is unique per process, so a restarted process never inherits the runs its predecessor owned.
   const self = `${config.nodeName}-${randomUUID().slice(0, 8)}`;
@@ -94,13 +101,17 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     : embeddedInfrastructure(config, engineOptions, self, report);
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
-  const backends = { core: new CoreBackend(config.limits), sdk: new SdkBackend(sdks, config.limits) };
+  const backends = { core: new CoreBackend(config.limits, sandbox), sdk: new SdkBackend(sdks, config.limits, sandbox) };
   sessions = new SessionService({ config, store, engine, cluster, providers, tenants, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
   // A worker registers as starting (sessions.start() heartbeats) and takes runs from here on.
   if (worker) cluster.setState('ready');
+
+  // A closed session's sandbox folders go. Each process sweeps its own ASM_SANDBOX_ROOT, wherever its runs ran.
+  const sandboxSweep = setInterval(() => void sweepSandbox(sandbox, store).catch((err) => logger.warn({ err }, 'sandbox sweep failed')), config.sandbox.sweepMs);
+  sandboxSweep.unref();
 
   let ready = true;
   let closing: Promise<void> | undefined;
@@ -113,6 +124,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     providers,
     tenants,
     sdks,
+    sandbox,
     sessions,
     mode: config.redis ? 'distributed' : 'embedded',
     redis: infra.redis,
@@ -121,6 +133,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     close() {
       closing ??= (async () => {
         ready = false;
+        clearInterval(sandboxSweep);
         cluster.setState('draining');
         await engine.shutdown();
         const drain = () => engine.drain(config.limits.shutdownDrainMs).catch((err) => logger.warn({ err }, 'drain did not finish in time'));
@@ -139,11 +152,19 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
         await cluster.close();
         await store.close();
         await infra.close();
+        await sandbox.close();
         logger.info('shutdown complete');
       })();
       return closing;
     },
   };
+}
+
+/** Removes the sandbox folders of the sessions the store knows as closed (a session unknown here may be another deployment's). */
+async function sweepSandbox(sandbox: Sandbox, store: Store): Promise<void> {
+  for (const sessionId of await sandbox.sessions()) {
+    if ((await store.sessions.get(sessionId))?.state === 'closed') await sandbox.release(sessionId);
+  }
 }
 
 /** A worker's own queue: the runs handed to it, at most `capacity` executing at once, the rest FIFO. */

@@ -1,5 +1,5 @@
-import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { hostname, tmpdir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError } from './config-error.js';
 import type { LaneOverride } from './lanes/policies.js';
 import { loadTenants } from './tenants-file.js';
@@ -49,6 +49,57 @@ export interface AsmConfig {
   allowedOrigins: string[];
   /** The only directory ssh `identity_file` and `known_hosts_file` may name (ASM_SSH_FILES_DIR); unset refuses both fields. */
   sshFilesDir?: string;
+  /** The sandbox around every local agent CLI (src/backends/sandbox.ts). */
+  sandbox: SandboxSettings;
+}
+
+export interface SandboxSettings {
+  /** ASM_SANDBOX: `bwrap` (the default) or `none`, which must be said explicitly. */
+  kind: 'bwrap' | 'none';
+  /** ASM_SANDBOX_ROOT: where each session's sandbox HOME and TMP live, for the session's life. */
+  root: string;
+  /** ASM_SANDBOX_USER: the account CLIs run as where the service runs as root. */
+  user: string;
+  /** ASM_SANDBOX_READ_ONLY: more paths every sandbox sees, read-only (tools installed outside /usr). */
+  readOnly: string[];
+  /** ASM_SANDBOX_WRITABLE: paths every sandbox sees read-write, shared by all sessions (a package cache). */
+  writable: string[];
+  /** Paths masked inside every sandbox: ASM_SANDBOX_HIDE, and the service's own files named in its environment. */
+  hide: string[];
+  /** ASM_SANDBOX_HOME_TEMPLATE: a folder copied into each new session HOME (the CLIs' settings). */
+  homeTemplate?: string;
+  /** ASM_SANDBOX_ALLOWED_HOSTS: when set, the CLI reaches only these hosts (through a proxy); empty: the host network. */
+  allowedHosts: string[];
+  /** ASM_SANDBOX_SWEEP_MS: how often a process removes the folders of its closed sessions. */
+  sweepMs: number;
+}
+
+/** Files of the service that other settings name: hidden in the sandbox even where a bound folder holds them. */
+const SERVICE_FILE_VARIABLES = ['ASM_TENANTS_FILE', 'ASM_SSH_FILES_DIR', 'ASM_REDIS_TLS_CA'];
+
+function absolutePaths(env: Env, name: string): string[] {
+  const paths = list(env, name);
+  const relative = paths.find((path) => !isAbsolute(path));
+  if (relative) throw new ConfigError(name, `paths must be absolute, got "${relative}"`);
+  return paths.map((path) => resolve(path));
+}
+
+function sandboxSettings(env: Env): SandboxSettings {
+  const kind = env.ASM_SANDBOX || 'bwrap';
+  if (kind !== 'bwrap' && kind !== 'none') throw new ConfigError('ASM_SANDBOX', `expected bwrap or none, got "${kind}"`);
+  const template = env.ASM_SANDBOX_HOME_TEMPLATE;
+  if (template && !isAbsolute(template)) throw new ConfigError('ASM_SANDBOX_HOME_TEMPLATE', `must be an absolute path, got "${template}"`);
+  return {
+    kind,
+    root: resolve(env.ASM_SANDBOX_ROOT || join(tmpdir(), `asm-sandbox-${process.getuid?.() ?? 0}`)),
+    user: env.ASM_SANDBOX_USER || 'nobody',
+    readOnly: absolutePaths(env, 'ASM_SANDBOX_READ_ONLY'),
+    writable: absolutePaths(env, 'ASM_SANDBOX_WRITABLE'),
+    hide: [...absolutePaths(env, 'ASM_SANDBOX_HIDE'), ...SERVICE_FILE_VARIABLES.flatMap((name) => (env[name] ? [resolve(env[name])] : []))],
+    homeTemplate: template ? resolve(template) : undefined,
+    allowedHosts: list(env, 'ASM_SANDBOX_ALLOWED_HOSTS'),
+    sweepMs: int(env, 'ASM_SANDBOX_SWEEP_MS', 60_000, 100),
+  };
 }
 
 export interface WorkerSettings {
@@ -263,5 +314,6 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     sshHosts: list(env, 'ASM_SSH_HOSTS'),
     allowedOrigins: origins(env),
     sshFilesDir: env.ASM_SSH_FILES_DIR ? resolve(env.ASM_SSH_FILES_DIR) : undefined,
+    sandbox: sandboxSettings(env),
   };
 }

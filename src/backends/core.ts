@@ -4,11 +4,11 @@ import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderPro
 import { RunLifecycle, terminalErrorEvent, type LaunchedAgent } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
 import { surfaceLaunch } from './surfaces.js';
-import type { Backend, BackendRun, BackendRunSpec, EventSink } from './types.js';
+import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
 
 /**
  * The core backend runs the provider's CLI as a subprocess, placed by the run's execution surface
- * (surfaces.ts: here, or on an ssh host through a local ssh client). The provider knows the CLI's
+ * (surfaces.ts: here, in the node's sandbox, or on an ssh host through a local ssh client). The provider knows the CLI's
  * protocol (argv, line parsing, control messages); RunLifecycle owns the contract every lane keeps
  * (one terminal event, interrupts, deadline, approvals, winding down); this file owns the process:
  *
@@ -25,10 +25,13 @@ export type RunLimits = Pick<Limits, 'lineBytes' | 'stderrBytes' | 'interruptGra
 export class CoreBackend implements Backend {
   readonly name = 'core';
 
-  constructor(private readonly limits: RunLimits) {}
+  constructor(
+    private readonly limits: RunLimits,
+    private readonly sandbox: Sandbox,
+  ) {}
 
   start(spec: BackendRunSpec, sink: EventSink): BackendRun {
-    return new CoreRun(spec, sink, this.limits);
+    return new CoreRun(spec, sink, this.limits, this.sandbox);
   }
 }
 
@@ -41,6 +44,7 @@ class CoreRun extends RunLifecycle {
     spec: BackendRunSpec,
     sink: EventSink,
     private readonly limits: RunLimits,
+    private readonly sandbox: Sandbox,
   ) {
     super(spec, sink, limits);
     this.done = this.run();
@@ -49,7 +53,8 @@ class CoreRun extends RunLifecycle {
   protected async launch(): Promise<LaunchedAgent> {
     const { spec } = this;
     const provider = (this.provider = spec.provider.create(spec));
-    const launch = surfaceLaunch(spec.surface, { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin }, this.limits);
+    const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin };
+    const launch = await surfaceLaunch(spec.surface, cli, this.limits, { sandbox: this.sandbox, sessionId: spec.sessionId });
     let sawOutput = false;
     const child = (this.process = await spawnSubprocess({
       command: launch.command,
@@ -71,7 +76,7 @@ class CoreRun extends RunLifecycle {
     return {
       name: spec.provider.name,
       ended: async () => {
-        const exit = await child.closed;
+        const exit = launch.exitOf(await child.closed);
         const surfaceFailure = launch.failure(exit, sawOutput);
         if (surfaceFailure) this.emit(terminalErrorEvent(surfaceFailure));
         else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));

@@ -2,7 +2,7 @@ import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, SdkTurn } from '../providers/types.js';
 import { RunLifecycle, type GraceLimits, type LaunchedAgent } from './run-lifecycle.js';
 import type { SdkLoader } from './sdk-loader.js';
-import type { Backend, BackendRun, BackendRunSpec, EventSink } from './types.js';
+import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
 
 /**
  * The SDK backend (lane `sdk`): a run driven through the provider's vendor SDK
@@ -17,6 +17,8 @@ import type { Backend, BackendRun, BackendRunSpec, EventSink } from './types.js'
  * - The interrupt is the SDK's own (SdkTurn.interrupt); closing the input winds the turn down
  *   (SdkTurn.endInput); stopping is the SDK's abort, which kills the CLI (SdkTurn.stop).
  * - Local only: lane resolution never sends remote_node work here.
+ * - The SDK spawns the CLI itself, from the path and environment it is given: it gets the sandbox's
+ *   launcher for this run (sandbox.ts), which starts the CLI in the same sandbox as the core lane.
  */
 
 export class SdkBackend implements Backend {
@@ -25,10 +27,11 @@ export class SdkBackend implements Backend {
   constructor(
     private readonly sdks: SdkLoader,
     private readonly limits: GraceLimits,
+    private readonly sandbox: Sandbox,
   ) {}
 
   start(spec: BackendRunSpec, sink: EventSink): BackendRun {
-    return new SdkRun(spec, sink, this.sdks, this.limits);
+    return new SdkRun(spec, sink, this.sdks, this.limits, this.sandbox);
   }
 }
 
@@ -41,6 +44,7 @@ class SdkRun extends RunLifecycle {
     sink: EventSink,
     private readonly sdks: SdkLoader,
     limits: GraceLimits,
+    private readonly sandbox: Sandbox,
   ) {
     super(spec, sink, limits);
     this.done = this.run();
@@ -53,10 +57,23 @@ class SdkRun extends RunLifecycle {
     const module = await this.sdks.load(spec.provider).catch((err: unknown) => {
       throw new AsmError('config_invalid', `lane: ${sdk.package} cannot be loaded: ${err instanceof Error ? err.message : String(err)}`);
     });
-    const turn = (this.turn = sdk.run(module, spec, (output) => this.receive(() => output)));
+    const launcher = await this.sandbox.launcher(spec.sessionId, spec.runId, { command: spec.binary, cwd: spec.cwd, env: spec.env });
+    let turn: SdkTurn;
+    try {
+      turn = this.turn = sdk.run(module, { ...spec, binary: launcher.command, env: launcher.env }, (output) => this.receive(() => output));
+    } catch (err) {
+      await launcher.dispose();
+      throw err;
+    }
     // Announced before the SDK's first message can arrive: its stream only delivers after an await.
     this.announce({ providerSessionId: turn.providerSessionId, args: [] });
-    return { name: `${spec.provider.name} (SDK)`, ended: () => turn.done };
+    return {
+      name: `${spec.provider.name} (SDK)`,
+      ended: async () => {
+        await turn.done;
+        await launcher.dispose();
+      },
+    };
   }
 
   protected answer(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): void {

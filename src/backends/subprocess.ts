@@ -68,7 +68,7 @@ export async function spawnSubprocess(opts: SubprocessOptions): Promise<Subproce
   return new Subprocess(child, opts);
 }
 
-function checkWorkingDirectory(cwd: string): void {
+export function checkWorkingDirectory(cwd: string): void {
   try {
     if (!statSync(cwd).isDirectory()) throw new AsmError('config_invalid', `working directory is not a directory: ${cwd}`);
     accessSync(cwd, constants.X_OK);
@@ -83,7 +83,7 @@ function checkWorkingDirectory(cwd: string): void {
   }
 }
 
-function spawnError(err: unknown, command: string): AsmError {
+export function spawnError(err: unknown, command: string): AsmError {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ENOENT') return new AsmError('cli_not_found', `CLI binary not found: ${command}`, { cause: err });
   if (code === 'EACCES') {

@@ -4,6 +4,7 @@ import { AsmError, badField } from '../errors/kinds.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import type { ProcessExit } from '../providers/types.js';
 import { isInside } from './workspace.js';
+import type { CliCommand, Sandbox, SandboxedCommand } from './types.js';
 
 /**
  * An execution surface (ExecutionSurface in src/schemas/api.ts) says where the node places the CLI
@@ -11,27 +12,20 @@ import { isInside } from './workspace.js';
  * handled the same way whatever the surface: its group, its stdin as the control channel, its stdout
  * lines, its stop escalation.
  *
- * - local_subprocess: the CLI itself.
+ * - local_subprocess: the CLI itself, in the node's sandbox (sandbox.ts).
  * - ssh: an `ssh` client that starts the CLI on the host. ssh forwards stdin, stdout and stderr, so
  *   the provider's control protocol (claude's control_request interrupt, approvals) works unchanged.
  *   What ssh does not carry is signals or the end of the local process: when the ssh client is
  *   stopped, the remote command only sees its stdin end. So the CLI runs under a small sh wrapper
  *   (remoteScript) that treats the end of stdin as "the node is done or gone" and stops the CLI's
  *   process group the way the local runner would (grace, SIGTERM, SIGKILL), so nothing outlives the run.
+ *   The node's sandbox is not around it: the local process is only the ssh client (which must read
+ *   the key files), and the CLI runs on the host as the remote account, which is its boundary there.
  *
  * Another surface is one more case of `surfaceLaunch`.
  */
 
 export const LOCAL_SURFACE: ExecutionSurface = { kind: 'local_subprocess' };
-
-/** What the runner needs to start a CLI, before a surface places it. */
-export interface CliCommand {
-  command: string;
-  args: string[];
-  cwd: string;
-  env: Record<string, string>;
-  stdin: 'control' | 'closed';
-}
 
 /** Graces of the remote stop escalation, the same ones the local runner uses. */
 export interface SurfaceLimits {
@@ -40,13 +34,19 @@ export interface SurfaceLimits {
 }
 
 /** What to spawn locally, and how to read its exit. */
-export interface SurfaceLaunch extends CliCommand {
+export interface SurfaceLaunch extends SandboxedCommand {
   /** An exit that is the surface's own failure rather than the CLI's (ssh could not connect); null otherwise. */
   failure(exit: ProcessExit, sawOutput: boolean): AsmError | null;
 }
 
-export function surfaceLaunch(surface: ExecutionSurface, cli: CliCommand, limits: SurfaceLimits): SurfaceLaunch {
-  if (surface.kind === 'local_subprocess') return { ...cli, failure: () => null };
+/** Where a local CLI runs: the node's sandbox, and the session it keeps a HOME for. */
+export interface LocalPlacement {
+  sandbox: Sandbox;
+  sessionId: string;
+}
+
+export async function surfaceLaunch(surface: ExecutionSurface, cli: CliCommand, limits: SurfaceLimits, local: LocalPlacement): Promise<SurfaceLaunch> {
+  if (surface.kind === 'local_subprocess') return { ...(await local.sandbox.wrap(local.sessionId, cli)), failure: () => null };
   const target = `${surface.user}@${surface.host}:${surface.port ?? SSH_PORT}`;
   return {
     command: 'ssh',
@@ -57,6 +57,7 @@ export function surfaceLaunch(surface: ExecutionSurface, cli: CliCommand, limits
     env: cli.env,
     // Always a pipe: its end is how the remote wrapper learns that the run is over (see remoteScript).
     stdin: 'control',
+    exitOf: (exit) => exit,
     failure(exit, sawOutput) {
       // ssh exits 255 for its own errors (refused, unreachable, auth, host key). Without a single
       // output line that is the connection; a CLI that exits 255 silently would be misread as one.

@@ -1,6 +1,7 @@
+import type { SandboxSettings } from '../config.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import type { ExecutionSurface } from '../schemas/api.js';
-import type { ApprovalDecision, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import type { ApprovalDecision, ProcessExit, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
 
 /**
  * A backend executes one run and reports normalized events. The core backend runs the provider's CLI
@@ -43,3 +44,47 @@ export interface Backend {
   readonly name: string;
   start(spec: BackendRunSpec, sink: EventSink): BackendRun;
 }
+
+/** What the runner needs to start a CLI, before a surface and the sandbox place it. */
+export interface CliCommand {
+  command: string;
+  args: string[];
+  cwd: string;
+  env: Record<string, string>;
+  stdin: 'control' | 'closed';
+}
+
+/** The sandbox local CLIs run in (sandbox.ts says what it isolates). */
+export interface Sandbox {
+  readonly kind: SandboxSettings['kind'];
+  /** Runs a trivial command in the sandbox; rejects with an Error that says why the sandbox cannot work here. */
+  check(): Promise<void>;
+  /**
+   * What to spawn to run `cli` in the session's sandbox. Rejects with an AsmError when the CLI cannot
+   * start: config_invalid for an unusable working directory, cli_not_found for a missing binary.
+   */
+  wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand>;
+  /** An executable that runs `cli.command` in the session's sandbox with the arguments it is given. */
+  launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher>;
+  /** The sessions that have folders (HOME, TMP) here. */
+  sessions(): Promise<string[]>;
+  /** The session is over: its HOME and TMP are removed. */
+  release(sessionId: string): Promise<void>;
+  /** Stops what the sandbox runs for all sessions (the egress proxy). */
+  close(): Promise<void>;
+}
+
+export interface SandboxedCommand extends CliCommand {
+  /** The CLI's own exit, read from the spawned process's (bwrap reports a CLI killed by signal N as status 128 + N). */
+  exitOf(exit: ProcessExit): ProcessExit;
+}
+
+export interface SandboxLauncher {
+  /** The executable to give the SDK in place of the CLI's path. */
+  command: string;
+  /** The environment to give the SDK for it. */
+  env: Record<string, string>;
+  /** The run is over: the launcher goes. */
+  dispose(): Promise<void>;
+}
+

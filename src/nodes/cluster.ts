@@ -22,6 +22,8 @@ export interface NodeSnapshot {
   pool: string;
   /** starting: registered, not yet taking runs (a worker's boot); draining: taking no new runs. */
   state: 'starting' | 'ready' | 'draining';
+  /** The sandbox this process runs agent CLIs in (ASM_SANDBOX). */
+  sandbox: 'bwrap' | 'none';
   /** sha256 of the worker's cookie (asm worker --cookie), null without one. Internal: not in GET /v1/nodes. */
   cookie?: string | null;
   started_at: string;
@@ -82,4 +84,4 @@ export interface Cluster {
 }
 
 /** What a process reports of itself on every heartbeat. */
-export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool' | 'cookie'>;
+export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool' | 'cookie' | 'sandbox'>;

@@ -321,6 +321,9 @@ export const NodeInfo = Type.Object({
   last_heartbeat: Timestamp,
   state: Type.Union([Type.Literal('starting'), Type.Literal('ready'), Type.Literal('draining'), Type.Literal('lost')]),
   pool: Type.String(),
+  sandbox: Type.Union([Type.Literal('bwrap'), Type.Literal('none')], {
+    description: 'The sandbox this instance runs agent CLIs in (ASM_SANDBOX); `none` runs them as the service user, seeing what it sees',
+  }),
 }, { $id: 'NodeInfo' });
 export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)), next_cursor: NextCursor });
 

@@ -60,7 +60,9 @@ function cliEnv(name: AgentName, home: string, baseUrl: string): Record<string, 
           '',
         ].join('\n'),
       );
-      return { HOME: home, CODEX_HOME: codexHome, ASM_TEST_OPENAI_KEY: 'test-key' };
+      // $HOME/.codex, CODEX_HOME's default: through the service that is the session's sandbox HOME,
+      // a copy of `home` (ASM_SANDBOX_HOME_TEMPLATE).
+      return { HOME: home, ASM_TEST_OPENAI_KEY: 'test-key' };
     }
     case 'gemini': {
       mkdirSync(join(home, '.gemini'), { recursive: true });
@@ -84,7 +86,9 @@ export const GEMINI_MODEL = 'gemini-2.5-flash';
 /**
  * Runs the service in-process with the real `name` CLI. The CLI's environment comes from this
  * process's environment through the service's allowlist, so the offline variables are set here and
- * named in ASM_PASS_ENV; `pointAt` re-targets them (e.g. at a closed port) between tests.
+ * named in ASM_PASS_ENV; `pointAt` re-targets them (e.g. at a closed port) between tests. The CLI
+ * runs sandboxed, with a HOME of its session's: the config files written into the scratch home reach
+ * it as the sandbox's home template, copied into each new session's HOME.
  */
 export class AgentRig {
   server!: TestServer;
@@ -101,12 +105,17 @@ export class AgentRig {
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
     this.pointAt(model.url);
     // The installed SDKs too: the SDK lane drives the same real CLI.
-    this.server = await startServer({ [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(',') }, { sdks: true });
+    this.server = await startServer(
+      { [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(','), ASM_SANDBOX_HOME_TEMPLATE: this.home },
+      { sdks: true },
+    );
   }
 
   /** Points the CLI at another model server URL for the runs that follow. */
   pointAt(baseUrl: string): void {
-    const env = offlineEnv(this.name, this.home, baseUrl);
+    // Not TMPDIR: the sandbox gives each session its own, and this process's temporary folders (the
+    // test server's workspace) must stay out of the home that is copied into every session.
+    const { TMPDIR: _sandboxed, ...env } = offlineEnv(this.name, this.home, baseUrl);
     this.names = Object.keys(env);
     for (const name of this.names) if (!this.saved.has(name)) this.saved.set(name, process.env[name]);
     Object.assign(process.env, env);

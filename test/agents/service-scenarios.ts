@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
-import { stopProcessesWith, untilRunning, useServiceRig, type FinishedRun } from './harness.js';
+import { stopProcessesWith, untilRunning, useServiceRig, type FinishedRun, type LiveRun } from './harness.js';
 import { closedPortUrl, type RecordedRequest } from './model-server.js';
 
 /**
@@ -137,6 +137,31 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       expect(run.state).toBe('completed');
       expect(run.result.text).toContain('It printed hello-from-shell.');
       expect(run.result.usage).toMatchObject({ input_tokens: 320, output_tokens: 16 });
+    });
+
+    it('runs its shell tool in the sandbox: no process, environment or file of the service in sight', async () => {
+      // Set after the service started: the service reads its environment when it starts a CLI.
+      const secret = `asm-secret-${Math.random().toString(36).slice(2)}`;
+      process.env.ASM_API_KEYS = `${secret}:tenant`;
+      try {
+        const look = 'cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ | tr "\\0" "\\n"; ls /proc | grep -c "^[0-9]"; ls /run 2>&1';
+        ctx.model.script({ text: 'Looking around.', shell: look }, { text: 'Done looking.' });
+        // A CLI that asks before running it is allowed to (an approval that never comes is not awaited).
+        const allowIfAsked = async (live: LiveRun) => {
+          void live.event('approval_requested').then(
+            (requested) => rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' }),
+            () => undefined,
+          );
+        };
+        const { run } = await rig.run(await session(knobs.shellSession), 'Look around', allowIfAsked);
+        expect(run.state).toBe('completed');
+        const seen = ctx.model.requests[1].toolResults.join('');
+        expect(seen).not.toContain(secret);
+        expect(seen).not.toContain('vitest');
+        expect(seen).toContain("ls: cannot access '/run': No such file or directory");
+      } finally {
+        delete process.env.ASM_API_KEYS;
+      }
     });
 
     if (knobs.approvals === 'asks') {

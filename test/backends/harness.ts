@@ -6,7 +6,11 @@ import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRun, BackendRunSpec } from '../../src/backends/types.js';
 import type { ProviderDefinition } from '../../src/providers/types.js';
 import { TERMINAL_KINDS, type EventKind, type EventPayload, type ProviderEvent } from '../../src/schemas/events.js';
+import { testSandbox } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
+
+/** Runs are sandboxed as the service runs them (test/helpers/sandbox.ts). */
+const sandbox = await testSandbox();
 
 /** Short graces keep the tests fast; each test that measures one sets its own. */
 export const TEST_LIMITS: RunLimits = {
@@ -44,7 +48,7 @@ export interface StartedRun {
 export function startRun(spec: BackendRunSpec, limits: Partial<RunLimits> = {}): StartedRun {
   const events: ProviderEvent[] = [];
   const waiters: Array<() => void> = [];
-  const run = new CoreBackend({ ...TEST_LIMITS, ...limits }).start(spec, (event) => {
+  const run = new CoreBackend({ ...TEST_LIMITS, ...limits }, sandbox).start(spec, (event) => {
     events.push(event);
     for (const wake of waiters.splice(0)) wake();
   });

@@ -49,10 +49,11 @@ describe('asm serve', () => {
     const run: any = await (
       await fetch(`${url}/v1/sessions/${session.id}/runs`, { method: 'POST', headers: json, body: JSON.stringify({ prompt: 'echo $$; sleep 30' }) })
     ).json();
+    // The run's process group, as run_started reports it (the shell's own $$ counts in the sandbox's PID namespace).
     const shellPid = await waitFor(async () => {
       const page: any = await (await fetch(`${url}/v1/runs/${run.id}/events`)).json();
-      const delta = page.events.find((e: any) => e.kind === 'assistant_delta');
-      return delta && Number(delta.payload.content.trim());
+      const printed = page.events.some((e: any) => e.kind === 'assistant_delta');
+      return printed && Number(page.events.find((e: any) => e.kind === 'run_started').payload.pid);
     }, 'the shell to print its pid');
     expect(shellPid).toBeGreaterThan(0);
 

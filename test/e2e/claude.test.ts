@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { scratchDir } from '../helpers/sandbox.js';
 import { SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 /**
@@ -34,7 +34,7 @@ async function submit(sessionId: string, prompt: string) {
 
 describe.each(SERVER_MODES)('claude end to end, %s (fake CLI replaying real transcripts)', (_mode, modeEnv) => {
   beforeEach(async () => {
-    stdinLog = join(mkdtempSync(join(tmpdir(), 'asm-claude-')), 'stdin.jsonl');
+    stdinLog = join(scratchDir('asm-claude-'), 'stdin.jsonl');
     process.env.FAKE_CLAUDE_LOG = stdinLog;
     server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ...modeEnv() });
   });

@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { scratchDir } from '../helpers/sandbox.js';
 import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 /**
@@ -39,7 +39,7 @@ async function runStarted(runId: string) {
 
 describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts)', () => {
   beforeEach(async () => {
-    codexLog = join(mkdtempSync(join(tmpdir(), 'asm-codex-')), 'stdin.jsonl');
+    codexLog = join(scratchDir('asm-codex-'), 'stdin.jsonl');
     Object.assign(process.env, CREDENTIALS, { FAKE_CODEX_LOG: codexLog });
     server = await startServer({
       ASM_CODEX_BIN: bin('codex'),

@@ -5,13 +5,13 @@
  * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { FAKE_CLAUDE, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
+import { scratchDir } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 import { VERSION } from '../../src/version.js';
 
@@ -27,7 +27,7 @@ const CLUSTER_ENV = { ASM_NODE_HEARTBEAT_MS: '200', ASM_NODE_TTL_MS: '1500', ASM
 
 function deployment() {
   const prefix = `wrk-${randomUUID().slice(0, 8)}`;
-  const dir = mkdtempSync(join(tmpdir(), 'asm-workers-'));
+  const dir = scratchDir('asm-workers-');
   const log = join(dir, 'claude-stdin.log');
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const shared = { REDIS_URL: redisUrl, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV };

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { SANDBOX_ENV } from './sandbox.js';
 import { waitFor } from './wait.js';
 
 /** `asm serve` and `asm worker` as an operator runs them: real OS processes, for tests that kill, restart or run several of them. */
@@ -28,7 +29,7 @@ function asmProcess(args: string[], env: Record<string, string>, launcher: strin
   const command = [...launcher, process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args];
   const child = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...SANDBOX_ENV, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -9,6 +9,7 @@ import { createApp, type AsmApp } from '../../src/app.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer } from '../../src/http/server.js';
+import { SANDBOX_ENV } from './sandbox.js';
 
 /**
  * The two shapes of the service, for suites that run their scenarios in both: distributed mode keeps
@@ -43,7 +44,8 @@ const WITHOUT_SDKS = () => new SdkLoader((specifier) => Promise.reject(new Error
 /** A real ASM server on a free loopback port, with its own workspace root. */
 export async function startServer(env: Record<string, string> = {}, options: { sdks?: boolean } = {}): Promise<TestServer> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-test-'));
-  const config = loadConfig({ ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
+  const sandboxRoot = mkdtempSync(join(tmpdir(), 'asm-test-sandbox-'));
+  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: sandboxRoot, ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
   const sdks = options.sdks ? new SdkLoader() : WITHOUT_SDKS();
   const app = await createApp(config, pino({ level: process.env.ASM_TEST_LOG ?? 'silent' }), { sdks });
   const server = await buildServer(app);
@@ -81,6 +83,7 @@ export async function startServer(env: Record<string, string> = {}, options: { s
       await app.close();
       await server.close();
       rmSync(workspace, { recursive: true, force: true });
+      rmSync(sandboxRoot, { recursive: true, force: true });
     },
   };
 }

@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import claude from '../../src/providers/claude/index.js';
 import type { EventPayload } from '../../src/schemas/events.js';
+import { scratchDir } from '../helpers/sandbox.js';
 import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
 /**
@@ -21,7 +21,7 @@ const CAN_USE_TOOL_ID = '62f54bb9-058e-443f-aaa8-b05fb591d03a';
 
 /** A claude run spec on the fake, and the lines the fake read from its stdin. */
 function fakeClaude(prompt: string, overrides: Partial<BackendRunSpec> = {}) {
-  const log = join(mkdtempSync(join(tmpdir(), 'asm-fake-claude-')), 'stdin.jsonl');
+  const log = join(scratchDir('asm-fake-claude-'), 'stdin.jsonl');
   const spec = makeSpec(claude, {
     prompt,
     binary: FAKE_CLAUDE,

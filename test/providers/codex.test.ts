@@ -1,11 +1,11 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import codex from '../../src/providers/codex/index.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
+import { scratchDir } from '../helpers/sandbox.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
 /**
@@ -20,7 +20,7 @@ const X2_THREAD = '01a1fb5d-8a60-7850-a77a-e8d9cec71621';
 
 /** A codex spec on the fake, and the lines the fake read from its stdin. */
 function fakeCodex(prompt: string, overrides: Partial<BackendRunSpec> = {}) {
-  const log = join(mkdtempSync(join(tmpdir(), 'asm-fake-codex-')), 'stdin.jsonl');
+  const log = join(scratchDir('asm-fake-codex-'), 'stdin.jsonl');
   const spec = makeSpec(codex, { prompt, binary: FAKE_CODEX, env: { PATH: process.env.PATH!, FAKE_CODEX_LOG: log }, ...overrides });
   const stdinLines = (): Array<Record<string, any>> =>
     existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : [];

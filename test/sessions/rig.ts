@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { CoreBackend } from '../../src/backends/core.js';
+import { createSandbox } from '../../src/backends/sandbox.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig, type AsmConfig } from '../../src/config.js';
 import { AsmError } from '../../src/errors/kinds.js';
@@ -27,6 +28,7 @@ import { createMemoryStore } from '../../src/store/memory.js';
 import type { RunRecord, SessionRecord, Store } from '../../src/store/types.js';
 import { keyDigest, TenantDirectory } from '../../src/tenants.js';
 import { VERSION } from '../../src/version.js';
+import { SANDBOX_ENV, scratchDir } from '../helpers/sandbox.js';
 
 /**
  * The session layers wired from real parts, for tests that drive one layer directly: the memory
@@ -37,7 +39,7 @@ import { VERSION } from '../../src/version.js';
 
 export const FAKE_CLAUDE = new URL('../fixtures/bin/fake-claude.mjs', import.meta.url).pathname;
 export const TENANT = 'tenant-a';
-export const REPORT: SelfReport = () => ({ name: 'test-node', role: 'api', version: VERSION, providers: ['claude'], capacity: 4, load: 0, pool: 'default' });
+export const REPORT: SelfReport = () => ({ name: 'test-node', role: 'api', version: VERSION, providers: ['claude'], capacity: 4, load: 0, pool: 'default', sandbox: 'bwrap' });
 
 export interface RigOptions {
   /** Lane overrides (ASM_LANES). */
@@ -83,7 +85,7 @@ export interface Rig {
 
 export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-layers-'));
-  const logDir = mkdtempSync(join(tmpdir(), 'asm-layers-log-'));
+  const logDir = scratchDir('asm-layers-log-');
   const stdinLog = join(logDir, 'stdin.jsonl');
   process.env.FAKE_CLAUDE_LOG = stdinLog;
   const providers = await loadProviders();
@@ -93,6 +95,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   writeFileSync(tenantsFile, JSON.stringify([grant(TENANT), grant('tenant-b')]));
   const config = loadConfig({
     ASM_TENANTS_FILE: tenantsFile,
+    ...SANDBOX_ENV,
     ASM_WORKSPACE_ROOT: workspace,
     ASM_CLAUDE_BIN: FAKE_CLAUDE,
     ASM_NODE_NAME: 'test-node',
@@ -121,7 +124,8 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const quotas = new Quotas({ store, cluster, tenants, log });
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });
-  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits) }, recorder, tenants, approvals, control, active, log });
+  const sandbox = await createSandbox(config.sandbox, log);
+  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits, sandbox) }, recorder, tenants, approvals, control, active, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),
     'session.close': (p) => lifecycle.close(p.id),

@@ -112,7 +112,8 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
   // Health probes answer without a key (auth.ts PUBLIC_PREFIXES): `security: []` says so in the OpenAPI document.
   fastify.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' }));
 
-  // Ready means: not draining, and the store answers (in distributed mode, Redis is reachable).
+  // Ready means: not draining, and the store answers (in distributed mode, Redis is reachable). The
+  // sandbox was checked at start-up; its kind is reported so a probe can tell an unsandboxed node.
   fastify.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Health, 503: Health } } }, async (_request, reply) => {
     if (!app.isReady()) return reply.status(503).send({ status: 'draining' });
     try {
@@ -120,7 +121,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     } catch (err) {
       return reply.status(503).send({ status: 'not_ready', checks: { store: AsmError.from(err).message } });
     }
-    return { status: 'ready', checks: { store: 'ok', mode: app.mode } };
+    return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind } };
   });
 
   fastify.get(

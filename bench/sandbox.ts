@@ -1,0 +1,94 @@
+/**
+ * Sandbox benchmark: what the sandbox adds to starting a CLI. `true` is started and waited for,
+ * bare (spawned as the core lane spawns a CLI without a sandbox) and sandboxed (the command line
+ * `Sandbox.wrap` gives a run, the per-run preparation included: the session's folders, the
+ * workspace check, the binary's lookup), alternating one and the other so that drift on a shared
+ * machine hits both alike. Prints one JSON line with p50/p99 of each and the difference at p50,
+ * against the target of 10 ms; progress goes to stderr.
+ *
+ * Usage: npm run bench -- sandbox [--quick]   (--quick: 50 rounds instead of 500)
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import pino from 'pino';
+import { createSandbox } from '../src/backends/sandbox.js';
+import type { CliCommand } from '../src/backends/types.js';
+import { loadConfig } from '../src/config.js';
+
+const log = (message: string) => process.stderr.write(`[bench sandbox] ${message}\n`);
+const TARGET_ADDED_P50_MS = 10;
+const WARMUP = 10;
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+const round = (value: number) => Number(value.toFixed(2));
+
+/** Spawns the command as the core lane does (its own process group, stdin closed) and waits for its exit. */
+function startAndWait(cli: Pick<CliCommand, 'command' | 'args' | 'cwd' | 'env'>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cli.command} exited with ${code}`))));
+  });
+}
+
+export async function run(args: string[]): Promise<void> {
+  const rounds = args.includes('--quick') ? 50 : 500;
+  const base = mkdtempSync(join(tmpdir(), 'asm-bench-sandbox-'));
+  const workspace = join(base, 'workspace');
+  const config = loadConfig({ ASM_WORKSPACE_ROOT: base, ASM_SANDBOX_ROOT: join(base, 'sandbox') });
+  const sandbox = await createSandbox(config.sandbox, pino({ level: 'silent' }));
+  try {
+    mkdirSync(workspace);
+    const cli: CliCommand = { command: 'true', args: [], cwd: workspace, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, stdin: 'closed' };
+    const bare: number[] = [];
+    const sandboxed: number[] = [];
+    const measure = async (sample: number[] | null, sandboxedRun: boolean) => {
+      const started = performance.now();
+      await startAndWait(sandboxedRun ? await sandbox.wrap('ses_bench', cli) : cli);
+      sample?.push(performance.now() - started);
+    };
+    log(`warming up (${WARMUP} of each)`);
+    for (let i = 0; i < WARMUP; i++) {
+      await measure(null, false);
+      await measure(null, true);
+    }
+    log(`${rounds} rounds, bare and sandboxed alternating`);
+    for (let i = 0; i < rounds; i++) {
+      // Which one goes first alternates too, so neither always follows the other.
+      if (i % 2 === 0) {
+        await measure(bare, false);
+        await measure(sandboxed, true);
+      } else {
+        await measure(sandboxed, true);
+        await measure(bare, false);
+      }
+    }
+    bare.sort((a, b) => a - b);
+    sandboxed.sort((a, b) => a - b);
+    const added = percentile(sandboxed, 50) - percentile(bare, 50);
+    const result = {
+      bench: 'sandbox',
+      command: 'true',
+      sandbox: 'bwrap',
+      user: process.getuid?.() === 0 ? config.sandbox.user : 'the service user (user namespace)',
+      rounds,
+      bare_ms: { p50: round(percentile(bare, 50)), p99: round(percentile(bare, 99)) },
+      sandboxed_ms: { p50: round(percentile(sandboxed, 50)), p99: round(percentile(sandboxed, 99)) },
+      added_p50_ms: round(added),
+      target_added_p50_ms: TARGET_ADDED_P50_MS,
+      target_met: added < TARGET_ADDED_P50_MS,
+      machine: { cpus: cpus().length, load_avg_1m: round(loadavg()[0]!), node: process.version },
+    };
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await sandbox.release('ses_bench');
+    await sandbox.close();
+    rmSync(base, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,314 @@
+import { execFile, spawn } from 'node:child_process';
+import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { constants as os } from 'node:os';
+import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import type { SandboxSettings } from '../config.js';
+import { AsmError } from '../errors/kinds.js';
+import type { ProcessExit } from '../providers/types.js';
+import { EGRESS_PORT, EGRESS_SOCKET, EgressProxy, RELAY_SCRIPT } from './egress.js';
+import { SandboxDirs, type Account } from './sandbox-dirs.js';
+import { installFolders, mountArgs, nodePrefix, resolvConf, systemMounts, type Mount } from './sandbox-mounts.js';
+import { checkWorkingDirectory, spawnError } from './subprocess.js';
+import { shellQuote } from './surfaces.js';
+import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './types.js';
+
+/**
+ * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
+ *
+ *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
+ *       [setpriv --reuid=<user> … --]  sh -c '… "$@" …' sh  env --default-signal=…  <CLI> <args>
+ *
+ * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC. The network is the host's,
+ *   or, with ASM_SANDBOX_ALLOWED_HOSTS, a namespace of its own whose one way out is the egress proxy
+ *   (egress.ts): its relay then starts the CLI.
+ * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
+ *   /dev and /tmp; the Node.js that runs the service and the CLI's install folder read-only; the
+ *   operator's ASM_SANDBOX_READ_ONLY and ASM_SANDBOX_WRITABLE; the session's HOME, TMP and working
+ *   directory read-write, each at its own path. Nothing else of the host: not /run (sockets), /var,
+ *   /root or /home, the service's folder, or the other sessions. Secrets of /etc and the service's
+ *   own files (config.ts, SandboxSettings.hide) are masked where a mount would show them.
+ * - Where the service is root, bwrap runs as root (it must reach folders only root may, such as a CLI
+ *   installed under /root) and the CLI runs as ASM_SANDBOX_USER, without capabilities and with
+ *   no_new_privs: setpriv drops to it inside, after the mounts. Otherwise bwrap uses a user
+ *   namespace and the CLI runs as the service's user.
+ * - Signals: the service signals the CLI's whole process group (its interrupts, the stop escalation).
+ *   bwrap and the namespace's init (the `sh`, which bwrap waits for, so that it leaves no zombie and
+ *   ends only once the namespace is empty) run with those signals ignored, and the CLI gets them back
+ *   at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
+ *   exitOf reads back as that signal for the signals the service sends.
+ */
+
+/** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
+const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
+
+/**
+ * The signals whose 128 + N status exitOf reads back as a death by that signal: those the service
+ * sends a run (GROUP_SIGNALS and SIGKILL). Other statuses stay codes: CLIs exit with 128 + N for
+ * reasons of their own (gemini exits 145 for an HTTP 401).
+ */
+const SIGNALS_BY_STATUS = new Map(
+  [...GROUP_SIGNALS.split(','), 'KILL'].map((name) => [128 + os.signals[`SIG${name}` as NodeJS.Signals], `SIG${name}` as NodeJS.Signals]),
+);
+
+interface Tools {
+  bwrap: string;
+  env: string;
+  sh: string;
+  setsid: string;
+  /** Only where the service is root. */
+  setpriv?: string;
+}
+
+export class BwrapSandbox implements Sandbox {
+  readonly kind = 'bwrap';
+  private readonly outer: string[];
+  private readonly inner: string[];
+  private readonly system: { args: string[]; folders: string[] };
+  private readonly shared: Mount[];
+  /** The proxy variables of a restricted network. */
+  private readonly proxyEnv: string[];
+  /** The operator's and the service's files, and the other sessions' folders, wherever a mount would show them. */
+  private readonly hidden: string[];
+
+  private constructor(
+    private readonly settings: SandboxSettings,
+    private readonly tools: Tools,
+    private readonly account: Account | null,
+    private readonly dirs: SandboxDirs,
+    private readonly egress: EgressProxy | null,
+  ) {
+    const privileged = account !== null;
+    this.outer = [tools.env, `--ignore-signal=${GROUP_SIGNALS}`, tools.bwrap, '--unshare-pid', '--as-pid-1', '--unshare-ipc', '--die-with-parent'];
+    if (egress) this.outer.push('--unshare-net');
+    if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
+    this.inner = [
+      ...(privileged
+        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
+        : []),
+      // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
+      // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
+      tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
+      ...(egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : []),
+      // The shell exports PWD, which is not the CLI's to have.
+      tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`,
+    ];
+    this.system = systemMounts();
+    this.hidden = [...settings.hide, settings.root];
+    this.shared = [
+      { path: nodePrefix(), writable: false },
+      ...(resolvConf() ? [{ path: resolvConf()!, writable: false }] : []),
+      ...settings.readOnly.map((path) => ({ path, writable: false })),
+      ...settings.writable.map((path) => ({ path, writable: true })),
+      ...(egress ? [{ path: EGRESS_SOCKET, source: egress.socketPath, writable: true }] : []),
+    ];
+    const proxy = `http://127.0.0.1:${EGRESS_PORT}`;
+    this.proxyEnv = egress ? ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].flatMap((name) => ['--setenv', name, proxy]) : [];
+  }
+
+  /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
+  static async create(settings: SandboxSettings): Promise<BwrapSandbox> {
+    const root = process.getuid!() === 0;
+    const tools: Tools = {
+      bwrap: tool('bwrap', 'install bubblewrap (Debian: apt-get install bubblewrap)'),
+      env: tool('env', 'install coreutils 8.31 or later'),
+      sh: tool('sh', 'install a POSIX shell'),
+      setsid: tool('setsid', 'install util-linux'),
+      setpriv: root ? tool('setpriv', 'install util-linux') : undefined,
+    };
+    const account = root ? await accountOf(settings.user) : null;
+    const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
+    await dirs.init();
+    const egress = settings.allowedHosts.length ? await EgressProxy.start(join(settings.root, 'egress.sock'), settings.allowedHosts) : null;
+    return new BwrapSandbox(settings, tools, account, dirs, egress);
+  }
+
+  /** The account CLIs run as: ASM_SANDBOX_USER where the service is root, the service's own otherwise. */
+  get user(): string {
+    return this.account ? `${this.settings.user} (${this.account.uid}:${this.account.gid})` : `the service's (uid ${process.getuid!()})`;
+  }
+
+  async check(): Promise<void> {
+    const sessionId = `check-${process.pid}`;
+    try {
+      const { home } = await this.dirs.folders(sessionId);
+      const cli = await this.wrap(sessionId, { command: 'true', args: [], cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'closed' });
+      const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((done) => {
+        const child = spawn(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (chunk) => (stderr += chunk));
+        child.on('error', (err) => done({ code: null, stderr: err.message }));
+        child.on('close', (code) => done({ code, stderr }));
+      });
+      if (code !== 0) throw new Error(stderr.trim() || `bwrap exited with status ${code}`);
+    } catch (err) {
+      throw new Error(
+        `ASM_SANDBOX=bwrap: the sandbox does not work here: ${(err as Error).message}. Install bubblewrap and, for a service that is not root, allow unprivileged user namespaces; or set ASM_SANDBOX=none to run agent CLIs without a sandbox (only where every tenant is trusted).`,
+      );
+    } finally {
+      await this.dirs.release(sessionId);
+    }
+  }
+
+  async wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand> {
+    checkWorkingDirectory(cli.cwd);
+    const binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
+    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary));
+    return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
+  }
+
+  /**
+   * A launcher script: the SDK runs it and signals that process alone, so the script starts the
+   * sandbox in a process group of its own (setsid), passes the signals it gets on to that group, and
+   * exits with the sandbox's status. It writes that group down, and `dispose` kills what is left of
+   * it: an SDK may SIGKILL the script, which no trap sees, and bwrap's --die-with-parent cannot kill
+   * a CLI that runs as another user (a parent's death signal obeys the kill permission).
+   */
+  async launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher> {
+    checkWorkingDirectory(cli.cwd);
+    // A binary that is not there stays the SDK's failure to report, as it is without a sandbox: the
+    // launcher runs it anyway, and the sandbox's exec fails.
+    let binary = cli.command;
+    let installs: string[] = [];
+    try {
+      binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
+      installs = installFolders(binary);
+    } catch {
+      // reported by the launcher's exit
+    }
+    const words = (await this.commandLine(sessionId, cli.cwd, binary, installs)).map(shellQuote).join(' ');
+    const path = this.dirs.launcherPath(sessionId, runId);
+    const groupFile = `${path}.group`;
+    const script = [
+      `#!${this.tools.sh}`,
+      '# One run of an agent CLI in ASM\'s sandbox (src/backends/bwrap.ts), started by an SDK.',
+      'exec 3<&0',
+      `${shellQuote(this.tools.setsid)} ${words} "$@" <&3 3<&- &`,
+      'sandbox=$!',
+      `echo "$sandbox" > ${shellQuote(groupFile)}`,
+      'exec 3<&-',
+      ...GROUP_SIGNALS.split(',').map((signal) => `trap 'kill -${signal} "-$sandbox" 2>/dev/null' ${signal}`),
+      'while :; do',
+      '  wait "$sandbox"; status=$?',
+      '  kill -0 "$sandbox" 2>/dev/null || exit "$status"',
+      'done',
+      '',
+    ].join('\n');
+    await writeFile(path, script, { mode: 0o700 });
+    const dispose = async () => {
+      const group = Number(await readFile(groupFile, 'utf8').catch(() => ''));
+      if (group > 1) signalGroup(group, 'SIGKILL');
+      await Promise.all([rm(path, { force: true }), rm(groupFile, { force: true })]);
+    };
+    return { command: path, env: cli.env, dispose };
+  }
+
+  sessions(): Promise<string[]> {
+    return this.dirs.sessions();
+  }
+
+  release(sessionId: string): Promise<void> {
+    return this.dirs.release(sessionId);
+  }
+
+  async close(): Promise<void> {
+    await this.egress?.close();
+  }
+
+  /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */
+  private async commandLine(sessionId: string, cwd: string, binary: string, installs: string[]): Promise<string[]> {
+    if (realpathSync(cwd) !== cwd) throw new AsmError('config_invalid', `working directory is reached through a symlink: ${cwd}`);
+    const { home, tmp } = await this.dirs.folders(sessionId);
+    await this.dirs.handOver(cwd);
+    const mounts: Mount[] = [
+      ...this.shared,
+      ...installs.map((path) => ({ path, writable: false })),
+      { path: home, writable: true },
+      { path: tmp, writable: true },
+      { path: cwd, writable: true },
+    ];
+    return [
+      ...this.outer,
+      ...this.system.args,
+      ...mountArgs(mounts, this.system.folders, this.hidden),
+      '--chdir', cwd,
+      '--setenv', 'HOME', home,
+      '--setenv', 'TMPDIR', tmp,
+      ...this.proxyEnv,
+      '--',
+      ...this.inner,
+      binary,
+    ];
+  }
+}
+
+/** An executable the sandbox needs, found on the service's PATH. */
+function tool(name: string, hint: string): string {
+  const found = onPath(name, process.env.PATH ?? '');
+  if (!found) throw new Error(`ASM_SANDBOX=bwrap needs ${name}, which is not on PATH: ${hint}; or set ASM_SANDBOX=none to run agent CLIs without a sandbox`);
+  return found;
+}
+
+function onPath(name: string, path: string): string | undefined {
+  for (const folder of path.split(delimiter)) {
+    if (!isAbsolute(folder)) continue;
+    const candidate = join(folder, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/** ASM_SANDBOX_USER as uid and gid: a user name, or `uid:gid`. The sandbox never runs a CLI as root. */
+async function accountOf(user: string): Promise<Account> {
+  const numeric = /^(\d+):(\d+)$/.exec(user);
+  let ids: { uid: number; gid: number };
+  if (numeric) {
+    ids = { uid: Number(numeric[1]), gid: Number(numeric[2]) };
+  } else {
+    const id = async (flag: string) => Number((await promisify(execFile)('id', [flag, user])).stdout.trim());
+    try {
+      ids = { uid: await id('-u'), gid: await id('-g') };
+    } catch {
+      throw new Error(`ASM_SANDBOX_USER: no user "${user}" on this host (the account agent CLIs run as where the service is root)`);
+    }
+  }
+  if (ids.uid === 0 || ids.gid === 0) throw new Error(`ASM_SANDBOX_USER: "${user}" is root; agent CLIs must run as an unprivileged user`);
+  return { ...ids, chown: tool('chown', 'install coreutils') };
+}
+
+/**
+ * The binary as the CLI would be started: an absolute path, found on the CLI's PATH like spawn
+ * would; a missing or non-executable one is the same cli_not_found error spawn gives.
+ */
+function locate(command: string, cwd: string, path: string): string {
+  const found = command.includes('/') ? resolve(cwd, command) : onPath(command, path);
+  if (!found || !existsSync(found)) throw spawnError(Object.assign(new Error('not found'), { code: 'ENOENT' }), command);
+  try {
+    accessSync(found, constants.X_OK);
+    if (!statSync(found).isFile()) throw new Error('not a file');
+  } catch (err) {
+    throw spawnError(Object.assign(err as Error, { code: 'EACCES' }), command);
+  }
+  return found;
+}
+
+/** Signals a process group that may be gone already. */
+function signalGroup(group: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-group, signal);
+  } catch {
+    // ESRCH: nothing left of it
+  }
+}
+
+/** The CLI's exit from bwrap's: status 128 + N is the CLI killed by signal N (SIGNALS_BY_STATUS). */
+function sandboxExit(exit: ProcessExit): ProcessExit {
+  const signal = exit.code === null ? undefined : SIGNALS_BY_STATUS.get(exit.code);
+  return signal ? { ...exit, code: null, signal } : exit;
+}

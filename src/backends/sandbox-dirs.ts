@@ -1,0 +1,123 @@
+import { execFile } from 'node:child_process';
+import { chmod, cp, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { AsmError } from '../errors/kinds.js';
+
+/**
+ * The folders sandboxes live on, under ASM_SANDBOX_ROOT:
+ *
+ *   <root>/<session id>/home             the session's HOME, a copy of ASM_SANDBOX_HOME_TEMPLATE to start with
+ *   <root>/<session id>/tmp              its TMPDIR
+ *   <root>/<session id>/launch-<run id>  the SDK lane's launcher of one run (never seen inside a sandbox)
+ *
+ * The root and the session folders are the service's (0700); HOME and TMP belong to the account the
+ * CLI runs as. A session's folders are made by its first run and kept until `release`, so the
+ * conversations the CLIs keep in HOME are there for the runs that continue them.
+ */
+
+/** The account a sandboxed CLI runs as, where it is not the service's own, and how to give it files. */
+export interface Account {
+  uid: number;
+  gid: number;
+  /** coreutils' chown, which walks a tree by directory descriptors, never through a symlink swapped in meanwhile. */
+  chown: string;
+}
+
+export interface SessionFolders {
+  home: string;
+  tmp: string;
+}
+
+/** Names that are safe as one path component. */
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export class SandboxDirs {
+  /** Each session's folders, made once per process (a second run waits for the first one's copy). */
+  private readonly made = new Map<string, Promise<SessionFolders>>();
+
+  constructor(
+    readonly root: string,
+    private readonly account: Account | null,
+    private readonly template: string | undefined,
+  ) {}
+
+  /** Makes the root, or checks the one that is there; throws an Error saying what is wrong with it. */
+  async init(): Promise<void> {
+    if (this.template && (this.root === this.template || this.root.startsWith(`${this.template}/`))) {
+      throw new Error(`ASM_SANDBOX_ROOT ${this.root} is inside ASM_SANDBOX_HOME_TEMPLATE ${this.template}, which is copied into every session's HOME`);
+    }
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    const root = await lstat(this.root);
+    if (!root.isDirectory()) throw new Error(`ASM_SANDBOX_ROOT ${this.root} is not a directory`);
+    if (root.uid !== process.getuid!()) {
+      throw new Error(`ASM_SANDBOX_ROOT ${this.root} belongs to uid ${root.uid}, not to the service: its owner could read every session's HOME`);
+    }
+    if (root.mode & 0o077) await chmod(this.root, 0o700);
+  }
+
+  sessionDir(sessionId: string): string {
+    return join(this.root, component(sessionId));
+  }
+
+  launcherPath(sessionId: string, runId: string): string {
+    return join(this.sessionDir(sessionId), `launch-${component(runId)}`);
+  }
+
+  /** The session's HOME and TMP, made by its first run. */
+  folders(sessionId: string): Promise<SessionFolders> {
+    let made = this.made.get(sessionId);
+    if (!made) {
+      made = this.make(sessionId);
+      this.made.set(sessionId, made);
+      made.catch(() => this.made.delete(sessionId));
+    }
+    return made;
+  }
+
+  async sessions(): Promise<string[]> {
+    return (await readdir(this.root, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+  }
+
+  async release(sessionId: string): Promise<void> {
+    this.made.delete(sessionId);
+    await rm(this.sessionDir(sessionId), { recursive: true, force: true });
+  }
+
+  /**
+   * Hands a workspace folder to the CLI's account, so the CLI can change its files: the folder and
+   * everything in it (symlinks themselves, never their targets: `chown -R -P -h`) are chowned, once,
+   * while the folder is not the account's yet. Files put there later by another account stay that account's. A
+   * folder every account may write already (such as /tmp) is left as it is.
+   */
+  async handOver(dir: string): Promise<void> {
+    if (!this.account) return;
+    const folder = await lstat(dir);
+    if (folder.uid === this.account.uid || folder.mode & 0o002) return;
+    const { uid, gid, chown } = this.account;
+    await promisify(execFile)(chown, ['-R', '-P', '-h', `${uid}:${gid}`, '--', dir]);
+  }
+
+  private async make(sessionId: string): Promise<SessionFolders> {
+    const dir = this.sessionDir(sessionId);
+    const folders = { home: join(dir, 'home'), tmp: join(dir, 'tmp') };
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const fresh = await mkdir(folders.home, { mode: 0o700 }).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'EEXIST') return false;
+        throw err;
+      },
+    );
+    if (fresh && this.template) await cp(this.template, folders.home, { recursive: true, verbatimSymlinks: true });
+    await mkdir(folders.tmp, { recursive: true, mode: 0o700 });
+    await this.handOver(folders.home);
+    await this.handOver(folders.tmp);
+    return folders;
+  }
+}
+
+function component(id: string): string {
+  if (!ID.test(id)) throw new AsmError('config_invalid', `"${id}" cannot name a sandbox folder`);
+  return id;
+}
