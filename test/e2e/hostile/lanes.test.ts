@@ -61,8 +61,12 @@ describe('hostile tenant: runs only on run lanes', () => {
     const busy = await server.request('POST', '/v1/sessions', { provider: 'shell', max_concurrent_runs: 5 }, B);
     const hogs = await Promise.all([1, 2, 3].map(() => server.request('POST', `/v1/sessions/${busy.body.id}/runs`, { prompt: 'sleep 15' }, B)));
     const sessionA = await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'bulk' }, A);
-    const runA = await server.request('POST', `/v1/sessions/${sessionA.body.id}/runs`, { prompt: 'sleep 15' }, A);
-    await expect.poll(async () => (await server.request('GET', `/v1/runs/${runA.body.id}`, undefined, A)).body.state, { timeout: 10_000 }).toBe('running');
+    const runA = await server.request('POST', `/v1/sessions/${sessionA.body.id}/runs`, { prompt: 'echo started; sleep 15' }, A);
+    // Interrupted once its command runs: a SIGINT that lands while the sandbox is still starting the
+    // shell is lost to the start-up window (the stop escalation then takes the 5 s grace).
+    await expect
+      .poll(async () => (await server.request('GET', `/v1/runs/${runA.body.id}/events?after=0`, undefined, A)).body.events.some((e: any) => e.kind === 'assistant_delta'), { timeout: 10_000 })
+      .toBe(true);
     const started = Date.now();
     expect((await server.request('POST', `/v1/runs/${runA.body.id}/interrupt`, undefined, A)).status).toBe(202);
     expect((await server.app.sessions.waitForRun(runA.body.id, 10_000)).state).toBe('interrupted');

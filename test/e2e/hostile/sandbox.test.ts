@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BASE_ENV_NAMES } from '../../../src/providers/env.js';
 import { freePort } from '../../helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../../helpers/processes.js';
+import { tenant, tenantsFile } from '../../helpers/tenants.js';
 import { waitFor } from '../../helpers/wait.js';
 
 /**
@@ -19,6 +20,7 @@ import { waitFor } from '../../helpers/wait.js';
 
 const KEY_A = `key-a-${randomBytes(12).toString('hex')}`;
 const KEY_B = `key-b-${randomBytes(12).toString('hex')}`;
+const KEY_ADMIN = `key-admin-${randomBytes(12).toString('hex')}`;
 const PROVIDER_KEY = `sk-ant-${randomBytes(16).toString('hex')}`;
 const DB_PASSWORD = randomBytes(16).toString('hex');
 const KEYS_FILE_SECRET = randomBytes(16).toString('hex');
@@ -93,10 +95,13 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
     mkdirSync(join(workspace, 'project-b'));
     hiddenFile = join(workspace, 'project-b', '.deploy-token');
     writeFileSync(hiddenFile, HIDDEN_SECRET);
+    const granted = { providers: ['shell'], workspace_root: workspace };
+    const operator = tenant('operator', KEY_ADMIN, { role: 'admin' });
     server = await serve({
       ASM_WORKSPACE_ROOT: workspace,
       ASM_SANDBOX_HIDE: hiddenFile,
-      ASM_API_KEYS: `${KEY_A}:tenant-a,${KEY_B}:tenant-b`,
+      // Both tenants may run shell, in one workspace root: what keeps them apart here is the sandbox.
+      ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEY_A, granted), tenant('tenant-b', KEY_B, granted), operator]),
       ANTHROPIC_API_KEY: PROVIDER_KEY,
       DATABASE_URL: `postgres://asm:${DB_PASSWORD}@db.internal:5432/asm`,
       ASM_KEYS_FILE: keysFile,
@@ -194,7 +199,7 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
   it('reports the sandbox in /readyz and GET /v1/nodes', async () => {
     const ready = await call(server.url, null, 'GET', '/readyz');
     expect(ready.body.checks.sandbox).toBe('bwrap');
-    const nodes = await call(server.url, KEY_A, 'GET', '/v1/nodes');
+    const nodes = await call(server.url, KEY_ADMIN, 'GET', '/v1/nodes');
     expect(nodes.body.nodes.map((n: any) => n.sandbox)).toEqual(['bwrap']);
   });
 });
