@@ -11,6 +11,11 @@ COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
+# The sandbox around every agent CLI (README "Sandbox"): bubblewrap, and setpriv (util-linux) to drop
+# to ASM_SANDBOX_USER. bwrap needs user namespaces, which Docker's default seccomp profile refuses:
+# run with --security-opt seccomp=unconfined (or a profile allowing unshare/clone of namespaces), or
+# say ASM_SANDBOX=none explicitly and rely on the container alone.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap util-linux && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production \
     ASM_HOST=0.0.0.0 \
     ASM_PORT=8787 \
