@@ -9,8 +9,8 @@ export interface ActiveRun {
   events: AsmEvent[];
   /** Its terminal event is recorded (or it was fenced): nothing more is written for it. */
   ended: boolean;
-  /** Bytes of output (event payloads, as JSON) recorded so far, against ASM_MAX_RUN_OUTPUT_BYTES. */
-  outputBytes: number;
+  /** Bytes of output (event payloads, as JSON) the run may still produce: its limit, counted down. */
+  outputLeft: number;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
   checkedLapses: number;
 }

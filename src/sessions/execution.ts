@@ -105,7 +105,7 @@ export class RunExecutor {
       return this.outcome(runId);
     }
 
-    const active: ActiveRun = { events: [], ended: false, outputBytes: 0, checkedLapses: cluster.heartbeatLapses() };
+    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
@@ -165,8 +165,8 @@ export class RunExecutor {
       await recorder.finish(run, active.events, event);
       return;
     }
-    active.outputBytes += Buffer.byteLength(JSON.stringify(event.payload));
-    if (active.outputBytes > this.outputLimit(run)) return this.stopOverQuota(run, active);
+    active.outputLeft -= Buffer.byteLength(JSON.stringify(event.payload));
+    if (active.outputLeft < 0) return this.stopOverQuota(run, active);
     // The approval exists before its event does: a client that answers the event at once finds it.
     if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
     const stored = await recorder.append(run, event.kind, event.payload);
