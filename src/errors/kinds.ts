@@ -50,6 +50,8 @@ export const ERROR_KINDS = {
   provider_error: { domain: 'provider', http: 502, retryable: false },
   user_cancelled: { domain: 'runtime', http: 409, retryable: false },
   approval_denied: { domain: 'approval', http: 409, retryable: false },
+  /** A run's agent used a tool outside its allowed_tools; the run was stopped. */
+  guardrail_blocked: { domain: 'guardrail', http: 403, retryable: false },
   /** The process executing a run stopped heartbeating (crash, partition); the run's CLI is gone with it. */
   node_lost: { domain: 'runtime', http: 502, retryable: true },
   unknown: { domain: 'runtime', http: 500, retryable: false },

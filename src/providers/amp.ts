@@ -144,7 +144,10 @@ const amp: ProviderDefinition = {
   env: ['AMP_API_KEY', 'AMP_URL'],
   defaultQueue: 'prompt',
   capabilities: ['interrupt', 'continuation', 'usage'],
-  permissionModes: ['default', 'dangerously-allow-all'],
+  // amp has no mode that lets edits through but asks for the rest, nor a plan mode (docs/protocols.md, "## Amp").
+  permissionModes: { default: 'default', bypass: 'dangerously-allow-all' },
+  nativePermissionModes: ['default', 'dangerously-allow-all'],
+  options: {},
   versionArgs: ['--version'],
   create: createAmpProcess,
 };

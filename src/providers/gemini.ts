@@ -6,7 +6,7 @@ import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProce
 /**
  * `gemini`: Gemini CLI in headless stream-json mode (docs/protocols.md, "## Gemini CLI"):
  *
- *   gemini --prompt=PROMPT --output-format stream-json --skip-trust [-m MODEL] [--approval-mode MODE] [--resume ID]
+ *   gemini --prompt=PROMPT --output-format stream-json --skip-trust [-m MODEL] [--approval-mode MODE] [--resume ID|latest]
  *
  * The prompt is the `--prompt=` value, never an argument of its own: a prompt that starts with "-"
  * must not become a flag. `--skip-trust`: headless mode in an untrusted folder exits 55 without it, and
@@ -15,7 +15,7 @@ import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProce
  *
  * Approvals: none in headless mode; the CLI turns every "ask" into a deny and does not even register
  * the shell and write tools unless the mode allows them. The session's permission_mode picks what is
- * allowed up front:
+ * allowed up front (normalized default, auto, bypass, plan):
  *   default   → (no flag)                  read-only tools; shell and writes are not registered
  *   auto_edit → --approval-mode auto_edit  edits and writes run; the shell stays unavailable
  *   yolo      → --approval-mode yolo       everything runs
@@ -118,7 +118,7 @@ function createGeminiProcess(input: ProviderRunInput): ProviderProcess {
       '--skip-trust',
       ...(input.model ? ['-m', input.model] : []),
       ...(input.permissionMode && input.permissionMode !== 'default' ? ['--approval-mode', input.permissionMode] : []),
-      ...(input.providerSessionId ? ['--resume', input.providerSessionId] : []),
+      ...(input.providerSessionId ? ['--resume', input.providerSessionId] : input.continueLatest ? ['--resume', 'latest'] : []),
     ],
     ...SIGNALLED_ONE_SHOT,
     onLine,
@@ -199,7 +199,10 @@ const gemini: ProviderDefinition = {
   ],
   defaultQueue: 'prompt',
   capabilities: ['interrupt', 'continuation', 'usage'],
-  permissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
+  permissionModes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
+  nativePermissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
+  // --resume latest. No flag for a system prompt, a turn limit or an effort (settings files only).
+  options: { continuation_latest: true },
   versionArgs: ['--version'],
   create: createGeminiProcess,
 };

@@ -66,7 +66,10 @@ const shell: ProviderDefinition = {
   env: [],
   defaultQueue: 'skill',
   capabilities: ['interrupt'],
-  permissionModes: [],
+  // Nothing asks: the command runs as given.
+  permissionModes: { default: 'default' },
+  nativePermissionModes: ['default'],
+  options: {},
   // sh has no version flag. Started bare with stdin at EOF it exits 0 at once, which proves it runs.
   versionArgs: [],
   create: createShellProcess,

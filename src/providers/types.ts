@@ -1,4 +1,5 @@
 import type { ProviderEvent } from '../schemas/events.js';
+import type { PermissionModeTable } from './permission-modes.js';
 
 /**
  * A provider is one file in this folder, or one folder with an index module, that default-exports a
@@ -15,9 +16,16 @@ export interface ProviderRunInput {
   /** Absolute, already validated against the workspace root. */
   cwd: string;
   model?: string;
+  /** The provider's native permission mode (permission-modes.ts resolved it); absent: the CLI's own default. */
   permissionMode?: string;
   /** The provider's own session id from an earlier run, to continue that conversation. */
   providerSessionId?: string;
+  /** Continue the CLI's most recent conversation (ProviderOptionSupport.continuation_latest); never with providerSessionId. */
+  continueLatest?: boolean;
+  /** Only the options the provider declares in ProviderDefinition.options reach it (agent-options.ts checks). */
+  systemPrompt?: string;
+  maxTurns?: number;
+  reasoningEffort?: string;
   /**
    * The complete environment the CLI will get (already filtered by the allowlist), so a provider can
    * refuse to start a CLI that would hang without its credentials (amp without AMP_API_KEY).
@@ -145,6 +153,16 @@ export interface SdkTurn {
   stop(): void;
 }
 
+/** Which of the seeds' session options a provider's CLI takes; anything else is refused naming the field. */
+export interface ProviderOptionSupport {
+  system_prompt?: boolean;
+  max_turns?: boolean;
+  /** The reasoning effort levels its CLI accepts. */
+  reasoning_effort?: readonly string[];
+  /** Continuation of the CLI's most recent conversation (`continuation: {strategy: "latest"}`). */
+  continuation_latest?: boolean;
+}
+
 export interface ProviderDefinition {
   name: string;
   displayName: string;
@@ -155,8 +173,15 @@ export interface ProviderDefinition {
   /** Queue lane for this provider's runs unless the session or run names one. */
   defaultQueue: string;
   capabilities: string[];
-  /** Accepted values of a session's permission_mode; empty means the field is not supported. */
-  permissionModes: string[];
+  /**
+   * The one permission-mode table: each normalized mode (permission-modes.ts) this provider has → its
+   * native mode. `default` is required; a mode it lacks is refused with config_invalid.
+   */
+  permissionModes: PermissionModeTable & { default: string };
+  /** Native modes accepted as provider_permission_mode (the escape hatch): the table's values and any others. */
+  nativePermissionModes: readonly string[];
+  /** The session options beyond the common ones that this provider passes to its CLI (agent-options.ts). */
+  options: ProviderOptionSupport;
   /** The SDK lane, for the providers whose vendor ships an SDK (claude, codex). */
   sdk?: ProviderSdk;
   /** Arguments that print the CLI's version, for discovery. */

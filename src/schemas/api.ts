@@ -45,6 +45,47 @@ export const ExecutionSurface = Type.Object(
 export type ExecutionSurface = Static<typeof ExecutionSurface>;
 const QueueName = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9_.-]+$' });
 
+// ---- agent options: given on a session, overridden per run ----
+
+const PermissionModeField = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  description:
+    'default | auto | bypass | plan, or an alias (accept_edits, delegate, dont_ask, auto_edit → auto; bypass_permissions, yolo, force, ' +
+    'dangerously_allow_all, dangerously_skip_permissions → bypass), case-insensitive. Each provider maps it to its own mode (README "Providers")',
+});
+const ProviderPermissionModeField = Type.String({ minLength: 1, maxLength: 64, description: "The provider's own mode name (escape hatch); see GET /v1/providers" });
+export const ApprovalPostureField = Type.Union([Type.Literal('manual'), Type.Literal('auto'), Type.Literal('none')], {
+  description: 'Without permission_mode: manual → default, auto → auto; none is refused (nobody would decide)',
+});
+const ToolName = Type.String({ minLength: 1, maxLength: 128 });
+const AllowedToolsField = Type.Array(ToolName, {
+  maxItems: 256,
+  description: "Guardrail: when not empty, a tool_use of any other tool (the provider's tool names) ends the run with guardrail_blocked",
+});
+
+/** The options a session sets for its runs and a run may override (session-options.ts resolves them). */
+const AgentOptionFields = {
+  model: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
+  permission_mode: Type.Optional(PermissionModeField),
+  provider_permission_mode: Type.Optional(ProviderPermissionModeField),
+  approval_posture: Type.Optional(ApprovalPostureField),
+  allowed_tools: Type.Optional(AllowedToolsField),
+  system_prompt: Type.Optional(Type.String({ minLength: 1, maxLength: 65_536, description: 'claude: --system-prompt; codex: developer instructions' })),
+  max_turns: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000, description: 'claude: --max-turns' })),
+  reasoning_effort: Type.Optional(Type.String({ minLength: 1, maxLength: 32, description: 'claude: low…max; codex: none…xhigh' })),
+};
+
+export const Continuation = Type.Union(
+  [
+    Type.Boolean({ description: "true (default): continue the session's conversation when it has one; false: a new one" }),
+    Type.Object({ strategy: Type.Literal('exact'), provider_session_id: Type.String({ minLength: 1, maxLength: 512 }) }, { additionalProperties: false }),
+    Type.Object({ strategy: Type.Literal('latest') }, { additionalProperties: false, description: "The CLI's most recent conversation (claude, gemini)" }),
+  ],
+  { description: 'Which provider conversation the run continues' },
+);
+export type Continuation = Static<typeof Continuation>;
+
 // ---- sessions ----
 
 export const CreateSessionBody = Type.Object(
@@ -55,8 +96,7 @@ export const CreateSessionBody = Type.Object(
     driver_opts: Type.Optional(DriverOpts),
     execution_surface: Type.Optional(ExecutionSurface),
     cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Relative to, and inside, the workspace root' })),
-    model: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
-    permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    ...AgentOptionFields,
     queue: Type.Optional(QueueName),
     max_concurrent_runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     max_queued_runs: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
@@ -79,7 +119,13 @@ export const Session = Type.Object({
   execution_surface: ExecutionSurface,
   cwd: Type.String({ description: 'Absolute working directory' }),
   model: Nullable(Type.String()),
-  permission_mode: Nullable(Type.String()),
+  permission_mode: Nullable(Type.String({ description: 'The normalized mode; null for a native mode none of them maps to' })),
+  provider_permission_mode: Type.String({ description: 'The mode the CLI is given' }),
+  approval_posture: Nullable(Type.String()),
+  allowed_tools: Type.Array(Type.String(), { description: 'The guardrail (empty: any tool)' }),
+  system_prompt: Nullable(Type.String()),
+  max_turns: Nullable(Type.Integer()),
+  reasoning_effort: Nullable(Type.String()),
   queue: Type.String(),
   max_concurrent_runs: Type.Integer(),
   max_queued_runs: Type.Integer(),
@@ -88,7 +134,9 @@ export const Session = Type.Object({
   metadata: Metadata,
   state: SessionState,
   provider_session_id: Nullable(Type.String()),
-  allowed_tools: Type.Array(Type.String(), { description: 'Tools allowed for the rest of the session (allow_for_session)' }),
+  granted_tools: Type.Array(Type.String(), {
+    description: 'Tools an allow_for_session decision allowed without asking for the rest of the session (always within allowed_tools)',
+  }),
   last_seq: Type.Integer({ minimum: 0 }),
   created_at: Timestamp,
   closed_at: Nullable(Timestamp),
@@ -134,7 +182,8 @@ export const CreateRunBody = Type.Object(
     driver_opts: Type.Optional(DriverOpts),
     execution_surface: Type.Optional(ExecutionSurface),
     queue: Type.Optional(QueueName),
-    continuation: Type.Optional(Type.Boolean({ description: "Resume the provider's own session (default true when one exists)" })),
+    ...AgentOptionFields,
+    continuation: Type.Optional(Continuation),
     metadata: Type.Optional(Metadata),
     wait: Type.Optional(Type.Boolean({ description: 'Answer with the final result instead of 202' })),
   },
@@ -286,7 +335,17 @@ export const ProviderInfo = Type.Object({
   enabled: Type.Boolean(),
   default_queue: Type.String(),
   capabilities: Type.Array(Type.String()),
-  permission_modes: Type.Array(Type.String()),
+  permission_modes: Type.Record(Type.String(), Type.String(), { description: 'Normalized permission mode → the native mode it runs as; absent modes are refused' }),
+  provider_permission_modes: Type.Array(Type.String(), { description: 'Native modes accepted as provider_permission_mode' }),
+  options: Type.Object(
+    {
+      system_prompt: Type.Boolean(),
+      max_turns: Type.Boolean(),
+      reasoning_effort: Type.Array(Type.String(), { description: 'Accepted levels; empty: not supported' }),
+      continuation_latest: Type.Boolean(),
+    },
+    { description: 'Which session options its CLI takes; the others are refused with config_invalid' },
+  ),
   lanes: Type.Array(Type.String(), { description: 'Backend lanes this provider has: core, and sdk where its vendor ships an SDK' }),
   sdk_available: Type.Boolean({ description: 'Whether the SDK package loads here (then lane auto runs on sdk)' }),
   sdk: Nullable(

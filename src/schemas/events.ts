@@ -118,6 +118,7 @@ export const LaneMetadata = Type.Object(
     capabilities: Type.Array(Type.String()),
     node: Type.String(),
     queue: Type.String(),
+    caller: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "The caller's metadata: the session's, overridden key by key by the run's" })),
   },
   { additionalProperties: true, $id: 'EventMetadata' },
 );

@@ -14,6 +14,7 @@ import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
 import type { RunRecorder } from './recorder.js';
+import { runAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
 
 export interface AdmissionDeps {
@@ -64,6 +65,8 @@ export class Admission {
     const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
     const surface = body.execution_surface ?? session.execution_surface;
     placement.assertSurface(surface, executionMode, observability);
+    const agent = runAgentOptions(provider, session, body);
+    const caller = { ...session.metadata, ...body.metadata };
 
     const runs = await store.runs.listBySession(sessionId);
     const { inFlight, waiting } = admissionState(runs);
@@ -92,12 +95,14 @@ export class Admission {
       dispatched: false,
       owner: null,
       interrupt_requested: false,
-      observability,
+      // The caller's metadata (the session's, then the run's) rides on every event, and so on the result.
+      observability: Object.keys(caller).length > 0 ? { ...observability, caller } : observability,
       options: {
         lane,
         execution_mode: executionMode,
         driver_opts: { ...session.driver_opts, ...(body.driver_opts ?? {}) },
         continuation: body.continuation ?? true,
+        agent,
         ...(remote && { remote }),
         ...(surface.kind !== 'local_subprocess' && { execution_surface: surface }),
       },

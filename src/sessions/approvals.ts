@@ -28,7 +28,7 @@ export class ApprovalBook {
 
   /**
    * Store the approval a backend asked for, before its event is appended, so a client that answers
-   * the event at once finds it. A tool the session allowed for the session is allowed at once.
+   * the event at once finds it. A tool granted for the session (allow_for_session) is allowed at once.
    */
   async record(run: RunRecord, payload: EventPayload<'approval_requested'>): Promise<void> {
     const { store, recorder, log } = this.deps;
@@ -49,7 +49,7 @@ export class ApprovalBook {
     // Its deadline lives in the record: the sweep expires it from whichever process is alive then.
     await recorder.durably(run.id, () => store.approvals.create(approval));
     const session = await store.sessions.get(run.session_id);
-    if (session?.allowed_tools.includes(payload.subject)) {
+    if (session?.granted_tools.includes(payload.subject)) {
       // Decided outside this event's turn of the run's chain, which the decision itself joins:
       // so its approval_resolved follows the approval_requested appended in this turn.
       void this.decide(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
@@ -76,20 +76,25 @@ export class ApprovalBook {
         });
       }
       if (await recorder.appendIfRunning(known.run_id, 'approval_resolved', { approval_id: approvalId, decision, reason })) {
-        if (decision === 'allow_for_session') await this.allowForSession(outcome.approval);
+        if (decision === 'allow_for_session') await this.grantForSession(outcome.approval);
         await this.toCli(known.run_id, approvalId, decision, reason);
       }
       return outcome.approval;
     });
   }
 
-  /** Later approvals for the same tool in this session are allowed without asking. */
-  private allowForSession(approval: ApprovalRecord): Promise<void> {
+  /**
+   * Later approvals for the same tool in this session are allowed without asking. A grant never
+   * widens a guardrail: a tool outside the run's non-empty allowed_tools is allowed this once only.
+   */
+  private async grantForSession(approval: ApprovalRecord): Promise<void> {
     const { store, cluster } = this.deps;
-    return withSessionLock(cluster, approval.session_id, async () => {
+    const guardrail = (await store.runs.get(approval.run_id))?.options.agent.allowed_tools ?? [];
+    if (guardrail.length > 0 && !guardrail.includes(approval.subject)) return;
+    await withSessionLock(cluster, approval.session_id, async () => {
       const session = await store.sessions.get(approval.session_id);
-      if (session && !session.allowed_tools.includes(approval.subject)) {
-        await store.sessions.update(session.id, { allowed_tools: [...session.allowed_tools, approval.subject] });
+      if (session && !session.granted_tools.includes(approval.subject)) {
+        await store.sessions.update(session.id, { granted_tools: [...session.granted_tools, approval.subject] });
       }
     });
   }

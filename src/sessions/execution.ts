@@ -11,8 +11,8 @@ import { workerPreflight } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { handOff } from '../nodes/hand-off.js';
 import { resolveBinary } from '../providers/registry.js';
-import type { ProviderDefinition } from '../providers/types.js';
-import type { ExecutionSurface } from '../schemas/api.js';
+import type { ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import type { Continuation, ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
@@ -116,7 +116,7 @@ export class RunExecutor {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);
       }
-      const continuing = run.options.continuation && session.provider_session_id !== null;
+      const { agent } = run.options;
       const backendRun = backend.start(
         {
           provider,
@@ -124,10 +124,12 @@ export class RunExecutor {
           sessionId: session.id,
           prompt: run.prompt,
           cwd,
-          model: session.model ?? undefined,
-          permissionMode: session.permission_mode ?? undefined,
-          providerSessionId: continuing ? session.provider_session_id! : undefined,
-          previousTotals: continuing ? session.provider_totals ?? undefined : undefined,
+          model: agent.model ?? undefined,
+          permissionMode: agent.provider_permission_mode,
+          ...(agent.system_prompt !== null && { systemPrompt: agent.system_prompt }),
+          ...(agent.max_turns !== null && { maxTurns: agent.max_turns }),
+          ...(agent.reasoning_effort !== null && { reasoningEffort: agent.reasoning_effort }),
+          ...conversationOf(run.options.continuation, session),
           binary: resolveBinary(provider, config.binaries),
           surface,
           env: buildCliEnv(process.env, provider.env, config.passEnv),
@@ -167,6 +169,8 @@ export class RunExecutor {
     }
     active.outputLeft -= Buffer.byteLength(JSON.stringify(event.payload));
     if (active.outputLeft < 0) return this.stopOverQuota(run, active);
+    const blocked = event.kind === 'tool_use' ? guardrailBlock(run.options.agent.allowed_tools, event.payload.tool_name) : null;
+    if (blocked) return this.stop(run, active, blocked);
     // The approval exists before its event does: a client that answers the event at once finds it.
     if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
     const stored = await recorder.append(run, event.kind, event.payload);
@@ -182,14 +186,19 @@ export class RunExecutor {
    * The run printed more than it may: it ends now with quota_exceeded, keeping the events recorded
    * so far (its result is their projection), and its CLI is stopped; what it prints meanwhile is dropped.
    */
-  private async stopOverQuota(run: RunRecord, active: ActiveRun): Promise<void> {
+  private stopOverQuota(run: RunRecord, active: ActiveRun): Promise<void> {
     const limit = this.outputLimit(run);
-    active.ended = true;
-    this.deps.log.warn({ runId: run.id, limit }, 'run exceeded its output limit; stopping it');
-    await this.deps.recorder.denyPendingApprovals(run.id);
     const error = new AsmError('quota_exceeded', `the run's output exceeded ${limit} bytes (ASM_MAX_RUN_OUTPUT_BYTES, or the tenant's output_bytes_per_run); it was stopped, and its events so far are kept`, {
       details: { quota: 'run_output_bytes', limit },
     });
+    return this.stop(run, active, error);
+  }
+
+  /** End the run now with `error`, keeping its events so far; its CLI is stopped and what it prints meanwhile is dropped. */
+  private async stop(run: RunRecord, active: ActiveRun, error: AsmError): Promise<void> {
+    active.ended = true;
+    this.deps.log.warn({ runId: run.id, kind: error.kind }, `stopping the run: ${error.message}`);
+    await this.deps.recorder.denyPendingApprovals(run.id);
     await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
     void active.backend?.interrupt('user').catch(() => undefined);
   }
@@ -224,6 +233,33 @@ export class RunExecutor {
     }
     return { run_id: runId, state: final.state };
   }
+}
+
+/**
+ * Which conversation a run continues (RunOptions.continuation): the session's own (true, when it has
+ * one), a fresh one (false), the one named (with the session's totals when it is the session's own,
+ * so its usage stays per run), or the CLI's latest.
+ */
+function conversationOf(continuation: Continuation, session: SessionRecord): Pick<ProviderRunInput, 'providerSessionId' | 'previousTotals' | 'continueLatest'> {
+  if (continuation === false) return {};
+  if (continuation === true) {
+    if (session.provider_session_id === null) return {};
+    return { providerSessionId: session.provider_session_id, previousTotals: session.provider_totals ?? undefined };
+  }
+  if (continuation.strategy === 'latest') return { continueLatest: true };
+  const own = continuation.provider_session_id === session.provider_session_id;
+  return { providerSessionId: continuation.provider_session_id, previousTotals: own ? session.provider_totals ?? undefined : undefined };
+}
+
+/**
+ * The allowed_tools guardrail: with a non-empty list, a tool_use of any other tool ends the run with
+ * guardrail_blocked. allow_for_session grants never widen it (approvals.ts grants only listed tools).
+ */
+function guardrailBlock(allowed: readonly string[], tool: string): AsmError | null {
+  if (allowed.length === 0 || allowed.includes(tool)) return null;
+  return new AsmError('guardrail_blocked', `the agent used the tool "${tool}", which is not in the run's allowed_tools (${allowed.join(', ')}); the run was stopped`, {
+    details: { tool_name: tool, allowed_tools: [...allowed] },
+  });
 }
 
 function interruptReasonOf(abortReason: unknown): InterruptReason {

@@ -13,6 +13,7 @@ import type { TenantDirectory } from '../tenants.js';
 import type { ControlRouter } from './control.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
+import { sessionAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
 import { waitForRun } from './wait-for-run.js';
 
@@ -57,14 +58,7 @@ export class SessionLifecycle {
       });
     }
     tenants.assertProvider(tenant, provider.name);
-    if (body.permission_mode !== undefined && !provider.permissionModes.includes(body.permission_mode)) {
-      throw badField(
-        'permission_mode',
-        provider.permissionModes.length
-          ? `must be one of ${provider.permissionModes.join(', ')} for ${provider.name}`
-          : `${provider.name} has no permission modes`,
-      );
-    }
+    const agentOptions = sessionAgentOptions(provider, body);
     const queue = body.queue ?? provider.defaultQueue;
     placement.assertRunQueue(queue);
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
@@ -81,8 +75,7 @@ export class SessionLifecycle {
       driver_opts: body.driver_opts ?? {},
       execution_surface: executionSurface,
       cwd: await resolveWorkspaceDir(tenants.get(tenant).workspaceRoot, body.cwd),
-      model: body.model ?? null,
-      permission_mode: body.permission_mode ?? null,
+      ...agentOptions,
       queue,
       max_concurrent_runs: body.max_concurrent_runs ?? SESSION_DEFAULTS.max_concurrent_runs,
       max_queued_runs: body.max_queued_runs ?? SESSION_DEFAULTS.max_queued_runs,
@@ -91,7 +84,7 @@ export class SessionLifecycle {
       metadata: body.metadata ?? {},
       state: 'open',
       provider_session_id: null,
-      allowed_tools: [],
+      granted_tools: [],
       last_seq: 0,
       created_at: new Date().toISOString(),
       closed_at: null,

@@ -1,6 +1,6 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from './paging.js';
-import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
+import type { Approval, Continuation, ExecutionSurface, Run, Session } from '../schemas/api.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -39,12 +39,24 @@ export interface RemoteOptions {
   [forwardCompatible: string]: unknown;
 }
 
+/** The agent options of a run: its session's, overridden by the run's own (sessions/run-options.ts). */
+export interface AgentRunOptions {
+  model: string | null;
+  permission_mode: string | null;
+  provider_permission_mode: string;
+  allowed_tools: string[];
+  system_prompt: string | null;
+  max_turns: number | null;
+  reasoning_effort: string | null;
+}
+
 /** What a run was asked to do, fixed at submit time (after session defaults and per-run overrides). */
 export interface RunOptions {
   lane: 'auto' | 'core' | 'sdk';
   execution_mode: 'local' | 'remote_node';
   driver_opts: Record<string, unknown>;
-  continuation: boolean;
+  continuation: Continuation;
+  agent: AgentRunOptions;
   /** Where the CLI is placed, when not a local subprocess (backends/surfaces.ts). */
   execution_surface?: ExecutionSurface;
   /** The effective remote payload (nodes/remote-options.ts), resolved at submit; absent for a local run. */

@@ -35,6 +35,13 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
       default_queue: def.defaultQueue,
       capabilities: def.capabilities,
       permission_modes: def.permissionModes,
+      provider_permission_modes: [...def.nativePermissionModes],
+      options: {
+        system_prompt: def.options.system_prompt === true,
+        max_turns: def.options.max_turns === true,
+        reasoning_effort: [...(def.options.reasoning_effort ?? [])],
+        continuation_latest: def.options.continuation_latest === true,
+      },
       lanes: def.sdk ? ['core', 'sdk'] : ['core'],
       sdk_available: sdk.available,
       sdk: def.sdk ? { package: def.sdk.package, runtime: sdk.runtime, capabilities: def.sdk.capabilities, error: sdk.error } : null,

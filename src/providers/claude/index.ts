@@ -34,7 +34,12 @@ const claude: ProviderDefinition = {
   ],
   defaultQueue: 'prompt',
   capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost'],
-  permissionModes: ['default', 'acceptEdits', 'bypassPermissions', 'plan', 'dontAsk', 'auto'],
+  // The one permission-mode table (permission-modes.ts). 'auto' (the classifier) and 'dontAsk' are
+  // reachable through provider_permission_mode.
+  permissionModes: { default: 'default', auto: 'acceptEdits', bypass: 'bypassPermissions', plan: 'plan' },
+  nativePermissionModes: ['default', 'acceptEdits', 'bypassPermissions', 'plan', 'dontAsk', 'auto'],
+  // --system-prompt, --max-turns, --effort, --continue (the SDK lane: the same as options).
+  options: { system_prompt: true, max_turns: true, reasoning_effort: ['low', 'medium', 'high', 'xhigh', 'max'], continuation_latest: true },
   sdk: {
     package: '@anthropic-ai/claude-agent-sdk',
     // The Agent SDK adds session control to what the CLI lane does.

@@ -11,7 +11,8 @@ import type { ClaudeLine } from './messages.js';
  * headless mode with approvals and clean interrupts:
  *
  *   claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio
- *          [--model M] [--permission-mode M] (--session-id <new uuid> | --resume <provider session id>)
+ *          [--model M] [--permission-mode M] [--system-prompt S] [--max-turns N] [--effort E]
+ *          (--session-id <new uuid> | --resume <provider session id> | --continue)
  *
  * On start we write an `initialize` control_request and the user turn to stdin. stdin stays open as
  * the control channel (approvals, interrupt) until the turn's result, then it is closed so the CLI exits.
@@ -37,9 +38,26 @@ export function explicitPermissionMode(input: ProviderRunInput): string | undefi
   return input.permissionMode && input.permissionMode !== 'default' ? input.permissionMode : undefined;
 }
 
+/** The session options as flags (the SDK lane passes the same as query options). */
+function optionArgs(input: ProviderRunInput): string[] {
+  return [
+    ...(input.systemPrompt !== undefined ? ['--system-prompt', input.systemPrompt] : []),
+    ...(input.maxTurns !== undefined ? ['--max-turns', String(input.maxTurns)] : []),
+    ...(input.reasoningEffort !== undefined ? ['--effort', input.reasoningEffort] : []),
+  ];
+}
+
+/**
+ * Which conversation: the one given (--resume), the cwd's most recent (--continue: its id comes with
+ * init), or a fresh one whose id we choose (--session-id), so it is known before the CLI prints init.
+ */
+function conversationArgs(input: ProviderRunInput, sessionId: string | undefined): string[] {
+  if (input.providerSessionId) return ['--resume', input.providerSessionId];
+  return input.continueLatest ? ['--continue'] : ['--session-id', sessionId!];
+}
+
 export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
-  // A fresh conversation gets its id from us (--session-id), so it is known before the CLI prints init.
-  const sessionId = input.providerSessionId ?? randomUUID();
+  const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : randomUUID());
   const map = createClaudeMapper(input);
   const permissionMode = explicitPermissionMode(input);
   let interruptCount = 0;
@@ -49,7 +67,8 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       ...BASE_ARGS,
       ...(input.model ? ['--model', input.model] : []),
       ...(permissionMode ? ['--permission-mode', permissionMode] : []),
-      ...(input.providerSessionId ? ['--resume', sessionId] : ['--session-id', sessionId]),
+      ...optionArgs(input),
+      ...conversationArgs(input, sessionId),
     ],
     stdin: 'control',
     providerSessionId: sessionId,

@@ -15,7 +15,8 @@ import { explicitPermissionMode } from './process.js';
  *     pathToClaudeCodeExecutable  the configured CLI (SdkRunInput.binary)
  *     env                         the allowlisted environment (the SDK replaces, never merges, it)
  *     cwd, model, permissionMode  as on the core lane ('default' left to the CLI)
- *     sessionId | resume          a fresh id up front, or the conversation to continue
+ *     systemPrompt, maxTurns, effort   the session options, as the core lane's flags
+ *     sessionId | resume | continue    a fresh id up front, the conversation to continue, or the latest
  *     canUseTool                  approvals: each call is reported as an approval; decide() settles it
  *                                 with the same PermissionResult the core lane writes
  *     abortController             stop(): the SDK kills the CLI
@@ -42,7 +43,7 @@ interface PendingToolPermission {
 }
 
 export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (output: ProviderLineOutput) => void): SdkTurn {
-  const sessionId = input.providerSessionId ?? randomUUID();
+  const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : randomUUID());
   const map = createClaudeMapper(input);
   const permissionMode = explicitPermissionMode(input);
   const abort = new AbortController();
@@ -62,7 +63,10 @@ export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (outpu
       ...(input.model && { model: input.model }),
       ...(permissionMode && { permissionMode }),
       ...(permissionMode === 'bypassPermissions' && { allowDangerouslySkipPermissions: true }),
-      ...(input.providerSessionId ? { resume: sessionId } : { sessionId }),
+      ...(input.systemPrompt !== undefined && { systemPrompt: input.systemPrompt }),
+      ...(input.maxTurns !== undefined && { maxTurns: input.maxTurns }),
+      ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
+      ...(input.providerSessionId ? { resume: sessionId } : input.continueLatest ? { continue: true } : { sessionId }),
       abortController: abort,
       canUseTool: (toolName: string, toolInput: unknown, options: { suggestions?: PermissionUpdate[] }) =>
         new Promise((settle) => {

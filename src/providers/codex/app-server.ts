@@ -9,8 +9,8 @@ import type { Mode } from './modes.js';
  * `codex app-server` (docs/protocols.md, "## Codex"): JSON-RPC over stdio, one object per line, no
  * "jsonrpc" field.
  *   → initialize {clientInfo}          ← result            → initialized (notification)
- *   → thread/start {cwd, model, approvalPolicy, sandbox}   (or thread/resume {threadId, …} to continue)
- *   ← result {thread.id}               → turn/start {threadId, input:[{type:"text", text}]}
+ *   → thread/start {cwd, model, approvalPolicy, sandbox, developerInstructions}   (or thread/resume {threadId, …} to continue)
+ *   ← result {thread.id}               → turn/start {threadId, input:[{type:"text", text}], effort}
  *   ← notifications until turn/completed; stdin is then closed and the server exits.
  *   Approvals are server→client requests item/commandExecution/requestApproval and
  *   item/fileChange/requestApproval, answered with {id, result:{decision}}: allow → "accept",
@@ -94,7 +94,14 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     const result = message.result ?? {};
     switch (method) {
       case 'initialize': {
-        const thread = { cwd: input.cwd, approvalPolicy: mode.approvalPolicy, sandbox: mode.sandbox, ...(input.model && { model: input.model }) };
+        const thread = {
+          cwd: input.cwd,
+          approvalPolicy: mode.approvalPolicy,
+          sandbox: mode.sandbox,
+          ...(input.model && { model: input.model }),
+          // The session's system_prompt: added as developer instructions, codex's own stay.
+          ...(input.systemPrompt !== undefined && { developerInstructions: input.systemPrompt }),
+        };
         const open = input.providerSessionId
           ? request('thread/resume', { threadId: input.providerSessionId, ...thread })
           : request('thread/start', thread);
@@ -105,7 +112,13 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
         threadId = result.thread?.id ?? input.providerSessionId ?? null;
         return {
           providerSessionId: threadId ?? undefined,
-          write: [request('turn/start', { threadId, input: [{ type: 'text', text: input.prompt, text_elements: [] }] })],
+          write: [
+            request('turn/start', {
+              threadId,
+              input: [{ type: 'text', text: input.prompt, text_elements: [] }],
+              ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
+            }),
+          ],
         };
       case 'turn/start':
         turnId = result.turn?.id ?? turnId;

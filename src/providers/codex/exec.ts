@@ -5,7 +5,8 @@ import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js'
 import type { Mode } from './modes.js';
 
 /*
- * `codex exec --json --skip-git-repo-check [-m MODEL] <mode flags> [resume <thread id>] -- PROMPT`
+ * `codex exec --json --skip-git-repo-check [-m MODEL] <mode flags> [-c developer_instructions=…]
+ *  [-c model_reasoning_effort=…] [resume <thread id>] -- PROMPT`
  * (docs/protocols.md, "## Codex"). stdin is closed (/dev/null): exec reads a piped stdin to EOF before
  * it starts. The prompt follows `--`, so one that starts with "-" is not a flag. Interrupt: SIGINT,
  * after which exec prints no final event, so an exit after an interrupt is user_cancelled.
@@ -48,6 +49,15 @@ export function createExecMapper(input: ProviderRunInput): (line: ExecLine) => P
   };
 }
 
+/** The session options as `-c key=value` overrides; values are TOML, and a JSON string is one (DEL escaped too). */
+function execConfigArgs(input: ProviderRunInput): string[] {
+  const toml = (text: string) => JSON.stringify(text).replaceAll('\x7f', '\\u007f');
+  return [
+    ...(input.systemPrompt !== undefined ? ['-c', `developer_instructions=${toml(input.systemPrompt)}`] : []),
+    ...(input.reasoningEffort !== undefined ? ['-c', `model_reasoning_effort=${toml(input.reasoningEffort)}`] : []),
+  ];
+}
+
 export function createExecProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
   const map = createExecMapper(input);
   let interrupted = false;
@@ -59,6 +69,7 @@ export function createExecProcess(input: ProviderRunInput, mode: Mode): Provider
       '--skip-git-repo-check',
       ...(input.model ? ['-m', input.model] : []),
       ...mode.execArgs!,
+      ...execConfigArgs(input),
       ...(input.providerSessionId ? ['resume', input.providerSessionId] : []),
       '--',
       input.prompt,

@@ -2,7 +2,7 @@
 import type { ProviderDefinition, ProviderProcess, ProviderRunInput } from '../types.js';
 import { createAppServerProcess } from './app-server.js';
 import { createExecProcess } from './exec.js';
-import { MODES, modeOf } from './modes.js';
+import { MODES, modeOf, PERMISSION_MODES } from './modes.js';
 import { runCodexSdk } from './sdk.js';
 
 /**
@@ -25,7 +25,11 @@ const codex: ProviderDefinition = {
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
   defaultQueue: 'prompt',
   capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
-  permissionModes: Object.keys(MODES),
+  permissionModes: PERMISSION_MODES,
+  nativePermissionModes: Object.keys(MODES),
+  // developer instructions, the reasoning effort (thread/turn params on app-server, -c on exec); no
+  // turn limit, and no "latest" thread on app-server.
+  options: { system_prompt: true, reasoning_effort: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'] },
   sdk: {
     package: '@openai/codex-sdk',
     // No approvals (exec cannot ask, see sdk.ts); the thread resumes by id.

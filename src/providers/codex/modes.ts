@@ -1,19 +1,21 @@
-/** Codex's permission modes: for each, the transport it runs on and its approval policy and sandbox. */
+/** Codex's permission modes: the normalized table, and for each native mode its transport, approval policy and sandbox. */
 import { AsmError } from '../../errors/kinds.js';
-import type { ProviderRunInput } from '../types.js';
+import type { ProviderDefinition, ProviderRunInput } from '../types.js';
 
 /*
- * permission_mode      transport    approval policy / sandbox                 can ask?
- * default              app-server   on-request, workspace-write               yes
- * read-only            app-server   on-request, read-only                     yes (anything that writes)
- * untrusted            app-server   untrusted, workspace-write                yes (all but trusted commands)
- * full-auto            exec         -s workspace-write -c approval_policy="never"   no
- * danger-full-access   exec         --dangerously-bypass-approvals-and-sandbox      no
+ * normalized  native (provider_permission_mode)  transport   approval policy / sandbox            can ask?
+ * default     read-only                          app-server  on-request, read-only                yes: any write, any escalation
+ * auto        full-auto                          app-server  on-request, workspace-write          yes: leaving the sandbox
+ * bypass      danger-full-access                 exec        --dangerously-bypass-approvals-and-sandbox   no
+ * plan        read-only-never                    exec        -s read-only -c approval_policy="never"      no: writes fail
+ * —           untrusted                          app-server  untrusted, workspace-write          yes: all but trusted commands
  *
- * Why two: `codex exec --json` cannot ask for approval at all (its policy is forced to never and an
- * escalation is refused without a trace in the JSONL), so every mode that may ask runs on
+ * Why two transports: `codex exec --json` cannot ask for approval at all (its policy is forced to
+ * never and an escalation is refused without a trace in the JSONL), so every mode that may ask runs on
  * `codex app-server`, where approvals are JSON-RPC requests. The modes that can never ask use exec:
- * one process per turn, nothing to hold open.
+ * one process per turn, nothing to hold open. codex 0.169 has no plan mode of its own on either
+ * transport (app-server's collaboration modes are experimental), so plan is a read-only sandbox
+ * where nothing may ask to leave it.
  */
 
 export interface Mode {
@@ -25,15 +27,22 @@ export interface Mode {
 }
 
 export const MODES: Record<string, Mode> = {
-  default: { transport: 'app-server', approvalPolicy: 'on-request', sandbox: 'workspace-write' },
   'read-only': { transport: 'app-server', approvalPolicy: 'on-request', sandbox: 'read-only' },
-  untrusted: { transport: 'app-server', approvalPolicy: 'untrusted', sandbox: 'workspace-write' },
-  'full-auto': { transport: 'exec', sandbox: 'workspace-write', execArgs: ['-s', 'workspace-write', '-c', 'approval_policy="never"'] },
+  'full-auto': { transport: 'app-server', approvalPolicy: 'on-request', sandbox: 'workspace-write' },
   'danger-full-access': { transport: 'exec', sandbox: 'danger-full-access', execArgs: ['--dangerously-bypass-approvals-and-sandbox'] },
+  'read-only-never': { transport: 'exec', sandbox: 'read-only', execArgs: ['-s', 'read-only', '-c', 'approval_policy="never"'] },
+  untrusted: { transport: 'app-server', approvalPolicy: 'untrusted', sandbox: 'workspace-write' },
+};
+
+export const PERMISSION_MODES: ProviderDefinition['permissionModes'] = {
+  default: 'read-only',
+  auto: 'full-auto',
+  bypass: 'danger-full-access',
+  plan: 'read-only-never',
 };
 
 export function modeOf(input: ProviderRunInput): Mode {
-  const mode = MODES[input.permissionMode ?? 'default'];
+  const mode = MODES[input.permissionMode ?? PERMISSION_MODES.default];
   if (!mode) throw new AsmError('config_invalid', `codex has no permission mode "${input.permissionMode}"`);
   return mode;
 }

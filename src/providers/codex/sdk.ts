@@ -8,11 +8,12 @@ import { modeOf } from './modes.js';
  * The Codex TypeScript SDK (docs/protocols.md, "## SDK lane") spawns `codex exec --experimental-json`
  * per turn, so its events are exec's and go through the exec mapper:
  *
- *   new Codex({codexPathOverride: <the configured CLI>, env: <the allowlisted environment>})
+ *   new Codex({codexPathOverride: <the configured CLI>, env: <the allowlisted environment>,
+ *              config: {developer_instructions: <system_prompt>}})
  *     .startThread(options) | .resumeThread(<provider session id>, options)
  *     .runStreamed(prompt, {signal})
  *   options: {model, workingDirectory: cwd, skipGitRepoCheck, sandboxMode: <the mode's sandbox>,
- *             approvalPolicy: "never"}
+ *             approvalPolicy: "never", modelReasoningEffort}
  *
  * exec cannot ask for approval (see modes.ts), so the SDK lane has no approvals: every permission
  * mode runs with its own sandbox and approval policy "never", which means a command the modes
@@ -39,13 +40,18 @@ export function runCodexSdk(module: unknown, input: SdkRunInput, report: (output
   const { sandbox } = modeOf(input);
   const map = createExecMapper(input);
   const abort = new AbortController();
-  const codex = new (module as CodexSdkModule).Codex({ codexPathOverride: input.binary, env: input.env });
+  const codex = new (module as CodexSdkModule).Codex({
+    codexPathOverride: input.binary,
+    env: input.env,
+    ...(input.systemPrompt !== undefined && { config: { developer_instructions: input.systemPrompt } }),
+  });
   const options = {
     ...(input.model && { model: input.model }),
     workingDirectory: input.cwd,
     skipGitRepoCheck: true,
     sandboxMode: sandbox,
     approvalPolicy: 'never',
+    ...(input.reasoningEffort !== undefined && { modelReasoningEffort: input.reasoningEffort }),
   };
   const thread = input.providerSessionId ? codex.resumeThread(input.providerSessionId, options) : codex.startThread(options);
 

@@ -1,0 +1,55 @@
+import { assertAgentOptions, assertContinuation } from '../providers/agent-options.js';
+import { defaultPermission, resolvePermission } from '../providers/permission-modes.js';
+import type { ProviderDefinition } from '../providers/types.js';
+import type { CreateRunBody, CreateSessionBody } from '../schemas/api.js';
+import type { AgentRunOptions, SessionRecord } from '../store/types.js';
+
+/**
+ * The agent options (model, permission mode, guardrail, system prompt, turn limit, reasoning effort):
+ * given on a session, overridden per run, key by key. Each layer is checked against its provider
+ * (permission-modes.ts, agent-options.ts), so what a provider lacks is refused when it is asked for,
+ * naming the field; a run gets its effective options fixed when it is submitted.
+ */
+
+export type SessionAgentFields = Pick<
+  SessionRecord,
+  'model' | 'permission_mode' | 'provider_permission_mode' | 'approval_posture' | 'allowed_tools' | 'system_prompt' | 'max_turns' | 'reasoning_effort'
+>;
+
+/** A new session's options, its provider's defaults where it gives none. */
+export function sessionAgentOptions(provider: ProviderDefinition, body: CreateSessionBody): SessionAgentFields {
+  assertAgentOptions(provider, body);
+  const permission = resolvePermission(provider, body) ?? defaultPermission(provider);
+  return {
+    model: body.model ?? null,
+    ...permission,
+    allowed_tools: dedupe(body.allowed_tools ?? []),
+    system_prompt: body.system_prompt ?? null,
+    max_turns: body.max_turns ?? null,
+    reasoning_effort: body.reasoning_effort ?? null,
+  };
+}
+
+/** A run's effective options: what the run gives, else what its session has. */
+export function runAgentOptions(provider: ProviderDefinition, session: SessionRecord, body: CreateRunBody): AgentRunOptions {
+  assertAgentOptions(provider, body);
+  assertContinuation(provider, body.continuation);
+  const permission = resolvePermission(provider, body) ?? sessionPermission(session);
+  return {
+    model: body.model ?? session.model,
+    permission_mode: permission.permission_mode,
+    provider_permission_mode: permission.provider_permission_mode,
+    allowed_tools: body.allowed_tools ? dedupe(body.allowed_tools) : session.allowed_tools,
+    system_prompt: body.system_prompt ?? session.system_prompt,
+    max_turns: body.max_turns ?? session.max_turns,
+    reasoning_effort: body.reasoning_effort ?? session.reasoning_effort,
+  };
+}
+
+function sessionPermission(session: SessionRecord): { permission_mode: string | null; provider_permission_mode: string } {
+  return { permission_mode: session.permission_mode, provider_permission_mode: session.provider_permission_mode };
+}
+
+function dedupe(names: string[]): string[] {
+  return [...new Set(names)];
+}
