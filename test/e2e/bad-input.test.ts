@@ -148,7 +148,15 @@ describe('bad input over HTTP', () => {
   describe('values the service refuses', () => {
     runCases([
       { name: 'unknown provider', method: 'POST', path: '/v1/sessions', body: { provider: 'gpt-9' }, status: 400, kind: 'bad_request', field: 'provider' },
-      { name: 'permission_mode claude does not have', method: 'POST', path: '/v1/sessions', body: { provider: 'claude', permission_mode: 'yolo' }, status: 400, kind: 'bad_request', field: 'permission_mode' },
+      { name: 'permission_mode shell does not have', method: 'POST', path: '/v1/sessions', body: { provider: 'shell', permission_mode: 'yolo' }, status: 400, kind: 'config_invalid', field: 'permission_mode' },
+      { name: 'permission_mode that is no mode', method: 'POST', path: '/v1/sessions', body: { provider: 'claude', permission_mode: 'sometimes' }, status: 400, kind: 'config_invalid', field: 'permission_mode' },
+      { name: 'provider_permission_mode claude does not have', method: 'POST', path: '/v1/sessions', body: { provider: 'claude', provider_permission_mode: 'yolo' }, status: 400, kind: 'config_invalid', field: 'provider_permission_mode' },
+      { name: 'approval_posture none', method: 'POST', path: '/v1/sessions', body: { provider: 'claude', approval_posture: 'none' }, status: 400, kind: 'config_invalid', field: 'approval_posture' },
+      { name: 'system_prompt for shell', method: 'POST', path: '/v1/sessions', body: { provider: 'shell', system_prompt: 'be brief' }, status: 400, kind: 'config_invalid', field: 'system_prompt' },
+      { name: 'max_turns for gemini', method: 'POST', path: '/v1/sessions', body: { provider: 'gemini', max_turns: 3 }, status: 400, kind: 'config_invalid', field: 'max_turns' },
+      { name: 'reasoning_effort codex does not take', method: 'POST', path: '/v1/sessions', body: { provider: 'codex', reasoning_effort: 'max' }, status: 400, kind: 'config_invalid', field: 'reasoning_effort' },
+      { name: 'permission_mode on a run', method: 'POST', path: '/v1/sessions/$session/runs', body: { prompt: 'echo x', permission_mode: 'plan' }, status: 400, kind: 'config_invalid', field: 'permission_mode' },
+      { name: 'continuation of a shell run', method: 'POST', path: '/v1/sessions/$session/runs', body: { prompt: 'echo x', continuation: { strategy: 'exact', provider_session_id: 'abc' } }, status: 400, kind: 'config_invalid', field: 'continuation' },
       { name: 'unknown queue on a session', method: 'POST', path: '/v1/sessions', body: { provider: 'shell', queue: 'express' }, status: 400, kind: 'bad_request', field: 'queue' },
       { name: 'unknown queue on a run', method: 'POST', path: '/v1/sessions/$session/runs', body: { prompt: 'echo x', queue: 'express' }, status: 400, kind: 'bad_request', field: 'queue' },
       { name: 'cwd "../.."', method: 'POST', path: '/v1/sessions', body: { provider: 'shell', cwd: '../..' }, status: 403, kind: 'forbidden', field: 'cwd' },

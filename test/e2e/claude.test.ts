@@ -153,7 +153,7 @@ describe.each(SERVER_MODES)('claude end to end, %s (fake CLI replaying real tran
     const first = await ws.event('approval_requested');
     await server.request('POST', `/v1/approvals/${first.payload.approval_id}`, { decision: 'allow_for_session' });
     await ws.event('result');
-    expect((await server.request('GET', `/v1/sessions/${s.id}`)).body.allowed_tools).toEqual(['Bash']);
+    expect((await server.request('GET', `/v1/sessions/${s.id}`)).body.granted_tools).toEqual(['Bash']);
 
     const second = await submit(s.id, 'create it again [fixture:c2-approve]');
     const auto = await ws.event('approval_resolved', (e) => e.run_id === second.id);

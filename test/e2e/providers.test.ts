@@ -60,15 +60,22 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
       binary: bin('codex'),
       installed: true,
       capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
-      permission_modes: ['default', 'read-only', 'untrusted', 'full-auto', 'danger-full-access'],
+      permission_modes: { default: 'read-only', auto: 'full-auto', bypass: 'danger-full-access', plan: 'read-only-never' },
+      provider_permission_modes: ['read-only', 'full-auto', 'danger-full-access', 'read-only-never', 'untrusted'],
+      options: { system_prompt: true, max_turns: false, reasoning_effort: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'], continuation_latest: false },
     });
-    expect(byName.gemini).toMatchObject({ capabilities: ['interrupt', 'continuation', 'usage'], permission_modes: ['default', 'auto_edit', 'yolo', 'plan'] });
-    expect(byName.amp).toMatchObject({ capabilities: ['interrupt', 'continuation', 'usage'], permission_modes: ['default', 'dangerously-allow-all'] });
-    expect((await server.request('POST', '/v1/sessions', { provider: 'gemini', permission_mode: 'bypassPermissions' })).status).toBe(400);
+    expect(byName.gemini).toMatchObject({
+      capabilities: ['interrupt', 'continuation', 'usage'],
+      permission_modes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
+    });
+    expect(byName.amp).toMatchObject({ capabilities: ['interrupt', 'continuation', 'usage'], permission_modes: { default: 'default', bypass: 'dangerously-allow-all' } });
+    const refused = await server.request('POST', '/v1/sessions', { provider: 'amp', permission_mode: 'plan' });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'permission_mode', provider: 'amp', mode: 'plan' } });
   });
 
   it('codex exec: a plain run, then a continuation that resumes the thread and reports its own usage', async () => {
-    const s = await session('codex', { permission_mode: 'full-auto' });
+    const s = await session('codex', { permission_mode: 'plan' });
     const first = await runAndWait(s.id, 'Say hello, then run: echo hello-from-shell');
     expect(first.state).toBe('completed');
     expect(first.result.text).toBe('Hello! Running the command now.\nThe command printed `hello-from-shell`. Done.');
@@ -85,7 +92,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
   });
 
   it('codex app-server: an approval allowed over REST reaches the CLI as "accept"', async () => {
-    const s = await session('codex', { permission_mode: 'read-only' });
+    const s = await session('codex', { permission_mode: 'default' });
     const ws = server.stream(`session_id=${s.id}&after=0`);
     const run = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Say hello, then create a file [fixture:x2-approve]' })).body;
     const requested = await ws.event('approval_requested');

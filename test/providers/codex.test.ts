@@ -29,12 +29,12 @@ function fakeCodex(prompt: string, overrides: Partial<BackendRunSpec> = {}) {
 
 describe('codex transports and argv', () => {
   it('runs app-server for the modes that may ask, exec for those that never do', () => {
-    for (const mode of [undefined, 'default', 'read-only', 'untrusted']) {
+    for (const mode of [undefined, 'read-only', 'full-auto', 'untrusted']) {
       const process = codex.create({ ...INPUT, permissionMode: mode });
       expect([process.args, process.stdin]).toEqual([['app-server'], 'control']);
     }
-    expect(codex.create({ ...INPUT, prompt: '-h', permissionMode: 'full-auto', model: 'gpt-5-codex' }).args).toEqual([
-      'exec', '--json', '--skip-git-repo-check', '-m', 'gpt-5-codex', '-s', 'workspace-write', '-c', 'approval_policy="never"', '--', '-h',
+    expect(codex.create({ ...INPUT, prompt: '-h', permissionMode: 'read-only-never', model: 'gpt-5-codex' }).args).toEqual([
+      'exec', '--json', '--skip-git-repo-check', '-m', 'gpt-5-codex', '-s', 'read-only', '-c', 'approval_policy="never"', '--', '-h',
     ]);
     const resumed = codex.create({ ...INPUT, permissionMode: 'danger-full-access', providerSessionId: X1_THREAD });
     expect(resumed.args).toEqual(['exec', '--json', '--skip-git-repo-check', '--dangerously-bypass-approvals-and-sandbox', 'resume', X1_THREAD, '--', 'hi']);
@@ -42,7 +42,7 @@ describe('codex transports and argv', () => {
   });
 
   it('classifies failed turns by their message', () => {
-    const failed = (message: string) => codex.create({ ...INPUT, permissionMode: 'full-auto' }).onLine(JSON.stringify({ type: 'turn.failed', error: { message } })).events![0].payload;
+    const failed = (message: string) => codex.create({ ...INPUT, permissionMode: 'read-only-never' }).onLine(JSON.stringify({ type: 'turn.failed', error: { message } })).events![0].payload;
     expect(failed('Missing environment variable: `OPENAI_API_KEY`.')).toMatchObject({ kind: 'auth_error' });
     expect(failed('unexpected status 401 Unauthorized')).toMatchObject({ kind: 'auth_error' });
     expect(failed('unexpected status 429 Too Many Requests')).toMatchObject({ kind: 'rate_limit' });
@@ -51,7 +51,7 @@ describe('codex transports and argv', () => {
   });
 
   it('keeps exec retries and warnings as raw, and names MCP tools', () => {
-    const process = codex.create({ ...INPUT, permissionMode: 'full-auto' });
+    const process = codex.create({ ...INPUT, permissionMode: 'read-only-never' });
     const retry = { type: 'error', message: 'Reconnecting... 2/5 (unexpected status 404)' };
     expect(process.onLine(JSON.stringify(retry)).events).toEqual([{ kind: 'raw', payload: { stream: 'stdout', content: retry } }]);
     const mcp = { id: 'item_4', type: 'mcp_tool_call', server: 'docs', tool: 'search', arguments: { q: 'x' }, result: null, error: { message: 'no index' }, status: 'failed' };
@@ -74,7 +74,7 @@ describe('codex transports and argv', () => {
 
 describe('codex exec on the fake CLI', () => {
   it('X1: reasoning, messages and a command, usage from the cumulative turn.completed', async () => {
-    const { spec } = fakeCodex('Say hello, then run: echo hello-from-shell', { permissionMode: 'full-auto' });
+    const { spec } = fakeCodex('Say hello, then run: echo hello-from-shell', { permissionMode: 'read-only-never' });
     const events = await runToEnd(spec);
     expect(kinds(events)).toEqual(['run_started', 'thinking', 'assistant_message', 'tool_use', 'tool_result', 'assistant_message', 'result']);
     expect(events[3].payload).toEqual({ tool_name: 'command_execution', tool_call_id: 'item_2', input: { command: "/bin/bash -lc 'echo hello-from-shell'" } });
@@ -93,7 +93,7 @@ describe('codex exec on the fake CLI', () => {
 
   it('resume: `exec resume <thread>`, and the run reports its share of the thread totals', async () => {
     const previousTotals = { input_tokens: 18240, output_tokens: 192, cache_read_input_tokens: 16128, cache_creation_input_tokens: 0, total_tokens: 18432 };
-    const { spec } = fakeCodex('Again [fixture:x1-resume]', { permissionMode: 'full-auto', providerSessionId: X1_THREAD, previousTotals });
+    const { spec } = fakeCodex('Again [fixture:x1-resume]', { permissionMode: 'read-only-never', providerSessionId: X1_THREAD, previousTotals });
     const events = await runToEnd(spec);
     expect((events[0].payload as { args: string[] }).args).toEqual(expect.arrayContaining(['resume', X1_THREAD]));
     expect(terminalOf(events).payload).toMatchObject({
@@ -103,13 +103,13 @@ describe('codex exec on the fake CLI', () => {
   });
 
   it('X1-failed: turn.failed → provider_error with the API body', async () => {
-    const error = terminalError(await runToEnd(fakeCodex('x [fixture:x1-failed]', { permissionMode: 'full-auto' }).spec));
+    const error = terminalError(await runToEnd(fakeCodex('x [fixture:x1-failed]', { permissionMode: 'read-only-never' }).spec));
     expect(error.kind).toBe('provider_error');
     expect(error.message).toContain('invalid_request_error');
   });
 
   it('interrupt: SIGINT, no final event, exit 1 → user_cancelled', async () => {
-    const { events, endedInMs } = await interruptAfter(fakeCodex('slow [fixture:x1-interrupt]', { permissionMode: 'full-auto' }).spec, 'tool_use');
+    const { events, endedInMs } = await interruptAfter(fakeCodex('slow [fixture:x1-interrupt]', { permissionMode: 'read-only-never' }).spec, 'tool_use');
     expect(terminalError(events)).toMatchObject({ kind: 'user_cancelled' });
     expect(endedInMs).toBeLessThan(1_500);
   });

@@ -77,7 +77,7 @@ describe('ApprovalBook', () => {
     const first = await runAskingApproval('c2-approve');
     await rig.approvals.decide(first.approvalId, 'allow_for_session', null);
     expect((await rig.ended(first.run.id)).state).toBe('completed');
-    expect((await rig.store.sessions.get(first.sessionId))!.allowed_tools).toEqual(['Bash']);
+    expect((await rig.store.sessions.get(first.sessionId))!.granted_tools).toEqual(['Bash']);
 
     // Nobody decides this one: the session's allowance does.
     const second = await rig.submit(first.sessionId, 'create it again [fixture:c2-approve]');
@@ -88,6 +88,6 @@ describe('ApprovalBook', () => {
     expect(resolved.seq).toBeGreaterThan(requested.seq);
     expect(resolved.payload).toEqual({ approval_id: requested.payload.approval_id, decision: 'allow', reason: 'allowed_for_session' });
     expect(await rig.store.approvals.get(requested.payload.approval_id as string)).toMatchObject({ state: 'resolved', decision: 'allow', reason: 'allowed_for_session' });
-    expect((await rig.store.sessions.get(first.sessionId))!.allowed_tools).toEqual(['Bash']);
+    expect((await rig.store.sessions.get(first.sessionId))!.granted_tools).toEqual(['Bash']);
   });
 });

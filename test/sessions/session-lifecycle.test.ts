@@ -24,7 +24,10 @@ describe('SessionLifecycle.create', () => {
       max_concurrent_runs: SESSION_DEFAULTS.max_concurrent_runs,
       max_queued_runs: SESSION_DEFAULTS.max_queued_runs,
       approval_timeout_ms: SESSION_DEFAULTS.approval_timeout_ms,
+      permission_mode: 'default',
+      provider_permission_mode: 'default',
       allowed_tools: [],
+      granted_tools: [],
       provider_session_id: null,
       last_seq: 0,
       closed_at: null,
@@ -37,7 +40,13 @@ describe('SessionLifecycle.create', () => {
     const unknown = await refusal(rig.lifecycle.create(TENANT, { provider: 'nope' }));
     expect(unknown).toMatchObject({ kind: 'bad_request', details: { field: 'provider' } });
     expect(unknown.message).toContain('claude');
-    expect(await refusal(rig.lifecycle.create(TENANT, { provider: 'claude', permission_mode: 'yolo' }))).toMatchObject({ details: { field: 'permission_mode' } });
+    expect(await refusal(rig.lifecycle.create(TENANT, { provider: 'claude', permission_mode: 'full-auto' }))).toMatchObject({
+      kind: 'config_invalid',
+      details: { field: 'permission_mode', provider: 'claude', mode: 'full-auto' },
+    });
+    expect(await refusal(rig.lifecycle.create(TENANT, { provider: 'claude', reasoning_effort: 'ultra' }))).toMatchObject({
+      details: { field: 'reasoning_effort', provider: 'claude' },
+    });
     expect(await refusal(rig.lifecycle.create(TENANT, { provider: 'claude', queue: 'no-such-lane' }))).toMatchObject({ details: { field: 'queue' } });
     expect(await refusal(rig.lifecycle.create(TENANT, { provider: 'claude', cwd: '../..' }))).toMatchObject({ kind: 'forbidden', details: { field: 'cwd' } });
     rig.config.disabledProviders.add('claude');
