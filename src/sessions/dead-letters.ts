@@ -3,6 +3,7 @@ import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import type { CreateRunBody } from '../schemas/api.js';
 import type { RunRecord, Store } from '../store/types.js';
 import { EXECUTE_RUN } from './commands.js';
+import { agentOptionsBody } from './run-options.js';
 
 export interface DeadLettersDeps {
   engine: LaneEngine;
@@ -48,6 +49,7 @@ export class DeadLetters {
       execution_mode: failed.options.execution_mode,
       driver_opts: failed.options.driver_opts,
       continuation: failed.options.continuation,
+      ...agentOptionsBody(failed.options.agent),
       metadata: { ...failed.metadata, retry_of: failed.id },
     });
     await engine.deleteDeadLetter(id);

@@ -46,6 +46,18 @@ export function runAgentOptions(provider: ProviderDefinition, session: SessionRe
   };
 }
 
+/** A run's effective options as the body of a run that repeats it (a dead letter's retry). */
+export function agentOptionsBody(agent: AgentRunOptions): Partial<CreateRunBody> {
+  return {
+    ...(agent.model !== null && { model: agent.model }),
+    provider_permission_mode: agent.provider_permission_mode,
+    allowed_tools: agent.allowed_tools,
+    ...(agent.system_prompt !== null && { system_prompt: agent.system_prompt }),
+    ...(agent.max_turns !== null && { max_turns: agent.max_turns }),
+    ...(agent.reasoning_effort !== null && { reasoning_effort: agent.reasoning_effort }),
+  };
+}
+
 function sessionPermission(session: SessionRecord): { permission_mode: string | null; provider_permission_mode: string } {
   return { permission_mode: session.permission_mode, provider_permission_mode: session.provider_permission_mode };
 }
