@@ -169,8 +169,6 @@ export class RunExecutor {
     }
     active.outputLeft -= Buffer.byteLength(JSON.stringify(event.payload));
     if (active.outputLeft < 0) return this.stopOverQuota(run, active);
-    const blocked = event.kind === 'tool_use' ? guardrailBlock(run.options.agent.allowed_tools, event.payload.tool_name) : null;
-    if (blocked) return this.stop(run, active, blocked);
     // The approval exists before its event does: a client that answers the event at once finds it.
     if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
     const stored = await recorder.append(run, event.kind, event.payload);
@@ -180,6 +178,9 @@ export class RunExecutor {
       await recorder.durably(run.id, () => store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
       if (providerSessionId) await recorder.durably(run.id, () => store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
     }
+    // The tool_use stays in the record, followed by the error that ends the run.
+    const blocked = event.kind === 'tool_use' ? guardrailBlock(run.options.agent.allowed_tools, event.payload.tool_name) : null;
+    if (blocked) await this.stop(run, active, blocked);
   }
 
   /**
