@@ -5,13 +5,13 @@ import { stopProcessesWith, untilRunning, useServiceRig } from './harness.js';
 
 /**
  * Codex on its other transport, `codex exec --json`, which the codex provider uses for the
- * permission modes that can never ask (full-auto, danger-full-access): the real CLI through the
+ * permission modes that can never ask (bypass, plan): the real CLI through the
  * service against the model server. The app-server transport has its own file (codex.test.ts).
  */
 
 const ctx = useServiceRig('codex');
 const rig = ctx.rig;
-const EXEC = { permission_mode: 'full-auto' };
+const EXEC = { permission_mode: 'bypass' };
 const markers: string[] = [];
 
 afterEach(() => {

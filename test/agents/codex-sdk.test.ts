@@ -18,7 +18,7 @@ describeThroughService('codex', {
 
 /**
  * The SDK runs `codex exec`, so its events must be exactly those of the core lane's exec transport
- * (permission_mode full-auto): the same scenario on both lanes, compared event by event.
+ * (permission_mode bypass): the same scenario on both lanes, compared event by event.
  */
 describe('codex, SDK lane against the core lane\'s exec transport', () => {
   const ctx = useServiceRig('codex');
@@ -49,7 +49,7 @@ describe('codex, SDK lane against the core lane\'s exec transport', () => {
     const out = {} as Record<'core' | 'sdk', unknown[]>;
     for (const lane of ['core', 'sdk'] as const) {
       turns();
-      const { events } = await ctx.rig.run(await ctx.rig.session({ lane, permission_mode: 'full-auto' }), prompt);
+      const { events } = await ctx.rig.run(await ctx.rig.session({ lane, permission_mode: 'bypass' }), prompt);
       out[lane] = essentials(events);
     }
     return out;

@@ -8,7 +8,8 @@ import { describeThroughService } from './service-scenarios.js';
 describeThroughService('gemini', {
   session: { model: GEMINI_MODEL },
   textKind: 'assistant_delta',
-  shellSession: { permission_mode: 'yolo' },
+  // bypass: only then is the shell tool registered (--approval-mode yolo); the interrupt scenario runs in it.
+  shellSession: { permission_mode: 'bypass' },
   approvals: 'cannot_ask',
   down: { kind: 'connection_failed', session: {} },
 });
