@@ -181,3 +181,25 @@ describe('caller metadata', () => {
     for (const event of all) expect(event.metadata.caller).toEqual(caller);
   });
 });
+
+describe('the agent options on the SDK lane', () => {
+  let sdkServer: TestServer;
+  beforeAll(async () => {
+    sdkServer = await startServer({ ASM_PASS_ENV: 'FAKE_ARGV_LOG' }, { sdks: true });
+  });
+  afterAll(() => sdkServer.close());
+
+  // The SDK sends the system prompt in its initialize request, not in argv, so it is not seen here.
+  it("claude: the Agent SDK is given them and renders them into the CLI's argv", async () => {
+    const body = { provider: 'claude', lane: 'sdk', permission_mode: 'auto', model: 'opus', system_prompt: 'Be terse.', max_turns: 4, reasoning_effort: 'max' };
+    const s = (await sdkServer.request('POST', '/v1/sessions', body)).body;
+    // The fake claude speaks the core lane's argv only, so the run fails; what matters is what the SDK started it with.
+    await sdkServer.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'hi', wait: true, continuation: { strategy: 'latest' } });
+    const argv = lastArgv('claude');
+    expect(argv.join(' ')).toMatch(/--permission-mode[= ]acceptEdits/);
+    expect(argv.join(' ')).toMatch(/--model[= ]opus/);
+    expect(argv.join(' ')).toMatch(/--max-turns[= ]4/);
+    expect(argv.join(' ')).toMatch(/--effort[= ]max/);
+    expect(argv).toContain('--continue');
+  });
+});

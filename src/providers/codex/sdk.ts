@@ -17,7 +17,8 @@ import { modeOf } from './modes.js';
  *
  * exec cannot ask for approval (see modes.ts), so the SDK lane has no approvals: every permission
  * mode runs with its own sandbox and approval policy "never", which means a command the modes
- * default, read-only and untrusted would have asked about is refused instead (the model is told).
+ * default and auto (natively read-only, full-auto, untrusted) would have asked about is refused
+ * instead (the model is told).
  * Sessions that need a person to approve use `lane: core` (codex app-server).
  *
  * Interrupt and stop are the SDK's abort (it SIGTERMs the CLI): exec has no gentler channel, and it
