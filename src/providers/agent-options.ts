@@ -1,5 +1,5 @@
 import { AsmError } from '../errors/kinds.js';
-import type { Continuation } from '../schemas/api.js';
+import type { Continuation } from '../schemas/agent-options.js';
 import type { ProviderDefinition } from './types.js';
 
 /**

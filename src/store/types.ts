@@ -1,6 +1,7 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from './paging.js';
-import type { Approval, Continuation, ExecutionSurface, Run, Session } from '../schemas/api.js';
+import type { Continuation } from '../schemas/agent-options.js';
+import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
