@@ -29,6 +29,8 @@ export interface AsmConfig {
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
+  /** Prometheus metrics on GET /metrics (ASM_METRICS, `on` or `off`); off, nothing is counted and the route is gone. */
+  metrics: boolean;
   /** How long a running run's writes wait for an unreachable store before the run fails. */
   outageMs: number;
   /** Distributed mode, when REDIS_URL is set: state in Redis, scheduling through BullMQ. */
@@ -258,6 +260,13 @@ function redisUrl(raw: string): string {
   return raw;
 }
 
+function onOff(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (!raw) return fallback;
+  if (raw !== 'on' && raw !== 'off') throw new ConfigError(name, `must be on or off, got "${raw}"`);
+  return raw === 'on';
+}
+
 export function loadConfig(env: Env = process.env): AsmConfig {
   const globalConcurrency = env.ASM_GLOBAL_CONCURRENCY ? int(env, 'ASM_GLOBAL_CONCURRENCY', 0, 1) : undefined;
   const workspaceRoot = resolve(env.ASM_WORKSPACE_ROOT || process.cwd());
@@ -293,6 +302,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     globalConcurrency,
     dlqSize: int(env, 'ASM_DLQ_SIZE', 1_000, 0),
     logLevel: env.ASM_LOG_LEVEL || 'info',
+    metrics: onOff(env, 'ASM_METRICS', true),
     outageMs: int(env, 'ASM_REDIS_OUTAGE_MS', 60_000, 0),
     redis: env.REDIS_URL
       ? {

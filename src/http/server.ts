@@ -9,6 +9,7 @@ import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
 import { registerBrowserSafety } from './browser-safety.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
+import { AsmMetrics } from './metrics.js';
 import { registerRateLimit } from './rate-limit.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { eventStreamRoutes } from './routes/events-ws.js';
@@ -49,6 +50,12 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     reply.header('x-request-id', request.id);
   });
   registerErrorHandling(fastify);
+  // One registry per server (metrics.ts); none at all with ASM_METRICS=off.
+  const metrics = app.config.metrics ? new AsmMetrics(app) : undefined;
+  if (metrics) {
+    fastify.addHook('onResponse', async (request, reply) => metrics.observeRequest(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime));
+    fastify.addHook('onClose', async () => metrics.close());
+  }
   // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
   await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
@@ -74,12 +81,12 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   });
   await fastify.register(swaggerUi, { routePrefix: '/docs' });
 
-  await fastify.register(systemRoutes, { app });
+  await fastify.register(systemRoutes, { app, metrics });
   await fastify.register(sessionRoutes, { app, prefix: '/v1' });
-  await fastify.register(runRoutes, { app, prefix: '/v1' });
+  await fastify.register(runRoutes, { app, metrics, prefix: '/v1' });
   await fastify.register(approvalRoutes, { app, prefix: '/v1' });
   await fastify.register(queueRoutes, { app, prefix: '/v1' });
-  await fastify.register(eventStreamRoutes, { app, prefix: '/v1' });
+  await fastify.register(eventStreamRoutes, { app, metrics, prefix: '/v1' });
   fastify.get('/openapi.json', { schema: { hide: true } }, async () => fastify.swagger());
   return fastify;
 }

@@ -8,6 +8,9 @@ import type { RunRecord, Store } from '../store/types.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import { projectResult, type ProjectableEvent } from './projection.js';
 
+/** Hears each event this process recorded: metrics count runs, approvals, tokens and cost from them (src/http/metrics.ts). */
+export type RecordedEventListener = (event: AsmEvent, run: RunRecord) => void;
+
 /** Long enough for one process to record a lost run's end before another may try. */
 const ORPHAN_CLAIM_MS = 60_000;
 
@@ -34,6 +37,7 @@ export class RunRecorder {
   /** The events of one run, serialised (run id → chain). */
   private readonly chains = new KeyedSerializer();
   private readonly endListeners: Array<(run: RunRecord) => void> = [];
+  private readonly eventListeners = new Set<RecordedEventListener>();
 
   constructor(private readonly deps: RunRecorderDeps) {
     this.store = deps.store;
@@ -47,15 +51,23 @@ export class RunRecorder {
     this.endListeners.push(listener);
   }
 
+  /** Called after each event this process records, with the run as it stands (after a terminal event: ended); returns the unsubscribe. */
+  onEventRecorded(listener: RecordedEventListener): () => void {
+    this.eventListeners.add(listener);
+    return () => this.eventListeners.delete(listener);
+  }
+
   /** Work on a run's record and events, after whatever is already queued for that run. */
   serialize<T>(runId: string, work: () => Promise<T>): Promise<T> {
     return this.chains.run(runId, work);
   }
 
   /** Append a non-terminal event (call inside `serialize`). */
-  append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
+  async append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
     const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
-    return this.durably(run.id, () => this.store.events.append(event));
+    const stored = await this.durably(run.id, () => this.store.events.append(event));
+    this.announce(stored, run);
+    return stored;
   }
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
@@ -72,10 +84,22 @@ export class RunRecorder {
     const timestamp = new Date().toISOString();
     const provisional = envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
-    await this.durably(run.id, () => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
-    await this.durably(run.id, () => this.store.events.append(provisional));
+    const ended = await this.durably(run.id, () => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
+    const stored = await this.durably(run.id, () => this.store.events.append(provisional));
     this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
+    this.announce(stored, ended);
     for (const listener of this.endListeners) listener(run);
+  }
+
+  /** An observer's mistake (metrics) never fails a run's write. */
+  private announce(event: AsmEvent, run: RunRecord): void {
+    for (const listener of this.eventListeners) {
+      try {
+        listener(event, run);
+      } catch (err) {
+        this.log.warn({ err, kind: event.kind }, 'an event observer failed');
+      }
+    }
   }
 
   /**

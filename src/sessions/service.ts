@@ -23,7 +23,7 @@ import { DeadLetters, type DlqViewer } from './dead-letters.js';
 import { RunExecutor } from './execution.js';
 import { Placement } from './placement.js';
 import { Quotas } from './quotas.js';
-import { RunRecorder } from './recorder.js';
+import { RunRecorder, type RecordedEventListener } from './recorder.js';
 import { SessionLifecycle } from './session-lifecycle.js';
 import { Sweeper } from './sweeps.js';
 import { waitForRun } from './wait-for-run.js';
@@ -61,6 +61,7 @@ export class SessionService {
   private readonly letters: DeadLetters;
   private readonly sweeper: Sweeper;
   private readonly acceptor: RemoteAcceptor | undefined;
+  private readonly recorder: RunRecorder;
 
   constructor(private readonly deps: SessionServiceDeps) {
     const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
@@ -68,6 +69,7 @@ export class SessionService {
     const active = this.active;
     this.commands = new CommandBus(engine);
     const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
+    this.recorder = recorder;
     const approvals = new ApprovalBook({ store, recorder, active, cluster, log });
     this.acceptor = config.worker
       ? new RemoteAcceptor({ config, store, cluster, providers, enqueue: (runId) => this.commands.submitRun(WORKER_LANE, runId) })
@@ -227,6 +229,11 @@ export class SessionService {
   }
 
   // ---------------------------------------------------------------- this process
+
+  /** Each event this process records, with its run (metrics); returns the unsubscribe. */
+  onEventRecorded(listener: RecordedEventListener): () => void {
+    return this.recorder.onEventRecorded(listener);
+  }
 
   /** Runs executing in this process now. */
   activeRuns(): number {

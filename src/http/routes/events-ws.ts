@@ -8,6 +8,7 @@ import type { LaneEvent } from '../../lanes/types.js';
 import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import type { TenantRole } from '../../tenants.js';
+import type { AsmMetrics } from '../metrics.js';
 import { followOwnQueueEvents } from '../queue-events.js';
 import { followEvents } from '../replay.js';
 import { fromFastifyError } from '../../errors/from-fastify.js';
@@ -60,13 +61,16 @@ class EventStreamConnection {
   private readonly tenantOfSession = new Map<string, string | undefined>();
   private heartbeat: NodeJS.Timeout;
   private alive = true;
+  private readonly uncount: () => void;
 
   constructor(
     private readonly socket: WebSocket,
     private readonly app: AsmApp,
     private readonly tenant: string,
     private readonly role: TenantRole,
+    private readonly metrics: AsmMetrics | undefined,
   ) {
+    this.uncount = metrics?.streamOpened('websocket') ?? (() => {});
     socket.on('message', (data) => void this.onFrame(data.toString()));
     socket.on('pong', () => (this.alive = true));
     socket.on('close', () => this.dispose());
@@ -181,6 +185,7 @@ class EventStreamConnection {
   private closeToResume(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    if (code === WS_CLOSE_SLOW_CONSUMER) this.metrics?.slowConsumerClosed('websocket');
     this.socket.close(code, JSON.stringify({ reason, last_seq: this.lastSeq }));
     this.dispose();
   }
@@ -207,6 +212,7 @@ class EventStreamConnection {
     this.closed = true;
     clearInterval(this.heartbeat);
     this.unsubscribe();
+    this.uncount();
   }
 }
 
@@ -223,7 +229,7 @@ function parseKinds(kinds: string | undefined): Set<EventKind> | undefined {
   return new Set(list as EventKind[]);
 }
 
-export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMetrics }> = async (fastify, { app, metrics }) => {
   // One of the tenant's streams (its `connections` quota) is held before the upgrade, so the one over
   // it gets a 429 rather than a socket; it is let go when the connection closes, whatever ends it.
   const holdConnection = async (request: FastifyRequest) => {
@@ -232,7 +238,7 @@ export const eventStreamRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = asy
   };
   fastify.get('/events', { websocket: true, preHandler: holdConnection, schema: { tags: ['events'], querystring: EventStreamQuery, hide: true } }, (socket, request) => {
     const query = request.query as EventStreamQuery;
-    const connection = new EventStreamConnection(socket, app, request.tenant, request.role);
+    const connection = new EventStreamConnection(socket, app, request.tenant, request.role, metrics);
     let initial: Subscription;
     try {
       initial = { sessionId: query.session_id, runId: query.run_id, kinds: parseKinds(query.kinds), after: query.after, queueEvents: query.queue_events };

@@ -5,12 +5,13 @@ import type { AsmApp } from '../../app.js';
 import { badField } from '../../errors/kinds.js';
 import { EventPage, EventsQuery, isTerminalRunState, Run, RunParams } from '../../schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
+import type { AsmMetrics } from '../metrics.js';
 import { followEvents } from '../replay.js';
 import { errorResponses } from './sessions.js';
 
 const DEFAULT_PAGE = 100;
 
-export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMetrics }> = async (fastify, { app, metrics }) => {
   const { sessions, store, config } = app;
 
   fastify.get('/runs/:id', { schema: { tags: ['runs'], params: RunParams, response: { 200: Type.Ref(Run), ...errorResponses } } }, async (request) =>
@@ -51,7 +52,11 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fast
         const after = sseCursor(request.headers['last-event-id'], request.query.after);
         // Held before the stream starts (the one over the tenant's `connections` quota gets a 429), let go when it ends.
         const release = await sessions.holdConnection(request.tenant);
-        return streamSse(reply, app, run.session_id, run.id, after, release);
+        const uncount = metrics?.streamOpened('sse');
+        return streamSse(reply, app, run.session_id, run.id, after, () => {
+          release();
+          uncount?.();
+        });
       }
       const after = request.query.after ?? 0;
       const events = await store.events.read(run.session_id, { after, runId: run.id, limit });

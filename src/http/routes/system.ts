@@ -9,12 +9,13 @@ import { ErrorResponse, Health, NodeList, PageQuery, ProviderInfo, ProviderList,
 import { LaneMetadata } from '../../schemas/events.js';
 import { pageOf } from '../../store/paging.js';
 import { adminOnly } from '../auth.js';
+import type { AsmMetrics } from '../metrics.js';
 import { errorResponses, pageRequest } from './sessions.js';
 
 /** Probing a CLI spawns it, so discovery answers from a short-lived cache. */
 const PROBE_TTL_MS = 30_000;
 
-export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
+export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMetrics }> = async (fastify, { app, metrics }) => {
   const probes = new Map<string, { at: number; value: Promise<{ installed: boolean; version: string | null }> }>();
   const probe = (def: ProviderDefinition) => {
     const cached = probes.get(def.name);
@@ -131,53 +132,21 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (f
     return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind } };
   });
 
-  fastify.get(
-    '/metrics',
-    {
-      onRequest: adminOnly,
-      schema: { tags: ['health'], description: 'Prometheus text exposition. Admins only (403 for a tenant).', response: { 200: Type.String(), 401: Type.Ref(ErrorResponse), 403: Type.Ref(ErrorResponse) } },
-    },
-    async (_request, reply) => {
-      reply.type('text/plain; version=0.0.4');
-      return prometheus(app);
-    },
-  );
-};
-
-async function prometheus(app: AsmApp): Promise<string> {
-  const lines: string[] = [];
-  const metric = (name: string, type: string, help: string, samples: Array<[Record<string, string | number>, number]>) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) {
-      const rendered = Object.entries(labels).map(([k, v]) => `${k}="${String(v).replace(/["\\\n]/g, '_')}"`).join(',');
-      lines.push(`${name}${rendered ? `{${rendered}}` : ''} ${value}`);
-    }
-  };
-  const lanes = await app.engine.metrics();
-  const perLane = (pick: (m: (typeof lanes)[number]) => number) => lanes.map((m) => [{ lane: m.id }, pick(m)] as [Record<string, string>, number]);
-  metric('asm_lane_pending', 'gauge', 'Commands waiting in the lane', perLane((m) => m.pending));
-  metric('asm_lane_active', 'gauge', 'Commands running in the lane', perLane((m) => m.active));
-  metric('asm_lane_delayed', 'gauge', 'Retries waiting out their backoff', perLane((m) => m.delayed));
-  for (const [counter, pick] of [
-    ['submitted', (m: (typeof lanes)[number]) => m.submitted],
-    ['completed', (m: (typeof lanes)[number]) => m.completed],
-    ['failed', (m: (typeof lanes)[number]) => m.failed],
-    ['timeout', (m: (typeof lanes)[number]) => m.timeout],
-    ['retried', (m: (typeof lanes)[number]) => m.retried],
-    ['dead_lettered', (m: (typeof lanes)[number]) => m.deadLettered],
-    ['cancelled', (m: (typeof lanes)[number]) => m.cancelled],
-  ] as const) {
-    metric(`asm_lane_commands_${counter}_total`, 'counter', `Commands ${counter.replace('_', ' ')}`, perLane(pick));
+  if (metrics) {
+    fastify.get(
+      '/metrics',
+      {
+        onRequest: adminOnly,
+        schema: {
+          tags: ['health'],
+          description: 'Prometheus text exposition of this process (README "Observability"). Admins only (403 for a tenant). Absent with ASM_METRICS=off.',
+          response: { 200: Type.String(), 401: Type.Ref(ErrorResponse), 403: Type.Ref(ErrorResponse) },
+        },
+      },
+      async (_request, reply) => {
+        reply.type(metrics.contentType);
+        return metrics.render();
+      },
+    );
   }
-  metric(
-    'asm_lane_latency_ms',
-    'summary',
-    'Command execution time',
-    lanes.flatMap((m) =>
-      (['p50', 'p90', 'p95', 'p99'] as const).map((q) => [{ lane: m.id, quantile: Number(q.slice(1)) / 100 }, m.latencyMs[q]] as [Record<string, string | number>, number]),
-    ),
-  );
-  metric('asm_sessions', 'gauge', 'Sessions held by this process', [[{}, await app.store.sessions.count()]]);
-  metric('asm_up', 'gauge', '1 while the server accepts work', [[{}, app.isReady() ? 1 : 0]]);
-  return `${lines.join('\n')}\n`;
-}
+};
