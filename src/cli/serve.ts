@@ -1,6 +1,7 @@
 import { createApp } from '../app.js';
 import { loadConfig } from '../config.js';
 import { buildServer } from '../http/server.js';
+import { startTracing } from '../telemetry.js';
 import { stopOnSignals } from './signals.js';
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
@@ -13,6 +14,7 @@ export async function serveCommand(): Promise<number> {
   if (config.tenants.keyless && !LOOPBACK.has(config.host)) {
     throw new Error(`refusing to listen on ${config.host} without API keys: set ASM_TENANTS_FILE or ASM_API_KEYS, or bind 127.0.0.1`);
   }
+  const stopTracing = await startTracing();
   const app = await createApp(config);
   const server = await buildServer(app);
   await server.listen({ host: config.host, port: config.port });
@@ -21,6 +23,9 @@ export async function serveCommand(): Promise<number> {
     'ASM is serving',
   );
 
-  stopOnSignals(app, () => server.close());
+  stopOnSignals(app, async () => {
+    await server.close();
+    await stopTracing?.();
+  });
   return -1;
 }

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { createApp } from '../app.js';
 import { loadConfig } from '../config.js';
 import { NODE_NAME } from '../nodes/remote-options.js';
+import { startTracing } from '../telemetry.js';
 import { stopOnSignals } from './signals.js';
 
 export const WORKER_USAGE = `  asm worker [--name N] [--pool P] [--providers a,b] [--workspace-root D] [--capacity K] [--cookie C]
@@ -44,11 +45,12 @@ export async function workerCommand(args: string[]): Promise<number> {
     providers: values.providers ? values.providers.split(',').map((p) => p.trim()).filter(Boolean) : null,
     cookie: values.cookie ?? (process.env.ASM_NODE_COOKIE || null),
   };
+  const stopTracing = await startTracing();
   const app = await createApp(config);
   app.logger.info(
     { name: config.nodeName, instance: app.cluster.self, pool: config.worker.pool, capacity: config.worker.capacity, workspaceRoot: config.workspaceRoot },
     'ASM worker is taking runs',
   );
-  stopOnSignals(app);
+  stopOnSignals(app, async () => stopTracing?.());
   return -1;
 }

@@ -17,6 +17,7 @@ import { queueRoutes } from './routes/queues.js';
 import { runRoutes } from './routes/runs.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { systemRoutes } from './routes/system.js';
+import { registerTracing } from './tracing.js';
 import { typeboxValidatorCompiler } from './validation.js';
 
 /** What a client's x-request-id may be, to be kept as the request's id in the logs and the answer. */
@@ -50,6 +51,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     reply.header('x-request-id', request.id);
   });
   registerErrorHandling(fastify);
+  registerTracing(fastify);
   // One registry per server (metrics.ts); none at all with ASM_METRICS=off.
   const metrics = app.config.metrics ? new AsmMetrics(app) : undefined;
   if (metrics) {

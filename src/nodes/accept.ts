@@ -17,7 +17,7 @@ export interface RemoteAcceptorDeps {
   cluster: Cluster;
   providers: Map<string, ProviderDefinition>;
   /** Queue the run's execution on this worker's own engine (WORKER_LANE). */
-  enqueue: (runId: string) => Promise<CommandHandle>;
+  enqueue: (run: RunRecord) => Promise<CommandHandle>;
 }
 
 /**
@@ -47,10 +47,10 @@ export class RemoteAcceptor {
       throw remoteFailure('remote_capability_mismatch', `node ${config.nodeName} does not serve provider ${run.provider}`, { missing: [run.provider] });
     }
     await workerPreflight(config, run, provider);
-    await store.runs.update(runId, { owner: cluster.self, observability: { ...run.observability, node: config.nodeName } });
+    const owned = await store.runs.update(runId, { owner: cluster.self, observability: { ...run.observability, node: config.nodeName } });
     let handle;
     try {
-      handle = await this.deps.enqueue(runId);
+      handle = await this.deps.enqueue(owned);
     } catch (err) {
       await store.runs.update(runId, { owner: null });
       throw remoteFailure('remote_connect_failed', `node ${config.nodeName} takes no new runs: ${AsmError.from(err).message}`);

@@ -119,6 +119,8 @@ export const LaneMetadata = Type.Object(
     node: Type.String(),
     queue: Type.String(),
     caller: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "The caller's metadata: the session's, overridden key by key by the run's" })),
+    request_id: Type.Optional(Type.String({ description: 'The x-request-id of the request that created the run' })),
+    traceparent: Type.Optional(Type.String({ description: 'W3C trace context of the run, when tracing is on (README "Observability")' })),
   },
   { additionalProperties: true, $id: 'EventMetadata' },
 );

@@ -16,6 +16,7 @@ import type { Quotas } from './quotas.js';
 import type { RunRecorder } from './recorder.js';
 import { runAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
+import { currentTraceparent } from './tracing.js';
 
 export interface AdmissionDeps {
   config: AsmConfig;
@@ -40,17 +41,25 @@ export interface AdmissionDeps {
  * quota_exceeded. A waiting run handed over takes the slot of the run that ended, before that run
  * lets it go, so no submit meanwhile finds the tenant below its quota.
  */
+/** Where a run came from, stamped on its record and every event of it. */
+export interface RunOrigin {
+  /** The x-request-id of the HTTP request that created it. */
+  requestId?: string;
+}
+
 export class Admission {
   constructor(private readonly deps: AdmissionDeps) {
     deps.recorder.onRunEnded((run) => this.runEnded(run));
   }
 
   /** Admit a run to an open session: dispatched now, or queued in the session's FIFO. */
-  submit(sessionId: string, body: CreateRunBody): Promise<RunRecord> {
-    return withSessionLock(this.deps.cluster, sessionId, () => this.admit(sessionId, body));
+  submit(sessionId: string, body: CreateRunBody, origin: RunOrigin = {}): Promise<RunRecord> {
+    // Read here, in the caller's context: the trace of the request that creates the run.
+    const traceparent = currentTraceparent();
+    return withSessionLock(this.deps.cluster, sessionId, () => this.admit(sessionId, body, { ...origin, ...(traceparent && { traceparent }) }));
   }
 
-  private async admit(sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+  private async admit(sessionId: string, body: CreateRunBody, origin: RunOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
     const session = await store.sessions.get(sessionId);
     if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
@@ -95,8 +104,14 @@ export class Admission {
       dispatched: false,
       owner: null,
       interrupt_requested: false,
-      // The caller's metadata (the session's, then the run's) rides on every event, and so on the result.
-      observability: Object.keys(caller).length > 0 ? { ...observability, caller } : observability,
+      // The caller's metadata (the session's, then the run's) rides on every event, and so on the result;
+      // so do the id and the trace of the request that created the run.
+      observability: {
+        ...observability,
+        ...(Object.keys(caller).length > 0 && { caller }),
+        ...(origin.requestId && { request_id: origin.requestId }),
+        ...(origin.traceparent && { traceparent: origin.traceparent }),
+      },
       options: {
         lane,
         execution_mode: executionMode,
@@ -130,7 +145,7 @@ export class Admission {
   private async dispatch(run: RunRecord): Promise<void> {
     await this.deps.store.runs.update(run.id, { dispatched: true });
     try {
-      const handle = await this.deps.commands.submitRun(run.queue, run.id);
+      const handle = await this.deps.commands.submitRun(run.queue, run);
       // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
       handle.result.catch(() => undefined);
     } catch (err) {

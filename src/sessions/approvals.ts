@@ -1,3 +1,4 @@
+import { context, trace } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
@@ -7,6 +8,7 @@ import type { ApprovalRecord, RunRecord, Store } from '../store/types.js';
 import type { ActiveRuns } from './active-runs.js';
 import type { RunRecorder } from './recorder.js';
 import { withSessionLock } from './session-lock.js';
+import { contextOf, tracer } from './tracing.js';
 
 export interface ApprovalBookDeps {
   store: Store;
@@ -75,12 +77,32 @@ export class ApprovalBook {
           details: { decision: outcome.approval.decision, reason: outcome.approval.reason },
         });
       }
+      await this.traceWait(outcome.approval);
       if (await recorder.appendIfRunning(known.run_id, 'approval_resolved', { approval_id: approvalId, decision, reason })) {
         if (decision === 'allow_for_session') await this.grantForSession(outcome.approval);
         await this.toCli(known.run_id, approvalId, decision, reason);
       }
       return outcome.approval;
     });
+  }
+
+  /**
+   * The approval's span: from its request to its decision, in the run's trace, linked to what decided
+   * it (a request's span; none for a timeout). Drawn once decided, as a span may not outlive its process.
+   */
+  private async traceWait(approval: ApprovalRecord): Promise<void> {
+    const run = await this.deps.store.runs.get(approval.run_id);
+    const decider = trace.getSpan(context.active())?.spanContext();
+    const span = tracer.startSpan(
+      'approval',
+      {
+        startTime: new Date(approval.requested_at),
+        attributes: { 'asm.approval_id': approval.id, 'asm.run_id': approval.run_id, 'asm.approval.subject': approval.subject, 'asm.approval.decision': approval.decision ?? '', 'asm.approval.reason': approval.reason ?? '' },
+        links: decider ? [{ context: decider }] : [],
+      },
+      contextOf(run?.observability.traceparent),
+    );
+    span.end(approval.resolved_at ? new Date(approval.resolved_at) : undefined);
   }
 
   /**

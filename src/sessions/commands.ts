@@ -4,6 +4,7 @@ import type { CommandContext, CommandHandle, LaneEngine } from '../lanes/types.j
 import type { ApprovalDecision } from '../providers/types.js';
 import type { CreateSessionBody } from '../schemas/api.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../store/types.js';
+import { contextOf, currentTraceparent, inSpan } from './tracing.js';
 
 /**
  * Every lane command of the service, by type: its payload and its answer. The handlers are one map
@@ -37,7 +38,7 @@ export class CommandBus {
 
   registerAll(handlers: CommandHandlers): void {
     for (const type of Object.keys(handlers) as CommandType[]) {
-      const handler = handlers[type] as (payload: unknown, ctx: CommandContext) => Promise<unknown>;
+      const handler = traced(handlers[type] as (payload: unknown, ctx: CommandContext) => Promise<unknown>);
       this.engine.register(type, type === EXECUTE_RUN ? handler : answering(handler));
     }
   }
@@ -46,7 +47,7 @@ export class CommandBus {
   async call<K extends UserFacing>(lane: string, type: K, payload: LaneCommands[K]['payload']): Promise<LaneCommands[K]['result']> {
     let outcome: Outcome<LaneCommands[K]['result']>;
     try {
-      const handle = await this.engine.submit(lane, { type, payload });
+      const handle = await this.engine.submit(lane, { type, payload: withTrace(payload, currentTraceparent()) });
       outcome = (await handle.result) as Outcome<LaneCommands[K]['result']>;
     } catch (err) {
       throw fromLaneError(err);
@@ -55,10 +56,23 @@ export class CommandBus {
     return outcome.value;
   }
 
-  /** Queue a run's execution on `lane`; resolves once it is submitted (its outcome is recorded by the run's events). */
-  submitRun(lane: string, runId: string): Promise<CommandHandle> {
-    return this.engine.submit(lane, { type: EXECUTE_RUN, payload: { run_id: runId }, id: runId });
+  /** Queue a run's execution on `lane`, in the run's trace; resolves once it is submitted (its outcome is recorded by the run's events). */
+  submitRun(lane: string, run: Pick<RunRecord, 'id' | 'observability'>): Promise<CommandHandle> {
+    return this.engine.submit(lane, { type: EXECUTE_RUN, payload: withTrace({ run_id: run.id }, run.observability.traceparent), id: run.id });
   }
+}
+
+/** The payload with the trace it belongs to, when something is traced. */
+function withTrace<P extends object>(payload: P, traceparent: string | undefined): P {
+  return traceparent ? { ...payload, traceparent } : payload;
+}
+
+/** A command's span, in the trace its submitter was in (the `traceparent` its payload carries across processes). */
+function traced(handler: (payload: unknown, ctx: CommandContext) => Promise<unknown>) {
+  return (payload: unknown, ctx: CommandContext): Promise<unknown> =>
+    inSpan(`lane ${ctx.type}`, contextOf((payload as { traceparent?: unknown } | null)?.traceparent), { 'asm.lane': ctx.lane, 'asm.command.attempt': ctx.attempt }, () =>
+      handler(payload, ctx),
+    );
 }
 
 function answering(handler: (payload: unknown, ctx: CommandContext) => Promise<unknown>) {

@@ -1,3 +1,4 @@
+import { context } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { buildCliEnv } from '../providers/env.js';
 import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
@@ -22,6 +23,7 @@ import type { ApprovalBook } from './approvals.js';
 import type { RunOutcome } from './commands.js';
 import type { ControlRouter } from './control.js';
 import type { RunRecorder } from './recorder.js';
+import { inSpan } from './tracing.js';
 
 export interface RunExecutorDeps {
   config: AsmConfig;
@@ -59,16 +61,29 @@ export class RunExecutor {
       return { run_id: runId, state: (await store.runs.get(runId))!.state };
     }
     if (run.state !== 'queued') return { run_id: runId, state: run.state };
+    // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
+    const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
+    return inSpan('run', context.active(), attributes, async (span) => {
+      const outcome = await this.start(run, ctx.signal);
+      span.setAttribute('asm.run_state', outcome.state);
+      return outcome;
+    });
+  }
+
+  /** A queued run, started here or handed to a worker. */
+  private async start(run: RunRecord, signal: AbortSignal): Promise<RunOutcome> {
+    const { store, recorder, config } = this.deps;
+    const runId = run.id;
     const session = (await store.sessions.get(run.session_id))!;
-    if (ctx.signal.aborted) {
-      await recorder.finishWithoutStart(runId, fromLaneAbort(ctx.signal.reason, 'before it started'));
+    if (signal.aborted) {
+      await recorder.finishWithoutStart(runId, fromLaneAbort(signal.reason, 'before it started'));
       return { run_id: runId, state: 'interrupted' };
     }
     if (run.options.remote && !config.worker) {
-      await this.handToWorker(run, session, ctx.signal);
+      await this.handToWorker(run, session, signal);
       return this.outcome(runId);
     }
-    return this.runHere(run, session, ctx.signal);
+    return this.runHere(run, session, signal);
   }
 
   private async handToWorker(run: RunRecord, session: SessionRecord, signal: AbortSignal): Promise<void> {

@@ -14,7 +14,7 @@ import type { Page, PageRequest } from '../store/paging.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRuns } from './active-runs.js';
-import { Admission } from './admission.js';
+import { Admission, type RunOrigin } from './admission.js';
 import { ApprovalBook, notFound } from './approvals.js';
 import type { ExecutionMode, RequestedBackend } from './backend-resolution.js';
 import { CommandBus, type CommandHandlers } from './commands.js';
@@ -72,7 +72,7 @@ export class SessionService {
     this.recorder = recorder;
     const approvals = new ApprovalBook({ store, recorder, active, cluster, log });
     this.acceptor = config.worker
-      ? new RemoteAcceptor({ config, store, cluster, providers, enqueue: (runId) => this.commands.submitRun(WORKER_LANE, runId) })
+      ? new RemoteAcceptor({ config, store, cluster, providers, enqueue: (run) => this.commands.submitRun(WORKER_LANE, run) })
       : undefined;
     this.control = new ControlRouter({
       store,
@@ -147,7 +147,7 @@ export class SessionService {
 
   // ---------------------------------------------------------------- runs
 
-  async submitRun(tenant: string, sessionId: string, body: CreateRunBody): Promise<RunRecord> {
+  async submitRun(tenant: string, sessionId: string, body: CreateRunBody, origin?: RunOrigin): Promise<RunRecord> {
     const session = await this.getSession(tenant, sessionId);
     // Checked at each run too: the operator may have withdrawn the grant since the session was created.
     this.deps.tenants.assertProvider(tenant, session.provider);
@@ -156,7 +156,7 @@ export class SessionService {
       throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
     }
     this.quotas.assertMetadata(tenant, body.metadata);
-    return this.admission.submit(session.id, body);
+    return this.admission.submit(session.id, body, origin);
   }
 
   async getRun(tenant: string, id: string): Promise<RunRecord> {

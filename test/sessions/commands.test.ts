@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type CommandContext, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
+import type { EventMetadata } from '../../src/schemas/events.js';
 import { CommandBus, type CommandHandlers } from '../../src/sessions/commands.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../../src/store/types.js';
 import { refusal } from './rig.js';
@@ -82,10 +83,10 @@ describe('CommandBus', () => {
     const commands = bus(async (_type, payload) => {
       throw new Error(`transport_error: run ${(payload as { run_id: string }).run_id} failed`);
     });
-    const handle = await commands.submitRun('prompt', 'run_42');
+    const handle = await commands.submitRun('prompt', { id: 'run_42', observability: {} as EventMetadata });
     expect(handle.id).toBe('run_42');
     // The same run submitted again joins the first submission rather than executing twice.
-    expect((await commands.submitRun('prompt', 'run_42')).id).toBe('run_42');
+    expect((await commands.submitRun('prompt', { id: 'run_42', observability: {} as EventMetadata })).id).toBe('run_42');
     await engine.start();
     await expect(handle.result).rejects.toThrow('transport_error: run run_42 failed');
     expect(await engine.deadLetters()).toEqual([expect.objectContaining({ commandId: 'run_42', commandType: 'run.execute', laneId: 'prompt', payload: { run_id: 'run_42' } })]);

@@ -27,7 +27,7 @@ async function worker(options: { providers?: string[]; lanes?: RigOptions['lanes
     store: rig.store,
     cluster: rig.cluster,
     providers: await loadProviders(),
-    enqueue: (runId) => rig.commands.submitRun(WORKER_LANE, runId),
+    enqueue: (run) => rig.commands.submitRun(WORKER_LANE, run),
   });
   return acceptor;
 }

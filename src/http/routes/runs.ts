@@ -76,7 +76,7 @@ function sseCursor(lastEventId: string | string[] | undefined, after: number | u
 async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, runId: string, after: number, release: () => void): Promise<void> {
   const raw = reply.raw;
   reply.hijack();
-  raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+  raw.writeHead(200, { 'x-request-id': reply.request.id, 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
   raw.write(': stream open\n\n');
 
   let ended = false;
