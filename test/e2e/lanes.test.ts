@@ -61,8 +61,9 @@ describe('backend lanes over HTTP', () => {
 
   it('stamps the resolution on every event and on the result of a run', async () => {
     const session = (await server.request('POST', '/v1/sessions', { provider: 'shell', lane: 'core' })).body;
-    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo lanes', wait: true })).body;
-    const expected = (await resolve('shell', { lane: 'core' })).body;
+    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo lanes', wait: true }, { 'x-request-id': 'lanes-1' })).body;
+    // ...and the id of the request that created the run (README "Observability").
+    const expected = { ...(await resolve('shell', { lane: 'core' })).body, request_id: 'lanes-1' };
     expect(run.result.metadata).toEqual(expected);
     const events = (await server.request('GET', `/v1/runs/${run.id}/events`)).body.events;
     expect(events.length).toBeGreaterThan(2);

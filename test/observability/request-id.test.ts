@@ -1,0 +1,97 @@
+import { Writable } from 'node:stream';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createApp, type AsmApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { buildServer } from '../../src/http/server.js';
+import { createLogger } from '../../src/logger.js';
+import { SANDBOX_ENV } from '../helpers/sandbox.js';
+import { FAKE_CLAUDE } from '../helpers/server.js';
+
+/**
+ * x-request-id end to end: a client's id is kept when it is a plain token and replaced otherwise; it
+ * comes back on every answer (errors and event streams too), is on each log line of the request, and
+ * is stamped on the run the request created (its record and every event).
+ */
+
+let app: AsmApp;
+let url: string;
+let close: () => Promise<void>;
+const lines: any[] = [];
+
+beforeEach(async () => {
+  lines.length = 0;
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  const workspace = mkdtempSync(join(tmpdir(), 'asm-reqid-'));
+  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: mkdtempSync(join(tmpdir(), 'asm-reqid-sandbox-')), ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE });
+  app = await createApp(config, createLogger('info', sink));
+  const server = await buildServer(app);
+  await server.listen({ host: '127.0.0.1', port: 0 });
+  url = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+  close = async () => {
+    await app.close();
+    await server.close();
+  };
+});
+afterEach(() => close());
+
+const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+  fetch(url + path, { method, headers: { ...(body !== undefined && { 'content-type': 'application/json' }), ...headers }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+
+describe('request ids', () => {
+  it('keeps a valid x-request-id: on the answer, on the log lines of the request, on the run and its events', async () => {
+    const session = await (await call('POST', '/v1/sessions', { provider: 'claude' }, { 'x-request-id': 'sess-1' })).json();
+    const res = await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true }, { 'x-request-id': 'trace:run.1-A' });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('trace:run.1-A');
+    const run = await res.json();
+    expect(run.result.metadata.request_id).toBe('trace:run.1-A');
+    const events = (await (await call('GET', `/v1/runs/${run.id}/events`)).json()).events;
+    expect(events.length).toBeGreaterThan(2);
+    for (const event of events) expect(event.metadata.request_id).toBe('trace:run.1-A');
+
+    const ofRequest = lines.filter((l) => l.reqId === 'trace:run.1-A');
+    expect(ofRequest.map((l) => l.msg)).toEqual(['incoming request', 'request completed']);
+    // Every line Fastify writes about a request names it.
+    expect(lines.filter((l) => l.req || l.res).every((l) => typeof l.reqId === 'string')).toBe(true);
+  });
+
+  it('returns the id on errors, and on an SSE stream', async () => {
+    const notFound = await call('GET', '/v1/runs/run_missing', undefined, { 'x-request-id': 'e-404' });
+    expect(notFound.status).toBe(404);
+    expect(notFound.headers.get('x-request-id')).toBe('e-404');
+    expect(lines.find((l) => l.reqId === 'e-404' && l.msg === 'request refused')).toMatchObject({ kind: 'not_found' });
+
+    const badJson = await call('POST', '/v1/sessions', '{not json', { 'x-request-id': 'e-400' });
+    expect(badJson.status).toBe(400);
+    expect(badJson.headers.get('x-request-id')).toBe('e-400');
+    const unmatched = await call('DELETE', '/nowhere', undefined, { 'x-request-id': 'e-route' });
+    expect(unmatched.headers.get('x-request-id')).toBe('e-route');
+
+    const session = await (await call('POST', '/v1/sessions', { provider: 'claude' })).json();
+    const run = await (await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true })).json();
+    const sse = await call('GET', `/v1/runs/${run.id}/events`, undefined, { accept: 'text/event-stream', 'x-request-id': 'sse-1' });
+    expect(sse.headers.get('content-type')).toBe('text/event-stream');
+    expect(sse.headers.get('x-request-id')).toBe('sse-1');
+    await sse.text();
+  });
+
+  it('replaces an id that is too long or not a plain token by a generated one', async () => {
+    for (const bad of ['x'.repeat(129), 'has space', 'quote"d', 'semi;colon', 'per%25cent', '<script>']) {
+      const res = await call('GET', '/healthz', undefined, { 'x-request-id': bad });
+      const id = res.headers.get('x-request-id')!;
+      expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    }
+    const generated = await call('GET', '/healthz');
+    expect(generated.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+    const max = 'a'.repeat(128);
+    expect((await call('GET', '/healthz', undefined, { 'x-request-id': max })).headers.get('x-request-id')).toBe(max);
+  });
+});
