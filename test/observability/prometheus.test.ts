@@ -96,7 +96,7 @@ describe('a real Prometheus scraping a live server', () => {
   const query = async (promql: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> => {
     const res = await fetch(`${api}/api/v1/query?query=${encodeURIComponent(promql)}`).catch(() => undefined);
     if (!res?.ok) return [];
-    return (await res.json()).data.result;
+    return ((await res.json()) as any).data.result;
   };
 
   it('scrapes /metrics, stores the families and evaluates the rules', async () => {
@@ -122,7 +122,7 @@ describe('a real Prometheus scraping a live server', () => {
     expect(Number(p95[0]!.value[1])).toBeGreaterThan(0);
 
     const rules = await waitFor(async () => {
-      const body = await (await fetch(`${api}/api/v1/rules`)).json();
+      const body = (await (await fetch(`${api}/api/v1/rules`)).json()) as any;
       const all = body.data.groups.flatMap((g: any) => g.rules);
       return all.length === 6 && all.every((r: any) => r.health === 'ok') && all;
     }, 'the rules to be evaluated', 15_000);

@@ -47,13 +47,13 @@ const call = (method: string, path: string, body?: unknown, headers: Record<stri
 
 describe('request ids', () => {
   it('keeps a valid x-request-id: on the answer, on the log lines of the request, on the run and its events', async () => {
-    const session = await (await call('POST', '/v1/sessions', { provider: 'claude' }, { 'x-request-id': 'sess-1' })).json();
+    const session = (await (await call('POST', '/v1/sessions', { provider: 'claude' }, { 'x-request-id': 'sess-1' })).json()) as any;
     const res = await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true }, { 'x-request-id': 'trace:run.1-A' });
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('trace:run.1-A');
-    const run = await res.json();
+    const run = (await res.json()) as any;
     expect(run.result.metadata.request_id).toBe('trace:run.1-A');
-    const events = (await (await call('GET', `/v1/runs/${run.id}/events`)).json()).events;
+    const events = ((await (await call('GET', `/v1/runs/${run.id}/events`)).json()) as any).events;
     expect(events.length).toBeGreaterThan(2);
     for (const event of events) expect(event.metadata.request_id).toBe('trace:run.1-A');
 
@@ -75,8 +75,8 @@ describe('request ids', () => {
     const unmatched = await call('DELETE', '/nowhere', undefined, { 'x-request-id': 'e-route' });
     expect(unmatched.headers.get('x-request-id')).toBe('e-route');
 
-    const session = await (await call('POST', '/v1/sessions', { provider: 'claude' })).json();
-    const run = await (await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true })).json();
+    const session = (await (await call('POST', '/v1/sessions', { provider: 'claude' })).json()) as any;
+    const run = (await (await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true })).json()) as any;
     const sse = await call('GET', `/v1/runs/${run.id}/events`, undefined, { accept: 'text/event-stream', 'x-request-id': 'sse-1' });
     expect(sse.headers.get('content-type')).toBe('text/event-stream');
     expect(sse.headers.get('x-request-id')).toBe('sse-1');

@@ -8,6 +8,8 @@ import { workerProcess } from '../helpers/processes.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { FAKE_CLAUDE, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
+import { freePort } from '../helpers/ports.js';
+import { parseExposition, sample } from './exposition.js';
 
 /**
  * OpenTelemetry spans: this process's in memory (the SDK registered with an InMemorySpanExporter), a
@@ -102,7 +104,7 @@ describe('traces across processes', () => {
   });
   afterAll(() => new Promise<void>((resolve) => collector.close(() => resolve())));
 
-  it('continues a remote_node run\'s trace on the worker node that executes it', async () => {
+  it('continues a remote_node run\'s trace on the worker node that executes it, which counts the run in its own /metrics', async () => {
     exporter.reset();
     const prefix = `trc-${randomUUID().slice(0, 8)}`;
     const shared = { REDIS_URL: inject('asmTestRedisUrl'), ASM_REDIS_PREFIX: prefix, ASM_NODE_HEARTBEAT_MS: '200', ASM_NODE_TTL_MS: '1500', ASM_SWEEP_MS: '100' };
@@ -111,7 +113,8 @@ describe('traces across processes', () => {
     mkdirSync(root);
     const api = await startServer(shared);
     const { port } = collector.address() as { port: number };
-    const worker = workerProcess(['--name', 'tw1', '--workspace-root', root], {
+    const metricsPort = await freePort();
+    const worker = workerProcess(['--name', 'tw1', '--workspace-root', root, '--metrics-port', String(metricsPort)], {
       ...shared,
       ASM_CLAUDE_BIN: FAKE_CLAUDE,
       OTEL_TRACES_EXPORTER: 'otlp',
@@ -145,6 +148,15 @@ describe('traces across processes', () => {
       // That command continues the trace of the request which created the run, here on the API process.
       const request = spans('POST /v1/sessions/:id/runs')[0]!;
       expect(remoteCommand.parentSpanId).toBe(request.spanContext().spanId);
+
+      // The worker counts the run it executed; the API process, which only handed it over, does not.
+      const finished = { provider: 'claude', backend: 'core', queue: 'prompt', state: 'completed', error_kind: 'none' };
+      const onWorker = parseExposition(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text());
+      expect(sample(onWorker, 'asm_runs_finished_total', finished)).toBe(1);
+      expect(sample(onWorker, 'asm_runs_started_total', { provider: 'claude', backend: 'core', queue: 'prompt' })).toBe(1);
+      const onApi = parseExposition((await api.request('GET', '/metrics')).body);
+      expect(sample(onApi, 'asm_runs_finished_total', finished)).toBeUndefined();
+      expect(sample(onApi, 'asm_events_appended_total', { kind: 'run_queued' })).toBe(1);
     } finally {
       worker.child.kill('SIGTERM');
       await worker.exited;
