@@ -15,6 +15,7 @@ import { parseExposition } from './exposition.js';
  */
 
 const ALERTS = new URL('../../docker/prometheus/alerts.yml', import.meta.url).pathname;
+const ALERT_TESTS = new URL('../../docker/prometheus/alerts.test.yml', import.meta.url).pathname;
 const DASHBOARD = new URL('../../docker/grafana/asm.json', import.meta.url).pathname;
 
 /** Metric names in PromQL expressions: identifiers before `{`, `[`, `)` or an operator, minus functions and keywords. */
@@ -46,6 +47,16 @@ describe('alerting rules and dashboard', () => {
   it('passes promtool check rules', () => {
     const out = execFileSync('promtool', ['check', 'rules', ALERTS], { encoding: 'utf8' });
     expect(out).toContain('SUCCESS: 6 rules found');
+  });
+
+  it('fires each alert on the series its unit tests give (promtool test rules)', () => {
+    const out = execFileSync('promtool', ['test', 'rules', ALERT_TESTS], { encoding: 'utf8' });
+    expect(out).toContain('SUCCESS');
+    // Every rule has a case that expects it to fire.
+    const cases = readFileSync(ALERT_TESTS, 'utf8');
+    for (const name of ['AsmDown', 'AsmRedisUnreachable', 'AsmLanePressure', 'AsmDeadLettersGrowing', 'AsmApprovalsWaiting', 'AsmNodeLost']) {
+      expect(cases).toMatch(new RegExp(`alertname: ${name}\\n\\s+exp_alerts:\\n\\s+- exp_labels`));
+    }
   });
 
   it('names only metrics a live server exposes', async () => {
