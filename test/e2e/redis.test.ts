@@ -40,10 +40,15 @@ describe('distributed mode: Redis goes away in the middle of a run', () => {
     expect((await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo refused' })).status).toBe(503);
     expect(await server.request('GET', '/readyz')).toMatchObject({ status: 503, body: { status: 'not_ready' } });
     expect((await server.request('GET', '/healthz')).status).toBe(200);
+    // The metrics still answer, and say why (docker/prometheus/alerts.yml AsmRedisUnreachable).
+    const metrics = await server.request('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toMatch(/^asm_redis_up 0$/m);
 
     await new Promise((resolve) => setTimeout(resolve, 2_000)); // the run prints "during-outage" now
     await redis.start();
     await waitFor(async () => (await server.request('GET', '/readyz')).status === 200, 'readiness', 10_000);
+    expect((await server.request('GET', '/metrics')).body).toMatch(/^asm_redis_up 1$/m);
 
     const final = await waitFor(async () => {
       const res = await server.request('GET', `/v1/runs/${run.id}`);

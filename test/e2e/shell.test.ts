@@ -241,6 +241,7 @@ describe('slow WebSocket consumers', () => {
     (slow.socket as any)._socket.resume();
     const { code, reason } = await slow.closed;
     expect(code).toBe(4008);
+    expect((await server.request('GET', '/metrics')).body).toMatch(/^asm_event_stream_slow_consumer_closes_total\{transport="websocket"\} 1$/m);
     const { last_seq } = JSON.parse(reason);
     expect(last_seq).toBeGreaterThan(0);
     const received = slow.events();

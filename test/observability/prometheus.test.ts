@@ -6,7 +6,7 @@ import { freePort } from '../helpers/ports.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
-import { parseExposition } from './exposition.js';
+import { parseExposition, sample } from './exposition.js';
 
 /**
  * The operator's side: the alerting rules pass `promtool check rules`; every metric the rules and the
@@ -62,7 +62,10 @@ describe('alerting rules and dashboard', () => {
   it('names only metrics a live server exposes', async () => {
     await server.request('GET', '/healthz');
     const text = (await server.request('GET', '/metrics')).body;
-    parseExposition(text);
+    const samples = parseExposition(text);
+    expect(sample(samples, 'asm_redis_up')).toBe(1);
+    expect(sample(samples, 'asm_nodes', { role: 'api' })).toBe(1);
+    expect(sample(samples, 'asm_nodes', { role: 'worker' })).toBe(0);
     const names = declared(text);
     const alerts = readFileSync(ALERTS, 'utf8').match(/expr: .*/g)!.map((line) => line.slice('expr: '.length));
     const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')).panels.flatMap((p: any) => (p.targets ?? []).map((t: any) => t.expr as string));
