@@ -46,6 +46,7 @@ describe('Prometheus metrics (prom-client)', () => {
     expect(sse.status).toBe(200);
     await waitFor(async () => sample(await scrape(), 'asm_event_stream_clients', { transport: 'sse' }) === 1, 'the SSE stream to be counted');
     await ws.event('tool_use', (e) => e.run_id === interrupted.id);
+    expect(sample(await scrape(), 'asm_runs_active')).toBe(1);
     expect((await server.request('POST', `/v1/runs/${interrupted.id}/interrupt`)).status).toBe(202);
     await ws.next((f) => f.type === 'event' && f.event.run_id === interrupted.id && TERMINAL.has(f.event.kind));
     await sse.text(); // the SSE stream ends after the terminal event
@@ -59,8 +60,10 @@ describe('Prometheus metrics (prom-client)', () => {
       const samples = await scrape();
       return sample(samples, 'asm_approval_wait_seconds_count', { decision: 'deny', by: 'timeout' }) === 1 &&
         sample(samples, 'asm_event_stream_clients', { transport: 'sse' }) === 0 &&
+        // A run stays active until its CLI has exited, a moment after its terminal event.
+        sample(samples, 'asm_runs_active') === 0 &&
         samples;
-    }, 'the approval waits and the SSE stream end to be counted');
+    }, 'the approval waits, the SSE stream end and the runs to leave the process');
 
     const claude = { provider: 'claude', backend: 'core', queue: 'prompt' };
     expect(sample(m, 'asm_runs_started_total', claude)).toBe(3);
@@ -69,7 +72,6 @@ describe('Prometheus metrics (prom-client)', () => {
     expect(sample(m, 'asm_run_duration_seconds_count', { provider: 'claude', backend: 'core', state: 'completed' })).toBe(2);
     expect(sample(m, 'asm_run_duration_seconds_count', { provider: 'claude', backend: 'core', state: 'interrupted' })).toBe(1);
     expect(sample(m, 'asm_run_queue_wait_seconds_count', { provider: 'claude', queue: 'prompt' })).toBe(3);
-    expect(sample(m, 'asm_runs_active')).toBe(0);
 
     expect(sample(m, 'asm_approvals_requested_total', { provider: 'claude' })).toBe(2);
     expect(sample(m, 'asm_approvals_decided_total', { provider: 'claude', decision: 'allow', by: 'user' })).toBe(1);

@@ -72,8 +72,8 @@ describe('traces, in one process', () => {
     const approval = await waitFor(() => spans('approval')[0], 'the approval span');
     expect(approval.spanContext().traceId).toBe(TRACE_ID);
     expect(approval.attributes).toMatchObject({ 'asm.approval_id': requested.payload.approval_id, 'asm.approval.decision': 'allow' });
-    const decide = spans('lane approval.decide')[0]!;
-    const decision = spans('POST /v1/approvals/:id')[0]!;
+    const decide = await waitFor(() => spans('lane approval.decide')[0], 'the approval.decide command span');
+    const decision = await waitFor(() => spans('POST /v1/approvals/:id')[0], 'the decision request span');
     expect(parentOf(decide)).toBe(decision.spanContext().spanId);
     expect(approval.links.map((l) => l.context.spanId)).toEqual([decide.spanContext().spanId]);
   });
@@ -146,7 +146,7 @@ describe('traces across processes', () => {
       expect(remoteCommand.traceId).toBe(TRACE_ID);
       expect(remoteRun.parentSpanId).toBe(remoteCommand.spanId);
       // That command continues the trace of the request which created the run, here on the API process.
-      const request = spans('POST /v1/sessions/:id/runs')[0]!;
+      const request = await waitFor(() => spans('POST /v1/sessions/:id/runs')[0], 'the request span');
       expect(remoteCommand.parentSpanId).toBe(request.spanContext().spanId);
 
       // The worker counts the run it executed; the API process, which only handed it over, does not.
