@@ -169,6 +169,10 @@ export interface Limits {
   /** How long `wait: true` may hold a request before answering with the run as it stands. */
   waitMaxMs: number;
   shutdownDrainMs: number;
+  /** MCP servers one session may configure (0: none). */
+  mcpServers: number;
+  /** The largest `mcp_servers` of a session, as JSON bytes. */
+  mcpConfigBytes: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -297,6 +301,8 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       eventPageMax: int(env, 'ASM_EVENT_PAGE_MAX', 1_000, 1),
       waitMaxMs: int(env, 'ASM_WAIT_MAX_MS', 15 * 60_000, 1),
       shutdownDrainMs: int(env, 'ASM_SHUTDOWN_DRAIN_MS', 10_000, 0),
+      mcpServers: int(env, 'ASM_MCP_MAX_SERVERS', 16, 0),
+      mcpConfigBytes: int(env, 'ASM_MCP_MAX_CONFIG_BYTES', 64 * 1024, 1),
     },
     laneOverrides: parseLanes(env),
     globalConcurrency,

@@ -26,7 +26,7 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
  *   /dev and /tmp; the Node.js that runs the service and the CLI's install folder read-only; the
  *   operator's ASM_SANDBOX_READ_ONLY and ASM_SANDBOX_WRITABLE; the session's HOME, TMP and working
- *   directory read-write, each at its own path. Nothing else of the host: not /run (sockets), /var,
+ *   directory read-write, each at its own path, and its MCP folder (sandbox-dirs.ts) read-only. Nothing else of the host: not /run (sockets), /var,
  *   /root or /home, the service's folder, or the other sessions. Secrets of /etc and the service's
  *   own files (config.ts, SandboxSettings.hide) are masked where a mount would show them.
  * - Where the service is root, bwrap runs as root (it must reach folders only root may, such as a CLI
@@ -204,6 +204,10 @@ export class BwrapSandbox implements Sandbox {
     return { command: path, env: cli.env, dispose };
   }
 
+  mcpFolder(sessionId: string, files: Array<{ name: string; content: string }>): Promise<string> {
+    return this.dirs.writeMcpFiles(sessionId, files);
+  }
+
   sessions(): Promise<string[]> {
     return this.dirs.sessions();
   }
@@ -221,12 +225,14 @@ export class BwrapSandbox implements Sandbox {
     if (realpathSync(cwd) !== cwd) throw new AsmError('config_invalid', `working directory is reached through a symlink: ${cwd}`);
     const { home, tmp } = await this.dirs.folders(sessionId);
     await this.dirs.handOver(cwd);
+    const mcp = this.dirs.mcpDir(sessionId);
     const mounts: Mount[] = [
       ...this.shared,
       ...installs.map((path) => ({ path, writable: false })),
       { path: home, writable: true },
       { path: tmp, writable: true },
       { path: cwd, writable: true },
+      ...(existsSync(mcp) ? [{ path: mcp, writable: false }] : []),
     ];
     return [
       ...this.outer,

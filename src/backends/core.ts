@@ -1,6 +1,7 @@
 import type { Limits } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess } from '../providers/types.js';
+import { withMcpServers } from './mcp-setup.js';
 import { RunLifecycle, terminalErrorEvent, type LaunchedAgent } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
 import { surfaceLaunch } from './surfaces.js';
@@ -51,7 +52,7 @@ class CoreRun extends RunLifecycle {
   }
 
   protected async launch(): Promise<LaunchedAgent> {
-    const { spec } = this;
+    const spec = await withMcpServers(this.spec, this.sandbox);
     const provider = (this.provider = spec.provider.create(spec));
     const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin };
     const launch = await surfaceLaunch(spec.surface, cli, this.limits, { sandbox: this.sandbox, sessionId: spec.sessionId });

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { chmod, cp, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { chmod, chown, cp, lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AsmError } from '../errors/kinds.js';
@@ -10,6 +11,8 @@ import { AsmError } from '../errors/kinds.js';
  *   <root>/<session id>/home             the session's HOME, a copy of ASM_SANDBOX_HOME_TEMPLATE to start with
  *   <root>/<session id>/tmp              its TMPDIR
  *   <root>/<session id>/launch-<run id>  the SDK lane's launcher of one run (never seen inside a sandbox)
+ *   <root>/<session id>/mcp              the config files of the session's MCP servers, secrets included:
+ *                                        the service's, readable by the CLI's account, shown read-only
  *
  * The root and the session folders are the service's (0700); HOME and TMP belong to the account the
  * CLI runs as. A session's folders are made by its first run and kept until `release`, so the
@@ -62,6 +65,29 @@ export class SandboxDirs {
 
   launcherPath(sessionId: string, runId: string): string {
     return join(this.sessionDir(sessionId), `launch-${component(runId)}`);
+  }
+
+  mcpDir(sessionId: string): string {
+    return join(this.sessionDir(sessionId), 'mcp');
+  }
+
+  /**
+   * Writes the files of the session's MCP servers (each replaced whole, by a rename, so a run reading
+   * one never sees half of it) readable by the CLI's account alone, and answers their folder. The
+   * folder is the service's: the agent, which may write its HOME, cannot put a symlink where these
+   * files are written.
+   */
+  async writeMcpFiles(sessionId: string, files: Array<{ name: string; content: string }>): Promise<string> {
+    await this.folders(sessionId);
+    const dir = this.mcpDir(sessionId);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    for (const file of files) {
+      const staged = join(dir, `.${randomUUID()}`);
+      await writeFile(staged, file.content, { mode: 0o400, flag: 'wx' });
+      if (this.account) await chown(staged, this.account.uid, this.account.gid);
+      await rename(staged, join(dir, component(file.name)));
+    }
+    return dir;
   }
 
   /** The session's HOME and TMP, made by its first run. */

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
+import { AsmError } from '../errors/kinds.js';
 import { BwrapSandbox } from './bwrap.js';
 import type { Sandbox } from './types.js';
 
@@ -22,6 +23,12 @@ export const NO_SANDBOX: Sandbox = {
   check: async () => undefined,
   wrap: async (_sessionId, cli) => ({ ...cli, exitOf: (exit) => exit }),
   launcher: async (_sessionId, _runId, cli) => ({ command: cli.command, env: cli.env, dispose: async () => undefined }),
+  // Without a sandbox the CLI shares the service's HOME and files: no folder is the session's alone.
+  mcpFolder: async () => {
+    throw new AsmError('config_invalid', 'mcp_servers: need the sandbox (ASM_SANDBOX=bwrap), which gives each session a private folder for their secrets', {
+      details: { field: 'mcp_servers' },
+    });
+  },
   sessions: async () => [],
   release: async () => undefined,
   close: async () => undefined,

@@ -1,5 +1,6 @@
 import { AsmError } from '../errors/kinds.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, SdkTurn } from '../providers/types.js';
+import { withMcpServers } from './mcp-setup.js';
 import { RunLifecycle, type GraceLimits, type LaunchedAgent } from './run-lifecycle.js';
 import type { SdkLoader } from './sdk-loader.js';
 import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
@@ -51,7 +52,7 @@ class SdkRun extends RunLifecycle {
   }
 
   protected async launch(): Promise<LaunchedAgent> {
-    const { spec } = this;
+    const spec = await withMcpServers(this.spec, this.sandbox);
     const sdk = spec.provider.sdk;
     if (!sdk) throw new AsmError('config_invalid', `lane: ${spec.provider.name} has no SDK lane`);
     const module = await this.sdks.load(spec.provider).catch((err: unknown) => {

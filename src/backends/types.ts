@@ -1,7 +1,7 @@
 import type { SandboxSettings } from '../config.js';
 import type { ProviderEvent } from '../schemas/events.js';
-import type { ExecutionSurface } from '../schemas/api.js';
-import type { ApprovalDecision, ProcessExit, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import type { ApprovalDecision, McpFile, ProcessExit, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import type { ExecutionSurface, McpServers } from '../schemas/api.js';
 
 /**
  * A backend executes one run and reports normalized events. The core backend runs the provider's CLI
@@ -22,6 +22,8 @@ export interface BackendRunSpec extends ProviderRunInput {
   deadlineMs: number;
   /** When approvals expire; stamped on approval_requested as expires_at. */
   approvalTimeoutMs: number;
+  /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
+  mcpServers?: McpServers;
 }
 
 /**
@@ -66,6 +68,12 @@ export interface Sandbox {
   wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand>;
   /** An executable that runs `cli.command` in the session's sandbox with the arguments it is given. */
   launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher>;
+  /**
+   * Writes the files of a session's MCP servers into its MCP folder (replacing earlier ones), which
+   * the session's sandbox shows read-only, and answers the folder's path as the CLI sees it. Rejects
+   * with config_invalid where no sandbox gives the session a folder of its own.
+   */
+  mcpFolder(sessionId: string, files: McpFile[]): Promise<string>;
   /** The sessions that have folders (HOME, TMP) here. */
   sessions(): Promise<string[]>;
   /** The session is over: its HOME and TMP are removed. */

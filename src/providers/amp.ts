@@ -13,6 +13,7 @@ import {
   type AnthropicUsage,
   type ContentBlock,
 } from './common.js';
+import { jsonServers, mcpFilePath } from './mcp.js';
 import type { ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
 
 /**
@@ -105,7 +106,13 @@ function createAmpProcess(input: ProviderRunInput): ProviderProcess {
     }
   }
 
-  const run = [`--execute=${input.prompt}`, '--stream-json', ...(input.permissionMode === 'dangerously-allow-all' ? ['--dangerously-allow-all'] : [])];
+  const mcpConfig = mcpFilePath(input, AMP_MCP_FILE);
+  const run = [
+    `--execute=${input.prompt}`,
+    '--stream-json',
+    ...(input.permissionMode === 'dangerously-allow-all' ? ['--dangerously-allow-all'] : []),
+    ...(mcpConfig ? ['--mcp-config', mcpConfig] : []),
+  ];
   return {
     args: input.providerSessionId ? ['threads', 'continue', input.providerSessionId, ...run] : run,
     ...SIGNALLED_ONE_SHOT,
@@ -137,6 +144,8 @@ function resultError(line: AmpLine): ProviderEvent {
   return errorEvent('provider_error', message, { extra });
 }
 
+const AMP_MCP_FILE = 'amp-mcp.json';
+
 const amp: ProviderDefinition = {
   name: 'amp',
   displayName: 'Amp',
@@ -148,6 +157,8 @@ const amp: ProviderDefinition = {
   permissionModes: { default: 'default', bypass: 'dangerously-allow-all' },
   nativePermissionModes: ['default', 'dangerously-allow-all'],
   options: {},
+  // `--mcp-config FILE` (docs/protocols.md, "## Amp"): its settings' `amp.mcpServers` shape.
+  mcp: { files: (servers) => [{ name: AMP_MCP_FILE, content: JSON.stringify(jsonServers(servers, 'url')) }] },
   versionArgs: ['--version'],
   create: createAmpProcess,
 };

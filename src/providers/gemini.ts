@@ -1,7 +1,11 @@
+import { join } from 'node:path';
 import type { ErrorDomain, ErrorKind } from '../errors/kinds.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
+import { jsonServers } from './mcp.js';
 import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
+
+const GEMINI_MCP_FILE = 'gemini-settings.json';
 
 /**
  * `gemini`: Gemini CLI in headless stream-json mode (docs/protocols.md, "## Gemini CLI"):
@@ -36,6 +40,10 @@ import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProce
  * result status error                 → remembered: the process exits right after it, and its exit
  *                                       code says what failed (below), so the terminal error is made then
  * anything else                       → raw; a line that is not JSON → parse_error
+ *
+ * MCP servers: a settings file with `mcpServers` (HTTP ones as `httpUrl`, streamable HTTP) that the
+ * CLI reads as its system settings (GEMINI_CLI_SYSTEM_SETTINGS_PATH), merged over the user settings
+ * of the session's HOME and out of the agent's reach (the run's MCP folder is read-only).
  *
  * Exit codes: 1 general/API → provider_error, 41 → auth_error, 42 input → config_invalid,
  * 44 sandbox → config_invalid, 52 config → config_invalid, 53 turn limit → provider_error (guardrail),
@@ -203,6 +211,10 @@ const gemini: ProviderDefinition = {
   nativePermissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
   // --resume latest. No flag for a system prompt, a turn limit or an effort (settings files only).
   options: { continuation_latest: true },
+  mcp: {
+    files: (servers) => [{ name: GEMINI_MCP_FILE, content: JSON.stringify({ mcpServers: jsonServers(servers, 'httpUrl') }) }],
+    env: (_servers, dir) => ({ GEMINI_CLI_SYSTEM_SETTINGS_PATH: join(dir, GEMINI_MCP_FILE) }),
+  },
   versionArgs: ['--version'],
   create: createGeminiProcess,
 };

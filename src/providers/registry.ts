@@ -7,13 +7,13 @@ import type { ProviderDefinition } from './types.js';
  * Providers are discovered, not listed: every module in this folder except the ones named below
  * (the contract, this registry, common.ts with the helpers providers share, env.ts with the
  * environment a provider's CLI gets, permission-modes.ts and agent-options.ts with the vocabulary of
- * the session options), and every subfolder with an index module, default-exports a
- * ProviderDefinition, so adding a provider is adding one file or one folder. Discovery reads the
+ * the session options, mcp.ts with what their MCP configurations share), and every subfolder with
+ * an index module, default-exports a ProviderDefinition, so adding a provider is adding one file or one folder. Discovery reads the
  * folder this module is in, which is src/providers/ under vitest and tsx (claude/index.ts, shell.ts),
  * and dist/providers/ after the build (claude/index.js, shell.js).
  */
 
-const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common', 'env', 'permission-modes', 'agent-options']);
+const NOT_PROVIDERS = new Set(['types', 'registry', 'index', 'common', 'env', 'permission-modes', 'agent-options', 'mcp']);
 
 let loaded: Promise<Map<string, ProviderDefinition>> | null = null;
 

@@ -1,3 +1,4 @@
+import type { McpServers } from '../schemas/api.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import type { PermissionModeTable } from './permission-modes.js';
 
@@ -37,6 +38,32 @@ export interface ProviderRunInput {
    * for the whole thread (codex, claude's total_cost_usd) subtract these to report per-run figures.
    */
   previousTotals?: ProviderTotals;
+  /**
+   * The session's MCP servers (secrets included) and the folder, as the CLI sees it, that holds the
+   * files ProviderMcp.files made of them; absent when the session has none.
+   */
+  mcp?: { servers: McpServers; dir: string };
+}
+
+/**
+ * How a provider hands a session's MCP servers to its CLI (README "MCP servers"). Secret values (a
+ * stdio server's `env`, an HTTP server's `headers`) go into files or the CLI's environment, never
+ * into its argv, which any process on the host may read (/proc/<pid>/cmdline). A provider without
+ * one refuses sessions with MCP servers.
+ */
+export interface ProviderMcp {
+  /** Refuses servers this CLI cannot take: throws an AsmError naming the field (badField). */
+  check?(servers: McpServers): void;
+  /** The files the CLI reads them from, written into the run's MCP folder, which the CLI sees read-only. */
+  files(servers: McpServers): McpFile[];
+  /** Variables the CLI needs besides (given the folder the files are in), added to its environment. */
+  env?(servers: McpServers, dir: string): Record<string, string>;
+}
+
+export interface McpFile {
+  /** A plain file name, in the run's MCP folder. */
+  name: string;
+  content: string;
 }
 
 /**
@@ -184,6 +211,8 @@ export interface ProviderDefinition {
   options: ProviderOptionSupport;
   /** The SDK lane, for the providers whose vendor ships an SDK (claude, codex). */
   sdk?: ProviderSdk;
+  /** How its CLI gets a session's MCP servers; absent: it cannot (sessions with some are refused). */
+  mcp?: ProviderMcp;
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
   /**

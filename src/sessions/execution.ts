@@ -152,6 +152,7 @@ export class RunExecutor {
           node: config.nodeName,
           deadlineMs: session.run_deadline_ms,
           approvalTimeoutMs: session.approval_timeout_ms,
+          mcpServers: session.mcp_server_config,
         },
         (event) => {
           void recorder.serialize(runId, () => this.record(run, active, event)).catch((err) =>

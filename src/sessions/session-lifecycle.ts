@@ -11,6 +11,7 @@ import { isTerminalRunState, type CreateSessionBody } from '../schemas/api.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ControlRouter } from './control.js';
+import { checkMcpServers, redactMcpServers } from './mcp-servers.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
 import { sessionAgentOptions } from './run-options.js';
@@ -66,6 +67,7 @@ export class SessionLifecycle {
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
     placement.assertSurface(executionSurface, executionMode, placed);
     if (executionMode === 'remote_node') resolveRemoteOptions([config.remoteDefaults, body.driver_opts]);
+    const mcpServers = checkMcpServers(body.mcp_servers, provider, executionSurface, executionMode === 'local', config);
     const session: SessionRecord = {
       id: `ses_${randomUUID()}`,
       tenant,
@@ -82,6 +84,8 @@ export class SessionLifecycle {
       approval_timeout_ms: body.approval_timeout_ms ?? SESSION_DEFAULTS.approval_timeout_ms,
       run_deadline_ms: body.run_deadline_ms ?? SESSION_DEFAULTS.run_deadline_ms,
       metadata: body.metadata ?? {},
+      mcp_servers: redactMcpServers(mcpServers),
+      mcp_server_config: mcpServers,
       state: 'open',
       provider_session_id: null,
       granted_tools: [],

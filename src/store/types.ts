@@ -1,7 +1,7 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from './paging.js';
 import type { Continuation } from '../schemas/agent-options.js';
-import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
+import type { Approval, ExecutionSurface, McpServers, Run, Session } from '../schemas/api.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -16,6 +16,11 @@ export interface SessionRecord extends Session {
    * reported any; given back to the next run that continues the conversation. Internal: not in the API.
    */
   provider_totals?: Record<string, number> | null;
+  /**
+   * The session's MCP servers as the caller gave them, secrets included: what its runs hand the CLI.
+   * Internal: the API shows `mcp_servers`, the same servers with each secret value redacted.
+   */
+  mcp_server_config?: McpServers;
 }
 
 /** The effective remote payload of a remote_node run, as nodes/remote-options.ts resolves it. */

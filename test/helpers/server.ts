@@ -3,12 +3,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { inject } from 'vitest';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pino from 'pino';
+import pino, { type DestinationStream } from 'pino';
 import WebSocket from 'ws';
 import { createApp, type AsmApp } from '../../src/app.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer } from '../../src/http/server.js';
+import { createLogger } from '../../src/logger.js';
 import { SANDBOX_ENV } from './sandbox.js';
 
 /**
@@ -42,12 +43,16 @@ export interface TestServer {
 const WITHOUT_SDKS = () => new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded by this test server (startServer sdks: true)`)));
 
 /** A real ASM server on a free loopback port, with its own workspace root. */
-export async function startServer(env: Record<string, string> = {}, options: { sdks?: boolean } = {}): Promise<TestServer> {
+export async function startServer(env: Record<string, string> = {}, options: { sdks?: boolean; logLines?: string[] } = {}): Promise<TestServer> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-test-'));
   const sandboxRoot = mkdtempSync(join(tmpdir(), 'asm-test-sandbox-'));
   const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: sandboxRoot, ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
   const sdks = options.sdks ? new SdkLoader() : WITHOUT_SDKS();
-  const app = await createApp(config, pino({ level: process.env.ASM_TEST_LOG ?? 'silent' }), { sdks });
+  // With logLines, every line the service logs (at debug and up, through its own redacting logger) is kept there.
+  const log = options.logLines
+    ? createLogger('debug', { write: (line: string) => void options.logLines!.push(line) } as DestinationStream)
+    : pino({ level: process.env.ASM_TEST_LOG ?? 'silent' });
+  const app = await createApp(config, log, { sdks });
   const server = await buildServer(app);
   await server.listen({ host: '127.0.0.1', port: 0 });
   const address = server.server.address() as { port: number };

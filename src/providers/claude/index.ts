@@ -1,6 +1,7 @@
 /** The Claude Code provider: its binary, environment, modes and capabilities, and its two lanes. */
+import { jsonServers } from '../mcp.js';
 import type { ProviderDefinition } from '../types.js';
-import { createClaudeProcess } from './process.js';
+import { CLAUDE_MCP_FILE, createClaudeProcess } from './process.js';
 import { runClaudeSdk } from './sdk.js';
 
 /**
@@ -46,6 +47,8 @@ const claude: ProviderDefinition = {
     capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_history', 'session_resume', 'session_pause', 'session_intervene'],
     run: runClaudeSdk,
   },
+  // `--mcp-config <file>` (process.ts, sdk.ts): the secrets stay in the file.
+  mcp: { files: (servers) => [{ name: CLAUDE_MCP_FILE, content: JSON.stringify({ mcpServers: jsonServers(servers, 'url', { stdio: { type: 'stdio' }, http: { type: 'http' } }) }) }] },
   versionArgs: ['--version'],
   create: createClaudeProcess,
 };

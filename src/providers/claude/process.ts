@@ -1,6 +1,7 @@
 /** Claude Code on the core lane: its argv, and what the backend writes to and reads from the process. */
 import { randomUUID } from 'node:crypto';
 import { errorEvent, exitMessage, parseLine } from '../common.js';
+import { mcpFilePath } from '../mcp.js';
 import type { ProviderProcess, ProviderRunInput } from '../types.js';
 import { approvalResponse, initializeRequest, interruptRequest, userTurn } from './control.js';
 import { createClaudeMapper } from './mapper.js';
@@ -12,6 +13,7 @@ import type { ClaudeLine } from './messages.js';
  *
  *   claude -p --input-format stream-json --output-format stream-json --verbose --permission-prompt-tool stdio
  *          [--model M] [--permission-mode M] [--system-prompt S] [--max-turns N] [--effort E]
+ *          [--mcp-config <the session's MCP servers file>]
  *          (--session-id <new uuid> | --resume <provider session id> | --continue)
  *
  * On start we write an `initialize` control_request and the user turn to stdin. stdin stays open as
@@ -32,6 +34,9 @@ const BASE_ARGS = [
   '--permission-prompt-tool',
   'stdio',
 ];
+
+/** The file of the session's MCP servers (ProviderRunInput.mcp), in claude's `--mcp-config` shape. */
+export const CLAUDE_MCP_FILE = 'claude-mcp.json';
 
 /** `--permission-mode`: 'default' is the CLI's normal mode, but its flag does not accept that name. */
 export function explicitPermissionMode(input: ProviderRunInput): string | undefined {
@@ -60,6 +65,7 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
   const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : randomUUID());
   const map = createClaudeMapper(input);
   const permissionMode = explicitPermissionMode(input);
+  const mcpConfig = mcpFilePath(input, CLAUDE_MCP_FILE);
   let interruptCount = 0;
 
   return {
@@ -68,6 +74,7 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
       ...(input.model ? ['--model', input.model] : []),
       ...(permissionMode ? ['--permission-mode', permissionMode] : []),
       ...optionArgs(input),
+      ...(mcpConfig ? ['--mcp-config', mcpConfig] : []),
       ...conversationArgs(input, sessionId),
     ],
     stdin: 'control',

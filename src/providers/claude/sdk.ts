@@ -1,11 +1,12 @@
 /** Claude Code on the SDK lane: a turn run through the Agent SDK's query(). */
 import { randomUUID } from 'node:crypto';
 import { errorEvent } from '../common.js';
+import { mcpFilePath } from '../mcp.js';
 import type { ProviderLineOutput, SdkRunInput, SdkTurn } from '../types.js';
 import { permissionAnswer, userTurn } from './control.js';
 import { createClaudeMapper } from './mapper.js';
 import type { ClaudeLine, PermissionUpdate } from './messages.js';
-import { explicitPermissionMode } from './process.js';
+import { CLAUDE_MCP_FILE, explicitPermissionMode } from './process.js';
 
 /**
  * The Agent SDK's query() (docs/protocols.md, "## SDK lane") runs the same CLI in the same
@@ -46,6 +47,7 @@ export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (outpu
   const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : randomUUID());
   const map = createClaudeMapper(input);
   const permissionMode = explicitPermissionMode(input);
+  const mcpConfig = mcpFilePath(input, CLAUDE_MCP_FILE);
   const abort = new AbortController();
   let endPrompt!: () => void;
   const promptEnded = new Promise<void>((resolve) => (endPrompt = resolve));
@@ -67,6 +69,8 @@ export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (outpu
       ...(input.maxTurns !== undefined && { maxTurns: input.maxTurns }),
       ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
       ...(input.providerSessionId ? { resume: sessionId } : input.continueLatest ? { continue: true } : { sessionId }),
+      // The file, as on the core lane: the SDK's own `mcpServers` option would put them in argv.
+      ...(mcpConfig && { extraArgs: { 'mcp-config': mcpConfig } }),
       abortController: abort,
       canUseTool: (toolName: string, toolInput: unknown, options: { suggestions?: PermissionUpdate[] }) =>
         new Promise((settle) => {

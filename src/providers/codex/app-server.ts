@@ -4,6 +4,7 @@ import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
 import type { Mode } from './modes.js';
+import { codexMcpArgs } from './mcp.js';
 
 /*
  * `codex app-server` (docs/protocols.md, "## Codex"): JSON-RPC over stdio, one object per line, no
@@ -174,7 +175,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
   }
 
   return {
-    args: ['app-server'],
+    args: ['app-server', ...codexMcpArgs(input)],
     stdin: 'control',
     start: () => ({ write: [request('initialize', { clientInfo: { name: 'asm', title: 'Agent Session Manager', version: VERSION }, capabilities: null })] }),
     onLine(text) {

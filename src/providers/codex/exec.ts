@@ -3,6 +3,7 @@ import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
 import type { ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
 import type { Mode } from './modes.js';
+import { codexMcpArgs } from './mcp.js';
 
 /*
  * `codex exec --json --skip-git-repo-check [-m MODEL] <mode flags> [-c developer_instructions=…]
@@ -70,6 +71,7 @@ export function createExecProcess(input: ProviderRunInput, mode: Mode): Provider
       ...(input.model ? ['-m', input.model] : []),
       ...mode.execArgs!,
       ...execConfigArgs(input),
+      ...codexMcpArgs(input),
       ...(input.providerSessionId ? ['resume', input.providerSessionId] : []),
       '--',
       input.prompt,

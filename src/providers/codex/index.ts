@@ -2,6 +2,7 @@
 import type { ProviderDefinition, ProviderProcess, ProviderRunInput } from '../types.js';
 import { createAppServerProcess } from './app-server.js';
 import { createExecProcess } from './exec.js';
+import { CODEX_MCP } from './mcp.js';
 import { MODES, modeOf, PERMISSION_MODES } from './modes.js';
 import { runCodexSdk } from './sdk.js';
 
@@ -36,6 +37,7 @@ const codex: ProviderDefinition = {
     capabilities: ['interrupt', 'continuation', 'usage', 'session_resume'],
     run: runCodexSdk,
   },
+  mcp: CODEX_MCP,
   versionArgs: ['--version'],
   create: createCodexProcess,
 };

@@ -3,6 +3,7 @@ import { errorEvent } from '../common.js';
 import type { ProviderLineOutput, SdkRunInput, SdkTurn } from '../types.js';
 import { createExecMapper, type ExecLine } from './exec.js';
 import { modeOf } from './modes.js';
+import { codexMcpOverrides } from './mcp.js';
 
 /**
  * The Codex TypeScript SDK (docs/protocols.md, "## SDK lane") spawns `codex exec --experimental-json`
@@ -45,6 +46,8 @@ export function runCodexSdk(module: unknown, input: SdkRunInput, report: (output
     codexPathOverride: input.binary,
     env: input.env,
     ...(input.systemPrompt !== undefined && { config: { developer_instructions: input.systemPrompt } }),
+    // The session's MCP servers, as `--config` overrides without their secrets (mcp.ts).
+    ...(input.mcp && { configOverrides: codexMcpOverrides(input) }),
   });
   const options = {
     ...(input.model && { model: input.model }),
