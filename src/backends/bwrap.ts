@@ -26,7 +26,7 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  * - Mounts: on an empty root, /usr, /etc and the /bin, /lib… of the host read-only; a fresh /proc,
  *   /dev and /tmp; the Node.js that runs the service and the CLI's install folder read-only; the
  *   operator's ASM_SANDBOX_READ_ONLY and ASM_SANDBOX_WRITABLE; the session's HOME, TMP and working
- *   directory read-write, each at its own path, and its MCP folder (sandbox-dirs.ts) read-only. Nothing else of the host: not /run (sockets), /var,
+ *   directory read-write, each at its own path, and its MCP folder (sandbox-dirs.ts) read-only at MCP_FOLDER. Nothing else of the host: not /run (sockets), /var,
  *   /root or /home, the service's folder, or the other sessions. Secrets of /etc and the service's
  *   own files (config.ts, SandboxSettings.hide) are masked where a mount would show them.
  * - Where the service is root, bwrap runs as root (it must reach folders only root may, such as a CLI
@@ -39,6 +39,13 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  *   at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
  *   exitOf reads back as that signal for the signals the service sends.
  */
+
+/**
+ * Where a sandbox shows the session's MCP folder (sandbox-dirs.ts), read-only: a path of its own
+ * outside /tmp, whose parents no one else may write (Gemini CLI ignores a settings file under a
+ * folder others may write, as the sandbox's /tmp is).
+ */
+const MCP_FOLDER = '/run/asm-mcp';
 
 /** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
 const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
@@ -204,8 +211,9 @@ export class BwrapSandbox implements Sandbox {
     return { command: path, env: cli.env, dispose };
   }
 
-  mcpFolder(sessionId: string, files: Array<{ name: string; content: string }>): Promise<string> {
-    return this.dirs.writeMcpFiles(sessionId, files);
+  async mcpFolder(sessionId: string, files: Array<{ name: string; content: string }>): Promise<string> {
+    await this.dirs.writeMcpFiles(sessionId, files);
+    return MCP_FOLDER;
   }
 
   sessions(): Promise<string[]> {
@@ -232,7 +240,7 @@ export class BwrapSandbox implements Sandbox {
       { path: home, writable: true },
       { path: tmp, writable: true },
       { path: cwd, writable: true },
-      ...(existsSync(mcp) ? [{ path: mcp, writable: false }] : []),
+      ...(existsSync(mcp) ? [{ path: MCP_FOLDER, source: mcp, writable: false }] : []),
     ];
     return [
       ...this.outer,

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmod, chown, cp, lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AsmError } from '../errors/kinds.js';
@@ -12,7 +12,7 @@ import { AsmError } from '../errors/kinds.js';
  *   <root>/<session id>/tmp              its TMPDIR
  *   <root>/<session id>/launch-<run id>  the SDK lane's launcher of one run (never seen inside a sandbox)
  *   <root>/<session id>/mcp              the config files of the session's MCP servers, secrets included:
- *                                        the service's, readable by the CLI's account, shown read-only
+ *                                        the service's, shown read-only in the session's sandbox
  *
  * The root and the session folders are the service's (0700); HOME and TMP belong to the account the
  * CLI runs as. A session's folders are made by its first run and kept until `release`, so the
@@ -73,9 +73,11 @@ export class SandboxDirs {
 
   /**
    * Writes the files of the session's MCP servers (each replaced whole, by a rename, so a run reading
-   * one never sees half of it) readable by the CLI's account alone, and answers their folder. The
-   * folder is the service's: the agent, which may write its HOME, cannot put a symlink where these
-   * files are written.
+   * one never sees half of it) and answers their folder. Folder and files are the service's, and
+   * nobody else may change them: the agent, which may write its HOME, cannot put a symlink where
+   * these are written, and Gemini CLI reads a settings file only if root owns it and only root may
+   * write it. The files are readable by all (the CLI's account must read them), but their session
+   * folder is the service's alone (0700), so only the session's sandbox, which shows them, reaches them.
    */
   async writeMcpFiles(sessionId: string, files: Array<{ name: string; content: string }>): Promise<string> {
     await this.folders(sessionId);
@@ -83,8 +85,7 @@ export class SandboxDirs {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     for (const file of files) {
       const staged = join(dir, `.${randomUUID()}`);
-      await writeFile(staged, file.content, { mode: 0o400, flag: 'wx' });
-      if (this.account) await chown(staged, this.account.uid, this.account.gid);
+      await writeFile(staged, file.content, { mode: 0o444, flag: 'wx' });
       await rename(staged, join(dir, component(file.name)));
     }
     return dir;

@@ -99,14 +99,20 @@ export class AgentRig {
 
   constructor(readonly name: AgentName) {}
 
-  async start(model: ModelServer): Promise<void> {
+  /**
+   * `settings`: more settings of the service (e.g. what its sandboxes show); `cliEnv`: more variables
+   * for the CLI, passed through the service's allowlist.
+   */
+  async start(model: ModelServer, settings: Record<string, string> = {}, cliEnv: Record<string, string> = {}): Promise<void> {
     this.home = scratchHome();
     const bin = agentBin(this.name);
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
     this.pointAt(model.url);
+    this.export(cliEnv);
+    const passEnv = [...this.names, ...Object.keys(cliEnv)].join(',');
     // The installed SDKs too: the SDK lane drives the same real CLI.
     this.server = await startServer(
-      { [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: this.names.join(','), ASM_SANDBOX_HOME_TEMPLATE: this.home },
+      { [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: passEnv, ASM_SANDBOX_HOME_TEMPLATE: this.home, ...settings },
       { sdks: true },
     );
   }
@@ -117,7 +123,12 @@ export class AgentRig {
     // test server's workspace) must stay out of the home that is copied into every session.
     const { TMPDIR: _sandboxed, ...env } = offlineEnv(this.name, this.home, baseUrl);
     this.names = Object.keys(env);
-    for (const name of this.names) if (!this.saved.has(name)) this.saved.set(name, process.env[name]);
+    this.export(env);
+  }
+
+  /** Sets variables in this process's environment (the CLI's source), to be restored by stop(). */
+  private export(env: Record<string, string>): void {
+    for (const name of Object.keys(env)) if (!this.saved.has(name)) this.saved.set(name, process.env[name]);
     Object.assign(process.env, env);
   }
 

@@ -32,6 +32,11 @@ export type ModelTurn =
    * codex to run it outside its sandbox, which is what makes codex ask for approval.
    */
   | { text?: string; shell: string; escalate?: boolean; usage?: TurnUsage }
+  /**
+   * The model calls another tool the CLI declared (an MCP server's): the first whose name ends with
+   * `tool` (each CLI qualifies MCP tool names its own way), with this input.
+   */
+  | { text?: string; tool: string; input: Record<string, unknown>; usage?: TurnUsage }
   /** An HTTP error. It answers this request and every later one: CLIs retry, and the retries must fail too. */
   | { httpStatus: number; message?: string };
 
@@ -90,10 +95,14 @@ export async function startModelServer(): Promise<ModelServer> {
     requests.push({ dialect, path, headers: req.headers, body, toolResults: toolResults(dialect, body), turn });
 
     if (!turn) return sendError(res, dialect, 500, 'model server: no scripted turn left');
+    if ('tool' in turn && !declaredTools(dialect, body).some((name) => name.endsWith(turn.tool))) {
+      return sendError(res, dialect, 500, `model server: no declared tool ends with ${turn.tool}: ${declaredTools(dialect, body).join(', ')}`);
+    }
     if ('httpStatus' in turn) return sendError(res, dialect, turn.httpStatus, turn.message ?? `scripted HTTP ${turn.httpStatus}`);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const model = dialect === 'gemini' ? decodeURIComponent(/models\/([^:]+):/.exec(path)?.[1] ?? 'gemini') : String(body.model ?? 'model');
-    const events = dialect === 'anthropic' ? anthropicEvents(turn, model) : dialect === 'openai' ? openaiEvents(turn, model) : geminiEvents(turn, model);
+    const call = toolCall(turn, dialect, body);
+    const events = dialect === 'anthropic' ? anthropicEvents(turn, call, model) : dialect === 'openai' ? openaiEvents(turn, call, model) : geminiEvents(turn, call, model);
     for (const event of events) res.write(event);
     res.end();
   }
@@ -147,8 +156,37 @@ function chunks(text: string): string[] {
   return [text.slice(0, middle), text.slice(middle)].filter(Boolean);
 }
 
-function shellTurn(turn: ModelTurn): turn is Extract<ModelTurn, { shell: string }> {
-  return 'shell' in turn;
+/** A tool call the model makes: its name as the CLI declared it (and its namespace, if it declared one), and its input. */
+interface ToolCall {
+  name: string;
+  namespace?: string;
+  input: Record<string, unknown>;
+}
+
+/** The tool call of a turn in this dialect: the CLI's shell tool, or the declared tool a `tool` turn names. */
+function toolCall(turn: ModelTurn, dialect: Dialect, body: any): ToolCall | null {
+  if ('tool' in turn) {
+    const declared = declaredTools(dialect, body).find((name) => name.endsWith(turn.tool))!;
+    // A namespaced tool (codex declares an MCP server's tools as a `namespace`) is called by its own name in it.
+    const [namespace, name] = declared.includes('/') ? declared.split('/') : [undefined, declared];
+    return { name, ...(namespace && { namespace }), input: turn.input };
+  }
+  if (!('shell' in turn)) return null;
+  if (dialect !== 'openai') return { name: SHELL_TOOL[dialect], input: { command: turn.shell, description: 'Run a shell command' } };
+  return {
+    name: SHELL_TOOL.openai,
+    input: {
+      cmd: turn.shell,
+      ...(turn.escalate && { sandbox_permissions: 'require_escalated', justification: 'The command needs to run outside the sandbox' }),
+    },
+  };
+}
+
+/** The names of the tools a request declares to the model; a tool in a namespace as `<namespace>/<name>`. */
+function declaredTools(dialect: Dialect, body: any): string[] {
+  const tools: any[] = body.tools ?? [];
+  if (dialect === 'gemini') return tools.flatMap((t) => (t.functionDeclarations ?? []).map((f: any) => String(f.name)));
+  return tools.flatMap((t) => (t.type === 'namespace' ? (t.tools ?? []).map((f: any) => `${t.name}/${f.name}`) : [String(t.name ?? '')]));
 }
 
 function usageOf(turn: ModelTurn): TurnUsage {
@@ -179,7 +217,7 @@ function sendError(res: ServerResponse, dialect: Dialect, status: number, messag
 
 // ── Anthropic Messages (content blocks streamed as message_start … message_stop) ──────────────
 
-function anthropicEvents(turn: ModelTurn, model: string): string[] {
+function anthropicEvents(turn: ModelTurn, call: ToolCall | null, model: string): string[] {
   const usage = usageOf(turn);
   const id = `msg_${randomUUID().replaceAll('-', '')}`;
   const out = [
@@ -207,13 +245,13 @@ function anthropicEvents(turn: ModelTurn, model: string): string[] {
     out.push(sse('content_block_stop', { type: 'content_block_stop', index }));
     index += 1;
   }
-  if (shellTurn(turn)) {
-    const input = JSON.stringify({ command: turn.shell, description: 'Run a shell command' });
+  if (call) {
+    const input = JSON.stringify(call.input);
     out.push(
       sse('content_block_start', {
         type: 'content_block_start',
         index,
-        content_block: { type: 'tool_use', id: `toolu_${randomUUID().replaceAll('-', '')}`, name: SHELL_TOOL.anthropic, input: {} },
+        content_block: { type: 'tool_use', id: `toolu_${randomUUID().replaceAll('-', '')}`, name: call.name, input: {} },
       }),
       sse('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: input } }),
       sse('content_block_stop', { type: 'content_block_stop', index }),
@@ -222,7 +260,7 @@ function anthropicEvents(turn: ModelTurn, model: string): string[] {
   out.push(
     sse('message_delta', {
       type: 'message_delta',
-      delta: { stop_reason: shellTurn(turn) ? 'tool_use' : 'end_turn', stop_sequence: null },
+      delta: { stop_reason: call ? 'tool_use' : 'end_turn', stop_sequence: null },
       usage: { output_tokens: usage.output },
     }),
     sse('message_stop', { type: 'message_stop' }),
@@ -232,7 +270,7 @@ function anthropicEvents(turn: ModelTurn, model: string): string[] {
 
 // ── OpenAI Responses (output items streamed between response.created and response.completed) ──
 
-function openaiEvents(turn: ModelTurn, model: string): string[] {
+function openaiEvents(turn: ModelTurn, call: ToolCall | null, model: string): string[] {
   const usage = usageOf(turn);
   const responseId = `resp_${randomUUID().replaceAll('-', '')}`;
   const items: Record<string, unknown>[] = [];
@@ -275,19 +313,22 @@ function openaiEvents(turn: ModelTurn, model: string): string[] {
       sse('response.output_item.done', { type: 'response.output_item.done', output_index, item: done }),
     );
   }
-  if (shellTurn(turn)) {
+  if (call) {
     const output_index = items.length;
-    const args = JSON.stringify({
-      cmd: turn.shell,
-      ...(turn.escalate && { sandbox_permissions: 'require_escalated', justification: 'The command needs to run outside the sandbox' }),
-    });
-    const call = { type: 'function_call', id: `fc_${randomUUID().replaceAll('-', '')}`, call_id: `call_${randomUUID().replaceAll('-', '')}`, name: SHELL_TOOL.openai };
+    const args = JSON.stringify(call.input);
+    const item = {
+      type: 'function_call',
+      id: `fc_${randomUUID().replaceAll('-', '')}`,
+      call_id: `call_${randomUUID().replaceAll('-', '')}`,
+      name: call.name,
+      ...(call.namespace && { namespace: call.namespace }),
+    };
     out.push(
-      sse('response.output_item.added', { type: 'response.output_item.added', output_index, item: { ...call, arguments: '', status: 'in_progress' } }),
-      sse('response.function_call_arguments.delta', { type: 'response.function_call_arguments.delta', item_id: call.id, output_index, delta: args }),
-      sse('response.function_call_arguments.done', { type: 'response.function_call_arguments.done', item_id: call.id, output_index, arguments: args }),
+      sse('response.output_item.added', { type: 'response.output_item.added', output_index, item: { ...item, arguments: '', status: 'in_progress' } }),
+      sse('response.function_call_arguments.delta', { type: 'response.function_call_arguments.delta', item_id: item.id, output_index, delta: args }),
+      sse('response.function_call_arguments.done', { type: 'response.function_call_arguments.done', item_id: item.id, output_index, arguments: args }),
     );
-    const done = { ...call, arguments: args, status: 'completed' };
+    const done = { ...item, arguments: args, status: 'completed' };
     items.push(done);
     out.push(sse('response.output_item.done', { type: 'response.output_item.done', output_index, item: done }));
   }
@@ -310,7 +351,7 @@ function openaiEvents(turn: ModelTurn, model: string): string[] {
 
 // ── Gemini (GenerateContentResponse chunks, `data:` lines only) ───────────────────────────────
 
-function geminiEvents(turn: ModelTurn, model: string): string[] {
+function geminiEvents(turn: ModelTurn, call: ToolCall | null, model: string): string[] {
   const usage = usageOf(turn);
   const chunk = (parts: unknown[], last: boolean) => ({
     candidates: [{ content: { role: 'model', parts }, index: 0, ...(last && { finishReason: 'STOP' }) }],
@@ -321,9 +362,7 @@ function geminiEvents(turn: ModelTurn, model: string): string[] {
     responseId: randomUUID(),
   });
   const parts: unknown[][] = (textOf(turn) ? chunks(textOf(turn) ?? '') : []).map((text) => [{ text }]);
-  if (shellTurn(turn)) {
-    parts.push([{ functionCall: { name: SHELL_TOOL.gemini, args: { command: turn.shell, description: 'Run a shell command' } } }]);
-  }
+  if (call) parts.push([{ functionCall: { name: call.name, args: call.input } }]);
   return parts.map((p, i) => sse(null, chunk(p, i === parts.length - 1)));
 }
 

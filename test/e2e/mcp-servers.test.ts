@@ -114,7 +114,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   it('claude: a --mcp-config file in the session\'s read-only MCP folder', async () => {
     const report = await probe('claude', 'claude-core');
     const path = report.argv[report.argv.indexOf('--mcp-config') + 1];
-    expect(path).toMatch(/\/ses_[^/]+\/mcp\/claude-mcp\.json$/);
+    expect(path).toBe('/run/asm-mcp/claude-mcp.json');
     expect(JSON.parse(report.files[path])).toEqual({
       mcpServers: {
         docs: { type: 'stdio', command: 'node', args: ['/srv/docs.mjs', '--stdio'], env: { DOCS_TOKEN: ENV_SECRET } },
@@ -142,7 +142,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   it('gemini: system settings with mcpServers, named by GEMINI_CLI_SYSTEM_SETTINGS_PATH', async () => {
     const report = await probe('gemini', 'gemini-run');
     const path = report.env.GEMINI_CLI_SYSTEM_SETTINGS_PATH;
-    expect(path).toMatch(/\/ses_[^/]+\/mcp\/gemini-settings\.json$/);
+    expect(path).toBe('/run/asm-mcp/gemini-settings.json');
     expect(JSON.parse(report.files[path])).toEqual({
       mcpServers: {
         docs: { command: 'node', args: ['/srv/docs.mjs', '--stdio'], env: { DOCS_TOKEN: ENV_SECRET } },

@@ -70,6 +70,36 @@ describe('codex transports and argv', () => {
       { kind: 'assistant_delta', payload: { content: 'Hel', index: 0 } },
     ]);
   });
+
+  it('passes the session\'s MCP servers as -c overrides without their secrets, on both transports', () => {
+    const mcp = { dir: '/run/asm-mcp', servers: { docs: { command: 'node', args: ['d.mjs'], env: { TOKEN: 's3cret' } }, web: { url: 'https://x.test/mcp', headers: { 'X-Key': 'k3y' } } } };
+    const overrides = [
+      '-c', 'mcp_servers.docs.command="node"', '-c', 'mcp_servers.docs.args=["d.mjs"]', '-c', 'mcp_servers.docs.env_vars=["TOKEN"]',
+      '-c', 'mcp_servers.web.url="https://x.test/mcp"', '-c', 'mcp_servers.web.env_http_headers={"X-Key" = "ASM_MCP_1_HEADER_0"}',
+    ];
+    expect(codex.create({ ...INPUT, mcp }).args).toEqual(['app-server', ...overrides]);
+    expect(codex.create({ ...INPUT, mcp, permissionMode: 'full-auto' }).args).toEqual([
+      'exec', '--json', '--skip-git-repo-check', '-s', 'workspace-write', '-c', 'approval_policy="never"', ...overrides, '--', 'hi',
+    ]);
+    expect(codex.mcp!.env!(mcp.servers, mcp.dir)).toEqual({ TOKEN: 's3cret', ASM_MCP_1_HEADER_0: 'k3y' });
+  });
+
+  it('asks for an MCP tool call\'s approval elicitation like for any tool, and answers it accept or decline', () => {
+    const process = codex.create(INPUT);
+    const elicitation = (id: number) => ({
+      id,
+      method: 'mcpServer/elicitation/request',
+      params: { serverName: 'shouter', mode: 'form', _meta: { codex_approval_kind: 'mcp_tool_call', tool_name: 'shout', tool_params: { text: 'ping' } }, requestedSchema: { type: 'object', properties: {} } },
+    });
+    const asked = process.onLine(JSON.stringify(elicitation(3)));
+    expect(asked.approvals).toEqual([{ subject: 'mcp__shouter__shout', toolInput: { text: 'ping' }, native: { id: 3, elicitation: true } }]);
+    expect(JSON.parse(process.decide(asked.approvals![0], 'allow', null).write![0])).toEqual({ id: 3, result: { action: 'accept', content: {} } });
+    expect(JSON.parse(process.decide(asked.approvals![0], 'allow_for_session', null).write![0])).toEqual({ id: 3, result: { action: 'accept', content: {}, _meta: { persist: 'session' } } });
+    expect(JSON.parse(process.decide(asked.approvals![0], 'deny', 'no').write![0])).toEqual({ id: 3, result: { action: 'decline', content: null } });
+    // An elicitation of the server's own (not codex's approval) is still refused.
+    const own = process.onLine(JSON.stringify({ id: 4, method: 'mcpServer/elicitation/request', params: { serverName: 'shouter', mode: 'form', message: 'Your name?' } }));
+    expect(JSON.parse(own.write![0]).error.code).toBe(-32601);
+  });
 });
 
 describe('codex exec on the fake CLI', () => {

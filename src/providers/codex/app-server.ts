@@ -3,8 +3,8 @@ import { VERSION } from '../../version.js';
 import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
-import type { Mode } from './modes.js';
 import { codexMcpArgs } from './mcp.js';
+import type { Mode } from './modes.js';
 
 /*
  * `codex app-server` (docs/protocols.md, "## Codex"): JSON-RPC over stdio, one object per line, no
@@ -15,8 +15,11 @@ import { codexMcpArgs } from './mcp.js';
  *   ← notifications until turn/completed; stdin is then closed and the server exits.
  *   Approvals are server→client requests item/commandExecution/requestApproval and
  *   item/fileChange/requestApproval, answered with {id, result:{decision}}: allow → "accept",
- *   allow_for_session → "acceptForSession", deny → "decline". Other server requests get a JSON-RPC error
- *   so the turn never waits on us. Interrupt: turn/interrupt {threadId, turnId} → turn/completed
+ *   allow_for_session → "acceptForSession", deny → "decline". An MCP tool call asks through
+ *   mcpServer/elicitation/request with _meta.codex_approval_kind "mcp_tool_call" (subject
+ *   mcp__<server>__<tool>, input the tool's arguments), answered {action: "accept" | "decline",
+ *   content}, with _meta.persist "session" for allow_for_session. Other server requests get a
+ *   JSON-RPC error so the turn never waits on us. Interrupt: turn/interrupt {threadId, turnId} → turn/completed
  *   with status "interrupted".
  */
 
@@ -28,12 +31,19 @@ interface RpcMessage {
   error?: { code?: number; message?: string };
 }
 
-/** ApprovalRequest.native for app-server: the server's request id. */
+/** ApprovalRequest.native for app-server: the server's request id, and whether it is an MCP tool call's elicitation. */
 interface RpcApproval {
   id: number | string;
+  elicitation?: boolean;
 }
 
 const DECISIONS: Record<ApprovalDecision, string> = { allow: 'accept', allow_for_session: 'acceptForSession', deny: 'decline' };
+
+/** The answer to an MCP tool call's approval elicitation. */
+function elicitationAnswer(decision: ApprovalDecision): Record<string, unknown> {
+  if (decision === 'deny') return { action: 'decline', content: null };
+  return { action: 'accept', content: {}, ...(decision === 'allow_for_session' && { _meta: { persist: 'session' } }) };
+}
 
 /** app-server item types (camelCase) → the exec names used throughout. */
 const ITEM_TYPES: Record<string, string> = {
@@ -140,7 +150,11 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       const toolInput = { changes: items.startedItem(params.itemId)?.changes ?? null, reason: params.reason ?? null, grant_root: params.grantRoot ?? null };
       return { approvals: [{ subject: 'file_change', toolInput, native }] };
     }
-    // Nothing else was offered by us (no dynamic tools, no elicitation): refuse, so the turn goes on.
+    if (message.method === 'mcpServer/elicitation/request' && params._meta?.codex_approval_kind === 'mcp_tool_call') {
+      const subject = `mcp__${params.serverName}__${params._meta.tool_name}`;
+      return { approvals: [{ subject, toolInput: params._meta.tool_params ?? null, native: { ...native, elicitation: true } }] };
+    }
+    // Nothing else was offered by us (no dynamic tools, no other elicitation): refuse, so the turn goes on.
     const refusal = { id: message.id, error: { code: -32601, message: `ASM does not handle ${message.method}` } };
     return { events: [raw(message)], write: [JSON.stringify(refusal)] };
   }
@@ -186,7 +200,8 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       return message.id === undefined ? onNotification(message) : onServerRequest(message);
     },
     decide(approval: ApprovalRequest, decision: ApprovalDecision) {
-      const { id } = approval.native as RpcApproval;
+      const { id, elicitation } = approval.native as RpcApproval;
+      if (elicitation) return { write: [JSON.stringify({ id, result: elicitationAnswer(decision) })] };
       return { write: [JSON.stringify({ id, result: { decision: DECISIONS[decision] } })] };
     },
     interrupt() {

@@ -2,8 +2,8 @@
 import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
 import type { ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
-import type { Mode } from './modes.js';
 import { codexMcpArgs } from './mcp.js';
+import type { Mode } from './modes.js';
 
 /*
  * `codex exec --json --skip-git-repo-check [-m MODEL] <mode flags> [-c developer_instructions=…]

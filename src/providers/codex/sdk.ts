@@ -2,8 +2,8 @@
 import { errorEvent } from '../common.js';
 import type { ProviderLineOutput, SdkRunInput, SdkTurn } from '../types.js';
 import { createExecMapper, type ExecLine } from './exec.js';
-import { modeOf } from './modes.js';
 import { codexMcpOverrides } from './mcp.js';
+import { modeOf } from './modes.js';
 
 /**
  * The Codex TypeScript SDK (docs/protocols.md, "## SDK lane") spawns `codex exec --experimental-json`
