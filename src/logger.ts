@@ -4,15 +4,23 @@ import pino, { type DestinationStream, type Logger } from 'pino';
  * The service's logger: JSON lines in which no secret appears. A request's URL may carry an API key
  * (`?token=`, for clients that cannot set headers), so every `token=` value is replaced in each line
  * written, whichever field or message holds the URL; the Authorization header is never logged (the
- * request serializer leaves headers out, and `redact` covers headers logged any other way); and a
- * Redis error keeps the name of its failed command but not its arguments.
+ * request serializer leaves headers out, and `redact` covers headers logged any other way); a
+ * session's MCP servers, whose `env` and `headers` hold secrets, are never logged either (nothing logs
+ * them, and `redact` covers a session record or request body logged whole); and a Redis error keeps
+ * the name of its failed command but not its arguments.
  */
 export function createLogger(level: string, destination: DestinationStream = pino.destination({ dest: 1, sync: true })): Logger {
   return pino(
     {
       level,
       serializers: { err: errorWithoutCommandArgs },
-      redact: { paths: ['authorization', 'headers.authorization', '*.headers.authorization', 'headers.cookie', '*.headers.cookie'], censor: '[redacted]' },
+      redact: {
+        paths: [
+          'authorization', 'headers.authorization', '*.headers.authorization', 'headers.cookie', '*.headers.cookie',
+          'mcp_servers', '*.mcp_servers', 'mcp_server_config', '*.mcp_server_config',
+        ],
+        censor: '[redacted]',
+      },
     },
     { write: (line: string) => destination.write(redactTokens(line)) },
   );

@@ -1,7 +1,9 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { DestinationStream } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/logger.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -159,6 +161,15 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
       docs: { command: 'node', args: ['/srv/docs.mjs', '--stdio'], env: { DOCS_TOKEN: ENV_SECRET } },
       remote: { url: 'https://mcp.example.test/mcp', headers: { Authorization: `Bearer ${HEADER_SECRET}` } },
     });
+  });
+
+  it('the logger redacts a session record or body logged whole', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) } as DestinationStream);
+    log.info({ session: { id: 'ses_1', mcp_server_config: SERVERS }, body: { mcp_servers: SERVERS } }, 'a careless line');
+    log.info({ mcp_servers: SERVERS, mcp_server_config: SERVERS }, 'another');
+    expect(lines).toHaveLength(2);
+    expectNoSecret(lines.join('\n'), 'the log');
   });
 
   it.each([
