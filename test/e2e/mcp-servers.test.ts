@@ -5,7 +5,7 @@ import type { DestinationStream } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { scratchDir } from '../helpers/sandbox.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -29,20 +29,6 @@ const SERVERS = {
 let server: TestServer;
 let probeDir: string;
 const logLines: string[] = [];
-
-beforeAll(async () => {
-  probeDir = scratchDir('asm-mcp-probe-');
-  Object.assign(process.env, { MCP_PROBE_DIR: probeDir, AMP_API_KEY: 'test-amp-key' });
-  server = await startServer(
-    { ASM_CLAUDE_BIN: PROBE, ASM_CODEX_BIN: PROBE, ASM_GEMINI_BIN: PROBE, ASM_AMP_BIN: PROBE, ASM_PASS_ENV: 'MCP_PROBE_DIR', ASM_MCP_MAX_SERVERS: '3' },
-    { logLines },
-  );
-});
-afterAll(async () => {
-  await server.close();
-  delete process.env.MCP_PROBE_DIR;
-  delete process.env.AMP_API_KEY;
-});
 
 function expectNoSecret(text: string, where: string): void {
   for (const secret of SECRETS) expect(text.includes(secret), `${secret} in ${where}`).toBe(false);
@@ -101,7 +87,29 @@ async function probe(provider: string, name: string, extra: Record<string, unkno
   return JSON.parse(readFileSync(reportFile, 'utf8')) as ProbeReport;
 }
 
-describe('MCP servers per session', { timeout: 60_000 }, () => {
+describe.each(SERVER_MODES)('MCP servers per session (%s)', { timeout: 60_000 }, (mode, modeEnv) => {
+  beforeAll(async () => {
+    probeDir = scratchDir('asm-mcp-probe-');
+    Object.assign(process.env, { MCP_PROBE_DIR: probeDir, AMP_API_KEY: 'test-amp-key' });
+    server = await startServer(
+      {
+        ...modeEnv(),
+        ASM_CLAUDE_BIN: PROBE,
+        ASM_CODEX_BIN: PROBE,
+        ASM_GEMINI_BIN: PROBE,
+        ASM_AMP_BIN: PROBE,
+        ASM_PASS_ENV: 'MCP_PROBE_DIR',
+        ASM_MCP_MAX_SERVERS: '3',
+      },
+      { logLines },
+    );
+  });
+  afterAll(async () => {
+    await server.close();
+    delete process.env.MCP_PROBE_DIR;
+    delete process.env.AMP_API_KEY;
+  });
+
   it('shows the servers with their secrets redacted', async () => {
     const res = await server.request('POST', '/v1/sessions', { provider: 'claude', mcp_servers: SERVERS });
     expect(res.status).toBe(201);
@@ -114,7 +122,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   });
 
   it('claude: a --mcp-config file in the session\'s read-only MCP folder', async () => {
-    const report = await probe('claude', 'claude-core');
+    const report = await probe('claude', `claude-${mode}`);
     const path = report.argv[report.argv.indexOf('--mcp-config') + 1];
     expect(path).toBe('/run/asm-mcp/claude-mcp.json');
     expect(JSON.parse(report.files[path])).toEqual({
@@ -128,7 +136,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   });
 
   it('codex: -c mcp_servers overrides without secrets, the values in its environment', async () => {
-    const report = await probe('codex', 'codex-exec', { permission_mode: 'full-auto' });
+    const report = await probe('codex', `codex-${mode}`, { permission_mode: 'full-auto' });
     const overrides = report.argv.flatMap((arg, i) => (report.argv[i - 1] === '-c' && arg.startsWith('mcp_servers.') ? [arg] : []));
     expect(overrides).toEqual([
       'mcp_servers.docs.command="node"',
@@ -142,7 +150,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   });
 
   it('gemini: system settings with mcpServers, named by GEMINI_CLI_SYSTEM_SETTINGS_PATH', async () => {
-    const report = await probe('gemini', 'gemini-run');
+    const report = await probe('gemini', `gemini-${mode}`);
     const path = report.env.GEMINI_CLI_SYSTEM_SETTINGS_PATH;
     expect(path).toBe('/run/asm-mcp/gemini-settings.json');
     expect(JSON.parse(report.files[path])).toEqual({
@@ -155,7 +163,7 @@ describe('MCP servers per session', { timeout: 60_000 }, () => {
   });
 
   it('amp: an --mcp-config file of its settings shape', async () => {
-    const report = await probe('amp', 'amp-run');
+    const report = await probe('amp', `amp-${mode}`);
     const path = report.argv[report.argv.indexOf('--mcp-config') + 1];
     expect(JSON.parse(report.files[path])).toEqual({
       docs: { command: 'node', args: ['/srv/docs.mjs', '--stdio'], env: { DOCS_TOKEN: ENV_SECRET } },
