@@ -1,7 +1,8 @@
 import type { SandboxSettings } from '../config.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import type { ApprovalDecision, McpFile, ProcessExit, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
-import type { ExecutionSurface, McpServers } from '../schemas/api.js';
+import type { ExecutionSurface } from '../schemas/api.js';
+import type { McpServers } from '../schemas/mcp-servers.js';
 
 /**
  * A backend executes one run and reports normalized events. The core backend runs the provider's CLI

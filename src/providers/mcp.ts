@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { McpServer, McpServers } from '../schemas/api.js';
+import type { McpServer, McpServers } from '../schemas/mcp-servers.js';
 import type { ProviderRunInput } from './types.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { McpServers } from '../schemas/api.js';
+import type { McpServers } from '../schemas/mcp-servers.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import type { PermissionModeTable } from './permission-modes.js';
 

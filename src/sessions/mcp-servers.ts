@@ -2,7 +2,8 @@ import type { AsmConfig } from '../config.js';
 import { badField } from '../errors/kinds.js';
 import { isStdio } from '../providers/mcp.js';
 import type { ProviderDefinition } from '../providers/types.js';
-import { MCP_REDACTED, type ExecutionSurface, type McpServers } from '../schemas/api.js';
+import type { ExecutionSurface } from '../schemas/api.js';
+import { MCP_REDACTED, type McpServers } from '../schemas/mcp-servers.js';
 
 /**
  * A session's MCP servers (README "MCP servers"): checked on create, so a session whose servers could

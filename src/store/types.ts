@@ -1,7 +1,8 @@
 import type { AsmEvent, EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from './paging.js';
 import type { Continuation } from '../schemas/agent-options.js';
-import type { Approval, ExecutionSurface, McpServers, Run, Session } from '../schemas/api.js';
+import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
+import type { McpServers } from '../schemas/mcp-servers.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed

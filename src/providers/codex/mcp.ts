@@ -1,6 +1,6 @@
 /** How codex gets a session's MCP servers: `-c mcp_servers.<name>.…` overrides, the secrets in its environment. */
 import { badField } from '../../errors/kinds.js';
-import type { McpServers } from '../../schemas/api.js';
+import type { McpServers } from '../../schemas/mcp-servers.js';
 import { BASE_ENV_NAMES } from '../env.js';
 import { isStdio, serversInOrder } from '../mcp.js';
 import type { ProviderMcp, ProviderRunInput } from '../types.js';
