@@ -57,7 +57,7 @@ const CASES: Case[] = [
   // (app-server: an elicitation, answered as an approval); exec cannot ask, so the SDK lane runs in
   // the mode that needs no approval.
   { name: 'codex', lane: 'core', session: { model: 'asm-test-model' }, during: allowTheTool, toolName: /^mcp__shouter__shout$/ },
-  { name: 'codex', lane: 'sdk', session: { model: 'asm-test-model', permission_mode: 'danger-full-access' }, toolName: /^mcp__shouter__shout$/ },
+  { name: 'codex', lane: 'sdk', session: { model: 'asm-test-model', permission_mode: 'bypass' }, toolName: /^mcp__shouter__shout$/ },
   // gemini cannot ask headless: yolo lets the tool run.
   { name: 'gemini', lane: 'core', session: { permission_mode: 'yolo', model: GEMINI_MODEL }, toolName: /^mcp_shouter_shout$/ },
 ];

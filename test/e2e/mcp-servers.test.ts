@@ -136,7 +136,7 @@ describe.each(SERVER_MODES)('MCP servers per session (%s)', { timeout: 60_000 },
   });
 
   it('codex: -c mcp_servers overrides without secrets, the values in its environment', async () => {
-    const report = await probe('codex', `codex-${mode}`, { permission_mode: 'full-auto' });
+    const report = await probe('codex', `codex-${mode}`, { permission_mode: 'bypass' }); // exec: the prompt is in argv
     const overrides = report.argv.flatMap((arg, i) => (report.argv[i - 1] === '-c' && arg.startsWith('mcp_servers.') ? [arg] : []));
     expect(overrides).toEqual([
       'mcp_servers.docs.command="node"',

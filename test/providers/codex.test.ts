@@ -78,9 +78,10 @@ describe('codex transports and argv', () => {
       '-c', 'mcp_servers.web.url="https://x.test/mcp"', '-c', 'mcp_servers.web.env_http_headers={"X-Key" = "ASM_MCP_1_HEADER_0"}',
     ];
     expect(codex.create({ ...INPUT, mcp }).args).toEqual(['app-server', ...overrides]);
-    expect(codex.create({ ...INPUT, mcp, permissionMode: 'full-auto' }).args).toEqual([
-      'exec', '--json', '--skip-git-repo-check', '-s', 'workspace-write', '-c', 'approval_policy="never"', ...overrides, '--', 'hi',
-    ]);
+    const exec = codex.create({ ...INPUT, mcp, permissionMode: 'danger-full-access' }).args;
+    expect(exec[0]).toBe('exec');
+    // The overrides are options of exec, before the prompt.
+    expect(exec.slice(-overrides.length - 2)).toEqual([...overrides, '--', 'hi']);
     expect(codex.mcp!.env!(mcp.servers, mcp.dir)).toEqual({ TOKEN: 's3cret', ASM_MCP_1_HEADER_0: 'k3y' });
   });
 
