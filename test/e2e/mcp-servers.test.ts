@@ -197,3 +197,18 @@ describe.each(SERVER_MODES)('MCP servers per session (%s)', { timeout: 60_000 },
     expectNoSecret(JSON.stringify(res.body), 'the error');
   });
 });
+
+describe('MCP servers without a sandbox', () => {
+  it('are refused: no folder would be the session\'s alone', async () => {
+    const unsandboxed = await startServer({ ASM_SANDBOX: 'none' });
+    try {
+      const res = await unsandboxed.request('POST', '/v1/sessions', { provider: 'claude', mcp_servers: SERVERS });
+      expect(res.status).toBe(400);
+      expect(res.body.error.details.field).toBe('mcp_servers');
+      expect(res.body.error.message).toContain('ASM_SANDBOX=bwrap');
+      expect((await unsandboxed.request('POST', '/v1/sessions', { provider: 'claude' })).status).toBe(201);
+    } finally {
+      await unsandboxed.close();
+    }
+  });
+});
