@@ -12,7 +12,7 @@ import { createLogger } from './logger.js';
 import { DEFAULT_LANES, mergeLanes } from './lanes/policies.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
 import type { Cluster, SelfReport } from './nodes/cluster.js';
-import { loadProviders } from './providers/registry.js';
+import { loadProviders, missingClisOf } from './providers/registry.js';
 import type { ProviderDefinition } from './providers/types.js';
 import { cookieHash } from './nodes/remote-start.js';
 import { WORKER_LANE } from './nodes/accept.js';
@@ -74,11 +74,16 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     dlqSize: config.dlqSize,
   };
   let sessions: SessionService | undefined;
+  const served = [...providers.keys()].filter((p) => !config.disabledProviders.has(p) && (worker?.providers ?? [p]).includes(p));
+  // Looked for once: a CLI installed later shows after a restart; a run still checks at spawn.
+  const missingClis = await missingClisOf(served.map((name) => providers.get(name)!), config.binaries);
   const report: SelfReport = () => ({
     name: config.nodeName,
     role: worker ? 'worker' : 'api',
     version: VERSION,
-    providers: [...providers.keys()].filter((p) => !config.disabledProviders.has(p) && (worker?.providers ?? [p]).includes(p)),
+    node_version: process.versions.node,
+    providers: served,
+    missing_clis: missingClis,
     capacity: worker?.capacity ?? engineOptions.lanes.reduce((sum, l) => sum + l.maxConcurrency, 0),
     load: (worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0,
     pool: worker?.pool ?? 'default',

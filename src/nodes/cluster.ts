@@ -16,7 +16,11 @@ export interface NodeSnapshot {
   name: string;
   role: 'api' | 'worker';
   version: string;
+  /** The Node.js version this process runs on (`process.versions.node`); a run goes only to a node of the API's major. */
+  node_version: string;
   providers: string[];
+  /** Providers it serves whose CLI is not found here (at start-up), with the binary it looked for. */
+  missing_clis: MissingCli[];
   capacity: number;
   load: number;
   pool: string;
@@ -28,6 +32,11 @@ export interface NodeSnapshot {
   cookie?: string | null;
   started_at: string;
   last_heartbeat: string;
+}
+
+export interface MissingCli {
+  provider: string;
+  binary: string;
 }
 
 /**
@@ -84,4 +93,4 @@ export interface Cluster {
 }
 
 /** What a process reports of itself on every heartbeat. */
-export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'providers' | 'capacity' | 'load' | 'pool' | 'cookie' | 'sandbox'>;
+export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'node_version' | 'providers' | 'missing_clis' | 'capacity' | 'load' | 'pool' | 'cookie' | 'sandbox'>;

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { access, constants } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
 import { AsmError } from '../errors/kinds.js';
 import { remoteFailure, REMOTE_START_FAILURES } from '../errors/remote-start-failures.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
+import { findBinary } from '../providers/registry.js';
 import { OwnerUnreachable, type Cluster, type NodeSnapshot } from './cluster.js';
 import type { RemoteOptions } from '../store/types.js';
 import { remoteTarget } from './remote-options.js';
@@ -153,7 +153,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * run's working directory on this node (remote_cwd inside the workspace root).
  */
 export async function preflightOnWorker(input: { binary: string; workspaceRoot: string; remoteCwd: string | null; path: string }): Promise<string> {
-  if (!(await findExecutable(input.binary, input.path))) {
+  if (!(await findBinary(input.binary, input.path))) {
     throw remoteFailure('remote_backend_start_failed', `the CLI ${input.binary} is not installed on this node`, { binary: input.binary }, 'cli_not_found');
   }
   let cwd: string;
@@ -168,12 +168,4 @@ export async function preflightOnWorker(input: { binary: string; workspaceRoot: 
     throw remoteFailure('remote_backend_start_failed', `remote_cwd: ${cwd} is not writable on this node`, { field: 'driver_opts.remote_cwd', cwd }, 'config_invalid');
   }
   return cwd;
-}
-
-async function findExecutable(binary: string, path: string): Promise<boolean> {
-  const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
-  for (const candidate of candidates) {
-    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return true;
-  }
-  return false;
 }

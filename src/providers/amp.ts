@@ -150,6 +150,7 @@ const amp: ProviderDefinition = {
   name: 'amp',
   displayName: 'Amp',
   defaultBinary: 'amp',
+  install: 'npm install -g @sourcegraph/amp',
   env: ['AMP_API_KEY', 'AMP_URL'],
   defaultQueue: 'prompt',
   capabilities: ['interrupt', 'continuation', 'usage'],

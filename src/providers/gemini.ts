@@ -193,6 +193,7 @@ const gemini: ProviderDefinition = {
   name: 'gemini',
   displayName: 'Gemini CLI',
   defaultBinary: 'gemini',
+  install: 'npm install -g @google/gemini-cli',
   // Auth methods in the CLI's order of preference, and endpoint overrides.
   env: [
     'GEMINI_API_KEY',

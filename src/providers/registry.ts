@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { access, constants, readdir } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { AsmError } from '../errors/kinds.js';
 import { buildCliEnv } from './env.js';
 import type { ProviderDefinition } from './types.js';
 
@@ -70,6 +72,41 @@ function isProviderDefinition(value: unknown): value is ProviderDefinition {
 /** The binary to run: the operator's ASM_<NAME>_BIN if set, else the provider's default (looked up on PATH). */
 export function resolveBinary(definition: ProviderDefinition, binaries: Record<string, string>): string {
   return binaries[definition.name] ?? definition.defaultBinary;
+}
+
+/** The environment variable that overrides a provider's binary. */
+export function binaryVariable(definition: ProviderDefinition): string {
+  return `ASM_${definition.name.toUpperCase()}_BIN`;
+}
+
+/** Whether `binary` can be started with this PATH: an executable file at that path, or in one of PATH's folders. */
+export async function findBinary(binary: string, path: string): Promise<boolean> {
+  const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
+  for (const candidate of candidates) {
+    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return true;
+  }
+  return false;
+}
+
+/** The providers among these whose CLI this process cannot start (what a node reports as `missing_clis`). */
+export async function missingClisOf(definitions: ProviderDefinition[], binaries: Record<string, string>): Promise<Array<{ provider: string; binary: string }>> {
+  const checked = await Promise.all(
+    definitions.map(async (definition) => {
+      const binary = resolveBinary(definition, binaries);
+      return { provider: definition.name, binary, found: await findBinary(binary, process.env.PATH ?? '') };
+    }),
+  );
+  return checked.filter((c) => !c.found).map(({ provider, binary }) => ({ provider, binary }));
+}
+
+/** A provider whose CLI is missing `where` ("on this server", "on node w1"): what is missing, and how to fix it. */
+export function cliNotFound(definition: ProviderDefinition, binary: string, where: string): AsmError {
+  const variable = binaryVariable(definition);
+  return new AsmError(
+    'cli_not_found',
+    `provider: the ${definition.name} CLI "${binary}" is not found ${where}; install it (${definition.install}) or point ${variable} at it`,
+    { details: { field: 'provider', provider: definition.name, binary, variable, install: definition.install } },
+  );
 }
 
 export interface VersionProbe {

@@ -63,6 +63,7 @@ const shell: ProviderDefinition = {
   name: 'shell',
   displayName: 'Shell (/bin/sh -c)',
   defaultBinary: '/bin/sh',
+  install: 'install a POSIX shell (e.g. apt-get install dash)',
   env: [],
   defaultQueue: 'skill',
   capabilities: ['interrupt'],

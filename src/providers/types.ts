@@ -195,6 +195,8 @@ export interface ProviderDefinition {
   displayName: string;
   /** Binary looked up on PATH unless ASM_<NAME>_BIN is set. */
   defaultBinary: string;
+  /** How an operator installs the CLI, for the cli_not_found answer (registry.ts cliNotFound). */
+  install: string;
   /** Environment names the CLI needs (auth, endpoints); passed through from the service's environment. */
   env: string[];
   /** Queue lane for this provider's runs unless the session or run names one. */
@@ -213,6 +215,12 @@ export interface ProviderDefinition {
   sdk?: ProviderSdk;
   /** How its CLI gets a session's MCP servers; absent: it cannot (sessions with some are refused). */
   mcp?: ProviderMcp;
+  /**
+   * The capabilities a session with this permission mode needs from the lane it runs on (codex:
+   * `approvals` for the modes that ask). Lane resolution (src/sessions/backend-resolution.ts) keeps
+   * `lane: auto` off an SDK lane that lacks one and refuses `lane: sdk`. Absent: needs nothing special.
+   */
+  laneNeeds?(permissionMode: string | null): string[];
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
   /**

@@ -311,7 +311,7 @@ export const ProviderInfo = Type.Object({
     { description: 'Which session options its CLI takes; the others are refused with config_invalid' },
   ),
   lanes: Type.Array(Type.String(), { description: 'Backend lanes this provider has: core, and sdk where its vendor ships an SDK' }),
-  sdk_available: Type.Boolean({ description: 'Whether the SDK package loads here (then lane auto runs on sdk)' }),
+  sdk_available: Type.Boolean({ description: 'Whether the SDK can run here: its package loads and the CLI it drives is found (then lane auto runs on sdk, unless the session needs a capability it lacks)' }),
   sdk: Nullable(
     Type.Object({
       package: Type.String(),
@@ -321,6 +321,23 @@ export const ProviderInfo = Type.Object({
     }),
   ),
 }, { $id: 'ProviderInfo' });
+export const LaneInfo = Type.Object(
+  {
+    provider: Type.String(),
+    preferred_lane: Type.String({ description: 'What lane auto picks for a local run that needs nothing the SDK lane lacks' }),
+    lanes: Type.Array(
+      Type.Object({
+        lane: Type.Union([Type.Literal('core'), Type.Literal('sdk')]),
+        available: Type.Boolean({ description: 'core: the CLI is found; sdk: the package loads and the CLI is found' }),
+        execution_modes: Type.Array(ExecutionMode, { description: 'Where the lane can run: sdk is local only' }),
+        capabilities: Type.Array(Type.String()),
+        runtime: Nullable(Type.String({ description: 'The CLI version (core) or package@version (sdk)' })),
+        error: Nullable(Type.String({ description: 'Why it is unavailable' })),
+      }),
+    ),
+  },
+  { $id: 'LaneInfo' },
+);
 export const ProviderList = Type.Object({ providers: Type.Array(Type.Ref(ProviderInfo)), next_cursor: NextCursor });
 export const ProviderParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) });
 export const ResolveLaneBody = Type.Object(
@@ -328,9 +345,12 @@ export const ResolveLaneBody = Type.Object(
     lane: Type.Optional(BackendLane),
     execution_mode: Type.Optional(ExecutionMode),
     queue: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+    permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'What a session would ask for: some modes need capabilities a lane lacks (missing_capabilities)' })),
+    driver_opts: Type.Optional(DriverOpts),
   },
   { additionalProperties: false },
 );
+export type ResolveLaneBody = Static<typeof ResolveLaneBody>;
 
 export const NodeInfo = Type.Object({
   id: Type.String({ description: 'Instance id, unique per process; runs record it as their owner' }),
@@ -338,7 +358,11 @@ export const NodeInfo = Type.Object({
   role: Type.Union([Type.Literal('api'), Type.Literal('worker')]),
   started_at: Timestamp,
   version: Type.String(),
+  node_version: Type.String({ description: 'The Node.js version it runs on; remote_node runs go only to nodes of the API\'s Node.js major' }),
   providers: Type.Array(Type.String()),
+  missing_clis: Type.Array(Type.Object({ provider: Type.String(), binary: Type.String() }), {
+    description: 'Providers it serves whose CLI it did not find at start-up: a session for one of them on this node alone is refused with cli_not_found',
+  }),
   capacity: Type.Integer(),
   load: Type.Integer(),
   last_heartbeat: Timestamp,
@@ -403,7 +427,7 @@ export type ClientFrame = Static<typeof ClientFrame>;
  * Schemas with an $id: registered once with Fastify, referenced by routes with Type.Ref, and published as
  * named components in openapi.json (so generated clients get named types). Referenced ones come first.
  */
-export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, NodeInfo];
+export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, LaneInfo, NodeInfo];
 
 /** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
 export const WS_CLOSE_SLOW_CONSUMER = 4008;

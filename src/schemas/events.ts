@@ -116,6 +116,9 @@ export const LaneMetadata = Type.Object(
     sdk_runtime: Type.Union([Type.String(), Type.Null()]),
     sdk_available: Type.Boolean(),
     capabilities: Type.Array(Type.String()),
+    missing_capabilities: Type.Optional(
+      Type.Array(Type.String(), { description: "What the session's options need that the provider's SDK lane lacks (then lane auto runs on core: lane_fallback_reason sdk_capability_missing)" }),
+    ),
     node: Type.String(),
     queue: Type.String(),
     caller: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: "The caller's metadata: the session's, overridden key by key by the run's" })),

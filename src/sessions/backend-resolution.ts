@@ -13,12 +13,18 @@ import type { ProviderDefinition } from '../providers/types.js';
  * | auto      | yes          | local          | sdk       | sdk  | sdk_available   | null                   |
  * | auto      | no           | any            | core      | core | sdk_unavailable | null                   |
  * | auto      | yes          | remote_node    | sdk       | core | sdk_available   | sdk_remote_unsupported |
+ * | auto      | yes, lacking a needed capability | local | sdk | core | sdk_available | sdk_capability_missing |
  * | core      | (not probed) | any            | core      | core | explicit_core   | null                   |
  * | sdk       | yes          | local          | sdk       | sdk  | explicit_sdk    | null                   |
  * | sdk       | yes          | remote_node    | config_invalid (unsupported_execution_mode)                        |
  * | sdk       | no           | any            | config_invalid (sdk_unavailable), never a silent fallback          |
+ * | sdk       | yes, lacking a needed capability | any | config_invalid (sdk_capability_missing)          |
  *
- * remote_node on a server that cannot distribute work is refused first (distribution_disabled).
+ * "SDK loadable" means the package imports and the CLI it drives is found (placement.ts). A session
+ * needs capabilities by its options (ProviderDefinition.laneNeeds: codex's asking modes need
+ * `approvals`, which its SDK lane lacks); `missing_capabilities` names those the SDK lane lacks,
+ * whichever lane ran. remote_node on a server that cannot distribute work is refused first
+ * (distribution_disabled).
  */
 
 export type RequestedBackend = 'auto' | 'core' | 'sdk';
@@ -32,6 +38,8 @@ export interface BackendResolutionInput {
   remoteAvailable: boolean;
   /** The provider's SDK as discovered; null when it was not probed (`lane: core` never probes). */
   sdk: SdkStatus | null;
+  /** What the session's options need of its lane (ProviderDefinition.laneNeeds). */
+  needs: readonly string[];
   node: string;
   queue: string;
 }
@@ -49,6 +57,7 @@ export function resolveBackend(input: BackendResolutionInput): EventMetadata {
     });
   }
   const sdkAvailable = input.sdk?.available === true && provider.sdk !== undefined;
+  const missing = provider.sdk ? input.needs.filter((need) => !provider.sdk!.capabilities.includes(need)) : [];
   if (requestedBackend === 'sdk') {
     if (!sdkAvailable) {
       const why = provider.sdk ? `${provider.sdk.package} cannot be loaded here${input.sdk?.error ? ` (${input.sdk.error})` : ''}` : `${provider.name} has no SDK lane`;
@@ -59,9 +68,14 @@ export function resolveBackend(input: BackendResolutionInput): EventMetadata {
         details: { field: 'lane', reason: 'unsupported_execution_mode' },
       });
     }
+    if (missing.length > 0) {
+      throw new AsmError('config_invalid', `lane: the ${provider.name} sdk lane lacks ${missing.join(', ')}, which this session needs (permission_mode); use lane core or auto`, {
+        details: { field: 'lane', reason: 'sdk_capability_missing', missing_capabilities: missing },
+      });
+    }
   }
   const preferred = sdkAvailable ? 'sdk' : 'core';
-  const lane = requestedBackend === 'core' || !sdkAvailable || executionMode === 'remote_node' ? 'core' : 'sdk';
+  const lane = requestedBackend === 'core' || !sdkAvailable || executionMode === 'remote_node' || missing.length > 0 ? 'core' : 'sdk';
   const laneReason = requestedBackend === 'core' ? 'explicit_core' : requestedBackend === 'sdk' ? 'explicit_sdk' : sdkAvailable ? 'sdk_available' : 'sdk_unavailable';
   return {
     requested_lane: requestedBackend,
@@ -70,10 +84,11 @@ export function resolveBackend(input: BackendResolutionInput): EventMetadata {
     backend: lane,
     execution_mode: executionMode,
     lane_reason: laneReason,
-    lane_fallback_reason: requestedBackend === 'auto' && sdkAvailable && lane === 'core' ? 'sdk_remote_unsupported' : null,
+    lane_fallback_reason: requestedBackend === 'auto' && sdkAvailable && lane === 'core' ? (executionMode === 'remote_node' ? 'sdk_remote_unsupported' : 'sdk_capability_missing') : null,
     sdk_runtime: lane === 'sdk' ? input.sdk!.runtime : null,
     sdk_available: requestedBackend === 'core' ? false : sdkAvailable,
     capabilities: lane === 'sdk' ? provider.sdk!.capabilities : provider.capabilities,
+    missing_capabilities: requestedBackend === 'core' ? [] : missing,
     node: input.node,
     queue: input.queue,
   };

@@ -2,6 +2,9 @@ import { checkSurface, type SshGrant } from '../backends/surfaces.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
 import { badField } from '../errors/kinds.js';
 import type { LaneEngine } from '../lanes/types.js';
+import type { Cluster } from '../nodes/cluster.js';
+import { remoteTarget } from '../nodes/remote-options.js';
+import { cliNotFound, findBinary, resolveBinary } from '../providers/registry.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import type { EventMetadata } from '../schemas/events.js';
@@ -9,6 +12,9 @@ import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBacken
 
 export interface PlacementDeps {
   engine: LaneEngine;
+  cluster: Cluster;
+  /** ASM_<NAME>_BIN overrides (config.binaries). */
+  binaries: Record<string, string>;
   sdks: SdkLoader;
   /** Whether this deployment has worker nodes for remote_node runs (distributed mode). */
   remoteAvailable: boolean;
@@ -19,6 +25,14 @@ export interface PlacementDeps {
   runLanes: ReadonlySet<string>;
 }
 
+/** What a run (or a session's first run) asks for, as far as its placement goes. */
+export interface PlacementRequest {
+  requested: RequestedBackend;
+  executionMode: ExecutionMode;
+  queue: string;
+  permissionMode: string | null;
+}
+
 /**
  * Where a run executes: its queue lane, its backend and its execution surface, each checked where
  * it is chosen (at session creation and again at each run), so a session that could never run is
@@ -27,11 +41,38 @@ export interface PlacementDeps {
 export class Placement {
   constructor(private readonly deps: PlacementDeps) {}
 
-  /** The backend and observability fields of a run, with the provider's SDK probed only when the request could use it. */
-  async resolve(provider: ProviderDefinition, requested: RequestedBackend, executionMode: ExecutionMode, queue: string): Promise<EventMetadata> {
-    const { sdks, remoteAvailable, nodeName } = this.deps;
-    const sdk = needsSdkProbe(provider, requested) ? await sdks.status(provider) : null;
-    return resolveBackend({ provider, requestedBackend: requested, executionMode, remoteAvailable, sdk, node: nodeName, queue });
+  /**
+   * The backend and observability fields of a run, with the provider's SDK probed only when the
+   * request could use it. The provider's CLI must be found where the run will execute: here for a
+   * local run (the SDK lane drives the same binary, so without it the SDK cannot run either), else
+   * cli_not_found; a remote run's node is asked by assertRemoteCli once its options are resolved.
+   */
+  async resolve(provider: ProviderDefinition, request: PlacementRequest): Promise<EventMetadata> {
+    const { sdks, remoteAvailable, nodeName, binaries } = this.deps;
+    const { requested, executionMode, queue } = request;
+    const binary = resolveBinary(provider, binaries);
+    const cliHere = await findBinary(binary, process.env.PATH ?? '');
+    if (executionMode === 'local' && !cliHere) throw cliNotFound(provider, binary, 'on this server');
+    const loaded = needsSdkProbe(provider, requested) ? await sdks.status(provider) : null;
+    const sdk = loaded && !cliHere ? { available: false, runtime: null, error: `the CLI it drives, ${binary}, is not found here` } : loaded;
+    const needs = provider.laneNeeds?.(request.permissionMode) ?? [];
+    return resolveBackend({ provider, requestedBackend: requested, executionMode, remoteAvailable, sdk, needs, node: nodeName, queue });
+  }
+
+  /**
+   * A remote run's CLI as its node or pool reports it (NodeSnapshot.missing_clis): refused when every
+   * live node there that serves the provider lacks it. No live node is left to the run's start, which
+   * waits remote_connect_timeout_ms for one (nodes/remote-start.ts).
+   */
+  async assertRemoteCli(provider: ProviderDefinition, remoteNode: string): Promise<void> {
+    const target = remoteTarget(remoteNode);
+    const serving = (await this.deps.cluster.nodes()).filter(
+      (n) => n.role === 'worker' && (target.kind === 'node' ? n.name === target.name : n.pool === target.pool) && n.providers.includes(provider.name),
+    );
+    const lacking = serving.map((n) => n.missing_clis?.find((m) => m.provider === provider.name));
+    if (serving.length > 0 && lacking.every((m) => m !== undefined)) {
+      throw cliNotFound(provider, lacking[0]!.binary, target.kind === 'node' ? `on node ${target.name}` : `on any node of pool ${target.pool}`);
+    }
   }
 
   assertQueue(queue: string): void {

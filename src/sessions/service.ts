@@ -7,8 +7,9 @@ import { runLanes } from '../lanes/policies.js';
 import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import { RemoteAcceptor, WORKER_LANE } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
+import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ApprovalDecision, ProviderDefinition } from '../providers/types.js';
-import type { CreateRunBody, CreateSessionBody } from '../schemas/api.js';
+import type { CreateRunBody, CreateSessionBody, ResolveLaneBody } from '../schemas/api.js';
 import type { EventMetadata } from '../schemas/events.js';
 import type { Page, PageRequest } from '../store/paging.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
@@ -16,7 +17,6 @@ import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRuns } from './active-runs.js';
 import { Admission, type RunOrigin } from './admission.js';
 import { ApprovalBook, notFound } from './approvals.js';
-import type { ExecutionMode, RequestedBackend } from './backend-resolution.js';
 import { CommandBus, type CommandHandlers } from './commands.js';
 import { ControlRouter } from './control.js';
 import { DeadLetters, type DlqViewer } from './dead-letters.js';
@@ -24,7 +24,7 @@ import { RunExecutor } from './execution.js';
 import { Placement } from './placement.js';
 import { Quotas } from './quotas.js';
 import { RunRecorder, type RecordedEventListener } from './recorder.js';
-import { SessionLifecycle } from './session-lifecycle.js';
+import { SESSION_DEFAULTS, SessionLifecycle } from './session-lifecycle.js';
 import { Sweeper } from './sweeps.js';
 import { waitForRun } from './wait-for-run.js';
 
@@ -86,6 +86,8 @@ export class SessionService {
     });
     this.placement = new Placement({
       engine,
+      cluster,
+      binaries: config.binaries,
       sdks: deps.sdks,
       remoteAvailable: cluster.distributed,
       nodeName: config.nodeName,
@@ -180,13 +182,19 @@ export class SessionService {
     return waitForRun(this.store, runId, timeoutMs);
   }
 
-  /** Where a run with these options would execute (POST /v1/providers/{name}/resolve). */
-  async resolveLane(providerName: string, requested: RequestedBackend, executionMode: ExecutionMode, queue?: string): Promise<EventMetadata> {
+  /** Where a run with these options would execute (POST /v1/providers/{name}/resolve), driver_opts resolved as a run's are. */
+  async resolveLane(providerName: string, body: ResolveLaneBody): Promise<EventMetadata> {
     const provider = this.deps.providers.get(providerName);
     if (!provider) throw new AsmError('not_found', `provider ${providerName} not found`);
-    const lane = queue ?? provider.defaultQueue;
-    this.placement.assertQueue(lane);
-    return this.placement.resolve(provider, requested, executionMode, lane);
+    const queue = body.queue ?? provider.defaultQueue;
+    this.placement.assertQueue(queue);
+    const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
+    const requested = body.lane ?? SESSION_DEFAULTS.lane;
+    const placed = await this.placement.resolve(provider, { requested, executionMode, queue, permissionMode: body.permission_mode ?? null });
+    if (executionMode === 'remote_node') {
+      await this.placement.assertRemoteCli(provider, resolveRemoteOptions([this.deps.config.remoteDefaults, body.driver_opts]).remote_node);
+    }
+    return placed;
   }
 
   // ---------------------------------------------------------------- approvals

@@ -63,10 +63,11 @@ export class SessionLifecycle {
     const queue = body.queue ?? provider.defaultQueue;
     placement.assertRunQueue(queue);
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
-    const placed = await placement.resolve(provider, body.lane ?? SESSION_DEFAULTS.lane, executionMode, queue);
+    const requested = body.lane ?? SESSION_DEFAULTS.lane;
+    const placed = await placement.resolve(provider, { requested, executionMode, queue, permissionMode: body.permission_mode ?? null });
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
     placement.assertSurface(executionSurface, executionMode, placed);
-    if (executionMode === 'remote_node') resolveRemoteOptions([config.remoteDefaults, body.driver_opts]);
+    if (executionMode === 'remote_node') await placement.assertRemoteCli(provider, resolveRemoteOptions([config.remoteDefaults, body.driver_opts]).remote_node);
     const mcpServers = checkMcpServers(body.mcp_servers, provider, executionSurface, executionMode === 'local', config);
     const session: SessionRecord = {
       id: `ses_${randomUUID()}`,

@@ -30,7 +30,14 @@ describe('backend lanes over HTTP', () => {
   });
 
   it('resolves auto to the SDK exactly when discovery says it loads, and core always to core', async () => {
-    for (const provider of (await server.request('GET', '/v1/providers')).body.providers) {
+    const providers = (await server.request('GET', '/v1/providers')).body.providers;
+    // Only the fake claude and /bin/sh are installed for this server; the others are refused, whatever the lane.
+    for (const provider of providers.filter((p: any) => !p.installed)) {
+      for (const lane of ['auto', 'core', 'sdk']) {
+        expect((await resolve(provider.name, { lane })).body.error, provider.name).toMatchObject({ kind: 'cli_not_found', details: { binary: provider.binary } });
+      }
+    }
+    for (const provider of providers.filter((p: any) => p.installed)) {
       const auto = await resolve(provider.name, { lane: 'auto' });
       expect(auto.status).toBe(200);
       expect(auto.body).toMatchObject({
@@ -57,6 +64,16 @@ describe('backend lanes over HTTP', () => {
     expect((await resolve('shell', { queue: 'nope' })).body.error).toMatchObject({ kind: 'bad_request', details: { field: 'queue' } });
     expect((await resolve('shell', { execution_mode: 'remote_node' })).body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'execution_mode' } });
     expect((await resolve('shell', { extra: 1 })).status).toBe(400);
+  });
+
+  it('takes driver_opts, checked as a run\'s remote options are (400 naming the field, never 400 for the key itself)', async () => {
+    expect((await resolve('shell', { lane: 'core', driver_opts: { remote_node: 'w1', future_option: true } })).status).toBe(200);
+    // On this embedded server remote_node has no worker nodes: refused before its options matter.
+    expect((await resolve('shell', { execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } })).body.error).toMatchObject({
+      kind: 'config_invalid',
+      details: { field: 'execution_mode', reason: 'distribution_disabled' },
+    });
+    expect((await resolve('shell', { driver_opts: 'w1' })).body.error).toMatchObject({ details: { field: 'driver_opts' } });
   });
 
   it('stamps the resolution on every event and on the result of a run', async () => {

@@ -3,11 +3,13 @@ import { startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * Lane resolution with the optional SDK packages installed (this repository installs them) and
- * without, seen from a run's metadata. No real CLI is needed: the binaries point nowhere, so a run on
- * the SDK lane ends at once with its one terminal error. The SDK lane's behaviour with the real CLIs
- * is in test/agents (claude.test.ts, codex-sdk.test.ts).
+ * without, seen from a run's metadata. No real CLI is needed: the binaries are /bin/false, found but
+ * useless, so a run on the SDK lane ends at once with its one terminal error; where they point
+ * nowhere, nothing can run and sessions are refused. The SDK lane's behaviour with the real CLIs is
+ * in test/agents (claude.test.ts, codex-sdk.test.ts).
  */
 
+const FALSE_CLI = { ASM_CLAUDE_BIN: '/bin/false', ASM_CODEX_BIN: '/bin/false' };
 const NO_CLI = { ASM_CLAUDE_BIN: '/nonexistent/claude', ASM_CODEX_BIN: '/nonexistent/codex' };
 
 async function runOnce(server: TestServer, session: Record<string, unknown>): Promise<any> {
@@ -21,7 +23,7 @@ async function runOnce(server: TestServer, session: Record<string, unknown>): Pr
 describe('the SDK lane, with the SDKs installed', () => {
   let server: TestServer;
   beforeAll(async () => {
-    server = await startServer(NO_CLI, { sdks: true });
+    server = await startServer(FALSE_CLI, { sdks: true });
   });
   afterAll(() => server.close());
 
@@ -33,10 +35,11 @@ describe('the SDK lane, with the SDKs installed', () => {
   });
 
   it.each([
-    ['claude', '@anthropic-ai/claude-agent-sdk@0.3.329', 'session_resume'],
-    ['codex', '@openai/codex-sdk@0.163.0', 'session_resume'],
-  ])('lane auto runs %s on the SDK lane (sdk_available)', async (provider, runtime, capability) => {
-    const run = await runOnce(server, { provider });
+    // codex in a mode that never asks: its asking modes need approvals, which its SDK lane lacks (below)
+    [{ provider: 'claude' }, '@anthropic-ai/claude-agent-sdk@0.3.329', 'session_resume'],
+    [{ provider: 'codex', permission_mode: 'full-auto' }, '@openai/codex-sdk@0.163.0', 'session_resume'],
+  ])('lane auto runs %j on the SDK lane (sdk_available)', async (session, runtime, capability) => {
+    const run = await runOnce(server, session);
     expect(run.result.metadata).toMatchObject({
       requested_lane: 'auto',
       preferred_lane: 'sdk',
@@ -48,9 +51,51 @@ describe('the SDK lane, with the SDKs installed', () => {
       sdk_available: true,
     });
     expect(run.result.metadata.capabilities).toContain(capability);
-    // The CLI the SDK was told to drive does not exist: one terminal error, nothing after it.
+    // The CLI the SDK was told to drive fails at once: one terminal error, nothing after it.
     expect(run.state).toBe('failed');
-    expect(run.result.error.kind).toBe('transport_error');
+    expect(run.result.error).toBeTruthy();
+  });
+
+  it('reports sdk_available, and both lanes on GET /v1/providers/{name}/lanes', async () => {
+    expect((await server.request('GET', '/v1/providers/claude')).body).toMatchObject({ installed: true, sdk_available: true });
+    const lanes = await server.request('GET', '/v1/providers/codex/lanes');
+    expect(lanes.status).toBe(200);
+    expect(lanes.body).toMatchObject({
+      provider: 'codex',
+      preferred_lane: 'sdk',
+      lanes: [
+        { lane: 'core', available: true, execution_modes: ['local', 'remote_node'], capabilities: expect.arrayContaining(['approvals']) },
+        { lane: 'sdk', available: true, execution_modes: ['local'], runtime: '@openai/codex-sdk@0.163.0', error: null },
+      ],
+    });
+    expect(lanes.body.lanes[1].capabilities).not.toContain('approvals');
+    expect((await server.request('GET', '/v1/providers/shell/lanes')).body.lanes.map((l: any) => l.lane)).toEqual(['core']);
+    expect((await server.request('GET', '/v1/providers/nope/lanes')).status).toBe(404);
+  });
+
+  it.each([
+    // permission_mode → the lane auto picks; codex's SDK lane cannot ask for approval
+    [undefined, 'core', 'sdk_capability_missing', ['approvals']],
+    ['default', 'core', 'sdk_capability_missing', ['approvals']],
+    ['untrusted', 'core', 'sdk_capability_missing', ['approvals']],
+    ['read-only', 'core', 'sdk_capability_missing', ['approvals']],
+    ['full-auto', 'sdk', null, []],
+  ])('codex with permission_mode %s and lane auto runs on %s (%s)', async (mode, lane, fallback, missing) => {
+    const resolved = await server.request('POST', '/v1/providers/codex/resolve', { permission_mode: mode });
+    expect(resolved.status, JSON.stringify(resolved.body)).toBe(200);
+    expect(resolved.body).toMatchObject({ requested_lane: 'auto', preferred_lane: 'sdk', lane, lane_fallback_reason: fallback, missing_capabilities: missing, sdk_available: true });
+    // A session records the same resolution on its run's metadata.
+    const run = await runOnce(server, { provider: 'codex', ...(mode && { permission_mode: mode }) });
+    expect(run.result.metadata).toMatchObject({ lane, lane_fallback_reason: fallback, missing_capabilities: missing });
+  });
+
+  it('refuses lane sdk for a codex session that needs approvals, naming the capability', async () => {
+    for (const body of [{ provider: 'codex', lane: 'sdk' }, { provider: 'codex', lane: 'sdk', permission_mode: 'untrusted' }]) {
+      const res = await server.request('POST', '/v1/sessions', body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'lane', reason: 'sdk_capability_missing', missing_capabilities: ['approvals'] } });
+    }
+    expect((await server.request('POST', '/v1/sessions', { provider: 'codex', lane: 'sdk', permission_mode: 'full-auto' })).status).toBe(201);
   });
 
   it('lane core never uses the SDK (explicit_core)', async () => {
@@ -62,7 +107,7 @@ describe('the SDK lane, with the SDKs installed', () => {
 describe('the SDK lane, without the SDKs', () => {
   let server: TestServer;
   beforeAll(async () => {
-    server = await startServer(NO_CLI);
+    server = await startServer(FALSE_CLI);
   });
   afterAll(() => server.close());
 
@@ -76,5 +121,33 @@ describe('the SDK lane, without the SDKs', () => {
     const refused = res.status === 201 ? await server.request('POST', `/v1/sessions/${res.body.id}/runs`, { prompt: 'x' }) : res;
     expect(refused.status).toBe(400);
     expect(refused.body.error).toMatchObject({ kind: 'config_invalid' });
+  });
+});
+
+describe('a provider whose CLI is not installed', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer(NO_CLI, { sdks: true });
+  });
+  afterAll(() => server.close());
+
+  it('reports its SDK as unavailable though the package loads: the SDK drives the missing CLI', async () => {
+    const info = (await server.request('GET', '/v1/providers/claude')).body;
+    expect(info).toMatchObject({ installed: false, sdk_available: false, sdk: { runtime: '@anthropic-ai/claude-agent-sdk@0.3.329' } });
+    expect(info.sdk.error).toContain('/nonexistent/claude');
+    const lanes = (await server.request('GET', '/v1/providers/claude/lanes')).body;
+    expect(lanes).toMatchObject({ preferred_lane: 'core', lanes: [{ lane: 'core', available: false }, { lane: 'sdk', available: false }] });
+  });
+
+  it.each(['auto', 'core', 'sdk'])('refuses a session on lane %s with cli_not_found, naming the binary, its variable and the install', async (lane) => {
+    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', lane });
+    expect(res.body.error).toMatchObject({
+      kind: 'cli_not_found',
+      details: { field: 'provider', provider: 'claude', binary: '/nonexistent/claude', variable: 'ASM_CLAUDE_BIN', install: 'npm install -g @anthropic-ai/claude-code' },
+    });
+    expect(res.status).toBe(502);
+    expect(res.body.error.message).toContain('ASM_CLAUDE_BIN');
+    const resolved = await server.request('POST', '/v1/providers/claude/resolve', { lane });
+    expect(resolved.body.error.kind).toBe('cli_not_found');
   });
 });

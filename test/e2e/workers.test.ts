@@ -268,7 +268,19 @@ describe('worker nodes: start failures', () => {
     expectFailure(missing, 'connection_failed', 'remote_capability_mismatch');
     expect(missing.result.error.details.missing).toEqual(['claude']);
 
-    expectFailure(await runToEnd(api, claude.id, { prompt: 'x', driver_opts: { remote_node: 'nocli', remote_cookie: null } }), 'cli_not_found', 'remote_backend_start_failed');
+    // A node that serves claude without its CLI says so on its heartbeat: refused at once, naming the binary.
+    const nodes = (await api.request('GET', '/v1/nodes')).body.nodes;
+    expect(nodes.find((n: any) => n.name === 'nocli')).toMatchObject({ missing_clis: expect.arrayContaining([{ provider: 'claude', binary: '/nonexistent/claude' }]), node_version: process.versions.node });
+    const onNocli = { remote_node: 'nocli', remote_cookie: null };
+    const refusals = [
+      await api.request('POST', `/v1/sessions/${claude.id}/runs`, { prompt: 'x', driver_opts: onNocli }),
+      await api.request('POST', '/v1/sessions', { provider: 'claude', execution_mode: 'remote_node', driver_opts: onNocli }),
+      await api.request('POST', '/v1/providers/claude/resolve', { execution_mode: 'remote_node', driver_opts: onNocli }),
+    ];
+    for (const refused of refusals) {
+      expect(refused.body.error).toMatchObject({ kind: 'cli_not_found', details: { binary: '/nonexistent/claude', variable: 'ASM_CLAUDE_BIN' } });
+      expect(refused.body.error.message).toContain('on node nocli');
+    }
 
     mkdirSync(join(w.root, 'locked'));
     chmodSync(join(w.root, 'locked'), 0o500);

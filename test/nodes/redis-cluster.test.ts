@@ -20,7 +20,7 @@ function makeCluster(prefix: string, self: string, overrides: Partial<Constructo
     redis: connections[0],
     subscriber: connections[1],
     prefix,
-    report: () => ({ name: self, role: 'api', version: '0.1.0', providers: ['shell'], capacity: 4, load: 0, pool: 'default', sandbox: 'bwrap' }),
+    report: () => ({ name: self, role: 'api', version: '0.1.0', node_version: process.versions.node, providers: ['shell'], missing_clis: [], capacity: 4, load: 0, pool: 'default', sandbox: 'bwrap' }),
     heartbeatMs: 100,
     ttlMs: 400,
     lockLeaseMs: 5_000,

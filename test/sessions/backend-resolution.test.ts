@@ -10,6 +10,7 @@ import { needsSdkProbe, resolveBackend, type ExecutionMode, type RequestedBacken
 import type { ProviderDefinition } from '../../src/providers/types.js';
 import claude from '../../src/providers/claude/index.js';
 import shell from '../../src/providers/shell.js';
+import codex from '../../src/providers/codex/index.js';
 
 const withSdk: ProviderDefinition = { ...claude, sdk: { ...claude.sdk!, package: 'fake-agent-sdk', capabilities: ['streaming', 'session_resume'] } };
 
@@ -21,14 +22,14 @@ async function sdkStatus(loadable: boolean): Promise<SdkStatus> {
   return loader.status(withSdk);
 }
 
-async function resolve(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk) {
+async function resolve(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk, needs: string[] = []) {
   const sdk = needsSdkProbe(provider, requested) ? await sdkStatus(loadable) : null;
-  return resolveBackend({ provider, requestedBackend: requested, executionMode: mode, remoteAvailable: true, sdk, node: 'n1', queue: 'prompt' });
+  return resolveBackend({ provider, requestedBackend: requested, executionMode: mode, remoteAvailable: true, sdk, needs, node: 'n1', queue: 'prompt' });
 }
 
-async function refusal(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk): Promise<AsmError> {
+async function refusal(requested: RequestedBackend, loadable: boolean, mode: ExecutionMode, provider = withSdk, needs: string[] = []): Promise<AsmError> {
   try {
-    await resolve(requested, loadable, mode, provider);
+    await resolve(requested, loadable, mode, provider, needs);
   } catch (err) {
     return err as AsmError;
   }
@@ -75,6 +76,39 @@ describe('lane resolution (the case table of src/sessions/lane-resolution.ts)', 
     expect(error).toMatchObject({ kind: 'config_invalid', details: { field: 'lane', reason } });
   });
 
+  it('runs auto on core when the session needs a capability the SDK lane lacks, naming it; refuses sdk', async () => {
+    const placed = await resolve('auto', true, 'local', withSdk, ['approvals']);
+    expect(placed).toMatchObject({
+      preferred_lane: 'sdk',
+      lane: 'core',
+      lane_reason: 'sdk_available',
+      lane_fallback_reason: 'sdk_capability_missing',
+      missing_capabilities: ['approvals'],
+      sdk_available: true,
+      sdk_runtime: null,
+    });
+    // A need the SDK lane meets changes nothing.
+    expect(await resolve('auto', true, 'local', withSdk, ['session_resume'])).toMatchObject({ lane: 'sdk', lane_fallback_reason: null, missing_capabilities: [] });
+    // Remote runs say why they left the SDK lane first.
+    expect(await resolve('auto', true, 'remote_node', withSdk, ['approvals'])).toMatchObject({ lane: 'core', lane_fallback_reason: 'sdk_remote_unsupported' });
+    const error = await refusal('sdk', true, 'local', withSdk, ['approvals']);
+    expect(error).toMatchObject({ kind: 'config_invalid', details: { field: 'lane', reason: 'sdk_capability_missing', missing_capabilities: ['approvals'] } });
+    expect(error.message).toContain('lacks approvals');
+  });
+
+  it.each([
+    // codex's own declaration (providers/codex/modes.ts), by normalized and native names
+    [null, ['approvals']],
+    ['default', ['approvals']],
+    ['plan', ['approvals']],
+    ['read-only', ['approvals']],
+    ['untrusted', ['approvals']],
+    ['full-auto', []],
+    ['danger-full-access', []],
+  ] as const)('codex with permission_mode %s needs %j of its lane', (mode, needs) => {
+    expect(codex.laneNeeds!(mode)).toEqual(needs);
+  });
+
   it('names the import error when an explicit sdk request cannot load the package', async () => {
     expect((await refusal('sdk', false, 'local')).message).toBe(
       "lane: the sdk lane was requested but fake-agent-sdk cannot be loaded here (Cannot find package 'fake-agent-sdk')",
@@ -89,7 +123,7 @@ describe('lane resolution (the case table of src/sessions/lane-resolution.ts)', 
   it('refuses remote_node where no worker nodes can take it, before looking at lanes', async () => {
     const error = (() => {
       try {
-        resolveBackend({ provider: withSdk, requestedBackend: 'core', executionMode: 'remote_node', remoteAvailable: false, sdk: null, node: 'n1', queue: 'prompt' });
+        resolveBackend({ provider: withSdk, requestedBackend: 'core', executionMode: 'remote_node', remoteAvailable: false, sdk: null, needs: [], node: 'n1', queue: 'prompt' });
       } catch (err) {
         return err as AsmError;
       }

@@ -39,7 +39,7 @@ import { SANDBOX_ENV, scratchDir } from '../helpers/sandbox.js';
 
 export const FAKE_CLAUDE = new URL('../fixtures/bin/fake-claude.mjs', import.meta.url).pathname;
 export const TENANT = 'tenant-a';
-export const REPORT: SelfReport = () => ({ name: 'test-node', role: 'api', version: VERSION, providers: ['claude'], capacity: 4, load: 0, pool: 'default', sandbox: 'bwrap' });
+export const REPORT: SelfReport = () => ({ name: 'test-node', role: 'api', version: VERSION, node_version: process.versions.node, providers: ['claude'], missing_clis: [], capacity: 4, load: 0, pool: 'default', sandbox: 'bwrap' });
 
 export interface RigOptions {
   /** Lane overrides (ASM_LANES). */
@@ -120,7 +120,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const control = new ControlRouter({ store, engine, cluster, recorder, approvals, active, controlTimeoutMs: config.cluster.controlTimeoutMs });
   // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
   const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
-  const placement = new Placement({ engine, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined }, runLanes: runLanes(options.lanes ?? []) });
+  const placement = new Placement({ engine, cluster, binaries: config.binaries, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined }, runLanes: runLanes(options.lanes ?? []) });
   const quotas = new Quotas({ store, cluster, tenants, log });
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });

@@ -3,9 +3,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { AsmApp } from '../../app.js';
 import { AsmError } from '../../errors/kinds.js';
-import { probeVersion, resolveBinary } from '../../providers/registry.js';
+import { binaryVariable, probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
-import { ErrorResponse, Health, NodeList, PageQuery, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
+import { ErrorResponse, Health, LaneInfo, NodeList, PageQuery, ProviderInfo, ProviderList, ProviderParams, ResolveLaneBody } from '../../schemas/api.js';
 import { LaneMetadata } from '../../schemas/events.js';
 import { pageOf } from '../../store/paging.js';
 import { adminOnly } from '../auth.js';
@@ -26,6 +26,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
   };
   const describe = async (def: ProviderDefinition) => {
     const [{ installed, version }, sdk] = await Promise.all([probe(def), app.sdks.status(def)]);
+    const cliMissing = `the CLI it drives, ${resolveBinary(def, app.config.binaries)}, is not found (${binaryVariable(def)})`;
     return {
       name: def.name,
       display_name: def.displayName,
@@ -44,9 +45,16 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
         continuation_latest: def.options.continuation_latest === true,
       },
       lanes: def.sdk ? ['core', 'sdk'] : ['core'],
-      sdk_available: sdk.available,
-      sdk: def.sdk ? { package: def.sdk.package, runtime: sdk.runtime, capabilities: def.sdk.capabilities, error: sdk.error } : null,
+      // The SDK drives the same CLI (providers/types.ts SdkRunInput), so it can run only where the CLI is found.
+      sdk_available: sdk.available && installed,
+      sdk: def.sdk ? { package: def.sdk.package, runtime: sdk.runtime, capabilities: def.sdk.capabilities, error: sdk.error ?? (installed ? null : cliMissing) } : null,
     };
+  };
+  const lanesOf = async (def: ProviderDefinition) => {
+    const info = await describe(def);
+    const core = { lane: 'core' as const, available: info.installed, execution_modes: ['local' as const, 'remote_node' as const], capabilities: def.capabilities, runtime: info.version, error: info.installed ? null : `${info.binary} is not found (${binaryVariable(def)})` };
+    const sdk = info.sdk && { lane: 'sdk' as const, available: info.sdk_available, execution_modes: ['local' as const], capabilities: info.sdk.capabilities, runtime: info.sdk.runtime, error: info.sdk_available ? null : info.sdk.error };
+    return { provider: def.name, preferred_lane: info.sdk_available ? 'sdk' : 'core', lanes: sdk ? [core, sdk] : [core] };
   };
 
   // An admin sees every provider of this build (with `enabled`); a tenant only those it may use.
@@ -78,13 +86,27 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
     describe(visibleProvider(request, request.params.name)),
   );
 
+  fastify.get(
+    '/v1/providers/:name/lanes',
+    {
+      schema: {
+        tags: ['providers'],
+        description:
+          'The backend lanes of a provider and whether each can run here, without execution-mode checks (lane_info). POST /v1/providers/{name}/resolve answers for a real run.',
+        params: ProviderParams,
+        response: { 200: Type.Ref(LaneInfo), ...errorResponses },
+      },
+    },
+    async (request) => lanesOf(visibleProvider(request, request.params.name)),
+  );
+
   fastify.post(
     '/v1/providers/:name/resolve',
     {
       schema: {
         tags: ['providers'],
         description:
-          'Which backend lane a run with these options would execute on, and why: the observability fields every event and result of such a run carries. 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, remote_node without worker nodes).',
+          'Which backend lane a run with these options would execute on, and why: the observability fields every event and result of such a run carries. driver_opts are resolved and checked as a run\'s (remote options). 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, sdk lacking a capability permission_mode needs, remote_node without worker nodes); cli_not_found when the CLI is missing where the run would execute.',
         params: ProviderParams,
         body: ResolveLaneBody,
         response: { 200: Type.Ref(LaneMetadata), ...errorResponses },
@@ -93,7 +115,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
     async (request) => {
       const body = request.body ?? {};
       visibleProvider(request, request.params.name);
-      return app.sessions.resolveLane(request.params.name, body.lane ?? 'auto', body.execution_mode ?? 'local', body.queue);
+      return app.sessions.resolveLane(request.params.name, body);
     },
   );
 

@@ -14,6 +14,7 @@ const claude: ProviderDefinition = {
   name: 'claude',
   displayName: 'Claude Code',
   defaultBinary: 'claude',
+  install: 'npm install -g @anthropic-ai/claude-code',
   // Auth, endpoint and model overrides. Cloud credentials for Bedrock or Vertex (AWS_*, Google ADC)
   // are the operator's choice: pass them with ASM_PASS_ENV.
   env: [
@@ -43,8 +44,8 @@ const claude: ProviderDefinition = {
   options: { system_prompt: true, max_turns: true, reasoning_effort: ['low', 'medium', 'high', 'xhigh', 'max'], continuation_latest: true },
   sdk: {
     package: '@anthropic-ai/claude-agent-sdk',
-    // The Agent SDK adds session control to what the CLI lane does.
-    capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_history', 'session_resume', 'session_pause', 'session_intervene'],
+    // Only what a route serves: session_resume is a run's `continuation` by the SDK's resume option.
+    capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'session_resume'],
     run: runClaudeSdk,
   },
   // `--mcp-config <file>` (process.ts, sdk.ts): the secrets stay in the file.

@@ -3,7 +3,7 @@ import type { ProviderDefinition, ProviderProcess, ProviderRunInput } from '../t
 import { createAppServerProcess } from './app-server.js';
 import { createExecProcess } from './exec.js';
 import { CODEX_MCP } from './mcp.js';
-import { MODES, modeOf, PERMISSION_MODES } from './modes.js';
+import { MODES, laneNeeds, modeOf, PERMISSION_MODES } from './modes.js';
 import { runCodexSdk } from './sdk.js';
 
 /**
@@ -21,6 +21,7 @@ const codex: ProviderDefinition = {
   name: 'codex',
   displayName: 'Codex CLI',
   defaultBinary: 'codex',
+  install: 'npm install -g @openai/codex',
   // Auth (CODEX_API_KEY is what the SDK sets; OPENAI_API_KEY works too) and where codex keeps its
   // login, config and sessions.
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
@@ -38,6 +39,7 @@ const codex: ProviderDefinition = {
     run: runCodexSdk,
   },
   mcp: CODEX_MCP,
+  laneNeeds,
   versionArgs: ['--version'],
   create: createCodexProcess,
 };

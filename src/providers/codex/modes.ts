@@ -46,3 +46,13 @@ export function modeOf(input: ProviderRunInput): Mode {
   if (!mode) throw new AsmError('config_invalid', `codex has no permission mode "${input.permissionMode}"`);
   return mode;
 }
+
+/**
+ * What a codex session needs from its lane: `approvals` under every mode that may ask, by either
+ * naming (the normalized `default` and `plan`, and the native modes that run on app-server). The SDK
+ * lane cannot ask (sdk.ts), so lane resolution keeps these sessions on the core lane.
+ */
+export function laneNeeds(permissionMode: string | null): string[] {
+  const mode = permissionMode ?? 'default';
+  return mode === 'plan' || MODES[mode]?.transport === 'app-server' ? ['approvals'] : [];
+}
