@@ -164,14 +164,27 @@ function render(event: AsmEvent): void {
 }
 
 function client(base: string, apiKey?: string) {
+  if (!URL.canParse(base) || !/^https?:$/.test(new URL(base).protocol)) throw new Error(`--url: "${base}" is not an http(s) URL (e.g. http://127.0.0.1:8787)`);
   return async (method: string, path: string, body?: unknown): Promise<any> => {
     const response = await fetch(new URL(path, base), {
       method,
       headers: { ...(body !== undefined && { 'content-type': 'application/json' }), ...(apiKey && { authorization: `Bearer ${apiKey}` }) },
       body: body === undefined ? undefined : JSON.stringify(body),
+    }).catch((cause: unknown) => {
+      throw unreachable(base, cause);
     });
     const data: any = response.status === 204 ? null : await response.json();
     if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${data?.error?.kind}: ${data?.error?.message}`);
     return data;
   };
+}
+
+/** fetch's bare "fetch failed", said for a person: which URL, why, and the two ways out. */
+function unreachable(base: string, cause: unknown): Error {
+  const reason = (cause as { cause?: { code?: string; message?: string } })?.cause;
+  const why = reason?.code ?? reason?.message ?? (cause instanceof Error ? cause.message : String(cause));
+  return new Error(
+    `cannot reach the ASM service at ${base} (${why}).\n` +
+      `  Start one with \`asm serve\` (or \`npm start\` in the repository), or point --url or ASM_URL at a running service.`,
+  );
 }

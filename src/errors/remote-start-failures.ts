@@ -18,7 +18,7 @@ export const REMOTE_START_FAILURES = {
   remote_connect_timeout: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'no live worker of that name or pool registered within remote_connect_timeout_ms' },
   remote_connect_failed: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'the node is registered but does not listen (it died within its TTL), or every match is draining' },
   cookie_conflict: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: "remote_cookie differs from the node's cookie (both absent counts as equal)" },
-  remote_version_mismatch: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: 'the node runs another major.minor of ASM' },
+  remote_version_mismatch: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: 'the node runs another major.minor of ASM, or another Node.js major' },
   remote_capability_mismatch: { kind: 'connection_failed', domain: 'runtime', retryable: false, meaning: "the session's provider is not served by the node" },
   remote_not_ready: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'require_prestarted and the node is registered but still starting' },
   remote_bootstrap_failed: { kind: 'connection_failed', domain: 'runtime', retryable: true, meaning: 'ensure_started and the node did not become ready within remote_boot_lease_timeout_ms' },

@@ -103,12 +103,21 @@ function preflight(found: NodeSnapshot[], input: StartOnNodeInput, what: string)
       remote: trusted[0].version,
     });
   }
-  const capable = compatible.filter((n) => n.providers.includes(input.provider));
+  // The same Node.js major (SPEC §7): a worker on another runtime may parse, spawn or time out differently.
+  const sameRuntime = compatible.filter((n) => nodeMajor(n.node_version) === nodeMajor(process.versions.node));
+  if (sameRuntime.length === 0) {
+    throw remoteFailure('remote_version_mismatch', `${what} runs Node.js ${compatible[0].node_version}; this server runs Node.js ${process.versions.node} (the major must match)`, {
+      node: compatible[0].name,
+      local_node: process.versions.node,
+      remote_node_version: compatible[0].node_version ?? null,
+    });
+  }
+  const capable = sameRuntime.filter((n) => n.providers.includes(input.provider));
   if (capable.length === 0) {
     throw remoteFailure('remote_capability_mismatch', `${what} does not serve provider ${input.provider}`, {
-      node: compatible[0].name,
+      node: sameRuntime[0].name,
       missing: [input.provider],
-      providers: compatible[0].providers,
+      providers: sameRuntime[0].providers,
     });
   }
   return capable;
@@ -127,6 +136,11 @@ export function compatibleVersions(a: string, b: string): boolean {
   const groups = (v: string) => v.match(/\d+/g)?.slice(0, 2).map(Number) ?? [];
   const [x, y] = [groups(a), groups(b)];
   return x.length === 2 && y.length === 2 && x[0] === y[0] && x[1] === y[1];
+}
+
+/** The major of a Node.js version (`20.20.2` → `20`); a node of an older build that does not report it has none. */
+function nodeMajor(version: string | undefined): string | null {
+  return version?.split('.')[0] ?? null;
 }
 
 /** Nodes publish only a hash of their cookie; Redis readers never see the cookie itself. */

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/ports.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 /** `asm` as a user runs it: a real subprocess against a real server, answering approvals on stdin. */
@@ -115,6 +116,20 @@ describe('asm run', () => {
 });
 
 describe('asm usage', () => {
+  it('says which URL it could not reach and how to start the service or set --url/ASM_URL', async () => {
+    // A port nothing listens on.
+    const url = `http://127.0.0.1:${await freePort()}`;
+    const result = await asm(['run', '--provider', 'shell', '--url', url, 'echo x']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`cannot reach the ASM service at ${url} (ECONNREFUSED)`);
+    expect(result.stderr).toContain('asm serve');
+    expect(result.stderr).toContain('--url or ASM_URL');
+    expect(result.stderr).not.toContain('fetch failed');
+    const bad = await asm(['run', '--provider', 'shell', '--url', 'localhost:8787', 'echo x']);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--url: "localhost:8787" is not an http(s) URL');
+  });
+
   it('asm help prints the usage and exits 0', async () => {
     const result = await asm(['help']);
     expect(result.code).toBe(0);

@@ -68,7 +68,7 @@ function deployment() {
       cleanups.push(() => void redis.disconnect());
       const id = `${fields.name}-${randomUUID().slice(0, 8)}`;
       const now = new Date().toISOString();
-      const snapshot = { id, role: 'worker', version: VERSION, providers: ['shell', 'claude'], capacity: 1, load: 0, pool: 'default', state: 'ready', started_at: now, last_heartbeat: now, cookie: null, ...fields };
+      const snapshot = { id, role: 'worker', version: VERSION, node_version: process.versions.node, providers: ['shell', 'claude'], missing_clis: [], capacity: 1, load: 0, pool: 'default', state: 'ready', started_at: now, last_heartbeat: now, cookie: null, ...fields };
       await redis.multi().set(`${prefix}:node:{${id}}`, JSON.stringify(snapshot), 'PX', 60_000).sadd(`${prefix}:nodes`, id).exec();
       return { id, redis };
     },
@@ -224,6 +224,13 @@ describe('worker nodes: start failures', () => {
     const old = await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'old' } });
     expectFailure(old, 'connection_failed', 'remote_version_mismatch');
     expect(old.result.error.details).toMatchObject({ local: VERSION, remote: '0.0.9' });
+    // Same build, another Node.js major: refused as clearly, naming both runtimes.
+    const otherMajor = `${Number(process.versions.node.split('.')[0]) - 2}.9.0`;
+    await d.fakeNode({ name: 'oldnode', node_version: otherMajor });
+    const oldNode = await runToEnd(api, s.id, { prompt: 'x', driver_opts: { remote_node: 'oldnode' } });
+    expectFailure(oldNode, 'connection_failed', 'remote_version_mismatch');
+    expect(oldNode.result.error.details).toMatchObject({ local_node: process.versions.node, remote_node_version: otherMajor });
+    expect(oldNode.result.error.message).toContain(`Node.js ${otherMajor}`);
 
     await d.fakeNode({ name: 'booting', state: 'starting' });
     const at = Date.now();
