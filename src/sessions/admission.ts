@@ -128,7 +128,13 @@ export class Admission {
       throw err;
     });
     await recorder.serialize(run.id, () => recorder.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
-    if (dispatchNow) await this.dispatch(run);
+    if (dispatchNow) {
+      // A full run lane refuses the submit itself (429): the run is recorded as failed, never left queued.
+      const refused = await this.dispatch(run);
+      if (refused?.kind === 'queue_full') {
+        throw new AsmError('queue_full', `queue: ${refused.message}; retry later`, { details: { field: 'queue', queue, run_id: run.id } });
+      }
+    }
     return run;
   }
 
@@ -143,14 +149,18 @@ export class Admission {
     return resolveRemoteOptions([{ remote_cwd: sessionDir }, config.remoteDefaults, session.driver_opts, body.driver_opts]);
   }
 
-  private async dispatch(run: RunRecord): Promise<void> {
+  /** Hand a run to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */
+  private async dispatch(run: RunRecord): Promise<AsmError | undefined> {
     await this.deps.store.runs.update(run.id, { dispatched: true });
     try {
       const handle = await this.deps.commands.submitRun(run.queue, run);
       // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
       handle.result.catch(() => undefined);
+      return undefined;
     } catch (err) {
-      await this.deps.recorder.finishWithoutStart(run.id, fromLaneError(err));
+      const refusal = fromLaneError(err);
+      await this.deps.recorder.finishWithoutStart(run.id, refusal);
+      return refusal;
     }
   }
 

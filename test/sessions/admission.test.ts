@@ -4,7 +4,7 @@
  * the oldest waiting run. Runs are parked by pausing their lane, or run to the end by the fake claude.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { cancelledRun } from '../../src/errors/kinds.js';
+import { AsmError, cancelledRun } from '../../src/errors/kinds.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
@@ -72,19 +72,20 @@ describe('Admission', () => {
     expect(order).toEqual(['run_started:0', 'result:0', 'run_started:1', 'result:1', 'run_started:2', 'result:2']);
   });
 
-  it('ends a run its lane refuses (queue_full) as failed, and it holds no slot', async () => {
+  it('refuses a submit its lane cannot take (queue_full, 429): the run is recorded failed and holds no slot', async () => {
     rig = await makeRig({ lanes: [{ id: 'prompt', maxPending: 1 }] });
     const session = await rig.session({ max_concurrent_runs: 2 });
     await rig.engine.pause(session.queue);
     const accepted = await rig.submit(session.id, 'a');
-    const refused = await rig.submit(session.id, 'b');
-    const final = await rig.ended(refused.id);
-    expect(final).toMatchObject({ state: 'failed', result: { error: { kind: 'queue_full' } } });
+    const error = await refusal(rig.submit(session.id, 'b'));
+    expect(error).toMatchObject({ kind: 'queue_full', httpStatus: 429, details: { field: 'queue', queue: 'prompt' } });
+    const refusedId = (error as AsmError).details!.run_id as string;
+    expect(await rig.ended(refusedId)).toMatchObject({ state: 'failed', result: { error: { kind: 'queue_full' } } });
     expect((await rig.store.runs.get(accepted.id))!.state).toBe('queued');
-    // The refused run frees its slot: a third run is dispatched rather than queued, and the full lane refuses it too.
-    const third = await rig.submit(session.id, 'c');
-    expect(await dispatched(third.id)).toBe(true);
-    expect(await rig.ended(third.id)).toMatchObject({ state: 'failed', result: { error: { kind: 'queue_full' } } });
+    // The refused run frees its slot: a third run is handed to the lane rather than queued, and the full lane refuses it too.
+    expect(await refusal(rig.submit(session.id, 'c'))).toMatchObject({ kind: 'queue_full' });
+    const runs = await rig.store.runs.listBySession(session.id);
+    expect(runs.filter((r) => r.state === 'failed' && r.dispatched)).toHaveLength(2);
   });
 
   it('refuses runs for an unknown session (404), a closing one (409) and an unknown queue (400 naming the field)', async () => {
