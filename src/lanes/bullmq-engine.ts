@@ -310,7 +310,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     if (command.run !== run) return;
     command.run = undefined;
     clearTimeout(command.timer);
-    const retrying = this.commands.retrying(command);
+    const retrying = this.commands.retrying(command, error);
     const lease = this.jobs.release(command);
     /** The signal of a retry BullMQ has scheduled. */
     let retry: Signal | undefined;

@@ -100,10 +100,15 @@ export class CommandLifecycle {
     this.globalActive--;
   }
 
-  /** Whether a failed attempt is retried: the policy allows another and nobody cancelled it. */
-  retrying(command: Command): boolean {
+  /**
+   * Whether a failed attempt is retried: the policy allows another, nobody cancelled it, and the
+   * handler did not say its error is permanent (`retryable: false` on the error, as BullMQ's
+   * UnrecoverableError): the caller knows when doing it again cannot help or must not happen.
+   */
+  retrying(command: Command, error: unknown): boolean {
     const policy = command.lane.config.retry;
-    return policy !== undefined && command.executions <= policy.maxRetries && !command.cancelRequested;
+    const permanent = typeof error === 'object' && error !== null && (error as { retryable?: unknown }).retryable === false;
+    return policy !== undefined && command.executions <= policy.maxRetries && !command.cancelRequested && !permanent;
   }
 
   /** The attempt succeeded: release its slot and settle the command. */

@@ -59,6 +59,7 @@ export class Execution implements CommandContext {
     readonly lane: string,
     readonly type: string,
     readonly attempt: number,
+    readonly retriesLeft: number,
     readonly startedAt: number,
   ) {}
 

@@ -64,6 +64,6 @@ export class InProcessLaneEngine extends LaneSchedulerCore {
 
   protected onFailure(command: Command, run: Execution, error: unknown, timedOut: boolean): void {
     if (command.run !== run) return;
-    this.commands.failedAttempt(command, error, timedOut, this.commands.retrying(command));
+    this.commands.failedAttempt(command, error, timedOut, this.commands.retrying(command, error));
   }
 }

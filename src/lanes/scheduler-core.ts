@@ -339,7 +339,8 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     const lane = command.lane;
     command.executions++;
     const now = performance.now();
-    const run = new Execution(command.id, lane.id, command.type, command.executions, now);
+    const retriesLeft = Math.max(0, (lane.config.retry?.maxRetries ?? 0) - (command.executions - 1));
+    const run = new Execution(command.id, lane.id, command.type, command.executions, retriesLeft, now);
     command.run = run;
     lane.wait.record(now - (command.requeuedAt ?? command.submittedAt));
     const events = this.commands.events;

@@ -70,6 +70,8 @@ export interface CommandContext {
   type: string;
   /** 1 for the first execution. */
   attempt: number;
+  /** How many more executions the lane's retry policy allows after this one, if this one fails retryably. */
+  retriesLeft: number;
   /** Aborted on timeout, on cancel, and on close. */
   signal: AbortSignal;
 }

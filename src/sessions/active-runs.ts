@@ -1,4 +1,5 @@
 import type { BackendRun } from '../backends/types.js';
+import type { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
 
 /** A run executing in this process. */
@@ -11,6 +12,13 @@ export interface ActiveRun {
   ended: boolean;
   /** Bytes of output (event payloads, as JSON) the run may still produce: its limit, counted down. */
   outputLeft: number;
+  /**
+   * Retries its lane command still allows (CommandContext.retriesLeft): a retryable failure before
+   * the agent started (no run_started yet) is then left to the retry instead of ending the run.
+   */
+  retriesLeft: number;
+  /** Such a failure, held back for the retry: the run stays queued, with no terminal event. */
+  startFailure?: AsmError;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
   checkedLapses: number;
 }

@@ -5,7 +5,7 @@ import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
-import { AsmError, cancelledRun } from '../errors/kinds.js';
+import { AsmError, cancelledRun, isErrorKind } from '../errors/kinds.js';
 import { abortedByTimeout, fromLaneAbort } from '../errors/from-lanes.js';
 import type { CommandContext } from '../lanes/types.js';
 import { workerPreflight } from '../nodes/accept.js';
@@ -24,6 +24,7 @@ import type { RunOutcome } from './commands.js';
 import type { ControlRouter } from './control.js';
 import type { RunRecorder } from './recorder.js';
 import { inSpan } from './tracing.js';
+import { waitForRun } from './wait-for-run.js';
 
 export interface RunExecutorDeps {
   config: AsmConfig;
@@ -53,45 +54,68 @@ export class RunExecutor {
     const { store, cluster, recorder, config } = this.deps;
     const run = await store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    const session = (await store.sessions.get(run.session_id))!;
     if (run.state === 'running') {
+      // A retry of an attempt its lane timed out while the run goes on here: the run keeps its one
+      // end, which this attempt waits for and reports (never retried further: the agent started).
+      if (this.deps.active.has(runId)) {
+        await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs);
+        return this.outcome(runId);
+      }
       // The lane job came back: the process that ran it stopped holding it (it died, or stalled
       // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
       if (run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
       await recorder.endOrphan(run);
       return { run_id: runId, state: (await store.runs.get(runId))!.state };
     }
-    if (run.state !== 'queued') return { run_id: runId, state: run.state };
+    // Ended already (a retry of a run that failed is still the failed run: its command fails again, into the DLQ).
+    if (run.state !== 'queued') return this.outcome(runId);
     // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
     const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
     return inSpan('run', context.active(), attributes, async (span) => {
-      const outcome = await this.start(run, ctx.signal);
+      const outcome = await this.start(run, session, ctx);
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });
   }
 
   /** A queued run, started here or handed to a worker. */
-  private async start(run: RunRecord, signal: AbortSignal): Promise<RunOutcome> {
-    const { store, recorder, config } = this.deps;
+  private async start(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
+    const { recorder, config } = this.deps;
     const runId = run.id;
-    const session = (await store.sessions.get(run.session_id))!;
-    if (signal.aborted) {
-      await recorder.finishWithoutStart(runId, fromLaneAbort(signal.reason, 'before it started'));
+    if (ctx.signal.aborted) {
+      await recorder.finishWithoutStart(runId, fromLaneAbort(ctx.signal.reason, 'before it started'));
       return { run_id: runId, state: 'interrupted' };
     }
     if (run.options.remote && !config.worker) {
-      await this.handToWorker(run, session, signal);
+      await this.handToWorker(run, session, ctx);
       return this.outcome(runId);
     }
-    return this.runHere(run, session, signal);
+    return this.runHere(run, session, ctx);
   }
 
-  private async handToWorker(run: RunRecord, session: SessionRecord, signal: AbortSignal): Promise<void> {
-    const { store, cluster, log, recorder, control } = this.deps;
+  /**
+   * A run that failed before its agent did anything (SPEC §8): with a retryable error and retries
+   * left, its lane retries it (it stays queued, no terminal event yet); otherwise it ends here.
+   */
+  private async failedToStart(runId: string, error: AsmError, ctx: CommandContext): Promise<void> {
+    if (error.retryable && ctx.retriesLeft > 0 && !ctx.signal.aborted) throw await this.retryStart(runId, error);
+    await this.deps.recorder.finishWithoutStart(runId, error);
+  }
+
+  private async retryStart(runId: string, error: AsmError): Promise<AsmError> {
+    await this.deps.store.runs.update(runId, { owner: null });
+    this.deps.log.info({ runId, kind: error.kind }, 'run failed before its agent started; its lane retries it');
+    return new AsmError(error.kind, `run ${runId} did not start: ${error.message}`, { retryable: true, details: error.details });
+  }
+
+  private async handToWorker(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<void> {
+    const { store, cluster, log, control } = this.deps;
+    const { signal } = ctx;
     try {
       await handOff({ store, cluster, log }, run, session, signal);
     } catch (err) {
-      await recorder.finishWithoutStart(run.id, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err));
+      await this.failedToStart(run.id, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err), ctx);
       return;
     }
     // Interrupted while the node was acknowledging: the node owns the run now, so the interrupt goes there.
@@ -100,8 +124,9 @@ export class RunExecutor {
     }
   }
 
-  private async runHere(run: RunRecord, session: SessionRecord, signal: AbortSignal): Promise<RunOutcome> {
+  private async runHere(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
     const { config, store, cluster, recorder, active: activeRuns, log } = this.deps;
+    const { signal } = ctx;
     const runId = run.id;
     const provider = this.deps.providers.get(session.provider)!;
     const backend = run.observability.backend === 'sdk' ? this.deps.backends.sdk : this.deps.backends.core;
@@ -117,11 +142,11 @@ export class RunExecutor {
       cwd = run.options.remote ? await workerPreflight(config, run, provider) : await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
       surface = confineSshFiles(run.options.execution_surface ?? LOCAL_SURFACE, 'execution_surface', config.sshFilesDir);
     } catch (err) {
-      await recorder.finishWithoutStart(runId, AsmError.from(err));
+      await this.failedToStart(runId, AsmError.from(err), ctx);
       return this.outcome(runId);
     }
 
-    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), checkedLapses: cluster.heartbeatLapses() };
+    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
@@ -170,6 +195,7 @@ export class RunExecutor {
     } finally {
       activeRuns.delete(runId);
     }
+    if (active.startFailure) throw await this.retryStart(runId, active.startFailure);
     return this.outcome(runId);
   }
 
@@ -179,6 +205,11 @@ export class RunExecutor {
     if (active.ended) return;
     if (TERMINAL_KINDS.has(event.kind)) {
       active.ended = true;
+      // The CLI could not start (no run_started: the agent did nothing) and its lane may try again.
+      if (event.kind === 'error' && event.payload.retryable && active.retriesLeft > 0 && !active.events.some((e) => e.kind === 'run_started')) {
+        active.startFailure = new AsmError(event.payload.kind, event.payload.message, { domain: event.payload.domain, retryable: true, details: event.payload.details });
+        return;
+      }
       await recorder.denyPendingApprovals(run.id);
       await this.rememberConversation(run, event.payload);
       await recorder.finish(run, active.events, event);
@@ -246,8 +277,10 @@ export class RunExecutor {
   private async outcome(runId: string): Promise<RunOutcome> {
     const final = (await this.deps.store.runs.get(runId))!;
     if (final.state === 'failed') {
-      // Failing the command records the run in the lane's metrics and dead-letter queue.
-      throw new Error(final.result?.error ? `${final.result.error.kind}: ${final.result.error.message}` : 'run failed');
+      // Failing the command records the run in the lane's metrics and dead-letter queue. Its run has
+      // ended for good (one terminal event), so the lane must not run it again: not retryable.
+      const error = final.result?.error;
+      throw new AsmError(error && isErrorKind(error.kind) ? error.kind : 'unknown', error ? `${error.kind}: ${error.message}` : 'run failed', { retryable: false });
     }
     return { run_id: runId, state: final.state };
   }

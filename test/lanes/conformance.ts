@@ -277,6 +277,28 @@ export function laneEngineConformance(name: string, factory: EngineFactory): voi
         expect(events.filter((e) => e.key === 'queue.command.started').map((e) => e.payload?.attempt)).toEqual([1, 2, 3]);
       });
 
+      it('never retries an error marked retryable: false, and tells each attempt how many retries are left', async () => {
+        const seen: Array<[number, number]> = [];
+        const engine = await make(
+          { lanes: [lane('work', 0, { retry: retry.fixed(3, 10) })], dlqSize: 10 },
+          {
+            flaky: (_payload, ctx) => {
+              seen.push([ctx.attempt, ctx.retriesLeft]);
+              if (ctx.attempt < 2) throw new Error('transient');
+              throw Object.assign(new Error('permanent'), { retryable: false });
+            },
+          },
+        );
+        await engine.start();
+        const handle = await engine.submit('work', { type: 'flaky', payload: null });
+        await expect(handle.result).rejects.toThrow('permanent');
+        expect(seen).toEqual([
+          [1, 3],
+          [2, 2],
+        ]);
+        expect((await engine.deadLetters()).map((l) => l.attempts)).toEqual([2]);
+      });
+
       it('returns the original error once retries are exhausted, after maxRetries + 1 executions', async () => {
         let calls = 0;
         const engine = await make(

@@ -21,7 +21,7 @@ async function parkedRun(prompt: string): Promise<RunRecord> {
 }
 
 function contextFor(run: RunRecord, controller = new AbortController()): CommandContext {
-  return { id: run.id, lane: run.queue, type: 'run.execute', attempt: 1, signal: controller.signal };
+  return { id: run.id, lane: run.queue, type: 'run.execute', attempt: 1, retriesLeft: 0, signal: controller.signal };
 }
 
 const kindsOf = async (run: RunRecord) => (await rig.events(run.session_id, run.id)).map((e) => e.kind);
