@@ -15,6 +15,8 @@ export interface ApprovalBookDeps {
   recorder: RunRecorder;
   active: ActiveRuns;
   cluster: Cluster;
+  /** A decision submitted as the API's are: a command on the control lane (service.ts). */
+  decideOnControlLane: (approvalId: string, decision: ApprovalDecision, reason: string) => Promise<unknown>;
   log: Logger;
 }
 
@@ -54,7 +56,8 @@ export class ApprovalBook {
     if (session?.granted_tools.includes(payload.subject)) {
       // Decided outside this event's turn of the run's chain, which the decision itself joins:
       // so its approval_resolved follows the approval_requested appended in this turn.
-      void this.decide(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
+      // Through the control lane, as every decision: it overtakes agent work and is counted there.
+      void this.deps.decideOnControlLane(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
         log.warn({ err, approvalId: payload.approval_id }, 'auto-allow failed'),
       );
     }

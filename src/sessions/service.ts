@@ -70,7 +70,8 @@ export class SessionService {
     this.commands = new CommandBus(engine);
     const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
     this.recorder = recorder;
-    const approvals = new ApprovalBook({ store, recorder, active, cluster, log });
+    const decideOnControlLane = (id: string, decision: ApprovalDecision, reason: string) => this.commands.call('control', 'approval.decide', { id, decision, reason });
+    const approvals = new ApprovalBook({ store, recorder, active, cluster, decideOnControlLane, log });
     this.acceptor = config.worker
       ? new RemoteAcceptor({ config, store, cluster, providers, enqueue: (run) => this.commands.submitRun(WORKER_LANE, run) })
       : undefined;
@@ -100,7 +101,7 @@ export class SessionService {
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
-    this.sweeper = new Sweeper({ store, cluster, recorder, control: this.control, sweepMs: config.cluster.sweepMs, log });
+    this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, log });
   }
 
   /** Every lane command and its handler; register before the engine starts. */
@@ -110,6 +111,7 @@ export class SessionService {
       'session.close': (p) => this.lifecycle.close(p.id),
       'run.interrupt': (p) => this.control.interrupt(p.id),
       'approval.decide': (p) => this.control.decide(p.id, p.decision, p.reason),
+      'node.sweep': () => this.sweeper.maintain(),
       'run.execute': (p, ctx) => this.executor.execute(p.run_id, ctx),
     };
     this.commands.registerAll(handlers);

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import type { Store } from '../store/types.js';
-import type { ControlRouter } from './control.js';
+import type { CommandBus } from './commands.js';
 import type { RunRecorder } from './recorder.js';
 
 /** Expired approvals handled per sweep; the rest wait for the next one. */
@@ -12,7 +12,7 @@ export interface SweeperDeps {
   store: Store;
   cluster: Cluster;
   recorder: RunRecorder;
-  control: ControlRouter;
+  commands: CommandBus;
   /** How often to sweep (ASM_SWEEP_MS). */
   sweepMs: number;
   log: Logger;
@@ -22,6 +22,12 @@ export interface SweeperDeps {
  * The periodic work that has no request behind it: approval deadlines, and in distributed mode the
  * fencing of this process's runs after a heartbeat lapse and the end of runs whose owner died. Any
  * process may sweep; the store and claims make each outcome happen once.
+ *
+ * Node maintenance goes through the `system` lane (SPEC §8) as a `node.sweep` command, and each
+ * expired approval's denial through `control`, as every decision. Two parts stay on this process's
+ * timer, deliberately: fencing its own runs (a lane job may run on another process in distributed
+ * mode) and the heartbeat (nodes/redis.ts): it says this process is alive, so it must neither run
+ * elsewhere nor wait behind other work, and it must go on while the engine drains.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
@@ -38,26 +44,31 @@ export class Sweeper {
     clearInterval(this.timer);
   }
 
+  /** One sweep, as the timer runs it: this process's fencing, then node.sweep on the system lane. */
   async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      await this.expireApprovals();
-      if (this.deps.cluster.distributed) {
-        await this.deps.recorder.fenceLostRuns();
-        await this.endOrphans();
-      }
+      if (this.deps.cluster.distributed) await this.deps.recorder.fenceLostRuns();
+      await this.deps.commands.call('system', 'node.sweep', {});
     } catch (err) {
-      this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
+      if (!(err instanceof AsmError && err.kind === 'shutting_down')) this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
       this.sweeping = false;
     }
   }
 
+  /** The system lane's node.sweep: what any process may do for the deployment. */
+  async maintain(): Promise<null> {
+    await this.expireApprovals();
+    if (this.deps.cluster.distributed) await this.endOrphans();
+    return null;
+  }
+
   private async expireApprovals(): Promise<void> {
-    const { store, control, log } = this.deps;
+    const { store, commands, log } = this.deps;
     for (const approval of await store.approvals.listExpired(Date.now(), SWEEP_BATCH)) {
-      await control.decide(approval.id, 'deny', 'timeout').catch((err) => {
+      await commands.call('control', 'approval.decide', { id: approval.id, decision: 'deny', reason: 'timeout' }).catch((err) => {
         if (!(err instanceof AsmError && err.kind === 'conflict')) log.error({ err, approvalId: approval.id }, 'approval timeout failed');
       });
     }

@@ -79,9 +79,12 @@ describe('ApprovalBook', () => {
     expect((await rig.ended(first.run.id)).state).toBe('completed');
     expect((await rig.store.sessions.get(first.sessionId))!.granted_tools).toEqual(['Bash']);
 
-    // Nobody decides this one: the session's allowance does.
+    // Nobody decides this one: the session's allowance does, through the control lane as any decision.
+    const controlDone = async () => (await rig.engine.metrics()).find((m) => m.id === 'control')!.completed;
+    const before = await controlDone();
     const second = await rig.submit(first.sessionId, 'create it again [fixture:c2-approve]');
     expect((await rig.ended(second.id)).state).toBe('completed');
+    expect((await controlDone()) - before).toBe(1);
     const events = await rig.events(first.sessionId, second.id);
     const requested = events.find((e) => e.kind === 'approval_requested')!;
     const resolved = events.find((e) => e.kind === 'approval_resolved')!;

@@ -11,6 +11,7 @@ import { createInProcessEngine, DEFAULT_LANES, mergeLanes, runLanes, type LaneEn
 import type { Cluster, SelfReport } from '../../src/nodes/cluster.js';
 import { LocalCluster } from '../../src/nodes/local.js';
 import { loadProviders } from '../../src/providers/registry.js';
+import type { ApprovalDecision } from '../../src/providers/types.js';
 import type { CreateRunBody, CreateSessionBody } from '../../src/schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../../src/schemas/events.js';
 import type { ActiveRuns } from '../../src/sessions/active-runs.js';
@@ -23,6 +24,7 @@ import { Placement } from '../../src/sessions/placement.js';
 import { Quotas } from '../../src/sessions/quotas.js';
 import { RunRecorder } from '../../src/sessions/recorder.js';
 import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
+import { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitForRun } from '../../src/sessions/wait-for-run.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import type { RunRecord, SessionRecord, Store } from '../../src/store/types.js';
@@ -67,6 +69,8 @@ export interface Rig {
   lifecycle: SessionLifecycle;
   admission: Admission;
   executor: RunExecutor;
+  /** Its timer is not started: tests sweep when they choose. */
+  sweeper: Sweeper;
   log: pino.Logger;
   /** A claude session of TENANT. */
   session(body?: Partial<CreateSessionBody>): Promise<SessionRecord>;
@@ -116,7 +120,8 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const active: ActiveRuns = new Map();
   const commands = new CommandBus(engine);
   const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
-  const approvals = new ApprovalBook({ store, recorder, active, cluster, log });
+  const decideOnControlLane = (id: string, decision: ApprovalDecision, reason: string) => commands.call('control', 'approval.decide', { id, decision, reason });
+  const approvals = new ApprovalBook({ store, recorder, active, cluster, decideOnControlLane, log });
   const control = new ControlRouter({ store, engine, cluster, recorder, approvals, active, controlTimeoutMs: config.cluster.controlTimeoutMs });
   // No SDK here: the fake CLIs speak the core lane's protocol, so `lane: auto` resolves to core.
   const sdks = new SdkLoader((specifier) => Promise.reject(new Error(`${specifier} is not loaded in these tests`)));
@@ -126,11 +131,13 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });
   const sandbox = await createSandbox(config.sandbox, log);
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits, sandbox) }, recorder, tenants, approvals, control, active, log });
+  const sweeper = new Sweeper({ store, cluster, recorder, commands, sweepMs: 60_000, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),
     'session.close': (p) => lifecycle.close(p.id),
     'run.interrupt': (p) => control.interrupt(p.id),
     'approval.decide': (p) => control.decide(p.id, p.decision, p.reason),
+    'node.sweep': () => sweeper.maintain(),
     'run.execute': (p, ctx) => executor.execute(p.run_id, ctx),
   });
   await cluster.start((request) => control.handle(request));
@@ -152,6 +159,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     lifecycle,
     admission,
     executor,
+    sweeper,
     log,
     session: (body = {}) => lifecycle.create(TENANT, { provider: 'claude', ...body }),
     submit: (sessionId, prompt, body = {}) => admission.submit(sessionId, { prompt, ...body }),

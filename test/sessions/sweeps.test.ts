@@ -9,7 +9,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { Cluster } from '../../src/nodes/cluster.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import { Sweeper } from '../../src/sessions/sweeps.js';
+import type { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitFor } from '../helpers/wait.js';
 import { makeRig, REPORT, type Rig } from './rig.js';
 
@@ -21,7 +21,12 @@ afterEach(async () => {
 });
 
 function sweeperOf(rig: Rig): Sweeper {
-  return new Sweeper({ store: rig.store, cluster: rig.cluster, recorder: rig.recorder, control: rig.control, sweepMs: 60_000, log: rig.log });
+  return rig.sweeper;
+}
+
+/** Commands each lane has completed so far. */
+async function completedByLane(rig: Rig): Promise<Record<string, number>> {
+  return Object.fromEntries((await rig.engine.metrics()).map((m) => [m.id, m.completed]));
 }
 
 function redisCluster(self: string): Cluster {
@@ -43,8 +48,13 @@ describe('Sweeper', () => {
     expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'pending' });
 
     await waitFor(async () => (await rig.store.approvals.listExpired(Date.now(), 10)).length, 'the deadline to pass', 5_000);
+    const before = await completedByLane(rig);
     await sweeper.sweep();
     expect(await rig.store.approvals.get(approvalId)).toMatchObject({ state: 'resolved', decision: 'deny', reason: 'timeout' });
+    // The sweep is node maintenance on the system lane; its denial a decision on the control lane.
+    const after = await completedByLane(rig);
+    expect(after.system - before.system).toBe(1);
+    expect(after.control - before.control).toBe(1);
     expect((await rig.ended(run.id)).state).toBe('completed');
     const resolved = (await rig.events(session.id, run.id)).filter((e) => e.kind === 'approval_resolved');
     expect(resolved.map((e) => e.payload)).toEqual([{ approval_id: approvalId, decision: 'deny', reason: 'timeout' }]);
