@@ -1,6 +1,7 @@
 /**
- * Writes the OpenAPI document the server generates from its TypeBox schemas to openapi/openapi.json.
- * `--check` compares instead, and exits 1 if the committed file is stale (for CI).
+ * Writes the OpenAPI document the server generates from its TypeBox schemas to openapi/openapi.json,
+ * and the WebSocket protocol's AsyncAPI document (src/schemas/ws.ts) to openapi/asyncapi.json.
+ * `--check` compares instead, and exits 1 if a committed file is stale (for CI).
  *
  *   npm run openapi          regenerate
  *   npm run openapi:check    verify
@@ -8,14 +9,22 @@
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { buildServer } from '../src/http/server.js';
+import { asyncApiDocument } from '../src/schemas/ws.js';
+import { VERSION } from '../src/version.js';
 
 export const OPENAPI_PATH = fileURLToPath(new URL('../openapi/openapi.json', import.meta.url));
+export const ASYNCAPI_PATH = fileURLToPath(new URL('../openapi/asyncapi.json', import.meta.url));
+
+/** The AsyncAPI document as committed, in the same form as openapi.json. */
+export function generateAsyncApi(): string {
+  return `${JSON.stringify(asyncApiDocument(VERSION), null, 2)}\n`;
+}
 
 /** The document as committed: 2-space JSON with a trailing newline. */
 export async function generateOpenApi(): Promise<string> {
@@ -37,21 +46,28 @@ export async function generateOpenApi(): Promise<string> {
 }
 
 async function main(): Promise<number> {
-  const generated = await generateOpenApi();
-  const relative = 'openapi/openapi.json';
-  if (process.argv.includes('--check')) {
-    const committed = await readFile(OPENAPI_PATH, 'utf8').catch(() => null);
-    if (committed !== generated) {
-      process.stderr.write(`${relative} is stale: run npm run openapi\n`);
-      return 1;
+  const documents: Array<[string, string]> = [
+    [OPENAPI_PATH, await generateOpenApi()],
+    [ASYNCAPI_PATH, generateAsyncApi()],
+  ];
+  const check = process.argv.includes('--check');
+  let stale = 0;
+  for (const [path, generated] of documents) {
+    const relative = `openapi/${basename(path)}`;
+    if (check) {
+      const committed = await readFile(path, 'utf8').catch(() => null);
+      if (committed === generated) process.stdout.write(`${relative} is up to date\n`);
+      else {
+        process.stderr.write(`${relative} is stale: run npm run openapi\n`);
+        stale++;
+      }
+      continue;
     }
-    process.stdout.write(`${relative} is up to date\n`);
-    return 0;
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, generated);
+    process.stdout.write(`wrote ${relative}\n`);
   }
-  await mkdir(dirname(OPENAPI_PATH), { recursive: true });
-  await writeFile(OPENAPI_PATH, generated);
-  process.stdout.write(`wrote ${relative}\n`);
-  return 0;
+  return stale > 0 ? 1 : 0;
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

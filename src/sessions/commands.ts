@@ -15,8 +15,8 @@ export interface LaneCommands {
   'session.close': { payload: { id: string }; result: SessionRecord };
   'run.interrupt': { payload: { id: string }; result: RunRecord };
   'approval.decide': { payload: { id: string; decision: ApprovalDecision; reason: string | null }; result: ApprovalRecord };
-  /** Node maintenance on the system lane: approval deadlines, runs of lost nodes (sweeps.ts). */
-  'node.sweep': { payload: Record<string, never>; result: null };
+  /** Node maintenance on the system lane: ending the runs of nodes that stopped heartbeating (sweeps.ts). */
+  'node.end_lost_runs': { payload: { run_ids: string[] }; result: null };
   /** A run's execution; its command id is the run id. Fails (feeding the DLQ) when the run failed. */
   'run.execute': { payload: { run_id: string }; result: RunOutcome };
 }

@@ -111,7 +111,7 @@ export class SessionService {
       'session.close': (p) => this.lifecycle.close(p.id),
       'run.interrupt': (p) => this.control.interrupt(p.id),
       'approval.decide': (p) => this.control.decide(p.id, p.decision, p.reason),
-      'node.sweep': () => this.sweeper.maintain(),
+      'node.end_lost_runs': (p) => this.sweeper.endLostRuns(p.run_ids),
       'run.execute': (p, ctx) => this.executor.execute(p.run_id, ctx),
     };
     this.commands.registerAll(handlers);

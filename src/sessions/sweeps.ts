@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
-import type { Store } from '../store/types.js';
+import { isTerminalRunState } from '../schemas/api.js';
+import type { RunRecord, Store } from '../store/types.js';
 import type { CommandBus } from './commands.js';
 import type { RunRecorder } from './recorder.js';
 
@@ -23,11 +24,12 @@ export interface SweeperDeps {
  * fencing of this process's runs after a heartbeat lapse and the end of runs whose owner died. Any
  * process may sweep; the store and claims make each outcome happen once.
  *
- * Node maintenance goes through the `system` lane (SPEC §8) as a `node.sweep` command, and each
- * expired approval's denial through `control`, as every decision. Two parts stay on this process's
- * timer, deliberately: fencing its own runs (a lane job may run on another process in distributed
- * mode) and the heartbeat (nodes/redis.ts): it says this process is alive, so it must neither run
- * elsewhere nor wait behind other work, and it must go on while the engine drains.
+ * Each expired approval's denial goes through the `control` lane, as every decision, and ending the
+ * runs of a lost node (node maintenance) through the `system` lane (SPEC §8), as a `node.end_lost_runs`
+ * command submitted only when there are some, so an idle deployment's lanes stay quiet. Finding the
+ * work, fencing this process's own runs and the heartbeat (nodes/redis.ts) stay on this process's
+ * timer, deliberately: in distributed mode a lane job may run on another process, and a heartbeat,
+ * which says this process is alive, must neither run elsewhere nor wait behind other work.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
@@ -44,13 +46,16 @@ export class Sweeper {
     clearInterval(this.timer);
   }
 
-  /** One sweep, as the timer runs it: this process's fencing, then node.sweep on the system lane. */
   async sweep(): Promise<void> {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      if (this.deps.cluster.distributed) await this.deps.recorder.fenceLostRuns();
-      await this.deps.commands.call('system', 'node.sweep', {});
+      await this.expireApprovals();
+      if (this.deps.cluster.distributed) {
+        await this.deps.recorder.fenceLostRuns();
+        const lost = await this.lostRuns();
+        if (lost.length > 0) await this.deps.commands.call('system', 'node.end_lost_runs', { run_ids: lost });
+      }
     } catch (err) {
       if (!(err instanceof AsmError && err.kind === 'shutting_down')) this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
@@ -58,10 +63,16 @@ export class Sweeper {
     }
   }
 
-  /** The system lane's node.sweep: what any process may do for the deployment. */
-  async maintain(): Promise<null> {
-    await this.expireApprovals();
-    if (this.deps.cluster.distributed) await this.endOrphans();
+  /**
+   * The system lane's node.end_lost_runs: runs whose owner stopped heartbeating end with node_lost;
+   * their CLIs went down with the owner. Each is checked again here, where the command runs.
+   */
+  async endLostRuns(runIds: readonly string[]): Promise<null> {
+    const { store, recorder } = this.deps;
+    for (const id of runIds) {
+      const run = await store.runs.get(id);
+      if (run && !isTerminalRunState(run.state) && (await this.ownerLost(run))) await recorder.endOrphan(run);
+    }
     return null;
   }
 
@@ -75,16 +86,17 @@ export class Sweeper {
   }
 
   /**
-   * Runs whose owner stopped heartbeating end with node_lost; their CLIs went down with the owner.
-   * A queued run with an owner counts too: its owner took it (a worker's queue, or the instant
-   * before its CLI started), and nobody else will.
+   * Runs whose owner stopped heartbeating. A queued run with an owner counts too: its owner took it
+   * (a worker's queue, or the instant before its CLI started), and nobody else will.
    */
-  private async endOrphans(): Promise<void> {
-    const { store, cluster, recorder } = this.deps;
-    for (const run of await store.runs.listUnfinished()) {
-      if (run.owner === null || run.owner === cluster.self) continue;
-      if (await cluster.isAlive(run.owner)) continue;
-      await recorder.endOrphan(run);
-    }
+  private async lostRuns(): Promise<string[]> {
+    const lost: string[] = [];
+    for (const run of await this.deps.store.runs.listUnfinished()) if (await this.ownerLost(run)) lost.push(run.id);
+    return lost;
+  }
+
+  private async ownerLost(run: RunRecord): Promise<boolean> {
+    const { cluster } = this.deps;
+    return run.owner !== null && run.owner !== cluster.self && !(await cluster.isAlive(run.owner));
   }
 }

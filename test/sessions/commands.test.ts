@@ -23,7 +23,7 @@ function bus(behave: (type: string, payload: unknown, ctx: CommandContext) => Pr
     'session.close': (p, ctx) => behave('session.close', p, ctx) as Promise<SessionRecord>,
     'run.interrupt': (p, ctx) => behave('run.interrupt', p, ctx) as Promise<RunRecord>,
     'approval.decide': (p, ctx) => behave('approval.decide', p, ctx) as Promise<ApprovalRecord>,
-    'node.sweep': (p, ctx) => behave('node.sweep', p, ctx) as Promise<null>,
+    'node.end_lost_runs': (p, ctx) => behave('node.end_lost_runs', p, ctx) as Promise<null>,
     'run.execute': (p, ctx) => behave('run.execute', p, ctx) as Promise<{ run_id: string; state: string }>,
   };
   commands.registerAll(handlers);

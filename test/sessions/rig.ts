@@ -137,7 +137,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     'session.close': (p) => lifecycle.close(p.id),
     'run.interrupt': (p) => control.interrupt(p.id),
     'approval.decide': (p) => control.decide(p.id, p.decision, p.reason),
-    'node.sweep': () => sweeper.maintain(),
+    'node.end_lost_runs': (p) => sweeper.endLostRuns(p.run_ids),
     'run.execute': (p, ctx) => executor.execute(p.run_id, ctx),
   });
   await cluster.start((request) => control.handle(request));

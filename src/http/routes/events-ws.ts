@@ -7,6 +7,7 @@ import { AsmError, badField } from '../../errors/kinds.js';
 import type { LaneEvent } from '../../lanes/types.js';
 import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
+import type { ServerFrame } from '../../schemas/ws.js';
 import type { TenantRole } from '../../tenants.js';
 import type { AsmMetrics } from '../metrics.js';
 import { followOwnQueueEvents } from '../queue-events.js';
@@ -171,7 +172,7 @@ class EventStreamConnection {
   }
 
   /** False when the frame was not sent (closed, or the client fell too far behind and is being closed). */
-  private send(message: unknown): boolean {
+  private send(message: ServerFrame): boolean {
     if (this.closed) return false;
     if (this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes) {
       this.closeToResume(WS_CLOSE_SLOW_CONSUMER, 'slow_consumer');
