@@ -54,5 +54,8 @@ export function modeOf(input: ProviderRunInput): Mode {
  */
 export function laneNeeds(permissionMode: string | null): string[] {
   const mode = permissionMode ?? 'default';
-  return mode === 'plan' || MODES[mode]?.transport === 'app-server' ? ['approvals'] : [];
+  return ASKING_NORMALIZED_MODES.has(mode) || MODES[mode]?.transport === 'app-server' ? ['approvals'] : [];
 }
+
+/** The normalized modes (README "Permission modes") under which codex asks for approval. */
+const ASKING_NORMALIZED_MODES: ReadonlySet<string> = new Set(['default', 'plan']);
