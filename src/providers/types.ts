@@ -216,11 +216,11 @@ export interface ProviderDefinition {
   /** How its CLI gets a session's MCP servers; absent: it cannot (sessions with some are refused). */
   mcp?: ProviderMcp;
   /**
-   * The capabilities a session with this permission mode needs from the lane it runs on (codex:
+   * The capabilities a session needs from the lane it runs on, by its native permission mode (codex:
    * `approvals` for the modes that ask). Lane resolution (src/sessions/backend-resolution.ts) keeps
    * `lane: auto` off an SDK lane that lacks one and refuses `lane: sdk`. Absent: needs nothing special.
    */
-  laneNeeds?(permissionMode: string | null): string[];
+  laneNeeds?(nativePermissionMode: string | null): string[];
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
   /**

@@ -346,6 +346,7 @@ export const ResolveLaneBody = Type.Object(
     execution_mode: Type.Optional(ExecutionMode),
     queue: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
     permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'What a session would ask for: some modes need capabilities a lane lacks (missing_capabilities)' })),
+    provider_permission_mode: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'A native mode instead (the escape hatch)' })),
     driver_opts: Type.Optional(DriverOpts),
   },
   { additionalProperties: false },

@@ -70,12 +70,12 @@ export class Admission {
     placement.assertRunQueue(queue);
     const lane = body.lane ?? session.lane;
     const executionMode = body.execution_mode ?? session.execution_mode;
-    const observability = await placement.resolve(provider, { requested: lane, executionMode, queue, permissionMode: session.permission_mode });
+    const agent = runAgentOptions(provider, session, body);
+    const observability = await placement.resolve(provider, { requested: lane, executionMode, queue, providerPermissionMode: agent.provider_permission_mode });
     const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
     if (remote) await placement.assertRemoteCli(provider, remote.remote_node);
     const surface = body.execution_surface ?? session.execution_surface;
     placement.assertSurface(surface, executionMode, observability);
-    const agent = runAgentOptions(provider, session, body);
     const caller = { ...session.metadata, ...body.metadata };
 
     const runs = await store.runs.listBySession(sessionId);

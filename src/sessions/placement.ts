@@ -30,7 +30,8 @@ export interface PlacementRequest {
   requested: RequestedBackend;
   executionMode: ExecutionMode;
   queue: string;
-  permissionMode: string | null;
+  /** The native permission mode the run's CLI gets (run-options.ts). */
+  providerPermissionMode: string | null;
 }
 
 /**
@@ -55,7 +56,7 @@ export class Placement {
     if (executionMode === 'local' && !cliHere) throw cliNotFound(provider, binary, 'on this server');
     const loaded = needsSdkProbe(provider, requested) ? await sdks.status(provider) : null;
     const sdk = loaded && !cliHere ? { available: false, runtime: null, error: `the CLI it drives, ${binary}, is not found here` } : loaded;
-    const needs = provider.laneNeeds?.(request.permissionMode) ?? [];
+    const needs = provider.laneNeeds?.(request.providerPermissionMode) ?? [];
     return resolveBackend({ provider, requestedBackend: requested, executionMode, remoteAvailable, sdk, needs, node: nodeName, queue });
   }
 

@@ -8,6 +8,7 @@ import type { DeadLetter, LaneEngine } from '../lanes/types.js';
 import { RemoteAcceptor, WORKER_LANE } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
+import { defaultPermission, resolvePermission } from '../providers/permission-modes.js';
 import type { ApprovalDecision, ProviderDefinition } from '../providers/types.js';
 import type { CreateRunBody, CreateSessionBody, ResolveLaneBody } from '../schemas/api.js';
 import type { EventMetadata } from '../schemas/events.js';
@@ -192,7 +193,8 @@ export class SessionService {
     this.placement.assertQueue(queue);
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
     const requested = body.lane ?? SESSION_DEFAULTS.lane;
-    const placed = await this.placement.resolve(provider, { requested, executionMode, queue, permissionMode: body.permission_mode ?? null });
+    const permission = resolvePermission(provider, body) ?? defaultPermission(provider);
+    const placed = await this.placement.resolve(provider, { requested, executionMode, queue, providerPermissionMode: permission.provider_permission_mode });
     if (executionMode === 'remote_node') {
       await this.placement.assertRemoteCli(provider, resolveRemoteOptions([this.deps.config.remoteDefaults, body.driver_opts]).remote_node);
     }

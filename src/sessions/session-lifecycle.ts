@@ -64,7 +64,7 @@ export class SessionLifecycle {
     placement.assertRunQueue(queue);
     const executionMode = body.execution_mode ?? SESSION_DEFAULTS.execution_mode;
     const requested = body.lane ?? SESSION_DEFAULTS.lane;
-    const placed = await placement.resolve(provider, { requested, executionMode, queue, permissionMode: body.permission_mode ?? null });
+    const placed = await placement.resolve(provider, { requested, executionMode, queue, providerPermissionMode: agentOptions.provider_permission_mode });
     const executionSurface = body.execution_surface ?? LOCAL_SURFACE;
     placement.assertSurface(executionSurface, executionMode, placed);
     if (executionMode === 'remote_node') await placement.assertRemoteCli(provider, resolveRemoteOptions([config.remoteDefaults, body.driver_opts]).remote_node);

@@ -5,10 +5,12 @@ import { describeThroughService } from './service-scenarios.js';
 /**
  * Codex on the SDK lane: @openai/codex-sdk driving the same pinned CLI (`codex exec
  * --experimental-json`), through the service, with the scenarios and assertions of the core lane
- * (codex.test.ts). exec cannot ask, so the approval scenario is the refusal of an escalated command.
+ * (codex.test.ts). exec cannot ask, so the approval scenario is the refusal of a write; and the
+ * modes that ask need approvals, which this lane lacks (lane: sdk with them is 400), so the sessions
+ * are in plan mode: a read-only sandbox where nothing asks.
  */
 describeThroughService('codex', {
-  session: {},
+  session: { permission_mode: 'plan' },
   textKind: 'assistant_message',
   shellSession: {},
   approvals: 'refuses',

@@ -37,7 +37,7 @@ describe('the SDK lane, with the SDKs installed', () => {
   it.each([
     // codex in a mode that never asks: its asking modes need approvals, which its SDK lane lacks (below)
     [{ provider: 'claude' }, '@anthropic-ai/claude-agent-sdk@0.3.329', 'session_resume'],
-    [{ provider: 'codex', permission_mode: 'full-auto' }, '@openai/codex-sdk@0.163.0', 'session_resume'],
+    [{ provider: 'codex', permission_mode: 'bypass' }, '@openai/codex-sdk@0.163.0', 'session_resume'],
   ])('lane auto runs %j on the SDK lane (sdk_available)', async (session, runtime, capability) => {
     const run = await runOnce(server, session);
     expect(run.result.metadata).toMatchObject({
@@ -74,28 +74,29 @@ describe('the SDK lane, with the SDKs installed', () => {
   });
 
   it.each([
-    // permission_mode → the lane auto picks; codex's SDK lane cannot ask for approval
-    [undefined, 'core', 'sdk_capability_missing', ['approvals']],
-    ['default', 'core', 'sdk_capability_missing', ['approvals']],
-    ['untrusted', 'core', 'sdk_capability_missing', ['approvals']],
-    ['read-only', 'core', 'sdk_capability_missing', ['approvals']],
-    ['full-auto', 'sdk', null, []],
-  ])('codex with permission_mode %s and lane auto runs on %s (%s)', async (mode, lane, fallback, missing) => {
-    const resolved = await server.request('POST', '/v1/providers/codex/resolve', { permission_mode: mode });
+    // the session's permission fields → the lane auto picks; codex's SDK lane cannot ask for approval
+    [{}, 'core', 'sdk_capability_missing', ['approvals']],
+    [{ permission_mode: 'default' }, 'core', 'sdk_capability_missing', ['approvals']],
+    [{ permission_mode: 'auto' }, 'core', 'sdk_capability_missing', ['approvals']],
+    [{ provider_permission_mode: 'untrusted' }, 'core', 'sdk_capability_missing', ['approvals']],
+    [{ permission_mode: 'bypass' }, 'sdk', null, []],
+    [{ permission_mode: 'plan' }, 'sdk', null, []],
+  ])('codex with %j and lane auto runs on %s (%s)', async (mode, lane, fallback, missing) => {
+    const resolved = await server.request('POST', '/v1/providers/codex/resolve', mode);
     expect(resolved.status, JSON.stringify(resolved.body)).toBe(200);
     expect(resolved.body).toMatchObject({ requested_lane: 'auto', preferred_lane: 'sdk', lane, lane_fallback_reason: fallback, missing_capabilities: missing, sdk_available: true });
     // A session records the same resolution on its run's metadata.
-    const run = await runOnce(server, { provider: 'codex', ...(mode && { permission_mode: mode }) });
+    const run = await runOnce(server, { provider: 'codex', ...mode });
     expect(run.result.metadata).toMatchObject({ lane, lane_fallback_reason: fallback, missing_capabilities: missing });
   });
 
   it('refuses lane sdk for a codex session that needs approvals, naming the capability', async () => {
-    for (const body of [{ provider: 'codex', lane: 'sdk' }, { provider: 'codex', lane: 'sdk', permission_mode: 'untrusted' }]) {
+    for (const body of [{ provider: 'codex', lane: 'sdk' }, { provider: 'codex', lane: 'sdk', permission_mode: 'auto' }, { provider: 'codex', lane: 'sdk', provider_permission_mode: 'untrusted' }]) {
       const res = await server.request('POST', '/v1/sessions', body);
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'lane', reason: 'sdk_capability_missing', missing_capabilities: ['approvals'] } });
     }
-    expect((await server.request('POST', '/v1/sessions', { provider: 'codex', lane: 'sdk', permission_mode: 'full-auto' })).status).toBe(201);
+    expect((await server.request('POST', '/v1/sessions', { provider: 'codex', lane: 'sdk', permission_mode: 'bypass' })).status).toBe(201);
   });
 
   it('lane core never uses the SDK (explicit_core)', async () => {

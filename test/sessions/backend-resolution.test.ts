@@ -97,15 +97,14 @@ describe('lane resolution (the case table of src/sessions/lane-resolution.ts)', 
   });
 
   it.each([
-    // codex's own declaration (providers/codex/modes.ts), by normalized and native names
+    // codex's own declaration (providers/codex/modes.ts), by the native mode a session's mode maps to
     [null, ['approvals']],
-    ['default', ['approvals']],
-    ['plan', ['approvals']],
     ['read-only', ['approvals']],
+    ['full-auto', ['approvals']],
     ['untrusted', ['approvals']],
-    ['full-auto', []],
     ['danger-full-access', []],
-  ] as const)('codex with permission_mode %s needs %j of its lane', (mode, needs) => {
+    ['read-only-never', []],
+  ] as const)('codex with native mode %s needs %j of its lane', (mode, needs) => {
     expect(codex.laneNeeds!(mode)).toEqual(needs);
   });
 

@@ -48,14 +48,10 @@ export function modeOf(input: ProviderRunInput): Mode {
 }
 
 /**
- * What a codex session needs from its lane: `approvals` under every mode that may ask, by either
- * naming (the normalized `default` and `plan`, and the native modes that run on app-server). The SDK
- * lane cannot ask (sdk.ts), so lane resolution keeps these sessions on the core lane.
+ * What a codex session needs from its lane, by its native mode (the table above): `approvals` under
+ * every mode that runs on app-server, the ones that may ask (default, auto, untrusted). The SDK lane
+ * cannot ask (sdk.ts), so lane resolution keeps these sessions on the core lane.
  */
-export function laneNeeds(permissionMode: string | null): string[] {
-  const mode = permissionMode ?? 'default';
-  return ASKING_NORMALIZED_MODES.has(mode) || MODES[mode]?.transport === 'app-server' ? ['approvals'] : [];
+export function laneNeeds(nativeMode: string | null): string[] {
+  return MODES[nativeMode ?? PERMISSION_MODES.default]?.transport === 'app-server' ? ['approvals'] : [];
 }
-
-/** The normalized modes (README "Permission modes") under which codex asks for approval. */
-const ASKING_NORMALIZED_MODES: ReadonlySet<string> = new Set(['default', 'plan']);
