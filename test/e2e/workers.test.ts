@@ -260,6 +260,22 @@ describe('worker nodes: start failures', () => {
     expect(await api.app.sessions.waitForRun(run.id, 10_000)).toMatchObject({ state: 'completed', result: { text: 'made it\n' } });
   }, 60_000);
 
+  it('a lane with retry retries a run that failed before its agent started (no node yet): one terminal event, completed', async () => {
+    const d = deployment();
+    const skill = { id: 'skill', priority: 4, maxConcurrency: 3, retry: { maxRetries: 30, initialDelayMs: 300, multiplier: 1, maxDelayMs: 300 } };
+    const api = await d.api({ ASM_LANES: JSON.stringify([skill]) });
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'retried', remote_connect_timeout_ms: 200 } });
+    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo second try' })).body;
+    // The first attempts find no node (remote_connect_timeout, retryable): the run stays queued, no terminal event.
+    await waitFor(async () => (await api.app.engine.metrics()).find((m) => m.id === 'skill')!.retried > 0, 'a retry of the start', 10_000);
+    expect((await api.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('queued');
+    await d.worker(api, 'retried');
+    expect(await api.app.sessions.waitForRun(run.id, 20_000)).toMatchObject({ state: 'completed', result: { text: 'second try\n' } });
+    const events = (await api.request('GET', `/v1/runs/${run.id}/events`)).body.events;
+    expect(events.filter((e: any) => ['result', 'error', 'run_completed'].includes(e.kind))).toHaveLength(1);
+    expect(events.some((e: any) => e.kind === 'error')).toBe(false);
+  }, 60_000);
+
   it('cookie conflict, capability mismatch and backend start failures on a real worker', async () => {
     const d = deployment();
     const api = await d.api();
