@@ -114,8 +114,13 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   // A worker registers as starting (sessions.start() heartbeats) and takes runs from here on.
   if (worker) cluster.setState('ready');
 
-  // A closed session's sandbox folders go. Each process sweeps its own ASM_SANDBOX_ROOT, wherever its runs ran.
-  const sandboxSweep = setInterval(() => void sweepSandbox(sandbox, store).catch((err) => logger.warn({ err }, 'sandbox sweep failed')), config.sandbox.sweepMs);
+  // A closed session's sandbox folders and shadow repository go. Each process sweeps its own
+  // ASM_SANDBOX_ROOT and ASM_SHADOW_ROOT, wherever its runs ran.
+  const sweep = async () => {
+    await sweepClosed(sandbox, store);
+    await sweepClosed(sessions.shadow, store);
+  };
+  const sandboxSweep = setInterval(() => void sweep().catch((err) => logger.warn({ err }, 'sandbox sweep failed')), config.sandbox.sweepMs);
   sandboxSweep.unref();
 
   let ready = true;
@@ -165,10 +170,10 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   };
 }
 
-/** Removes the sandbox folders of the sessions the store knows as closed (a session unknown here may be another deployment's). */
-async function sweepSandbox(sandbox: Sandbox, store: Store): Promise<void> {
-  for (const sessionId of await sandbox.sessions()) {
-    if ((await store.sessions.get(sessionId))?.state === 'closed') await sandbox.release(sessionId);
+/** Removes the folders of the sessions the store knows as closed (a session unknown here may be another deployment's). */
+async function sweepClosed(folders: Pick<Sandbox, 'sessions' | 'release'>, store: Store): Promise<void> {
+  for (const sessionId of await folders.sessions()) {
+    if ((await store.sessions.get(sessionId))?.state === 'closed') await folders.release(sessionId);
   }
 }
 

@@ -53,6 +53,49 @@ export interface AsmConfig {
   sshFilesDir?: string;
   /** The sandbox around every local agent CLI (src/backends/sandbox.ts). */
   sandbox: SandboxSettings;
+  /** Session workspaces over the API: uploads, git clones, the diff of every run. */
+  workspaces: WorkspaceSettings;
+}
+
+export interface WorkspaceSettings {
+  /** ASM_WORKSPACE_DIFFS: `on` (default) snapshots the workspace at each run's start and diffs it at its end; `off` keeps no diffs. */
+  diffs: boolean;
+  /** ASM_SHADOW_ROOT: where each session's shadow repository (the snapshots its diffs compare) lives, outside every workspace. */
+  shadowRoot: string;
+  /** ASM_DIFF_MAX_BYTES: the largest patch kept with a run; a larger one is dropped and its summary kept. */
+  diffMaxBytes: number;
+  /** ASM_DIFF_MAX_FILES: the most files a diff summary lists. */
+  diffMaxFiles: number;
+  /** ASM_GIT_TIMEOUT_MS: a snapshot, diff or clone that takes longer is stopped. */
+  gitTimeoutMs: number;
+  /** ASM_WORKSPACE_GIT_SCHEMES: the URL schemes `workspace.git.url` may use (https by default; `file` only where listed). */
+  gitSchemes: string[];
+  /** ASM_MAX_UPLOAD_BYTES and ASM_MAX_UPLOAD_FILES: one upload's bounds, where a tenant's quotas are not lower. */
+  uploadBytes: number;
+  uploadFiles: number;
+  /** ASM_FILES_PAGE_MAX: the most entries one page of a folder listing holds. */
+  listPageMax: number;
+}
+
+const GIT_SCHEMES = new Set(['https', 'http', 'ssh', 'git', 'file']);
+
+function workspaceSettings(env: Env): WorkspaceSettings {
+  const gitSchemes = env.ASM_WORKSPACE_GIT_SCHEMES === undefined ? ['https'] : list(env, 'ASM_WORKSPACE_GIT_SCHEMES');
+  const unknown = gitSchemes.find((scheme) => !GIT_SCHEMES.has(scheme));
+  if (unknown) throw new ConfigError('ASM_WORKSPACE_GIT_SCHEMES', `"${unknown}" is not one of ${[...GIT_SCHEMES].join(', ')}`);
+  const diffs = env.ASM_WORKSPACE_DIFFS || 'on';
+  if (diffs !== 'on' && diffs !== 'off') throw new ConfigError('ASM_WORKSPACE_DIFFS', `expected on or off, got "${diffs}"`);
+  return {
+    diffs: diffs === 'on',
+    shadowRoot: resolve(env.ASM_SHADOW_ROOT || join(tmpdir(), `asm-shadow-${process.getuid?.() ?? 0}`)),
+    diffMaxBytes: int(env, 'ASM_DIFF_MAX_BYTES', 1024 * 1024, 1024),
+    diffMaxFiles: int(env, 'ASM_DIFF_MAX_FILES', 1_000, 1),
+    gitTimeoutMs: int(env, 'ASM_GIT_TIMEOUT_MS', 120_000, 100),
+    gitSchemes,
+    uploadBytes: int(env, 'ASM_MAX_UPLOAD_BYTES', 256 * 1024 * 1024, 1),
+    uploadFiles: int(env, 'ASM_MAX_UPLOAD_FILES', 10_000, 1),
+    listPageMax: int(env, 'ASM_FILES_PAGE_MAX', 1_000, 1),
+  };
 }
 
 export interface SandboxSettings {
@@ -331,5 +374,6 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     allowedOrigins: origins(env),
     sshFilesDir: env.ASM_SSH_FILES_DIR ? resolve(env.ASM_SSH_FILES_DIR) : undefined,
     sandbox: sandboxSettings(env),
+    workspaces: workspaceSettings(env),
   };
 }

@@ -44,6 +44,8 @@ const QUOTA_FIELDS: Record<string, [keyof TenantQuotas, number]> = {
   connections: ['connections', 1],
   metadata_bytes: ['metadataBytes', 1],
   output_bytes_per_run: ['outputBytesPerRun', 1],
+  upload_bytes: ['uploadBytes', 1],
+  upload_files: ['uploadFiles', 1],
 };
 const TENANT_FIELDS = new Set(['id', 'role', 'key_sha256', 'providers', 'workspace_root', 'quotas', 'rate']);
 const DEFAULTS_FIELDS = new Set(['providers', 'quotas', 'rate']);

@@ -36,6 +36,10 @@ export interface TenantQuotas {
   metadataBytes: number;
   /** Output a run may produce before it is stopped. */
   outputBytesPerRun: number;
+  /** Bytes one upload to a session's workspace may write (a file, or an archive's files unpacked). */
+  uploadBytes: number;
+  /** Entries one archive upload may hold. */
+  uploadFiles: number;
 }
 
 /** At most `max` requests per `windowMs`. */
@@ -51,6 +55,8 @@ export const DEFAULT_QUOTAS: Readonly<TenantQuotas> = Object.freeze({
   connections: 100,
   metadataBytes: 64 * 1024,
   outputBytesPerRun: 16 * 1024 * 1024,
+  uploadBytes: 256 * 1024 * 1024,
+  uploadFiles: 10_000,
 });
 
 /** ASM_RATE_LIMIT's default: a tenant's requests per window unless its configuration says otherwise. */

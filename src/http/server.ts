@@ -12,6 +12,8 @@ import { frameworkErrors, registerErrorHandling } from './errors.js';
 import { AsmMetrics } from './metrics.js';
 import { registerRateLimit } from './rate-limit.js';
 import { approvalRoutes } from './routes/approvals.js';
+import { diffRoutes } from './routes/diffs.js';
+import { fileRoutes } from './routes/files.js';
 import { eventStreamRoutes } from './routes/events-ws.js';
 import { queueRoutes } from './routes/queues.js';
 import { runRoutes } from './routes/runs.js';
@@ -86,6 +88,8 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   await fastify.register(systemRoutes, { app, metrics });
   await fastify.register(sessionRoutes, { app, prefix: '/v1' });
   await fastify.register(runRoutes, { app, metrics, prefix: '/v1' });
+  await fastify.register(diffRoutes, { app, prefix: '/v1' });
+  await fastify.register(fileRoutes, { app, prefix: '/v1' });
   await fastify.register(approvalRoutes, { app, prefix: '/v1' });
   await fastify.register(queueRoutes, { app, prefix: '/v1' });
   await fastify.register(eventStreamRoutes, { app, metrics, prefix: '/v1' });

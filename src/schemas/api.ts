@@ -1,3 +1,4 @@
+import { DiffSummary, WorkspaceSpec } from './workspace.js';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors/kinds.js';
 import { AgentOptionFields, Continuation } from './agent-options.js';
@@ -59,6 +60,7 @@ export const CreateSessionBody = Type.Object(
     execution_surface: Type.Optional(ExecutionSurface),
     cwd: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, description: 'Relative to, and inside, the workspace root' })),
     ...AgentOptionFields,
+    workspace: Type.Optional(WorkspaceSpec),
     queue: Type.Optional(QueueName),
     max_concurrent_runs: Type.Optional(Type.Integer({ minimum: 1, maximum: 64 })),
     max_queued_runs: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
@@ -428,7 +430,7 @@ export type ClientFrame = Static<typeof ClientFrame>;
  * Schemas with an $id: registered once with Fastify, referenced by routes with Type.Ref, and published as
  * named components in openapi.json (so generated clients get named types). Referenced ones come first.
  */
-export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, LaneInfo, NodeInfo];
+export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, LaneInfo, NodeInfo, DiffSummary];
 
 /** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
 export const WS_CLOSE_SLOW_CONSUMER = 4008;

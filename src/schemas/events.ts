@@ -1,5 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors/kinds.js';
+import { DiffSummary } from './workspace.js';
 
 /**
  * The closed vocabulary of normalized events. Every provider maps its CLI's output onto these kinds;
@@ -88,6 +89,8 @@ export const EventPayloads = {
     open,
   ),
   run_completed: Type.Object({ status: Type.String() }, open),
+  /** What the run changed in its workspace, before its terminal event; only when it changed something (GET /v1/runs/{id}/diff has the patch). */
+  workspace_diff: Type.Object({ ...DiffSummary.properties, patch_truncated: Type.Boolean() }, open),
 } satisfies Record<string, TSchema>;
 
 export type EventKind = keyof typeof EventPayloads;

@@ -1,6 +1,7 @@
 import type { BackendRun } from '../backends/types.js';
 import type { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
+import type { RunSnapshot } from './run-diffs.js';
 
 /** A run executing in this process. */
 export interface ActiveRun {
@@ -19,6 +20,8 @@ export interface ActiveRun {
   retriesLeft: number;
   /** Such a failure, held back for the retry: the run stays queued, with no terminal event. */
   startFailure?: AsmError;
+  /** The workspace as the run found it (run-diffs.ts); null when no diff is kept. */
+  snapshot?: RunSnapshot | null;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
   checkedLapses: number;
 }

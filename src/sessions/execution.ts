@@ -25,6 +25,7 @@ import type { ControlRouter } from './control.js';
 import type { RunRecorder } from './recorder.js';
 import { inSpan } from './tracing.js';
 import { waitForRun } from './wait-for-run.js';
+import type { RunDiffs } from './run-diffs.js';
 
 export interface RunExecutorDeps {
   config: AsmConfig;
@@ -39,6 +40,7 @@ export interface RunExecutorDeps {
   approvals: ApprovalBook;
   control: ControlRouter;
   active: ActiveRuns;
+  diffs: RunDiffs;
   log: Logger;
 }
 
@@ -157,6 +159,7 @@ export class RunExecutor {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);
       }
+      active.snapshot = await this.deps.diffs.before(run, cwd);
       const { agent } = run.options;
       const backendRun = backend.start(
         {
@@ -212,6 +215,7 @@ export class RunExecutor {
       }
       await recorder.denyPendingApprovals(run.id);
       await this.rememberConversation(run, event.payload);
+      await this.recordDiff(run, active);
       await recorder.finish(run, active.events, event);
       return;
     }
@@ -229,6 +233,13 @@ export class RunExecutor {
     // The tool_use stays in the record, followed by the error that ends the run.
     const blocked = event.kind === 'tool_use' ? guardrailBlock(run.options.agent.allowed_tools, event.payload.tool_name) : null;
     if (blocked) await this.stop(run, active, blocked);
+  }
+
+  /** The run's workspace_diff, before its terminal event, where it changed something. */
+  private async recordDiff(run: RunRecord, active: ActiveRun): Promise<void> {
+    if (!active.snapshot) return;
+    const summary = await this.deps.diffs.after(run, active.snapshot);
+    if (summary) active.events.push(await this.deps.recorder.append(run, 'workspace_diff', summary));
   }
 
   /**

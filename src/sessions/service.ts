@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
+import { ShadowRepos } from '../backends/shadow-git.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { runLanes } from '../lanes/policies.js';
@@ -25,6 +26,8 @@ import { RunExecutor } from './execution.js';
 import { Placement } from './placement.js';
 import { Quotas } from './quotas.js';
 import { RunRecorder, type RecordedEventListener } from './recorder.js';
+import { RunDiffs } from './run-diffs.js';
+import { SessionFiles } from './session-files.js';
 import { SESSION_DEFAULTS, SessionLifecycle } from './session-lifecycle.js';
 import { Sweeper } from './sweeps.js';
 import { waitForRun } from './wait-for-run.js';
@@ -63,6 +66,10 @@ export class SessionService {
   private readonly sweeper: Sweeper;
   private readonly acceptor: RemoteAcceptor | undefined;
   private readonly recorder: RunRecorder;
+  /** The shadow repositories of this process's sessions (their runs' diffs); app.ts sweeps those of closed sessions. */
+  readonly shadow: ShadowRepos;
+  /** The files API's view of a session's workspace. */
+  readonly files: SessionFiles;
 
   constructor(private readonly deps: SessionServiceDeps) {
     const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
@@ -100,7 +107,10 @@ export class SessionService {
     const { placement, quotas } = this;
     this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, log });
-    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, log });
+    this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
+    this.files = new SessionFiles({ config, tenants });
+    const diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
+    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, diffs, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
     this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, log });
   }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
@@ -16,6 +17,7 @@ import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
 import { sessionAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
+import { assertOneWorkspace, makeSessionWorkspace } from './session-workspace.js';
 import { waitForRun } from './wait-for-run.js';
 
 export const SESSION_DEFAULTS = {
@@ -69,15 +71,18 @@ export class SessionLifecycle {
     placement.assertSurface(executionSurface, executionMode, placed);
     if (executionMode === 'remote_node') await placement.assertRemoteCli(provider, resolveRemoteOptions([config.remoteDefaults, body.driver_opts]).remote_node);
     const mcpServers = checkMcpServers(body.mcp_servers, provider, executionSurface, executionMode === 'local', config);
+    assertOneWorkspace(body);
+    const id = `ses_${randomUUID()}`;
+    const tenantRoot = tenants.get(tenant).workspaceRoot;
     const session: SessionRecord = {
-      id: `ses_${randomUUID()}`,
+      id,
       tenant,
       provider: provider.name,
       lane: body.lane ?? SESSION_DEFAULTS.lane,
       execution_mode: executionMode,
       driver_opts: body.driver_opts ?? {},
       execution_surface: executionSurface,
-      cwd: await resolveWorkspaceDir(tenants.get(tenant).workspaceRoot, body.cwd),
+      cwd: body.workspace ? await makeSessionWorkspace(tenantRoot, id, body.workspace, config.workspaces) : await resolveWorkspaceDir(tenantRoot, body.cwd),
       ...agentOptions,
       queue,
       max_concurrent_runs: body.max_concurrent_runs ?? SESSION_DEFAULTS.max_concurrent_runs,
@@ -94,12 +99,18 @@ export class SessionLifecycle {
       created_at: new Date().toISOString(),
       closed_at: null,
     };
-    await quotas.take(tenant, 'sessions', session.id);
+    try {
+      await quotas.take(tenant, 'sessions', session.id);
+    } catch (err) {
+      if (body.workspace) await rm(session.cwd, { recursive: true, force: true });
+      throw err;
+    }
     try {
       await this.makeRoom();
       await store.sessions.create(session);
     } catch (err) {
       await quotas.release(tenant, 'sessions', session.id);
+      if (body.workspace) await rm(session.cwd, { recursive: true, force: true });
       throw err;
     }
     log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');

@@ -1,5 +1,6 @@
 import { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
+import type { StoredDiff } from '../schemas/workspace.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isSessionKey, pageOf, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { stampEvent } from './stamp.js';
@@ -272,6 +273,7 @@ class MemoryHoldings implements HoldingStore {
 }
 
 export function createMemoryStore(opts: { eventsPerSession: number }): Store {
+  const diffs = new Map<string, StoredDiff>();
   const sessions = new MemorySessionStore();
   const runs = new MemoryRunStore();
   const approvals = new MemoryApprovalStore();
@@ -282,9 +284,14 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
     approvals,
     events,
     holdings: new MemoryHoldings(),
+    diffs: {
+      put: async (id, diff) => void diffs.set(id, diff),
+      get: async (id) => diffs.get(id),
+    },
     async evictOldestClosed() {
       const session = sessions.oldestClosed();
       if (!session) return undefined;
+      for (const id of [session.id, ...(await runs.listBySession(session.id)).map((run) => run.id)]) diffs.delete(id);
       for (const part of [runs, approvals, events]) part.deleteSession(session.id);
       sessions.delete(session.id);
       return session.id;

@@ -14,6 +14,8 @@ import type { Redis } from 'ioredis';
  *   asm:{ses_…}:pending            set    pending approval ids of the session
  *   asm:{run_…}:run                hash   the run record
  *   asm:{run_…}:pending            set    pending approval ids of the run
+ *   asm:{run_…}:diff               string the run's workspace diff (JSON), bounded by ASM_DIFF_MAX_BYTES
+ *   asm:{ses_…}:diff               string the session's workspace diff since its first run
  *   asm:{<approval id>}:approval   hash   the approval record
  *   asm:sessions                   set    every session id (count)
  *   asm:tenant:<tenant>:sessions   zset   the tenant's session ids by created_at
@@ -65,6 +67,7 @@ export function redisKeys(prefix: string) {
     run: (id: string) => tagged(id, 'run'),
     runPending: (runId: string) => tagged(runId, 'pending'),
     approval: (id: string) => tagged(id, 'approval'),
+    diff: (id: string) => tagged(id, 'diff'),
     sessions: `${prefix}:sessions`,
     tenantSessions: (tenant: string) => `${prefix}:tenant:${tenant}:sessions`,
     closedSessions: `${prefix}:sessions:closed`,
@@ -86,8 +89,9 @@ export function redisKeys(prefix: string) {
         keys.sessionRuns(sessionId),
         keys.sessionApprovals(sessionId),
         keys.sessionPending(sessionId),
+        keys.diff(sessionId),
       ],
-      runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId)],
+      runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId), keys.diff(runId)],
     },
   };
 }

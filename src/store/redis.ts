@@ -4,6 +4,7 @@ import { RedisEventLog } from './redis-events.js';
 import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
 import { redisKeys, SCRIPTS, type ScriptRedis } from './redis-schema.js';
+import type { StoredDiff } from '../schemas/workspace.js';
 import type { Store } from './types.js';
 
 /**
@@ -62,6 +63,13 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
     approvals: guard(approvals),
     events: guard(events),
     holdings: guard(new RedisHoldings(redis, keys)),
+    diffs: guard({
+      put: async (id: string, diff: StoredDiff) => void (await redis.set(keys.diff(id), JSON.stringify(diff))),
+      get: async (id: string) => {
+        const json = await redis.get(keys.diff(id));
+        return json === null ? undefined : (JSON.parse(json) as StoredDiff);
+      },
+    }),
     async evictOldestClosed() {
       // Two processes evicting at once may pick the same session; deleting is idempotent.
       const [oldest] = await redis.zrange(keys.closedSessions, 0, 0);

@@ -3,6 +3,7 @@ import type { Page, PageRequest } from './paging.js';
 import type { Continuation } from '../schemas/agent-options.js';
 import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 import type { McpServers } from '../schemas/mcp-servers.js';
+import type { StoredDiff } from '../schemas/workspace.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -159,12 +160,22 @@ export interface HoldingStore {
   takenBefore(tenant: string, kind: HoldingKind, before: number): Promise<string[]>;
 }
 
+/**
+ * The workspace diffs: a run's (keyed by its id), and a session's since its first run (keyed by the
+ * session's id), written where the run executed and read by any process. They go with their session.
+ */
+export interface DiffStore {
+  put(id: string, diff: StoredDiff): Promise<void>;
+  get(id: string): Promise<StoredDiff | undefined>;
+}
+
 export interface Store {
   sessions: SessionStore;
   runs: RunStore;
   approvals: ApprovalStore;
   events: EventLog;
   holdings: HoldingStore;
+  diffs: DiffStore;
   /** Forget the longest-closed session with its runs, approvals and events; its id, or undefined if none is closed. */
   evictOldestClosed(): Promise<string | undefined>;
   /** Resolves when the backing store answers; rejects with AsmError kind 'not_ready' otherwise (readiness). */

@@ -46,7 +46,8 @@ const WITHOUT_SDKS = () => new SdkLoader((specifier) => Promise.reject(new Error
 export async function startServer(env: Record<string, string> = {}, options: { sdks?: boolean; logLines?: string[] } = {}): Promise<TestServer> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-test-'));
   const sandboxRoot = mkdtempSync(join(tmpdir(), 'asm-test-sandbox-'));
-  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: sandboxRoot, ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
+  const shadowRoot = mkdtempSync(join(tmpdir(), 'asm-test-shadow-'));
+  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: sandboxRoot, ASM_SHADOW_ROOT: shadowRoot, ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ASM_NODE_NAME: 'test-node', ...env });
   const sdks = options.sdks ? new SdkLoader() : WITHOUT_SDKS();
   // With logLines, every line the service logs (at debug and up, through its own redacting logger) is kept there.
   const log = options.logLines
@@ -89,6 +90,7 @@ export async function startServer(env: Record<string, string> = {}, options: { s
       await server.close();
       rmSync(workspace, { recursive: true, force: true });
       rmSync(sandboxRoot, { recursive: true, force: true });
+      rmSync(shadowRoot, { recursive: true, force: true });
     },
   };
 }

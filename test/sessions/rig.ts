@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { CoreBackend } from '../../src/backends/core.js';
+import { ShadowRepos } from '../../src/backends/shadow-git.js';
 import { createSandbox } from '../../src/backends/sandbox.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig, type AsmConfig } from '../../src/config.js';
@@ -23,6 +24,7 @@ import { RunExecutor } from '../../src/sessions/execution.js';
 import { Placement } from '../../src/sessions/placement.js';
 import { Quotas } from '../../src/sessions/quotas.js';
 import { RunRecorder } from '../../src/sessions/recorder.js';
+import { RunDiffs } from '../../src/sessions/run-diffs.js';
 import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
 import { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitForRun } from '../../src/sessions/wait-for-run.js';
@@ -101,6 +103,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     ASM_TENANTS_FILE: tenantsFile,
     ...SANDBOX_ENV,
     ASM_WORKSPACE_ROOT: workspace,
+    ASM_SHADOW_ROOT: join(logDir, 'shadow'),
     ASM_CLAUDE_BIN: FAKE_CLAUDE,
     ASM_NODE_NAME: 'test-node',
     ASM_PASS_ENV: 'FAKE_CLAUDE_LOG',
@@ -130,7 +133,9 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });
   const sandbox = await createSandbox(config.sandbox, log);
-  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits, sandbox) }, recorder, tenants, approvals, control, active, log });
+  const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
+  const diffs = new RunDiffs({ shadow, store, enabled: config.workspaces.diffs, log });
+  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits, sandbox) }, recorder, tenants, approvals, control, active, diffs, log });
   const sweeper = new Sweeper({ store, cluster, recorder, commands, sweepMs: 60_000, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),

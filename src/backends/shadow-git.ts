@@ -1,0 +1,170 @@
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AsmError } from '../errors/kinds.js';
+import { runGit } from './git.js';
+
+/**
+ * What a run changed in its workspace, from git plumbing in a shadow repository that lives outside
+ * the workspace, under ASM_SHADOW_ROOT, one per session:
+ *
+ *   <root>/<session id>/shadow.git   a bare repository whose work tree is given per command (the workspace)
+ *
+ * A snapshot is `git add -A` into the shadow repository's own index, then `git write-tree`: the
+ * tree id names the workspace as it was. The index stays between snapshots, so a later snapshot
+ * rehashes only the files whose stat data changed. A diff is `git diff-tree` between two trees.
+ * The workspace's own `.git` is never read or written (git never adds a path named `.git`, and
+ * GIT_DIR points elsewhere); the workspace's `.gitignore` files are honoured. No configuration of the
+ * host or the service's user applies (GIT_CONFIG_NOSYSTEM, GIT_CONFIG_GLOBAL=/dev/null), so no
+ * filter, hook or diff driver runs; the repository is the service's, out of the agent's sandbox.
+ */
+
+export interface DiffFile {
+  path: string;
+  /** added, modified, deleted, or type_changed (a file that became a symlink, …). */
+  status: 'added' | 'modified' | 'deleted' | 'type_changed';
+  /** Lines added and removed; null for a binary file. */
+  additions: number | null;
+  deletions: number | null;
+  binary: boolean;
+}
+
+export interface DiffSummary {
+  files: DiffFile[];
+  /** More files changed than the summary lists (ASM_DIFF_MAX_FILES). */
+  files_truncated: boolean;
+  additions: number;
+  deletions: number;
+  changed_files: number;
+}
+
+export interface WorkspaceDiff {
+  summary: DiffSummary;
+  /** The unified patch (binary files as "Binary files … differ"); null when it exceeded ASM_DIFF_MAX_BYTES. */
+  patch: string | null;
+  /** Trees compared: the snapshot before and after. */
+  from: string;
+  to: string;
+}
+
+export interface ShadowLimits {
+  /** Largest patch kept (bytes); a larger one is dropped and the summary alone is kept. */
+  patchBytes: number;
+  /** Most files listed in a summary. */
+  files: number;
+  /** A git command that takes longer is stopped. */
+  timeoutMs: number;
+}
+
+const STATUS: Record<string, DiffFile['status']> = { A: 'added', M: 'modified', D: 'deleted', T: 'type_changed' };
+const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+
+export class ShadowRepos {
+  /** Git commands of one session run one at a time: they share the shadow index. */
+  private readonly chains = new Map<string, Promise<unknown>>();
+
+  constructor(
+    readonly root: string,
+    private readonly limits: ShadowLimits,
+  ) {}
+
+  /** The workspace as it is now: a tree id in the session's shadow repository. */
+  snapshot(sessionId: string, workTree: string): Promise<string> {
+    return this.serial(sessionId, async () => {
+      const gitDir = await this.repo(sessionId);
+      await this.git(gitDir, workTree, ['add', '--all', '--ignore-errors', '--', '.'], { okCodes: [0, 1] });
+      return (await this.git(gitDir, workTree, ['write-tree'])).trim();
+    });
+  }
+
+  /** What changed between two snapshots: a summary with +/- counts and the patch, bounded. */
+  diff(sessionId: string, workTree: string, from: string, to: string): Promise<WorkspaceDiff> {
+    return this.serial(sessionId, async () => {
+      const gitDir = await this.repo(sessionId);
+      const base = ['diff-tree', '-r', '--no-renames', '--no-ext-diff', '--no-textconv'];
+      const raw = await this.git(gitDir, workTree, [...base, '-z', '--raw', '--numstat', from, to]);
+      const patch = await this.git(gitDir, workTree, [...base, '-p', '--full-index', from, to], { maxBytes: this.limits.patchBytes });
+      return { summary: summarize(raw, this.limits.files), patch, from, to };
+    });
+  }
+
+  /**
+   * The session's baseline, the tree its whole diff starts from: the first snapshot given here (its
+   * first run's start) is kept, in a file beside the repository; later ones return it.
+   */
+  async baseline(sessionId: string, tree: string): Promise<string> {
+    const file = join(this.root, component(sessionId), 'baseline');
+    try {
+      await writeFile(file, tree, { flag: 'wx', mode: 0o600 });
+      return tree;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      return (await readFile(file, 'utf8')).trim();
+    }
+  }
+
+  async sessions(): Promise<string[]> {
+    const entries = await readdir(this.root, { withFileTypes: true }).catch(() => []);
+    return entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+  }
+
+  async release(sessionId: string): Promise<void> {
+    await rm(join(this.root, component(sessionId)), { recursive: true, force: true });
+  }
+
+  private serial<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
+    const next = (this.chains.get(sessionId) ?? Promise.resolve()).catch(() => undefined).then(work);
+    this.chains.set(sessionId, next);
+    void next.finally(() => this.chains.get(sessionId) === next && this.chains.delete(sessionId)).catch(() => undefined);
+    return next;
+  }
+
+  private async repo(sessionId: string): Promise<string> {
+    const gitDir = join(this.root, component(sessionId), 'shadow.git');
+    if (await stat(join(gitDir, 'HEAD')).then(() => true, () => false)) return gitDir;
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.root, sessionId), { recursive: true, mode: 0o700 });
+    await this.git(null, null, ['init', '--quiet', '--bare', gitDir]);
+    return gitDir;
+  }
+
+  private git(gitDir: string | null, workTree: string | null, args: string[], opts?: { okCodes?: number[] }): Promise<string>;
+  private git(gitDir: string | null, workTree: string | null, args: string[], opts: { maxBytes: number }): Promise<string | null>;
+  private git(gitDir: string | null, workTree: string | null, args: string[], opts: { okCodes?: number[]; maxBytes?: number } = {}): Promise<string | null> {
+    const env = { ...(gitDir && { GIT_DIR: gitDir }), ...(workTree && { GIT_WORK_TREE: workTree }) };
+    return runGit(args, { ...opts, env, cwd: workTree ?? this.root, home: this.root, timeoutMs: this.limits.timeoutMs });
+  }
+}
+
+/** `--raw --numstat -z` output → the summary: raw records (`:modes shas STATUS\0path\0`), then numstat ones (`added\tdeleted\tpath\0`). */
+export function summarize(raw: string, maxFiles: number): DiffSummary {
+  const tokens = raw.split('\0');
+  const byPath = new Map<string, DiffFile>();
+  for (let i = 0; i < tokens.length; i++) {
+    const token = tokens[i];
+    if (token.startsWith(':')) {
+      const path = tokens[++i];
+      const code = token.split(' ').at(-1)!.charAt(0);
+      byPath.set(path, { path, status: STATUS[code] ?? 'modified', additions: null, deletions: null, binary: false });
+      continue;
+    }
+    const counts = /^(\d+|-)\t(\d+|-)\t([\s\S]*)$/.exec(token);
+    const file = counts && byPath.get(counts[3]);
+    if (!file) continue;
+    file.binary = counts[1] === '-';
+    file.additions = file.binary ? null : Number(counts[1]);
+    file.deletions = file.binary ? null : Number(counts[2]);
+  }
+  const all = [...byPath.values()];
+  return {
+    files: all.slice(0, maxFiles),
+    files_truncated: all.length > maxFiles,
+    additions: all.reduce((sum, f) => sum + (f.additions ?? 0), 0),
+    deletions: all.reduce((sum, f) => sum + (f.deletions ?? 0), 0),
+    changed_files: all.length,
+  };
+}
+
+function component(id: string): string {
+  if (!ID.test(id)) throw new AsmError('config_invalid', `"${id}" cannot name a shadow repository folder`);
+  return id;
+}

@@ -1,0 +1,63 @@
+import type { Logger } from 'pino';
+import type { ShadowRepos } from '../backends/shadow-git.js';
+import type { EventPayload } from '../schemas/events.js';
+import type { RunRecord, Store } from '../store/types.js';
+
+/** The workspace as a run found it: the tree its diff starts from. */
+export interface RunSnapshot {
+  cwd: string;
+  tree: string;
+  /** How long the snapshot took, for the log. */
+  ms: number;
+}
+
+export interface RunDiffsDeps {
+  shadow: ShadowRepos;
+  store: Store;
+  /** ASM_WORKSPACE_DIFFS. */
+  enabled: boolean;
+  log: Logger;
+}
+
+/**
+ * The diff of every run, where it executes (a worker's own shadow repositories for a remote_node run):
+ * a snapshot before the CLI starts, another when the run's terminal event comes, the diff between
+ * them kept with the run and the diff since the session's baseline kept with the session (store
+ * `diffs`). A failing snapshot or diff is logged and leaves the run without a diff: it never fails the run.
+ */
+export class RunDiffs {
+  constructor(private readonly deps: RunDiffsDeps) {}
+
+  async before(run: RunRecord, cwd: string): Promise<RunSnapshot | null> {
+    const { shadow, enabled, log } = this.deps;
+    if (!enabled) return null;
+    const started = performance.now();
+    try {
+      const tree = await shadow.snapshot(run.session_id, cwd);
+      await shadow.baseline(run.session_id, tree);
+      return { cwd, tree, ms: Math.round(performance.now() - started) };
+    } catch (err) {
+      log.warn({ err, runId: run.id }, 'could not snapshot the workspace; the run keeps no diff');
+      return null;
+    }
+  }
+
+  /** Stores the run's diff and the session's; the workspace_diff payload when the run changed something. */
+  async after(run: RunRecord, snapshot: RunSnapshot): Promise<EventPayload<'workspace_diff'> | null> {
+    const { shadow, store, log } = this.deps;
+    const started = performance.now();
+    try {
+      const tree = await shadow.snapshot(run.session_id, snapshot.cwd);
+      const computed_at = new Date().toISOString();
+      const diff = await shadow.diff(run.session_id, snapshot.cwd, snapshot.tree, tree);
+      await store.diffs.put(run.id, { summary: diff.summary, patch: diff.patch, computed_at });
+      const whole = await shadow.diff(run.session_id, snapshot.cwd, await shadow.baseline(run.session_id, snapshot.tree), tree);
+      await store.diffs.put(run.session_id, { summary: whole.summary, patch: whole.patch, computed_at });
+      log.debug({ runId: run.id, snapshotMs: snapshot.ms, diffMs: Math.round(performance.now() - started), files: diff.summary.changed_files }, 'workspace diff');
+      return diff.summary.changed_files > 0 ? { ...diff.summary, patch_truncated: diff.patch === null } : null;
+    } catch (err) {
+      log.warn({ err, runId: run.id }, 'could not diff the workspace; the run keeps no diff');
+      return null;
+    }
+  }
+}
