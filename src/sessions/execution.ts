@@ -151,6 +151,8 @@ export class RunExecutor {
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {
+      // Before ownership: an interrupt meanwhile finds no owner and sets the flag read below.
+      active.snapshot = await this.deps.diffs.before(run, cwd);
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
       // An interrupt of this process that came while the run had no backend yet aborted the signal.
@@ -159,7 +161,6 @@ export class RunExecutor {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);
       }
-      active.snapshot = await this.deps.diffs.before(run, cwd);
       const { agent } = run.options;
       const backendRun = backend.start(
         {
