@@ -7,6 +7,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   bullmq: () => import('./bullmq.js'),
   nodes: () => import('./nodes.js'),
   sandbox: () => import('./sandbox.js'),
+  diff: () => import('./diff.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

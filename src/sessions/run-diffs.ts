@@ -28,6 +28,16 @@ export interface RunDiffsDeps {
 export class RunDiffs {
   constructor(private readonly deps: RunDiffsDeps) {}
 
+  /**
+   * Hashes the workspace into the session's shadow index ahead of its runs (at creation, after an
+   * upload), in the background: the first snapshot of a workspace hashes every file, later ones
+   * only what changed (bench/RESULTS.md "diff"), so a run's own snapshot is then the cheap one.
+   */
+  prime(sessionId: string, cwd: string): void {
+    if (!this.deps.enabled) return;
+    void this.deps.shadow.snapshot(sessionId, cwd).catch((err) => this.deps.log.warn({ err, sessionId }, 'could not prime the workspace snapshot'));
+  }
+
   async before(run: RunRecord, cwd: string): Promise<RunSnapshot | null> {
     const { shadow, enabled, log } = this.deps;
     if (!enabled) return null;

@@ -70,6 +70,7 @@ export class SessionService {
   readonly shadow: ShadowRepos;
   /** The files API's view of a session's workspace. */
   readonly files: SessionFiles;
+  private readonly diffs: RunDiffs;
 
   constructor(private readonly deps: SessionServiceDeps) {
     const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
@@ -109,8 +110,8 @@ export class SessionService {
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, log });
     this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
     this.files = new SessionFiles({ config, tenants });
-    const diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
-    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, diffs, log });
+    this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
+    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
     this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, log });
   }
@@ -142,7 +143,14 @@ export class SessionService {
 
   async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
     this.quotas.assertMetadata(tenant, body.metadata);
-    return this.commands.call('session', 'session.create', { tenant, body });
+    const session = await this.commands.call('session', 'session.create', { tenant, body });
+    this.primeSnapshot(session);
+    return session;
+  }
+
+  /** A local session's workspace changed outside its runs (created, uploaded to): its next snapshot is prepared now. */
+  primeSnapshot(session: SessionRecord): void {
+    if (session.execution_mode === 'local') this.diffs.prime(session.id, session.cwd);
   }
 
   async getSession(tenant: string, id: string): Promise<SessionRecord> {

@@ -5,7 +5,7 @@
  * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -347,4 +347,33 @@ describe('worker nodes: pools', () => {
     expect(await api.app.sessions.waitForRun(draining.id, 10_000)).toMatchObject({ state: 'completed', result: { text: 'drained\n' } });
     expect(await a.exited).toBe(0);
   }, 90_000);
+});
+
+describe('worker nodes: workspace diffs', () => {
+  it('diffs a remote run where it ran, keeps the diff with the run, and refuses the files API for the remote session', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const shadowRoot = join(scratchDir('asm-worker-shadow-'), 'shadow');
+    const worker = await d.worker(api, 'w1', [], { ASM_SHADOW_ROOT: shadowRoot });
+    const project = join(worker.root, 'proj');
+    mkdirSync(join(project, 'src'), { recursive: true });
+    writeFileSync(join(project, 'src', 'a.txt'), 'one\n');
+    writeFileSync(join(project, 'b.txt'), 'bee\n');
+    const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_cwd: 'proj' } });
+
+    const done = await runToEnd(api, s.id, { prompt: "sed -i 's/one/ONE/' src/a.txt && echo sea >> b.txt && echo new > c.txt" });
+    expect(done).toMatchObject({ state: 'completed', result: { metadata: { node: 'w1' } } });
+    const events = (await api.request('GET', `/v1/runs/${done.id}/events`)).body.events;
+    expect(events.map((e: any) => e.kind).slice(-2)).toEqual(['workspace_diff', 'result']);
+    const diff = (await api.request('GET', `/v1/runs/${done.id}/diff`)).body.summary;
+    expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified b.txt +1 -0', 'added c.txt +1 -0', 'modified src/a.txt +1 -1']);
+    const patch = await fetch(`${api.url}/v1/sessions/${s.id}/diff`, { headers: { accept: 'text/x-diff' } });
+    expect(await patch.text()).toContain('-one\n+ONE');
+    // The snapshots were taken on the worker, in its own shadow root.
+    expect(readdirSync(shadowRoot)).toEqual([s.id]);
+
+    const files = await api.request('GET', `/v1/sessions/${s.id}/files`);
+    expect(files.status).toBe(409);
+    expect(files.body.error.details.field).toBe('execution_mode');
+  }, 60_000);
 });

@@ -29,6 +29,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
   fastify.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
 
   const workspaceOf = async (tenant: string, id: string) => sessions.files.workspace(await sessions.getSession(tenant, id));
+  const uploaded = async (tenant: string, id: string) => sessions.primeSnapshot(await sessions.getSession(tenant, id));
 
   fastify.get(
     '/sessions/:id/files',
@@ -69,6 +70,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
       const files = await workspaceOf(request.tenant, request.params.id);
       const into = pathNames(request.query.path ?? '', 'query.path');
       const result = await streamed(request, (body) => extractArchive(files, into, body, sessions.files.uploadBudget(request.tenant)));
+      await uploaded(request.tenant, request.params.id);
       return reply.status(201).send(result);
     },
   );
@@ -88,6 +90,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
       const names = pathNames(request.params['*'], 'path');
       const left = sessions.files.uploadBudget(request.tenant);
       const bytes = await streamed(request, (body) => files.writeFile(names, body, left, 'path'));
+      await uploaded(request.tenant, request.params.id);
       return reply.status(201).send({ files: 1, directories: 0, bytes });
     },
   );
