@@ -144,7 +144,8 @@ export class SessionService {
   async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
     this.quotas.assertMetadata(tenant, body.metadata);
     const session = await this.commands.call('session', 'session.create', { tenant, body });
-    this.primeSnapshot(session);
+    // A workspace of its own was just filled (a clone); a shared cwd is left to its first run.
+    if (body.workspace) this.primeSnapshot(session);
     return session;
   }
 

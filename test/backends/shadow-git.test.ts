@@ -1,0 +1,92 @@
+/**
+ * The shadow repository that diffs a workspace (src/backends/shadow-git.ts), on real git: a folder
+ * that is no repository, one that is (its .git neither diffed nor touched), symlinks and binary files,
+ * and the bounds of the patch and the summary.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ShadowRepos } from '../../src/backends/shadow-git.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function scratch(): { workspace: string; shadow: (limits?: Partial<{ patchBytes: number; files: number }>) => ShadowRepos; root: string } {
+  const root = mkdtempSync(join(tmpdir(), 'asm-shadow-test-'));
+  dirs.push(root);
+  const workspace = join(root, 'workspace');
+  mkdirSync(workspace);
+  return { root, workspace, shadow: (limits = {}) => new ShadowRepos(join(root, 'shadow'), { patchBytes: 1024 * 1024, files: 100, timeoutMs: 30_000, ...limits }) };
+}
+
+describe('ShadowRepos', () => {
+  it('diffs a folder that is no repository: added, modified, deleted, binary and a symlink', async () => {
+    const { workspace, shadow } = scratch();
+    const repos = shadow();
+    writeFileSync(join(workspace, 'keep.txt'), 'a\nb\n');
+    writeFileSync(join(workspace, 'gone.txt'), 'x\n');
+    writeFileSync(join(workspace, 'blob.bin'), Buffer.from([0, 1, 2]));
+    const before = await repos.snapshot('ses_1', workspace);
+    expect(await repos.snapshot('ses_1', workspace)).toBe(before);
+    writeFileSync(join(workspace, 'keep.txt'), 'a\nB\nc\n');
+    rmSync(join(workspace, 'gone.txt'));
+    writeFileSync(join(workspace, 'blob.bin'), Buffer.from([0, 9, 9]));
+    symlinkSync('/etc/passwd', join(workspace, 'link'));
+    const after = await repos.snapshot('ses_1', workspace);
+    const diff = await repos.diff('ses_1', workspace, before, after);
+    expect(diff.summary).toEqual({
+      files: [
+        { path: 'blob.bin', status: 'modified', additions: null, deletions: null, binary: true },
+        { path: 'gone.txt', status: 'deleted', additions: 0, deletions: 1, binary: false },
+        { path: 'keep.txt', status: 'modified', additions: 2, deletions: 1, binary: false },
+        // The link itself, as git stores it: its target is never read.
+        { path: 'link', status: 'added', additions: 1, deletions: 0, binary: false },
+      ],
+      files_truncated: false,
+      changed_files: 4,
+      additions: 3,
+      deletions: 2,
+    });
+    expect(diff.patch).toContain('+/etc/passwd');
+    expect(diff.patch).not.toContain('root:');
+    expect(diff.patch).toContain('Binary files a/blob.bin and b/blob.bin differ');
+  });
+
+  it('leaves the workspace\'s own repository alone and keeps its .git out of the diff', async () => {
+    const { workspace, shadow, root } = scratch();
+    const git = (...args: string[]) => execFileSync('git', ['-C', workspace, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { encoding: 'utf8' });
+    git('init', '--quiet');
+    writeFileSync(join(workspace, 'code.js'), '1\n');
+    git('add', '.');
+    git('commit', '--quiet', '-m', 'one');
+    const indexBefore = readFileSync(join(workspace, '.git', 'index'));
+    const repos = shadow();
+    const before = await repos.snapshot('ses_2', workspace);
+    writeFileSync(join(workspace, 'code.js'), '2\n');
+    git('tag', 'moved-the-refs');
+    const diff = await repos.diff('ses_2', workspace, before, await repos.snapshot('ses_2', workspace));
+    expect(diff.summary.files.map((f) => f.path)).toEqual(['code.js']);
+    expect(readFileSync(join(workspace, '.git', 'index'))).toEqual(indexBefore);
+    expect(git('status', '--porcelain')).toBe(' M code.js\n');
+    // The shadow repository is outside the workspace.
+    expect(execFileSync('ls', [join(root, 'shadow', 'ses_2')], { encoding: 'utf8' })).toBe('shadow.git\n');
+  });
+
+  it('drops a patch over its bound and lists at most the configured files; keeps the first baseline', async () => {
+    const { workspace, shadow } = scratch();
+    const repos = shadow({ patchBytes: 2048, files: 3 });
+    const before = await repos.snapshot('ses_3', workspace);
+    expect(await repos.baseline('ses_3', before)).toBe(before);
+    for (let i = 0; i < 5; i++) writeFileSync(join(workspace, `f${i}.txt`), 'line\n'.repeat(200));
+    const after = await repos.snapshot('ses_3', workspace);
+    expect(await repos.baseline('ses_3', after)).toBe(before);
+    const diff = await repos.diff('ses_3', workspace, before, after);
+    expect(diff.patch).toBeNull();
+    expect(diff.summary).toMatchObject({ changed_files: 5, files_truncated: true, additions: 1000 });
+    expect(diff.summary.files).toHaveLength(3);
+  });
+});
