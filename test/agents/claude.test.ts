@@ -69,8 +69,10 @@ function claudeChecks(lane: 'core' | 'sdk'): ProviderChecks {
     },
 
     approval(decision, { run, kinds, events }, requests) {
-      expect(kinds).toEqual(APPROVAL_KINDS);
+      // The allowed command created a file: the run's diff says so, just before the terminal event.
+      expect(kinds).toEqual(decision === 'allow' ? [...APPROVAL_KINDS.slice(0, -1), 'workspace_diff', 'result'] : APPROVAL_KINDS);
       if (decision === 'allow') {
+        expect(find(events, 'workspace_diff').payload).toMatchObject({ files: [{ path: 'approved.txt', status: 'added', binary: false }], changed_files: 1 });
         expect(find(events, 'approval_requested').payload).toMatchObject({ subject: 'Bash', details: { tool_input: { command: 'touch approved.txt' } } });
         expect(find(events, 'tool_result').payload.is_error).toBe(false);
         expect(requests[1].toolResults).toHaveLength(1);

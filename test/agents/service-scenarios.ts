@@ -178,6 +178,9 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         const { run, kinds, events } = outcome;
         expectInOrder(kinds, ['run_started', 'approval_requested', 'approval_resolved', 'result']);
         expect(existsSync(join(s.cwd, file))).toBe(created);
+        // The run's diff, computed by the service around the CLI, has the file the agent wrote, and only it.
+        const diff = await rig.server.request('GET', `/v1/runs/${run.id}/diff`);
+        expect(diff.body.summary.files.map((f: { path: string }) => f.path)).toEqual(created ? [file] : []);
         expect(ctx.model.requests).toHaveLength(2);
         expect(run.state).toBe('completed');
         expectLane(run, events);
