@@ -8,6 +8,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   nodes: () => import('./nodes.js'),
   sandbox: () => import('./sandbox.js'),
   diff: () => import('./diff.js'),
+  http: () => import('./http.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

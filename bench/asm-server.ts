@@ -1,0 +1,90 @@
+/**
+ * What the request-path benchmarks share: an `asm serve` process as an operator runs it (embedded,
+ * or on a private redis-server), one tenant whose quotas and session limit are out of the way (the
+ * benches measure the service, not its limits), and small helpers for medians and the machine.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../test/helpers/ports.js';
+import { serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
+
+export const KEY = 'bench-key';
+export const AUTH = { authorization: `Bearer ${KEY}` };
+export type Mode = 'embedded' | 'redis';
+
+export const round = (value: number, digits = 1) => Number(value.toFixed(digits));
+export const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+export function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);
+
+export function machine(): Record<string, unknown> {
+  const info = cpus();
+  return {
+    node: process.version,
+    cpus: `${info.length} × ${info[0]?.model ?? 'unknown'}`,
+    loadavg: loadavg().map((l) => round(l, 2)),
+    redis: execFileSync('redis-server', ['-v']).toString().trim().split(' ').slice(0, 3).join(' '),
+  };
+}
+
+export interface AsmServer {
+  url: string;
+  process: ServeProcess;
+  post(path: string, body: unknown): Promise<any>;
+  get(path: string): Promise<any>;
+  stop(): Promise<void>;
+}
+
+/** `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY, with `env` on top. */
+export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}): Promise<AsmServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'asm-bench-'));
+  const tenants = join(dir, 'tenants.json');
+  const unbounded = { sessions: 10_000_000, active_runs: 1_000_000, queued_runs: 10_000_000, connections: 100_000 };
+  writeFileSync(
+    tenants,
+    JSON.stringify([{ id: 'bench', role: 'admin', key_sha256: [createHash('sha256').update(KEY).digest('hex')], providers: ['shell'], quotas: unbounded }]),
+  );
+  const port = await freePort();
+  const proc = serveProcess({
+    ASM_HOST: '127.0.0.1',
+    ASM_PORT: String(port),
+    ASM_WORKSPACE_ROOT: dir,
+    ASM_TENANTS_FILE: tenants,
+    ASM_RATE_LIMIT: '0',
+    ASM_MAX_SESSIONS: '10000000',
+    ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
+    ...env,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await untilServing(url, '/readyz', 60_000);
+  const call = async (method: string, path: string, body?: unknown) => {
+    const response = await fetch(url + path, {
+      method,
+      headers: { ...AUTH, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const parsed = await response.json();
+    if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${JSON.stringify(parsed)}`);
+    return parsed;
+  };
+  return {
+    url,
+    process: proc,
+    post: (path, body) => call('POST', path, body),
+    get: (path) => call('GET', path),
+    async stop() {
+      if (proc.child.exitCode === null && proc.child.signalCode === null) {
+        proc.child.kill('SIGTERM');
+        const timer = setTimeout(() => proc.child.kill('SIGKILL'), 10_000);
+        await proc.exited;
+        clearTimeout(timer);
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
