@@ -9,6 +9,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { CreateRunBody } from '../schemas/api.js';
+import type { AdmissionCounts } from '../store/admission-slots.js';
 import type { RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
@@ -78,8 +79,7 @@ export class Admission {
     placement.assertSurface(surface, executionMode, observability);
     const caller = { ...session.metadata, ...body.metadata };
 
-    const runs = await store.runs.listBySession(sessionId);
-    const { inFlight, waiting } = admissionState(runs);
+    const { inFlight, waiting } = await this.counts(session, (counts) => counts.waiting === 0 || counts.waiting >= session.max_queued_runs);
     const dispatchNow = inFlight < session.max_concurrent_runs;
     if (!dispatchNow && waiting >= session.max_queued_runs) {
       throw new AsmError('at_capacity', `session ${sessionId} is at capacity: ${inFlight} running, ${waiting} queued (max_queued_runs ${session.max_queued_runs})`, {
@@ -172,10 +172,10 @@ export class Admission {
       try {
         const session = await store.sessions.get(sessionId);
         if (!session || session.state !== 'open') return;
-        const runs = await store.runs.listBySession(sessionId);
-        const { inFlight, waiting } = admissionState(runs);
+        const { inFlight, waiting } = await this.counts(session, () => true);
         if (waiting === 0 || inFlight >= session.max_concurrent_runs) return;
-        const next = runs.find(isWaiting)!;
+        const next = await store.runs.oldestWaiting(sessionId);
+        if (!next) return;
         // Whatever the limit: a run waits only while its session is full, so this slot is the ended run's.
         await quotas.add(next.tenant, 'active_runs', next.id);
         await quotas.release(next.tenant, 'queued_runs', next.id);
@@ -186,23 +186,18 @@ export class Admission {
     }).catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
   }
 
+  /**
+   * The session's runs in flight and waiting, from the store's indexes: O(1) in the session's
+   * history. When the session looks full and `decisive` says a stale entry would change the answer
+   * (a run waiting behind nothing, or refused), its in-flight index is checked against the records
+   * first (O(max_concurrent_runs)), so an entry left by a process that died mid-update holds no slot.
+   */
+  private async counts(session: SessionRecord, decisive: (counts: AdmissionCounts) => boolean): Promise<AdmissionCounts> {
+    const counts = await this.deps.store.runs.admissionCounts(session.id);
+    return counts.inFlight >= session.max_concurrent_runs && decisive(counts) ? this.deps.store.runs.recountInFlight(session.id) : counts;
+  }
+
   private async releaseHoldings(run: RunRecord): Promise<void> {
     await Promise.all([this.deps.quotas.release(run.tenant, 'active_runs', run.id), this.deps.quotas.release(run.tenant, 'queued_runs', run.id)]);
   }
-}
-
-/** A run waits in its session's FIFO until admission hands it to the lane engine. */
-function isWaiting(run: RunRecord): boolean {
-  return run.state === 'queued' && !run.dispatched;
-}
-
-/** In flight: running, or handed to the lane engine; these count against max_concurrent_runs. */
-function admissionState(runs: readonly RunRecord[]): { inFlight: number; waiting: number } {
-  let inFlight = 0;
-  let waiting = 0;
-  for (const run of runs) {
-    if (isWaiting(run)) waiting++;
-    else if (run.state === 'running' || run.state === 'queued') inFlight++;
-  }
-  return { inFlight, waiting };
 }

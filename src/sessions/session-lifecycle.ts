@@ -8,7 +8,7 @@ import { AsmError, badField } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
-import { isTerminalRunState, type CreateSessionBody } from '../schemas/api.js';
+import type { CreateSessionBody } from '../schemas/api.js';
 import type { SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ControlRouter } from './control.js';
@@ -135,7 +135,7 @@ export class SessionLifecycle {
     if (!session) throw new AsmError('not_found', `session ${id} not found`);
     if (session.state === 'closed') return session;
     await withSessionLock(cluster, id, () => store.sessions.update(id, { state: 'closing' }));
-    const runs = (await store.runs.listBySession(id)).filter((r) => !isTerminalRunState(r.state));
+    const runs = await store.runs.listUnfinishedBySession(id);
     await Promise.all(runs.map((r) => control.interrupt(r.id).catch(() => undefined)));
     const { interruptGraceMs, killGraceMs, exitGraceMs } = config.limits;
     const bound = interruptGraceMs + killGraceMs + exitGraceMs + 1_000;

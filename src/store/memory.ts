@@ -3,6 +3,7 @@ import type { AsmEvent } from '../schemas/events.js';
 import type { StoredDiff } from '../schemas/workspace.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isSessionKey, pageOf, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
+import { admissionSlot, type AdmissionCounts } from './admission-slots.js';
 import { stampEvent } from './stamp.js';
 import type {
   ApprovalRecord,
@@ -88,11 +89,18 @@ class MemorySessionStore implements SessionStore {
   }
 }
 
+/** A session's runs by admission slot (admission-slots.ts); a Map keeps the waiting ones in creation order. */
+interface SessionSlots {
+  inFlight: Map<string, RunRecord>;
+  waiting: Map<string, RunRecord>;
+}
+
 class MemoryRunStore implements RunStore {
   private readonly runs = new Map<string, RunRecord>();
   private readonly bySession = new Map<string, RunRecord[]>();
   /** The runs not yet terminal, so the orphan sweep does not scan finished history. */
   private readonly unfinished = new Map<string, RunRecord>();
+  private readonly slots = new Map<string, SessionSlots>();
 
   async create(run: RunRecord): Promise<void> {
     this.runs.set(run.id, run);
@@ -112,6 +120,21 @@ class MemoryRunStore implements RunStore {
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
+  async admissionCounts(sessionId: string): Promise<AdmissionCounts> {
+    const slots = this.slots.get(sessionId);
+    return { inFlight: slots?.inFlight.size ?? 0, waiting: slots?.waiting.size ?? 0 };
+  }
+  async oldestWaiting(sessionId: string): Promise<RunRecord | undefined> {
+    return this.slots.get(sessionId)?.waiting.values().next().value;
+  }
+  async listUnfinishedBySession(sessionId: string): Promise<RunRecord[]> {
+    const slots = this.slots.get(sessionId);
+    return slots ? [...slots.inFlight.values(), ...slots.waiting.values()].sort(byCreation) : [];
+  }
+  // The indexes change with the records in one step here, so they never disagree.
+  recountInFlight(sessionId: string): Promise<AdmissionCounts> {
+    return this.admissionCounts(sessionId);
+  }
   async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
     return pageOf(this.bySession.get(sessionId) ?? [], request);
   }
@@ -124,11 +147,23 @@ class MemoryRunStore implements RunStore {
       this.unfinished.delete(run.id);
     }
     this.bySession.delete(sessionId);
+    this.slots.delete(sessionId);
   }
   private track(run: RunRecord): void {
     if (isTerminalRunState(run.state)) this.unfinished.delete(run.id);
     else this.unfinished.set(run.id, run);
+    let slots = this.slots.get(run.session_id);
+    if (!slots) this.slots.set(run.session_id, (slots = { inFlight: new Map(), waiting: new Map() }));
+    const slot = admissionSlot(run);
+    if (slot === 'waiting') slots.waiting.set(run.id, run);
+    else slots.waiting.delete(run.id);
+    if (slot === 'in_flight') slots.inFlight.set(run.id, run);
+    else slots.inFlight.delete(run.id);
   }
+}
+
+function byCreation(a: RunRecord, b: RunRecord): number {
+  return a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : 0;
 }
 
 class MemoryApprovalStore implements ApprovalStore {

@@ -2,6 +2,7 @@ import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
+import { admissionSlot, type AdmissionCounts } from './admission-slots.js';
 import type { ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
 
 /** One kind of record (hashes under one key builder) and the indexes that name them. */
@@ -107,16 +108,46 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
   }
 
   async create(run: RunRecord): Promise<void> {
-    await Promise.all([this.redis.rpush(this.keys.sessionRuns(run.session_id), run.id), this.indexUnfinished(run), this.put(run)]);
+    await Promise.all([this.indexSlot(run, 1), this.indexUnfinished(run), this.put(run)]);
   }
+  /** Index and record are written in one round trip (both sent before either answers). */
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
     const run = await this.patch(id, patch);
-    if ('state' in patch) await this.indexUnfinished(run);
+    if ('state' in patch || 'dispatched' in patch) await Promise.all([this.indexUnfinished(run), this.indexSlot(run, 0)]);
     return run;
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
     return runs.filter((run) => run !== undefined);
+  }
+  async admissionCounts(sessionId: string): Promise<AdmissionCounts> {
+    const [inFlight, waiting] = await Promise.all([this.redis.scard(this.keys.sessionInFlight(sessionId)), this.redis.zcard(this.keys.sessionWaiting(sessionId))]);
+    return { inFlight, waiting };
+  }
+  async oldestWaiting(sessionId: string): Promise<RunRecord | undefined> {
+    const key = this.keys.sessionWaiting(sessionId);
+    for (;;) {
+      const [id] = await this.redis.zrange(key, 0, 0);
+      if (id === undefined) return undefined;
+      const run = await this.get(id);
+      if (run && admissionSlot(run) === 'waiting') return run;
+      // A stale entry (its run moved on, or is gone, and a process died before the index followed).
+      await this.redis.zrem(key, id);
+    }
+  }
+  async listUnfinishedBySession(sessionId: string): Promise<RunRecord[]> {
+    const [inFlight, waiting] = await Promise.all([this.redis.smembers(this.keys.sessionInFlight(sessionId)), this.redis.zrange(this.keys.sessionWaiting(sessionId), 0, -1)]);
+    const runs = await this.getMany([...new Set([...inFlight, ...waiting])]);
+    return runs.filter((run): run is RunRecord => run !== undefined && !isTerminalRunState(run.state)).sort(byTime('created_at'));
+  }
+  async recountInFlight(sessionId: string): Promise<AdmissionCounts> {
+    const key = this.keys.sessionInFlight(sessionId);
+    const inFlight = await this.resolveIndex(
+      await this.redis.smembers(key),
+      (run) => admissionSlot(run) === 'in_flight',
+      (id) => this.redis.srem(key, id),
+    );
+    return { inFlight: inFlight.length, waiting: await this.redis.zcard(this.keys.sessionWaiting(sessionId)) };
   }
   async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
     const start = decodeCursor(request.cursor, isOffset)?.offset ?? 0;
@@ -133,6 +164,11 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
 
   private indexUnfinished(run: RunRecord): Promise<number> {
     return isTerminalRunState(run.state) ? this.redis.srem(this.keys.unfinishedRuns, run.id) : this.redis.sadd(this.keys.unfinishedRuns, run.id);
+  }
+
+  private indexSlot(run: RunRecord, created: 0 | 1): Promise<number> {
+    const [runs, waiting, inFlight] = this.keys.groups.runSlots(run.session_id);
+    return this.redis.asmRunSlot(runs, waiting, inFlight, run.id, admissionSlot(run), created);
   }
 }
 

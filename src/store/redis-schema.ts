@@ -10,6 +10,8 @@ import type { Redis } from 'ioredis';
  *   asm:{ses_…}:seq                string the session's last seq (INCR)
  *   asm:{ses_…}:events             stream the events, entry id `<seq>-0`, trimmed to eventsPerSession
  *   asm:{ses_…}:runs               list   run ids in creation order
+ *   asm:{ses_…}:waiting            zset   ids of its runs waiting for admission, by position in :runs
+ *   asm:{ses_…}:inflight           set    ids of its runs in flight (admission-slots.ts)
  *   asm:{ses_…}:approvals          set    every approval id of the session (for eviction)
  *   asm:{ses_…}:pending            set    pending approval ids of the session
  *   asm:{run_…}:run                hash   the run record
@@ -62,6 +64,8 @@ export function redisKeys(prefix: string) {
     seq: (sessionId: string) => tagged(sessionId, 'seq'),
     events: (sessionId: string) => tagged(sessionId, 'events'),
     sessionRuns: (sessionId: string) => tagged(sessionId, 'runs'),
+    sessionWaiting: (sessionId: string) => tagged(sessionId, 'waiting'),
+    sessionInFlight: (sessionId: string) => tagged(sessionId, 'inflight'),
     sessionApprovals: (sessionId: string) => tagged(sessionId, 'approvals'),
     sessionPending: (sessionId: string) => tagged(sessionId, 'pending'),
     run: (id: string) => tagged(id, 'run'),
@@ -87,11 +91,14 @@ export function redisKeys(prefix: string) {
         keys.seq(sessionId),
         keys.events(sessionId),
         keys.sessionRuns(sessionId),
+        keys.sessionWaiting(sessionId),
+        keys.sessionInFlight(sessionId),
         keys.sessionApprovals(sessionId),
         keys.sessionPending(sessionId),
         keys.diff(sessionId),
       ],
       runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId), keys.diff(runId)],
+      runSlots: (sessionId: string) => [keys.sessionRuns(sessionId), keys.sessionWaiting(sessionId), keys.sessionInFlight(sessionId)],
     },
   };
 }
@@ -132,6 +139,22 @@ if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'last_seq
 redis.call('PUBLISH', ARGV[2], json)
 return seq`,
   },
+  /**
+   * KEYS: the session's runs, waiting and inflight. ARGV: the run's id, its admission slot, and
+   * whether it is new (1: appended to the runs list, a waiting run scored by its position there).
+   * Moves the id to the index of its slot (admission-slots.ts) in one step.
+   */
+  asmRunSlot: {
+    numberOfKeys: 3,
+    lua: `if ARGV[3] == '1' then
+  local position = redis.call('RPUSH', KEYS[1], ARGV[1])
+  if ARGV[2] == 'waiting' then redis.call('ZADD', KEYS[2], position, ARGV[1]) end
+elseif ARGV[2] ~= 'waiting' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+if ARGV[2] == 'in_flight' then redis.call('SADD', KEYS[3], ARGV[1]) else redis.call('SREM', KEYS[3], ARGV[1]) end
+return 1`,
+  },
   /** ARGV: limit, id, now (ms). Holds the id unless the set has `limit` members already: 1 held (or held already), 0 full. */
   asmTake: {
     numberOfKeys: 1,
@@ -148,6 +171,7 @@ export type ScriptRedis = Redis & {
   asmResolve(key: string, pending: string, ...fields: string[]): Promise<[number, string[]] | null>;
   asmAppend(seqKey: string, eventsKey: string, sessionKey: string, maxlen: number, channel: string, json: string): Promise<number>;
   asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
+  asmRunSlot(runsKey: string, waitingKey: string, inFlightKey: string, id: string, slot: string, created: 0 | 1): Promise<number>;
 };
 
 export const PENDING = JSON.stringify('pending');

@@ -4,6 +4,7 @@ import type { Continuation } from '../schemas/agent-options.js';
 import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 import type { McpServers } from '../schemas/mcp-servers.js';
 import type { StoredDiff } from '../schemas/workspace.js';
+import type { AdmissionCounts } from './admission-slots.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -104,7 +105,22 @@ export interface RunStore {
   create(run: RunRecord): Promise<void>;
   get(id: string): Promise<RunRecord | undefined>;
   update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
+  /** Every run of a session, oldest first: O(the session's history); not for a per-run path. */
   listBySession(sessionId: string): Promise<RunRecord[]>;
+  /**
+   * The session's runs in flight and waiting (admission-slots.ts), from indexes kept by create and
+   * update: O(1) in the session's history and in the number of sessions.
+   */
+  admissionCounts(sessionId: string): Promise<AdmissionCounts>;
+  /** The session's oldest waiting run, if any: O(1) in its history. */
+  oldestWaiting(sessionId: string): Promise<RunRecord | undefined>;
+  /** The session's runs not yet terminal (in flight or waiting), oldest first: O(those runs), not O(history). */
+  listUnfinishedBySession(sessionId: string): Promise<RunRecord[]>;
+  /**
+   * Check the session's in-flight index against the records and drop what no longer holds (a
+   * process that died between updating a run and its index); the corrected counts. O(in-flight runs).
+   */
+  recountInFlight(sessionId: string): Promise<AdmissionCounts>;
   /** A session's runs in creation order, a page at a time. */
   pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>>;
   /** Runs not yet terminal (state queued or running) across all sessions, for the orphan sweep. */

@@ -52,6 +52,8 @@ export interface RigOptions {
   outageMs?: number;
   /** Wraps the memory store, e.g. with an outage (withOutage). */
   wrapStore?: (store: Store) => Store;
+  /** Another store instead of the memory store (a Redis store); the caller closes it. */
+  store?: Store;
   /** The cluster; a LocalCluster of 'test-instance' by default. */
   cluster?: Cluster;
 }
@@ -113,7 +115,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     ASM_REDIS_OUTAGE_MS: String(options.outageMs ?? 5_000),
   });
   const log = pino({ level: 'silent' });
-  const memory = createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
+  const memory = options.store ?? createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
   const store = options.wrapStore ? options.wrapStore(memory) : memory;
   const engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, options.lanes ?? []), dlqSize: 100 });
   const tenants = await TenantDirectory.open(config.tenants, { known: [...providers.keys()], disabled: config.disabledProviders, workspaceRoot: workspace, prepareRoots: true });

@@ -285,6 +285,30 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         await store.runs.update(queued.id, { state: 'interrupted' });
         expect(await store.runs.listUnfinished()).toEqual([]);
       });
+      it("indexes a session's runs by admission slot: counts, the oldest waiting, the unfinished, as runs move", async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        const [first, second, third] = range(1, 3).map((i) => runRecord(session, { created_at: at(i) }));
+        for (const run of [first, second, third]) await a.runs.create(run);
+        await a.runs.create(runRecord(sessionRecord()));
+        expect(await b.runs.admissionCounts(session.id)).toEqual({ inFlight: 0, waiting: 3 });
+        expect((await b.runs.oldestWaiting(session.id))?.id).toBe(first.id);
+
+        await a.runs.update(first.id, { dispatched: true });
+        await b.runs.update(second.id, { state: 'interrupted' });
+        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 1 });
+        expect((await a.runs.oldestWaiting(session.id))?.id).toBe(third.id);
+        expect(ids(await b.runs.listUnfinishedBySession(session.id))).toEqual(ids([first, third]));
+        expect(await b.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 1 });
+
+        await a.runs.update(first.id, { state: 'running' });
+        await a.runs.update(first.id, { state: 'completed' });
+        await b.runs.update(third.id, { dispatched: true, state: 'running' });
+        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+        expect(await a.runs.oldestWaiting(session.id)).toBeUndefined();
+        expect(ids(await a.runs.listUnfinishedBySession(session.id))).toEqual([third.id]);
+        expect(await a.runs.admissionCounts('ses_missing')).toEqual({ inFlight: 0, waiting: 0 });
+      });
     });
 
     describe('approvals', () => {

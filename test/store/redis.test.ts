@@ -43,6 +43,27 @@ storeContract('redis', ({ eventsPerSession }) => {
   return { open: () => createRedisStore({ url, prefix, eventsPerSession }) };
 });
 
+describe('Redis store: admission indexes', () => {
+  it('drops an in-flight entry whose run has ended when recounting (a process died between the record and its index)', async () => {
+    const prefix = uniquePrefix();
+    const store = await createRedisStore({ url, prefix, eventsPerSession: 10 });
+    try {
+      const session = sessionRecord();
+      const live = runRecord(session, { dispatched: true });
+      const ended = runRecord(session, { dispatched: true });
+      await store.runs.create(live);
+      await store.runs.create(ended);
+      // The record says completed while the index still says in flight.
+      await admin.hset(redisKeys(prefix).run(ended.id), 'state', JSON.stringify('completed'));
+      expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 2, waiting: 0 });
+      expect(await store.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+      expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 /** Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) modulo 16384. */
 function clusterSlot(key: string): number {
   const open = key.indexOf('{');
