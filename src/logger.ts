@@ -8,8 +8,12 @@ import pino, { type DestinationStream, type Logger } from 'pino';
  * session's MCP servers, whose `env` and `headers` hold secrets, are never logged either (nothing logs
  * them, and `redact` covers a session record or request body logged whole); and a Redis error keeps
  * the name of its failed command but not its arguments.
+ *
+ * Lines are written asynchronously (sonic-boom buffers them and writes when the event loop is free),
+ * so a request does not wait on a write to stdout; pino flushes what is buffered when the process
+ * exits, process.exit() included.
  */
-export function createLogger(level: string, destination: DestinationStream = pino.destination({ dest: 1, sync: true })): Logger {
+export function createLogger(level: string, destination: DestinationStream = pino.destination({ dest: 1, sync: false })): Logger {
   return pino(
     {
       level,

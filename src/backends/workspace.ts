@@ -15,13 +15,37 @@ export function isInside(root: string, path: string): boolean {
  * been replaced (by a symlink) in between. A refusal never tells whether a path outside the root exists.
  */
 export async function resolveWorkspaceDir(root: string, requested: string | undefined): Promise<string> {
-  const found = await resolveInside(await realpath(root), requested ?? '.');
+  const rootReal = await realRoot(root);
+  const found = await resolveInside(rootReal, requested ?? '.');
   if (found === 'outside') {
     throw new AsmError('forbidden', `cwd: ${requested} resolves outside the workspace root`, { details: { field: 'cwd' } });
   }
   if (found === 'missing') throw badField('cwd', `directory ${requested} does not exist inside the workspace root`);
-  if (!(await stat(found)).isDirectory()) throw badField('cwd', `${requested} is not a directory`);
+  // The root itself was checked to be a directory when its real path was looked up.
+  if (found !== rootReal && !(await stat(found)).isDirectory()) throw badField('cwd', `${requested} is not a directory`);
   return found;
+}
+
+/** Real paths of the workspace roots by configured path; a failed lookup is not kept, so it is tried again. */
+const realRoots = new Map<string, Promise<string>>();
+
+/**
+ * The real path of a workspace root, looked up once per root: the roots are fixed by the
+ * configuration (a handful of folders), and two `realpath`s and a `stat` per session and run were
+ * most of the file-system time of creating a session (bench/RESULTS.md, http). The folders below a
+ * root are still walked on every check, so a swapped symlink there is always seen.
+ */
+export function realRoot(root: string): Promise<string> {
+  let real = realRoots.get(root);
+  if (!real) {
+    real = realpath(root).then(async (path) => {
+      if (!(await stat(path)).isDirectory()) throw badField('cwd', 'the workspace root is not a directory');
+      return path;
+    });
+    realRoots.set(root, real);
+    real.catch(() => realRoots.delete(root));
+  }
+  return real;
 }
 
 /** Symlinks followed before a path counts as missing (the kernel's ELOOP limit). */

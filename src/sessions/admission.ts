@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { realpath } from 'node:fs/promises';
 import { relative } from 'node:path';
 import type { Logger } from 'pino';
+import { realRoot } from '../backends/workspace.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
@@ -9,8 +9,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { CreateRunBody } from '../schemas/api.js';
-import type { AdmissionCounts } from '../store/admission-slots.js';
-import type { RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { AdmissionCounts, RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
@@ -145,7 +144,7 @@ export class Admission {
    */
   private async remoteOptions(session: SessionRecord, body: CreateRunBody): Promise<RemoteOptions> {
     const { config } = this.deps;
-    const sessionDir = relative(await realpath(config.workspaceRoot), session.cwd) || '.';
+    const sessionDir = relative(await realRoot(config.workspaceRoot), session.cwd) || '.';
     return resolveRemoteOptions([{ remote_cwd: sessionDir }, config.remoteDefaults, session.driver_opts, body.driver_opts]);
   }
 

@@ -13,9 +13,3 @@ export function admissionSlot(run: Pick<RunRecord, 'state' | 'dispatched'>): Adm
   if (isTerminalRunState(run.state)) return 'ended';
   return run.state === 'queued' && !run.dispatched ? 'waiting' : 'in_flight';
 }
-
-/** What admission reads of a session: how many of its runs are in flight and how many wait. */
-export interface AdmissionCounts {
-  inFlight: number;
-  waiting: number;
-}

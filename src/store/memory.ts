@@ -3,9 +3,10 @@ import type { AsmEvent } from '../schemas/events.js';
 import type { StoredDiff } from '../schemas/workspace.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isSessionKey, pageOf, sessionAfter, sessionKey, type Page, type PageRequest, type SessionKey } from './paging.js';
-import { admissionSlot, type AdmissionCounts } from './admission-slots.js';
+import { admissionSlot } from './admission-slots.js';
 import { stampEvent } from './stamp.js';
 import type {
+  AdmissionCounts,
   ApprovalRecord,
   ApprovalStore,
   EventListener,

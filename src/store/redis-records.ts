@@ -2,8 +2,8 @@ import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
-import { admissionSlot, type AdmissionCounts } from './admission-slots.js';
-import type { ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
+import { admissionSlot } from './admission-slots.js';
+import type { AdmissionCounts, ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
 
 /** One kind of record (hashes under one key builder) and the indexes that name them. */
 abstract class RedisRecords<T extends { id: string }> {

@@ -4,7 +4,6 @@ import type { Continuation } from '../schemas/agent-options.js';
 import type { Approval, ExecutionSurface, Run, Session } from '../schemas/api.js';
 import type { McpServers } from '../schemas/mcp-servers.js';
 import type { StoredDiff } from '../schemas/workspace.js';
-import type { AdmissionCounts } from './admission-slots.js';
 
 /**
  * Persistence for sessions, runs, approvals and events. Embedded mode keeps them in memory; distributed
@@ -99,6 +98,12 @@ export interface SessionStore {
   page(tenant: string, request: PageRequest): Promise<Page<SessionRecord>>;
   update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord>;
   count(): Promise<number>;
+}
+
+/** What admission reads of a session (admission-slots.ts): how many of its runs are in flight and how many wait. */
+export interface AdmissionCounts {
+  inFlight: number;
+  waiting: number;
 }
 
 export interface RunStore {
