@@ -10,6 +10,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
+import WebSocket from 'ws';
 
 export const KEY = 'bench-key';
 export const AUTH = { authorization: `Bearer ${KEY}` };
@@ -87,4 +88,27 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Server-side events of a WebSocket on GET /v1/events, each with the monotonic time it arrived (ns). */
+export interface EventSocket {
+  ready: Promise<void>;
+  on(listener: (event: any, arrivedNs: bigint) => void): void;
+  close(): void;
+}
+
+/** A WebSocket on /v1/events with `query` (session_id, run_id, after …), authenticated as the bench tenant. */
+export function openEventSocket(asm: AsmServer, query: Record<string, string>): EventSocket {
+  const socket = new WebSocket(`${asm.url.replace('http', 'ws')}/v1/events?${new URLSearchParams(query)}`, { headers: AUTH });
+  const listeners: Array<(event: any, arrivedNs: bigint) => void> = [];
+  const ready = new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.on('message', (data) => {
+      const arrived = process.hrtime.bigint();
+      const frame = JSON.parse(String(data));
+      if (frame.type === 'subscribed') resolve();
+      if (frame.type === 'event') for (const listener of listeners) listener(frame.event, arrived);
+    });
+  });
+  return { ready, on: (listener) => listeners.push(listener), close: () => socket.close() };
 }

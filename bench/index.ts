@@ -10,6 +10,8 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   diff: () => import('./diff.js'),
   http: () => import('./http.js'),
   runs: () => import('./runs.js'),
+  events: () => import('./events.js'),
+  interrupt: () => import('./interrupt.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

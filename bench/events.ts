@@ -1,0 +1,126 @@
+/**
+ * Event-latency benchmark (issue 14): from a line a CLI writes to its stdout to the event in a
+ * WebSocket client (GET /v1/events) and an SSE client (GET /v1/runs/{id}/events), both listening at
+ * once, in embedded and Redis mode; baseline: a bare Node reader of the same program's stdout pipe.
+ * Prints one JSON line; progress goes to stderr.
+ *
+ * The "CLI" is a shell run of a small Node program that, after a pause (so both clients are live),
+ * prints LINES lines every INTERVAL_MS, each the monotonic clock (process.hrtime, CLOCK_MONOTONIC,
+ * shared by every process on the machine) at the moment it is written; a client's latency is its own
+ * clock when the event arrives minus the line's. The sandbox is off (ASM_SANDBOX=none) so the program
+ * can run the service's own node binary.
+ *
+ * Usage: npm run bench -- events [--quick]
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { TERMINAL_KINDS } from '../src/schemas/events.js';
+import { startRedisServer } from '../test/helpers/redis-server.js';
+import { AUTH, logger, machine, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode } from './asm-server.js';
+
+const log = logger('events');
+const INTERVAL_MS = 5;
+const PAUSE_MS = 1500;
+
+const emitter = (lines: number) =>
+  `setTimeout(() => { let i = 0; const t = setInterval(() => { process.stdout.write(process.hrtime.bigint() + '\\n'); if (++i >= ${lines}) clearInterval(t); }, ${INTERVAL_MS}); }, ${PAUSE_MS});`;
+
+const shellQuote = (text: string) => `'${text.replace(/'/g, `'\\''`)}'`;
+
+function summary(ms: number[]) {
+  const sorted = [...ms].sort((a, b) => a - b);
+  return { count: sorted.length, p50_ms: round(percentile(sorted, 50), 3), p99_ms: round(percentile(sorted, 99), 3), max_ms: round(sorted.at(-1) ?? NaN, 3) };
+}
+
+const lineLatency = (content: string, arrived: bigint) => Number(arrived - BigInt(content.trim())) / 1e6;
+
+/** The same program, its stdout read by Node line by line. */
+async function bare(lines: number): Promise<number[]> {
+  const child = spawn(process.execPath, ['-e', emitter(lines)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const latencies: number[] = [];
+  for await (const line of createInterface({ input: child.stdout! })) latencies.push(lineLatency(line, process.hrtime.bigint()));
+  return latencies;
+}
+
+/** SSE of one run: each assistant_delta's latency, until the stream ends. */
+async function sse(asm: AsmServer, runId: string, into: number[]): Promise<void> {
+  const response = await fetch(`${asm.url}/v1/runs/${runId}/events?after=0`, { headers: { ...AUTH, accept: 'text/event-stream' } });
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+    const arrived = process.hrtime.bigint();
+    buffer += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split('\n').find((l) => l.startsWith('data: '));
+      if (!data) continue;
+      const event = JSON.parse(data.slice(6));
+      if (event.kind === 'assistant_delta') into.push(lineLatency(event.payload.content, arrived));
+    }
+  }
+}
+
+async function throughAsm(asm: AsmServer, sessionId: string, lines: number): Promise<{ ws: number[]; sse: number[] }> {
+  const ws: number[] = [];
+  const sseLatencies: number[] = [];
+  const socket = openEventSocket(asm, { session_id: sessionId });
+  await socket.ready;
+  const done = new Promise<void>((resolve) =>
+    socket.on((event, arrived) => {
+      if (event.kind === 'assistant_delta') ws.push(lineLatency(event.payload.content, arrived));
+      if (TERMINAL_KINDS.has(event.kind)) resolve();
+    }),
+  );
+  const run = await asm.post(`/v1/sessions/${sessionId}/runs`, { prompt: `${shellQuote(process.execPath)} -e ${shellQuote(emitter(lines))}` });
+  await Promise.all([done, sse(asm, run.id, sseLatencies)]);
+  socket.close();
+  if (ws.length !== lines || sseLatencies.length !== lines) throw new Error(`expected ${lines} lines, the WebSocket got ${ws.length}, SSE ${sseLatencies.length}`);
+  return { ws, sse: sseLatencies };
+}
+
+async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, lines: number) {
+  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none' });
+  try {
+    const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
+    const all = { ws: [] as number[], sse: [] as number[], bare: [] as number[] };
+    await throughAsm(asm, session, 50);
+    await bare(50);
+    for (let r = 0; r < rounds; r++) {
+      const through = await throughAsm(asm, session, lines);
+      const pipe = await bare(lines);
+      all.ws.push(...through.ws);
+      all.sse.push(...through.sse);
+      all.bare.push(...pipe);
+      log(`${mode} round ${r + 1}: ws p99 ${round(summary(through.ws).p99_ms, 2)} ms, sse p99 ${round(summary(through.sse).p99_ms, 2)} ms, bare p99 ${round(summary(pipe).p99_ms, 2)} ms`);
+    }
+    const result = { websocket: summary(all.ws), sse: summary(all.sse), bare_pipe: summary(all.bare) };
+    const target = mode === 'embedded' ? 2 : 10;
+    return { ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
+  } catch (err) {
+    log(asm.process.output().slice(-4000));
+    throw err;
+  } finally {
+    await asm.stop();
+  }
+}
+
+export async function run(args: string[]): Promise<void> {
+  const quick = args.includes('--quick');
+  const rounds = quick ? 1 : 3;
+  const lines = quick ? 200 : 1000;
+  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
+  const redis = only === 'embedded' ? undefined : await startRedisServer();
+  try {
+    const before = machine();
+    const modes: Partial<Record<Mode, unknown>> = {};
+    for (const mode of ['embedded', 'redis'] as const) {
+      if (only && only !== mode) continue;
+      modes[mode] = await benchMode(mode, redis?.url, rounds, lines);
+    }
+    process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine: before, loadavg_after: machine().loadavg, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
+  } finally {
+    await redis?.dispose();
+  }
+}
