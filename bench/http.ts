@@ -8,6 +8,8 @@
  * - `GET /v1/runs/{id}/events?after=0` of a run with 100 events (one page);
  * - `POST /v1/sessions/{id}/runs` of `true`, without waiting, while the runs' lane is paused (so the
  *   request path is measured, not the spawn), spread over 64 sessions of 64 concurrent runs each.
+ *   On a server of its own: the runs it leaves queued (tens of thousands) would otherwise weigh on
+ *   the other routes' later rounds (in Redis mode they did, 3–10× by the third round).
  *
  * Usage: npm run bench -- http [--quick]   (--quick: one round of 2 s per route and side)
  */
@@ -69,7 +71,7 @@ async function measure(route: Route, target: Target, seconds: number): Promise<S
 }
 
 /** The bodies ASM answers, for the bare server to answer the same bytes' worth; and ASM's ids. */
-async function prepare(asm: AsmServer): Promise<{ target: Target; bodies: Record<string, unknown> }> {
+async function prepare(asm: AsmServer, runsServer: AsmServer): Promise<{ target: Target; runsTarget: Target; bodies: Record<string, unknown> }> {
   const session = await asm.post('/v1/sessions', { provider: 'shell' });
   const run = await asm.post(`/v1/sessions/${session.id}/runs`, { prompt: 'true', wait: true });
   // A shell run's events: run_queued, run_started, one per stdout line, the result, run_completed; count and top up to EVENTS.
@@ -84,10 +86,11 @@ async function prepare(asm: AsmServer): Promise<{ target: Target; bodies: Record
   }
   if (events.events.length !== EVENTS) throw new Error(`the events run has ${events.events.length} events, not ${EVENTS}`);
   const sessions: string[] = [];
-  for (let i = 0; i < RUN_SESSIONS; i++) sessions.push((await asm.post('/v1/sessions', { provider: 'shell', max_concurrent_runs: 64, max_queued_runs: 10_000 })).id);
-  await asm.post(`/v1/queues/${session.queue}/pause`, {});
-  const queued = await asm.post(`/v1/sessions/${sessions[0]}/runs`, { prompt: 'true' });
-  return { target: { url: asm.url, sessions, runId: run.id, eventsRunId: eventsRun.id }, bodies: { session, run, events, queued } };
+  for (let i = 0; i < RUN_SESSIONS; i++) sessions.push((await runsServer.post('/v1/sessions', { provider: 'shell', max_concurrent_runs: 64, max_queued_runs: 10_000 })).id);
+  await runsServer.post(`/v1/queues/${session.queue}/pause`, {});
+  const queued = await runsServer.post(`/v1/sessions/${sessions[0]}/runs`, { prompt: 'true' });
+  const target = { url: asm.url, sessions, runId: run.id, eventsRunId: eventsRun.id };
+  return { target, runsTarget: { ...target, url: runsServer.url }, bodies: { session, run, events, queued } };
 }
 
 async function startBare(bodies: Record<string, unknown>, dir: string) {
@@ -101,8 +104,10 @@ async function startBare(bodies: Record<string, unknown>, dir: string) {
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, seconds: number, dir: string) {
   const asm = await startAsm(mode, redisUrl);
+  const runsServer = await startAsm(mode, redisUrl);
   try {
-    const { target, bodies } = await prepare(asm);
+    const { target, runsTarget, bodies } = await prepare(asm, runsServer);
+    const asmTarget = (route: Route) => (route === 'submit_run' ? runsTarget : target);
     const bare = await startBare(bodies, dir);
     const bareTarget: Target = { ...target, url: bare.url };
     try {
@@ -110,14 +115,14 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
       // Warm both servers' JIT on every route before measuring.
       for (const route of ROUTES) {
         await measure(route, bareTarget, 1);
-        await measure(route, target, 1);
+        await measure(route, asmTarget(route), 1);
       }
       for (let r = 0; r < rounds; r++) {
         for (const route of ROUTES) {
           // Alternate which side goes first, so drift on a shared machine falls on both.
           const order: Array<'asm' | 'bare'> = r % 2 === 0 ? ['bare', 'asm'] : ['asm', 'bare'];
           for (const side of order) {
-            const sample = await measure(route, side === 'asm' ? target : bareTarget, seconds);
+            const sample = await measure(route, side === 'asm' ? asmTarget(route) : bareTarget, seconds);
             samples[route][side].push(sample);
             log(`${mode} round ${r + 1} ${route} ${side}: ${sample.rps} req/s, p99 ${sample.p99_ms} ms${sample.non2xx ? `, ${sample.non2xx} non-2xx` : ''}`);
           }
@@ -151,9 +156,11 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
     }
   } catch (err) {
     log(asm.process.output().slice(-4000));
+    log(runsServer.process.output().slice(-4000));
     throw err;
   } finally {
     await asm.stop();
+    await runsServer.stop();
   }
 }
 
