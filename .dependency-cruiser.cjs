@@ -19,6 +19,8 @@ const NEVER = {
   'schemas-are-leaves': ['^src/schemas/', { path: '^src/', pathNot: '^src/(schemas/|errors/kinds\\.ts$)' }],
   // ...which imports nothing of the app, so that everything may import it.
   'error-kinds-are-a-leaf': ['^src/errors/kinds\\.ts$', { path: '^src/' }],
+  // The TypeScript client (exported as asm/client) knows the service only by its wire vocabulary.
+  'client-knows-only-the-wire': ['^src/client/', { path: '^src/', pathNot: '^src/(client/|schemas/|errors/kinds\\.ts$)' }],
 };
 
 module.exports = {

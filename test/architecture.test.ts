@@ -44,6 +44,7 @@ describe('architecture (npm run lint:arch)', () => {
     const { output } = await lintArch(FIXTURE, '--output-type', 'json');
     const violations = JSON.parse(output).summary.violations.map((v: any) => `${v.rule.name}: ${v.from} → ${v.to}`);
     expect(violations.sort()).toEqual([
+      'client-knows-only-the-wire: src/client/index.ts → src/sessions/service.ts',
       'error-kinds-are-a-leaf: src/errors/kinds.ts → src/version.ts',
       'http-on-top: src/store/memory.ts → src/http/errors.ts',
       'lanes-stand-alone: src/lanes/engine.ts → src/sessions/serial.ts',

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateOpenApi, OPENAPI_PATH } from '../scripts/openapi.js';
+import { CLIENT_TYPES_PATH, generateClientTypes, generateOpenApi, OPENAPI_PATH } from '../scripts/openapi.js';
 import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../src/errors/kinds.js';
 import { startServer, type TestServer } from './helpers/server.js';
 
@@ -23,6 +23,10 @@ function literals(schema: any): unknown[] {
 describe('openapi/openapi.json', () => {
   it('is what the server generates now (else: npm run openapi)', async () => {
     expect(committed).toBe(await generateOpenApi());
+  });
+
+  it("is what the TypeScript client's committed types were generated from (else: npm run openapi)", async () => {
+    expect(readFileSync(CLIENT_TYPES_PATH, 'utf8')).toBe(await generateClientTypes(committed));
   });
 
   it('is OpenAPI 3.1 with nothing of the machine that generated it', () => {
