@@ -229,6 +229,116 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/providers/{name}/lanes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The backend lanes of a provider and whether each can run here, without execution-mode checks (lane_info). POST /v1/providers/{name}/resolve answers for a real run. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["LaneInfo"];
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/providers/{name}/resolve": {
         parameters: {
             query?: never;
@@ -238,7 +348,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** @description Which backend lane a run with these options would execute on, and why: the observability fields every event and result of such a run carries. 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, remote_node without worker nodes). */
+        /** @description Which backend lane a run with these options would execute on, and why: the observability fields every event and result of such a run carries. driver_opts are resolved and checked as a run's (remote options). 400 config_invalid when no lane can serve it (sdk requested but not loadable, sdk with remote_node, sdk lacking a capability permission_mode needs, remote_node without worker nodes); cli_not_found when the CLI is missing where the run would execute. */
         post: {
             parameters: {
                 query?: never;
@@ -254,6 +364,14 @@ export interface paths {
                         lane?: "auto" | "core" | "sdk";
                         execution_mode?: "local" | "remote_node";
                         queue?: string;
+                        /** @description What a session would ask for: some modes need capabilities a lane lacks (missing_capabilities) */
+                        permission_mode?: string;
+                        /** @description A native mode instead (the escape hatch) */
+                        provider_permission_mode?: string;
+                        /** @description Remote execution options (remote_node, remote_cookie, timeouts…); unknown keys are kept */
+                        driver_opts?: {
+                            [key: string]: unknown;
+                        };
                     };
                 };
             };
@@ -769,6 +887,21 @@ export interface paths {
                         max_turns?: number;
                         /** @description claude: low…max; codex: none…xhigh */
                         reasoning_effort?: string;
+                        /** @description A workspace of the session's own, a folder named after the session inside the tenant's workspace root (instead of `cwd`) */
+                        workspace?: {
+                            git: {
+                                /** @description Cloned where the session's runs execute; the schemes allowed are ASM_WORKSPACE_GIT_SCHEMES (https by default) */
+                                url: string;
+                                /** @description A branch, tag or commit; the remote's HEAD by default */
+                                ref?: string;
+                            };
+                        } | {
+                            /**
+                             * @description An empty workspace of its own, to be filled with POST /v1/sessions/{id}/files
+                             * @enum {boolean}
+                             */
+                            archive_upload: true;
+                        };
                         queue?: string;
                         max_concurrent_runs?: number;
                         max_queued_runs?: number;
@@ -1830,6 +1963,680 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs/{id}/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description What the run changed in its workspace, computed where it ran when it ended. JSON, or the unified patch with `Accept: text/x-diff`. 404 while the run has not ended, or when no diff was kept (ASM_WORKSPACE_DIFFS off). */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            summary: components["schemas"]["DiffSummary"];
+                            /** @description The patch exceeded ASM_DIFF_MAX_BYTES and was not kept; `Accept: text/x-diff` then answers 413 */
+                            patch_truncated: boolean;
+                            /** Format: date-time */
+                            computed_at: string;
+                        } | string;
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description What the session's runs changed in its workspace since its first run started, as of its latest run's end. JSON, or the unified patch with `Accept: text/x-diff`. 404 before a run ended. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            summary: components["schemas"]["DiffSummary"];
+                            /** @description The patch exceeded ASM_DIFF_MAX_BYTES and was not kept; `Accept: text/x-diff` then answers 413 */
+                            patch_truncated: boolean;
+                            /** Format: date-time */
+                            computed_at: string;
+                        } | string;
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description A folder of the session's workspace (`path`, the workspace itself by default): its entries by name, a page at a time; with `Accept: application/x-tar`, the folder as a tar archive. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description A folder relative to the workspace; the workspace itself by default */
+                    path?: string;
+                    limit?: number;
+                    cursor?: string;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description The folder listed, relative to the workspace */
+                            path: string;
+                            /** @description By name */
+                            entries: {
+                                name: string;
+                                type: "file" | "directory" | "symlink" | "other";
+                                size: number;
+                                /** Format: date-time */
+                                modified_at: string;
+                            }[];
+                            next_cursor: string | null;
+                        } | string;
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** @description Unpacks a tar or tar.gz archive (the body, any content type) into the workspace, or into its folder `path`. Absolute names, `..`, hard links, devices and symlinks out of the workspace are refused (403); past the tenant's upload bounds, 413. */
+        post: {
+            parameters: {
+                query?: {
+                    /** @description The folder to unpack into, relative to the workspace */
+                    path?: string;
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Files written */
+                            files: number;
+                            directories: number;
+                            bytes: number;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}/files/{*}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Downloads one file of the workspace; a folder only as a tar archive (`Accept: application/x-tar`). */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                    /** @description A path relative to the workspace */
+                    "*": string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description The file's bytes, or a tar archive */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": string;
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        /** @description Writes one file (the body, any content type) at the path, making its folders; a symlink on the path is refused (403); past the tenant's upload bound, 413. */
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                    /** @description A path relative to the workspace */
+                    "*": string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            /** @description Files written */
+                            files: number;
+                            directories: number;
+                            bytes: number;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description Default Response */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/approvals/{id}": {
         parameters: {
             query?: never;
@@ -2733,6 +3540,8 @@ export interface components {
             sdk_runtime: string | null;
             sdk_available: boolean;
             capabilities: string[];
+            /** @description What the session's options need that the provider's SDK lane lacks (then lane auto runs on core: lane_fallback_reason sdk_capability_missing) */
+            missing_capabilities?: string[];
             node: string;
             queue: string;
             /** @description The caller's metadata: the session's, overridden key by key by the run's */
@@ -2753,7 +3562,7 @@ export interface components {
             session_id: string;
             run_id: string;
             provider: string;
-            kind: "run_queued" | "run_started" | "assistant_delta" | "assistant_message" | "user_message" | "thinking" | "tool_use" | "tool_result" | "approval_requested" | "approval_resolved" | "cost_update" | "stderr" | "raw" | "result" | "error" | "run_completed";
+            kind: "run_queued" | "run_started" | "assistant_delta" | "assistant_message" | "user_message" | "thinking" | "tool_use" | "tool_result" | "approval_requested" | "approval_resolved" | "cost_update" | "stderr" | "raw" | "result" | "error" | "run_completed" | "workspace_diff";
             payload: {
                 [key: string]: unknown;
             };
@@ -2970,7 +3779,7 @@ export interface components {
             };
             /** @description Backend lanes this provider has: core, and sdk where its vendor ships an SDK */
             lanes: string[];
-            /** @description Whether the SDK package loads here (then lane auto runs on sdk) */
+            /** @description Whether the SDK can run here: its package loads and the CLI it drives is found (then lane auto runs on sdk, unless the session needs a capability it lacks) */
             sdk_available: boolean;
             sdk: {
                 package: string;
@@ -2978,6 +3787,21 @@ export interface components {
                 capabilities: string[];
                 error: string | null;
             } | null;
+        };
+        LaneInfo: {
+            provider: string;
+            /** @description What lane auto picks for a local run that needs nothing the SDK lane lacks */
+            preferred_lane: string;
+            lanes: {
+                lane: "core" | "sdk";
+                /** @description core: the CLI is found; sdk: the package loads and the CLI is found */
+                available: boolean;
+                /** @description Where the lane can run: sdk is local only */
+                execution_modes: ("local" | "remote_node")[];
+                capabilities: string[];
+                runtime: string | null;
+                error: string | null;
+            }[];
         };
         NodeInfo: {
             /** @description Instance id, unique per process; runs record it as their owner */
@@ -2988,7 +3812,14 @@ export interface components {
             /** Format: date-time */
             started_at: string;
             version: string;
+            /** @description The Node.js version it runs on; remote_node runs go only to nodes of the API's Node.js major */
+            node_version: string;
             providers: string[];
+            /** @description Providers it serves whose CLI it did not find at start-up: a session for one of them on this node alone is refused with cli_not_found */
+            missing_clis: {
+                provider: string;
+                binary: string;
+            }[];
             capacity: number;
             load: number;
             /** Format: date-time */
@@ -2997,6 +3828,21 @@ export interface components {
             pool: string;
             /** @description The sandbox this instance runs agent CLIs in (ASM_SANDBOX); `none` runs them as the service user, seeing what it sees */
             sandbox: "bwrap" | "none";
+        };
+        DiffSummary: {
+            /** @description At most ASM_DIFF_MAX_FILES */
+            files: {
+                path: string;
+                status: "added" | "modified" | "deleted" | "type_changed";
+                /** @description Lines added; null for a binary file */
+                additions: number | null;
+                deletions: number | null;
+                binary: boolean;
+            }[];
+            files_truncated: boolean;
+            changed_files: number;
+            additions: number;
+            deletions: number;
         };
     };
     responses: never;

@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
+import { reply, startServer, StreamClient, type TestServer } from '../helpers/server.js';
 import { tenant, tenantsFile } from '../helpers/tenants.js';
 
 /** API keys and tenants: without a key nothing but health answers; a tenant sees only its own. */
@@ -38,9 +38,9 @@ describe('API keys and tenants', () => {
     // Both tenants run shell commands in these tests, which only a tenant granted shell may (README "Tenants").
     const grant = { providers: ['shell', 'claude'] };
     server = await startServer({ ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEY_A, grant), tenant('tenant-b', KEY_B, grant)]) });
-    const session = await server.request('POST', '/v1/sessions', { provider: 'shell', metadata: { owner: 'a' } }, A);
+    const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', metadata: { owner: 'a' } }, headers: A }));
     expect(session.status).toBe(201);
-    const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo secret of a', wait: true }, A);
+    const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo secret of a', wait: true }, headers: A }));
     expect(run.body.state).toBe('completed');
     a = { session: session.body, run: run.body };
   });
@@ -58,6 +58,7 @@ describe('API keys and tenants', () => {
       ['GET', '/metrics'],
     ])('%s %s → 401 with no key, a wrong key, or a non-bearer scheme', async (method, path) => {
       const body = method === 'POST' ? { provider: 'shell' } : undefined;
+      // Raw fetch: one table of methods and paths, and broken Authorization headers on purpose.
       const missing = await server.request(method, path, body);
       expectUnauthorized(missing);
       expect(missing.body.error.message).toContain('Authorization: Bearer');
@@ -69,85 +70,86 @@ describe('API keys and tenants', () => {
     });
 
     it("refuses even for an existing id, without telling whether it exists", async () => {
-      const res = await server.request('GET', `/v1/runs/${a.run.id}`);
+      const res = await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: a.run.id } } }));
       expectUnauthorized(res);
       expect(JSON.stringify(res.body)).not.toContain(a.run.id);
     });
 
     it('created nothing with the refused requests', async () => {
-      const sessions = await server.request('GET', '/v1/sessions', undefined, A);
+      const sessions = await reply(server.client.GET('/v1/sessions', { headers: A }));
       expect(sessions.body.sessions.map((s: any) => s.id)).toEqual([a.session.id]);
     });
 
     it('answers /healthz, /readyz and /openapi.json without a key', async () => {
-      expect(await server.request('GET', '/healthz')).toMatchObject({ status: 200, body: { status: 'ok' } });
-      expect(await server.request('GET', '/readyz')).toMatchObject({ status: 200, body: { status: 'ready' } });
+      expect(await reply(server.client.GET('/healthz'))).toMatchObject({ status: 200, body: { status: 'ok' } });
+      expect(await reply(server.client.GET('/readyz'))).toMatchObject({ status: 200, body: { status: 'ready' } });
+      // Raw fetch: the document does not describe itself.
       expect(await server.request('GET', '/openapi.json')).toMatchObject({ status: 200, body: { openapi: '3.1.0' } });
     });
   });
 
   describe("tenant B and tenant A's resources", () => {
     it('cannot see the session', async () => {
-      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}`, undefined, B), a.session.id);
-      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}/runs`, undefined, B), a.session.id);
-      expectNotFound(await server.request('GET', `/v1/sessions/${a.session.id}/approvals`, undefined, B), a.session.id);
+      expectNotFound(await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: a.session.id } }, headers: B })), a.session.id);
+      expectNotFound(await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: a.session.id } }, headers: B })), a.session.id);
+      expectNotFound(await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: a.session.id } }, headers: B })), a.session.id);
     });
 
     it('cannot run in it or close it', async () => {
-      expectNotFound(await server.request('POST', `/v1/sessions/${a.session.id}/runs`, { prompt: 'echo from b' }, B), a.session.id);
-      expectNotFound(await server.request('DELETE', `/v1/sessions/${a.session.id}`, undefined, B), a.session.id);
-      const session = await server.request('GET', `/v1/sessions/${a.session.id}`, undefined, A);
+      expectNotFound(await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: a.session.id } }, body: { prompt: 'echo from b' }, headers: B })), a.session.id);
+      expectNotFound(await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: a.session.id } }, headers: B })), a.session.id);
+      const session = await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: a.session.id } }, headers: A }));
       expect(session.body.state).toBe('open');
-      const runs = await server.request('GET', `/v1/sessions/${a.session.id}/runs`, undefined, A);
+      const runs = await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: a.session.id } }, headers: A }));
       expect(runs.body.runs.map((r: any) => r.id)).toEqual([a.run.id]);
     });
 
     it('cannot read its run or its events, nor interrupt it', async () => {
-      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}`, undefined, B), a.run.id);
-      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, B), a.run.id);
-      expectNotFound(await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, { ...B, accept: 'text/event-stream' }), a.run.id);
-      expectNotFound(await server.request('POST', `/v1/runs/${a.run.id}/interrupt`, undefined, B), a.run.id);
+      expectNotFound(await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: a.run.id } }, headers: B })), a.run.id);
+      expectNotFound(await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: a.run.id } }, headers: B })), a.run.id);
+      expectNotFound(await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: a.run.id } }, headers: { ...B, accept: 'text/event-stream' } })), a.run.id);
+      expectNotFound(await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: a.run.id } }, headers: B })), a.run.id);
       // A reads them fine.
-      const events = await server.request('GET', `/v1/runs/${a.run.id}/events`, undefined, A);
+      const events = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: a.run.id } }, headers: A }));
       expect(events.status).toBe(200);
       expect(events.body.events.at(-1).kind).toBe('result');
     });
 
     it('lists only its own sessions', async () => {
-      const own = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+      const own = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }));
       expect(own.status).toBe(201);
-      const listB = await server.request('GET', '/v1/sessions', undefined, B);
+      const listB = await reply(server.client.GET('/v1/sessions', { headers: B }));
       expect(listB.body.sessions.map((s: any) => s.id)).toEqual([own.body.id]);
-      const listA = await server.request('GET', '/v1/sessions', undefined, A);
+      const listA = await reply(server.client.GET('/v1/sessions', { headers: A }));
       expect(listA.body.sessions.map((s: any) => s.id)).toEqual([a.session.id]);
-      await server.request('DELETE', `/v1/sessions/${own.body.id}`, undefined, B);
+      await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: own.body.id } }, headers: B }));
     });
 
     it("cannot decide A's pending approval", async () => {
-      const session = await server.request('POST', '/v1/sessions', { provider: 'claude' }, A);
-      const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: '[fixture:c2-approve] Say hello, then create a file' }, A);
+      const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' }, headers: A }));
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: '[fixture:c2-approve] Say hello, then create a file' }, headers: A }));
       expect(run.status).toBe(202);
       let approvals: any[] = [];
       await expect
-        .poll(async () => (approvals = (await server.request('GET', `/v1/sessions/${session.body.id}/approvals`, undefined, A)).body.approvals).length, { timeout: 10_000 })
+        .poll(async () => (approvals = (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: session.body.id } }, headers: A }))).body.approvals).length, { timeout: 10_000 })
         .toBe(1);
       const approvalId = approvals[0].id;
 
-      const byB = await server.request('POST', `/v1/approvals/${approvalId}`, { decision: 'deny' }, B);
+      const byB = await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approvalId } }, body: { decision: 'deny' }, headers: B }));
       expectNotFound(byB, approvalId);
-      expectNotFound(await server.request('GET', `/v1/approvals/${approvalId}`, undefined, B), approvalId);
-      expect((await server.request('GET', `/v1/approvals/${approvalId}`, undefined, A)).body).toMatchObject({ id: approvalId, state: 'pending' });
+      expectNotFound(await reply(server.client.GET('/v1/approvals/{id}', { params: { path: { id: approvalId } }, headers: B })), approvalId);
+      expect((await reply(server.client.GET('/v1/approvals/{id}', { params: { path: { id: approvalId } }, headers: A }))).body).toMatchObject({ id: approvalId, state: 'pending' });
       const wsB = stream('', B);
       await wsB.next((f) => f.type === 'subscribed');
       wsB.send({ type: 'approve', approval_id: approvalId, decision: 'deny', request_id: 'b-1' });
       expect((await wsB.next((f) => f.request_id === 'b-1')).error.kind).toBe('not_found');
 
       // Still pending for A, who allows it: the run completes.
-      const byA = await server.request('POST', `/v1/approvals/${approvalId}`, { decision: 'allow' }, A);
+      const byA = await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approvalId } }, body: { decision: 'allow' }, headers: A }));
       expect(byA.status).toBe(200);
       expect(byA.body).toMatchObject({ state: 'resolved', decision: 'allow' });
-      await expect.poll(async () => (await server.request('GET', `/v1/runs/${run.body.id}`, undefined, A)).body.state, { timeout: 10_000 }).toBe('completed');
-      await server.request('DELETE', `/v1/sessions/${session.body.id}`, undefined, A);
+      await expect.poll(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } }, headers: A }))).body.state, { timeout: 10_000 }).toBe('completed');
+      await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: session.body.id } }, headers: A }));
     });
   });
 
@@ -216,9 +218,9 @@ describe('API keys and tenants', () => {
       await wsA.next((f) => f.type === 'subscribed');
       await wsB.next((f) => f.type === 'subscribed');
 
-      const runA = await server.request('POST', `/v1/sessions/${a.session.id}/runs`, { prompt: 'echo a again', wait: true }, A);
-      const sessionB = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
-      const runB = await server.request('POST', `/v1/sessions/${sessionB.body.id}/runs`, { prompt: 'echo b', wait: true }, B);
+      const runA = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: a.session.id } }, body: { prompt: 'echo a again', wait: true }, headers: A }));
+      const sessionB = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }));
+      const runB = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionB.body.id } }, body: { prompt: 'echo b', wait: true }, headers: B }));
       await wsA.event('result', (e) => e.run_id === runA.body.id);
       await wsB.event('result', (e) => e.run_id === runB.body.id);
 

@@ -4,11 +4,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { ERROR_DOMAINS } from '../../src/errors/kinds.js';
-import { startServer, StreamClient, type TestServer } from '../helpers/server.js';
+import { reply, startServer, StreamClient, type TestServer } from '../helpers/server.js';
 
 /**
  * Bad input over real HTTP and WebSocket: every refusal is a 4xx with the one error body, names the
  * offending field, leaks no stack, and leaves the server and the data it holds as they were.
+ *
+ * The bad requests go by raw fetch (server.request), not the generated client: they are malformed on
+ * purpose, which the client's types refuse to send. The well-formed ones around them use the client.
  */
 
 const LIMITS = { ASM_MAX_BODY_BYTES: '16384', ASM_MAX_PROMPT_BYTES: '1024', ASM_EVENT_PAGE_MAX: '50' };
@@ -75,11 +78,11 @@ describe('bad input over HTTP', () => {
     mkdirSync(join(server.workspace, 'inside'));
     // A symlink inside the root that leads out of it.
     symlinkSync(tmpdir(), join(server.workspace, 'escape'));
-    const session = await server.request('POST', '/v1/sessions', { provider: 'shell', metadata: { owner: 'before' } });
+    const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', metadata: { owner: 'before' } } }));
     expect(session.status).toBe(201);
-    const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo before', wait: true });
+    const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo before', wait: true } }));
     expect(run.body.state).toBe('completed');
-    const events = await server.request('GET', `/v1/runs/${run.body.id}/events`);
+    const events = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id } } }));
     before = { session: session.body, run: run.body, events: events.body.events };
   });
   afterAll(async () => {
@@ -254,16 +257,16 @@ describe('bad input over HTTP', () => {
     ]);
 
     it('takes limit=ASM_EVENT_PAGE_MAX, and without a limit pages at no more than it', async () => {
-      const s = await server.request('POST', '/v1/sessions', { provider: 'shell' });
-      const run = await server.request('POST', `/v1/sessions/${s.body.id}/runs`, { prompt: 'seq 1 60', wait: true });
-      const full = await server.request('GET', `/v1/runs/${run.body.id}/events?limit=50`);
+      const s = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.body.id } }, body: { prompt: 'seq 1 60', wait: true } }));
+      const full = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id }, query: { limit: 50 } } }));
       expect(full.status).toBe(200);
       expect(full.body.events).toHaveLength(50);
-      const byDefault = await server.request('GET', `/v1/runs/${run.body.id}/events`);
+      const byDefault = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id } } }));
       expect(byDefault.status).toBe(200);
       expect(byDefault.body.events).toEqual(full.body.events);
       expect(byDefault.body.next_after).toBe(50);
-      await server.request('DELETE', `/v1/sessions/${s.body.id}`);
+      await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.body.id } } }));
     });
   });
 
@@ -357,28 +360,28 @@ describe('bad input over HTTP', () => {
 
   describe('afterwards', () => {
     it('still answers, and what existed before the bad requests is unchanged', async () => {
-      expect((await server.request('GET', '/healthz')).body).toEqual({ status: 'ok' });
-      expect((await server.request('GET', '/readyz')).body).toMatchObject({ status: 'ready', checks: { store: 'ok', mode: 'embedded' } });
+      expect((await reply(server.client.GET('/healthz'))).body).toEqual({ status: 'ok' });
+      expect((await reply(server.client.GET('/readyz'))).body).toMatchObject({ status: 'ready', checks: { store: 'ok', mode: 'embedded' } });
 
       // No bad request created a session; the good one made by a test was closed.
-      const sessions = (await server.request('GET', '/v1/sessions')).body.sessions;
+      const sessions = (await reply(server.client.GET('/v1/sessions'))).body.sessions;
       expect(sessions.filter((s: any) => s.state === 'open').map((s: any) => s.id)).toEqual([before.session.id]);
-      const session = await server.request('GET', `/v1/sessions/${before.session.id}`);
+      const session = await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: before.session.id } } }));
       expect(session.body).toEqual(before.session);
-      const runs = await server.request('GET', `/v1/sessions/${before.session.id}/runs`);
+      const runs = await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: before.session.id } } }));
       expect(runs.body.runs).toEqual([before.run]);
-      const events = await server.request('GET', `/v1/runs/${before.run.id}/events`);
+      const events = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: before.run.id } } }));
       expect(events.body.events).toEqual(before.events);
-      const queues = await server.request('GET', '/v1/queues');
+      const queues = await reply(server.client.GET('/v1/queues'));
       expect(queues.body.queues.find((q: any) => q.name === 'skill')).toMatchObject({ active: 0, pending: 0, failed: 0 });
 
       // And a normal run still works, in the old session and in a new one.
-      const again = await server.request('POST', `/v1/sessions/${before.session.id}/runs`, { prompt: 'echo still here', wait: true });
+      const again = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: before.session.id } }, body: { prompt: 'echo still here', wait: true } }));
       expect(again.status).toBe(200);
       expect(again.body.result).toMatchObject({ status: 'completed', text: 'still here\n' });
-      const fresh = await server.request('POST', '/v1/sessions', { provider: 'shell' });
+      const fresh = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
       expect(fresh.status).toBe(201);
-      const run = await server.request('POST', `/v1/sessions/${fresh.body.id}/runs`, { prompt: 'printf ok', wait: true });
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: fresh.body.id } }, body: { prompt: 'printf ok', wait: true } }));
       expect(run.body.result).toMatchObject({ status: 'completed', text: 'ok\n' });
     });
   });

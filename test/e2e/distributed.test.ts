@@ -9,7 +9,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { FAKE_CLAUDE, StreamClient, TERMINAL } from '../helpers/server.js';
+import { createClient, type AsmClient } from '../../src/client/index.js';
+import { FAKE_CLAUDE, reply, StreamClient, TERMINAL } from '../helpers/server.js';
 import { freePort } from '../helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
 
@@ -23,7 +24,8 @@ afterEach(async () => {
 interface Api {
   url: string;
   proc: ServeProcess;
-  request(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /** The generated client (src/client) on this process. */
+  client: AsmClient;
   stream(query: string): StreamClient;
 }
 
@@ -65,15 +67,7 @@ function deployment(extraEnv: Record<string, string> = {}) {
       return {
         url,
         proc,
-        async request(method, path, body) {
-          const res = await fetch(url + path, {
-            method,
-            headers: body === undefined ? {} : { 'content-type': 'application/json' },
-            body: body === undefined ? undefined : JSON.stringify(body),
-          });
-          const text = await res.text();
-          return { status: res.status, body: text ? JSON.parse(text) : null };
-        },
+        client: createClient({ baseUrl: url }),
         stream(query) {
           const client = new StreamClient(`${url.replace('http', 'ws')}/v1/events?${query}`);
           clients.push(client);
@@ -93,28 +87,28 @@ describe('distributed mode: two API processes on one Redis', () => {
     const d = deployment();
     const a = await d.start('api-a');
     // These processes load the installed SDKs; the fake CLI speaks only the core lane's protocol.
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core' })).body;
-    const approveRun = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const session = (await reply(a.client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'core' } }))).body;
+    const approveRun = (await reply(a.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'create a file [fixture:c2-approve]' } }))).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     const requested = await onA.event('approval_requested');
 
     // B joins once the run executes in A: everything it knows comes from Redis.
     const b = await d.start('api-b');
-    expect((await b.request('GET', `/v1/sessions/${session.id}`)).body).toMatchObject({ id: session.id, provider: 'claude' });
-    const nodes = (await b.request('GET', '/v1/nodes')).body.nodes;
+    expect((await reply(b.client.GET('/v1/sessions/{id}', { params: { path: { id: session.id } } }))).body).toMatchObject({ id: session.id, provider: 'claude' });
+    const nodes = (await reply(b.client.GET('/v1/nodes'))).body.nodes;
     expect(nodes.map((n: any) => n.name).sort()).toEqual(['api-a', 'api-b']);
     const onB = b.stream(`session_id=${session.id}&after=0`);
     expect((await onB.event('approval_requested')).seq).toBe(requested.seq);
 
-    const decided = await b.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
+    const decided = await reply(b.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'allow' } }));
     expect(decided.status).toBe(200);
     expect(decided.body).toMatchObject({ state: 'resolved', decision: 'allow' });
     const resultOnB = await onB.event('result');
     expect(resultOnB.run_id).toBe(approveRun.id);
     const answer = d.stdinLog().find((l) => l.type === 'control_response');
     expect(answer.response.response.behavior).toBe('allow');
-    expect((await b.request('GET', `/v1/runs/${approveRun.id}`)).body.state).toBe('completed');
-    expect((await b.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'deny' })).status).toBe(409);
+    expect((await reply(b.client.GET('/v1/runs/{id}', { params: { path: { id: approveRun.id } } }))).body.state).toBe('completed');
+    expect((await reply(b.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'deny' } }))).status).toBe(409);
 
     // The same stream on both processes: same events, same seqs, no gap.
     await onA.event('result');
@@ -122,24 +116,24 @@ describe('distributed mode: two API processes on one Redis', () => {
     contiguous(onB.events(), 1);
 
     // Interrupt on B while the run is in a tool on whichever process took it.
-    const slow = (await b.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    const slow = (await reply(b.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'slow job [fixture:c3-interrupt]' } }))).body;
     await onB.event('tool_use', (e) => e.run_id === slow.id);
-    expect((await b.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBe(202);
+    expect((await reply(b.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBe(202);
     const terminal = await onA.next((f) => f.type === 'event' && f.event.run_id === slow.id && TERMINAL.has(f.event.kind));
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
-    expect((await a.request('GET', `/v1/runs/${slow.id}`)).body.state).toBe('interrupted');
+    expect((await reply(a.client.GET('/v1/runs/{id}', { params: { path: { id: slow.id } } }))).body.state).toBe('interrupted');
     expect(d.stdinLog().some((l) => l.type === 'control_request' && l.request?.subtype === 'interrupt')).toBe(true);
   }, 60_000);
 
   it('interrupts from B a run that A executes: the request is handed to A, which holds the CLI', async () => {
     const d = deployment();
     const a = await d.start('api-a');
-    const session = (await a.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core' })).body;
-    const run = (await a.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    const session = (await reply(a.client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'core' } }))).body;
+    const run = (await reply(a.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'slow job [fixture:c3-interrupt]' } }))).body;
     const onA = a.stream(`session_id=${session.id}&after=0`);
     await onA.event('tool_use');
     const b = await d.start('api-b');
-    const res = await b.request('POST', `/v1/runs/${run.id}/interrupt`);
+    const res = await reply(b.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.id } } }));
     expect(res.status).toBe(202);
     const terminal = await onA.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
@@ -150,28 +144,28 @@ describe('distributed mode: two API processes on one Redis', () => {
     // Both processes are up before the run, so the approval's window holds no process start-up; the
     // one that executes the run (either may take its lane job) is the one killed.
     const apis = [await d.start('api-a'), await d.start('api-b')];
-    const session = (await apis[0].request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', approval_timeout_ms: 4_000 })).body;
-    const run = (await apis[0].request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const session = (await reply(apis[0].client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'core', approval_timeout_ms: 4_000 } }))).body;
+    const run = (await reply(apis[0].client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'create a file [fixture:c2-approve]' } }))).body;
     const watch = apis[0].stream(`session_id=${session.id}&after=0`);
     const started = await watch.event('run_started');
     const requested = await watch.event('approval_requested');
     const [a, b] = started.payload.node === 'api-a' ? apis : [apis[1], apis[0]];
     a.proc.child.kill('SIGKILL');
     await a.proc.exited;
-    expect((await b.request('GET', `/v1/approvals/${requested.payload.approval_id}`)).body.state).toBe('pending');
+    expect((await reply(b.client.GET('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } } }))).body.state).toBe('pending');
 
     const onB = b.stream(`session_id=${session.id}&after=0`);
     const resolved = await onB.event('approval_resolved', () => true);
     expect(resolved.payload).toEqual({ approval_id: requested.payload.approval_id, decision: 'deny', reason: 'timeout' });
     expect(Date.parse(resolved.timestamp)).toBeGreaterThanOrEqual(Date.parse(requested.payload.expires_at));
-    const approval = (await b.request('GET', `/v1/approvals/${requested.payload.approval_id}`)).body;
+    const approval = (await reply(b.client.GET('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } } }))).body;
     expect(approval).toMatchObject({ state: 'resolved', decision: 'deny', reason: 'timeout' });
 
     // The run itself went down with A: once A's heartbeat is stale, B ends it.
     const terminal = await onB.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind), 20_000);
     expect(terminal.event.payload).toMatchObject({ kind: 'node_lost', domain: 'runtime' });
     expect(onB.events().filter((e) => TERMINAL.has(e.kind))).toHaveLength(1);
-    const final = (await b.request('GET', `/v1/runs/${run.id}`)).body;
+    const final = (await reply(b.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body;
     expect(final).toMatchObject({ state: 'failed', result: { error: { kind: 'node_lost' } } });
     contiguous(onB.events(), 1);
   }, 60_000);
@@ -181,11 +175,11 @@ describe('distributed mode: SIGKILL and restart', () => {
   it('keeps sessions, runs and events, and a resume from the last seen seq yields exactly the rest', async () => {
     const d = deployment();
     const first = await d.start('api-a');
-    const session = (await first.request('POST', '/v1/sessions', { provider: 'shell' })).body;
-    const done = (await first.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo before', wait: true })).body;
+    const session = (await reply(first.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+    const done = (await reply(first.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo before', wait: true } }))).body;
     expect(done.state).toBe('completed');
     const run = (
-      await first.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.2; done' })
+      await reply(first.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i; sleep 0.2; done' } }))
     ).body;
     const ws = first.stream(`session_id=${session.id}&after=0`);
     await ws.event('assistant_delta', (e) => e.run_id === run.id && e.payload.content === 'line2\n');
@@ -197,8 +191,8 @@ describe('distributed mode: SIGKILL and restart', () => {
     contiguous(seen, 1);
 
     const restarted = await d.start('api-a');
-    expect((await restarted.request('GET', `/v1/sessions/${session.id}`)).body).toMatchObject({ id: session.id, state: 'open' });
-    expect((await restarted.request('GET', `/v1/runs/${done.id}`)).body).toMatchObject({ state: 'completed', result: { text: 'before\n' } });
+    expect((await reply(restarted.client.GET('/v1/sessions/{id}', { params: { path: { id: session.id } } }))).body).toMatchObject({ id: session.id, state: 'open' });
+    expect((await reply(restarted.client.GET('/v1/runs/{id}', { params: { path: { id: done.id } } }))).body).toMatchObject({ state: 'completed', result: { text: 'before\n' } });
 
     const resumed = restarted.stream(`session_id=${session.id}&after=${lastSeen}`);
     const terminal = await resumed.next((f) => f.type === 'event' && f.event.run_id === run.id && TERMINAL.has(f.event.kind), 20_000);
@@ -206,13 +200,13 @@ describe('distributed mode: SIGKILL and restart', () => {
     const rest = resumed.events();
     contiguous(rest, lastSeen + 1);
     // Exactly the stored log: what was seen before the kill plus what the resume delivered.
-    const page = (await restarted.request('GET', `/v1/runs/${run.id}/events?limit=1000`)).body.events;
+    const page = (await reply(restarted.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { limit: 1000 } } }))).body.events;
     const stitched = [...seen, ...rest].filter((e) => e.run_id === run.id);
     expect(stitched.map((e: any) => e.id)).toEqual(page.map((e: any) => e.id));
-    expect((await restarted.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('failed');
+    expect((await reply(restarted.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state).toBe('failed');
 
     // The session goes on: a new run on the restarted process.
-    const after = (await restarted.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo after', wait: true })).body;
+    const after = (await reply(restarted.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo after', wait: true } }))).body;
     expect(after).toMatchObject({ state: 'completed', result: { text: 'after\n' } });
   }, 60_000);
 });

@@ -4,7 +4,8 @@
  * installed, so expectations follow what discovery reports rather than assuming it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type TestServer } from '../helpers/server.js';
+import type { RequestBody } from '../../src/client/index.js';
+import { reply, startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 beforeAll(async () => {
@@ -14,11 +15,14 @@ afterAll(async () => {
   await server.close();
 });
 
-const resolve = (name: string, body: unknown) => server.request('POST', `/v1/providers/${name}/resolve`, body);
+const resolve = (name: string, body: RequestBody<'/v1/providers/{name}/resolve', 'post'>) =>
+  reply(server.client.POST('/v1/providers/{name}/resolve', { params: { path: { name } }, body }));
+// Raw fetch: these bodies are malformed on purpose, which the client's types refuse.
+const resolveRaw = (name: string, body: unknown) => server.request('POST', `/v1/providers/${name}/resolve`, body);
 
 describe('backend lanes over HTTP', () => {
   it('reports each provider’s lanes, SDK and capabilities', async () => {
-    const providers = (await server.request('GET', '/v1/providers')).body.providers;
+    const providers = (await reply(server.client.GET('/v1/providers'))).body.providers;
     const byName = Object.fromEntries(providers.map((p: any) => [p.name, p]));
     expect(byName.shell).toMatchObject({ lanes: ['core'], sdk_available: false, sdk: null, installed: true });
     expect(byName.claude.capabilities).toEqual(expect.arrayContaining(['approvals', 'interrupt', 'continuation', 'usage', 'cost']));
@@ -26,14 +30,14 @@ describe('backend lanes over HTTP', () => {
       expect(p.lanes).toEqual(p.sdk ? ['core', 'sdk'] : ['core']);
       if (p.sdk) expect(p.sdk_available).toBe(p.sdk.runtime !== null && p.sdk.error === null);
     }
-    expect((await server.request('GET', '/v1/providers/claude')).body.name).toBe('claude');
+    expect((await reply(server.client.GET('/v1/providers/{name}', { params: { path: { name: 'claude' } } }))).body.name).toBe('claude');
   });
 
   it('resolves auto to the SDK exactly when discovery says it loads, and core always to core', async () => {
-    const providers = (await server.request('GET', '/v1/providers')).body.providers;
+    const providers = (await reply(server.client.GET('/v1/providers'))).body.providers;
     // Only the fake claude and /bin/sh are installed for this server; the others are refused, whatever the lane.
     for (const provider of providers.filter((p: any) => !p.installed)) {
-      for (const lane of ['auto', 'core', 'sdk']) {
+      for (const lane of ['auto', 'core', 'sdk'] as const) {
         expect((await resolve(provider.name, { lane })).body.error, provider.name).toMatchObject({ kind: 'cli_not_found', details: { binary: provider.binary } });
       }
     }
@@ -58,12 +62,12 @@ describe('backend lanes over HTTP', () => {
 
   it('answers bad requests with the field, and 404 for an unknown provider', async () => {
     expect((await resolve('nope', {})).status).toBe(404);
-    const badLane = await resolve('shell', { lane: 'turbo' });
+    const badLane = await resolveRaw('shell', { lane: 'turbo' });
     expect(badLane.status).toBe(400);
     expect(badLane.body.error.details.field).toBe('lane');
     expect((await resolve('shell', { queue: 'nope' })).body.error).toMatchObject({ kind: 'bad_request', details: { field: 'queue' } });
     expect((await resolve('shell', { execution_mode: 'remote_node' })).body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'execution_mode' } });
-    expect((await resolve('shell', { extra: 1 })).status).toBe(400);
+    expect((await resolveRaw('shell', { extra: 1 })).status).toBe(400);
   });
 
   it('takes driver_opts, checked as a run\'s remote options are (400 naming the field, never 400 for the key itself)', async () => {
@@ -73,16 +77,16 @@ describe('backend lanes over HTTP', () => {
       kind: 'config_invalid',
       details: { field: 'execution_mode', reason: 'distribution_disabled' },
     });
-    expect((await resolve('shell', { driver_opts: 'w1' })).body.error).toMatchObject({ details: { field: 'driver_opts' } });
+    expect((await resolveRaw('shell', { driver_opts: 'w1' })).body.error).toMatchObject({ details: { field: 'driver_opts' } });
   });
 
   it('stamps the resolution on every event and on the result of a run', async () => {
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell', lane: 'core' })).body;
-    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo lanes', wait: true }, { 'x-request-id': 'lanes-1' })).body;
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', lane: 'core' } }))).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo lanes', wait: true }, headers: { 'x-request-id': 'lanes-1' } }))).body;
     // ...and the id of the request that created the run (README "Observability").
     const expected = { ...(await resolve('shell', { lane: 'core' })).body, request_id: 'lanes-1' };
     expect(run.result.metadata).toEqual(expected);
-    const events = (await server.request('GET', `/v1/runs/${run.id}/events`)).body.events;
+    const events = (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id } } }))).body.events;
     expect(events.length).toBeGreaterThan(2);
     for (const event of events) expect(event.metadata).toEqual(expected);
   });

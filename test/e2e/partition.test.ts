@@ -19,7 +19,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, terminalEvents, type TestServer } from '../helpers/server.js';
+import { reply, startServer, terminalEvents, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -121,17 +121,17 @@ describe('partition: a worker cut off from Redis', () => {
     await waitFor(
       async () => {
         if (w.child.exitCode !== null) throw new Error(`worker exited:\n${w.output()}`);
-        const nodes = (await api!.request('GET', '/v1/nodes')).body.nodes as any[];
+        const nodes = (await reply(api!.client.GET('/v1/nodes'))).body.nodes as any[];
         return nodes.some((n) => n.name === 'netns-w1' && n.state === 'ready');
       },
       'the worker in the namespace to be ready',
       20_000,
     );
 
-    const session = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'netns-w1' } });
+    const session = await reply(api.client.POST('/v1/sessions', { body: { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'netns-w1' } } }));
     expect(session.status, JSON.stringify(session.body)).toBe(201);
-    const run = (await api.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo started; sleep 60' })).body;
-    const events = async () => (await api!.request('GET', `/v1/runs/${run.id}/events`)).body.events as any[];
+    const run = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo started; sleep 60' } }))).body;
+    const events = async () => (await reply(api!.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id } } }))).body.events as any[];
     // Mid-run: the worker has reported the CLI's first output through the veth.
     await waitFor(async () => (await events()).some((e) => e.kind === 'assistant_delta'), 'the run to print', 10_000);
     const owner = (await api.app.store.runs.get(run.id))!.owner;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scratchDir } from '../helpers/sandbox.js';
-import { startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { reply, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 /**
  * codex, gemini and amp end to end through the service: HTTP + WebSocket in front, the core backend
@@ -22,19 +22,19 @@ function codexStdin(): any[] {
 }
 
 async function session(provider: string, extra: Record<string, unknown> = {}) {
-  const res = await server.request('POST', '/v1/sessions', { provider, ...extra });
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider, ...extra } }));
   expect(res.status).toBe(201);
   return res.body;
 }
 
 async function runAndWait(sessionId: string, prompt: string) {
-  const res = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, wait: true });
+  const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt, wait: true } }));
   expect(res.status).toBe(200);
   return res.body;
 }
 
 async function runStarted(runId: string) {
-  return (await server.request('GET', `/v1/runs/${runId}/events`)).body.events.find((e: any) => e.kind === 'run_started');
+  return (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runId } } }))).body.events.find((e: any) => e.kind === 'run_started');
 }
 
 describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts)', () => {
@@ -54,7 +54,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
   });
 
   it('lists the providers with their capabilities and permission modes', async () => {
-    const { providers } = (await server.request('GET', '/v1/providers')).body;
+    const { providers } = (await reply(server.client.GET('/v1/providers'))).body;
     const byName = Object.fromEntries(providers.map((p: any) => [p.name, p]));
     expect(byName.codex).toMatchObject({
       binary: bin('codex'),
@@ -69,7 +69,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
       permission_modes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
     });
     expect(byName.amp).toMatchObject({ capabilities: ['interrupt', 'continuation', 'usage'], permission_modes: { default: 'default', bypass: 'dangerously-allow-all' } });
-    const refused = await server.request('POST', '/v1/sessions', { provider: 'amp', permission_mode: 'plan' });
+    const refused = await reply(server.client.POST('/v1/sessions', { body: { provider: 'amp', permission_mode: 'plan' } }));
     expect(refused.status).toBe(400);
     expect(refused.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'permission_mode', provider: 'amp', mode: 'plan' } });
   });
@@ -81,7 +81,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
     expect(first.result.text).toBe('Hello! Running the command now.\nThe command printed `hello-from-shell`. Done.');
     expect(first.result.usage).toMatchObject({ input_tokens: 18240, output_tokens: 192 });
     expect(first.result.cost_usd).toBeNull();
-    expect((await server.request('GET', `/v1/sessions/${s.id}`)).body.provider_session_id).toBe('01a1fb5c-9184-75a1-b4ba-d2e9db4a1566');
+    expect((await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).body.provider_session_id).toBe('01a1fb5c-9184-75a1-b4ba-d2e9db4a1566');
 
     const second = await runAndWait(s.id, 'again [fixture:x1-resume]');
     expect(second.state).toBe('completed');
@@ -94,13 +94,13 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
   it('codex app-server: an approval allowed over REST reaches the CLI as "accept"', async () => {
     const s = await session('codex', { permission_mode: 'default' });
     const ws = server.stream(`session_id=${s.id}&after=0`);
-    const run = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Say hello, then create a file [fixture:x2-approve]' })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Say hello, then create a file [fixture:x2-approve]' } }))).body;
     const requested = await ws.event('approval_requested');
     expect(requested.payload).toMatchObject({ subject: 'command_execution', details: { tool_input: { command: "/bin/bash -lc 'touch created-by-codex.txt'" } } });
-    expect((await server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' })).status).toBe(200);
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'allow' } }))).status).toBe(200);
     await ws.event('result');
     expect(codexStdin().at(-1)).toEqual({ id: 0, result: { decision: 'accept' } });
-    const final = (await server.request('GET', `/v1/runs/${run.id}`)).body;
+    const final = (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body;
     expect(final.state).toBe('completed');
     expect(final.result.text).toBe('Hello! Creating the file now.\nCreated `created-by-codex.txt`.');
   });
@@ -108,26 +108,26 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
   it('codex app-server: a deny over the WebSocket reaches the CLI as "decline"; the turn goes on', async () => {
     const s = await session('codex');
     const ws = server.stream(`session_id=${s.id}&after=0`);
-    const run = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'create a file [fixture:x2-decline]' })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'create a file [fixture:x2-decline]' } }))).body;
     const requested = await ws.event('approval_requested');
     ws.send({ type: 'approve', approval_id: requested.payload.approval_id, decision: 'deny', reason: 'not here', request_id: 'd1' });
     await ws.event('result');
     expect(codexStdin().at(-1)).toEqual({ id: 0, result: { decision: 'decline' } });
     expect(ws.events().find((e) => e.kind === 'tool_result').payload).toMatchObject({ is_error: true, status: 'declined' });
-    expect((await server.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('completed');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state).toBe('completed');
   });
 
   it('codex app-server: an interrupt mid-tool sends turn/interrupt and the run ends interrupted', async () => {
     const s = await session('codex');
     const ws = server.stream(`session_id=${s.id}&after=0`);
-    const run = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Run the slow job [fixture:x2-interrupt]' })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Run the slow job [fixture:x2-interrupt]' } }))).body;
     await ws.event('tool_use');
-    expect((await server.request('POST', `/v1/runs/${run.id}/interrupt`)).status).toBe(202);
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.id } } }))).status).toBe(202);
     const terminal = await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
     expect(terminalEvents(ws.events(), run.id)).toHaveLength(1);
     expect(codexStdin().at(-1)).toMatchObject({ method: 'turn/interrupt' });
-    expect((await server.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('interrupted');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state).toBe('interrupted');
   });
 
   it('codex app-server: the next run resumes the thread with thread/resume', async () => {
@@ -159,11 +159,11 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
   it('gemini: an interrupt mid-tool signals the group and the run ends interrupted', async () => {
     const s = await session('gemini', { permission_mode: 'yolo' });
     const ws = server.stream(`session_id=${s.id}&after=0`);
-    const run = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'slow [fixture:g-interrupt]' })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'slow [fixture:g-interrupt]' } }))).body;
     await ws.event('tool_use');
-    await server.request('POST', `/v1/runs/${run.id}/interrupt`);
+    await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.id } } }));
     await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
-    expect((await server.request('GET', `/v1/runs/${run.id}`)).body.result.error.kind).toBe('user_cancelled');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.result.error.kind).toBe('user_cancelled');
   });
 
   it('gemini: exit codes map to error kinds (41 → auth_error)', async () => {

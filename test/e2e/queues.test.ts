@@ -1,11 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_LANES } from '../../src/lanes/index.js';
-import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 
 async function shellSession(): Promise<string> {
-  const res = await server.request('POST', '/v1/sessions', { provider: 'shell' });
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
   expect(res.status).toBe(201);
   return res.body.id;
 }
@@ -19,38 +19,38 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
   });
 
   it('lists the default lanes and holds runs while a lane is paused', async () => {
-    const lanes = (await server.request('GET', '/v1/queues')).body.queues;
+    const lanes = (await reply(server.client.GET('/v1/queues'))).body.queues;
     // The table's values are pinned once, in test/lanes/memory-engine.test.ts.
     expect(lanes.map((q: any) => [q.name, q.priority, q.max_concurrency])).toEqual(DEFAULT_LANES.map((l) => [l.id, l.priority, l.maxConcurrency]));
 
-    const paused = await server.request('POST', '/v1/queues/skill/pause');
+    const paused = await reply(server.client.POST('/v1/queues/{lane}/pause', { params: { path: { lane: 'skill' } } }));
     expect(paused.body.queues[0]).toMatchObject({ name: 'skill', paused: true });
     const sessionId = await shellSession();
-    const run = (await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo held' })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt: 'echo held' } }))).body;
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect((await server.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('queued');
-    const skill = (await server.request('GET', '/v1/queues')).body.queues.find((q: any) => q.name === 'skill');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state).toBe('queued');
+    const skill = (await reply(server.client.GET('/v1/queues'))).body.queues.find((q: any) => q.name === 'skill');
     expect(skill).toMatchObject({ pending: 1, paused: true });
 
-    await server.request('POST', '/v1/queues/skill/resume');
+    await reply(server.client.POST('/v1/queues/{lane}/resume', { params: { path: { lane: 'skill' } } }));
     const done = await server.app.sessions.waitForRun(run.id, 10_000);
     expect(done.state).toBe('completed');
     // The lane counts the command once its handler returns, which may be a moment after the run's terminal event.
-    const skillLane = async () => (await server.request('GET', '/v1/queues')).body.queues.find((q: any) => q.name === 'skill');
+    const skillLane = async () => (await reply(server.client.GET('/v1/queues'))).body.queues.find((q: any) => q.name === 'skill');
     await expect.poll(async () => (await skillLane()).completed, { timeout: 5_000 }).toBeGreaterThanOrEqual(1);
     expect(await skillLane()).toMatchObject({ pending: 0, paused: false });
-    expect((await server.request('POST', '/v1/queues/nope/pause')).status).toBe(404);
+    expect((await reply(server.client.POST('/v1/queues/{lane}/pause', { params: { path: { lane: 'nope' } } }))).status).toBe(404);
   });
 
   it('dead-letters a failed run; a retry submits its prompt again as a new run', async () => {
     const sessionId = await shellSession();
-    const failed = (await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'exit 7', wait: true })).body;
+    const failed = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt: 'exit 7', wait: true } }))).body;
     expect(failed.state).toBe('failed');
-    const dlq = (await server.request('GET', '/v1/dlq')).body.dead_letters;
+    const dlq = (await reply(server.client.GET('/v1/dlq'))).body.dead_letters;
     expect(dlq).toHaveLength(1);
     expect(dlq[0]).toMatchObject({ id: failed.id, type: 'run.execute', queue: 'skill', payload: { run_id: failed.id }, attempts: 1 });
 
-    const retry = await server.request('POST', `/v1/dlq/${failed.id}/retry`);
+    const retry = await reply(server.client.POST('/v1/dlq/{id}/retry', { params: { path: { id: failed.id } } }));
     expect(retry.status).toBe(202);
     expect(retry.body.run_id).not.toBe(failed.id);
     const again = await server.app.sessions.waitForRun(retry.body.run_id, 10_000);
@@ -58,21 +58,21 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
     expect(again.metadata).toMatchObject({ retry_of: failed.id });
     expect(again.session_id).toBe(sessionId);
     // The retry failed too, so it is the one dead letter now.
-    const letters = (await server.request('GET', '/v1/dlq')).body.dead_letters.map((l: any) => l.id);
+    const letters = (await reply(server.client.GET('/v1/dlq'))).body.dead_letters.map((l: any) => l.id);
     expect(letters).toEqual([retry.body.run_id]);
-    expect((await server.request('DELETE', `/v1/dlq/${retry.body.run_id}`)).status).toBe(204);
-    expect((await server.request('GET', '/v1/dlq')).body.dead_letters).toEqual([]);
-    expect((await server.request('DELETE', `/v1/dlq/${retry.body.run_id}`)).status).toBe(404);
+    expect((await reply(server.client.DELETE('/v1/dlq/{id}', { params: { path: { id: retry.body.run_id } } }))).status).toBe(204);
+    expect((await reply(server.client.GET('/v1/dlq'))).body.dead_letters).toEqual([]);
+    expect((await reply(server.client.DELETE('/v1/dlq/{id}', { params: { path: { id: retry.body.run_id } } }))).status).toBe(404);
   });
 
   it('exposes lane and session metrics in Prometheus text', async () => {
     const sessionId = await shellSession();
-    await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo m', wait: true });
+    await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt: 'echo m', wait: true } }));
     // The lane counts the command once its handler returns, a moment after the run's terminal event.
     await expect
-      .poll(async () => (await server.request('GET', '/metrics')).body, { timeout: 5_000 })
+      .poll(async () => (await reply(server.client.GET('/metrics', { parseAs: 'text' }))).body, { timeout: 5_000 })
       .toMatch(/^asm_lane_commands_completed_total\{lane="skill"\} [1-9]/m);
-    const metrics = await server.request('GET', '/metrics');
+    const metrics = await reply(server.client.GET('/metrics', { parseAs: 'text' }));
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get('content-type')).toContain('text/plain');
     expect(metrics.body).toMatch(/^asm_lane_pending\{lane="prompt"\} 0$/m);
@@ -81,13 +81,13 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
   });
 
   it('reports this process as the node, and readiness drops when it shuts down', async () => {
-    const nodes = (await server.request('GET', '/v1/nodes')).body.nodes;
+    const nodes = (await reply(server.client.GET('/v1/nodes'))).body.nodes;
     expect(nodes).toHaveLength(1);
     expect(nodes[0]).toMatchObject({ name: 'test-node', role: 'api', id: expect.stringMatching(/^test-node-/), state: 'ready', providers: expect.arrayContaining(['shell', 'claude']) });
-    expect((await server.request('GET', '/readyz')).status).toBe(200);
+    expect((await reply(server.client.GET('/readyz'))).status).toBe(200);
     await server.app.close();
-    expect((await server.request('GET', '/readyz')).status).toBe(503);
-    const refused = await server.request('POST', '/v1/sessions', { provider: 'shell' });
+    expect((await reply(server.client.GET('/readyz'))).status).toBe(503);
+    const refused = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
     expect(refused.status).toBe(503);
     expect(refused.body.error.kind).toBe('shutting_down');
   });
@@ -97,21 +97,21 @@ describe('session capacity', () => {
   it('makes room by forgetting the longest-closed session, and refuses only when all are open', async () => {
     const capped = await startServer({ ASM_MAX_SESSIONS: '2' });
     try {
-      const create = () => capped.request('POST', '/v1/sessions', { provider: 'shell' });
+      const create = () => reply(capped.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
       const a = (await create()).body;
       const b = (await create()).body;
       const refused = await create();
       expect(refused.status).toBe(429);
       expect(refused.body.error.kind).toBe('at_capacity');
 
-      const run = (await capped.request('POST', `/v1/sessions/${a.id}/runs`, { prompt: 'echo a', wait: true })).body;
-      await capped.request('DELETE', `/v1/sessions/${a.id}`);
+      const run = (await reply(capped.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: a.id } }, body: { prompt: 'echo a', wait: true } }))).body;
+      await reply(capped.client.DELETE('/v1/sessions/{id}', { params: { path: { id: a.id } } }));
       const c = await create();
       expect(c.status).toBe(201);
-      expect((await capped.request('GET', `/v1/sessions/${a.id}`)).status).toBe(404);
-      expect((await capped.request('GET', `/v1/runs/${run.id}`)).status).toBe(404);
-      expect((await capped.request('GET', `/v1/sessions/${b.id}`)).status).toBe(200);
-      expect((await capped.request('GET', '/v1/sessions')).body.sessions.map((s: any) => s.id).sort()).toEqual([b.id, c.body.id].sort());
+      expect((await reply(capped.client.GET('/v1/sessions/{id}', { params: { path: { id: a.id } } }))).status).toBe(404);
+      expect((await reply(capped.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).status).toBe(404);
+      expect((await reply(capped.client.GET('/v1/sessions/{id}', { params: { path: { id: b.id } } }))).status).toBe(200);
+      expect((await reply(capped.client.GET('/v1/sessions'))).body.sessions.map((s: any) => s.id).sort()).toEqual([b.id, c.body.id].sort());
     } finally {
       await capped.close();
     }
@@ -127,11 +127,11 @@ describe('ASM_LANES', () => {
       ]),
     });
     try {
-      const queues = (await custom.request('GET', '/v1/queues')).body.queues;
+      const queues = (await reply(custom.client.GET('/v1/queues'))).body.queues;
       expect(queues.find((q: any) => q.name === 'prompt')).toMatchObject({ priority: 5, max_concurrency: 8 });
       expect(queues.find((q: any) => q.name === 'bulk')).toMatchObject({ priority: 9, min_concurrency: 0, max_concurrency: 1 });
-      const session = (await custom.request('POST', '/v1/sessions', { provider: 'shell', queue: 'bulk' })).body;
-      const run = (await custom.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo bulk', wait: true })).body;
+      const session = (await reply(custom.client.POST('/v1/sessions', { body: { provider: 'shell', queue: 'bulk' } }))).body;
+      const run = (await reply(custom.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo bulk', wait: true } }))).body;
       expect(run).toMatchObject({ state: 'completed', queue: 'bulk' });
       expect(run.result.metadata.queue).toBe('bulk');
     } finally {

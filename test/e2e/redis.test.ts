@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { reply, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 describe('distributed mode: Redis goes away in the middle of a run', () => {
@@ -25,41 +25,41 @@ describe('distributed mode: Redis goes away in the middle of a run', () => {
   });
 
   it('answers 503 not_ready meanwhile, reports not ready, and loses nothing of the run it had accepted', async () => {
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
-    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo first; sleep 1.5; echo during-outage; sleep 1; echo after' })).body;
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${run.id}`)).body.state === 'running', 'the run to start', 10_000);
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo first; sleep 1.5; echo during-outage; sleep 1; echo after' } }))).body;
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state === 'running', 'the run to start', 10_000);
 
     await redis.stop();
     const started = Date.now();
-    const list = await server.request('GET', '/v1/sessions');
+    const list = await reply(server.client.GET('/v1/sessions'));
     expect(list.status).toBe(503);
     expect(list.body.error).toMatchObject({ kind: 'not_ready', retryable: true });
     expect(list.body.error.message).toMatch(/^Redis is unreachable/);
     expect(Date.now() - started).toBeLessThan(2_000);
-    expect((await server.request('POST', '/v1/sessions', { provider: 'shell' })).status).toBe(503);
-    expect((await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo refused' })).status).toBe(503);
-    expect(await server.request('GET', '/readyz')).toMatchObject({ status: 503, body: { status: 'not_ready' } });
-    expect((await server.request('GET', '/healthz')).status).toBe(200);
+    expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).status).toBe(503);
+    expect((await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo refused' } }))).status).toBe(503);
+    expect(await reply(server.client.GET('/readyz'))).toMatchObject({ status: 503, body: { status: 'not_ready' } });
+    expect((await reply(server.client.GET('/healthz'))).status).toBe(200);
     // The metrics still answer, and say why (docker/prometheus/alerts.yml AsmRedisUnreachable).
-    const metrics = await server.request('GET', '/metrics');
+    const metrics = await reply(server.client.GET('/metrics', { parseAs: 'text' }));
     expect(metrics.status).toBe(200);
     expect(metrics.body).toMatch(/^asm_redis_up 0$/m);
 
     await new Promise((resolve) => setTimeout(resolve, 2_000)); // the run prints "during-outage" now
     await redis.start();
-    await waitFor(async () => (await server.request('GET', '/readyz')).status === 200, 'readiness', 10_000);
-    expect((await server.request('GET', '/metrics')).body).toMatch(/^asm_redis_up 1$/m);
+    await waitFor(async () => (await reply(server.client.GET('/readyz'))).status === 200, 'readiness', 10_000);
+    expect((await reply(server.client.GET('/metrics', { parseAs: 'text' }))).body).toMatch(/^asm_redis_up 1$/m);
 
     const final = await waitFor(async () => {
-      const res = await server.request('GET', `/v1/runs/${run.id}`);
+      const res = await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }));
       return res.status === 200 && res.body.state !== 'running' ? res.body : undefined;
     }, 'the run to finish', 15_000);
     expect(final).toMatchObject({ state: 'completed', result: { text: 'first\nduring-outage\nafter\n' } });
-    const events = (await server.request('GET', `/v1/runs/${run.id}/events?limit=100`)).body.events;
+    const events = (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { limit: 100 } } }))).body.events;
     expect(events.map((e: any) => e.kind)).toEqual(['run_queued', 'run_started', 'assistant_delta', 'assistant_delta', 'assistant_delta', 'result']);
     expect(events.map((e: any) => e.seq)).toEqual(events.map((_: unknown, i: number) => events[0].seq + i));
     // The refused run was never accepted: the session holds only the one that was.
-    expect((await server.request('GET', `/v1/sessions/${session.id}/runs`)).body.runs.map((r: any) => r.id)).toEqual([run.id]);
+    expect((await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: session.id } } }))).body.runs.map((r: any) => r.id)).toEqual([run.id]);
   }, 60_000);
 });
 
@@ -80,8 +80,8 @@ describe('distributed mode: an ACL user', () => {
     await admin.call('ACL', 'SETUSER', `${prefix}-ok`, 'on', '>secret-pw', `~${prefix}:*`, `~{${prefix}}:*`, `&${prefix}:*`, '+@all');
     const server = await startServer({ REDIS_URL: url.replace('redis://', `redis://${prefix}-ok:secret-pw@`), ASM_REDIS_PREFIX: prefix });
     servers.push(server);
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
-    const run = await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo acl', wait: true });
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+    const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo acl', wait: true } }));
     expect(run.body).toMatchObject({ state: 'completed', result: { text: 'acl\n' } });
     expect((await admin.keys(`${prefix}:*`)).length).toBeGreaterThan(0);
   }, 30_000);
@@ -104,10 +104,10 @@ describe('distributed mode over TLS (rediss://) with a private CA', () => {
     if (!tls.server) return context.skip(tls.missing);
     const server = await startServer({ REDIS_URL: `rediss://127.0.0.1:${tls.server.port}`, ASM_REDIS_TLS_CA: tls.ca });
     try {
-      const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
-      const run = await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'echo over-tls', wait: true });
+      const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'echo over-tls', wait: true } }));
       expect(run.body).toMatchObject({ state: 'completed', result: { text: 'over-tls\n' } });
-      expect((await server.request('GET', '/readyz')).body).toMatchObject({ status: 'ready', checks: { mode: 'distributed' } });
+      expect((await reply(server.client.GET('/readyz'))).body).toMatchObject({ status: 'ready', checks: { mode: 'distributed' } });
     } finally {
       await server.close();
     }

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type TestServer } from '../helpers/server.js';
+import type { RequestBody } from '../../src/client/index.js';
+import { reply, startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * Lane resolution with the optional SDK packages installed (this repository installs them) and
@@ -12,10 +13,10 @@ import { startServer, type TestServer } from '../helpers/server.js';
 const FALSE_CLI = { ASM_CLAUDE_BIN: '/bin/false', ASM_CODEX_BIN: '/bin/false' };
 const NO_CLI = { ASM_CLAUDE_BIN: '/nonexistent/claude', ASM_CODEX_BIN: '/nonexistent/codex' };
 
-async function runOnce(server: TestServer, session: Record<string, unknown>): Promise<any> {
-  const created = await server.request('POST', '/v1/sessions', session);
+async function runOnce(server: TestServer, session: RequestBody<'/v1/sessions', 'post'>): Promise<any> {
+  const created = await reply(server.client.POST('/v1/sessions', { body: session }));
   expect(created.status, JSON.stringify(created.body)).toBe(201);
-  const ran = await server.request('POST', `/v1/sessions/${created.body.id}/runs`, { prompt: 'Say hello', wait: true });
+  const ran = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: created.body.id } }, body: { prompt: 'Say hello', wait: true } }));
   expect(ran.status, JSON.stringify(ran.body)).toBe(200);
   return ran.body;
 }
@@ -118,8 +119,8 @@ describe('the SDK lane, without the SDKs', () => {
   });
 
   it('lane sdk is refused with config_invalid, never run on the core lane', async () => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', lane: 'sdk' });
-    const refused = res.status === 201 ? await server.request('POST', `/v1/sessions/${res.body.id}/runs`, { prompt: 'x' }) : res;
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'sdk' } }));
+    const refused = res.status === 201 ? await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: res.body.id } }, body: { prompt: 'x' } })) : res;
     expect(refused.status).toBe(400);
     expect(refused.body.error).toMatchObject({ kind: 'config_invalid' });
   });

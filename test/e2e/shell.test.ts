@@ -1,19 +1,19 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { projectResult } from '../../src/sessions/projection.js';
-import { groupAlive, SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
+import { groupAlive, reply, SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
 let server: TestServer;
 const stream = (query: string) => server.stream(query);
 
 async function session(body: Record<string, unknown> = {}): Promise<any> {
-  const res = await server.request('POST', '/v1/sessions', { provider: 'shell', ...body });
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', ...body } }));
   expect(res.status).toBe(201);
   return res.body;
 }
 
 async function submit(sessionId: string, prompt: string, extra: Record<string, unknown> = {}) {
-  return server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, ...extra });
+  return reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt, ...extra } }));
 }
 
 function expectGapFree(events: any[]) {
@@ -52,10 +52,10 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
       expect(e.metadata).toMatchObject({ lane: 'core', requested_lane: 'auto', execution_mode: 'local', node: 'test-node', queue: 'skill' });
     }
 
-    const run = await server.request('GET', `/v1/runs/${submitted.body.id}`);
+    const run = await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: submitted.body.id } } }));
     expect(run.body.state).toBe('completed');
     expect(run.body.result).toMatchObject({ status: 'completed', text: 'alpha\nbeta\n', error: null });
-    const page = await server.request('GET', `/v1/runs/${submitted.body.id}/events?after=0`);
+    const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: submitted.body.id }, query: { after: 0 } } }));
     expect(page.body.events.map((e: any) => e.seq)).toEqual(events.map((e) => e.seq));
     expect(page.body.run_state).toBe('completed');
     expect(projectResult(page.body.events)).toEqual(run.body.result);
@@ -74,7 +74,7 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     expect(res.body.state).toBe('failed');
     expect(res.body.result.error).toMatchObject({ kind: 'provider_error' });
     expect(res.body.result.error.message).toContain('3');
-    const page = await server.request('GET', `/v1/runs/${res.body.id}/events`);
+    const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: res.body.id } } }));
     expect(terminalEvents(page.body.events, res.body.id).map((e) => e.kind)).toEqual(['error']);
   });
 
@@ -106,7 +106,7 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     expect(response.headers.get('content-type')).toContain('text/event-stream');
     const text = await response.text();
     const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
-    const page = await server.request('GET', `/v1/runs/${run.body.id}/events?after=2`);
+    const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id }, query: { after: 2 } } }));
     expect(ids).toEqual(page.body.events.map((e: any) => e.seq));
     expect(text).toMatch(/event: result\n/);
   });
@@ -120,7 +120,7 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     expect(third.status).toBe(429);
     expect(third.body.error.kind).toBe('at_capacity');
 
-    const interruptQueued = await server.request('POST', `/v1/runs/${second.body.id}/interrupt`);
+    const interruptQueued = await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: second.body.id } } }));
     expect(interruptQueued.status).toBe(202);
     expect(interruptQueued.body.state).toBe('interrupted');
     // The freed queue slot takes a new run again.
@@ -132,11 +132,11 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     await submit(s.id, 'sleep 5');
     const queued = await submit(s.id, 'echo later');
     const waiting = server.app.sessions.waitForRun(queued.body.id, 10_000);
-    await server.request('POST', `/v1/runs/${queued.body.id}/interrupt`);
+    await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: queued.body.id } } }));
     const run = await waiting;
     expect(run.state).toBe('interrupted');
     expect(run.result?.error?.kind).toBe('user_cancelled');
-    const page = await server.request('GET', `/v1/runs/${queued.body.id}/events`);
+    const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: queued.body.id } } }));
     expect(page.body.events.map((e: any) => e.kind)).toEqual(['run_queued', 'error']);
   });
 
@@ -146,14 +146,14 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     const run = await submit(s.id, 'echo $$; sleep 30 & sleep 30');
     const pidLine = await ws.event('assistant_delta');
     const shellPid = Number(pidLine.payload.content.trim());
-    const res = await server.request('POST', `/v1/runs/${run.body.id}/interrupt`);
+    const res = await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.body.id } } }));
     expect(res.status).toBe(202);
     const terminal = await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     expect(terminal.event.kind).toBe('error');
     expect(terminal.event.payload.kind).toBe('user_cancelled');
-    expect((await server.request('GET', `/v1/runs/${run.body.id}`)).body.state).toBe('interrupted');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } } }))).body.state).toBe('interrupted');
     await expect.poll(() => groupAlive(shellPid), { timeout: 3_000 }).toBe(false);
-    const again = await server.request('POST', `/v1/runs/${run.body.id}/interrupt`);
+    const again = await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.body.id } } }));
     expect(again.status).toBe(409);
   });
 
@@ -179,11 +179,11 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     const s = await session({ max_concurrent_runs: 1 });
     const active = await submit(s.id, 'sleep 30');
     const queued = await submit(s.id, 'echo never');
-    const closed = await server.request('DELETE', `/v1/sessions/${s.id}`);
+    const closed = await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.id } } }));
     expect(closed.status).toBe(200);
     expect(closed.body.state).toBe('closed');
     for (const id of [active.body.id, queued.body.id]) {
-      const run = await server.request('GET', `/v1/runs/${id}`);
+      const run = await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id } } }));
       expect(run.body.state).toBe('interrupted');
       expect(run.body.result.error.kind).toBe('user_cancelled');
     }
@@ -241,7 +241,7 @@ describe('slow WebSocket consumers', () => {
     (slow.socket as any)._socket.resume();
     const { code, reason } = await slow.closed;
     expect(code).toBe(4008);
-    expect((await server.request('GET', '/metrics')).body).toMatch(/^asm_event_stream_slow_consumer_closes_total\{transport="websocket"\} 1$/m);
+    expect((await reply(server.client.GET('/metrics', { parseAs: 'text' }))).body).toMatch(/^asm_event_stream_slow_consumer_closes_total\{transport="websocket"\} 1$/m);
     const { last_seq } = JSON.parse(reason);
     expect(last_seq).toBeGreaterThan(0);
     const received = slow.events();

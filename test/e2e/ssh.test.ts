@@ -2,8 +2,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RequestBody } from '../../src/client/index.js';
 import { freePort } from '../helpers/ports.js';
-import { startServer, TERMINAL, type TestServer } from '../helpers/server.js';
+import { reply, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { sshdUnavailable, startSshd, type TestSshd } from '../helpers/sshd.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -45,12 +46,14 @@ afterEach(async () => {
   delete process.env.FAKE_CLAUDE_LOG;
 });
 
-async function run(surface: Record<string, unknown>, prompt: string) {
-  const session = await server.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: surface });
+type Surface = NonNullable<RequestBody<'/v1/sessions', 'post'>['execution_surface']>;
+
+async function run(surface: Surface, prompt: string) {
+  const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', execution_surface: surface } }));
   expect(session.status).toBe(201);
   expect(session.body.execution_surface).toEqual(surface);
   const ws = server.stream(`session_id=${session.body.id}&after=0`);
-  const created = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt });
+  const created = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt } }));
   expect(created.status).toBe(202);
   return { ws, runId: created.body.id as string };
 }
@@ -64,21 +67,22 @@ describe('execution_surface validation and an unreachable host', () => {
     [{ kind: 'local_subprocess', host: '127.0.0.1' }, 'execution_surface.host'],
     [{ kind: 'telnet' }, 'execution_surface.kind'],
   ])('refuses %j with a 400 naming %s', async (surface, field) => {
+    // Raw fetch: these surfaces are malformed on purpose, which the client's types refuse.
     const res = await server.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: surface });
     expect(res.status).toBe(400);
     expect(res.body.error.details.field).toBe(field);
   });
 
   it('refuses a host the operator did not list in ASM_SSH_HOSTS with a 403 naming the host', async () => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: { kind: 'ssh', host: '10.0.0.9', user: 'root' } });
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', execution_surface: { kind: 'ssh', host: '10.0.0.9', user: 'root' } } }));
     expect(res.status).toBe(403);
     expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'execution_surface.host' } });
     expect(res.body.error.message).toContain('ASM_SSH_HOSTS');
   });
 
   it('refuses a bad per-run surface the same way', async () => {
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'claude' })).body;
-    const res = await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'x', execution_surface: { kind: 'ssh', host: 'h' } });
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' } }))).body;
+    const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'x', execution_surface: { kind: 'ssh', host: 'h' } } }));
     expect(res.status).toBe(400);
     expect(res.body.error.details.field).toBe('execution_surface.user');
   });
@@ -90,7 +94,7 @@ describe('execution_surface validation and an unreachable host', () => {
     expect(terminal.event.payload).toMatchObject({ kind: 'connection_failed' });
     expect(terminal.event.payload.message).toContain(`ssh to root@127.0.0.1:${port} failed`);
     expect(terminal.event.payload.message).toContain('Connection refused');
-    expect((await server.request('GET', `/v1/runs/${runId}`)).body.state).toBe('failed');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: runId } } }))).body.state).toBe('failed');
   });
 });
 
@@ -99,7 +103,7 @@ if (unavailable) console.warn(`skipping the ssh surface tests against a real ssh
 
 describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd on 127.0.0.1)', () => {
   let sshd: TestSshd;
-  let surface: Record<string, unknown>;
+  let surface: Surface;
   beforeAll(async () => {
     sshd = await startSshd();
     surface = { kind: 'ssh', host: '127.0.0.1', port: sshd.port, user: sshd.user, identity_file: sshd.identityFile, known_hosts_file: sshd.knownHostsFile };
@@ -112,7 +116,7 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     const { ws, runId } = await run(surface, 'Say hello [fixture:c1-hello]');
     await ws.event('result');
     expect(ws.events().map((e) => e.kind)).toEqual(['run_queued', 'run_started', 'assistant_message', 'tool_use', 'tool_result', 'assistant_message', 'cost_update', 'result']);
-    const final = (await server.request('GET', `/v1/runs/${runId}`)).body;
+    const final = (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: runId } } }))).body;
     expect(final.state).toBe('completed');
     expect(final.result.text).toBe('Hello! Let me run that command.\nThe command printed `hello-from-shell`. All done!');
     expect(written().map((l) => l.type)).toEqual(['control_request', 'user']);
@@ -122,9 +126,9 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
   it('carries an approval decision to the CLI over ssh', async () => {
     const { ws, runId } = await run(surface, 'create a file [fixture:c2-approve]');
     const requested = await ws.event('approval_requested');
-    expect((await server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' })).status).toBe(200);
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'allow' } }))).status).toBe(200);
     await ws.event('result');
-    expect((await server.request('GET', `/v1/runs/${runId}`)).body.state).toBe('completed');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: runId } } }))).body.state).toBe('completed');
     const answer = written().find((l) => l.type === 'control_response');
     expect(answer.response.response).toMatchObject({ behavior: 'allow' });
   });
@@ -133,11 +137,11 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     const { ws, runId } = await run(surface, 'Run the slow job [fixture:c3-interrupt]');
     await ws.event('tool_use');
     expect(processesOfRun().length).toBeGreaterThan(0);
-    expect((await server.request('POST', `/v1/runs/${runId}/interrupt`)).status).toBe(202);
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: runId } } }))).status).toBe(202);
     const terminal = await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
     expect(written().some((l) => l.type === 'control_request' && l.request.subtype === 'interrupt')).toBe(true);
-    expect((await server.request('GET', `/v1/runs/${runId}`)).body.state).toBe('interrupted');
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: runId } } }))).body.state).toBe('interrupted');
     await waitFor(() => processesOfRun().length === 0, 'the run to leave no process', 10_000);
   });
 
@@ -146,12 +150,12 @@ describe.skipIf(unavailable !== null)('claude over the ssh surface (a real sshd 
     // and the remote wrapper must then stop the CLI's group on its own.
     const hang = join(mkdtempSync(join(tmpdir(), 'asm-ssh-hang-')), 'hang.sh');
     writeFileSync(hang, '#!/bin/sh\ntrap "" TERM INT\nsleep 300 &\nwhile :; do sleep 1; done\n', { mode: 0o755 });
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell', execution_surface: surface })).body;
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', execution_surface: surface } }))).body;
     const ws = server.stream(`session_id=${session.id}&after=0`);
-    const created = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: `FAKE_CLAUDE_LOG=${stdinLog} exec ${hang}` })).body;
+    const created = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: `FAKE_CLAUDE_LOG=${stdinLog} exec ${hang}` } }))).body;
     await ws.event('run_started');
     await waitFor(() => processesOfRun().some((p) => p.includes('sleep 300')), 'the remote CLI to start', 10_000);
-    await server.request('POST', `/v1/runs/${created.id}/interrupt`);
+    await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: created.id } } }));
     await ws.next((f) => f.type === 'event' && TERMINAL.has(f.event.kind));
     // The run is over here, but the remote tool ignores SIGTERM: the wrapper's grace, then SIGKILL, ends it.
     expect(processesOfRun().some((p) => p.includes('sleep 300'))).toBe(true);

@@ -9,7 +9,8 @@ import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync 
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { FAKE_CLAUDE, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
+import type { RequestBody } from '../../src/client/index.js';
+import { FAKE_CLAUDE, reply, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
@@ -54,7 +55,7 @@ function deployment() {
       await waitFor(
         async () => {
           if (proc.child.exitCode !== null) throw new Error(`worker ${name} exited:\n${proc.output()}`);
-          const nodes = (await api.request('GET', '/v1/nodes')).body.nodes as any[];
+          const nodes = (await reply(api.client.GET('/v1/nodes'))).body.nodes as any[];
           return nodes.some((n) => n.name === name && n.state === 'ready');
         },
         `worker ${name} to be ready`,
@@ -75,14 +76,14 @@ function deployment() {
   };
 }
 
-async function session(api: TestServer, body: Record<string, unknown>): Promise<any> {
-  const res = await api.request('POST', '/v1/sessions', body);
+async function session(api: TestServer, body: RequestBody<'/v1/sessions', 'post'>): Promise<any> {
+  const res = await reply(api.client.POST('/v1/sessions', { body }));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body;
 }
 
-async function runToEnd(api: TestServer, sessionId: string, body: Record<string, unknown>): Promise<any> {
-  const res = await api.request('POST', `/v1/sessions/${sessionId}/runs`, { ...body, wait: true });
+async function runToEnd(api: TestServer, sessionId: string, body: RequestBody<'/v1/sessions/{id}/runs', 'post'>): Promise<any> {
+  const res = await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { ...body, wait: true } }));
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body;
 }
@@ -98,7 +99,7 @@ describe('worker nodes: remote_node runs', () => {
     const d = deployment();
     const api = await d.api();
     await d.worker(api, 'w1', ['--pool', 'p1', '--providers', 'shell,claude', '--capacity', '3']);
-    const nodes = (await api.request('GET', '/v1/nodes')).body.nodes;
+    const nodes = (await reply(api.client.GET('/v1/nodes'))).body.nodes;
     expect(nodes.find((n: any) => n.name === 'w1')).toMatchObject({ role: 'worker', pool: 'p1', providers: ['claude', 'shell'], capacity: 3, version: VERSION, state: 'ready' });
     expect(nodes.find((n: any) => n.name === 'w1').cookie).toBeUndefined();
 
@@ -108,7 +109,7 @@ describe('worker nodes: remote_node runs', () => {
     expect(remote.result.metadata).toMatchObject({ execution_mode: 'remote_node', node: 'w1', lane: 'core' });
     // The session's cwd (the API's workspace root) is taken relative to the worker's own root.
     expect(remote.result.text).toContain('root-w1-');
-    const events = (await api.request('GET', `/v1/runs/${remote.id}/events`)).body.events;
+    const events = (await reply(api.client.GET('/v1/runs/{id}/events', { params: { path: { id: remote.id } } }))).body.events;
     expect(events.find((e: any) => e.kind === 'run_started').payload.node).toBe('w1');
 
     const local = await runToEnd(api, s.id, { prompt: 'echo here', execution_mode: 'local' });
@@ -121,16 +122,16 @@ describe('worker nodes: remote_node runs', () => {
     await d.worker(api, 'w1');
     const s = await session(api, { provider: 'claude', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_transport_call_timeout_ms: 2_000 } });
     const ws = api.stream(`session_id=${s.id}&after=0`);
-    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'create a file [fixture:c2-approve]' })).body;
+    const run = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'create a file [fixture:c2-approve]' } }))).body;
     const requested = await ws.event('approval_requested');
-    const decided = await api.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' });
+    const decided = await reply(api.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'allow' } }));
     expect(decided.status).toBe(200);
     expect((await ws.event('result')).run_id).toBe(run.id);
     expect(d.stdinLog().find((l) => l.type === 'control_response').response.response.behavior).toBe('allow');
 
-    const slow = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'slow job [fixture:c3-interrupt]' })).body;
+    const slow = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'slow job [fixture:c3-interrupt]' } }))).body;
     await ws.event('tool_use', (e) => e.run_id === slow.id);
-    expect((await api.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBe(202);
+    expect((await reply(api.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBe(202);
     const terminal = await ws.next((f) => f.type === 'event' && f.event.run_id === slow.id && TERMINAL.has(f.event.kind));
     expect(terminal.event.payload).toMatchObject({ kind: 'user_cancelled' });
     expect(d.stdinLog().some((l) => l.type === 'control_request' && l.request?.subtype === 'interrupt')).toBe(true);
@@ -140,14 +141,14 @@ describe('worker nodes: remote_node runs', () => {
     const d = deployment();
     const api = await d.api();
     await d.worker(api, 'w1', ['--capacity', '1']);
-    const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } };
+    const opts: RequestBody<'/v1/sessions', 'post'> = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } };
     const [busy, other] = [await session(api, opts), await session(api, opts)];
-    const first = (await api.request('POST', `/v1/sessions/${busy.id}/runs`, { prompt: 'sleep 3; echo done' })).body;
-    await waitFor(async () => (await api.request('GET', `/v1/runs/${first.id}`)).body.state === 'running', 'the first run to start', 10_000);
-    const queued = (await api.request('POST', `/v1/sessions/${other.id}/runs`, { prompt: 'echo never' })).body;
+    const first = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: busy.id } }, body: { prompt: 'sleep 3; echo done' } }))).body;
+    await waitFor(async () => (await reply(api.client.GET('/v1/runs/{id}', { params: { path: { id: first.id } } }))).body.state === 'running', 'the first run to start', 10_000);
+    const queued = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: other.id } }, body: { prompt: 'echo never' } }))).body;
     // Handed over: the worker owns it and holds it in its queue.
     await waitFor(async () => (await api.app.store.runs.get(queued.id))?.owner, 'the queued run to have an owner', 10_000);
-    expect((await api.request('POST', `/v1/runs/${queued.id}/interrupt`)).status).toBe(202);
+    expect((await reply(api.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: queued.id } } }))).status).toBe(202);
     const ended = await api.app.sessions.waitForRun(queued.id, 5_000);
     expect(ended).toMatchObject({ state: 'interrupted', started_at: null, result: { error: { kind: 'user_cancelled' } } });
     expect((await api.app.sessions.waitForRun(first.id, 10_000)).state).toBe('completed');
@@ -158,8 +159,8 @@ describe('worker nodes: remote_node runs', () => {
     const api = await d.api();
     const w = await d.worker(api, 'w1');
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_connect_timeout_ms: 300 } });
-    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo started; sleep 30' })).body;
-    await waitFor(async () => (await api.request('GET', `/v1/runs/${run.id}`)).body.state === 'running', 'the run to start', 10_000);
+    const run = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'echo started; sleep 30' } }))).body;
+    await waitFor(async () => (await reply(api.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state === 'running', 'the run to start', 10_000);
     w.child.kill('SIGKILL');
     await w.exited;
     const killedAt = Date.now();
@@ -192,22 +193,22 @@ describe('worker nodes: start failures', () => {
   it('distribution disabled: an embedded server refuses remote_node with 400', async () => {
     const api = await startServer();
     cleanups.push(() => api.close());
-    const res = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    const res = await reply(api.client.POST('/v1/sessions', { body: { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } } }));
     expect(res.status).toBe(400);
     expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { reason: 'distribution_disabled' } });
     const local = await session(api, { provider: 'shell' });
-    const run = await api.request('POST', `/v1/sessions/${local.id}/runs`, { prompt: 'echo', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
+    const run = await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: local.id } }, body: { prompt: 'echo', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } } }));
     expect(run.body.error).toMatchObject({ kind: 'config_invalid', details: { reason: 'distribution_disabled' } });
   });
 
   it('invalid remote options are refused at submit, naming the field', async () => {
     const d = deployment();
     const api = await d.api();
-    const missing = await api.request('POST', '/v1/sessions', { provider: 'shell', execution_mode: 'remote_node' });
+    const missing = await reply(api.client.POST('/v1/sessions', { body: { provider: 'shell', execution_mode: 'remote_node' } }));
     expect(missing.status).toBe(400);
     expect(missing.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'driver_opts.remote_node' } });
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } });
-    const bad = await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'x', driver_opts: { remote_rpc_timeout_ms: -1 } });
+    const bad = await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'x', driver_opts: { remote_rpc_timeout_ms: -1 } } }));
     expect(bad.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'driver_opts.remote_rpc_timeout_ms' } });
   });
 
@@ -255,7 +256,7 @@ describe('worker nodes: start failures', () => {
       execution_mode: 'remote_node',
       driver_opts: { remote_node: 'late', remote_bootstrap_mode: 'ensure_started', remote_connect_timeout_ms: 20_000, remote_boot_lease_timeout_ms: 20_000 },
     });
-    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo made it' })).body;
+    const run = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'echo made it' } }))).body;
     await d.worker(api, 'late');
     expect(await api.app.sessions.waitForRun(run.id, 10_000)).toMatchObject({ state: 'completed', result: { text: 'made it\n' } });
   }, 60_000);
@@ -321,9 +322,9 @@ describe('worker nodes: pools', () => {
     const api = await d.api();
     const a = await d.worker(api, 'pa', ['--pool', 'blue', '--capacity', '1']);
     await d.worker(api, 'pb', ['--pool', 'blue', '--capacity', '1']);
-    const opts = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:blue' } };
+    const opts: RequestBody<'/v1/sessions', 'post'> = { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:blue' } };
     const [one, two] = [await session(api, opts), await session(api, opts)];
-    const long = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 2; echo long' })).body;
+    const long = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: one.id } }, body: { prompt: 'sleep 2; echo long' } }))).body;
     await waitFor(async () => (await api.app.store.runs.get(long.id))?.state === 'running', 'the long run to start', 10_000);
     const busyNode = (await api.app.store.runs.get(long.id))!.observability.node;
     const second = await runToEnd(api, two.id, { prompt: 'echo quick' });
@@ -337,10 +338,10 @@ describe('worker nodes: pools', () => {
     expect(new Set(nodes).size).toBe(1);
 
     // SIGTERM: pa drains (finishes what it has, takes nothing new); the pool goes on on pb.
-    const draining = (await api.request('POST', `/v1/sessions/${one.id}/runs`, { prompt: 'sleep 1.5; echo drained', driver_opts: { remote_node: 'pa' } })).body;
-    await waitFor(async () => (await api.request('GET', `/v1/runs/${draining.id}`)).body.state === 'running', 'the run on the draining node to start', 10_000);
+    const draining = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: one.id } }, body: { prompt: 'sleep 1.5; echo drained', driver_opts: { remote_node: 'pa' } } }))).body;
+    await waitFor(async () => (await reply(api.client.GET('/v1/runs/{id}', { params: { path: { id: draining.id } } }))).body.state === 'running', 'the run on the draining node to start', 10_000);
     a.child.kill('SIGTERM');
-    await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'pa' && n.state === 'draining'), 'node pa to be draining', 10_000);
+    await waitFor(async () => (await reply(api.client.GET('/v1/nodes'))).body.nodes.some((n: any) => n.name === 'pa' && n.state === 'draining'), 'node pa to be draining', 10_000);
     for (let i = 0; i < 3; i++) expect((await runToEnd(api, two.id, { prompt: 'echo pool' })).result.metadata.node).toBe('pb');
     const named = await runToEnd(api, two.id, { prompt: 'x', driver_opts: { remote_node: 'pa', remote_connect_timeout_ms: 300 } });
     expect(named.result.error.details.reason).toMatch(/^remote_connect_(failed|timeout)$/);

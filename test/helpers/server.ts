@@ -7,6 +7,7 @@ import pino, { type DestinationStream } from 'pino';
 import WebSocket from 'ws';
 import { createApp, type AsmApp } from '../../src/app.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
+import { createClient, type AsmClient } from '../../src/client/index.js';
 import { loadConfig } from '../../src/config.js';
 import { buildServer } from '../../src/http/server.js';
 import { createLogger } from '../../src/logger.js';
@@ -28,11 +29,31 @@ export interface TestServer {
   url: string;
   wsUrl: string;
   workspace: string;
-  /** JSON request; returns status and parsed body. */
-  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  /** The generated client (src/client) on this server: paths, parameters and bodies typed by openapi.json. */
+  client: AsmClient;
+  /**
+   * A raw JSON request (fetch), returning status and parsed body: for what the client's types refuse on
+   * purpose (malformed input, unknown fields, wrong methods) and for routes outside openapi.json.
+   */
+  request(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
   /** A WebSocket on /v1/events with this query string; closed with the server. */
   stream(query: string, headers?: Record<string, string>): StreamClient;
   close(): Promise<void>;
+}
+
+export interface Reply {
+  status: number;
+  body: any;
+  headers: Headers;
+}
+
+/**
+ * A generated client's answer in the shape the suites assert on: the status, the body (the data, or
+ * the error body; null when there is none) and the headers.
+ */
+export async function reply(call: Promise<{ data?: unknown; error?: unknown; response: Response }>): Promise<Reply> {
+  const { data, error, response } = await call;
+  return { status: response.status, body: data ?? error ?? null, headers: response.headers };
 }
 
 /**
@@ -64,6 +85,7 @@ export async function startServer(env: Record<string, string> = {}, options: { s
     url,
     wsUrl: url.replace('http', 'ws'),
     workspace,
+    client: createClient({ baseUrl: url }),
     async request(method, path, body, headers = {}) {
       const response = await fetch(url + path, {
         method,

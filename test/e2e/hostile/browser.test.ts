@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 
 /**
  * Hostile tenant B in A's browser: B's web page, open in a tab while A runs ASM on the quick start
@@ -110,7 +110,7 @@ describe("B's page reaches A's keyless server through DNS rebinding", () => {
       expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'headers.host' } });
       expect(res.body.error.message).toContain('rebind.attacker.example');
     }
-    expect((await server.request('GET', '/v1/sessions')).body.sessions).toEqual([]);
+    expect((await reply(server.client.GET('/v1/sessions'))).body.sessions).toEqual([]);
   });
 
   it('gets 403 on the WebSocket, with or without an Origin', async () => {

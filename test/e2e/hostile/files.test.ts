@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 
 /**
  * Hostile tenant B and the files of the service's host: B names files the service can read (its
@@ -21,10 +21,10 @@ let sshFiles: string;
 /** A directory outside both the workspace root and ASM_SSH_FILES_DIR, with a readable file. */
 let outside: string;
 
-const ssh = (extra: Record<string, unknown>) => ({ kind: 'ssh', host: '127.0.0.1', user: 'agent', ...extra });
+const ssh = (extra: Record<string, string>) => ({ kind: 'ssh' as const, host: '127.0.0.1', user: 'agent', ...extra });
 
 async function createSession(headers: Record<string, string>, body: Record<string, unknown>) {
-  return server.request('POST', '/v1/sessions', { provider: 'claude', ...body }, headers);
+  return reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', ...body }, headers }));
 }
 
 /** The directory a tenant's sessions start in when they name no cwd: its workspace root. */
@@ -73,7 +73,7 @@ describe('B names ssh files the service can read', () => {
 
   it('a per-run surface is refused the same way', async () => {
     const session = await createSession(B, {});
-    const res = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'x', execution_surface: ssh({ identity_file: '/etc/shadow' }) }, B);
+    const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'x', execution_surface: ssh({ identity_file: '/etc/shadow' }) }, headers: B }));
     expect(res.status).toBe(400);
     expect(res.body.error).toMatchObject(NOT_CONFINED);
   });
@@ -97,12 +97,12 @@ describe('B names ssh files the service can read', () => {
     const bare = await startServer({ ASM_SSH_HOSTS: '127.0.0.1' });
     try {
       for (const field of ['identity_file', 'known_hosts_file']) {
-        const res = await bare.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: ssh({ [field]: join(sshFiles, 'id_ed25519') }) });
+        const res = await reply(bare.client.POST('/v1/sessions', { body: { provider: 'claude', execution_surface: ssh({ [field]: join(sshFiles, 'id_ed25519') }) } }));
         expect(res.status).toBe(403);
         expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: `execution_surface.${field}` } });
         expect(res.body.error.message).toContain('ASM_SSH_FILES_DIR');
       }
-      expect((await bare.request('POST', '/v1/sessions', { provider: 'claude', execution_surface: ssh({}) })).status).toBe(201);
+      expect((await reply(bare.client.POST('/v1/sessions', { body: { provider: 'claude', execution_surface: ssh({}) } }))).status).toBe(201);
     } finally {
       await bare.close();
     }
@@ -134,7 +134,7 @@ describe("B's cwd probes and A's project folder", () => {
     mkdirSync(project);
     const session = await createSession(A, { cwd: 'a-project' });
     expect(session.status).toBe(201);
-    const first = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'hello [fixture:c1-hello]', wait: true }, A);
+    const first = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'hello [fixture:c1-hello]', wait: true }, headers: A }));
     expect(first.body.state).toBe('completed');
 
     // Between A's runs the folder becomes a symlink leading out of the root (B's doing, through
@@ -142,11 +142,11 @@ describe("B's cwd probes and A's project folder", () => {
     renameSync(project, join(rootA, 'a-project.moved'));
     symlinkSync(outside, project);
 
-    const second = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'hello [fixture:c1-hello]', wait: true }, A);
+    const second = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'hello [fixture:c1-hello]', wait: true }, headers: A }));
     expect(second.body.state).toBe('failed');
     expect(second.body.result.error).toMatchObject({ kind: 'forbidden', details: { field: 'cwd' } });
     expect(second.body.result.error.message).toContain('outside the workspace root');
-    const events = await server.request('GET', `/v1/runs/${second.body.id}/events`, undefined, A);
+    const events = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: second.body.id } }, headers: A }));
     expect(events.body.events.map((e: any) => e.kind)).not.toContain('run_started');
   });
 });

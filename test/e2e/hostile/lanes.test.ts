@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../../src/app.js';
 import { loadConfig } from '../../../src/config.js';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 import { tenant, tenantsFile } from '../../helpers/tenants.js';
 
 /**
@@ -43,42 +43,42 @@ describe('hostile tenant: runs only on run lanes', () => {
   afterAll(() => server?.close());
 
   it.each(SERVICE_LANES)('B cannot make %s the queue of a session', async (lane) => {
-    expectQueueRefused(await server.request('POST', '/v1/sessions', { provider: 'shell', queue: lane }, B), lane);
+    expectQueueRefused(await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', queue: lane }, headers: B })), lane);
   });
 
   it('B cannot put a run of its own session on a service lane, nor on a custom lane the operator did not mark', async () => {
-    const session = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+    const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }));
     for (const lane of [...SERVICE_LANES, 'maintenance']) {
-      expectQueueRefused(await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'sleep 15', queue: lane }, B), lane);
+      expectQueueRefused(await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'sleep 15', queue: lane }, headers: B })), lane);
     }
-    expectQueueRefused(await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'maintenance' }, B), 'maintenance');
-    expect((await server.request('GET', `/v1/sessions/${session.body.id}/runs`, undefined, B)).body.runs).toEqual([]);
-    const control = (await server.request('GET', '/v1/queues', undefined, B)).body.queues.find((q: any) => q.name === 'control');
+    expectQueueRefused(await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', queue: 'maintenance' }, headers: B })), 'maintenance');
+    expect((await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, headers: B }))).body.runs).toEqual([]);
+    const control = (await reply(server.client.GET('/v1/queues', { headers: B }))).body.queues.find((q: any) => q.name === 'control');
     expect(control).toMatchObject({ active: 0, pending: 0 });
   });
 
   it("A's interrupt is served at once while B's runs fill the skill lane", async () => {
-    const busy = await server.request('POST', '/v1/sessions', { provider: 'shell', max_concurrent_runs: 5 }, B);
-    const hogs = await Promise.all([1, 2, 3].map(() => server.request('POST', `/v1/sessions/${busy.body.id}/runs`, { prompt: 'sleep 15' }, B)));
-    const sessionA = await server.request('POST', '/v1/sessions', { provider: 'shell', queue: 'bulk' }, A);
-    const runA = await server.request('POST', `/v1/sessions/${sessionA.body.id}/runs`, { prompt: 'echo started; sleep 15' }, A);
+    const busy = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', max_concurrent_runs: 5 }, headers: B }));
+    const hogs = await Promise.all([1, 2, 3].map(() => reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: busy.body.id } }, body: { prompt: 'sleep 15' }, headers: B }))));
+    const sessionA = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', queue: 'bulk' }, headers: A }));
+    const runA = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionA.body.id } }, body: { prompt: 'echo started; sleep 15' }, headers: A }));
     // Interrupted once its command runs: a SIGINT that lands while the sandbox is still starting the
     // shell is lost to the start-up window (the stop escalation then takes the 5 s grace).
     await expect
-      .poll(async () => (await server.request('GET', `/v1/runs/${runA.body.id}/events?after=0`, undefined, A)).body.events.some((e: any) => e.kind === 'assistant_delta'), { timeout: 10_000 })
+      .poll(async () => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runA.body.id }, query: { after: 0 } }, headers: A }))).body.events.some((e: any) => e.kind === 'assistant_delta'), { timeout: 10_000 })
       .toBe(true);
     const started = Date.now();
-    expect((await server.request('POST', `/v1/runs/${runA.body.id}/interrupt`, undefined, A)).status).toBe(202);
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: runA.body.id } }, headers: A }))).status).toBe(202);
     expect((await server.app.sessions.waitForRun(runA.body.id, 10_000)).state).toBe('interrupted');
     expect(Date.now() - started).toBeLessThan(5_000);
-    for (const hog of hogs) await server.request('POST', `/v1/runs/${hog.body.id}/interrupt`, undefined, B);
+    for (const hog of hogs) await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: hog.body.id } }, headers: B }));
   });
 
   it('runs go on prompt, skill and a lane marked runs: true', async () => {
     for (const queue of ['skill', 'prompt', 'bulk']) {
-      const session = await server.request('POST', '/v1/sessions', { provider: 'shell', queue }, B);
+      const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', queue }, headers: B }));
       expect(session.status, JSON.stringify(session.body)).toBe(201);
-      const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo ok', wait: true }, B);
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo ok', wait: true }, headers: B }));
       expect(run.body).toMatchObject({ state: 'completed', queue });
     }
   });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 
 /** One run cannot make the service hold unbounded output: past ASM_MAX_RUN_OUTPUT_BYTES it is stopped, keeping what it printed so far. */
 
@@ -13,10 +13,10 @@ describe('run output limit', () => {
   afterAll(() => server.close());
 
   it('stops a run that floods its output with quota_exceeded; the result and the kept events stay bounded', async () => {
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
     // About 50 MB if nothing stopped it.
     const started = Date.now();
-    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'yes 0123456789abcdef | head -c 50000000', wait: true })).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'yes 0123456789abcdef | head -c 50000000', wait: true } }))).body;
     expect(run.state).toBe('failed');
     expect(run.result.error).toMatchObject({ kind: 'quota_exceeded', details: { quota: 'run_output_bytes', limit: LIMIT } });
     expect(run.result.error.message).toContain('ASM_MAX_RUN_OUTPUT_BYTES');
@@ -28,7 +28,7 @@ describe('run output limit', () => {
 
     const events: Array<{ seq: number; kind: string; payload: unknown }> = [];
     for (let after = 0; ; ) {
-      const page = (await server.request('GET', `/v1/runs/${run.id}/events?after=${after}&limit=1000`)).body.events as typeof events;
+      const page = (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { after, limit: 1000 } } }))).body.events as typeof events;
       if (page.length === 0) break;
       events.push(...page);
       after = page.at(-1)!.seq;
@@ -41,8 +41,8 @@ describe('run output limit', () => {
   });
 
   it('leaves a run under the limit alone', async () => {
-    const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
-    const run = (await server.request('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'head -c 30000 /dev/zero | tr "\\0" a; echo', wait: true })).body;
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt: 'head -c 30000 /dev/zero | tr "\\0" a; echo', wait: true } }))).body;
     expect(run.state).toBe('completed');
     expect(run.result.text.length).toBe(30_001);
   });

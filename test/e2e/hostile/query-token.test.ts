@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 import { tenant, tenantsFile } from '../../helpers/tenants.js';
 
 /**
@@ -18,8 +18,8 @@ let run: any;
 describe('hostile tenant: the key in the query string', () => {
   beforeAll(async () => {
     server = await startServer({ ASM_TENANTS_FILE: tenantsFile([tenant('tenant-b', KEY_B, { providers: ['shell'] })]) });
-    const session = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
-    run = (await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo streamed', wait: true }, B)).body;
+    const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }));
+    run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo streamed', wait: true }, headers: B }))).body;
     expect(run.state).toBe('completed');
   });
   afterAll(() => server?.close());
@@ -36,23 +36,24 @@ describe('hostile tenant: the key in the query string', () => {
     const path = `${route.replace('$run', run.id)}?token=${KEY_B}`;
     const body = method === 'POST' ? { provider: 'shell' } : undefined;
     for (const headers of [{}, B]) {
+      // Raw fetch: a key in the query string where no route takes one, and a route that does not exist.
       const res = await server.request(method, path, body, headers);
       expect(res.status, JSON.stringify(res.body)).toBe(401);
       expect(res.body.error.kind).toBe('unauthorized');
       expect(res.body.error.message).toContain('send Authorization: Bearer <key>');
       expect(res.body.error.message).toContain('only on the event streams');
     }
-    expect((await server.request('GET', '/v1/sessions', undefined, B)).body.sessions).toHaveLength(1);
+    expect((await reply(server.client.GET('/v1/sessions', { headers: B }))).body.sessions).toHaveLength(1);
   });
 
   it('is accepted on GET /v1/runs/{id}/events, as JSON and as SSE', async () => {
-    const page = await server.request('GET', `/v1/runs/${run.id}/events?token=${KEY_B}`);
+    const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { token: KEY_B } } }));
     expect(page.status).toBe(200);
     expect(page.body.events.at(-1).kind).toBe('result');
-    const sse = await server.request('GET', `/v1/runs/${run.id}/events?token=${KEY_B}`, undefined, { accept: 'text/event-stream' });
+    const sse = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { token: KEY_B } }, headers: { accept: 'text/event-stream' }, parseAs: 'text' }));
     expect(sse.status).toBe(200);
     expect(sse.body).toContain('event: result');
-    expect((await server.request('GET', `/v1/runs/${run.id}/events?token=not-a-key-of-this-server`)).status).toBe(401);
+    expect((await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id }, query: { token: 'not-a-key-of-this-server' } } }))).status).toBe(401);
   });
 
   it('is accepted on the WebSocket GET /v1/events', async () => {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { SERVER_MODES, startServer, type TestServer } from '../../helpers/server.js';
+import { reply, SERVER_MODES, startServer, type TestServer } from '../../helpers/server.js';
 import { tenant, tenantsFile } from '../../helpers/tenants.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -55,7 +55,7 @@ async function deployment(modeEnv: () => Record<string, string>, env: Record<str
 }
 
 async function session(server: TestServer, headers: Record<string, string>): Promise<string> {
-  const res = await server.request('POST', '/v1/sessions', { provider: 'shell' }, headers);
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers }));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body.id;
 }
@@ -84,7 +84,7 @@ async function sse(server: TestServer, runId: string, headers: Record<string, st
 describe.each(SERVER_MODES)('hostile tenant: quotas (%s)', (_mode, modeEnv) => {
   it("B holds at most its sessions quota, even creating on both processes at once; A still gets the server's room", async () => {
     const [one, two] = await deployment(modeEnv, { ASM_MAX_SESSIONS: '6' });
-    const attempts = await Promise.all(Array.from({ length: 8 }, (_, i) => (i % 2 ? one : two).request('POST', '/v1/sessions', { provider: 'shell' }, B)));
+    const attempts = await Promise.all(Array.from({ length: 8 }, (_, i) => reply((i % 2 ? one : two).client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }))));
     expect(attempts.filter((r) => r.status === 201)).toHaveLength(3);
     for (const refused of attempts.filter((r) => r.status !== 201)) expectQuotaExceeded(refused, 'sessions', 3);
 
@@ -93,9 +93,9 @@ describe.each(SERVER_MODES)('hostile tenant: quotas (%s)', (_mode, modeEnv) => {
 
     // A closed session no longer counts.
     const mine = attempts.find((r) => r.status === 201)!.body.id;
-    expect((await two.request('DELETE', `/v1/sessions/${mine}`, undefined, B)).body.state).toBe('closed');
-    expect((await one.request('POST', '/v1/sessions', { provider: 'shell' }, B)).status).toBe(201);
-    expectQuotaExceeded(await two.request('POST', '/v1/sessions', { provider: 'shell' }, B), 'sessions', 3);
+    expect((await reply(two.client.DELETE('/v1/sessions/{id}', { params: { path: { id: mine } }, headers: B }))).body.state).toBe('closed');
+    expect((await reply(one.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }))).status).toBe(201);
+    expectQuotaExceeded(await reply(two.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B })), 'sessions', 3);
   });
 
   it('B runs at most its active_runs and queues at most its queued_runs across its sessions, on both processes', async () => {
@@ -104,8 +104,8 @@ describe.each(SERVER_MODES)('hostile tenant: quotas (%s)', (_mode, modeEnv) => {
 
     // Two sessions with free slots, one on each process, at once: only one run gets the tenant's one active slot.
     const raced = await Promise.all([
-      one.request('POST', `/v1/sessions/${s1}/runs`, { prompt: 'sleep 30' }, B),
-      two.request('POST', `/v1/sessions/${s2}/runs`, { prompt: 'sleep 30' }, B),
+      reply(one.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s1 } }, body: { prompt: 'sleep 30' }, headers: B })),
+      reply(two.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s2 } }, body: { prompt: 'sleep 30' }, headers: B })),
     ]);
     const accepted = raced.findIndex((r) => r.status === 202);
     expect(accepted, JSON.stringify(raced.map((r) => r.body))).toBeGreaterThanOrEqual(0);
@@ -114,28 +114,28 @@ describe.each(SERVER_MODES)('hostile tenant: quotas (%s)', (_mode, modeEnv) => {
     const [busy, idle] = accepted === 0 ? [s1, s2] : [s2, s1];
 
     // Behind the running one, in its own session: one may wait, the second is over queued_runs.
-    const queued = await two.request('POST', `/v1/sessions/${busy}/runs`, { prompt: 'echo waited' }, B);
+    const queued = await reply(two.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: busy } }, body: { prompt: 'echo waited' }, headers: B }));
     expect(queued.status).toBe(202);
-    expectQuotaExceeded(await one.request('POST', `/v1/sessions/${busy}/runs`, { prompt: 'echo more' }, B), 'queued_runs', 1);
+    expectQuotaExceeded(await reply(one.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: busy } }, body: { prompt: 'echo more' }, headers: B })), 'queued_runs', 1);
     // A free session slot does not help B past its tenant's active_runs.
-    expectQuotaExceeded(await two.request('POST', `/v1/sessions/${s3}/runs`, { prompt: 'echo' }, B), 'active_runs', 1);
+    expectQuotaExceeded(await reply(two.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s3 } }, body: { prompt: 'echo' }, headers: B })), 'active_runs', 1);
 
     const a = await session(two, A);
-    const ofA = await one.request('POST', `/v1/sessions/${a}/runs`, { prompt: 'echo a', wait: true }, A);
+    const ofA = await reply(one.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: a } }, body: { prompt: 'echo a', wait: true }, headers: A }));
     expect(ofA.body.state, JSON.stringify(ofA.body)).toBe('completed');
 
     // The running run ends; the waiting one takes its slot and runs; then the slot is free again.
-    expect((await one.request('POST', `/v1/runs/${running.id}/interrupt`, undefined, B)).status).toBe(202);
+    expect((await reply(one.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: running.id } }, headers: B }))).status).toBe(202);
     const waited = await one.app.sessions.waitForRun(queued.body.id, 10_000);
     expect(waited.state).toBe('completed');
-    const next = await two.request('POST', `/v1/sessions/${idle}/runs`, { prompt: 'echo next', wait: true }, B);
+    const next = await reply(two.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: idle } }, body: { prompt: 'echo next', wait: true }, headers: B }));
     expect(next.body.state, JSON.stringify(next.body)).toBe('completed');
   });
 
   it('B opens at most its connections quota of WebSocket and SSE streams across both processes; the next is refused before it starts', async () => {
     const [one, two] = await deployment(modeEnv);
     const s = await session(one, B);
-    const run = (await one.request('POST', `/v1/sessions/${s}/runs`, { prompt: 'sleep 30' }, B)).body;
+    const run = (await reply(one.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s } }, body: { prompt: 'sleep 30' }, headers: B }))).body;
 
     const first = one.stream(`session_id=${s}`, B);
     const second = two.stream('', B);
@@ -166,18 +166,18 @@ describe.each(SERVER_MODES)('hostile tenant: quotas (%s)', (_mode, modeEnv) => {
   it("B's 900 KB of metadata is refused with 413 naming metadata, on a session and on a run", async () => {
     const [one, two] = await deployment(modeEnv);
     const metadata = { blob: 'x'.repeat(900 * 1024) };
-    const refusedSession = await one.request('POST', '/v1/sessions', { provider: 'shell', metadata }, B);
+    const refusedSession = await reply(one.client.POST('/v1/sessions', { body: { provider: 'shell', metadata }, headers: B }));
     expect(refusedSession.status).toBe(413);
     expect(refusedSession.body.error).toMatchObject({ kind: 'payload_too_large', details: { field: 'metadata', quota: 'metadata_bytes', limit: 65_536 } });
     expect(refusedSession.body.error.message).toMatch(/^metadata: .*"quotas\.metadata_bytes".*ASM_TENANTS_FILE/);
 
     const s = await session(two, B);
-    const refusedRun = await two.request('POST', `/v1/sessions/${s}/runs`, { prompt: 'echo', metadata }, B);
+    const refusedRun = await reply(two.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s } }, body: { prompt: 'echo', metadata }, headers: B }));
     expect(refusedRun.status).toBe(413);
     expect(refusedRun.body.error).toMatchObject({ kind: 'payload_too_large', details: { field: 'metadata', quota: 'metadata_bytes' } });
-    expect((await one.request('GET', `/v1/sessions/${s}/runs`, undefined, B)).body.runs).toEqual([]);
+    expect((await reply(one.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: s } }, headers: B }))).body.runs).toEqual([]);
 
     const small = { ticket: 'T-1' };
-    expect((await one.request('POST', '/v1/sessions', { provider: 'shell', metadata: small }, A)).body.metadata).toEqual(small);
+    expect((await reply(one.client.POST('/v1/sessions', { body: { provider: 'shell', metadata: small }, headers: A }))).body.metadata).toEqual(small);
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it, inject } from 'vitest';
 import { loadConfig } from '../../../src/config.js';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 
 /** One tenant cannot take the service's request capacity from another: requests are limited per tenant, deployment-wide. */
 
@@ -32,20 +32,20 @@ function expectLimited(res: { status: number; body: any; headers: Headers }) {
 describe('request rate limits per tenant', () => {
   it('answers 429 with Retry-After past the limit, and only to the tenant that spent it', async () => {
     const server = await start();
-    for (let i = 0; i < 5; i++) expect((await server.request('GET', '/v1/sessions', undefined, A)).status).toBe(200);
-    expectLimited(await server.request('GET', '/v1/sessions', undefined, A));
-    expectLimited(await server.request('POST', '/v1/sessions', { provider: 'shell' }, A));
-    expect((await server.request('GET', '/v1/sessions', undefined, B)).status).toBe(200);
-    expect((await server.request('GET', '/healthz')).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await reply(server.client.GET('/v1/sessions', { headers: A }))).status).toBe(200);
+    expectLimited(await reply(server.client.GET('/v1/sessions', { headers: A })));
+    expectLimited(await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: A })));
+    expect((await reply(server.client.GET('/v1/sessions', { headers: B }))).status).toBe(200);
+    expect((await reply(server.client.GET('/healthz'))).status).toBe(200);
   });
 
   it('counts a tenant across every process of a distributed deployment', async () => {
     const shared = { REDIS_URL: inject('asmTestRedisUrl'), ASM_REDIS_PREFIX: `t-${randomUUID().slice(0, 8)}` };
     const [one, two] = [await start(shared), await start(shared)];
-    for (let i = 0; i < 5; i++) expect((await (i % 2 ? one : two).request('GET', '/v1/sessions', undefined, A)).status).toBe(200);
-    expectLimited(await one.request('GET', '/v1/sessions', undefined, A));
-    expectLimited(await two.request('GET', '/v1/sessions', undefined, A));
-    expect((await two.request('GET', '/v1/sessions', undefined, B)).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await reply((i % 2 ? one : two).client.GET('/v1/sessions', { headers: A }))).status).toBe(200);
+    expectLimited(await reply(one.client.GET('/v1/sessions', { headers: A })));
+    expectLimited(await reply(two.client.GET('/v1/sessions', { headers: A })));
+    expect((await reply(two.client.GET('/v1/sessions', { headers: B }))).status).toBe(200);
   });
 
   it('refuses a malformed ASM_RATE_LIMIT at start-up, naming it', () => {
@@ -57,6 +57,6 @@ describe('request rate limits per tenant', () => {
 
   it('is off with ASM_RATE_LIMIT=0', async () => {
     const server = await start({ ASM_RATE_LIMIT: '0' });
-    for (let i = 0; i < 8; i++) expect((await server.request('GET', '/v1/sessions', undefined, A)).status).toBe(200);
+    for (let i = 0; i < 8; i++) expect((await reply(server.client.GET('/v1/sessions', { headers: A }))).status).toBe(200);
   });
 });

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../../src/app.js';
 import { loadConfig } from '../../../src/config.js';
-import { startServer, type TestServer } from '../../helpers/server.js';
+import { reply, startServer, type TestServer } from '../../helpers/server.js';
 import { sha256, tenant, tenantsFile } from '../../helpers/tenants.js';
 
 /**
@@ -64,55 +64,55 @@ describe('hostile tenant: keys, providers and workspaces', () => {
 
   it("B cannot authenticate with A's key digest, the one thing the tenants file holds", async () => {
     for (const digest of [sha256(KEY_A), sha256(KEY_A).toUpperCase()]) {
-      const res = await server.request('GET', '/v1/sessions', undefined, { authorization: `Bearer ${digest}` });
+      const res = await reply(server.client.GET('/v1/sessions', { headers: { authorization: `Bearer ${digest}` } }));
       expect(res.status).toBe(401);
       expect(res.body.error.message).toBe('unknown API key');
       await expect(server.stream(`token=${digest}`).opened).rejects.toThrow(/401/);
     }
-    expect((await server.request('GET', '/v1/sessions', undefined, A)).status).toBe(200);
+    expect((await reply(server.client.GET('/v1/sessions', { headers: A }))).status).toBe(200);
   });
 
   it('B cannot use shell, which it was not granted, nor any other provider not granted', async () => {
-    const shell = await server.request('POST', '/v1/sessions', { provider: 'shell' }, B);
+    const shell = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: B }));
     expect(shell.status).toBe(403);
     expect(shell.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'provider' } });
     expect(shell.body.error.message).toContain('shell runs commands on the host');
     for (const provider of ['codex', 'gemini', 'amp']) {
-      const res = await server.request('POST', '/v1/sessions', { provider }, B);
+      const res = await reply(server.client.POST('/v1/sessions', { body: { provider }, headers: B }));
       expect(res.status, provider).toBe(403);
       expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'provider' } });
     }
-    expect((await server.request('GET', '/v1/sessions', undefined, B)).body.sessions).toEqual([]);
-    expect((await server.request('POST', '/v1/sessions', { provider: 'claude' }, B)).status).toBe(201);
+    expect((await reply(server.client.GET('/v1/sessions', { headers: B }))).body.sessions).toEqual([]);
+    expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' }, headers: B }))).status).toBe(201);
   });
 
   it('B is shown only the providers it may use', async () => {
-    const listed = (await server.request('GET', '/v1/providers', undefined, B)).body.providers.map((p: any) => p.name);
+    const listed = (await reply(server.client.GET('/v1/providers', { headers: B }))).body.providers.map((p: any) => p.name);
     expect(listed).toEqual(['claude']);
-    expect((await server.request('GET', '/v1/providers/shell', undefined, B)).status).toBe(404);
-    expect((await server.request('POST', '/v1/providers/shell/resolve', {}, B)).status).toBe(404);
-    expect((await server.request('GET', '/v1/providers', undefined, A)).body.providers.map((p: any) => p.name).sort()).toEqual(['claude', 'shell']);
+    expect((await reply(server.client.GET('/v1/providers/{name}', { params: { path: { name: 'shell' } }, headers: B }))).status).toBe(404);
+    expect((await reply(server.client.POST('/v1/providers/{name}/resolve', { params: { path: { name: 'shell' } }, body: {}, headers: B }))).status).toBe(404);
+    expect((await reply(server.client.GET('/v1/providers', { headers: A }))).body.providers.map((p: any) => p.name).sort()).toEqual(['claude', 'shell']);
   });
 
   it("B cannot point a session's cwd into A's or C's workspace", async () => {
-    const a = await server.request('POST', '/v1/sessions', { provider: 'shell' }, A);
+    const a = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: A }));
     expect(a.body.cwd).toBe(realpathSync(rootA));
-    const ownB = await server.request('POST', '/v1/sessions', { provider: 'claude' }, B);
+    const ownB = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' }, headers: B }));
     expect(ownB.body.cwd).toBe(join(realpathSync(server.workspace), 'tenant-b'));
     for (const cwd of [rootA, '../tenant-c', join(server.workspace, 'tenant-c'), '..', server.workspace]) {
-      const res = await server.request('POST', '/v1/sessions', { provider: 'claude', cwd }, B);
+      const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', cwd }, headers: B }));
       expect(res.status, cwd).toBe(403);
       expect(res.body.error).toMatchObject({ kind: 'forbidden', details: { field: 'cwd' } });
     }
   });
 
   it('ASM_API_KEYS still works: C authenticates, has the role tenant and no shell', async () => {
-    const session = await server.request('POST', '/v1/sessions', { provider: 'claude' }, C);
+    const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' }, headers: C }));
     expect(session.status).toBe(201);
     expect(session.body.cwd).toBe(join(realpathSync(server.workspace), 'tenant-c'));
-    expect((await server.request('POST', '/v1/sessions', { provider: 'shell' }, C)).status).toBe(403);
-    expect((await server.request('GET', '/metrics', undefined, C)).status).toBe(403);
-    expect((await server.request('GET', '/v1/sessions', undefined, C)).body.sessions.map((s: any) => s.id)).toEqual([session.body.id]);
+    expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: C }))).status).toBe(403);
+    expect((await reply(server.client.GET('/metrics', { headers: C, parseAs: 'text' }))).status).toBe(403);
+    expect((await reply(server.client.GET('/v1/sessions', { headers: C }))).body.sessions.map((s: any) => s.id)).toEqual([session.body.id]);
     const policy = server.app.tenants.get('tenant-c');
     expect(policy).toMatchObject({ role: 'tenant', quotas: { sessions: 1_000, activeRuns: 20 }, rate: { max: 6_000, windowMs: 60_000 } });
   });
@@ -171,7 +171,7 @@ describe('the tenants file, checked whole at start-up', () => {
       const c = local.app.tenants.get('tenant-c');
       expect(c).toMatchObject({ role: 'tenant', quotas: { sessions: 5, activeRuns: 20, outputBytesPerRun: 1024 }, rate: { max: 50, windowMs: 60_000 } });
       expect([...c.providers]).toEqual(['shell']);
-      const shell = await local.request('POST', '/v1/sessions', { provider: 'shell' }, C);
+      const shell = await reply(local.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: C }));
       expect(shell.status).toBe(201);
     } finally {
       await local.close();
@@ -183,14 +183,14 @@ describe('the keyless quick start', () => {
   it('keeps shell and the global operations for its one user, the operator', async () => {
     const local = await startServer();
     try {
-      expect((await local.request('GET', '/v1/providers')).body.providers.map((p: any) => p.name)).toContain('shell');
-      const session = await local.request('POST', '/v1/sessions', { provider: 'shell' });
+      expect((await reply(local.client.GET('/v1/providers'))).body.providers.map((p: any) => p.name)).toContain('shell');
+      const session = await reply(local.client.POST('/v1/sessions', { body: { provider: 'shell' } }));
       expect(session.body.cwd).toBe(realpathSync(local.workspace));
-      const run = await local.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo operator', wait: true });
+      const run = await reply(local.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo operator', wait: true } }));
       expect(run.body).toMatchObject({ state: 'completed', result: { text: 'operator\n' } });
-      expect((await local.request('GET', '/metrics')).status).toBe(200);
-      expect((await local.request('GET', '/v1/nodes')).status).toBe(200);
-      expect((await local.request('POST', '/v1/queues/skill/pause')).status).toBe(200);
+      expect((await reply(local.client.GET('/metrics', { parseAs: 'text' }))).status).toBe(200);
+      expect((await reply(local.client.GET('/v1/nodes'))).status).toBe(200);
+      expect((await reply(local.client.POST('/v1/queues/{lane}/pause', { params: { path: { lane: 'skill' } } }))).status).toBe(200);
     } finally {
       await local.close();
     }
