@@ -2,8 +2,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RequestBody } from '../../src/client/index.js';
 import { scratchDir } from '../helpers/sandbox.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { reply, startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * The seeds' session options through the service, on the fake CLIs (which record the argv they get,
@@ -37,17 +38,17 @@ function lines(path: string): Array<Record<string, any>> {
 const lastArgv = (cli: string): string[] => lines(argvLog).filter((line) => line.cli === cli).at(-1)!.argv;
 const flagValue = (argv: string[], name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
 
-async function session(body: Record<string, unknown>) {
-  const res = await server.request('POST', '/v1/sessions', body);
+async function session(body: RequestBody<'/v1/sessions', 'post'>) {
+  const res = await reply(server.client.POST('/v1/sessions', { body }));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body;
 }
-async function run(sessionId: string, body: Record<string, unknown>) {
-  const res = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { wait: true, ...body });
+async function run(sessionId: string, body: RequestBody<'/v1/sessions/{id}/runs', 'post'>) {
+  const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { wait: true, ...body } }));
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body;
 }
-const events = async (runId: string) => (await server.request('GET', `/v1/runs/${runId}/events`)).body.events as Array<Record<string, any>>;
+const events = async (runId: string) => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runId } } }))).body.events as Array<Record<string, any>>;
 
 describe('permission modes per session and per run', () => {
   it('a run overrides its session\'s permission_mode and model; the next run is back to the session\'s', async () => {
@@ -67,7 +68,7 @@ describe('permission modes per session and per run', () => {
     expect(flagValue(lastArgv('claude'), '--permission-mode')).toBe('dontAsk');
     const mapped = await session({ provider: 'claude', permission_mode: 'bypass_permissions' });
     expect(mapped).toMatchObject({ permission_mode: 'bypass', provider_permission_mode: 'bypassPermissions' });
-    const both = await server.request('POST', '/v1/sessions', { provider: 'claude', permission_mode: 'plan', provider_permission_mode: 'dontAsk' });
+    const both = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', permission_mode: 'plan', provider_permission_mode: 'dontAsk' } }));
     expect(both.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'provider_permission_mode', provider: 'claude', mode: 'dontAsk' } });
   });
 
@@ -78,7 +79,7 @@ describe('permission modes per session and per run', () => {
     const s = await session({ provider: 'claude' });
     await run(s.id, { prompt: 'hi', approval_posture: 'auto' });
     expect(flagValue(lastArgv('claude'), '--permission-mode')).toBe('acceptEdits');
-    const none = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'hi', approval_posture: 'none' });
+    const none = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'hi', approval_posture: 'none' } }));
     expect(none).toMatchObject({ status: 400, body: { error: { kind: 'config_invalid', details: { field: 'approval_posture' } } } });
   });
 });
@@ -125,7 +126,7 @@ describe('continuation', () => {
     expect(lastArgv('claude')).not.toContain('--session-id');
     await run(s.id, { prompt: 'hi', continuation: false });
     expect(flagValue(lastArgv('claude'), '--session-id')).not.toBe(id);
-    const flagLike = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'hi', continuation: { strategy: 'exact', provider_session_id: '--dangerously-skip-permissions' } });
+    const flagLike = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'hi', continuation: { strategy: 'exact', provider_session_id: '--dangerously-skip-permissions' } } }));
     expect(flagLike.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'continuation.provider_session_id' } });
   });
 
@@ -134,13 +135,13 @@ describe('continuation', () => {
     expect(await run(g.id, { prompt: 'say hello [fixture:g-text]', continuation: { strategy: 'latest' } })).toMatchObject({ state: 'completed' });
     expect(flagValue(lastArgv('gemini'), '--resume')).toBe('latest');
     const c = await session({ provider: 'codex' });
-    const refused = await server.request('POST', `/v1/sessions/${c.id}/runs`, { prompt: 'hi', continuation: { strategy: 'latest' } });
+    const refused = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: c.id } }, body: { prompt: 'hi', continuation: { strategy: 'latest' } } }));
     expect(refused).toMatchObject({ status: 400, body: { error: { kind: 'config_invalid', details: { field: 'continuation', provider: 'codex' } } } });
   });
 });
 
 describe('the allowed_tools guardrail', () => {
-  const blocked = async (provider: Record<string, unknown>, prompt: string, tool: string) => {
+  const blocked = async (provider: RequestBody<'/v1/sessions', 'post'>, prompt: string, tool: string) => {
     const s = await session({ ...provider, allowed_tools: ['Read'] });
     const ended = await run(s.id, { prompt });
     expect(ended.state).toBe('failed');
@@ -159,12 +160,12 @@ describe('the allowed_tools guardrail', () => {
   it('a listed tool is asked about as usual; allow_for_session grants it, and a run whose own list leaves it out is still blocked', async () => {
     const s = await session({ provider: 'claude', allowed_tools: ['Bash'] });
     const ws = server.stream(`session_id=${s.id}&after=0`);
-    const pending = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'touch a file [fixture:c2-approve]' })).body;
+    const pending = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'touch a file [fixture:c2-approve]' } }))).body;
     const requested = await ws.event('approval_requested');
-    expect((await server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow_for_session' })).status).toBe(200);
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: requested.payload.approval_id } }, body: { decision: 'allow_for_session' } }))).status).toBe(200);
     await ws.event('result');
-    expect((await server.request('GET', `/v1/runs/${pending.id}`)).body.state).toBe('completed');
-    expect((await server.request('GET', `/v1/sessions/${s.id}`)).body).toMatchObject({ allowed_tools: ['Bash'], granted_tools: ['Bash'] });
+    expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: pending.id } } }))).body.state).toBe('completed');
+    expect((await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).body).toMatchObject({ allowed_tools: ['Bash'], granted_tools: ['Bash'] });
     const narrowed = await run(s.id, { prompt: 'touch a file [fixture:c2-approve]', allowed_tools: ['Read'] });
     expect(narrowed.result.error).toMatchObject({ kind: 'guardrail_blocked', details: { tool_name: 'Bash' } });
   });
@@ -191,10 +192,10 @@ describe('the agent options on the SDK lane', () => {
 
   // The SDK sends the system prompt in its initialize request, not in argv, so it is not seen here.
   it("claude: the Agent SDK is given them and renders them into the CLI's argv", async () => {
-    const body = { provider: 'claude', lane: 'sdk', permission_mode: 'auto', model: 'opus', system_prompt: 'Be terse.', max_turns: 4, reasoning_effort: 'max' };
-    const s = (await sdkServer.request('POST', '/v1/sessions', body)).body;
+    const body: RequestBody<'/v1/sessions', 'post'> = { provider: 'claude', lane: 'sdk', permission_mode: 'auto', model: 'opus', system_prompt: 'Be terse.', max_turns: 4, reasoning_effort: 'max' };
+    const s = (await reply(sdkServer.client.POST('/v1/sessions', { body }))).body;
     // The fake claude speaks the core lane's argv only, so the run fails; what matters is what the SDK started it with.
-    await sdkServer.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'hi', wait: true, continuation: { strategy: 'latest' } });
+    await reply(sdkServer.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'hi', wait: true, continuation: { strategy: 'latest' } } }));
     const argv = lastArgv('claude');
     expect(argv.join(' ')).toMatch(/--permission-mode[= ]acceptEdits/);
     expect(argv.join(' ')).toMatch(/--model[= ]opus/);

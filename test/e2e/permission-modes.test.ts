@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PERMISSION_MODE_NAMES, normalizePermissionMode, type PermissionMode } from '../../src/providers/permission-modes.js';
 import { scratchDir } from '../helpers/sandbox.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { reply, startServer, type TestServer } from '../helpers/server.js';
 
 /**
  * Every provider × every normalized permission mode and alias, through the service: the session is
@@ -107,10 +107,10 @@ describe('permission_mode: every provider × every normalized mode and alias', (
   it.concurrent.each(Object.keys(TABLE))('%s', async (provider) => {
     const { prompt, modes } = TABLE[provider];
     // The shell is the real /bin/sh: its argv is the one run_started reports.
-    const shellArgv = async (runId: string) => (await server.request('GET', `/v1/runs/${runId}/events`)).body.events[1].payload.args;
+    const shellArgv = async (runId: string) => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runId } } }))).body.events[1].payload.args;
     for (const spelling of SPELLINGS) {
       const mode = normalizePermissionMode(spelling)!;
-      const created = await server.request('POST', '/v1/sessions', { provider, permission_mode: spelling });
+      const created = await reply(server.client.POST('/v1/sessions', { body: { provider, permission_mode: spelling } }));
       const expectation = modes[mode];
       if (!expectation) {
         expect(created.status, `${provider} ${spelling}`).toBe(400);
@@ -121,7 +121,7 @@ describe('permission_mode: every provider × every normalized mode and alias', (
       expect(created.status, `${provider} ${spelling}`).toBe(201);
       expect(created.body).toMatchObject({ permission_mode: mode });
       const codexLinesBefore = codexStdin().length;
-      const run = await server.request('POST', `/v1/sessions/${created.body.id}/runs`, { prompt, wait: true });
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: created.body.id } }, body: { prompt, wait: true } }));
       expect(run.body.state, `${provider} ${spelling}: ${JSON.stringify(run.body.result?.error)}`).toBe('completed');
       const argv = provider === 'shell' ? await shellArgv(run.body.id) : lastArgv(provider);
       expectation(argv, codexStdin().slice(codexLinesBefore).find((line) => line.method === 'thread/start')?.params);
