@@ -100,6 +100,7 @@ ERROR_CLASSES = {
     "conflict": Conflict,
     "user_cancelled": Conflict,
     "approval_denied": Conflict,
+    "guardrail_blocked": Forbidden,
     "at_capacity": TooManyRequests,
     "queue_full": TooManyRequests,
     "rate_limit": TooManyRequests,
