@@ -5,7 +5,7 @@ import type { DestinationStream } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger.js';
 import { scratchDir } from '../helpers/sandbox.js';
-import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -60,9 +60,9 @@ interface ProbeReport {
  * checking that no command line, response, event or log line carried a secret.
  */
 async function probe(provider: string, name: string, extra: Record<string, unknown> = {}): Promise<ProbeReport> {
-  const created = await server.request('POST', '/v1/sessions', { provider, mcp_servers: SERVERS, ...extra });
+  const created = await reply(server.client.POST('/v1/sessions', { body: { provider, mcp_servers: SERVERS, ...extra } }));
   expect(created.status, JSON.stringify(created.body)).toBe(201);
-  const run = await server.request('POST', `/v1/sessions/${created.body.id}/runs`, { prompt: `use the tools [probe:${name}]` });
+  const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: created.body.id } }, body: { prompt: `use the tools [probe:${name}]` } }));
   expect(run.status).toBe(202);
   const reportFile = join(probeDir, `${name}.json`);
   await waitFor(() => existsSync(reportFile), `the probe's report of ${name}`, 20_000);
@@ -71,16 +71,16 @@ async function probe(provider: string, name: string, extra: Record<string, unkno
   for (const line of lines) expectNoSecret(line, `a command line: ${line}`);
   writeFileSync(join(probeDir, `${name}.release`), '');
   await waitFor(
-    async () => ['completed', 'failed', 'interrupted'].includes((await server.request('GET', `/v1/runs/${run.body.id}`)).body.state),
+    async () => ['completed', 'failed', 'interrupted'].includes((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } } }))).body.state),
     'the run to end',
     20_000,
   );
   const responses = [
     created.body,
-    (await server.request('GET', `/v1/sessions/${created.body.id}`)).body,
-    (await server.request('GET', '/v1/sessions')).body,
-    (await server.request('GET', `/v1/runs/${run.body.id}`)).body,
-    (await server.request('GET', `/v1/runs/${run.body.id}/events`)).body,
+    (await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: created.body.id } } }))).body,
+    (await reply(server.client.GET('/v1/sessions'))).body,
+    (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } } }))).body,
+    (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id } } }))).body,
   ];
   expectNoSecret(JSON.stringify(responses), 'the responses and events');
   expectNoSecret(logLines.join('\n'), 'the log');
@@ -111,14 +111,14 @@ describe.each(SERVER_MODES)('MCP servers per session (%s)', { timeout: 60_000 },
   });
 
   it('shows the servers with their secrets redacted', async () => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', mcp_servers: SERVERS });
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', mcp_servers: SERVERS } }));
     expect(res.status).toBe(201);
     expect(res.body.mcp_servers).toEqual({
       docs: { command: 'node', args: ['/srv/docs.mjs', '--stdio'], env: { DOCS_TOKEN: '[redacted]' } },
       remote: { url: 'https://mcp.example.test/mcp', headers: { Authorization: '[redacted]' } },
     });
-    expect((await server.request('GET', `/v1/sessions/${res.body.id}`)).body.mcp_servers).toEqual(res.body.mcp_servers);
-    expect((await server.request('POST', '/v1/sessions', { provider: 'claude' })).body.mcp_servers).toEqual({});
+    expect((await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: res.body.id } } }))).body.mcp_servers).toEqual(res.body.mcp_servers);
+    expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' } }))).body.mcp_servers).toEqual({});
   });
 
   it('claude: a --mcp-config file in the session\'s read-only MCP folder', async () => {
@@ -190,6 +190,7 @@ describe.each(SERVER_MODES)('MCP servers per session (%s)', { timeout: 60_000 },
     ['codex: two values for one variable', { provider: 'codex', mcp_servers: { a: { command: 'x', env: { TOKEN: '1' } }, b: { command: 'x', env: { TOKEN: '2' } } } }, 'mcp_servers.b.env.TOKEN', 'different values'],
     ['codex: a variable codex runs with', { provider: 'codex', mcp_servers: { a: { command: 'x', env: { OPENAI_API_KEY: 'k' } } } }, 'mcp_servers.a.env.OPENAI_API_KEY', "codex's"],
   ])('refuses %s with 400 naming the field, echoing no secret', async (_what, body, field, message) => {
+    // Raw fetch: these bodies are malformed on purpose.
     const res = await server.request('POST', '/v1/sessions', body);
     expect(res.status).toBe(400);
     expect(res.body.error.details.field).toBe(field);
@@ -202,11 +203,11 @@ describe('MCP servers without a sandbox', () => {
   it('are refused: no folder would be the session\'s alone', async () => {
     const unsandboxed = await startServer({ ASM_SANDBOX: 'none' });
     try {
-      const res = await unsandboxed.request('POST', '/v1/sessions', { provider: 'claude', mcp_servers: SERVERS });
+      const res = await reply(unsandboxed.client.POST('/v1/sessions', { body: { provider: 'claude', mcp_servers: SERVERS } }));
       expect(res.status).toBe(400);
       expect(res.body.error.details.field).toBe('mcp_servers');
       expect(res.body.error.message).toContain('ASM_SANDBOX=bwrap');
-      expect((await unsandboxed.request('POST', '/v1/sessions', { provider: 'claude' })).status).toBe(201);
+      expect((await reply(unsandboxed.client.POST('/v1/sessions', { body: { provider: 'claude' } }))).status).toBe(201);
     } finally {
       await unsandboxed.close();
     }
