@@ -199,6 +199,8 @@ export interface Limits {
   /** Bytes a WebSocket client may fall behind before it is closed with 4008. */
   wsBufferBytes: number;
   wsHeartbeatMs: number;
+  /** A session's default idle_timeout_ms: how long a CLI may print nothing before it is stopped (0: never). */
+  idleTimeoutMs: number;
   /** After an interrupt, how long the CLI gets to stop before SIGTERM. */
   interruptGraceMs: number;
   /** After SIGTERM, how long before SIGKILL. */
@@ -337,6 +339,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       eventsPerSession: int(env, 'ASM_MAX_EVENTS_PER_SESSION', 50_000, 100),
       wsBufferBytes: int(env, 'ASM_WS_MAX_BUFFER_BYTES', 8 * 1024 * 1024, 1024),
       wsHeartbeatMs: int(env, 'ASM_WS_HEARTBEAT_MS', 30_000, 100),
+      idleTimeoutMs: int(env, 'ASM_IDLE_TIMEOUT_MS', 300_000, 0),
       interruptGraceMs: int(env, 'ASM_INTERRUPT_GRACE_MS', 5_000, 0),
       killGraceMs: int(env, 'ASM_KILL_GRACE_MS', 2_000, 0),
       exitGraceMs: int(env, 'ASM_EXIT_GRACE_MS', 2_000, 0),

@@ -64,6 +64,7 @@ class CoreRun extends RunLifecycle {
       env: launch.env,
       stdin: launch.stdin,
       limits: this.limits,
+      reap: launch.reap,
       onLine: (line) => {
         sawOutput = true;
         this.receive(() => provider.onLine(line));
@@ -105,5 +106,13 @@ class CoreRun extends RunLifecycle {
 
   protected endInput(): void {
     this.process?.endInput();
+  }
+
+  protected pauseOutput(): void {
+    this.process?.pauseOutput();
+  }
+
+  protected resumeOutput(): void {
+    this.process?.resumeOutput();
   }
 }

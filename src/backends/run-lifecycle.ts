@@ -18,7 +18,10 @@ import type { BackendRun, BackendRunSpec, EventSink, InterruptReason } from './t
  *   deadline/timeout), unless the agent got a successful `result` out first: finished work stands.
  * - Interrupt: the agent's own mechanism first; if it is still there after interruptGraceMs, it is
  *   stopped. An interrupt that comes before the agent is running reaches it once it is.
- * - The run's deadline (spec.deadlineMs) is an interrupt with reason 'deadline'.
+ * - The run's deadline (spec.deadlineMs) is an interrupt with reason 'deadline'; an agent that prints
+ *   nothing for spec.idleTimeoutMs while no approval waits is interrupted with reason 'idle'.
+ * - Backpressure: while more than MAX_PENDING_EVENTS events the sink is still recording are pending,
+ *   the lane stops reading the agent's output (pauseOutput), and reads on once they are down to half.
  * - After the terminal event the agent's input is closed so it exits; if it is still there after
  *   exitGraceMs, it is stopped.
  * - Approvals get an id here (apr_<uuid>) and are answered through decide(); a finished run drops them.
@@ -52,6 +55,13 @@ export interface LaunchedAgent {
 
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
+/**
+ * Events handed to the sink and not yet recorded, beyond which the agent's output is no longer read.
+ * Each is at most one line of ASM_MAX_LINE_BYTES; in practice a few hundred bytes, so this holds a
+ * flooding agent to a few hundred kilobytes of queued events.
+ */
+const MAX_PENDING_EVENTS = 256;
+
 export abstract class RunLifecycle implements BackendRun {
   abstract readonly done: Promise<void>;
   protected finished = false;
@@ -62,6 +72,9 @@ export abstract class RunLifecycle implements BackendRun {
   private reachable = false;
   private readonly approvals = new Map<string, ApprovalRequest>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  private idleTimer: NodeJS.Timeout | null = null;
+  private pendingEvents = 0;
+  private outputPaused = false;
 
   constructor(
     protected readonly spec: BackendRunSpec,
@@ -88,6 +101,10 @@ export abstract class RunLifecycle implements BackendRun {
   protected abstract act(output: ProviderLineOutput): void;
   /** Close the agent's input: its turn is over and it should exit. */
   protected abstract endInput(): void;
+  /** Stop reading the agent's output for now (backpressure); a lane without a stream to pause does nothing. */
+  protected abstract pauseOutput(): void;
+  /** Read the agent's output again. */
+  protected abstract resumeOutput(): void;
 
   /** The whole run; never rejects. A lane calls it once, at the end of its constructor. */
   protected async run(): Promise<void> {
@@ -148,11 +165,27 @@ export abstract class RunLifecycle implements BackendRun {
   /** The agent is running: an interrupt that came before now reaches it. */
   private markReachable(): void {
     this.reachable = true;
+    this.armIdleTimer();
     if (this.interruptReason && !this.finished) this.sendInterrupt();
   }
 
   private startDeadline(): void {
     this.later(this.spec.deadlineMs, () => void this.interrupt('deadline'));
+  }
+
+  /** (Re)starts the idle clock: called when the agent is reachable and for each event it produces. */
+  private armIdleTimer(): void {
+    const { idleTimeoutMs } = this.spec;
+    if (idleTimeoutMs <= 0 || this.finished || !this.reachable) return;
+    if (this.idleTimer) {
+      this.idleTimer.refresh();
+      return;
+    }
+    this.idleTimer = setTimeout(() => {
+      // An agent waiting for an approval is silent by design; the approval's own timeout covers it.
+      if (this.approvals.size > 0) this.idleTimer?.refresh();
+      else void this.interrupt('idle');
+    }, Math.min(idleTimeoutMs, MAX_TIMEOUT_MS));
   }
 
   private sendInterrupt(): void {
@@ -192,15 +225,34 @@ export abstract class RunLifecycle implements BackendRun {
   protected emit(event: ProviderEvent): void {
     if (this.finished) return;
     if (!TERMINAL_KINDS.has(event.kind)) {
-      this.sink(event);
+      this.armIdleTimer();
+      this.track(this.sink(event));
       return;
     }
     this.finished = true;
-    this.sink(this.stampConversation(this.outcomeAfterInterrupt(event)));
+    this.track(this.sink(this.stampConversation(this.outcomeAfterInterrupt(event))));
     this.approvals.clear();
     this.clearTimers();
     this.endInput();
     this.later(this.grace.exitGraceMs, () => this.stopNow());
+  }
+
+  /** Counts an event the sink is still recording, pausing the agent's output while too many are. */
+  private track(recording: void | Promise<unknown>): void {
+    if (!recording) return;
+    this.pendingEvents += 1;
+    if (this.pendingEvents > MAX_PENDING_EVENTS && !this.outputPaused) {
+      this.outputPaused = true;
+      this.pauseOutput();
+    }
+    const settled = () => {
+      this.pendingEvents -= 1;
+      if (this.outputPaused && this.pendingEvents <= MAX_PENDING_EVENTS / 2) {
+        this.outputPaused = false;
+        this.resumeOutput();
+      }
+    };
+    recording.then(settled, settled);
   }
 
   /** After an interrupt only a successful result stands; any other ending is the interrupt's own error. */
@@ -208,6 +260,9 @@ export abstract class RunLifecycle implements BackendRun {
     if (!this.interruptReason || event.kind === 'result') return event;
     if (this.interruptReason === 'deadline') {
       return terminalErrorEvent(new AsmError('timeout', `run exceeded its deadline of ${this.spec.deadlineMs}ms`));
+    }
+    if (this.interruptReason === 'idle') {
+      return terminalErrorEvent(new AsmError('idle_timeout', `the agent printed nothing for ${this.spec.idleTimeoutMs}ms (idle_timeout_ms)`));
     }
     if (this.interruptReason === 'timeout') return terminalErrorEvent(new AsmError('timeout', 'run timed out'));
     return terminalErrorEvent(new AsmError('user_cancelled', 'Run interrupted'));
@@ -248,6 +303,8 @@ export abstract class RunLifecycle implements BackendRun {
   private clearTimers(): void {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers.clear();
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 }
 

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { BwrapSandbox } from './bwrap.js';
+import { killTagged, newRunTag, TAG_VARIABLE } from './process-tag.js';
 import type { Sandbox } from './types.js';
 
 /**
@@ -17,11 +18,17 @@ import type { Sandbox } from './types.js';
  *   and go with `release`.
  */
 
-/** ASM_SANDBOX=none: the CLI as it is, as the service's user, seeing what the service sees. */
+/**
+ * ASM_SANDBOX=none: the CLI as it is, as the service's user, seeing what the service sees; tagged, so
+ * that its descendants that left its process group are found and killed when it ends (process-tag.ts).
+ */
 export const NO_SANDBOX: Sandbox = {
   kind: 'none',
   check: async () => undefined,
-  wrap: async (_sessionId, cli) => ({ ...cli, exitOf: (exit) => exit }),
+  wrap: async (_sessionId, cli) => {
+    const tag = newRunTag();
+    return { ...cli, env: { ...cli.env, [TAG_VARIABLE]: tag }, exitOf: (exit) => exit, reap: () => killTagged(tag) };
+  },
   launcher: async (_sessionId, _runId, cli) => ({ command: cli.command, env: cli.env, dispose: async () => undefined }),
   // Without a sandbox the CLI shares the service's HOME and files: no folder is the session's alone.
   mcpFolder: async () => {

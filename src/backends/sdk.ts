@@ -97,4 +97,10 @@ class SdkRun extends RunLifecycle {
   protected endInput(): void {
     this.turn?.endInput();
   }
+
+  // The SDK reads the CLI's output itself and hands over one message at a time; ASM cannot hold it
+  // back, and a run's output quota (ASM_MAX_RUN_OUTPUT_BYTES) still bounds what it records.
+  protected pauseOutput(): void {}
+
+  protected resumeOutput(): void {}
 }

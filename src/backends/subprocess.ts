@@ -15,6 +15,7 @@ import type { ProcessExit } from '../providers/types.js';
  *   because some CLIs wait for stdin to reach EOF before they start.
  * - stdout is framed into lines of at most `lineBytes`; a longer line is reported once through
  *   `onOverflow` (the caller fails the run) and the rest of that line is discarded.
+ * - Processes that left the group (setsid, a double fork) are the sandbox's to find: `reap`.
  * - stderr is never protocol: it is reported line by line (each line cut at `stderrBytes`) and its
  *   last `stderrBytes` bytes are kept for error messages.
  */
@@ -30,6 +31,8 @@ export interface SubprocessOptions {
   onStderr(line: string): void;
   /** A stdout line was longer than `limits.lineBytes`. */
   onOverflow(): void;
+  /** Kills the run's processes that left its group (SandboxedCommand.reap), once the CLI is gone. */
+  reap?(): void;
 }
 
 /**
@@ -138,6 +141,7 @@ export class Subprocess {
         stderr.end();
         // Leftovers that did not hold our pipes (e.g. `daemon >/dev/null &`) would outlive the run.
         this.signalGroup('SIGKILL');
+        opts.reap?.();
         this.isClosed = true;
         for (const timer of this.timers) clearTimeout(timer);
         resolve({ code, signal, stderr: stderrTail.text() });
@@ -154,6 +158,20 @@ export class Subprocess {
   /** Close the CLI's stdin (EOF), the polite way to tell a stream-json CLI that we are done. */
   endInput(): void {
     if (this.stdin && !this.stdin.writableEnded) this.stdin.end();
+  }
+
+  /**
+   * Stop reading the CLI's output: the pipes fill up and the CLI blocks on its next write, which is
+   * how a consumer slows a chatty producer down. stderr too, or a CLI could flood through it instead.
+   */
+  pauseOutput(): void {
+    this.child.stdout?.pause();
+    this.child.stderr?.pause();
+  }
+
+  resumeOutput(): void {
+    this.child.stdout?.resume();
+    this.child.stderr?.resume();
   }
 
   /** Send a signal to the CLI's whole process group. */

@@ -9,7 +9,7 @@ import type { McpServers } from '../schemas/mcp-servers.js';
  * as a subprocess, on an API process or, for a remote_node run, on the worker that owns the run.
  */
 
-export type InterruptReason = 'user' | 'deadline' | 'timeout' | 'shutdown';
+export type InterruptReason = 'user' | 'deadline' | 'idle' | 'timeout' | 'shutdown';
 
 export interface BackendRunSpec extends ProviderRunInput {
   provider: ProviderDefinition;
@@ -21,6 +21,11 @@ export interface BackendRunSpec extends ProviderRunInput {
   node: string;
   /** Deadline for the whole run; the backend interrupts with reason 'deadline' when it passes. */
   deadlineMs: number;
+  /**
+   * How long the agent may print nothing (no stdout or stderr line, no SDK message) while no approval
+   * waits; the backend then interrupts with reason 'idle'. 0: never.
+   */
+  idleTimeoutMs: number;
   /** When approvals expire; stamped on approval_requested as expires_at. */
   approvalTimeoutMs: number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
@@ -30,16 +35,21 @@ export interface BackendRunSpec extends ProviderRunInput {
 /**
  * Receives events in order. The first is always run_started (or a terminal error when the CLI could not
  * start); exactly one terminal event (result, error, run_completed) comes last. `approval_requested`
- * events carry the approval_id the backend assigned.
+ * events carry the approval_id the backend assigned. A sink that records asynchronously returns the
+ * promise of that recording: the backend stops reading the agent's output while too many are pending
+ * (backpressure), so a chatty agent waits for the store instead of filling the service's memory.
  */
-export type EventSink = (event: ProviderEvent) => void;
+export type EventSink = (event: ProviderEvent) => void | Promise<unknown>;
 
 export interface BackendRun {
   /** Resolves once the terminal event was emitted and the process is gone. Never rejects. */
   readonly done: Promise<void>;
   /** Forward a decision to the CLI. Rejects with AsmError not_found if the approval is not pending here. */
   decide(approvalId: string, decision: ApprovalDecision, reason: string | null): Promise<void>;
-  /** Stop the run; its terminal event is error user_cancelled (user/shutdown) or timeout (deadline/timeout). */
+  /**
+   * Stop the run; its terminal event is error user_cancelled (user/shutdown), timeout (deadline/timeout)
+   * or idle_timeout (idle).
+   */
   interrupt(reason: InterruptReason): Promise<void>;
 }
 
@@ -86,6 +96,11 @@ export interface Sandbox {
 export interface SandboxedCommand extends CliCommand {
   /** The CLI's own exit, read from the spawned process's (bwrap reports a CLI killed by signal N as status 128 + N). */
   exitOf(exit: ProcessExit): ProcessExit;
+  /**
+   * Kills what is left of the run outside its process group, once the CLI is gone; absent where the
+   * sandbox needs none (bwrap's PID namespace ends with the run).
+   */
+  reap?(): void;
 }
 
 export interface SandboxLauncher {

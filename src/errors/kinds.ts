@@ -43,6 +43,8 @@ export const ERROR_KINDS = {
   cli_not_found: { domain: 'provider', http: 502, retryable: false },
   connection_failed: { domain: 'transport', http: 502, retryable: true },
   timeout: { domain: 'runtime', http: 504, retryable: true },
+  /** The agent printed nothing for the session's idle_timeout_ms (ASM_IDLE_TIMEOUT_MS) and was stopped. */
+  idle_timeout: { domain: 'runtime', http: 504, retryable: true },
   parse_error: { domain: 'parser', http: 502, retryable: false },
   auth_error: { domain: 'provider', http: 502, retryable: false },
   buffer_overflow: { domain: 'transport', http: 502, retryable: false },

@@ -66,6 +66,9 @@ export const CreateSessionBody = Type.Object(
     max_queued_runs: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
     approval_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
     run_deadline_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    idle_timeout_ms: Type.Optional(
+      Type.Integer({ minimum: 0, maximum: 86_400_000, description: 'How long the agent may print nothing before it is stopped with idle_timeout; 0: never. Default: ASM_IDLE_TIMEOUT_MS' }),
+    ),
     metadata: Type.Optional(Metadata),
     mcp_servers: Type.Optional(McpServers),
   },
@@ -96,6 +99,7 @@ export const Session = Type.Object({
   max_queued_runs: Type.Integer(),
   approval_timeout_ms: Type.Integer(),
   run_deadline_ms: Type.Integer(),
+  idle_timeout_ms: Type.Integer({ minimum: 0 }),
   metadata: Metadata,
   mcp_servers: Type.Optional(McpServers),
   state: SessionState,

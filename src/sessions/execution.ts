@@ -180,14 +180,16 @@ export class RunExecutor {
           env: buildCliEnv(process.env, provider.env, config.passEnv),
           node: config.nodeName,
           deadlineMs: session.run_deadline_ms,
+          // Sessions stored before idle_timeout_ms existed take the service's default.
+          idleTimeoutMs: session.idle_timeout_ms ?? config.limits.idleTimeoutMs,
           approvalTimeoutMs: session.approval_timeout_ms,
           mcpServers: session.mcp_server_config,
         },
-        (event) => {
-          void recorder.serialize(runId, () => this.record(run, active, event)).catch((err) =>
+        // The recording's promise is the backend's backpressure (EventSink).
+        (event) =>
+          recorder.serialize(runId, () => this.record(run, active, event)).catch((err) =>
             log.error({ err, runId, kind: event.kind }, 'failed to record a run event'),
-          );
-        },
+          ),
       );
       active.backend = backendRun;
       const onAbort = () => void backendRun.interrupt(interruptReasonOf(signal.reason));

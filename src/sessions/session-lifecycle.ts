@@ -89,6 +89,7 @@ export class SessionLifecycle {
       max_queued_runs: body.max_queued_runs ?? SESSION_DEFAULTS.max_queued_runs,
       approval_timeout_ms: body.approval_timeout_ms ?? SESSION_DEFAULTS.approval_timeout_ms,
       run_deadline_ms: body.run_deadline_ms ?? SESSION_DEFAULTS.run_deadline_ms,
+      idle_timeout_ms: body.idle_timeout_ms ?? config.limits.idleTimeoutMs,
       metadata: body.metadata ?? {},
       mcp_servers: redactMcpServers(mcpServers),
       mcp_server_config: mcpServers,

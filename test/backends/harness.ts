@@ -33,6 +33,7 @@ export function makeSpec(provider: ProviderDefinition, overrides: Partial<Backen
     env: buildCliEnv(process.env, provider.env, []),
     node: 'test-node',
     deadlineMs: 15_000,
+    idleTimeoutMs: 0,
     approvalTimeoutMs: 60_000,
     ...overrides,
   };

@@ -58,6 +58,7 @@ export function sessionRecord(overrides: Partial<SessionRecord> = {}): SessionRe
     max_queued_runs: 10,
     approval_timeout_ms: 120_000,
     run_deadline_ms: 600_000,
+    idle_timeout_ms: 300_000,
     metadata: {},
     state: 'open',
     provider_session_id: null,

@@ -1,0 +1,61 @@
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+
+/**
+ * Finding the processes of an unsandboxed run that left its process group (ASM_SANDBOX=none).
+ *
+ * The bubblewrap sandbox puts each run in a PID namespace of its own, which the kernel empties when
+ * the run's init exits, so nothing a CLI started survives it, whatever it did (setsid, double fork).
+ * Without a sandbox a CLI can leave its group the same ways, and Node offers neither a cgroup nor
+ * PR_SET_CHILD_SUBREAPER to keep hold of such a process. What every descendant does inherit is the
+ * environment: the run's CLI gets a random tag in it (TAG_VARIABLE), and when the run ends, every
+ * process of the service's user whose /proc/<pid>/environ carries that tag is killed.
+ *
+ * The limit, stated in README "Sandbox": a process that clears its environment before it detaches
+ * escapes the sweep. That is what ASM_SANDBOX=none means: every tenant is trusted.
+ */
+
+export const TAG_VARIABLE = 'ASM_RUN_TAG';
+
+export function newRunTag(): string {
+  return randomBytes(12).toString('hex');
+}
+
+/**
+ * SIGKILLs every process whose environment carries the tag. Repeated until a scan finds none (at most
+ * MAX_SWEEPS), because a process may fork between being listed and being killed.
+ */
+export function killTagged(tag: string): void {
+  const needle = Buffer.from(`\0${TAG_VARIABLE}=${tag}\0`);
+  for (let sweep = 0; sweep < MAX_SWEEPS; sweep++) {
+    const found = tagged(needle);
+    if (found.length === 0) return;
+    for (const pid of found) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile, or not ours to kill
+      }
+    }
+  }
+}
+
+const MAX_SWEEPS = 5;
+
+function tagged(needle: Buffer): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let environ: Buffer;
+    try {
+      environ = readFileSync(`/proc/${entry}/environ`);
+    } catch {
+      continue; // gone, or another user's
+    }
+    // environ is NUL-separated; a leading NUL makes the first variable match like the others.
+    if (Buffer.concat([NUL, environ]).includes(needle)) found.push(Number(entry));
+  }
+  return found;
+}
+
+const NUL = Buffer.from([0]);
