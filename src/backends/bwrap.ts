@@ -18,7 +18,7 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
  *
  *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
- *       [setpriv --reuid=<user> … --]  sh -c '… "$@" …' sh  env --default-signal=…  <CLI> <args>
+ *       sh -c '… "$@" …' sh  [setpriv --reuid=<user> … --]  env --default-signal=…  <CLI> <args>
  *
  * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC. The network is the host's,
  *   or, with ASM_SANDBOX_ALLOWED_HOSTS, a namespace of its own whose one way out is the egress proxy
@@ -31,7 +31,8 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './t
  *   own files (config.ts, SandboxSettings.hide) are masked where a mount would show them.
  * - Where the service is root, bwrap runs as root (it must reach folders only root may, such as a CLI
  *   installed under /root) and the CLI runs as ASM_SANDBOX_USER, without capabilities and with
- *   no_new_privs: setpriv drops to it inside, after the mounts. Otherwise bwrap uses a user
+ *   no_new_privs: setpriv drops to it inside, after the mounts, for the CLI (the namespace's init stays
+ *   root, so that bwrap's --die-with-parent can kill it). Otherwise bwrap uses a user
  *   namespace and the CLI runs as the service's user.
  * - Signals: the service signals the CLI's whole process group (its interrupts, the stop escalation).
  *   bwrap and the namespace's init (the `sh`, which bwrap waits for, so that it leaves no zombie and
@@ -91,12 +92,18 @@ export class BwrapSandbox implements Sandbox {
     if (egress) this.outer.push('--unshare-net');
     if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
     this.inner = [
-      ...(privileged
-        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
-        : []),
       // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
       // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
       tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
+      // The init stays bwrap's user and drops to ASM_SANDBOX_USER only for the CLI: bwrap's
+      // --die-with-parent then reaches the init when the service dies (SIGKILLed), and the kernel
+      // empties the namespace with it. A death signal obeys the kill permission, which bwrap (no
+      // capabilities left) has only over its own user: an init of ASM_SANDBOX_USER outlived a killed
+      // service, CLI and daemons included (issue 13, finding 3; test/faults/killed-worker.test.ts).
+      // The init only waits; the CLI, as another user without capabilities, cannot reach it.
+      ...(privileged
+        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
+        : []),
       ...(egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : []),
       // The shell exports PWD, which is not the CLI's to have.
       tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`,

@@ -30,7 +30,27 @@ function isZombie(pid: string): boolean {
   }
 }
 
+/** The `sleep <marker>` processes themselves (the shells and wrappers that carry the marker aside). */
+export function sleepers(marker: string): number[] {
+  return processesWith(marker).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8') === `sleep\0${marker}\0`;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** A marker for one test: a number that `sleep` accepts as its duration and nothing else prints. */
 export function sleepMarker(): string {
   return `${4000 + Math.floor(Math.random() * 1000)}.${Date.now() % 1_000_000}`;
+}
+
+/** SIGKILL, for a test's own cleanup: a process that is gone already is fine. */
+export function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
 }
