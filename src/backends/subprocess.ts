@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream';
 import type { Limits } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { ProcessExit } from '../providers/types.js';
+import { groupTakes } from './process-group.js';
 
 /**
  * Runs one CLI as a child process in its own process group, and turns its output into lines.
@@ -99,12 +100,19 @@ export function spawnError(err: unknown, command: string): AsmError {
   return new AsmError('transport_error', `cannot start ${command}: ${(err as Error).message}`, { cause: err });
 }
 
+/** How long a signal that may have been lost is sent again (signalGroup), and how often. */
+const RESEND_WINDOW_MS = 2_000;
+const RESEND_POLL_MS = 25;
+/** A CLI's first moments after its spawn, in which a signal may not reach it yet. */
+const EARLY_LIFE_MS = 1_000;
+
 export class Subprocess {
   readonly pid: number;
   /** Resolves when the CLI has exited and its output pipes are closed: every line has been reported. */
   readonly closed: Promise<ProcessExit>;
   private readonly stdin: Writable | null;
   private readonly killGraceMs: number;
+  private readonly spawnedAt = performance.now();
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopping = false;
   private isClosed = false;
@@ -174,9 +182,35 @@ export class Subprocess {
     this.child.stderr?.resume();
   }
 
-  /** Send a signal to the CLI's whole process group. */
+  /**
+   * Send a signal to the CLI's whole process group. A signal sent in the CLI's first moments can be
+   * lost (issue 13, finding 7): the sandbox's wrappers ignore it until the CLI is exec'd, and `sh -c`
+   * holds a SIGINT that comes before its command is forked until that command ends. So a signal is
+   * sent again every RESEND_POLL_MS while the CLI is younger than EARLY_LIFE_MS, and after that until
+   * some member of the group takes it (does not ignore it), for at most RESEND_WINDOW_MS; a CLI that
+   * ignores it for good is left to the stop escalation.
+   */
   signalGroup(signal: NodeJS.Signals): void {
     if (this.isClosed) return;
+    const settled = signal === 'SIGKILL' || (!this.isEarly() && groupTakes(this.pid, signal));
+    this.kill(signal);
+    if (!settled) this.resend(signal, Date.now() + RESEND_WINDOW_MS);
+  }
+
+  private resend(signal: NodeJS.Signals, until: number): void {
+    this.later(RESEND_POLL_MS, () => {
+      const early = this.isEarly();
+      const taken = !early && groupTakes(this.pid, signal);
+      if (early || taken) this.kill(signal);
+      if (!taken && Date.now() < until) this.resend(signal, until);
+    });
+  }
+
+  private isEarly(): boolean {
+    return performance.now() - this.spawnedAt < EARLY_LIFE_MS;
+  }
+
+  private kill(signal: NodeJS.Signals): void {
     try {
       process.kill(-this.pid, signal);
     } catch (err) {

@@ -71,6 +71,11 @@ class MemorySessionStore implements SessionStore {
   async update(id: string, patch: Partial<SessionRecord>): Promise<SessionRecord> {
     return Object.assign(mustGet(this.sessions, id, 'session'), patch);
   }
+  /** An event was appended: an open session's last_seq stays current, as the Redis store keeps it. */
+  noteSeq(id: string, seq: number): void {
+    const session = this.sessions.get(id);
+    if (session) session.last_seq = seq;
+  }
   async count(): Promise<number> {
     return this.sessions.size;
   }
@@ -218,7 +223,10 @@ class MemoryEventLog implements EventLog {
   private readonly logs = new Map<string, SessionLog>();
   private readonly listeners = new Map<string | null, Set<EventListener>>();
 
-  constructor(private readonly maxPerSession: number) {}
+  constructor(
+    private readonly maxPerSession: number,
+    private readonly sessions: MemorySessionStore,
+  ) {}
 
   async append(event: NewEvent): Promise<AsmEvent> {
     let log = this.logs.get(event.session_id);
@@ -228,6 +236,7 @@ class MemoryEventLog implements EventLog {
     }
     const stored: AsmEvent = { ...stampEvent(event), seq: ++log.lastSeq };
     log.events.push(stored);
+    this.sessions.noteSeq(event.session_id, stored.seq);
     // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
     const overflow = log.events.length - this.maxPerSession;
     if (overflow >= Math.max(1, this.maxPerSession >> 3)) {
@@ -313,7 +322,7 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
   const sessions = new MemorySessionStore();
   const runs = new MemoryRunStore();
   const approvals = new MemoryApprovalStore();
-  const events = new MemoryEventLog(opts.eventsPerSession);
+  const events = new MemoryEventLog(opts.eventsPerSession, sessions);
   return {
     sessions,
     runs,
