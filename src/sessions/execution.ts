@@ -89,6 +89,12 @@ export class RunExecutor {
       await recorder.finishWithoutStart(runId, fromLaneAbort(ctx.signal.reason, 'before it started'));
       return { run_id: runId, state: 'interrupted' };
     }
+    // A run of a session that is closing is never started: its close interrupts whatever runs, and a
+    // CLI started now would only be interrupted in its first moments (issue 13, finding 7).
+    if (session.state !== 'open') {
+      await recorder.finishWithoutStart(runId, cancelledRun('before it started: its session is closing'));
+      return { run_id: runId, state: 'interrupted' };
+    }
     if (run.options.remote && !config.worker) {
       await this.handToWorker(run, session, ctx);
       return this.outcome(runId);
