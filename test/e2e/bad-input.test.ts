@@ -83,7 +83,10 @@ describe('bad input over HTTP', () => {
     const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo before', wait: true } }));
     expect(run.body.state).toBe('completed');
     const events = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id } } }));
-    before = { session: session.body, run: run.body, events: events.body.events };
+    // As it stands after its run (its last_seq counts the run's events).
+    const sessionAfterRun = await reply(server.client.GET('/v1/sessions/{id}', { params: { path: { id: session.body.id } } }));
+    expect(sessionAfterRun.body.last_seq).toBe(events.body.events.at(-1)!.seq);
+    before = { session: sessionAfterRun.body, run: run.body, events: events.body.events };
   });
   afterAll(async () => {
     await server?.close();
