@@ -5,7 +5,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
-import { SHARED_SCHEMAS } from '../schemas/api.js';
+import { SHARED_SCHEMAS, WS_MAX_CLIENT_FRAME_BYTES } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
 import { registerBrowserSafety } from './browser-safety.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
@@ -62,7 +62,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   }
   // Before auth: the plugin's onRequest hook marks upgrade requests, so a refused upgrade (401) gets its
   // socket destroyed after the response instead of left open, which also kept server.close() waiting.
-  await fastify.register(websocket, { options: { maxPayload: 64 * 1024 } });
+  await fastify.register(websocket, { options: { maxPayload: WS_MAX_CLIENT_FRAME_BYTES } });
   registerBrowserSafety(fastify, { allowedOrigins: app.config.allowedOrigins, keyless: app.tenants.keyless });
   registerAuth(fastify, app.tenants);
   await registerRateLimit(fastify, app);

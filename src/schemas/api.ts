@@ -436,6 +436,10 @@ export type ClientFrame = Static<typeof ClientFrame>;
  */
 export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, LaneInfo, NodeInfo, DiffSummary];
 
+/** The largest client frame; a larger one closes the socket with WS_CLOSE_MESSAGE_TOO_BIG (no client frame needs that much). */
+export const WS_MAX_CLIENT_FRAME_BYTES = 64 * 1024;
+/** Close code (1009, message too big) for a client frame over WS_MAX_CLIENT_FRAME_BYTES. */
+export const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
 /** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
 export const WS_CLOSE_SLOW_CONSUMER = 4008;
 /** Close code (1011, internal error) for a stream the store could not keep serving; resume from `last_seq`. */

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Approval, ClientFrame, ErrorResponse, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER, WS_CLOSE_UNAUTHORIZED } from './api.js';
+import { Approval, ClientFrame, ErrorResponse, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_MESSAGE_TOO_BIG, WS_CLOSE_SLOW_CONSUMER, WS_CLOSE_UNAUTHORIZED } from './api.js';
 import { AsmEventSchema, LaneMetadata } from './events.js';
 
 /**
@@ -72,6 +72,7 @@ const CLOSE_CODES = {
   [WS_CLOSE_SLOW_CONSUMER]: 'slow_consumer: more than ASM_WS_MAX_BUFFER_BYTES behind; the reason is {"reason":"slow_consumer","last_seq":N}; reconnect with after=N',
   [WS_CLOSE_EVENTS_UNAVAILABLE]: 'events_unavailable: the store could not keep serving; the reason is {"reason":"events_unavailable","last_seq":N}',
   [WS_CLOSE_UNAUTHORIZED]: 'unauthorized or forbidden stream',
+  [WS_CLOSE_MESSAGE_TOO_BIG]: 'message too big: a client frame over 64 KiB (WS_MAX_CLIENT_FRAME_BYTES)',
 };
 
 /** Schemas the frames reference by $id, inlined so each message's payload stands alone. */
