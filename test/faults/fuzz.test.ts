@@ -25,6 +25,18 @@ const FRAMES = Number(process.env.ASM_FUZZ_FRAMES ?? 2_000);
 const CONCURRENCY = 8;
 const STACK = /"stack"|\n\s+at |node_modules|\.[jt]s:\d+:\d+/;
 
+/**
+ * Every provider's CLI is "installed" (the fakes of test/fixtures/bin): a provider whose CLI is
+ * missing is refused with 502 cli_not_found by design (README "Providers"), which is the server's
+ * state, not the input's. Only claude may run (above), so the other fakes are never started.
+ */
+const FIXTURE_BIN = new URL('../fixtures/bin/', import.meta.url).pathname;
+const INSTALLED_FAKES = {
+  ASM_CODEX_BIN: `${FIXTURE_BIN}fake-codex.mjs`,
+  ASM_GEMINI_BIN: `${FIXTURE_BIN}fake-gemini.mjs`,
+  ASM_AMP_BIN: `${FIXTURE_BIN}fake-amp.mjs`,
+};
+
 const KEYS = { a: `key-a-${randomUUID()}`, b: `key-b-${randomUUID()}`, admin: `key-admin-${randomUUID()}` };
 const GRANT = { providers: ['claude'] };
 
@@ -225,7 +237,7 @@ describe('fuzzing the HTTP API and the WebSocket protocol from their schemas', (
     const tenants: Record<string, string> = auth
       ? { ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEYS.a, GRANT), tenant('tenant-b', KEYS.b, GRANT), tenant('ops', KEYS.admin, { role: 'admin' })]) }
       : { ASM_DISABLED_PROVIDERS: 'shell,codex,gemini,amp' };
-    const server = await startServer({ ...tenants, ASM_RATE_LIMIT: '0', ASM_MAX_SESSIONS: '100000', ASM_WAIT_MAX_MS: '1000' });
+    const server = await startServer({ ...tenants, ...INSTALLED_FAKES, ASM_RATE_LIMIT: '0', ASM_MAX_SESSIONS: '100000', ASM_WAIT_MAX_MS: '1000' });
     servers.push(server);
     const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
     const headersA = auth ? bearer(KEYS.a) : {};
