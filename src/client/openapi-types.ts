@@ -907,6 +907,8 @@ export interface paths {
                         max_queued_runs?: number;
                         approval_timeout_ms?: number;
                         run_deadline_ms?: number;
+                        /** @description How long the agent may print nothing before it is stopped with idle_timeout; 0: never. Default: ASM_IDLE_TIMEOUT_MS */
+                        idle_timeout_ms?: number;
                         /** @description Caller data, returned as given */
                         metadata?: {
                             [key: string]: unknown;
@@ -3572,7 +3574,7 @@ export interface components {
         };
         Error: {
             error: {
-                kind: "bad_request" | "config_invalid" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "at_capacity" | "queue_full" | "rate_limit" | "quota_exceeded" | "not_ready" | "shutting_down" | "cli_not_found" | "connection_failed" | "timeout" | "parse_error" | "auth_error" | "buffer_overflow" | "transport_error" | "provider_error" | "user_cancelled" | "approval_denied" | "guardrail_blocked" | "node_lost" | "unknown";
+                kind: "bad_request" | "config_invalid" | "payload_too_large" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "at_capacity" | "queue_full" | "rate_limit" | "quota_exceeded" | "not_ready" | "shutting_down" | "cli_not_found" | "connection_failed" | "timeout" | "idle_timeout" | "parse_error" | "auth_error" | "buffer_overflow" | "transport_error" | "provider_error" | "user_cancelled" | "approval_denied" | "guardrail_blocked" | "node_lost" | "unknown";
                 domain: "transport" | "parser" | "provider" | "approval" | "guardrail" | "tool" | "runtime" | "config";
                 message: string;
                 retryable: boolean;
@@ -3666,6 +3668,7 @@ export interface components {
             max_queued_runs: number;
             approval_timeout_ms: number;
             run_deadline_ms: number;
+            idle_timeout_ms: number;
             /** @description Caller data, returned as given */
             metadata: {
                 [key: string]: unknown;
