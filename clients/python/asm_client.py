@@ -110,6 +110,7 @@ ERROR_CLASSES = {
     "cli_not_found": RunFailed,
     "connection_failed": RunFailed,
     "timeout": RunFailed,
+    "idle_timeout": RunFailed,
     "parse_error": RunFailed,
     "auth_error": RunFailed,
     "buffer_overflow": RunFailed,

@@ -40,7 +40,8 @@ export const ERROR_KINDS = {
   quota_exceeded: { domain: 'runtime', http: 429, retryable: false },
   not_ready: { domain: 'runtime', http: 503, retryable: true },
   shutting_down: { domain: 'runtime', http: 503, retryable: true },
-  cli_not_found: { domain: 'provider', http: 502, retryable: false },
+  /** The provider's CLI is not installed where the run would execute: the request asks for what this deployment cannot run (4xx, not a fault of the service). */
+  cli_not_found: { domain: 'provider', http: 422, retryable: false },
   connection_failed: { domain: 'transport', http: 502, retryable: true },
   timeout: { domain: 'runtime', http: 504, retryable: true },
   /** The agent printed nothing for the session's idle_timeout_ms (ASM_IDLE_TIMEOUT_MS) and was stopped. */

@@ -147,7 +147,7 @@ describe('a provider whose CLI is not installed', () => {
       kind: 'cli_not_found',
       details: { field: 'provider', provider: 'claude', binary: '/nonexistent/claude', variable: 'ASM_CLAUDE_BIN', install: 'npm install -g @anthropic-ai/claude-code' },
     });
-    expect(res.status).toBe(502);
+    expect(res.status).toBe(422);
     expect(res.body.error.message).toContain('ASM_CLAUDE_BIN');
     const resolved = await server.request('POST', '/v1/providers/claude/resolve', { lane });
     expect(resolved.body.error.kind).toBe('cli_not_found');

@@ -27,7 +27,7 @@ const STACK = /"stack"|\n\s+at |node_modules|\.[jt]s:\d+:\d+/;
 
 /**
  * Every provider's CLI is "installed" (the fakes of test/fixtures/bin): a provider whose CLI is
- * missing is refused with 502 cli_not_found by design (README "Providers"), which is the server's
+ * missing is refused with 422 cli_not_found by design (README "Providers"), which is the server's
  * state, not the input's. Only claude may run (above), so the other fakes are never started.
  */
 const FIXTURE_BIN = new URL('../fixtures/bin/', import.meta.url).pathname;
