@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pino, { type DestinationStream, type Logger } from 'pino';
 
 /**
@@ -17,6 +18,7 @@ export function createLogger(level: string, destination: DestinationStream = pin
   return pino(
     {
       level,
+      mixin: logContextFields,
       serializers: { err: errorWithoutCommandArgs },
       redact: {
         paths: [
@@ -61,4 +63,29 @@ function withoutCommandArgs(value: unknown, depth: number): unknown {
 
 function isCommand(value: unknown): value is { name: unknown; args: unknown } {
   return typeof value === 'object' && value !== null && 'name' in value && 'args' in value;
+}
+
+/** The fields of the work in progress (the request, the run) that every log line written for it carries. */
+interface LogContext {
+  /** The request's id (x-request-id), under the name Fastify's own request lines give it. */
+  reqId?: string;
+  run_id?: string;
+}
+
+const logContext = new AsyncLocalStorage<LogContext>();
+
+/**
+ * Runs `fn` (and everything it starts) with `fields` on each log line it writes, so a line the
+ * service layers write while serving a request or executing a run names that request and run
+ * without each layer being handed a child logger.
+ */
+export function withLogContext<T>(fields: LogContext, fn: () => T): T {
+  return logContext.run(fields, fn);
+}
+
+/** pino's mixin: the context's fields, except on a child logger that is already bound to a request (Fastify's). */
+function logContextFields(_merge: object, _level: number, logger: Logger): LogContext {
+  const fields = logContext.getStore();
+  if (!fields) return {};
+  return 'reqId' in logger.bindings() ? {} : fields;
 }

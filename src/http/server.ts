@@ -5,6 +5,7 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
+import { withLogContext } from '../logger.js';
 import { SHARED_SCHEMAS, WS_MAX_CLIENT_FRAME_BYTES } from '../schemas/api.js';
 import { registerAuth } from './auth.js';
 import { registerBrowserSafety } from './browser-safety.js';
@@ -49,6 +50,10 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   fastify.removeContentTypeParser('text/plain');
 
   fastify.setValidatorCompiler(typeboxValidatorCompiler);
+  // First of all hooks, so that every line the layers below write while serving the request names it.
+  fastify.addHook('onRequest', (request, _reply, done) => {
+    withLogContext({ reqId: request.id }, done);
+  });
   fastify.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });

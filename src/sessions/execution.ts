@@ -5,6 +5,7 @@ import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
+import { withLogContext } from '../logger.js';
 import { AsmError, cancelledRun, isErrorKind } from '../errors/kinds.js';
 import { abortedByTimeout, fromLaneAbort } from '../errors/from-lanes.js';
 import type { CommandContext } from '../lanes/types.js';
@@ -75,7 +76,9 @@ export class RunExecutor {
     // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
     const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
     return inSpan('run', context.active(), attributes, async (span) => {
-      const outcome = await this.start(run, session, ctx);
+      // The run's log lines name it and the request that created it, whichever request or job started it.
+      const requestId = run.observability.request_id;
+      const outcome = await withLogContext({ ...(requestId && { reqId: requestId }), run_id: runId }, () => this.start(run, session, ctx));
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });

@@ -20,12 +20,17 @@ let app: AsmApp;
 let url: string;
 let close: () => Promise<void>;
 const lines: any[] = [];
+const rawLines: string[] = [];
 
 beforeEach(async () => {
   lines.length = 0;
+  rawLines.length = 0;
   const sink = new Writable({
     write(chunk, _encoding, done) {
-      for (const line of String(chunk).split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+      for (const line of String(chunk).split('\n').filter(Boolean)) {
+        rawLines.push(line);
+        lines.push(JSON.parse(line));
+      }
       done();
     },
   });
@@ -58,7 +63,12 @@ describe('request ids', () => {
     for (const event of events) expect(event.metadata.request_id).toBe('trace:run.1-A');
 
     const ofRequest = lines.filter((l) => l.reqId === 'trace:run.1-A');
-    expect(ofRequest.map((l) => l.msg)).toEqual(['incoming request', 'request completed']);
+    expect(ofRequest.map((l) => l.msg)).toEqual(['incoming request', 'run finished', 'request completed']);
+    // The lines the service layers write name the request they serve, and a run's lines name the run too.
+    expect(lines.find((l) => l.msg === 'session created')).toMatchObject({ reqId: 'sess-1', sessionId: session.id });
+    expect(ofRequest.find((l) => l.msg === 'run finished')).toMatchObject({ run_id: run.id, runId: run.id });
+    // None carries the key twice (Fastify's child logger binds reqId itself; the context adds it only elsewhere).
+    expect(rawLines.filter((line) => line.split('"reqId"').length > 2)).toEqual([]);
     // Every line Fastify writes about a request names it.
     expect(lines.filter((l) => l.req || l.res).every((l) => typeof l.reqId === 'string')).toBe(true);
   });
