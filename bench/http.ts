@@ -28,16 +28,16 @@ const CONNECTIONS = 50;
 const RUN_SESSIONS = 64;
 const EVENTS = 100;
 const ROUTES = ['create_session', 'get_run', 'get_events', 'submit_run'] as const;
-type Route = (typeof ROUTES)[number];
+export type Route = (typeof ROUTES)[number];
 
-interface Sample {
+export interface Sample {
   rps: number;
   p99_ms: number;
   non2xx: number;
   errors: number;
 }
 
-interface Target {
+export interface Target {
   url: string;
   /** Session ids for submit_run. */
   sessions: string[];
@@ -45,7 +45,7 @@ interface Target {
   eventsRunId: string;
 }
 
-function requestOf(route: Route, target: Target): autocannon.Options {
+export function requestOf(route: Route, target: Target): autocannon.Options {
   const json = { ...AUTH, 'content-type': 'application/json' };
   switch (route) {
     case 'create_session':
@@ -65,7 +65,7 @@ function requestOf(route: Route, target: Target): autocannon.Options {
   }
 }
 
-async function measure(route: Route, target: Target, seconds: number): Promise<Sample> {
+export async function measure(route: Route, target: Target, seconds: number): Promise<Sample> {
   const result = await autocannon({ ...requestOf(route, target), connections: CONNECTIONS, duration: seconds });
   return { rps: Math.round(result.requests.average), p99_ms: result.latency.p99, non2xx: result.non2xx, errors: result.errors };
 }
