@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
+import { WarmProcesses } from './backends/warm-processes.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createSandbox } from './backends/sandbox.js';
@@ -77,6 +78,8 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   const served = [...providers.keys()].filter((p) => !config.disabledProviders.has(p) && (worker?.providers ?? [p]).includes(p));
   // Looked for once: a CLI installed later shows after a restart; a run still checks at spawn.
   const missingClis = await missingClisOf(served.map((name) => providers.get(name)!), config.binaries);
+  // Idle warm agent processes count in the node's load: they hold memory like a run does.
+  const warm = new WarmProcesses(config.limits.maxWarmProcesses);
   const report: SelfReport = () => ({
     name: config.nodeName,
     role: worker ? 'worker' : 'api',
@@ -85,7 +88,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     providers: served,
     missing_clis: missingClis,
     capacity: worker?.capacity ?? engineOptions.lanes.reduce((sum, l) => sum + l.maxConcurrency, 0),
-    load: (worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0,
+    load: ((worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0) + warm.size,
     pool: worker?.pool ?? 'default',
     cookie: cookieHash(worker?.cookie),
     sandbox: sandbox.kind,
@@ -106,7 +109,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     : embeddedInfrastructure(config, engineOptions, self, report);
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
-  const backends = { core: new CoreBackend(config.limits, sandbox), sdk: new SdkBackend(sdks, config.limits, sandbox) };
+  const backends = { core: new CoreBackend(config.limits, sandbox, warm), sdk: new SdkBackend(sdks, config.limits, sandbox) };
   sessions = new SessionService({ config, store, engine, cluster, providers, tenants, backends, sdks, logger });
   sessions.registerCommands();
   await engine.start();
@@ -117,6 +120,8 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   // A closed session's sandbox folders and shadow repository go. Each process sweeps its own
   // ASM_SANDBOX_ROOT and ASM_SHADOW_ROOT, wherever its runs ran.
   const sweep = async () => {
+    // A closed session's warm process first: it runs in the folders released below.
+    await stopClosedWarm(warm, store);
     await sweepClosed(sandbox, store);
     await sweepClosed(sessions.shadow, store);
   };
@@ -158,6 +163,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
           await drain();
         }
         await engine.close();
+        await warm.stopAll();
         sessions.close();
         await cluster.close();
         await store.close();
@@ -174,6 +180,13 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
 async function sweepClosed(folders: Pick<Sandbox, 'sessions' | 'release'>, store: Store): Promise<void> {
   for (const sessionId of await folders.sessions()) {
     if ((await store.sessions.get(sessionId))?.state === 'closed') await folders.release(sessionId);
+  }
+}
+
+/** Stops the kept processes of sessions that are no longer open (closed through another process, which could not reach them). */
+async function stopClosedWarm(warm: WarmProcesses, store: Store): Promise<void> {
+  for (const sessionId of warm.sessions()) {
+    if ((await store.sessions.get(sessionId))?.state !== 'open') warm.stopSession(sessionId);
   }
 }
 

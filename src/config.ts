@@ -218,6 +218,14 @@ export interface Limits {
   mcpServers: number;
   /** The largest `mcp_servers` of a session, as JSON bytes. */
   mcpConfigBytes: number;
+  /** How long a warm session's agent process waits idle for the session's next run, unless the session says. */
+  warmIdleMs: number;
+  /** Idle warm agent processes kept at once on a node; beyond it the longest idle one is stopped. */
+  maxWarmProcesses: number;
+  /** Memory (RSS, MiB) the node's agent processes may use before a new agent run waits; 0: no limit. */
+  maxAgentMemoryMb: number;
+  /** How often a run waiting for memory measures again. */
+  agentMemoryPollMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -349,6 +357,10 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       shutdownDrainMs: int(env, 'ASM_SHUTDOWN_DRAIN_MS', 10_000, 0),
       mcpServers: int(env, 'ASM_MCP_MAX_SERVERS', 16, 0),
       mcpConfigBytes: int(env, 'ASM_MCP_MAX_CONFIG_BYTES', 64 * 1024, 1),
+      warmIdleMs: int(env, 'ASM_WARM_IDLE_MS', 300_000, 100),
+      maxWarmProcesses: int(env, 'ASM_MAX_WARM_PROCESSES', 16, 0),
+      maxAgentMemoryMb: int(env, 'ASM_MAX_AGENT_MEMORY_MB', 0, 0),
+      agentMemoryPollMs: int(env, 'ASM_AGENT_MEMORY_POLL_MS', 250, 10),
     },
     laneOverrides: parseLanes(env),
     globalConcurrency,

@@ -6,6 +6,7 @@ import { RunLifecycle, terminalErrorEvent, type LaunchedAgent } from './run-life
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
 import { surfaceLaunch } from './surfaces.js';
 import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
+import { WarmProcesses, type AgentOutput, type HeldConversation, type WarmAgent } from './warm-processes.js';
 
 /**
  * The core backend runs the provider's CLI as a subprocess, placed by the run's execution surface
@@ -19,20 +20,37 @@ import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './
  *   interrupted, by exit status), or the surface's failure (ssh could not reach the host).
  * - The provider's interrupt is a control message or a signal; closing the input closes stdin;
  *   stopping is SIGTERM to the process group, then SIGKILL after killGraceMs.
+ * - A warm session's run (spec.warm, a provider with a WarmTurn, a local CLI) whose turn ended on the
+ *   provider's own terminal line leaves its process running, parked in WarmProcesses; the session's
+ *   next run that fits takes it (run_started says `warm: true`, with the same pid) and starts its turn
+ *   with the provider's nextTurn(). A run that failed, was stopped, or whose CLI died starts no such
+ *   reuse: its process goes as a cold run's does.
  */
 
 export type RunLimits = Pick<Limits, 'lineBytes' | 'stderrBytes' | 'interruptGraceMs' | 'killGraceMs' | 'exitGraceMs'>;
 
 export class CoreBackend implements Backend {
   readonly name = 'core';
+  /** The process of every run in flight on this backend (parked ones are in `warm`). */
+  private readonly running = new Set<Subprocess>();
 
   constructor(
     private readonly limits: RunLimits,
     private readonly sandbox: Sandbox,
+    readonly warm: WarmProcesses = new WarmProcesses(0),
   ) {}
 
   start(spec: BackendRunSpec, sink: EventSink): BackendRun {
-    return new CoreRun(spec, sink, this.limits, this.sandbox);
+    return new CoreRun(spec, sink, this.limits, this.sandbox, this.warm, this.running);
+  }
+
+  releaseSession(sessionId: string): void {
+    this.warm.stopSession(sessionId);
+  }
+
+  /** The agent process groups on this backend: those running a turn and those parked. */
+  processGroups(): number[] {
+    return [...[...this.running].map((p) => p.pid), ...this.warm.pids()];
   }
 }
 
@@ -40,12 +58,20 @@ class CoreRun extends RunLifecycle {
   readonly done: Promise<void>;
   private provider: ProviderProcess | null = null;
   private process: Subprocess | null = null;
+  private agent: WarmAgent | null = null;
+  /** The provider's line that ends the turn (endInput) came: a warm process may be kept. */
+  private turnOver = false;
+  private parked = false;
+  private markParked!: () => void;
+  private readonly parking = new Promise<void>((resolve) => (this.markParked = resolve));
 
   constructor(
     spec: BackendRunSpec,
     sink: EventSink,
     private readonly limits: RunLimits,
     private readonly sandbox: Sandbox,
+    private readonly warm: WarmProcesses,
+    private readonly running: Set<Subprocess>,
   ) {
     super(spec, sink, limits);
     this.done = this.run();
@@ -54,10 +80,47 @@ class CoreRun extends RunLifecycle {
   protected async launch(): Promise<LaunchedAgent> {
     const spec = await withMcpServers(this.spec, this.sandbox);
     const provider = (this.provider = spec.provider.create(spec));
+    const warmable = spec.warm !== undefined && provider.warm !== undefined && spec.surface.kind === 'local_subprocess';
+    const key = warmable ? JSON.stringify([spec.binary, spec.cwd, provider.warm!.key]) : '';
+    const output: AgentOutput = {
+      onLine: (line) =>
+        this.receive(() => {
+          const out = provider.onLine(line);
+          if (out.endInput) this.turnOver = true;
+          return out;
+        }),
+      onStderr: (line) => this.emit({ kind: 'stderr', payload: { content: line } }),
+      onOverflow: () =>
+        this.fail(new AsmError('buffer_overflow', `${spec.provider.name} printed a stdout line over ${this.limits.lineBytes} bytes`)),
+    };
+    const kept = warmable ? this.warm.take(spec.sessionId, key, heldConversation(spec.providerSessionId ?? null, spec.previousTotals ?? null)) : null;
+    const agent = (this.agent = kept ?? (await this.startAgent(spec, provider, key, output)));
+    agent.output = output;
+    const child = (this.process = agent.process);
+    this.running.add(child);
+    this.announce({ providerSessionId: provider.providerSessionId, args: provider.args, pid: child.pid, ...(kept && { warm: true }) });
+    this.safely(() => this.apply(kept ? provider.warm!.nextTurn() : provider.start()));
+    return {
+      name: spec.provider.name,
+      ended: async () => {
+        const closed = await Promise.race([child.closed, this.parking.then(() => null)]);
+        this.running.delete(child);
+        // Kept for the session's next run.
+        if (closed === null) return;
+        const exit = agent.launch.exitOf(closed);
+        const surfaceFailure = agent.launch.failure(exit, agent.sawOutput);
+        if (surfaceFailure) this.emit(terminalErrorEvent(surfaceFailure));
+        else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
+      },
+    };
+  }
+
+  /** A new process, its output routed to whichever run holds it. */
+  private async startAgent(spec: BackendRunSpec, provider: ProviderProcess, key: string, output: AgentOutput): Promise<WarmAgent> {
     const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin };
     const launch = await surfaceLaunch(spec.surface, cli, this.limits, { sandbox: this.sandbox, sessionId: spec.sessionId });
-    let sawOutput = false;
-    const child = (this.process = await spawnSubprocess({
+    const agent: Omit<WarmAgent, 'process'> = { launch, key, output, sawOutput: false };
+    const process = await spawnSubprocess({
       command: launch.command,
       args: launch.args,
       cwd: launch.cwd,
@@ -66,24 +129,26 @@ class CoreRun extends RunLifecycle {
       limits: this.limits,
       reap: launch.reap,
       onLine: (line) => {
-        sawOutput = true;
-        this.receive(() => provider.onLine(line));
+        agent.sawOutput = true;
+        agent.output.onLine(line);
       },
-      onStderr: (line) => this.emit({ kind: 'stderr', payload: { content: line } }),
-      onOverflow: () =>
-        this.fail(new AsmError('buffer_overflow', `${spec.provider.name} printed a stdout line over ${this.limits.lineBytes} bytes`)),
-    }));
-    this.announce({ providerSessionId: provider.providerSessionId, args: provider.args, pid: child.pid });
-    this.safely(() => this.apply(provider.start()));
-    return {
-      name: spec.provider.name,
-      ended: async () => {
-        const exit = launch.exitOf(await child.closed);
-        const surfaceFailure = launch.failure(exit, sawOutput);
-        if (surfaceFailure) this.emit(terminalErrorEvent(surfaceFailure));
-        else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
-      },
-    };
+      onStderr: (line) => agent.output.onStderr(line),
+      onOverflow: () => agent.output.onOverflow(),
+    });
+    return Object.assign(agent, { process });
+  }
+
+  /** A turn that ended on the provider's own terminal line leaves a warm session's process running, parked. */
+  protected override windDown(): void {
+    const { spec, agent } = this;
+    if (spec.warm && agent?.key && this.turnOver && agent.process.alive) {
+      const { providerSessionId, totals } = this.conversation();
+      this.parked = true;
+      this.warm.park(spec.sessionId, agent, heldConversation(providerSessionId, totals), spec.warm.idleMs);
+      this.markParked();
+      return;
+    }
+    super.windDown();
   }
 
   protected answer(approval: ApprovalRequest, decision: ApprovalDecision, reason: string | null): void {
@@ -95,17 +160,19 @@ class CoreRun extends RunLifecycle {
   }
 
   protected stopNow(): void {
-    this.process?.stop();
+    if (!this.parked) this.process?.stop();
   }
 
   protected act(output: ProviderLineOutput): void {
+    // The process belongs to the pool (and the session's next run) now.
+    if (this.parked) return;
     for (const line of output.write ?? []) this.process?.write(line);
     if (output.endInput) this.process?.endInput();
     if (output.signal) this.process?.signalGroup(output.signal);
   }
 
   protected endInput(): void {
-    this.process?.endInput();
+    if (!this.parked) this.process?.endInput();
   }
 
   protected pauseOutput(): void {
@@ -115,4 +182,8 @@ class CoreRun extends RunLifecycle {
   protected resumeOutput(): void {
     this.process?.resumeOutput();
   }
+}
+
+function heldConversation(providerSessionId: string | null, totals: Record<string, number> | null): HeldConversation {
+  return { providerSessionId, totals: JSON.stringify(totals) };
 }

@@ -23,7 +23,7 @@ import type { BackendRun, BackendRunSpec, EventSink, InterruptReason } from './t
  * - Backpressure: while more than MAX_PENDING_EVENTS events the sink is still recording are pending,
  *   the lane stops reading the agent's output (pauseOutput), and reads on once they are down to half.
  * - After the terminal event the agent's input is closed so it exits; if it is still there after
- *   exitGraceMs, it is stopped.
+ *   exitGraceMs, it is stopped (windDown; the core lane may keep a warm session's process instead).
  * - Approvals get an id here (apr_<uuid>) and are answered through decide(); a finished run drops them.
  * - The provider session id (known up front or learnt from the output) is stamped on the terminal
  *   event as `provider_session_id`, so continuation can rely on it; so are the conversation's latest
@@ -43,6 +43,8 @@ export interface AgentAnnouncement {
   args: string[];
   /** The process id, when the lane owns the process. */
   pid?: number;
+  /** The process was kept by the run's warm session from its previous run. */
+  warm?: boolean;
 }
 
 /** An agent a lane launched and announced. */
@@ -139,6 +141,7 @@ export abstract class RunLifecycle implements BackendRun {
         cwd: spec.cwd,
         node: spec.node,
         ...(agent.pid !== undefined && { pid: agent.pid }),
+        ...(agent.warm && { warm: true }),
       },
     });
   }
@@ -233,6 +236,11 @@ export abstract class RunLifecycle implements BackendRun {
     this.track(this.sink(this.stampConversation(this.outcomeAfterInterrupt(event))));
     this.approvals.clear();
     this.clearTimers();
+    this.windDown();
+  }
+
+  /** The turn is over: close the agent's input so it exits, and stop it if it is still there after exitGraceMs. */
+  protected windDown(): void {
     this.endInput();
     this.later(this.grace.exitGraceMs, () => this.stopNow());
   }
@@ -253,6 +261,11 @@ export abstract class RunLifecycle implements BackendRun {
       }
     };
     recording.then(settled, settled);
+  }
+
+  /** The conversation the agent holds now: its provider session id and the cumulative totals as of its latest line. */
+  protected conversation(): { providerSessionId: string | null; totals: ProviderTotals | null } {
+    return { providerSessionId: this.providerSessionId, totals: this.providerTotals };
   }
 
   /** After an interrupt only a successful result stands; any other ending is the interrupt's own error. */

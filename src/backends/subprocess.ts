@@ -157,6 +157,11 @@ export class Subprocess {
     });
   }
 
+  /** Running, and not being stopped: a process that can take more input. */
+  get alive(): boolean {
+    return !this.isClosed && !this.stopping && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   /** Write one line to the CLI's stdin; silently dropped once stdin is closed or was never a pipe. */
   write(line: string): void {
     if (!this.stdin || this.stdin.writableEnded || this.stdin.destroyed) return;

@@ -30,6 +30,8 @@ export interface BackendRunSpec extends ProviderRunInput {
   approvalTimeoutMs: number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;
+  /** A warm session's run: its agent process is kept for the session's next run, for at most idleMs idle. */
+  warm?: { idleMs: number };
 }
 
 /**
@@ -56,6 +58,8 @@ export interface BackendRun {
 export interface Backend {
   readonly name: string;
   start(spec: BackendRunSpec, sink: EventSink): BackendRun;
+  /** The session is closed: an agent process kept for it (a warm session) is stopped. */
+  releaseSession?(sessionId: string): void;
 }
 
 /** What the runner needs to start a CLI, before a surface and the sandbox place it. */

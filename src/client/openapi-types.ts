@@ -909,6 +909,10 @@ export interface paths {
                         run_deadline_ms?: number;
                         /** @description How long the agent may print nothing before it is stopped with idle_timeout; 0: never. Default: ASM_IDLE_TIMEOUT_MS */
                         idle_timeout_ms?: number;
+                        /** @description Keep the agent's process between runs (providers with the warm capability, core lane, local runs) */
+                        warm?: boolean;
+                        /** @description With warm: how long the kept process waits idle; default ASM_WARM_IDLE_MS */
+                        warm_idle_ms?: number;
                         /** @description Caller data, returned as given */
                         metadata?: {
                             [key: string]: unknown;
@@ -3669,6 +3673,8 @@ export interface components {
             approval_timeout_ms: number;
             run_deadline_ms: number;
             idle_timeout_ms: number;
+            warm: boolean;
+            warm_idle_ms: number | null;
             /** @description Caller data, returned as given */
             metadata: {
                 [key: string]: unknown;

@@ -132,6 +132,19 @@ export interface ProviderProcess {
    * A CLI that exits without a terminal line ends failed or interrupted, by its exit status.
    */
   onExit(exit: ProcessExit, sawTerminal: boolean): ProviderEvent[];
+  /**
+   * For a provider with the `warm` capability: how this run may use a process a warm session kept
+   * from its previous run (backends/warm-processes.ts), instead of starting one.
+   */
+  warm?: WarmTurn;
+}
+
+/** A turn on a kept process: the turn's end is the output with `endInput`, which then leaves the process running. */
+export interface WarmTurn {
+  /** What the process was started with besides its conversation: a kept process is used only by a run whose key is the same. */
+  key: string[];
+  /** What starts this run's turn on a kept process (in place of start(): the process is initialized already). */
+  nextTurn(): ProviderActions;
 }
 
 /**

@@ -69,6 +69,8 @@ export const CreateSessionBody = Type.Object(
     idle_timeout_ms: Type.Optional(
       Type.Integer({ minimum: 0, maximum: 86_400_000, description: 'How long the agent may print nothing before it is stopped with idle_timeout; 0: never. Default: ASM_IDLE_TIMEOUT_MS' }),
     ),
+    warm: Type.Optional(Type.Boolean({ description: "Keep the agent's process between runs (providers with the warm capability, core lane, local runs)" })),
+    warm_idle_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000, description: 'With warm: how long the kept process waits idle; default ASM_WARM_IDLE_MS' })),
     metadata: Type.Optional(Metadata),
     mcp_servers: Type.Optional(McpServers),
   },
@@ -100,6 +102,8 @@ export const Session = Type.Object({
   approval_timeout_ms: Type.Integer(),
   run_deadline_ms: Type.Integer(),
   idle_timeout_ms: Type.Integer({ minimum: 0 }),
+  warm: Type.Boolean(),
+  warm_idle_ms: Nullable(Type.Integer({ description: 'With warm: how long the kept process waits idle' })),
   metadata: Metadata,
   mcp_servers: Type.Optional(McpServers),
   state: SessionState,

@@ -193,6 +193,8 @@ export class RunExecutor {
           idleTimeoutMs: session.idle_timeout_ms ?? config.limits.idleTimeoutMs,
           approvalTimeoutMs: session.approval_timeout_ms,
           mcpServers: session.mcp_server_config,
+          // A run of a warm session on another lane than core (a per-run lane) starts cold.
+          ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: session.warm_idle_ms ?? config.limits.warmIdleMs } }),
         },
         // The recording's promise is the backend's backpressure (EventSink).
         (event) =>

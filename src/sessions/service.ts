@@ -120,7 +120,12 @@ export class SessionService {
   registerCommands(): void {
     const handlers: CommandHandlers = {
       'session.create': (p) => this.lifecycle.create(p.tenant, p.body),
-      'session.close': (p) => this.lifecycle.close(p.id),
+      'session.close': async (p) => {
+        const closed = await this.lifecycle.close(p.id);
+        // Its runs are over: a process kept for it (a warm session) goes too. Other processes' sweeps find theirs.
+        this.deps.backends.core.releaseSession?.(p.id);
+        return closed;
+      },
       'run.interrupt': (p) => this.control.interrupt(p.id),
       'approval.decide': (p) => this.control.decide(p.id, p.decision, p.reason),
       'node.end_lost_runs': (p) => this.sweeper.endLostRuns(p.run_ids),

@@ -74,6 +74,7 @@ export class SessionLifecycle {
     assertOneWorkspace(body);
     const id = `ses_${randomUUID()}`;
     const tenantRoot = tenants.get(tenant).workspaceRoot;
+    const warm = warmOption(provider, body, { backend: placed.backend, executionMode, surface: executionSurface.kind }, config.limits.warmIdleMs);
     const session: SessionRecord = {
       id,
       tenant,
@@ -90,6 +91,7 @@ export class SessionLifecycle {
       approval_timeout_ms: body.approval_timeout_ms ?? SESSION_DEFAULTS.approval_timeout_ms,
       run_deadline_ms: body.run_deadline_ms ?? SESSION_DEFAULTS.run_deadline_ms,
       idle_timeout_ms: body.idle_timeout_ms ?? config.limits.idleTimeoutMs,
+      ...warm,
       metadata: body.metadata ?? {},
       mcp_servers: redactMcpServers(mcpServers),
       mcp_server_config: mcpServers,
@@ -150,4 +152,30 @@ export class SessionLifecycle {
     log.info({ sessionId: id, interruptedRuns: runs.length }, 'session closed');
     return closed;
   }
+}
+
+/**
+ * `warm` and `warm_idle_ms`: a session may keep its agent's process between runs where the process is
+ * this node's own: a provider with the warm capability, on the core lane, run locally and here (a
+ * remote_node run goes to whichever worker takes it, so there is no process to keep).
+ */
+function warmOption(
+  provider: ProviderDefinition,
+  body: CreateSessionBody,
+  placed: { backend: string; executionMode: string; surface: string },
+  defaultIdleMs: number,
+): Pick<SessionRecord, 'warm' | 'warm_idle_ms'> {
+  if (!body.warm) {
+    if (body.warm_idle_ms !== undefined) throw warmRefused('warm_idle_ms', 'only with warm: true');
+    return { warm: false, warm_idle_ms: null };
+  }
+  if (!provider.capabilities.includes('warm')) throw warmRefused('warm', `${provider.name} cannot keep its process between runs (no warm capability)`);
+  if (placed.backend !== 'core') throw warmRefused('warm', `only on the core lane (this session's runs take the ${placed.backend} lane)`);
+  if (placed.executionMode !== 'local') throw warmRefused('warm', `only with execution_mode local (got ${placed.executionMode})`);
+  if (placed.surface !== 'local_subprocess') throw warmRefused('warm', `only with a local_subprocess execution_surface (got ${placed.surface})`);
+  return { warm: true, warm_idle_ms: body.warm_idle_ms ?? defaultIdleMs };
+}
+
+function warmRefused(field: string, message: string): AsmError {
+  return new AsmError('config_invalid', `${field}: ${message}`, { details: { field } });
 }

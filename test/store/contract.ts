@@ -59,6 +59,8 @@ export function sessionRecord(overrides: Partial<SessionRecord> = {}): SessionRe
     approval_timeout_ms: 120_000,
     run_deadline_ms: 600_000,
     idle_timeout_ms: 300_000,
+    warm: false,
+    warm_idle_ms: null,
     metadata: {},
     state: 'open',
     provider_session_id: null,

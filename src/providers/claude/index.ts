@@ -35,7 +35,8 @@ const claude: ProviderDefinition = {
     'DISABLE_AUTOUPDATER',
   ],
   defaultQueue: 'prompt',
-  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost'],
+  // warm: a warm session's runs share one CLI process (process.ts, backends/warm-processes.ts).
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'warm'],
   // The one permission-mode table (permission-modes.ts). 'auto' (the classifier) and 'dontAsk' are
   // reachable through provider_permission_mode.
   permissionModes: { default: 'default', auto: 'acceptEdits', bypass: 'bypassPermissions', plan: 'plan' },

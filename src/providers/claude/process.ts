@@ -17,7 +17,8 @@ import type { ClaudeLine } from './messages.js';
  *          (--session-id <new uuid> | --resume <provider session id> | --continue)
  *
  * On start we write an `initialize` control_request and the user turn to stdin. stdin stays open as
- * the control channel (approvals, interrupt) until the turn's result, then it is closed so the CLI exits.
+ * the control channel (approvals, interrupt) until the turn's result, then it is closed so the CLI exits,
+ * unless the session is warm: then the process is kept and the next run's turn is the next user message.
  * Its stdout lines go through the mapper (mapper.ts); besides:
  *
  *   a line that is not JSON                 → error parse_error (ends the run)
@@ -67,16 +68,16 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
   const permissionMode = explicitPermissionMode(input);
   const mcpConfig = mcpFilePath(input, CLAUDE_MCP_FILE);
   let interruptCount = 0;
+  const processArgs = [
+    ...BASE_ARGS,
+    ...(input.model ? ['--model', input.model] : []),
+    ...(permissionMode ? ['--permission-mode', permissionMode] : []),
+    ...optionArgs(input),
+    ...(mcpConfig ? ['--mcp-config', mcpConfig] : []),
+  ];
 
   return {
-    args: [
-      ...BASE_ARGS,
-      ...(input.model ? ['--model', input.model] : []),
-      ...(permissionMode ? ['--permission-mode', permissionMode] : []),
-      ...optionArgs(input),
-      ...(mcpConfig ? ['--mcp-config', mcpConfig] : []),
-      ...conversationArgs(input, sessionId),
-    ],
+    args: [...processArgs, ...conversationArgs(input, sessionId)],
     stdin: 'control',
     providerSessionId: sessionId,
     start() {
@@ -95,6 +96,11 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
     },
     onExit(exit, sawTerminal) {
       return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('claude', exit))];
+    },
+    // A warm session's next turn is the next user message on the same stdin; the process keeps the conversation.
+    warm: {
+      key: processArgs,
+      nextTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
     },
   };
 }

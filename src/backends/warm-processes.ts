@@ -1,0 +1,117 @@
+import type { Subprocess } from './subprocess.js';
+import type { SurfaceLaunch } from './surfaces.js';
+
+/**
+ * The agent processes warm sessions keep between runs (a session option, `warm: true`): at most one
+ * idle process per session, parked here by the run that used it and taken by the session's next run
+ * (core.ts). Where its output goes is switched by the run holding it; parked, it goes nowhere.
+ *
+ * - A process is taken only by a run that would start it the same way (`key`: binary, directory and
+ *   the provider's own key of its arguments) and continues the conversation it holds at the totals it
+ *   left it at: a turn of that conversation run elsewhere meanwhile (another API process) changed the
+ *   totals, so the stale process is stopped and the run starts cold.
+ * - A parked process ends after its session's idle time, when its session is closed, when the service
+ *   stops, or, beyond `maxParked` (ASM_MAX_WARM_PROCESSES), the longest idle one first.
+ * - A parked process that exits on its own (crash, OOM) just leaves the pool.
+ */
+
+/** Where the output of an agent process goes: the run holding it, or nowhere while it is parked. */
+export interface AgentOutput {
+  onLine(line: string): void;
+  onStderr(line: string): void;
+  onOverflow(): void;
+}
+
+/** An agent process, started by a run, that may outlive it. */
+export interface WarmAgent {
+  process: Subprocess;
+  launch: SurfaceLaunch;
+  output: AgentOutput;
+  key: string;
+  /** Whether the process printed anything yet (the surface tells its own failures by it). */
+  sawOutput: boolean;
+}
+
+/** The conversation a parked process holds: its provider session id and cumulative totals. */
+export interface HeldConversation {
+  providerSessionId: string | null;
+  totals: string;
+}
+
+interface Parked {
+  agent: WarmAgent;
+  conversation: HeldConversation;
+  timer: NodeJS.Timeout;
+}
+
+export class WarmProcesses {
+  /** By session id, in parking order (a Map keeps insertion order: the first is the longest idle). */
+  private readonly parked = new Map<string, Parked>();
+
+  constructor(private readonly maxParked: number) {}
+
+  /** Idle agent processes kept here now. */
+  get size(): number {
+    return this.parked.size;
+  }
+
+  /** The process ids of the parked agents (each leads its process group), for memory accounting. */
+  pids(): number[] {
+    return [...this.parked.values()].map((p) => p.agent.process.pid);
+  }
+
+  /** The session's parked process, if it fits the run; a parked process that does not fit is stopped. */
+  take(sessionId: string, key: string, conversation: HeldConversation): WarmAgent | null {
+    const parked = this.parked.get(sessionId);
+    if (!parked) return null;
+    this.unpark(sessionId, parked);
+    const fits =
+      parked.agent.key === key &&
+      parked.agent.process.alive &&
+      parked.conversation.providerSessionId === conversation.providerSessionId &&
+      parked.conversation.totals === conversation.totals;
+    if (fits) return parked.agent;
+    parked.agent.process.stop();
+    return null;
+  }
+
+  /** Keep the process for the session's next run, for at most idleMs. */
+  park(sessionId: string, agent: WarmAgent, conversation: HeldConversation, idleMs: number): void {
+    this.stopSession(sessionId);
+    // Parked, its output has no run: lines (keep-alives, state changes) are dropped, an overlong one stops it.
+    agent.output = { onLine: () => undefined, onStderr: () => undefined, onOverflow: () => agent.process.stop() };
+    const timer = setTimeout(() => this.stopSession(sessionId), idleMs);
+    timer.unref();
+    const entry: Parked = { agent, conversation, timer };
+    this.parked.set(sessionId, entry);
+    void agent.process.closed.then(() => {
+      if (this.parked.get(sessionId) === entry) this.unpark(sessionId, entry);
+    });
+    while (this.parked.size > this.maxParked) this.stopSession(this.parked.keys().next().value!);
+  }
+
+  /** Stop the session's parked process, if any (its session closed, or its idle time ran out). */
+  stopSession(sessionId: string): void {
+    const parked = this.parked.get(sessionId);
+    if (!parked) return;
+    this.unpark(sessionId, parked);
+    parked.agent.process.stop();
+  }
+
+  /** The sessions with a parked process here. */
+  sessions(): string[] {
+    return [...this.parked.keys()];
+  }
+
+  /** Stop every parked process and wait until they are gone (service shutdown). */
+  async stopAll(): Promise<void> {
+    const agents = [...this.parked.values()].map((p) => p.agent);
+    for (const sessionId of this.sessions()) this.stopSession(sessionId);
+    await Promise.all(agents.map((agent) => agent.process.closed));
+  }
+
+  private unpark(sessionId: string, parked: Parked): void {
+    clearTimeout(parked.timer);
+    this.parked.delete(sessionId);
+  }
+}

@@ -1,0 +1,161 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { scratchDir } from '../helpers/sandbox.js';
+import { groupAlive, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+/**
+ * Warm sessions through the service: the fake claude keeps reading stdin in stream-json input mode
+ * and replays one transcript per user message (test/fixtures/bin/fake-claude.mjs), so a second run on
+ * the same process shows as the same pid in run_started and one initialize on the process's stdin.
+ */
+
+let server: TestServer;
+let stdinLog: string;
+let closed = false;
+
+/** What ASM wrote to the fake CLI's stdin (every process of the test), parsed. */
+function written(): any[] {
+  if (!existsSync(stdinLog)) return [];
+  return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+async function warmSession(extra: Record<string, unknown> = {}) {
+  const res = await server.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', warm: true, ...extra });
+  expect(res.status).toBe(201);
+  return res.body;
+}
+
+/** Submit and wait for the run's end; returns the run and its run_started payload. */
+async function runToEnd(sessionId: string, prompt: string, extra: Record<string, unknown> = {}) {
+  const res = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, wait: true, ...extra });
+  expect(res.status).toBe(200);
+  return { run: res.body, started: await runStarted(res.body.id) };
+}
+
+async function runStarted(runId: string): Promise<any> {
+  const events = (await server.request('GET', `/v1/runs/${runId}/events?after=0`)).body.events;
+  return events.find((e: any) => e.kind === 'run_started').payload;
+}
+
+describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) => {
+  beforeEach(async () => {
+    stdinLog = join(scratchDir('asm-warm-'), 'stdin.jsonl');
+    process.env.FAKE_CLAUDE_LOG = stdinLog;
+    closed = false;
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ...modeEnv() });
+  });
+  afterEach(async () => {
+    if (!closed) await server.close();
+    delete process.env.FAKE_CLAUDE_LOG;
+  });
+
+  it('a second run reuses the process: same pid, one initialize, the next user message on the same stdin', async () => {
+    const s = await warmSession();
+    expect(s).toMatchObject({ warm: true, warm_idle_ms: 300_000 });
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.warm).toBeUndefined();
+    expect(groupAlive(first.started.pid)).toBe(true);
+
+    const second = await runToEnd(s.id, 'Again [fixture:c1-hello]');
+    expect(second.run.state).toBe('completed');
+    expect(second.started).toMatchObject({ pid: first.started.pid, warm: true, provider_session_id: first.run.result.provider_session_id });
+    expect(second.run.result.text).toBe(first.run.result.text);
+    expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
+    expect(written().map((l) => l.request?.subtype ?? l.type)).toEqual(['initialize', 'user', 'user']);
+  });
+
+  it('approvals and interrupts work on a warm process, which stays warm after them', async () => {
+    const s = await warmSession();
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    const pid = first.started.pid;
+
+    const approving = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Create a file [fixture:c2-approve]' });
+    const approval = await waitFor(async () => (await server.request('GET', `/v1/sessions/${s.id}/approvals`)).body.approvals[0], 'the approval');
+    expect(await runStarted(approving.body.id)).toMatchObject({ pid, warm: true });
+    expect((await server.request('POST', `/v1/approvals/${approval.id}`, { decision: 'allow' })).status).toBe(200);
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${approving.body.id}`)).body.state === 'completed', 'the approved run to complete');
+
+    const slow = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Run the slow job [fixture:c3-interrupt]' });
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.body.id}/events?after=0`)).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
+    expect((await server.request('POST', `/v1/runs/${slow.body.id}/interrupt`)).status).toBeLessThan(300);
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.body.id}`)).body.state === 'interrupted', 'the interrupted run');
+    expect(await runStarted(slow.body.id)).toMatchObject({ pid, warm: true });
+
+    const after = await runToEnd(s.id, 'And again [fixture:c1-hello]');
+    expect(after.run.state).toBe('completed');
+    expect(after.started).toMatchObject({ pid, warm: true });
+    const sent = written().map((l) => l.request?.subtype ?? l.response?.response?.behavior ?? l.type);
+    expect(sent).toEqual(['initialize', 'user', 'user', 'allow', 'user', 'interrupt', 'user']);
+  });
+
+  it('an idle warm process ends after warm_idle_ms; the next run starts a new one', async () => {
+    const s = await warmSession({ warm_idle_ms: 300 });
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
+    const second = await runToEnd(s.id, 'Again [fixture:c1-hello]');
+    expect(second.run.state).toBe('completed');
+    expect(second.started.pid).not.toBe(first.started.pid);
+    expect(second.started.warm).toBeUndefined();
+    // The new process continues the conversation the cold way.
+    expect(second.started.args).toContain('--resume');
+  });
+
+  it('a run that starts a new conversation does not take the kept process, which is stopped', async () => {
+    const s = await warmSession();
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    const fresh = await runToEnd(s.id, 'Start over [fixture:c1-hello]', { continuation: false });
+    expect(fresh.started.pid).not.toBe(first.started.pid);
+    expect(fresh.started.warm).toBeUndefined();
+    await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
+  });
+
+  it('a closed session leaves no process', async () => {
+    const s = await warmSession();
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(groupAlive(first.started.pid)).toBe(true);
+    expect((await server.request('DELETE', `/v1/sessions/${s.id}`)).status).toBe(200);
+    await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
+  });
+
+  it('the service stops its warm processes when it shuts down', async () => {
+    const s = await warmSession();
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(groupAlive(first.started.pid)).toBe(true);
+    closed = true;
+    await server.close();
+    expect(groupAlive(first.started.pid)).toBe(false);
+  });
+});
+
+describe('warm session options', () => {
+  beforeEach(async () => {
+    server = await startServer();
+  });
+  afterEach(async () => {
+    await server.close();
+  });
+
+  it.each([
+    [{ provider: 'shell', warm: true }, 'warm', /shell cannot keep its process/],
+    [{ provider: 'claude', warm_idle_ms: 1_000 }, 'warm_idle_ms', /only with warm: true/],
+  ])('refuses %j with config_invalid naming %s', async (body, field, message) => {
+    const res = await server.request('POST', '/v1/sessions', body);
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { field } });
+    expect(res.body.error.message).toMatch(message);
+  });
+
+  it('bounds warm_idle_ms', async () => {
+    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', warm: true, warm_idle_ms: 10 });
+    expect(res.status).toBe(400);
+    expect(res.body.error.message).toMatch(/warm_idle_ms/);
+  });
+
+  it('a cold session says so', async () => {
+    const res = await server.request('POST', '/v1/sessions', { provider: 'claude' });
+    expect(res.body).toMatchObject({ warm: false, warm_idle_ms: null });
+  });
+});
