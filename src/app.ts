@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AsmConfig } from './config.js';
 import { CoreBackend } from './backends/core.js';
 import { WarmProcesses } from './backends/warm-processes.js';
+import { AgentMemoryGate } from './backends/agent-memory.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createSandbox } from './backends/sandbox.js';
@@ -39,6 +40,8 @@ export interface AsmApp {
   /** The sandbox the CLIs of this node run in. */
   sandbox: Sandbox;
   sessions: SessionService;
+  /** Admission by memory: runs wait here while the node's agents use ASM_MAX_AGENT_MEMORY_MB or more. */
+  memory: AgentMemoryGate;
   mode: 'embedded' | 'distributed';
   /** Distributed mode: the connection for counters every process shares (request rate limits). */
   redis?: Infrastructure['redis'];
@@ -109,8 +112,10 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     : embeddedInfrastructure(config, engineOptions, self, report);
   const { store, engine, cluster } = infra;
   const sdks = parts.sdks ?? new SdkLoader();
-  const backends = { core: new CoreBackend(config.limits, sandbox, warm), sdk: new SdkBackend(sdks, config.limits, sandbox) };
-  sessions = new SessionService({ config, store, engine, cluster, providers, tenants, backends, sdks, logger });
+  const core = new CoreBackend(config.limits, sandbox, warm);
+  const backends = { core, sdk: new SdkBackend(sdks, config.limits, sandbox) };
+  const memory = new AgentMemoryGate(config.limits, () => core.processGroups(), warm);
+  sessions = new SessionService({ config, store, engine, cluster, providers, tenants, backends, memory, sdks, logger });
   sessions.registerCommands();
   await engine.start();
   await sessions.start();
@@ -141,6 +146,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     sdks,
     sandbox,
     sessions,
+    memory,
     mode: config.redis ? 'distributed' : 'embedded',
     redis: infra.redis,
     startedAt: new Date(),

@@ -11,7 +11,8 @@ import type { SurfaceLaunch } from './surfaces.js';
  *   left it at: a turn of that conversation run elsewhere meanwhile (another API process) changed the
  *   totals, so the stale process is stopped and the run starts cold.
  * - A parked process ends after its session's idle time, when its session is closed, when the service
- *   stops, or, beyond `maxParked` (ASM_MAX_WARM_PROCESSES), the longest idle one first.
+ *   stops, or, beyond `maxParked` (ASM_MAX_WARM_PROCESSES) or when a run waits for memory
+ *   (agent-memory.ts), the longest idle one first.
  * - A parked process that exits on its own (crash, OOM) just leaves the pool.
  */
 
@@ -87,7 +88,7 @@ export class WarmProcesses {
     void agent.process.closed.then(() => {
       if (this.parked.get(sessionId) === entry) this.unpark(sessionId, entry);
     });
-    while (this.parked.size > this.maxParked) this.stopSession(this.parked.keys().next().value!);
+    while (this.parked.size > this.maxParked) void this.stopLongestIdle();
   }
 
   /** Stop the session's parked process, if any (its session closed, or its idle time ran out). */
@@ -96,6 +97,14 @@ export class WarmProcesses {
     if (!parked) return;
     this.unpark(sessionId, parked);
     parked.agent.process.stop();
+  }
+
+  /** Stop the longest idle process (memory is short) and wait until it is gone. */
+  async stopLongestIdle(): Promise<void> {
+    const oldest = this.parked.entries().next().value;
+    if (!oldest) return;
+    this.stopSession(oldest[0]);
+    await oldest[1].agent.process.closed;
   }
 
   /** The sessions with a parked process here. */

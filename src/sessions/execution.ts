@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { buildCliEnv } from '../providers/env.js';
 import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
+import type { AgentMemoryGate } from '../backends/agent-memory.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
 import { withLogContext } from '../logger.js';
@@ -35,6 +36,8 @@ export interface RunExecutorDeps {
   providers: Map<string, ProviderDefinition>;
   /** Backends by name: `core` always, `sdk` where the SDK lane is served. */
   backends: { core: Backend; sdk?: Backend };
+  /** Admission by memory: a run waits here before its agent starts (ASM_MAX_AGENT_MEMORY_MB). */
+  memory: AgentMemoryGate;
   recorder: RunRecorder;
   /** Each session's cwd must stay inside its tenant's root. */
   tenants: TenantDirectory;
@@ -160,6 +163,8 @@ export class RunExecutor {
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {
+      // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
+      await this.deps.memory.admit(signal);
       // Before ownership: an interrupt meanwhile finds no owner and sets the flag read below.
       active.snapshot = await this.deps.diffs.before(run, cwd);
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before

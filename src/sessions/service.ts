@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { AgentMemoryGate } from '../backends/agent-memory.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
 import { ShadowRepos } from '../backends/shadow-git.js';
@@ -40,6 +41,8 @@ export interface SessionServiceDeps {
   tenants: TenantDirectory;
   /** Backends by name: `core` always, `sdk` where the SDK lane is served. */
   backends: { core: Backend; sdk?: Backend };
+  /** Admission by memory (backends/agent-memory.ts). */
+  memory: AgentMemoryGate;
   sdks: SdkLoader;
   cluster: Cluster;
   logger: Logger;
@@ -111,7 +114,7 @@ export class SessionService {
     this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
     this.files = new SessionFiles({ config, tenants });
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
-    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });
+    this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, memory: deps.memory, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
     this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, log });
   }

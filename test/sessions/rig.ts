@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
+import { AgentMemoryGate } from '../../src/backends/agent-memory.js';
 import { CoreBackend } from '../../src/backends/core.js';
 import { ShadowRepos } from '../../src/backends/shadow-git.js';
 import { createSandbox } from '../../src/backends/sandbox.js';
@@ -137,7 +138,9 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const sandbox = await createSandbox(config.sandbox, log);
   const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
   const diffs = new RunDiffs({ shadow, store, enabled: config.workspaces.diffs, log });
-  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core: new CoreBackend(config.limits, sandbox) }, recorder, tenants, approvals, control, active, diffs, log });
+  const core = new CoreBackend(config.limits, sandbox);
+  const agentMemory = new AgentMemoryGate(config.limits, () => core.processGroups(), core.warm);
+  const executor = new RunExecutor({ config, store, cluster, providers, backends: { core }, memory: agentMemory, recorder, tenants, approvals, control, active, diffs, log });
   const sweeper = new Sweeper({ store, cluster, recorder, commands, sweepMs: 60_000, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),

@@ -1,0 +1,79 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { processGroupsRss } from '../../src/backends/agent-memory.js';
+import { groupAlive, startServer, type TestServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/wait.js';
+
+/**
+ * Admission by memory (ASM_MAX_AGENT_MEMORY_MB): a run waits, still queued, while the node's agents
+ * (their process groups' RSS, from /proc) use the limit or more; idle warm processes go first. A limit
+ * of 1 MiB is below what any real process uses, so one running agent fills the node.
+ */
+
+let server: TestServer;
+
+afterEach(async () => {
+  await server.close();
+});
+
+async function session(body: Record<string, unknown>): Promise<any> {
+  const res = await server.request('POST', '/v1/sessions', body);
+  expect(res.status).toBe(201);
+  return res.body;
+}
+
+const runState = async (id: string) => (await server.request('GET', `/v1/runs/${id}`)).body.state;
+
+async function runStarted(runId: string): Promise<any> {
+  const events = (await server.request('GET', `/v1/runs/${runId}/events?after=0`)).body.events;
+  return events.find((e: any) => e.kind === 'run_started')?.payload;
+}
+
+describe('admission by memory', () => {
+  it("a run waits queued while the node's agents use the limit, and starts once they are gone", async () => {
+    server = await startServer({ ASM_MAX_AGENT_MEMORY_MB: '1', ASM_AGENT_MEMORY_POLL_MS: '20' });
+    const busy = await session({ provider: 'shell' });
+    const other = await session({ provider: 'shell' });
+    const long = (await server.request('POST', `/v1/sessions/${busy.id}/runs`, { prompt: 'sleep 60' })).body;
+    await waitFor(async () => (await runState(long.id)) === 'running', 'the long run to start');
+    const pid = (await runStarted(long.id)).pid;
+    expect(await processGroupsRss([pid])).toBeGreaterThan(1024 * 1024);
+
+    const waiting = (await server.request('POST', `/v1/sessions/${other.id}/runs`, { prompt: 'echo admitted' })).body;
+    await waitFor(() => server.app.memory.waiting === 1, 'the second run to wait for memory');
+    expect(await runState(waiting.id)).toBe('queued');
+    expect(await runStarted(waiting.id)).toBeUndefined();
+
+    expect((await server.request('POST', `/v1/runs/${long.id}/interrupt`)).status).toBeLessThan(300);
+    await waitFor(async () => (await runState(waiting.id)) === 'completed', 'the waiting run to complete', 15_000);
+    expect(server.app.memory.waiting).toBe(0);
+    expect((await server.request('GET', `/v1/runs/${waiting.id}`)).body.result.text).toContain('admitted');
+  });
+
+  it('an interrupt ends a run waiting for memory before it starts', async () => {
+    server = await startServer({ ASM_MAX_AGENT_MEMORY_MB: '1', ASM_AGENT_MEMORY_POLL_MS: '20' });
+    const busy = await session({ provider: 'shell' });
+    const other = await session({ provider: 'shell' });
+    const long = (await server.request('POST', `/v1/sessions/${busy.id}/runs`, { prompt: 'sleep 60' })).body;
+    await waitFor(async () => (await runState(long.id)) === 'running', 'the long run to start');
+    const waiting = (await server.request('POST', `/v1/sessions/${other.id}/runs`, { prompt: 'echo never' })).body;
+    await waitFor(() => server.app.memory.waiting === 1, 'the second run to wait for memory');
+    expect((await server.request('POST', `/v1/runs/${waiting.id}/interrupt`)).status).toBeLessThan(300);
+    await waitFor(async () => (await runState(waiting.id)) === 'interrupted', 'the waiting run to end interrupted');
+    expect(await runStarted(waiting.id)).toBeUndefined();
+    expect(await runState(long.id)).toBe('running');
+  });
+
+  it("an idle warm process is stopped to make room for another session's run", async () => {
+    server = await startServer({ ASM_MAX_AGENT_MEMORY_MB: '1' });
+    const warm = await session({ provider: 'claude', lane: 'core', warm: true });
+    const kept = (await server.request('POST', `/v1/sessions/${warm.id}/runs`, { prompt: 'Say hello [fixture:c1-hello]', wait: true })).body;
+    expect(kept.state).toBe('completed');
+    const pid = (await runStarted(kept.id)).pid;
+    expect(groupAlive(pid)).toBe(true);
+
+    const shell = await session({ provider: 'shell' });
+    const res = await server.request('POST', `/v1/sessions/${shell.id}/runs`, { prompt: 'echo room', wait: true });
+    expect(res.body.state).toBe('completed');
+    expect(groupAlive(pid)).toBe(false);
+  });
+});
