@@ -173,6 +173,8 @@ function warmOption(
   if (placed.backend !== 'core') throw warmRefused('warm', `only on the core lane (this session's runs take the ${placed.backend} lane)`);
   if (placed.executionMode !== 'local') throw warmRefused('warm', `only with execution_mode local (got ${placed.executionMode})`);
   if (placed.surface !== 'local_subprocess') throw warmRefused('warm', `only with a local_subprocess execution_surface (got ${placed.surface})`);
+  // One process holds the conversation: the session's runs take turns on it.
+  if ((body.max_concurrent_runs ?? 1) > 1) throw warmRefused('max_concurrent_runs', 'a warm session runs one run at a time (1)');
   return { warm: true, warm_idle_ms: body.warm_idle_ms ?? defaultIdleMs };
 }
 

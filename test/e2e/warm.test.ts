@@ -141,6 +141,7 @@ describe('warm session options', () => {
   it.each([
     [{ provider: 'shell', warm: true }, 'warm', /shell cannot keep its process/],
     [{ provider: 'claude', warm_idle_ms: 1_000 }, 'warm_idle_ms', /only with warm: true/],
+    [{ provider: 'claude', warm: true, max_concurrent_runs: 2 }, 'max_concurrent_runs', /one run at a time/],
   ])('refuses %j with config_invalid naming %s', async (body, field, message) => {
     const res = await server.request('POST', '/v1/sessions', body);
     expect(res.status).toBe(400);
