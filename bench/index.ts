@@ -13,6 +13,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   runs: () => import('./runs.js'),
   events: () => import('./events.js'),
   interrupt: () => import('./interrupt.js'),
+  agents: () => import('./agents.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

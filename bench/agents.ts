@@ -1,0 +1,165 @@
+/**
+ * `npm run bench -- agents [--samples N] [--sandbox bwrap|none]`: what a user feels of a real agent CLI
+ * through ASM. The pinned claude (scripts/install-agents.ts) against the loopback model server
+ * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
+ *
+ *   raw    `claude -p PROMPT --output-format stream-json --verbose` spawned here: spawn → result line
+ *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane): request → answer
+ *   warm   the same on a warm session's second run (its first run, untimed, left the process warm)
+ *
+ * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
+ * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line: the
+ * median, min and max of each, and the ratios the issue targets (cold / raw, warm / raw).
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { agentBin } from '../scripts/install-agents.js';
+import { createApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { buildServer } from '../src/http/server.js';
+import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
+
+const PROMPT = 'Say hello';
+
+/** claude's offline environment, as test/agents/harness.ts (offlineEnv) sets it for the agents suite. */
+function claudeEnv(home: string, baseUrl: string): Record<string, string> {
+  return {
+    HOME: home,
+    ANTHROPIC_API_KEY: 'test-key',
+    ANTHROPIC_BASE_URL: baseUrl,
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1',
+    CLAUDE_CODE_MAX_RETRIES: '0',
+  };
+}
+
+/** The raw CLI: spawn → its result line (ms). */
+function rawRun(bin: string, cwd: string, env: Record<string, string>): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'ignore'] });
+    let buffered = '';
+    let at: number | null = null;
+    child.stdout.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      if (at === null && buffered.includes('"type":"result"')) at = performance.now() - started;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => (at !== null ? resolve(at) : reject(new Error(`raw claude exited ${code} without a result`))));
+  });
+}
+
+interface Api {
+  post(path: string, body: unknown): Promise<any>;
+  get(path: string): Promise<any>;
+}
+
+/** One run through the service, request → answer (ms); it must complete. */
+async function timedRun(api: Api, sessionId: string): Promise<{ ms: number; runId: string }> {
+  const started = performance.now();
+  const run = await api.post(`/v1/sessions/${sessionId}/runs`, { prompt: PROMPT, wait: true });
+  const ms = performance.now() - started;
+  if (run.state !== 'completed') throw new Error(`run ${run.id} ended ${run.state}: ${JSON.stringify(run.result?.error)}`);
+  return { ms, runId: run.id };
+}
+
+/** Whether the run went to a kept process (run_started says warm). */
+async function ranWarm(api: Api, runId: string): Promise<boolean> {
+  const { events } = await api.get(`/v1/runs/${runId}/events?after=0`);
+  return events.find((e: any) => e.kind === 'run_started')?.payload.warm === true;
+}
+
+function summary(values: number[]): { median: number; min: number; max: number } {
+  const sorted = [...values].sort((a, b) => a - b);
+  const round = (v: number) => Math.round(v * 10) / 10;
+  return { median: round(sorted[Math.floor(sorted.length / 2)]!), min: round(sorted[0]!), max: round(sorted[sorted.length - 1]!) };
+}
+
+export async function run(args: string[]): Promise<void> {
+  const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+  const samples = Number(flag('--samples') ?? 5);
+  const sandbox = flag('--sandbox') ?? 'bwrap';
+  const bin = agentBin('claude');
+  const home = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
+  const workspace = join(home, 'work');
+  mkdirSync(workspace);
+  const model: ModelServer = await startModelServer();
+  const env = claudeEnv(home, model.url);
+  // The service passes the CLI's environment through its allowlist, from this process's environment.
+  const { HOME: _home, ...passed } = env;
+  Object.assign(process.env, passed);
+  const config = loadConfig({
+    ASM_WORKSPACE_ROOT: workspace,
+    ASM_CLAUDE_BIN: bin,
+    ASM_SANDBOX: sandbox,
+    ASM_SANDBOX_ROOT: join(home, 'sandbox'),
+    ASM_PASS_ENV: Object.keys(passed).join(','),
+    ASM_NODE_NAME: 'bench',
+  });
+  const app = await createApp(config, pino({ level: 'silent' }));
+  const server = await buildServer(app);
+  await server.listen({ host: '127.0.0.1', port: 0 });
+  const base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+  const api: Api = {
+    async post(path, body) {
+      const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const json = await res.json();
+      if (res.status >= 300) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`);
+      return json;
+    },
+    async get(path) {
+      return (await fetch(`${base}${path}`)).json();
+    },
+  };
+  const session = (warm: boolean) => api.post('/v1/sessions', { provider: 'claude', lane: 'core', ...(warm && { warm: true }) });
+
+  const raw: number[] = [];
+  const cold: number[] = [];
+  const warm: number[] = [];
+  try {
+    // One untimed round first: the page cache and the JIT warm up for all three alike.
+    for (let i = -1; i < samples; i++) {
+      model.script({ text: 'Hello.' });
+      const r = await rawRun(bin, workspace, env);
+      model.script({ text: 'Hello.' });
+      const c = await timedRun(api, (await session(false)).id);
+      const w = await session(true);
+      model.script({ text: 'Hello.' }, { text: 'Hello again.' });
+      await timedRun(api, w.id);
+      const second = await timedRun(api, w.id);
+      if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
+      await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
+      if (i < 0) continue;
+      raw.push(r);
+      cold.push(c.ms);
+      warm.push(second.ms);
+      process.stderr.write(`sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
+    }
+  } finally {
+    await server.close();
+    await app.close();
+    await model.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+  const rawMs = summary(raw);
+  const coldMs = summary(cold);
+  const warmMs = summary(warm);
+  const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  process.stdout.write(
+    `${JSON.stringify({
+      bench: 'agents',
+      cli: 'claude',
+      sandbox,
+      samples,
+      raw_ms: rawMs,
+      cold_ms: coldMs,
+      warm_second_run_ms: warmMs,
+      cold_over_raw: ratio(coldMs.median, rawMs.median),
+      warm_over_raw: ratio(warmMs.median, rawMs.median),
+      targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
+    })}\n`,
+  );
+}
