@@ -4,6 +4,7 @@
  * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
  *
  *   raw    `claude -p PROMPT --output-format stream-json --verbose` spawned here: spawn → result line
+ *   raw stream-json   the same CLI in the mode ASM runs it (stream-json input: initialize, the user turn)
  *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane): request → answer
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm)
  *
@@ -36,16 +37,29 @@ function claudeEnv(home: string, baseUrl: string): Record<string, string> {
   };
 }
 
-/** The raw CLI: spawn → its result line (ms). */
-function rawRun(bin: string, cwd: string, env: Record<string, string>): Promise<number> {
+/** The stream-json input ASM writes (src/providers/claude/control.ts): initialize, then the user turn. */
+const STREAM_INPUT = [
+  { type: 'control_request', request_id: 'init_1', request: { subtype: 'initialize' } },
+  { type: 'user', message: { role: 'user', content: [{ type: 'text', text: PROMPT }] }, parent_tool_use_id: null, session_id: '' },
+];
+
+/**
+ * The raw CLI: spawn → its result line (ms). `print`: the prompt as an argument; `stream`: the mode
+ * ASM runs it in (stream-json input, stdin closed after the result), the same work without ASM.
+ */
+function rawRun(bin: string, cwd: string, env: Record<string, string>, mode: 'print' | 'stream'): Promise<number> {
   const started = performance.now();
+  const args = mode === 'print' ? ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'] : ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'];
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'], { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(bin, args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: [mode === 'print' ? 'ignore' : 'pipe', 'pipe', 'ignore'] });
+    if (mode === 'stream') child.stdin!.write(STREAM_INPUT.map((line) => `${JSON.stringify(line)}\n`).join(''));
     let buffered = '';
     let at: number | null = null;
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
-      if (at === null && buffered.includes('"type":"result"')) at = performance.now() - started;
+      if (at !== null || !buffered.includes('"type":"result"')) return;
+      at = performance.now() - started;
+      child.stdin?.end();
     });
     child.on('error', reject);
     child.on('close', (code) => (at !== null ? resolve(at) : reject(new Error(`raw claude exited ${code} without a result`))));
@@ -117,13 +131,16 @@ export async function run(args: string[]): Promise<void> {
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: 'claude', lane: 'core', ...(warm && { warm: true }) });
 
   const raw: number[] = [];
+  const rawStream: number[] = [];
   const cold: number[] = [];
   const warm: number[] = [];
   try {
     // One untimed round first: the page cache and the JIT warm up for all three alike.
     for (let i = -1; i < samples; i++) {
       model.script({ text: 'Hello.' });
-      const r = await rawRun(bin, workspace, env);
+      const r = await rawRun(bin, workspace, env, 'print');
+      model.script({ text: 'Hello.' });
+      const rs = await rawRun(bin, workspace, env, 'stream');
       model.script({ text: 'Hello.' });
       const c = await timedRun(api, (await session(false)).id);
       const w = await session(true);
@@ -134,9 +151,10 @@ export async function run(args: string[]): Promise<void> {
       await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
       if (i < 0) continue;
       raw.push(r);
+      rawStream.push(rs);
       cold.push(c.ms);
       warm.push(second.ms);
-      process.stderr.write(`sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
+      process.stderr.write(`sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms, raw stream-json ${rs.toFixed(0)} ms, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
     }
   } finally {
     await server.close();
@@ -155,6 +173,7 @@ export async function run(args: string[]): Promise<void> {
       sandbox,
       samples,
       raw_ms: rawMs,
+      raw_stream_json_ms: summary(rawStream),
       cold_ms: coldMs,
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
