@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scratchDir } from '../helpers/sandbox.js';
 import { groupAlive, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/wait.js';
 
 /**
@@ -10,6 +11,8 @@ import { waitFor } from '../helpers/wait.js';
  * and replays one transcript per user message (test/fixtures/bin/fake-claude.mjs), so a second run on
  * the same process shows as the same pid in run_started and one initialize on the process's stdin.
  */
+
+const FAKE_CODEX = fileURLToPath(new URL('../fixtures/bin/fake-codex.mjs', import.meta.url));
 
 let server: TestServer;
 let stdinLog: string;
@@ -127,6 +130,40 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
     closed = true;
     await server.close();
     expect(groupAlive(first.started.pid)).toBe(false);
+  });
+});
+
+describe('warm sessions, codex app-server (fake codex)', () => {
+  let codexLog: string;
+  beforeEach(async () => {
+    codexLog = join(scratchDir('asm-warm-codex-'), 'stdin.jsonl');
+    process.env.FAKE_CODEX_LOG = codexLog;
+    server = await startServer({ ASM_CODEX_BIN: FAKE_CODEX, ASM_PASS_ENV: 'FAKE_CODEX_LOG' });
+  });
+  afterEach(async () => {
+    await server.close();
+    delete process.env.FAKE_CODEX_LOG;
+  });
+
+  it('the next run is the next turn/start on the same thread of the same server; approvals and interrupts on it', async () => {
+    const s = await warmSession({ provider: 'codex', permission_mode: 'default' });
+    const first = await runToEnd(s.id, 'Say hello [fixture:x2-hello]');
+    expect(first.run.state).toBe('completed');
+
+    const approving = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Say hello, then create a file [fixture:x2-approve]' })).body;
+    const approval = await waitFor(async () => (await server.request('GET', `/v1/sessions/${s.id}/approvals`)).body.approvals[0], 'the approval');
+    expect((await server.request('POST', `/v1/approvals/${approval.id}`, { decision: 'allow' })).status).toBe(200);
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${approving.id}`)).body.state === 'completed', 'the approved run to complete');
+    expect(await runStarted(approving.id)).toMatchObject({ pid: first.started.pid, warm: true, provider_session_id: first.run.result.provider_session_id });
+
+    const slow = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Run the slow job [fixture:x2-interrupt]' })).body;
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.id}/events?after=0`)).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
+    expect((await server.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBeLessThan(300);
+    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.id}`)).body.state === 'interrupted', 'the interrupted run');
+    expect(await runStarted(slow.id)).toMatchObject({ pid: first.started.pid, warm: true });
+
+    const methods = readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer');
+    expect(methods).toEqual(['initialize', 'initialized', 'thread/start', 'turn/start', 'turn/start', 'answer', 'turn/start', 'turn/interrupt']);
   });
 });
 

@@ -12,7 +12,8 @@ import type { Mode } from './modes.js';
  *   → initialize {clientInfo}          ← result            → initialized (notification)
  *   → thread/start {cwd, model, approvalPolicy, sandbox, developerInstructions}   (or thread/resume {threadId, …} to continue)
  *   ← result {thread.id}               → turn/start {threadId, input:[{type:"text", text}], effort}
- *   ← notifications until turn/completed; stdin is then closed and the server exits.
+ *   ← notifications until turn/completed; stdin is then closed and the server exits (a warm session
+ *   keeps the server: its next run is the next turn/start on the same thread).
  *   Approvals are server→client requests item/commandExecution/requestApproval and
  *   item/fileChange/requestApproval, answered with {id, result:{decision}}: allow → "accept",
  *   allow_for_session → "acceptForSession", deny → "decline". An MCP tool call asks through
@@ -94,6 +95,12 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     return JSON.stringify({ id, method, params });
   };
   const interruptRequest = () => request('turn/interrupt', { threadId, turnId });
+  const turnStart = () =>
+    request('turn/start', {
+      threadId,
+      input: [{ type: 'text', text: input.prompt, text_elements: [] }],
+      ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
+    });
 
   function onResponse(message: RpcMessage): ProviderLineOutput {
     const method = pending.get(Number(message.id));
@@ -121,16 +128,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       case 'thread/start':
       case 'thread/resume':
         threadId = result.thread?.id ?? input.providerSessionId ?? null;
-        return {
-          providerSessionId: threadId ?? undefined,
-          write: [
-            request('turn/start', {
-              threadId,
-              input: [{ type: 'text', text: input.prompt, text_elements: [] }],
-              ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
-            }),
-          ],
-        };
+        return { providerSessionId: threadId ?? undefined, write: [turnStart()] };
       case 'turn/start':
         turnId = result.turn?.id ?? turnId;
         return interruptWanted ? { write: [interruptRequest()] } : {};
@@ -214,6 +212,15 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     },
     onExit(exit, sawTerminal) {
       return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('codex app-server', exit))];
+    },
+    // A warm session's next turn: turn/start on the thread the kept server holds (its options were
+    // given at thread/start: the key). Only a run that continues that thread can take it (core.ts).
+    warm: {
+      key: ['app-server', ...codexMcpArgs(input), JSON.stringify([mode.approvalPolicy, mode.sandbox, input.model ?? null, input.systemPrompt ?? null])],
+      nextTurn() {
+        threadId = input.providerSessionId ?? null;
+        return { write: [turnStart()] };
+      },
     },
   };
 }

@@ -26,7 +26,8 @@ const codex: ProviderDefinition = {
   // login, config and sessions.
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
   defaultQueue: 'prompt',
-  capabilities: ['approvals', 'interrupt', 'continuation', 'usage'],
+  // warm: on the app-server transport (the modes that may ask); exec-transport runs of a warm session start cold.
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'warm'],
   permissionModes: PERMISSION_MODES,
   nativePermissionModes: Object.keys(MODES),
   // developer instructions, the reasoning effort (thread/turn params on app-server, -c on exec); no
