@@ -34,10 +34,13 @@ export class AgentMemoryGate {
     return this.waitingRuns;
   }
 
-  /** Resolves once the node's agents use less than the limit, or the signal aborted (the caller checks it). */
-  async admit(signal: AbortSignal): Promise<void> {
+  /**
+   * Resolves once the node's agents use less than the limit, or the signal aborted (the caller checks
+   * it). A run of the session given, which has a process kept here, adds no process: it goes at once.
+   */
+  async admit(signal: AbortSignal, warmSessionId?: string): Promise<void> {
     const limitBytes = this.limits.maxAgentMemoryMb * 1024 * 1024;
-    if (limitBytes === 0) return;
+    if (limitBytes === 0 || (warmSessionId !== undefined && this.warm.holds(warmSessionId))) return;
     this.waitingRuns++;
     try {
       while (!signal.aborted) {

@@ -61,6 +61,11 @@ export class WarmProcesses {
     return [...this.parked.values()].map((p) => p.agent.process.pid);
   }
 
+  /** Whether a process is parked for the session. */
+  holds(sessionId: string): boolean {
+    return this.parked.has(sessionId);
+  }
+
   /** The session's parked process, if it fits the run; a parked process that does not fit is stopped. */
   take(sessionId: string, key: string, conversation: HeldConversation): WarmAgent | null {
     const parked = this.parked.get(sessionId);

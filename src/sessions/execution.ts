@@ -164,7 +164,7 @@ export class RunExecutor {
     activeRuns.set(runId, active);
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
-      await this.deps.memory.admit(signal);
+      await this.deps.memory.admit(signal, session.warm ? session.id : undefined);
       // Before ownership: an interrupt meanwhile finds no owner and sets the flag read below.
       active.snapshot = await this.deps.diffs.before(run, cwd);
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before

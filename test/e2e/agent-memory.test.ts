@@ -76,4 +76,13 @@ describe('admission by memory', () => {
     expect(res.body.state).toBe('completed');
     expect(groupAlive(pid)).toBe(false);
   });
+
+  it("a warm session's next run takes its kept process at once, whatever the limit: it adds no process", async () => {
+    server = await startServer({ ASM_MAX_AGENT_MEMORY_MB: '1' });
+    const warm = await session({ provider: 'claude', lane: 'core', warm: true });
+    const first = (await server.request('POST', `/v1/sessions/${warm.id}/runs`, { prompt: 'Say hello [fixture:c1-hello]', wait: true })).body;
+    const second = (await server.request('POST', `/v1/sessions/${warm.id}/runs`, { prompt: 'Again [fixture:c1-hello]', wait: true })).body;
+    expect(second.state).toBe('completed');
+    expect(await runStarted(second.id)).toMatchObject({ pid: (await runStarted(first.id)).pid, warm: true });
+  });
 });
