@@ -115,12 +115,15 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
     await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
   });
 
-  it('a closed session leaves no process', async () => {
+  it('a closed session leaves no process; a kept process counts in the node\'s load until then', async () => {
+    const load = async () => (await server.app.cluster.nodes()).find((n) => n.id === server.app.cluster.self)?.load;
     const s = await warmSession();
     const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
     expect(groupAlive(first.started.pid)).toBe(true);
+    await waitFor(async () => (await load()) === 1, 'the kept process in the load');
     expect((await server.request('DELETE', `/v1/sessions/${s.id}`)).status).toBe(200);
     await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
+    await waitFor(async () => (await load()) === 0, 'the load without it');
   });
 
   it('the service stops its warm processes when it shuts down', async () => {
