@@ -1,16 +1,18 @@
 /**
- * `npm run bench -- agents [--samples N] [--sandbox bwrap|none]`: what a user feels of a real agent CLI
- * through ASM. The pinned claude (scripts/install-agents.ts) against the loopback model server
+ * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex]`: what a user
+ * feels of a real agent CLI through ASM. The pinned CLIs (scripts/install-agents.ts), set up offline
+ * as the agents suite does (test/agents/offline-env.ts), against the loopback model server
  * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
  *
- *   raw    `claude -p PROMPT --output-format stream-json --verbose` spawned here: spawn → result line
- *   raw stream-json   the same CLI in the mode ASM runs it (stream-json input: initialize, the user turn)
- *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane): request → answer
+ *   raw    the CLI spawned here, spawn → its turn's end: `claude -p PROMPT --output-format
+ *          stream-json --verbose` (result line), `codex exec --json PROMPT` (turn.completed)
+ *   raw stream-json   claude only: the same CLI in the mode ASM runs it (stream-json input)
+ *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm)
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
- * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line: the
- * median, min and max of each, and the ratios the issue targets (cold / raw, warm / raw).
+ * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
+ * the median, min and max of each, and the ratios the issue targets (cold / raw, warm / raw).
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -22,20 +24,17 @@ import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
+import { offlineEnv } from '../test/agents/offline-env.js';
 
 const PROMPT = 'Say hello';
 
-/** claude's offline environment, as test/agents/harness.ts (offlineEnv) sets it for the agents suite. */
-function claudeEnv(home: string, baseUrl: string): Record<string, string> {
-  return {
-    HOME: home,
-    ANTHROPIC_API_KEY: 'test-key',
-    ANTHROPIC_BASE_URL: baseUrl,
-    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_AUTOUPDATER: '1',
-    CLAUDE_CODE_MAX_RETRIES: '0',
-  };
-}
+type Cli = 'claude' | 'codex';
+
+/** The raw CLI's arguments for one prompt, and the stdout text that says its turn ended. */
+const RAW: Record<Cli, { args: string[]; done: string }> = {
+  claude: { args: ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'], done: '"type":"result"' },
+  codex: { args: ['exec', '--json', '--skip-git-repo-check', PROMPT], done: '"type":"turn.completed"' },
+};
 
 /** The stream-json input ASM writes (src/providers/claude/control.ts): initialize, then the user turn. */
 const STREAM_INPUT = [
@@ -44,12 +43,12 @@ const STREAM_INPUT = [
 ];
 
 /**
- * The raw CLI: spawn → its result line (ms). `print`: the prompt as an argument; `stream`: the mode
- * ASM runs it in (stream-json input, stdin closed after the result), the same work without ASM.
+ * The raw CLI: spawn → its turn's end (ms). `print`: the prompt as an argument; `stream` (claude): the
+ * mode ASM runs it in (stream-json input, stdin closed after the result), the same work without ASM.
  */
-function rawRun(bin: string, cwd: string, env: Record<string, string>, mode: 'print' | 'stream'): Promise<number> {
+function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>, mode: 'print' | 'stream'): Promise<number> {
   const started = performance.now();
-  const args = mode === 'print' ? ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'] : ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'];
+  const args = mode === 'print' ? RAW[cli].args : ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'];
   return new Promise((resolve, reject) => {
     const child = spawn(bin, args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: [mode === 'print' ? 'ignore' : 'pipe', 'pipe', 'ignore'] });
     if (mode === 'stream') child.stdin!.write(STREAM_INPUT.map((line) => `${JSON.stringify(line)}\n`).join(''));
@@ -57,12 +56,12 @@ function rawRun(bin: string, cwd: string, env: Record<string, string>, mode: 'pr
     let at: number | null = null;
     child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
-      if (at !== null || !buffered.includes('"type":"result"')) return;
+      if (at !== null || !buffered.includes(RAW[cli].done)) return;
       at = performance.now() - started;
       child.stdin?.end();
     });
     child.on('error', reject);
-    child.on('close', (code) => (at !== null ? resolve(at) : reject(new Error(`raw claude exited ${code} without a result`))));
+    child.on('close', (code) => (at !== null ? resolve(at) : reject(new Error(`raw ${cli} exited ${code} without ending its turn`))));
   });
 }
 
@@ -96,20 +95,25 @@ export async function run(args: string[]): Promise<void> {
   const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const samples = Number(flag('--samples') ?? 5);
   const sandbox = flag('--sandbox') ?? 'bwrap';
-  const bin = agentBin('claude');
-  const home = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
-  const workspace = join(home, 'work');
+  const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : ['claude', 'codex'];
+  const root = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
+  const home = join(root, 'home');
+  const workspace = join(root, 'work');
+  mkdirSync(home);
   mkdirSync(workspace);
   const model: ModelServer = await startModelServer();
-  const env = claudeEnv(home, model.url);
-  // The service passes the CLI's environment through its allowlist, from this process's environment.
-  const { HOME: _home, ...passed } = env;
+  const envs = { claude: offlineEnv('claude', home, model.url), codex: offlineEnv('codex', home, model.url) };
+  // The service passes the CLIs' environment through its allowlist, from this process's environment;
+  // HOME (with the CLIs' config files) reaches each session as the sandbox's home template, TMPDIR is the sandbox's own.
+  const passed = Object.fromEntries(Object.entries({ ...envs.claude, ...envs.codex }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'));
   Object.assign(process.env, passed);
   const config = loadConfig({
     ASM_WORKSPACE_ROOT: workspace,
-    ASM_CLAUDE_BIN: bin,
+    ASM_CLAUDE_BIN: agentBin('claude'),
+    ASM_CODEX_BIN: agentBin('codex'),
     ASM_SANDBOX: sandbox,
-    ASM_SANDBOX_ROOT: join(home, 'sandbox'),
+    ASM_SANDBOX_ROOT: join(root, 'sandbox'),
+    ASM_SANDBOX_HOME_TEMPLATE: home,
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
   });
@@ -128,39 +132,57 @@ export async function run(args: string[]): Promise<void> {
       return (await fetch(`${base}${path}`)).json();
     },
   };
-  const session = (warm: boolean) => api.post('/v1/sessions', { provider: 'claude', lane: 'core', ...(warm && { warm: true }) });
-
-  const raw: number[] = [];
-  const rawStream: number[] = [];
-  const cold: number[] = [];
-  const warm: number[] = [];
   try {
-    // One untimed round first: the page cache and the JIT warm up for all three alike.
-    for (let i = -1; i < samples; i++) {
-      model.script({ text: 'Hello.' });
-      const r = await rawRun(bin, workspace, env, 'print');
-      model.script({ text: 'Hello.' });
-      const rs = await rawRun(bin, workspace, env, 'stream');
-      model.script({ text: 'Hello.' });
-      const c = await timedRun(api, (await session(false)).id);
-      const w = await session(true);
-      model.script({ text: 'Hello.' }, { text: 'Hello again.' });
-      await timedRun(api, w.id);
-      const second = await timedRun(api, w.id);
-      if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
-      await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
-      if (i < 0) continue;
-      raw.push(r);
-      rawStream.push(rs);
-      cold.push(c.ms);
-      warm.push(second.ms);
-      process.stderr.write(`sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms, raw stream-json ${rs.toFixed(0)} ms, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
-    }
+    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, env: envs[cli], samples, sandbox });
   } finally {
     await server.close();
     await app.close();
     await model.close();
-    rmSync(home, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+interface BenchContext {
+  api: Api;
+  base: string;
+  model: ModelServer;
+  workspace: string;
+  env: Record<string, string>;
+  samples: number;
+  sandbox: string;
+}
+
+async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, sandbox }: BenchContext): Promise<void> {
+  const bin = agentBin(cli);
+  const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...(warm && { warm: true }) });
+  const raw: number[] = [];
+  const rawStream: number[] = [];
+  const cold: number[] = [];
+  const warm: number[] = [];
+  // One untimed round first: the page cache and the JIT warm up for all alike.
+  for (let i = -1; i < samples; i++) {
+    model.script({ text: 'Hello.' });
+    const r = await rawRun(cli, bin, workspace, env, 'print');
+    let rs: number | null = null;
+    if (cli === 'claude') {
+      model.script({ text: 'Hello.' });
+      rs = await rawRun(cli, bin, workspace, env, 'stream');
+    }
+    model.script({ text: 'Hello.' });
+    const c = await timedRun(api, (await session(false)).id);
+    const w = await session(true);
+    model.script({ text: 'Hello.' }, { text: 'Hello again.' });
+    await timedRun(api, w.id);
+    const second = await timedRun(api, w.id);
+    if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
+    await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
+    if (i < 0) continue;
+    raw.push(r);
+    if (rs !== null) rawStream.push(rs);
+    cold.push(c.ms);
+    warm.push(second.ms);
+    const stream = rs === null ? '' : `, raw stream-json ${rs.toFixed(0)} ms`;
+    process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
   }
   const rawMs = summary(raw);
   const coldMs = summary(cold);
@@ -169,11 +191,11 @@ export async function run(args: string[]): Promise<void> {
   process.stdout.write(
     `${JSON.stringify({
       bench: 'agents',
-      cli: 'claude',
+      cli,
       sandbox,
       samples,
       raw_ms: rawMs,
-      raw_stream_json_ms: summary(rawStream),
+      ...(rawStream.length > 0 && { raw_stream_json_ms: summary(rawStream) }),
       cold_ms: coldMs,
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
