@@ -95,7 +95,10 @@ export async function run(args: string[]): Promise<void> {
   const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const samples = Number(flag('--samples') ?? 5);
   const sandbox = flag('--sandbox') ?? 'bwrap';
-  const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : ['claude', 'codex'];
+  // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's config
+  // (claude's offline setup is all environment): codex would call the real API.
+  const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex'];
+  if (sandbox === 'none' && clis.includes('codex')) throw new Error('--sandbox none: codex needs the sandbox (its config reaches it as the sandbox home template)');
   const root = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
   const home = join(root, 'home');
   const workspace = join(root, 'work');
