@@ -94,6 +94,8 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     load: ((worker ? sessions?.acceptedRuns() : sessions?.activeRuns()) ?? 0) + warm.size,
     pool: worker?.pool ?? 'default',
     cookie: cookieHash(worker?.cookie),
+    files_url: worker?.files?.url ?? null,
+    files_token: worker?.files?.token ?? null,
     sandbox: sandbox.kind,
   });
   // The instance id is unique per process, so a restarted process never inherits the runs its predecessor owned.

@@ -155,6 +155,8 @@ export interface WorkerSettings {
   providers: string[] | null;
   /** Runs must present this as remote_cookie (ASM_NODE_COOKIE or --cookie); null: they must present none. */
   cookie: string | null;
+  /** Its files endpoint once it listens (asm worker --files-port): the URL it is reached at and its bearer token. */
+  files?: { url: string; token: string };
 }
 
 export interface RedisSettings {

@@ -1,19 +1,27 @@
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
+import type { FastifyInstance } from 'fastify';
 import { parseArgs } from 'node:util';
-import { createApp } from '../app.js';
+import { createApp, type AsmApp } from '../app.js';
 import { loadConfig } from '../config.js';
 import { NODE_NAME } from '../nodes/remote-options.js';
+import { buildWorkerFilesServer } from '../http/worker-files.js';
 import { buildWorkerServer } from '../http/worker-server.js';
 import { startTracing } from '../telemetry.js';
 import { assertBindable } from './serve.js';
 import { stopOnSignals } from './signals.js';
 
 export const WORKER_USAGE = `  asm worker [--name N] [--pool P] [--providers a,b] [--workspace-root D] [--capacity K] [--cookie C] [--metrics-port M]
+             [--files-port F [--files-host H]]
                                  a worker node of a distributed deployment (REDIS_URL): executes the
                                  remote_node runs handed to it (driver_opts.remote_node "N" or "pool:P");
                                  defaults: name the host name, pool default, every provider,
                                  ASM_WORKSPACE_ROOT, capacity 2, cookie ASM_NODE_COOKIE; with
-                                 --metrics-port, its own /metrics (admins) on ASM_HOST:M`;
+                                 --metrics-port, its own /metrics (admins) on ASM_HOST:M; with
+                                 --files-port, the files of the workspaces it holds, to the API
+                                 processes, on ASM_HOST:F (0: any free port), reached at
+                                 http://H:F (H: ASM_HOST, or the host name if ASM_HOST is 0.0.0.0/::)`;
 
 /** `asm worker`: registers, heartbeats and executes remote runs until SIGINT/SIGTERM, then drains and exits. Returns -1: the process lives on. */
 export async function workerCommand(args: string[]): Promise<number> {
@@ -28,6 +36,8 @@ export async function workerCommand(args: string[]): Promise<number> {
       capacity: { type: 'string', default: '2' },
       cookie: { type: 'string' },
       'metrics-port': { type: 'string' },
+      'files-port': { type: 'string' },
+      'files-host': { type: 'string' },
     },
   });
   const problem = !NODE_NAME.test(values.name!)
@@ -38,7 +48,9 @@ export async function workerCommand(args: string[]): Promise<number> {
         ? `--capacity "${values.capacity}": a positive integer`
         : values['metrics-port'] !== undefined && !/^[1-9]\d{0,4}$/.test(values['metrics-port'])
           ? `--metrics-port "${values['metrics-port']}": a port number`
-          : undefined;
+          : values['files-port'] !== undefined && !/^(0|[1-9]\d{0,4})$/.test(values['files-port'])
+            ? `--files-port "${values['files-port']}": a port number, or 0 for any free port`
+            : undefined;
   if (problem) {
     process.stderr.write(`asm worker: ${problem}\n\nUsage:\n${WORKER_USAGE}\n`);
     return 2;
@@ -58,13 +70,27 @@ export async function workerCommand(args: string[]): Promise<number> {
   // Each process serves its own metrics: a worker's runs are counted where they execute.
   const server = metricsPort !== undefined && config.metrics ? await buildWorkerServer(app) : undefined;
   await server?.listen({ host: config.host, port: metricsPort });
+  const filesServer = values['files-port'] !== undefined ? await serveFiles(app, Number(values['files-port']), values['files-host']) : undefined;
   app.logger.info(
     { name: config.nodeName, instance: app.cluster.self, pool: config.worker.pool, capacity: config.worker.capacity, workspaceRoot: config.workspaceRoot },
     'ASM worker is taking runs',
   );
   stopOnSignals(app, async () => {
     await server?.close();
+    await filesServer?.close();
     await stopTracing?.();
   });
   return -1;
+}
+
+/** The worker's files endpoint (http/worker-files.ts), announced in its heartbeat once it listens. */
+async function serveFiles(app: AsmApp, port: number, advertisedHost: string | undefined): Promise<FastifyInstance> {
+  const token = randomBytes(32).toString('base64url');
+  const server = await buildWorkerFilesServer(app, token);
+  await server.listen({ host: app.config.host, port });
+  const bound = (server.server.address() as AddressInfo).port;
+  const host = advertisedHost ?? (['0.0.0.0', '::'].includes(app.config.host) ? hostname() : app.config.host);
+  app.config.worker!.files = { url: `http://${host.includes(':') ? `[${host}]` : host}:${bound}`, token };
+  await app.cluster.announce();
+  return server;
 }

@@ -3837,6 +3837,8 @@ export interface components {
             pool: string;
             /** @description The sandbox this instance runs agent CLIs in (ASM_SANDBOX); `none` runs them as the service user, seeing what it sees */
             sandbox: "bwrap" | "none";
+            /** @description Where a worker serves the workspaces it holds to the API processes (asm worker --files-port); null: the files API cannot reach its sessions' workspaces */
+            files_url?: string | null;
         };
         DiffSummary: {
             /** @description At most ASM_DIFF_MAX_FILES */

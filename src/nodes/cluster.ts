@@ -30,6 +30,10 @@ export interface NodeSnapshot {
   sandbox: 'bwrap' | 'none';
   /** sha256 of the worker's cookie (asm worker --cookie), null without one. Internal: not in GET /v1/nodes. */
   cookie?: string | null;
+  /** Where a worker serves the files of the workspaces it holds (asm worker --files-port; nodes/worker-files.ts); null: nowhere. */
+  files_url?: string | null;
+  /** The bearer token that endpoint asks for, random per instance. Internal: not in GET /v1/nodes. */
+  files_token?: string | null;
   started_at: string;
   last_heartbeat: string;
 }
@@ -93,4 +97,4 @@ export interface Cluster {
 }
 
 /** What a process reports of itself on every heartbeat. */
-export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'node_version' | 'providers' | 'missing_clis' | 'capacity' | 'load' | 'pool' | 'cookie' | 'sandbox'>;
+export type SelfReport = () => Pick<NodeSnapshot, 'name' | 'role' | 'version' | 'node_version' | 'providers' | 'missing_clis' | 'capacity' | 'load' | 'pool' | 'cookie' | 'sandbox' | 'files_url' | 'files_token'>;

@@ -1,5 +1,8 @@
+import { relative } from 'node:path';
+import { realRoot } from '../backends/workspace.js';
+import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
-import type { BootstrapMode, RemoteOptions } from '../store/types.js';
+import type { BootstrapMode, RemoteOptions, SessionRecord } from '../store/types.js';
 
 /**
  * The effective remote payload of a `remote_node` run: the one place that merges and validates the
@@ -31,6 +34,17 @@ const POOL_PREFIX = 'pool:';
 const MAX_TIMEOUT_MS = 86_400_000;
 
 export type RemoteTarget = { kind: 'node'; name: string } | { kind: 'pool'; pool: string };
+
+/**
+ * The remote payload of a session's run (without `runOptions`: of the session itself, as the files
+ * API addresses its worker), above one default of our own: without a remote_cwd the run works in the
+ * session's directory taken relative to the workspace root, so nodes with the same layout under their
+ * own root find it.
+ */
+export async function sessionRemoteOptions(config: Pick<AsmConfig, 'workspaceRoot' | 'remoteDefaults'>, session: SessionRecord, runOptions?: Record<string, unknown>): Promise<RemoteOptions> {
+  const sessionDir = relative(await realRoot(config.workspaceRoot), session.cwd) || '.';
+  return resolveRemoteOptions([{ remote_cwd: sessionDir }, config.remoteDefaults, session.driver_opts, runOptions]);
+}
 
 /** Merge the layers (lowest first) and validate; throws config_invalid naming the offending driver_opts field. */
 export function resolveRemoteOptions(layers: ReadonlyArray<Record<string, unknown> | undefined>): RemoteOptions {

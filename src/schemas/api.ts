@@ -382,6 +382,7 @@ export const NodeInfo = Type.Object({
   sandbox: Type.Union([Type.Literal('bwrap'), Type.Literal('none')], {
     description: 'The sandbox this instance runs agent CLIs in (ASM_SANDBOX); `none` runs them as the service user, seeing what it sees',
   }),
+  files_url: Type.Optional(Type.Union([Type.String(), Type.Null()], { description: 'Where a worker serves the workspaces it holds to the API processes (asm worker --files-port); null: the files API cannot reach its sessions\' workspaces' })),
 }, { $id: 'NodeInfo' });
 export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)), next_cursor: NextCursor });
 

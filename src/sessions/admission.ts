@@ -1,15 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { relative } from 'node:path';
 import type { Logger } from 'pino';
-import { realRoot } from '../backends/workspace.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
 import type { Cluster } from '../nodes/cluster.js';
-import { resolveRemoteOptions } from '../nodes/remote-options.js';
+import { sessionRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { CreateRunBody } from '../schemas/api.js';
-import type { AdmissionCounts, RemoteOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { AdmissionCounts, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
@@ -72,7 +70,7 @@ export class Admission {
     const executionMode = body.execution_mode ?? session.execution_mode;
     const agent = runAgentOptions(provider, session, body);
     const observability = await placement.resolve(provider, { requested: lane, executionMode, queue, providerPermissionMode: agent.provider_permission_mode });
-    const remote = executionMode === 'remote_node' ? await this.remoteOptions(session, body) : undefined;
+    const remote = executionMode === 'remote_node' ? await sessionRemoteOptions(this.deps.config, session, body.driver_opts) : undefined;
     if (remote) await placement.assertRemoteCli(provider, remote.remote_node);
     const surface = body.execution_surface ?? session.execution_surface;
     placement.assertSurface(surface, executionMode, observability);
@@ -135,17 +133,6 @@ export class Admission {
       }
     }
     return run;
-  }
-
-  /**
-   * The remote payload of a run (nodes/remote-options.ts), above one default of our own: without a
-   * remote_cwd the run works in the session's directory taken relative to the workspace root, so
-   * nodes with the same layout under their own root find it.
-   */
-  private async remoteOptions(session: SessionRecord, body: CreateRunBody): Promise<RemoteOptions> {
-    const { config } = this.deps;
-    const sessionDir = relative(await realRoot(config.workspaceRoot), session.cwd) || '.';
-    return resolveRemoteOptions([{ remote_cwd: sessionDir }, config.remoteDefaults, session.driver_opts, body.driver_opts]);
   }
 
   /** Hand a run to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */

@@ -5,7 +5,7 @@
  * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -13,6 +13,7 @@ import type { RequestBody } from '../../src/client/index.js';
 import { FAKE_CLAUDE, reply, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { scratchDir } from '../helpers/sandbox.js';
+import { entriesOf, rawRequest, tarOf } from '../helpers/tar.js';
 import { waitFor } from '../helpers/wait.js';
 import { VERSION } from '../../src/version.js';
 
@@ -87,6 +88,12 @@ async function runToEnd(api: TestServer, sessionId: string, body: RequestBody<'/
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body;
 }
+
+const PROJECT = [
+  { path: 'a.txt', body: 'one\ntwo\n' },
+  { path: 'dir/', type: 'Directory' as const, mode: 0o755 },
+  { path: 'dir/b.txt', body: 'bee\n' },
+];
 
 /** The run ended failed with this start-failure reason. */
 function expectFailure(run: any, kind: string, reason: string): void {
@@ -350,31 +357,109 @@ describe('worker nodes: pools', () => {
   }, 90_000);
 });
 
-describe('worker nodes: workspace diffs', () => {
-  it('diffs a remote run where it ran, keeps the diff with the run, and refuses the files API for the remote session', async () => {
+describe('worker nodes: workspace files and diffs', () => {
+  /** A worker serving its files (--files-port 0), a shell session working in `proj` on it, and the worker's own view of that folder. */
+  async function remoteProject(apiEnv: Record<string, string> = {}) {
     const d = deployment();
-    const api = await d.api();
+    const api = await d.api(apiEnv);
     const shadowRoot = join(scratchDir('asm-worker-shadow-'), 'shadow');
-    const worker = await d.worker(api, 'w1', [], { ASM_SHADOW_ROOT: shadowRoot });
+    const worker = await d.worker(api, 'w1', ['--files-port', '0'], { ASM_SHADOW_ROOT: shadowRoot });
+    await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'w1' && n.files_url), 'w1 to announce its files endpoint', 10_000);
     const project = join(worker.root, 'proj');
-    mkdirSync(join(project, 'src'), { recursive: true });
-    writeFileSync(join(project, 'src', 'a.txt'), 'one\n');
-    writeFileSync(join(project, 'b.txt'), 'bee\n');
+    mkdirSync(project);
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_cwd: 'proj' } });
+    return { d, api, worker, project, shadowRoot, s, base: `/v1/sessions/${s.id}/files` };
+  }
 
-    const done = await runToEnd(api, s.id, { prompt: "sed -i 's/one/ONE/' src/a.txt && echo sea >> b.txt && echo new > c.txt" });
+  it('uploads a tar to the worker, diffs a run there that edits two files and adds one, and downloads the result', async () => {
+    const { api, project, shadowRoot, s, base } = await remoteProject();
+    const up = await fetch(`${api.url}${base}`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: tarOf(PROJECT, { gzip: true }) });
+    expect(up.status).toBe(201);
+    expect(await up.json()).toEqual({ files: 2, directories: 1, bytes: 12 });
+    // On the worker's disk, not the API's.
+    expect(readFileSync(join(project, 'dir', 'b.txt'), 'utf8')).toBe('bee\n');
+    const put = await fetch(`${api.url}${base}/notes/todo.md`, { method: 'PUT', body: 'later\n' });
+    expect(put.status).toBe(201);
+    expect(readFileSync(join(project, 'notes', 'todo.md'), 'utf8')).toBe('later\n');
+
+    const done = await runToEnd(api, s.id, { prompt: "sed -i 's/two/TWO/' a.txt && echo sea >> dir/b.txt && printf 'new\\n' > c.txt" });
     expect(done).toMatchObject({ state: 'completed', result: { metadata: { node: 'w1' } } });
     const events = (await api.request('GET', `/v1/runs/${done.id}/events`)).body.events;
     expect(events.map((e: any) => e.kind).slice(-2)).toEqual(['workspace_diff', 'result']);
     const diff = (await api.request('GET', `/v1/runs/${done.id}/diff`)).body.summary;
-    expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified b.txt +1 -0', 'added c.txt +1 -0', 'modified src/a.txt +1 -1']);
+    expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified a.txt +1 -1', 'added c.txt +1 -0', 'modified dir/b.txt +1 -0']);
     const patch = await fetch(`${api.url}/v1/sessions/${s.id}/diff`, { headers: { accept: 'text/x-diff' } });
-    expect(await patch.text()).toContain('-one\n+ONE');
+    expect(await patch.text()).toContain('-two\n+TWO');
     // The snapshots were taken on the worker, in its own shadow root.
     expect(readdirSync(shadowRoot)).toEqual([s.id]);
 
-    const files = await api.request('GET', `/v1/sessions/${s.id}/files`);
-    expect(files.status).toBe(409);
-    expect(files.body.error.details.field).toBe('execution_mode');
+    const file = await fetch(`${api.url}${base}/a.txt`);
+    expect(file.status).toBe(200);
+    expect(file.headers.get('content-length')).toBe('8');
+    expect(await file.text()).toBe('one\nTWO\n');
+    const listing = await api.request('GET', `${base}?limit=2`);
+    expect(listing.body.entries.map((e: any) => `${e.type} ${e.name}`)).toEqual(['file a.txt', 'file c.txt']);
+    const rest = await api.request('GET', `${base}?limit=2&cursor=${listing.body.next_cursor}`);
+    expect(rest.body).toMatchObject({ entries: [{ name: 'dir', type: 'directory' }, { name: 'notes', type: 'directory' }], next_cursor: null });
+    const folder = await fetch(`${api.url}${base}/dir`, { headers: { accept: 'application/x-tar' } });
+    expect(await entriesOf(Buffer.from(await folder.arrayBuffer()))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
+    const all = await fetch(`${api.url}${base}`, { headers: { accept: 'application/x-tar' } });
+    expect([...(await entriesOf(Buffer.from(await all.arrayBuffer()))).keys()].sort()).toEqual(['', 'a.txt', 'c.txt', 'dir', 'dir/b.txt', 'notes', 'notes/todo.md']);
+    expect((await api.request('GET', `${base}/dir`)).status).toBe(409);
+    expect((await api.request('GET', `${base}/missing.txt`)).status).toBe(404);
+  }, 60_000);
+
+  it('refuses `..`, absolute paths, symlinks and hostile tars on the worker, and 413 past the upload bounds', async () => {
+    const { api, worker, project, base } = await remoteProject({ ASM_MAX_UPLOAD_BYTES: '1024', ASM_MAX_UPLOAD_FILES: '3' });
+    const outside = join(worker.root, 'outside');
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'secret'), 'keep');
+    for (const path of [`${base}/../../x`, `${base}/%2e%2e/x`, `${base}//tmp/asm-remote-abs`]) {
+      const res = await rawRequest(api.url, 'PUT', path, 'evil');
+      expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(403);
+    }
+    expect((await rawRequest(api.url, 'GET', `${base}?path=..`)).status).toBe(403);
+    symlinkSync(outside, join(project, 'out'));
+    symlinkSync(join(outside, 'secret'), join(project, 'secret-link'));
+    for (const [method, path] of [['PUT', `${base}/out/new`], ['PUT', `${base}/secret-link`], ['GET', `${base}/secret-link`], ['GET', `${base}/out/secret`], ['GET', `${base}?path=out`]]) {
+      const res = await rawRequest(api.url, method, path, method === 'PUT' ? 'evil' : undefined);
+      expect(res.status, `${method} ${path}: ${JSON.stringify(res.body)}`).toBe(403);
+      expect(res.body.error.kind).toBe('forbidden');
+    }
+    for (const entries of [[{ path: '../x', body: 'evil' }], [{ path: join(outside, 'abs'), body: 'evil' }], [{ path: 'link', type: 'SymbolicLink' as const, linkpath: outside }]]) {
+      const res = await fetch(`${api.url}${base}`, { method: 'POST', body: tarOf(entries) });
+      expect(res.status, JSON.stringify(entries)).toBe(403);
+    }
+    expect(readdirSync(outside)).toEqual(['secret']);
+    expect(readFileSync(join(outside, 'secret'), 'utf8')).toBe('keep');
+    expect(existsSync(join(worker.root, 'x'))).toBe(false);
+
+    // The API's bounds hold on the worker: past them 413, with the rest of the body read.
+    const big = await fetch(`${api.url}${base}/big.bin`, { method: 'PUT', body: Buffer.alloc(256 * 1024, 1) });
+    expect(big.status).toBe(413);
+    expect(((await big.json()) as any).error.kind).toBe('payload_too_large');
+    const many = await fetch(`${api.url}${base}`, { method: 'POST', body: tarOf(['a', 'b', 'c', 'd'].map((path) => ({ path, body: path }))) });
+    expect(many.status).toBe(413);
+    expect((await fetch(`${api.url}${base}/fits.txt`, { method: 'PUT', body: 'ok' })).status).toBe(201);
+  }, 60_000);
+
+  it('which worker: a pool session is refused naming driver_opts.remote_node; a worker without --files-port, a wrong token and a wrong cookie are refused', async () => {
+    const { d, api } = await remoteProject();
+    await d.worker(api, 'quiet', ['--pool', 'p2', '--cookie', 'sesame']);
+    const pooled = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:p2' } });
+    const refused = await api.request('GET', `/v1/sessions/${pooled.id}/files`);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.details.field).toBe('driver_opts.remote_node');
+    const quiet = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'quiet', remote_cookie: 'sesame' } });
+    const noEndpoint = await api.request('GET', `/v1/sessions/${quiet.id}/files`);
+    expect(noEndpoint.status).toBe(409);
+    expect(noEndpoint.body.error.message).toContain('--files-port');
+    const wrongCookie = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'quiet', remote_cookie: 'nope' } });
+    expect((await api.request('GET', `/v1/sessions/${wrongCookie.id}/files`)).body.error.details.field).toBe('driver_opts.remote_cookie');
+    // The endpoint itself answers only the token of its heartbeat, which GET /v1/nodes never shows.
+    const w1 = (await api.request('GET', '/v1/nodes')).body.nodes.find((n: any) => n.name === 'w1');
+    expect(w1.files_token).toBeUndefined();
+    const direct = await fetch(`${w1.files_url}/internal/files/list?cwd=.&path=&limit=10`, { headers: { authorization: 'Bearer guessed' } });
+    expect(direct.status).toBe(401);
   }, 60_000);
 });

@@ -1,14 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
-import { PassThrough, Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { AsmApp } from '../../app.js';
-import { extractArchive, packFolder } from '../../backends/workspace-archive.js';
 import { pathNames } from '../../backends/workspace-files.js';
 import { AsmError, badField } from '../../errors/kinds.js';
 import { SessionParams } from '../../schemas/api.js';
 import { FileListing, FilesQuery, UploadResult } from '../../schemas/workspace.js';
 import { decodeCursor, encodeCursor } from '../../store/paging.js';
+import { rawBodies, streamed } from '../streamed-body.js';
 import { errorResponses } from './sessions.js';
 
 const TAR = 'application/x-tar';
@@ -20,13 +19,12 @@ const DEFAULT_PAGE = 100;
 /**
  * A session's files, confined to its workspace (backends/workspace-files.ts): one file in or out, a
  * tar (or tar.gz) archive in, a folder's listing or a tar of it out. Bodies are streamed to disk as
- * they arrive, never held whole; what one upload writes is bounded (sessions/session-files.ts).
+ * they arrive, never held whole; what one upload writes is bounded (sessions/session-files.ts). For
+ * a remote_node session the same is done on the worker that holds its workspace (nodes/worker-files.ts).
  */
 export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fastify, { app }) => {
   const { sessions } = app;
-  // Bodies here are raw bytes whatever their content type, streamed to the handler (this plugin only).
-  fastify.removeAllContentTypeParsers();
-  fastify.addContentTypeParser('*', (_request, payload, done) => done(null, payload));
+  rawBodies(fastify);
 
   const workspaceOf = async (tenant: string, id: string) => sessions.files.workspace(await sessions.getSession(tenant, id));
   const uploaded = async (tenant: string, id: string) => sessions.primeSnapshot(await sessions.getSession(tenant, id));
@@ -45,7 +43,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
     async (request, reply) => {
       const files = await workspaceOf(request.tenant, request.params.id);
       const names = pathNames(request.query.path ?? '', 'query.path');
-      if (request.headers.accept?.includes(TAR)) return reply.type(TAR).send(packFolder(await files.folder(names, 'query.path')));
+      if (request.headers.accept?.includes(TAR)) return reply.type(TAR).send(await files.pack(names, 'query.path'));
       const max = app.config.workspaces.listPageMax;
       const limit = request.query.limit ?? Math.min(DEFAULT_PAGE, max);
       if (limit > max) throw badField('query.limit', `must be at most ${max} (ASM_FILES_PAGE_MAX)`);
@@ -69,7 +67,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
     async (request, reply) => {
       const files = await workspaceOf(request.tenant, request.params.id);
       const into = pathNames(request.query.path ?? '', 'query.path');
-      const result = await streamed(request, (body) => extractArchive(files, into, body, sessions.files.uploadBudget(request.tenant)));
+      const result = await streamed(request, (body) => files.extract(into, body, sessions.files.uploadBudget(request.tenant)));
       await uploaded(request.tenant, request.params.id);
       return reply.status(201).send(result);
     },
@@ -89,7 +87,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
       const files = await workspaceOf(request.tenant, request.params.id);
       const names = pathNames(request.params['*'], 'path');
       const left = sessions.files.uploadBudget(request.tenant);
-      const bytes = await streamed(request, (body) => files.writeFile(names, body, left, 'path'));
+      const bytes = await streamed(request, (body) => files.write(names, body, left, 'path'));
       await uploaded(request.tenant, request.params.id);
       return reply.status(201).send({ files: 1, directories: 0, bytes });
     },
@@ -108,30 +106,12 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
     async (request, reply) => {
       const files = await workspaceOf(request.tenant, request.params.id);
       const names = pathNames(request.params['*'], 'path');
-      const opened = await files.openForRead(names, 'path');
+      const opened = await files.read(names, 'path');
       if (opened === 'folder') {
         if (!request.headers.accept?.includes(TAR)) throw new AsmError('conflict', `path: ${names.join('/')} is a folder: list it with GET /v1/sessions/{id}/files?path=, or ask for Accept: ${TAR}`, { details: { field: 'path' } });
-        return reply.type(TAR).send(packFolder(await files.folder(names, 'path')));
+        return reply.type(TAR).send(await files.pack(names, 'path'));
       }
-      const stream = opened.handle.createReadStream();
-      return reply.type('application/octet-stream').header('content-length', opened.size).send(stream);
+      return reply.type('application/octet-stream').header('content-length', opened.size).send(opened.stream);
     },
   );
 };
-
-/**
- * Runs `work` on the request's body through a stream of its own: when the work fails midway (413, a
- * refused entry) only that stream is destroyed, and the rest of the body is read and dropped, so the
- * client gets the answer rather than a reset connection.
- */
-async function streamed<T>(request: FastifyRequest, work: (body: Readable) => Promise<T>): Promise<T> {
-  const raw = request.body instanceof Readable ? request.body : Readable.from([]);
-  const body = raw.pipe(new PassThrough());
-  try {
-    return await work(body);
-  } catch (err) {
-    raw.unpipe(body);
-    raw.resume();
-    throw err;
-  }
-}

@@ -134,8 +134,8 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
     },
     async (request) => {
       const page = pageOf(await app.cluster.nodes(), pageRequest(request.query));
-      // A worker's cookie hash stays internal: it is what runs are checked against, not something to publish.
-      return { nodes: page.items.map(({ cookie: _internal, ...node }) => node), next_cursor: page.next };
+      // A worker's cookie hash and files token stay internal: what runs and file requests are checked against.
+      return { nodes: page.items.map(({ cookie: _cookie, files_token: _token, ...node }) => node), next_cursor: page.next };
     },
   );
 

@@ -1,0 +1,71 @@
+import { timingSafeEqual } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { AsmApp } from '../app.js';
+import { resolveWorkspaceDir } from '../backends/workspace.js';
+import { LocalWorkspace } from '../backends/workspace-access.js';
+import { budget, pathNames, WorkspaceFiles } from '../backends/workspace-files.js';
+import { AsmError, badField } from '../errors/kinds.js';
+import { FOLDER_HEADER, WORKER_FILES_PATH, type WorkerFilesOp } from '../nodes/worker-files.js';
+import { registerErrorHandling } from './errors.js';
+import { rawBodies, streamed } from './streamed-body.js';
+
+type Query = Record<string, string | undefined>;
+
+/**
+ * A worker's files endpoint (`asm worker --files-port`): the API processes' way to the workspaces of
+ * the remote_node sessions this node holds (nodes/worker-files.ts is the caller). Not for tenants:
+ * every request carries the bearer token this instance drew at start (published only in its Redis
+ * heartbeat). Each operation is the files API's own (LocalWorkspace), confined to the session's cwd
+ * on this node, its path checked again here; uploads are bounded by the budget the API computed.
+ */
+export async function buildWorkerFilesServer(app: AsmApp, token: string): Promise<FastifyInstance> {
+  const fastify = Fastify({ loggerInstance: app.logger as FastifyBaseLogger, forceCloseConnections: true });
+  registerErrorHandling(fastify);
+  rawBodies(fastify);
+  const expected = Buffer.from(`Bearer ${token}`);
+  fastify.addHook('onRequest', async (request) => {
+    const given = Buffer.from(request.headers.authorization ?? '');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AsmError('unauthorized', 'the files endpoint of a worker is for the API processes of its deployment');
+  });
+
+  const workspaceOf = async (query: Query) => {
+    let cwd: string;
+    try {
+      cwd = await resolveWorkspaceDir(app.config.workspaceRoot, query.cwd ?? '.');
+    } catch (err) {
+      const error = AsmError.from(err);
+      throw new AsmError(error.kind, `driver_opts.remote_cwd on node ${app.config.nodeName}: ${error.message}`, { details: { field: 'driver_opts.remote_cwd' } });
+    }
+    return new LocalWorkspace(await WorkspaceFiles.at(cwd));
+  };
+  const field = (query: Query) => query.field ?? 'path';
+  const names = (query: Query) => pathNames(query.path ?? '', field(query));
+  const uploadBudget = (query: Query) => budget(count(query, 'bytes'), count(query, 'files'));
+
+  const handlers: Record<WorkerFilesOp, (request: FastifyRequest<{ Querystring: Query }>, reply: import('fastify').FastifyReply) => Promise<unknown>> = {
+    list: async ({ query }) => (await workspaceOf(query)).list(names(query), field(query), count(query, 'limit'), query.after),
+    pack: async ({ query }, reply) => reply.type('application/x-tar').send(await (await workspaceOf(query)).pack(names(query), field(query))),
+    read: async ({ query }, reply) => {
+      const opened = await (await workspaceOf(query)).read(names(query), field(query));
+      if (opened === 'folder') return reply.header(FOLDER_HEADER, '1').send();
+      return reply.type('application/octet-stream').header('content-length', opened.size).send(opened.stream);
+    },
+    write: async (request) => {
+      const { query } = request;
+      const bytes = await streamed(request, async (body) => (await workspaceOf(query)).write(names(query), body, uploadBudget(query), field(query)));
+      return { bytes };
+    },
+    extract: (request) => streamed(request, async (body) => (await workspaceOf(request.query)).extract(names(request.query), body, uploadBudget(request.query))),
+  };
+  for (const [op, handler] of Object.entries(handlers)) {
+    fastify.route<{ Querystring: Query }>({ method: op === 'write' || op === 'extract' ? 'POST' : 'GET', url: `${WORKER_FILES_PATH}/${op}`, handler });
+  }
+  return fastify;
+}
+
+/** A non-negative integer of the query (the API sends them). */
+function count(query: Query, key: string): number {
+  const value = Number(query[key]);
+  if (!Number.isSafeInteger(value) || value < 0) throw badField(`query.${key}`, 'must be a non-negative integer');
+  return value;
+}
