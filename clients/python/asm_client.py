@@ -177,6 +177,18 @@ class AsmClient:
             raise _http_error(answer) from None
         return json.loads(text) if text else None
 
+    def _bytes(self, method, path, data=None, query=None, accept="application/octet-stream"):
+        """One request whose body (bytes, or a binary file object, sent in chunks) and answer are raw bytes."""
+        headers = self._headers({"accept": accept})
+        if data is not None:
+            headers["content-type"] = "application/octet-stream"
+        req = urllib.request.Request(self._url(path, query), data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as response:
+                return response.read(), response.headers.get("content-type", "")
+        except urllib.error.HTTPError as answer:
+            raise _http_error(answer) from None
+
     @staticmethod
     def _path_id(value):
         return urllib.parse.quote(str(value), safe="")
@@ -263,6 +275,47 @@ class AsmClient:
 
     def _nothing_after(self, run_id, last):
         return not self.event_page(run_id, after=last or 0, limit=1)["events"]
+
+    # -- workspace files and diffs (README "Workspaces and files") -----------------------------------
+
+    def _files_path(self, session_id, path=None):
+        base = "/v1/sessions/{}/files".format(self._path_id(session_id))
+        return base if path is None else base + "/" + urllib.parse.quote(path.lstrip("/"), safe="/")
+
+    def put_file(self, session_id, path, data):
+        """PUT one file (bytes, or a binary file object) at path in the session's workspace: {"files", "directories", "bytes"}."""
+        body, _ = self._bytes("PUT", self._files_path(session_id, path), data=data, accept="application/json")
+        return json.loads(body.decode("utf-8"))
+
+    def upload_archive(self, session_id, archive, path=None):
+        """POST a tar or tar.gz (bytes, or a binary file object) unpacked into the workspace (or its folder path)."""
+        body, _ = self._bytes("POST", self._files_path(session_id), data=archive, query={"path": path}, accept="application/json")
+        return json.loads(body.decode("utf-8"))
+
+    def list_files(self, session_id, path=None, limit=None, cursor=None):
+        """One page of a folder: {"path", "entries": [{name, type, size, modified_at}], "next_cursor"}."""
+        return self.request("GET", self._files_path(session_id), query={"path": path, "limit": limit, "cursor": cursor})
+
+    def get_file(self, session_id, path):
+        """A file's bytes."""
+        return self._bytes("GET", self._files_path(session_id, path))[0]
+
+    def get_archive(self, session_id, path=None):
+        """A folder of the workspace (the workspace itself by default) as tar bytes."""
+        return self._bytes("GET", self._files_path(session_id), query={"path": path}, accept="application/x-tar")[0]
+
+    def run_diff(self, run_id, patch=False):
+        """What the run changed: {"summary", "patch_truncated", "computed_at"}, or with patch=True the unified patch (str)."""
+        return self._diff("/v1/runs/{}/diff".format(self._path_id(run_id)), patch)
+
+    def session_diff(self, session_id, patch=False):
+        """What the session's runs changed since its first run, as run_diff."""
+        return self._diff("/v1/sessions/{}/diff".format(self._path_id(session_id)), patch)
+
+    def _diff(self, path, patch):
+        if not patch:
+            return self.request("GET", path)
+        return self._bytes("GET", path, accept="text/x-diff")[0].decode("utf-8")
 
     # -- approvals -------------------------------------------------------------------------------
 

@@ -73,6 +73,45 @@ describe('Python client', () => {
     }
   });
 
+  it('puts files and a tar into a workspace, reads the run and session diffs, and gets the files back', async () => {
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', workspace: { archive_upload: true } } }))).body;
+    const script = String.raw`
+import io, json, sys, tarfile
+from asm_client import AsmClient, Forbidden
+asm = AsmClient(sys.argv[1])
+sid = sys.argv[2]
+archive = io.BytesIO()
+with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+    for name, text in [("a.txt", b"one\ntwo\n"), ("dir/b.txt", b"bee\n")]:
+        info = tarfile.TarInfo(name)
+        info.size = len(text)
+        tar.addfile(info, io.BytesIO(text))
+out = {"upload": asm.upload_archive(sid, archive.getvalue()), "put": asm.put_file(sid, "notes/todo.md", io.BytesIO(b"later\n"))}
+run = asm.submit_run(sid, "sed -i 's/two/TWO/' a.txt && echo sea >> dir/b.txt && echo new > c.txt", wait=True)
+out["diff"] = [f["path"] for f in asm.run_diff(run["id"])["summary"]["files"]]
+out["patch"] = "-two\n+TWO" in asm.session_diff(sid, patch=True)
+out["listing"] = [e["name"] for e in asm.list_files(sid)["entries"]]
+out["a"] = asm.get_file(sid, "a.txt").decode()
+out["tar"] = sorted(m.name for m in tarfile.open(fileobj=io.BytesIO(asm.get_archive(sid, "dir"))).getmembers())
+try:
+    asm.put_file(sid, "../x", b"evil")
+except Forbidden as refused:
+    out["refused"] = refused.field
+print(json.dumps(out))
+`;
+    const { stdout } = await python(['-c', script, server.url, session.id]);
+    expect(JSON.parse(stdout)).toEqual({
+      upload: { files: 2, directories: 0, bytes: 12 },
+      put: { files: 1, directories: 0, bytes: 6 },
+      diff: ['a.txt', 'c.txt', 'dir/b.txt'],
+      patch: true,
+      listing: ['a.txt', 'c.txt', 'dir', 'notes'],
+      a: 'one\nTWO\n',
+      tar: ['.', './b.txt'],
+      refused: 'path',
+    });
+  });
+
   it('maps every error kind of src/errors/kinds.ts to an exception class', async () => {
     const { stdout } = await python(['-c', 'import asm_client, json; print(json.dumps(sorted(asm_client.ERROR_CLASSES)))']);
     expect(JSON.parse(stdout)).toEqual([...ERROR_KIND_NAMES].sort());
