@@ -4,7 +4,7 @@
  * a node in a state a real worker passes through too quickly (starting, deaf, another version) are
  * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -407,6 +407,14 @@ describe('worker nodes: workspace files and diffs', () => {
     expect([...(await entriesOf(Buffer.from(await all.arrayBuffer()))).keys()].sort()).toEqual(['', 'a.txt', 'c.txt', 'dir', 'dir/b.txt', 'notes', 'notes/todo.md']);
     expect((await api.request('GET', `${base}/dir`)).status).toBe(409);
     expect((await api.request('GET', `${base}/missing.txt`)).status).toBe(404);
+
+    // Bytes of many chunks go through unchanged, both ways.
+    const blob = randomBytes(3 * 1024 * 1024 + 17);
+    const stored = await fetch(`${api.url}${base}/blob.bin`, { method: 'PUT', body: blob });
+    expect(await stored.json()).toEqual({ files: 1, directories: 0, bytes: blob.length });
+    expect(readFileSync(join(project, 'blob.bin')).equals(blob)).toBe(true);
+    const back = Buffer.from(await (await fetch(`${api.url}${base}/blob.bin`)).arrayBuffer());
+    expect(back.equals(blob)).toBe(true);
   }, 60_000);
 
   it('refuses `..`, absolute paths, symlinks and hostile tars on the worker, and 413 past the upload bounds', async () => {
