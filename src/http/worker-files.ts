@@ -1,15 +1,18 @@
 import { timingSafeEqual } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Readable } from 'node:stream';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AsmApp } from '../app.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import { LocalWorkspace } from '../backends/workspace-access.js';
-import { budget, pathNames, WorkspaceFiles } from '../backends/workspace-files.js';
+import { budget, pathNames, WorkspaceFiles, type Budget } from '../backends/workspace-files.js';
 import { AsmError, badField } from '../errors/kinds.js';
 import { FOLDER_HEADER, WORKER_FILES_PATH, type WorkerFilesOp } from '../nodes/worker-files.js';
 import { registerErrorHandling } from './errors.js';
 import { rawBodies, streamed } from './streamed-body.js';
 
 type Query = Record<string, string | undefined>;
+/** A session id as the API makes them: it names the worker's shadow repository folder. */
+const SESSION_ID = /^ses_[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * A worker's files endpoint (`asm worker --files-port`): the API processes' way to the workspaces of
@@ -36,26 +39,30 @@ export async function buildWorkerFilesServer(app: AsmApp, token: string): Promis
       const error = AsmError.from(err);
       throw new AsmError(error.kind, `driver_opts.remote_cwd on node ${app.config.nodeName}: ${error.message}`, { details: { field: 'driver_opts.remote_cwd' } });
     }
-    return new LocalWorkspace(await WorkspaceFiles.at(cwd));
+    return { cwd, files: new LocalWorkspace(await WorkspaceFiles.at(cwd)) };
   };
+  /** An upload: its bytes within the budget; then the session's next snapshot is prepared here, where its runs diff. */
+  const upload = <T>(request: FastifyRequest<{ Querystring: Query }>, work: (files: LocalWorkspace, body: Readable, left: Budget) => Promise<T>) =>
+    streamed(request, async (body) => {
+      const { query } = request;
+      const { cwd, files } = await workspaceOf(query);
+      const done = await work(files, body, budget(count(query, 'bytes'), count(query, 'files')));
+      if (query.session && SESSION_ID.test(query.session)) app.sessions.primeSnapshot(query.session, cwd);
+      return done;
+    });
   const field = (query: Query) => query.field ?? 'path';
   const names = (query: Query) => pathNames(query.path ?? '', field(query));
-  const uploadBudget = (query: Query) => budget(count(query, 'bytes'), count(query, 'files'));
 
-  const handlers: Record<WorkerFilesOp, (request: FastifyRequest<{ Querystring: Query }>, reply: import('fastify').FastifyReply) => Promise<unknown>> = {
-    list: async ({ query }) => (await workspaceOf(query)).list(names(query), field(query), count(query, 'limit'), query.after),
-    pack: async ({ query }, reply) => reply.type('application/x-tar').send(await (await workspaceOf(query)).pack(names(query), field(query))),
+  const handlers: Record<WorkerFilesOp, (request: FastifyRequest<{ Querystring: Query }>, reply: FastifyReply) => Promise<unknown>> = {
+    list: async ({ query }) => (await workspaceOf(query)).files.list(names(query), field(query), count(query, 'limit'), query.after),
+    pack: async ({ query }, reply) => reply.type('application/x-tar').send(await (await workspaceOf(query)).files.pack(names(query), field(query))),
     read: async ({ query }, reply) => {
-      const opened = await (await workspaceOf(query)).read(names(query), field(query));
+      const opened = await (await workspaceOf(query)).files.read(names(query), field(query));
       if (opened === 'folder') return reply.header(FOLDER_HEADER, '1').send();
       return reply.type('application/octet-stream').header('content-length', opened.size).send(opened.stream);
     },
-    write: async (request) => {
-      const { query } = request;
-      const bytes = await streamed(request, async (body) => (await workspaceOf(query)).write(names(query), body, uploadBudget(query), field(query)));
-      return { bytes };
-    },
-    extract: (request) => streamed(request, async (body) => (await workspaceOf(request.query)).extract(names(request.query), body, uploadBudget(request.query))),
+    write: async (request) => ({ bytes: await upload(request, (files, body, left) => files.write(names(request.query), body, left, field(request.query))) }),
+    extract: (request) => upload(request, (files, body, left) => files.extract(names(request.query), body, left)),
   };
   for (const [op, handler] of Object.entries(handlers)) {
     fastify.route<{ Querystring: Query }>({ method: op === 'write' || op === 'extract' ? 'POST' : 'GET', url: `${WORKER_FILES_PATH}/${op}`, handler });

@@ -46,6 +46,8 @@ export class RemoteWorkspace implements WorkspaceAccess {
     private readonly node: { name: string; files_url: string; files_token: string },
     /** The workspace on that node: remote_cwd, relative to the worker's workspace root. */
     private readonly cwd: string,
+    /** The session: the worker primes its snapshot after an upload. */
+    private readonly sessionId: string,
   ) {}
 
   async list(names: string[], field: string, limit: number, after: string | undefined): Promise<{ entries: FileEntry[]; last: string | null }> {
@@ -67,12 +69,12 @@ export class RemoteWorkspace implements WorkspaceAccess {
   }
 
   async write(names: string[], body: Readable, left: Budget, field: string): Promise<number> {
-    const res = await this.call('write', { path: names.join('/'), field, ...budgetQuery(left) }, body);
+    const res = await this.call('write', { path: names.join('/'), field, session: this.sessionId, ...budgetQuery(left) }, body);
     return ((await res.json()) as { bytes: number }).bytes;
   }
 
   async extract(into: string[], body: Readable, left: Budget): Promise<UploadResult> {
-    const res = await this.call('extract', { path: into.join('/'), ...budgetQuery(left) }, body);
+    const res = await this.call('extract', { path: into.join('/'), session: this.sessionId, ...budgetQuery(left) }, body);
     return (await res.json()) as UploadResult;
   }
 

@@ -153,13 +153,17 @@ export class SessionService {
     this.quotas.assertMetadata(tenant, body.metadata);
     const session = await this.commands.call('session', 'session.create', { tenant, body });
     // A workspace of its own was just filled (a clone); a shared cwd is left to its first run.
-    if (body.workspace) this.primeSnapshot(session);
+    if (body.workspace) this.primeSnapshot(session.id, session.cwd);
     return session;
   }
 
-  /** A local session's workspace changed outside its runs (created, uploaded to): its next snapshot is prepared now. */
-  primeSnapshot(session: SessionRecord): void {
-    if (session.execution_mode === 'local') this.diffs.prime(session.id, session.cwd);
+  /**
+   * A session's workspace here changed outside its runs (created, uploaded to): its next snapshot is
+   * prepared now. `cwd` is the folder on this process: a local session's, or on a worker the one the
+   * files endpoint wrote to.
+   */
+  primeSnapshot(sessionId: string, cwd: string): void {
+    this.diffs.prime(sessionId, cwd);
   }
 
   async getSession(tenant: string, id: string): Promise<SessionRecord> {

@@ -25,7 +25,7 @@ export class SessionFiles {
   async workspace(session: SessionRecord): Promise<WorkspaceAccess> {
     if (session.execution_mode === 'remote_node') {
       const options = await sessionRemoteOptions(this.deps.config, session);
-      return new RemoteWorkspace(await filesNodeOf(this.deps.cluster, options), options.remote_cwd ?? '.');
+      return new RemoteWorkspace(await filesNodeOf(this.deps.cluster, options), options.remote_cwd ?? '.', session.id);
     }
     return new LocalWorkspace(await WorkspaceFiles.at(await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd)));
   }

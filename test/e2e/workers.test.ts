@@ -381,6 +381,8 @@ describe('worker nodes: workspace files and diffs', () => {
     const put = await fetch(`${api.url}${base}/notes/todo.md`, { method: 'PUT', body: 'later\n' });
     expect(put.status).toBe(201);
     expect(readFileSync(join(project, 'notes', 'todo.md'), 'utf8')).toBe('later\n');
+    // The worker prepares the session's first snapshot after an upload, off the run's path.
+    await waitFor(() => existsSync(join(shadowRoot, s.id)), 'the worker to prime the snapshot', 10_000);
 
     const done = await runToEnd(api, s.id, { prompt: "sed -i 's/two/TWO/' a.txt && echo sea >> dir/b.txt && printf 'new\\n' > c.txt" });
     expect(done).toMatchObject({ state: 'completed', result: { metadata: { node: 'w1' } } });

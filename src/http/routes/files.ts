@@ -27,7 +27,11 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (fas
   rawBodies(fastify);
 
   const workspaceOf = async (tenant: string, id: string) => sessions.files.workspace(await sessions.getSession(tenant, id));
-  const uploaded = async (tenant: string, id: string) => sessions.primeSnapshot(await sessions.getSession(tenant, id));
+  // A local session's upload primes its next snapshot here; a worker primes its own (http/worker-files.ts).
+  const uploaded = async (tenant: string, id: string) => {
+    const session = await sessions.getSession(tenant, id);
+    if (session.execution_mode === 'local') sessions.primeSnapshot(session.id, session.cwd);
+  };
 
   fastify.get(
     '/sessions/:id/files',
