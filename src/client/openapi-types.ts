@@ -887,10 +887,10 @@ export interface paths {
                         max_turns?: number;
                         /** @description claude: low…max; codex: none…xhigh */
                         reasoning_effort?: string;
-                        /** @description A workspace of the session's own, a folder named after the session inside the tenant's workspace root (instead of `cwd`) */
+                        /** @description A workspace of the session's own, a folder named after the session inside the tenant's workspace root (instead of `cwd`); for a remote_node session, made on the worker driver_opts.remote_node names, whose path becomes driver_opts.remote_cwd */
                         workspace?: {
                             git: {
-                                /** @description Cloned where the session's runs execute; the schemes allowed are ASM_WORKSPACE_GIT_SCHEMES (https by default) */
+                                /** @description Cloned where the session's runs execute (for a remote_node session, on its worker); the schemes allowed are that process's ASM_WORKSPACE_GIT_SCHEMES (https by default) */
                                 url: string;
                                 /** @description A branch, tag or commit; the remote's HEAD by default */
                                 ref?: string;

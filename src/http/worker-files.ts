@@ -1,4 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
+import { basename, dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { AsmApp } from '../app.js';
@@ -7,12 +8,16 @@ import { LocalWorkspace } from '../backends/workspace-access.js';
 import { budget, pathNames, WorkspaceFiles, type Budget } from '../backends/workspace-files.js';
 import { AsmError, badField } from '../errors/kinds.js';
 import { FOLDER_HEADER, WORKER_FILES_PATH, type WorkerFilesOp } from '../nodes/worker-files.js';
+import type { WorkspaceSpec } from '../schemas/workspace.js';
+import { makeSessionWorkspace } from '../sessions/session-workspace.js';
 import { registerErrorHandling } from './errors.js';
 import { rawBodies, streamed } from './streamed-body.js';
 
 type Query = Record<string, string | undefined>;
 /** A session id as the API makes them: it names the worker's shadow repository folder. */
 const SESSION_ID = /^ses_[A-Za-z0-9_-]{1,64}$/;
+/** The largest body of `create`: a workspace spec, whose URL and ref the API's schema bounds far below this. */
+const SPEC_BYTES = 64 * 1024;
 
 /**
  * A worker's files endpoint (`asm worker --files-port`): the API processes' way to the workspaces of
@@ -63,9 +68,20 @@ export async function buildWorkerFilesServer(app: AsmApp, token: string): Promis
     },
     write: async (request) => ({ bytes: await upload(request, (files, body, left) => files.write(names(request.query), body, left, field(request.query))) }),
     extract: (request) => upload(request, (files, body, left) => files.extract(names(request.query), body, left)),
+    create: async (request) => {
+      const { query } = request;
+      const session = query.session ?? '';
+      // The folder is the session's own, named after it, as a local session's is (sessions/session-workspace.ts).
+      if (!SESSION_ID.test(session) || basename(query.cwd ?? '') !== session) throw badField('query.cwd', 'must end in the session id');
+      const spec = await streamed(request, (body) => specOf(body));
+      const parent = await (await WorkspaceFiles.at(app.config.workspaceRoot)).folder(pathNames(dirname(query.cwd!), 'workspace'), 'workspace', true);
+      const dir = await makeSessionWorkspace(parent, session, spec, app.config.workspaces);
+      app.sessions.primeSnapshot(session, dir);
+      return { cwd: query.cwd };
+    },
   };
   for (const [op, handler] of Object.entries(handlers)) {
-    fastify.route<{ Querystring: Query }>({ method: op === 'write' || op === 'extract' ? 'POST' : 'GET', url: `${WORKER_FILES_PATH}/${op}`, handler });
+    fastify.route<{ Querystring: Query }>({ method: op === 'write' || op === 'extract' || op === 'create' ? 'POST' : 'GET', url: `${WORKER_FILES_PATH}/${op}`, handler });
   }
   return fastify;
 }
@@ -75,4 +91,25 @@ function count(query: Query, key: string): number {
   const value = Number(query[key]);
   if (!Number.isSafeInteger(value) || value < 0) throw badField(`query.${key}`, 'must be a non-negative integer');
   return value;
+}
+
+/** The workspace spec of a `create` (the API checked it against its schema; here only its shape). */
+async function specOf(body: Readable): Promise<WorkspaceSpec> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > SPEC_BYTES) throw new AsmError('payload_too_large', `workspace: larger than ${SPEC_BYTES} bytes`, { details: { field: 'workspace' } });
+    chunks.push(chunk as Buffer);
+  }
+  let spec: unknown;
+  try {
+    spec = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw badField('workspace', 'is not JSON');
+  }
+  const git = (spec as { git?: { url?: unknown; ref?: unknown } } | null)?.git;
+  if (git !== undefined && (typeof git?.url !== 'string' || (git.ref !== undefined && typeof git.ref !== 'string'))) throw badField('workspace.git', 'needs a url (and optionally a ref) as strings');
+  if (git === undefined && (spec as { archive_upload?: unknown } | null)?.archive_upload !== true) throw badField('workspace', 'is neither {git} nor {archive_upload: true}');
+  return spec as WorkspaceSpec;
 }

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FileDownload, WorkspaceAccess } from '../backends/workspace-access.js';
 import type { Budget } from '../backends/workspace-files.js';
 import { AsmError, type ErrorBody } from '../errors/kinds.js';
-import type { FileEntry, UploadResult } from '../schemas/workspace.js';
+import type { FileEntry, UploadResult, WorkspaceSpec } from '../schemas/workspace.js';
 import type { RemoteOptions } from '../store/types.js';
 import type { Cluster, NodeSnapshot } from './cluster.js';
 import { remoteTarget } from './remote-options.js';
@@ -21,14 +21,18 @@ import { cookieHash } from './remote-start.js';
 export const WORKER_FILES_PATH = '/internal/files';
 /** Answered by the worker's `read` when the path is a folder (the body is then empty). */
 export const FOLDER_HEADER = 'x-asm-folder';
-export type WorkerFilesOp = 'list' | 'pack' | 'read' | 'write' | 'extract';
+export type WorkerFilesOp = 'list' | 'pack' | 'read' | 'write' | 'extract' | 'create';
 
-/** The live worker instance holding the session's workspace, with its files endpoint. */
-export async function filesNodeOf(cluster: Cluster, options: RemoteOptions): Promise<NodeSnapshot & { files_url: string; files_token: string }> {
+/**
+ * The live worker instance holding the session's workspace, with its files endpoint. `field` is the
+ * request field a refusal names: the files API's is driver_opts.remote_node, a new session's
+ * `workspace` its own.
+ */
+export async function filesNodeOf(cluster: Cluster, options: RemoteOptions, field = 'driver_opts.remote_node'): Promise<NodeSnapshot & { files_url: string; files_token: string }> {
   const target = remoteTarget(options.remote_node);
   if (target.kind === 'pool') {
-    throw new AsmError('conflict', `driver_opts.remote_node: the session's runs go to any worker of pool ${target.pool}, so no one worker holds its workspace; name a node to use the files API`, {
-      details: { field: 'driver_opts.remote_node' },
+    throw new AsmError('conflict', `${field}: the session's runs go to any worker of pool ${target.pool}, so no one worker holds its workspace; name a node in driver_opts.remote_node`, {
+      details: { field },
     });
   }
   const named = (await cluster.nodes()).filter((n) => n.role === 'worker' && n.name === target.name);
@@ -37,7 +41,7 @@ export async function filesNodeOf(cluster: Cluster, options: RemoteOptions): Pro
   if (trusted.length === 0) throw new AsmError('forbidden', `driver_opts.remote_cookie does not match the cookie of node ${target.name}`, { details: { field: 'driver_opts.remote_cookie' } });
   // The newest instance of the name (nodes() lists them by start).
   const serving = trusted.filter((n): n is NodeSnapshot & { files_url: string; files_token: string } => !!n.files_url && !!n.files_token).at(-1);
-  if (!serving) throw new AsmError('conflict', `node ${target.name} serves no files endpoint (asm worker --files-port)`, { details: { node: target.name } });
+  if (!serving) throw new AsmError('conflict', `${field}: node ${target.name} serves no files endpoint (asm worker --files-port)`, { details: { field, node: target.name } });
   return serving;
 }
 
@@ -78,16 +82,25 @@ export class RemoteWorkspace implements WorkspaceAccess {
     return (await res.json()) as UploadResult;
   }
 
+  /**
+   * Makes the session's own workspace on the worker: the folder `cwd` (its parents inside the
+   * worker's root as needed), empty or a clone of `spec.git` under the worker's URL policy and git
+   * timeout. The spec goes in the body, so a URL's credentials are in no request line or log.
+   */
+  async create(spec: WorkspaceSpec): Promise<void> {
+    await this.call('create', { session: this.sessionId }, JSON.stringify(spec));
+  }
+
   /** One request to the worker; its refusal (an error body) is thrown as the AsmError it carries. */
-  private async call(op: WorkerFilesOp, query: Record<string, string>, body?: Readable): Promise<Response> {
+  private async call(op: WorkerFilesOp, query: Record<string, string>, body?: Readable | string): Promise<Response> {
     const url = `${this.node.files_url}${WORKER_FILES_PATH}/${op}?${new URLSearchParams({ cwd: this.cwd, ...query })}`;
     let res: Response;
     try {
       res = await fetch(url, {
-        method: body ? 'POST' : 'GET',
-        headers: { authorization: `Bearer ${this.node.files_token}`, ...(body && { 'content-type': 'application/octet-stream' }) },
+        method: body !== undefined ? 'POST' : 'GET',
+        headers: { authorization: `Bearer ${this.node.files_token}`, ...(body !== undefined && { 'content-type': typeof body === 'string' ? 'application/json' : 'application/octet-stream' }) },
         // The upload streams to the worker as it arrives (undici takes a Node stream as an async iterable).
-        ...(body && { body: body as unknown as ReadableStream, duplex: 'half' }),
+        ...(body !== undefined && { body: body as unknown as ReadableStream, duplex: 'half' }),
       } as RequestInit);
     } catch (err) {
       throw new AsmError('connection_failed', `the files endpoint of node ${this.node.name} did not answer: ${(err as Error).message}`, { details: { node: this.node.name } });

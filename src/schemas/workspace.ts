@@ -8,7 +8,7 @@ export const WorkspaceSpec = Type.Union(
       {
         git: Type.Object(
           {
-            url: Type.String({ minLength: 1, maxLength: 2048, description: 'Cloned where the session\'s runs execute; the schemes allowed are ASM_WORKSPACE_GIT_SCHEMES (https by default)' }),
+            url: Type.String({ minLength: 1, maxLength: 2048, description: 'Cloned where the session\'s runs execute (for a remote_node session, on its worker); the schemes allowed are that process\'s ASM_WORKSPACE_GIT_SCHEMES (https by default)' }),
             ref: Type.Optional(Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]*$', description: 'A branch, tag or commit; the remote\'s HEAD by default' })),
           },
           { additionalProperties: false },
@@ -18,7 +18,10 @@ export const WorkspaceSpec = Type.Union(
     ),
     Type.Object({ archive_upload: Type.Literal(true, { description: 'An empty workspace of its own, to be filled with POST /v1/sessions/{id}/files' }) }, { additionalProperties: false }),
   ],
-  { description: 'A workspace of the session\'s own, a folder named after the session inside the tenant\'s workspace root (instead of `cwd`)' },
+  {
+    description:
+      'A workspace of the session\'s own, a folder named after the session inside the tenant\'s workspace root (instead of `cwd`); for a remote_node session, made on the worker driver_opts.remote_node names, whose path becomes driver_opts.remote_cwd',
+  },
 );
 export type WorkspaceSpec = Static<typeof WorkspaceSpec>;
 

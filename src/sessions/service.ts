@@ -152,8 +152,9 @@ export class SessionService {
   async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
     this.quotas.assertMetadata(tenant, body.metadata);
     const session = await this.commands.call('session', 'session.create', { tenant, body });
-    // A workspace of its own was just filled (a clone); a shared cwd is left to its first run.
-    if (body.workspace) this.primeSnapshot(session.id, session.cwd);
+    // A workspace of its own was just filled (a clone); a shared cwd is left to its first run. A
+    // worker primes a remote_node session's own workspace itself when it makes it.
+    if (body.workspace && session.execution_mode === 'local') this.primeSnapshot(session.id, session.cwd);
     return session;
   }
 

@@ -7,6 +7,7 @@ import type { AsmConfig } from '../config.js';
 import { AsmError, badField } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { resolveRemoteOptions } from '../nodes/remote-options.js';
+import { filesNodeOf, RemoteWorkspace } from '../nodes/worker-files.js';
 import type { ProviderDefinition } from '../providers/types.js';
 import type { CreateSessionBody } from '../schemas/api.js';
 import type { SessionRecord, Store } from '../store/types.js';
@@ -17,7 +18,7 @@ import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
 import { sessionAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
-import { assertOneWorkspace, makeSessionWorkspace } from './session-workspace.js';
+import { assertOneWorkspace, makeSessionWorkspace, remoteWorkspacePlace } from './session-workspace.js';
 import { waitForRun } from './wait-for-run.js';
 
 export const SESSION_DEFAULTS = {
@@ -73,7 +74,6 @@ export class SessionLifecycle {
     const mcpServers = checkMcpServers(body.mcp_servers, provider, executionSurface, executionMode === 'local', config);
     assertOneWorkspace(body);
     const id = `ses_${randomUUID()}`;
-    const tenantRoot = tenants.get(tenant).workspaceRoot;
     const warm = warmOption(provider, body, { backend: placed.backend, executionMode, surface: executionSurface.kind }, config.limits.warmIdleMs);
     const session: SessionRecord = {
       id,
@@ -81,9 +81,8 @@ export class SessionLifecycle {
       provider: provider.name,
       lane: body.lane ?? SESSION_DEFAULTS.lane,
       execution_mode: executionMode,
-      driver_opts: body.driver_opts ?? {},
       execution_surface: executionSurface,
-      cwd: body.workspace ? await makeSessionWorkspace(tenantRoot, id, body.workspace, config.workspaces) : await resolveWorkspaceDir(tenantRoot, body.cwd),
+      ...(await this.workspaceOf(tenant, id, body, executionMode)),
       ...agentOptions,
       queue,
       max_concurrent_runs: body.max_concurrent_runs ?? SESSION_DEFAULTS.max_concurrent_runs,
@@ -102,10 +101,16 @@ export class SessionLifecycle {
       created_at: new Date().toISOString(),
       closed_at: null,
     };
+    // A workspace made here goes with a session that is not created; one on a worker stays, noted.
+    const dropWorkspace = async () => {
+      if (!body.workspace) return;
+      if (executionMode === 'local') await rm(session.cwd, { recursive: true, force: true });
+      else log.warn({ sessionId: session.id, node: session.driver_opts.remote_node, remoteCwd: session.driver_opts.remote_cwd }, 'the session was not created; its workspace stays on the worker');
+    };
     try {
       await quotas.take(tenant, 'sessions', session.id);
     } catch (err) {
-      if (body.workspace) await rm(session.cwd, { recursive: true, force: true });
+      await dropWorkspace();
       throw err;
     }
     try {
@@ -113,11 +118,28 @@ export class SessionLifecycle {
       await store.sessions.create(session);
     } catch (err) {
       await quotas.release(tenant, 'sessions', session.id);
-      if (body.workspace) await rm(session.cwd, { recursive: true, force: true });
+      await dropWorkspace();
       throw err;
     }
     log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');
     return session;
+  }
+
+  /**
+   * The session's `cwd` and `driver_opts`: its `cwd` in its tenant's root, or a workspace of its own,
+   * made here for a local session, or by the worker a remote_node session names (through the
+   * worker's files endpoint), whose runs then work in it (their remote_cwd).
+   */
+  private async workspaceOf(tenant: string, id: string, body: CreateSessionBody, executionMode: string): Promise<Pick<SessionRecord, 'cwd' | 'driver_opts'>> {
+    const { config, cluster, tenants } = this.deps;
+    const tenantRoot = tenants.get(tenant).workspaceRoot;
+    const driverOpts = body.driver_opts ?? {};
+    if (!body.workspace) return { cwd: await resolveWorkspaceDir(tenantRoot, body.cwd), driver_opts: driverOpts };
+    if (executionMode === 'local') return { cwd: await makeSessionWorkspace(tenantRoot, id, body.workspace, config.workspaces), driver_opts: driverOpts };
+    const { cwd, remoteCwd } = await remoteWorkspacePlace(config.workspaceRoot, tenantRoot, id);
+    const options = resolveRemoteOptions([config.remoteDefaults, driverOpts, { remote_cwd: remoteCwd }]);
+    await new RemoteWorkspace(await filesNodeOf(cluster, options, 'workspace'), remoteCwd, id).create(body.workspace);
+    return { cwd, driver_opts: { ...driverOpts, remote_cwd: remoteCwd } };
   }
 
   /** Below ASM_MAX_SESSIONS, or refused: closed sessions give way to new ones, oldest first, so only open ones fill the server. */
