@@ -4,6 +4,7 @@
  * a node in a state a real worker passes through too quickly (starting, deaf, another version) are
  * staged with a node record written straight into Redis: the same record a worker's heartbeat writes.
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -452,6 +453,71 @@ describe('worker nodes: workspace files and diffs', () => {
     expect(many.status).toBe(413);
     expect((await fetch(`${api.url}${base}/fits.txt`, { method: 'PUT', body: 'ok' })).status).toBe(201);
   }, 60_000);
+
+  it('a new session gets its own workspace on the worker: a git clone (the worker\'s URL policy) or an empty folder for a tar', async () => {
+    const d = deployment();
+    const api = await d.api();
+    const worker = await d.worker(api, 'w1', ['--files-port', '0'], { ASM_WORKSPACE_GIT_SCHEMES: 'file', ASM_SHADOW_ROOT: join(scratchDir('asm-worker-shadow-'), 'shadow') });
+    await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'w1' && n.files_url), 'w1 to announce its files endpoint', 10_000);
+    const repo = scratchDir('asm-remote-repo-');
+    cleanups.push(() => rmSync(repo, { recursive: true, force: true }));
+    const git = (...args: string[]) => execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { cwd: repo });
+    git('init', '--quiet', '-b', 'main');
+    writeFileSync(join(repo, 'a.txt'), 'from git\n');
+    git('add', '.');
+    git('commit', '--quiet', '-m', 'one');
+    git('tag', 'v1');
+    writeFileSync(join(repo, 'a.txt'), 'newer\n');
+    git('commit', '--quiet', '-am', 'two');
+
+    // Cloned on the worker (file:// is allowed there, not on the API), at the tag; its runs work in it.
+    const cloned = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' }, workspace: { git: { url: `file://${repo}`, ref: 'v1' } } });
+    expect(cloned.driver_opts.remote_cwd).toMatch(new RegExp(`(^|/)${cloned.id}$`));
+    const clonedDir = join(worker.root, cloned.driver_opts.remote_cwd);
+    expect(readFileSync(join(clonedDir, 'a.txt'), 'utf8')).toBe('from git\n');
+    expect(existsSync(cloned.cwd)).toBe(false);
+    const edited = await runToEnd(api, cloned.id, { prompt: 'cat a.txt && echo more >> a.txt' });
+    expect(edited).toMatchObject({ state: 'completed', result: { text: 'from git\n', metadata: { node: 'w1' } } });
+    const diff = (await api.request('GET', `/v1/runs/${edited.id}/diff`)).body.summary;
+    expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified a.txt +1 -0']);
+    expect(readFileSync(join(repo, 'a.txt'), 'utf8')).toBe('newer\n');
+
+    // An empty folder of its own, filled over the API.
+    const empty = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' }, workspace: { archive_upload: true } });
+    const emptyDir = join(worker.root, empty.driver_opts.remote_cwd);
+    expect(readdirSync(emptyDir)).toEqual([]);
+    const up = await fetch(`${api.url}/v1/sessions/${empty.id}/files`, { method: 'POST', body: tarOf(PROJECT) });
+    expect(up.status).toBe(201);
+    expect(readFileSync(join(emptyDir, 'dir', 'b.txt'), 'utf8')).toBe('bee\n');
+    const added = await runToEnd(api, empty.id, { prompt: 'cat dir/b.txt && printf "new\\n" > c.txt' });
+    expect(added.result.text).toBe('bee\n');
+    expect((await api.request('GET', `/v1/runs/${added.id}/diff`)).body.summary.files.map((f: any) => `${f.status} ${f.path}`)).toEqual(['added c.txt']);
+    expect(await (await fetch(`${api.url}/v1/sessions/${empty.id}/files/c.txt`)).text()).toBe('new\n');
+
+    // Refused, naming the field, and no session: a clone that fails, a scheme the worker does not allow,
+    // a remote_cwd besides, a pool, a worker without the files endpoint.
+    const refusal = async (body: RequestBody<'/v1/sessions', 'post'>) => (await reply(api.client.POST('/v1/sessions', { body }))) as any;
+    const remote = { provider: 'shell', execution_mode: 'remote_node' } as const;
+    const missing = await refusal({ ...remote, driver_opts: { remote_node: 'w1' }, workspace: { git: { url: `file://${repo}-missing` } } });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error.details.field).toBe('workspace.git');
+    const scheme = await refusal({ ...remote, driver_opts: { remote_node: 'w1' }, workspace: { git: { url: 'ssh://example.invalid/repo.git' } } });
+    expect(scheme.status).toBe(403);
+    expect(scheme.body.error.details.field).toBe('workspace.git.url');
+    const both = await refusal({ ...remote, driver_opts: { remote_node: 'w1', remote_cwd: 'proj' }, workspace: { archive_upload: true } });
+    expect(both.status).toBe(400);
+    expect(both.body.error.details.field).toBe('workspace');
+    const pooled = await refusal({ ...remote, driver_opts: { remote_node: 'pool:default' }, workspace: { archive_upload: true } });
+    expect(pooled.status).toBe(409);
+    expect(pooled.body.error.details.field).toBe('workspace');
+    await d.worker(api, 'quiet');
+    const noEndpoint = await refusal({ ...remote, driver_opts: { remote_node: 'quiet' }, workspace: { archive_upload: true } });
+    expect(noEndpoint.status).toBe(409);
+    expect(noEndpoint.body.error).toMatchObject({ details: { field: 'workspace' } });
+    expect(noEndpoint.body.error.message).toContain('--files-port');
+    // Only the two sessions above hold workspaces on w1.
+    expect(readdirSync(join(clonedDir, '..')).filter((name) => name.startsWith('ses_')).sort()).toEqual([cloned.id, empty.id].sort());
+  }, 90_000);
 
   it('which worker: a pool session is refused naming driver_opts.remote_node; a worker without --files-port, a wrong token and a wrong cookie are refused', async () => {
     const { d, api } = await remoteProject();
