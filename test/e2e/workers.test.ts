@@ -457,7 +457,8 @@ describe('worker nodes: workspace files and diffs', () => {
   it('a new session gets its own workspace on the worker: a git clone (the worker\'s URL policy) or an empty folder for a tar', async () => {
     const d = deployment();
     const api = await d.api();
-    const worker = await d.worker(api, 'w1', ['--files-port', '0'], { ASM_WORKSPACE_GIT_SCHEMES: 'file', ASM_SHADOW_ROOT: join(scratchDir('asm-worker-shadow-'), 'shadow') });
+    const shadowRoot = join(scratchDir('asm-worker-shadow-'), 'shadow');
+    const worker = await d.worker(api, 'w1', ['--files-port', '0'], { ASM_WORKSPACE_GIT_SCHEMES: 'file', ASM_SHADOW_ROOT: shadowRoot });
     await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'w1' && n.files_url), 'w1 to announce its files endpoint', 10_000);
     const repo = scratchDir('asm-remote-repo-');
     cleanups.push(() => rmSync(repo, { recursive: true, force: true }));
@@ -476,6 +477,8 @@ describe('worker nodes: workspace files and diffs', () => {
     const clonedDir = join(worker.root, cloned.driver_opts.remote_cwd);
     expect(readFileSync(join(clonedDir, 'a.txt'), 'utf8')).toBe('from git\n');
     expect(existsSync(cloned.cwd)).toBe(false);
+    // The worker prepares the first snapshot of the clone when it makes it, off the first run's path.
+    await waitFor(() => existsSync(join(shadowRoot, cloned.id)), 'the worker to prime the snapshot', 10_000);
     const edited = await runToEnd(api, cloned.id, { prompt: 'cat a.txt && echo more >> a.txt' });
     expect(edited).toMatchObject({ state: 'completed', result: { text: 'from git\n', metadata: { node: 'w1' } } });
     const diff = (await api.request('GET', `/v1/runs/${edited.id}/diff`)).body.summary;
