@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scratchDir } from '../helpers/sandbox.js';
-import { groupAlive, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { groupAlive, reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/wait.js';
 
@@ -25,20 +25,20 @@ function written(): any[] {
 }
 
 async function warmSession(extra: Record<string, unknown> = {}) {
-  const res = await server.request('POST', '/v1/sessions', { provider: 'claude', lane: 'core', warm: true, ...extra });
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'core', warm: true, ...extra } }));
   expect(res.status).toBe(201);
   return res.body;
 }
 
 /** Submit and wait for the run's end; returns the run and its run_started payload. */
 async function runToEnd(sessionId: string, prompt: string, extra: Record<string, unknown> = {}) {
-  const res = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, wait: true, ...extra });
+  const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt, wait: true, ...extra } }));
   expect(res.status).toBe(200);
   return { run: res.body, started: await runStarted(res.body.id) };
 }
 
 async function runStarted(runId: string): Promise<any> {
-  const events = (await server.request('GET', `/v1/runs/${runId}/events?after=0`)).body.events;
+  const events = (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runId }, query: { after: 0 } } }))).body.events;
   return events.find((e: any) => e.kind === 'run_started').payload;
 }
 
@@ -75,16 +75,16 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
     const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
     const pid = first.started.pid;
 
-    const approving = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Create a file [fixture:c2-approve]' });
-    const approval = await waitFor(async () => (await server.request('GET', `/v1/sessions/${s.id}/approvals`)).body.approvals[0], 'the approval');
+    const approving = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Create a file [fixture:c2-approve]' } }));
+    const approval = await waitFor(async () => (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: s.id } } }))).body.approvals[0], 'the approval');
     expect(await runStarted(approving.body.id)).toMatchObject({ pid, warm: true });
-    expect((await server.request('POST', `/v1/approvals/${approval.id}`, { decision: 'allow' })).status).toBe(200);
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${approving.body.id}`)).body.state === 'completed', 'the approved run to complete');
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approval.id } }, body: { decision: 'allow' } }))).status).toBe(200);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: approving.body.id } } }))).body.state === 'completed', 'the approved run to complete');
 
-    const slow = await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Run the slow job [fixture:c3-interrupt]' });
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.body.id}/events?after=0`)).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
-    expect((await server.request('POST', `/v1/runs/${slow.body.id}/interrupt`)).status).toBeLessThan(300);
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.body.id}`)).body.state === 'interrupted', 'the interrupted run');
+    const slow = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Run the slow job [fixture:c3-interrupt]' } }));
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: slow.body.id }, query: { after: 0 } } }))).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.body.id } } }))).status).toBeLessThan(300);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: slow.body.id } } }))).body.state === 'interrupted', 'the interrupted run');
     expect(await runStarted(slow.body.id)).toMatchObject({ pid, warm: true });
 
     const after = await runToEnd(s.id, 'And again [fixture:c1-hello]');
@@ -121,7 +121,7 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
     const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
     expect(groupAlive(first.started.pid)).toBe(true);
     await waitFor(async () => (await load()) === 1, 'the kept process in the load');
-    expect((await server.request('DELETE', `/v1/sessions/${s.id}`)).status).toBe(200);
+    expect((await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).status).toBe(200);
     await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
     await waitFor(async () => (await load()) === 0, 'the load without it');
   });
@@ -153,16 +153,16 @@ describe('warm sessions, codex app-server (fake codex)', () => {
     const first = await runToEnd(s.id, 'Say hello [fixture:x2-hello]');
     expect(first.run.state).toBe('completed');
 
-    const approving = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Say hello, then create a file [fixture:x2-approve]' })).body;
-    const approval = await waitFor(async () => (await server.request('GET', `/v1/sessions/${s.id}/approvals`)).body.approvals[0], 'the approval');
-    expect((await server.request('POST', `/v1/approvals/${approval.id}`, { decision: 'allow' })).status).toBe(200);
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${approving.id}`)).body.state === 'completed', 'the approved run to complete');
+    const approving = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Say hello, then create a file [fixture:x2-approve]' } }))).body;
+    const approval = await waitFor(async () => (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: s.id } } }))).body.approvals[0], 'the approval');
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approval.id } }, body: { decision: 'allow' } }))).status).toBe(200);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: approving.id } } }))).body.state === 'completed', 'the approved run to complete');
     expect(await runStarted(approving.id)).toMatchObject({ pid: first.started.pid, warm: true, provider_session_id: first.run.result.provider_session_id });
 
-    const slow = (await server.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'Run the slow job [fixture:x2-interrupt]' })).body;
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.id}/events?after=0`)).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
-    expect((await server.request('POST', `/v1/runs/${slow.id}/interrupt`)).status).toBeLessThan(300);
-    await waitFor(async () => (await server.request('GET', `/v1/runs/${slow.id}`)).body.state === 'interrupted', 'the interrupted run');
+    const slow = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Run the slow job [fixture:x2-interrupt]' } }))).body;
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: slow.id }, query: { after: 0 } } }))).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBeLessThan(300);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: slow.id } } }))).body.state === 'interrupted', 'the interrupted run');
     expect(await runStarted(slow.id)).toMatchObject({ pid: first.started.pid, warm: true });
 
     const methods = readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer');
@@ -183,20 +183,20 @@ describe('warm session options', () => {
     [{ provider: 'claude', warm_idle_ms: 1_000 }, 'warm_idle_ms', /only with warm: true/],
     [{ provider: 'claude', warm: true, max_concurrent_runs: 2 }, 'max_concurrent_runs', /one run at a time/],
   ])('refuses %j with config_invalid naming %s', async (body, field, message) => {
-    const res = await server.request('POST', '/v1/sessions', body);
+    const res = await reply(server.client.POST('/v1/sessions', { body }));
     expect(res.status).toBe(400);
     expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { field } });
     expect(res.body.error.message).toMatch(message);
   });
 
   it('bounds warm_idle_ms', async () => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', warm: true, warm_idle_ms: 10 });
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', warm: true, warm_idle_ms: 10 } }));
     expect(res.status).toBe(400);
     expect(res.body.error.message).toMatch(/warm_idle_ms/);
   });
 
   it('a cold session says so', async () => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude' });
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude' } }));
     expect(res.body).toMatchObject({ warm: false, warm_idle_ms: null });
   });
 });
