@@ -58,8 +58,8 @@ describe('the SDK lane, with the SDKs installed', () => {
   });
 
   it('reports sdk_available, and both lanes on GET /v1/providers/{name}/lanes', async () => {
-    expect((await server.request('GET', '/v1/providers/claude')).body).toMatchObject({ installed: true, sdk_available: true });
-    const lanes = await server.request('GET', '/v1/providers/codex/lanes');
+    expect((await reply(server.client.GET('/v1/providers/{name}', { params: { path: { name: 'claude' } } }))).body).toMatchObject({ installed: true, sdk_available: true });
+    const lanes = await reply(server.client.GET('/v1/providers/{name}/lanes', { params: { path: { name: 'codex' } } }));
     expect(lanes.status).toBe(200);
     expect(lanes.body).toMatchObject({
       provider: 'codex',
@@ -70,8 +70,8 @@ describe('the SDK lane, with the SDKs installed', () => {
       ],
     });
     expect(lanes.body.lanes[1].capabilities).not.toContain('approvals');
-    expect((await server.request('GET', '/v1/providers/shell/lanes')).body.lanes.map((l: any) => l.lane)).toEqual(['core']);
-    expect((await server.request('GET', '/v1/providers/nope/lanes')).status).toBe(404);
+    expect((await reply(server.client.GET('/v1/providers/{name}/lanes', { params: { path: { name: 'shell' } } }))).body.lanes.map((l: any) => l.lane)).toEqual(['core']);
+    expect((await reply(server.client.GET('/v1/providers/{name}/lanes', { params: { path: { name: 'nope' } } }))).status).toBe(404);
   });
 
   it.each([
@@ -83,7 +83,7 @@ describe('the SDK lane, with the SDKs installed', () => {
     [{ permission_mode: 'bypass' }, 'sdk', null, []],
     [{ permission_mode: 'plan' }, 'sdk', null, []],
   ])('codex with %j and lane auto runs on %s (%s)', async (mode, lane, fallback, missing) => {
-    const resolved = await server.request('POST', '/v1/providers/codex/resolve', mode);
+    const resolved = await reply(server.client.POST('/v1/providers/{name}/resolve', { params: { path: { name: 'codex' } }, body: mode }));
     expect(resolved.status, JSON.stringify(resolved.body)).toBe(200);
     expect(resolved.body).toMatchObject({ requested_lane: 'auto', preferred_lane: 'sdk', lane, lane_fallback_reason: fallback, missing_capabilities: missing, sdk_available: true });
     // A session records the same resolution on its run's metadata.
@@ -92,12 +92,13 @@ describe('the SDK lane, with the SDKs installed', () => {
   });
 
   it('refuses lane sdk for a codex session that needs approvals, naming the capability', async () => {
-    for (const body of [{ provider: 'codex', lane: 'sdk' }, { provider: 'codex', lane: 'sdk', permission_mode: 'auto' }, { provider: 'codex', lane: 'sdk', provider_permission_mode: 'untrusted' }]) {
-      const res = await server.request('POST', '/v1/sessions', body);
+    const needApprovals: Array<RequestBody<'/v1/sessions', 'post'>> = [{ provider: 'codex', lane: 'sdk' }, { provider: 'codex', lane: 'sdk', permission_mode: 'auto' }, { provider: 'codex', lane: 'sdk', provider_permission_mode: 'untrusted' }];
+    for (const body of needApprovals) {
+      const res = await reply(server.client.POST('/v1/sessions', { body }));
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(res.body.error).toMatchObject({ kind: 'config_invalid', details: { field: 'lane', reason: 'sdk_capability_missing', missing_capabilities: ['approvals'] } });
     }
-    expect((await server.request('POST', '/v1/sessions', { provider: 'codex', lane: 'sdk', permission_mode: 'bypass' })).status).toBe(201);
+    expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'codex', lane: 'sdk', permission_mode: 'bypass' } }))).status).toBe(201);
   });
 
   it('lane core never uses the SDK (explicit_core)', async () => {
@@ -134,22 +135,22 @@ describe('a provider whose CLI is not installed', () => {
   afterAll(() => server.close());
 
   it('reports its SDK as unavailable though the package loads: the SDK drives the missing CLI', async () => {
-    const info = (await server.request('GET', '/v1/providers/claude')).body;
+    const info = (await reply(server.client.GET('/v1/providers/{name}', { params: { path: { name: 'claude' } } }))).body;
     expect(info).toMatchObject({ installed: false, sdk_available: false, sdk: { runtime: '@anthropic-ai/claude-agent-sdk@0.3.329' } });
     expect(info.sdk.error).toContain('/nonexistent/claude');
-    const lanes = (await server.request('GET', '/v1/providers/claude/lanes')).body;
+    const lanes = (await reply(server.client.GET('/v1/providers/{name}/lanes', { params: { path: { name: 'claude' } } }))).body;
     expect(lanes).toMatchObject({ preferred_lane: 'core', lanes: [{ lane: 'core', available: false }, { lane: 'sdk', available: false }] });
   });
 
-  it.each(['auto', 'core', 'sdk'])('refuses a session on lane %s with cli_not_found, naming the binary, its variable and the install', async (lane) => {
-    const res = await server.request('POST', '/v1/sessions', { provider: 'claude', lane });
+  it.each(['auto', 'core', 'sdk'] as const)('refuses a session on lane %s with cli_not_found, naming the binary, its variable and the install', async (lane) => {
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', lane } }));
     expect(res.body.error).toMatchObject({
       kind: 'cli_not_found',
       details: { field: 'provider', provider: 'claude', binary: '/nonexistent/claude', variable: 'ASM_CLAUDE_BIN', install: 'npm install -g @anthropic-ai/claude-code' },
     });
     expect(res.status).toBe(422);
     expect(res.body.error.message).toContain('ASM_CLAUDE_BIN');
-    const resolved = await server.request('POST', '/v1/providers/claude/resolve', { lane });
+    const resolved = await reply(server.client.POST('/v1/providers/{name}/resolve', { params: { path: { name: 'claude' } }, body: { lane } }));
     expect(resolved.body.error.kind).toBe('cli_not_found');
   });
 });
