@@ -6,7 +6,7 @@
  * parameters, bodies and responses are checked by the compiler. The WebSocket event stream, which
  * OpenAPI cannot describe, has a typed helper of its own (event-stream.ts).
  */
-import createFetchClient, { mergeHeaders, type Client, type ClientOptions } from 'openapi-fetch';
+import createFetchClient, { defaultPathSerializer, mergeHeaders, type Client, type ClientOptions } from 'openapi-fetch';
 import type { components, paths } from './openapi-types.js';
 
 export type { components, paths } from './openapi-types.js';
@@ -28,7 +28,19 @@ export interface AsmClientOptions extends ClientOptions {
 /** A client for one ASM service: `client.POST('/v1/sessions', { body: { provider: 'claude' } })` → `{ data, error, response }`. */
 export function createClient({ apiKey, headers, ...options }: AsmClientOptions): AsmClient {
   return createFetchClient<paths>({
+    pathSerializer: withWorkspacePath,
     ...options,
     headers: mergeHeaders(apiKey ? { authorization: `Bearer ${apiKey}` } : {}, headers),
   });
+}
+
+/**
+ * Fills `{*}`, the workspace path of `/v1/sessions/{id}/files/{*}`, segment by segment so its slashes
+ * stay: openapi-fetch's own serializer reads `{*}` as an exploded parameter with no name and would
+ * leave it in the URL.
+ */
+function withWorkspacePath(pathname: string, params: Record<string, unknown>): string {
+  const path = params?.['*'];
+  const filled = typeof path === 'string' ? pathname.replace('{*}', path.split('/').map(encodeURIComponent).join('/')) : pathname;
+  return defaultPathSerializer(filled, params);
 }

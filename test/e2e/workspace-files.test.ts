@@ -8,7 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import type { RequestBody } from '../../src/client/index.js';
+import { reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { entriesOf, rawRequest, tarOf } from '../helpers/tar.js';
 
@@ -17,25 +18,26 @@ afterEach(async () => {
   await server?.close();
 });
 
-async function newSession(body: Record<string, unknown> = { workspace: { archive_upload: true } }): Promise<any> {
-  const res = await server.request('POST', '/v1/sessions', { provider: 'shell', ...body });
+async function newSession(body: Partial<RequestBody<'/v1/sessions', 'post'>> = { workspace: { archive_upload: true } }): Promise<any> {
+  const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', ...body } }));
   expect(res.status, JSON.stringify(res.body)).toBe(201);
   return res.body;
 }
 
 async function upload(sessionId: string, archive: Buffer, query = ''): Promise<{ status: number; body: any }> {
+  // Raw fetch: the archive is the raw body, which the client's types do not take (requestBody: never).
   const res = await fetch(`${server.url}/v1/sessions/${sessionId}/files${query}`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: archive });
   return { status: res.status, body: await res.json() };
 }
 
 async function run(sessionId: string, prompt: string): Promise<any> {
-  const res = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt, wait: true });
+  const res = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt, wait: true } }));
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body;
 }
 
 async function eventsOf(runId: string): Promise<any[]> {
-  return (await server.request('GET', `/v1/runs/${runId}/events`)).body.events;
+  return (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: runId } } }))).body.events;
 }
 
 const PROJECT = [
@@ -67,12 +69,12 @@ describe.each(SERVER_MODES)('workspace files and diffs, %s', (_mode, modeEnv) =>
     ]);
     expect(summary).toMatchObject({ changed_files: 3, additions: 3, deletions: 1, files_truncated: false, patch_truncated: false });
 
-    const json = await server.request('GET', `/v1/runs/${done.id}/diff`);
+    const json = await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: done.id } } }));
     expect(json.status).toBe(200);
     expect(json.body.summary.files.map((f: any) => f.path)).toEqual(['a.txt', 'c.txt', 'dir/b.txt']);
-    const patch = await fetch(`${server.url}/v1/runs/${done.id}/diff`, { headers: { accept: 'text/x-diff' } });
+    const patch = await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: done.id } }, headers: { accept: 'text/x-diff' }, parseAs: 'text' }));
     expect(patch.headers.get('content-type')).toContain('text/x-diff');
-    const text = await patch.text();
+    const text = patch.body as string;
     expect(text).toContain('diff --git a/a.txt b/a.txt');
     expect(text).toContain('-two\n+TWO');
     expect(text).toContain('+++ b/c.txt');
@@ -80,31 +82,33 @@ describe.each(SERVER_MODES)('workspace files and diffs, %s', (_mode, modeEnv) =>
 
     // A second run: its own diff has only what it changed, the session's has both runs' changes.
     const second = await run(session.id, 'rm untouched.txt && printf "z\\0w" > bin.dat');
-    const secondDiff = (await server.request('GET', `/v1/runs/${second.id}/diff`)).body.summary;
+    const secondDiff = (await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: second.id } } }))).body.summary;
     expect(secondDiff.files).toEqual([
       { path: 'bin.dat', status: 'modified', additions: null, deletions: null, binary: true },
       { path: 'untouched.txt', status: 'deleted', additions: 0, deletions: 1, binary: false },
     ]);
-    const whole = (await server.request('GET', `/v1/sessions/${session.id}/diff`)).body.summary;
+    const whole = (await reply(server.client.GET('/v1/sessions/{id}/diff', { params: { path: { id: session.id } } }))).body.summary;
     expect(whole.files.map((f: any) => `${f.status} ${f.path}`)).toEqual(['modified a.txt', 'modified bin.dat', 'added c.txt', 'modified dir/b.txt', 'deleted untouched.txt']);
 
     // A run that changes nothing has an empty diff and no workspace_diff event.
     const idle = await run(session.id, 'cat a.txt');
     expect((await eventsOf(idle.id)).map((e) => e.kind)).not.toContain('workspace_diff');
-    expect((await server.request('GET', `/v1/runs/${idle.id}/diff`)).body.summary).toMatchObject({ changed_files: 0, files: [] });
+    expect((await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: idle.id } } }))).body.summary).toMatchObject({ changed_files: 0, files: [] });
 
-    const file = await fetch(`${server.url}/v1/sessions/${session.id}/files/a.txt`);
+    const file = await reply(server.client.GET('/v1/sessions/{id}/files/{*}', { params: { path: { id: session.id, '*': 'a.txt' } }, parseAs: 'text' }));
     expect(file.status).toBe(200);
-    expect(await file.text()).toBe('one\nTWO\n');
-    const listing = await server.request('GET', `/v1/sessions/${session.id}/files?limit=2`);
+    expect(file.body).toBe('one\nTWO\n');
+    const nested = await reply(server.client.GET('/v1/sessions/{id}/files/{*}', { params: { path: { id: session.id, '*': 'dir/b.txt' } }, parseAs: 'text' }));
+    expect(nested).toMatchObject({ status: 200, body: 'bee\nsea\n' });
+    const listing = await reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id }, query: { limit: 2 } } }));
     expect(listing.body.entries.map((e: any) => `${e.type} ${e.name}`)).toEqual(['file a.txt', 'file bin.dat']);
-    const rest = await server.request('GET', `/v1/sessions/${session.id}/files?limit=2&cursor=${listing.body.next_cursor}`);
+    const rest = await reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id }, query: { limit: 2, cursor: listing.body.next_cursor } } }));
     expect(rest.body).toMatchObject({ entries: [{ name: 'c.txt', size: 4 }, { name: 'dir', type: 'directory' }], next_cursor: null });
-    const folder = await fetch(`${server.url}/v1/sessions/${session.id}/files/dir`, { headers: { accept: 'application/x-tar' } });
+    const folder = await reply(server.client.GET('/v1/sessions/{id}/files/{*}', { params: { path: { id: session.id, '*': 'dir' } }, headers: { accept: 'application/x-tar' }, parseAs: 'arrayBuffer' }));
     expect(folder.status).toBe(200);
-    expect(await entriesOf(Buffer.from(await folder.arrayBuffer()))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
-    const all = await fetch(`${server.url}/v1/sessions/${session.id}/files`, { headers: { accept: 'application/x-tar' } });
-    expect([...(await entriesOf(Buffer.from(await all.arrayBuffer()))).keys()].sort()).toEqual(['', 'a.txt', 'bin.dat', 'c.txt', 'dir', 'dir/b.txt']);
+    expect(await entriesOf(Buffer.from(folder.body as ArrayBuffer))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
+    const all = await reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id } }, headers: { accept: 'application/x-tar' }, parseAs: 'arrayBuffer' }));
+    expect([...(await entriesOf(Buffer.from(all.body as ArrayBuffer))).keys()].sort()).toEqual(['', 'a.txt', 'bin.dat', 'c.txt', 'dir', 'dir/b.txt']);
   });
 });
 
@@ -114,11 +118,13 @@ describe('workspace files: what stays inside', () => {
     const session = await newSession();
     const outside = scratchDir('asm-outside-');
     writeFileSync(join(outside, 'secret'), 'keep');
+    // Raw fetch: the file is the raw body, which the client's types do not take (requestBody: never).
     const put = await fetch(`${server.url}/v1/sessions/${session.id}/files/src/deep/main.py`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"not": "parsed"}' });
     expect(put.status).toBe(201);
     expect(readFileSync(join(session.cwd, 'src/deep/main.py'), 'utf8')).toBe('{"not": "parsed"}');
 
     const base = `/v1/sessions/${session.id}/files`;
+    // Raw requests: paths with `..` and `//`, which fetch (and so the client) would resolve before sending.
     for (const path of [`${base}/../../x`, `${base}/src/../../x`, `${base}//etc/x`, `${base}/%2e%2e/x`]) {
       const res = await rawRequest(server.url, 'PUT', path, 'evil');
       expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(403);
@@ -126,12 +132,14 @@ describe('workspace files: what stays inside', () => {
     }
     expect((await rawRequest(server.url, 'PUT', `${base}//tmp/asm-abs-${session.id}`, 'evil')).status).toBe(403);
     expect(existsSync(`/tmp/asm-abs-${session.id}`)).toBe(false);
-    expect((await rawRequest(server.url, 'GET', `${base}?path=..`)).status).toBe(403);
-    expect((await rawRequest(server.url, 'GET', `${base}?path=/etc`)).status).toBe(403);
+    const folderOf = (path: string) => reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id }, query: { path } } }));
+    expect((await folderOf('..')).status).toBe(403);
+    expect((await folderOf('/etc')).status).toBe(403);
 
     // What an agent could plant: a symlink to a folder outside, one to a file outside.
     symlinkSync(outside, join(session.cwd, 'out'));
     symlinkSync(join(outside, 'secret'), join(session.cwd, 'secret-link'));
+    // Raw requests: one loop over both methods, the PUTs with raw bodies.
     for (const [method, path] of [
       ['PUT', `${base}/out/secret`],
       ['PUT', `${base}/out/new`],
@@ -146,7 +154,7 @@ describe('workspace files: what stays inside', () => {
     expect(readFileSync(join(outside, 'secret'), 'utf8')).toBe('keep');
     expect(existsSync(join(outside, 'new'))).toBe(false);
     // The listing shows the symlinks as what they are.
-    const listing = await server.request('GET', base);
+    const listing = await reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id } } }));
     expect(listing.body.entries.filter((e: any) => e.type === 'symlink').map((e: any) => e.name)).toEqual(['out', 'secret-link']);
   });
 
@@ -183,6 +191,7 @@ describe('workspace files: what stays inside', () => {
   it('answers 413 past the upload bounds, with the rest of the body read', async () => {
     server = await startServer({ ASM_MAX_UPLOAD_BYTES: '1024', ASM_MAX_UPLOAD_FILES: '3' });
     const session = await newSession();
+    // Raw fetch: the file is the raw body, which the client's types do not take.
     const big = await fetch(`${server.url}/v1/sessions/${session.id}/files/big.bin`, { method: 'PUT', body: Buffer.alloc(256 * 1024, 1) });
     expect(big.status).toBe(413);
     expect(((await big.json()) as any).error.kind).toBe('payload_too_large');
@@ -218,7 +227,7 @@ describe('git workspaces', () => {
     expect(readFileSync(join(latest.cwd, 'README.md'), 'utf8')).toBe('# later\n');
 
     const done = await run(latest.id, "sed -i 's/1/2/' lib/code.js");
-    const diff = (await server.request('GET', `/v1/runs/${done.id}/diff`)).body.summary;
+    const diff = (await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: done.id } } }))).body.summary;
     expect(diff.files).toEqual([{ path: 'lib/code.js', status: 'modified', additions: 1, deletions: 1, binary: false }]);
     // The user's own repository sees the change as its own uncommitted work: its index was not touched.
     // (safe.directory: the sandbox handed the folder to the CLI's account.)
@@ -228,19 +237,19 @@ describe('git workspaces', () => {
   it('refuses schemes the operator did not allow, and a ref that does not exist', async () => {
     server = await startServer();
     const origin = repository();
-    const refused = await server.request('POST', '/v1/sessions', { provider: 'shell', workspace: { git: { url: origin.url } } });
+    const refused = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', workspace: { git: { url: origin.url } } } }));
     expect(refused.status).toBe(403);
     expect(refused.body.error.details.field).toBe('workspace.git.url');
     for (const url of ['ext::sh -c touch% /tmp/pwned', '-u/tmp/x', 'host:path/repo.git']) {
-      expect((await server.request('POST', '/v1/sessions', { provider: 'shell', workspace: { git: { url } } })).status).toBe(400);
+      expect((await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', workspace: { git: { url } } } }))).status).toBe(400);
     }
     await server.close();
     server = await startServer({ ASM_WORKSPACE_GIT_SCHEMES: 'file' });
-    const missing = await server.request('POST', '/v1/sessions', { provider: 'shell', workspace: { git: { url: origin.url, ref: 'no-such-branch' } } });
+    const missing = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', workspace: { git: { url: origin.url, ref: 'no-such-branch' } } } }));
     expect(missing.status).toBe(400);
     expect(missing.body.error.details.field).toBe('workspace.git');
     expect(execFileSync('ls', ['-A', server.workspace], { encoding: 'utf8' }).split('\n').filter((n) => n.startsWith('ses_'))).toEqual([]);
-    const both = await server.request('POST', '/v1/sessions', { provider: 'shell', cwd: '.', workspace: { archive_upload: true } });
+    const both = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', cwd: '.', workspace: { archive_upload: true } } }));
     expect(both.status).toBe(400);
   });
 });
