@@ -274,13 +274,13 @@ describe('worker nodes: start failures', () => {
     const skill = { id: 'skill', priority: 4, maxConcurrency: 3, retry: { maxRetries: 30, initialDelayMs: 300, multiplier: 1, maxDelayMs: 300 } };
     const api = await d.api({ ASM_LANES: JSON.stringify([skill]) });
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'retried', remote_connect_timeout_ms: 200 } });
-    const run = (await api.request('POST', `/v1/sessions/${s.id}/runs`, { prompt: 'echo second try' })).body;
+    const run = (await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'echo second try' } }))).body;
     // The first attempts find no node (remote_connect_timeout, retryable): the run stays queued, no terminal event.
     await waitFor(async () => (await api.app.engine.metrics()).find((m) => m.id === 'skill')!.retried > 0, 'a retry of the start', 10_000);
-    expect((await api.request('GET', `/v1/runs/${run.id}`)).body.state).toBe('queued');
+    expect((await reply(api.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state).toBe('queued');
     await d.worker(api, 'retried');
     expect(await api.app.sessions.waitForRun(run.id, 20_000)).toMatchObject({ state: 'completed', result: { text: 'second try\n' } });
-    const events = (await api.request('GET', `/v1/runs/${run.id}/events`)).body.events;
+    const events = (await reply(api.client.GET('/v1/runs/{id}/events', { params: { path: { id: run.id } } }))).body.events;
     expect(events.filter((e: any) => ['result', 'error', 'run_completed'].includes(e.kind))).toHaveLength(1);
     expect(events.some((e: any) => e.kind === 'error')).toBe(false);
   }, 60_000);
@@ -301,13 +301,13 @@ describe('worker nodes: start failures', () => {
     expect(missing.result.error.details.missing).toEqual(['claude']);
 
     // A node that serves claude without its CLI says so on its heartbeat: refused at once, naming the binary.
-    const nodes = (await api.request('GET', '/v1/nodes')).body.nodes;
+    const nodes = (await reply(api.client.GET('/v1/nodes'))).body.nodes;
     expect(nodes.find((n: any) => n.name === 'nocli')).toMatchObject({ missing_clis: expect.arrayContaining([{ provider: 'claude', binary: '/nonexistent/claude' }]), node_version: process.versions.node });
     const onNocli = { remote_node: 'nocli', remote_cookie: null };
     const refusals = [
-      await api.request('POST', `/v1/sessions/${claude.id}/runs`, { prompt: 'x', driver_opts: onNocli }),
-      await api.request('POST', '/v1/sessions', { provider: 'claude', execution_mode: 'remote_node', driver_opts: onNocli }),
-      await api.request('POST', '/v1/providers/claude/resolve', { execution_mode: 'remote_node', driver_opts: onNocli }),
+      await reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: claude.id } }, body: { prompt: 'x', driver_opts: onNocli } })),
+      await reply(api.client.POST('/v1/sessions', { body: { provider: 'claude', execution_mode: 'remote_node', driver_opts: onNocli } })),
+      await reply(api.client.POST('/v1/providers/{name}/resolve', { params: { path: { name: 'claude' } }, body: { execution_mode: 'remote_node', driver_opts: onNocli } })),
     ];
     for (const refused of refusals) {
       expect(refused.body.error).toMatchObject({ kind: 'cli_not_found', details: { binary: '/nonexistent/claude', variable: 'ASM_CLAUDE_BIN' } });
@@ -365,7 +365,7 @@ describe('worker nodes: workspace files and diffs', () => {
     const api = await d.api(apiEnv);
     const shadowRoot = join(scratchDir('asm-worker-shadow-'), 'shadow');
     const worker = await d.worker(api, 'w1', ['--files-port', '0'], { ASM_SHADOW_ROOT: shadowRoot });
-    await waitFor(async () => (await api.request('GET', '/v1/nodes')).body.nodes.some((n: any) => n.name === 'w1' && n.files_url), 'w1 to announce its files endpoint', 10_000);
+    await waitFor(async () => (await reply(api.client.GET('/v1/nodes'))).body.nodes.some((n: any) => n.name === 'w1' && n.files_url), 'w1 to announce its files endpoint', 10_000);
     const project = join(worker.root, 'proj');
     mkdirSync(project);
     const s = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1', remote_cwd: 'proj' } });
@@ -374,6 +374,7 @@ describe('worker nodes: workspace files and diffs', () => {
 
   it('uploads a tar to the worker, diffs a run there that edits two files and adds one, and downloads the result', async () => {
     const { api, project, shadowRoot, s, base } = await remoteProject();
+    // Raw fetch for uploads: the archive or file is the raw body, which the client's types do not take.
     const up = await fetch(`${api.url}${base}`, { method: 'POST', headers: { 'content-type': 'application/x-tar' }, body: tarOf(PROJECT, { gzip: true }) });
     expect(up.status).toBe(201);
     expect(await up.json()).toEqual({ files: 2, directories: 1, bytes: 12 });
@@ -387,56 +388,63 @@ describe('worker nodes: workspace files and diffs', () => {
 
     const done = await runToEnd(api, s.id, { prompt: "sed -i 's/two/TWO/' a.txt && echo sea >> dir/b.txt && printf 'new\\n' > c.txt" });
     expect(done).toMatchObject({ state: 'completed', result: { metadata: { node: 'w1' } } });
-    const events = (await api.request('GET', `/v1/runs/${done.id}/events`)).body.events;
+    const events = (await reply(api.client.GET('/v1/runs/{id}/events', { params: { path: { id: done.id } } }))).body.events;
     expect(events.map((e: any) => e.kind).slice(-2)).toEqual(['workspace_diff', 'result']);
-    const diff = (await api.request('GET', `/v1/runs/${done.id}/diff`)).body.summary;
+    const diff = (await reply(api.client.GET('/v1/runs/{id}/diff', { params: { path: { id: done.id } } }))).body.summary;
     expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified a.txt +1 -1', 'added c.txt +1 -0', 'modified dir/b.txt +1 -0']);
-    const patch = await fetch(`${api.url}/v1/sessions/${s.id}/diff`, { headers: { accept: 'text/x-diff' } });
-    expect(await patch.text()).toContain('-two\n+TWO');
+    const patch = await reply(api.client.GET('/v1/sessions/{id}/diff', { params: { path: { id: s.id } }, headers: { accept: 'text/x-diff' }, parseAs: 'text' }));
+    expect(patch.body).toContain('-two\n+TWO');
     // The snapshots were taken on the worker, in its own shadow root.
     expect(readdirSync(shadowRoot)).toEqual([s.id]);
 
-    const file = await fetch(`${api.url}${base}/a.txt`);
+    const fileAt = (path: string, parseAs: 'text' | 'arrayBuffer' = 'text', accept = '*/*') =>
+      reply(api.client.GET('/v1/sessions/{id}/files/{*}', { params: { path: { id: s.id, '*': path } }, headers: { accept }, parseAs }));
+    const folderOf = (query: { path?: string; limit?: number; cursor?: string }, accept = 'application/json') =>
+      reply(api.client.GET('/v1/sessions/{id}/files', { params: { path: { id: s.id }, query }, headers: { accept }, parseAs: accept === 'application/json' ? 'json' : 'arrayBuffer' }));
+    const file = await fileAt('a.txt');
     expect(file.status).toBe(200);
     expect(file.headers.get('content-length')).toBe('8');
-    expect(await file.text()).toBe('one\nTWO\n');
-    const listing = await api.request('GET', `${base}?limit=2`);
+    expect(file.body).toBe('one\nTWO\n');
+    const listing = await folderOf({ limit: 2 });
     expect(listing.body.entries.map((e: any) => `${e.type} ${e.name}`)).toEqual(['file a.txt', 'file c.txt']);
-    const rest = await api.request('GET', `${base}?limit=2&cursor=${listing.body.next_cursor}`);
+    const rest = await folderOf({ limit: 2, cursor: listing.body.next_cursor });
     expect(rest.body).toMatchObject({ entries: [{ name: 'dir', type: 'directory' }, { name: 'notes', type: 'directory' }], next_cursor: null });
-    const folder = await fetch(`${api.url}${base}/dir`, { headers: { accept: 'application/x-tar' } });
-    expect(await entriesOf(Buffer.from(await folder.arrayBuffer()))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
-    const all = await fetch(`${api.url}${base}`, { headers: { accept: 'application/x-tar' } });
-    expect([...(await entriesOf(Buffer.from(await all.arrayBuffer()))).keys()].sort()).toEqual(['', 'a.txt', 'c.txt', 'dir', 'dir/b.txt', 'notes', 'notes/todo.md']);
-    expect((await api.request('GET', `${base}/dir`)).status).toBe(409);
-    expect((await api.request('GET', `${base}/missing.txt`)).status).toBe(404);
+    const folder = await fileAt('dir', 'arrayBuffer', 'application/x-tar');
+    expect(await entriesOf(Buffer.from(folder.body as ArrayBuffer))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
+    const all = await folderOf({}, 'application/x-tar');
+    expect([...(await entriesOf(Buffer.from(all.body as ArrayBuffer))).keys()].sort()).toEqual(['', 'a.txt', 'c.txt', 'dir', 'dir/b.txt', 'notes', 'notes/todo.md']);
+    expect((await fileAt('dir')).status).toBe(409);
+    expect((await fileAt('missing.txt')).status).toBe(404);
 
     // Bytes of many chunks go through unchanged, both ways.
     const blob = randomBytes(3 * 1024 * 1024 + 17);
     const stored = await fetch(`${api.url}${base}/blob.bin`, { method: 'PUT', body: blob });
     expect(await stored.json()).toEqual({ files: 1, directories: 0, bytes: blob.length });
     expect(readFileSync(join(project, 'blob.bin')).equals(blob)).toBe(true);
-    const back = Buffer.from(await (await fetch(`${api.url}${base}/blob.bin`)).arrayBuffer());
+    const back = Buffer.from((await fileAt('blob.bin', 'arrayBuffer')).body as ArrayBuffer);
     expect(back.equals(blob)).toBe(true);
   }, 60_000);
 
   it('refuses `..`, absolute paths, symlinks and hostile tars on the worker, and 413 past the upload bounds', async () => {
-    const { api, worker, project, base } = await remoteProject({ ASM_MAX_UPLOAD_BYTES: '1024', ASM_MAX_UPLOAD_FILES: '3' });
+    const { api, worker, project, s, base } = await remoteProject({ ASM_MAX_UPLOAD_BYTES: '1024', ASM_MAX_UPLOAD_FILES: '3' });
     const outside = join(worker.root, 'outside');
     mkdirSync(outside);
     writeFileSync(join(outside, 'secret'), 'keep');
+    // Raw requests: paths with `..` and `//`, which fetch (and so the client) would resolve before sending.
     for (const path of [`${base}/../../x`, `${base}/%2e%2e/x`, `${base}//tmp/asm-remote-abs`]) {
       const res = await rawRequest(api.url, 'PUT', path, 'evil');
       expect(res.status, `${path}: ${JSON.stringify(res.body)}`).toBe(403);
     }
-    expect((await rawRequest(api.url, 'GET', `${base}?path=..`)).status).toBe(403);
+    expect((await reply(api.client.GET('/v1/sessions/{id}/files', { params: { path: { id: s.id }, query: { path: '..' } } }))).status).toBe(403);
     symlinkSync(outside, join(project, 'out'));
     symlinkSync(join(outside, 'secret'), join(project, 'secret-link'));
+    // Raw requests: one loop over both methods, the PUTs with raw bodies.
     for (const [method, path] of [['PUT', `${base}/out/new`], ['PUT', `${base}/secret-link`], ['GET', `${base}/secret-link`], ['GET', `${base}/out/secret`], ['GET', `${base}?path=out`]]) {
       const res = await rawRequest(api.url, method, path, method === 'PUT' ? 'evil' : undefined);
       expect(res.status, `${method} ${path}: ${JSON.stringify(res.body)}`).toBe(403);
       expect(res.body.error.kind).toBe('forbidden');
     }
+    // Raw fetch for uploads: the archive or file is the raw body, which the client's types do not take.
     for (const entries of [[{ path: '../x', body: 'evil' }], [{ path: join(outside, 'abs'), body: 'evil' }], [{ path: 'link', type: 'SymbolicLink' as const, linkpath: outside }]]) {
       const res = await fetch(`${api.url}${base}`, { method: 'POST', body: tarOf(entries) });
       expect(res.status, JSON.stringify(entries)).toBe(403);
@@ -526,18 +534,19 @@ describe('worker nodes: workspace files and diffs', () => {
     const { d, api } = await remoteProject();
     await d.worker(api, 'quiet', ['--pool', 'p2', '--cookie', 'sesame']);
     const pooled = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:p2' } });
-    const refused = await api.request('GET', `/v1/sessions/${pooled.id}/files`);
+    const refused = await reply(api.client.GET('/v1/sessions/{id}/files', { params: { path: { id: pooled.id } } }));
     expect(refused.status).toBe(409);
     expect(refused.body.error.details.field).toBe('driver_opts.remote_node');
     const quiet = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'quiet', remote_cookie: 'sesame' } });
-    const noEndpoint = await api.request('GET', `/v1/sessions/${quiet.id}/files`);
+    const noEndpoint = await reply(api.client.GET('/v1/sessions/{id}/files', { params: { path: { id: quiet.id } } }));
     expect(noEndpoint.status).toBe(409);
     expect(noEndpoint.body.error.message).toContain('--files-port');
     const wrongCookie = await session(api, { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'quiet', remote_cookie: 'nope' } });
-    expect((await api.request('GET', `/v1/sessions/${wrongCookie.id}/files`)).body.error.details.field).toBe('driver_opts.remote_cookie');
+    expect((await reply(api.client.GET('/v1/sessions/{id}/files', { params: { path: { id: wrongCookie.id } } }))).body.error.details.field).toBe('driver_opts.remote_cookie');
     // The endpoint itself answers only the token of its heartbeat, which GET /v1/nodes never shows.
-    const w1 = (await api.request('GET', '/v1/nodes')).body.nodes.find((n: any) => n.name === 'w1');
+    const w1 = (await reply(api.client.GET('/v1/nodes'))).body.nodes.find((n: any) => n.name === 'w1');
     expect(w1.files_token).toBeUndefined();
+    // Raw fetch: the worker's own endpoint, not a route of the API (openapi.json).
     const direct = await fetch(`${w1.files_url}/internal/files/list?cwd=.&path=&limit=10`, { headers: { authorization: 'Bearer guessed' } });
     expect(direct.status).toBe(401);
   }, 60_000);
