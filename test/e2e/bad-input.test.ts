@@ -180,10 +180,10 @@ describe('bad input over HTTP', () => {
     });
 
     it('still takes a cwd inside the root', async () => {
-      const res = await server.request('POST', '/v1/sessions', { provider: 'shell', cwd: 'inside' });
+      const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell', cwd: 'inside' } }));
       expect(res.status).toBe(201);
       expect(res.body.cwd.endsWith('/inside')).toBe(true);
-      await server.request('DELETE', `/v1/sessions/${res.body.id}`);
+      await server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: res.body.id } } });
     });
   });
 

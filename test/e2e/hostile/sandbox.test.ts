@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BASE_ENV_NAMES } from '../../../src/providers/env.js';
+import { createClient, type AsmClient } from '../../../src/client/index.js';
 import { freePort } from '../../helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../../helpers/processes.js';
+import { reply } from '../../helpers/server.js';
 import { tenant, tenantsFile } from '../../helpers/tenants.js';
 import { waitFor } from '../../helpers/wait.js';
 
@@ -46,13 +48,9 @@ async function serve(env: Record<string, string>): Promise<{ url: string; proces
   return { url, process: proc, workspace, sandboxRoot };
 }
 
-async function call(url: string, key: string | null, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const response = await fetch(url + path, {
-    method,
-    headers: { ...(key && { authorization: `Bearer ${key}` }), ...(body !== undefined && { 'content-type': 'application/json' }) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: response.status, body: await response.json() };
+/** The generated client (src/client) on a served process, with this key (null: none, the keyless quick start). */
+function as(url: string, key: string | null): AsmClient {
+  return createClient({ baseUrl: url, apiKey: key ?? undefined });
 }
 
 afterAll(() => {
@@ -71,9 +69,9 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
 
   /** A shell run of tenant B, to its end: what it printed. */
   async function attack(command: string): Promise<string> {
-    const run = await call(server.url, KEY_B, 'POST', `/v1/sessions/${b.id}/runs`, { prompt: command, wait: true });
+    const run = await reply(as(server.url, KEY_B).POST('/v1/sessions/{id}/runs', { params: { path: { id: b.id } }, body: { prompt: command, wait: true } }));
     expect(run.status, JSON.stringify(run.body)).toBe(200);
-    const events = await call(server.url, KEY_B, 'GET', `/v1/runs/${run.body.id}/events?limit=1000`);
+    const events = await reply(as(server.url, KEY_B).GET('/v1/runs/{id}/events', { params: { path: { id: run.body.id }, query: { limit: 1000 } } }));
     return events.body.events
       .filter((e: any) => e.kind === 'assistant_delta' || e.kind === 'stderr')
       .map((e: any) => (e.kind === 'stderr' ? `${e.payload.content}\n` : e.payload.content))
@@ -107,15 +105,17 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
       ASM_KEYS_FILE: keysFile,
       ASM_SANDBOX_SWEEP_MS: '100',
     });
-    const sessionA = await call(server.url, KEY_A, 'POST', '/v1/sessions', { provider: 'shell', cwd: 'project-a' });
+    const sessionA = await reply(as(server.url, KEY_A).POST('/v1/sessions', { body: { provider: 'shell', cwd: 'project-a' } }));
     expect(sessionA.status, JSON.stringify(sessionA.body)).toBe(201);
-    const sessionB = await call(server.url, KEY_B, 'POST', '/v1/sessions', { provider: 'shell', cwd: 'project-b' });
+    const sessionB = await reply(as(server.url, KEY_B).POST('/v1/sessions', { body: { provider: 'shell', cwd: 'project-b' } }));
     expect(sessionB.status, JSON.stringify(sessionB.body)).toBe(201);
     b = { id: sessionB.body.id };
-    const runA = await call(server.url, KEY_A, 'POST', `/v1/sessions/${sessionA.body.id}/runs`, {
-      prompt: `echo ${A_SECRET} > work.txt; echo ${A_SECRET} > "$HOME/notes.txt"; echo "$HOME"; pwd`,
-      wait: true,
-    });
+    const runA = await reply(
+      as(server.url, KEY_A).POST('/v1/sessions/{id}/runs', {
+        params: { path: { id: sessionA.body.id } },
+        body: { prompt: `echo ${A_SECRET} > work.txt; echo ${A_SECRET} > "$HOME/notes.txt"; echo "$HOME"; pwd`, wait: true },
+      }),
+    );
     expect(runA.body.state, JSON.stringify(runA.body)).toBe('completed');
     const [home, cwd] = runA.body.result.text.trim().split('\n');
     a = { id: sessionA.body.id, cwd, home };
@@ -187,19 +187,19 @@ describe('hostile tenant vs the sandbox (bwrap)', () => {
   });
 
   it('removes a session\'s HOME and TMP once the session is closed', async () => {
-    const session = await call(server.url, KEY_A, 'POST', '/v1/sessions', { provider: 'shell', cwd: 'project-a' });
-    const run = await call(server.url, KEY_A, 'POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'echo "$HOME"', wait: true });
+    const session = await reply(as(server.url, KEY_A).POST('/v1/sessions', { body: { provider: 'shell', cwd: 'project-a' } }));
+    const run = await reply(as(server.url, KEY_A).POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'echo "$HOME"', wait: true } }));
     const home = run.body.result.text.trim();
     expect(existsSync(home)).toBe(true);
-    expect((await call(server.url, KEY_A, 'DELETE', `/v1/sessions/${session.body.id}`)).status).toBe(200);
+    expect((await reply(as(server.url, KEY_A).DELETE('/v1/sessions/{id}', { params: { path: { id: session.body.id } } }))).status).toBe(200);
     await waitFor(() => !existsSync(join(server.sandboxRoot, session.body.id)), 'the closed session\'s sandbox folder to go');
     expect(existsSync(a.home)).toBe(true);
   });
 
   it('reports the sandbox in /readyz and GET /v1/nodes', async () => {
-    const ready = await call(server.url, null, 'GET', '/readyz');
+    const ready = await reply(as(server.url, null).GET('/readyz'));
     expect(ready.body.checks.sandbox).toBe('bwrap');
-    const nodes = await call(server.url, KEY_ADMIN, 'GET', '/v1/nodes');
+    const nodes = await reply(as(server.url, KEY_ADMIN).GET('/v1/nodes'));
     expect(nodes.body.nodes.map((n: any) => n.sandbox)).toEqual(['bwrap']);
   });
 });
@@ -223,8 +223,8 @@ describe('the network of a sandboxed run', () => {
 
   /** A node script run in a shell session of the keyless quick start: what it printed. */
   async function fromInside(url: string, script: string): Promise<string> {
-    const session = await call(url, null, 'POST', '/v1/sessions', { provider: 'shell' });
-    const run = await call(url, null, 'POST', `/v1/sessions/${session.body.id}/runs`, { prompt: `node -e '${script}'`, wait: true });
+    const session = await reply(as(url, null).POST('/v1/sessions', { body: { provider: 'shell' } }));
+    const run = await reply(as(url, null).POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: `node -e '${script}'`, wait: true } }));
     expect(run.body.state, JSON.stringify(run.body.result)).toBe('completed');
     return run.body.result.text;
   }
@@ -266,8 +266,8 @@ describe('running without the sandbox, or failing to start one', () => {
       .map((line) => JSON.parse(line))
       .find((line) => line.level === 40 && /ASM_SANDBOX=none/.test(line.msg));
     expect(warning?.msg).toContain('without a sandbox');
-    expect((await call(server.url, null, 'GET', '/readyz')).body.checks.sandbox).toBe('none');
-    expect((await call(server.url, null, 'GET', '/v1/nodes')).body.nodes[0].sandbox).toBe('none');
+    expect((await reply(as(server.url, null).GET('/readyz'))).body.checks.sandbox).toBe('none');
+    expect((await reply(as(server.url, null).GET('/v1/nodes'))).body.nodes[0].sandbox).toBe('none');
   });
 
   it('refuses to start when the sandbox does not work, saying why and how to run without it', async () => {
