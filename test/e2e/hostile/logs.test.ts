@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { createClient } from '../../../src/client/index.js';
 import { freePort } from '../../helpers/ports.js';
+import { FAKE_CLAUDE } from '../../helpers/server.js';
 import { serveProcess, untilServing, type ServeProcess } from '../../helpers/processes.js';
 import { startRedisServer, type RedisServer } from '../../helpers/redis-server.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -47,10 +49,14 @@ function openSocket(url: string): Promise<void> {
 
 describe('keys and request ids in the logs', () => {
   it('no key appears, whether sent as ?token= or Authorization, right or wrong; a bad x-request-id is replaced, not echoed', async () => {
-    const { process: server, url } = await serve({});
+    // The fake claude (test/fixtures/bin): the session that the socket below subscribes to must exist.
+    const { process: server, url } = await serve({ ASM_CLAUDE_BIN: FAKE_CLAUDE });
     await untilServing(url);
-    const session: any = await (await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"claude"}' })).json();
+    const created = await createClient({ baseUrl: url, apiKey: KEY_A }).POST('/v1/sessions', { body: { provider: 'claude' } });
+    expect(created.response.status, JSON.stringify(created.error)).toBe(201);
+    const session = created.data!;
 
+    // Raw fetch: keys in query strings, wrong keys, a malformed path and forged request ids, on purpose.
     await fetch(`${url}/v1/sessions?token=${KEY_B}`);
     await fetch(`${url}/v1/sessions?limit=5&token=${NOT_A_KEY}&x=1`);
     await fetch(`${url}/v1/sessions`, { headers: { authorization: `Bearer ${KEY_B}` } });
@@ -100,8 +106,8 @@ describe('Redis failures in the logs', () => {
     await admin.client('KILL', 'TYPE', 'pubsub');
     await waitFor(() => server.output().includes('Redis connection failed'), 'the refused login in the log', 10_000);
     // A store call while Redis refuses: answered 503, and logged without arguments either.
-    const res = await fetch(`${url}/v1/sessions`, { method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json' }, body: '{"provider":"claude","metadata":{"note":"a-value-of-a"}}' });
-    expect(res.status).toBe(503);
+    const { response } = await createClient({ baseUrl: url, apiKey: KEY_A }).POST('/v1/sessions', { body: { provider: 'claude', metadata: { note: 'a-value-of-a' } } });
+    expect(response.status).toBe(503);
     await waitFor(() => server.output().includes('"statusCode":503'), 'the refused store call in the log');
 
     const log = server.output();

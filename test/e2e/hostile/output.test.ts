@@ -22,7 +22,7 @@ describe('run output limit', () => {
     expect(run.result.error.message).toContain('ASM_MAX_RUN_OUTPUT_BYTES');
     expect(Date.now() - started).toBeLessThan(10_000);
 
-    const body = await (await fetch(`${server.url}/v1/runs/${run.id}`)).text();
+    const body = (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } }, parseAs: 'text' }))).body as string;
     expect(body.length).toBeLessThan(2 * LIMIT);
     expect(run.result.text.length).toBeGreaterThan(0);
 
