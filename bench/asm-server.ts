@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../test/helpers/ports.js';
+import { startRedisServer } from '../test/helpers/redis-server.js';
 import { serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
 import WebSocket from 'ws';
 
@@ -31,6 +32,38 @@ export function machine(): Record<string, unknown> {
     loadavg: loadavg().map((l) => round(l, 2)),
     redis: execFileSync('redis-server', ['-v']).toString().trim().split(' ').slice(0, 3).join(' '),
   };
+}
+
+/**
+ * Runs `bench` in embedded and in Redis mode (only the one named in `args`, if any) against one private
+ * redis-server; the machine before the first mode and each mode's result.
+ */
+export async function inModes<T>(args: string[], bench: (mode: Mode, redisUrl: string | undefined) => Promise<T>) {
+  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
+  const redis = only === 'embedded' ? undefined : await startRedisServer();
+  try {
+    const before = machine();
+    const modes: Partial<Record<Mode, T>> = {};
+    for (const mode of ['embedded', 'redis'] as const) {
+      if (only && only !== mode) continue;
+      modes[mode] = await bench(mode, redis?.url);
+    }
+    return { machine: before, loadavg_after: machine().loadavg, modes };
+  } finally {
+    await redis?.dispose();
+  }
+}
+
+/** `measure` against running servers, which are stopped after it; a failure prints the end of their output first. */
+export async function withServers<T>(servers: AsmServer[], measure: () => Promise<T>, log: (message: string) => void): Promise<T> {
+  try {
+    return await measure();
+  } catch (err) {
+    for (const server of servers) log(server.process.output().slice(-4000));
+    throw err;
+  } finally {
+    for (const server of servers) await server.stop();
+  }
 }
 
 export interface AsmServer {

@@ -15,8 +15,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { startRedisServer } from '../test/helpers/redis-server.js';
-import { AUTH, logger, machine, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode } from './asm-server.js';
+import { AUTH, logger, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('events');
 const INTERVAL_MS = 5;
@@ -82,45 +81,33 @@ async function throughAsm(asm: AsmServer, sessionId: string, lines: number): Pro
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, lines: number) {
   const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none' });
-  try {
-    const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
-    const all = { ws: [] as number[], sse: [] as number[], bare: [] as number[] };
-    await throughAsm(asm, session, 50);
-    await bare(50);
-    for (let r = 0; r < rounds; r++) {
-      const through = await throughAsm(asm, session, lines);
-      const pipe = await bare(lines);
-      all.ws.push(...through.ws);
-      all.sse.push(...through.sse);
-      all.bare.push(...pipe);
-      log(`${mode} round ${r + 1}: ws p99 ${round(summary(through.ws).p99_ms, 2)} ms, sse p99 ${round(summary(through.sse).p99_ms, 2)} ms, bare p99 ${round(summary(pipe).p99_ms, 2)} ms`);
-    }
-    const result = { websocket: summary(all.ws), sse: summary(all.sse), bare_pipe: summary(all.bare) };
-    const target = mode === 'embedded' ? 2 : 10;
-    return { ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
-  } catch (err) {
-    log(asm.process.output().slice(-4000));
-    throw err;
-  } finally {
-    await asm.stop();
-  }
+  return withServers(
+    [asm],
+    async () => {
+      const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
+      const all = { ws: [] as number[], sse: [] as number[], bare: [] as number[] };
+      await throughAsm(asm, session, 50);
+      await bare(50);
+      for (let r = 0; r < rounds; r++) {
+        const through = await throughAsm(asm, session, lines);
+        const pipe = await bare(lines);
+        all.ws.push(...through.ws);
+        all.sse.push(...through.sse);
+        all.bare.push(...pipe);
+        log(`${mode} round ${r + 1}: ws p99 ${round(summary(through.ws).p99_ms, 2)} ms, sse p99 ${round(summary(through.sse).p99_ms, 2)} ms, bare p99 ${round(summary(pipe).p99_ms, 2)} ms`);
+      }
+      const result = { websocket: summary(all.ws), sse: summary(all.sse), bare_pipe: summary(all.bare) };
+      const target = mode === 'embedded' ? 2 : 10;
+      return { ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
+    },
+    log,
+  );
 }
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const rounds = quick ? 1 : 3;
   const lines = quick ? 200 : 1000;
-  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
-  const redis = only === 'embedded' ? undefined : await startRedisServer();
-  try {
-    const before = machine();
-    const modes: Partial<Record<Mode, unknown>> = {};
-    for (const mode of ['embedded', 'redis'] as const) {
-      if (only && only !== mode) continue;
-      modes[mode] = await benchMode(mode, redis?.url, rounds, lines);
-    }
-    process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine: before, loadavg_after: machine().loadavg, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
-  } finally {
-    await redis?.dispose();
-  }
+  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, lines));
+  process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
 }

@@ -20,8 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { startRedisServer } from '../test/helpers/redis-server.js';
-import { AUTH, logger, machine, median, round, startAsm, type AsmServer, type Mode } from './asm-server.js';
+import { AUTH, logger, median, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('http');
 const CONNECTIONS = 50;
@@ -105,83 +104,72 @@ async function startBare(bodies: Record<string, unknown>, dir: string) {
 async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, seconds: number, dir: string) {
   const asm = await startAsm(mode, redisUrl);
   const runsServer = await startAsm(mode, redisUrl);
-  try {
-    const { target, runsTarget, bodies } = await prepare(asm, runsServer);
-    const asmTarget = (route: Route) => (route === 'submit_run' ? runsTarget : target);
-    const bare = await startBare(bodies, dir);
-    const bareTarget: Target = { ...target, url: bare.url };
-    try {
-      const samples = Object.fromEntries(ROUTES.map((r) => [r, { asm: [] as Sample[], bare: [] as Sample[] }])) as Record<Route, { asm: Sample[]; bare: Sample[] }>;
-      // Warm both servers' JIT on every route before measuring.
-      for (const route of ROUTES) {
-        await measure(route, bareTarget, 1);
-        await measure(route, asmTarget(route), 1);
-      }
-      for (let r = 0; r < rounds; r++) {
+  return withServers(
+    [asm, runsServer],
+    async () => {
+      const { target, runsTarget, bodies } = await prepare(asm, runsServer);
+      const asmTarget = (route: Route) => (route === 'submit_run' ? runsTarget : target);
+      const bare = await startBare(bodies, dir);
+      const bareTarget: Target = { ...target, url: bare.url };
+      try {
+        const samples = Object.fromEntries(ROUTES.map((r) => [r, { asm: [] as Sample[], bare: [] as Sample[] }])) as Record<Route, { asm: Sample[]; bare: Sample[] }>;
+        // Warm both servers' JIT on every route before measuring.
         for (const route of ROUTES) {
-          // Alternate which side goes first, so drift on a shared machine falls on both.
-          const order: Array<'asm' | 'bare'> = r % 2 === 0 ? ['bare', 'asm'] : ['asm', 'bare'];
-          for (const side of order) {
-            const sample = await measure(route, side === 'asm' ? asmTarget(route) : bareTarget, seconds);
-            samples[route][side].push(sample);
-            log(`${mode} round ${r + 1} ${route} ${side}: ${sample.rps} req/s, p99 ${sample.p99_ms} ms${sample.non2xx ? `, ${sample.non2xx} non-2xx` : ''}`);
+          await measure(route, bareTarget, 1);
+          await measure(route, asmTarget(route), 1);
+        }
+        for (let r = 0; r < rounds; r++) {
+          for (const route of ROUTES) {
+            // Alternate which side goes first, so drift on a shared machine falls on both.
+            const order: Array<'asm' | 'bare'> = r % 2 === 0 ? ['bare', 'asm'] : ['asm', 'bare'];
+            for (const side of order) {
+              const sample = await measure(route, side === 'asm' ? asmTarget(route) : bareTarget, seconds);
+              samples[route][side].push(sample);
+              log(`${mode} round ${r + 1} ${route} ${side}: ${sample.rps} req/s, p99 ${sample.p99_ms} ms${sample.non2xx ? `, ${sample.non2xx} non-2xx` : ''}`);
+            }
           }
         }
+        const target_ratio = mode === 'embedded' ? 0.5 : 0.25;
+        return Object.fromEntries(
+          ROUTES.map((route) => {
+            const asmRps = median(samples[route].asm.map((s) => s.rps));
+            const bareRps = median(samples[route].bare.map((s) => s.rps));
+            const ratio = round(asmRps / bareRps, 2);
+            return [
+              route,
+              {
+                asm_rps: asmRps,
+                asm_p99_ms: median(samples[route].asm.map((s) => s.p99_ms)),
+                bare_rps: bareRps,
+                bare_p99_ms: median(samples[route].bare.map((s) => s.p99_ms)),
+                ratio,
+                target_ratio,
+                met: ratio >= target_ratio,
+                asm_rounds_rps: samples[route].asm.map((s) => s.rps),
+                bare_rounds_rps: samples[route].bare.map((s) => s.rps),
+                asm_non2xx: samples[route].asm.reduce((n, s) => n + s.non2xx + s.errors, 0),
+              },
+            ];
+          }),
+        );
+      } finally {
+        bare.stop();
       }
-      const target_ratio = mode === 'embedded' ? 0.5 : 0.25;
-      return Object.fromEntries(
-        ROUTES.map((route) => {
-          const asmRps = median(samples[route].asm.map((s) => s.rps));
-          const bareRps = median(samples[route].bare.map((s) => s.rps));
-          const ratio = round(asmRps / bareRps, 2);
-          return [
-            route,
-            {
-              asm_rps: asmRps,
-              asm_p99_ms: median(samples[route].asm.map((s) => s.p99_ms)),
-              bare_rps: bareRps,
-              bare_p99_ms: median(samples[route].bare.map((s) => s.p99_ms)),
-              ratio,
-              target_ratio,
-              met: ratio >= target_ratio,
-              asm_rounds_rps: samples[route].asm.map((s) => s.rps),
-              bare_rounds_rps: samples[route].bare.map((s) => s.rps),
-              asm_non2xx: samples[route].asm.reduce((n, s) => n + s.non2xx + s.errors, 0),
-            },
-          ];
-        }),
-      );
-    } finally {
-      bare.stop();
-    }
-  } catch (err) {
-    log(asm.process.output().slice(-4000));
-    log(runsServer.process.output().slice(-4000));
-    throw err;
-  } finally {
-    await asm.stop();
-    await runsServer.stop();
-  }
+    },
+    log,
+  );
 }
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const rounds = quick ? 1 : 3;
   const seconds = quick ? 2 : 4;
-  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-http-'));
-  const redis = only === 'embedded' ? undefined : await startRedisServer();
   try {
-    const before = machine();
-    const modes: Partial<Record<Mode, unknown>> = {};
-    for (const mode of ['embedded', 'redis'] as const) {
-      if (only && only !== mode) continue;
-      modes[mode] = await benchMode(mode, redis?.url, rounds, seconds, dir);
-    }
-    const result = { bench: 'http', date: new Date().toISOString(), machine: before, loadavg_after: machine().loadavg, quick, connections: CONNECTIONS, rounds, seconds, ...modes };
+    const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, seconds, dir));
+    const result = { bench: 'http', date: new Date().toISOString(), machine, loadavg_after, quick, connections: CONNECTIONS, rounds, seconds, ...modes };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
-    await redis?.dispose();
     rmSync(dir, { recursive: true, force: true });
   }
 }

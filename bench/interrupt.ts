@@ -15,8 +15,7 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { startRedisServer } from '../test/helpers/redis-server.js';
-import { logger, machine, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode } from './asm-server.js';
+import { logger, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('interrupt');
 const SLOTS = 2;
@@ -75,55 +74,43 @@ async function interruptOnce(asm: AsmServer, runs: ReturnType<typeof watch>, run
 async function benchMode(mode: Mode, redisUrl: string | undefined, samples: number) {
   const lanes = JSON.stringify([{ id: 'prompt', priority: 5, minConcurrency: 1, maxConcurrency: SLOTS }]);
   const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_LANES: lanes });
-  try {
-    const create = async () => (await asm.post('/v1/sessions', { provider: 'shell', queue: 'prompt' })).id as string;
-    // Idle: one run at a time.
-    const idleSession = await create();
-    const idleRuns = watch(asm, [idleSession]);
-    await idleRuns.ready;
-    const idle: number[] = [];
-    for (let i = 0; i < samples + 5; i++) {
-      const run = await asm.post(`/v1/sessions/${idleSession}/runs`, { prompt: 'sleep 60' });
-      const ms = await interruptOnce(asm, idleRuns, run.id);
-      if (i >= 5) idle.push(ms);
-    }
-    idleRuns.close();
-    // Busy: SLOTS running, the rest waiting; interrupt the oldest running one each time.
-    const sessions: string[] = [];
-    for (let i = 0; i < samples + SLOTS; i++) sessions.push(await create());
-    const busyRuns = watch(asm, sessions);
-    await busyRuns.ready;
-    const runIds: string[] = [];
-    for (const id of sessions) runIds.push((await asm.post(`/v1/sessions/${id}/runs`, { prompt: 'sleep 60' })).id);
-    const busy: number[] = [];
-    for (let i = 0; i < samples; i++) busy.push(await interruptOnce(asm, busyRuns, runIds[i]!));
-    busyRuns.close();
-    const bare = await bareKill(samples);
-    const result = { idle: summary(idle), busy: summary(busy), bare_kill_exit: summary(bare), target_p99_ms: 20 };
-    log(`${mode}: ${JSON.stringify(result)}`);
-    return { ...result, met_idle: result.idle.p99_ms < 20, met_busy: result.busy.p99_ms < 20 };
-  } catch (err) {
-    log(asm.process.output().slice(-4000));
-    throw err;
-  } finally {
-    await asm.stop();
-  }
+  return withServers(
+    [asm],
+    async () => {
+      const create = async () => (await asm.post('/v1/sessions', { provider: 'shell', queue: 'prompt' })).id as string;
+      // Idle: one run at a time.
+      const idleSession = await create();
+      const idleRuns = watch(asm, [idleSession]);
+      await idleRuns.ready;
+      const idle: number[] = [];
+      for (let i = 0; i < samples + 5; i++) {
+        const run = await asm.post(`/v1/sessions/${idleSession}/runs`, { prompt: 'sleep 60' });
+        const ms = await interruptOnce(asm, idleRuns, run.id);
+        if (i >= 5) idle.push(ms);
+      }
+      idleRuns.close();
+      // Busy: SLOTS running, the rest waiting; interrupt the oldest running one each time.
+      const sessions: string[] = [];
+      for (let i = 0; i < samples + SLOTS; i++) sessions.push(await create());
+      const busyRuns = watch(asm, sessions);
+      await busyRuns.ready;
+      const runIds: string[] = [];
+      for (const id of sessions) runIds.push((await asm.post(`/v1/sessions/${id}/runs`, { prompt: 'sleep 60' })).id);
+      const busy: number[] = [];
+      for (let i = 0; i < samples; i++) busy.push(await interruptOnce(asm, busyRuns, runIds[i]!));
+      busyRuns.close();
+      const bare = await bareKill(samples);
+      const result = { idle: summary(idle), busy: summary(busy), bare_kill_exit: summary(bare), target_p99_ms: 20 };
+      log(`${mode}: ${JSON.stringify(result)}`);
+      return { ...result, met_idle: result.idle.p99_ms < 20, met_busy: result.busy.p99_ms < 20 };
+    },
+    log,
+  );
 }
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const samples = quick ? 20 : 100;
-  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
-  const redis = only === 'embedded' ? undefined : await startRedisServer();
-  try {
-    const before = machine();
-    const modes: Partial<Record<Mode, unknown>> = {};
-    for (const mode of ['embedded', 'redis'] as const) {
-      if (only && only !== mode) continue;
-      modes[mode] = await benchMode(mode, redis?.url, samples);
-    }
-    process.stdout.write(`${JSON.stringify({ bench: 'interrupt', date: new Date().toISOString(), machine: before, loadavg_after: machine().loadavg, quick, sandbox: 'none', samples, prompt_slots: SLOTS, ...modes })}\n`);
-  } finally {
-    await redis?.dispose();
-  }
+  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples));
+  process.stdout.write(`${JSON.stringify({ bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', samples, prompt_slots: SLOTS, ...modes })}\n`);
 }

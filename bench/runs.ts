@@ -16,8 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { startRedisServer } from '../test/helpers/redis-server.js';
-import { logger, machine, median, percentile, round, startAsm, type AsmServer, type Mode } from './asm-server.js';
+import { logger, median, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -64,80 +63,79 @@ async function throughput(onces: Array<() => Promise<void>>, seconds: number): P
 async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { rounds: number; samples: number; seconds: number; history: number }) {
   const lanes = JSON.stringify([{ id: 'skill', priority: 4, minConcurrency: 1, maxConcurrency: 16 }]);
   const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
-  try {
-    const sessions: string[] = [];
-    for (let i = 0; i < 16; i++) sessions.push((await asm.post('/v1/sessions', { provider: 'shell' })).id);
-    // Warm-up of both sides (JIT, the lane's first jobs).
-    await latencies(bareSpawn, 50);
-    await latencies(() => asmRun(asm, sessions[0]!), 50);
-    const latency = { asm_p50: [] as number[], asm_p99: [] as number[], bare_p50: [] as number[], bare_p99: [] as number[] };
-    const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
-    for (let r = 0; r < opts.rounds; r++) {
-      const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
-      for (const side of order) {
-        const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
-        latency[`${side}_p50`].push(percentile(samples, 50));
-        latency[`${side}_p99`].push(percentile(samples, 99));
-        log(`${mode} round ${r + 1} latency ${side}: p50 ${round(percentile(samples, 50), 2)} ms`);
-      }
-      for (const c of CONCURRENCY) {
+  return withServers(
+    [asm],
+    async () => {
+      const sessions: string[] = [];
+      for (let i = 0; i < 16; i++) sessions.push((await asm.post('/v1/sessions', { provider: 'shell' })).id);
+      // Warm-up of both sides (JIT, the lane's first jobs).
+      await latencies(bareSpawn, 50);
+      await latencies(() => asmRun(asm, sessions[0]!), 50);
+      const latency = { asm_p50: [] as number[], asm_p99: [] as number[], bare_p50: [] as number[], bare_p99: [] as number[] };
+      const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
+      for (let r = 0; r < opts.rounds; r++) {
+        const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
         for (const side of order) {
-          const onces = side === 'asm' ? sessions.slice(0, c).map((id) => () => asmRun(asm, id)) : Array.from({ length: c }, () => bareSpawn);
-          rates[String(c)]![side].push(round(await throughput(onces, opts.seconds)));
-          log(`${mode} round ${r + 1} ${c} at once ${side}: ${rates[String(c)]![side].at(-1)} runs/s`);
+          const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
+          latency[`${side}_p50`].push(percentile(samples, 50));
+          latency[`${side}_p99`].push(percentile(samples, 99));
+          log(`${mode} round ${r + 1} latency ${side}: p50 ${round(percentile(samples, 50), 2)} ms`);
+        }
+        for (const c of CONCURRENCY) {
+          for (const side of order) {
+            const onces = side === 'asm' ? sessions.slice(0, c).map((id) => () => asmRun(asm, id)) : Array.from({ length: c }, () => bareSpawn);
+            rates[String(c)]![side].push(round(await throughput(onces, opts.seconds)));
+            log(`${mode} round ${r + 1} ${c} at once ${side}: ${rates[String(c)]![side].at(-1)} runs/s`);
+          }
         }
       }
-    }
-    // One session, `history` runs one after another: completions per second, first against last.
-    const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
-    const completions: number[] = [];
-    const durations: number[] = [];
-    const started = performance.now();
-    for (let i = 0; i < opts.history; i++) {
-      const runStarted = performance.now();
-      await asmRun(asm, session);
-      durations.push(performance.now() - runStarted);
-      completions.push(performance.now() - started);
-      if ((i + 1) % 1000 === 0) log(`${mode} history: ${i + 1} runs in ${round(completions.at(-1)! / 1000)} s`);
-    }
-    const total = completions.at(-1)!;
-    const firstSecond = completions.filter((t) => t <= 1000).length;
-    const lastSecond = completions.filter((t) => t > total - 1000).length;
-    const p50 = (values: number[]) => round(median(values), 2);
-    // Less noisy than a second's count on a shared machine: the median run of the first and the last tenth.
-    const tenth = Math.max(1, Math.floor(opts.history / 10));
-    const firstTenth = p50(durations.slice(0, tenth));
-    const lastTenth = p50(durations.slice(-tenth));
-    return {
-      latency_ms: {
-        asm_p50: p50(latency.asm_p50),
-        asm_p99: p50(latency.asm_p99),
-        bare_p50: p50(latency.bare_p50),
-        bare_p99: p50(latency.bare_p99),
-        ratio_p50: round(median(latency.asm_p50) / median(latency.bare_p50), 2),
-      },
-      runs_per_s: Object.fromEntries(
-        CONCURRENCY.map((c) => {
-          const { asm: a, bare: b } = rates[String(c)]!;
-          return [`sessions_${c}`, { asm: median(a), bare: median(b), ratio: round(median(a) / median(b), 2), asm_rounds: a, bare_rounds: b }];
-        }),
-      ),
-      history: {
-        runs: opts.history,
-        seconds: round(total / 1000),
-        first_second: firstSecond,
-        last_second: lastSecond,
-        ratio: round(lastSecond / firstSecond, 2),
-        p50_ms_first_tenth: firstTenth,
-        p50_ms_last_tenth: lastTenth,
-      },
-    };
-  } catch (err) {
-    log(asm.process.output().slice(-4000));
-    throw err;
-  } finally {
-    await asm.stop();
-  }
+      // One session, `history` runs one after another: completions per second, first against last.
+      const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
+      const completions: number[] = [];
+      const durations: number[] = [];
+      const started = performance.now();
+      for (let i = 0; i < opts.history; i++) {
+        const runStarted = performance.now();
+        await asmRun(asm, session);
+        durations.push(performance.now() - runStarted);
+        completions.push(performance.now() - started);
+        if ((i + 1) % 1000 === 0) log(`${mode} history: ${i + 1} runs in ${round(completions.at(-1)! / 1000)} s`);
+      }
+      const total = completions.at(-1)!;
+      const firstSecond = completions.filter((t) => t <= 1000).length;
+      const lastSecond = completions.filter((t) => t > total - 1000).length;
+      const p50 = (values: number[]) => round(median(values), 2);
+      // Less noisy than a second's count on a shared machine: the median run of the first and the last tenth.
+      const tenth = Math.max(1, Math.floor(opts.history / 10));
+      const firstTenth = p50(durations.slice(0, tenth));
+      const lastTenth = p50(durations.slice(-tenth));
+      return {
+        latency_ms: {
+          asm_p50: p50(latency.asm_p50),
+          asm_p99: p50(latency.asm_p99),
+          bare_p50: p50(latency.bare_p50),
+          bare_p99: p50(latency.bare_p99),
+          ratio_p50: round(median(latency.asm_p50) / median(latency.bare_p50), 2),
+        },
+        runs_per_s: Object.fromEntries(
+          CONCURRENCY.map((c) => {
+            const { asm: a, bare: b } = rates[String(c)]!;
+            return [`sessions_${c}`, { asm: median(a), bare: median(b), ratio: round(median(a) / median(b), 2), asm_rounds: a, bare_rounds: b }];
+          }),
+        ),
+        history: {
+          runs: opts.history,
+          seconds: round(total / 1000),
+          first_second: firstSecond,
+          last_second: lastSecond,
+          ratio: round(lastSecond / firstSecond, 2),
+          p50_ms_first_tenth: firstTenth,
+          p50_ms_last_tenth: lastTenth,
+        },
+      };
+    },
+    log,
+  );
 }
 
 export async function run(args: string[]): Promise<void> {
@@ -145,30 +143,19 @@ export async function run(args: string[]): Promise<void> {
   const at = args.indexOf('--history');
   const history = at >= 0 ? Number(args[at + 1]) : quick ? 1000 : 10_000;
   const opts = { rounds: quick ? 1 : 3, samples: quick ? 100 : 300, seconds: quick ? 2 : 4, history };
-  const only = args.find((a) => a === 'embedded' || a === 'redis') as Mode | undefined;
-  const redis = only === 'embedded' ? undefined : await startRedisServer();
-  try {
-    const before = machine();
-    const modes: Partial<Record<Mode, any>> = {};
-    for (const mode of ['embedded', 'redis'] as const) {
-      if (only && only !== mode) continue;
-      modes[mode] = await benchMode(mode, redis?.url, opts);
-    }
-    const targets: Record<string, unknown> = {};
-    if (modes.embedded) {
-      targets.embedded_latency_le_1_3x_bare = modes.embedded.latency_ms.ratio_p50 <= 1.3;
-      targets.embedded_throughput_ge_0_8x_bare = CONCURRENCY.every((c) => modes.embedded.runs_per_s[`sessions_${c}`].ratio >= 0.8);
-      targets.embedded_history_flat = modes.embedded.history.ratio >= 0.9;
-    }
-    if (modes.redis) {
-      targets.redis_history_flat = modes.redis.history.ratio >= 0.9;
-      if (modes.embedded) {
-        targets.redis_ge_0_5x_embedded = CONCURRENCY.every((c) => modes.redis.runs_per_s[`sessions_${c}`].asm >= 0.5 * modes.embedded.runs_per_s[`sessions_${c}`].asm);
-      }
-    }
-    const result = { bench: 'runs', date: new Date().toISOString(), machine: before, loadavg_after: machine().loadavg, quick, sandbox: 'none', ...opts, ...modes, targets };
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-  } finally {
-    await redis?.dispose();
+  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl): Promise<any> => benchMode(mode, redisUrl, opts));
+  const targets: Record<string, unknown> = {};
+  if (modes.embedded) {
+    targets.embedded_latency_le_1_3x_bare = modes.embedded.latency_ms.ratio_p50 <= 1.3;
+    targets.embedded_throughput_ge_0_8x_bare = CONCURRENCY.every((c) => modes.embedded.runs_per_s[`sessions_${c}`].ratio >= 0.8);
+    targets.embedded_history_flat = modes.embedded.history.ratio >= 0.9;
   }
+  if (modes.redis) {
+    targets.redis_history_flat = modes.redis.history.ratio >= 0.9;
+    if (modes.embedded) {
+      targets.redis_ge_0_5x_embedded = CONCURRENCY.every((c) => modes.redis.runs_per_s[`sessions_${c}`].asm >= 0.5 * modes.embedded.runs_per_s[`sessions_${c}`].asm);
+    }
+  }
+  const result = { bench: 'runs', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', ...opts, ...modes, targets };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
