@@ -57,6 +57,11 @@ export class RedisCluster implements Cluster {
   /** When a heartbeat last reached Redis, and how many lapses ended since start. */
   private lastBeatAt: number | undefined;
   private pastLapses = 0;
+  /**
+   * Since when this instance's own heartbeats have reached Redis without a miss; undefined while the
+   * link is down. Before the first miss it is -Infinity: a process that starts sees Redis as it is.
+   */
+  private linkUpSince: number | undefined = -Infinity;
   private state: NodeSnapshot['state'];
   private closed = false;
 
@@ -99,8 +104,17 @@ export class RedisCluster implements Cluster {
       started_at: this.startedAt,
       last_heartbeat: new Date().toISOString(),
     };
-    await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).exec();
-    if (this.lapsed()) this.pastLapses++;
+    try {
+      await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).exec();
+    } catch (err) {
+      this.linkUpSince = undefined;
+      throw err;
+    }
+    if (this.lapsed()) {
+      this.pastLapses++;
+      this.linkUpSince = undefined;
+    }
+    this.linkUpSince ??= Date.now();
     this.lastBeatAt = Date.now();
   }
 
@@ -123,9 +137,16 @@ export class RedisCluster implements Cluster {
     return raws.flatMap((raw) => (raw === null ? [] : [JSON.parse(raw) as NodeSnapshot])).sort((a, b) => a.started_at.localeCompare(b.started_at));
   }
 
+  /**
+   * A missing key says an instance is lost only once this instance's own link to Redis has been up
+   * for a whole TTL: after an outage (or a partition of this instance) every live instance's key may
+   * have expired meanwhile, and each needs a TTL to heartbeat again (issue 13, finding 4). Until then
+   * the instance counts as alive; one really gone is found lost a TTL after the link came back.
+   */
   async isAlive(id: string): Promise<boolean> {
     if (id === this.self) return !this.closed;
-    return (await this.redis.exists(this.nodeKey(id))) === 1;
+    if ((await this.redis.exists(this.nodeKey(id))) === 1) return true;
+    return this.linkUpSince === undefined || Date.now() - this.linkUpSince < this.options.ttlMs;
   }
 
   async send(id: string, request: ControlRequest, timeoutMs: number): Promise<ControlReply> {
