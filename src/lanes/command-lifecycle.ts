@@ -68,10 +68,9 @@ export class CommandLifecycle {
   }
 
   /** Takes the lane's head command and counts its slot. */
-  grant(lane: LaneState<Command>): Command | undefined {
+  grant(lane: LaneState<Command>): Command {
     const command = lane.take();
     this.afterPendingDrop(lane);
-    if (command === undefined) return undefined;
     lane.bucket?.take();
     lane.active++;
     this.globalActive++;
@@ -204,7 +203,7 @@ export class CommandLifecycle {
   detach(command: Command): void {
     const lane = command.lane;
     if (command.state === CommandState.Pending) {
-      lane.unqueue();
+      lane.unqueue(command);
       this.afterPendingDrop(lane);
     } else if (command.state === CommandState.Delayed) {
       clearTimeout(command.timer);

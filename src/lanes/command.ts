@@ -5,6 +5,8 @@ import type { CommandContext, CommandHandler } from './types.js';
 /** One submitted command, from submit until its result settles, across all of its attempts. */
 export class Command {
   state: CommandState = CommandState.Pending;
+  /** Whether it holds a live entry in its lane's queue (kept by LaneState). */
+  queued = false;
   /** Executions started so far; the current attempt number while active. */
   executions = 0;
   /** The running attempt; a settlement from any other attempt is stale and ignored. */

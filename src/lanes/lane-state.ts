@@ -10,6 +10,11 @@ export interface Queued {
   state: CommandState;
   /** Submit time; the priority boost measures its deadline from here, across retries. */
   readonly submittedAt: number;
+  /**
+   * Set by the lane: it holds a live entry in the lane's queue. A pending command need not: the
+   * BullMQ engine registers a command before its job is stored and queues it only after.
+   */
+  queued?: boolean;
 }
 
 /** A lane's queue, counters and policy state inside an engine. */
@@ -50,13 +55,16 @@ export class LaneState<C extends Queued> {
 
   push(command: C): void {
     this.queue.push(command);
+    command.queued = true;
     this.pending++;
   }
 
   /** The oldest live pending command, dropping tombstones in front of it. */
   head(): C | undefined {
     let command = this.queue.peek();
-    while (command !== undefined && command.state !== CommandState.Pending) {
+    // An entry left behind when its command was unqueued or taken is a tombstone, even if that
+    // command is pending again (a retry queues it anew): it counts once, at its live entry.
+    while (command !== undefined && (command.state !== CommandState.Pending || !command.queued)) {
       this.queue.shift();
       command = this.queue.peek();
     }
@@ -66,27 +74,30 @@ export class LaneState<C extends Queued> {
   /** Returns a taken command to the head of the queue. */
   pushFront(command: C): void {
     this.queue.unshift(command);
+    command.queued = true;
     this.pending++;
   }
 
   /**
-   * Removes and returns the head; the caller has checked `pending > 0`. Undefined when the count
-   * disagrees with the ring (only tombstones left): the count is reset, so the lane stops looking
-   * ready instead of failing a dispatch. Seen once in ~27k distributed runs; the cause is not known.
+   * Removes and returns the head; the caller has checked `pending > 0`. The count is the number of
+   * live entries (push, pushFront, take and unqueue keep it so), so a live head is always there.
    */
-  take(): C | undefined {
+  take(): C {
     const command = this.head();
-    if (command === undefined) {
-      this.pending = 0;
-      return undefined;
-    }
+    if (command === undefined) throw new Error(`lane ${this.id}: pending count ${this.pending} but no pending command queued`);
     this.queue.shift();
+    command.queued = false;
     this.pending--;
     return command;
   }
 
-  /** Forgets a pending command in O(1): it stays in the ring as a tombstone until dispatch reaches it. */
-  unqueue(): void {
+  /**
+   * Forgets a pending command in O(1): it stays in the ring as a tombstone until dispatch reaches it.
+   * One not queued here (see Queued.queued) changes nothing: counting it would clear live entries.
+   */
+  unqueue(command: C): void {
+    if (!command.queued) return;
+    command.queued = false;
     this.pending--;
     if (this.pending === 0) this.queue.clear();
   }

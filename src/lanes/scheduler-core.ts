@@ -164,7 +164,9 @@ export abstract class LaneSchedulerCore implements LaneEngine {
     if (commands.events.listening) {
       commands.events.emit('queue.command.submitted', { lane_id: lane.id, command_id: id, command_type: command.type });
     }
-    commands.enqueue(command);
+    // While its job was being stored, an engine may have taken it already (BullMQ: another engine's,
+    // or this one's fetch for another slot); then it is not this lane's to queue.
+    if (command.state === CommandState.Pending) commands.enqueue(command);
     this.dispatch();
     return { id, result: command.result };
   }
@@ -293,8 +295,7 @@ export abstract class LaneSchedulerCore implements LaneEngine {
           });
           return;
         }
-        const command = this.commands.grant(lane);
-        if (command !== undefined) this.launch(command);
+        this.launch(this.commands.grant(lane));
       }
       if (this.rateLimited && this.eventDriven) this.armTokenTimer();
     } finally {
