@@ -53,6 +53,32 @@ describe.each(SERVER_MODES)('probe findings, %s', (_mode, modeEnv) => {
     }
   });
 
+  it('finding 5: closing 20 sessions at once while their runs start ends every run, and each close is prompt', async () => {
+    for (let round = 0; round < 4; round++) {
+      const marker = sleepMarker();
+      const pairs = await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          const sessionId = await shellSession();
+          const run = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: `sleep ${marker}` });
+          return { sessionId, runId: run.body.id as string };
+        }),
+      );
+      // Staggered over 0.4 s, so closes meet runs queued, starting and running.
+      await Promise.all(
+        pairs.map(async ({ sessionId, runId }, k) => {
+          await new Promise((resolve) => setTimeout(resolve, (k * 37 + round * 53) % 400));
+          const closingAt = Date.now();
+          const closed = await server.request('DELETE', `/v1/sessions/${sessionId}`);
+          expect(closed.body.state).toBe('closed');
+          // Well under the 5 s grace that a lost interrupt would wait for.
+          expect(Date.now() - closingAt).toBeLessThan(3_000);
+          expect((await server.request('GET', `/v1/runs/${runId}`)).body.state).toBe('interrupted');
+        }),
+      );
+      await waitFor(() => sleepers(marker).length === 0, 'no sleeper left');
+    }
+  });
+
   it('finding 8: an open session reports its last_seq', async () => {
     const sessionId = await shellSession();
     const done = await server.request('POST', `/v1/sessions/${sessionId}/runs`, { prompt: 'echo one; echo two', wait: true });
