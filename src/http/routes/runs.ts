@@ -94,9 +94,23 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     const flushed = raw.write(`id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
     if (TERMINAL_KINDS.has(event.kind)) return end();
     // Both replay and live wait for a slow reader here: HTTP has no close code to resume from.
-    if (!flushed) await new Promise((resolve) => raw.once('drain', resolve).once('close', resolve));
+    if (!flushed) {
+      waitingForReader = true;
+      await new Promise((resolve) => raw.once('drain', resolve).once('close', resolve));
+      waitingForReader = false;
+    }
   };
-  const heartbeat = setInterval(() => raw.write(': ping\n\n'), app.config.limits.wsHeartbeatMs);
+  // A reader that took no byte of what waits for it in a whole heartbeat is dead (it stopped reading,
+  // or its connection is half-open): its stream ends, returning its `connections` holding, as the
+  // WebSocket's missed pong does; a live client resumes with Last-Event-ID.
+  let waitingForReader = false;
+  let pendingAtLastBeat = -1;
+  const heartbeat = setInterval(() => {
+    const pending = raw.writableLength;
+    if (waitingForReader && pending >= pendingAtLastBeat && pendingAtLastBeat >= 0) return raw.destroy();
+    pendingAtLastBeat = waitingForReader ? pending : -1;
+    raw.write(': ping\n\n');
+  }, app.config.limits.wsHeartbeatMs);
   // Ending the stream on a failure lets the client reconnect with Last-Event-ID.
   const follower = followEvents(app.store.events, { sessionId, runId, after, pageSize: app.config.limits.eventPageMax }, send, end);
   raw.on('close', end);
