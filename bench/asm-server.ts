@@ -74,14 +74,14 @@ export interface AsmServer {
   stop(): Promise<void>;
 }
 
-/** `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY, with `env` on top. */
-export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}): Promise<AsmServer> {
+/** `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY and granted `providers`, with `env` on top. */
+export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}, providers = ['shell']): Promise<AsmServer> {
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-'));
   const tenants = join(dir, 'tenants.json');
   const unbounded = { sessions: 10_000_000, active_runs: 1_000_000, queued_runs: 10_000_000, connections: 100_000 };
   writeFileSync(
     tenants,
-    JSON.stringify([{ id: 'bench', role: 'admin', key_sha256: [createHash('sha256').update(KEY).digest('hex')], providers: ['shell'], quotas: unbounded }]),
+    JSON.stringify([{ id: 'bench', role: 'admin', key_sha256: [createHash('sha256').update(KEY).digest('hex')], providers, quotas: unbounded }]),
   );
   const port = await freePort();
   const proc = serveProcess({
