@@ -94,7 +94,9 @@ export class ApprovalBook {
    * it (a request's span; none for a timeout). Drawn once decided, as a span may not outlive its process.
    */
   private async traceWait(approval: ApprovalRecord): Promise<void> {
-    const run = await this.deps.store.runs.get(approval.run_id);
+    // Decisions reach the process that runs the run, whose events carry its trace: no store read then.
+    const active = this.deps.active.get(approval.run_id);
+    const traceparent = active ? active.events[0]?.metadata.traceparent : (await this.deps.store.runs.get(approval.run_id))?.observability.traceparent;
     const decider = trace.getSpan(context.active())?.spanContext();
     const span = tracer.startSpan(
       'approval',
@@ -103,7 +105,7 @@ export class ApprovalBook {
         attributes: { 'asm.approval_id': approval.id, 'asm.run_id': approval.run_id, 'asm.approval.subject': approval.subject, 'asm.approval.decision': approval.decision ?? '', 'asm.approval.reason': approval.reason ?? '' },
         links: decider ? [{ context: decider }] : [],
       },
-      contextOf(run?.observability.traceparent),
+      contextOf(traceparent),
     );
     span.end(approval.resolved_at ? new Date(approval.resolved_at) : undefined);
   }
