@@ -5,10 +5,10 @@
  * once each and in order across the reconnect.
  */
 import WebSocket from 'ws';
-import { WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER, type ClientFrame } from '../schemas/api.js';
+import { WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER, type ClientFrame } from '../schemas/ws.js';
 import type { components } from './openapi-types.js';
 
-export type { ClientFrame } from '../schemas/api.js';
+export type { ClientFrame } from '../schemas/ws.js';
 
 type Event = components['schemas']['Event'];
 type ErrorBody = components['schemas']['Error']['error'];

@@ -3,7 +3,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ERROR_DOMAINS, ERROR_KIND_NAMES } from '../errors/kinds.js';
 import { AgentOptionFields, Continuation } from './agent-options.js';
 import { McpServers } from './mcp-servers.js';
-import { AsmEventSchema, EVENT_KINDS, LaneMetadata, UsageSchema } from './events.js';
+import { AsmEventSchema, LaneMetadata, UsageSchema } from './events.js';
 
 /**
  * Every request and response body of the HTTP API. These schemas validate the routes, type the handlers
@@ -11,7 +11,7 @@ import { AsmEventSchema, EVENT_KINDS, LaneMetadata, UsageSchema } from './events
  */
 
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
-const Id = Type.String({ minLength: 1, maxLength: 128 });
+export const Id = Type.String({ minLength: 1, maxLength: 128 });
 const Timestamp = Type.String({ format: 'date-time' });
 const Metadata = Type.Record(Type.String({ maxLength: 128 }), Type.Unknown(), {
   description: 'Caller data, returned as given',
@@ -388,66 +388,8 @@ export const NodeList = Type.Object({ nodes: Type.Array(Type.Ref(NodeInfo)), nex
 
 export const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
 
-// ---- WebSocket /v1/events ----
-
-export const EventStreamQuery = Type.Object(
-  {
-    session_id: Type.Optional(Id),
-    run_id: Type.Optional(Id),
-    kinds: Type.Optional(Type.String({ description: 'Comma-separated event kinds' })),
-    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Replay events after this seq (needs session_id or run_id)' })),
-    queue_events: Type.Optional(Type.Boolean({ description: 'Also stream queue-lane events' })),
-    token: Type.Optional(Type.String({ description: 'API key, for clients that cannot set headers' })),
-  },
-  { additionalProperties: false },
-);
-export type EventStreamQuery = Static<typeof EventStreamQuery>;
-
-const EventKindList = Type.Array(Type.Union(EVENT_KINDS.map((k) => Type.Literal(k))), { maxItems: EVENT_KINDS.length });
-
-export const ClientFrame = Type.Union([
-  Type.Object(
-    {
-      type: Type.Literal('subscribe'),
-      session_id: Type.Optional(Id),
-      run_id: Type.Optional(Id),
-      kinds: Type.Optional(EventKindList),
-      after: Type.Optional(Type.Integer({ minimum: 0 })),
-      queue_events: Type.Optional(Type.Boolean()),
-    },
-    { additionalProperties: false },
-  ),
-  Type.Object({ type: Type.Literal('unsubscribe') }, { additionalProperties: false }),
-  Type.Object(
-    {
-      type: Type.Literal('approve'),
-      approval_id: Id,
-      decision: ApprovalDecisionValue,
-      reason: Type.Optional(Type.String({ maxLength: 2000 })),
-      request_id: Type.Optional(Type.String({ maxLength: 128 })),
-    },
-    { additionalProperties: false },
-  ),
-  Type.Object(
-    { type: Type.Literal('interrupt'), run_id: Id, request_id: Type.Optional(Type.String({ maxLength: 128 })) },
-    { additionalProperties: false },
-  ),
-]);
-export type ClientFrame = Static<typeof ClientFrame>;
-
 /**
  * Schemas with an $id: registered once with Fastify, referenced by routes with Type.Ref, and published as
  * named components in openapi.json (so generated clients get named types). Referenced ones come first.
  */
 export const SHARED_SCHEMAS = [LaneMetadata, AsmEventSchema, ErrorResponse, RunResult, Run, Session, Approval, QueueInfo, DeadLetterInfo, ProviderInfo, LaneInfo, NodeInfo, DiffSummary];
-
-/** The largest client frame; a larger one closes the socket with WS_CLOSE_MESSAGE_TOO_BIG (no client frame needs that much). */
-export const WS_MAX_CLIENT_FRAME_BYTES = 64 * 1024;
-/** Close code (1009, message too big) for a client frame over WS_MAX_CLIENT_FRAME_BYTES. */
-export const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
-/** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
-export const WS_CLOSE_SLOW_CONSUMER = 4008;
-/** Close code (1011, internal error) for a stream the store could not keep serving; resume from `last_seq`. */
-export const WS_CLOSE_EVENTS_UNAVAILABLE = 1011;
-/** Close code for an unauthenticated or forbidden stream. */
-export const WS_CLOSE_UNAUTHORIZED = 4001;

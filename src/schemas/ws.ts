@@ -1,6 +1,64 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { Approval, ClientFrame, ErrorResponse, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_MESSAGE_TOO_BIG, WS_CLOSE_SLOW_CONSUMER, WS_CLOSE_UNAUTHORIZED } from './api.js';
-import { AsmEventSchema, LaneMetadata } from './events.js';
+import { Approval, ApprovalDecisionValue, ErrorResponse, Id } from './api.js';
+import { AsmEventSchema, EVENT_KINDS, LaneMetadata } from './events.js';
+
+// ---- what a client sends: the query of GET /v1/events and its frames ----
+
+export const EventStreamQuery = Type.Object(
+  {
+    session_id: Type.Optional(Id),
+    run_id: Type.Optional(Id),
+    kinds: Type.Optional(Type.String({ description: 'Comma-separated event kinds' })),
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Replay events after this seq (needs session_id or run_id)' })),
+    queue_events: Type.Optional(Type.Boolean({ description: 'Also stream queue-lane events' })),
+    token: Type.Optional(Type.String({ description: 'API key, for clients that cannot set headers' })),
+  },
+  { additionalProperties: false },
+);
+export type EventStreamQuery = Static<typeof EventStreamQuery>;
+
+const EventKindList = Type.Array(Type.Union(EVENT_KINDS.map((k) => Type.Literal(k))), { maxItems: EVENT_KINDS.length });
+
+export const ClientFrame = Type.Union([
+  Type.Object(
+    {
+      type: Type.Literal('subscribe'),
+      session_id: Type.Optional(Id),
+      run_id: Type.Optional(Id),
+      kinds: Type.Optional(EventKindList),
+      after: Type.Optional(Type.Integer({ minimum: 0 })),
+      queue_events: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object({ type: Type.Literal('unsubscribe') }, { additionalProperties: false }),
+  Type.Object(
+    {
+      type: Type.Literal('approve'),
+      approval_id: Id,
+      decision: ApprovalDecisionValue,
+      reason: Type.Optional(Type.String({ maxLength: 2000 })),
+      request_id: Type.Optional(Type.String({ maxLength: 128 })),
+    },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { type: Type.Literal('interrupt'), run_id: Id, request_id: Type.Optional(Type.String({ maxLength: 128 })) },
+    { additionalProperties: false },
+  ),
+]);
+export type ClientFrame = Static<typeof ClientFrame>;
+
+/** The largest client frame; a larger one closes the socket with WS_CLOSE_MESSAGE_TOO_BIG (no client frame needs that much). */
+export const WS_MAX_CLIENT_FRAME_BYTES = 64 * 1024;
+/** Close code (1009, message too big) for a client frame over WS_MAX_CLIENT_FRAME_BYTES. */
+export const WS_CLOSE_MESSAGE_TOO_BIG = 1009;
+/** Close code sent to a consumer that fell more than ASM_WS_MAX_BUFFER_BYTES behind. */
+export const WS_CLOSE_SLOW_CONSUMER = 4008;
+/** Close code (1011, internal error) for a stream the store could not keep serving; resume from `last_seq`. */
+export const WS_CLOSE_EVENTS_UNAVAILABLE = 1011;
+/** Close code for an unauthenticated or forbidden stream. */
+export const WS_CLOSE_UNAUTHORIZED = 4001;
 
 /**
  * The WebSocket protocol of `GET /v1/events`: every frame the server sends, beside the client frames

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { ClientFrame } from '../../src/schemas/api.js';
+import { ClientFrame } from '../../src/schemas/ws.js';
 import { projectResult } from '../../src/sessions/projection.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 import { tenant, tenantsFile } from '../helpers/tenants.js';

@@ -5,7 +5,7 @@ import type { WebSocket } from 'ws';
 import type { AsmApp } from '../../app.js';
 import { AsmError, badField } from '../../errors/kinds.js';
 import type { LaneEvent } from '../../lanes/types.js';
-import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/api.js';
+import { ClientFrame, EventStreamQuery, WS_CLOSE_EVENTS_UNAVAILABLE, WS_CLOSE_SLOW_CONSUMER } from '../../schemas/ws.js';
 import { EVENT_KINDS, type AsmEvent, type EventKind } from '../../schemas/events.js';
 import type { ServerFrame } from '../../schemas/ws.js';
 import type { TenantRole } from '../../tenants.js';
