@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { useServiceRig, type FinishedRun } from './harness.js';
+import { useServiceRig } from './harness.js';
+import { startedOf as started, twoWarmRuns } from './service-scenarios.js';
 
 /**
  * A warm session with the real Claude Code CLI (core lane) against the loopback model server: the
@@ -9,24 +10,14 @@ import { useServiceRig, type FinishedRun } from './harness.js';
  * the model sees the whole conversation, usage stays per run, and approvals work on the kept process.
  */
 
-const started = (r: FinishedRun) => r.events.find((e) => e.kind === 'run_started').payload;
-
 describe('claude (real CLI), warm session', () => {
   const ctx = useServiceRig('claude');
   const rig = ctx.rig;
 
   it('runs the second prompt on the same process: the conversation goes on, usage per run', async () => {
-    ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
-    const s = await rig.session({ lane: 'core', warm: true });
-    const first = await rig.run(s, 'First question');
-    const second = await rig.run(s, 'Second question');
-    expect(first.run.state).toBe('completed');
-    expect(second.run.state).toBe('completed');
-    expect(started(second)).toMatchObject({ pid: started(first).pid, warm: true, provider_session_id: started(first).provider_session_id });
-    expect(second.run.result.text).toBe('Second answer.');
+    const { first, second } = await twoWarmRuns(ctx);
+    expect(started(second)).toMatchObject({ provider_session_id: started(first).provider_session_id });
     expect(second.kinds).toEqual(['run_queued', 'run_started', 'assistant_message', 'cost_update', 'result']);
-    expect(first.run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
-    expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
     expect(second.run.result.cost_usd).toBeGreaterThan(0);
     const history = JSON.stringify(ctx.model.requests[1].body.messages);
     expect(history).toContain('First question');

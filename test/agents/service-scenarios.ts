@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
-import { stopProcessesWith, untilRunning, useServiceRig, type FinishedRun, type LiveRun } from './harness.js';
+import { stopProcessesWith, untilRunning, useServiceRig, type AgentRig, type FinishedRun, type LiveRun, type ModelContext } from './harness.js';
 import { closedPortUrl, type RecordedRequest } from './model-server.js';
 
 /**
@@ -277,4 +277,26 @@ function expectInOrder(kinds: string[], expected: string[]): void {
   for (const kind of kinds) if (kind === expected[at]) at += 1;
   expect(at, `${JSON.stringify(expected)} in order within ${JSON.stringify(kinds)}`).toBe(expected.length);
   expect(kinds.at(-1)).toBe(expected.at(-1));
+}
+
+/** The payload of a finished run's run_started event. */
+export const startedOf = (r: FinishedRun) => r.events.find((e) => e.kind === 'run_started').payload;
+
+/**
+ * The warm-session scenario every provider with `warm` shares: two scripted turns on one warm session
+ * complete on the same process (same pid, `warm: true`), with the second answer and usage per run.
+ * Returns both runs for a provider's stricter checks (its history, its session id, its event kinds).
+ */
+export async function twoWarmRuns(ctx: ModelContext & { rig: AgentRig }): Promise<{ first: FinishedRun; second: FinishedRun }> {
+  ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
+  const s = await ctx.rig.session({ lane: 'core', warm: true });
+  const first = await ctx.rig.run(s, 'First question');
+  const second = await ctx.rig.run(s, 'Second question');
+  expect(first.run.state).toBe('completed');
+  expect(second.run.state).toBe('completed');
+  expect(startedOf(second)).toMatchObject({ pid: startedOf(first).pid, warm: true });
+  expect(second.run.result.text).toBe('Second answer.');
+  expect(first.run.result.usage).toMatchObject({ input_tokens: 120, output_tokens: 8 });
+  expect(second.run.result.usage).toMatchObject({ input_tokens: 300, output_tokens: 5 });
+  return { first, second };
 }
