@@ -88,6 +88,20 @@ function rawSse(runId: string, headers: Record<string, string>, on = server): So
   return socket;
 }
 
+/** Waits until the tenant may open a stream again (its quota slot was returned), probing with short-lived subscribers. */
+async function untilStreamFree(sessionId: string, auth: typeof AUTH, timeoutMs: number): Promise<void> {
+  await waitFor(
+    async () => {
+      const probe = subscriber(`session_id=${sessionId}`, auth, quick);
+      const opened = await probe.opened.then(() => true, () => false);
+      if (opened) probe.socket.close();
+      return opened;
+    },
+    'the tenant stream quota to be free again',
+    timeoutMs,
+  );
+}
+
 describe('slow and dead consumers', () => {
   it('closes a slow WebSocket consumer with 4008 and last_seq, from which it resumes with every event exactly once', async () => {
     const sessionId = await shellSession();
@@ -126,12 +140,7 @@ describe('slow and dead consumers', () => {
     expect(refused).toBe(429);
     const pausedAt = Date.now();
     // Released within two heartbeats (one ping unanswered, terminated at the next), with slack for load.
-    await waitFor(async () => {
-      const probe = subscriber(`session_id=${sessionId}`, auth, quick);
-      const opened = await probe.opened.then(() => true, () => false);
-      if (opened) probe.socket.close();
-      return opened;
-    }, 'the tenant stream quota to be free again', 10_000);
+    await untilStreamFree(sessionId, auth, 10_000);
     expect(Date.now() - pausedAt).toBeLessThan(HEARTBEAT_MS * 2 + 5_000);
     dead.socket.terminate();
   });
@@ -145,12 +154,7 @@ describe('slow and dead consumers', () => {
     await new Promise((resolve) => dead.once('data', resolve));
     dead.pause();
     const pausedAt = Date.now();
-    await waitFor(async () => {
-      const probe = subscriber(`session_id=${sessionId}`, auth, quick);
-      const opened = await probe.opened.then(() => true, () => false);
-      if (opened) probe.socket.close();
-      return opened;
-    }, 'the tenant stream quota to be free again', 15_000);
+    await untilStreamFree(sessionId, auth, 15_000);
     expect(Date.now() - pausedAt).toBeLessThan(HEARTBEAT_MS * 2 + 10_000);
     dead.destroy();
     await quick.request('POST', `/v1/runs/${runId}/interrupt`, undefined, auth);
