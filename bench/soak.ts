@@ -3,7 +3,8 @@
  * (default 1), counted end to end (issue 13, Deliver 5). Shell runs, fake-claude runs with approvals
  * and with interrupts (test/fixtures/bin/fake-claude.mjs), each followed by a WebSocket subscriber that
  * drops its connection every few events and resumes with `after`. Distributed mode runs two API
- * processes and two workers on a private Redis, and restarts one API process every 30 s (its clients
+ * processes and two workers on a private Redis (half the sessions run on the workers, as remote_node
+ * runs placed in their pool), and restarts one API process every 30 s (its clients
  * resume on the other). Prints one JSON line per mode; exits 1 if a count does not balance or memory
  * grew past its bound.
  */
@@ -77,9 +78,8 @@ async function distributed(): Promise<Deployment> {
     apis,
     workers,
     redis,
-    // Runs execute on the API processes' BullMQ lanes: remote_node runs on the workers do not start yet
-    // under this soak (handed to a worker, no run_started; see bench/RESULTS.md, reliability).
-    sessionBody: (_i, provider) => ({ provider, lane: 'core' }),
+    // Half the sessions run on the API processes' BullMQ lanes, half on the workers (placed by the pool).
+    sessionBody: (i, provider) => ({ provider, lane: 'core', ...(i % 2 === 1 && { execution_mode: 'remote_node', driver_opts: { remote_node: 'pool:default' } }) }),
     async restartOne() {
       const old = apis[1]!;
       apis.splice(1, 1);

@@ -118,6 +118,7 @@ export class Admission {
         agent,
         ...(remote && { remote }),
         ...(surface.kind !== 'local_subprocess' && { execution_surface: surface }),
+        output_limit_bytes: this.deps.quotas.runOutputLimit(session.tenant, this.deps.config.limits.runOutputBytes),
       },
     };
     await store.runs.create(run).catch(async (err: unknown) => {

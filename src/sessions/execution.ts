@@ -81,7 +81,9 @@ export class RunExecutor {
     return inSpan('run', context.active(), attributes, async (span) => {
       // The run's log lines name it and the request that created it, whichever request or job started it.
       const requestId = run.observability.request_id;
-      const outcome = await withLogContext({ ...(requestId && { reqId: requestId }), run_id: runId }, () => this.start(run, session, ctx));
+      const outcome = await withLogContext({ ...(requestId && { reqId: requestId }), run_id: runId }, () =>
+        this.start(run, session, ctx).catch((err: unknown) => this.endUnstarted(runId, err, ctx)),
+      );
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });
@@ -113,8 +115,22 @@ export class RunExecutor {
    * left, its lane retries it (it stays queued, no terminal event yet); otherwise it ends here.
    */
   private async failedToStart(runId: string, error: AsmError, ctx: CommandContext): Promise<void> {
-    if (error.retryable && ctx.retriesLeft > 0 && !ctx.signal.aborted) throw await this.retryStart(runId, error);
+    if (laneRetries(error, ctx)) throw await this.retryStart(runId, error);
     await this.deps.recorder.finishWithoutStart(runId, error);
+  }
+
+  /**
+   * A start that threw where no step expected it (a defect, a store write that failed) ends its run
+   * like any start failure, instead of leaving it queued with no command left to run it (a worker's
+   * engine drops a failed command; an API lane dead-letters it).
+   */
+  private async endUnstarted(runId: string, err: unknown, ctx: CommandContext): Promise<RunOutcome> {
+    const error = AsmError.from(err);
+    // Ended already (its command fails with its end), or queued again for its lane's retry.
+    if ((await this.deps.store.runs.get(runId))?.state !== 'queued' || laneRetries(error, ctx)) throw err;
+    this.deps.log.error({ err, runId }, 'a run failed to start');
+    await this.deps.recorder.finishWithoutStart(runId, error);
+    return this.outcome(runId);
   }
 
   private async retryStart(runId: string, error: AsmError): Promise<AsmError> {
@@ -282,9 +298,9 @@ export class RunExecutor {
     void active.backend?.interrupt('user').catch(() => undefined);
   }
 
-  /** The output a run may produce: the server's limit, or its tenant's quota where that is lower. */
+  /** The output a run may produce: its own limit (set at submit), or this process's where that is lower (a worker's operator may set less). */
   private outputLimit(run: RunRecord): number {
-    return Math.min(this.deps.config.limits.runOutputBytes, this.deps.tenants.get(run.tenant).quotas.outputBytesPerRun);
+    return Math.min(this.deps.config.limits.runOutputBytes, run.options.output_limit_bytes);
   }
 
   /**
@@ -345,4 +361,9 @@ function guardrailBlock(allowed: readonly string[], tool: string): AsmError | nu
 
 function interruptReasonOf(abortReason: unknown): InterruptReason {
   return abortedByTimeout(abortReason) ? 'timeout' : 'user';
+}
+
+/** Whether the lane runs the command again after `error`: retryable, retries left, not aborted. */
+function laneRetries(error: AsmError, ctx: CommandContext): boolean {
+  return error.retryable && ctx.retriesLeft > 0 && !ctx.signal.aborted;
 }

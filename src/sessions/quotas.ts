@@ -60,6 +60,11 @@ export class Quotas {
     return this.deps.store.holdings.add(tenant, kind, id);
   }
 
+  /** The output one of the tenant's runs may produce: `serverLimit`, or the tenant's quota where lower. */
+  runOutputLimit(tenant: string, serverLimit: number): number {
+    return Math.min(serverLimit, this.deps.tenants.get(tenant).quotas.outputBytesPerRun);
+  }
+
   release(tenant: string, kind: HoldingKind, id: string): Promise<void> {
     return this.deps.store.holdings.release(tenant, kind, id);
   }

@@ -69,6 +69,11 @@ export interface RunOptions {
   execution_surface?: ExecutionSurface;
   /** The effective remote payload (nodes/remote-options.ts), resolved at submit; absent for a local run. */
   remote?: RemoteOptions;
+  /**
+   * The output the run may produce (bytes of event payloads): the server's limit, or the tenant's
+   * quota where lower, resolved at submit where the tenant is known; a worker knows no tenants.
+   */
+  output_limit_bytes: number;
 }
 
 export interface RunRecord extends Run {

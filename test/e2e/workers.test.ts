@@ -15,6 +15,7 @@ import { FAKE_CLAUDE, reply, startServer, TERMINAL, type TestServer } from '../h
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { entriesOf, rawRequest, tarOf } from '../helpers/tar.js';
+import { tenant, tenantsFile } from '../helpers/tenants.js';
 import { waitFor } from '../helpers/wait.js';
 import { VERSION } from '../../src/version.js';
 
@@ -57,8 +58,8 @@ function deployment() {
       await waitFor(
         async () => {
           if (proc.child.exitCode !== null) throw new Error(`worker ${name} exited:\n${proc.output()}`);
-          const nodes = (await reply(api.client.GET('/v1/nodes'))).body.nodes as any[];
-          return nodes.some((n) => n.name === name && n.state === 'ready');
+          // From the API's cluster view rather than GET /v1/nodes, which a test's tenants may not be allowed.
+          return (await api.app.cluster.nodes()).some((n) => n.name === name && n.state === 'ready');
         },
         `worker ${name} to be ready`,
         20_000,
@@ -122,6 +123,23 @@ describe('worker nodes: remote_node runs', () => {
 
     const local = await runToEnd(api, s.id, { prompt: 'echo here', execution_mode: 'local' });
     expect(local).toMatchObject({ state: 'completed', result: { text: 'here\n', metadata: { execution_mode: 'local', node: 'test-node' } } });
+  }, 60_000);
+
+  it("runs a tenant's runs on a worker that knows no tenants, under the tenant's output quota", async () => {
+    // Found by the soak (issue 13): a worker read the run's output quota from its own tenants, which
+    // it does not have, and the start threw where nothing ended the run: it stayed queued for good.
+    const d = deployment();
+    const key = 'acme-key-0123456789';
+    const headers = { authorization: `Bearer ${key}` };
+    const api = await d.api({ ASM_TENANTS_FILE: tenantsFile([tenant('acme', key, { providers: ['shell'], quotas: { output_bytes_per_run: 4096 } })]) });
+    const w = await d.worker(api, 'w1');
+    mkdirSync(join(w.root, 'acme'));
+    const s = await reply(api.client.POST('/v1/sessions', { body: { provider: 'shell', execution_mode: 'remote_node', driver_opts: { remote_node: 'w1' } }, headers }));
+    expect(s.status, JSON.stringify(s.body)).toBe(201);
+    const run = (prompt: string) => reply(api.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.body.id } }, body: { prompt, wait: true }, headers }));
+    expect((await run('echo small')).body).toMatchObject({ state: 'completed', result: { text: 'small\n', metadata: { node: 'w1' } } });
+    const flood = await run('for i in $(seq 1 200); do echo "line $i of a run over its tenant\'s quota"; done');
+    expect(flood.body).toMatchObject({ state: 'failed', result: { error: { kind: 'quota_exceeded', details: { quota: 'run_output_bytes', limit: 4096 } } } });
   }, 60_000);
 
   it('routes approvals and interrupts to the worker that holds the CLI', async () => {

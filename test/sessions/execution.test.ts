@@ -50,6 +50,17 @@ describe('RunExecutor.execute', () => {
     expect((await rig.events(run.session_id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
   });
 
+  it('ends a run whose start threw where no step expected it, instead of leaving it queued with no command', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    // Any unexpected throw of a start: here a session of a provider this process does not have.
+    await rig.store.sessions.update(run.session_id, { provider: 'retired-provider' });
+    await expect(rig.executor.execute(run.id, { ...contextFor(run), retriesLeft: 2 })).rejects.toThrow();
+    const ended = (await rig.store.runs.get(run.id))!;
+    expect(ended).toMatchObject({ state: 'failed', result: { error: { kind: expect.any(String) } } });
+    expect((await rig.events(run.session_id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    expect(rig.written()).toEqual([]);
+  });
+
   it('ends a run interrupted while it had no owner (the flag) without starting its CLI', async () => {
     const run = await parkedRun('hello [fixture:c1-hello]');
     await rig.store.runs.update(run.id, { interrupt_requested: true });

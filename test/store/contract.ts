@@ -96,6 +96,7 @@ export function runRecord(session: SessionRecord, overrides: Partial<RunRecord> 
       driver_opts: {},
       continuation: true,
       agent: { model: null, permission_mode: 'default', provider_permission_mode: 'default', allowed_tools: [], system_prompt: null, max_turns: null, reasoning_effort: null },
+      output_limit_bytes: 1024 * 1024,
     },
     ...overrides,
   };
