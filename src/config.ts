@@ -215,6 +215,8 @@ export interface Limits {
   eventPageMax: number;
   /** How long `wait: true` may hold a request before answering with the run as it stands. */
   waitMaxMs: number;
+  /** How long a lane command a request waits on (create, close, interrupt, decide) may wait to start before it is withdrawn (503). */
+  commandWaitMs: number;
   shutdownDrainMs: number;
   /** MCP servers one session may configure (0: none). */
   mcpServers: number;
@@ -356,6 +358,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       maxSessions: int(env, 'ASM_MAX_SESSIONS', 10_000, 1),
       eventPageMax: int(env, 'ASM_EVENT_PAGE_MAX', 1_000, 1),
       waitMaxMs: int(env, 'ASM_WAIT_MAX_MS', 15 * 60_000, 1),
+      commandWaitMs: int(env, 'ASM_COMMAND_WAIT_MS', 30_000, 1),
       shutdownDrainMs: int(env, 'ASM_SHUTDOWN_DRAIN_MS', 10_000, 0),
       mcpServers: int(env, 'ASM_MCP_MAX_SERVERS', 16, 0),
       mcpConfigBytes: int(env, 'ASM_MCP_MAX_CONFIG_BYTES', 64 * 1024, 1),

@@ -33,10 +33,15 @@ export type CommandHandlers = {
 /** Commands a caller waits on. Their refusals travel as error bodies, so a refused request is not a failed command. */
 type UserFacing = Exclude<CommandType, typeof EXECUTE_RUN>;
 type Outcome<T> = { ok: true; value: T } | { ok: false; error: ErrorBody };
+const LATE = Symbol('late');
 
 /** The service's side of the lane engine: typed submission and registration of its commands. */
 export class CommandBus {
-  constructor(private readonly engine: LaneEngine) {}
+  /** `startWithinMs`: how long a `call` waits for its command to start (ASM_COMMAND_WAIT_MS). */
+  constructor(
+    private readonly engine: LaneEngine,
+    private readonly startWithinMs: number,
+  ) {}
 
   registerAll(handlers: CommandHandlers): void {
     for (const type of Object.keys(handlers) as CommandType[]) {
@@ -50,12 +55,32 @@ export class CommandBus {
     let outcome: Outcome<LaneCommands[K]['result']>;
     try {
       const handle = await this.engine.submit(lane, { type, payload: withTrace(payload, currentTraceparent()) });
-      outcome = (await handle.result) as Outcome<LaneCommands[K]['result']>;
+      outcome = (await this.answerOf(lane, handle)) as Outcome<LaneCommands[K]['result']>;
     } catch (err) {
       throw fromLaneError(err);
     }
     if (!outcome.ok) throw AsmError.fromBody(outcome.error);
     return outcome.value;
+  }
+
+  /**
+   * The command's answer. One that has not started within `startWithinMs` (its lane is paused, or
+   * backed up) is withdrawn and refused with not_ready, so the request that waits on it is bounded and
+   * did nothing; one that started is awaited (its lane's timeout bounds it).
+   */
+  private async answerOf(lane: string, handle: CommandHandle): Promise<unknown> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => (timer = setTimeout(() => resolve(LATE), this.startWithinMs)));
+    try {
+      const first = await Promise.race([handle.result, late]);
+      if (first !== LATE || (await this.engine.cancel(handle.id, 'not started in time')) !== 'pending') return await handle.result;
+    } finally {
+      clearTimeout(timer);
+    }
+    handle.result.catch(() => undefined); // rejects with the cancel, answered below
+    throw new AsmError('not_ready', `lane ${lane} did not start the command within ${this.startWithinMs} ms (ASM_COMMAND_WAIT_MS): it is paused or backed up; nothing was done, retry later`, {
+      details: { lane, waited_ms: this.startWithinMs },
+    });
   }
 
   /** Queue a run's execution on `lane`, in the run's trace; resolves once it is submitted (its outcome is recorded by the run's events). */

@@ -79,7 +79,7 @@ export class SessionService {
     const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
     this.store = store;
     const active = this.active;
-    this.commands = new CommandBus(engine);
+    this.commands = new CommandBus(engine, config.limits.commandWaitMs);
     const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
     this.recorder = recorder;
     const decideOnControlLane = (id: string, decision: ApprovalDecision, reason: string) => this.commands.call('control', 'approval.decide', { id, decision, reason });

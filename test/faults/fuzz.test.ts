@@ -123,7 +123,7 @@ async function send(server: TestServer, request: FuzzRequest, tally: Tally): Pro
   if (tally.requests % 1_000 === 0) console.info(`fuzz: ${tally.requests} requests`);
   tally.byStatus.set(status, (tally.byStatus.get(status) ?? 0) + 1);
   const where = `${request.operation} ${request.url.slice(0, 200)} body=${(request.body ?? '').slice(0, 200)}`;
-  if (status >= 500) tally.failures.push(`${status} for ${where}: ${text.slice(0, 300)}`);
+  if (status >= 500 && !pausedLaneRefusal(status, text)) tally.failures.push(`${status} for ${where}: ${text.slice(0, 300)}`);
   if (STACK.test(text) && !request.url.startsWith('/metrics')) tally.failures.push(`stack trace for ${where}: ${text.slice(0, 300)}`);
   if (status >= 400) {
     let kind: unknown;
@@ -133,6 +133,20 @@ async function send(server: TestServer, request: FuzzRequest, tally: Tally): Pro
       kind = undefined;
     }
     if (typeof kind !== 'string') tally.failures.push(`${status} without an error body for ${where}: ${text.slice(0, 200)}`);
+  }
+}
+
+/**
+ * The one 5xx a request may get here: the fuzzer pauses lanes (POST /v1/queues/{lane}/pause is an
+ * operation), and a request waiting on a paused lane is refused 503 not_ready naming it after
+ * ASM_COMMAND_WAIT_MS (test/faults/paused-lanes.test.ts): the operator's pause, not the input.
+ */
+function pausedLaneRefusal(status: number, text: string): boolean {
+  try {
+    const error = JSON.parse(text).error;
+    return status === 503 && error.kind === 'not_ready' && ['session', 'control', 'system'].includes(error.details?.lane);
+  } catch {
+    return false;
   }
 }
 
@@ -202,9 +216,10 @@ function idPool(own: string[], foreign: string[]): string[] {
 async function seed(server: TestServer, headers: Record<string, string>): Promise<string[]> {
   const session = await server.request('POST', '/v1/sessions', { provider: 'claude' }, headers);
   expect(session.status, JSON.stringify(session.body)).toBe(201);
-  const run = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'hello', wait: true }, headers);
-  expect(run.body.state).toBe('completed');
-  return [session.body.id, run.body.id];
+  const submitted = await server.request('POST', `/v1/sessions/${session.body.id}/runs`, { prompt: 'hello' }, headers);
+  // Waited for here rather than with `wait: true`, which ASM_WAIT_MAX_MS cuts short on a loaded machine.
+  expect((await server.app.sessions.waitForRun(submitted.body.id, 30_000)).state).toBe('completed');
+  return [session.body.id, submitted.body.id];
 }
 
 async function expectHealthyRun(server: TestServer, headers: Record<string, string>, admin: Record<string, string>): Promise<void> {
@@ -237,7 +252,7 @@ describe('fuzzing the HTTP API and the WebSocket protocol from their schemas', (
     const tenants: Record<string, string> = auth
       ? { ASM_TENANTS_FILE: tenantsFile([tenant('tenant-a', KEYS.a, GRANT), tenant('tenant-b', KEYS.b, GRANT), tenant('ops', KEYS.admin, { role: 'admin' })]) }
       : { ASM_DISABLED_PROVIDERS: 'shell,codex,gemini,amp' };
-    const server = await startServer({ ...tenants, ...INSTALLED_FAKES, ASM_RATE_LIMIT: '0', ASM_MAX_SESSIONS: '100000', ASM_WAIT_MAX_MS: '1000' });
+    const server = await startServer({ ...tenants, ...INSTALLED_FAKES, ASM_RATE_LIMIT: '0', ASM_MAX_SESSIONS: '100000', ASM_WAIT_MAX_MS: '1000', ASM_COMMAND_WAIT_MS: '100' });
     servers.push(server);
     const bearer = (key: string) => ({ authorization: `Bearer ${key}` });
     const headersA = auth ? bearer(KEYS.a) : {};
@@ -249,11 +264,7 @@ describe('fuzzing the HTTP API and the WebSocket protocol from their schemas', (
       : fc.constant<Record<string, string>>({});
 
     const share = auth ? Math.ceil(REQUESTS * 0.6) : Math.floor(REQUESTS * 0.4);
-    // Not fuzzed: pausing the lanes every request goes through (session, control, system). Requests
-    // then wait without a bound for the lane's resume; a known finding, in bench/RESULTS.md.
-    const requests = fc
-      .sample(requestArbitrary(ctx, authArbitrary), { seed: SEED + (auth ? 1 : 0), numRuns: share })
-      .filter((request) => !/^\/v1\/queues\/(session|control|system)\/pause/.test(request.url));
+    const requests = fc.sample(requestArbitrary(ctx, authArbitrary), { seed: SEED + (auth ? 1 : 0), numRuns: share });
     const frames = fc
       .sample(mutated(ClientFrame as unknown as Schema, ctx), { seed: SEED + 7, numRuns: FRAMES / 2 })
       .map((frame) => (typeof frame === 'string' ? frame : JSON.stringify(frame)));

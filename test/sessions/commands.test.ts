@@ -15,9 +15,9 @@ let engine: LaneEngine;
 afterEach(() => engine?.close());
 
 /** Handlers that each call `behave` with their type, payload and context. */
-function bus(behave: (type: string, payload: unknown, ctx: CommandContext) => Promise<unknown>, lanes: LaneOverride[] = []): CommandBus {
+function bus(behave: (type: string, payload: unknown, ctx: CommandContext) => Promise<unknown>, lanes: LaneOverride[] = [], startWithinMs = 30_000): CommandBus {
   engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, lanes), dlqSize: 10 });
-  const commands = new CommandBus(engine);
+  const commands = new CommandBus(engine, startWithinMs);
   const handlers: CommandHandlers = {
     'session.create': (p, ctx) => behave('session.create', p, ctx) as Promise<SessionRecord>,
     'session.close': (p, ctx) => behave('session.close', p, ctx) as Promise<SessionRecord>,
@@ -50,6 +50,29 @@ describe('CommandBus', () => {
     expect(err.httpStatus).toBe(409);
     expect(await metricsOf('control')).toMatchObject({ completed: 1, failed: 0, deadLettered: 0 });
     expect(await engine.deadLetters()).toEqual([]);
+  });
+
+  it('withdraws a command its paused lane did not start in time: not_ready naming the lane, and it never runs', async () => {
+    const ran: string[] = [];
+    const commands = bus(async (type) => void ran.push(type), [], 200);
+    await engine.start();
+    await engine.pause('session');
+    const startedAt = Date.now();
+    const err = await refusal(commands.call('session', 'session.close', { id: 'ses_1' }));
+    expect(err).toMatchObject({ kind: 'not_ready', retryable: true, details: { lane: 'session', waited_ms: 200 } });
+    expect(err.httpStatus).toBe(503);
+    expect(Date.now() - startedAt).toBeLessThan(5_000); // 200 ms, and slack for a loaded machine
+    await engine.resume('session');
+    // The lane is free again, and what runs on it now is the next command only.
+    await commands.call('session', 'session.close', { id: 'ses_2' });
+    expect(ran).toEqual(['session.close']);
+    expect(await metricsOf('session')).toMatchObject({ pending: 0, active: 0, completed: 1, cancelled: 1 });
+  });
+
+  it('awaits a command that started in time, however long it then takes', async () => {
+    const commands = bus(async () => new Promise((resolve) => setTimeout(() => resolve('slow but started'), 600)), [], 100);
+    await engine.start();
+    expect(await commands.call('control', 'run.interrupt', { id: 'run_1' })).toBe('slow but started');
   });
 
   it('turns any other handler error into an AsmError of kind unknown', async () => {

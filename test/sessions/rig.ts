@@ -124,7 +124,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     options.cluster ??
     new LocalCluster('test-instance', REPORT);
   const active: ActiveRuns = new Map();
-  const commands = new CommandBus(engine);
+  const commands = new CommandBus(engine, config.limits.commandWaitMs);
   const recorder = new RunRecorder({ store, cluster, active, outageMs: config.outageMs, log });
   const decideOnControlLane = (id: string, decision: ApprovalDecision, reason: string) => commands.call('control', 'approval.decide', { id, decision, reason });
   const approvals = new ApprovalBook({ store, recorder, active, cluster, decideOnControlLane, log });
