@@ -215,7 +215,7 @@ export abstract class RunLifecycle implements BackendRun {
         approval_id: approvalId,
         subject: approval.subject,
         details: { tool_input: approval.toolInput },
-        expires_at: new Date(Date.now() + this.spec.approvalTimeoutMs).toISOString(),
+        expires_at: new Date(this.spec.now() + this.spec.approvalTimeoutMs).toISOString(),
       },
     });
   }

@@ -28,6 +28,8 @@ export interface BackendRunSpec extends ProviderRunInput {
   idleTimeoutMs: number;
   /** When approvals expire; stamped on approval_requested as expires_at. */
   approvalTimeoutMs: number;
+  /** The clock expires_at is stamped on: the deployment's (Cluster.now), which every process's sweep reads it with. */
+  now: () => number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;
   /** A warm session's run: its agent process is kept for the session's next run, for at most idleMs idle. */

@@ -92,6 +92,13 @@ export interface Cluster {
    * lost and ended its runs, so a run it still executes must be checked before it writes again.
    */
   heartbeatLapses(): number;
+  /**
+   * The deployment's clock, in ms since the epoch: Redis's in distributed mode, this process's in
+   * embedded mode. A time one process stamps and another compares (an approval's expires_at, read by
+   * every process's sweep) is on this clock, so a process whose own clock is off neither expires
+   * another's deadline early nor has its own expired late.
+   */
+  now(): number;
   /** Deregister and release connections. */
   close(): Promise<void>;
 }

@@ -57,6 +57,10 @@ export class LocalCluster implements Cluster {
     return 0;
   }
 
+  now(): number {
+    return Date.now();
+  }
+
   async close(): Promise<void> {
     this.handler = undefined;
   }

@@ -39,6 +39,10 @@ interface Envelope {
  *
  * - Liveness: each instance refreshes `<prefix>:node:{<id>}` (its snapshot, expiring after ttlMs)
  *   every heartbeatMs and is listed in `<prefix>:nodes`; a missing key means the instance is lost.
+ *   Redis expires the key, so no process's clock enters it. (`last_heartbeat` and `started_at` in a
+ *   snapshot are the instance's own clock, for people to read, and compared with nothing.)
+ * - Clock: each heartbeat reads Redis's TIME too, and now() is this process's clock moved by the
+ *   offset it found, so every instance reads deadlines on one clock however far its own is off.
  * - Control: each instance subscribes to `<prefix>:ctl:<id>`. A request is published there and the
  *   reply comes back on the sender's channel. PUBLISH answers how many subscribers got the message,
  *   so an owner that is gone is known at once (OwnerUnreachable) rather than after a timeout.
@@ -64,6 +68,8 @@ export class RedisCluster implements Cluster {
   private linkUpSince: number | undefined = -Infinity;
   private state: NodeSnapshot['state'];
   private closed = false;
+  /** Redis's clock minus this process's, as of the last heartbeat (now()). */
+  private clockOffsetMs = 0;
 
   constructor(options: RedisClusterOptions) {
     this.options = options;
@@ -104,12 +110,18 @@ export class RedisCluster implements Cluster {
       started_at: this.startedAt,
       last_heartbeat: new Date().toISOString(),
     };
+    let replies: Array<[Error | null, unknown]> | null;
     try {
-      await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).exec();
+      replies = await this.redis.multi().set(this.nodeKey(this.self), JSON.stringify(snapshot), 'PX', this.options.ttlMs).sadd(this.indexKey, this.self).time().exec();
     } catch (err) {
       this.linkUpSince = undefined;
       throw err;
     }
+    // Redis read its TIME at some instant before the reply came back: taking the reply's arrival as
+    // that instant puts now() behind Redis's clock by at most the round trip (a few ms), whatever
+    // this process's own clock says.
+    const [seconds, micros] = replies?.[2]?.[1] as [string, string];
+    this.clockOffsetMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Date.now();
     if (this.lapsed()) {
       this.pastLapses++;
       this.linkUpSince = undefined;
@@ -120,6 +132,10 @@ export class RedisCluster implements Cluster {
 
   heartbeatLapses(): number {
     return this.pastLapses + (this.lapsed() ? 1 : 0);
+  }
+
+  now(): number {
+    return Date.now() + this.clockOffsetMs;
   }
 
   /** A beat is one heartbeat period late at most before its key could expire: past that, count a lapse. */

@@ -213,6 +213,7 @@ export class RunExecutor {
           // Sessions stored before idle_timeout_ms existed take the service's default.
           idleTimeoutMs: session.idle_timeout_ms ?? config.limits.idleTimeoutMs,
           approvalTimeoutMs: session.approval_timeout_ms,
+          now: () => cluster.now(),
           mcpServers: session.mcp_server_config,
           // A run of a warm session on another lane than core (a per-run lane) starts cold.
           ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: session.warm_idle_ms ?? config.limits.warmIdleMs } }),

@@ -78,7 +78,7 @@ export class Sweeper {
 
   private async expireApprovals(): Promise<void> {
     const { store, commands, log } = this.deps;
-    for (const approval of await store.approvals.listExpired(Date.now(), SWEEP_BATCH)) {
+    for (const approval of await store.approvals.listExpired(this.deps.cluster.now(), SWEEP_BATCH)) {
       await commands.call('control', 'approval.decide', { id: approval.id, decision: 'deny', reason: 'timeout' }).catch((err) => {
         if (!(err instanceof AsmError && err.kind === 'conflict')) log.error({ err, approvalId: approval.id }, 'approval timeout failed');
       });

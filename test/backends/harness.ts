@@ -35,6 +35,7 @@ export function makeSpec(provider: ProviderDefinition, overrides: Partial<Backen
     deadlineMs: 15_000,
     idleTimeoutMs: 0,
     approvalTimeoutMs: 60_000,
+    now: Date.now,
     ...overrides,
   };
 }
