@@ -13,14 +13,12 @@ export interface ServeProcess {
   exited: Promise<number | null>;
 }
 
-export function serveProcess(env: Record<string, string>): ServeProcess {
-  return asmProcess(['serve'], env);
+/** `launcher`, here and for workerProcess, runs it through a command that execs it (`ip netns exec NS`), so the child's pid is still node's. */
+export function serveProcess(env: Record<string, string>, launcher: string[] = []): ServeProcess {
+  return asmProcess(['serve'], env, launcher);
 }
 
-/**
- * `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. `launcher` runs it
- * through another command that execs it (`ip netns exec NS`), so the child's pid is still node's.
- */
+/** `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. */
 export function workerProcess(args: string[], env: Record<string, string>, launcher: string[] = []): ServeProcess {
   return asmProcess(['worker', ...args], env, launcher);
 }

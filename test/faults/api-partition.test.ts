@@ -1,0 +1,248 @@
+/**
+ * A network partition between an API process and Redis, made for real as test/e2e/partition.test.ts
+ * makes one for a worker: `asm serve` (P) runs in a network namespace of its own, joined to the root
+ * namespace by a veth pair on a private /30, and reaches a dedicated redis-server through the host
+ * side's address; the test talks to P over its namespace's loopback (`ip netns exec … curl`), which
+ * the partition leaves alone. A second API process (R, in process) shares P's Redis and prefix from
+ * the root namespace. Runs flow through both, and taking the host side of the veth down cuts P off
+ * mid-run without killing it:
+ *
+ * - P's /readyz says not ready while R goes on serving, and R's runs complete;
+ * - R ends every run P executes node_lost within ASM_NODE_TTL_MS + ASM_SWEEP_MS, one terminal event each;
+ * - when the link comes back P is ready again without a restart, writes nothing more for the runs
+ *   ended elsewhere, stops their CLIs, and serves new runs.
+ *
+ * Every accepted run is counted: each reaches exactly one terminal state, with one terminal event.
+ * Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) for the namespace; without it the test skips and
+ * says why. Only what this file created is removed: its namespace, veth pair and redis-server.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, terminalEvents, type TestServer } from '../helpers/server.js';
+import { serveProcess, type ServeProcess } from '../helpers/processes.js';
+import { freePort } from '../helpers/ports.js';
+import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
+import { scratchDir } from '../helpers/sandbox.js';
+import { waitFor } from '../helpers/wait.js';
+import { killQuietly, processesWith, sleepers, sleepMarker } from './processes.js';
+
+const HEARTBEAT_MS = 200;
+const TTL_MS = 1_500;
+const SWEEP_MS = 100;
+/** The documented bound is TTL + sweep; the rest is scheduling slack on a loaded 2-core machine. */
+const LOST_WITHIN_MS = TTL_MS + SWEEP_MS + 1_500;
+const CLUSTER_ENV = {
+  ASM_NODE_HEARTBEAT_MS: String(HEARTBEAT_MS),
+  ASM_NODE_TTL_MS: String(TTL_MS),
+  ASM_SWEEP_MS: String(SWEEP_MS),
+  ASM_JOB_LOCK_MS: '2000',
+  ASM_STALLED_INTERVAL_MS: '1000',
+};
+
+const id = randomBytes(4).toString('hex');
+const ns = `asm-apart-${id}`;
+// Interface names are at most 15 bytes.
+const hostVeth = `asma${id}h`;
+const nodeVeth = `asma${id}n`;
+
+const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' }).toString();
+const run = promisify(execFile);
+const quietly = (work: () => unknown) => {
+  try {
+    work();
+  } catch {
+    // cleanup of something that may not exist (a failed setup, or already gone with the namespace)
+  }
+};
+
+/** A 10.214.N.0/30 that no interface of the root namespace uses yet. */
+function freeSubnet(): string {
+  const used = ip('-o', '-4', 'addr', 'show');
+  for (let tries = 0; tries < 64; tries++) {
+    const subnet = `10.214.${Math.floor(Math.random() * 256)}`;
+    if (!used.includes(`${subnet}.`)) return subnet;
+  }
+  throw new Error('no free 10.214.N.0/30 subnet');
+}
+
+let missing = '';
+let subnet = '';
+let redis: RedisServer | undefined;
+let api: TestServer | undefined;
+let partitioned: ServeProcess | undefined;
+let pPort = 0;
+let dir = '';
+const marker = sleepMarker();
+
+/** A request to P, from inside its namespace (its loopback), so that it reaches P during the partition too. */
+async function onP(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const args = ['netns', 'exec', ns, 'curl', '-s', '--max-time', '10', '-X', method, '-w', '\n%{http_code}', `http://127.0.0.1:${pPort}${path}`];
+  if (body !== undefined) args.push('-H', 'content-type: application/json', '--data', JSON.stringify(body));
+  const { stdout } = await run('ip', args);
+  const cut = stdout.lastIndexOf('\n');
+  const text = stdout.slice(0, cut);
+  return { status: Number(stdout.slice(cut + 1)), body: text ? JSON.parse(text) : null };
+}
+
+beforeAll(async () => {
+  try {
+    ip('netns', 'add', ns);
+  } catch (err) {
+    missing = `cannot create a network namespace here (ip netns add: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}); the partition test needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN`;
+    return;
+  }
+  subnet = freeSubnet();
+  ip('link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', nodeVeth);
+  ip('link', 'set', nodeVeth, 'netns', ns);
+  ip('addr', 'add', `${subnet}.1/30`, 'dev', hostVeth);
+  ip('link', 'set', hostVeth, 'up');
+  ip('-n', ns, 'addr', 'add', `${subnet}.2/30`, 'dev', nodeVeth);
+  ip('-n', ns, 'link', 'set', nodeVeth, 'up');
+  ip('-n', ns, 'link', 'set', 'lo', 'up');
+  // Without a password, protected mode refuses clients that are not on the loopback, as P is.
+  redis = await startRedisServer({
+    bind: ['127.0.0.1', `${subnet}.1`],
+    args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
+  });
+  dir = scratchDir('asm-api-partition-');
+}, 30_000);
+
+afterAll(async () => {
+  if (!missing) {
+    // Every process in the namespace is P or a CLI it started: this file made the namespace.
+    quietly(() => {
+      for (const pid of ip('netns', 'pids', ns).split('\n').filter(Boolean)) quietly(() => process.kill(Number(pid), 'SIGKILL'));
+    });
+    if (partitioned && partitioned.child.exitCode === null && partitioned.child.signalCode === null) {
+      partitioned.child.kill('SIGKILL');
+      await partitioned.exited;
+    }
+    // Deleting the namespace deletes the veth end inside it, and with it the pair.
+    quietly(() => ip('netns', 'delete', ns));
+    quietly(() => ip('link', 'delete', hostVeth));
+  }
+  for (const pid of processesWith(marker)) killQuietly(pid);
+  await api?.close();
+  await redis?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}, 30_000);
+
+describe('partition: an API process cut off from Redis', () => {
+  it('is not ready while cut off; the other API ends its runs node_lost once; healed, it fences them and serves again', async (context) => {
+    if (missing) return context.skip(missing);
+    const shared = { ASM_REDIS_PREFIX: `apart-${id}`, ...CLUSTER_ENV };
+    pPort = await freePort();
+    partitioned = serveProcess(
+      { ...shared, REDIS_URL: `redis://${subnet}.1:${redis!.port}`, ASM_PORT: String(pPort), ASM_NODE_NAME: 'api-p', ASM_WORKSPACE_ROOT: dir },
+      ['ip', 'netns', 'exec', ns],
+    );
+    const p = partitioned;
+    await waitFor(
+      async () => {
+        if (p.child.exitCode !== null) throw new Error(`P exited:\n${p.output()}`);
+        return (await onP('GET', '/readyz').catch(() => ({ status: 0 }))).status === 200;
+      },
+      'P to be ready in its namespace',
+      30_000,
+    );
+    const accepted: string[] = [];
+    const submit = async (via: 'P' | 'R', prompt: string): Promise<string> => {
+      const body = { prompt };
+      if (via === 'P') {
+        const session = await onP('POST', '/v1/sessions', { provider: 'shell' });
+        expect(session.status, JSON.stringify(session.body)).toBe(201);
+        const created = await onP('POST', `/v1/sessions/${session.body.id}/runs`, body);
+        expect(created.status, JSON.stringify(created.body)).toBe(202);
+        accepted.push(created.body.id);
+        return created.body.id;
+      }
+      const session = await api!.request('POST', '/v1/sessions', { provider: 'shell' });
+      expect(session.status, JSON.stringify(session.body)).toBe(201);
+      const created = await api!.request('POST', `/v1/sessions/${session.body.id}/runs`, body);
+      expect(created.status, JSON.stringify(created.body)).toBe(202);
+      accepted.push(created.body.id);
+      return created.body.id;
+    };
+    const events = async (runId: string) => (await api!.request('GET', `/v1/runs/${runId}/events`)).body.events as any[];
+    const eventsOnP = async (runId: string) => (await onP('GET', `/v1/runs/${runId}/events`)).body.events as any[];
+    const printed = (runId: string, read = events) => waitFor(async () => (await read(runId)).some((e) => e.kind === 'assistant_delta'), `run ${runId} to print`, 15_000);
+
+    // P alone takes its prompt lane's two runs (its CLIs sleep until stopped); then R joins.
+    const onPBefore = [await submit('P', `echo started; sleep ${marker}`), await submit('P', `echo started; sleep ${marker}`)];
+    for (const runId of onPBefore) await printed(runId, eventsOnP);
+    api = await startServer({ ...shared, REDIS_URL: redis!.url, ASM_NODE_NAME: 'api-r' });
+    const r = api;
+    // P's lane is full, so R executes these: they sleep through the partition and finish after it began.
+    const onRBefore = [await submit('R', 'echo started; sleep 4; echo finished'), await submit('R', 'echo started; sleep 4; echo finished')];
+    for (const runId of onRBefore) await printed(runId);
+    const owners = new Map<string, string>();
+    for (const runId of [...onPBefore, ...onRBefore]) owners.set(runId, (await r.app.store.runs.get(runId))!.owner!);
+    const pSelf = owners.get(onPBefore[0])!;
+    expect(pSelf).not.toBe(r.app.cluster.self);
+    expect(onPBefore.map((runId) => owners.get(runId))).toEqual([pSelf, pSelf]);
+    expect(onRBefore.map((runId) => owners.get(runId))).toEqual([r.app.cluster.self, r.app.cluster.self]);
+    expect(sleepers(marker)).toHaveLength(2);
+
+    ip('link', 'set', hostVeth, 'down');
+    const cutAt = Date.now();
+    // Runs keep flowing through R while P is away.
+    const onRDuring = [await submit('R', 'echo during'), await submit('R', 'echo during')];
+    const lost = await Promise.all(onPBefore.map(async (runId) => ({ run: await r.app.sessions.waitForRun(runId, 15_000), after: Date.now() - cutAt })));
+    for (const { run, after } of lost) {
+      expect(run).toMatchObject({ state: 'failed', result: { error: { kind: 'node_lost', details: { node: pSelf } } } });
+      expect(after).toBeLessThan(LOST_WITHIN_MS);
+    }
+    // P is alive, only unreachable: not ready, and it says why.
+    const notReady = await onP('GET', '/readyz');
+    expect(notReady.status, JSON.stringify(notReady.body)).toBe(503);
+    expect(notReady.body.status).toBe('not_ready');
+    expect(p.child.exitCode).toBeNull();
+    expect((await r.request('GET', '/readyz')).status).toBe(200);
+    for (const runId of [...onRBefore, ...onRDuring]) {
+      expect(await r.app.sessions.waitForRun(runId, 20_000), `run ${runId} on R`).toMatchObject({ state: 'completed' });
+    }
+    // P's CLIs still run: P cannot know yet that its runs were ended.
+    expect(sleepers(marker)).toHaveLength(2);
+    const beforeHeal = new Map<string, number[]>();
+    for (const runId of onPBefore) beforeHeal.set(runId, (await events(runId)).map((e) => e.seq));
+
+    ip('link', 'set', hostVeth, 'up');
+    const healedAt = Date.now();
+    await waitFor(async () => (await onP('GET', '/readyz')).status === 200, 'P to be ready again without a restart', 20_000);
+    await waitFor(() => sleepers(marker).length === 0, 'P to stop the CLIs of the runs ended elsewhere', 20_000);
+    const recovered = Date.now() - healedAt;
+    // Give a late write every chance to land, then check nothing did.
+    await new Promise((resolve) => setTimeout(resolve, 3 * HEARTBEAT_MS));
+    for (const runId of onPBefore) {
+      expect((await events(runId)).map((e) => e.seq), `events of ${runId} after the heal`).toEqual(beforeHeal.get(runId));
+      expect((await r.app.store.runs.get(runId))!.state).toBe('failed');
+    }
+    expect(p.output()).toContain('run was ended elsewhere while this instance was unreachable');
+    expect(p.child.exitCode).toBeNull();
+
+    // P serves again: with R gone, P is the only process that can execute what it accepts.
+    const onRAfter = await submit('R', 'echo after');
+    expect(await r.app.sessions.waitForRun(onRAfter, 20_000)).toMatchObject({ state: 'completed' });
+    await r.close();
+    api = undefined;
+    const onPAfter = await submit('P', 'echo after');
+    const done = await waitFor(async () => {
+      const got = await onP('GET', `/v1/runs/${onPAfter}`);
+      return got.body?.state === 'completed' && got.body;
+    }, 'P to execute a new run after the heal', 20_000);
+    expect(done.result.text).toContain('after');
+
+    // Every accepted run: one terminal state and exactly one terminal event.
+    for (const runId of accepted) {
+      const got = await onP('GET', `/v1/runs/${runId}`);
+      expect(['completed', 'failed'], `run ${runId}`).toContain(got.body.state);
+      const all = (await onP('GET', `/v1/runs/${runId}/events`)).body.events as any[];
+      expect(terminalEvents(all, runId), `terminal events of ${runId}`).toHaveLength(1);
+    }
+    expect(accepted).toHaveLength(8);
+    console.log(`api-partition: accepted ${accepted.length} runs, ${accepted.length} terminal; P's 2 node_lost in ${lost.map((l) => l.after).join(', ')} ms; P recovered in ${recovered} ms`);
+  }, 120_000);
+});
