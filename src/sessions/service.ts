@@ -116,7 +116,7 @@ export class SessionService {
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, memory: deps.memory, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
-    this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, log });
+    this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, sweepMs: config.cluster.sweepMs, ownRunsOnly: config.worker !== undefined, log });
   }
 
   /** Every lane command and its handler; register before the engine starts. */

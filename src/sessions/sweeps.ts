@@ -16,13 +16,18 @@ export interface SweeperDeps {
   commands: CommandBus;
   /** How often to sweep (ASM_SWEEP_MS). */
   sweepMs: number;
+  /**
+   * A worker's sweep fences its own runs only: the deployment-wide work goes through the control and
+   * system lanes, which its engine does not have (app.ts), and the API processes do it.
+   */
+  ownRunsOnly: boolean;
   log: Logger;
 }
 
 /**
  * The periodic work that has no request behind it: approval deadlines, and in distributed mode the
  * fencing of this process's runs after a heartbeat lapse and the end of runs whose owner died. Any
- * process may sweep; the store and claims make each outcome happen once.
+ * API process may sweep; the store and claims make each outcome happen once. A worker fences its own.
  *
  * Each expired approval's denial goes through the `control` lane, as every decision, and ending the
  * runs of a lost node (node maintenance) through the `system` lane (SPEC §8), as a `node.end_lost_runs`
@@ -50,9 +55,11 @@ export class Sweeper {
     if (this.sweeping) return;
     this.sweeping = true;
     try {
-      await this.expireApprovals();
-      if (this.deps.cluster.distributed) {
+      const { cluster, ownRunsOnly } = this.deps;
+      if (!ownRunsOnly) await this.expireApprovals();
+      if (cluster.distributed) {
         await this.deps.recorder.fenceLostRuns();
+        if (ownRunsOnly) return;
         const lost = await this.lostRuns();
         if (lost.length > 0) await this.deps.commands.call('system', 'node.end_lost_runs', { run_ids: lost });
       }

@@ -106,6 +106,11 @@ afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }, 30_000);
 
+/** The sweep failures a process logged: a sweep that submits to a lane its process lacks fails every time. */
+function failedSweeps(process: ServeProcess): string[] {
+  return process.output().split('\n').filter((line) => /"msg":"(sweep failed|approval timeout failed)/.test(line)).map((line) => line.slice(0, 300));
+}
+
 /** A session on `node` (a worker's name, or the API process itself), watched from the API from its first event. */
 async function session(provider: string, node: string | null, extra: Record<string, unknown> = {}) {
   const placement = node ? { execution_mode: 'remote_node', driver_opts: { remote_node: node } } : {};
@@ -160,6 +165,8 @@ describe('clock skew between the processes of a deployment', () => {
       // The deadline clients see is on the deployment's clock (Redis's, as this process's), not the executing process's.
       expect(Math.abs(Date.parse(o.requested.payload.expires_at) - (o.requestedAt + APPROVAL_TIMEOUT_MS)), `${where}: expires_at`).toBeLessThan(SLACK_MS);
     }
+    // The API processes deny expired approvals; a worker, which has no control lane, does not try.
+    for (const [name, w] of workers) expect(failedSweeps(w), `worker ${name}`).toEqual([]);
   }, 120_000);
 
   it('declares no healthy skewed process lost, and a SIGKILLed skewed worker lost within TTL + sweep', async () => {
@@ -199,5 +206,7 @@ describe('clock skew between the processes of a deployment', () => {
       const nodes = (await api.request('GET', '/v1/nodes')).body.nodes as any[];
       return !nodes.some((n) => n.name === 'ahead') && nodes.some((n) => n.name === 'behind' && n.state === 'ready');
     }, 'the node list to drop the killed worker and keep the other', TTL_MS + SLACK_MS);
+    // The API processes end lost runs; the worker behind, which has no system lane, does not try.
+    expect(failedSweeps(workers.get('behind')!)).toEqual([]);
   }, 120_000);
 });
