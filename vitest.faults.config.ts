@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * The fault suite (`npm run test:faults`): misbehaving CLIs, the fuzzer. Its files run one at a time,
+ * The fault suite (`npm run test:faults`): misbehaving CLIs, the fuzzer, clients, process faults in
+ * distributed mode (a partition, clock skew, a Redis outage). Its files run one at a time,
  * because they measure the service's memory and scan /proc for processes a run left behind.
  */
 export default defineConfig({

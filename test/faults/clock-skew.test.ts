@@ -165,6 +165,7 @@ describe('clock skew between the processes of a deployment', () => {
       // The deadline clients see is on the deployment's clock (Redis's, as this process's), not the executing process's.
       expect(Math.abs(Date.parse(o.requested.payload.expires_at) - (o.requestedAt + APPROVAL_TIMEOUT_MS)), `${where}: expires_at`).toBeLessThan(SLACK_MS);
     }
+    console.log(`clock-skew: approvals denied after ${outcomes.map((o) => `${o.node ?? 'api'} ${o.elapsed} ms`).join(', ')} (approval_timeout_ms ${APPROVAL_TIMEOUT_MS})`);
     // The API processes deny expired approvals; a worker, which has no control lane, does not try.
     for (const [name, w] of workers) expect(failedSweeps(w), `worker ${name}`).toEqual([]);
   }, 120_000);
@@ -199,6 +200,7 @@ describe('clock skew between the processes of a deployment', () => {
     const lostAfter = Date.now() - killedAt;
     expect(lost).toMatchObject({ state: 'failed', result: { error: { kind: 'node_lost', details: { node: owner } } } });
     expect(lostAfter).toBeLessThan(TTL_MS + SWEEP_MS + SLACK_MS);
+    console.log(`clock-skew: 3 runs of ${SLEEP_S} s on the skewed workers and the API completed; the SIGKILLed worker ahead found lost in ${lostAfter} ms`);
     const events = (await api.request('GET', `/v1/runs/${runId}/events`)).body.events as any[];
     expect(terminalEvents(events, runId)).toHaveLength(1);
     // The worker behind, still sweeping, took nothing of this for its own: it is still ready.
