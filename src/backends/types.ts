@@ -28,7 +28,7 @@ export interface BackendRunSpec extends ProviderRunInput {
   idleTimeoutMs: number;
   /** When approvals expire; stamped on approval_requested as expires_at. */
   approvalTimeoutMs: number;
-  /** The clock expires_at is stamped on: the deployment's (Cluster.now), which every process's sweep reads it with. */
+  /** The clock expires_at is stamped on: the deployment's (Cluster.now), which the sweeps that expire it read too. */
   now: () => number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;

@@ -95,7 +95,7 @@ export interface Cluster {
   /**
    * The deployment's clock, in ms since the epoch: Redis's in distributed mode, this process's in
    * embedded mode. A time one process stamps and another compares (an approval's expires_at, read by
-   * every process's sweep) is on this clock, so a process whose own clock is off neither expires
+   * the API processes' sweeps) is on this clock, so a process whose own clock is off neither expires
    * another's deadline early nor has its own expired late.
    */
   now(): number;
