@@ -32,8 +32,6 @@ export interface BackendRunSpec extends ProviderRunInput {
   now: () => number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;
-  /** A warm session's run: its agent process is kept for the session's next run, for at most idleMs idle. */
-  warm?: { idleMs: number };
 }
 
 /**

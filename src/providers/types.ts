@@ -43,6 +43,11 @@ export interface ProviderRunInput {
    * files ProviderMcp.files made of them; absent when the session has none.
    */
   mcp?: { servers: McpServers; dir: string };
+  /**
+   * A warm session's run (core lane, local CLI): its agent process is kept for the session's next run,
+   * for at most idleMs idle. A provider whose warm transport differs from its cold one picks it by this (gemini).
+   */
+  warm?: { idleMs: number };
 }
 
 /**

@@ -285,11 +285,12 @@ export const startedOf = (r: FinishedRun) => r.events.find((e) => e.kind === 'ru
 /**
  * The warm-session scenario every provider with `warm` shares: two scripted turns on one warm session
  * complete on the same process (same pid, `warm: true`), with the second answer and usage per run.
- * Returns both runs for a provider's stricter checks (its history, its session id, its event kinds).
+ * Returns both runs for a provider's stricter checks (its history, its session id, its event kinds);
+ * `session`: more fields of the session (gemini's explicit model).
  */
-export async function twoWarmRuns(ctx: ModelContext & { rig: AgentRig }): Promise<{ first: FinishedRun; second: FinishedRun }> {
+export async function twoWarmRuns(ctx: ModelContext & { rig: AgentRig }, session: Record<string, unknown> = {}): Promise<{ first: FinishedRun; second: FinishedRun }> {
   ctx.model.script({ text: 'First answer.', usage: { input: 120, output: 8 } }, { text: 'Second answer.', usage: { input: 300, output: 5 } });
-  const s = await ctx.rig.session({ lane: 'core', warm: true });
+  const s = await ctx.rig.session({ lane: 'core', warm: true, ...session });
   const first = await ctx.rig.run(s, 'First question');
   const second = await ctx.rig.run(s, 'Second question');
   expect(first.run.state).toBe('completed');

@@ -1,6 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import gemini from '../../src/providers/gemini.js';
+import gemini from '../../src/providers/gemini/index.js';
 import type { ProviderRunInput } from '../../src/providers/types.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, terminalError, terminalOf } from '../backends/harness.js';

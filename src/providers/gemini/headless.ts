@@ -1,14 +1,10 @@
-import { join } from 'node:path';
-import type { ErrorDomain, ErrorKind } from '../errors/kinds.js';
-import type { ProviderEvent } from '../schemas/events.js';
-import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from './common.js';
-import { jsonServers } from './mcp.js';
-import type { ProcessExit, ProviderDefinition, ProviderLineOutput, ProviderProcess, ProviderRunInput } from './types.js';
-
-const GEMINI_MCP_FILE = 'gemini-settings.json';
+import type { ErrorDomain, ErrorKind } from '../../errors/kinds.js';
+import type { ProviderEvent } from '../../schemas/events.js';
+import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from '../common.js';
+import type { ProcessExit, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 
 /**
- * `gemini`: Gemini CLI in headless stream-json mode (docs/protocols.md, "## Gemini CLI"):
+ * Gemini CLI in headless stream-json mode, the transport of every cold run (docs/protocols.md, "## Gemini CLI"):
  *
  *   gemini --prompt=PROMPT --output-format stream-json --skip-trust [-m MODEL] [--approval-mode MODE] [--resume ID|latest]
  *
@@ -40,10 +36,6 @@ const GEMINI_MCP_FILE = 'gemini-settings.json';
  * result status error                 → remembered: the process exits right after it, and its exit
  *                                       code says what failed (below), so the terminal error is made then
  * anything else                       → raw; a line that is not JSON → parse_error
- *
- * MCP servers: a settings file with `mcpServers` (HTTP ones as `httpUrl`, streamable HTTP) that the
- * CLI reads as its system settings (GEMINI_CLI_SYSTEM_SETTINGS_PATH), merged over the user settings
- * of the session's HOME and out of the agent's reach (the run's MCP folder is read-only).
  *
  * Exit codes: 1 general/API → provider_error, 41 → auth_error, 42 input → config_invalid,
  * 44 sandbox → config_invalid, 52 config → config_invalid, 53 turn limit → provider_error (guardrail),
@@ -77,7 +69,7 @@ const EXIT_CODES: Record<number, { kind: ErrorKind; domain?: ErrorDomain; what: 
   130: { kind: 'user_cancelled', what: 'cancellation' },
 };
 
-function createGeminiProcess(input: ProviderRunInput): ProviderProcess {
+export function createHeadlessProcess(input: ProviderRunInput): ProviderProcess {
   let deltaIndex = 0;
   /** An error result, turned into the terminal error once the exit code is known. */
   let failed: GeminiLine['error'] | null = null;
@@ -188,36 +180,3 @@ function exitError(exit: ProcessExit, failed: GeminiLine['error'] | null): Provi
   const message = `gemini exited with code ${exit.code} (${known.what})${detail ? `: ${detail}` : ''}`;
   return errorEvent(known.kind, message, { domain: known.domain, extra });
 }
-
-const gemini: ProviderDefinition = {
-  name: 'gemini',
-  displayName: 'Gemini CLI',
-  defaultBinary: 'gemini',
-  install: 'npm install -g @google/gemini-cli',
-  // Auth methods in the CLI's order of preference, and endpoint overrides.
-  env: [
-    'GEMINI_API_KEY',
-    'GOOGLE_API_KEY',
-    'GOOGLE_GENAI_USE_GCA',
-    'GOOGLE_GENAI_USE_VERTEXAI',
-    'GOOGLE_CLOUD_PROJECT',
-    'GOOGLE_CLOUD_LOCATION',
-    'GOOGLE_APPLICATION_CREDENTIALS',
-    'GOOGLE_GEMINI_BASE_URL',
-    'GOOGLE_VERTEX_BASE_URL',
-  ],
-  defaultQueue: 'prompt',
-  capabilities: ['interrupt', 'continuation', 'usage'],
-  permissionModes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
-  nativePermissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
-  // --resume latest. No flag for a system prompt, a turn limit or an effort (settings files only).
-  options: { continuation_latest: true },
-  mcp: {
-    files: (servers) => [{ name: GEMINI_MCP_FILE, content: JSON.stringify({ mcpServers: jsonServers(servers, 'httpUrl') }) }],
-    env: (_servers, dir) => ({ GEMINI_CLI_SYSTEM_SETTINGS_PATH: join(dir, GEMINI_MCP_FILE) }),
-  },
-  versionArgs: ['--version'],
-  create: createGeminiProcess,
-};
-
-export default gemini;
