@@ -10,9 +10,11 @@ import { waitFor } from '../helpers/wait.js';
  * Warm sessions through the service: the fake claude keeps reading stdin in stream-json input mode
  * and replays one transcript per user message (test/fixtures/bin/fake-claude.mjs), so a second run on
  * the same process shows as the same pid in run_started and one initialize on the process's stdin.
+ * The fake codex (app-server) and the fake gemini (`--acp`) serve turn after turn the same way.
  */
 
 const FAKE_CODEX = fileURLToPath(new URL('../fixtures/bin/fake-codex.mjs', import.meta.url));
+const FAKE_GEMINI = fileURLToPath(new URL('../fixtures/bin/fake-gemini.mjs', import.meta.url));
 
 let server: TestServer;
 let stdinLog: string;
@@ -167,6 +169,74 @@ describe('warm sessions, codex app-server (fake codex)', () => {
 
     const methods = readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer');
     expect(methods).toEqual(['initialize', 'initialized', 'thread/start', 'turn/start', 'turn/start', 'answer', 'turn/start', 'turn/interrupt']);
+  });
+});
+
+describe('warm sessions, gemini over ACP (fake gemini)', () => {
+  let geminiLog: string;
+  beforeEach(async () => {
+    geminiLog = join(scratchDir('asm-warm-gemini-'), 'stdin.jsonl');
+    Object.assign(process.env, { FAKE_GEMINI_LOG: geminiLog, GEMINI_API_KEY: 'test-gemini-key' });
+    server = await startServer({ ASM_GEMINI_BIN: FAKE_GEMINI, ASM_PASS_ENV: 'FAKE_GEMINI_LOG' });
+  });
+  afterEach(async () => {
+    await server.close();
+    delete process.env.FAKE_GEMINI_LOG;
+    delete process.env.GEMINI_API_KEY;
+  });
+  const methods = () => readFileSync(geminiLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? JSON.parse(l).result?.outcome?.optionId);
+
+  it('the next run is the next session/prompt on the same ACP session of the same process; approvals and interrupts on it', async () => {
+    const s = await warmSession({ provider: 'gemini' });
+    const first = await runToEnd(s.id, 'First question');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.args).toContain('--acp');
+    expect(groupAlive(first.started.pid)).toBe(true);
+
+    const second = await runToEnd(s.id, 'Again');
+    expect(second.run.state).toBe('completed');
+    expect(second.started).toMatchObject({ pid: first.started.pid, warm: true, provider_session_id: first.run.result.provider_session_id });
+    expect(second.run.result).toMatchObject({ text: 'First answer.', usage: { input_tokens: 120, output_tokens: 8 } });
+
+    const approving = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Create approved.txt [fixture:ga-approve]' } }))).body;
+    const approval = await waitFor(async () => (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: s.id } } }))).body.approvals[0], 'the approval');
+    expect(approval.subject).toBe('run_shell_command');
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approval.id } }, body: { decision: 'allow' } }))).status).toBe(200);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: approving.id } } }))).body.state === 'completed', 'the approved run to complete');
+    expect(await runStarted(approving.id)).toMatchObject({ pid: first.started.pid, warm: true });
+
+    const slow = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: s.id } }, body: { prompt: 'Run the slow job [fixture:ga-interrupt]' } }))).body;
+    const asked = await waitFor(async () => (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: s.id } } }))).body.approvals[0], 'the slow job\'s approval');
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: asked.id } }, body: { decision: 'allow' } }))).status).toBe(200);
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBeLessThan(300);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: slow.id } } }))).body.state === 'interrupted', 'the interrupted run');
+    expect(await runStarted(slow.id)).toMatchObject({ pid: first.started.pid, warm: true });
+
+    // An interrupted turn leaves the process warm.
+    const after = await runToEnd(s.id, 'And again');
+    expect(after.run.state).toBe('completed');
+    expect(after.started).toMatchObject({ pid: first.started.pid, warm: true });
+    expect(methods()).toEqual(['initialize', 'session/new', 'session/prompt', 'session/prompt', 'session/prompt', 'proceed_once', 'session/prompt', 'proceed_once', 'session/cancel', 'session/prompt']);
+  });
+
+  it('an idle warm process ends after warm_idle_ms; the conversation goes on cold, headless with --resume', async () => {
+    const s = await warmSession({ provider: 'gemini', warm_idle_ms: 300 });
+    const first = await runToEnd(s.id, 'First question');
+    await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
+    const second = await runToEnd(s.id, 'Again [fixture:g-text]');
+    expect(second.run.state).toBe('completed');
+    expect(second.started.pid).not.toBe(first.started.pid);
+    expect(second.started.warm).toBeUndefined();
+    expect(second.started.args).toEqual(expect.arrayContaining(['--resume', first.run.result.provider_session_id]));
+    expect(second.run.result.provider_session_id).toBe(first.run.result.provider_session_id);
+  });
+
+  it('a closed session leaves no process', async () => {
+    const s = await warmSession({ provider: 'gemini' });
+    const first = await runToEnd(s.id, 'First question');
+    expect(groupAlive(first.started.pid)).toBe(true);
+    expect((await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).status).toBe(200);
+    await waitFor(() => !groupAlive(first.started.pid), 'the kept process to go', 10_000);
   });
 });
 
