@@ -55,7 +55,13 @@ describe('gemini --acp on the fake CLI', () => {
       cost_usd: null,
       tool_calls: 0,
       provider_session_id: SESSION,
+      provider_totals: { turns: 1 },
     });
+  });
+
+  it('counts the conversation\'s turns as its totals, so a kept process that missed a turn elsewhere is not taken', async () => {
+    const events = await runToEnd(spec('First question', { previousTotals: { turns: 4 } }));
+    expect(terminalOf(events).payload).toMatchObject({ provider_totals: { turns: 5 } });
   });
 
   it('ga-shell: a tool the mode runs without asking is tool_call in_progress → tool_use, tool_call_update completed → tool_result', async () => {

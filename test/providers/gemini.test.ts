@@ -37,7 +37,8 @@ describe('gemini lines', () => {
   it('maps exit codes to error kinds, with the error result message when there was one', () => {
     const exit = (code: number | null, result?: unknown, signal: NodeJS.Signals | null = null) => {
       const process = gemini.create(INPUT);
-      if (result) expect(process.onLine(line(result))).toEqual({});
+      // An error result counts a turn of the conversation (src/providers/gemini/turns.ts); the error waits for the exit.
+      if (result) expect(process.onLine(line(result))).toEqual({ totals: { turns: 1 } });
       return process.onExit({ code, signal, stderr: 'stderr tail' }, false)[0].payload as EventPayload<'error'> & Record<string, unknown>;
     };
     expect(exit(41)).toMatchObject({ kind: 'auth_error', message: 'gemini exited with code 41 (no usable authentication): stderr tail', exit_code: 41 });
@@ -82,6 +83,8 @@ describe('gemini on the fake CLI', () => {
       duration_ms: 87,
       tool_calls: 1,
       provider_session_id: 'e56b295f-5276-45ca-9898-f86175f76054',
+      // The conversation's turn count: what a warm session's kept process is checked against.
+      provider_totals: { turns: 1 },
     });
   });
 

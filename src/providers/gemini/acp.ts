@@ -2,6 +2,7 @@
 import type { ProviderEvent } from '../../schemas/events.js';
 import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw } from '../common.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderActions, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
+import { afterTurn } from './turns.js';
 
 /*
  * `gemini --acp --skip-trust [-m MODEL] [--approval-mode MODE]` (docs/protocols.md, "## Gemini CLI",
@@ -38,7 +39,8 @@ import type { ApprovalDecision, ApprovalRequest, ProviderActions, ProviderLineOu
  * End of a turn: stopReason end_turn → result (stop_reason end_turn, usage from _meta.quota.token_count,
  * which counts this prompt only; duration measured from the prompt to its answer; no cost, no cached
  * tokens); cancelled → user_cancelled; max_turn_requests (turn limit, loop detected) → provider_error
- * in the guardrail domain; anything else → provider_error. An error answer carries the model API's
+ * in the guardrail domain; anything else → provider_error. Every answer to the prompt counts a turn
+ * of the conversation (its totals, turns.ts). An error answer carries the model API's
  * HTTP status as its code (429, 401, 500…) → the HTTP rule, except "fetch failed" (no answer at all,
  * code 500) → connection_failed; session/new's -32000 (no usable auth) → auth_error; else provider_error.
  */
@@ -111,7 +113,11 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
   function onResponse(response: RpcMessage): ProviderLineOutput {
     const method = pending.get(Number(response.id));
     pending.delete(Number(response.id));
-    if (response.error) return { events: [refusal(method, response.error)], endInput: true };
+    if (response.error) {
+      // A refused prompt may still have left the user's message in the conversation: it counts as a turn.
+      const totals = method === 'session/prompt' ? { totals: afterTurn(input.previousTotals) } : {};
+      return { events: [refusal(method, response.error)], endInput: true, ...totals };
+    }
     const result = response.result ?? {};
     switch (method) {
       case 'initialize':
@@ -121,7 +127,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
         return { providerSessionId: sessionId ?? undefined, ...prompt() };
       case 'session/prompt':
         prompting = false;
-        return { events: [turnEnded(result)], endInput: true };
+        return { events: [turnEnded(result)], endInput: true, totals: afterTurn(input.previousTotals) };
       default:
         return {};
     }

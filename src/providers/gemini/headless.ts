@@ -2,6 +2,7 @@ import type { ErrorDomain, ErrorKind } from '../../errors/kinds.js';
 import type { ProviderEvent } from '../../schemas/events.js';
 import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw, SIGNALLED_ONE_SHOT } from '../common.js';
 import type { ProcessExit, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
+import { afterTurn } from './turns.js';
 
 /**
  * Gemini CLI in headless stream-json mode, the transport of every cold run (docs/protocols.md, "## Gemini CLI"):
@@ -32,7 +33,8 @@ import type { ProcessExit, ProviderLineOutput, ProviderProcess, ProviderRunInput
  * message role assistant (delta)      → assistant_delta (the CLI streams text only as deltas)
  * tool_use / tool_result              → tool_use / tool_result (is_error for status "error")
  * error (warning or non-fatal error)  → raw; the run goes on
- * result status success               → result; usage from stats (per invocation; no cost)
+ * result status success               → result; usage from stats (per invocation; no cost); totals: the
+ *                                       conversation's turn count (turns.ts), also after an error result
  * result status error                 → remembered: the process exits right after it, and its exit
  *                                       code says what failed (below), so the terminal error is made then
  * anything else                       → raw; a line that is not JSON → parse_error
@@ -102,9 +104,9 @@ export function createHeadlessProcess(input: ProviderRunInput): ProviderProcess 
           ],
         };
       case 'result':
-        if (line.status === 'success') return { events: [successResult(line)] };
+        if (line.status === 'success') return { events: [successResult(line)], totals: afterTurn(input.previousTotals) };
         failed = line.error ?? {};
-        return {};
+        return { totals: afterTurn(input.previousTotals) };
       default:
         return { events: [raw(line)] };
     }
