@@ -1,14 +1,17 @@
 /**
- * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex]`: what a user
+ * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex|gemini]`: what a user
  * feels of a real agent CLI through ASM. The pinned CLIs (scripts/install-agents.ts), set up offline
  * as the agents suite does (test/agents/offline-env.ts), against the loopback model server
  * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
  *
  *   raw    the CLI spawned here, spawn → its turn's end: `claude -p PROMPT --output-format
- *          stream-json --verbose` (result line), `codex exec --json PROMPT` (turn.completed)
+ *          stream-json --verbose` (result line), `codex exec --json PROMPT` (turn.completed),
+ *          `gemini -p PROMPT -m MODEL --output-format stream-json --skip-trust` (result line)
  *   raw stream-json   claude only: the same CLI in the mode ASM runs it (stream-json input)
- *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server)
- *   warm   the same on a warm session's second run (its first run, untimed, left the process warm)
+ *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server;
+ *          gemini: headless stream-json, as raw)
+ *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
+ *          gemini: the next session/prompt of `gemini --acp`)
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
  * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
@@ -24,17 +27,21 @@ import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
-import { offlineEnv } from '../test/agents/offline-env.js';
+import { GEMINI_MODEL, offlineEnv } from '../test/agents/offline-env.js';
 
 const PROMPT = 'Say hello';
 
-type Cli = 'claude' | 'codex';
+type Cli = 'claude' | 'codex' | 'gemini';
 
 /** The raw CLI's arguments for one prompt, and the stdout text that says its turn ended. */
 const RAW: Record<Cli, { args: string[]; done: string }> = {
   claude: { args: ['-p', PROMPT, '--output-format', 'stream-json', '--verbose'], done: '"type":"result"' },
   codex: { args: ['exec', '--json', '--skip-git-repo-check', PROMPT], done: '"type":"turn.completed"' },
+  gemini: { args: ['-p', PROMPT, '-m', GEMINI_MODEL, '--output-format', 'stream-json', '--skip-trust'], done: '"type":"result"' },
 };
+
+/** Session fields per CLI: gemini's explicit model, so its auto-router makes no extra model calls. */
+const SESSION: Record<Cli, Record<string, unknown>> = { claude: {}, codex: {}, gemini: { model: GEMINI_MODEL } };
 
 /** The stream-json input ASM writes (src/providers/claude/control.ts): initialize, then the user turn. */
 const STREAM_INPUT = [
@@ -95,25 +102,26 @@ export async function run(args: string[]): Promise<void> {
   const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const samples = Number(flag('--samples') ?? 5);
   const sandbox = flag('--sandbox') ?? 'bwrap';
-  // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's config
-  // (claude's offline setup is all environment): codex would call the real API.
-  const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex'];
-  if (sandbox === 'none' && clis.includes('codex')) throw new Error('--sandbox none: codex needs the sandbox (its config reaches it as the sandbox home template)');
+  // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's and
+  // gemini's config (claude's offline setup is all environment): they would call the real APIs.
+  const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex', 'gemini'];
+  if (sandbox === 'none' && clis.some((cli) => cli !== 'claude')) throw new Error('--sandbox none: codex and gemini need the sandbox (their config reaches them as the sandbox home template)');
   const root = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
   const home = join(root, 'home');
   const workspace = join(root, 'work');
   mkdirSync(home);
   mkdirSync(workspace);
   const model: ModelServer = await startModelServer();
-  const envs = { claude: offlineEnv('claude', home, model.url), codex: offlineEnv('codex', home, model.url) };
+  const envs = { claude: offlineEnv('claude', home, model.url), codex: offlineEnv('codex', home, model.url), gemini: offlineEnv('gemini', home, model.url) };
   // The service passes the CLIs' environment through its allowlist, from this process's environment;
   // HOME (with the CLIs' config files) reaches each session as the sandbox's home template, TMPDIR is the sandbox's own.
-  const passed = Object.fromEntries(Object.entries({ ...envs.claude, ...envs.codex }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'));
+  const passed = Object.fromEntries(Object.entries({ ...envs.claude, ...envs.codex, ...envs.gemini }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'));
   Object.assign(process.env, passed);
   const config = loadConfig({
     ASM_WORKSPACE_ROOT: workspace,
     ASM_CLAUDE_BIN: agentBin('claude'),
     ASM_CODEX_BIN: agentBin('codex'),
+    ASM_GEMINI_BIN: agentBin('gemini'),
     ASM_SANDBOX: sandbox,
     ASM_SANDBOX_ROOT: join(root, 'sandbox'),
     ASM_SANDBOX_HOME_TEMPLATE: home,
@@ -157,7 +165,7 @@ interface BenchContext {
 
 async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, sandbox }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
-  const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...(warm && { warm: true }) });
+  const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
   const raw: number[] = [];
   const rawStream: number[] = [];
   const cold: number[] = [];
