@@ -54,3 +54,36 @@ export function killQuietly(pid: number): void {
     // gone
   }
 }
+
+/** Every process descended from `pid` now (children, theirs, …), found by their parent pids in /proc. */
+export function descendantsOf(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // The fields after the command name, which may itself hold spaces and parentheses: state, ppid, …
+      parentOf.set(Number(entry), Number(readFileSync(`/proc/${entry}/stat`, 'utf8').replace(/^.*\)/, '').trim().split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: number[] = [];
+  const wanted = new Set([pid]);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const [child, parent] of parentOf) {
+      if (wanted.has(parent) && !wanted.has(child)) {
+        wanted.add(child);
+        found.push(child);
+        grew = true;
+      }
+    }
+  }
+  return found;
+}
+
+/** Whether `pid` is a live process (a zombie is not). */
+export function alive(pid: number): boolean {
+  return !isZombie(String(pid));
+}
