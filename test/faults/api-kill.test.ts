@@ -137,8 +137,10 @@ describe('SIGKILL of an API process in the middle of runs, and its restart', () 
     a = await cluster.api('api-a', port);
 
     // A pending approval of a run on the survivor is answered through the restarted process.
+    let answered = 0;
     for (const [runId, approvalId] of approvals) {
       if (nodeOf.get(runId) !== 'api-b') continue;
+      answered++;
       const decided = await call(a, 'POST', `/v1/approvals/${approvalId}`, { decision: 'allow' });
       expect(decided.status, JSON.stringify(decided.body)).toBe(200);
     }
@@ -173,17 +175,21 @@ describe('SIGKILL of an API process in the middle of runs, and its restart', () 
     }
 
     let resumes = 0;
+    let stored = 0;
+    let readOfRuns = 0;
     for (const subscriber of subscribers) {
       const seqs = subscriber.seen.map((e) => e.seq);
       expect(seqs, `session ${subscriber.sessionId}: seq order, no gap, no duplicate`).toEqual(seqs.map((_, i) => seqs[0] + i));
       const session = sessions.find((s) => s.id === subscriber.sessionId)!;
-      const stored = (await Promise.all(session.runs.map((id) => runEvents(b, id)))).flat().sort((x, y) => x.seq - y.seq);
+      const written = (await Promise.all(session.runs.map((id) => runEvents(b, id)))).flat().sort((x, y) => x.seq - y.seq);
       const read = subscriber.seen.filter((e) => session.runs.includes(e.run_id));
-      expect(read.map((e) => [e.seq, e.id, e.kind]), `session ${session.id}: read = stored`).toEqual(stored.map((e) => [e.seq, e.id, e.kind]));
+      expect(read.map((e) => [e.seq, e.id, e.kind]), `session ${session.id}: read = stored`).toEqual(written.map((e) => [e.seq, e.id, e.kind]));
+      stored += written.length;
+      readOfRuns += read.length;
       expect(subscriber.resumes, `session ${session.id} resumed after the kill`).toBeGreaterThan(0);
       resumes += subscriber.resumes;
     }
     // For bench/RESULTS.md: the counts of this run.
-    console.log(JSON.stringify({ scenario: 'api-kill', runs: runIds.length, on_killed: onA.length, outcomes, slowest_lost_ms: slowestLostMs, subscribers: subscribers.length, resumes, events_read: subscribers.reduce((n, s) => n + s.seen.length, 0) }));
+    console.log(JSON.stringify({ scenario: 'api-kill', runs: runIds.length, on_killed: onA.length, outcomes, slowest_lost_ms: slowestLostMs, approvals: approvals.size, answered_after_kill: answered, subscribers: subscribers.length, resumes, events_stored: stored, events_read: readOfRuns }));
   }, 150_000);
 });
