@@ -17,7 +17,7 @@ import { alive, descendantsOf, killQuietly, processesWith, sleepMarker } from '.
  * limit from submit (src/sessions/admission.ts), no run of such a tenant ever started on a worker.
  */
 
-const KILLS = 5;
+const KILLS = 4;
 /** Scheduling slack on a loaded 2-core machine: the sweep's timer and the kill's notice may each run late. */
 const SLACK_MS = 2_000;
 /** How long the processes of a killed worker may take to go (bwrap's --die-with-parent, then the kernel). */
