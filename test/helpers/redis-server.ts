@@ -2,7 +2,7 @@
  * A private, throw-away redis-server on a free loopback port (never 6379), in its own temp directory.
  * Used by the tests' globalSetup, by tests that take Redis away and bring it back (stop/start keep the
  * port and directory, so an append-only file survives), by tests of special servers (cluster mode,
- * TLS: pass `args`), by the partition test (which binds a veth address too), and by the `bullmq` and
+ * TLS: pass `args`), by the AOF crash test (`crash`, SIGKILL), by the partition test (which binds a veth address too), and by the `bullmq` and
  * `nodes` benchmarks.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -20,6 +20,8 @@ export interface RedisServer {
   log(): string;
   /** Stops the server (SIGTERM, so it writes its append-only file; SIGKILL after 3 s). */
   stop(): Promise<void>;
+  /** SIGKILL: a crash, which writes nothing more (what an `appendfsync` policy keeps is what survives). */
+  crash(): Promise<void>;
   /** Starts it again on the same port and directory. */
   start(): Promise<void>;
   /** SIGSTOP / SIGCONT: the server keeps its connections open but answers nothing while frozen. */
@@ -71,17 +73,18 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     }
   };
 
-  const stop = async () => {
+  const end = async (signal: 'SIGTERM' | 'SIGKILL') => {
     const current = child;
     child = undefined;
     if (current === undefined || current.exitCode !== null || current.signalCode !== null) return;
     current.kill('SIGCONT');
     const gone = new Promise<void>((resolve) => current.once('exit', () => resolve()));
-    current.kill('SIGTERM');
+    current.kill(signal);
     const timer = setTimeout(() => current.kill('SIGKILL'), 3_000);
     await gone;
     clearTimeout(timer);
   };
+  const stop = () => end('SIGTERM');
 
   try {
     await start();
@@ -95,6 +98,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     dir,
     log: () => output,
     stop,
+    crash: () => end('SIGKILL'),
     start,
     freeze: () => child?.kill('SIGSTOP'),
     thaw: () => child?.kill('SIGCONT'),
