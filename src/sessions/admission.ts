@@ -153,24 +153,50 @@ export class Admission {
 
   /** A run ended, freeing a slot of its session: the oldest waiting run takes it; then the ended run's holdings go. */
   private runEnded(ended: RunRecord): void {
-    const { store, cluster, quotas, log } = this.deps;
+    const { cluster, log } = this.deps;
     const sessionId = ended.session_id;
     void withSessionLock(cluster, sessionId, async () => {
       try {
-        const session = await store.sessions.get(sessionId);
-        if (!session || session.state !== 'open') return;
-        const { inFlight, waiting } = await this.counts(session, () => true);
-        if (waiting === 0 || inFlight >= session.max_concurrent_runs) return;
-        const next = await store.runs.oldestWaiting(sessionId);
-        if (!next) return;
-        // Whatever the limit: a run waits only while its session is full, so this slot is the ended run's.
-        await quotas.add(next.tenant, 'active_runs', next.id);
-        await quotas.release(next.tenant, 'queued_runs', next.id);
-        await this.dispatch(next);
+        await this.startNext(sessionId);
       } finally {
         await this.releaseHoldings(ended);
       }
     }).catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
+  }
+
+  /**
+   * After the store came back from an outage (sweeps.ts): a queued run whose hand-over to its lane
+   * may be missing, because the write was refused while Redis was away or Redis lost it with its last
+   * second of writes (`appendfsync everysec`), is handed over again. A dispatched one is submitted
+   * again under its own id, which joins its job if the job is still there; a waiting one is started
+   * if its session has a free slot (the end that should have started it may have failed meanwhile).
+   */
+  async resumeQueued(): Promise<void> {
+    const waitingIn = new Set<string>();
+    for (const run of await this.deps.store.runs.listUnfinished()) {
+      if (run.state !== 'queued' || run.owner !== null) continue;
+      if (run.dispatched) await this.dispatch(run);
+      else waitingIn.add(run.session_id);
+    }
+    for (const sessionId of waitingIn) await withSessionLock(this.deps.cluster, sessionId, async () => {
+      while (await this.startNext(sessionId));
+    });
+  }
+
+  /** The session's oldest waiting run takes a free slot, if there is one (call holding the session's lock); false when none did. */
+  private async startNext(sessionId: string): Promise<boolean> {
+    const { store, quotas } = this.deps;
+    const session = await store.sessions.get(sessionId);
+    if (!session || session.state !== 'open') return false;
+    const { inFlight, waiting } = await this.counts(session, () => true);
+    if (waiting === 0 || inFlight >= session.max_concurrent_runs) return false;
+    const next = await store.runs.oldestWaiting(sessionId);
+    if (!next) return false;
+    // Whatever the limit: a run waits only while its session is full, so this slot is the ended run's.
+    await quotas.add(next.tenant, 'active_runs', next.id);
+    await quotas.release(next.tenant, 'queued_runs', next.id);
+    await this.dispatch(next);
+    return true;
   }
 
   /**

@@ -61,13 +61,16 @@ export class RunExecutor {
     const run = await store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
     const session = (await store.sessions.get(run.session_id))!;
+    // A retry of an attempt its lane timed out while the run goes on here, or its job back in the lane
+    // after Redis lost the write that took it (still queued then): the run keeps its one end, which
+    // this attempt waits for and reports (never retried further: the agent started).
+    if ((run.state === 'running' || run.state === 'queued') && this.deps.active.has(runId)) {
+      await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs);
+      return this.outcome(runId);
+    }
+    // Taken by another live process (its CLI starts there, or its worker queued it): never started twice.
+    if (run.state === 'queued' && run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
     if (run.state === 'running') {
-      // A retry of an attempt its lane timed out while the run goes on here: the run keeps its one
-      // end, which this attempt waits for and reports (never retried further: the agent started).
-      if (this.deps.active.has(runId)) {
-        await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs);
-        return this.outcome(runId);
-      }
       // The lane job came back: the process that ran it stopped holding it (it died, or stalled
       // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
       if (run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };

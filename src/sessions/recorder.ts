@@ -139,6 +139,33 @@ export class RunRecorder {
   }
 
   /**
+   * End a run whose end the store lost: it says the run is running here, but this process no longer
+   * holds it (Redis came back without its last writes: the terminal event and state are gone).
+   */
+  endLostEnd(run: RunRecord): Promise<void> {
+    this.log.warn({ runId: run.id }, 'the store lost the end of a run this process ran; ending it again');
+    return this.finishWithoutStart(
+      run.id,
+      new AsmError('node_lost', `the store lost this run's end (Redis restarted without its last writes) after ${this.cluster.self} ran it; its outcome is unknown`, {
+        details: { node: this.cluster.self, cause: 'store_lost_writes' },
+      }),
+    );
+  }
+
+  /**
+   * After the store came back from an outage it may have lost writes: each run executing here is
+   * checked against its record before it writes again, as after a heartbeat lapse (stillOwned). Only
+   * runs whose CLI started: ownership is written before that, so their record must name this process.
+   */
+  async recheckOwnership(): Promise<void> {
+    for (const [runId, active] of this.active) {
+      if (active.backend === undefined || active.ended) continue;
+      active.checkedLapses = -1;
+      await this.stillOwned(runId, active);
+    }
+  }
+
+  /**
    * A write a run cannot do without (its events, its state). While the store is unreachable it is
    * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
    * requests meanwhile are refused with 503. (A write whose reply was lost with the connection may

@@ -3,6 +3,7 @@ import { AsmError } from '../errors/kinds.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import type { RunRecord, Store } from '../store/types.js';
+import type { ActiveRuns } from './active-runs.js';
 import type { CommandBus } from './commands.js';
 import type { RunRecorder } from './recorder.js';
 
@@ -14,6 +15,8 @@ export interface SweeperDeps {
   cluster: Cluster;
   recorder: RunRecorder;
   commands: CommandBus;
+  /** The runs this process executes. */
+  active: ActiveRuns;
   /** How often to sweep (ASM_SWEEP_MS). */
   sweepMs: number;
   /**
@@ -39,8 +42,16 @@ export interface SweeperDeps {
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private sweeping = false;
+  /** A sweep found the store unreachable: the next one that reaches it reconciles first. */
+  private storeWasAway = false;
+  private readonly backListeners: Array<() => Promise<void>> = [];
 
   constructor(private readonly deps: SweeperDeps) {}
+
+  /** Called once the store answers again after a sweep found it unreachable (admission hands lost queued runs over again). */
+  onStoreBack(listener: () => Promise<void>): void {
+    this.backListeners.push(listener);
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.sweep(), this.deps.sweepMs);
@@ -56,6 +67,7 @@ export class Sweeper {
     this.sweeping = true;
     try {
       const { cluster, ownRunsOnly } = this.deps;
+      if (this.storeWasAway) await this.reconcile();
       if (!ownRunsOnly) await this.expireApprovals();
       if (cluster.distributed) {
         await this.deps.recorder.fenceLostRuns();
@@ -64,6 +76,7 @@ export class Sweeper {
         if (lost.length > 0) await this.deps.commands.call('system', 'node.end_lost_runs', { run_ids: lost });
       }
     } catch (err) {
+      if (err instanceof AsmError && err.kind === 'not_ready') this.storeWasAway = true;
       if (!(err instanceof AsmError && err.kind === 'shutting_down')) this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
       this.sweeping = false;
@@ -81,6 +94,25 @@ export class Sweeper {
       if (run && !isTerminalRunState(run.state) && (await this.ownerLost(run))) await recorder.endOrphan(run);
     }
     return null;
+  }
+
+  /**
+   * The store is back after an outage. Writes refused meanwhile, and with `appendfsync everysec` the
+   * last second of writes Redis acknowledged before it crashed (README "Distributed mode"), may be
+   * missing. Each run executing here is checked against its record again, and one the store no longer
+   * gives this process is stopped and written no more (RunRecorder.recheckOwnership); a run the store
+   * says is running here but that this process no longer holds had its end lost, and ends now; the
+   * listeners hand queued runs over again. Done before anything else, once per outage.
+   */
+  private async reconcile(): Promise<void> {
+    const { store, cluster, recorder, active, log } = this.deps;
+    log.info('the store is back after an outage; reconciling the runs it may have lost writes of');
+    await recorder.recheckOwnership();
+    for (const run of await store.runs.listUnfinished()) {
+      if (run.state === 'running' && run.owner === cluster.self && !active.has(run.id)) await recorder.endLostEnd(run);
+    }
+    for (const listener of this.backListeners) await listener();
+    this.storeWasAway = false;
   }
 
   private async expireApprovals(): Promise<void> {

@@ -141,7 +141,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const core = new CoreBackend(config.limits, sandbox);
   const agentMemory = new AgentMemoryGate(config.limits, () => core.processGroups(), core.warm);
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core }, memory: agentMemory, recorder, tenants, approvals, control, active, diffs, log });
-  const sweeper = new Sweeper({ store, cluster, recorder, commands, sweepMs: 60_000, ownRunsOnly: false, log });
+  const sweeper = new Sweeper({ store, cluster, recorder, commands, active, sweepMs: 60_000, ownRunsOnly: false, log });
   commands.registerAll({
     'session.create': (p) => lifecycle.create(p.tenant, p.body),
     'session.close': (p) => lifecycle.close(p.id),
