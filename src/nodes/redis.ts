@@ -228,8 +228,24 @@ export class RedisCluster implements Cluster {
     try {
       return await work();
     } finally {
-      await this.redis.eval(RELEASE, 1, lockKey, token).catch(() => undefined);
+      await this.release(lockKey, token, Date.now() + this.options.lockLeaseMs);
     }
+  }
+
+  /**
+   * A release that cannot reach Redis is tried again until the lease would have ended: otherwise a
+   * lock held when Redis went away (and kept by its append-only file) blocks its session for the rest
+   * of the lease after Redis is back (found by redis-aof-restart.test.ts). The first try is awaited.
+   */
+  private async release(lockKey: string, token: string, leaseEnd: number): Promise<void> {
+    const once = () => this.redis.eval(RELEASE, 1, lockKey, token).then(() => true, () => false);
+    if (await once()) return;
+    void (async () => {
+      for (let pause = 50; Date.now() + pause < leaseEnd && !this.closed; pause = Math.min(pause * 2, 1_000)) {
+        await new Promise((resolve) => setTimeout(resolve, pause).unref());
+        if (await once()) return;
+      }
+    })();
   }
 
   async claim(key: string, ttlMs: number): Promise<boolean> {

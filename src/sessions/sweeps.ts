@@ -106,13 +106,13 @@ export class Sweeper {
    */
   private async reconcile(): Promise<void> {
     const { store, cluster, recorder, active, log } = this.deps;
-    log.info('the store is back after an outage; reconciling the runs it may have lost writes of');
     await recorder.recheckOwnership();
     for (const run of await store.runs.listUnfinished()) {
       if (run.state === 'running' && run.owner === cluster.self && !active.has(run.id)) await recorder.endLostEnd(run);
     }
     for (const listener of this.backListeners) await listener();
     this.storeWasAway = false;
+    log.info('the store is back after an outage; runs it may have lost writes of are reconciled');
   }
 
   private async expireApprovals(): Promise<void> {
