@@ -182,7 +182,14 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   // ---- LaneEngine overrides -------------------------------------------------------------------
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
-    const joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
+    let joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
+    if (joined?.state === CommandState.Pending && (await this.jobs.state(joined.lane, joined.id)) === 'unknown') {
+      // Redis no longer has its job (it restarted without its last writes: appendfsync everysec), so
+      // nothing would ever fetch it: this submit stores it again rather than join a command that waits
+      // for nothing (found by test/faults/redis-aof-restart.test.ts).
+      this.commands.discard(joined, laneErrors.cancelled('Redis lost its job; it was submitted again'));
+      joined = undefined;
+    }
     const handle = await super.submit(laneId, spec);
     if (joined === undefined) {
       // A new job: idle engines learn of it from this, and fetch it.
