@@ -165,6 +165,11 @@ describe('Redis restarted with an append-only file, under load', () => {
       return run.body.id as string;
     };
     const state = async (id: string) => (await api.app.store.runs.get(id))?.state;
+    const printed = async (id: string) => {
+      const run = (await api.app.store.runs.get(id))!;
+      const events = await api.app.store.events.read(run.session_id, { after: 0, runId: id, limit: 1_000 });
+      return events.filter((e) => e.kind === 'assistant_delta').map((e) => ({ seq: e.seq, text: (e.payload as { content: string }).content }));
+    };
 
     // Running before the cut: `ends` ends inside the lost window; `spans` prints inside it and after.
     const ends = await probe(`${gate('end')}; echo ended`);
@@ -181,6 +186,8 @@ describe('Redis restarted with an append-only file, under load', () => {
     open('end');
     const acceptedInside = await probe(`${gate('after')}; echo late`);
     await waitFor(async () => (await state(ends)) === 'completed' && (await state(acceptedInside)) === 'running', 'the window to hold an end and a start', 10_000);
+    const inside = await waitFor(async () => (await printed(spans)).find((e) => e.text === 'inside\n'), 'the spanning run to print inside the window', 10_000);
+    const insideSeq = inside.seq;
     const acceptedInWindow = flow.accepted.length - acceptedBeforeCut.size;
 
     await redis.crash();
@@ -200,11 +207,15 @@ describe('Redis restarted with an append-only file, under load', () => {
     // Accepted inside the window: Redis has no record of it. Its CLI was stopped, and nothing of it was written after.
     expect(await api.app.store.runs.get(acceptedInside)).toBeUndefined();
     expect((await api.request('GET', `/v1/runs/${acceptedInside}`)).status).toBe(404);
-    // Running across the window: it goes on and ends once, completed.
+    // Running across the window: it goes on and ends once, completed. What it printed inside the
+    // window is in its result (projected where it ran) but gone from the log: the window's loss.
     const spanned = await api.app.store.runs.get(spans);
     expect(spanned).toMatchObject({ state: 'completed' });
+    expect(spanned!.result?.text).toContain('inside');
     expect(spanned!.result?.text).toContain('after');
     expect((await outcome(api, spans))!.terminals).toBe(1);
+    // Its next event took the lost one's seq: a client that saw seq `insideSeq` before the crash sees another event under it.
+    expect((await printed(spans)).map((e) => [e.seq, e.text])).toEqual([[insideSeq, 'after\n']]);
 
     const outcomes = await Promise.all(flow.accepted.map((run) => outcome(api, run.id)));
     // Accepted inside the window, a load run may be gone with it (404); outside it, none may.
