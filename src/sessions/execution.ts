@@ -74,7 +74,8 @@ export class RunExecutor {
       // The lane job came back: the process that ran it stopped holding it (it died, or stalled
       // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
       if (run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
-      await recorder.endOrphan(run);
+      // Owned by this process, which does not hold it: the store lost the run's end (sweeps.ts reconciles it too).
+      await (run.owner === cluster.self ? recorder.endLostEnd(run) : recorder.endOrphan(run));
       return { run_id: runId, state: (await store.runs.get(runId))!.state };
     }
     // Ended already (a retry of a run that failed is still the failed run: its command fails again, into the DLQ).
