@@ -220,7 +220,13 @@ export class RedisCluster implements Cluster {
     const token = randomUUID();
     const deadline = Date.now() + this.options.lockWaitMs;
     let pause = 2;
-    while ((await this.redis.set(lockKey, token, 'PX', this.options.lockLeaseMs, 'NX')) !== 'OK') {
+    const take = () =>
+      this.redis.set(lockKey, token, 'PX', this.options.lockLeaseMs, 'NX').catch((err: unknown) => {
+        // Redis may have taken it and lost only the answer (it went away meanwhile): let it go too.
+        void this.release(lockKey, token, Date.now() + this.options.lockLeaseMs);
+        throw err;
+      });
+    while ((await take()) !== 'OK') {
       if (Date.now() >= deadline) throw new AsmError('timeout', `lock ${key} was not free within ${this.options.lockWaitMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 2, 50);
@@ -235,7 +241,8 @@ export class RedisCluster implements Cluster {
   /**
    * A release that cannot reach Redis is tried again until the lease would have ended: otherwise a
    * lock held when Redis went away (and kept by its append-only file) blocks its session for the rest
-   * of the lease after Redis is back (found by redis-aof-restart.test.ts). The first try is awaited.
+   * of the lease after Redis is back (found by redis-aof-restart.test.ts). Releasing a token that
+   * never took the lock deletes nothing.
    */
   private async release(lockKey: string, token: string, leaseEnd: number): Promise<void> {
     const once = () => this.redis.eval(RELEASE, 1, lockKey, token).then(() => true, () => false);
