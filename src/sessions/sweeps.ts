@@ -76,7 +76,8 @@ export class Sweeper {
         if (lost.length > 0) await this.deps.commands.call('system', 'node.end_lost_runs', { run_ids: lost });
       }
     } catch (err) {
-      if (err instanceof AsmError && err.kind === 'not_ready') this.storeWasAway = true;
+      // not_ready is the store's outage; one naming a lane is a paused lane's refusal (commands.ts).
+      if (err instanceof AsmError && err.kind === 'not_ready' && err.details?.lane === undefined) this.storeWasAway = true;
       if (!(err instanceof AsmError && err.kind === 'shutting_down')) this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
       this.sweeping = false;
