@@ -126,5 +126,6 @@ describe('permission_mode: every provider × every normalized mode and alias', (
       const argv = provider === 'shell' ? await shellArgv(run.body.id) : lastArgv(provider);
       expectation(argv, codexStdin().slice(codexLinesBefore).find((line) => line.method === 'thread/start')?.params);
     }
-  });
+    // A run of the fake CLI per spelling (about 20), four providers at once: 18 s at load 5 here.
+  }, 60_000);
 });
