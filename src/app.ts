@@ -156,6 +156,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     close() {
       closing ??= (async () => {
         ready = false;
+        sessions.stopIntake();
         clearInterval(sandboxSweep);
         cluster.setState('draining');
         await engine.shutdown();

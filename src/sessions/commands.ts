@@ -2,7 +2,6 @@ import { AsmError, type ErrorBody } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
 import type { CommandContext, CommandHandle, LaneEngine } from '../lanes/types.js';
 import type { ApprovalDecision } from '../providers/types.js';
-import type { CreateSessionBody } from '../schemas/api.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../store/types.js';
 import { contextOf, currentTraceparent, inSpan } from './tracing.js';
 
@@ -11,7 +10,6 @@ import { contextOf, currentTraceparent, inSpan } from './tracing.js';
  * (`CommandHandlers`, filled in service.ts), so a reader goes from a `call` to its handler by the type.
  */
 export interface LaneCommands {
-  'session.create': { payload: { tenant: string; body: CreateSessionBody }; result: SessionRecord };
   'session.close': { payload: { id: string }; result: SessionRecord };
   'run.interrupt': { payload: { id: string }; result: RunRecord };
   'approval.decide': { payload: { id: string; decision: ApprovalDecision; reason: string | null }; result: ApprovalRecord };

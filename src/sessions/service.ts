@@ -50,10 +50,14 @@ export interface SessionServiceDeps {
 
 /**
  * What the routes, the WebSocket and the CLI call: sessions, runs, approvals, interrupts and dead
- * letters, each checked against the caller's tenant. Every change is a command on a queue lane
- * (commands.ts): session changes on `session`, interrupts and approval decisions on `control`, runs
- * on their queue, so control traffic overtakes agent work however busy the agent lanes are. The
- * layers below do the work; docs/architecture.md says how a run, a decision and an event travel.
+ * letters, each checked against the caller's tenant. Changes that wait on runs or reach other
+ * processes are commands on a queue lane (commands.ts): closing a session on `session`, interrupts
+ * and approval decisions on `control`, runs on their queue, so control traffic overtakes agent work
+ * however busy the agent lanes are. Creating a session is a direct call: it waits on nothing and
+ * touches only its own new record and its tenant's holding (one atomic quota take), so a lane would
+ * add only its hop (in Redis mode a BullMQ job, 40 Redis commands per create; bench/RESULTS.md,
+ * issue 14). The layers below do the work; docs/architecture.md says how a run, a decision and an
+ * event travel.
  */
 export class SessionService {
   private readonly store: Store;
@@ -74,6 +78,7 @@ export class SessionService {
   /** The files API's view of a session's workspace. */
   readonly files: SessionFiles;
   private readonly diffs: RunDiffs;
+  private intakeStopped = false;
 
   constructor(private readonly deps: SessionServiceDeps) {
     const { config, store, engine, cluster, providers, tenants, logger: log } = deps;
@@ -124,7 +129,6 @@ export class SessionService {
   /** Every lane command and its handler; register before the engine starts. */
   registerCommands(): void {
     const handlers: CommandHandlers = {
-      'session.create': (p) => this.lifecycle.create(p.tenant, p.body),
       'session.close': async (p) => {
         const closed = await this.lifecycle.close(p.id);
         // Its runs are over: a process kept for it (a warm session) goes too. Other processes' sweeps find theirs.
@@ -145,6 +149,11 @@ export class SessionService {
     this.sweeper.start();
   }
 
+  /** Shutting down: no new sessions (the lane engine's shutdown stops every other intake). */
+  stopIntake(): void {
+    this.intakeStopped = true;
+  }
+
   close(): void {
     this.sweeper.stop();
   }
@@ -152,8 +161,10 @@ export class SessionService {
   // ---------------------------------------------------------------- sessions
 
   async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+    // The one change the lanes' intake does not stop (it is no lane command): refused as a submit would be.
+    if (this.intakeStopped) throw new AsmError('shutting_down', 'the server is shutting down; it takes no new sessions');
     this.quotas.assertMetadata(tenant, body.metadata);
-    const session = await this.commands.call('session', 'session.create', { tenant, body });
+    const session = await this.lifecycle.create(tenant, body);
     // A workspace of its own was just filled (a clone); a shared cwd is left to its first run. A
     // worker primes a remote_node session's own workspace itself when it makes it.
     if (body.workspace && session.execution_mode === 'local') this.primeSnapshot(session.id, session.cwd);

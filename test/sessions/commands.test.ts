@@ -19,7 +19,6 @@ function bus(behave: (type: string, payload: unknown, ctx: CommandContext) => Pr
   engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, lanes), dlqSize: 10 });
   const commands = new CommandBus(engine, startWithinMs);
   const handlers: CommandHandlers = {
-    'session.create': (p, ctx) => behave('session.create', p, ctx) as Promise<SessionRecord>,
     'session.close': (p, ctx) => behave('session.close', p, ctx) as Promise<SessionRecord>,
     'run.interrupt': (p, ctx) => behave('run.interrupt', p, ctx) as Promise<RunRecord>,
     'approval.decide': (p, ctx) => behave('approval.decide', p, ctx) as Promise<ApprovalRecord>,

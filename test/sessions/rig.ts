@@ -143,7 +143,6 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core }, memory: agentMemory, recorder, tenants, approvals, control, active, diffs, log });
   const sweeper = new Sweeper({ store, cluster, recorder, commands, active, sweepMs: 60_000, ownRunsOnly: false, log });
   commands.registerAll({
-    'session.create': (p) => lifecycle.create(p.tenant, p.body),
     'session.close': (p) => lifecycle.close(p.id),
     'run.interrupt': (p) => control.interrupt(p.id),
     'approval.decide': (p) => control.decide(p.id, p.decision, p.reason),

@@ -112,8 +112,9 @@ describe.each(SERVER_MODES)('hostile tenant: global operations are for admins, %
     expect(seenByB.map((f) => f.event.key)).toEqual(['queue.command.submitted', 'queue.command.started', 'queue.command.completed']);
     expect(new Set(seenByB.map((f) => f.event.payload.command_id))).toEqual(new Set([runB.id]));
     expect(JSON.stringify(wsB.frames)).not.toMatch(new RegExp(`${runA.id}|secret of a|${runA.session_id}`));
-    // The admin sees the lanes as they are: both tenants' commands, and the service's own.
+    // The admin sees the lanes as they are: both tenants' commands, and the service's own (closing a session).
     await wsOps.next(queueEvent('queue.command.completed', runB.id));
-    expect(wsOps.frames.some((f) => f.type === 'queue_event' && f.event.payload?.command_type === 'session.create')).toBe(true);
+    expect((await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: runA.session_id } }, headers: A }))).status).toBe(200);
+    await wsOps.next((f) => f.type === 'queue_event' && f.event.key === 'queue.command.completed' && f.event.payload?.command_type === 'session.close');
   });
 });
