@@ -14,6 +14,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   events: () => import('./events.js'),
   interrupt: () => import('./interrupt.js'),
   agents: () => import('./agents.js'),
+  'redis-commands': () => import('./redis-commands.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

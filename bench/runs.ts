@@ -10,7 +10,9 @@
  *   completed in the first and in the last second, and their ratio (target ≥ 0.9).
  *
  * The sandbox is off (ASM_SANDBOX=none): it adds a fixed ~9 ms per run (bench -- sandbox), which would
- * hide what this measures. The shell's lane is raised to 16 slots so 16 sessions run at once.
+ * hide what this measures; so are the runs' workspace diffs (ASM_WORKSPACE_DIFFS=off: a git snapshot
+ * at each run's start and end, 100+ ms per run on a loaded machine; bench -- diff measures them).
+ * The shell's lane is raised to 16 slots so 16 sessions run at once.
  *
  * Usage: npm run bench -- runs [--quick] [--history N] [embedded|redis]
  */
@@ -62,7 +64,7 @@ async function throughput(onces: Array<() => Promise<void>>, seconds: number): P
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { rounds: number; samples: number; seconds: number; history: number }) {
   const lanes = JSON.stringify([{ id: 'skill', priority: 4, minConcurrency: 1, maxConcurrency: 16 }]);
-  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
+  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_WORKSPACE_DIFFS: 'off', ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
   return withServers(
     [asm],
     async () => {
