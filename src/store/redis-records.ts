@@ -2,7 +2,8 @@ import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
-import { admissionSlot } from './admission-slots.js';
+import { admissionSlot, type AdmissionSlot } from './admission-slots.js';
+import { RunSessions } from './run-sessions.js';
 import type { AdmissionCounts, ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
 
 /** One kind of record (hashes under one key builder) and the indexes that name them. */
@@ -103,17 +104,44 @@ export class RedisSessionStore extends RedisRecords<SessionRecord> implements Se
 }
 
 export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
+  /** Bounded at about 100 bytes an entry: 10,000 recent runs, 1 MB. */
+  private readonly sessionOf = new RunSessions(10_000);
+
   constructor(redis: ScriptRedis, keys: RedisKeys) {
     super(redis, keys, keys.run, 'run');
   }
 
-  async create(run: RunRecord): Promise<void> {
-    await Promise.all([this.indexSlot(run, 1), this.indexUnfinished(run), this.put(run)]);
+  override async get(id: string): Promise<RunRecord | undefined> {
+    const run = await super.get(id);
+    if (run) this.sessionOf.remember(run);
+    return run;
   }
-  /** Index and record are written in one round trip (both sent before either answers). */
+
+  async create(run: RunRecord): Promise<void> {
+    this.sessionOf.remember(run);
+    await Promise.all([this.indexSlot(run, admissionSlot(run), 1), this.indexUnfinished(run), this.put(run)]);
+  }
+  /**
+   * Record and indexes in one round trip where this process knows the run's session (a run it created
+   * or read: sessionOf): the indexes follow the patch on the connection (so a crash between them
+   * leaves at worst a stale entry, which readers drop), each computed from the patch alone where it
+   * decides it. The unfinished index changes only when the run ends; the admission slot is checked
+   * against the merged record and written again, in a second trip, where the patch did not decide it
+   * (a run dispatched after it ended, say) or the session was not known.
+   */
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
-    const run = await this.patch(id, patch);
-    if ('state' in patch || 'dispatched' in patch) await Promise.all([this.indexUnfinished(run), this.indexSlot(run, 0)]);
+    const sessionId = this.sessionOf.get(id);
+    const predicted = sessionId === undefined ? undefined : slotOfPatch(patch);
+    const merged = this.patch(id, patch);
+    const indexes = Promise.all([
+      // Added at create; a run's state never leaves the terminal ones, so only its end changes it.
+      patch.state !== undefined && isTerminalRunState(patch.state) ? this.redis.srem(this.keys.unfinishedRuns, id) : undefined,
+      predicted === undefined ? undefined : this.indexSlot({ id, session_id: sessionId! }, predicted, 0),
+    ]);
+    // A run that is not there leaves at most stale index entries, which readers drop (redis-schema.ts).
+    const [run] = await Promise.all([merged, indexes]);
+    this.sessionOf.remember(run);
+    if (('state' in patch || 'dispatched' in patch) && admissionSlot(run) !== predicted) await this.indexSlot(run, admissionSlot(run), 0);
     return run;
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
@@ -166,9 +194,9 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     return isTerminalRunState(run.state) ? this.redis.srem(this.keys.unfinishedRuns, run.id) : this.redis.sadd(this.keys.unfinishedRuns, run.id);
   }
 
-  private indexSlot(run: RunRecord, created: 0 | 1): Promise<number> {
+  private indexSlot(run: Pick<RunRecord, 'id' | 'session_id'>, slot: AdmissionSlot, created: 0 | 1): Promise<number> {
     const [runs, waiting, inFlight] = this.keys.groups.runSlots(run.session_id);
-    return this.redis.asmRunSlot(runs, waiting, inFlight, run.id, admissionSlot(run), created);
+    return this.redis.asmRunSlot(runs, waiting, inFlight, run.id, slot, created);
   }
 }
 
@@ -231,4 +259,17 @@ export class RedisApprovalStore extends RedisRecords<ApprovalRecord> implements 
       : [];
     return Promise.all([...byOwner, this.redis.zrem(this.keys.approvalExpiry, id)]);
   }
+}
+
+/**
+ * The admission slot (admission-slots.ts) a run takes after `patch`, where the patch alone decides it:
+ * an ending or a start decides it; a dispatch does unless the run had ended (the merged record says,
+ * and the caller corrects); undefined where the patch does not.
+ */
+function slotOfPatch(patch: Partial<RunRecord>): AdmissionSlot | undefined {
+  if (patch.state !== undefined) {
+    if (patch.state !== 'queued') return admissionSlot({ state: patch.state, dispatched: true });
+    return patch.dispatched === undefined ? undefined : admissionSlot({ state: 'queued', dispatched: patch.dispatched });
+  }
+  return patch.dispatched === true ? 'in_flight' : undefined;
 }
