@@ -59,7 +59,8 @@ export class Admission {
 
   private async admit(sessionId: string, body: CreateRunBody, origin: RunOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
-    const session = await store.sessions.get(sessionId);
+    // The session and its counts in one round trip (the counts go unused if the session refuses).
+    const [session, counts] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId)]);
     if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
     if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
     const provider = this.deps.providers.get(session.provider)!;
@@ -76,7 +77,7 @@ export class Admission {
     placement.assertSurface(surface, executionMode, observability);
     const caller = { ...session.metadata, ...body.metadata };
 
-    const { inFlight, waiting } = await this.counts(session, (counts) => counts.waiting === 0 || counts.waiting >= session.max_queued_runs);
+    const { inFlight, waiting } = await this.checked(session, counts, (c) => c.waiting === 0 || c.waiting >= session.max_queued_runs);
     const dispatchNow = inFlight < session.max_concurrent_runs;
     if (!dispatchNow && waiting >= session.max_queued_runs) {
       throw new AsmError('at_capacity', `session ${sessionId} is at capacity: ${inFlight} running, ${waiting} queued (max_queued_runs ${session.max_queued_runs})`, {
@@ -186,9 +187,9 @@ export class Admission {
   /** The session's oldest waiting run takes a free slot, if there is one (call holding the session's lock); false when none did. */
   private async startNext(sessionId: string): Promise<boolean> {
     const { store, quotas } = this.deps;
-    const session = await store.sessions.get(sessionId);
+    const [session, counts] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId)]);
     if (!session || session.state !== 'open') return false;
-    const { inFlight, waiting } = await this.counts(session, () => true);
+    const { inFlight, waiting } = await this.checked(session, counts, () => true);
     if (waiting === 0 || inFlight >= session.max_concurrent_runs) return false;
     const next = await store.runs.oldestWaiting(sessionId);
     if (!next) return false;
@@ -200,13 +201,12 @@ export class Admission {
   }
 
   /**
-   * The session's runs in flight and waiting, from the store's indexes: O(1) in the session's
-   * history. When the session looks full and `decisive` says a stale entry would change the answer
-   * (a run waiting behind nothing, or refused), its in-flight index is checked against the records
-   * first (O(max_concurrent_runs)), so an entry left by a process that died mid-update holds no slot.
+   * The session's runs in flight and waiting, `counts` as read from the store's indexes: O(1) in the
+   * session's history. When the session looks full and `decisive` says a stale entry would change the
+   * answer (a run waiting behind nothing, or refused), its in-flight index is checked against the
+   * records (O(max_concurrent_runs)), so an entry left by a process that died mid-update holds no slot.
    */
-  private async counts(session: SessionRecord, decisive: (counts: AdmissionCounts) => boolean): Promise<AdmissionCounts> {
-    const counts = await this.deps.store.runs.admissionCounts(session.id);
+  private async checked(session: SessionRecord, counts: AdmissionCounts, decisive: (counts: AdmissionCounts) => boolean): Promise<AdmissionCounts> {
     return counts.inFlight >= session.max_concurrent_runs && decisive(counts) ? this.deps.store.runs.recountInFlight(session.id) : counts;
   }
 
