@@ -61,7 +61,11 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMe
       const after = request.query.after ?? 0;
       // One round trip for both: a run's state is stored before its terminal event is appended, so
       // read together or one after the other, a terminal run_state may come with a page that ends before it.
-      const [events, current] = await Promise.all([store.events.read(run.session_id, { after, runId: run.id, limit }), store.runs.get(run.id)]);
+      // A run read terminal above stays so: its state is not read again.
+      const [events, current] = await Promise.all([
+        store.events.read(run.session_id, { after, runId: run.id, limit }),
+        isTerminalRunState(run.state) ? run : store.runs.get(run.id),
+      ]);
       return { events, next_after: events.length ? events[events.length - 1].seq : after, run_state: (current ?? run).state };
     },
   );
