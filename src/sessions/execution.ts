@@ -224,7 +224,7 @@ export class RunExecutor {
         },
         // The recording's promise is the backend's backpressure (EventSink).
         (event) =>
-          recorder.serialize(runId, () => this.record(run, active, event)).catch((err) =>
+          recorder.serialize(runId, () => this.record(run, session, active, event)).catch((err) =>
             log.error({ err, runId, kind: event.kind }, 'failed to record a run event'),
           ),
       );
@@ -243,7 +243,7 @@ export class RunExecutor {
   }
 
   /** One event from the backend, in order (inside the run's chain). */
-  private async record(run: RunRecord, active: ActiveRun, event: ProviderEvent): Promise<void> {
+  private async record(run: RunRecord, session: SessionRecord, active: ActiveRun, event: ProviderEvent): Promise<void> {
     const { recorder, store } = this.deps;
     if (active.ended) return;
     if (TERMINAL_KINDS.has(event.kind)) {
@@ -254,7 +254,7 @@ export class RunExecutor {
         return;
       }
       await recorder.denyPendingApprovals(run.id);
-      await this.rememberConversation(run, event.payload);
+      await this.rememberConversation(run, session, event.payload);
       await this.recordDiff(run, active);
       await recorder.finish(run, active.events, event);
       return;
@@ -313,9 +313,12 @@ export class RunExecutor {
    * conversation's cumulative totals after this run (none for a new conversation that reported none):
    * both are kept on the session, for the next run that continues the conversation.
    */
-  private async rememberConversation(run: RunRecord, payload: Record<string, unknown>): Promise<void> {
+  private async rememberConversation(run: RunRecord, session: SessionRecord, payload: Record<string, unknown>): Promise<void> {
     const totals = (payload.provider_totals as Record<string, number> | undefined) ?? null;
     const sessionId = payload.provider_session_id;
+    // Nothing to remember and nothing to forget (the session, as this run found it, holds no totals):
+    // no write (a shell run's end, say).
+    if (totals === null && typeof sessionId !== 'string' && (session.provider_totals ?? null) === null) return;
     await this.deps.recorder.durably(run.id, () =>
       this.deps.store.sessions.update(run.session_id, {
         provider_totals: totals,
