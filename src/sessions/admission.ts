@@ -59,8 +59,8 @@ export class Admission {
 
   private async admit(sessionId: string, body: CreateRunBody, origin: RunOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
-    // The session and its counts in one round trip (the counts go unused if the session refuses).
-    const [session, counts] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId)]);
+    // The session, its counts and its last seq in one round trip (unused if the session refuses).
+    const [session, counts, lastSeq] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId), store.events.lastSeq(sessionId)]);
     if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
     if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
     const provider = this.deps.providers.get(session.provider)!;
@@ -103,6 +103,7 @@ export class Admission {
       dispatched: false,
       owner: null,
       interrupt_requested: false,
+      events_after: lastSeq,
       // The caller's metadata (the session's, then the run's) rides on every event, and so on the result;
       // so do the id and the trace of the request that created the run.
       observability: {

@@ -4,6 +4,7 @@ import { KeyedSerializer } from '../lanes/keyed-serializer.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import type { AsmEvent, EventKind, EventMetadata, EventPayload, ProviderEvent } from '../schemas/events.js';
+import { runEventsAfter } from '../store/run-events.js';
 import type { RunRecord, Store } from '../store/types.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import { projectResult, type ProjectableEvent } from './projection.js';
@@ -113,7 +114,7 @@ export class RunRecorder {
       const run = (await this.store.runs.get(runId))!;
       if (isTerminalRunState(run.state)) return;
       await this.denyPendingApprovals(runId);
-      const eventsSoFar = await this.store.events.read(run.session_id, { after: 0, runId, limit: Number.MAX_SAFE_INTEGER });
+      const eventsSoFar = await this.store.events.read(run.session_id, { after: runEventsAfter(run, 0), runId, limit: Number.MAX_SAFE_INTEGER });
       await this.finish(run, eventsSoFar, { kind: 'error', payload: error.toBody() });
     });
   }

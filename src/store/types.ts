@@ -87,6 +87,8 @@ export interface RunRecord extends Run {
   owner: string | null;
   /** An interrupt asked for while the run had no reachable owner; the executor checks it once it owns the run. */
   interrupt_requested: boolean;
+  /** Its session's last seq when the run was created: every event of the run comes after it (run-events.ts). Absent on older records. */
+  events_after?: number;
 }
 
 export interface ApprovalRecord extends Approval {

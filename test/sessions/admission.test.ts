@@ -42,6 +42,21 @@ describe('Admission', () => {
     expect((await rig.engine.metrics()).find((m) => m.id === session.queue)!.pending).toBe(2);
   });
 
+  it("records on each run its session's last seq at its creation, before every event of the run (where a read of its events starts)", async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
+    await rig.engine.pause(session.queue);
+    const first = await rig.submit(session.id, 'a');
+    const before = await rig.store.events.lastSeq(session.id);
+    expect(before).toBeGreaterThan(0);
+    const second = await rig.submit(session.id, 'b');
+    expect(first.events_after).toBe(0);
+    expect((await rig.store.runs.get(second.id))!.events_after).toBe(before);
+    const log = await rig.store.events.read(session.id, { after: 0, limit: 1000 });
+    expect(log.filter((e) => e.run_id === second.id).map((e) => e.seq)).toEqual([before + 1]);
+    expect(log.filter((e) => e.run_id === first.id).every((e) => e.seq <= before)).toBe(true);
+  });
+
   it('with max_queued_runs 0 refuses a run as soon as the running slots are taken', async () => {
     rig = await makeRig();
     const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 0 });

@@ -7,6 +7,7 @@ import { EventPage, EventsQuery, isTerminalRunState, Run, RunParams } from '../.
 import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
 import type { AsmMetrics } from '../metrics.js';
 import { followEvents } from '../replay.js';
+import { runEventsAfter } from '../../store/run-events.js';
 import { errorResponses } from './sessions.js';
 
 const DEFAULT_PAGE = 100;
@@ -53,7 +54,7 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMe
         // Held before the stream starts (the one over the tenant's `connections` quota gets a 429), let go when it ends.
         const release = await sessions.holdConnection(request.tenant);
         const uncount = metrics?.streamOpened('sse');
-        return streamSse(reply, app, run.session_id, run.id, after, () => {
+        return streamSse(reply, app, run.session_id, run.id, runEventsAfter(run, after), () => {
           release();
           uncount?.();
         });
@@ -63,7 +64,7 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMe
       // read together or one after the other, a terminal run_state may come with a page that ends before it.
       // A run read terminal above stays so: its state is not read again.
       const [events, current] = await Promise.all([
-        store.events.read(run.session_id, { after, runId: run.id, limit }),
+        store.events.read(run.session_id, { after: runEventsAfter(run, after), runId: run.id, limit }),
         isTerminalRunState(run.state) ? run : store.runs.get(run.id),
       ]);
       return { events, next_after: events.length ? events[events.length - 1].seq : after, run_state: (current ?? run).state };
