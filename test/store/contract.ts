@@ -313,6 +313,20 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(ids(await a.runs.listUnfinishedBySession(session.id))).toEqual([third.id]);
         expect(await a.runs.admissionCounts('ses_missing')).toEqual({ inFlight: 0, waiting: 0 });
       });
+      it('keeps the admission slots right whichever process updates a run, a dispatch recorded after the run ended included', async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        const [ended, started] = range(1, 2).map((i) => runRecord(session, { created_at: at(i) }));
+        for (const run of [ended, started]) await a.runs.create(run);
+        // b has not seen these runs; a created them, and a dispatch alone would put a run in flight.
+        await b.runs.update(ended.id, { state: 'interrupted' });
+        await a.runs.update(ended.id, { dispatched: true });
+        expect(await b.runs.admissionCounts(session.id)).toEqual({ inFlight: 0, waiting: 1 });
+        await b.runs.update(started.id, { dispatched: true });
+        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+        expect(await a.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+        expect(ids(await b.runs.listUnfinishedBySession(session.id))).toEqual([started.id]);
+      });
     });
 
     describe('approvals', () => {
