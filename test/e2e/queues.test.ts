@@ -46,8 +46,10 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
     const sessionId = await shellSession();
     const failed = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: sessionId } }, body: { prompt: 'exit 7', wait: true } }))).body;
     expect(failed.state).toBe('failed');
-    const dlq = (await reply(server.client.GET('/v1/dlq'))).body.dead_letters;
-    expect(dlq).toHaveLength(1);
+    // The command fails into the DLQ once its handler returns, which may be a moment after the run's terminal event.
+    const deadLetters = async () => (await reply(server.client.GET('/v1/dlq'))).body.dead_letters;
+    await expect.poll(deadLetters, { timeout: 5_000 }).toHaveLength(1);
+    const dlq = await deadLetters();
     expect(dlq[0]).toMatchObject({ id: failed.id, type: 'run.execute', queue: 'skill', payload: { run_id: failed.id }, attempts: 1 });
 
     const retry = await reply(server.client.POST('/v1/dlq/{id}/retry', { params: { path: { id: failed.id } } }));
@@ -58,8 +60,7 @@ describe.each(SERVER_MODES)('queue lanes, dead letters and metrics over HTTP, %s
     expect(again.metadata).toMatchObject({ retry_of: failed.id });
     expect(again.session_id).toBe(sessionId);
     // The retry failed too, so it is the one dead letter now.
-    const letters = (await reply(server.client.GET('/v1/dlq'))).body.dead_letters.map((l: any) => l.id);
-    expect(letters).toEqual([retry.body.run_id]);
+    await expect.poll(async () => (await deadLetters()).map((l: any) => l.id), { timeout: 5_000 }).toEqual([retry.body.run_id]);
     expect((await reply(server.client.DELETE('/v1/dlq/{id}', { params: { path: { id: retry.body.run_id } } }))).status).toBe(204);
     expect((await reply(server.client.GET('/v1/dlq'))).body.dead_letters).toEqual([]);
     expect((await reply(server.client.DELETE('/v1/dlq/{id}', { params: { path: { id: retry.body.run_id } } }))).status).toBe(404);
