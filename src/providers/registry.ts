@@ -79,13 +79,35 @@ export function binaryVariable(definition: ProviderDefinition): string {
   return `ASM_${definition.name.toUpperCase()}_BIN`;
 }
 
+/**
+ * Where each binary was last found, by PATH: checked first, so the answer of a create or a submit
+ * costs one `access` instead of one per PATH folder before it (six for `sh` on a Debian PATH; the
+ * request path's largest file-system cost, bench/RESULTS.md issue 14). The answer is the same:
+ * found there means it can be started; gone from there means the whole PATH is searched again.
+ */
+const lastFound = new Map<string, string>();
+
 /** Whether `binary` can be started with this PATH: an executable file at that path, or in one of PATH's folders. */
 export async function findBinary(binary: string, path: string): Promise<boolean> {
+  const key = `${binary}\0${path}`;
+  const known = lastFound.get(key);
+  if (known !== undefined && (await executable(known))) return true;
   const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
   for (const candidate of candidates) {
-    if (await access(candidate, constants.X_OK).then(() => true, () => false)) return true;
+    if (await executable(candidate)) {
+      lastFound.set(key, candidate);
+      return true;
+    }
   }
+  lastFound.delete(key);
   return false;
+}
+
+function executable(file: string): Promise<boolean> {
+  return access(file, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The providers among these whose CLI this process cannot start (what a node reports as `missing_clis`). */
