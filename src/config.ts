@@ -215,7 +215,7 @@ export interface Limits {
   eventPageMax: number;
   /** How long `wait: true` may hold a request before answering with the run as it stands. */
   waitMaxMs: number;
-  /** How long a lane command a request waits on (create, close, interrupt, decide) may wait to start before it is withdrawn (503). */
+  /** How long a lane command a request waits on (close, interrupt, decide) may wait to start before it is withdrawn (503). */
   commandWaitMs: number;
   shutdownDrainMs: number;
   /** MCP servers one session may configure (0: none). */

@@ -2,9 +2,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 
 /**
- * Found by the fuzzer (issue 13): pausing a lane that requests wait on (`session` for creates and
- * closes, `control` for interrupts and decisions) held those requests without a bound, until an
- * operator resumed it. Now a command that has not started within ASM_COMMAND_WAIT_MS is withdrawn and
+ * Found by the fuzzer (issue 13): pausing a lane that requests wait on (`session` for closes,
+ * `control` for interrupts and decisions) held those requests without a bound, until an
+ * operator resumed it. (Creates no longer go through a lane.) Now a command that has not started within ASM_COMMAND_WAIT_MS is withdrawn and
  * its request answered 503 not_ready naming the lane: bounded, and nothing was done.
  */
 
@@ -31,14 +31,11 @@ describe.each(SERVER_MODES)('requests on a paused lane, %s', (_mode, modeEnv) =>
     const open = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body.id as string;
     await server.request('POST', '/v1/queues/skill/pause');
     const queued = (await server.request('POST', `/v1/sessions/${open}/runs`, { prompt: 'echo never' })).body.id as string;
-    const sessionsBefore = (await server.request('GET', '/v1/sessions?limit=100')).body.sessions.length;
 
     for (const lane of ['session', 'control']) expect((await server.request('POST', `/v1/queues/${lane}/pause`)).status).toBe(200);
-    const create = await timed('POST', '/v1/sessions', { provider: 'shell' });
     const close = await timed('DELETE', `/v1/sessions/${open}`);
     const interrupt = await timed('POST', `/v1/runs/${queued}/interrupt`);
     for (const [res, lane] of [
-      [create, 'session'],
       [close, 'session'],
       [interrupt, 'control'],
     ] as const) {
@@ -50,7 +47,6 @@ describe.each(SERVER_MODES)('requests on a paused lane, %s', (_mode, modeEnv) =>
 
     for (const lane of ['session', 'control']) await server.request('POST', `/v1/queues/${lane}/resume`);
     // Nothing of the refused requests happened, and the lanes take new work.
-    expect((await server.request('GET', '/v1/sessions?limit=100')).body.sessions.length).toBe(sessionsBefore);
     expect((await server.request('GET', `/v1/sessions/${open}`)).body.state).toBe('open');
     expect((await server.request('GET', `/v1/runs/${queued}`)).body.state).toBe('queued');
     expect((await server.request('POST', `/v1/runs/${queued}/interrupt`)).status).toBe(202);
