@@ -1,12 +1,11 @@
 import type { Logger } from 'pino';
-import type { RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { RunRecord, SessionRecord } from '../store/types.js';
 import { VERSION } from '../version.js';
 import type { Cluster } from './cluster.js';
 import { remoteTarget } from './remote-options.js';
 import { startOnNode } from './remote-start.js';
 
 export interface HandOffDeps {
-  store: Store;
   cluster: Cluster;
   log: Logger;
 }
@@ -26,15 +25,8 @@ export async function handOff(deps: HandOffDeps, run: RunRecord, session: Sessio
     provider: run.provider,
     version: VERSION,
     options,
-    affinity: pooled && continuing ? await conversationNode(deps.store, run) : null,
+    affinity: pooled && continuing ? (session.conversation_node ?? null) : null,
     signal,
   });
   deps.log.info({ runId: run.id, node: node.name, instance: node.id }, 'run handed to a worker');
-}
-
-/** The node of the session's latest remote run that started: the provider's files of the conversation are there. */
-async function conversationNode(store: Store, run: RunRecord): Promise<string | null> {
-  const started = (await store.runs.listBySession(run.session_id)).filter((r) => r.id !== run.id && r.options.remote && r.started_at !== null);
-  started.sort((a, b) => a.started_at!.localeCompare(b.started_at!));
-  return started.at(-1)?.observability.node ?? null;
 }

@@ -144,10 +144,10 @@ export class RunExecutor {
   }
 
   private async handToWorker(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<void> {
-    const { store, cluster, log, control } = this.deps;
+    const { cluster, log, control } = this.deps;
     const { signal } = ctx;
     try {
-      await handOff({ store, cluster, log }, run, session, signal);
+      await handOff({ cluster, log }, run, session, signal);
     } catch (err) {
       await this.failedToStart(run.id, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err), ctx);
       return;
@@ -268,7 +268,8 @@ export class RunExecutor {
     if (event.kind === 'run_started') {
       const providerSessionId = event.payload.provider_session_id;
       await recorder.durably(run.id, () => store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
-      if (providerSessionId) await recorder.durably(run.id, () => store.sessions.update(run.session_id, { provider_session_id: providerSessionId }));
+      const conversation = { ...(providerSessionId && { provider_session_id: providerSessionId }), ...(run.options.remote && { conversation_node: this.deps.config.nodeName }) };
+      if (Object.keys(conversation).length > 0) await recorder.durably(run.id, () => store.sessions.update(run.session_id, conversation));
     }
     // The tool_use stays in the record, followed by the error that ends the run.
     const blocked = event.kind === 'tool_use' ? guardrailBlock(run.options.agent.allowed_tools, event.payload.tool_name) : null;

@@ -23,6 +23,11 @@ export interface SessionRecord extends Session {
    * Internal: the API shows `mcp_servers`, the same servers with each secret value redacted.
    */
   mcp_server_config?: McpServers;
+  /**
+   * The node of the session's latest remote_node run to start: the provider's files of the
+   * conversation are there, so a pooled run that continues it goes back to it. Internal.
+   */
+  conversation_node?: string | null;
 }
 
 /** The effective remote payload of a remote_node run, as nodes/remote-options.ts resolves it. */
