@@ -78,6 +78,9 @@ export class ShadowRepos {
 
   /** What changed between two snapshots: a summary with +/- counts and the patch, bounded. */
   diff(sessionId: string, workTree: string, from: string, to: string): Promise<WorkspaceDiff> {
+    // A tree id names its content: the same tree twice (a run that changed nothing) is an empty
+    // diff, with no git process on the way to the run's terminal event.
+    if (from === to) return Promise.resolve({ summary: summarize('', this.limits.files), patch: '', from, to });
     return this.serial(sessionId, async () => {
       const gitDir = await this.repo(sessionId);
       const base = ['diff-tree', '-r', '--no-renames', '--no-ext-diff', '--no-textconv'];

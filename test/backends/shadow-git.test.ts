@@ -76,6 +76,17 @@ describe('ShadowRepos', () => {
     expect(execFileSync('ls', [join(root, 'shadow', 'ses_2')], { encoding: 'utf8' })).toBe('shadow.git\n');
   });
 
+  it('diffs a tree with itself as empty, without touching the repository', async () => {
+    const { workspace, shadow, root } = scratch();
+    const repos = shadow();
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const tree = await repos.snapshot('ses_4', workspace);
+    const diff = await repos.diff('ses_5', join(root, 'nowhere'), tree, tree);
+    expect(diff).toEqual({ summary: { files: [], files_truncated: false, additions: 0, deletions: 0, changed_files: 0 }, patch: '', from: tree, to: tree });
+    // No repository was made for ses_5: git never ran for it.
+    expect(execFileSync('ls', [join(root, 'shadow')], { encoding: 'utf8' })).toBe('ses_4\n');
+  });
+
   it('drops a patch over its bound and lists at most the configured files; keeps the first baseline', async () => {
     const { workspace, shadow } = scratch();
     const repos = shadow({ patchBytes: 2048, files: 3 });
