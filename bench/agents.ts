@@ -7,7 +7,10 @@
  *   raw    the CLI spawned here, spawn → its turn's end: `claude -p PROMPT --output-format
  *          stream-json --verbose` (result line), `codex exec --json PROMPT` (turn.completed),
  *          `gemini -p PROMPT -m MODEL --output-format stream-json --skip-trust` (result line)
- *   raw stream-json   claude only: the same CLI in the mode ASM runs it (stream-json input)
+ *   raw stream-json / raw app-server   claude and codex on the transport ASM runs them on: stream-json
+ *          input; codex's app-server exchange of the default mode, which `cold` goes through (the
+ *          modes that may ask for approval need app-server, exec cannot ask): a like-for-like ratio
+ *          (cold_over_raw_same_transport) beside the issue's cold_over_raw
  *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server;
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
@@ -15,11 +18,12 @@
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
  * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
- * the median, min and max of each, and the ratios the issue targets (cold / raw, warm / raw).
+ * the median, min and max of each, the ratios the issue targets (cold / raw, warm / raw), and the load
+ * average before and after (the figures swing with it on a shared machine).
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { agentBin } from '../scripts/install-agents.js';
@@ -50,22 +54,69 @@ const STREAM_INPUT = [
 ];
 
 /**
- * The raw CLI: spawn → its turn's end (ms). `print`: the prompt as an argument; `stream` (claude): the
- * mode ASM runs it in (stream-json input, stdin closed after the result), the same work without ASM.
+ * The exchange ASM has with `codex app-server` in the default mode (src/providers/codex/app-server.ts):
+ * initialize; initialized and thread/start (read-only, on-request); turn/start on the thread. Answers
+ * the lines to write after one line of the server's, or 'done' at turn/completed.
  */
-function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>, mode: 'print' | 'stream'): Promise<number> {
+function appServerExchange(cwd: string): { first: string[]; next(line: string): string[] | 'done' } {
+  const send = (message: object) => JSON.stringify(message);
+  return {
+    first: [send({ id: 0, method: 'initialize', params: { clientInfo: { name: 'asm-bench', title: 'bench', version: '0' }, capabilities: null } })],
+    next(line) {
+      const message = JSON.parse(line);
+      if (message.method === 'turn/completed') return 'done';
+      if (message.method !== undefined) return [];
+      if (message.error) throw new Error(`codex app-server: ${JSON.stringify(message.error)}`);
+      if (message.id === 0) return [send({ method: 'initialized' }), send({ id: 1, method: 'thread/start', params: { cwd, approvalPolicy: 'on-request', sandbox: 'read-only' } })];
+      if (message.id === 1) return [send({ id: 2, method: 'turn/start', params: { threadId: message.result.thread.id, input: [{ type: 'text', text: PROMPT, text_elements: [] }] } })];
+      return [];
+    },
+  };
+}
+
+/**
+ * How a raw CLI is driven: `print`, the prompt as an argument (RAW); `stream`, the transport ASM runs
+ * it on, the same work without ASM: claude with stream-json input (stdin closed after the result),
+ * codex's app-server exchange (stdin closed at turn/completed).
+ */
+type RawMode = 'print' | 'stream';
+
+/** The CLIs with a `stream` line, and its name: the raw CLI on ASM's transport. */
+const STREAM_FIELD: Partial<Record<Cli, string>> = { claude: 'raw stream-json', codex: 'raw app-server' };
+
+/** The raw CLI: spawn → its turn's end (ms). */
+function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>, mode: RawMode): Promise<number> {
   const started = performance.now();
-  const args = mode === 'print' ? RAW[cli].args : ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'];
+  const exchange =
+    mode === 'print'
+      ? { args: RAW[cli].args, first: [], next: (line: string) => (line.includes(RAW[cli].done) ? ('done' as const) : []) }
+      : cli === 'claude'
+        ? {
+            args: ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'],
+            first: STREAM_INPUT.map((line) => JSON.stringify(line)),
+            next: (line: string) => (line.includes(RAW.claude.done) ? ('done' as const) : []),
+          }
+        : { args: ['app-server'], ...appServerExchange(cwd) };
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: [mode === 'print' ? 'ignore' : 'pipe', 'pipe', 'ignore'] });
-    if (mode === 'stream') child.stdin!.write(STREAM_INPUT.map((line) => `${JSON.stringify(line)}\n`).join(''));
+    const child = spawn(bin, exchange.args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: [mode === 'print' ? 'ignore' : 'pipe', 'pipe', 'ignore'] });
+    const write = (lines: string[]) => lines.length > 0 && child.stdin!.write(lines.map((line) => `${line}\n`).join(''));
+    if (mode === 'stream') write(exchange.first);
     let buffered = '';
     let at: number | null = null;
     child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('utf8');
-      if (at !== null || !buffered.includes(RAW[cli].done)) return;
-      at = performance.now() - started;
-      child.stdin?.end();
+      let newline: number;
+      while (at === null && (newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        const reply = exchange.next(line);
+        if (reply !== 'done') {
+          if (mode === 'stream') write(reply);
+          continue;
+        }
+        at = performance.now() - started;
+        child.stdin?.end();
+      }
     });
     child.on('error', reject);
     child.on('close', (code) => (at !== null ? resolve(at) : reject(new Error(`raw ${cli} exited ${code} without ending its turn`))));
@@ -107,15 +158,21 @@ export async function run(args: string[]): Promise<void> {
   const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex', 'gemini'];
   if (sandbox === 'none' && clis.some((cli) => cli !== 'claude')) throw new Error('--sandbox none: codex and gemini need the sandbox (their config reaches them as the sandbox home template)');
   const root = mkdtempSync(join(tmpdir(), 'asm-bench-agents-'));
+  // The raw CLIs' HOME, and the template of the sessions' (the same config files): apart, so that
+  // what the raw runs leave in their HOME (conversations, logs, caches) is not copied into every
+  // session's, as an operator's template would not hold it either.
   const home = join(root, 'home');
+  const template = join(root, 'template');
   const workspace = join(root, 'work');
-  mkdirSync(home);
-  mkdirSync(workspace);
+  for (const dir of [home, template, workspace]) mkdirSync(dir);
   const model: ModelServer = await startModelServer();
   const envs = { claude: offlineEnv('claude', home, model.url), codex: offlineEnv('codex', home, model.url), gemini: offlineEnv('gemini', home, model.url) };
+  const templateEnvs = { claude: offlineEnv('claude', template, model.url), codex: offlineEnv('codex', template, model.url), gemini: offlineEnv('gemini', template, model.url) };
   // The service passes the CLIs' environment through its allowlist, from this process's environment;
   // HOME (with the CLIs' config files) reaches each session as the sandbox's home template, TMPDIR is the sandbox's own.
-  const passed = Object.fromEntries(Object.entries({ ...envs.claude, ...envs.codex, ...envs.gemini }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'));
+  const passed = Object.fromEntries(
+    Object.entries({ ...templateEnvs.claude, ...templateEnvs.codex, ...templateEnvs.gemini }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'),
+  );
   Object.assign(process.env, passed);
   const config = loadConfig({
     ASM_WORKSPACE_ROOT: workspace,
@@ -124,7 +181,7 @@ export async function run(args: string[]): Promise<void> {
     ASM_GEMINI_BIN: agentBin('gemini'),
     ASM_SANDBOX: sandbox,
     ASM_SANDBOX_ROOT: join(root, 'sandbox'),
-    ASM_SANDBOX_HOME_TEMPLATE: home,
+    ASM_SANDBOX_HOME_TEMPLATE: template,
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
   });
@@ -166,6 +223,7 @@ interface BenchContext {
 async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, sandbox }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
+  const loadavg = os.loadavg().map((load) => Math.round(load * 100) / 100);
   const raw: number[] = [];
   const rawStream: number[] = [];
   const cold: number[] = [];
@@ -175,7 +233,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
     model.script({ text: 'Hello.' });
     const r = await rawRun(cli, bin, workspace, env, 'print');
     let rs: number | null = null;
-    if (cli === 'claude') {
+    if (cli in STREAM_FIELD) {
       model.script({ text: 'Hello.' });
       rs = await rawRun(cli, bin, workspace, env, 'stream');
     }
@@ -192,7 +250,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
     if (rs !== null) rawStream.push(rs);
     cold.push(c.ms);
     warm.push(second.ms);
-    const stream = rs === null ? '' : `, raw stream-json ${rs.toFixed(0)} ms`;
+    const stream = rs === null ? '' : `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms`;
     process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
   }
   const rawMs = summary(raw);
@@ -205,11 +263,14 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
       cli,
       sandbox,
       samples,
+      loadavg,
+      loadavg_after: os.loadavg().map((load) => Math.round(load * 100) / 100),
       raw_ms: rawMs,
-      ...(rawStream.length > 0 && { raw_stream_json_ms: summary(rawStream) }),
+      ...(rawStream.length > 0 && { [`${STREAM_FIELD[cli]!.replace(/[ -]/g, '_')}_ms`]: summary(rawStream) }),
       cold_ms: coldMs,
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
+      ...(rawStream.length > 0 && { cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median) }),
       warm_over_raw: ratio(warmMs.median, rawMs.median),
       targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
     })}\n`,
