@@ -172,6 +172,10 @@ export class BwrapSandbox implements Sandbox {
     return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
   }
 
+  prepare(sessionId: string): void {
+    this.dirs.folders(sessionId).catch(() => undefined);
+  }
+
   /**
    * A launcher script: the SDK runs it and signals that process alone, so the script starts the
    * sandbox in a process group of its own (setsid), passes the signals it gets on to that group, and

@@ -44,6 +44,10 @@ export class CoreBackend implements Backend {
     return new CoreRun(spec, sink, this.limits, this.sandbox, this.warm, this.running);
   }
 
+  prepare(sessionId: string): void {
+    this.sandbox.prepare(sessionId);
+  }
+
   releaseSession(sessionId: string): void {
     this.warm.stopSession(sessionId);
   }

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmod, cp, lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, lchown, lstat, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { AsmError } from '../errors/kinds.js';
@@ -129,19 +129,37 @@ export class SandboxDirs {
     const dir = this.sessionDir(sessionId);
     const folders = { home: join(dir, 'home'), tmp: join(dir, 'tmp') };
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const fresh = await mkdir(folders.home, { mode: 0o700 }).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === 'EEXIST') return false;
-        throw err;
-      },
-    );
-    if (fresh && this.template) await cp(this.template, folders.home, { recursive: true, verbatimSymlinks: true });
-    await mkdir(folders.tmp, { recursive: true, mode: 0o700 });
-    await this.handOver(folders.home);
-    await this.handOver(folders.tmp);
+    const [home, tmp] = await Promise.all([freshFolder(folders.home), freshFolder(folders.tmp)]);
+    if (home && this.template) await cp(this.template, folders.home, { recursive: true, verbatimSymlinks: true });
+    await Promise.all([home ? this.own(folders.home) : this.handOver(folders.home), tmp ? this.own(folders.tmp) : this.handOver(folders.tmp)]);
     return folders;
   }
+
+  /**
+   * Hands a folder this process just made (and filled) to the CLI's account, in-process: it is in the
+   * session's folder, which is the service's alone (0700) and no sandbox has shown yet, so no other
+   * account can have put a symlink in it, and the walk needs none of chown's care (handOver), nor
+   * a chown process on every session's first run.
+   */
+  private async own(path: string): Promise<void> {
+    if (!this.account) return;
+    const { uid, gid } = this.account;
+    await lchown(path, uid, gid);
+    if (!(await lstat(path)).isDirectory()) return;
+    const entries = await readdir(path);
+    await Promise.all(entries.map((name) => this.own(join(path, name))));
+  }
+}
+
+/** Makes a folder (0700): true if this call made it, false if it was there (a session's folders from an earlier process). */
+function freshFolder(path: string): Promise<boolean> {
+  return mkdir(path, { mode: 0o700 }).then(
+    () => true,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EEXIST') return false;
+      throw err;
+    },
+  );
 }
 
 function component(id: string): string {

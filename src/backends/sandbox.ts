@@ -29,6 +29,7 @@ export const NO_SANDBOX: Sandbox = {
     const tag = newRunTag();
     return { ...cli, env: { ...cli.env, [TAG_VARIABLE]: tag }, exitOf: (exit) => exit, reap: () => killTagged(tag) };
   },
+  prepare: () => undefined,
   launcher: async (_sessionId, _runId, cli) => ({ command: cli.command, env: cli.env, dispose: async () => undefined }),
   // Without a sandbox the CLI shares the service's HOME and files: no folder is the session's alone.
   mcpFolder: async () => {

@@ -34,6 +34,10 @@ export class SdkBackend implements Backend {
   start(spec: BackendRunSpec, sink: EventSink): BackendRun {
     return new SdkRun(spec, sink, this.sdks, this.limits, this.sandbox);
   }
+
+  prepare(sessionId: string): void {
+    this.sandbox.prepare(sessionId);
+  }
 }
 
 class SdkRun extends RunLifecycle {

@@ -58,6 +58,8 @@ export interface BackendRun {
 export interface Backend {
   readonly name: string;
   start(spec: BackendRunSpec, sink: EventSink): BackendRun;
+  /** A run of the session in its sandbox is about to start: its folders are made meanwhile (Sandbox.prepare). */
+  prepare(sessionId: string): void;
   /** The session is closed: an agent process kept for it (a warm session) is stopped. */
   releaseSession?(sessionId: string): void;
 }
@@ -81,6 +83,12 @@ export interface Sandbox {
    * start: config_invalid for an unusable working directory, cli_not_found for a missing binary.
    */
   wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand>;
+  /**
+   * Starts making the session's folders (its HOME from the template) in the background, so that a
+   * run's wrap or launcher, which waits for them, finds them made or under way. A failure is the
+   * run's to report: its wrap or launcher tries again.
+   */
+  prepare(sessionId: string): void;
   /** An executable that runs `cli.command` in the session's sandbox with the arguments it is given. */
   launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher>;
   /**

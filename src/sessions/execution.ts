@@ -180,6 +180,8 @@ export class RunExecutor {
       return this.outcome(runId);
     }
 
+    // The session's sandbox folders are made while the run is admitted and its snapshot taken.
+    if (surface.kind === 'local_subprocess') backend.prepare(session.id);
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses() };
     activeRuns.set(runId, active);
     try {

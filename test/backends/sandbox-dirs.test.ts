@@ -1,0 +1,63 @@
+/**
+ * A session's sandbox folders (src/backends/sandbox-dirs.ts): HOME a copy of the template and TMP,
+ * both handed to the account the CLI runs as, every entry of the copy included and a symlink's target
+ * never; made once, ahead of the run (Sandbox.prepare) or by it. The hand-over needs the service to be root.
+ */
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SandboxDirs } from '../../src/backends/sandbox-dirs.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+const ACCOUNT = { uid: 65534, gid: 65534, chown: '/usr/bin/chown' };
+const root = process.getuid?.() === 0;
+
+function scratch(): { template: string; sandboxRoot: string; outside: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'asm-sandbox-dirs-test-'));
+  dirs.push(dir);
+  const template = join(dir, 'template');
+  mkdirSync(join(template, '.codex', 'skills'), { recursive: true });
+  writeFileSync(join(template, '.codex', 'config.toml'), 'model = "m"\n');
+  writeFileSync(join(template, '.codex', 'skills', 'a.md'), 'a\n');
+  const outside = join(dir, 'outside.txt');
+  writeFileSync(outside, 'the service\'s\n');
+  symlinkSync(outside, join(template, 'link'));
+  return { template, sandboxRoot: join(dir, 'sandbox'), outside };
+}
+
+describe('SandboxDirs', () => {
+  it.runIf(root)('copies the template into a fresh HOME and hands every entry, not a link\'s target, to the account', async () => {
+    const { template, sandboxRoot, outside } = scratch();
+    const sandbox = new SandboxDirs(sandboxRoot, ACCOUNT, template);
+    await sandbox.init();
+    const { home, tmp } = await sandbox.folders('ses_1');
+    for (const path of [home, tmp, join(home, '.codex'), join(home, '.codex', 'config.toml'), join(home, '.codex', 'skills'), join(home, '.codex', 'skills', 'a.md'), join(home, 'link')]) {
+      expect(lstatSync(path), path).toMatchObject({ uid: 65534, gid: 65534 });
+    }
+    expect(readFileSync(join(home, '.codex', 'config.toml'), 'utf8')).toBe('model = "m"\n');
+    expect(readlinkSync(join(home, 'link'))).toBe(outside);
+    expect(statSync(outside).uid).toBe(0);
+    // The session's folder stays the service's alone.
+    expect(lstatSync(sandbox.sessionDir('ses_1')).uid).toBe(0);
+    expect(lstatSync(sandbox.sessionDir('ses_1')).mode & 0o077).toBe(0);
+  });
+
+  it('makes the folders once: a second call (a run after prepare) waits for the same ones, and a second process keeps what is there', async () => {
+    const { template, sandboxRoot } = scratch();
+    const first = new SandboxDirs(sandboxRoot, root ? ACCOUNT : null, template);
+    await first.init();
+    const made = first.folders('ses_2');
+    expect(first.folders('ses_2')).toBe(made);
+    const { home } = await made;
+    writeFileSync(join(home, 'conversation'), 'kept\n');
+    // Another process (a restart): the HOME is there, with what the CLI left in it.
+    const second = new SandboxDirs(sandboxRoot, root ? ACCOUNT : null, template);
+    expect(await second.folders('ses_2')).toEqual(await made);
+    expect(readFileSync(join(home, 'conversation'), 'utf8')).toBe('kept\n');
+  });
+});
