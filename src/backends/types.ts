@@ -32,6 +32,13 @@ export interface BackendRunSpec extends ProviderRunInput {
   now: () => number;
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;
+  /**
+   * Resolves once the workspace's snapshot before the run is taken (src/sessions/run-diffs.ts; never
+   * rejects). The backend may start the agent meanwhile, but gives it its prompt only after: a CLI
+   * that reads its prompt from stdin is spawned at once and gets its first input then; one that
+   * takes it in its arguments (or an SDK) is started then. Absent: nothing to wait for.
+   */
+  workspaceSnapshot?: Promise<void>;
 }
 
 /**

@@ -20,8 +20,11 @@ export interface ActiveRun {
   retriesLeft: number;
   /** Such a failure, held back for the retry: the run stays queued, with no terminal event. */
   startFailure?: AsmError;
-  /** The workspace as the run found it (run-diffs.ts); null when no diff is kept. */
-  snapshot?: RunSnapshot | null;
+  /**
+   * The workspace as the run found it (run-diffs.ts), taken while the agent starts; null when no
+   * diff is kept. Never rejects.
+   */
+  snapshot?: Promise<RunSnapshot | null>;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
   checkedLapses: number;
 }

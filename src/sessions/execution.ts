@@ -187,8 +187,9 @@ export class RunExecutor {
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
       await this.deps.memory.admit(signal, session.warm ? session.id : undefined);
-      // Before ownership: an interrupt meanwhile finds no owner and sets the flag read below.
-      active.snapshot = await this.deps.diffs.before(run, cwd);
+      // Taken while the backend starts the agent, which gets its prompt only once it is
+      // (BackendRunSpec.workspaceSnapshot).
+      const snapshot = (active.snapshot = this.deps.diffs.before(run, cwd));
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
       // An interrupt of this process that came while the run had no backend yet aborted the signal.
@@ -221,6 +222,7 @@ export class RunExecutor {
           approvalTimeoutMs: session.approval_timeout_ms,
           now: () => cluster.now(),
           mcpServers: session.mcp_server_config,
+          workspaceSnapshot: snapshot.then(() => undefined),
           // A run of a warm session on another lane than core (a per-run lane) starts cold.
           ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: session.warm_idle_ms ?? config.limits.warmIdleMs } }),
         },
@@ -280,8 +282,9 @@ export class RunExecutor {
 
   /** The run's workspace_diff, before its terminal event, where it changed something. */
   private async recordDiff(run: RunRecord, active: ActiveRun): Promise<void> {
-    if (!active.snapshot) return;
-    const summary = await this.deps.diffs.after(run, active.snapshot);
+    const snapshot = await active.snapshot;
+    if (!snapshot) return;
+    const summary = await this.deps.diffs.after(run, snapshot);
     if (summary) active.events.push(await this.deps.recorder.append(run, 'workspace_diff', summary));
   }
 
