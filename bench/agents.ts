@@ -11,6 +11,9 @@
  *          input; codex's app-server exchange of the default mode, which `cold` goes through (the
  *          modes that may ask for approval need app-server, exec cannot ask): a like-for-like ratio
  *          (cold_over_raw_same_transport) beside the issue's cold_over_raw
+ *   raw fresh home   the same, in a fresh copy of the sessions' HOME template each time, as every
+ *          cold session's CLI starts (the raw lines keep one HOME, as a user's CLI does): what the
+ *          CLI's own first start in a new HOME costs, apart from what ASM adds (cold_over_raw_fresh_home)
  *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server;
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
@@ -22,7 +25,7 @@
  * average before and after (the figures swing with it on a shared machine).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -201,7 +204,7 @@ export async function run(args: string[]): Promise<void> {
     },
   };
   try {
-    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, env: envs[cli], samples, sandbox });
+    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, template, env: envs[cli], samples, sandbox });
   } finally {
     await server.close();
     await app.close();
@@ -215,17 +218,19 @@ interface BenchContext {
   base: string;
   model: ModelServer;
   workspace: string;
+  template: string;
   env: Record<string, string>;
   samples: number;
   sandbox: string;
 }
 
-async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, sandbox }: BenchContext): Promise<void> {
+async function benchCli(cli: Cli, { api, base, model, workspace, template, env, samples, sandbox }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
   const loadavg = os.loadavg().map((load) => Math.round(load * 100) / 100);
   const raw: number[] = [];
   const rawStream: number[] = [];
+  const rawFresh: number[] = [];
   const cold: number[] = [];
   const warm: number[] = [];
   // One untimed round first: the page cache and the JIT warm up for all alike.
@@ -236,6 +241,10 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
     if (cli in STREAM_FIELD) {
       model.script({ text: 'Hello.' });
       rs = await rawRun(cli, bin, workspace, env, 'stream');
+      const fresh = join(template, '..', `fresh-${cli}-${i + 1}`);
+      cpSync(template, fresh, { recursive: true });
+      model.script({ text: 'Hello.' });
+      rawFresh.push(await rawRun(cli, bin, workspace, { ...env, HOME: fresh, TMPDIR: join(fresh, 'tmp') }, 'stream'));
     }
     model.script({ text: 'Hello.' });
     const c = await timedRun(api, (await session(false)).id);
@@ -245,12 +254,15 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
     const second = await timedRun(api, w.id);
     if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
     await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
-    if (i < 0) continue;
+    if (i < 0) {
+      rawFresh.length = 0;
+      continue;
+    }
     raw.push(r);
     if (rs !== null) rawStream.push(rs);
     cold.push(c.ms);
     warm.push(second.ms);
-    const stream = rs === null ? '' : `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms`;
+    const stream = rs === null ? '' : `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
     process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
   }
   const rawMs = summary(raw);
@@ -266,11 +278,12 @@ async function benchCli(cli: Cli, { api, base, model, workspace, env, samples, s
       loadavg,
       loadavg_after: os.loadavg().map((load) => Math.round(load * 100) / 100),
       raw_ms: rawMs,
-      ...(rawStream.length > 0 && { [`${STREAM_FIELD[cli]!.replace(/[ -]/g, '_')}_ms`]: summary(rawStream) }),
+      ...(rawStream.length > 0 && { [`${STREAM_FIELD[cli]!.replace(/[ -]/g, '_')}_ms`]: summary(rawStream), raw_fresh_home_ms: summary(rawFresh) }),
       cold_ms: coldMs,
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
       ...(rawStream.length > 0 && { cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median) }),
+      ...(rawFresh.length > 0 && { cold_over_raw_fresh_home: ratio(coldMs.median, summary(rawFresh).median) }),
       warm_over_raw: ratio(warmMs.median, rawMs.median),
       targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
     })}\n`,
