@@ -61,6 +61,11 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 export class ShadowRepos {
   /** Git commands of one session run one at a time: they share the shadow index. */
   private readonly chains = new Map<string, Promise<unknown>>();
+  /**
+   * Each session's last written tree and the index file it was written from (see `stampOf`): a
+   * snapshot whose `git add` left the index file as it was has the same tree, without a `write-tree`.
+   */
+  private readonly written = new Map<string, { stamp: string; tree: string }>();
 
   constructor(
     readonly root: string,
@@ -72,7 +77,13 @@ export class ShadowRepos {
     return this.serial(sessionId, async () => {
       const gitDir = await this.repo(sessionId);
       await this.git(gitDir, workTree, ['add', '--all', '--ignore-errors', '--', '.'], { okCodes: [0, 1] });
-      return (await this.git(gitDir, workTree, ['write-tree'])).trim();
+      // A git spawn is most of a run's own cost when the run changes nothing (bench/RESULTS.md, runs).
+      const last = this.written.get(sessionId);
+      if (last && last.stamp === (await stampOf(gitDir))) return last.tree;
+      this.written.delete(sessionId);
+      const tree = (await this.git(gitDir, workTree, ['write-tree'])).trim();
+      this.written.set(sessionId, { stamp: await stampOf(gitDir), tree });
+      return tree;
     });
   }
 
@@ -111,6 +122,7 @@ export class ShadowRepos {
   }
 
   async release(sessionId: string): Promise<void> {
+    this.written.delete(sessionId);
     await rm(join(this.root, component(sessionId)), { recursive: true, force: true });
   }
 
@@ -165,6 +177,16 @@ export function summarize(raw: string, maxFiles: number): DiffSummary {
     deletions: all.reduce((sum, f) => sum + (f.deletions ?? 0), 0),
     changed_files: all.length,
   };
+}
+
+/**
+ * The index file as it stands: git rewrites it whole (a new file renamed over the old) whenever it
+ * changes anything in it, so an equal inode, size, mtime and ctime mean the same content. Another
+ * process sharing ASM_SHADOW_ROOT that writes the index therefore invalidates the kept tree too.
+ */
+async function stampOf(gitDir: string): Promise<string> {
+  const index = await stat(join(gitDir, 'index'), { bigint: true }).catch(() => null);
+  return index ? `${index.ino}:${index.size}:${index.mtimeNs}:${index.ctimeNs}` : 'none';
 }
 
 function component(id: string): string {

@@ -100,4 +100,34 @@ describe('ShadowRepos', () => {
     expect(diff.summary).toMatchObject({ changed_files: 5, files_truncated: true, additions: 1000 });
     expect(diff.summary.files).toHaveLength(3);
   });
+
+  it('a snapshot that finds nothing changed keeps the tree; any change, here or by another process on the same root, gives the new one', async () => {
+    const { workspace, shadow } = scratch();
+    const repos = shadow();
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const first = await repos.snapshot('ses_4', workspace);
+    expect(await repos.snapshot('ses_4', workspace)).toBe(first);
+    // Same size, written at once: only the content tells the trees apart.
+    writeFileSync(join(workspace, 'a.txt'), 'b\n');
+    const second = await repos.snapshot('ses_4', workspace);
+    expect(second).not.toBe(first);
+    // Another ShadowRepos (another process with the same ASM_SHADOW_ROOT) moves the index on.
+    writeFileSync(join(workspace, 'c.txt'), 'c\n');
+    const third = await shadow().snapshot('ses_4', workspace);
+    expect(third).not.toBe(second);
+    expect(await repos.snapshot('ses_4', workspace)).toBe(third);
+    // A fresh shadow repository of the same workspace agrees on every tree.
+    expect(await shadow().snapshot('ses_fresh', workspace)).toBe(third);
+  });
+
+  it('the diff of a tree against itself is empty, as git prints it', async () => {
+    const { workspace, shadow } = scratch();
+    const repos = shadow();
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const tree = await repos.snapshot('ses_5', workspace);
+    const diff = await repos.diff('ses_5', workspace, tree, tree);
+    expect(diff).toEqual({ summary: { files: [], files_truncated: false, additions: 0, deletions: 0, changed_files: 0 }, patch: '', from: tree, to: tree });
+    const gitDir = join(workspace, '..', 'shadow', 'ses_5', 'shadow.git');
+    expect(execFileSync('git', ['--git-dir', gitDir, 'diff-tree', '-r', '-p', tree, tree], { encoding: 'utf8' })).toBe('');
+  });
 });
