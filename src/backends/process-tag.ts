@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 /**
  * Finding the processes of an unsandboxed run that left its process group (ASM_SANDBOX=none).
@@ -44,18 +44,46 @@ const MAX_SWEEPS = 5;
 
 function tagged(needle: Buffer): number[] {
   const found: number[] = [];
+  const first = needle.subarray(1);
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    let environ: Buffer;
-    try {
-      environ = readFileSync(`/proc/${entry}/environ`);
-    } catch {
-      continue; // gone, or another user's
-    }
-    // environ is NUL-separated; a leading NUL makes the first variable match like the others.
-    if (Buffer.concat([NUL, environ]).includes(needle)) found.push(Number(entry));
+    const environ = readEnviron(entry);
+    // environ is NUL-separated; the first variable has no NUL before it, so it is matched without the needle's leading one.
+    if (environ && (environ.subarray(0, first.length).equals(first) || environ.includes(needle))) found.push(Number(entry));
   }
   return found;
 }
 
-const NUL = Buffer.from([0]);
+/**
+ * One buffer for every read of a scan, grown when an environment is larger: a scan reads every
+ * process's environ at each run's end (bench/RESULTS.md, runs), and a fresh buffer per file (what
+ * readFileSync allocates for a /proc file, whose size it cannot know) was most of its cost.
+ */
+let scratch = Buffer.allocUnsafe(64 * 1024);
+
+/** A process's environ (valid until the next call), or null when it is gone or not readable. */
+function readEnviron(pid: string): Buffer | null {
+  let fd: number;
+  try {
+    fd = openSync(`/proc/${pid}/environ`, 'r');
+  } catch {
+    return null; // gone, or another user's
+  }
+  try {
+    let size = 0;
+    for (;;) {
+      if (size === scratch.length) {
+        const larger = Buffer.allocUnsafe(scratch.length * 2);
+        scratch.copy(larger);
+        scratch = larger;
+      }
+      const read = readSync(fd, scratch, size, scratch.length - size, null);
+      if (read === 0) return scratch.subarray(0, size);
+      size += read;
+    }
+  } catch {
+    return null; // exited while being read
+  } finally {
+    closeSync(fd);
+  }
+}
