@@ -66,6 +66,8 @@ export class ShadowRepos {
    * snapshot whose `git add` left the index file as it was has the same tree, without a `write-tree`.
    */
   private readonly written = new Map<string, { stamp: string; tree: string }>();
+  /** Each session's baseline tree, once written or read here. */
+  private readonly baselines = new Map<string, string>();
 
   constructor(
     readonly root: string,
@@ -106,14 +108,19 @@ export class ShadowRepos {
    * first run's start) is kept, in a file beside the repository; later ones return it.
    */
   async baseline(sessionId: string, tree: string): Promise<string> {
+    // Kept once known: the file is written once and never changed while the session lasts.
+    const known = this.baselines.get(sessionId);
+    if (known !== undefined) return known;
     const file = join(this.root, component(sessionId), 'baseline');
+    let baseline = tree;
     try {
       await writeFile(file, tree, { flag: 'wx', mode: 0o600 });
-      return tree;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      return (await readFile(file, 'utf8')).trim();
+      baseline = (await readFile(file, 'utf8')).trim();
     }
+    this.baselines.set(sessionId, baseline);
+    return baseline;
   }
 
   async sessions(): Promise<string[]> {
@@ -123,6 +130,7 @@ export class ShadowRepos {
 
   async release(sessionId: string): Promise<void> {
     this.written.delete(sessionId);
+    this.baselines.delete(sessionId);
     await rm(join(this.root, component(sessionId)), { recursive: true, force: true });
   }
 
