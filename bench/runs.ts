@@ -10,11 +10,12 @@
  *   completed in the first and in the last second, and their ratio (target ≥ 0.9).
  *
  * The sandbox is off (ASM_SANDBOX=none): it adds a fixed ~9 ms per run (bench -- sandbox), which would
- * hide what this measures; so are the runs' workspace diffs (ASM_WORKSPACE_DIFFS=off: a git snapshot
- * at each run's start and end, 100+ ms per run on a loaded machine; bench -- diff measures them).
- * The shell's lane is raised to 16 slots so 16 sessions run at once.
+ * hide what this measures. So are the workspace diffs (ASM_WORKSPACE_DIFFS=off) unless `--diffs`: a
+ * run that changes nothing still costs a `git add` at its start and its end (bench -- diff), each a
+ * process of its own, as large as the spawn measured. The shell's lane is raised to 16 slots so 16
+ * sessions run at once.
  *
- * Usage: npm run bench -- runs [--quick] [--history N] [embedded|redis]
+ * Usage: npm run bench -- runs [--quick] [--history N] [--diffs] [embedded|redis]
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
@@ -62,9 +63,9 @@ async function throughput(onces: Array<() => Promise<void>>, seconds: number): P
   return done / ((performance.now() - started) / 1000);
 }
 
-async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { rounds: number; samples: number; seconds: number; history: number }) {
+async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { rounds: number; samples: number; seconds: number; history: number; workspace_diffs: 'on' | 'off' }) {
   const lanes = JSON.stringify([{ id: 'skill', priority: 4, minConcurrency: 1, maxConcurrency: 16 }]);
-  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_WORKSPACE_DIFFS: 'off', ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
+  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_WORKSPACE_DIFFS: opts.workspace_diffs, ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
   return withServers(
     [asm],
     async () => {
@@ -144,7 +145,7 @@ export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const at = args.indexOf('--history');
   const history = at >= 0 ? Number(args[at + 1]) : quick ? 1000 : 10_000;
-  const opts = { rounds: quick ? 1 : 3, samples: quick ? 100 : 300, seconds: quick ? 2 : 4, history };
+  const opts = { rounds: quick ? 1 : 3, samples: quick ? 100 : 300, seconds: quick ? 2 : 4, history, workspace_diffs: args.includes('--diffs') ? ('on' as const) : ('off' as const) };
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl): Promise<any> => benchMode(mode, redisUrl, opts));
   const targets: Record<string, unknown> = {};
   if (modes.embedded) {
