@@ -11,8 +11,18 @@ import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
  * environment: the run's CLI gets a random tag in it (TAG_VARIABLE), and when the run ends, every
  * process of the service's user whose /proc/<pid>/environ carries that tag is killed.
  *
- * The limit, stated in README "Sandbox": a process that clears its environment before it detaches
- * escapes the sweep. That is what ASM_SANDBOX=none means: every tenant is trusted.
+ * Only the processes created since the run's CLI was about to start are read (`PidMark`): PIDs are
+ * handed out in increasing order, so while the counter has not wrapped round since, those are the
+ * PIDs above the mark, a few instead of every process of the machine, whose reading was the largest
+ * cost of an unsandboxed run after its spawn (bench/RESULTS.md, runs). Whether it wrapped is told by
+ * the kernel's count of forks: more forks than PIDs handed out past the mark means it may have (or
+ * that other PID namespaces forked), and the whole of /proc is read as before.
+ *
+ * The limits, stated in README "Sandbox": a process that clears its environment before it detaches
+ * escapes the sweep, and so does one that existed before the run and was made to exec with the tag,
+ * or one forked after enough failed forks (refused by a PID limit once their PID was handed out, so
+ * not counted) to wrap the counter round.
+ * That is what ASM_SANDBOX=none means: every tenant is trusted.
  */
 
 export const TAG_VARIABLE = 'ASM_RUN_TAG';
@@ -25,10 +35,10 @@ export function newRunTag(): string {
  * SIGKILLs every process whose environment carries the tag. Repeated until a scan finds none (at most
  * MAX_SWEEPS), because a process may fork between being listed and being killed.
  */
-export function killTagged(tag: string): void {
+export function killTagged(tag: string, since: PidMark | null = null): void {
   const needle = Buffer.from(`\0${TAG_VARIABLE}=${tag}\0`);
   for (let sweep = 0; sweep < MAX_SWEEPS; sweep++) {
-    const found = tagged(needle);
+    const found = tagged(needle, createdSince(since));
     if (found.length === 0) return;
     for (const pid of found) {
       try {
@@ -42,12 +52,37 @@ export function killTagged(tag: string): void {
 
 const MAX_SWEEPS = 5;
 
-function tagged(needle: Buffer): number[] {
+/** Where the kernel's PID counter and fork count stood (/proc/loadavg, /proc/stat); null where they cannot be read. */
+export interface PidMark {
+  lastPid: number;
+  forks: number;
+}
+
+export function markPids(): PidMark | null {
+  const loadavg = readProc('/proc/loadavg')?.toString('latin1');
+  const lastPid = Number(loadavg?.trim().split(' ')[4]);
+  const forks = /^processes (\d+)$/m.exec(readProc('/proc/stat')?.toString('latin1') ?? '');
+  return Number.isSafeInteger(lastPid) && forks ? { lastPid, forks: Number(forks[1]) } : null;
+}
+
+/**
+ * The PIDs of every process created since `since`, when they are known to be the range above it:
+ * the counter has not wrapped round if it handed out at least as many PIDs as there were forks (a
+ * wrap hands out all the others first). Null: read every process.
+ */
+function createdSince(since: PidMark | null): { above: number; upTo: number } | null {
+  const now = since && markPids();
+  if (!since || !now || now.lastPid < since.lastPid || now.forks - since.forks > now.lastPid - since.lastPid) return null;
+  return { above: since.lastPid, upTo: now.lastPid };
+}
+
+function tagged(needle: Buffer, range: { above: number; upTo: number } | null): number[] {
   const found: number[] = [];
   const first = needle.subarray(1);
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const environ = readEnviron(entry);
+    if (range && (Number(entry) <= range.above || Number(entry) > range.upTo)) continue;
+    const environ = readProc(`/proc/${entry}/environ`);
     // environ is NUL-separated; the first variable has no NUL before it, so it is matched without the needle's leading one.
     if (environ && (environ.subarray(0, first.length).equals(first) || environ.includes(needle))) found.push(Number(entry));
   }
@@ -61,11 +96,11 @@ function tagged(needle: Buffer): number[] {
  */
 let scratch = Buffer.allocUnsafe(64 * 1024);
 
-/** A process's environ (valid until the next call), or null when it is gone or not readable. */
-function readEnviron(pid: string): Buffer | null {
+/** A /proc file (valid until the next call), or null when it is gone or not readable. */
+function readProc(path: string): Buffer | null {
   let fd: number;
   try {
-    fd = openSync(`/proc/${pid}/environ`, 'r');
+    fd = openSync(path, 'r');
   } catch {
     return null; // gone, or another user's
   }

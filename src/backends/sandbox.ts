@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { BwrapSandbox } from './bwrap.js';
-import { killTagged, newRunTag, TAG_VARIABLE } from './process-tag.js';
+import { killTagged, markPids, newRunTag, TAG_VARIABLE } from './process-tag.js';
 import type { Sandbox } from './types.js';
 
 /**
@@ -27,7 +27,9 @@ export const NO_SANDBOX: Sandbox = {
   check: async () => undefined,
   wrap: async (_sessionId, cli) => {
     const tag = newRunTag();
-    return { ...cli, env: { ...cli.env, [TAG_VARIABLE]: tag }, exitOf: (exit) => exit, reap: () => killTagged(tag) };
+    // Before the CLI is spawned: its PID and its descendants' are above the mark.
+    const since = markPids();
+    return { ...cli, env: { ...cli.env, [TAG_VARIABLE]: tag }, exitOf: (exit) => exit, reap: () => killTagged(tag, since) };
   },
   prepare: () => undefined,
   launcher: async (_sessionId, _runId, cli) => ({ command: cli.command, env: cli.env, dispose: async () => undefined }),
