@@ -79,14 +79,26 @@ function createdSince(since: PidMark | null): { above: number; upTo: number } | 
 function tagged(needle: Buffer, range: { above: number; upTo: number } | null): number[] {
   const found: number[] = [];
   const first = needle.subarray(1);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    if (range && (Number(entry) <= range.above || Number(entry) > range.upTo)) continue;
-    const environ = readProc(`/proc/${entry}/environ`);
+  for (const pid of candidates(range)) {
+    const environ = readProc(`/proc/${pid}/environ`);
     // environ is NUL-separated; the first variable has no NUL before it, so it is matched without the needle's leading one.
-    if (environ && (environ.subarray(0, first.length).equals(first) || environ.includes(needle))) found.push(Number(entry));
+    if (environ && (environ.subarray(0, first.length).equals(first) || environ.includes(needle))) found.push(pid);
   }
   return found;
+}
+
+/** Fewer PIDs handed out than this since the mark: each is tried, instead of listing /proc (a thread's PID reads as its process). */
+const PROBE_MAX = 64;
+
+function candidates(range: { above: number; upTo: number } | null): number[] {
+  if (range && range.upTo - range.above <= PROBE_MAX) return Array.from({ length: range.upTo - range.above }, (_, i) => range.above + 1 + i);
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (!range || (pid > range.above && pid <= range.upTo)) pids.push(pid);
+  }
+  return pids;
 }
 
 /**
