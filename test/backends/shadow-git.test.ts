@@ -119,15 +119,4 @@ describe('ShadowRepos', () => {
     // A fresh shadow repository of the same workspace agrees on every tree.
     expect(await shadow().snapshot('ses_fresh', workspace)).toBe(third);
   });
-
-  it('the diff of a tree against itself is empty, as git prints it', async () => {
-    const { workspace, shadow } = scratch();
-    const repos = shadow();
-    writeFileSync(join(workspace, 'a.txt'), 'a\n');
-    const tree = await repos.snapshot('ses_5', workspace);
-    const diff = await repos.diff('ses_5', workspace, tree, tree);
-    expect(diff).toEqual({ summary: { files: [], files_truncated: false, additions: 0, deletions: 0, changed_files: 0 }, patch: '', from: tree, to: tree });
-    const gitDir = join(workspace, '..', 'shadow', 'ses_5', 'shadow.git');
-    expect(execFileSync('git', ['--git-dir', gitDir, 'diff-tree', '-r', '-p', tree, tree], { encoding: 'utf8' })).toBe('');
-  });
 });
