@@ -18,7 +18,9 @@ import { remoteTarget } from './remote-options.js';
  * 3. bootstrap: a node still `starting` fails at once (require_prestarted) or is waited for up to
  *    remote_boot_lease_timeout_ms (ensure_started);
  * 4. start: a `start` control request; the worker checks the CLI and the cwd, queues the run and
- *    acknowledges within remote_rpc_timeout_ms. From then on the worker owns the run.
+ *    acknowledges within remote_rpc_timeout_ms. From then on the worker owns the run. A node that
+ *    is registered but not listening (it died; its key lives until ASM_NODE_TTL_MS) fails a run
+ *    sent to it by name; a pool's run is placed again on another node of the pool.
  */
 
 /** Node snapshots re-read this often while waiting for a node to register or become ready. */
@@ -38,19 +40,25 @@ export interface StartOnNodeInput {
 
 /** Place the run on a node and have it acknowledged; returns the node. Throws a remoteFailure, or the signal's reason. */
 export async function startOnNode(input: StartOnNodeInput): Promise<NodeSnapshot> {
-  const node = await findNode(input);
   const { cluster, options } = input;
+  // Instances found dead (registered, but nobody listens): a pool's run goes to another of its nodes.
+  const dead = new Set<string>();
+  let node: NodeSnapshot;
   let reply;
-  try {
-    reply = await cluster.send(node.id, { kind: 'start', runId: input.runId }, options.remote_rpc_timeout_ms);
-  } catch (err) {
-    if (err instanceof OwnerUnreachable) {
-      throw remoteFailure('remote_connect_failed', `node ${node.name} (${node.id}) is registered but not listening`, { node: node.name });
+  for (;;) {
+    node = await findNode(input, dead);
+    try {
+      reply = await cluster.send(node.id, { kind: 'start', runId: input.runId }, options.remote_rpc_timeout_ms);
+      break;
+    } catch (err) {
+      // A worker killed moments ago stays registered until its key expires (ASM_NODE_TTL_MS): a run
+      // placed by its pool need not fail for it. A named node, or the node of a conversation, has no stand-in.
+      if (err instanceof OwnerUnreachable && namedNode(input) === null) {
+        dead.add(node.id);
+        continue;
+      }
+      throw startFailure(err, node, options.remote_rpc_timeout_ms);
     }
-    if (err instanceof AsmError && err.kind === 'timeout') {
-      throw remoteFailure('remote_rpc_timeout', `node ${node.name} did not acknowledge the start within ${options.remote_rpc_timeout_ms} ms`, { node: node.name });
-    }
-    throw remoteFailure('remote_rpc_failed', `start on node ${node.name} failed: ${AsmError.from(err).message}`, { node: node.name });
   }
   if (reply.ok) return node;
   const reason = reply.error.details?.reason;
@@ -58,12 +66,28 @@ export async function startOnNode(input: StartOnNodeInput): Promise<NodeSnapshot
   throw remoteFailure('remote_rpc_failed', `node ${node.name} refused the start: ${reply.error.message}`, { node: node.name, error: reply.error });
 }
 
-async function findNode(input: StartOnNodeInput): Promise<NodeSnapshot> {
+/** The node a run must go to by name (the node asked for, or its conversation's), or null for any of its pool. */
+function namedNode(input: StartOnNodeInput): string | null {
+  const target = remoteTarget(input.options.remote_node);
+  return target.kind === 'node' ? target.name : input.affinity;
+}
+
+function startFailure(err: unknown, node: NodeSnapshot, rpcTimeoutMs: number): AsmError {
+  if (err instanceof OwnerUnreachable) {
+    return remoteFailure('remote_connect_failed', `node ${node.name} (${node.id}) is registered but not listening`, { node: node.name });
+  }
+  if (err instanceof AsmError && err.kind === 'timeout') {
+    return remoteFailure('remote_rpc_timeout', `node ${node.name} did not acknowledge the start within ${rpcTimeoutMs} ms`, { node: node.name });
+  }
+  return remoteFailure('remote_rpc_failed', `start on node ${node.name} failed: ${AsmError.from(err).message}`, { node: node.name });
+}
+
+async function findNode(input: StartOnNodeInput, dead: ReadonlySet<string>): Promise<NodeSnapshot> {
   const { options, affinity } = input;
   const target = remoteTarget(options.remote_node);
-  const named = target.kind === 'node' ? target.name : affinity;
+  const named = namedNode(input);
   const what = target.kind === 'node' ? `node ${target.name}` : affinity ? `node ${affinity} of pool ${target.pool} (it holds this session's conversation)` : `pool ${target.pool}`;
-  const matches = (n: NodeSnapshot) => n.role === 'worker' && (named === null || n.name === named) && (target.kind === 'node' || n.pool === target.pool);
+  const matches = (n: NodeSnapshot) => n.role === 'worker' && !dead.has(n.id) && (named === null || n.name === named) && (target.kind === 'node' || n.pool === target.pool);
   const connectBy = Date.now() + options.remote_connect_timeout_ms;
   let bootBy: number | undefined;
   for (;;) {

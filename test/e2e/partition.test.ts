@@ -13,15 +13,13 @@
  * it the test skips and says why. Names are unique per run, and only what this file created is
  * removed: its namespace (with the processes inside it), its veth pair, its redis-server.
  */
-import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openNamespace, type Namespace } from '../helpers/netns.js';
 import { reply, startServer, terminalEvents, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
 
 const HEARTBEAT_MS = 200;
@@ -31,91 +29,43 @@ const SWEEP_MS = 100;
 const LOST_WITHIN_MS = TTL_MS + SWEEP_MS + 1_000;
 const CLUSTER_ENV = { ASM_NODE_HEARTBEAT_MS: String(HEARTBEAT_MS), ASM_NODE_TTL_MS: String(TTL_MS), ASM_SWEEP_MS: String(SWEEP_MS) };
 
-const id = randomBytes(4).toString('hex');
-const ns = `asm-part-${id}`;
-// Interface names are at most 15 bytes.
-const hostVeth = `asmp${id}h`;
-const nodeVeth = `asmp${id}n`;
-
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' }).toString();
-const quietly = (work: () => unknown) => {
-  try {
-    work();
-  } catch {
-    // cleanup of something that may not exist (a failed setup, or already gone with the namespace)
-  }
-};
-
-/** A 10.213.N.0/30 that no interface of the root namespace uses yet. */
-function freeSubnet(): string {
-  const used = ip('-o', '-4', 'addr', 'show');
-  for (let tries = 0; tries < 64; tries++) {
-    const subnet = `10.213.${Math.floor(Math.random() * 256)}`;
-    if (!used.includes(`${subnet}.`)) return subnet;
-  }
-  throw new Error('no free 10.213.N.0/30 subnet');
-}
-
 let missing = '';
-let subnet = '';
-let redis: RedisServer | undefined;
+let ns: Namespace | undefined;
 let api: TestServer | undefined;
 let worker: ServeProcess | undefined;
 let dir = '';
 
 beforeAll(async () => {
-  try {
-    ip('netns', 'add', ns);
-  } catch (err) {
-    missing = `cannot create a network namespace here (ip netns add: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}); the partition test needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN`;
+  const opened = await openNamespace('part');
+  if ('missing' in opened) {
+    missing = opened.missing;
     return;
   }
-  subnet = freeSubnet();
-  ip('link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', nodeVeth);
-  ip('link', 'set', nodeVeth, 'netns', ns);
-  ip('addr', 'add', `${subnet}.1/30`, 'dev', hostVeth);
-  ip('link', 'set', hostVeth, 'up');
-  ip('-n', ns, 'addr', 'add', `${subnet}.2/30`, 'dev', nodeVeth);
-  ip('-n', ns, 'link', 'set', nodeVeth, 'up');
-  ip('-n', ns, 'link', 'set', 'lo', 'up');
-  // Without a password, protected mode refuses clients that are not on the loopback, as the worker is.
-  redis = await startRedisServer({
-    bind: ['127.0.0.1', `${subnet}.1`],
-    args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
-  });
+  ns = opened;
   dir = mkdtempSync(join(tmpdir(), 'asm-partition-'));
 }, 30_000);
 
 afterAll(async () => {
-  if (!missing) {
-    // Every process in the namespace is the worker or a CLI it started: this file made the namespace.
-    quietly(() => {
-      for (const pid of ip('netns', 'pids', ns).split('\n').filter(Boolean)) quietly(() => process.kill(Number(pid), 'SIGKILL'));
-    });
-    if (worker && worker.child.exitCode === null && worker.child.signalCode === null) {
-      worker.child.kill('SIGKILL');
-      await worker.exited;
-    }
-    // Deleting the namespace deletes the veth end inside it, and with it the pair.
-    quietly(() => ip('netns', 'delete', ns));
-    quietly(() => ip('link', 'delete', hostVeth));
+  if (worker && worker.child.exitCode === null && worker.child.signalCode === null) {
+    worker.child.kill('SIGKILL');
+    await worker.exited;
   }
+  await ns?.dispose();
   await api?.close();
-  await redis?.dispose();
   if (dir) rmSync(dir, { recursive: true, force: true });
 }, 30_000);
 
 describe('partition: a worker cut off from Redis', () => {
   it('ends its running run with node_lost within TTL + sweep, with exactly one terminal event', async (context) => {
     if (missing) return context.skip(missing);
-    const prefix = `part-${id}`;
-    api = await startServer({ REDIS_URL: redis!.url, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV });
+    const prefix = `part-${ns!.name}`;
+    api = await startServer({ REDIS_URL: ns!.redis.url, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV });
     const root = join(dir, 'worker-root');
     mkdirSync(root);
     worker = workerProcess(
       ['--name', 'netns-w1', '--workspace-root', root],
-      { REDIS_URL: `redis://${subnet}.1:${redis!.port}`, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV },
-      ['ip', 'netns', 'exec', ns],
+      { REDIS_URL: ns!.redisUrlInside, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV },
+      ns!.launcher,
     );
     const w = worker;
     await waitFor(
@@ -136,7 +86,7 @@ describe('partition: a worker cut off from Redis', () => {
     await waitFor(async () => (await events()).some((e) => e.kind === 'assistant_delta'), 'the run to print', 10_000);
     const owner = (await api.app.store.runs.get(run.id))!.owner;
 
-    ip('link', 'set', hostVeth, 'down');
+    ns!.cut();
     const cutAt = Date.now();
     const lost = await api.app.sessions.waitForRun(run.id, 10_000);
     const lostAfter = Date.now() - cutAt;
@@ -151,15 +101,16 @@ describe('partition: a worker cut off from Redis', () => {
 
     // The partition heals with the CLI still running on the worker.
     const before = (await events()).map((e) => e.id);
-    const sleeping = () => {
-      try {
-        return ip('netns', 'pids', ns).trim().split('\n').some((pid) => pid && execFileSync('cat', [`/proc/${pid}/cmdline`]).toString().includes('sleep'));
-      } catch {
-        return false;
-      }
-    };
+    const sleeping = () =>
+      ns!.pids().some((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sleep');
+        } catch {
+          return false; // gone meanwhile
+        }
+      });
     expect(sleeping()).toBe(true);
-    ip('link', 'set', hostVeth, 'up');
+    ns!.heal();
     await waitFor(() => !sleeping(), 'the worker to stop the CLI of the run it lost', 15_000);
     // Give a late write every chance to land, then check nothing did.
     await new Promise((resolve) => setTimeout(resolve, 3 * HEARTBEAT_MS));

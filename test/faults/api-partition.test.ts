@@ -16,15 +16,14 @@
  * Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) for the namespace; without it the test skips and
  * says why. Only what this file created is removed: its namespace, veth pair and redis-server.
  */
-import { execFile, execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, terminalEvents, type TestServer } from '../helpers/server.js';
 import { serveProcess, type ServeProcess } from '../helpers/processes.js';
+import { openNamespace, type Namespace } from '../helpers/netns.js';
 import { freePort } from '../helpers/ports.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { waitFor } from '../helpers/wait.js';
 import { killQuietly, processesWith, sleepers, sleepMarker } from './processes.js';
@@ -42,35 +41,10 @@ const CLUSTER_ENV = {
   ASM_STALLED_INTERVAL_MS: '1000',
 };
 
-const id = randomBytes(4).toString('hex');
-const ns = `asm-apart-${id}`;
-// Interface names are at most 15 bytes.
-const hostVeth = `asma${id}h`;
-const nodeVeth = `asma${id}n`;
-
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' }).toString();
 const run = promisify(execFile);
-const quietly = (work: () => unknown) => {
-  try {
-    work();
-  } catch {
-    // cleanup of something that may not exist (a failed setup, or already gone with the namespace)
-  }
-};
-
-/** A 10.214.N.0/30 that no interface of the root namespace uses yet. */
-function freeSubnet(): string {
-  const used = ip('-o', '-4', 'addr', 'show');
-  for (let tries = 0; tries < 64; tries++) {
-    const subnet = `10.214.${Math.floor(Math.random() * 256)}`;
-    if (!used.includes(`${subnet}.`)) return subnet;
-  }
-  throw new Error('no free 10.214.N.0/30 subnet');
-}
 
 let missing = '';
-let subnet = '';
-let redis: RedisServer | undefined;
+let ns: Namespace | undefined;
 let api: TestServer | undefined;
 let partitioned: ServeProcess | undefined;
 let pPort = 0;
@@ -79,7 +53,7 @@ const marker = sleepMarker();
 
 /** A request to P, from inside its namespace (its loopback), so that it reaches P during the partition too. */
 async function onP(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const args = ['netns', 'exec', ns, 'curl', '-s', '--max-time', '10', '-X', method, '-w', '\n%{http_code}', `http://127.0.0.1:${pPort}${path}`];
+  const args = ['netns', 'exec', ns!.name, 'curl', '-s', '--max-time', '10', '-X', method, '-w', '\n%{http_code}', `http://127.0.0.1:${pPort}${path}`];
   if (body !== undefined) args.push('-H', 'content-type: application/json', '--data', JSON.stringify(body));
   const { stdout } = await run('ip', args);
   const cut = stdout.lastIndexOf('\n');
@@ -88,56 +62,34 @@ async function onP(method: string, path: string, body?: unknown): Promise<{ stat
 }
 
 beforeAll(async () => {
-  try {
-    ip('netns', 'add', ns);
-  } catch (err) {
-    missing = `cannot create a network namespace here (ip netns add: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}); the partition test needs root, or CAP_SYS_ADMIN and CAP_NET_ADMIN`;
+  const opened = await openNamespace('apart');
+  if ('missing' in opened) {
+    missing = opened.missing;
     return;
   }
-  subnet = freeSubnet();
-  ip('link', 'add', hostVeth, 'type', 'veth', 'peer', 'name', nodeVeth);
-  ip('link', 'set', nodeVeth, 'netns', ns);
-  ip('addr', 'add', `${subnet}.1/30`, 'dev', hostVeth);
-  ip('link', 'set', hostVeth, 'up');
-  ip('-n', ns, 'addr', 'add', `${subnet}.2/30`, 'dev', nodeVeth);
-  ip('-n', ns, 'link', 'set', nodeVeth, 'up');
-  ip('-n', ns, 'link', 'set', 'lo', 'up');
-  // Without a password, protected mode refuses clients that are not on the loopback, as P is.
-  redis = await startRedisServer({
-    bind: ['127.0.0.1', `${subnet}.1`],
-    args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
-  });
+  ns = opened;
   dir = scratchDir('asm-api-partition-');
 }, 30_000);
 
 afterAll(async () => {
-  if (!missing) {
-    // Every process in the namespace is P or a CLI it started: this file made the namespace.
-    quietly(() => {
-      for (const pid of ip('netns', 'pids', ns).split('\n').filter(Boolean)) quietly(() => process.kill(Number(pid), 'SIGKILL'));
-    });
-    if (partitioned && partitioned.child.exitCode === null && partitioned.child.signalCode === null) {
-      partitioned.child.kill('SIGKILL');
-      await partitioned.exited;
-    }
-    // Deleting the namespace deletes the veth end inside it, and with it the pair.
-    quietly(() => ip('netns', 'delete', ns));
-    quietly(() => ip('link', 'delete', hostVeth));
+  if (partitioned && partitioned.child.exitCode === null && partitioned.child.signalCode === null) {
+    partitioned.child.kill('SIGKILL');
+    await partitioned.exited;
   }
+  await ns?.dispose();
   for (const pid of processesWith(marker)) killQuietly(pid);
   await api?.close();
-  await redis?.dispose();
   if (dir) rmSync(dir, { recursive: true, force: true });
 }, 30_000);
 
 describe('partition: an API process cut off from Redis', () => {
   it('is not ready while cut off; the other API ends its runs node_lost once; healed, it fences them and serves again', async (context) => {
     if (missing) return context.skip(missing);
-    const shared = { ASM_REDIS_PREFIX: `apart-${id}`, ...CLUSTER_ENV };
+    const shared = { ASM_REDIS_PREFIX: ns!.name, ...CLUSTER_ENV };
     pPort = await freePort();
     partitioned = serveProcess(
-      { ...shared, REDIS_URL: `redis://${subnet}.1:${redis!.port}`, ASM_PORT: String(pPort), ASM_NODE_NAME: 'api-p', ASM_WORKSPACE_ROOT: dir },
-      ['ip', 'netns', 'exec', ns],
+      { ...shared, REDIS_URL: ns!.redisUrlInside, ASM_PORT: String(pPort), ASM_NODE_NAME: 'api-p', ASM_WORKSPACE_ROOT: dir },
+      ns!.launcher,
     );
     const p = partitioned;
     await waitFor(
@@ -173,7 +125,7 @@ describe('partition: an API process cut off from Redis', () => {
     // P alone takes its prompt lane's two runs (its CLIs sleep until stopped); then R joins.
     const onPBefore = [await submit('P', `echo started; sleep ${marker}`), await submit('P', `echo started; sleep ${marker}`)];
     for (const runId of onPBefore) await printed(runId, eventsOnP);
-    api = await startServer({ ...shared, REDIS_URL: redis!.url, ASM_NODE_NAME: 'api-r' });
+    api = await startServer({ ...shared, REDIS_URL: ns!.redis.url, ASM_NODE_NAME: 'api-r' });
     const r = api;
     // P's lane is full, so R executes these: they sleep through the partition and finish after it began.
     const onRBefore = [await submit('R', 'echo started; sleep 4; echo finished'), await submit('R', 'echo started; sleep 4; echo finished')];
@@ -186,7 +138,7 @@ describe('partition: an API process cut off from Redis', () => {
     expect(onRBefore.map((runId) => owners.get(runId))).toEqual([r.app.cluster.self, r.app.cluster.self]);
     expect(sleepers(marker)).toHaveLength(2);
 
-    ip('link', 'set', hostVeth, 'down');
+    ns!.cut();
     const cutAt = Date.now();
     // Runs keep flowing through R while P is away.
     const onRDuring = [await submit('R', 'echo during'), await submit('R', 'echo during')];
@@ -209,7 +161,7 @@ describe('partition: an API process cut off from Redis', () => {
     const beforeHeal = new Map<string, number[]>();
     for (const runId of onPBefore) beforeHeal.set(runId, (await events(runId)).map((e) => e.seq));
 
-    ip('link', 'set', hostVeth, 'up');
+    ns!.heal();
     const healedAt = Date.now();
     await waitFor(async () => (await onP('GET', '/readyz')).status === 200, 'P to be ready again without a restart', 20_000);
     await waitFor(() => sleepers(marker).length === 0, 'P to stop the CLIs of the runs ended elsewhere', 20_000);

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ServeProcess } from '../helpers/processes.js';
-import { TERMINAL } from '../helpers/server.js';
 import { waitFor } from '../helpers/wait.js';
-import { call, runEvents, sigkill, startCluster, SWEEP_MS, TTL_MS, type Api, type Cluster } from './cluster.js';
+import { call, endedOnce, sigkill, startCluster, SWEEP_MS, TTL_MS, type Api, type Cluster } from './cluster.js';
 import { alive, descendantsOf, killQuietly, processesWith, sleepMarker } from './processes.js';
 
 /**
@@ -109,11 +108,7 @@ describe('worker churn: workers SIGKILLed in a loop while remote runs flow', () 
     const outcomes: Record<string, number> = {};
     let slowestLostMs = 0;
     for (const runId of accepted) {
-      const run = (await call(api, 'GET', `/v1/runs/${runId}`)).body;
-      const events = await runEvents(api, runId);
-      const terminal = events.filter((e) => TERMINAL.has(e.kind));
-      expect(terminal, `terminal events of ${runId}`).toHaveLength(1);
-      expect(events.at(-1)).toEqual(terminal[0]);
+      const { run } = await endedOnce(api, runId);
       const node = run.result?.metadata?.node as string | undefined;
       const killedAt = workers.find((w) => w.name === node)?.killedAt;
       const outcome = run.state === 'failed' ? run.result.error.kind : run.state;

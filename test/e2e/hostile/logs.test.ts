@@ -94,7 +94,8 @@ describe('Redis failures in the logs', () => {
   it('a refused login is logged with its command name but not its arguments (the password)', async () => {
     redis = await startRedisServer({ args: (port) => ['--port', String(port), '--save', '', '--appendonly', 'no', '--requirepass', PASSWORD] });
     const redisUrl = `redis://default:${PASSWORD}@127.0.0.1:${redis.port}`;
-    const { process: server, url } = await serve({ REDIS_URL: redisUrl, ASM_REDIS_PREFIX: 'logs' });
+    // claude installed (the fake), so that the create below reaches the store rather than stopping at cli_not_found.
+    const { process: server, url } = await serve({ REDIS_URL: redisUrl, ASM_REDIS_PREFIX: 'logs', ASM_CLAUDE_BIN: FAKE_CLAUDE });
     await untilServing(url, '/readyz');
 
     // The password changes under the running service, and its connections are dropped: each
