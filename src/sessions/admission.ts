@@ -170,16 +170,20 @@ export class Admission {
    * After the store came back from an outage (sweeps.ts): a queued run whose hand-over to its lane
    * may be missing, because the write was refused while Redis was away or Redis lost it with its last
    * second of writes (`appendfsync everysec`), is handed over again. A dispatched one is submitted
-   * again under its own id, which joins its job if the job is still there; a waiting one is started
+   * again under its own id, which joins its job if the job is still there, or revived from the
+   * dead-letter queue if its command failed there meanwhile (CommandBus.resubmitRuns); a waiting one is started
    * if its session has a free slot (the end that should have started it may have failed meanwhile).
    */
   async resumeQueued(): Promise<void> {
     const waitingIn = new Set<string>();
+    const dispatched: RunRecord[] = [];
     for (const run of await this.deps.store.runs.listUnfinished()) {
       if (run.state !== 'queued' || run.owner !== null) continue;
-      if (run.dispatched) await this.dispatch(run);
+      if (run.dispatched) dispatched.push(run);
       else waitingIn.add(run.session_id);
     }
+    // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
+    for (const handle of await this.deps.commands.resubmitRuns(dispatched)) handle.result.catch(() => undefined);
     for (const sessionId of waitingIn) await withSessionLock(this.deps.cluster, sessionId, async () => {
       while (await this.startNext(sessionId));
     });

@@ -85,6 +85,20 @@ export class CommandBus {
   submitRun(lane: string, run: Pick<RunRecord, 'id' | 'observability'>): Promise<CommandHandle> {
     return this.engine.submit(lane, { type: EXECUTE_RUN, payload: withTrace({ run_id: run.id }, run.observability.traceparent), id: run.id });
   }
+
+  /**
+   * Runs' executions queued again after the store came back from an outage (admission.ts). One whose
+   * command failed into the dead-letter queue meanwhile, while its run stayed queued, is revived from
+   * there: a submit under its id would only find that failed job and never run (found by
+   * test/faults/redis-aof-restart.test.ts). Any other joins its job if Redis still has it, or is stored again.
+   */
+  async resubmitRuns(runs: Array<Pick<RunRecord, 'id' | 'queue' | 'observability'>>): Promise<CommandHandle[]> {
+    if (runs.length === 0) return [];
+    const dead = new Set((await this.engine.deadLetters()).map((letter) => letter.commandId));
+    const handles: CommandHandle[] = [];
+    for (const run of runs) handles.push(dead.has(run.id) ? await this.engine.retryDeadLetter(run.id) : await this.submitRun(run.queue, run));
+    return handles;
+  }
 }
 
 /** The payload with the trace it belongs to, when something is traced. */
