@@ -7,8 +7,8 @@ import pino, { type DestinationStream, type Logger } from 'pino';
  * written, whichever field or message holds the URL; the Authorization header is never logged (the
  * request serializer leaves headers out, and `redact` covers headers logged any other way); a
  * session's MCP servers, whose `env` and `headers` hold secrets, are never logged either (nothing logs
- * them, and `redact` covers a session record or request body logged whole); and a Redis error keeps
- * the name of its failed command but not its arguments.
+ * them, and `redactSecrets` covers a session record or request body logged whole); and a Redis error
+ * keeps the name of its failed command but not its arguments.
  *
  * Lines are written asynchronously (sonic-boom buffers them and writes when the event loop is free),
  * so a request does not wait on a write to stdout; pino flushes what is buffered when the process
@@ -20,16 +20,50 @@ export function createLogger(level: string, destination: DestinationStream = pin
       level,
       mixin: logContextFields,
       serializers: { err: errorWithoutCommandArgs },
-      redact: {
-        paths: [
-          'authorization', 'headers.authorization', '*.headers.authorization', 'headers.cookie', '*.headers.cookie',
-          'mcp_servers', '*.mcp_servers', 'mcp_server_config', '*.mcp_server_config',
-        ],
-        censor: '[redacted]',
-      },
+      formatters: { log: redactSecrets },
     },
     { write: (line: string) => destination.write(redactTokens(line)) },
   );
+}
+
+const CENSOR = '[redacted]';
+
+/**
+ * The line's fields with every secret a careless line could carry replaced by CENSOR, at the top or
+ * one level down: `authorization` (top only), `headers.authorization`, `headers.cookie`, `mcp_servers`
+ * and `mcp_server_config`. The fields are copied where something is replaced, never changed. This is
+ * what pino's `redact` paths (`*.headers.authorization` …) did, by hand because its wildcards cost
+ * 4 µs of every line's 4.6 (0.55 without them; a request writes two lines).
+ */
+function redactSecrets(fields: Record<string, unknown>): Record<string, unknown> {
+  let copy: Record<string, unknown> | undefined;
+  for (const key in fields) {
+    const value = fields[key];
+    const redacted = key === 'authorization' ? CENSOR : redactField(key, value, true);
+    if (redacted !== value) (copy ??= { ...fields })[key] = redacted;
+  }
+  return copy ?? fields;
+}
+
+/** `value` under `key` with its secrets censored; `nest`: a plain record's own fields are searched as well. */
+function redactField(key: string, value: unknown, nest: boolean): unknown {
+  if (key === 'mcp_servers' || key === 'mcp_server_config') return CENSOR;
+  if (!isPlainRecord(value)) return value;
+  if (key === 'headers') return 'authorization' in value || 'cookie' in value ? { ...value, ...('authorization' in value && { authorization: CENSOR }), ...('cookie' in value && { cookie: CENSOR }) } : value;
+  if (!nest) return value;
+  let copy: Record<string, unknown> | undefined;
+  for (const inner in value) {
+    const redacted = redactField(inner, value[inner], false);
+    if (redacted !== value[inner]) (copy ??= { ...value })[inner] = redacted;
+  }
+  return copy ?? value;
+}
+
+/** A record of plain data (`{}`, or without prototype as Node's headers are), not an instance of a class. */
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const prototype = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
 }
 
 /** A `token=` parameter (also `access_token=` and the like) up to the end of its value. */
@@ -83,9 +117,14 @@ export function withLogContext<T>(fields: LogContext, fn: () => T): T {
   return logContext.run(fields, fn);
 }
 
-/** pino's mixin: the context's fields, except on a child logger that is already bound to a request (Fastify's). */
+/**
+ * pino's mixin: the context's fields, except on a child logger that is already bound to a request
+ * (Fastify's). The child's bindings are read as pino keeps them, a JSON fragment, because parsing them
+ * (`logger.bindings()`) on every line was the largest part of a request's logging.
+ */
 function logContextFields(_merge: object, _level: number, logger: Logger): LogContext {
   const fields = logContext.getStore();
   if (!fields) return {};
-  return 'reqId' in logger.bindings() ? {} : fields;
+  // A copy: pino merges the line's own fields into what the mixin returns.
+  return (logger as unknown as Record<symbol, string | undefined>)[pino.symbols.chindingsSym]?.includes('"reqId":') ? {} : { ...fields };
 }

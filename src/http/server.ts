@@ -8,6 +8,7 @@ import { VERSION, type AsmApp } from '../app.js';
 import { withLogContext } from '../logger.js';
 import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { WS_MAX_CLIENT_FRAME_BYTES } from '../schemas/ws.js';
+import { AccessLog } from './access-log.js';
 import { registerAuth } from './auth.js';
 import { registerBrowserSafety } from './browser-safety.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
@@ -40,6 +41,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     bodyLimit: app.config.limits.bodyBytes,
     genReqId: (req) => requestIdOf(req.headers['x-request-id']),
     requestIdHeader: false,
+    logController: new AccessLog(),
     return503OnClosing: true,
     forceCloseConnections: true,
     // The longest path parameter the schemas accept (ids); longer ones are refused before routing.

@@ -80,22 +80,30 @@ export function binaryVariable(definition: ProviderDefinition): string {
 }
 
 /**
- * Where each binary was last found, by PATH: checked first, so the answer of a create or a submit
- * costs one `access` instead of one per PATH folder before it (six for `sh` on a Debian PATH; the
- * request path's largest file-system cost, bench/RESULTS.md issue 14). The answer is the same:
- * found there means it can be started; gone from there means the whole PATH is searched again.
+ * Where each binary was last found, by PATH, and when it was last seen there. A binary seen within
+ * FOUND_FRESH_MS is taken as still there without a look; an older answer is checked there first (one
+ * `access`) before the whole PATH is searched again (six folders for `sh` on a Debian PATH). A create or
+ * a submit asks at each request, and the look was the largest file-system cost of a create
+ * (bench/RESULTS.md issue 14). A binary removed inside that window is still refused, only later: its
+ * spawn fails with ENOENT, which the run reports as `cli_not_found` (backends/subprocess.ts).
  */
-const lastFound = new Map<string, string>();
+const lastFound = new Map<string, { file: string; seenAt: number }>();
+const FOUND_FRESH_MS = 1_000;
 
 /** Whether `binary` can be started with this PATH: an executable file at that path, or in one of PATH's folders. */
 export async function findBinary(binary: string, path: string): Promise<boolean> {
   const key = `${binary}\0${path}`;
   const known = lastFound.get(key);
-  if (known !== undefined && (await executable(known))) return true;
+  const now = performance.now();
+  if (known && now - known.seenAt < FOUND_FRESH_MS) return true;
+  if (known && (await executable(known.file))) {
+    known.seenAt = now;
+    return true;
+  }
   const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
   for (const candidate of candidates) {
     if (await executable(candidate)) {
-      lastFound.set(key, candidate);
+      lastFound.set(key, { file: candidate, seenAt: now });
       return true;
     }
   }

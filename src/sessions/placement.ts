@@ -40,7 +40,12 @@ export interface PlacementRequest {
  * refused at once.
  */
 export class Placement {
-  constructor(private readonly deps: PlacementDeps) {}
+  /** The engine's lane ids; an engine's lanes are fixed when it is built, and lanes() copies every config on each call. */
+  private readonly laneIds: Set<string>;
+
+  constructor(private readonly deps: PlacementDeps) {
+    this.laneIds = new Set(deps.engine.lanes().map((l) => l.id));
+  }
 
   /**
    * The backend and observability fields of a run, with the provider's SDK probed only when the
@@ -77,10 +82,7 @@ export class Placement {
   }
 
   assertQueue(queue: string): void {
-    const lanes = this.deps.engine.lanes();
-    if (!lanes.some((l) => l.id === queue)) {
-      throw badField('queue', `unknown queue lane "${queue}"; lanes: ${lanes.map((l) => l.id).join(', ')}`);
-    }
+    if (!this.laneIds.has(queue)) throw badField('queue', `unknown queue lane "${queue}"; lanes: ${[...this.laneIds].join(', ')}`);
   }
 
   /**
@@ -90,9 +92,9 @@ export class Placement {
    */
   assertRunQueue(queue: string): void {
     this.assertQueue(queue);
-    const { runLanes, engine } = this.deps;
+    const { runLanes } = this.deps;
     if (!runLanes.has(queue)) {
-      const open = engine.lanes().filter((l) => runLanes.has(l.id)).map((l) => l.id);
+      const open = [...this.laneIds].filter((id) => runLanes.has(id));
       throw badField('queue', `lane "${queue}" does not carry runs; run lanes: ${open.join(', ')}`);
     }
   }

@@ -63,7 +63,11 @@ describe('request ids', () => {
     for (const event of events) expect(event.metadata.request_id).toBe('trace:run.1-A');
 
     const ofRequest = lines.filter((l) => l.reqId === 'trace:run.1-A');
-    expect(ofRequest.map((l) => l.msg)).toEqual(['incoming request', 'run finished', 'request completed']);
+    expect(ofRequest.map((l) => l.msg)).toEqual(['run finished', 'request completed']);
+    // One access line per request, naming what was asked and how it was answered.
+    expect(ofRequest.at(-1)).toMatchObject({ req: { method: 'POST', url: `/v1/sessions/${session.id}/runs` }, res: { statusCode: 200 } });
+    expect(ofRequest.at(-1)!.responseTime).toBeGreaterThan(0);
+    expect(ofRequest.at(-1)!.req.headers).toBeUndefined();
     // The lines the service layers write name the request they serve, and a run's lines name the run too.
     expect(lines.find((l) => l.msg === 'session created')).toMatchObject({ reqId: 'sess-1', sessionId: session.id });
     expect(ofRequest.find((l) => l.msg === 'run finished')).toMatchObject({ run_id: run.id, runId: run.id });

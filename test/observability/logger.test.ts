@@ -1,0 +1,58 @@
+import type { DestinationStream } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { createLogger, withLogContext } from '../../src/logger.js';
+
+/** The service logger's own rules: which fields are censored, that callers' objects stay as they were, and what the context adds. */
+function capture() {
+  const lines: string[] = [];
+  const log = createLogger('info', { write: (line: string) => void lines.push(line) } as DestinationStream);
+  return { log, lines, parsed: () => lines.map((line) => JSON.parse(line)) };
+}
+
+describe('the service logger', () => {
+  it('censors credentials and MCP configurations at the top and one level down, and nothing else', () => {
+    const { log, parsed } = capture();
+    const headers = { authorization: 'Bearer k1', cookie: 'c=1', accept: 'application/json' };
+    const session = { id: 'ses_1', mcp_servers: { a: { env: { T: 's1' } } }, mcp_server_config: { a: { env: { T: 's2' } } }, headers: { cookie: 'c=2' } };
+    const fields = { authorization: 'Bearer k2', headers, session, body: { mcp_servers: { x: 1 } }, kept: { authorization: 'not a header', depth: { headers: { authorization: 'three levels down' } } } };
+    log.info(fields, 'careless');
+    const [line] = parsed();
+    expect(line.authorization).toBe('[redacted]');
+    expect(line.headers).toEqual({ authorization: '[redacted]', cookie: '[redacted]', accept: 'application/json' });
+    expect(line.session).toEqual({ id: 'ses_1', mcp_servers: '[redacted]', mcp_server_config: '[redacted]', headers: { cookie: '[redacted]' } });
+    expect(line.body).toEqual({ mcp_servers: '[redacted]' });
+    // The same paths pino's redact had: `authorization` only at the top, nothing two levels down.
+    expect(line.kept).toEqual(fields.kept);
+    // The caller's objects are copied where censored, never changed.
+    expect(headers.authorization).toBe('Bearer k1');
+    expect(session.mcp_servers).toEqual({ a: { env: { T: 's1' } } });
+    expect(fields.authorization).toBe('Bearer k2');
+  });
+
+  it('leaves a line without secrets as it is, and a class instance unsearched', () => {
+    const { log, parsed } = capture();
+    log.info({ sessionId: 'ses_1', headers: { accept: '*/*' }, when: new Date(0) }, 'plain');
+    expect(parsed()[0]).toMatchObject({ sessionId: 'ses_1', headers: { accept: '*/*' }, when: '1970-01-01T00:00:00.000Z', msg: 'plain' });
+  });
+
+  it("adds the context's fields to each line, and one line's fields never reach the next", () => {
+    const { log, parsed } = capture();
+    withLogContext({ reqId: 'r1', run_id: 'run_1' }, () => {
+      log.info({ sessionId: 'ses_1' }, 'first');
+      log.info('second');
+    });
+    log.info('outside');
+    const [first, second, outside] = parsed();
+    expect(first).toMatchObject({ reqId: 'r1', run_id: 'run_1', sessionId: 'ses_1' });
+    expect(second).toMatchObject({ reqId: 'r1', run_id: 'run_1' });
+    expect(second.sessionId).toBeUndefined();
+    expect(outside.reqId).toBeUndefined();
+  });
+
+  it('replaces the value of every token= parameter, whichever field holds it', () => {
+    const { log, lines } = capture();
+    log.info({ url: '/v1/events?session_id=s&token=k3&after=1' }, 'GET /v1/runs/r/events?access_token=k4');
+    expect(lines[0]).not.toMatch(/k3|k4/);
+    expect(lines[0]).toContain('token=[redacted]&after=1');
+  });
+});
