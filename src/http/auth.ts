@@ -28,12 +28,17 @@ export function registerAuth(app: FastifyInstance, tenants: TenantDirectory): vo
   app.decorateRequest('tenant', DEFAULT_TENANT);
   app.decorateRequest('role', tenants.keyless ? 'admin' : 'tenant');
   if (tenants.keyless) return;
-  app.addHook('onRequest', async (request) => {
-    if (isPublicPath(request.url)) return;
-    const policy = tenants.authenticate(presentedKey(request));
-    if (!policy) throw new AsmError('unauthorized', 'unknown API key');
-    request.tenant = policy.id;
-    request.role = policy.role;
+  app.addHook('onRequest', (request, _reply, done) => {
+    if (isPublicPath(request.url)) return done();
+    try {
+      const policy = tenants.authenticate(presentedKey(request));
+      if (!policy) throw new AsmError('unauthorized', 'unknown API key');
+      request.tenant = policy.id;
+      request.role = policy.role;
+      done();
+    } catch (err) {
+      done(err as Error);
+    }
   });
 }
 

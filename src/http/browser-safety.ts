@@ -15,13 +15,18 @@ import { AsmError } from '../errors/kinds.js';
  */
 export function registerBrowserSafety(app: FastifyInstance, options: { allowedOrigins: string[]; keyless: boolean }): void {
   const allowed = new Set(options.allowedOrigins);
-  app.addHook('onRequest', async (request) => {
-    if (options.keyless) checkLoopbackHost(request);
-    const origin = request.headers.origin;
-    if (request.ws && origin !== undefined && !allowed.has(origin)) {
-      throw new AsmError('forbidden', `Origin ${origin} may not open the WebSocket; the operator lists the origins that may in ASM_ALLOWED_ORIGINS`, {
-        details: { field: 'headers.origin', origin },
-      });
+  app.addHook('onRequest', (request, _reply, done) => {
+    try {
+      if (options.keyless) checkLoopbackHost(request);
+      const origin = request.headers.origin;
+      if (request.ws && origin !== undefined && !allowed.has(origin)) {
+        throw new AsmError('forbidden', `Origin ${origin} may not open the WebSocket; the operator lists the origins that may in ASM_ALLOWED_ORIGINS`, {
+          details: { field: 'headers.origin', origin },
+        });
+      }
+      done();
+    } catch (err) {
+      done(err as Error);
     }
   });
 }

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import type { FastifyInstance } from 'fastify';
 import type { AsmApp } from '../app.js';
 import type { LaneMetrics } from '../lanes/types.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../schemas/events.js';
@@ -152,8 +153,14 @@ export class AsmMetrics {
     this.stopObserving();
   }
 
-  observeRequest(method: string, route: string | undefined, statusCode: number, elapsedMs: number): void {
-    this.http.observe({ method, route: route ?? 'unmatched', status_code: String(statusCode) }, elapsedMs / 1000);
+  /** Each request of `fastify` observed once answered, by route pattern; the registry closed with the server. */
+  observeRequestsOf(fastify: FastifyInstance): void {
+    // A hook that takes `done` rather than an async one: no promise per request.
+    fastify.addHook('onResponse', (request, reply, done) => {
+      this.http.observe({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status_code: String(reply.statusCode) }, reply.elapsedTime / 1000);
+      done();
+    });
+    fastify.addHook('onClose', async () => this.close());
   }
 
   /** One stream opened; the returned function closes it (once, however often it is called). */

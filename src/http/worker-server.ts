@@ -13,8 +13,7 @@ export async function buildWorkerServer(app: AsmApp): Promise<FastifyInstance> {
   registerErrorHandling(fastify);
   registerAuth(fastify, app.tenants);
   const metrics = new AsmMetrics(app);
-  fastify.addHook('onResponse', async (request, reply) => metrics.observeRequest(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime));
-  fastify.addHook('onClose', async () => metrics.close());
+  metrics.observeRequestsOf(fastify);
   fastify.get('/healthz', async () => ({ status: 'ok' }));
   fastify.get('/metrics', { onRequest: adminOnly }, async (_request, reply) => {
     reply.type(metrics.contentType);
