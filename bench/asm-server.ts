@@ -1,16 +1,19 @@
 /**
- * What the request-path benchmarks share: an `asm serve` process as an operator runs it (embedded,
- * or on a private redis-server), one tenant whose quotas and session limit are out of the way (the
+ * What the request-path benchmarks share: an `asm serve` process as an operator runs it, built and
+ * started as `npm start` does (`node dist/cli/main.js`, not through tsx, whose loader adds a thread
+ * and ~35 MB to the process and so to the fork of every spawn; bench/RESULTS.md issue 14), embedded
+ * or on a private redis-server, one tenant whose quotas and session limit are out of the way (the
  * benches measure the service, not its limits), and small helpers for medians and the machine.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { freePort } from '../test/helpers/ports.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
-import { serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
+import { BUILT_ENTRY, serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
 import WebSocket from 'ws';
 
 export const KEY = 'bench-key';
@@ -74,6 +77,18 @@ export interface AsmServer {
   stop(): Promise<void>;
 }
 
+let built: Promise<void> | undefined;
+
+/** `npm run build`, once per bench process: the benches measure the sources as they are now. */
+function buildOnce(): Promise<void> {
+  built ??= new Promise((resolve, reject) =>
+    execFile('npm', ['run', '-s', 'build'], { cwd: fileURLToPath(new URL('../', import.meta.url)) }, (err, stdout, stderr) =>
+      err ? reject(new Error(`npm run build failed: ${stdout}${stderr}`)) : resolve(),
+    ),
+  );
+  return built;
+}
+
 /** `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY and granted `providers`, with `env` on top. */
 export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}, providers = ['shell']): Promise<AsmServer> {
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-'));
@@ -83,6 +98,7 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     tenants,
     JSON.stringify([{ id: 'bench', role: 'admin', key_sha256: [createHash('sha256').update(KEY).digest('hex')], providers, quotas: unbounded }]),
   );
+  await buildOnce();
   const port = await freePort();
   const proc = serveProcess({
     ASM_HOST: '127.0.0.1',
@@ -93,7 +109,7 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     ASM_MAX_SESSIONS: '10000000',
     ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
     ...env,
-  });
+  }, [], BUILT_ENTRY);
   const url = `http://127.0.0.1:${port}`;
   await untilServing(url, '/readyz', 60_000);
   const call = async (method: string, path: string, body?: unknown) => {

@@ -14,8 +14,8 @@ export interface ServeProcess {
 }
 
 /** `launcher`, here and for workerProcess, runs it through a command that execs it (`ip netns exec NS`), so the child's pid is still node's. */
-export function serveProcess(env: Record<string, string>, launcher: string[] = []): ServeProcess {
-  return asmProcess(['serve'], env, launcher);
+export function serveProcess(env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY): ServeProcess {
+  return asmProcess(['serve'], env, launcher, entry);
 }
 
 /** `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. */
@@ -23,8 +23,12 @@ export function workerProcess(args: string[], env: Record<string, string>, launc
   return asmProcess(['worker', ...args], env, launcher);
 }
 
-function asmProcess(args: string[], env: Record<string, string>, launcher: string[] = []): ServeProcess {
-  const command = [...launcher, process.execPath, '--import', 'tsx', 'src/cli/main.ts', ...args];
+/** How node starts asm: from the sources through tsx (the tests), or `BUILT_ENTRY`, what `npm start` runs once `npm run build` made it. */
+export const SOURCE_ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
+export const BUILT_ENTRY = ['dist/cli/main.js'];
+
+function asmProcess(args: string[], env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY): ServeProcess {
+  const command = [...launcher, process.execPath, ...entry, ...args];
   const child = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...SANDBOX_ENV, ...env },
