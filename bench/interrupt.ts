@@ -8,9 +8,12 @@
  *   more wait behind them, so each interrupt frees a slot that a waiting run takes at once. The
  *   interrupt travels on the control lane, which the busy lane cannot hold up.
  *
- * The sandbox is off (ASM_SANDBOX=none), as in the bare baseline. Prints one JSON line.
+ * The sandbox is off (ASM_SANDBOX=none), as in the bare baseline. So are the workspace diffs
+ * (ASM_WORKSPACE_DIFFS=off) unless `--diffs`: a run's end snapshot (`git add`, `git write-tree`) comes
+ * before its terminal event, and its two git processes would be most of what this measures (their cost
+ * is `bench -- diff`'s). Prints one JSON line.
  *
- * Usage: npm run bench -- interrupt [--quick]
+ * Usage: npm run bench -- interrupt [--quick] [--diffs]
  */
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -71,9 +74,9 @@ async function interruptOnce(asm: AsmServer, runs: ReturnType<typeof watch>, run
   return Number((await ended) - started) / 1e6;
 }
 
-async function benchMode(mode: Mode, redisUrl: string | undefined, samples: number) {
+async function benchMode(mode: Mode, redisUrl: string | undefined, samples: number, workspaceDiffs: 'on' | 'off') {
   const lanes = JSON.stringify([{ id: 'prompt', priority: 5, minConcurrency: 1, maxConcurrency: SLOTS }]);
-  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_LANES: lanes });
+  const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_WORKSPACE_DIFFS: workspaceDiffs, ASM_LANES: lanes });
   return withServers(
     [asm],
     async () => {
@@ -111,6 +114,8 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, samples: numb
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const samples = quick ? 20 : 100;
-  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples));
-  process.stdout.write(`${JSON.stringify({ bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', samples, prompt_slots: SLOTS, ...modes })}\n`);
+  const workspaceDiffs = args.includes('--diffs') ? 'on' : 'off';
+  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples, workspaceDiffs));
+  const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
 }

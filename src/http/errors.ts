@@ -15,8 +15,14 @@ function sendError(err: unknown, request: FastifyRequest, reply: FastifyReply) {
   return reply.status(statusOf(err, asmError)).send({ error: asmError.toBody() });
 }
 
-/** Errors Fastify raises before routing (a malformed or over-long URL), in the same body as every other error. */
-export const frameworkErrors = (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => void sendError(err, request, reply);
+/**
+ * Errors Fastify raises before routing (a malformed or over-long URL), in the same body as every other
+ * error, and with the request's id, which the server's first onRequest hook sets on every other answer.
+ */
+export const frameworkErrors = (err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+  reply.header('x-request-id', request.id);
+  void sendError(err, request, reply);
+};
 
 export function registerErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler(sendError);

@@ -201,3 +201,29 @@ export function costUpdate(usage: Usage | null, costUsd: number | null): Provide
     },
   ];
 }
+
+/**
+ * What a provider writes to a CLI that speaks JSON-RPC over stdio, one object per line (codex's
+ * app-server, gemini's ACP): messages with `envelope` on each (ACP's `"jsonrpc":"2.0"`; codex's
+ * app-server leaves it out), and requests numbered from 0, each remembered by its method until the
+ * response to it is taken.
+ */
+export function jsonRpcLines(envelope: Record<string, unknown> = {}) {
+  const pending = new Map<number, string>();
+  let nextId = 0;
+  const message = (body: Record<string, unknown>): string => JSON.stringify({ ...envelope, ...body });
+  return {
+    message,
+    request(method: string, params: unknown): string {
+      const id = nextId++;
+      pending.set(id, method);
+      return message({ id, method, params });
+    },
+    /** The method of the request that response `id` answers; it is pending no more. */
+    answered(id: unknown): string | undefined {
+      const method = pending.get(Number(id));
+      pending.delete(Number(id));
+      return method;
+    },
+  };
+}

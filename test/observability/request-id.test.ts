@@ -88,6 +88,13 @@ describe('request ids', () => {
     expect(badJson.headers.get('x-request-id')).toBe('e-400');
     const unmatched = await call('DELETE', '/nowhere', undefined, { 'x-request-id': 'e-route' });
     expect(unmatched.headers.get('x-request-id')).toBe('e-route');
+    // Refused before routing: a malformed escape, a path parameter longer than any id.
+    const badUrl = await call('GET', '/v1/runs/%zz', undefined, { 'x-request-id': 'e-url' });
+    expect(badUrl.status).toBe(400);
+    expect(badUrl.headers.get('x-request-id')).toBe('e-url');
+    const longParam = await call('GET', `/v1/runs/${'r'.repeat(200)}`, undefined, { 'x-request-id': 'e-long' });
+    expect(longParam.status).toBeGreaterThanOrEqual(400);
+    expect(longParam.headers.get('x-request-id')).toBe('e-long');
 
     const session = (await (await call('POST', '/v1/sessions', { provider: 'claude' })).json()) as any;
     const run = (await (await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true })).json()) as any;

@@ -1,6 +1,6 @@
 /** Codex's app-server transport: `codex app-server`, JSON-RPC over stdio, with approvals and interrupts. */
 import { VERSION } from '../../version.js';
-import { errorEvent, exitMessage, parseLine, raw } from '../common.js';
+import { errorEvent, exitMessage, jsonRpcLines, parseLine, raw } from '../common.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
 import { codexMcpArgs } from './mcp.js';
@@ -82,18 +82,11 @@ const PLUMBING = new Set([
 
 export function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
   const items = new ItemMapper(input.previousTotals);
-  /** Our requests in flight, by id. */
-  const pending = new Map<number, string>();
-  let nextId = 0;
+  const { message: line, request, answered } = jsonRpcLines();
   let threadId: string | null = null;
   let turnId: string | null = null;
   let interruptWanted = false;
 
-  const request = (method: string, params: unknown): string => {
-    const id = nextId++;
-    pending.set(id, method);
-    return JSON.stringify({ id, method, params });
-  };
   const interruptRequest = () => request('turn/interrupt', { threadId, turnId });
   const turnStart = () =>
     request('turn/start', {
@@ -103,8 +96,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     });
 
   function onResponse(message: RpcMessage): ProviderLineOutput {
-    const method = pending.get(Number(message.id));
-    pending.delete(Number(message.id));
+    const method = answered(message.id);
     if (message.error) {
       const error = errorEvent('provider_error', `codex app-server refused ${method}: ${message.error.message ?? JSON.stringify(message.error)}`);
       return { events: [error], endInput: true };
@@ -123,7 +115,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
         const open = input.providerSessionId
           ? request('thread/resume', { threadId: input.providerSessionId, ...thread })
           : request('thread/start', thread);
-        return { write: [JSON.stringify({ method: 'initialized' }), open] };
+        return { write: [line({ method: 'initialized' }), open] };
       }
       case 'thread/start':
       case 'thread/resume':
@@ -154,7 +146,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     }
     // Nothing else was offered by us (no dynamic tools, no other elicitation): refuse, so the turn goes on.
     const refusal = { id: message.id, error: { code: -32601, message: `ASM does not handle ${message.method}` } };
-    return { events: [raw(message)], write: [JSON.stringify(refusal)] };
+    return { events: [raw(message)], write: [line(refusal)] };
   }
 
   function onNotification(message: RpcMessage): ProviderLineOutput {
@@ -199,8 +191,8 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     },
     decide(approval: ApprovalRequest, decision: ApprovalDecision) {
       const { id, elicitation } = approval.native as RpcApproval;
-      if (elicitation) return { write: [JSON.stringify({ id, result: elicitationAnswer(decision) })] };
-      return { write: [JSON.stringify({ id, result: { decision: DECISIONS[decision] } })] };
+      if (elicitation) return { write: [line({ id, result: elicitationAnswer(decision) })] };
+      return { write: [line({ id, result: { decision: DECISIONS[decision] } })] };
     },
     interrupt() {
       // Before turn/start answered there is no turn to name: ask as soon as there is.

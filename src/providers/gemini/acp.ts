@@ -1,6 +1,6 @@
 /** Gemini CLI's ACP transport: `gemini --acp`, the Agent Client Protocol over stdio, kept by warm sessions. */
 import type { ProviderEvent } from '../../schemas/events.js';
-import { completedResult, errorEvent, exitMessage, httpStatusError, parseLine, raw } from '../common.js';
+import { completedResult, errorEvent, exitMessage, httpStatusError, jsonRpcLines, parseLine, raw } from '../common.js';
 import type { ApprovalDecision, ApprovalRequest, ProviderActions, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { afterTurn } from './turns.js';
 
@@ -82,8 +82,7 @@ const OPTION_IDS: Record<ApprovalDecision, string> = { allow: 'proceed_once', al
 const PLUMBING = new Set(['available_commands_update', 'current_mode_update']);
 
 export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
-  const pending = new Map<number, string>();
-  let nextId = 0;
+  const { message, request, answered } = jsonRpcLines({ jsonrpc: '2.0' });
   let sessionId: string | null = null;
   let deltaIndex = 0;
   let toolCalls = 0;
@@ -91,12 +90,6 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
   let prompting = false;
   let cancelWanted = false;
 
-  const message = (body: Record<string, unknown>) => JSON.stringify({ jsonrpc: '2.0', ...body });
-  const request = (method: string, params: unknown): string => {
-    const id = nextId++;
-    pending.set(id, method);
-    return message({ id, method, params });
-  };
   const cancel = () => message({ method: 'session/cancel', params: { sessionId } });
 
   /** This run's turn: the prompt, echoed as the user message a headless run prints. */
@@ -111,8 +104,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
   }
 
   function onResponse(response: RpcMessage): ProviderLineOutput {
-    const method = pending.get(Number(response.id));
-    pending.delete(Number(response.id));
+    const method = answered(response.id);
     if (response.error) {
       // A refused prompt may still have left the user's message in the conversation: it counts as a turn.
       const totals = method === 'session/prompt' ? { totals: afterTurn(input.previousTotals) } : {};
