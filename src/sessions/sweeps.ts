@@ -127,11 +127,13 @@ export class Sweeper {
 
   /**
    * Runs whose owner stopped heartbeating. A queued run with an owner counts too: its owner took it
-   * (a worker's queue, or the instant before its CLI started), and nobody else will.
+   * (a worker's queue, or the instant before its CLI started), and nobody else will. Only owned runs
+   * are read: reading every unfinished run at each sweep kept a server with thousands of queued runs
+   * busy at 100% of a core while idle (bench/RESULTS.md issue 14).
    */
   private async lostRuns(): Promise<string[]> {
     const lost: string[] = [];
-    for (const run of await this.deps.store.runs.listUnfinished()) if (await this.ownerLost(run)) lost.push(run.id);
+    for (const run of await this.deps.store.runs.listOwnedUnfinished()) if (await this.ownerLost(run)) lost.push(run.id);
     return lost;
   }
 

@@ -147,6 +147,10 @@ class MemoryRunStore implements RunStore {
   async listUnfinished(): Promise<RunRecord[]> {
     return [...this.unfinished.values()];
   }
+  // One process owns every run of a memory store; no sweep looks for lost owners in it (sweeps.ts).
+  async listOwnedUnfinished(): Promise<RunRecord[]> {
+    return [...this.unfinished.values()].filter((run) => run.owner !== null);
+  }
   deleteSession(sessionId: string): void {
     for (const run of this.bySession.get(sessionId) ?? []) {
       this.runs.delete(run.id);

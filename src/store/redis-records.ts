@@ -119,7 +119,7 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
 
   async create(run: RunRecord): Promise<void> {
     this.sessionOf.remember(run);
-    await Promise.all([this.indexSlot(run, admissionSlot(run), 1), this.indexUnfinished(run), this.put(run)]);
+    await Promise.all([this.indexSlot(run, admissionSlot(run), 1), this.indexUnfinished(run), this.indexOwned(run), this.put(run)]);
   }
   /**
    * Record and indexes in one round trip where this process knows the run's session (a run it created
@@ -133,9 +133,12 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     const sessionId = this.sessionOf.get(id);
     const predicted = sessionId === undefined ? undefined : slotOfPatch(patch);
     const merged = this.patch(id, patch);
+    const ended = patch.state !== undefined && isTerminalRunState(patch.state);
     const indexes = Promise.all([
       // Added at create; a run's state never leaves the terminal ones, so only its end changes it.
-      patch.state !== undefined && isTerminalRunState(patch.state) ? this.redis.srem(this.keys.unfinishedRuns, id) : undefined,
+      ended ? this.redis.srem(this.keys.unfinishedRuns, id) : undefined,
+      // Owned: taken by a process (the patch sets its owner) and not ended.
+      ended || patch.owner === null ? this.redis.srem(this.keys.ownedRuns, id) : patch.owner !== undefined ? this.redis.sadd(this.keys.ownedRuns, id) : undefined,
       predicted === undefined ? undefined : this.indexSlot({ id, session_id: sessionId! }, predicted, 0),
     ]);
     // A run that is not there leaves at most stale index entries, which readers drop (redis-schema.ts).
@@ -188,6 +191,15 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     const ids = await this.redis.smembers(this.keys.unfinishedRuns);
     const runs = await this.resolveIndex(ids, (run) => !isTerminalRunState(run.state), (id) => this.redis.srem(this.keys.unfinishedRuns, id));
     return runs.sort(byTime('created_at'));
+  }
+
+  async listOwnedUnfinished(): Promise<RunRecord[]> {
+    const ids = await this.redis.smembers(this.keys.ownedRuns);
+    return this.resolveIndex(ids, (run) => !isTerminalRunState(run.state) && run.owner !== null, (id) => this.redis.srem(this.keys.ownedRuns, id));
+  }
+
+  private indexOwned(run: RunRecord): Promise<number> {
+    return !isTerminalRunState(run.state) && run.owner !== null ? this.redis.sadd(this.keys.ownedRuns, run.id) : this.redis.srem(this.keys.ownedRuns, run.id);
   }
 
   private indexUnfinished(run: RunRecord): Promise<number> {

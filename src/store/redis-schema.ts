@@ -76,6 +76,7 @@ export function redisKeys(prefix: string) {
     tenantSessions: (tenant: string) => `${prefix}:tenant:${tenant}:sessions`,
     closedSessions: `${prefix}:sessions:closed`,
     unfinishedRuns: `${prefix}:runs:unfinished`,
+    ownedRuns: `${prefix}:runs:owned`,
     approvalExpiry: `${prefix}:approvals:expiry`,
     holdings: (tenant: string, kind: string) => `${prefix}:tenant:${tenant}:held:${kind}`,
     channel: (sessionId: string) => `${prefix}:events:${sessionId}`,

@@ -48,7 +48,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
       redis.smembers(keys.sessionApprovals(id)),
     ]);
     await Promise.all([
-      ...runIds.flatMap((runId) => [redis.del(...keys.groups.runOwned(runId)), redis.srem(keys.unfinishedRuns, runId)]),
+      ...runIds.flatMap((runId) => [redis.del(...keys.groups.runOwned(runId)), redis.srem(keys.unfinishedRuns, runId), redis.srem(keys.ownedRuns, runId)]),
       ...approvalIds.flatMap((approvalId) => [redis.del(keys.approval(approvalId)), redis.zrem(keys.approvalExpiry, approvalId)]),
     ]);
     await redis.del(...keys.groups.sessionOwned(id));

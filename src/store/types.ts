@@ -140,8 +140,13 @@ export interface RunStore {
   recountInFlight(sessionId: string): Promise<AdmissionCounts>;
   /** A session's runs in creation order, a page at a time. */
   pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>>;
-  /** Runs not yet terminal (state queued or running) across all sessions, for the orphan sweep. */
+  /** Runs not yet terminal (state queued or running) across all sessions: O(every queued run); for a reconcile after an outage. */
   listUnfinished(): Promise<RunRecord[]>;
+  /**
+   * Runs not yet terminal that some process has taken (`owner` set), across all sessions, for the
+   * sweep that ends a lost process's runs: O(the runs executing), whatever the backlog of queued runs.
+   */
+  listOwnedUnfinished(): Promise<RunRecord[]>;
 }
 
 export type ResolveOutcome = { outcome: 'resolved'; approval: ApprovalRecord } | { outcome: 'not_found' } | { outcome: 'already_resolved'; approval: ApprovalRecord };

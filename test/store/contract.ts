@@ -289,6 +289,24 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         await store.runs.update(queued.id, { state: 'interrupted' });
         expect(await store.runs.listUnfinished()).toEqual([]);
       });
+      it('lists the unfinished runs a process owns, as they are taken, released and ended', async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        const [waiting, taken, released, ended] = range(1, 4).map((i) => runRecord(session, { created_at: at(i) }));
+        const createdOwned = runRecord(session, { state: 'running', owner: 'node-c', created_at: at(5) });
+        for (const run of [waiting, taken, released, ended, createdOwned]) await a.runs.create(run);
+        expect(await b.runs.listOwnedUnfinished()).toEqual([createdOwned]);
+        await a.runs.update(taken.id, { owner: 'node-a' });
+        await a.runs.update(released.id, { owner: 'node-b', state: 'running' });
+        await a.runs.update(ended.id, { owner: 'node-b', state: 'running' });
+        expect(ids(await b.runs.listOwnedUnfinished()).sort()).toEqual(ids([taken, released, ended, createdOwned]).sort());
+        await b.runs.update(released.id, { owner: null, state: 'queued' });
+        await b.runs.update(ended.id, { state: 'completed' });
+        await b.runs.update(createdOwned.id, { state: 'interrupted' });
+        expect(await a.runs.listOwnedUnfinished()).toEqual([{ ...taken, owner: 'node-a' }]);
+        // The waiting run was never owned; every unfinished one is still listed by listUnfinished.
+        expect(ids(await a.runs.listUnfinished())).toEqual(ids([waiting, taken, released]));
+      });
       it("indexes a session's runs by admission slot: counts, the oldest waiting, the unfinished, as runs move", async () => {
         const [a, b] = await stores(2);
         const session = sessionRecord();
