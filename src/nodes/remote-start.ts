@@ -13,7 +13,8 @@ import { remoteTarget } from './remote-options.js';
  * (`preflightOnWorker`); each failure is a reason of src/errors/remote-start-failures.ts. The
  * sequence is connect → preflight → bootstrap → start:
  *
- * 1. connect: wait up to remote_connect_timeout_ms for a live worker of that name (or pool);
+ * 1. connect: wait up to remote_connect_timeout_ms for a live worker of that name (or pool), one
+ *    deadline for the whole placement (a pool's run passed over dead nodes does not wait anew);
  * 2. preflight, from the node's heartbeat: not draining, same cookie, same major.minor, provider there;
  * 3. bootstrap: a node still `starting` fails at once (require_prestarted) or is waited for up to
  *    remote_boot_lease_timeout_ms (ensure_started);
@@ -43,10 +44,12 @@ export async function startOnNode(input: StartOnNodeInput): Promise<NodeSnapshot
   const { cluster, options } = input;
   // Instances found dead (registered, but nobody listens): a pool's run goes to another of its nodes.
   const dead = new Set<string>();
+  // One deadline for the whole placement, however many dead nodes it passes on the way.
+  const connectBy = Date.now() + options.remote_connect_timeout_ms;
   let node: NodeSnapshot;
   let reply;
   for (;;) {
-    node = await findNode(input, dead);
+    node = await findNode(input, dead, connectBy);
     try {
       reply = await cluster.send(node.id, { kind: 'start', runId: input.runId }, options.remote_rpc_timeout_ms);
       break;
@@ -82,13 +85,12 @@ function startFailure(err: unknown, node: NodeSnapshot, rpcTimeoutMs: number): A
   return remoteFailure('remote_rpc_failed', `start on node ${node.name} failed: ${AsmError.from(err).message}`, { node: node.name });
 }
 
-async function findNode(input: StartOnNodeInput, dead: ReadonlySet<string>): Promise<NodeSnapshot> {
+async function findNode(input: StartOnNodeInput, dead: ReadonlySet<string>, connectBy: number): Promise<NodeSnapshot> {
   const { options, affinity } = input;
   const target = remoteTarget(options.remote_node);
   const named = namedNode(input);
   const what = target.kind === 'node' ? `node ${target.name}` : affinity ? `node ${affinity} of pool ${target.pool} (it holds this session's conversation)` : `pool ${target.pool}`;
   const matches = (n: NodeSnapshot) => n.role === 'worker' && !dead.has(n.id) && (named === null || n.name === named) && (target.kind === 'node' || n.pool === target.pool);
-  const connectBy = Date.now() + options.remote_connect_timeout_ms;
   let bootBy: number | undefined;
   for (;;) {
     input.signal.throwIfAborted();
