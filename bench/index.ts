@@ -15,6 +15,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   interrupt: () => import('./interrupt.js'),
   agents: () => import('./agents.js'),
   'redis-commands': () => import('./redis-commands.js'),
+  logger: () => import('./logger.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

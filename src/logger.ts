@@ -19,6 +19,7 @@ export function createLogger(level: string, destination: DestinationStream = pin
     {
       level,
       mixin: logContextFields,
+      mixinMergeStrategy: withContext,
       serializers: { err: errorWithoutCommandArgs },
       formatters: { log: redactSecrets },
     },
@@ -33,7 +34,7 @@ const CENSOR = '[redacted]';
  * one level down: `authorization` (top only), `headers.authorization`, `headers.cookie`, `mcp_servers`
  * and `mcp_server_config`. The fields are copied where something is replaced, never changed. This is
  * what pino's `redact` paths (`*.headers.authorization` …) did, by hand because its wildcards cost
- * 4 µs of every line's 4.6 (0.55 without them; a request writes two lines).
+ * 3.3 µs a line against 0.56 without (bench -- logger), and a request writes one or two lines.
  */
 function redactSecrets(fields: Record<string, unknown>): Record<string, unknown> {
   let copy: Record<string, unknown> | undefined;
@@ -118,13 +119,28 @@ export function withLogContext<T>(fields: LogContext, fn: () => T): T {
 }
 
 /**
+ * The line's fields after the context's, in a new object (pino's default assigns the line's fields
+ * into the mixin's object, which is the shared context). Built field by field: an object spread of the
+ * two was most of a line's cost on Node 20 here: 5.25 µs a line with it, 1.27 without (bench -- logger).
+ */
+function withContext(fields: object, context: LogContext): object {
+  if (context === NO_CONTEXT) return fields;
+  const merged: Record<string, unknown> = {};
+  if (context.reqId !== undefined) merged.reqId = context.reqId;
+  if (context.run_id !== undefined) merged.run_id = context.run_id;
+  return Object.assign(merged, fields);
+}
+
+/** What the mixin returns for a line with no context to add: the line's own fields are kept as they are. */
+const NO_CONTEXT: LogContext = Object.freeze({});
+
+/**
  * pino's mixin: the context's fields, except on a child logger that is already bound to a request
  * (Fastify's). The child's bindings are read as pino keeps them, a JSON fragment, because parsing them
  * (`logger.bindings()`) on every line was the largest part of a request's logging.
  */
 function logContextFields(_merge: object, _level: number, logger: Logger): LogContext {
   const fields = logContext.getStore();
-  if (!fields) return {};
-  // A copy: pino merges the line's own fields into what the mixin returns.
-  return (logger as unknown as Record<symbol, string | undefined>)[pino.symbols.chindingsSym]?.includes('"reqId":') ? {} : { ...fields };
+  if (!fields) return NO_CONTEXT;
+  return (logger as unknown as Record<symbol, string | undefined>)[pino.symbols.chindingsSym]?.includes('"reqId":') ? NO_CONTEXT : fields;
 }
