@@ -16,42 +16,36 @@ import { constants } from 'node:os';
  */
 export function groupTakes(pgid: number, signal: NodeJS.Signals): boolean {
   const bit = 1n << BigInt(constants.signals[signal] - 1);
-  const leader = memberOf(pgid, pgid);
-  if (leader === undefined) return everyProcess().some((pid) => memberOf(pid, pgid)?.takes(bit) === true);
+  const takes = (pid: number) => inGroup(pid, pgid) && notIgnoring(pid, bit);
+  if (!inGroup(pgid, pgid)) return processIds().some(takes);
   const pending = [pgid];
   for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
-    const member = pid === pgid ? leader : memberOf(pid, pgid);
-    // A descendant that left the group took its own descendants with it.
-    if (member === undefined) continue;
-    if (member.takes(bit)) return true;
+    // A descendant that left the group took its own descendants with it (the leader was checked above).
+    if (pid !== pgid && !inGroup(pid, pgid)) continue;
+    if (notIgnoring(pid, bit)) return true;
     pending.push(...childrenOf(pid));
   }
   return false;
 }
 
-interface Member {
-  /** Whether it is alive and does not ignore the signal whose bit this is. */
-  takes(bit: bigint): boolean;
-}
-
-/** Process `pid` if it is a member of group `pgid`, not a zombie; undefined otherwise (or gone). */
-function memberOf(pid: number, pgid: number): Member | undefined {
+/** Whether process `pid` is a live (not zombie) member of group `pgid`; false once it is gone. */
+function inGroup(pid: number, pgid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8'); // "pid (comm) state ppid pgrp …"
     const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(pgrp) !== pgid || state === 'Z') return undefined;
-    return {
-      takes(bit) {
-        try {
-          const ignored = /^SigIgn:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-          return ignored !== undefined && (BigInt(`0x${ignored}`) & bit) === 0n;
-        } catch {
-          return false; // gone meanwhile
-        }
-      },
-    };
+    return Number(pgrp) === pgid && state !== 'Z';
   } catch {
-    return undefined; // gone meanwhile
+    return false;
+  }
+}
+
+/** Whether process `pid` does not ignore the signal whose bit this is; false once it is gone. */
+function notIgnoring(pid: number, bit: bigint): boolean {
+  try {
+    const ignored = /^SigIgn:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return ignored !== undefined && (BigInt(`0x${ignored}`) & bit) === 0n;
+  } catch {
+    return false;
   }
 }
 
@@ -70,6 +64,7 @@ function childrenOf(pid: number): number[] {
   }
 }
 
-function everyProcess(): number[] {
+/** Every process of the machine (its PID folders in /proc). */
+export function processIds(): number[] {
   return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number);
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { processIds } from './process-group.js';
 
 /**
  * Finding the processes of an unsandboxed run that left its process group (ASM_SANDBOX=none).
@@ -92,13 +93,8 @@ const PROBE_MAX = 64;
 
 function candidates(range: { above: number; upTo: number } | null): number[] {
   if (range && range.upTo - range.above <= PROBE_MAX) return Array.from({ length: range.upTo - range.above }, (_, i) => range.above + 1 + i);
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    if (!range || (pid > range.above && pid <= range.upTo)) pids.push(pid);
-  }
-  return pids;
+  const pids = processIds();
+  return range ? pids.filter((pid) => pid > range.above && pid <= range.upTo) : pids;
 }
 
 /**
