@@ -182,13 +182,15 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
   // ---- LaneEngine overrides -------------------------------------------------------------------
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
-    let joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
-    if (joined?.state === CommandState.Pending && (await this.jobs.state(joined.lane, joined.id)) === 'unknown') {
+    const joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
+    // Queued here, or granted a slot and still fetching: it runs only once a fetch finds its job.
+    const awaitsItsJob = (command: Command) => command.state === CommandState.Pending || this.adoption.fetchingItself(command);
+    if (joined !== undefined && awaitsItsJob(joined) && (await this.jobs.state(joined.lane, joined.id)) === 'unknown') {
       // Redis no longer has its job (it restarted without its last writes: appendfsync everysec), so
-      // nothing would ever fetch it: this submit stores it again rather than join a command that waits
-      // for nothing (found by test/faults/redis-aof-restart.test.ts).
-      this.commands.discard(joined, laneErrors.cancelled('Redis lost its job; it was submitted again'));
-      joined = undefined;
+      // nothing would ever fetch it: its job is stored again, and this submit joins it (found by
+      // test/faults/redis-aof-restart.test.ts, where such a run stayed queued for good).
+      await this.persist(joined);
+      this.signals.send(['w', joined.lane.id, joined.id]);
     }
     const handle = await super.submit(laneId, spec);
     if (joined === undefined) {

@@ -5,6 +5,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import type { AsmEvent, EventKind, EventMetadata, EventPayload, ProviderEvent } from '../schemas/events.js';
 import { runEventsAfter } from '../store/run-events.js';
+import { newEventId } from '../store/stamp.js';
 import type { RunRecord, Store } from '../store/types.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import { projectResult, type ProjectableEvent } from './projection.js';
@@ -142,14 +143,15 @@ export class RunRecorder {
   }
 
   /**
-   * End a run whose end the store lost: it says the run is running here, but this process no longer
-   * holds it (Redis came back without its last writes: the terminal event and state are gone).
+   * End a run whose end the store lost: it says this process took the run, but this process no longer
+   * holds it (Redis came back without its last writes, or refused them while it was away: the terminal
+   * event and state are gone).
    */
   endLostEnd(run: RunRecord): Promise<void> {
-    this.log.warn({ runId: run.id }, 'the store lost the end of a run this process ran; ending it again');
+    this.log.warn({ runId: run.id, state: run.state }, 'the store lost the end of a run this process took; ending it again');
     return this.finishWithoutStart(
       run.id,
-      new AsmError('node_lost', `the store lost this run's end (Redis restarted without its last writes) after ${this.cluster.self} ran it; its outcome is unknown`, {
+      new AsmError('node_lost', `the store lost this run's end (Redis lost or refused its writes) after ${this.cluster.self} took it; its outcome is unknown`, {
         details: { node: this.cluster.self, cause: 'store_lost_writes' },
       }),
     );
@@ -171,8 +173,9 @@ export class RunRecorder {
   /**
    * A write a run cannot do without (its events, its state). While the store is unreachable it is
    * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
-   * requests meanwhile are refused with 503. (A write whose reply was lost with the connection may
-   * land twice; that needs the outage to fall between Redis applying it and answering.) A run this
+   * requests meanwhile are refused with 503. A write whose reply was lost with the connection (Redis
+   * applied it, then went away) is done again: an event is kept once (its id is stamped once, NewEvent),
+   * a record update sets the same fields again. A run this
    * process executes is first checked to still be its own after a heartbeat lapse (see stillOwned).
    */
   async durably<T>(runId: string, write: () => Promise<T>, { fenced = true } = {}): Promise<T> {
@@ -223,8 +226,10 @@ export class RunRecorder {
   }
 }
 
+/** The event as the run's writes retry it: its id is stamped once, so a retried append is stored once (NewEvent). */
 function envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, timestamp: string) {
   return {
+    id: newEventId(),
     session_id: run.session_id,
     run_id: run.id,
     provider: run.provider,

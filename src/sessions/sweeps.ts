@@ -102,14 +102,16 @@ export class Sweeper {
    * last second of writes Redis acknowledged before it crashed (README "Distributed mode"), may be
    * missing. Each run executing here is checked against its record again, and one the store no longer
    * gives this process is stopped and written no more (RunRecorder.recheckOwnership); a run the store
-   * says is running here but that this process no longer holds had its end lost, and ends now; the
-   * listeners hand queued runs over again. Done before anything else, once per outage.
+   * says this process took but that it no longer holds had its writes lost or refused, and ends now
+   * (running: its end was lost; queued: its owner write landed while its answer, or what followed, did
+   * not, so whether its CLI started is unknown, and a run is never started twice); the listeners hand
+   * queued runs over again. Done before anything else, once per outage.
    */
   private async reconcile(): Promise<void> {
     const { store, cluster, recorder, active, log } = this.deps;
     await recorder.recheckOwnership();
     for (const run of await store.runs.listUnfinished()) {
-      if (run.state === 'running' && run.owner === cluster.self && !active.has(run.id)) await recorder.endLostEnd(run);
+      if (run.owner === cluster.self && !active.has(run.id)) await recorder.endLostEnd(run);
     }
     for (const listener of this.backListeners) await listener();
     this.storeWasAway = false;

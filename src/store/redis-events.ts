@@ -35,10 +35,12 @@ export class RedisEventLog implements EventLog {
     const stamped = stampEvent(event);
     const sessionId = event.session_id;
     const seq = await this.redis.asmAppend(
-      ...(this.keys.groups.append(sessionId) as [string, string, string]),
+      ...(this.keys.groups.append(sessionId) as [string, string, string, string]),
       this.maxPerSession,
       this.keys.channel(sessionId),
       JSON.stringify(stamped),
+      stamped.run_id,
+      stamped.id,
     );
     return { ...stamped, seq };
   }

@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
  *   asm:{ses_…}:session            hash   the session record, one field per top-level property (JSON)
  *   asm:{ses_…}:seq                string the session's last seq (INCR)
  *   asm:{ses_…}:events             stream the events, entry id `<seq>-0`, trimmed to eventsPerSession
+ *   asm:{ses_…}:appended           hash   run id → the id and seq of the run's last event (a retried append is kept once)
  *   asm:{ses_…}:runs               list   run ids in creation order
  *   asm:{ses_…}:waiting            zset   ids of its runs waiting for admission, by position in :runs
  *   asm:{ses_…}:inflight           set    ids of its runs in flight (admission-slots.ts)
@@ -63,6 +64,7 @@ export function redisKeys(prefix: string) {
     session: (id: string) => tagged(id, 'session'),
     seq: (sessionId: string) => tagged(sessionId, 'seq'),
     events: (sessionId: string) => tagged(sessionId, 'events'),
+    lastAppended: (sessionId: string) => tagged(sessionId, 'appended'),
     sessionRuns: (sessionId: string) => tagged(sessionId, 'runs'),
     sessionWaiting: (sessionId: string) => tagged(sessionId, 'waiting'),
     sessionInFlight: (sessionId: string) => tagged(sessionId, 'inflight'),
@@ -86,11 +88,12 @@ export function redisKeys(prefix: string) {
     ...keys,
     /** The keys of each script or command that touches several keys; each group must share one cluster slot. */
     groups: {
-      append: (sessionId: string) => [keys.seq(sessionId), keys.events(sessionId), keys.session(sessionId)],
+      append: (sessionId: string) => [keys.seq(sessionId), keys.events(sessionId), keys.session(sessionId), keys.lastAppended(sessionId)],
       sessionOwned: (sessionId: string) => [
         keys.session(sessionId),
         keys.seq(sessionId),
         keys.events(sessionId),
+        keys.lastAppended(sessionId),
         keys.sessionRuns(sessionId),
         keys.sessionWaiting(sessionId),
         keys.sessionInFlight(sessionId),
@@ -129,14 +132,25 @@ if state ~= ARGV[1] then return {0, redis.call('HGETALL', KEYS[1])} end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return {1, redis.call('HGETALL', KEYS[1])}`,
   },
-  /** KEYS: seq, events, session. ARGV: maxlen, channel, the event's JSON without seq (an object with fields). Returns the seq. */
+  /**
+   * KEYS: seq, events, session, appended. ARGV: maxlen, channel, the event's JSON without seq (an
+   * object with fields), its run id and its id. Returns the seq. An append whose id is that of its
+   * run's last append is a retry whose first reply was lost (Redis applied it and the connection
+   * dropped): it returns that append's seq and stores nothing (test/faults/redis-aof-restart.test.ts
+   * found a run with two terminal events so). A run's appends are serialised, so its last one is the
+   * only one a retry can repeat.
+   */
   asmAppend: {
-    numberOfKeys: 3,
-    lua: `local seq = redis.call('INCR', KEYS[1])
+    numberOfKeys: 4,
+    lua: `local last = redis.call('HGET', KEYS[4], ARGV[4])
+local mark = ARGV[5] .. ' '
+if last and string.sub(last, 1, #mark) == mark then return tonumber(string.sub(last, #mark + 1)) end
+local seq = redis.call('INCR', KEYS[1])
 local digits = string.format('%d', seq)
 local json = '{"seq":' .. digits .. ',' .. string.sub(ARGV[3], 2)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], digits .. '-0', 'e', json)
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'last_seq', digits) end
+redis.call('HSET', KEYS[4], ARGV[4], mark .. digits)
 redis.call('PUBLISH', ARGV[2], json)
 return seq`,
   },
@@ -170,7 +184,7 @@ export type ScriptRedis = Redis & {
   asmPut(key: string, ...fields: string[]): Promise<number>;
   asmPatch(key: string, ...fields: string[]): Promise<string[] | null>;
   asmResolve(key: string, pending: string, ...fields: string[]): Promise<[number, string[]] | null>;
-  asmAppend(seqKey: string, eventsKey: string, sessionKey: string, maxlen: number, channel: string, json: string): Promise<number>;
+  asmAppend(seqKey: string, eventsKey: string, sessionKey: string, appendedKey: string, maxlen: number, channel: string, json: string, runId: string, eventId: string): Promise<number>;
   asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
   asmRunSlot(runsKey: string, waitingKey: string, inFlightKey: string, id: string, slot: string, created: 0 | 1): Promise<number>;
 };

@@ -100,8 +100,13 @@ export interface ApprovalRecord extends Approval {
   tenant: string;
 }
 
-/** An event before the log stamps it; `timestamp` may be fixed by the caller (a terminal event's result uses it). */
-export type NewEvent = Omit<AsmEvent, 'id' | 'seq' | 'timestamp'> & { timestamp?: string };
+/**
+ * An event before the log stamps it; `timestamp` may be fixed by the caller (a terminal event's result
+ * uses it), and so may `id`: a caller that retries an append whose reply may have been lost (the
+ * recorder, through a store outage) stamps the id once, and the Redis store keeps an append whose id
+ * is that of its run's last append only once (redis-schema.ts, asmAppend).
+ */
+export type NewEvent = Omit<AsmEvent, 'id' | 'seq' | 'timestamp'> & { timestamp?: string; id?: string };
 
 export interface SessionStore {
   create(session: SessionRecord): Promise<void>;

@@ -150,11 +150,7 @@ describe('Redis restarted with an append-only file, under load', () => {
     console.log(JSON.stringify({ fsync: 'always', accepted: flow.accepted.length, terminal: outcomes.length, lost: lost.length, refused: flow.refused.length, recovery_ms: recoveryMs }));
   });
 
-  // Retried: an open defect (bench/RESULTS.md "reliability", known races of the lost window). On a
-  // loaded machine about one run of this test in three finds one run stuck queued (dispatched, taken
-  // by nobody) or one run ended twice after the lost window; seen on 60abd2c as on later commits, and
-  // not yet fixed. A retry keeps the rest of what this test checks in CI; its failures are in the log.
-  it('appendfsync everysec: the lost second after a crash is reconciled; no run stuck, none ended twice, no CLI left', { retry: 2 }, async () => {
+  it('appendfsync everysec: the lost second after a crash is reconciled; no run stuck, none ended twice, no CLI left', async () => {
     const redis = await aofRedis('everysec');
     const api = await startServer({ REDIS_URL: redis.url, ...ENV });
     cleanups.push(() => api.close());

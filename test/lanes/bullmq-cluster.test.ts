@@ -412,4 +412,66 @@ describe('BullMQLaneEngine while Redis is unavailable', () => {
       await server.dispose();
     }
   }, 40_000);
+
+  it('a submit that gave up does not undo a later submit of the same id: the add that lands late is the later job, and it runs', async () => {
+    const server = await startRedisServer();
+    const probe = new Redis(server.url, { maxRetriesPerRequest: null });
+    probe.on('error', () => {});
+    const engine = new BullMQLaneEngine({ lanes: [work()], connection: server.url, prefix: '{asm-late-add}', commandTimeoutMs: 1_000 });
+    engine.register('echo', (payload) => payload);
+    try {
+      await engine.start();
+      // Writes held for 1.5 s: the first add waits past its submit's 1 s and is given up; the second,
+      // sent at once, lands within its own second, right after the first one's (the same connection).
+      await probe.client('PAUSE', 1_500, 'WRITE');
+      const gaveUp = await rejection(engine.submit('work', { type: 'echo', payload: 'again', id: 'same-id' }));
+      expect((gaveUp as LaneError).code).toBe('unavailable');
+      const again = await engine.submit('work', { type: 'echo', payload: 'again', id: 'same-id' });
+      await expect(within(again.result, 10_000)).resolves.toBe('again');
+    } finally {
+      await engine.close();
+      probe.disconnect();
+      await server.dispose();
+    }
+  }, 20_000);
+
+  it('a queued command whose job Redis lost is stored again by a later submit of its id, and runs once', async () => {
+    const server = await startRedisServer();
+    const probe = new Redis(server.url, { maxRetriesPerRequest: null });
+    probe.on('error', () => {});
+    const prefix = '{asm-lost-job}';
+    const engine = new BullMQLaneEngine({ lanes: [work({ maxConcurrency: 1 })], connection: server.url, prefix });
+    const gate = deferred();
+    let started = false;
+    const ran: unknown[] = [];
+    engine.register('hold', async () => {
+      started = true;
+      await gate.promise;
+      return 'held';
+    });
+    engine.register('echo', (payload) => {
+      ran.push(payload);
+      return payload;
+    });
+    try {
+      await engine.start();
+      const holding = await engine.submit('work', { type: 'hold', payload: null });
+      await waitFor(() => started, 'the hold to start');
+      const first = await engine.submit('work', { type: 'echo', payload: 'lost', id: 'lost' });
+      // What an AOF cut does to a job added in the lost second: gone from Redis, still queued here.
+      expect(await probe.lrem(`${prefix}:work:wait`, 0, 'lost')).toBe(1);
+      expect(await probe.del(`${prefix}:work:lost`)).toBe(1);
+      const again = await engine.submit('work', { type: 'echo', payload: 'lost', id: 'lost' });
+      expect(again.id).toBe(first.id);
+      gate.resolve();
+      await expect(within(holding.result, 10_000)).resolves.toBe('held');
+      await expect(within(again.result, 10_000)).resolves.toBe('lost');
+      await expect(within(first.result, 1_000)).resolves.toBe('lost');
+      expect(ran).toEqual(['lost']);
+    } finally {
+      await engine.close();
+      probe.disconnect();
+      await server.dispose();
+    }
+  }, 20_000);
 });

@@ -11,7 +11,8 @@ import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
 import type { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitFor } from '../helpers/wait.js';
-import { makeRig, REPORT, type Rig } from './rig.js';
+import { createMemoryStore } from '../../src/store/memory.js';
+import { isTerminalEvent, makeRig, REPORT, withOutage, type Rig } from './rig.js';
 
 let rig: Rig;
 const connections: Redis[] = [];
@@ -93,6 +94,28 @@ describe('Sweeper', () => {
     // Node maintenance: one command on the system lane.
     expect((await completedByLane(rig)).system - before.system).toBe(1);
     expect((await rig.store.runs.get(mine.id))!.state).toBe('queued');
+    expect((await rig.store.runs.get(unowned.id))!.state).toBe('queued');
+  });
+
+  it('once the store is back from an outage, ends the runs it says this process took that it does not hold, queued or running', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session({ max_concurrent_runs: 3 });
+    await rig.engine.pause(session.queue);
+    const [takenQueued, takenRunning, unowned] = [await rig.submit(session.id, 'a'), await rig.submit(session.id, 'b'), await rig.submit(session.id, 'c')];
+    // Its owner write landed and what followed did not (a queued run), or its end was lost (a running one).
+    await rig.store.runs.update(takenQueued.id, { owner: rig.cluster.self });
+    await rig.store.runs.update(takenRunning.id, { owner: rig.cluster.self, state: 'running' });
+
+    outage.failNext(1);
+    await sweeperOf(rig).sweep();
+    expect(outage.failedCalls()).toBe(1);
+    for (const run of [takenQueued, takenRunning]) expect((await rig.store.runs.get(run.id))!.state).not.toBe('failed');
+    await sweeperOf(rig).sweep();
+    for (const run of [takenQueued, takenRunning]) {
+      expect((await rig.store.runs.get(run.id))!.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
+      expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    }
     expect((await rig.store.runs.get(unowned.id))!.state).toBe('queued');
   });
 

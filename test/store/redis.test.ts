@@ -64,6 +64,39 @@ describe('Redis store: admission indexes', () => {
   });
 });
 
+describe('Redis store: a retried append', () => {
+  it("keeps an append whose id is its run's last append's once (a reply lost with the connection), and the session's eviction takes the marks", async () => {
+    const prefix = uniquePrefix();
+    const store = await createRedisStore({ url, prefix, eventsPerSession: 10 });
+    try {
+      const session = sessionRecord();
+      await store.sessions.create(session);
+      const [one, other] = [runRecord(session), runRecord(session)];
+      const first = await store.events.append(newEvent(one, { id: 'evt_first' }));
+      // Another run of the session appends in between; the retry still finds its run's last append.
+      const between = await store.events.append(newEvent(other, { id: 'evt_between' }));
+      const retried = await store.events.append(newEvent(one, { id: 'evt_first' }));
+      expect(retried).toMatchObject({ id: 'evt_first', seq: first.seq });
+      const next = await store.events.append(newEvent(one, { id: 'evt_next' }));
+      expect(next.seq).toBe(between.seq + 1);
+      const stored = await store.events.read(session.id, { after: 0, limit: 10 });
+      expect(stored.map((e) => [e.seq, e.id])).toEqual([
+        [first.seq, 'evt_first'],
+        [between.seq, 'evt_between'],
+        [next.seq, 'evt_next'],
+      ]);
+      // Without a caller's id each append is a new event.
+      const [a, b] = [await store.events.append(newEvent(one)), await store.events.append(newEvent(one))];
+      expect(b.seq).toBe(a.seq + 1);
+      await store.sessions.update(session.id, { state: 'closed', closed_at: new Date().toISOString() });
+      expect(await store.evictOldestClosed()).toBe(session.id);
+      expect(await admin.exists(redisKeys(prefix).lastAppended(session.id))).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 /** Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) modulo 16384. */
 function clusterSlot(key: string): number {
   const open = key.indexOf('{');

@@ -151,7 +151,7 @@ export class Adoption {
   }
 
   /** A local command granted a slot whose fetch has not answered yet. */
-  private fetchingItself(command: Command): boolean {
+  fetchingItself(command: Command): boolean {
     return command.state === CommandState.Active && !this.jobs.holds(command) && command.run === undefined;
   }
 

@@ -71,6 +71,8 @@ export class LaneJobs {
   private readonly leases = new Map<Command, Lease>();
   /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
   private readonly refused = new Set<string>();
+  /** The latest submit of each id whose add is in flight: only it may refuse or undo the id's job. */
+  private readonly adding = new Map<string, Command>();
   private readonly tokenPrefix: string;
   private tokenSequence = 0;
   private lockTimer: NodeJS.Timeout | undefined;
@@ -154,17 +156,33 @@ export class LaneJobs {
     });
   }
 
-  /** Bounds an add by the command timeout; an add that lands after its submit gave up is removed. */
+  /**
+   * Bounds an add by the command timeout; an add that lands after its submit gave up is removed. A
+   * later submit of the same id (a run handed over again after Redis lost its job, sweeps.ts)
+   * supersedes a submit that gave up: the job is then the later submit's, and runs. Undoing it by id
+   * left such a run dispatched with no job (found by test/faults/redis-aof-restart.test.ts).
+   */
   guardAdd(command: Command, write: Promise<unknown>): Promise<unknown> {
     const { calls } = this.options;
+    const { id } = command;
+    this.adding.set(id, command);
+    this.refused.delete(id);
+    const latest = () => this.adding.get(id) === command;
+    let gaveUp = false;
+    write
+      .then(() => (gaveUp && latest() ? this.remove(command.lane, id) : undefined))
+      .catch(noop)
+      .finally(() => {
+        if (!latest()) return;
+        this.adding.delete(id);
+        this.refused.delete(id);
+      });
     return calls.track(
       calls.bounded(write, () => {
         // The add may still reach Redis after the submit gave up: undo it then, and never run it here.
-        this.refused.add(command.id);
-        write
-          .then(() => this.remove(command.lane, command.id))
-          .catch(noop)
-          .finally(() => this.refused.delete(command.id));
+        if (!latest()) return;
+        gaveUp = true;
+        this.refused.add(id);
       }),
     );
   }
