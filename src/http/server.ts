@@ -13,6 +13,7 @@ import { registerAuth } from './auth.js';
 import { registerBrowserSafety } from './browser-safety.js';
 import { frameworkErrors, registerErrorHandling } from './errors.js';
 import { AsmMetrics } from './metrics.js';
+import { compileSerializersFromSchemas } from './serializers.js';
 import { registerRateLimit } from './rate-limit.js';
 import { approvalRoutes } from './routes/approvals.js';
 import { diffRoutes } from './routes/diffs.js';
@@ -73,6 +74,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   await registerRateLimit(fastify, app);
 
   for (const schema of SHARED_SCHEMAS) fastify.addSchema(schema);
+  compileSerializersFromSchemas(fastify);
   await fastify.register(swagger, {
     // Shared schemas become named components (#/components/schemas/Session, …) instead of numbered defs.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },

@@ -1,0 +1,38 @@
+import build from 'fast-json-stringify';
+import type { FastifyInstance } from 'fastify';
+import { SHARED_SCHEMAS } from '../schemas/api.js';
+
+type Schema = Record<string, unknown>;
+
+/**
+ * Response serializers compiled from the routes' schemas, as Fastify's own are, from a form of them
+ * that fast-json-stringify writes without validating the data first. For each `anyOf` it checks the
+ * value against every branch with Ajv before writing it, and TypeBox writes a nullable field
+ * (`Nullable`, schemas/api.ts) and a union of literals (a state, an error kind) as `anyOf`: a run's
+ * answer validated its whole result that way, 0.3–0.4 ms of server time per `wait: true` run
+ * (bench/RESULTS.md issue 14). Here `anyOf [X, null]` becomes X with `nullable: true`, and a union of
+ * string literals a string `enum`; what is written is the same. Request validation and the OpenAPI
+ * document keep the schemas as declared.
+ */
+export function compileSerializersFromSchemas(fastify: FastifyInstance): void {
+  const external = Object.fromEntries(SHARED_SCHEMAS.map((schema) => [schema.$id!, forSerialization(schema)]));
+  fastify.setSerializerCompiler(({ schema }) => build(forSerialization(schema) as Parameters<typeof build>[0], { schema: external as Record<string, Parameters<typeof build>[0]> }));
+}
+
+/** The schema with its nullable fields and unions of string literals in the forms fast-json-stringify writes directly. */
+export function forSerialization(schema: unknown): unknown {
+  if (Array.isArray(schema)) return schema.map(forSerialization);
+  if (schema === null || typeof schema !== 'object') return schema;
+  const copy: Schema = {};
+  for (const [key, value] of Object.entries(schema)) copy[key] = forSerialization(value);
+  const options = copy.anyOf;
+  if (!Array.isArray(options)) return copy;
+  const { anyOf: _replaced, ...siblings } = copy;
+  const present = (options as Schema[]).filter((option) => option.type !== 'null');
+  const nullable = present.length < options.length;
+  if (present.length === 1) return { ...siblings, ...present[0], ...(nullable && { nullable: true }) };
+  if (present.length > 0 && present.every((option) => option.type === 'string' && typeof option.const === 'string')) {
+    return { ...siblings, type: 'string', enum: present.map((option) => option.const), ...(nullable && { nullable: true }) };
+  }
+  return copy;
+}
