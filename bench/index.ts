@@ -16,6 +16,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   agents: () => import('./agents.js'),
   'redis-commands': () => import('./redis-commands.js'),
   logger: () => import('./logger.js'),
+  'spawn-helper': () => import('./spawn-helper.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);

@@ -28,7 +28,7 @@ import { processIds } from './process-group.js';
 
 export const TAG_VARIABLE = 'ASM_RUN_TAG';
 
-/** 122 random bits. From randomUUID, which draws from a buffered pool: a randomBytes call per run cost 0.2 ms here (bench/RESULTS.md issue 14). */
+/** 122 random bits, from randomUUID's buffered pool: a randomBytes call per run was 228 ms of 15 s busy in the runs bench's profile (bench/RESULTS.md issue 14, fourth pass). */
 export function newRunTag(): string {
   return randomUUID().replaceAll('-', '');
 }

@@ -1,6 +1,5 @@
 import build from 'fast-json-stringify';
 import type { FastifyInstance } from 'fastify';
-import { SHARED_SCHEMAS } from '../schemas/api.js';
 
 type Schema = Record<string, unknown>;
 
@@ -9,14 +8,19 @@ type Schema = Record<string, unknown>;
  * that fast-json-stringify writes without validating the data first. For each `anyOf` it checks the
  * value against every branch with Ajv before writing it, and TypeBox writes a nullable field
  * (`Nullable`, schemas/api.ts) and a union of literals (a state, an error kind) as `anyOf`: a run's
- * answer validated its whole result that way, 0.3–0.4 ms of server time per `wait: true` run
- * (bench/RESULTS.md issue 14). Here `anyOf [X, null]` becomes X with `nullable: true`, and a union of
+ * answer validated its whole result that way, 0.24 ms of server time per `wait: true` run, 0.076 ms
+ * now (bench/RESULTS.md issue 14, fourth pass). Here `anyOf [X, null]` becomes X with `nullable: true`, and a union of
  * string literals a string `enum`; what is written is the same. Request validation and the OpenAPI
  * document keep the schemas as declared.
  */
 export function compileSerializersFromSchemas(fastify: FastifyInstance): void {
-  const external = Object.fromEntries(SHARED_SCHEMAS.map((schema) => [schema.$id!, forSerialization(schema)]));
-  fastify.setSerializerCompiler(({ schema }) => build(forSerialization(schema) as Parameters<typeof build>[0], { schema: external as Record<string, Parameters<typeof build>[0]> }));
+  type FjsSchema = Parameters<typeof build>[0];
+  // The schemas the server registered (addSchema), rewritten once, when the first route is compiled.
+  let external: Record<string, FjsSchema> | undefined;
+  fastify.setSerializerCompiler(({ schema }) => {
+    external ??= Object.fromEntries(Object.entries(fastify.getSchemas()).map(([id, shared]) => [id, forSerialization(shared) as FjsSchema]));
+    return build(forSerialization(schema) as FjsSchema, { schema: external });
+  });
 }
 
 /** The schema with its nullable fields and unions of string literals in the forms fast-json-stringify writes directly. */

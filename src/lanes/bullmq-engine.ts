@@ -183,9 +183,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
 
   override async submit(laneId: string, spec: CommandSpec): Promise<CommandHandle> {
     const joined = spec.id === undefined ? undefined : this.commands.live.get(spec.id);
-    // Queued here, or granted a slot and still fetching: it runs only once a fetch finds its job.
-    const awaitsItsJob = (command: Command) => command.state === CommandState.Pending || this.adoption.fetchingItself(command);
-    if (joined !== undefined && awaitsItsJob(joined) && (await this.jobs.state(joined.lane, joined.id)) === 'unknown') {
+    if (joined !== undefined && this.awaitsItsJob(joined) && (await this.jobs.state(joined.lane, joined.id)) === 'unknown') {
       // Redis no longer has its job (it restarted without its last writes: appendfsync everysec), so
       // nothing would ever fetch it: its job is stored again, and this submit joins it (found by
       // test/faults/redis-aof-restart.test.ts, where such a run stayed queued for good).
@@ -201,6 +199,11 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       this.adoption.disown(joined);
     }
     return handle;
+  }
+
+  /** Queued here, or granted a slot and still fetching: it runs only once a fetch finds its job. */
+  private awaitsItsJob(command: Command): boolean {
+    return command.state === CommandState.Pending || this.adoption.fetchingItself(command);
   }
 
   /**

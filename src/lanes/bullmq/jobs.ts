@@ -71,8 +71,8 @@ export class LaneJobs {
   private readonly leases = new Map<Command, Lease>();
   /** Ids of submits that gave up while their add was in flight: such a job is removed, never run. */
   private readonly refused = new Set<string>();
-  /** The latest submit of each id whose add is in flight: only it may refuse or undo the id's job. */
-  private readonly adding = new Map<string, Command>();
+  /** The latest add of each id still in flight (one token per add): only it may refuse or undo the id's job. */
+  private readonly adding = new Map<string, object>();
   private readonly tokenPrefix: string;
   private tokenSequence = 0;
   private lockTimer: NodeJS.Timeout | undefined;
@@ -165,9 +165,11 @@ export class LaneJobs {
   guardAdd(command: Command, write: Promise<unknown>): Promise<unknown> {
     const { calls } = this.options;
     const { id } = command;
-    this.adding.set(id, command);
+    // Per add, not per command: a command whose job Redis lost is added again (bullmq-engine.ts submit).
+    const token = {};
+    this.adding.set(id, token);
     this.refused.delete(id);
-    const latest = () => this.adding.get(id) === command;
+    const latest = () => this.adding.get(id) === token;
     let gaveUp = false;
     write
       .then(() => (gaveUp && latest() ? this.remove(command.lane, id) : undefined))
