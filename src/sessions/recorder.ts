@@ -145,10 +145,13 @@ export class RunRecorder {
   /**
    * End a run whose end the store lost: it says this process took the run, but this process no longer
    * holds it (Redis came back without its last writes, or refused them while it was away: the terminal
-   * event and state are gone).
+   * event and state are gone). Or one stopped here because its record lost the write that took it
+   * (Sweeper.reconcile): the record is given this process again first, since a run whose record names
+   * another owner, or none, is fenced and would write nothing (stillOwned).
    */
-  endLostEnd(run: RunRecord): Promise<void> {
+  async endLostEnd(run: RunRecord): Promise<void> {
     this.log.warn({ runId: run.id, state: run.state }, 'the store lost the end of a run this process took; ending it again');
+    if (run.owner !== this.cluster.self) await this.serialize(run.id, () => this.store.runs.update(run.id, { owner: this.cluster.self }));
     return this.finishWithoutStart(
       run.id,
       new AsmError('node_lost', `the store lost this run's end (Redis lost or refused its writes) after ${this.cluster.self} took it; its outcome is unknown`, {

@@ -104,14 +104,20 @@ export class Sweeper {
    * gives this process is stopped and written no more (RunRecorder.recheckOwnership); a run the store
    * says this process took but that it no longer holds had its writes lost or refused, and ends now
    * (running: its end was lost; queued: its owner write landed while its answer, or what followed, did
-   * not, so whether its CLI started is unknown, and a run is never started twice); the listeners hand
-   * queued runs over again. Done before anything else, once per outage.
+   * not, so whether its CLI started is unknown, and a run is never started twice). So does a run this
+   * process stopped here because its record no longer names it while no other process took it: its
+   * owner write was lost while its later writes landed (they were retried until Redis came back), so
+   * the store says it runs, or waits, with no owner, and nobody else would ever end it (found by
+   * test/faults/redis-aof-restart.test.ts). The listeners hand queued runs over again. Done before
+   * anything else, once per outage.
    */
   private async reconcile(): Promise<void> {
     const { store, cluster, recorder, active, log } = this.deps;
     await recorder.recheckOwnership();
     for (const run of await store.runs.listUnfinished()) {
-      if (run.owner === cluster.self && !active.has(run.id)) await recorder.endLostEnd(run);
+      const here = active.get(run.id);
+      const lostHere = here ? here.ended && (run.owner === null || run.owner === cluster.self) : run.owner === cluster.self;
+      if (lostHere) await recorder.endLostEnd(run);
     }
     for (const listener of this.backListeners) await listener();
     this.storeWasAway = false;

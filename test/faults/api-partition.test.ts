@@ -125,7 +125,8 @@ describe('partition: an API process cut off from Redis', () => {
     // P alone takes its prompt lane's two runs (its CLIs sleep until stopped); then R joins.
     const onPBefore = [await submit('P', `echo started; sleep ${marker}`), await submit('P', `echo started; sleep ${marker}`)];
     for (const runId of onPBefore) await printed(runId, eventsOnP);
-    api = await startServer({ ...shared, REDIS_URL: ns!.redis.url, ASM_NODE_NAME: 'api-r' });
+    // Both APIs serve one deployment, so one workspace root: either may execute a run the other accepted.
+    api = await startServer({ ...shared, REDIS_URL: ns!.redis.url, ASM_NODE_NAME: 'api-r', ASM_WORKSPACE_ROOT: dir });
     const r = api;
     // P's lane is full, so R executes these: they sleep through the partition and finish after it began.
     const onRBefore = [await submit('R', 'echo started; sleep 4; echo finished'), await submit('R', 'echo started; sleep 4; echo finished')];
@@ -177,7 +178,8 @@ describe('partition: an API process cut off from Redis', () => {
 
     // P serves again: with R gone, P is the only process that can execute what it accepts.
     const onRAfter = await submit('R', 'echo after');
-    expect(await r.app.sessions.waitForRun(onRAfter, 20_000)).toMatchObject({ state: 'completed' });
+    const after = await r.app.sessions.waitForRun(onRAfter, 20_000);
+    expect(after, JSON.stringify(after.result?.error)).toMatchObject({ state: 'completed' });
     await r.close();
     api = undefined;
     const onPAfter = await submit('P', 'echo after');

@@ -119,6 +119,26 @@ describe('Sweeper', () => {
     expect((await rig.store.runs.get(unowned.id))!.state).toBe('queued');
   });
 
+  it('once the store is back from an outage, ends a run it stops here because its record lost the write that took it', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
+    await rig.recorder.serialize(run.id, async () => undefined);
+    // Redis came back without the owner write while the run's later writes, retried through the outage, landed.
+    await rig.store.runs.update(run.id, { owner: null });
+
+    outage.failNext(1);
+    await sweeperOf(rig).sweep();
+    await sweeperOf(rig).sweep();
+    const ended = await rig.ended(run.id, 5_000);
+    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
+    // Its CLI is stopped, and the executor lets go of it without writing a second end.
+    await waitFor(() => !rig.active.has(run.id), 'the CLI of the run to stop', 10_000);
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
   it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
     rig = await makeRig();
     const session = await rig.session();
