@@ -11,7 +11,9 @@
  *   On a server of its own: the runs it leaves queued (tens of thousands) would otherwise weigh on
  *   the other routes' later rounds (in Redis mode they did, 3–10× by the third round).
  *
- * Usage: npm run bench -- http [--quick]   (--quick: one round of 2 s per route and side)
+ * Usage: npm run bench -- http [--quick] [--no-access-log]
+ *   --quick: one round of 2 s per route and side
+ *   --no-access-log: ASM with ASM_ACCESS_LOG=off (the default writes one line per request)
  */
 import autocannon from 'autocannon';
 import { spawn } from 'node:child_process';
@@ -101,9 +103,10 @@ async function startBare(bodies: Record<string, unknown>, dir: string) {
   return { url: `http://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
 }
 
-async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, seconds: number, dir: string) {
-  const asm = await startAsm(mode, redisUrl);
-  const runsServer = await startAsm(mode, redisUrl);
+async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, seconds: number, dir: string, accessLog: 'on' | 'off') {
+  const env = { ASM_ACCESS_LOG: accessLog };
+  const asm = await startAsm(mode, redisUrl, env);
+  const runsServer = await startAsm(mode, redisUrl, env);
   return withServers(
     [asm, runsServer],
     async () => {
@@ -164,10 +167,11 @@ export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
   const rounds = quick ? 1 : 3;
   const seconds = quick ? 2 : 4;
+  const accessLog = args.includes('--no-access-log') ? 'off' : 'on';
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-http-'));
   try {
-    const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, seconds, dir));
-    const result = { bench: 'http', date: new Date().toISOString(), machine, loadavg_after, quick, connections: CONNECTIONS, rounds, seconds, ...modes };
+    const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, seconds, dir, accessLog));
+    const result = { bench: 'http', date: new Date().toISOString(), machine, loadavg_after, quick, access_log: accessLog, connections: CONNECTIONS, rounds, seconds, ...modes };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -29,6 +29,8 @@ export interface AsmConfig {
   globalConcurrency?: number;
   dlqSize: number;
   logLevel: string;
+  /** One `request completed` line per answered request (ASM_ACCESS_LOG, `on` or `off`; http/access-log.ts). */
+  accessLog: boolean;
   /** Prometheus metrics on GET /metrics (ASM_METRICS, `on` or `off`); off, nothing is counted and the route is gone. */
   metrics: boolean;
   /** How long a running run's writes wait for an unreachable store before the run fails. */
@@ -371,6 +373,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     globalConcurrency,
     dlqSize: int(env, 'ASM_DLQ_SIZE', 1_000, 0),
     logLevel: env.ASM_LOG_LEVEL || 'info',
+    accessLog: onOff(env, 'ASM_ACCESS_LOG', true),
     metrics: onOff(env, 'ASM_METRICS', true),
     outageMs: int(env, 'ASM_REDIS_OUTAGE_MS', 60_000, 0),
     redis: env.REDIS_URL

@@ -6,14 +6,22 @@ import type { Logger } from 'pino';
  * (method, URL, peer), its status and its time. Fastify writes two (one on arrival); at this service's
  * request rates each line costs about a tenth of a cheap request's server time, so the arrival line is
  * kept at debug, for finding a request that never ends. Errors and Fastify's other lines are unchanged.
+ *
+ * `ASM_ACCESS_LOG=off` (`enabled` false) writes neither, for a deployment whose proxy logs each request
+ * already: even as one line, pino's formatting of it cost a cheap `GET` a fifth of its throughput
+ * (bench/RESULTS.md, issue 14). A request that errored is logged either way.
  */
 export class AccessLog extends LogController {
+  constructor(private readonly enabled: boolean) {
+    super();
+  }
+
   override incomingRequest(request: FastifyRequest): void {
-    if ((request.log as Logger).isLevelEnabled('debug')) request.log.debug({ req: request }, 'incoming request');
+    if (this.enabled && (request.log as Logger).isLevelEnabled('debug')) request.log.debug({ req: request }, 'incoming request');
   }
 
   override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     if (error) reply.log.error({ req: request, res: reply, err: error, responseTime: reply.elapsedTime }, 'request errored');
-    else reply.log.info({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed');
+    else if (this.enabled) reply.log.info({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed');
   }
 }

@@ -42,7 +42,7 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
     bodyLimit: app.config.limits.bodyBytes,
     genReqId: (req) => requestIdOf(req.headers['x-request-id']),
     requestIdHeader: false,
-    logController: new AccessLog(),
+    logController: new AccessLog(app.config.accessLog),
     return503OnClosing: true,
     forceCloseConnections: true,
     // The longest path parameter the schemas accept (ids); longer ones are refused before routing.

@@ -116,7 +116,8 @@ export class Sweeper {
     await recorder.recheckOwnership();
     for (const run of await store.runs.listUnfinished()) {
       const here = active.get(run.id);
-      const lostHere = here ? here.ended && (run.owner === null || run.owner === cluster.self) : run.owner === cluster.self;
+      // One held back for its lane's retry (startFailure) is not lost: its lane tries it again.
+      const lostHere = here ? here.ended && !here.startFailure && (run.owner === null || run.owner === cluster.self) : run.owner === cluster.self;
       if (lostHere) await recorder.endLostEnd(run);
     }
     for (const listener of this.backListeners) await listener();

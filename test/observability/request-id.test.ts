@@ -22,7 +22,7 @@ let close: () => Promise<void>;
 const lines: any[] = [];
 const rawLines: string[] = [];
 
-beforeEach(async () => {
+async function start(env: Record<string, string> = {}): Promise<void> {
   lines.length = 0;
   rawLines.length = 0;
   const sink = new Writable({
@@ -35,7 +35,7 @@ beforeEach(async () => {
     },
   });
   const workspace = mkdtempSync(join(tmpdir(), 'asm-reqid-'));
-  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: mkdtempSync(join(tmpdir(), 'asm-reqid-sandbox-')), ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE });
+  const config = loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: mkdtempSync(join(tmpdir(), 'asm-reqid-sandbox-')), ASM_WORKSPACE_ROOT: workspace, ASM_CLAUDE_BIN: FAKE_CLAUDE, ...env });
   app = await createApp(config, createLogger('info', sink));
   const server = await buildServer(app);
   await server.listen({ host: '127.0.0.1', port: 0 });
@@ -44,7 +44,8 @@ beforeEach(async () => {
     await app.close();
     await server.close();
   };
-});
+}
+beforeEach(() => start());
 afterEach(() => close());
 
 const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
@@ -75,6 +76,18 @@ describe('request ids', () => {
     expect(rawLines.filter((line) => line.split('"reqId"').length > 2)).toEqual([]);
     // Every line Fastify writes about a request names it.
     expect(lines.filter((l) => l.req || l.res).every((l) => typeof l.reqId === 'string')).toBe(true);
+  });
+
+  it('with ASM_ACCESS_LOG=off writes no access line, while the lines the service writes still name the request', async () => {
+    await close();
+    await start({ ASM_ACCESS_LOG: 'off' });
+    const session = (await (await call('POST', '/v1/sessions', { provider: 'claude' }, { 'x-request-id': 'quiet-1' })).json()) as any;
+    const res = await call('POST', `/v1/sessions/${session.id}/runs`, { prompt: 'hi [fixture:c1-hello]', wait: true }, { 'x-request-id': 'quiet-2' });
+    expect(res.status).toBe(200);
+    expect((await call('GET', '/v1/sessions/nope')).status).toBe(404);
+    expect(lines.filter((l) => l.msg === 'request completed' || l.msg === 'incoming request')).toEqual([]);
+    expect(lines.find((l) => l.msg === 'session created')).toMatchObject({ reqId: 'quiet-1' });
+    expect(lines.filter((l) => l.reqId === 'quiet-2').map((l) => l.msg)).toEqual(['run finished']);
   });
 
   it('returns the id on errors, and on an SSE stream', async () => {
