@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 /**
  * The access log: one line per request at info, written when it is answered and naming the request
  * (method, URL, peer), its status and its time. Fastify writes two (one on arrival); at this service's
- * request rates each line costs about a tenth of a cheap request's server time, so the arrival line is
+ * request rates each line costs a cheap request a noticeable share of its time, so the arrival line is
  * kept at debug, for finding a request that never ends. Errors and Fastify's other lines are unchanged.
  *
  * `ASM_ACCESS_LOG=off` (`enabled` false) writes neither, for a deployment whose proxy logs each request
