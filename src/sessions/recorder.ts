@@ -150,7 +150,7 @@ export class RunRecorder {
    * another owner, or none, is fenced and would write nothing (stillOwned).
    */
   async endLostEnd(run: RunRecord): Promise<void> {
-    this.log.warn({ runId: run.id, state: run.state }, 'the store lost the end of a run this process took; ending it again');
+    this.log.warn({ runId: run.id, state: run.state, owner: run.owner }, 'the store lost the end of a run this process took, or the write that took it; ending it');
     if (run.owner !== this.cluster.self) await this.serialize(run.id, () => this.store.runs.update(run.id, { owner: this.cluster.self }));
     return this.finishWithoutStart(
       run.id,

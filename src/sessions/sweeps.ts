@@ -112,17 +112,23 @@ export class Sweeper {
    * anything else, once per outage.
    */
   private async reconcile(): Promise<void> {
-    const { store, cluster, recorder, active, log } = this.deps;
+    const { store, recorder, log } = this.deps;
     await recorder.recheckOwnership();
-    for (const run of await store.runs.listUnfinished()) {
-      const here = active.get(run.id);
-      // One held back for its lane's retry (startFailure) is not lost: its lane tries it again.
-      const lostHere = here ? here.ended && !here.startFailure && (run.owner === null || run.owner === cluster.self) : run.owner === cluster.self;
-      if (lostHere) await recorder.endLostEnd(run);
-    }
+    for (const run of await store.runs.listUnfinished()) if (this.lostHere(run)) await recorder.endLostEnd(run);
     for (const listener of this.backListeners) await listener();
     this.storeWasAway = false;
     log.info('the store is back after an outage; runs it may have lost writes of are reconciled');
+  }
+
+  /** Whether this process must end `run` after an outage (reconcile): nobody else would. */
+  private lostHere(run: RunRecord): boolean {
+    const self = this.deps.cluster.self;
+    const here = this.deps.active.get(run.id);
+    // Not held here, yet taken by this process: its writes were lost or refused.
+    if (here === undefined) return run.owner === self;
+    // Held here, stopped (fenced) while its record names this process or nobody. One held back for its
+    // lane's retry (startFailure) is not lost: its lane tries it again.
+    return here.ended && here.startFailure === undefined && (run.owner === null || run.owner === self);
   }
 
   private async expireApprovals(): Promise<void> {
