@@ -123,3 +123,11 @@ function answering(handler: (payload: unknown, ctx: CommandContext) => Promise<u
     }
   };
 }
+
+/**
+ * Whether `err` is `CommandBus.call`'s refusal of a command its lane did not start in time (a paused or
+ * backed-up lane), as opposed to the store's outage, which is also not_ready (sweeps.ts tells them apart).
+ */
+export function isUnstartedCommand(err: unknown): boolean {
+  return err instanceof AsmError && err.kind === 'not_ready' && err.details?.waited_ms !== undefined;
+}

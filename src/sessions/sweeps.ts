@@ -4,7 +4,7 @@ import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import type { RunRecord, Store } from '../store/types.js';
 import type { ActiveRuns } from './active-runs.js';
-import type { CommandBus } from './commands.js';
+import { isUnstartedCommand, type CommandBus } from './commands.js';
 import type { RunRecorder } from './recorder.js';
 
 /** Expired approvals handled per sweep; the rest wait for the next one. */
@@ -76,8 +76,8 @@ export class Sweeper {
         if (lost.length > 0) await this.deps.commands.call('system', 'node.end_lost_runs', { run_ids: lost });
       }
     } catch (err) {
-      // not_ready is the store's outage; one naming a lane is a paused lane's refusal (commands.ts).
-      if (err instanceof AsmError && err.kind === 'not_ready' && err.details?.lane === undefined) this.storeWasAway = true;
+      // not_ready is the store's outage, unless a lane did not start the command (a paused lane).
+      if (err instanceof AsmError && err.kind === 'not_ready' && !isUnstartedCommand(err)) this.storeWasAway = true;
       if (!(err instanceof AsmError && err.kind === 'shutting_down')) this.deps.log.warn({ err }, 'sweep failed; retrying on the next one');
     } finally {
       this.sweeping = false;

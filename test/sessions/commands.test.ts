@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { createInProcessEngine, DEFAULT_LANES, mergeLanes, type CommandContext, type LaneEngine, type LaneOverride } from '../../src/lanes/index.js';
 import type { EventMetadata } from '../../src/schemas/events.js';
-import { CommandBus, type CommandHandlers } from '../../src/sessions/commands.js';
+import { CommandBus, isUnstartedCommand, type CommandHandlers } from '../../src/sessions/commands.js';
 import type { ApprovalRecord, RunRecord, SessionRecord } from '../../src/store/types.js';
 import { refusal } from './rig.js';
 
@@ -60,6 +60,9 @@ describe('CommandBus', () => {
     const err = await refusal(commands.call('session', 'session.close', { id: 'ses_1' }));
     expect(err).toMatchObject({ kind: 'not_ready', retryable: true, details: { lane: 'session', waited_ms: 200 } });
     expect(err.httpStatus).toBe(503);
+    // The sweep tells this refusal from the store's outage, which is not_ready too.
+    expect(isUnstartedCommand(err)).toBe(true);
+    expect(isUnstartedCommand(new AsmError('not_ready', 'Redis is unreachable'))).toBe(false);
     expect(Date.now() - startedAt).toBeLessThan(5_000); // 200 ms, and slack for a loaded machine
     await engine.resume('session');
     // The lane is free again, and what runs on it now is the next command only.
