@@ -74,10 +74,12 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     const { connection, redisOptions } = options;
     this.producer = connect(connection, redisOptions, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
     this.consumer = connect(connection, redisOptions, { maxRetriesPerRequest: null });
-    this.calls = new RedisCalls(this.producer, options.commandTimeoutMs ?? 5_000);
+    const commandTimeoutMs = options.commandTimeoutMs ?? 5_000;
+    this.calls = new RedisCalls(this.producer, commandTimeoutMs);
     const prefix = options.prefix ?? '{asm}';
     this.signals = new SignalStream({
       reader: connect(connection, redisOptions, { maxRetriesPerRequest: null }),
+      stallMs: commandTimeoutMs,
       writer: this.consumer,
       // BullMQ's keys are `<prefix>:<queue>:<suffix>` and a lane id is never empty: no clash.
       key: `${prefix}::signals`,

@@ -10,7 +10,9 @@
  * - P's /readyz says not ready while R goes on serving, and R's runs complete;
  * - R ends every run P executes node_lost within ASM_NODE_TTL_MS + ASM_SWEEP_MS, one terminal event each;
  * - when the link comes back P is ready again without a restart, writes nothing more for the runs
- *   ended elsewhere, stops their CLIs, and serves new runs.
+ *   ended elsewhere, stops their CLIs, and serves new runs, those R accepts included: the cut lasts
+ *   PARTITION_MS, after which Redis would resend what it wrote into the cut on P's signals connection
+ *   only 10–20 s later (its TCP retransmission backoff), and P, stalled on it, heard of no job meanwhile.
  *
  * Every accepted run is counted: each reaches exactly one terminal state, with one terminal event.
  * Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) for the namespace; without it the test skips and
@@ -31,6 +33,8 @@ import { killQuietly, processesWith, sleepers, sleepMarker } from './processes.j
 const HEARTBEAT_MS = 200;
 const TTL_MS = 1_500;
 const SWEEP_MS = 100;
+/** How long the cut lasts; Redis's TCP retransmission backoff is near 13 s apart by then. */
+const PARTITION_MS = 30_000;
 /** The documented bound is TTL + sweep; the rest is scheduling slack on a loaded 2-core machine. */
 const LOST_WITHIN_MS = TTL_MS + SWEEP_MS + 1_500;
 const CLUSTER_ENV = {
@@ -162,6 +166,7 @@ describe('partition: an API process cut off from Redis', () => {
     const beforeHeal = new Map<string, number[]>();
     for (const runId of onPBefore) beforeHeal.set(runId, (await events(runId)).map((e) => e.seq));
 
+    await new Promise((resolve) => setTimeout(resolve, cutAt + PARTITION_MS - Date.now()));
     ns!.heal();
     const healedAt = Date.now();
     await waitFor(async () => (await onP('GET', '/readyz')).status === 200, 'P to be ready again without a restart', 20_000);
@@ -175,6 +180,15 @@ describe('partition: an API process cut off from Redis', () => {
     }
     expect(p.output()).toContain('run was ended elsewhere while this instance was unreachable');
     expect(p.child.exitCode).toBeNull();
+
+    // R's three `skill` slots (a shell run's lane) cannot take four runs at once: P executes one, hearing
+    // of it on its signals stream, whose connection stalled in the cut (src/lanes/bullmq/signals.ts).
+    const four: string[] = [];
+    for (let i = 0; i < 4; i++) four.push(await submit('R', 'sleep 5'));
+    const fourRuns = await Promise.all(four.map((runId) => r.app.sessions.waitForRun(runId, 30_000)));
+    expect(fourRuns.map((run) => run.state)).toEqual(['completed', 'completed', 'completed', 'completed']);
+    const whoRan = fourRuns.map((run) => `${run.owner === pSelf ? 'P' : 'R'} from ${run.started_at}`).join(', ');
+    expect(fourRuns.filter((run) => run.owner === pSelf).length, whoRan).toBeGreaterThan(0);
 
     // P serves again: with R gone, P is the only process that can execute what it accepts.
     const onRAfter = await submit('R', 'echo after');
@@ -196,7 +210,7 @@ describe('partition: an API process cut off from Redis', () => {
       const all = (await onP('GET', `/v1/runs/${runId}/events`)).body.events as any[];
       expect(terminalEvents(all, runId), `terminal events of ${runId}`).toHaveLength(1);
     }
-    expect(accepted).toHaveLength(8);
+    expect(accepted).toHaveLength(12);
     console.log(`api-partition: accepted ${accepted.length} runs, ${accepted.length} terminal; P's 2 node_lost in ${lost.map((l) => l.after).join(', ')} ms; P recovered in ${recovered} ms`);
-  }, 120_000);
+  }, 180_000);
 });

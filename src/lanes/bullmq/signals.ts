@@ -25,10 +25,17 @@ export type Outcome = Extract<Signal, { 0: 'c' | 'f' | 'r' }>;
 
 /** The signals stream is trimmed to about this many entries (each one a batch). */
 const SIGNALS_MAX_LEN = 10_000;
+/** How long one read waits for new entries; an idle engine reads once this often. */
+const READ_BLOCK_MS = 1_000;
 
 export interface SignalStreamOptions {
   /** Its own connection: the read blocks it. */
   reader: Redis;
+  /**
+   * A read still unanswered this long after its block ended means a stalled connection, which the
+   * reader then reconnects (see `read`).
+   */
+  stallMs: number;
   /** The connection entries are appended on (queued while Redis is away, like the outcomes they report). */
   writer: Redis;
   key: string;
@@ -95,16 +102,28 @@ export class SignalStream {
     void this.read();
   }
 
+  /**
+   * Reads in blocks of READ_BLOCK_MS, so that a read that stays unanswered shows a stalled connection:
+   * after a network partition heals, Redis resends what it wrote into the cut only on its TCP
+   * retransmission backoff, which grows with the partition's length (after a 35 s cut an API process
+   * heard of no job for over 13 s: test/faults/api-partition.test.ts, bench/RESULTS.md). Reconnecting ends that at once: ioredis resends the
+   * pending read on the new connection, from the same position, so no signal is lost. While the read
+   * stays unanswered (the partition lasts), the connection is made again every stall, so a connect
+   * attempt lost in the cut does not wait out its own timeout once the network is back.
+   */
   private async read(): Promise<void> {
-    const { reader, key, engineId, onSignal, afterRead } = this.options;
+    const { reader, key, engineId, onSignal, afterRead, stallMs } = this.options;
     while (!this.stopped) {
       let reply: Array<[string, Array<[string, string[]]>]> | null;
+      const stalled = setInterval(() => reader.disconnect(true), READ_BLOCK_MS + stallMs);
       try {
-        reply = (await reader.call('XREAD', 'BLOCK', 0, 'STREAMS', key, this.lastId)) as typeof reply;
+        reply = (await reader.call('XREAD', 'BLOCK', READ_BLOCK_MS, 'STREAMS', key, this.lastId)) as typeof reply;
       } catch {
         if (this.stopped) return;
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
+      } finally {
+        clearInterval(stalled);
       }
       if (reply === null) continue;
       for (const [, entries] of reply) {
