@@ -22,8 +22,12 @@ export interface RedisLinkOptions {
   redisOptions?: RedisOptions;
 }
 
+/** ioredis's rejection of a command that `commandTimeout` gave up on. */
+const COMMAND_TIMED_OUT = 'Command timed out';
+
 export class RedisLink {
   private readonly connections: Redis[] = [];
+  private readonly stallChecks: NodeJS.Timeout[] = [];
   private lastConnectionError: string | undefined;
 
   constructor(
@@ -57,7 +61,28 @@ export class RedisLink {
       this.lastConnectionError = undefined;
     });
     this.connections.push(connection);
+    this.stallChecks.push(this.checkForStalls(connection));
     return connection;
+  }
+
+  /**
+   * A connection whose PING goes unanswered for `commandTimeoutMs` is stalled, and is reconnected.
+   * After a network partition heals, Redis resends what it wrote into the cut only on its TCP
+   * retransmission backoff (an API process heard nothing on a connection for over 13 s after a 35 s
+   * cut: bench/RESULTS.md), and a subscriber sends no command of its own that would time out: its
+   * clients would get no event meanwhile. Once reconnected, a subscriber subscribes again and reads
+   * what it missed from the stream (redis-events.ts). Only a timeout counts: a PING an ACL refuses
+   * is no stall.
+   */
+  private checkForStalls(connection: Redis): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      if (connection.status !== 'ready') return;
+      connection.ping().catch((err: Error) => {
+        if (err.message === COMMAND_TIMED_OUT && connection.status === 'ready') connection.disconnect(true);
+      });
+    }, this.options.commandTimeoutMs ?? 2_000);
+    timer.unref();
+    return timer;
   }
 
   /** Resolve once every connection made so far is ready; reject with not_ready after timeoutMs or at a refused login. */
@@ -88,6 +113,7 @@ export class RedisLink {
   }
 
   async close(): Promise<void> {
+    for (const timer of this.stallChecks) clearInterval(timer);
     await Promise.all(
       this.connections.map((connection) =>
         connection.status === 'ready' ? connection.quit().then(() => undefined, () => connection.disconnect()) : connection.disconnect(),

@@ -14,6 +14,7 @@ import { redisKeys } from '../../src/store/redis-schema.js';
 import type { Store } from '../../src/store/types.js';
 import { newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import { waitFor } from '../helpers/wait.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
@@ -93,6 +94,44 @@ describe('Redis store: a retried append', () => {
       expect(await admin.exists(redisKeys(prefix).lastAppended(session.id))).toBe(0);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('Redis store: a stalled connection', () => {
+  it("reconnects a subscriber whose PING Redis's replies no longer answer, and its listener gets the events appended meanwhile, once each", async () => {
+    const prefix = uniquePrefix();
+    const redisUrl = new URL(url!);
+    const proxy = await startTcpProxy({ host: redisUrl.hostname, port: Number(redisUrl.port) });
+    const commandTimeoutMs = 300;
+    // This process reaches Redis through the proxy; another one, which appends, directly.
+    const here = await createRedisStore({ url: `redis://127.0.0.1:${proxy.port}`, prefix, eventsPerSession: 100, commandTimeoutMs });
+    const elsewhere = await createRedisStore({ url, prefix, eventsPerSession: 100 });
+    try {
+      const session = sessionRecord();
+      const run = runRecord(session);
+      await elsewhere.sessions.create(session);
+      const heard: AsmEvent[] = [];
+      here.events.subscribe(session.id, (event) => heard.push(event));
+      // Appended here, so it lies above the subscription's starting point (redis-events.ts).
+      await here.events.append(newEvent(run, { id: 'evt_before' }));
+      await waitFor(() => heard.length === 1, 'the first event');
+
+      // What Redis sends on this process's connections no longer arrives (a healed partition's backoff).
+      proxy.withholdReplies();
+      const appendedAt = Date.now();
+      await elsewhere.events.append(newEvent(run, { id: 'evt_during' }));
+      await waitFor(() => heard.length === 2, 'the event appended while the subscriber was stalled', 10_000);
+      // Two checks (a PING, its timeout), the reconnect and the catch-up read; slack for a loaded machine.
+      expect(Date.now() - appendedAt).toBeLessThan(2 * commandTimeoutMs + 3_000);
+      await elsewhere.events.append(newEvent(run, { id: 'evt_after' }));
+      await waitFor(() => heard.length === 3, 'the event appended after the reconnect');
+      expect(heard.map((event) => event.id)).toEqual(['evt_before', 'evt_during', 'evt_after']);
+      // The request path's connection was reconnected too: calls are answered again.
+      expect((await here.sessions.get(session.id))?.id).toBe(session.id);
+    } finally {
+      await Promise.all([here.close(), elsewhere.close()]);
+      await proxy.close();
     }
   });
 });
