@@ -43,7 +43,8 @@ export async function connectDistributed(
     report,
     heartbeatMs: config.cluster.heartbeatMs,
     ttlMs: config.cluster.nodeTtlMs,
-    lockLeaseMs: LOCK_LEASE_MS,
+    // A holder renews its lease while it works; one that died frees the lock before a waiter gives up.
+    lockLeaseMs: redis.commandTimeoutMs * 2,
     lockWaitMs: redis.commandTimeoutMs * 5,
     initialState: config.worker ? 'starting' : 'ready',
   });
@@ -71,9 +72,6 @@ export async function connectDistributed(
   logger.info({ redis: redactUrl(redis.url), prefix: redis.prefix, instance: self }, 'distributed mode: state in Redis, lanes on BullMQ');
   return { store, engine, cluster, redis: limits, close: () => link.close() };
 }
-
-/** A session's admission holds its lock for a few store calls; a holder that died frees it after this. */
-const LOCK_LEASE_MS = 30_000;
 
 function redactUrl(url: string): string {
   const parsed = new URL(url);

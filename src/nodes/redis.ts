@@ -15,7 +15,7 @@ export interface RedisClusterOptions {
   heartbeatMs: number;
   /** A node whose heartbeat is older than this is lost. */
   ttlMs: number;
-  /** Longest a lock holder may keep a lock before another process may take it. */
+  /** A lock's lease, renewed while its holder works: how long a holder that died keeps it. */
   lockLeaseMs: number;
   /** Longest withLock waits for a lock before failing with `timeout`. */
   lockWaitMs: number;
@@ -25,6 +25,7 @@ export interface RedisClusterOptions {
 
 /** Releases a lock only if this holder still owns it (its lease may have expired and moved on). */
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 
 interface Envelope {
   t: 'req' | 'rep';
@@ -231,10 +232,15 @@ export class RedisCluster implements Cluster {
       await new Promise((resolve) => setTimeout(resolve, pause));
       pause = Math.min(pause * 2, 50);
     }
+    // The lease is renewed while the work runs, so it can be short: a holder that dies (a SIGKILLed
+    // worker ending a run) frees its session within one lease, not a long one.
+    const { lockLeaseMs } = this.options;
+    const renewal = setInterval(() => void this.redis.eval(RENEW, 1, lockKey, token, lockLeaseMs).catch(() => undefined), lockLeaseMs / 3);
     try {
       return await work();
     } finally {
-      await this.release(lockKey, token, Date.now() + this.options.lockLeaseMs);
+      clearInterval(renewal);
+      await this.release(lockKey, token, Date.now() + lockLeaseMs);
     }
   }
 

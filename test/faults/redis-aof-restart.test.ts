@@ -201,7 +201,8 @@ describe('Redis restarted with an append-only file, under load', () => {
     await waitFor(() => flow.accepted.length >= acceptedAtRestart + 10, 'runs to be accepted again', 30_000);
     await flow.stop();
     // A session lock released inside the window comes back with Redis and holds its session until its
-    // lease ends (LOCK_LEASE_MS, 30 s, src/distributed.ts); then the waiting runs go. Plus slack.
+    // lease ends (2 × ASM_REDIS_COMMAND_TIMEOUT_MS, src/distributed.ts); then the waiting runs go. Slack
+    // for the runs themselves on a loaded machine.
     await untilNoneUnfinished(api, 45_000);
 
     // Its end lost: the record said running here, this process no longer held it; reconciled to one precise end.

@@ -120,4 +120,24 @@ describe('RedisCluster', () => {
     release();
     await held;
   });
+
+  it("keeps a lock whose holder works past the lease (it is renewed), and frees a dead holder's lock when its lease ends", async () => {
+    const prefix = `t-${randomUUID().slice(0, 8)}`;
+    const a = makeCluster(prefix, 'a', { lockLeaseMs: 300, lockWaitMs: 200 });
+    const b = makeCluster(prefix, 'b', { lockLeaseMs: 300, lockWaitMs: 2_000 });
+    let release!: () => void;
+    const held = a.withLock('k', () => new Promise<void>((r) => (release = r)));
+    // Three leases on, the holder still holds it.
+    await new Promise((r) => setTimeout(r, 900));
+    await expect(makeCluster(prefix, 'c', { lockWaitMs: 200 }).withLock('k', async () => 'never')).rejects.toMatchObject({ kind: 'timeout' });
+    release();
+    await held;
+    // A holder that died: its lock (taken, never renewed nor released) is free one lease later.
+    const admin = new Redis(url);
+    await admin.set(`${prefix}:lock:{k}`, 'a dead holder', 'PX', 300);
+    admin.disconnect();
+    const asked = Date.now();
+    expect(await b.withLock('k', async () => 'taken')).toBe('taken');
+    expect(Date.now() - asked).toBeLessThan(1_500);
+  });
 });
