@@ -106,10 +106,11 @@ export class SignalStream {
    * Reads in blocks of READ_BLOCK_MS, so that a read that stays unanswered shows a stalled connection:
    * after a network partition heals, Redis resends what it wrote into the cut only on its TCP
    * retransmission backoff, which grows with the partition's length (after a 35 s cut an API process
-   * heard of no job for over 13 s: test/faults/api-partition.test.ts, bench/RESULTS.md). Reconnecting ends that at once: ioredis resends the
-   * pending read on the new connection, from the same position, so no signal is lost. While the read
-   * stays unanswered (the partition lasts), the connection is made again every stall, so a connect
-   * attempt lost in the cut does not wait out its own timeout once the network is back.
+   * heard of no job for over 13 s: test/faults/api-partition.test.ts, bench/RESULTS.md). Reconnecting
+   * ends that at once: ioredis resends the pending read on the new connection, from the same
+   * position, so no signal is lost. While the read stays unanswered (the partition lasts), the
+   * connection is made again at every stall, so a connect attempt lost in the cut does not wait out
+   * its own timeout once the network is back.
    */
   private async read(): Promise<void> {
     const { reader, key, engineId, onSignal, afterRead, stallMs } = this.options;
