@@ -33,7 +33,7 @@ export interface SignalStreamOptions {
   reader: Redis;
   /**
    * A read still unanswered this long after its block ended means a stalled connection, which the
-   * reader then reconnects (see `read`).
+   * reader then reconnects (see `read`); checked this often, so noticed within twice this.
    */
   stallMs: number;
   /** The connection entries are appended on (queued while Redis is away, like the outcomes they report). */
@@ -61,6 +61,9 @@ export class SignalStream {
   private lastId = '0-0';
   /** Signals of this event-loop turn, sent as one stream entry by `flush`. */
   private outbox: Signal[] = [];
+  /** When the read in flight was sent, or when the stalled connection was last made again (see `read`). */
+  private readingSince: number | undefined;
+  private stallCheck: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SignalStreamOptions) {
     this.ready = this.open();
@@ -88,6 +91,7 @@ export class SignalStream {
   /** Stops reading; what is still to send can be flushed until `disconnect`. */
   stop(): void {
     this.stopped = true;
+    clearInterval(this.stallCheck);
   }
 
   disconnect(): void {
@@ -99,8 +103,15 @@ export class SignalStream {
     const last = await this.options.reader.xrevrange(this.options.key, '+', '-', 'COUNT', 1);
     this.lastId = last[0]?.[0] ?? '0-0';
     this.opened = true;
+    if (!this.stopped) this.stallCheck = setInterval(this.reconnectIfStalled, this.options.stallMs).unref();
     void this.read();
   }
+
+  private readonly reconnectIfStalled = (): void => {
+    if (this.readingSince === undefined || Date.now() - this.readingSince < READ_BLOCK_MS + this.options.stallMs) return;
+    this.readingSince = Date.now();
+    this.options.reader.disconnect(true);
+  };
 
   /**
    * Reads in blocks of READ_BLOCK_MS, so that a read that stays unanswered shows a stalled connection:
@@ -110,13 +121,14 @@ export class SignalStream {
    * ends that at once: ioredis resends the pending read on the new connection, from the same
    * position, so no signal is lost. While the read stays unanswered (the partition lasts), the
    * connection is made again at every stall, so a connect attempt lost in the cut does not wait out
-   * its own timeout once the network is back.
+   * its own timeout once the network is back. (Not the PING check of store/redis-link.ts: this room
+   * imports nothing of the app, and a PING would wait behind the blocked read anyway.)
    */
   private async read(): Promise<void> {
-    const { reader, key, engineId, onSignal, afterRead, stallMs } = this.options;
+    const { reader, key, engineId, onSignal, afterRead } = this.options;
     while (!this.stopped) {
       let reply: Array<[string, Array<[string, string[]]>]> | null;
-      const stalled = setInterval(() => reader.disconnect(true), READ_BLOCK_MS + stallMs);
+      this.readingSince = Date.now();
       try {
         reply = (await reader.call('XREAD', 'BLOCK', READ_BLOCK_MS, 'STREAMS', key, this.lastId)) as typeof reply;
       } catch {
@@ -124,7 +136,7 @@ export class SignalStream {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       } finally {
-        clearInterval(stalled);
+        this.readingSince = undefined;
       }
       if (reply === null) continue;
       for (const [, entries] of reply) {
