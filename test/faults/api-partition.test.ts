@@ -11,8 +11,9 @@
  * - R ends every run P executes node_lost within ASM_NODE_TTL_MS + ASM_SWEEP_MS, one terminal event each;
  * - when the link comes back P is ready again without a restart, writes nothing more for the runs
  *   ended elsewhere, stops their CLIs, and serves new runs, those R accepts included: the cut lasts
- *   PARTITION_MS, after which Redis would resend what it wrote into the cut on P's signals connection
- *   only 10–20 s later (its TCP retransmission backoff), and P, stalled on it, heard of no job meanwhile.
+ *   PARTITION_MS, after which Redis resends what it wrote into the cut on P's signals connection only
+ *   on its TCP retransmission backoff (over 13 s later after a 35 s cut, bench/RESULTS.md), and P,
+ *   stalled on it, would hear of no job meanwhile.
  *
  * Every accepted run is counted: each reaches exactly one terminal state, with one terminal event.
  * Needs root (or CAP_SYS_ADMIN and CAP_NET_ADMIN) for the namespace; without it the test skips and
@@ -33,7 +34,7 @@ import { killQuietly, processesWith, sleepers, sleepMarker } from './processes.j
 const HEARTBEAT_MS = 200;
 const TTL_MS = 1_500;
 const SWEEP_MS = 100;
-/** How long the cut lasts; Redis's TCP retransmission backoff is near 13 s apart by then. */
+/** How long the cut lasts: long enough that, before the fix, P heard nothing while R's first runs took 5 s. */
 const PARTITION_MS = 30_000;
 /** The documented bound is TTL + sweep; the rest is scheduling slack on a loaded 2-core machine. */
 const LOST_WITHIN_MS = TTL_MS + SWEEP_MS + 1_500;

@@ -3,7 +3,7 @@
  * the target sends on the connections open now (it stays in the target's send buffer), while what
  * the client sends still goes through and later connections are untouched. That is how a network
  * partition that has healed looks to a client until the server's TCP retransmission backoff ends: its
- * requests arrive, the answers do not (test/lanes/bullmq-signals.test.ts).
+ * requests arrive, the answers do not (test/lanes/bullmq-signals.test.ts, test/store/redis.test.ts).
  */
 import { createConnection, createServer, type Socket } from 'node:net';
 
