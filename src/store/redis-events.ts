@@ -29,6 +29,12 @@ export class RedisEventLog implements EventLog {
       if (this.feeds.size > 0) this.activate([...this.feeds.keys()]);
       if (this.allListeners.size > 0) this.toSubscriber((sub) => sub.psubscribe(this.keys.allChannels));
     });
+    // The catch-up reads go over the command connection, which may itself be reconnecting when the
+    // subscriber's renewal reads (each connection finds its own stall: redis-link.ts); a read that
+    // failed so is read again once it is back, rather than left until the session's next live event.
+    redis.on('ready', () => {
+      for (const feed of this.feeds.values()) void feed.cursor.catchUp();
+    });
   }
 
   async append(event: NewEvent): Promise<AsmEvent> {

@@ -10,7 +10,8 @@ import { Redis } from 'ioredis';
 import { AsmError } from '../../src/errors/kinds.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import { createRedisStore, type RedisStoreOptions } from '../../src/store/redis.js';
-import { redisKeys } from '../../src/store/redis-schema.js';
+import { RedisEventLog } from '../../src/store/redis-events.js';
+import { redisKeys, type ScriptRedis } from '../../src/store/redis-schema.js';
 import type { Store } from '../../src/store/types.js';
 import { newEvent, runRecord, sessionRecord, storeContract } from './contract.js';
 import { startRedisServer, startTlsRedisServer, type RedisServer, type TlsRedisServer } from '../helpers/redis-server.js';
@@ -132,6 +133,47 @@ describe('Redis store: a stalled connection', () => {
     } finally {
       await Promise.all([here.close(), elsewhere.close()]);
       await proxy.close();
+    }
+  });
+});
+
+describe('Redis store: a subscription renewed while the command connection is down', () => {
+  it('reads what the subscription missed once the command connection is back, without waiting for a live event', async () => {
+    const prefix = uniquePrefix();
+    // The event log on connections of its own, so each can be cut alone; the other process appends.
+    const command = new Redis(url!, { enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+    const subscriber = new Redis(url!, { autoResubscribe: false });
+    const failedReads: string[] = [];
+    const log = new RedisEventLog(command as ScriptRedis, subscriber, redisKeys(prefix), 100, (_err, message) => failedReads.push(message));
+    const elsewhere = await createRedisStore({ url, prefix, eventsPerSession: 100 });
+    try {
+      await waitFor(() => command.status === 'ready' && subscriber.status === 'ready', 'both connections');
+      const session = sessionRecord();
+      const run = runRecord(session);
+      await elsewhere.sessions.create(session);
+      const heard: string[] = [];
+      log.subscribe(session.id, (event) => heard.push(event.id));
+      const channel = redisKeys(prefix).channel(session.id);
+      await waitFor(async () => ((await admin.pubsub('NUMSUB', channel)) as [string, number])[1] === 1, 'the subscription');
+
+      command.disconnect();
+      subscriber.disconnect();
+      await waitFor(() => command.status === 'end' && subscriber.status === 'end', 'both connections closed');
+      await elsewhere.events.append(newEvent(run, { id: 'evt_missed' }));
+      // The subscriber is back first: its renewal's catch-up read finds the command connection closed.
+      subscriber.connect().catch(() => undefined);
+      await waitFor(() => failedReads.length === 1, 'the failed catch-up read');
+      expect(heard).toEqual([]);
+      command.connect().catch(() => undefined);
+      await waitFor(() => heard.length === 1, 'the missed event, read once the command connection is back');
+      await elsewhere.events.append(newEvent(run, { id: 'evt_live' }));
+      await waitFor(() => heard.length === 2, 'the next live event');
+      expect(heard).toEqual(['evt_missed', 'evt_live']);
+    } finally {
+      log.stopAll();
+      command.disconnect();
+      subscriber.disconnect();
+      await elsewhere.close();
     }
   });
 });
