@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
+import { BATCHED, guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
 import { RedisEventLog } from './redis-events.js';
 import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
@@ -30,7 +30,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
   const logger = options.logger;
   const link = new RedisLink(options, logger);
   // Named after the prefix, so CLIENT LIST tells which deployment a connection serves.
-  const redis = link.connect({ connectionName: `${keys.prefix}-store` }) as ScriptRedis;
+  const redis = link.connect({ connectionName: `${keys.prefix}-store`, ...BATCHED }) as ScriptRedis;
   for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
   const subscriber = link.connect({ autoResubscribe: false, connectionName: `${keys.prefix}-events` });
   const toAsmError = (err: unknown) => link.toAsmError(err);
