@@ -100,7 +100,9 @@ export class Admission {
       started_at: null,
       finished_at: null,
       result: null,
-      dispatched: false,
+      // Recorded as handed over already, so the hand-over below needs no write of its own; a process
+      // that dies before the lane has it leaves it to resumeQueued, as a crash right after an update would.
+      dispatched: dispatchNow,
       owner: null,
       interrupt_requested: false,
       events_after: lastSeq,
@@ -130,7 +132,7 @@ export class Admission {
     await recorder.serialize(run.id, () => recorder.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
     if (dispatchNow) {
       // A full run lane refuses the submit itself (429): the run is recorded as failed, never left queued.
-      const refused = await this.dispatch(run);
+      const refused = await this.handOver(run);
       if (refused?.kind === 'queue_full') {
         throw new AsmError('queue_full', `queue: ${refused.message}; retry later`, { details: { field: 'queue', queue, run_id: run.id } });
       }
@@ -138,9 +140,14 @@ export class Admission {
     return run;
   }
 
-  /** Hand a run to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */
+  /** Mark a waiting run dispatched and hand it to its queue lane (handOver). */
   private async dispatch(run: RunRecord): Promise<AsmError | undefined> {
     await this.deps.store.runs.update(run.id, { dispatched: true });
+    return this.handOver(run);
+  }
+
+  /** Hand a run recorded as dispatched to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */
+  private async handOver(run: RunRecord): Promise<AsmError | undefined> {
     try {
       const handle = await this.deps.commands.submitRun(run.queue, run);
       // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.

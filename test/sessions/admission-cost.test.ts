@@ -96,6 +96,9 @@ describe('admission cost', () => {
     });
     expect(freshOps.length).toBeGreaterThan(3);
     expect(oldOps).toEqual(freshOps);
+    // A run dispatched at once is written once: recorded as handed over at its creation, with no update of its own.
+    const runWrites = freshOps.map((op) => op.split(' ')[0]).filter((op) => op === 'runs.create' || op === 'runs.update');
+    expect(runWrites).toEqual(['runs.create']);
   });
 
   it(`Redis store: a session with ${HISTORY} finished runs admits with the Redis commands of a fresh one`, async () => {
