@@ -6,6 +6,8 @@
  * `bench<port>:…`, or the store's). The engines' idle commands (blocking pops, heartbeats) are measured alone first
  * and subtracted per second. Prints one JSON line; progress goes to stderr.
  *
+ * `submit_queued` is `POST /v1/sessions/{id}/runs` with the runs' lane paused, as `http` measures it.
+ *
  * Usage: npm run bench -- redis-commands [--count N] [--dump]
  */
 import { Redis } from 'ioredis';
@@ -30,7 +32,8 @@ export async function run(args: string[]): Promise<void> {
   const count = at >= 0 ? Number(args[at + 1]) : 100;
   const redis = await startRedisServer();
   const asm = await startAsm('redis', redis.url);
-  const monitor = await new Redis(redis.url).monitor();
+  const client = new Redis(redis.url);
+  const monitor = await client.monitor();
   let tally = empty();
   // --dump: every command of the last repetition of each operation on stderr.
   let dump = false;
@@ -62,6 +65,7 @@ export async function run(args: string[]): Promise<void> {
       async () => {
         const session = await asm.post('/v1/sessions', { provider: 'shell' });
         const runRecord = await asm.post(`/v1/sessions/${session.id}/runs`, { prompt: 'true', wait: true });
+        const queuedSession = await asm.post('/v1/sessions', { provider: 'shell', max_concurrent_runs: 64, max_queued_runs: 10_000 });
         const eventsRun = await asm.post(`/v1/sessions/${session.id}/runs`, { prompt: 'seq 1 96', wait: true });
         await new Promise((resolve) => setTimeout(resolve, 1000));
         const idle = await counted(1, () => new Promise((resolve) => setTimeout(resolve, 3000)));
@@ -72,9 +76,12 @@ export async function run(args: string[]): Promise<void> {
           get_run: () => asm.get(`/v1/runs/${runRecord.id}`),
           get_events: () => asm.get(`/v1/runs/${eventsRun.id}/events?after=0`),
           run: () => asm.post(`/v1/sessions/${session.id}/runs`, { prompt: 'true', wait: true }),
+          // Last, as http.ts measures it: a submit to a paused lane, the request path without the spawn.
+          submit_queued: () => asm.post(`/v1/sessions/${queuedSession.id}/runs`, { prompt: 'true' }),
         };
         const out: Record<string, unknown> = { idle_per_s: round(idlePerSecond) };
         for (const [name, once] of Object.entries(ops)) {
+          if (name === 'submit_queued') await asm.post(`/v1/queues/${session.queue}/pause`, {});
           const { tally: t, seconds } = await counted(count, once);
           const idleShare = idlePerSecond * seconds;
           const per = (n: number) => round(n / count, 1);
@@ -98,7 +105,9 @@ export async function run(args: string[]): Promise<void> {
     );
     process.stdout.write(`${JSON.stringify({ bench: 'redis-commands', date: new Date().toISOString(), machine: machine(), count, ...result })}\n`);
   } finally {
+    // Both: the client that asked for MONITOR keeps its own connection, which would retry forever once Redis stops.
     monitor.disconnect();
+    client.disconnect();
     await redis.dispose();
   }
 }
