@@ -25,7 +25,7 @@ export interface RedisLinkOptions {
 /**
  * For a connection that carries the small, independent commands of concurrent requests (the store's,
  * the cluster's): the commands issued in one event-loop turn go out in one write, one system call
- * instead of one per command (a submit in Redis mode sends 18; bench/RESULTS.md, seventh pass).
+ * instead of one per command (a submit in Redis mode sends 16 of its own; bench/RESULTS.md, seventh pass).
  * Event pages (XRANGE) go out alone: a batch's replies are handed back together, and the next batch
  * waits for them, so a page batched with small reads held them up (the events page fell to 0.76×).
  * For the same reason a stall check's PING may wait for a batch in flight to time out first: a stall
