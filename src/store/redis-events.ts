@@ -14,6 +14,8 @@ interface SessionFeed {
 export class RedisEventLog implements EventLog {
   private readonly feeds = new Map<string, SessionFeed>();
   private readonly allListeners = new Set<EventListener>();
+  /** Sessions whose last catch-up read failed, to be read again when the command connection is back. */
+  private readonly unread = new Set<string>();
 
   constructor(
     private readonly redis: ScriptRedis,
@@ -33,7 +35,8 @@ export class RedisEventLog implements EventLog {
     // subscriber's renewal reads (each connection finds its own stall: redis-link.ts); a read that
     // failed so is read again once it is back, rather than left until the session's next live event.
     redis.on('ready', () => {
-      for (const feed of this.feeds.values()) void feed.cursor.catchUp();
+      for (const sessionId of this.unread) void this.feeds.get(sessionId)?.cursor.catchUp();
+      this.unread.clear();
     });
   }
 
@@ -90,7 +93,10 @@ export class RedisEventLog implements EventLog {
         pageSize: PAGE,
         deliver: (event) => this.callEach(listeners, event),
         // Live delivery goes on; followers read a gap from the store themselves.
-        onCatchUpFailure: (err) => this.warn(err, 'could not read the events missed by a live subscription'),
+        onCatchUpFailure: (err) => {
+          this.unread.add(sessionId);
+          this.warn(err, 'could not read the events missed by a live subscription');
+        },
       });
       feed = { listeners, cursor };
       this.feeds.set(sessionId, feed);
@@ -102,6 +108,7 @@ export class RedisEventLog implements EventLog {
       if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
       joined.cursor.stop();
       this.feeds.delete(sessionId);
+      this.unread.delete(sessionId);
       this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
     };
   }
@@ -109,6 +116,7 @@ export class RedisEventLog implements EventLog {
   stopAll(): void {
     for (const feed of this.feeds.values()) feed.cursor.stop();
     this.feeds.clear();
+    this.unread.clear();
     this.allListeners.clear();
   }
 
