@@ -79,6 +79,12 @@ export interface AsmServer {
 
 let built: Promise<void> | undefined;
 
+/**
+ * ASM_BENCH_ENTRY names another build's `dist/cli/main.js` to serve instead of this tree's, so a change is
+ * measured against the build before it, the two runs alternated (bench/RESULTS.md, seventh pass).
+ */
+const ENTRY = process.env.ASM_BENCH_ENTRY ? [process.env.ASM_BENCH_ENTRY] : BUILT_ENTRY;
+
 /** `npm run build`, once per bench process: the benches measure the sources as they are now. */
 function buildOnce(): Promise<void> {
   built ??= new Promise((resolve, reject) =>
@@ -109,7 +115,7 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     ASM_MAX_SESSIONS: '10000000',
     ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
     ...env,
-  }, [], BUILT_ENTRY);
+  }, [], ENTRY);
   const url = `http://127.0.0.1:${port}`;
   await untilServing(url, '/readyz', 60_000);
   const call = async (method: string, path: string, body?: unknown) => {
