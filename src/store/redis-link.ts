@@ -28,8 +28,8 @@ export interface RedisLinkOptions {
  * instead of one per command (a submit in Redis mode sends 16 of its own; bench/RESULTS.md, seventh pass).
  * Event pages (XRANGE) go out alone: a batch's replies are handed back together, and the next batch
  * waits for them, so a page batched with small reads held them up (the events page fell to 0.76×).
- * For the same reason a stall check's PING may wait for a batch in flight to time out first: a stall
- * is found within 3 × commandTimeoutMs rather than 2 ×.
+ * For the same reason a stall check's PING may wait for a batch in flight to time out first, which
+ * finds a stall up to one commandTimeoutMs later.
  */
 export const BATCHED: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['xrange', 'xrevrange'] };
 
