@@ -32,10 +32,17 @@ export class ControlRouter {
   /** Interrupt a run: a queued one ends at once, a running one is stopped by whoever runs it. */
   async interrupt(runId: string): Promise<RunRecord> {
     const { store, engine, recorder, active } = this.deps;
+    const local = active.get(runId);
+    // A run whose CLI runs here and has not ended is stopped before anything is read (one round trip
+    // less in Redis mode): only this process ends it, short of one ended elsewhere while this process
+    // was unreachable, whose CLI is being stopped anyway (RunRecorder.stillOwned).
+    if (local?.backend && !local.ended) {
+      await local.backend.interrupt('user');
+      return (await store.runs.get(runId))!;
+    }
     const run = await store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
     if (isTerminalRunState(run.state)) throw new AsmError('conflict', `run ${runId} already ended (${run.state})`);
-    const local = active.get(runId);
     if (local?.backend) {
       await local.backend.interrupt('user');
     } else if (!run.dispatched) {
