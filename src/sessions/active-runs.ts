@@ -27,6 +27,12 @@ export interface ActiveRun {
   snapshot?: Promise<RunSnapshot | null>;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */
   checkedLapses: number;
+  /**
+   * The run may have pending approvals: it asked for one here, or an earlier attempt of its lane
+   * command may have. Only the process executing a run creates its approvals, so while this is
+   * false its end has none to deny, and reads none (RunRecorder.denyPendingApprovals).
+   */
+  mayHaveApprovals: boolean;
 }
 
 /** The runs executing in this process, by run id: the only place that holds their backends. */

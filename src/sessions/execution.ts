@@ -182,7 +182,7 @@ export class RunExecutor {
 
     // The session's sandbox folders are made while the run is admitted and its snapshot taken.
     if (surface.kind === 'local_subprocess') backend.prepare(session.id);
-    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses() };
+    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
     activeRuns.set(runId, active);
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
@@ -266,7 +266,10 @@ export class RunExecutor {
     active.outputLeft -= Buffer.byteLength(JSON.stringify(event.payload));
     if (active.outputLeft < 0) return this.stopOverQuota(run, active);
     // The approval exists before its event does: a client that answers the event at once finds it.
-    if (event.kind === 'approval_requested') await this.deps.approvals.record(run, event.payload);
+    if (event.kind === 'approval_requested') {
+      active.mayHaveApprovals = true;
+      await this.deps.approvals.record(run, event.payload);
+    }
     const stored = await recorder.append(run, event.kind, event.payload);
     active.events.push(stored);
     if (event.kind === 'run_started') {

@@ -86,10 +86,15 @@ export class RunRecorder {
     const timestamp = new Date().toISOString();
     const provisional = envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
-    const ended = await this.durably(run.id, () => this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }));
-    // Not fenced: the run is ended now, by this write, and a check after a heartbeat lapse would take
-    // that for an end written elsewhere and drop the terminal event (found by redis-aof-restart.test.ts).
-    const stored = await this.durably(run.id, () => this.store.events.append(provisional), { fenced: false });
+    // The record and then the event, sent together: one round trip in Redis mode, where one connection
+    // keeps their order, so a client that sees the terminal event reads the run as ended. A retry (the
+    // reply lost with the connection) may find the run ended by its own first try: the fence knows that
+    // end by its finished_at, and does not take it for one written elsewhere (redis-aof-restart.test.ts).
+    const [ended, stored] = await this.durably(
+      run.id,
+      () => Promise.all([this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }), this.store.events.append(provisional)]),
+      { ownEnd: timestamp },
+    );
     this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     this.announce(stored, ended);
     for (const listener of this.endListeners) listener(run);
@@ -122,9 +127,11 @@ export class RunRecorder {
 
   /**
    * A run is ending: what it still waits on is resolved as denied (reason "run_ended"), inside its
-   * serialised chain and before its terminal event.
+   * serialised chain and before its terminal event. A run executing here that never asked for one
+   * has none, and its end reads nothing (ActiveRun.mayHaveApprovals: one round trip less in Redis mode).
    */
   async denyPendingApprovals(runId: string): Promise<void> {
+    if (this.active.get(runId)?.mayHaveApprovals === false) return;
     for (const approval of await this.durably(runId, () => this.store.approvals.listPending({ runId }))) {
       const outcome = await this.durably(runId, () => this.store.approvals.resolve(approval.id, 'deny', 'run_ended'));
       if (outcome.outcome !== 'resolved') continue;
@@ -178,15 +185,16 @@ export class RunRecorder {
    * retried, up to ASM_REDIS_OUTAGE_MS, so a short Redis outage delays a run's events but loses none;
    * requests meanwhile are refused with 503. A write whose reply was lost with the connection (Redis
    * applied it, then went away) is done again: an event is kept once (its id is stamped once, NewEvent),
-   * a record update sets the same fields again. A run this
-   * process executes is first checked to still be its own after a heartbeat lapse (see stillOwned).
+   * a record update sets the same fields again. A run this process executes is first checked to
+   * still be its own after a heartbeat lapse (see stillOwned); `ownEnd` is the finished_at of the end
+   * this write records, which a retry may find already written by its own first try.
    */
-  async durably<T>(runId: string, write: () => Promise<T>, { fenced = true } = {}): Promise<T> {
+  async durably<T>(runId: string, write: () => Promise<T>, { ownEnd }: { ownEnd?: string } = {}): Promise<T> {
     const giveUpAt = Date.now() + this.deps.outageMs;
     for (let pause = 50; ; pause = Math.min(pause * 2, 1_000)) {
       try {
-        const active = fenced ? this.active.get(runId) : undefined;
-        if (active && !(await this.stillOwned(runId, active))) {
+        const active = this.active.get(runId);
+        if (active && !(await this.stillOwned(runId, active, ownEnd))) {
           throw new AsmError('node_lost', `run ${runId} was ended elsewhere while this instance could not reach Redis; its later events are dropped`);
         }
         return await write();
@@ -209,14 +217,15 @@ export class RunRecorder {
    * have declared it lost and ended its runs with node_lost. Before such a run writes again, the
    * instance heartbeats first (so nobody can declare it lost after the check) and then reads the run:
    * a run ended elsewhere, or owned by someone else now, is fenced here: it writes nothing more and
-   * its CLI is stopped. Costs nothing while heartbeats are on time.
+   * its CLI is stopped. An end whose finished_at is `ownEnd` is this process's own. Costs nothing
+   * while heartbeats are on time.
    */
-  private async stillOwned(runId: string, active: ActiveRun): Promise<boolean> {
+  private async stillOwned(runId: string, active: ActiveRun, ownEnd?: string): Promise<boolean> {
     const lapses = this.cluster.heartbeatLapses();
     if (lapses === active.checkedLapses) return true;
     await this.cluster.announce();
     const run = await this.store.runs.get(runId);
-    if (run && !isTerminalRunState(run.state) && run.owner === this.cluster.self) {
+    if (run && (!isTerminalRunState(run.state) || run.finished_at === ownEnd) && run.owner === this.cluster.self) {
       active.checkedLapses = lapses;
       return true;
     }

@@ -125,7 +125,7 @@ describe('RunRecorder', () => {
     expect(attempts).toBe(1);
   });
 
-  // Ending a run reads and resolves its pending approvals first; those store calls wait out an outage too.
+  // Ending a run writes its record and its terminal event; those writes wait out an outage too.
   it('records the terminal event of a run that ends during a short store outage', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     rig = await makeRig({ wrapStore: () => outage.store });
@@ -133,13 +133,71 @@ describe('RunRecorder', () => {
     const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
     await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
     await rig.recorder.serialize(run.id, async () => undefined); // run_started is fully recorded
-    // The store is unreachable for the first call after the CLI ends (the first read of its terminal event's record).
+    // The store is unreachable for the first call after the CLI ends (the write of its terminal record).
     const backend = rig.active.get(run.id)!.backend!;
     outage.failNext(1);
     await backend.interrupt('user');
     await backend.done;
+    await rig.recorder.serialize(run.id, async () => undefined); // its end is recorded, retried through the outage
     expect(await rig.ended(run.id, 3_000)).toMatchObject({ state: 'interrupted' });
     expect(outage.failedCalls()).toBe(1);
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
+  it('reads no pending approvals at the end of a run that asked for none; one that asked has its approval denied', async () => {
+    const reads: string[] = [];
+    rig = await makeRig({
+      wrapStore: (store) => {
+        const listPending = store.approvals.listPending.bind(store.approvals);
+        store.approvals.listPending = (filter) => {
+          reads.push(filter.runId ?? '');
+          return listPending(filter);
+        };
+        return store;
+      },
+    });
+    const session = await rig.session();
+    const quiet = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    expect(await rig.ended(quiet.id)).toMatchObject({ state: 'completed' });
+    expect(reads).toEqual([]);
+
+    const asking = await rig.submit(session.id, 'create a file [fixture:c2-approve]');
+    const requested = await rig.event(session.id, (e) => e.run_id === asking.id && e.kind === 'approval_requested');
+    await rig.active.get(asking.id)!.backend!.interrupt('user');
+    expect(await rig.ended(asking.id)).toMatchObject({ state: 'interrupted' });
+    expect(reads).toEqual([asking.id]);
+    expect(await rig.store.approvals.get(requested.payload.approval_id as string)).toMatchObject({ decision: 'deny', reason: 'run_ended' });
+  });
+
+  // The end's record and event are written together; the event's write failing after the record's
+  // landed leaves the run ended by this process's own first try, which the retry must not take for
+  // an end written elsewhere, even after a heartbeat lapse makes it read the run.
+  it('a retried end that finds the run ended by its own first try, after a heartbeat lapse, records its terminal event once', async () => {
+    const cluster = new LapsingCluster();
+    let failTerminal = true;
+    rig = await makeRig({
+      cluster,
+      wrapStore: (store) => {
+        const append = store.events.append.bind(store.events);
+        store.events.append = (event) => {
+          if (failTerminal && isTerminalEvent(event as AsmEvent)) {
+            failTerminal = false;
+            cluster.lapse();
+            return Promise.reject(new AsmError('not_ready', 'store unreachable (injected outage)'));
+          }
+          return append(event);
+        };
+        return store;
+      },
+    });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    const final = await rig.ended(run.id);
+    expect(failTerminal).toBe(false);
+    expect(final.state).toBe('completed');
+    const events = await rig.events(session.id, run.id);
+    expect(events.filter(isTerminalEvent).map((e) => e.kind)).toEqual(['result']);
+    expect(final.finished_at).toBe(events.at(-1)!.timestamp);
   });
 
   it('ends an orphaned run with node_lost naming its owner', async () => {
