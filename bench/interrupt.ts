@@ -13,7 +13,10 @@
  * before its terminal event, and its two git processes would be most of what this measures (their cost
  * is `bench -- diff`'s). Prints one JSON line.
  *
- * Usage: npm run bench -- interrupt [--quick] [--diffs]
+ * Each percentile is of the samples taken (100 a condition; 20 with `--quick`): of 100, the p99 is the
+ * largest, so `--samples 400` (the fifth largest) reads the tail less by a single outlier.
+ *
+ * Usage: npm run bench -- interrupt [--quick] [--diffs] [--samples N]
  */
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -113,7 +116,9 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, samples: numb
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
-  const samples = quick ? 20 : 100;
+  const at = args.indexOf('--samples');
+  const samples = at >= 0 ? Number(args[at + 1]) : quick ? 20 : 100;
+  if (!Number.isInteger(samples) || samples < 1) throw new Error(`--samples: a positive whole number, not ${args[at + 1]}`);
   const workspaceDiffs = args.includes('--diffs') ? 'on' : 'off';
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples, workspaceDiffs));
   const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
