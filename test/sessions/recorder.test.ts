@@ -133,7 +133,7 @@ describe('RunRecorder', () => {
     const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
     await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
     await rig.recorder.serialize(run.id, async () => undefined); // run_started is fully recorded
-    // The store is unreachable for the first call after the CLI ends (the write of its terminal record).
+    // The store is unreachable for the first call after the CLI ends (the conversation kept on its session).
     const backend = rig.active.get(run.id)!.backend!;
     outage.failNext(1);
     await backend.interrupt('user');
