@@ -25,6 +25,14 @@ export const median = (values: number[]) => [...values].sort((a, b) => a - b)[Ma
 export function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
+/** `--name N` in `args`, a whole number of at least `min`, or `fallback` when absent; anything else is refused. */
+export function numberFlag(args: string[], name: string, fallback: number, min = 1): number {
+  const at = args.indexOf(`--${name}`);
+  if (at < 0) return fallback;
+  const value = Number(args[at + 1]);
+  if (!Number.isInteger(value) || value < min) throw new Error(`--${name}: a whole number of at least ${min}, not ${args[at + 1]}`);
+  return value;
+}
 export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);
 
 export function machine(): Record<string, unknown> {

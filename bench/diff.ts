@@ -12,10 +12,10 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ShadowRepos } from '../src/backends/shadow-git.js';
+import { logger, numberFlag, round } from './asm-server.js';
 
-const log = (message: string) => process.stderr.write(`[bench diff] ${message}\n`);
+const log = logger('diff');
 const PER_FOLDER = 50;
-const round = (value: number) => Number(value.toFixed(1));
 
 async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
   const started = performance.now();
@@ -24,8 +24,8 @@ async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
 }
 
 export async function run(args: string[]): Promise<void> {
-  const at = args.indexOf('--files');
-  const files = at >= 0 ? Number(args[at + 1]) : 10_000;
+  // The run below changes a file in each of the first 10 folders.
+  const files = numberFlag(args, 'files', 10_000, 10 * PER_FOLDER);
   const scratch = mkdtempSync(join(tmpdir(), 'asm-bench-diff-'));
   const workspace = join(scratch, 'workspace');
   try {

@@ -13,7 +13,7 @@
 import { Redis } from 'ioredis';
 import { performance } from 'node:perf_hooks';
 import { startRedisServer } from '../test/helpers/redis-server.js';
-import { logger, machine, round, startAsm, withServers } from './asm-server.js';
+import { logger, machine, numberFlag, round, startAsm, withServers } from './asm-server.js';
 
 const log = logger('redis-commands');
 
@@ -28,8 +28,7 @@ interface Tally {
 const empty = (): Tally => ({ client: 0, script: 0, lanes: 0, store: 0, byCommand: {} });
 
 export async function run(args: string[]): Promise<void> {
-  const at = args.indexOf('--count');
-  const count = at >= 0 ? Number(args[at + 1]) : 100;
+  const count = numberFlag(args, 'count', 100);
   const redis = await startRedisServer();
   const asm = await startAsm('redis', redis.url);
   const client = new Redis(redis.url);

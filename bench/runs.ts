@@ -19,7 +19,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { logger, median, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -143,8 +143,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
-  const at = args.indexOf('--history');
-  const history = at >= 0 ? Number(args[at + 1]) : quick ? 1000 : 10_000;
+  const history = numberFlag(args, 'history', quick ? 1000 : 10_000);
   const opts = { rounds: quick ? 1 : 3, samples: quick ? 100 : 300, seconds: quick ? 2 : 4, history, workspace_diffs: args.includes('--diffs') ? ('on' as const) : ('off' as const) };
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl): Promise<any> => benchMode(mode, redisUrl, opts));
   const targets: Record<string, unknown> = {};

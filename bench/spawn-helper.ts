@@ -9,7 +9,7 @@
  * Usage: npm run bench -- spawn-helper [--quick] [--mb N]
  */
 import { fork, spawn } from 'node:child_process';
-import { machine, median, round } from './asm-server.js';
+import { machine, median, numberFlag, round } from './asm-server.js';
 
 const HELPER = `
 const { spawn } = require('node:child_process');
@@ -73,8 +73,7 @@ async function perSecond(once: () => Promise<void>, seconds: number): Promise<nu
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
-  const mbAt = args.indexOf('--mb');
-  const mb = mbAt >= 0 ? Number(args[mbAt + 1]) : 135;
+  const mb = numberFlag(args, 'mb', 135, 0);
   // Held for the whole run: the parent's memory, which a fork copies the page tables of.
   const ballast = Array.from({ length: mb * 6_000 }, (_, i) => ({ i, name: `object-${i}`, list: [i] }));
   const helper = startHelper();
