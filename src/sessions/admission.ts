@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { fromLaneError } from '../errors/from-lanes.js';
+import { LaneError, type CommandHandle, type LaneErrorCode } from '../lanes/types.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { sessionRemoteOptions } from '../nodes/remote-options.js';
 import type { ProviderDefinition } from '../providers/types.js';
@@ -15,6 +16,11 @@ import type { RunRecorder } from './recorder.js';
 import { runAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
 import { currentTraceparent } from './tracing.js';
+
+/** How many times a run is handed over again after its command failed without reading it (Admission.watch). */
+const HAND_OVERS_AFTER_FAILURE = 3;
+/** Lane errors of a command cancelled by someone who ends its run. */
+const ENDED_BY_CANCELLER = new Set<LaneErrorCode>(['cancelled', 'shutdown_in_progress']);
 
 export interface AdmissionDeps {
   config: AsmConfig;
@@ -46,6 +52,9 @@ export interface RunOrigin {
 }
 
 export class Admission {
+  /** Runs being handed over again after their command failed: one hand-over each, however many watched the command. */
+  private readonly handingOverAgain = new Set<string>();
+
   constructor(private readonly deps: AdmissionDeps) {
     deps.recorder.onRunEnded((run) => this.runEnded(run));
   }
@@ -149,9 +158,7 @@ export class Admission {
   /** Hand a run recorded as dispatched to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */
   private async handOver(run: RunRecord): Promise<AsmError | undefined> {
     try {
-      const handle = await this.deps.commands.submitRun(run.queue, run);
-      // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
-      handle.result.catch(() => undefined);
+      this.watch(await this.deps.commands.submitRun(run.queue, run), run.id, HAND_OVERS_AFTER_FAILURE);
       return undefined;
     } catch (err) {
       const refusal = fromLaneError(err);
@@ -189,11 +196,39 @@ export class Admission {
       if (run.dispatched) dispatched.push(run);
       else waitingIn.add(run.session_id);
     }
-    // The outcome is recorded by the run's own events; a failed command only feeds the DLQ and metrics.
-    for (const handle of await this.deps.commands.resubmitRuns(dispatched)) handle.result.catch(() => undefined);
+    const handles = await this.deps.commands.resubmitRuns(dispatched);
+    handles.forEach((handle, i) => this.watch(handle, dispatched[i]!.id, HAND_OVERS_AFTER_FAILURE));
     for (const sessionId of waitingIn) await withSessionLock(this.deps.cluster, sessionId, async () => {
       while (await this.startNext(sessionId));
     });
+  }
+
+  /**
+   * A run's outcome is recorded by its own events; its command's failure only feeds the DLQ and
+   * metrics, except in one case: a command that failed while its run is still queued, dispatched and
+   * unowned never got as far as reading the run (the store was away when its lane ran it), and no
+   * command is left to run it. Nothing else would: the reconcile after the outage (resumeQueued) may
+   * have read the DLQ before the failure landed there, and joined the failing command instead (found
+   * by test/faults/redis-aof-restart.test.ts). Such a run is handed over again, from the DLQ, at most
+   * `handOversLeft` times. A cancelled command (an interrupt, a close, a shutdown) is being ended by
+   * whoever cancelled it.
+   */
+  private watch(handle: CommandHandle, runId: string, handOversLeft: number): void {
+    handle.result
+      .catch(async (err: unknown) => {
+        if (handOversLeft === 0 || (err instanceof LaneError && ENDED_BY_CANCELLER.has(err.code)) || this.handingOverAgain.has(runId)) return;
+        this.handingOverAgain.add(runId);
+        try {
+          const run = await this.deps.store.runs.get(runId);
+          if (run?.state !== 'queued' || !run.dispatched || run.owner !== null) return;
+          this.deps.log.warn({ runId, err }, 'the command of a queued run failed before it read the run; handing it over again');
+          const [again] = await this.deps.commands.resubmitRuns([run]);
+          this.watch(again!, runId, handOversLeft - 1);
+        } finally {
+          this.handingOverAgain.delete(runId);
+        }
+      })
+      .catch((err: unknown) => this.deps.log.error({ err, runId }, 'failed to hand a run over again after its command failed'));
   }
 
   /** The session's oldest waiting run takes a free slot, if there is one (call holding the session's lock); false when none did. */

@@ -108,7 +108,7 @@ async function outcome(api: TestServer, runId: string): Promise<{ state: RunStat
 }
 
 /** Within `ms`: every run the store knows ends, none left queued or running once the load has drained. */
-async function untilNoneUnfinished(api: TestServer, ms: number): Promise<void> {
+async function untilNoneUnfinished(api: TestServer, ms: number, logLines: string[]): Promise<void> {
   try {
     await waitFor(async () => (await api.app.store.runs.listUnfinished()).length === 0, 'every run in the store to be terminal', ms);
   } catch (err) {
@@ -116,14 +116,17 @@ async function untilNoneUnfinished(api: TestServer, ms: number): Promise<void> {
     const detail = await Promise.all(
       stuck.map(async (r) => ({ id: r.id, state: r.state, owner: r.owner, dispatched: r.dispatched, events: (await api.app.store.events.read(r.session_id, { after: 0, runId: r.id, limit: 100 })).map((e) => `${e.seq}:${e.kind}`) })),
     );
-    throw new Error(`${String(err)}\n${JSON.stringify(detail, null, 1)}`);
+    // What the service logged of the stuck runs, and its warnings and errors: a stuck run is rare, and its cause is in these lines.
+    const telling = logLines.filter((line) => stuck.some((r) => line.includes(r.id)) || /"level":[456]0/.test(line));
+    throw new Error(`${String(err)}\n${JSON.stringify(detail, null, 1)}\n${telling.slice(-200).join('')}`);
   }
 }
 
 describe('Redis restarted with an append-only file, under load', () => {
   it('appendfsync always: a SIGKILL loses no accepted run; /readyz is 503 while Redis is away; ASM recovers by itself', async () => {
     const redis = await aofRedis('always');
-    const api = await startServer({ REDIS_URL: redis.url, ...ENV });
+    const logLines: string[] = [];
+    const api = await startServer({ REDIS_URL: redis.url, ...ENV }, { logLines });
     cleanups.push(() => api.close());
     const marker = sleepMarker();
     cleanups.push(() => processesWith(marker).forEach(killQuietly));
@@ -138,7 +141,7 @@ describe('Redis restarted with an append-only file, under load', () => {
     await flow.stop();
 
     // Load drained on a loaded machine: 20 s is slack, not a bound of ASM's.
-    await untilNoneUnfinished(api, 20_000);
+    await untilNoneUnfinished(api, 20_000, logLines);
     const outcomes = await Promise.all(flow.accepted.map((run) => outcome(api, run.id)));
     const lost = flow.accepted.filter((_, i) => outcomes[i] === undefined);
     expect(lost, 'accepted runs the store no longer knows').toEqual([]);
@@ -152,7 +155,8 @@ describe('Redis restarted with an append-only file, under load', () => {
 
   it('appendfsync everysec: the lost second after a crash is reconciled; no run stuck, none ended twice, no CLI left', async () => {
     const redis = await aofRedis('everysec');
-    const api = await startServer({ REDIS_URL: redis.url, ...ENV });
+    const logLines: string[] = [];
+    const api = await startServer({ REDIS_URL: redis.url, ...ENV }, { logLines });
     cleanups.push(() => api.close());
     const marker = sleepMarker();
     cleanups.push(() => processesWith(marker).forEach(killQuietly));
@@ -203,7 +207,7 @@ describe('Redis restarted with an append-only file, under load', () => {
     // A session lock released inside the window comes back with Redis and holds its session until its
     // lease ends (2 × ASM_REDIS_COMMAND_TIMEOUT_MS, src/distributed.ts); then the waiting runs go. Slack
     // for the runs themselves on a loaded machine.
-    await untilNoneUnfinished(api, 45_000);
+    await untilNoneUnfinished(api, 45_000, logLines);
 
     // Its end lost: the record said running here, this process no longer held it; reconciled to one precise end.
     const ended = await api.app.store.runs.get(ends);

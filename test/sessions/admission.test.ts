@@ -8,7 +8,8 @@ import { AsmError, cancelledRun } from '../../src/errors/kinds.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
-import { makeRig, refusal, type Rig } from './rig.js';
+import { createMemoryStore } from '../../src/store/memory.js';
+import { isTerminalEvent, makeRig, refusal, withOutage, type Rig } from './rig.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
@@ -85,6 +86,24 @@ describe('Admission', () => {
     for (const run of runs) expect((await rig.ended(run.id)).state).toBe('completed');
     const order = (await rig.events(session.id)).filter((e) => e.kind === 'run_started' || e.kind === 'result').map((e) => `${e.kind}:${runs.findIndex((r) => r.id === e.run_id)}`);
     expect(order).toEqual(['run_started:0', 'result:0', 'run_started:1', 'result:1', 'run_started:2', 'result:2']);
+  });
+
+  it('hands a run over again when its command failed without reading it (the store away), also one the reconcile had joined', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    // The reconcile after an outage submits it again under its id: it joins the command still queued.
+    await rig.admission.resumeQueued();
+    // The command's first store call, the executor's read of the run, finds the store away: the command
+    // fails into the DLQ with the run still queued, dispatched and unowned (test/faults/redis-aof-restart.test.ts).
+    outage.failNext(1);
+    await rig.engine.resume(session.queue);
+    expect((await rig.ended(run.id)).state).toBe('completed');
+    expect(outage.failedCalls()).toBe(1);
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    expect(await rig.engine.deadLetters()).toEqual([]);
   });
 
   it('refuses a submit its lane cannot take (queue_full, 429): the run is recorded failed and holds no slot', async () => {
