@@ -205,10 +205,13 @@ export class RunRecorder {
     }
   }
 
-  /** Runs this process executes, checked after a heartbeat lapse even if they have nothing to write. */
+  /**
+   * Runs this process executes, checked after a heartbeat lapse even if they have nothing to write.
+   * Only runs whose CLI started, as in recheckOwnership: one still starting writes its owner next.
+   */
   async fenceLostRuns(): Promise<void> {
     for (const [runId, active] of this.active) {
-      if (!active.ended) await this.stillOwned(runId, active);
+      if (active.backend !== undefined && !active.ended) await this.stillOwned(runId, active);
     }
   }
 
@@ -233,6 +236,13 @@ export class RunRecorder {
       active.ended = true;
       this.log.warn({ runId, endedAs: run?.state }, 'run was ended elsewhere while this instance was unreachable; stopping it here');
       void active.backend?.interrupt('shutdown').catch(() => undefined);
+      // Started here, unfinished and with no owner: the store lost the write that took it (written before
+      // the CLI started), and nobody else would end it (only owned runs are ended for a lost owner,
+      // sweeps.ts). Ended here, after this write gives up; one held back for its lane's retry is its
+      // lane's (test/faults/redis-aof-restart.test.ts).
+      if (run && !isTerminalRunState(run.state) && run.owner === null && active.backend !== undefined && active.startFailure === undefined) {
+        void this.endLostEnd(run).catch((err: unknown) => this.log.error({ err, runId }, 'failed to end a run whose record lost its owner'));
+      }
     }
     return false;
   }

@@ -108,7 +108,8 @@ export class Sweeper {
    * process stopped here because its record no longer names it while no other process took it: its
    * owner write was lost while its later writes landed (they were retried until Redis came back), so
    * the store says it runs, or waits, with no owner, and nobody else would ever end it (found by
-   * test/faults/redis-aof-restart.test.ts). The listeners hand queued runs over again. Done before
+   * test/faults/redis-aof-restart.test.ts); one stopped later, at its next write, is ended where it is
+   * stopped (RunRecorder.stillOwned). The listeners hand queued runs over again. Done before
    * anything else, once per outage.
    */
   private async reconcile(): Promise<void> {

@@ -139,6 +139,23 @@ describe('Sweeper', () => {
     expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
   });
 
+  it('ends a run fenced after the reconcile because its record lost the write that took it: nobody else would', async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
+    await rig.recorder.serialize(run.id, async () => undefined);
+    // Redis came back without the owner write; the reconcile is past, and the run is next checked
+    // after a heartbeat lapse (its next write, or the sweep's fence), as redis-aof-restart.test.ts found.
+    await rig.store.runs.update(run.id, { owner: null });
+    rig.active.get(run.id)!.checkedLapses = -1;
+    await rig.recorder.fenceLostRuns();
+    const ended = await rig.ended(run.id, 5_000);
+    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
+    await waitFor(() => !rig.active.has(run.id), 'the CLI of the run to stop', 10_000);
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
   it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
     rig = await makeRig();
     const session = await rig.session();
