@@ -116,9 +116,18 @@ export class RunRecorder {
    * its lane, its node unreachable), or the process that ran it is gone.
    */
   finishWithoutStart(runId: string, error: AsmError): Promise<void> {
+    return this.endUnfinished(runId, error);
+  }
+
+  /**
+   * The end of finishWithoutStart, in the run's chain, unless it has ended already; `before` runs first
+   * on the run as found (endLostEnd takes the record back there, so a repeated call writes nothing).
+   */
+  private endUnfinished(runId: string, error: AsmError, before?: (run: RunRecord) => Promise<unknown> | undefined): Promise<void> {
     return this.serialize(runId, async () => {
       const run = (await this.store.runs.get(runId))!;
       if (isTerminalRunState(run.state)) return;
+      await before?.(run);
       await this.denyPendingApprovals(runId);
       const eventsSoFar = await this.store.events.read(run.session_id, { after: runEventsAfter(run, 0), runId, limit: Number.MAX_SAFE_INTEGER });
       await this.finish(run, eventsSoFar, { kind: 'error', payload: error.toBody() });
@@ -156,15 +165,14 @@ export class RunRecorder {
    * (Sweeper.reconcile): the record is given this process again first, since a run whose record names
    * another owner, or none, is fenced and would write nothing (stillOwned).
    */
-  async endLostEnd(run: RunRecord): Promise<void> {
-    this.log.warn({ runId: run.id, state: run.state, owner: run.owner }, 'the store lost the end of a run this process took, or the write that took it; ending it');
-    if (run.owner !== this.cluster.self) await this.serialize(run.id, () => this.store.runs.update(run.id, { owner: this.cluster.self }));
-    return this.finishWithoutStart(
-      run.id,
-      new AsmError('node_lost', `the store lost this run's end (Redis lost or refused its writes) after ${this.cluster.self} took it; its outcome is unknown`, {
-        details: { node: this.cluster.self, cause: 'store_lost_writes' },
-      }),
-    );
+  endLostEnd(run: RunRecord): Promise<void> {
+    const error = new AsmError('node_lost', `the store lost this run's end (Redis lost or refused its writes) after ${this.cluster.self} took it; its outcome is unknown`, {
+      details: { node: this.cluster.self, cause: 'store_lost_writes' },
+    });
+    return this.endUnfinished(run.id, error, (found) => {
+      this.log.warn({ runId: run.id, state: found.state, owner: found.owner }, 'the store lost the end of a run this process took, or the write that took it; ending it');
+      return found.owner === this.cluster.self ? undefined : this.store.runs.update(run.id, { owner: this.cluster.self });
+    });
   }
 
   /**
@@ -236,13 +244,13 @@ export class RunRecorder {
       active.ended = true;
       this.log.warn({ runId, endedAs: run?.state }, 'run was ended elsewhere while this instance was unreachable; stopping it here');
       void active.backend?.interrupt('shutdown').catch(() => undefined);
-      // Started here, unfinished and with no owner: the store lost the write that took it (written before
-      // the CLI started), and nobody else would end it (only owned runs are ended for a lost owner,
-      // sweeps.ts). Ended here, after this write gives up; one held back for its lane's retry is its
-      // lane's (test/faults/redis-aof-restart.test.ts).
-      if (run && !isTerminalRunState(run.state) && run.owner === null && active.backend !== undefined && active.startFailure === undefined) {
-        void this.endLostEnd(run).catch((err: unknown) => this.log.error({ err, runId }, 'failed to end a run whose record lost its owner'));
-      }
+    }
+    // Started here, unfinished and with no owner, whether still running or writing its own end: the
+    // store lost the write that took it (written before the CLI started), and nobody else would end it
+    // (only owned runs are ended for a lost owner, sweeps.ts). Ended here, after this write gives up;
+    // one held back for its lane's retry is its lane's (test/faults/redis-aof-restart.test.ts).
+    if (run && !isTerminalRunState(run.state) && run.owner === null && active.backend !== undefined && active.startFailure === undefined) {
+      void this.endLostEnd(run).catch((err: unknown) => this.log.error({ err, runId }, 'failed to end a run whose record lost its owner'));
     }
     return false;
   }

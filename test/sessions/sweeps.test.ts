@@ -156,6 +156,22 @@ describe('Sweeper', () => {
     expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
   });
 
+  it('ends a run whose own end finds that its record lost the write that took it', async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
+    await rig.recorder.serialize(run.id, async () => undefined);
+    // As above, but the CLI ends before anything checks the run: the fence is its end's own write.
+    await rig.store.runs.update(run.id, { owner: null });
+    rig.active.get(run.id)!.checkedLapses = -1;
+    await rig.active.get(run.id)!.backend!.interrupt('user');
+    const ended = await rig.ended(run.id, 5_000);
+    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
+    await waitFor(() => !rig.active.has(run.id), 'the executor to let the run go', 10_000);
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
   it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
     rig = await makeRig();
     const session = await rig.session();
