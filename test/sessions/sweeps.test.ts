@@ -36,6 +36,24 @@ function redisCluster(self: string): Cluster {
   return new RedisCluster({ self, redis, subscriber, prefix: `t-${randomUUID().slice(0, 8)}`, report: REPORT, heartbeatMs: 200, ttlMs: 5_000, lockLeaseMs: 5_000, lockWaitMs: 5_000 });
 }
 
+/** A run whose CLI started and hangs, and whose record then lost the write that took it (Redis came back without it). */
+async function startedRunWithLostOwner(rig: Rig): Promise<{ sessionId: string; runId: string }> {
+  const session = await rig.session();
+  const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
+  await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
+  await rig.recorder.serialize(run.id, async () => undefined);
+  await rig.store.runs.update(run.id, { owner: null });
+  return { sessionId: session.id, runId: run.id };
+}
+
+/** The run ended once, by this process, as a run whose writes the store lost; the executor let it go. */
+async function expectEndedAsLostWrites(rig: Rig, sessionId: string, runId: string): Promise<void> {
+  const ended = await rig.ended(runId, 5_000);
+  expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
+  await waitFor(() => !rig.active.has(runId), 'the executor to let the run go (its CLI stopped)', 10_000);
+  expect((await rig.events(sessionId, runId)).filter(isTerminalEvent)).toHaveLength(1);
+}
+
 describe('Sweeper', () => {
   it('denies an approval past its deadline with reason timeout, and the CLI hears the denial', async () => {
     rig = await makeRig();
@@ -122,54 +140,33 @@ describe('Sweeper', () => {
   it('once the store is back from an outage, ends a run it stops here because its record lost the write that took it', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     rig = await makeRig({ wrapStore: () => outage.store });
-    const session = await rig.session();
-    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
-    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
-    await rig.recorder.serialize(run.id, async () => undefined);
     // Redis came back without the owner write while the run's later writes, retried through the outage, landed.
-    await rig.store.runs.update(run.id, { owner: null });
+    const { sessionId, runId } = await startedRunWithLostOwner(rig);
 
     outage.failNext(1);
     await sweeperOf(rig).sweep();
     await sweeperOf(rig).sweep();
-    const ended = await rig.ended(run.id, 5_000);
-    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
     // Its CLI is stopped, and the executor lets go of it without writing a second end.
-    await waitFor(() => !rig.active.has(run.id), 'the CLI of the run to stop', 10_000);
-    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    await expectEndedAsLostWrites(rig, sessionId, runId);
   });
 
   it('ends a run fenced after the reconcile because its record lost the write that took it: nobody else would', async () => {
     rig = await makeRig();
-    const session = await rig.session();
-    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
-    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
-    await rig.recorder.serialize(run.id, async () => undefined);
     // Redis came back without the owner write; the reconcile is past, and the run is next checked
     // after a heartbeat lapse (its next write, or the sweep's fence), as redis-aof-restart.test.ts found.
-    await rig.store.runs.update(run.id, { owner: null });
-    rig.active.get(run.id)!.checkedLapses = -1;
+    const { sessionId, runId } = await startedRunWithLostOwner(rig);
+    rig.active.get(runId)!.checkedLapses = -1;
     await rig.recorder.fenceLostRuns();
-    const ended = await rig.ended(run.id, 5_000);
-    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
-    await waitFor(() => !rig.active.has(run.id), 'the CLI of the run to stop', 10_000);
-    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    await expectEndedAsLostWrites(rig, sessionId, runId);
   });
 
   it('ends a run whose own end finds that its record lost the write that took it', async () => {
     rig = await makeRig();
-    const session = await rig.session();
-    const run = await rig.submit(session.id, 'hang after starting [fixture:never-prints]');
-    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'run_started');
-    await rig.recorder.serialize(run.id, async () => undefined);
     // As above, but the CLI ends before anything checks the run: the fence is its end's own write.
-    await rig.store.runs.update(run.id, { owner: null });
-    rig.active.get(run.id)!.checkedLapses = -1;
-    await rig.active.get(run.id)!.backend!.interrupt('user');
-    const ended = await rig.ended(run.id, 5_000);
-    expect(ended.result).toMatchObject({ status: 'failed', error: { kind: 'node_lost', details: { cause: 'store_lost_writes' } } });
-    await waitFor(() => !rig.active.has(run.id), 'the executor to let the run go', 10_000);
-    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    const { sessionId, runId } = await startedRunWithLostOwner(rig);
+    rig.active.get(runId)!.checkedLapses = -1;
+    await rig.active.get(runId)!.backend!.interrupt('user');
+    await expectEndedAsLostWrites(rig, sessionId, runId);
   });
 
   it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
