@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import pino, { type DestinationStream, type Logger } from 'pino';
 
 /**
@@ -18,8 +17,6 @@ export function createLogger(level: string, destination: DestinationStream = pin
   return pino(
     {
       level,
-      mixin: logContextFields,
-      mixinMergeStrategy: withContext,
       serializers: { err: errorWithoutCommandArgs },
       formatters: { log: redactSecrets },
     },
@@ -100,47 +97,13 @@ function isCommand(value: unknown): value is { name: unknown; args: unknown } {
   return typeof value === 'object' && value !== null && 'name' in value && 'args' in value;
 }
 
-/** The fields of the work in progress (the request, the run) that every log line written for it carries. */
-interface LogContext {
-  /** The request's id (x-request-id), under the name Fastify's own request lines give it. */
-  reqId?: string;
-  run_id?: string;
-}
-
-const logContext = new AsyncLocalStorage<LogContext>();
-
 /**
- * Runs `fn` (and everything it starts) with `fields` on each log line it writes, so a line the
- * service layers write while serving a request or executing a run names that request and run
- * without each layer being handed a child logger.
+ * The fields that name a run on the lines written about it: its id, and the id of the request that
+ * created it where a request did (README "Request ids"). Passed explicitly rather than kept in an
+ * AsyncLocalStorage: on Node 20 that turns on a promise hook for every promise of the process, which
+ * cost a submit 17% of its throughput (bench/RESULTS.md, issue 14, ninth pass).
  */
-export function withLogContext<T>(fields: LogContext, fn: () => T): T {
-  return logContext.run(fields, fn);
-}
-
-/**
- * The line's fields after the context's, in a new object (pino's default assigns the line's fields
- * into the mixin's object, which is the shared context). Built field by field: an object spread of the
- * two was most of a line's cost on Node 20 here: 5.25 µs a line with it, 1.27 without (bench -- logger).
- */
-function withContext(fields: object, context: LogContext): object {
-  if (context === NO_CONTEXT) return fields;
-  const merged: Record<string, unknown> = {};
-  if (context.reqId !== undefined) merged.reqId = context.reqId;
-  if (context.run_id !== undefined) merged.run_id = context.run_id;
-  return Object.assign(merged, fields);
-}
-
-/** What the mixin returns for a line with no context to add: the line's own fields are kept as they are. */
-const NO_CONTEXT: LogContext = Object.freeze({});
-
-/**
- * pino's mixin: the context's fields, except on a child logger that is already bound to a request
- * (Fastify's). The child's bindings are read as pino keeps them, a JSON fragment, because parsing them
- * (`logger.bindings()`) on every line was the largest part of a request's logging.
- */
-function logContextFields(_merge: object, _level: number, logger: Logger): LogContext {
-  const fields = logContext.getStore();
-  if (!fields) return NO_CONTEXT;
-  return (logger as unknown as Record<symbol, string | undefined>)[pino.symbols.chindingsSym]?.includes('"reqId":') ? NO_CONTEXT : fields;
+export function runLogFields(run: { id: string; observability: { request_id?: string } }): { runId: string; reqId?: string } {
+  const requestId = run.observability.request_id;
+  return requestId === undefined ? { runId: run.id } : { runId: run.id, reqId: requestId };
 }

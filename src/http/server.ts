@@ -5,7 +5,6 @@ import websocket from '@fastify/websocket';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { VERSION, type AsmApp } from '../app.js';
-import { withLogContext } from '../logger.js';
 import { SHARED_SCHEMAS } from '../schemas/api.js';
 import { WS_MAX_CLIENT_FRAME_BYTES } from '../schemas/ws.js';
 import { AccessLog } from './access-log.js';
@@ -54,12 +53,12 @@ export async function buildServer(app: AsmApp): Promise<FastifyInstance> {
   fastify.removeContentTypeParser('text/plain');
 
   fastify.setValidatorCompiler(typeboxValidatorCompiler);
-  // First of all hooks, so that every line the layers below write while serving the request names it,
-  // and every answer (errors included) carries the id. Hooks here take `done` rather than being async:
-  // a promise per hook per request is measurable on the request path (bench/RESULTS.md issue 14).
+  // First of all hooks, so that every answer (errors included) carries the id. Hooks here take `done`
+  // rather than being async: a promise per hook per request is measurable on the request path
+  // (bench/RESULTS.md issue 14).
   fastify.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
-    withLogContext({ reqId: request.id }, done);
+    done();
   });
   registerErrorHandling(fastify);
   registerTracing(fastify);

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { runLogFields } from '../logger.js';
 import type { RunRecord, SessionRecord } from '../store/types.js';
 import { VERSION } from '../version.js';
 import type { Cluster } from './cluster.js';
@@ -28,5 +29,5 @@ export async function handOff(deps: HandOffDeps, run: RunRecord, session: Sessio
     affinity: pooled && continuing ? (session.conversation_node ?? null) : null,
     signal,
   });
-  deps.log.info({ runId: run.id, node: node.name, instance: node.id }, 'run handed to a worker');
+  deps.log.info({ ...runLogFields(run), node: node.name, instance: node.id }, 'run handed to a worker');
 }

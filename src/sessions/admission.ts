@@ -45,8 +45,8 @@ export interface AdmissionDeps {
  * quota_exceeded. A waiting run handed over takes the slot of the run that ended, before that run
  * lets it go, so no submit meanwhile finds the tenant below its quota.
  */
-/** Where a run came from, stamped on its record and every event of it. */
-export interface RunOrigin {
+/** The request a session or run came from: a run's is stamped on its record and every event of it, and named on the log lines about it. */
+export interface RequestOrigin {
   /** The x-request-id of the HTTP request that created it. */
   requestId?: string;
 }
@@ -60,13 +60,13 @@ export class Admission {
   }
 
   /** Admit a run to an open session: dispatched now, or queued in the session's FIFO. */
-  submit(sessionId: string, body: CreateRunBody, origin: RunOrigin = {}): Promise<RunRecord> {
+  submit(sessionId: string, body: CreateRunBody, origin: RequestOrigin = {}): Promise<RunRecord> {
     // Read here, in the caller's context: the trace of the request that creates the run.
     const traceparent = currentTraceparent();
     return withSessionLock(this.deps.cluster, sessionId, () => this.admit(sessionId, body, { ...origin, ...(traceparent && { traceparent }) }));
   }
 
-  private async admit(sessionId: string, body: CreateRunBody, origin: RunOrigin & { traceparent?: string }): Promise<RunRecord> {
+  private async admit(sessionId: string, body: CreateRunBody, origin: RequestOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
     // The session, its counts and its last seq in one round trip (unused if the session refuses).
     const [session, counts, lastSeq] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId), store.events.lastSeq(sessionId)]);

@@ -1,6 +1,7 @@
 import { context, trace } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { AsmError } from '../errors/kinds.js';
+import { runLogFields } from '../logger.js';
 import type { Cluster } from '../nodes/cluster.js';
 import type { ApprovalDecision } from '../providers/types.js';
 import type { EventPayload } from '../schemas/events.js';
@@ -58,7 +59,7 @@ export class ApprovalBook {
       // so its approval_resolved follows the approval_requested appended in this turn.
       // Through the control lane, as every decision: it overtakes agent work and is counted there.
       void this.deps.decideOnControlLane(payload.approval_id, 'allow', 'allowed_for_session').catch((err) =>
-        log.warn({ err, approvalId: payload.approval_id }, 'auto-allow failed'),
+        log.warn({ err, ...runLogFields(run), approvalId: payload.approval_id }, 'auto-allow failed'),
       );
     }
   }

@@ -10,7 +10,8 @@ import { contextOf, currentTraceparent, inSpan } from './tracing.js';
  * (`CommandHandlers`, filled in service.ts), so a reader goes from a `call` to its handler by the type.
  */
 export interface LaneCommands {
-  'session.close': { payload: { id: string }; result: SessionRecord };
+  /** `request_id`: the request that closed it, named on the close's log line. */
+  'session.close': { payload: { id: string; request_id?: string }; result: SessionRecord };
   'run.interrupt': { payload: { id: string }; result: RunRecord };
   'approval.decide': { payload: { id: string; decision: ApprovalDecision; reason: string | null }; result: ApprovalRecord };
   /** Node maintenance on the system lane: ending the runs of nodes that stopped heartbeating (sweeps.ts). */

@@ -6,7 +6,7 @@ import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { AgentMemoryGate } from '../backends/agent-memory.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
-import { withLogContext } from '../logger.js';
+import { runLogFields } from '../logger.js';
 import { AsmError, cancelledRun, isErrorKind } from '../errors/kinds.js';
 import { abortedByTimeout, fromLaneAbort } from '../errors/from-lanes.js';
 import type { CommandContext } from '../lanes/types.js';
@@ -83,11 +83,7 @@ export class RunExecutor {
     // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
     const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
     return inSpan('run', context.active(), attributes, async (span) => {
-      // The run's log lines name it and the request that created it, whichever request or job started it.
-      const requestId = run.observability.request_id;
-      const outcome = await withLogContext({ ...(requestId && { reqId: requestId }), run_id: runId }, () =>
-        this.start(run, session, ctx).catch((err: unknown) => this.endUnstarted(runId, err, ctx)),
-      );
+      const outcome = await this.start(run, session, ctx).catch((err: unknown) => this.endUnstarted(run, err, ctx));
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });
@@ -118,9 +114,9 @@ export class RunExecutor {
    * A run that failed before its agent did anything (SPEC §8): with a retryable error and retries
    * left, its lane retries it (it stays queued, no terminal event yet); otherwise it ends here.
    */
-  private async failedToStart(runId: string, error: AsmError, ctx: CommandContext): Promise<void> {
-    if (laneRetries(error, ctx)) throw await this.retryStart(runId, error);
-    await this.deps.recorder.finishWithoutStart(runId, error);
+  private async failedToStart(run: RunRecord, error: AsmError, ctx: CommandContext): Promise<void> {
+    if (laneRetries(error, ctx)) throw await this.retryStart(run, error);
+    await this.deps.recorder.finishWithoutStart(run.id, error);
   }
 
   /**
@@ -128,19 +124,19 @@ export class RunExecutor {
    * like any start failure, instead of leaving it queued with no command left to run it (a worker's
    * engine drops a failed command; an API lane dead-letters it).
    */
-  private async endUnstarted(runId: string, err: unknown, ctx: CommandContext): Promise<RunOutcome> {
+  private async endUnstarted(run: RunRecord, err: unknown, ctx: CommandContext): Promise<RunOutcome> {
     const error = AsmError.from(err);
     // Ended already (its command fails with its end), or queued again for its lane's retry.
-    if ((await this.deps.store.runs.get(runId))?.state !== 'queued' || laneRetries(error, ctx)) throw err;
-    this.deps.log.error({ err, runId }, 'a run failed to start');
-    await this.deps.recorder.finishWithoutStart(runId, error);
-    return this.outcome(runId);
+    if ((await this.deps.store.runs.get(run.id))?.state !== 'queued' || laneRetries(error, ctx)) throw err;
+    this.deps.log.error({ err, ...runLogFields(run) }, 'a run failed to start');
+    await this.deps.recorder.finishWithoutStart(run.id, error);
+    return this.outcome(run.id);
   }
 
-  private async retryStart(runId: string, error: AsmError): Promise<AsmError> {
-    await this.deps.store.runs.update(runId, { owner: null });
-    this.deps.log.info({ runId, kind: error.kind }, 'run failed before its agent started; its lane retries it');
-    return new AsmError(error.kind, `run ${runId} did not start: ${error.message}`, { retryable: true, details: error.details });
+  private async retryStart(run: RunRecord, error: AsmError): Promise<AsmError> {
+    await this.deps.store.runs.update(run.id, { owner: null });
+    this.deps.log.info({ ...runLogFields(run), kind: error.kind }, 'run failed before its agent started; its lane retries it');
+    return new AsmError(error.kind, `run ${run.id} did not start: ${error.message}`, { retryable: true, details: error.details });
   }
 
   private async handToWorker(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<void> {
@@ -149,12 +145,12 @@ export class RunExecutor {
     try {
       await handOff({ cluster, log }, run, session, signal);
     } catch (err) {
-      await this.failedToStart(run.id, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err), ctx);
+      await this.failedToStart(run, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : AsmError.from(err), ctx);
       return;
     }
     // Interrupted while the node was acknowledging: the node owns the run now, so the interrupt goes there.
     if (signal.aborted) {
-      await control.interruptElsewhere(run.id).catch((err) => log.warn({ err, runId: run.id }, 'could not hand an interrupt to the worker'));
+      await control.interruptElsewhere(run.id).catch((err) => log.warn({ err, ...runLogFields(run) }, 'could not hand an interrupt to the worker'));
     }
   }
 
@@ -176,7 +172,7 @@ export class RunExecutor {
       cwd = run.options.remote ? await workerPreflight(config, run, provider) : await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
       surface = confineSshFiles(run.options.execution_surface ?? LOCAL_SURFACE, 'execution_surface', config.sshFilesDir);
     } catch (err) {
-      await this.failedToStart(runId, AsmError.from(err), ctx);
+      await this.failedToStart(run, AsmError.from(err), ctx);
       return this.outcome(runId);
     }
 
@@ -229,7 +225,7 @@ export class RunExecutor {
         // The recording's promise is the backend's backpressure (EventSink).
         (event) =>
           recorder.serialize(runId, () => this.record(run, session, active, event)).catch((err) =>
-            log.error({ err, runId, kind: event.kind }, 'failed to record a run event'),
+            log.error({ err, ...runLogFields(run), kind: event.kind }, 'failed to record a run event'),
           ),
       );
       active.backend = backendRun;
@@ -242,7 +238,7 @@ export class RunExecutor {
     } finally {
       activeRuns.delete(runId);
     }
-    if (active.startFailure) throw await this.retryStart(runId, active.startFailure);
+    if (active.startFailure) throw await this.retryStart(run, active.startFailure);
     return this.outcome(runId);
   }
 
@@ -306,7 +302,7 @@ export class RunExecutor {
   /** End the run now with `error`, keeping its events so far; its CLI is stopped and what it prints meanwhile is dropped. */
   private async stop(run: RunRecord, active: ActiveRun, error: AsmError): Promise<void> {
     active.ended = true;
-    this.deps.log.warn({ runId: run.id, kind: error.kind }, `stopping the run: ${error.message}`);
+    this.deps.log.warn({ ...runLogFields(run), kind: error.kind }, `stopping the run: ${error.message}`);
     await this.deps.recorder.denyPendingApprovals(run.id);
     await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
     void active.backend?.interrupt('user').catch(() => undefined);

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { AsmError } from '../errors/kinds.js';
 import { KeyedSerializer } from '../lanes/keyed-serializer.js';
+import { runLogFields } from '../logger.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import type { AsmEvent, EventKind, EventMetadata, EventPayload, ProviderEvent } from '../schemas/events.js';
@@ -95,7 +96,7 @@ export class RunRecorder {
       () => Promise.all([this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }), this.store.events.append(provisional)]),
       { ownEnd: timestamp },
     );
-    this.log.info({ runId: run.id, sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
+    this.log.info({ ...runLogFields(run), sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     this.announce(stored, ended);
     for (const listener of this.endListeners) listener(run);
   }
@@ -106,7 +107,7 @@ export class RunRecorder {
       try {
         listener(event, run);
       } catch (err) {
-        this.log.warn({ err, kind: event.kind }, 'an event observer failed');
+        this.log.warn({ err, runId: event.run_id, kind: event.kind }, 'an event observer failed');
       }
     }
   }
@@ -151,7 +152,7 @@ export class RunRecorder {
   /** End with node_lost a run whose owner stopped heartbeating; one process does it (a claim). */
   async endOrphan(run: RunRecord): Promise<void> {
     if (!(await this.cluster.claim(`orphan:${run.id}`, ORPHAN_CLAIM_MS))) return;
-    this.log.warn({ runId: run.id, owner: run.owner }, 'run lost its node; ending it');
+    this.log.warn({ ...runLogFields(run), owner: run.owner }, 'run lost its node; ending it');
     await this.finishWithoutStart(
       run.id,
       new AsmError('node_lost', `the node instance running this run (${run.owner ?? 'unknown'}) stopped heartbeating`, { details: { node: run.owner } }),
@@ -170,7 +171,7 @@ export class RunRecorder {
       details: { node: this.cluster.self, cause: 'store_lost_writes' },
     });
     return this.endUnfinished(run.id, error, (found) => {
-      this.log.warn({ runId: run.id, state: found.state, owner: found.owner }, 'the store lost the end of a run this process took, or the write that took it; ending it');
+      this.log.warn({ ...runLogFields(run), state: found.state, owner: found.owner }, 'the store lost the end of a run this process took, or the write that took it; ending it');
       return found.owner === this.cluster.self ? undefined : this.store.runs.update(run.id, { owner: this.cluster.self });
     });
   }
@@ -250,7 +251,7 @@ export class RunRecorder {
     // (only owned runs are ended for a lost owner, sweeps.ts). Ended here, after this write gives up;
     // one held back for its lane's retry is its lane's (test/faults/redis-aof-restart.test.ts).
     if (run && !isTerminalRunState(run.state) && run.owner === null && active.backend !== undefined && active.startFailure === undefined) {
-      void this.endLostEnd(run).catch((err: unknown) => this.log.error({ err, runId }, 'failed to end a run whose record lost its owner'));
+      void this.endLostEnd(run).catch((err: unknown) => this.log.error({ err, ...runLogFields(run) }, 'failed to end a run whose record lost its owner'));
     }
     return false;
   }

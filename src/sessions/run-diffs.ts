@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { ShadowRepos } from '../backends/shadow-git.js';
+import { runLogFields } from '../logger.js';
 import type { EventPayload } from '../schemas/events.js';
 import type { RunRecord, Store } from '../store/types.js';
 
@@ -47,7 +48,7 @@ export class RunDiffs {
       await shadow.baseline(run.session_id, tree);
       return { cwd, tree, ms: Math.round(performance.now() - started) };
     } catch (err) {
-      log.warn({ err, runId: run.id }, 'could not snapshot the workspace; the run keeps no diff');
+      log.warn({ err, ...runLogFields(run) }, 'could not snapshot the workspace; the run keeps no diff');
       return null;
     }
   }
@@ -63,10 +64,10 @@ export class RunDiffs {
       await store.diffs.put(run.id, { summary: diff.summary, patch: diff.patch, computed_at });
       const whole = await shadow.diff(run.session_id, snapshot.cwd, await shadow.baseline(run.session_id, snapshot.tree), tree);
       await store.diffs.put(run.session_id, { summary: whole.summary, patch: whole.patch, computed_at });
-      log.debug({ runId: run.id, snapshotMs: snapshot.ms, diffMs: Math.round(performance.now() - started), files: diff.summary.changed_files }, 'workspace diff');
+      log.debug({ ...runLogFields(run), snapshotMs: snapshot.ms, diffMs: Math.round(performance.now() - started), files: diff.summary.changed_files }, 'workspace diff');
       return diff.summary.changed_files > 0 ? { ...diff.summary, patch_truncated: diff.patch === null } : null;
     } catch (err) {
-      log.warn({ err, runId: run.id }, 'could not diff the workspace; the run keeps no diff');
+      log.warn({ err, ...runLogFields(run) }, 'could not diff the workspace; the run keeps no diff');
       return null;
     }
   }

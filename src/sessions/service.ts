@@ -18,7 +18,7 @@ import type { Page, PageRequest } from '../store/paging.js';
 import type { ApprovalRecord, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRuns } from './active-runs.js';
-import { Admission, type RunOrigin } from './admission.js';
+import { Admission, type RequestOrigin } from './admission.js';
 import { ApprovalBook, notFound } from './approvals.js';
 import { CommandBus, type CommandHandlers } from './commands.js';
 import { ControlRouter } from './control.js';
@@ -130,7 +130,7 @@ export class SessionService {
   registerCommands(): void {
     const handlers: CommandHandlers = {
       'session.close': async (p) => {
-        const closed = await this.lifecycle.close(p.id);
+        const closed = await this.lifecycle.close(p.id, p.request_id);
         // Its runs are over: a process kept for it (a warm session) goes too. Other processes' sweeps find theirs.
         this.deps.backends.core.releaseSession?.(p.id);
         return closed;
@@ -160,11 +160,11 @@ export class SessionService {
 
   // ---------------------------------------------------------------- sessions
 
-  async createSession(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+  async createSession(tenant: string, body: CreateSessionBody, origin: RequestOrigin = {}): Promise<SessionRecord> {
     // The one change the lanes' intake does not stop (it is no lane command): refused as a submit would be.
     if (this.intakeStopped) throw new AsmError('shutting_down', 'the server is shutting down; it takes no new sessions');
     this.quotas.assertMetadata(tenant, body.metadata);
-    const session = await this.lifecycle.create(tenant, body);
+    const session = await this.lifecycle.create(tenant, body, origin.requestId);
     // A workspace of its own was just filled (a clone); a shared cwd is left to its first run. A
     // worker primes a remote_node session's own workspace itself when it makes it.
     if (body.workspace && session.execution_mode === 'local') this.primeSnapshot(session.id, session.cwd);
@@ -190,14 +190,14 @@ export class SessionService {
     return this.store.sessions.page(tenant, page);
   }
 
-  async closeSession(tenant: string, id: string): Promise<SessionRecord> {
+  async closeSession(tenant: string, id: string, origin: RequestOrigin = {}): Promise<SessionRecord> {
     await this.getSession(tenant, id);
-    return this.commands.call('session', 'session.close', { id });
+    return this.commands.call('session', 'session.close', { id, ...(origin.requestId && { request_id: origin.requestId }) });
   }
 
   // ---------------------------------------------------------------- runs
 
-  async submitRun(tenant: string, sessionId: string, body: CreateRunBody, origin?: RunOrigin): Promise<RunRecord> {
+  async submitRun(tenant: string, sessionId: string, body: CreateRunBody, origin?: RequestOrigin): Promise<RunRecord> {
     const session = await this.getSession(tenant, sessionId);
     // Checked at each run too: the operator may have withdrawn the grant since the session was created.
     this.deps.tenants.assertProvider(tenant, session.provider);

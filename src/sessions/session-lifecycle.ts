@@ -50,7 +50,8 @@ export interface SessionLifecycleDeps {
 export class SessionLifecycle {
   constructor(private readonly deps: SessionLifecycleDeps) {}
 
-  async create(tenant: string, body: CreateSessionBody): Promise<SessionRecord> {
+  /** `requestId`: the request that creates it, named on the lines written about it (README "Request ids"). */
+  async create(tenant: string, body: CreateSessionBody, requestId?: string): Promise<SessionRecord> {
     const { config, store, placement, providers, tenants, quotas, log } = this.deps;
     const provider = providers.get(body.provider);
     if (!provider) {
@@ -105,7 +106,7 @@ export class SessionLifecycle {
     const dropWorkspace = async () => {
       if (!body.workspace) return;
       if (executionMode === 'local') await rm(session.cwd, { recursive: true, force: true });
-      else log.warn({ sessionId: session.id, node: session.driver_opts.remote_node, remoteCwd: session.driver_opts.remote_cwd }, 'the session was not created; its workspace stays on the worker');
+      else log.warn({ sessionId: session.id, reqId: requestId, node: session.driver_opts.remote_node, remoteCwd: session.driver_opts.remote_cwd }, 'the session was not created; its workspace stays on the worker');
     };
     try {
       await quotas.take(tenant, 'sessions', session.id);
@@ -114,14 +115,14 @@ export class SessionLifecycle {
       throw err;
     }
     try {
-      await this.makeRoom();
+      await this.makeRoom(requestId);
       await store.sessions.create(session);
     } catch (err) {
       await quotas.release(tenant, 'sessions', session.id);
       await dropWorkspace();
       throw err;
     }
-    log.info({ sessionId: session.id, provider: session.provider, tenant }, 'session created');
+    log.info({ sessionId: session.id, reqId: requestId, provider: session.provider, tenant }, 'session created');
     return session;
   }
 
@@ -143,18 +144,18 @@ export class SessionLifecycle {
   }
 
   /** Below ASM_MAX_SESSIONS, or refused: closed sessions give way to new ones, oldest first, so only open ones fill the server. */
-  private async makeRoom(): Promise<void> {
+  private async makeRoom(requestId: string | undefined): Promise<void> {
     const { config, store, log } = this.deps;
     if ((await store.sessions.count()) < config.limits.maxSessions) return;
     const evicted = await store.evictOldestClosed();
     if (!evicted) {
       throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
     }
-    log.info({ sessionId: evicted }, 'evicted the oldest closed session to make room');
+    log.info({ sessionId: evicted, reqId: requestId }, 'evicted the oldest closed session to make room');
   }
 
-  /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. */
-  async close(id: string): Promise<SessionRecord> {
+  /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. `requestId` as for create. */
+  async close(id: string, requestId?: string): Promise<SessionRecord> {
     const { config, store, cluster, control, log } = this.deps;
     const session = await store.sessions.get(id);
     if (!session) throw new AsmError('not_found', `session ${id} not found`);
@@ -171,7 +172,7 @@ export class SessionLifecycle {
       last_seq: await store.events.lastSeq(id),
     });
     await this.deps.quotas.release(closed.tenant, 'sessions', id);
-    log.info({ sessionId: id, interruptedRuns: runs.length }, 'session closed');
+    log.info({ sessionId: id, reqId: requestId, interruptedRuns: runs.length }, 'session closed');
     return closed;
   }
 }

@@ -1,8 +1,8 @@
 import type { DestinationStream } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { createLogger, withLogContext } from '../../src/logger.js';
+import { createLogger, runLogFields } from '../../src/logger.js';
 
-/** The service logger's own rules: which fields are censored, that callers' objects stay as they were, and what the context adds. */
+/** The service logger's own rules: which fields are censored, that callers' objects stay as they were, and how a run is named. */
 function capture() {
   const lines: string[] = [];
   const log = createLogger('info', { write: (line: string) => void lines.push(line) } as DestinationStream);
@@ -35,18 +35,14 @@ describe('the service logger', () => {
     expect(parsed()[0]).toMatchObject({ sessionId: 'ses_1', headers: { accept: '*/*' }, when: '1970-01-01T00:00:00.000Z', msg: 'plain' });
   });
 
-  it("adds the context's fields to each line, and one line's fields never reach the next", () => {
+  it('names a run by its id, and by the request that created it where one did', () => {
     const { log, parsed } = capture();
-    withLogContext({ reqId: 'r1', run_id: 'run_1' }, () => {
-      log.info({ sessionId: 'ses_1' }, 'first');
-      log.info('second');
-    });
-    log.info('outside');
-    const [first, second, outside] = parsed();
-    expect(first).toMatchObject({ reqId: 'r1', run_id: 'run_1', sessionId: 'ses_1' });
-    expect(second).toMatchObject({ reqId: 'r1', run_id: 'run_1' });
-    expect(second.sessionId).toBeUndefined();
-    expect(outside.reqId).toBeUndefined();
+    log.info({ ...runLogFields({ id: 'run_1', observability: { request_id: 'r1' } }), state: 'completed' }, 'from a request');
+    log.info(runLogFields({ id: 'run_2', observability: {} }), 'from a retry');
+    const [fromRequest, fromRetry] = parsed();
+    expect(fromRequest).toMatchObject({ runId: 'run_1', reqId: 'r1', state: 'completed' });
+    expect(fromRetry.runId).toBe('run_2');
+    expect('reqId' in fromRetry).toBe(false);
   });
 
   it('replaces the value of every token= parameter, whichever field holds it', () => {

@@ -71,7 +71,9 @@ describe('request ids', () => {
     expect(ofRequest.at(-1)!.req.headers).toBeUndefined();
     // The lines the service layers write name the request they serve, and a run's lines name the run too.
     expect(lines.find((l) => l.msg === 'session created')).toMatchObject({ reqId: 'sess-1', sessionId: session.id });
-    expect(ofRequest.find((l) => l.msg === 'run finished')).toMatchObject({ run_id: run.id, runId: run.id });
+    expect(ofRequest.find((l) => l.msg === 'run finished')).toMatchObject({ runId: run.id, sessionId: session.id });
+    expect((await call('DELETE', `/v1/sessions/${session.id}`, undefined, { 'x-request-id': 'close-1' })).status).toBe(200);
+    expect(lines.filter((l) => l.reqId === 'close-1').map((l) => l.msg)).toEqual(['session closed', 'request completed']);
     // None carries the key twice (Fastify's child logger binds reqId itself; the context adds it only elsewhere).
     expect(rawLines.filter((line) => line.split('"reqId"').length > 2)).toEqual([]);
     // Every line Fastify writes about a request names it.

@@ -24,7 +24,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
   const { sessions } = app;
 
   fastify.post('/sessions', { schema: { tags: ['sessions'], body: CreateSessionBody, response: { 201: Type.Ref(Session), ...errors } } }, async (request, reply) => {
-    const session = await sessions.createSession(request.tenant, request.body);
+    const session = await sessions.createSession(request.tenant, request.body, { requestId: request.id });
     return reply.status(201).send(session);
   });
 
@@ -47,7 +47,7 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
         response: { 200: Type.Ref(Session), ...errors },
       },
     },
-    async (request) => sessions.closeSession(request.tenant, request.params.id),
+    async (request) => sessions.closeSession(request.tenant, request.params.id, { requestId: request.id }),
   );
 
   fastify.post(
