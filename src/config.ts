@@ -185,6 +185,8 @@ export interface ClusterSettings {
   jobLockMs: number;
   /** How often each process looks for jobs whose lock expired. */
   stalledIntervalMs: number;
+  /** How many times a queued run is handed to its lane again after its command failed before reading it (Admission.watch). */
+  runHandOvers: number;
 }
 
 export interface Limits {
@@ -391,6 +393,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
       controlTimeoutMs: int(env, 'ASM_CONTROL_TIMEOUT_MS', 5_000, 10),
       jobLockMs: int(env, 'ASM_JOB_LOCK_MS', 30_000, 100),
       stalledIntervalMs: int(env, 'ASM_STALLED_INTERVAL_MS', 30_000, 100),
+      runHandOvers: int(env, 'ASM_RUN_HAND_OVERS', 3, 0),
     },
     remoteDefaults: jsonObject(env, 'ASM_REMOTE_DEFAULTS'),
     sshHosts: list(env, 'ASM_SSH_HOSTS'),

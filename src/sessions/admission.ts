@@ -17,8 +17,6 @@ import { runAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
 import { currentTraceparent } from './tracing.js';
 
-/** How many times a run is handed over again after its command failed without reading it (Admission.watch). */
-const HAND_OVERS_AFTER_FAILURE = 3;
 /** Lane errors of a command cancelled by someone who ends its run. */
 const ENDED_BY_CANCELLER = new Set<LaneErrorCode>(['cancelled', 'shutdown_in_progress']);
 
@@ -158,7 +156,7 @@ export class Admission {
   /** Hand a run recorded as dispatched to its queue lane; a lane that refuses it (full, shutting down) ends it, and the refusal is returned. */
   private async handOver(run: RunRecord): Promise<AsmError | undefined> {
     try {
-      this.watch(await this.deps.commands.submitRun(run.queue, run), run.id, HAND_OVERS_AFTER_FAILURE);
+      this.watch(await this.deps.commands.submitRun(run.queue, run), run.id, this.deps.config.cluster.runHandOvers);
       return undefined;
     } catch (err) {
       const refusal = fromLaneError(err);
@@ -197,7 +195,7 @@ export class Admission {
       else waitingIn.add(run.session_id);
     }
     const handles = await this.deps.commands.resubmitRuns(dispatched);
-    handles.forEach((handle, i) => this.watch(handle, dispatched[i]!.id, HAND_OVERS_AFTER_FAILURE));
+    handles.forEach((handle, i) => this.watch(handle, dispatched[i]!.id, this.deps.config.cluster.runHandOvers));
     for (const sessionId of waitingIn) await withSessionLock(this.deps.cluster, sessionId, async () => {
       while (await this.startNext(sessionId));
     });
@@ -210,17 +208,22 @@ export class Admission {
    * command is left to run it. Nothing else would: the reconcile after the outage (resumeQueued) may
    * have read the DLQ before the failure landed there, and joined the failing command instead (found
    * by test/faults/redis-aof-restart.test.ts). Such a run is handed over again, from the DLQ, at most
-   * `handOversLeft` times. A cancelled command (an interrupt, a close, a shutdown) is being ended by
+   * `handOversLeft` times (ASM_RUN_HAND_OVERS); after that it waits in the DLQ for the next reconcile
+   * (resumeQueued). A cancelled command (an interrupt, a close, a shutdown) is being ended by
    * whoever cancelled it.
    */
   private watch(handle: CommandHandle, runId: string, handOversLeft: number): void {
     handle.result
       .catch(async (err: unknown) => {
-        if (handOversLeft === 0 || (err instanceof LaneError && ENDED_BY_CANCELLER.has(err.code)) || this.handingOverAgain.has(runId)) return;
+        if ((err instanceof LaneError && ENDED_BY_CANCELLER.has(err.code)) || this.handingOverAgain.has(runId)) return;
         this.handingOverAgain.add(runId);
         try {
           const run = await this.deps.store.runs.get(runId);
           if (run?.state !== 'queued' || !run.dispatched || run.owner !== null) return;
+          if (handOversLeft === 0) {
+            this.deps.log.warn({ runId, err }, 'the command of a queued run failed again before it read the run; it waits in the dead-letter queue for the next reconcile (ASM_RUN_HAND_OVERS)');
+            return;
+          }
           this.deps.log.warn({ runId, err }, 'the command of a queued run failed before it read the run; handing it over again');
           const [again] = await this.deps.commands.resubmitRuns([run]);
           this.watch(again!, runId, handOversLeft - 1);

@@ -4,7 +4,9 @@
  * the oldest waiting run. Runs are parked by pausing their lane, or run to the end by the fake claude.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import type { DestinationStream } from 'pino';
 import { AsmError, cancelledRun } from '../../src/errors/kinds.js';
+import { createLogger } from '../../src/logger.js';
 import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
@@ -103,6 +105,28 @@ describe('Admission', () => {
     expect((await rig.ended(run.id)).state).toBe('completed');
     expect(outage.failedCalls()).toBe(1);
     expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+    expect(await rig.engine.deadLetters()).toEqual([]);
+  });
+
+  it('hands a run over again at most ASM_RUN_HAND_OVERS times; beyond that it waits in the dead-letter queue for the reconcile', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    const lines: string[] = [];
+    const log = createLogger('warn', { write: (line: string) => void lines.push(line) } as DestinationStream);
+    rig = await makeRig({ wrapStore: () => outage.store, env: { ASM_RUN_HAND_OVERS: '2' }, log });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    // The run's command, then each of its two hand-overs, finds the store away at its first read of the run.
+    outage.failNext(3, () => new Error().stack!.includes('RunExecutor.execute'));
+    await rig.engine.resume(session.queue);
+    await waitFor(() => lines.some((line) => line.includes('waits in the dead-letter queue')), 'the run left to the reconcile');
+    expect(lines.filter((line) => line.includes('handing it over again'))).toHaveLength(2);
+    expect(outage.failedCalls()).toBe(3);
+    expect((await rig.store.runs.get(run.id))!.state).toBe('queued');
+    expect((await rig.engine.deadLetters()).map((letter) => letter.commandId)).toEqual([run.id]);
+    // The reconcile after an outage hands it over from the DLQ.
+    await rig.admission.resumeQueued();
+    expect((await rig.ended(run.id)).state).toBe('completed');
     expect(await rig.engine.deadLetters()).toEqual([]);
   });
 

@@ -57,6 +57,10 @@ export interface RigOptions {
   store?: Store;
   /** The cluster; a LocalCluster of 'test-instance' by default. */
   cluster?: Cluster;
+  /** More settings, as environment variables (ASM_RUN_HAND_OVERS …). */
+  env?: Record<string, string>;
+  /** The layers' logger; a silent one by default. */
+  log?: pino.Logger;
 }
 
 export interface Rig {
@@ -114,8 +118,9 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     ASM_EXIT_GRACE_MS: '500',
     ASM_INTERRUPT_GRACE_MS: '500',
     ASM_REDIS_OUTAGE_MS: String(options.outageMs ?? 5_000),
+    ...options.env,
   });
-  const log = pino({ level: 'silent' });
+  const log = options.log ?? pino({ level: 'silent' });
   const memory = options.store ?? createMemoryStore({ eventsPerSession: config.limits.eventsPerSession });
   const store = options.wrapStore ? options.wrapStore(memory) : memory;
   const engine = createInProcessEngine({ lanes: mergeLanes(DEFAULT_LANES, options.lanes ?? []), dlqSize: 100 });
@@ -228,9 +233,10 @@ export function isTerminalEvent(event: AsmEvent): boolean {
  * store (a read or a write; subscriptions aside) throws AsmError not_ready without reaching it, as
  * an unreachable Redis does.
  */
-export function withOutage(store: Store): { store: Store; failNext(count: number): void; failedCalls(): number } {
+export function withOutage(store: Store): { store: Store; failNext(count: number, only?: () => boolean): void; failedCalls(): number } {
   let remaining = 0;
   let failed = 0;
+  let failing = () => true;
   const faulty = <T extends object>(part: T): T =>
     new Proxy(part, {
       get(target, key, receiver) {
@@ -238,7 +244,7 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
         if (typeof value !== 'function') return value;
         if (key === 'subscribe') return value.bind(target);
         return (...args: unknown[]) => {
-          if (remaining > 0) {
+          if (remaining > 0 && failing()) {
             remaining--;
             failed++;
             return Promise.reject(new AsmError('not_ready', 'store unreachable (injected outage)'));
@@ -249,8 +255,10 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
     });
   return {
     store: { ...store, sessions: faulty(store.sessions), runs: faulty(store.runs), approvals: faulty(store.approvals), events: faulty(store.events) },
-    failNext(count) {
+    /** The next `count` store calls fail; with `only`, the next `count` for which it holds. */
+    failNext(count, only = () => true) {
       remaining = count;
+      failing = only;
     },
     failedCalls: () => failed,
   };
