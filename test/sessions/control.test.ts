@@ -10,9 +10,9 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import type { RunRecord, RunStore, Store } from '../../src/store/types.js';
+import type { RunRecord } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
-import { isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
+import { holdingOwnership, isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
 
 const rigs: Rig[] = [];
 const connections: Redis[] = [];
@@ -35,26 +35,6 @@ async function parkedPair(rig: Rig): Promise<{ inLane: RunRecord; inFifo: RunRec
   const inFifo = await rig.submit(session.id, 'second');
   expect([inLane.dispatched, inFifo.dispatched]).toEqual([true, false]);
   return { inLane, inFifo };
-}
-
-/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
-function holdingOwnership() {
-  let reachedNow!: () => void;
-  let release!: () => void;
-  const reached = new Promise<void>((resolve) => (reachedNow = resolve));
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const wrap = (store: Store): Store => {
-    const runs: RunStore = Object.create(store.runs);
-    runs.update = async (id, patch) => {
-      if (patch.owner) {
-        reachedNow();
-        await released;
-      }
-      return store.runs.update(id, patch);
-    };
-    return { ...store, runs };
-  };
-  return { wrap, reached, release };
 }
 
 describe('ControlRouter.interrupt', () => {

@@ -30,7 +30,7 @@ import { SessionLifecycle } from '../../src/sessions/session-lifecycle.js';
 import { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitForRun } from '../../src/sessions/wait-for-run.js';
 import { createMemoryStore } from '../../src/store/memory.js';
-import type { RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+import type { RunRecord, RunStore, SessionRecord, Store } from '../../src/store/types.js';
 import { keyDigest, TenantDirectory } from '../../src/tenants.js';
 import { VERSION } from '../../src/version.js';
 import { SANDBOX_ENV, scratchDir } from '../helpers/sandbox.js';
@@ -262,4 +262,24 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
     },
     failedCalls: () => failed,
   };
+}
+
+/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
+export function holdingOwnership() {
+  let reachedNow!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((resolve) => (reachedNow = resolve));
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const wrap = (store: Store): Store => {
+    const runs: RunStore = Object.create(store.runs);
+    runs.update = async (id, patch) => {
+      if (patch.owner) {
+        reachedNow();
+        await released;
+      }
+      return store.runs.update(id, patch);
+    };
+    return { ...store, runs };
+  };
+  return { wrap, reached, release };
 }

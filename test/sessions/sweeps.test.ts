@@ -12,7 +12,7 @@ import type { EventPayload } from '../../src/schemas/events.js';
 import type { Sweeper } from '../../src/sessions/sweeps.js';
 import { waitFor } from '../helpers/wait.js';
 import { createMemoryStore } from '../../src/store/memory.js';
-import { isTerminalEvent, makeRig, REPORT, withOutage, type Rig } from './rig.js';
+import { holdingOwnership, isTerminalEvent, makeRig, REPORT, withOutage, type Rig } from './rig.js';
 
 let rig: Rig;
 const connections: Redis[] = [];
@@ -167,6 +167,22 @@ describe('Sweeper', () => {
     rig.active.get(runId)!.checkedLapses = -1;
     await rig.active.get(runId)!.backend!.interrupt('user');
     await expectEndedAsLostWrites(rig, sessionId, runId);
+  });
+
+  it("does not fence a run still starting (no owner written yet) after a heartbeat lapse: it starts and completes", async () => {
+    const held = holdingOwnership();
+    rig = await makeRig({ wrapStore: held.wrap });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    // Active here, its owner write still on its way (as while it waits at the memory gate), when a lapse is noticed.
+    await held.reached;
+    const active = rig.active.get(run.id)!;
+    expect(active.backend).toBeUndefined();
+    active.checkedLapses = -1;
+    await rig.recorder.fenceLostRuns();
+    expect(active.ended).toBe(false);
+    held.release();
+    expect((await rig.ended(run.id)).state).toBe('completed');
   });
 
   it('in embedded mode never ends runs for a lost owner (there is no other instance)', async () => {
