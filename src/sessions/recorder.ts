@@ -107,7 +107,7 @@ export class RunRecorder {
       try {
         listener(event, run);
       } catch (err) {
-        this.log.warn({ err, runId: event.run_id, kind: event.kind }, 'an event observer failed');
+        this.log.warn({ err, ...runLogFields(run), kind: event.kind }, 'an event observer failed');
       }
     }
   }
@@ -178,15 +178,10 @@ export class RunRecorder {
 
   /**
    * After the store came back from an outage it may have lost writes: each run executing here is
-   * checked against its record before it writes again, as after a heartbeat lapse (stillOwned). Only
-   * runs whose CLI started: ownership is written before that, so their record must name this process.
+   * checked against its record before it writes again, as after a heartbeat lapse (stillOwned).
    */
-  async recheckOwnership(): Promise<void> {
-    for (const [runId, active] of this.active) {
-      if (active.backend === undefined || active.ended) continue;
-      active.checkedLapses = -1;
-      await this.stillOwned(runId, active);
-    }
+  recheckOwnership(): Promise<void> {
+    return this.checkStartedRuns(true);
   }
 
   /**
@@ -214,13 +209,21 @@ export class RunRecorder {
     }
   }
 
+  /** Runs this process executes, checked after a heartbeat lapse even if they have nothing to write. */
+  fenceLostRuns(): Promise<void> {
+    return this.checkStartedRuns(false);
+  }
+
   /**
-   * Runs this process executes, checked after a heartbeat lapse even if they have nothing to write.
-   * Only runs whose CLI started, as in recheckOwnership: one still starting writes its owner next.
+   * stillOwned for each unended run executing here, after a heartbeat lapse or, with `always`, now.
+   * Only runs whose CLI started: ownership is written before that, so their record must name this
+   * process; one still starting writes its owner next.
    */
-  async fenceLostRuns(): Promise<void> {
+  private async checkStartedRuns(always: boolean): Promise<void> {
     for (const [runId, active] of this.active) {
-      if (active.backend !== undefined && !active.ended) await this.stillOwned(runId, active);
+      if (active.backend === undefined || active.ended) continue;
+      if (always) active.checkedLapses = -1;
+      await this.stillOwned(runId, active);
     }
   }
 
