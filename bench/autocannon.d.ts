@@ -13,9 +13,11 @@ declare module 'autocannon' {
       connections?: number;
       duration?: number;
       requests?: Request[];
+      /** Requests a second across all connections. */
+      overallRate?: number;
     }
     interface Result {
-      requests: { average: number };
+      requests: { average: number; total: number };
       latency: { p50: number; p99: number; max: number };
       non2xx: number;
       errors: number;

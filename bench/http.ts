@@ -28,7 +28,7 @@ const log = logger('http');
 const CONNECTIONS = 50;
 const RUN_SESSIONS = 64;
 const EVENTS = 100;
-const ROUTES = ['create_session', 'get_run', 'get_events', 'submit_run'] as const;
+export const ROUTES = ['create_session', 'get_run', 'get_events', 'submit_run'] as const;
 export type Route = (typeof ROUTES)[number];
 
 export interface Sample {
@@ -72,7 +72,7 @@ export async function measure(route: Route, target: Target, seconds: number): Pr
 }
 
 /** The bodies ASM answers, for the bare server to answer the same bytes' worth; and ASM's ids. */
-async function prepare(asm: AsmServer, runsServer: AsmServer): Promise<{ target: Target; runsTarget: Target; bodies: Record<string, unknown> }> {
+export async function prepare(asm: AsmServer, runsServer: AsmServer): Promise<{ target: Target; runsTarget: Target; bodies: Record<string, unknown> }> {
   const session = await asm.post('/v1/sessions', { provider: 'shell' });
   const run = await asm.post(`/v1/sessions/${session.id}/runs`, { prompt: 'true', wait: true });
   // A shell run's events: run_queued, run_started, one per stdout line, the result, run_completed; count and top up to EVENTS.

@@ -9,6 +9,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   sandbox: () => import('./sandbox.js'),
   diff: () => import('./diff.js'),
   http: () => import('./http.js'),
+  'http-cpu': () => import('./http-cpu.js'),
   observability: () => import('./observability.js'),
   runs: () => import('./runs.js'),
   events: () => import('./events.js'),
