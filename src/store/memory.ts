@@ -9,6 +9,7 @@ import type {
   AdmissionCounts,
   ApprovalRecord,
   ApprovalStore,
+  EventJson,
   EventListener,
   EventLog,
   HoldingKind,
@@ -260,6 +261,10 @@ class MemoryEventLog implements EventLog {
       if (opts.runId === undefined || event.run_id === opts.runId) out.push(event);
     }
     return out;
+  }
+
+  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]> {
+    return (await this.read(sessionId, opts)).map((event) => ({ seq: event.seq, json: JSON.stringify(event) }));
   }
 
   deleteSession(sessionId: string): void {

@@ -3,7 +3,7 @@ import type { AsmEvent } from '../schemas/events.js';
 import { CatchUpCursor } from './catch-up.js';
 import { PAGE, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import { stampEvent } from './stamp.js';
-import type { EventListener, EventLog, NewEvent } from './types.js';
+import type { EventJson, EventListener, EventLog, NewEvent } from './types.js';
 
 interface SessionFeed {
   listeners: Set<EventListener>;
@@ -55,14 +55,17 @@ export class RedisEventLog implements EventLog {
   }
 
   async read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]> {
-    const out: AsmEvent[] = [];
+    return (await this.readJson(sessionId, opts)).map((event) => JSON.parse(event.json) as AsmEvent);
+  }
+
+  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]> {
+    const out: EventJson[] = [];
     let after = opts.after;
     while (out.length < opts.limit) {
       const count = opts.runId === undefined ? Math.min(opts.limit - out.length, PAGE) : PAGE;
       const entries = await this.redis.xrange(this.keys.events(sessionId), `${after + 1}-0`, '+', 'COUNT', count);
-      for (const [, fields] of entries) {
-        const event = JSON.parse(fields[1]) as AsmEvent;
-        if (out.length < opts.limit && (opts.runId === undefined || event.run_id === opts.runId)) out.push(event);
+      for (const [id, fields] of entries) {
+        if (out.length < opts.limit && (opts.runId === undefined || runOf(fields) === opts.runId)) out.push({ seq: Number.parseInt(id, 10), json: fields[1] });
       }
       if (entries.length < count) break;
       after = Number.parseInt(entries[entries.length - 1][0], 10);
@@ -165,4 +168,12 @@ export class RedisEventLog implements EventLog {
       }
     }
   }
+}
+
+/**
+ * The run of a stream entry (`e`: the event's JSON, `r`: its run's id), read without parsing the
+ * event; an entry added before the run's id was kept beside the JSON has only `e`.
+ */
+function runOf(fields: string[]): string {
+  return fields[3] ?? (JSON.parse(fields[1]) as AsmEvent).run_id;
 }

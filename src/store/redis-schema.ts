@@ -134,7 +134,8 @@ return {1, redis.call('HGETALL', KEYS[1])}`,
   },
   /**
    * KEYS: seq, events, session, appended. ARGV: maxlen, channel, the event's JSON without seq (an
-   * object with fields), its run id and its id. Returns the seq. An append whose id is that of its
+   * object with fields), its run id and its id. Returns the seq. The stream entry keeps the JSON with
+   * its seq (`e`) and the run's id (`r`), so a run's events are picked out without parsing them. An append whose id is that of its
    * run's last append is a retry whose first reply was lost (Redis applied it and the connection
    * dropped): it returns that append's seq and stores nothing (test/faults/redis-aof-restart.test.ts
    * found a run with two terminal events so). A run's appends are serialised, so its last one is the
@@ -148,7 +149,7 @@ if last and string.sub(last, 1, #mark) == mark then return tonumber(string.sub(l
 local seq = redis.call('INCR', KEYS[1])
 local digits = string.format('%d', seq)
 local json = '{"seq":' .. digits .. ',' .. string.sub(ARGV[3], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], digits .. '-0', 'e', json)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], digits .. '-0', 'e', json, 'r', ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'last_seq', digits) end
 redis.call('HSET', KEYS[4], ARGV[4], mark .. digits)
 redis.call('PUBLISH', ARGV[2], json)

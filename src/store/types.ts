@@ -168,11 +168,22 @@ export interface ApprovalStore {
 
 export type EventListener = (event: AsmEvent) => void;
 
+/** An event's seq and its JSON (EventLog.readJson). */
+export interface EventJson {
+  seq: number;
+  json: string;
+}
+
 export interface EventLog {
   /** Assign the session's next seq (gap-free), an id and a timestamp; store; publish to subscribers. */
   append(event: NewEvent): Promise<AsmEvent>;
   /** Events of a session with seq > after, oldest first, optionally of one run only. */
   read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;
+  /**
+   * The events read() finds, each as the JSON of its public form (what GET /v1/runs/{id}/events
+   * answers): a page is written from these without parsing and serialising every event again.
+   */
+  readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]>;
   lastSeq(sessionId: string): Promise<number>;
   /**
    * Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe.

@@ -1,5 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { Ajv } from 'ajv';
+import { EventPage } from '../../src/schemas/api.js';
+import { AsmEventSchema, LaneMetadata } from '../../src/schemas/events.js';
 import { projectResult } from '../../src/sessions/projection.js';
 import { groupAlive, reply, SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
@@ -56,8 +59,13 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     expect(run.body.state).toBe('completed');
     expect(run.body.result).toMatchObject({ status: 'completed', text: 'alpha\nbeta\n', error: null });
     const page = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: submitted.body.id }, query: { after: 0 } } }));
-    expect(page.body.events.map((e: any) => e.seq)).toEqual(events.map((e) => e.seq));
+    // The page is written from the events' stored JSON (routes/runs.ts): the events as streamed, in the declared shape.
+    expect(page.body.events).toEqual(events);
     expect(page.body.run_state).toBe('completed');
+    expect(page.body.next_after).toBe(events.at(-1).seq);
+    expect(page.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    const validPage = new Ajv({ strict: false, validateFormats: false }).addSchema([AsmEventSchema, LaneMetadata]).compile(EventPage);
+    expect(validPage(page.body), JSON.stringify(validPage.errors)).toBe(true);
     expect(projectResult(page.body.events)).toEqual(run.body.result);
   });
 

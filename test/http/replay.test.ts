@@ -42,6 +42,7 @@ describe('followEvents', () => {
       append: (e) => real.append(e),
       lastSeq: (id) => real.lastSeq(id),
       read: (id, opts) => (failReads ? Promise.reject(new Error('store unreachable')) : real.read(id, opts)),
+      readJson: (id, opts) => (failReads ? Promise.reject(new Error('store unreachable')) : real.readJson(id, opts)),
       subscribe: (_id, l) => {
         listener = l;
         return () => (listener = undefined);

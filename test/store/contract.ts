@@ -449,6 +449,22 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(await store.events.read(session.id, { after: 0, limit: Number.MAX_SAFE_INTEGER })).toHaveLength(1500);
       });
 
+      it('reads the same events as their JSON, each with its seq, filtered by run across many pages', async () => {
+        const store = await single(5000);
+        const session = sessionRecord();
+        const [r1, r2] = [runRecord(session), runRecord(session)];
+        const payload = { content: 'quote " backslash \\ newline \n unicode é \u2028', nested: { list: [1, null, true] } };
+        for (let i = 1; i <= 1200; i++) await store.events.append(newEvent(i % 40 === 0 ? r1 : r2, i % 40 === 0 ? { payload } : {}));
+        for (const opts of [{ after: 0, runId: r1.id, limit: 100 }, { after: 400, runId: r1.id, limit: 4 }, { after: 10, limit: 5 }, { after: 1200, runId: r1.id, limit: 3 }]) {
+          const events = await store.events.read(session.id, opts);
+          const json = await store.events.readJson(session.id, opts);
+          expect(json.map((e) => e.seq)).toEqual(seqs(events));
+          expect(json.map((e) => JSON.parse(e.json))).toEqual(events);
+        }
+        expect((await store.events.readJson(session.id, { after: 0, runId: r1.id, limit: 100 })).map((e) => e.seq)).toEqual(range(1, 30).map((i) => i * 40));
+        expect(await store.events.readJson('ses_missing', { after: 0, limit: 10 })).toEqual([]);
+      });
+
       it('trims each session to eventsPerSession, keeping the newest and the seq counter', async () => {
         const store = await single(10);
         const run = runRecord(sessionRecord());

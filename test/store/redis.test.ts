@@ -99,6 +99,31 @@ describe('Redis store: a retried append', () => {
   });
 });
 
+describe('Redis store: events kept before their run id was', () => {
+  it("picks a run's events out of stream entries that hold only the event's JSON, as entries added before the run's id was kept beside it do", async () => {
+    const prefix = uniquePrefix();
+    const store = await createRedisStore({ url, prefix, eventsPerSession: 100 });
+    try {
+      const session = sessionRecord();
+      await store.sessions.create(session);
+      const [one, other] = [runRecord(session), runRecord(session)];
+      const kept = [await store.events.append(newEvent(one)), await store.events.append(newEvent(other)), await store.events.append(newEvent(one))];
+      // The same events as the earlier script stored them: `e` only.
+      const key = redisKeys(prefix).events(session.id);
+      const entries = await admin.xrange(key, '-', '+');
+      await admin.del(key);
+      for (const [id, fields] of entries) {
+        expect(fields).toEqual(['e', expect.any(String), 'r', expect.stringMatching(/^run_/)]);
+        await admin.xadd(key, id, 'e', fields[1]);
+      }
+      expect(await store.events.read(session.id, { after: 0, runId: one.id, limit: 10 })).toEqual([kept[0], kept[2]]);
+      expect((await store.events.readJson(session.id, { after: 0, runId: other.id, limit: 10 })).map((e) => [e.seq, JSON.parse(e.json)])).toEqual([[kept[1].seq, kept[1]]]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 describe('Redis store: a stalled connection', () => {
   it("reconnects a subscriber whose PING Redis's replies no longer answer, and its listener gets the events appended meanwhile, once each", async () => {
     const prefix = uniquePrefix();
