@@ -135,11 +135,11 @@ return {1, redis.call('HGETALL', KEYS[1])}`,
   /**
    * KEYS: seq, events, session, appended. ARGV: maxlen, channel, the event's JSON without seq (an
    * object with fields), its run id and its id. Returns the seq. The stream entry keeps the JSON with
-   * its seq (`e`) and the run's id (`r`), so a run's events are picked out without parsing them. An append whose id is that of its
-   * run's last append is a retry whose first reply was lost (Redis applied it and the connection
-   * dropped): it returns that append's seq and stores nothing (test/faults/redis-aof-restart.test.ts
-   * found a run with two terminal events so). A run's appends are serialised, so its last one is the
-   * only one a retry can repeat.
+   * its seq (`e`) and the run's id (`r`), so a run's events are picked out without parsing them.
+   * An append whose id is that of its run's last append is a retry whose first reply was lost (Redis
+   * applied it and the connection dropped): it returns that append's seq and stores nothing
+   * (test/faults/redis-aof-restart.test.ts found a run with two terminal events so). A run's appends
+   * are serialised, so its last one is the only one a retry can repeat.
    */
   asmAppend: {
     numberOfKeys: 4,

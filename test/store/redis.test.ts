@@ -40,6 +40,17 @@ function uniquePrefix(): string {
   return prefix;
 }
 
+/** `test` with a store of its own (a fresh prefix) on the test Redis, closed after it. */
+async function withStore(eventsPerSession: number, test: (store: Store, prefix: string) => Promise<void>): Promise<void> {
+  const prefix = uniquePrefix();
+  const store = await createRedisStore({ url, prefix, eventsPerSession });
+  try {
+    await test(store, prefix);
+  } finally {
+    await store.close();
+  }
+}
+
 storeContract('redis', ({ eventsPerSession }) => {
   const prefix = uniquePrefix();
   return { open: () => createRedisStore({ url, prefix, eventsPerSession }) };
@@ -47,9 +58,7 @@ storeContract('redis', ({ eventsPerSession }) => {
 
 describe('Redis store: admission indexes', () => {
   it('drops an in-flight entry whose run has ended when recounting (a process died between the record and its index)', async () => {
-    const prefix = uniquePrefix();
-    const store = await createRedisStore({ url, prefix, eventsPerSession: 10 });
-    try {
+    await withStore(10, async (store, prefix) => {
       const session = sessionRecord();
       const live = runRecord(session, { dispatched: true });
       const ended = runRecord(session, { dispatched: true });
@@ -60,17 +69,13 @@ describe('Redis store: admission indexes', () => {
       expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 2, waiting: 0 });
       expect(await store.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 0 });
       expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
-    } finally {
-      await store.close();
-    }
+    });
   });
 });
 
 describe('Redis store: a retried append', () => {
   it("keeps an append whose id is its run's last append's once (a reply lost with the connection), and the session's eviction takes the marks", async () => {
-    const prefix = uniquePrefix();
-    const store = await createRedisStore({ url, prefix, eventsPerSession: 10 });
-    try {
+    await withStore(10, async (store, prefix) => {
       const session = sessionRecord();
       await store.sessions.create(session);
       const [one, other] = [runRecord(session), runRecord(session)];
@@ -93,17 +98,13 @@ describe('Redis store: a retried append', () => {
       await store.sessions.update(session.id, { state: 'closed', closed_at: new Date().toISOString() });
       expect(await store.evictOldestClosed()).toBe(session.id);
       expect(await admin.exists(redisKeys(prefix).lastAppended(session.id))).toBe(0);
-    } finally {
-      await store.close();
-    }
+    });
   });
 });
 
 describe('Redis store: events kept before their run id was', () => {
   it("picks a run's events out of stream entries that hold only the event's JSON, as entries added before the run's id was kept beside it do", async () => {
-    const prefix = uniquePrefix();
-    const store = await createRedisStore({ url, prefix, eventsPerSession: 100 });
-    try {
+    await withStore(100, async (store, prefix) => {
       const session = sessionRecord();
       await store.sessions.create(session);
       const [one, other] = [runRecord(session), runRecord(session)];
@@ -118,9 +119,7 @@ describe('Redis store: events kept before their run id was', () => {
       }
       expect(await store.events.read(session.id, { after: 0, runId: one.id, limit: 10 })).toEqual([kept[0], kept[2]]);
       expect((await store.events.readJson(session.id, { after: 0, runId: other.id, limit: 10 })).map((e) => [e.seq, JSON.parse(e.json)])).toEqual([[kept[1].seq, kept[1]]]);
-    } finally {
-      await store.close();
-    }
+    });
   });
 });
 
