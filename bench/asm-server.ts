@@ -94,7 +94,7 @@ let built: Promise<void> | undefined;
 const ENTRY = process.env.ASM_BENCH_ENTRY ? [process.env.ASM_BENCH_ENTRY] : BUILT_ENTRY;
 
 /** `npm run build`, once per bench process: the benches measure the sources as they are now. */
-function buildOnce(): Promise<void> {
+export function buildOnce(): Promise<void> {
   built ??= new Promise((resolve, reject) =>
     execFile('npm', ['run', '-s', 'build'], { cwd: fileURLToPath(new URL('../', import.meta.url)) }, (err, stdout, stderr) =>
       err ? reject(new Error(`npm run build failed: ${stdout}${stderr}`)) : resolve(),
