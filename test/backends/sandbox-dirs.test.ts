@@ -3,7 +3,8 @@
  * both handed to the account the CLI runs as, every entry of the copy included and a symlink's target
  * never; made once, ahead of the run (Sandbox.prepare) or by it. The hand-over needs the service to be root.
  */
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -45,6 +46,29 @@ describe('SandboxDirs', () => {
     // The session's folder stays the service's alone.
     expect(lstatSync(sandbox.sessionDir('ses_1')).uid).toBe(0);
     expect(lstatSync(sandbox.sessionDir('ses_1')).mode & 0o077).toBe(0);
+  });
+
+  it('copies each file and folder with its mode, and names a template entry it cannot copy', async () => {
+    const { template, sandboxRoot } = scratch();
+    writeFileSync(join(template, 'run.sh'), '#!/bin/sh\n', { mode: 0o755 });
+    writeFileSync(join(template, '.netrc'), 'machine m\n', { mode: 0o600 });
+    chmodSync(join(template, '.codex', 'skills'), 0o750);
+    const sandbox = new SandboxDirs(sandboxRoot, root ? ACCOUNT : null, template);
+    await sandbox.init();
+    const { home } = await sandbox.folders('ses_3');
+    const mode = (path: string) => lstatSync(path).mode & 0o7777;
+    for (const path of ['run.sh', '.netrc', '.codex', join('.codex', 'skills'), join('.codex', 'skills', 'a.md')]) {
+      expect(mode(join(home, path)), path).toBe(mode(join(template, path)));
+    }
+    expect(mode(join(home, '.codex', 'skills'))).toBe(0o750);
+    expect(readFileSync(join(home, 'run.sh'), 'utf8')).toBe('#!/bin/sh\n');
+
+    execFileSync('mkfifo', [join(template, '.codex', 'pipe')]);
+    await expect(sandbox.folders('ses_4')).rejects.toThrow(`ASM_SANDBOX_HOME_TEMPLATE holds ${join(template, '.codex', 'pipe')}`);
+    // Nothing half-copied is kept: the next run copies again.
+    rmSync(join(template, '.codex', 'pipe'));
+    writeFileSync(join(template, 'added'), 'later\n');
+    expect(readFileSync(join((await sandbox.folders('ses_4')).home, 'added'), 'utf8')).toBe('later\n');
   });
 
   it('makes the folders once: a second call (a run after prepare) waits for the same ones, and a second process keeps what is there', async () => {
