@@ -17,8 +17,8 @@ import { WarmProcesses, type AgentOutput, type HeldConversation, type WarmAgent 
  *   spawn ─► run_started ─► the provider's start lines ─► provider lines ─► process exit
  *
  * - The CLI's own start (hundreds of milliseconds of loading) overlaps the workspace's snapshot
- *   before the run: a CLI that reads its prompt from stdin is spawned at once, and its start lines
- *   are written once the snapshot is taken (spec.workspaceSnapshot). So the run's diff holds all the
+ *   before the run: a CLI that reads its prompt from stdin is spawned first, the snapshot taken
+ *   then, and its start lines written once it is (spec.workspaceSnapshot). So the run's diff holds all the
  *   agent did with its prompt; what a CLI writes in the workspace on its own before it has any input
  *   may fall either side of the snapshot.
  * - A CLI that exits without a terminal line gets one from the provider's onExit (failed or
@@ -105,13 +105,13 @@ class CoreRun extends RunLifecycle {
     const kept = warmable ? this.warm.take(spec.sessionId, key, heldConversation(spec.providerSessionId ?? null, spec.previousTotals ?? null)) : null;
     // A CLI that reads its prompt from stdin starts while the workspace's snapshot is taken; one
     // that takes it in its arguments starts after (BackendRunSpec.workspaceSnapshot).
-    if (!kept && provider.stdin !== 'control') await spec.workspaceSnapshot;
+    if (!kept && provider.stdin !== 'control') await spec.workspaceSnapshot?.();
     const agent = (this.agent = kept ?? (await this.startAgent(spec, provider, key, output)));
     agent.output = output;
     const child = (this.process = agent.process);
     this.running.add(child);
     this.announce({ providerSessionId: provider.providerSessionId, args: provider.args, pid: child.pid, ...(kept && { warm: true }) });
-    await spec.workspaceSnapshot;
+    await spec.workspaceSnapshot?.();
     this.safely(() => this.apply(kept ? provider.warm!.nextTurn() : provider.start()));
     return {
       name: spec.provider.name,

@@ -57,7 +57,7 @@ class SdkRun extends RunLifecycle {
 
   protected async launch(): Promise<LaunchedAgent> {
     // The SDK starts the CLI with its prompt: after the workspace's snapshot (BackendRunSpec.workspaceSnapshot).
-    await this.spec.workspaceSnapshot;
+    await this.spec.workspaceSnapshot?.();
     const spec = await withMcpServers(this.spec, this.sandbox);
     const sdk = spec.provider.sdk;
     if (!sdk) throw new AsmError('config_invalid', `lane: ${spec.provider.name} has no SDK lane`);

@@ -33,12 +33,14 @@ export interface BackendRunSpec extends ProviderRunInput {
   /** The session's MCP servers, secrets included (mcp-setup.ts hands them to the CLI). */
   mcpServers?: McpServers;
   /**
-   * Resolves once the workspace's snapshot before the run is taken (src/sessions/run-diffs.ts; never
-   * rejects). The backend may start the agent meanwhile, but gives it its prompt only after: a CLI
-   * that reads its prompt from stdin is spawned at once and gets its first input then; one that
-   * takes it in its arguments (or an SDK) is started then. Absent: nothing to wait for.
+   * Takes the workspace's snapshot before the run (src/sessions/run-diffs.ts), once however often it
+   * is called, and resolves when it is taken; never rejects. The agent gets its prompt only after: a
+   * CLI that reads its prompt from stdin is spawned first and the snapshot taken while it starts
+   * (git's processes do not hold up the spawn; the run's own runs in that time), and it gets its
+   * first input then; one that takes it in its arguments (or an SDK) is started once it is taken.
+   * Absent: nothing to wait for.
    */
-  workspaceSnapshot?: Promise<void>;
+  workspaceSnapshot?: () => Promise<void>;
 }
 
 /**

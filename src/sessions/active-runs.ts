@@ -22,7 +22,7 @@ export interface ActiveRun {
   startFailure?: AsmError;
   /**
    * The workspace as the run found it (run-diffs.ts), taken while the agent starts; null when no
-   * diff is kept. Never rejects.
+   * diff is kept, absent when the backend never asked for it (its agent did not start). Never rejects.
    */
   snapshot?: Promise<RunSnapshot | null>;
   /** The cluster's heartbeat-lapse count when this run was last confirmed to be this process's. */

@@ -176,16 +176,13 @@ export class RunExecutor {
       return this.outcome(runId);
     }
 
-    // The session's sandbox folders are made while the run is admitted and its snapshot taken.
+    // The session's sandbox folders are made while the run is admitted, ahead of its agent's spawn.
     if (surface.kind === 'local_subprocess') backend.prepare(session.id);
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
     activeRuns.set(runId, active);
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
       await this.deps.memory.admit(signal, session.warm ? session.id : undefined);
-      // Taken while the backend starts the agent, which gets its prompt only once it is
-      // (BackendRunSpec.workspaceSnapshot).
-      const snapshot = (active.snapshot = this.deps.diffs.before(run, cwd));
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
       // An interrupt of this process that came while the run had no backend yet aborted the signal.
@@ -218,7 +215,8 @@ export class RunExecutor {
           approvalTimeoutMs: session.approval_timeout_ms,
           now: () => cluster.now(),
           mcpServers: session.mcp_server_config,
-          workspaceSnapshot: snapshot.then(() => undefined),
+          // Taken when the backend asks, while the agent starts (BackendRunSpec.workspaceSnapshot).
+          workspaceSnapshot: () => (active.snapshot ??= this.deps.diffs.before(run, cwd)).then(() => undefined),
           // A run of a warm session on another lane than core (a per-run lane) starts cold.
           ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: session.warm_idle_ms ?? config.limits.warmIdleMs } }),
         },
