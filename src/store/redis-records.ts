@@ -57,7 +57,8 @@ export class RedisSessionStore extends RedisRecords<SessionRecord> implements Se
     await Promise.all([
       this.redis.zadd(this.keys.tenantSessions(session.tenant), Date.parse(session.created_at), session.id),
       this.redis.sadd(this.keys.sessions, session.id),
-      this.indexClosed(session),
+      // A new id is in no index yet: only a record created closed has one to join (update keeps it after).
+      session.state === 'closed' ? this.indexClosed(session) : undefined,
       this.put(session),
     ]);
   }

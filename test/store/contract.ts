@@ -602,6 +602,17 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(await store.evictOldestClosed()).toBeUndefined();
         expect((await store.sessions.page('default', { limit: 100 })).items.map((s) => s.id)).toEqual([open.id]);
       });
+
+      it('evicts a session created closed, and one created open only once it is closed', async () => {
+        const store = await single();
+        const open = sessionRecord({ created_at: at(1) });
+        const createdClosed = sessionRecord({ created_at: at(2), state: 'closed', closed_at: at(50) });
+        for (const s of [open, createdClosed]) await store.sessions.create(s);
+        expect(await store.evictOldestClosed()).toBe(createdClosed.id);
+        expect(await store.evictOldestClosed()).toBeUndefined();
+        await store.sessions.update(open.id, { state: 'closed', closed_at: at(60) });
+        expect(await store.evictOldestClosed()).toBe(open.id);
+      });
     });
 
     it('answers ping', async () => {
