@@ -43,15 +43,11 @@ function direct(): Promise<void> {
 /** MB of this process's anonymous memory that a fork copies: every mapping's but those flagged `dc` (do not copy). */
 function copiedOnForkMb(): number {
   let kb = 0;
-  let copied = true;
   let anonymous = 0;
   // Each mapping's lines end with its VmFlags; its Anonymous size comes before.
   for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
     if (line.startsWith('Anonymous:')) anonymous = Number(line.split(/\s+/)[1]);
-    else if (line.startsWith('VmFlags:')) {
-      copied = !line.split(/\s+/).includes('dc');
-      if (copied) kb += anonymous;
-    }
+    else if (line.startsWith('VmFlags:') && !line.split(/\s+/).includes('dc')) kb += anonymous;
   }
   return round(kb / 1024);
 }

@@ -152,8 +152,8 @@ export class SandboxDirs {
   /**
    * Copies what is in folder `from` into folder `to`, each entry handed to the CLI's account as it
    * is made (own): files with their mode, folders with theirs, symlinks as they are (never followed).
-   * One walk with an operation per entry, where fs.cp, and a second walk to own its copy, took 10–20
-   * ms of a cold run for a template of five entries (bench/RESULTS.md, twelfth pass).
+   * One walk with an operation per entry: fs.cp, and a second walk to own its copy, held up a cold
+   * run's spawn by 15 ms at the median for a template of five entries (bench/RESULTS.md, twelfth pass).
    */
   private async copyOwned(from: string, to: string): Promise<void> {
     const entries = await readdir(from, { withFileTypes: true });
@@ -163,18 +163,16 @@ export class SandboxDirs {
   private async copyEntry(entry: Dirent, source: string, target: string): Promise<void> {
     if (entry.isDirectory()) {
       const [{ mode }] = await Promise.all([lstat(source), mkdir(target, { mode: 0o700 })]);
-      await this.own(target);
       await this.copyOwned(source, target);
       await chmod(target, mode);
     } else if (entry.isFile()) {
       await copyFile(source, target, constants.COPYFILE_EXCL);
-      await this.own(target);
     } else if (entry.isSymbolicLink()) {
       await symlink(await readlink(source), target);
-      await this.own(target);
     } else {
       throw new Error(`ASM_SANDBOX_HOME_TEMPLATE holds ${source}, which is neither a file, a folder nor a symlink, and cannot be copied into a HOME`);
     }
+    await this.own(target);
   }
 
   /**

@@ -35,10 +35,9 @@ export interface BackendRunSpec extends ProviderRunInput {
   /**
    * Takes the workspace's snapshot before the run (src/sessions/run-diffs.ts), once however often it
    * is called, and resolves when it is taken; never rejects. The agent gets its prompt only after: a
-   * CLI that reads its prompt from stdin is spawned first and the snapshot taken while it starts
-   * (git's processes do not hold up the spawn; the run's own runs in that time), and it gets its
-   * first input then; one that takes it in its arguments (or an SDK) is started once it is taken.
-   * Absent: nothing to wait for.
+   * CLI that reads its prompt from stdin is spawned first, so the snapshot's git processes run while
+   * it loads instead of holding up its spawn, and it gets its first input once the snapshot is
+   * taken; one that takes it in its arguments (or an SDK) is started then. Absent: nothing to wait for.
    */
   workspaceSnapshot?: () => Promise<void>;
 }

@@ -24,7 +24,8 @@ export interface RunDiffsDeps {
  * The diff of every run, where it executes (a worker's own shadow repositories for a remote_node run):
  * a snapshot before the agent has its prompt (BackendRunSpec.workspaceSnapshot), another when the
  * run's terminal event comes, the diff between them kept with the run and the diff since the
- * session's baseline kept with the session (store `diffs`). A failing snapshot or diff is logged and leaves the run without a diff: it never fails the run.
+ * session's baseline kept with the session (store `diffs`). A failing snapshot or diff is logged and
+ * leaves the run without a diff: it never fails the run.
  */
 export class RunDiffs {
   constructor(private readonly deps: RunDiffsDeps) {}
