@@ -18,6 +18,8 @@
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
  *          gemini: the next session/prompt of `gemini --acp`)
+ *   cold spawn   of the cold run, request → its run_started event (the CLI spawned in its sandbox,
+ *          the session's HOME made), from the event's timestamp (ms): ASM's part before the CLI's own start
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
  * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
@@ -131,19 +133,31 @@ interface Api {
   get(path: string): Promise<any>;
 }
 
-/** One run through the service, request → answer (ms); it must complete. */
-async function timedRun(api: Api, sessionId: string): Promise<{ ms: number; runId: string }> {
+/** One run through the service, request → answer (ms); it must complete. requestedAt: the wall clock at the request, for event timestamps. */
+async function timedRun(api: Api, sessionId: string): Promise<{ ms: number; runId: string; requestedAt: number }> {
+  const requestedAt = Date.now();
   const started = performance.now();
   const run = await api.post(`/v1/sessions/${sessionId}/runs`, { prompt: PROMPT, wait: true });
   const ms = performance.now() - started;
   if (run.state !== 'completed') throw new Error(`run ${run.id} ended ${run.state}: ${JSON.stringify(run.result?.error)}`);
-  return { ms, runId: run.id };
+  return { ms, runId: run.id, requestedAt };
+}
+
+async function runStarted(api: Api, runId: string): Promise<any> {
+  const { events } = await api.get(`/v1/runs/${runId}/events?after=0`);
+  const started = events.find((e: any) => e.kind === 'run_started');
+  if (!started) throw new Error(`run ${runId} has no run_started event`);
+  return started;
 }
 
 /** Whether the run went to a kept process (run_started says warm). */
 async function ranWarm(api: Api, runId: string): Promise<boolean> {
-  const { events } = await api.get(`/v1/runs/${runId}/events?after=0`);
-  return events.find((e: any) => e.kind === 'run_started')?.payload.warm === true;
+  return (await runStarted(api, runId)).payload.warm === true;
+}
+
+/** Request → the run's run_started event, which the backend emits once the CLI is spawned (ms; the service's clock is this process's). */
+async function spawnedAfter(api: Api, run: { runId: string; requestedAt: number }): Promise<number> {
+  return Date.parse((await runStarted(api, run.runId)).timestamp) - run.requestedAt;
 }
 
 function summary(values: number[]): { median: number; min: number; max: number } {
@@ -232,6 +246,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
   const rawStream: number[] = [];
   const rawFresh: number[] = [];
   const cold: number[] = [];
+  const coldSpawn: number[] = [];
   const warm: number[] = [];
   // One untimed round first: the page cache and the JIT warm up for all alike.
   for (let i = -1; i < samples; i++) {
@@ -261,6 +276,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
     raw.push(r);
     if (rs !== null) rawStream.push(rs);
     cold.push(c.ms);
+    coldSpawn.push(await spawnedAfter(api, c));
     warm.push(second.ms);
     const stream = rs === null ? '' : `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
     process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
@@ -280,6 +296,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       raw_ms: rawMs,
       ...(rawStream.length > 0 && { [`${STREAM_FIELD[cli]!.replace(/[ -]/g, '_')}_ms`]: summary(rawStream), raw_fresh_home_ms: summary(rawFresh) }),
       cold_ms: coldMs,
+      cold_spawn_ms: summary(coldSpawn),
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
       ...(rawStream.length > 0 && { cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median) }),

@@ -153,7 +153,8 @@ export class SandboxDirs {
    * Copies what is in folder `from` into folder `to`, each entry handed to the CLI's account as it
    * is made (own): files with their mode, folders with theirs, symlinks as they are (never followed).
    * One walk with an operation per entry: fs.cp, and a second walk to own its copy, held up a cold
-   * run's spawn by 15 ms at the median for a template of five entries (bench/RESULTS.md, twelfth pass).
+   * run's spawn (bench -- agents, cold_spawn_ms: 19–22 ms before, 5–8 with the start snapshot moved
+   * after the spawn too; bench/RESULTS.md, twelfth pass).
    */
   private async copyOwned(from: string, to: string): Promise<void> {
     const entries = await readdir(from, { withFileTypes: true });
