@@ -12,6 +12,7 @@ import type { AdmissionCounts, RunRecord, SessionRecord, Store } from '../store/
 import type { CommandBus } from './commands.js';
 import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
+import type { TenantDirectory } from '../tenants.js';
 import type { RunRecorder } from './recorder.js';
 import { runAgentOptions } from './run-options.js';
 import { withSessionLock } from './session-lock.js';
@@ -29,6 +30,7 @@ export interface AdmissionDeps {
   placement: Placement;
   quotas: Quotas;
   providers: Map<string, ProviderDefinition>;
+  tenants: TenantDirectory;
   log: Logger;
 }
 
@@ -57,18 +59,23 @@ export class Admission {
     deps.recorder.onRunEnded((run) => this.runEnded(run));
   }
 
-  /** Admit a run to an open session: dispatched now, or queued in the session's FIFO. */
-  submit(sessionId: string, body: CreateRunBody, origin: RequestOrigin = {}): Promise<RunRecord> {
+  /**
+   * Admit a run to an open session of `tenant`: dispatched now, or queued in the session's FIFO. The
+   * session is read once, under its lock: a session of another tenant is not found, as one that does not exist.
+   */
+  submit(tenant: string, sessionId: string, body: CreateRunBody, origin: RequestOrigin = {}): Promise<RunRecord> {
     // Read here, in the caller's context: the trace of the request that creates the run.
     const traceparent = currentTraceparent();
-    return withSessionLock(this.deps.cluster, sessionId, () => this.admit(sessionId, body, { ...origin, ...(traceparent && { traceparent }) }));
+    return withSessionLock(this.deps.cluster, sessionId, () => this.admit(tenant, sessionId, body, { ...origin, ...(traceparent && { traceparent }) }));
   }
 
-  private async admit(sessionId: string, body: CreateRunBody, origin: RequestOrigin & { traceparent?: string }): Promise<RunRecord> {
+  private async admit(tenant: string, sessionId: string, body: CreateRunBody, origin: RequestOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
     // The session, its counts and its last seq in one round trip (unused if the session refuses).
     const [session, counts, lastSeq] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId), store.events.lastSeq(sessionId)]);
-    if (!session) throw new AsmError('not_found', `session ${sessionId} not found`);
+    if (!session || session.tenant !== tenant) throw new AsmError('not_found', `session ${sessionId} not found`);
+    // Checked at each run too: the operator may have withdrawn the grant since the session was created.
+    this.deps.tenants.assertProvider(tenant, session.provider);
     if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
     const provider = this.deps.providers.get(session.provider)!;
     const queue = body.queue ?? session.queue;

@@ -115,7 +115,7 @@ export class SessionService {
     this.quotas = new Quotas({ store, cluster, tenants, log });
     const { placement, quotas } = this;
     this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log });
-    this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, log });
+    this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, tenants, log });
     this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
     this.files = new SessionFiles({ config, tenants, cluster });
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
@@ -198,15 +198,12 @@ export class SessionService {
   // ---------------------------------------------------------------- runs
 
   async submitRun(tenant: string, sessionId: string, body: CreateRunBody, origin?: RequestOrigin): Promise<RunRecord> {
-    const session = await this.getSession(tenant, sessionId);
-    // Checked at each run too: the operator may have withdrawn the grant since the session was created.
-    this.deps.tenants.assertProvider(tenant, session.provider);
     const { promptBytes } = this.deps.config.limits;
     if (Buffer.byteLength(body.prompt) > promptBytes) {
       throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
     }
     this.quotas.assertMetadata(tenant, body.metadata);
-    return this.admission.submit(session.id, body, origin);
+    return this.admission.submit(tenant, sessionId, body, origin);
   }
 
   async getRun(tenant: string, id: string): Promise<RunRecord> {

@@ -68,6 +68,21 @@ describe('Admission', () => {
     expect(await refusal(rig.submit(session.id, 'b'))).toMatchObject({ kind: 'at_capacity', details: { running: 1, queued: 0 } });
   });
 
+  it("reads the session once, under its lock: another tenant's session is not found, a provider no longer granted is refused, and neither records a run", async () => {
+    rig = await makeRig();
+    const session = await rig.session();
+    const notFound = await refusal(rig.admission.submit('tenant-b', session.id, { prompt: 'a' }));
+    expect(notFound).toMatchObject({ kind: 'not_found', message: `session ${session.id} not found` });
+    // A shell session of tenant-b, as one created before the operator withdrew its shell grant (rig.ts).
+    const withdrawn = { ...session, id: 'ses_withdrawn', tenant: 'tenant-b', provider: 'shell' };
+    await rig.store.sessions.create(withdrawn);
+    expect(await refusal(rig.admission.submit('tenant-b', withdrawn.id, { prompt: 'a' }))).toMatchObject({ kind: 'forbidden', details: { field: 'provider' } });
+    expect(await rig.store.runs.listBySession(session.id)).toEqual([]);
+    expect(await rig.store.runs.listBySession(withdrawn.id)).toEqual([]);
+    // The refusals let the lock go: the owner's run is admitted.
+    expect((await rig.submit(session.id, 'b')).session_id).toBe(session.id);
+  });
+
   it("hands the freed slot to the session's oldest waiting run when a run ends", async () => {
     rig = await makeRig();
     const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });

@@ -12,14 +12,14 @@ let rig: Rig;
 let letters: DeadLetters;
 beforeEach(async () => {
   rig = await makeRig();
-  letters = new DeadLetters({ engine: rig.engine, store: rig.store, submitRun: (_tenant, sessionId, body) => rig.admission.submit(sessionId, body) });
+  letters = new DeadLetters({ engine: rig.engine, store: rig.store, submitRun: (tenant, sessionId, body) => rig.admission.submit(tenant, sessionId, body) });
 });
 afterEach(() => rig.close());
 
 /** A run of `tenant` whose CLI dies, dead-lettered by its lane. */
 async function failedRun(tenant = TENANT): Promise<RunRecord> {
   const session = await rig.lifecycle.create(tenant, { provider: 'claude' });
-  const run = await rig.submit(session.id, 'anything [fixture:dies-mid-run]', { metadata: { ticket: 'T-1' } });
+  const run = await rig.admission.submit(tenant, session.id, { prompt: 'anything [fixture:dies-mid-run]', metadata: { ticket: 'T-1' } });
   expect((await rig.ended(run.id)).state).toBe('failed');
   await waitFor(async () => (await rig.engine.deadLetters()).some((l) => l.commandId === run.id), 'the dead letter', 5_000);
   return run;

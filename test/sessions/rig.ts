@@ -102,10 +102,11 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const stdinLog = join(logDir, 'stdin.jsonl');
   process.env.FAKE_CLAUDE_LOG = stdinLog;
   const providers = await loadProviders();
-  // The tenants these layers are driven as: every provider, and the workspace root as their own.
+  // The tenants these layers are driven as: every provider (tenant-b all but shell), and the workspace root as their own.
   const tenantsFile = join(logDir, 'tenants.json');
-  const grant = (id: string) => ({ id, key_sha256: [keyDigest(`key-of-${id}-0123456789`)], providers: [...providers.keys()], workspace_root: workspace });
-  writeFileSync(tenantsFile, JSON.stringify([grant(TENANT), grant('tenant-b')]));
+  const grant = (id: string, granted: string[]) => ({ id, key_sha256: [keyDigest(`key-of-${id}-0123456789`)], providers: granted, workspace_root: workspace });
+  const every = [...providers.keys()];
+  writeFileSync(tenantsFile, JSON.stringify([grant(TENANT, every), grant('tenant-b', every.filter((p) => p !== 'shell'))]));
   const config = loadConfig({
     ASM_TENANTS_FILE: tenantsFile,
     ...SANDBOX_ENV,
@@ -139,7 +140,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const placement = new Placement({ engine, cluster, binaries: config.binaries, sdks, remoteAvailable: false, nodeName: config.nodeName, ssh: { hosts: [], filesDir: undefined }, runLanes: runLanes(options.lanes ?? []) });
   const quotas = new Quotas({ store, cluster, tenants, log });
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
-  const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, log });
+  const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, tenants, log });
   const sandbox = await createSandbox(config.sandbox, log);
   const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
   const diffs = new RunDiffs({ shadow, store, enabled: config.workspaces.diffs, log });
@@ -176,7 +177,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     sweeper,
     log,
     session: (body = {}) => lifecycle.create(TENANT, { provider: 'claude', ...body }),
-    submit: (sessionId, prompt, body = {}) => admission.submit(sessionId, { prompt, ...body }),
+    submit: (sessionId, prompt, body = {}) => admission.submit(TENANT, sessionId, { prompt, ...body }),
     events,
     event(sessionId, test) {
       return new Promise<AsmEvent>((resolve, reject) => {
