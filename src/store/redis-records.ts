@@ -120,7 +120,14 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
 
   async create(run: RunRecord): Promise<void> {
     this.sessionOf.remember(run);
-    await Promise.all([this.indexSlot(run, admissionSlot(run), 1), this.indexUnfinished(run), this.indexOwned(run), this.put(run)]);
+    // A new id is in no index yet: only the ones the record joins are written (no SREM of the owned for a run nobody owns).
+    const unfinished = !isTerminalRunState(run.state);
+    await Promise.all([
+      this.indexSlot(run, admissionSlot(run), 1),
+      unfinished ? this.redis.sadd(this.keys.unfinishedRuns, run.id) : undefined,
+      unfinished && run.owner !== null ? this.redis.sadd(this.keys.ownedRuns, run.id) : undefined,
+      this.put(run),
+    ]);
   }
   /**
    * Record and indexes in one round trip where this process knows the run's session (a run it created
@@ -197,14 +204,6 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
   async listOwnedUnfinished(): Promise<RunRecord[]> {
     const ids = await this.redis.smembers(this.keys.ownedRuns);
     return this.resolveIndex(ids, (run) => !isTerminalRunState(run.state) && run.owner !== null, (id) => this.redis.srem(this.keys.ownedRuns, id));
-  }
-
-  private indexOwned(run: RunRecord): Promise<number> {
-    return !isTerminalRunState(run.state) && run.owner !== null ? this.redis.sadd(this.keys.ownedRuns, run.id) : this.redis.srem(this.keys.ownedRuns, run.id);
-  }
-
-  private indexUnfinished(run: RunRecord): Promise<number> {
-    return isTerminalRunState(run.state) ? this.redis.srem(this.keys.unfinishedRuns, run.id) : this.redis.sadd(this.keys.unfinishedRuns, run.id);
   }
 
   private indexSlot(run: Pick<RunRecord, 'id' | 'session_id'>, slot: AdmissionSlot, created: 0 | 1): Promise<number> {
