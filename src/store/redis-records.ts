@@ -1,7 +1,7 @@
 import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
-import { byTime, decodeHash, decodePairs, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
+import { byTime, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import { admissionSlot, type AdmissionSlot } from './admission-slots.js';
 import { RunSessions } from './run-sessions.js';
 import type { AdmissionCounts, ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
@@ -16,11 +16,12 @@ abstract class RedisRecords<T extends { id: string }> {
   ) {}
 
   async get(id: string): Promise<T | undefined> {
-    return decodeHash<T>(await this.redis.hgetall(this.keyOf(id)));
+    const json = await this.redis.asmGet(this.keyOf(id));
+    return json === null ? undefined : (JSON.parse(json) as T);
   }
 
   protected async put(record: T): Promise<void> {
-    await this.redis.asmPut(this.keyOf(record.id), ...encode(record));
+    await this.redis.asmPut(this.keyOf(record.id), encode(record));
   }
 
   /** The records of ids, undefined where one is missing (an index entry outliving its record). */
@@ -29,9 +30,9 @@ abstract class RedisRecords<T extends { id: string }> {
   }
 
   protected async patch(id: string, patch: Partial<T>): Promise<T> {
-    const merged = await this.redis.asmPatch(this.keyOf(id), ...encode(patch));
+    const merged = await this.redis.asmPatch(this.keyOf(id), encode(patch));
     if (!merged) throw new AsmError('not_found', `${this.what} ${id} not found`);
-    return decodePairs<T>(merged);
+    return JSON.parse(merged) as T;
   }
 
   /** Look up the records an index names; drop the entries whose record is missing or no longer qualifies. */
@@ -230,9 +231,9 @@ export class RedisApprovalStore extends RedisRecords<ApprovalRecord> implements 
   }
   async resolve(id: string, decision: NonNullable<ApprovalRecord['decision']>, reason: string | null): Promise<ResolveOutcome> {
     const resolution = { state: 'resolved', decision, reason, resolved_at: new Date().toISOString() };
-    const reply = await this.redis.asmResolve(this.keys.approval(id), PENDING, ...encode(resolution));
+    const reply = await this.redis.asmResolve(this.keys.approval(id), PENDING, encode(resolution));
     if (!reply) return { outcome: 'not_found' };
-    const approval = decodePairs<ApprovalRecord>(reply[1]);
+    const approval = JSON.parse(reply[1]) as ApprovalRecord;
     if (reply[0] === 0) return { outcome: 'already_resolved', approval };
     await this.unindexPending(id, approval);
     return { outcome: 'resolved', approval };

@@ -33,6 +33,9 @@ import type { Redis } from 'ioredis';
  *   inside a script that first checks the record exists, so concurrent updates of different fields
  *   from different processes never lose each other, a deleted record is never resurrected, and values
  *   round-trip exactly (Lua never parses them, so cjson cannot turn [] into {}).
+ * - Yet a record crosses the connection as one string each way: the fields are sent joined by
+ *   newlines (RECORD_FIELDS) and read back as one JSON object the script concatenates (RECORD_JSON),
+ *   since ioredis spends most of a record's cost on a string per field and value.
  * - Every script or multi-key command touches keys of one hash tag only (redisKeys().groups lists
  *   them; a test checks they share a slot), so the store runs on Redis Cluster. Indexes span sessions
  *   and so live in other slots; they are maintained by separate single-key commands, written before
@@ -107,30 +110,71 @@ export function redisKeys(prefix: string) {
   };
 }
 
+/**
+ * Lua: the record at `key` as the text of one JSON object, or false when there is none. Its fields'
+ * values are JSON already and its field names the record's own property names (encode), never a
+ * caller's, so the object is their concatenation. One reply instead of a string per field and
+ * value: ioredis took 43–58 µs of CPU to read and decode a 25-field record with HGETALL, 15–25 µs
+ * this way (bench/RESULTS.md, thirteenth pass).
+ */
+const RECORD_JSON = `local function recordJson(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return false end
+  local parts = {}
+  for i = 1, #flat, 2 do parts[#parts + 1] = '"' .. flat[i] .. '":' .. flat[i + 1] end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+`;
+
+/**
+ * Lua: the field/value arguments for HSET from encode's one string (fields and values joined by
+ * newlines, which JSON text never holds unescaped). One argument for ioredis to send instead of two a
+ * field: a 25-field record's write took 36–42 µs of CPU as separate arguments, 21–26 µs so
+ * (bench/RESULTS.md, thirteenth pass).
+ */
+const RECORD_FIELDS = `local function recordFields(text)
+  local fields, from = {}, 1
+  while true do
+    local at = string.find(text, '\\n', from, true)
+    if not at then
+      fields[#fields + 1] = string.sub(text, from)
+      return fields
+    end
+    fields[#fields + 1] = string.sub(text, from, at - 1)
+    from = at + 1
+  end
+end
+`;
+
 /** Lua scripts, each on the keys of one hash tag. Record field values are opaque JSON strings to Lua. */
 export const SCRIPTS = {
-  /** Replace a record. */
+  /** A record as JSON (RECORD_JSON); nil when there is none. */
+  asmGet: {
+    numberOfKeys: 1,
+    lua: `${RECORD_JSON}return recordJson(KEYS[1])`,
+  },
+  /** Replace a record with ARGV[1], its encoded fields (encode). */
   asmPut: {
     numberOfKeys: 1,
-    lua: `redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV))
+    lua: `${RECORD_FIELDS}redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(recordFields(ARGV[1])))
 return 1`,
   },
-  /** Merge top-level fields into an existing record; nil when there is none. */
+  /** Merge ARGV[1], encoded top-level fields (or none: ''), into an existing record and return it as JSON (RECORD_JSON); nil when there is none. */
   asmPatch: {
     numberOfKeys: 1,
-    lua: `if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return redis.call('HGETALL', KEYS[1])`,
+    lua: `${RECORD_JSON}${RECORD_FIELDS}if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], unpack(recordFields(ARGV[1]))) end
+return recordJson(KEYS[1])`,
   },
-  /** ARGV[1] is the encoded pending state, the rest the resolution's fields: {1, record} when this call resolved it, {0, record} when it was not pending. */
+  /** ARGV[1] is the encoded pending state, ARGV[2] the resolution's encoded fields: {1, record JSON} when this call resolved it, {0, record JSON} when it was not pending. */
   asmResolve: {
     numberOfKeys: 1,
-    lua: `local state = redis.call('HGET', KEYS[1], 'state')
+    lua: `${RECORD_JSON}${RECORD_FIELDS}local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
-if state ~= ARGV[1] then return {0, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return {1, redis.call('HGETALL', KEYS[1])}`,
+if state ~= ARGV[1] then return {0, recordJson(KEYS[1])} end
+redis.call('HSET', KEYS[1], unpack(recordFields(ARGV[2])))
+return {1, recordJson(KEYS[1])}`,
   },
   /**
    * KEYS: seq, events, session, appended. ARGV: maxlen, channel, the event's JSON without seq (an
@@ -182,9 +226,10 @@ return 1`,
 } as const;
 
 export type ScriptRedis = Redis & {
-  asmPut(key: string, ...fields: string[]): Promise<number>;
-  asmPatch(key: string, ...fields: string[]): Promise<string[] | null>;
-  asmResolve(key: string, pending: string, ...fields: string[]): Promise<[number, string[]] | null>;
+  asmGet(key: string): Promise<string | null>;
+  asmPut(key: string, fields: string): Promise<number>;
+  asmPatch(key: string, fields: string): Promise<string | null>;
+  asmResolve(key: string, pending: string, fields: string): Promise<[number, string] | null>;
   asmAppend(seqKey: string, eventsKey: string, sessionKey: string, appendedKey: string, maxlen: number, channel: string, json: string, runId: string, eventId: string): Promise<number>;
   asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
   asmRunSlot(runsKey: string, waitingKey: string, inFlightKey: string, id: string, slot: string, created: 0 | 1): Promise<number>;
@@ -194,26 +239,15 @@ export const PENDING = JSON.stringify('pending');
 /** Stream entries read per XRANGE when filtering or catching up. */
 export const PAGE = 500;
 
-/** Field/value arguments for HSET: each defined top-level property as JSON. */
-// encode and decodeHash are plain loops: a record of about 25 fields is encoded or decoded at each
-// request of a Redis-mode create, submit or read, and Object.entries/flatMap/fromEntries took 2–4×
-// as long (bench/RESULTS.md, thirteenth pass).
-export function encode(record: object): string[] {
-  const args: string[] = [];
-  for (const [field, value] of Object.entries(record)) if (value !== undefined) args.push(field, JSON.stringify(value));
-  return args;
-}
-
-export function decodePairs<T>(flat: string[]): T {
-  const record: Record<string, unknown> = {};
-  for (let i = 0; i < flat.length; i += 2) record[flat[i]] = JSON.parse(flat[i + 1]);
-  return record as T;
-}
-
-export function decodeHash<T>(hash: Record<string, string>): T | undefined {
-  let record: Record<string, unknown> | undefined;
-  for (const field of Object.keys(hash)) (record ??= {})[field] = JSON.parse(hash[field]!);
-  return record as T | undefined;
+/**
+ * A record's fields for the scripts' recordFields: each defined top-level property and its JSON, all
+ * joined by newlines ('' for none). A plain loop: Object.entries with flatMap took 3–4× as long
+ * (bench/RESULTS.md, thirteenth pass).
+ */
+export function encode(record: object): string {
+  const parts: string[] = [];
+  for (const [field, value] of Object.entries(record)) if (value !== undefined) parts.push(field, JSON.stringify(value));
+  return parts.join('\n');
 }
 
 export function byTime<T>(field: keyof T) {

@@ -167,9 +167,11 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
     }
 
     describe('sessions', () => {
-      it('round-trips a record exactly, empty arrays and objects included', async () => {
+      it('round-trips a record exactly, empty arrays and objects and awkward text included', async () => {
         const store = await single();
-        const session = sessionRecord({ metadata: { nested: { list: [], obj: {} }, n: 1.5, text: 'ß"\n' }, driver_opts: { a: [1, { b: null }] } });
+        // The Redis store sends a record's fields joined by newlines and reads them back as one JSON text (redis-schema.ts).
+        const awkward = ['ß"\n', '', '\\n', '","x":"', '\u2028\u0000\t', '\r\n\\', '😀', '{"a":1}'];
+        const session = sessionRecord({ metadata: { nested: { list: [], obj: {} }, n: 1.5, text: 'ß"\n', awkward }, driver_opts: { a: [1, { b: null }] }, cwd: 'line one\nline two' });
         await store.sessions.create(session);
         expect(await store.sessions.get(session.id)).toEqual(session);
         expect(await store.sessions.get('ses_missing')).toBeUndefined();
@@ -225,8 +227,8 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const store = await single();
         const session = sessionRecord();
         await store.sessions.create(session);
-        const updated = await store.sessions.update(session.id, { state: 'closing', allowed_tools: ['Bash'], metadata: {} });
-        const expected = { ...session, state: 'closing', allowed_tools: ['Bash'], metadata: {} };
+        const updated = await store.sessions.update(session.id, { state: 'closing', allowed_tools: ['Bash', 'a\nb', '"\\'], metadata: {} });
+        const expected = { ...session, state: 'closing', allowed_tools: ['Bash', 'a\nb', '"\\'], metadata: {} };
         expect(updated).toEqual(expected);
         expect(await store.sessions.get(session.id)).toEqual(expected);
         await rejectsWithKind(store.sessions.update('ses_missing', { state: 'closed' }), 'not_found');

@@ -387,7 +387,8 @@ describe('Redis store: ACL users', () => {
   });
 
   it('says clearly when the user lacks a permission or the password is wrong', async () => {
-    const limited = await user('-@all', '+@connection', '+info', '+@read');
+    // A user that may read and run scripts (a record is read by one, asmGet), but write nothing.
+    const limited = await user('-@all', '+@connection', '+info', '+@read', '+@scripting');
     const store = await createRedisStore({ url: limited.url, prefix: limited.prefix, eventsPerSession: 10 });
     stores.push(store);
     expect(await store.sessions.get('ses_none')).toBeUndefined();
