@@ -16,6 +16,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   interrupt: () => import('./interrupt.js'),
   agents: () => import('./agents.js'),
   'redis-commands': () => import('./redis-commands.js'),
+  'redis-records': () => import('./redis-records.js'),
   logger: () => import('./logger.js'),
   'spawn-helper': () => import('./spawn-helper.js'),
 };
