@@ -114,8 +114,8 @@ export function redisKeys(prefix: string) {
  * Lua: the record at `key` as the text of one JSON object, or false when there is none. Its fields'
  * values are JSON already and its field names the record's own property names (encode), never a
  * caller's, so the object is their concatenation. One reply instead of a string per field and
- * value: ioredis took 43–58 µs of CPU to read and decode a 25-field record with HGETALL, 15–25 µs
- * this way (bench/RESULTS.md, thirteenth pass).
+ * value: a run record's read took 36–52 µs of the client's CPU with HGETALL, 20–32 this way
+ * (`bench -- redis-records`; bench/RESULTS.md, thirteenth pass).
  */
 const RECORD_JSON = `local function recordJson(key)
   local flat = redis.call('HGETALL', key)
@@ -129,8 +129,8 @@ end
 /**
  * Lua: the field/value arguments for HSET from encode's one string (fields and values joined by
  * newlines, which JSON text never holds unescaped). One argument for ioredis to send instead of two a
- * field: a 25-field record's write took 36–42 µs of CPU as separate arguments, 21–26 µs so
- * (bench/RESULTS.md, thirteenth pass).
+ * field: with RECORD_JSON, a run record's update (which answers the merged record) took 40–55 µs of
+ * the client's CPU before, 27–34 so (`bench -- redis-records`; bench/RESULTS.md, thirteenth pass).
  */
 const RECORD_FIELDS = `local function recordFields(text)
   local fields, from = {}, 1
