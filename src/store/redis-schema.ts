@@ -114,7 +114,7 @@ export function redisKeys(prefix: string) {
  * Lua: the record at `key` as the text of one JSON object, or false when there is none. Its fields'
  * values are JSON already and its field names the record's own property names (encode), never a
  * caller's, so the object is their concatenation. One reply instead of a string per field and
- * value: a run record's read took 36–52 µs of the client's CPU with HGETALL, 20–32 this way
+ * value: a run record's read took 36–55 µs of the client's CPU with HGETALL, 20–32 this way
  * (`bench -- redis-records`; bench/RESULTS.md, thirteenth pass).
  */
 const RECORD_JSON = `local function recordJson(key)
@@ -129,7 +129,7 @@ end
 /**
  * Lua: the field/value arguments for HSET from encode's one string (fields and values joined by
  * newlines, which JSON text never holds unescaped). One argument for ioredis to send instead of two a
- * field: with RECORD_JSON, a run record's update (which answers the merged record) took 40–55 µs of
+ * field: with RECORD_JSON, a run record's update (which answers the merged record) took 40–57 µs of
  * the client's CPU before, 27–34 so (`bench -- redis-records`; bench/RESULTS.md, thirteenth pass).
  */
 const RECORD_FIELDS = `local function recordFields(text)

@@ -68,7 +68,7 @@ describe('Admission', () => {
     expect(await refusal(rig.submit(session.id, 'b'))).toMatchObject({ kind: 'at_capacity', details: { running: 1, queued: 0 } });
   });
 
-  it("reads the session once, under its lock: another tenant's session is not found, a provider no longer granted is refused, and neither records a run", async () => {
+  it("checks the tenant and the grant on the session it reads under its lock: another tenant's session is not found, a provider no longer granted is refused, and neither records a run", async () => {
     rig = await makeRig();
     const session = await rig.session();
     const notFound = await refusal(rig.admission.submit('tenant-b', session.id, { prompt: 'a' }));
