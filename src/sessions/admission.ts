@@ -71,9 +71,10 @@ export class Admission {
 
   private async admit(tenant: string, sessionId: string, body: CreateRunBody, origin: RequestOrigin & { traceparent?: string }): Promise<RunRecord> {
     const { store, placement, recorder } = this.deps;
-    // The session, its counts and its last seq in one round trip (unused if the session refuses).
-    const [session, counts, lastSeq] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId), store.events.lastSeq(sessionId)]);
-    if (!session || session.tenant !== tenant) throw new AsmError('not_found', `session ${sessionId} not found`);
+    // The session, its counts and its last seq in one read (unused if the session refuses).
+    const view = await store.admissionView(sessionId);
+    if (!view || view.session.tenant !== tenant) throw new AsmError('not_found', `session ${sessionId} not found`);
+    const { session, counts, lastSeq } = view;
     // Checked at each run too: the operator may have withdrawn the grant since the session was created.
     this.deps.tenants.assertProvider(tenant, session.provider);
     if (session.state !== 'open') throw new AsmError('conflict', `session ${sessionId} is ${session.state}; it takes no new runs`);
@@ -244,8 +245,9 @@ export class Admission {
   /** The session's oldest waiting run takes a free slot, if there is one (call holding the session's lock); false when none did. */
   private async startNext(sessionId: string): Promise<boolean> {
     const { store, quotas } = this.deps;
-    const [session, counts] = await Promise.all([store.sessions.get(sessionId), store.runs.admissionCounts(sessionId)]);
-    if (!session || session.state !== 'open') return false;
+    const view = await store.admissionView(sessionId);
+    if (!view || view.session.state !== 'open') return false;
+    const { session, counts } = view;
     const { inFlight, waiting } = await this.checked(session, counts, () => true);
     if (waiting === 0 || inFlight >= session.max_concurrent_runs) return false;
     const next = await store.runs.oldestWaiting(sessionId);

@@ -127,7 +127,7 @@ class MemoryRunStore implements RunStore {
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }
-  async admissionCounts(sessionId: string): Promise<AdmissionCounts> {
+  countsOf(sessionId: string): AdmissionCounts {
     const slots = this.slots.get(sessionId);
     return { inFlight: slots?.inFlight.size ?? 0, waiting: slots?.waiting.size ?? 0 };
   }
@@ -139,8 +139,8 @@ class MemoryRunStore implements RunStore {
     return slots ? [...slots.inFlight.values(), ...slots.waiting.values()].sort(byCreation) : [];
   }
   // The indexes change with the records in one step here, so they never disagree.
-  recountInFlight(sessionId: string): Promise<AdmissionCounts> {
-    return this.admissionCounts(sessionId);
+  async recountInFlight(sessionId: string): Promise<AdmissionCounts> {
+    return this.countsOf(sessionId);
   }
   async pageBySession(sessionId: string, request: PageRequest): Promise<Page<RunRecord>> {
     return pageOf(this.bySession.get(sessionId) ?? [], request);
@@ -272,6 +272,9 @@ class MemoryEventLog implements EventLog {
   }
 
   async lastSeq(sessionId: string): Promise<number> {
+    return this.seqOf(sessionId);
+  }
+  seqOf(sessionId: string): number {
     return this.logs.get(sessionId)?.lastSeq ?? 0;
   }
 
@@ -341,6 +344,10 @@ export function createMemoryStore(opts: { eventsPerSession: number }): Store {
     diffs: {
       put: async (id, diff) => void diffs.set(id, diff),
       get: async (id) => diffs.get(id),
+    },
+    async admissionView(sessionId) {
+      const session = await sessions.get(sessionId);
+      return session && { session, counts: runs.countsOf(sessionId), lastSeq: events.seqOf(sessionId) };
     },
     async evictOldestClosed() {
       const session = sessions.oldestClosed();

@@ -160,10 +160,6 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));
     return runs.filter((run) => run !== undefined);
   }
-  async admissionCounts(sessionId: string): Promise<AdmissionCounts> {
-    const [inFlight, waiting] = await Promise.all([this.redis.scard(this.keys.sessionInFlight(sessionId)), this.redis.zcard(this.keys.sessionWaiting(sessionId))]);
-    return { inFlight, waiting };
-  }
   async oldestWaiting(sessionId: string): Promise<RunRecord | undefined> {
     const key = this.keys.sessionWaiting(sessionId);
     for (;;) {

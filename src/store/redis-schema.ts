@@ -106,6 +106,7 @@ export function redisKeys(prefix: string) {
       ],
       runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId), keys.diff(runId)],
       runSlots: (sessionId: string) => [keys.sessionRuns(sessionId), keys.sessionWaiting(sessionId), keys.sessionInFlight(sessionId)],
+      admission: (sessionId: string) => [keys.session(sessionId), keys.sessionInFlight(sessionId), keys.sessionWaiting(sessionId), keys.seq(sessionId)],
     },
   };
 }
@@ -152,6 +153,17 @@ export const SCRIPTS = {
   asmGet: {
     numberOfKeys: 1,
     lua: `${RECORD_JSON}return recordJson(KEYS[1])`,
+  },
+  /**
+   * KEYS: a session's record, inflight, waiting and seq. What admission reads of it (Store.admissionView)
+   * in one step: {the record as JSON (RECORD_JSON), runs in flight, runs waiting, last seq}, or nil
+   * when there is no session. Four commands a submit and three a run's end were sent apart before.
+   */
+  asmAdmission: {
+    numberOfKeys: 4,
+    lua: `${RECORD_JSON}local session = recordJson(KEYS[1])
+if not session then return false end
+return {session, redis.call('SCARD', KEYS[2]), redis.call('ZCARD', KEYS[3]), tonumber(redis.call('GET', KEYS[4]) or '0')}`,
   },
   /** Replace a record with ARGV[1], its encoded fields (encode). */
   asmPut: {
@@ -227,6 +239,7 @@ return 1`,
 
 export type ScriptRedis = Redis & {
   asmGet(key: string): Promise<string | null>;
+  asmAdmission(sessionKey: string, inFlightKey: string, waitingKey: string, seqKey: string): Promise<[string, number, number, number] | null>;
   asmPut(key: string, fields: string): Promise<number>;
   asmPatch(key: string, fields: string): Promise<string | null>;
   asmResolve(key: string, pending: string, fields: string): Promise<[number, string] | null>;

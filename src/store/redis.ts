@@ -5,7 +5,7 @@ import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
 import { redisKeys, SCRIPTS, type ScriptRedis } from './redis-schema.js';
 import type { StoredDiff } from '../schemas/workspace.js';
-import type { Store } from './types.js';
+import type { SessionRecord, Store } from './types.js';
 
 /**
  * Distributed mode's store on one Redis: the records (redis-records.ts), the event log
@@ -70,6 +70,12 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
         return json === null ? undefined : (JSON.parse(json) as StoredDiff);
       },
     }),
+    async admissionView(sessionId: string) {
+      const reply = await redis.asmAdmission(...(keys.groups.admission(sessionId) as [string, string, string, string]));
+      if (!reply) return undefined;
+      const [json, inFlight, waiting, lastSeq] = reply;
+      return { session: JSON.parse(json) as SessionRecord, counts: { inFlight, waiting }, lastSeq };
+    },
     async evictOldestClosed() {
       // Two processes evicting at once may pick the same session; deleting is idempotent.
       const [oldest] = await redis.zrange(keys.closedSessions, 0, 0);

@@ -129,11 +129,6 @@ export interface RunStore {
   update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
   /** Every run of a session, oldest first: O(the session's history); not for a per-run path. */
   listBySession(sessionId: string): Promise<RunRecord[]>;
-  /**
-   * The session's runs in flight and waiting (admission-slots.ts), from indexes kept by create and
-   * update: O(1) in the session's history and in the number of sessions.
-   */
-  admissionCounts(sessionId: string): Promise<AdmissionCounts>;
   /** The session's oldest waiting run, if any: O(1) in its history. */
   oldestWaiting(sessionId: string): Promise<RunRecord | undefined>;
   /** The session's runs not yet terminal (in flight or waiting), oldest first: O(those runs), not O(history). */
@@ -223,6 +218,15 @@ export interface DiffStore {
   get(id: string): Promise<StoredDiff | undefined>;
 }
 
+/** What admission reads of a session at once (src/sessions/admission.ts). */
+export interface AdmissionView {
+  session: SessionRecord;
+  /** Its runs in flight and waiting (admission-slots.ts), from indexes kept by the runs' create and update: O(1) in its history. */
+  counts: AdmissionCounts;
+  /** Its last seq (EventLog.lastSeq). */
+  lastSeq: number;
+}
+
 export interface Store {
   sessions: SessionStore;
   runs: RunStore;
@@ -230,6 +234,12 @@ export interface Store {
   events: EventLog;
   holdings: HoldingStore;
   diffs: DiffStore;
+  /**
+   * A session with its admission counts and its last seq, read together (one round trip in Redis,
+   * where admission and the start of a waiting run read them at every run); undefined when there is
+   * no such session.
+   */
+  admissionView(sessionId: string): Promise<AdmissionView | undefined>;
   /** Forget the longest-closed session with its runs, approvals and events; its id, or undefined if none is closed. */
   evictOldestClosed(): Promise<string | undefined>;
   /** Resolves when the backing store answers; rejects with AsmError kind 'not_ready' otherwise (readiness). */

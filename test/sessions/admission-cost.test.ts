@@ -63,26 +63,28 @@ describe('admission cost', () => {
   it(`memory store: a session with ${HISTORY} finished runs admits with the calls of a fresh one`, async () => {
     const memory = createMemoryStore({ eventsPerSession: 1000 });
     let calls: string[] | undefined;
-    // Every method of every part, counted while recording with how many records it answered (a list
-    // answers its length), since a memory call that reads the whole history is still one call.
+    // Every method of the store and of every part, counted while recording with how many records it
+    // answered (a list answers its length), since a memory call that reads the whole history is still one call.
+    const counting =
+      (name: string, method: (...args: unknown[]) => unknown, target: object) =>
+      (...args: unknown[]) => {
+        const result = method.apply(target, args);
+        const log = calls;
+        if (log) {
+          const at = log.push(name) - 1;
+          void Promise.resolve(result).then((answer) => (log[at] += ` → ${Array.isArray(answer) ? answer.length : 1}`));
+        }
+        return result;
+      };
     const counted = Object.fromEntries(
       Object.entries(memory).map(([name, part]) => [
         name,
         typeof part === 'function'
-          ? part
+          ? counting(name, part, memory)
           : new Proxy(part as object, {
               get(target, key, receiver) {
                 const value = Reflect.get(target, key, receiver);
-                if (typeof value !== 'function') return value;
-                return (...args: unknown[]) => {
-                  const result = value.apply(target, args);
-                  const log = calls;
-                  if (log) {
-                    const at = log.push(`${name}.${String(key)}`) - 1;
-                    void Promise.resolve(result).then((answer) => (log[at] += ` → ${Array.isArray(answer) ? answer.length : 1}`));
-                  }
-                  return result;
-                };
+                return typeof value === 'function' ? counting(`${name}.${String(key)}`, value, target) : value;
               },
             }),
       ]),
@@ -95,6 +97,7 @@ describe('admission cost', () => {
       return seen;
     });
     expect(freshOps.length).toBeGreaterThan(3);
+    expect(freshOps).toContain('admissionView → 1');
     expect(oldOps).toEqual(freshOps);
     // A run dispatched at once is written once: recorded as handed over at its creation, with no update of its own.
     const runWrites = freshOps.map((op) => op.split(' ')[0]).filter((op) => op === 'runs.create' || op === 'runs.update');

@@ -313,14 +313,16 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         const [a, b] = await stores(2);
         const session = sessionRecord();
         const [first, second, third] = range(1, 3).map((i) => runRecord(session, { created_at: at(i) }));
+        await a.sessions.create(session);
         for (const run of [first, second, third]) await a.runs.create(run);
         await a.runs.create(runRecord(sessionRecord()));
-        expect(await b.runs.admissionCounts(session.id)).toEqual({ inFlight: 0, waiting: 3 });
+        const counts = async (store: Store) => (await store.admissionView(session.id))?.counts;
+        expect(await counts(b)).toEqual({ inFlight: 0, waiting: 3 });
         expect((await b.runs.oldestWaiting(session.id))?.id).toBe(first.id);
 
         await a.runs.update(first.id, { dispatched: true });
         await b.runs.update(second.id, { state: 'interrupted' });
-        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 1 });
+        expect(await counts(a)).toEqual({ inFlight: 1, waiting: 1 });
         expect((await a.runs.oldestWaiting(session.id))?.id).toBe(third.id);
         expect(ids(await b.runs.listUnfinishedBySession(session.id))).toEqual(ids([first, third]));
         expect(await b.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 1 });
@@ -328,24 +330,39 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         await a.runs.update(first.id, { state: 'running' });
         await a.runs.update(first.id, { state: 'completed' });
         await b.runs.update(third.id, { dispatched: true, state: 'running' });
-        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+        expect(await counts(a)).toEqual({ inFlight: 1, waiting: 0 });
         expect(await a.runs.oldestWaiting(session.id)).toBeUndefined();
         expect(ids(await a.runs.listUnfinishedBySession(session.id))).toEqual([third.id]);
-        expect(await a.runs.admissionCounts('ses_missing')).toEqual({ inFlight: 0, waiting: 0 });
       });
       it('keeps the admission slots right whichever process updates a run, a dispatch recorded after the run ended included', async () => {
         const [a, b] = await stores(2);
         const session = sessionRecord();
         const [ended, started] = range(1, 2).map((i) => runRecord(session, { created_at: at(i) }));
+        await a.sessions.create(session);
         for (const run of [ended, started]) await a.runs.create(run);
+        const counts = async (store: Store) => (await store.admissionView(session.id))?.counts;
         // b has not seen these runs; a created them, and a dispatch alone would put a run in flight.
         await b.runs.update(ended.id, { state: 'interrupted' });
         await a.runs.update(ended.id, { dispatched: true });
-        expect(await b.runs.admissionCounts(session.id)).toEqual({ inFlight: 0, waiting: 1 });
+        expect(await counts(b)).toEqual({ inFlight: 0, waiting: 1 });
         await b.runs.update(started.id, { dispatched: true });
-        expect(await a.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+        expect(await counts(a)).toEqual({ inFlight: 1, waiting: 0 });
         expect(await a.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 0 });
         expect(ids(await b.runs.listUnfinishedBySession(session.id))).toEqual([started.id]);
+      });
+      it("reads a session for admission as one view, from any process: the record as updated, its counts and its last seq; nothing for a missing session", async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        await a.sessions.create(session);
+        expect(await b.admissionView(session.id)).toEqual({ session, counts: { inFlight: 0, waiting: 0 }, lastSeq: 0 });
+        const [running, waiting] = range(1, 2).map((i) => runRecord(session, { created_at: at(i) }));
+        await a.runs.create({ ...running, dispatched: true });
+        await a.runs.create(waiting);
+        for (let i = 0; i < 3; i++) await a.events.append(newEvent(running));
+        await a.sessions.update(session.id, { metadata: { line: 'a\nb "quoted" \u2028' } });
+        const view = await b.admissionView(session.id);
+        expect(view).toEqual({ session: { ...session, metadata: { line: 'a\nb "quoted" \u2028' }, last_seq: 3 }, counts: { inFlight: 1, waiting: 1 }, lastSeq: 3 });
+        expect(await a.admissionView('ses_missing')).toBeUndefined();
       });
     });
 

@@ -62,13 +62,14 @@ describe('Redis store: admission indexes', () => {
       const session = sessionRecord();
       const live = runRecord(session, { dispatched: true });
       const ended = runRecord(session, { dispatched: true });
+      await store.sessions.create(session);
       await store.runs.create(live);
       await store.runs.create(ended);
       // The record says completed while the index still says in flight.
       await admin.hset(redisKeys(prefix).run(ended.id), 'state', JSON.stringify('completed'));
-      expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 2, waiting: 0 });
+      expect((await store.admissionView(session.id))?.counts).toEqual({ inFlight: 2, waiting: 0 });
       expect(await store.runs.recountInFlight(session.id)).toEqual({ inFlight: 1, waiting: 0 });
-      expect(await store.runs.admissionCounts(session.id)).toEqual({ inFlight: 1, waiting: 0 });
+      expect((await store.admissionView(session.id))?.counts).toEqual({ inFlight: 1, waiting: 0 });
     });
   });
 });
