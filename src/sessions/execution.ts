@@ -65,7 +65,7 @@ export class RunExecutor {
     // after Redis lost the write that took it (still queued then): the run keeps its one end, which
     // this attempt waits for and reports (never retried further: the agent started).
     if ((run.state === 'running' || run.state === 'queued') && this.deps.active.has(runId)) {
-      await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs);
+      await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs, run.session_id);
       return this.outcome(runId);
     }
     // Taken by another live process (its CLI starts there, or its worker queued it): never started twice.

@@ -222,9 +222,9 @@ export class SessionService {
     return this.commands.call('control', 'run.interrupt', { id });
   }
 
-  /** Resolve with the run once it is terminal, or as it stands after timeoutMs. */
-  waitForRun(runId: string, timeoutMs: number): Promise<RunRecord> {
-    return waitForRun(this.store, runId, timeoutMs);
+  /** Resolve with the run once it is terminal, or as it stands after timeoutMs; `sessionId`, where known, saves a read (wait-for-run.ts). */
+  waitForRun(runId: string, timeoutMs: number, sessionId?: string): Promise<RunRecord> {
+    return waitForRun(this.store, runId, timeoutMs, sessionId);
   }
 
   /** Where a run with these options would execute (POST /v1/providers/{name}/resolve), driver_opts resolved as a run's are. */

@@ -165,7 +165,7 @@ export class SessionLifecycle {
     await Promise.all(runs.map((r) => control.interrupt(r.id).catch(() => undefined)));
     const { interruptGraceMs, killGraceMs, exitGraceMs } = config.limits;
     const bound = interruptGraceMs + killGraceMs + exitGraceMs + 1_000;
-    await Promise.all(runs.map((r) => waitForRun(store, r.id, bound)));
+    await Promise.all(runs.map((r) => waitForRun(store, r.id, bound, id)));
     const closed = await store.sessions.update(id, {
       state: 'closed',
       closed_at: new Date().toISOString(),
