@@ -7,7 +7,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,15 @@ export function numberFlag(args: string[], name: string, fallback: number, min =
   if (!Number.isInteger(value) || value < min) throw new Error(`--${name}: a whole number of at least ${min}, not ${args[at + 1]}`);
   return value;
 }
+/** /proc/<pid>/stat counts CPU time in clock ticks, 100 a second on Linux. */
+const TICK_MS = 10;
+
+/** CPU time the process `pid` has used so far (user and system, its own threads, not its children), in ms: fields 14 and 15 of /proc/<pid>/stat. */
+export function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
 export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);
 
 export function machine(): Record<string, unknown> {

@@ -11,20 +11,11 @@
  *   as the Redis events page does); --rounds: per route (5); --seconds: a round (4)
  */
 import autocannon from 'autocannon';
-import { readFileSync } from 'node:fs';
-import { inModes, logger, median, numberFlag, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
+import { cpuMs, inModes, logger, median, numberFlag, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
 import { prepare, requestOf, ROUTES, type Route } from './http.js';
 
 const log = logger('http-cpu');
 const CONNECTIONS = 50;
-/** /proc/<pid>/stat counts CPU time in clock ticks, 100 a second on Linux. */
-const TICK_MS = 10;
-
-/** CPU time the process has used so far, in ms (fields 14 and 15 of /proc/<pid>/stat). */
-function cpuMs(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-}
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number, rounds: number, seconds: number) {
   const asm = await startAsm(mode, redisUrl);

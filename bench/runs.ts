@@ -3,7 +3,8 @@
  * against a bare `sh -c true` spawned and awaited by Node, in the same run, embedded and in Redis
  * mode. Prints one JSON line; progress goes to stderr.
  *
- * - latency: p50/p99 of one run after another from one session, alternated with the bare spawn;
+ * - latency: p50/p99 of one run after another from one session, alternated with the bare spawn, and
+ *   the CPU a run costs the server against what a bare spawn costs its caller (neither counts the child);
  * - throughput: runs/s from 1, 4 and 16 sessions (each submitting one run after another), against
  *   1, 4 and 16 loops of bare spawns;
  * - flat history: `--history N` runs (10,000 by default) one after another in one session; the runs
@@ -19,7 +20,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { cpuMs, logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -36,6 +37,8 @@ async function asmRun(asm: AsmServer, sessionId: string): Promise<void> {
   const run = await asm.post(`/v1/sessions/${sessionId}/runs`, { prompt: 'true', wait: true });
   if (run.state !== 'completed') throw new Error(`run ${run.id} ended ${run.state}: ${JSON.stringify(run.result?.error)}`);
 }
+
+const cpuUsageMs = (used: NodeJS.CpuUsage) => (used.user + used.system) / 1000;
 
 async function latencies(once: () => Promise<void>, count: number): Promise<number[]> {
   const samples: number[] = [];
@@ -75,14 +78,21 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       await latencies(bareSpawn, 50);
       await latencies(() => asmRun(asm, sessions[0]!), 50);
       const latency = { asm_p50: [] as number[], asm_p99: [] as number[], bare_p50: [] as number[], bare_p99: [] as number[] };
+      // CPU a run costs: the ASM server's (its own threads, from /proc), against what the bare spawn
+      // costs its caller, this process (process.cpuUsage); neither counts the child's.
+      const cpu = { asm: [] as number[], bare: [] as number[] };
+      const serverPid = asm.process.child.pid!;
       const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
       for (let r = 0; r < opts.rounds; r++) {
         const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
         for (const side of order) {
+          const cpuBefore = side === 'asm' ? cpuMs(serverPid) : process.cpuUsage();
           const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
+          const usedMs = typeof cpuBefore === 'number' ? cpuMs(serverPid) - cpuBefore : cpuUsageMs(process.cpuUsage(cpuBefore));
           latency[`${side}_p50`].push(percentile(samples, 50));
           latency[`${side}_p99`].push(percentile(samples, 99));
-          log(`${mode} round ${r + 1} latency ${side}: p50 ${round(percentile(samples, 50), 2)} ms`);
+          cpu[side].push(usedMs / opts.samples);
+          log(`${mode} round ${r + 1} latency ${side}: p50 ${round(percentile(samples, 50), 2)} ms, ${round(usedMs / opts.samples, 2)} ms CPU a run`);
         }
         for (const c of CONCURRENCY) {
           for (const side of order) {
@@ -120,6 +130,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
           bare_p99: p50(latency.bare_p99),
           ratio_p50: round(median(latency.asm_p50) / median(latency.bare_p50), 2),
         },
+        cpu_ms_per_run: { asm_server: p50(cpu.asm), bare_caller: p50(cpu.bare) },
         runs_per_s: Object.fromEntries(
           CONCURRENCY.map((c) => {
             const { asm: a, bare: b } = rates[String(c)]!;
