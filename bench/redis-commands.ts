@@ -1,10 +1,13 @@
 /**
  * Redis commands per request and per run (issue 14): `asm serve` in Redis mode on a private
  * redis-server, watched by MONITOR while one operation at a time is repeated. Counts what each
- * operation costs the server: commands its clients send (round trips, at most), the commands scripts
- * run inside Redis, and which keys they touch (the lanes' BullMQ keys, `{…}` with the lanes' prefix,
- * `bench<port>:…`, or the store's). The engines' idle commands (blocking pops, heartbeats) are measured alone first
- * and subtracted per second. Prints one JSON line; progress goes to stderr.
+ * operation costs the server: commands its clients send; the round trips they took (Redis's count
+ * of read events on its clients' sockets, INFO `total_reads_processed`), which is what a host where
+ * a system call is dear pays by (bench/RESULTS.md, fourteenth pass); the commands scripts run inside
+ * Redis; and which keys they touch (the lanes' BullMQ keys, `{…}` with the lanes' prefix,
+ * `bench<port>:…`, or the store's). The engines' idle commands and round trips (blocking pops,
+ * heartbeats, sweeps) are measured alone first and subtracted per second. Prints one JSON line;
+ * progress goes to stderr.
  *
  * `submit_queued` is `POST /v1/sessions/{id}/runs` with the runs' lane paused, as `http` measures it.
  *
@@ -47,8 +50,13 @@ export async function run(args: string[]): Promise<void> {
     tally.byCommand[command] = (tally.byCommand[command] ?? 0) + 1;
     if (dump) process.stderr.write(`${source === 'lua' ? '    ' : ''}${argv.map((a) => String(a).slice(0, 80)).join(' ')}\n`);
   });
+  // Redis's count of read events on its clients' sockets: one per batch of commands a connection
+  // sends (auto-pipelined commands arrive together), i.e. the round trips the clients made, which
+  // MONITOR cannot tell apart from commands. An INFO counts its own read.
+  const readsProcessed = async () => Number(/total_reads_processed:(\d+)/.exec(await client.info('stats'))![1]);
   const counted = async (times: number, once: (i: number) => Promise<unknown>) => {
     tally = empty();
+    const readsBefore = await readsProcessed();
     const started = performance.now();
     for (let i = 0; i < times; i++) {
       dump = args.includes('--dump') && i === times - 1;
@@ -56,7 +64,8 @@ export async function run(args: string[]): Promise<void> {
     }
     dump = false;
     const seconds = (performance.now() - started) / 1000;
-    return { tally, seconds };
+    const reads = (await readsProcessed()) - readsBefore - 1;
+    return { tally, seconds, reads };
   };
   try {
     const result = await withServers(
@@ -69,7 +78,8 @@ export async function run(args: string[]): Promise<void> {
         await new Promise((resolve) => setTimeout(resolve, 1000));
         const idle = await counted(1, () => new Promise((resolve) => setTimeout(resolve, 3000)));
         const idlePerSecond = (idle.tally.client + idle.tally.script) / idle.seconds;
-        log(`idle: ${round(idlePerSecond)} commands/s ${JSON.stringify(idle.tally.byCommand)}`);
+        const idleReadsPerSecond = idle.reads / idle.seconds;
+        log(`idle: ${round(idlePerSecond)} commands/s, ${round(idleReadsPerSecond)} round trips/s ${JSON.stringify(idle.tally.byCommand)}`);
         const ops: Record<string, (i: number) => Promise<unknown>> = {
           create_session: () => asm.post('/v1/sessions', { provider: 'shell' }),
           get_run: () => asm.get(`/v1/runs/${runRecord.id}`),
@@ -78,10 +88,10 @@ export async function run(args: string[]): Promise<void> {
           // Last, as http.ts measures it: a submit to a paused lane, the request path without the spawn.
           submit_queued: () => asm.post(`/v1/sessions/${queuedSession.id}/runs`, { prompt: 'true' }),
         };
-        const out: Record<string, unknown> = { idle_per_s: round(idlePerSecond) };
+        const out: Record<string, unknown> = { idle_per_s: round(idlePerSecond), idle_round_trips_per_s: round(idleReadsPerSecond) };
         for (const [name, once] of Object.entries(ops)) {
           if (name === 'submit_queued') await asm.post(`/v1/queues/${session.queue}/pause`, {});
-          const { tally: t, seconds } = await counted(count, once);
+          const { tally: t, seconds, reads } = await counted(count, once);
           const idleShare = idlePerSecond * seconds;
           const per = (n: number) => round(n / count, 1);
           const top = Object.entries(t.byCommand)
@@ -90,6 +100,7 @@ export async function run(args: string[]): Promise<void> {
             .map(([c, n]) => `${c} ${per(n)}`);
           out[name] = {
             commands: per(t.client + t.script - idleShare),
+            round_trips: per(reads - idleReadsPerSecond * seconds),
             client_commands: per(t.client),
             script_commands: per(t.script),
             lanes_keys: per(t.lanes),
