@@ -106,7 +106,7 @@ export function redisKeys(prefix: string) {
       ],
       runOwned: (runId: string) => [keys.run(runId), keys.runPending(runId), keys.diff(runId)],
       runSlots: (sessionId: string) => [keys.sessionRuns(sessionId), keys.sessionWaiting(sessionId), keys.sessionInFlight(sessionId)],
-      admission: (sessionId: string) => [keys.session(sessionId), keys.sessionInFlight(sessionId), keys.sessionWaiting(sessionId), keys.seq(sessionId)],
+      admission: (sessionId: string) => [keys.session(sessionId), keys.sessionInFlight(sessionId), keys.sessionWaiting(sessionId), keys.seq(sessionId)] as const,
     },
   };
 }

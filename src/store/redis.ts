@@ -71,7 +71,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
       },
     }),
     async admissionView(sessionId: string) {
-      const reply = await redis.asmAdmission(...(keys.groups.admission(sessionId) as [string, string, string, string]));
+      const reply = await redis.asmAdmission(...keys.groups.admission(sessionId));
       if (!reply) return undefined;
       const [json, inFlight, waiting, lastSeq] = reply;
       return { session: JSON.parse(json) as SessionRecord, counts: { inFlight, waiting }, lastSeq };
