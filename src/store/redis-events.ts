@@ -9,6 +9,8 @@ interface SessionFeed {
   listeners: Set<EventListener>;
   /** Hands the listeners the session's events in seq order, reading from the stream what pub/sub missed. */
   cursor: CatchUpCursor;
+  /** The read of the feed's starting point, until Redis answers it (readJson waits for it). */
+  startingPoint?: Promise<number>;
 }
 
 export class RedisEventLog implements EventLog {
@@ -59,6 +61,11 @@ export class RedisEventLog implements EventLog {
   }
 
   async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]> {
+    // An XRANGE goes out at once, while other commands wait for the batch ahead of them (BATCHED,
+    // redis-link.ts): it could reach Redis before a new feed's starting point and before an append
+    // issued earlier, which then falls below that point unread (a resumed stream lost a run's end so).
+    // Reading after the starting point is answered sees every event the feed will not deliver.
+    await this.feeds.get(sessionId)?.startingPoint?.catch(() => undefined);
     const out: EventJson[] = [];
     let after = opts.after;
     while (out.length < opts.limit) {
@@ -88,11 +95,12 @@ export class RedisEventLog implements EventLog {
     let feed = this.feeds.get(sessionId);
     if (!feed) {
       const listeners = new Set<EventListener>();
+      // Sent on the command connection before anything this process appends afterwards, so every event
+      // appended after subscribe() returns lies above this starting point; reads wait for it (readJson).
+      const startingPoint = this.redis.get(this.keys.seq(sessionId)).then((seq) => Number(seq ?? 0));
       const cursor = new CatchUpCursor(this, {
         sessionId,
-        // Sent on the command connection before anything this process appends or reads afterwards, so
-        // every event appended after subscribe() returns lies above this baseline.
-        after: this.redis.get(this.keys.seq(sessionId)).then((seq) => Number(seq ?? 0)),
+        after: startingPoint,
         pageSize: PAGE,
         deliver: (event) => this.callEach(listeners, event),
         // Live delivery goes on; followers read a gap from the store themselves.
@@ -101,7 +109,10 @@ export class RedisEventLog implements EventLog {
           this.warn(err, 'could not read the events missed by a live subscription');
         },
       });
-      feed = { listeners, cursor };
+      const created: SessionFeed = { listeners, cursor, startingPoint };
+      const answered = () => void (created.startingPoint = undefined);
+      startingPoint.then(answered, answered);
+      feed = created;
       this.feeds.set(sessionId, feed);
       this.activate([sessionId]);
     }

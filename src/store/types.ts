@@ -184,7 +184,8 @@ export interface EventLog {
    * Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe.
    * A listener sees each event appended after subscribe() returns, in seq order per session. In a
    * store shared by processes "after" means: after the next call this process makes to the store
-   * reaches it (so read after subscribing, and nothing falls between). Such a store may also hand a
+   * reaches it (so read after subscribing, and nothing falls between, not even an append this process
+   * issued before subscribing and has no answer to yet). Such a store may also hand a
    * listener a few events appended just before, so a listener that needs exactness compares seq (as
    * followEvents does).
    */

@@ -200,7 +200,9 @@ describe('distributed mode: SIGKILL and restart', () => {
     expect((await reply(restarted.client.GET('/v1/runs/{id}', { params: { path: { id: done.id } } }))).body).toMatchObject({ state: 'completed', result: { text: 'before\n' } });
 
     const resumed = restarted.stream(`session_id=${session.id}&after=${lastSeen}`);
-    // It failed once in a full `npm test` (2026-12-04, not reproduced in 8 runs alone): each process's lines about the run say why.
+    // It failed twice in full runs: the run's end was appended while the resume subscribed, and its read
+    // overtook the append (fixed in redis-events.ts, tested by the store contract's "misses nothing
+    // between a read…"). Should it fail again, each process's lines about the run say why.
     const terminal = await resumed.next((f) => f.type === 'event' && f.event.run_id === run.id && TERMINAL.has(f.event.kind), 20_000).catch((err: Error) => {
       throw new Error(`${err.message}\nthe restarted process:\n${linesAbout(restarted.proc, run.id)}\nthe killed one:\n${linesAbout(first.proc, run.id)}`);
     });

@@ -531,6 +531,24 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(seen).toHaveLength(60);
       });
 
+      it('misses nothing between a read issued right after subscribing and the listener, an append issued just before included', async () => {
+        const [a] = await stores(1);
+        const run = runRecord(sessionRecord());
+        await a.events.append(newEvent(run));
+        const seen: number[] = [];
+        // Issued, not yet answered: it lands before the subscription's starting point or after it, and
+        // either way the read or the listener must have it (what followEvents and a resumed stream rely on).
+        const appending = a.events.append(newEvent(run));
+        const unsubscribe = a.events.subscribe(run.session_id, (event) => seen.push(event.seq));
+        const replayed = seqs(await a.events.read(run.session_id, { after: 1, limit: 10 }));
+        await appending;
+        // A later event reaching the listener shows the subscription is live and delivered all it would.
+        await a.events.append(newEvent(run));
+        await waitFor(() => seen.includes(3), 'the third event, live');
+        unsubscribe();
+        expect([...new Set([...replayed, ...seen])].sort((x, y) => x - y)).toEqual([2, 3]);
+      });
+
       it('delivers every session to an all-sessions listener, each session in seq order', async () => {
         const [a, b] = await stores(2);
         const runs = [runRecord(sessionRecord()), runRecord(sessionRecord())];
