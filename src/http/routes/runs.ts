@@ -112,7 +112,14 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     // Both replay and live wait for a slow reader here: HTTP has no close code to resume from.
     if (!flushed) {
       waitingForReader = true;
-      await new Promise((resolve) => raw.once('drain', resolve).once('close', resolve));
+      // Whichever comes first takes the other listener off too: a stream waits many times.
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          raw.off('drain', done).off('close', done);
+          resolve();
+        };
+        raw.on('drain', done).on('close', done);
+      });
       waitingForReader = false;
     }
   };
