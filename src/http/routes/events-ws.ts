@@ -12,6 +12,7 @@ import type { TenantRole } from '../../tenants.js';
 import type { AsmMetrics } from '../metrics.js';
 import { followOwnQueueEvents } from '../queue-events.js';
 import { followEvents } from '../replay.js';
+import { followOwnSessions } from '../own-events.js';
 import { fromFastifyError } from '../../errors/from-fastify.js';
 import { describe } from '../validation.js';
 
@@ -59,7 +60,6 @@ class EventStreamConnection {
   private stopQueueEvents = () => {};
   private lastSeq = 0;
   private closed = false;
-  private readonly tenantOfSession = new Map<string, string | undefined>();
   private heartbeat: NodeJS.Timeout;
   private alive = true;
   private readonly uncount: () => void;
@@ -115,9 +115,7 @@ class EventStreamConnection {
       this.stopFollowing = () => follower.stop();
       await follower.live;
     } else {
-      this.stopFollowing = this.app.store.events.subscribe(null, (event) => {
-        void this.ownsSession(event.session_id).then((own) => (own ? deliver(event, 'live') : undefined));
-      });
+      this.stopFollowing = followOwnSessions(this.app.store.events, this.app.store.sessions, this.tenant, (event) => void deliver(event, 'live'));
     }
     if (sub.queueEvents) {
       // An admin sees the lanes as they are; a tenant only the commands of its own runs (queue-events.ts).
@@ -193,13 +191,6 @@ class EventStreamConnection {
 
   sendError(error: AsmError, requestId?: string): void {
     this.send({ type: 'error', request_id: requestId ?? null, error: error.toBody() });
-  }
-
-  private async ownsSession(sessionId: string): Promise<boolean> {
-    if (!this.tenantOfSession.has(sessionId)) {
-      this.tenantOfSession.set(sessionId, (await this.app.store.sessions.get(sessionId))?.tenant);
-    }
-    return this.tenantOfSession.get(sessionId) === this.tenant;
   }
 
   private unsubscribe(): void {
