@@ -4,6 +4,9 @@
  * and ~35 MB to the process and so to the fork of every spawn; bench/RESULTS.md issue 14), embedded
  * or on a private redis-server, one tenant whose quotas and session limit are out of the way (the
  * benches measure the service, not its limits), and small helpers for medians and the machine.
+ * The server writes its log to a file, as an operator's would go to a file or a collector: read
+ * from a pipe by the bench's own process, it took the load generator's CPU in ASM's turns only, and
+ * more in each round as the kept output grew (bench/RESULTS.md, fifteenth pass).
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -132,7 +135,7 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     ASM_MAX_SESSIONS: '10000000',
     ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
     ...env,
-  }, [], ENTRY);
+  }, [], ENTRY, join(dir, 'asm.log'));
   const url = `http://127.0.0.1:${port}`;
   await untilServing(url, '/readyz', 60_000);
   const call = async (method: string, path: string, body?: unknown) => {

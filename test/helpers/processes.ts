@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { SANDBOX_ENV } from './sandbox.js';
 import { waitFor } from './wait.js';
@@ -14,8 +15,8 @@ export interface ServeProcess {
 }
 
 /** `launcher`, here and for workerProcess, runs it through a command that execs it (`ip netns exec NS`), so the child's pid is still node's. */
-export function serveProcess(env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY): ServeProcess {
-  return asmProcess(['serve'], env, launcher, entry);
+export function serveProcess(env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY, logFile?: string): ServeProcess {
+  return asmProcess(['serve'], env, launcher, entry, logFile);
 }
 
 /** `asm worker …args`; it is taking runs once GET /v1/nodes lists it as ready. */
@@ -27,17 +28,27 @@ export function workerProcess(args: string[], env: Record<string, string>, launc
 export const SOURCE_ENTRY = ['--import', 'tsx', 'src/cli/main.ts'];
 export const BUILT_ENTRY = ['dist/cli/main.js'];
 
-function asmProcess(args: string[], env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY): ServeProcess {
+/**
+ * With `logFile`, the process writes its output there rather than into a pipe this process reads: a
+ * benchmark's load generator then shares its event loop with no reading of the server's log lines
+ * (which a bare server does not write).
+ */
+function asmProcess(args: string[], env: Record<string, string>, launcher: string[] = [], entry = SOURCE_ENTRY, logFile?: string): ServeProcess {
   const command = [...launcher, process.execPath, ...entry, ...args];
+  const log = logFile === undefined ? undefined : openSync(logFile, 'a');
   const child = spawn(command[0]!, command.slice(1), {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ASM_LOG_LEVEL: 'info', ...SANDBOX_ENV, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: log === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', log, log],
   });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  if (log !== undefined) {
+    closeSync(log);
+    return { child, output: () => readFileSync(logFile!, 'utf8'), exited };
+  }
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, output: () => output, exited };
 }
 
