@@ -13,6 +13,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   observability: () => import('./observability.js'),
   runs: () => import('./runs.js'),
   events: () => import('./events.js'),
+  fanout: () => import('./fanout.js'),
   interrupt: () => import('./interrupt.js'),
   agents: () => import('./agents.js'),
   'redis-commands': () => import('./redis-commands.js'),
