@@ -49,6 +49,10 @@ describe('openapi/asyncapi.json', () => {
     const session = (await server.request('POST', '/v1/sessions', { provider: 'shell' })).body;
     const stream = server.stream(`session_id=${session.id}&queue_events=true&after=0`);
     await stream.opened;
+    // From here on: the subscribed frame may have come with the upgrade's answer, before this listener.
+    const binary: boolean[] = [];
+    const framesBefore = stream.frames.length;
+    stream.socket.on('message', (_data, isBinary) => binary.push(isBinary));
     const sent: unknown[] = [];
     const send = (frame: unknown) => {
       sent.push(frame);
@@ -76,6 +80,10 @@ describe('openapi/asyncapi.json', () => {
     const types = new Set(stream.frames.map((f) => f.type));
     expect([...types].sort()).toEqual(['ack', 'error', 'event', 'queue_event', 'subscribed']);
     for (const frame of stream.frames) expect(serverFrame(frame).passing, JSON.stringify(frame)).toHaveLength(1);
+    // Every frame is text, events included (written once for all their streams): a browser's
+    // WebSocket would hand a binary one over as a Blob.
+    expect(binary).toHaveLength(stream.frames.length - framesBefore);
+    expect(binary.every((isBinary) => !isBinary)).toBe(true);
     for (const frame of sent) expect(clientFrame(frame).passing, JSON.stringify(frame)).toHaveLength(1);
     // And the document is strict enough to refuse what the server would refuse.
     expect(clientFrame({ type: 'subscribe', kinds: ['no_such_kind'] }).passing).toEqual([]);

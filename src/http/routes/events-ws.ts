@@ -98,7 +98,7 @@ class EventStreamConnection {
     const deliver = async (event: AsmEvent, phase: 'replay' | 'live') => {
       if (sub.kinds && !sub.kinds.has(event.kind)) return;
       if (phase === 'replay') await this.writable();
-      if (this.send({ type: 'event', event })) this.lastSeq = event.seq;
+      if (this.send(eventFrame(event))) this.lastSeq = event.seq;
     };
     if (sub.sessionId) {
       const after = sub.after ?? (await this.app.store.events.lastSeq(sub.sessionId));
@@ -170,13 +170,14 @@ class EventStreamConnection {
   }
 
   /** False when the frame was not sent (closed, or the client fell too far behind and is being closed). */
-  private send(message: ServerFrame): boolean {
+  private send(message: ServerFrame | Buffer): boolean {
     if (this.closed) return false;
     if (this.socket.bufferedAmount > this.app.config.limits.wsBufferBytes) {
       this.closeToResume(WS_CLOSE_SLOW_CONSUMER, 'slow_consumer');
       return false;
     }
-    this.socket.send(JSON.stringify(message));
+    if (Buffer.isBuffer(message)) this.socket.send(message, { binary: false });
+    else this.socket.send(JSON.stringify(message));
     return true;
   }
 
@@ -206,6 +207,18 @@ class EventStreamConnection {
     this.unsubscribe();
     this.uncount();
   }
+}
+
+/**
+ * Connections following the same session are handed the same event object (the store's feed and
+ * replay.ts deliver one to all), so its frame is written once, as UTF-8, however many send it.
+ */
+const eventFrames = new WeakMap<AsmEvent, Buffer>();
+
+function eventFrame(event: AsmEvent): Buffer {
+  let frame = eventFrames.get(event);
+  if (frame === undefined) eventFrames.set(event, (frame = Buffer.from(JSON.stringify({ type: 'event', event } satisfies ServerFrame))));
+  return frame;
 }
 
 function requestIdOf(frame: unknown): string | undefined {
