@@ -8,11 +8,12 @@
  * from a pipe by the bench's own process, it took the load generator's CPU in ASM's turns only, and
  * more in each round as the kept output grew (bench/RESULTS.md, fifteenth pass).
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../test/helpers/ports.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
@@ -104,6 +105,17 @@ let built: Promise<void> | undefined;
  * measured against the build before it, the two runs alternated (bench/RESULTS.md, seventh pass).
  */
 const ENTRY = process.env.ASM_BENCH_ENTRY ? [process.env.ASM_BENCH_ENTRY] : BUILT_ENTRY;
+
+/**
+ * A baseline server of a bench: `script` (a file of bench/, run through tsx with `args`), which prints
+ * its port on stdout once listening.
+ */
+export async function startBaseline(script: string, args: string[] = []): Promise<{ url: string; pid: number; stop: () => void }> {
+  const path = fileURLToPath(new URL(script, import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', path, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
+  return { url: `http://127.0.0.1:${port}`, pid: child.pid!, stop: () => child.kill('SIGKILL') };
+}
 
 /** `npm run build`, once per bench process: the benches measure the sources as they are now. */
 export function buildOnce(): Promise<void> {

@@ -9,12 +9,10 @@
  * Usage: npm run bench -- fanout [embedded|redis] [--subscribers N] [--lines N] [--rounds N]
  *   defaults: 100 subscribers, 1000 lines, 3 rounds
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { AUTH, cpuMs, inModes, logger, median, numberFlag, round, startAsm, withServers, type Mode } from './asm-server.js';
+import { waitFor } from '../test/helpers/wait.js';
+import { AUTH, cpuMs, inModes, logger, median, numberFlag, round, startAsm, startBaseline, withServers, type Mode } from './asm-server.js';
 
 const log = logger('fanout');
 
@@ -44,23 +42,15 @@ async function followers(url: string, n: number, headers: Record<string, string>
   return { received, state, total, close: () => sockets.forEach((socket) => socket.close()) };
 }
 
-async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 10));
-}
-
-async function startBare() {
-  const script = fileURLToPath(new URL('./bare-ws-server.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
-  return { url: `http://127.0.0.1:${port}`, pid: child.pid!, stop: () => child.kill('SIGKILL') };
-}
+/** How long a round may take to reach every client before the bench fails rather than hangs. */
+const ROUND_TIMEOUT_MS = 120_000;
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, subscribers: number, lines: number, rounds: number) {
   const asm = await startAsm(mode, redisUrl);
   return withServers(
     [asm],
     async () => {
-      const bare = await startBare();
+      const bare = await startBaseline('./bare-ws-server.ts');
       const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
       const ours = await followers(`${asm.url.replace('http', 'ws')}/v1/events?session_id=${session}`, subscribers, AUTH, 'subscribed');
       const theirs = await followers(`${bare.url.replace('http', 'ws')}/v1/events`, subscribers, {}, 'open');
@@ -69,14 +59,14 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, subscribers: 
         const asmRound = async () => {
           const [before, frames, ended] = [cpuMs(asm.process.child.pid!), ours.total(), ours.state.ended];
           await asm.post(`/v1/sessions/${session}/runs`, { prompt: `seq 1 ${lines}` });
-          await until(() => ours.state.ended - ended === subscribers);
+          await waitFor(() => ours.state.ended - ended === subscribers, `the run's end at all ${subscribers} ASM clients`, ROUND_TIMEOUT_MS);
           const events = (ours.total() - frames) / subscribers;
           return { cpuUs: ((cpuMs(asm.process.child.pid!) - before) * 1000) / events, events };
         };
         const bareRound = async (events: number, event: Record<string, unknown>) => {
           const [before, frames] = [cpuMs(bare.pid), theirs.total()];
           await fetch(`${bare.url}/emit`, { method: 'POST', body: JSON.stringify({ count: events, event }) });
-          await until(() => theirs.total() - frames === events * subscribers);
+          await waitFor(() => theirs.total() - frames === events * subscribers, `the burst at all ${subscribers} bare clients`, ROUND_TIMEOUT_MS);
           return ((cpuMs(bare.pid) - before) * 1000) / events;
         };
         // Warm-up, unrecorded; ASM's run gives the count and a line's event for the bare server.

@@ -16,13 +16,10 @@
  *   --no-access-log: ASM with ASM_ACCESS_LOG=off (the default writes one line per request)
  */
 import autocannon from 'autocannon';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { AUTH, logger, median, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { AUTH, logger, median, round, startAsm, startBaseline, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('http');
 const CONNECTIONS = 50;
@@ -94,13 +91,10 @@ export async function prepare(asm: AsmServer, runsServer: AsmServer): Promise<{ 
   return { target, runsTarget: { ...target, url: runsServer.url }, bodies: { session, run, events, queued } };
 }
 
-async function startBare(bodies: Record<string, unknown>, dir: string) {
+function startBare(bodies: Record<string, unknown>, dir: string) {
   const file = join(dir, `bodies-${Date.now()}.json`);
   writeFileSync(file, JSON.stringify(bodies));
-  const script = fileURLToPath(new URL('./bare-http-server.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
-  return { url: `http://127.0.0.1:${port}`, stop: () => child.kill('SIGKILL') };
+  return startBaseline('./bare-http-server.ts', [file]);
 }
 
 async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: number, seconds: number, dir: string, accessLog: 'on' | 'off') {
