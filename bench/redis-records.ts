@@ -51,6 +51,8 @@ export async function run(args: string[]): Promise<void> {
     const run: RunRecord = runRecord(sessionRecord({ tenant: 'bench' }), { prompt: 'true', metadata: { ticket: 'T-1' } });
     await store.runs.create(run);
     const rawKey = `${prefix}-raw:{${run.id}}:run`;
+    /** A short string, for what a round trip costs apart from what it carries. */
+    const shortKey = `${prefix}-raw:{${run.id}}:short`;
     const fields = Object.entries(run).flatMap(([field, value]) => [field, JSON.stringify(value)]);
     await raw.hset(rawKey, ...fields);
     const sides = {
@@ -66,11 +68,11 @@ export async function run(args: string[]): Promise<void> {
       raw_write: () => raw.hset(rawKey, ...fields),
       // What a round trip costs apart from what it carries: a GET of a short string, one at a time
       // (each its own write and read) against CONCURRENCY at once (auto-pipelined together).
-      get_one_at_a_time: () => raw.get(rawKey.replace(':run', ':short')),
-      get_together: () => raw.get(rawKey.replace(':run', ':short')),
+      get_one_at_a_time: () => raw.get(shortKey),
+      get_together: () => raw.get(shortKey),
     };
     const concurrencyOf = (side: Side) => (side === 'get_one_at_a_time' ? 1 : CONCURRENCY);
-    await raw.set(rawKey.replace(':run', ':short'), 'v');
+    await raw.set(shortKey, 'v');
     type Side = keyof typeof sides;
     const samples = Object.fromEntries(Object.keys(sides).map((side) => [side, [] as Sample[]])) as Record<Side, Sample[]>;
     for (const side of Object.keys(sides) as Side[]) await sample(2_000, sides[side], concurrencyOf(side)); // JIT warm-up, unrecorded

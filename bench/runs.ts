@@ -38,8 +38,6 @@ async function asmRun(asm: AsmServer, sessionId: string): Promise<void> {
   if (run.state !== 'completed') throw new Error(`run ${run.id} ended ${run.state}: ${JSON.stringify(run.result?.error)}`);
 }
 
-const cpuUsageMs = (used: NodeJS.CpuUsage) => (used.user + used.system) / 1000;
-
 async function latencies(once: () => Promise<void>, count: number): Promise<number[]> {
   const samples: number[] = [];
   for (let i = 0; i < count; i++) {
@@ -81,14 +79,20 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       // CPU a run costs: the ASM server's (its own threads, from /proc), against what the bare spawn
       // costs its caller, this process (process.cpuUsage); neither counts the child's.
       const cpu = { asm: [] as number[], bare: [] as number[] };
-      const serverPid = asm.process.child.pid!;
+      const cpuSoFar = {
+        asm: () => cpuMs(asm.process.child.pid!),
+        bare: () => {
+          const used = process.cpuUsage();
+          return (used.user + used.system) / 1000;
+        },
+      };
       const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
       for (let r = 0; r < opts.rounds; r++) {
         const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
         for (const side of order) {
-          const cpuBefore = side === 'asm' ? cpuMs(serverPid) : process.cpuUsage();
+          const cpuBefore = cpuSoFar[side]();
           const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
-          const usedMs = typeof cpuBefore === 'number' ? cpuMs(serverPid) - cpuBefore : cpuUsageMs(process.cpuUsage(cpuBefore));
+          const usedMs = cpuSoFar[side]() - cpuBefore;
           latency[`${side}_p50`].push(percentile(samples, 50));
           latency[`${side}_p99`].push(percentile(samples, 99));
           cpu[side].push(usedMs / opts.samples);
