@@ -1,5 +1,6 @@
 import type { AsmEvent } from '../schemas/events.js';
 import type { EventLog, SessionStore } from '../store/types.js';
+import { inOrderWhere } from './in-order.js';
 
 /** Sessions whose owner is remembered; one seen again after it left is asked again. */
 const REMEMBERED_SESSIONS = 1_000;
@@ -7,38 +8,32 @@ const REMEMBERED_SESSIONS = 1_000;
 /**
  * Every session's live events as a tenant may see them: those of its own sessions. An event names
  * its session, not its tenant, so each session's owner is read from the store, once while it is
- * remembered. Events are delivered in the order the log gave them: one that waits for its session's
- * owner holds back those after it, so a session's first events are not overtaken by its later ones
- * whose answer was already known. Returns the unsubscribe function.
+ * remembered. Events are delivered in the order the log gave them (in-order.ts). Returns the
+ * unsubscribe function.
  */
 export function followOwnSessions(log: Pick<EventLog, 'subscribe'>, sessions: Pick<SessionStore, 'get'>, tenant: string, deliver: (event: AsmEvent) => void): () => void {
   const owned = new Map<string, Promise<boolean>>();
-  let inOrder = Promise.resolve();
-  let stopped = false;
-  const unsubscribe = log.subscribe(null, (event) => {
+  const ownSessionOf = (event: AsmEvent): Promise<boolean> => {
     const sessionId = event.session_id;
-    let own = owned.get(sessionId);
-    if (!own) {
-      // A failed read withholds this event and is not remembered: the session's next event asks again.
-      const asked: Promise<boolean> = sessions.get(sessionId).then(
-        (session) => session?.tenant === tenant,
-        () => {
-          if (owned.get(sessionId) === asked) owned.delete(sessionId);
-          return false;
-        },
-      );
-      own = asked;
-      owned.set(sessionId, own);
-      // Map keeps insertion order: the first key is the session remembered longest.
-      if (owned.size > REMEMBERED_SESSIONS) owned.delete(owned.keys().next().value!);
-    }
-    const decided = own;
-    inOrder = inOrder.then(async () => {
-      if ((await decided) && !stopped) deliver(event);
-    });
-  });
+    const known = owned.get(sessionId);
+    if (known) return known;
+    // A failed read withholds this event and is not remembered: the session's next event asks again.
+    const asked: Promise<boolean> = sessions.get(sessionId).then(
+      (session) => session?.tenant === tenant,
+      () => {
+        if (owned.get(sessionId) === asked) owned.delete(sessionId);
+        return false;
+      },
+    );
+    owned.set(sessionId, asked);
+    // Map keeps insertion order: the first key is the session remembered longest.
+    if (owned.size > REMEMBERED_SESSIONS) owned.delete(owned.keys().next().value!);
+    return asked;
+  };
+  const filter = inOrderWhere(ownSessionOf, deliver);
+  const unsubscribe = log.subscribe(null, filter.accept);
   return () => {
-    stopped = true;
+    filter.stop();
     unsubscribe();
   };
 }
