@@ -60,6 +60,28 @@ describe('followOwnSessions', () => {
     expect(seen).toHaveLength(3);
   });
 
+  it("keeps the order across the tenant's sessions: one whose owner is known waits behind one whose owner is being read", async () => {
+    const store = createMemoryStore({ eventsPerSession: 100 });
+    const sessions = watchedSessions(store.sessions);
+    const known = await sessionOf(store, 'acme');
+    const asked = await sessionOf(store, 'acme');
+    const seen: AsmEvent[] = [];
+    const stop = followOwnSessions(store.events, sessions, 'acme', (event) => seen.push(event));
+    const first = await store.events.append(newEvent(known));
+    await waitFor(() => seen.length === 1, 'the first session to be known');
+
+    let answer!: () => void;
+    sessions.hold = new Promise((resolve) => (answer = resolve));
+    const held = await store.events.append(newEvent(asked));
+    sessions.hold = undefined;
+    // The known session's event comes after the held one: it waits for it.
+    const after = await store.events.append(newEvent(known));
+    answer();
+    await waitFor(() => seen.length === 3, 'every event');
+    expect(seen.map((e) => e.id)).toEqual([first.id, held.id, after.id]);
+    stop();
+  });
+
   it('withholds an event whose owner could not be read, and asks again at the next one', async () => {
     const store = createMemoryStore({ eventsPerSession: 100 });
     const sessions = watchedSessions(store.sessions);
