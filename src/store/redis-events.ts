@@ -65,7 +65,8 @@ export class RedisEventLog implements EventLog {
     // redis-link.ts): it could reach Redis before a new feed's starting point and before an append
     // issued earlier, which then falls below that point unread (a resumed stream lost a run's end so).
     // Reading after the starting point is answered sees every event the feed will not deliver.
-    await this.feeds.get(sessionId)?.startingPoint?.catch(() => undefined);
+    const startingPoint = this.feeds.get(sessionId)?.startingPoint;
+    if (startingPoint) await startingPoint.catch(() => undefined);
     const out: EventJson[] = [];
     let after = opts.after;
     while (out.length < opts.limit) {
