@@ -15,6 +15,7 @@ import { followEvents } from '../replay.js';
 import { followOwnSessions } from '../own-events.js';
 import { fromFastifyError } from '../../errors/from-fastify.js';
 import { describe } from '../validation.js';
+import { webSocketEventFrame } from '../event-frames.js';
 
 /**
  * GET /v1/events (WebSocket). One subscription per connection, set by the query string and replaced by
@@ -98,7 +99,7 @@ class EventStreamConnection {
     const deliver = async (event: AsmEvent, phase: 'replay' | 'live') => {
       if (sub.kinds && !sub.kinds.has(event.kind)) return;
       if (phase === 'replay') await this.writable();
-      if (this.send(eventFrame(event))) this.lastSeq = event.seq;
+      if (this.send(webSocketEventFrame(event))) this.lastSeq = event.seq;
     };
     if (sub.sessionId) {
       const after = sub.after ?? (await this.app.store.events.lastSeq(sub.sessionId));
@@ -207,18 +208,6 @@ class EventStreamConnection {
     this.unsubscribe();
     this.uncount();
   }
-}
-
-/**
- * Connections following the same session are handed the same event object (the store's feed and
- * replay.ts deliver one to all), so its frame is written once, as UTF-8, however many send it.
- */
-const eventFrames = new WeakMap<AsmEvent, Buffer>();
-
-function eventFrame(event: AsmEvent): Buffer {
-  let frame = eventFrames.get(event);
-  if (frame === undefined) eventFrames.set(event, (frame = Buffer.from(JSON.stringify({ type: 'event', event } satisfies ServerFrame))));
-  return frame;
 }
 
 function requestIdOf(frame: unknown): string | undefined {

@@ -6,6 +6,7 @@ import { badField } from '../../errors/kinds.js';
 import { EventPage, EventsQuery, isTerminalRunState, Run, RunParams, type RunState } from '../../schemas/api.js';
 import { TERMINAL_KINDS, type AsmEvent } from '../../schemas/events.js';
 import type { AsmMetrics } from '../metrics.js';
+import { sseEventMessage } from '../event-frames.js';
 import { followEvents } from '../replay.js';
 import { runEventsAfter } from '../../store/run-events.js';
 import type { EventJson } from '../../store/types.js';
@@ -107,7 +108,7 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
   };
   const send = async (event: AsmEvent) => {
     if (ended) return;
-    const flushed = raw.write(`id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+    const flushed = raw.write(sseEventMessage(event));
     if (TERMINAL_KINDS.has(event.kind)) return end();
     // Both replay and live wait for a slow reader here: HTTP has no close code to resume from.
     if (!flushed) {

@@ -1,0 +1,47 @@
+import type { AsmEvent } from '../schemas/events.js';
+import type { ServerFrame } from '../schemas/ws.js';
+
+/**
+ * An event's bytes on the streams that follow it (a WebSocket frame, an SSE message), made once per
+ * event however many streams send it: every stream following a session or run is handed the same
+ * event object (the store's feed and replay.ts deliver one to all).
+ *
+ * Only the most recent events' bytes are kept. Keyed by the event object for as long as it lives (a
+ * WeakMap), they would stay beside every event the embedded store keeps in its log, a copy of each
+ * event that was ever streamed; the streams of one event all send it within a few turns of the event
+ * loop, while it is among the last few hundred.
+ */
+export const RECENT_FRAMES = 512;
+
+class RecentFrames {
+  private readonly frames = new Map<AsmEvent, Buffer>();
+
+  constructor(private readonly make: (event: AsmEvent) => string) {}
+
+  of(event: AsmEvent): Buffer {
+    let frame = this.frames.get(event);
+    if (frame === undefined) {
+      frame = Buffer.from(this.make(event));
+      // A Map iterates in insertion order: its first key is the oldest event.
+      if (this.frames.size >= RECENT_FRAMES) this.frames.delete(this.frames.keys().next().value!);
+      this.frames.set(event, frame);
+    }
+    return frame;
+  }
+
+  get size(): number {
+    return this.frames.size;
+  }
+}
+
+const webSocket = new RecentFrames((event) => JSON.stringify({ type: 'event', event } satisfies ServerFrame));
+const sse = new RecentFrames((event) => `id: ${event.seq}\nevent: ${event.kind}\ndata: ${JSON.stringify(event)}\n\n`);
+
+/** The WebSocket frame of `event` (`{"type":"event","event":…}`, UTF-8, sent as a text frame). */
+export const webSocketEventFrame = (event: AsmEvent): Buffer => webSocket.of(event);
+
+/** The SSE message of `event`: its seq as the `id` a client resumes from (Last-Event-ID), its kind as the `event`. */
+export const sseEventMessage = (event: AsmEvent): Buffer => sse.of(event);
+
+/** How many events' bytes are kept, per transport (for the tests of the bound). */
+export const framesKept = (): { webSocket: number; sse: number } => ({ webSocket: webSocket.size, sse: sse.size });
