@@ -8,11 +8,14 @@
  * prints LINES lines every INTERVAL_MS, each the monotonic clock (process.hrtime, CLOCK_MONOTONIC,
  * shared by every process on the machine) at the moment it is written; a client's latency is its own
  * clock when the event arrives minus the line's. The sandbox is off (ASM_SANDBOX=none) so the program
- * can run the service's own node binary.
+ * can run the service's own node binary. Which client starts following first alternates by round, and
+ * both read their socket's `data` events (throughAsm, sse).
  *
  * Usage: npm run bench -- events [--quick]
+ *   --quick: two rounds (one each way round) of 100 lines; the default is three of 1,000
  */
 import { spawn } from 'node:child_process';
+import { get } from 'node:http';
 import { createInterface } from 'node:readline';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
 import { AUTH, logger, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
@@ -41,39 +44,67 @@ async function bare(lines: number): Promise<number[]> {
   return latencies;
 }
 
-/** SSE of one run: each assistant_delta's latency, until the stream ends. */
-async function sse(asm: AsmServer, runId: string, into: number[]): Promise<void> {
-  const response = await fetch(`${asm.url}/v1/runs/${runId}/events?after=0`, { headers: { ...AUTH, accept: 'text/event-stream' } });
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    const arrived = process.hrtime.bigint();
-    buffer += decoder.decode(chunk, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = block.split('\n').find((l) => l.startsWith('data: '));
-      if (!data) continue;
-      const event = JSON.parse(data.slice(6));
-      if (event.kind === 'assistant_delta') into.push(lineLatency(event.payload.content, arrived));
-    }
-  }
+/**
+ * SSE of one run: each assistant_delta's latency, until the stream ends; `opened` once the stream's
+ * first bytes came (the server follows the run from then). Read with node:http, whose socket `data`
+ * events are what the `ws` client's frames come from too: fetch's web streams add hops of their own
+ * between the socket and the reader, which the WebSocket side does not pay.
+ */
+function sse(asm: AsmServer, runId: string, into: number[]): { opened: Promise<void>; done: Promise<void> } {
+  let opened!: () => void;
+  const open = new Promise<void>((resolve) => (opened = resolve));
+  const done = new Promise<void>((resolve, reject) => {
+    const request = get(`${asm.url}/v1/runs/${runId}/events?after=0`, { headers: { ...AUTH, accept: 'text/event-stream' } }, (response) => {
+      response.setEncoding('utf8');
+      let buffer = '';
+      response.on('data', (chunk: string) => {
+        const arrived = process.hrtime.bigint();
+        opened();
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (!data) continue;
+          const event = JSON.parse(data.slice(6));
+          if (event.kind === 'assistant_delta') into.push(lineLatency(event.payload.content, arrived));
+        }
+      });
+      response.on('end', resolve).on('error', reject);
+    });
+    request.on('error', reject);
+  });
+  return { opened: open, done };
 }
 
-async function throughAsm(asm: AsmServer, sessionId: string, lines: number): Promise<{ ws: number[]; sse: number[] }> {
-  const ws: number[] = [];
-  const sseLatencies: number[] = [];
+/** A WebSocket of the session, live once subscribed: each assistant_delta's latency; `done` at the run's terminal event. */
+async function webSocket(asm: AsmServer, sessionId: string, into: number[]) {
   const socket = openEventSocket(asm, { session_id: sessionId });
   await socket.ready;
   const done = new Promise<void>((resolve) =>
     socket.on((event, arrived) => {
-      if (event.kind === 'assistant_delta') ws.push(lineLatency(event.payload.content, arrived));
+      if (event.kind === 'assistant_delta') into.push(lineLatency(event.payload.content, arrived));
       if (TERMINAL_KINDS.has(event.kind)) resolve();
     }),
   );
+  return { done, close: () => socket.close() };
+}
+
+/**
+ * One run through ASM, both clients live before its first line. The server writes an event to its
+ * streams in the order they started following, so which one follows first alternates by round:
+ * otherwise one of them would always be written second.
+ */
+async function throughAsm(asm: AsmServer, sessionId: string, lines: number, sseFirst: boolean): Promise<{ ws: number[]; sse: number[] }> {
+  const ws: number[] = [];
+  const sseLatencies: number[] = [];
+  const early = sseFirst ? undefined : await webSocket(asm, sessionId, ws);
   const run = await asm.post(`/v1/sessions/${sessionId}/runs`, { prompt: `${shellQuote(process.execPath)} -e ${shellQuote(emitter(lines))}` });
-  await Promise.all([done, sse(asm, run.id, sseLatencies)]);
+  const stream = sse(asm, run.id, sseLatencies);
+  await stream.opened;
+  const socket = early ?? (await webSocket(asm, sessionId, ws));
+  await Promise.all([socket.done, stream.done]);
   socket.close();
   if (ws.length !== lines || sseLatencies.length !== lines) throw new Error(`expected ${lines} lines, the WebSocket got ${ws.length}, SSE ${sseLatencies.length}`);
   return { ws, sse: sseLatencies };
@@ -86,10 +117,10 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
     async () => {
       const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
       const all = { ws: [] as number[], sse: [] as number[], bare: [] as number[] };
-      await throughAsm(asm, session, 50);
+      await throughAsm(asm, session, 50, false);
       await bare(50);
       for (let r = 0; r < rounds; r++) {
-        const through = await throughAsm(asm, session, lines);
+        const through = await throughAsm(asm, session, lines, r % 2 === 1);
         const pipe = await bare(lines);
         all.ws.push(...through.ws);
         all.sse.push(...through.sse);
@@ -106,8 +137,8 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
-  const rounds = quick ? 1 : 3;
-  const lines = quick ? 200 : 1000;
+  const rounds = quick ? 2 : 3;
+  const lines = quick ? 100 : 1000;
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, lines));
   process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
 }
