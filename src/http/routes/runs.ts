@@ -106,9 +106,25 @@ async function streamSse(reply: FastifyReply, app: AsmApp, sessionId: string, ru
     raw.end();
     release();
   };
+  // A write corks the socket until the next tick, which comes only once every pending microtask has
+  // run (the rest of the event's recording): an event reached SSE clients after the WebSocket's,
+  // which writes at once. So the first write of a tick goes at once, corked around it to take its
+  // chunk framing along; later ones in the same tick (a burst: many lines in one read of the CLI's
+  // output) are left to that cork, and leave together, not in a write each (bench/RESULTS.md,
+  // sixteenth pass).
+  let tickWritten = false;
+  const write = (message: Buffer): boolean => {
+    if (tickWritten) return raw.write(message);
+    tickWritten = true;
+    process.nextTick(() => (tickWritten = false));
+    raw.cork();
+    const flushed = raw.write(message);
+    raw.uncork();
+    return flushed;
+  };
   const send = async (event: AsmEvent) => {
     if (ended) return;
-    const flushed = raw.write(sseEventMessage(event));
+    const flushed = write(sseEventMessage(event));
     if (TERMINAL_KINDS.has(event.kind)) return end();
     // Both replay and live wait for a slow reader here: HTTP has no close code to resume from.
     if (!flushed) {
