@@ -6,10 +6,10 @@ import type { ServerFrame } from '../schemas/ws.js';
  * event however many streams send it: every stream following a session or run is handed the same
  * event object (the store's feed and replay.ts deliver one to all).
  *
- * Only the most recent events' bytes are kept. Keyed by the event object for as long as it lives (a
- * WeakMap), they would stay beside every event the embedded store keeps in its log, a copy of each
- * event that was ever streamed; the streams of one event all send it within a few turns of the event
- * loop, while it is among the last few hundred.
+ * Only the most recent events' bytes are kept, so what this holds is bounded whoever else keeps an
+ * event: keyed by the event for as long as it lives (a WeakMap), the bytes would last as long as any
+ * holder of the event object, and the embedded store keeps those it publishes in its log. The streams
+ * of one event send it within a few turns of the event loop, while it is among the last few hundred.
  */
 export const RECENT_FRAMES = 512;
 
