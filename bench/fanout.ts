@@ -137,9 +137,10 @@ async function sseSides(asm: AsmServer, bare: Baseline, subscribers: number, lin
       const [before, messages] = [cpuMs(asm.process.child.pid!), ours.total()];
       await writeFile(gate, ''); // opens the FIFO for writing and closes it: the run's `cat` ends, and its lines follow
       await waitFor(() => ours.ended() === subscribers, `the run's end at all ${subscribers} ASM clients`, ROUND_TIMEOUT_MS);
-      const events = (ours.total() - messages) / subscribers;
+      const [usedMs, events] = [cpuMs(asm.process.child.pid!) - before, (ours.total() - messages) / subscribers];
+      // Read after the CPU is: this request is the bench's, not the fan-out's.
       const last = (await asm.get(`/v1/runs/${run.id}/events?after=0`)).events.find((e: { kind: string }) => e.kind === 'assistant_delta');
-      return { cpuUs: ((cpuMs(asm.process.child.pid!) - before) * 1000) / events, events, last };
+      return { cpuUs: (usedMs * 1000) / events, events, last };
     },
     async bareRound(events, event) {
       const theirs = await sseFollowers(`${bare.url}/v1/sse`, subscribers, {});
