@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { stdoutLines } from './log-destination.js';
 
 /**
  * The service's logger: JSON lines in which no secret appears. A request's URL may carry an API key
@@ -9,18 +10,19 @@ import pino, { type DestinationStream, type Logger } from 'pino';
  * them, and `redactSecrets` covers a session record or request body logged whole); and a Redis error
  * keeps the name of its failed command but not its arguments.
  *
- * Lines are written asynchronously (sonic-boom buffers them and writes when the event loop is free),
- * so a request does not wait on a write to stdout; pino flushes what is buffered when the process
- * exits, process.exit() included.
+ * Lines go to standard output asynchronously, a turn of the event loop's at once
+ * (src/log-destination.ts), so a request does not wait on a write; what is held or buffered is
+ * written when the process exits, process.exit() included. A `destination` given instead (a test's)
+ * gets each line as it is made.
  */
-export function createLogger(level: string, destination: DestinationStream = pino.destination({ dest: 1, sync: false })): Logger {
+export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
       level,
       serializers: { err: errorWithoutCommandArgs },
       formatters: { log: redactSecrets },
     },
-    { write: (line: string) => destination.write(redactTokens(line)) },
+    destination ? { write: (line: string) => destination.write(redactTokens(line)) } : stdoutLines(redactTokens),
   );
 }
 
@@ -67,7 +69,7 @@ function isPlainRecord(value: unknown): value is Record<string, unknown> {
 /** A `token=` parameter (also `access_token=` and the like) up to the end of its value. */
 const TOKEN_PARAMETER = /(token=)[^&#\s"'\\]*/gi;
 
-/** `text` with the value of every `token=` parameter replaced by `[redacted]`. */
+/** `text` (a line, or a turn's lines) with the value of every `token=` parameter replaced by `[redacted]`. */
 function redactTokens(text: string): string {
   return text.replace(TOKEN_PARAMETER, '$1[redacted]');
 }

@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { DestinationStream } from 'pino';
 import { describe, expect, it } from 'vitest';
+import { TurnBatchedLines } from '../../src/log-destination.js';
 import { createLogger, runLogFields } from '../../src/logger.js';
 
 /** The service logger's own rules: which fields are censored, that callers' objects stay as they were, and how a run is named. */
@@ -50,5 +54,31 @@ describe('the service logger', () => {
     log.info({ url: '/v1/events?session_id=s&token=k3&after=1' }, 'GET /v1/runs/r/events?access_token=k4');
     expect(lines[0]).not.toMatch(/k3|k4/);
     expect(lines[0]).toContain('token=[redacted]&after=1');
+  });
+});
+
+describe('the log on standard output', () => {
+  it('hands the lines of a turn to the destination at once, filtered once, when the turn ends', async () => {
+    const writes: string[] = [];
+    let filtered = 0;
+    const lines = new TurnBatchedLines({ write: (text: string) => void writes.push(text) }, (text) => (filtered++, text.toUpperCase()));
+    lines.write('a\n');
+    lines.write('b\n');
+    expect(writes).toEqual([]);
+    await new Promise((resolve) => setImmediate(resolve));
+    lines.write('c\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(writes).toEqual(['A\nB\n', 'C\n']);
+    expect(filtered).toBe(2);
+  });
+
+  it('writes every line held when the process exits in the same turn, in order, tokens redacted', async () => {
+    const count = 2000;
+    const script = fileURLToPath(new URL('../fixtures/logger/lines-then-exit.ts', import.meta.url));
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, String(count)], { maxBuffer: 16 * 1024 * 1024 });
+    const lines = stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line));
+    expect(lines.map((line) => line.i)).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(lines[count / 2].url).toBe('/v1/events?token=[redacted]');
+    expect(stdout).not.toContain('held-secret');
   });
 });
