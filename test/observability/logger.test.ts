@@ -61,7 +61,8 @@ describe('the log on standard output', () => {
   it('hands the lines of a turn to the destination at once, filtered once, when the turn ends', async () => {
     const writes: string[] = [];
     let filtered = 0;
-    const lines = new TurnBatchedLines({ write: (text: string) => void writes.push(text) }, (text) => (filtered++, text.toUpperCase()));
+    const sink = { write: (text: string) => void writes.push(text), flushSync: () => undefined };
+    const lines = new TurnBatchedLines(sink, (text) => (filtered++, text.toUpperCase()), () => sink);
     lines.write('a\n');
     lines.write('b\n');
     expect(writes).toEqual([]);
@@ -73,7 +74,7 @@ describe('the log on standard output', () => {
   });
 
   it('writes every line held when the process exits in the same turn, in order, tokens redacted', async () => {
-    const count = 2000;
+    const count = 20_000;
     const script = fileURLToPath(new URL('../fixtures/logger/lines-then-exit.ts', import.meta.url));
     const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script, String(count)], { maxBuffer: 16 * 1024 * 1024 });
     const lines = stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line));
