@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
  * kept at debug, for finding a request that never ends. Errors and Fastify's other lines are unchanged.
  *
  * `ASM_ACCESS_LOG=off` (`enabled` false) writes neither, for a deployment whose proxy logs each request
- * already: even as one line, pino's formatting of it cost a cheap `GET` a fifth to a third of its
- * throughput (bench/RESULTS.md, issue 14, fifth pass). A request that errored is logged either way,
+ * already: even as one line, its formatting and write cost a cheap `GET` about a sixth of its
+ * throughput (bench/RESULTS.md, issue 14, seventeenth pass). A request that errored is logged either way,
  * which Fastify's own `disableRequestLogging` would drop too.
  */
 export class AccessLog extends LogController {
