@@ -1,5 +1,6 @@
 import type { AsmEvent } from '../schemas/events.js';
 import type { ServerFrame } from '../schemas/ws.js';
+import { RecentMap } from '../store/recent-map.js';
 
 /**
  * An event's bytes on the streams that follow it (a WebSocket frame, an SSE message), made once per
@@ -14,18 +15,13 @@ import type { ServerFrame } from '../schemas/ws.js';
 export const RECENT_FRAMES = 512;
 
 class RecentFrames {
-  private readonly frames = new Map<AsmEvent, Buffer>();
+  private readonly frames = new RecentMap<AsmEvent, Buffer>(RECENT_FRAMES);
 
   constructor(private readonly make: (event: AsmEvent) => string) {}
 
   of(event: AsmEvent): Buffer {
     let frame = this.frames.get(event);
-    if (frame === undefined) {
-      frame = Buffer.from(this.make(event));
-      // A Map iterates in insertion order: its first key is the oldest event.
-      if (this.frames.size >= RECENT_FRAMES) this.frames.delete(this.frames.keys().next().value!);
-      this.frames.set(event, frame);
-    }
+    if (frame === undefined) this.frames.set(event, (frame = Buffer.from(this.make(event))));
     return frame;
   }
 

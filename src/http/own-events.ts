@@ -1,4 +1,5 @@
 import type { AsmEvent } from '../schemas/events.js';
+import { RecentMap } from '../store/recent-map.js';
 import type { EventLog, SessionStore } from '../store/types.js';
 import { inOrderWhere } from './in-order.js';
 
@@ -12,7 +13,7 @@ const REMEMBERED_SESSIONS = 1_000;
  * unsubscribe function.
  */
 export function followOwnSessions(log: Pick<EventLog, 'subscribe'>, sessions: Pick<SessionStore, 'get'>, tenant: string, deliver: (event: AsmEvent) => void): () => void {
-  const owned = new Map<string, Promise<boolean>>();
+  const owned = new RecentMap<string, Promise<boolean>>(REMEMBERED_SESSIONS);
   const ownSessionOf = (event: AsmEvent): Promise<boolean> => {
     const sessionId = event.session_id;
     const known = owned.get(sessionId);
@@ -26,8 +27,6 @@ export function followOwnSessions(log: Pick<EventLog, 'subscribe'>, sessions: Pi
       },
     );
     owned.set(sessionId, asked);
-    // Map keeps insertion order: the first key is the session remembered longest.
-    if (owned.size > REMEMBERED_SESSIONS) owned.delete(owned.keys().next().value!);
     return asked;
   };
   const filter = inOrderWhere(ownSessionOf, deliver);

@@ -3,7 +3,7 @@ import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
 import { byTime, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import { admissionSlot, type AdmissionSlot } from './admission-slots.js';
-import { RunSessions } from './run-sessions.js';
+import { RecentMap } from './recent-map.js';
 import type { AdmissionCounts, ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
 
 /** One kind of record (hashes under one key builder) and the indexes that name them. */
@@ -106,8 +106,13 @@ export class RedisSessionStore extends RedisRecords<SessionRecord> implements Se
 }
 
 export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
-  /** Bounded at about 100 bytes an entry: 10,000 recent runs, 1 MB. */
-  private readonly sessionOf = new RunSessions(10_000);
+  /**
+   * Which session each run belongs to, as far as this process has seen (runs it created or read). A
+   * run's session never changes, so an entry is never stale, whichever process writes the run; it is
+   * only forgotten. Sent with a run's update: its admission index is in its session's keys. Bounded
+   * at about 100 bytes an entry: 10,000 recent runs, 1 MB.
+   */
+  private readonly sessionOf = new RecentMap<string, string>(10_000);
 
   constructor(redis: ScriptRedis, keys: RedisKeys) {
     super(redis, keys, keys.run, 'run');
@@ -115,12 +120,12 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
 
   override async get(id: string): Promise<RunRecord | undefined> {
     const run = await super.get(id);
-    if (run) this.sessionOf.remember(run);
+    if (run) this.sessionOf.set(run.id, run.session_id);
     return run;
   }
 
   async create(run: RunRecord): Promise<void> {
-    this.sessionOf.remember(run);
+    this.sessionOf.set(run.id, run.session_id);
     // A new id is in no index yet: only the ones the record joins are written (no SREM of the owned for a run nobody owns).
     const unfinished = !isTerminalRunState(run.state);
     await Promise.all([
@@ -152,7 +157,7 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     ]);
     // A run that is not there leaves at most stale index entries, which readers drop (redis-schema.ts).
     const [run] = await Promise.all([merged, indexes]);
-    this.sessionOf.remember(run);
+    this.sessionOf.set(run.id, run.session_id);
     if (('state' in patch || 'dispatched' in patch) && admissionSlot(run) !== predicted) await this.indexSlot(run, admissionSlot(run), 0);
     return run;
   }
