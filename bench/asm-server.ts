@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { freePort } from '../test/helpers/ports.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
 import { BUILT_ENTRY, serveProcess, untilServing, type ServeProcess } from '../test/helpers/processes.js';
+import type { Redis } from 'ioredis';
 import WebSocket from 'ws';
 
 export const KEY = 'bench-key';
@@ -44,6 +45,25 @@ const TICK_MS = 10;
 export function cpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
+/** redis-server's CPU time so far (user + system), in ms, from INFO through `admin`. */
+export async function redisCpuMs(admin: Redis): Promise<number> {
+  const info = await admin.info('cpu');
+  const seconds = (name: string) => Number(new RegExp(`^used_cpu_${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return (seconds('sys') + seconds('user')) * 1000;
+}
+
+/**
+ * The time an ASM server has spent in garbage collection so far, every kind, in ms: the sum of its
+ * `nodejs_gc_duration_seconds` histogram on GET /metrics (the bench's tenant is an admin).
+ */
+export async function gcMs(asm: AsmServer): Promise<number> {
+  const response = await fetch(`${asm.url}/metrics`, { headers: AUTH });
+  if (!response.ok) throw new Error(`GET /metrics: ${response.status}`);
+  let seconds = 0;
+  for (const match of (await response.text()).matchAll(/^nodejs_gc_duration_seconds_sum\{[^}]*\} ([\d.e+-]+)$/gm)) seconds += Number(match[1]);
+  return seconds * 1000;
 }
 
 export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);

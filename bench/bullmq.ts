@@ -19,6 +19,7 @@ import { Redis } from 'ioredis';
 import { BullMQLaneEngine } from '../src/lanes/bullmq-engine.js';
 import { DEFAULT_LANES, mergeLanes } from '../src/lanes/policies.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
+import { redisCpuMs } from './asm-server.js';
 
 const log = (message: string) => process.stderr.write(`[bench bullmq] ${message}\n`);
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
@@ -33,13 +34,6 @@ interface Round {
   ms: number;
   nodeCpuMs: number;
   redisCpuMs: number;
-}
-
-/** redis-server's CPU time so far (user + system), in ms. */
-async function redisCpuMs(admin: Redis): Promise<number> {
-  const info = await admin.info('cpu');
-  const seconds = (name: string) => Number(new RegExp(`^used_cpu_${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  return (seconds('sys') + seconds('user')) * 1000;
 }
 
 /**

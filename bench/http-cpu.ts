@@ -4,14 +4,18 @@
  * bare server is bound by the client on this 2-core machine and swings with it (bench/RESULTS.md);
  * the CPU one request costs does not depend on how fast the client can ask. No baseline runs here:
  * compare two builds by alternating whole runs, one of them with ASM_BENCH_ENTRY (RESULTS.md,
- * "Commands"). Prints one JSON line; progress goes to stderr.
+ * "Commands"). Beside the server's CPU, each round reports the part of it spent in garbage collection
+ * (the server's own GC histogram on /metrics) and, in Redis mode, redis-server's CPU a request: a
+ * Redis-mode request costs the machine both, and the server's collections grow with what it
+ * allocates. Prints one JSON line; progress goes to stderr.
  *
  * Usage: npm run bench -- http-cpu [embedded|redis] [--rate N] [--rounds N] [--seconds N]
  *   --rate: requests a second, each route (default 2000; a route that cannot keep up runs saturated,
  *   as the Redis events page does); --rounds: per route (5); --seconds: a round (4)
  */
 import autocannon from 'autocannon';
-import { cpuMs, inModes, logger, median, numberFlag, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
+import { Redis } from 'ioredis';
+import { cpuMs, gcMs, inModes, logger, median, numberFlag, redisCpuMs, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
 import { prepare, requestOf, ROUTES, type Route } from './http.js';
 
 const log = logger('http-cpu');
@@ -20,40 +24,56 @@ const CONNECTIONS = 50;
 async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number, rounds: number, seconds: number) {
   const asm = await startAsm(mode, redisUrl);
   const runsServer = await startAsm(mode, redisUrl);
-  return withServers(
-    [asm, runsServer],
-    async () => {
-      const { target, runsTarget } = await prepare(asm, runsServer);
-      const serverOf = (route: Route): AsmServer => (route === 'submit_run' ? runsServer : asm);
-      const sample = async (route: Route, duration: number) => {
-        const pid = serverOf(route).process.child.pid!;
-        const before = cpuMs(pid);
-        const result = await autocannon({ ...requestOf(route, route === 'submit_run' ? runsTarget : target), connections: CONNECTIONS, duration, overallRate: rate });
-        return { cpuUsPerRequest: Math.round(((cpuMs(pid) - before) * 1000) / result.requests.total), rps: Math.round(result.requests.average), non2xx: result.non2xx };
-      };
-      for (const route of ROUTES) await sample(route, 1); // JIT warm-up, unrecorded
-      const samples = Object.fromEntries(ROUTES.map((route) => [route, [] as Array<Awaited<ReturnType<typeof sample>>>])) as Record<Route, Array<Awaited<ReturnType<typeof sample>>>>;
-      for (let r = 0; r < rounds; r++) {
-        for (const route of ROUTES) {
-          const s = await sample(route, seconds);
-          samples[route].push(s);
-          log(`${mode} round ${r + 1} ${route}: ${s.cpuUsPerRequest} µs a request at ${s.rps} req/s${s.non2xx ? `, ${s.non2xx} non-2xx` : ''}`);
+  const admin = mode === 'redis' ? new Redis(redisUrl!) : undefined;
+  try {
+    return await withServers(
+      [asm, runsServer],
+      async () => {
+        const { target, runsTarget } = await prepare(asm, runsServer);
+        const serverOf = (route: Route): AsmServer => (route === 'submit_run' ? runsServer : asm);
+        const sample = async (route: Route, duration: number) => {
+          const server = serverOf(route);
+          const pid = server.process.child.pid!;
+          // Read outside the CPU window: rendering /metrics is the server's work too.
+          const gcBefore = await gcMs(server);
+          const redisBefore = admin ? await redisCpuMs(admin) : 0;
+          const before = cpuMs(pid);
+          const result = await autocannon({ ...requestOf(route, route === 'submit_run' ? runsTarget : target), connections: CONNECTIONS, duration, overallRate: rate });
+          const cpu = cpuMs(pid) - before;
+          const redis = admin ? (await redisCpuMs(admin)) - redisBefore : 0;
+          const gc = (await gcMs(server)) - gcBefore;
+          const perRequest = (ms: number) => Math.round((ms * 1000) / result.requests.total);
+          return { cpuUsPerRequest: perRequest(cpu), gcUsPerRequest: perRequest(gc), redisUsPerRequest: perRequest(redis), rps: Math.round(result.requests.average), non2xx: result.non2xx };
+        };
+        for (const route of ROUTES) await sample(route, 1); // JIT warm-up, unrecorded
+        const samples = Object.fromEntries(ROUTES.map((route) => [route, [] as Array<Awaited<ReturnType<typeof sample>>>])) as Record<Route, Array<Awaited<ReturnType<typeof sample>>>>;
+        for (let r = 0; r < rounds; r++) {
+          for (const route of ROUTES) {
+            const s = await sample(route, seconds);
+            samples[route].push(s);
+            const redis = admin ? `, redis-server ${s.redisUsPerRequest}` : '';
+            log(`${mode} round ${r + 1} ${route}: ${s.cpuUsPerRequest} µs a request (GC ${s.gcUsPerRequest}${redis}) at ${s.rps} req/s${s.non2xx ? `, ${s.non2xx} non-2xx` : ''}`);
+          }
         }
-      }
-      return Object.fromEntries(
-        ROUTES.map((route) => [
-          route,
-          {
-            cpu_us_per_request: median(samples[route].map((s) => s.cpuUsPerRequest)),
-            rounds_cpu_us: samples[route].map((s) => s.cpuUsPerRequest),
-            rounds_rps: samples[route].map((s) => s.rps),
-            non2xx: samples[route].reduce((n, s) => n + s.non2xx, 0),
-          },
-        ]),
-      );
-    },
-    log,
-  );
+        return Object.fromEntries(
+          ROUTES.map((route) => [
+            route,
+            {
+              cpu_us_per_request: median(samples[route].map((s) => s.cpuUsPerRequest)),
+              gc_us_per_request: median(samples[route].map((s) => s.gcUsPerRequest)),
+              ...(admin && { redis_server_us_per_request: median(samples[route].map((s) => s.redisUsPerRequest)) }),
+              rounds_cpu_us: samples[route].map((s) => s.cpuUsPerRequest),
+              rounds_rps: samples[route].map((s) => s.rps),
+              non2xx: samples[route].reduce((n, s) => n + s.non2xx, 0),
+            },
+          ]),
+        );
+      },
+      log,
+    );
+  } finally {
+    admin?.disconnect();
+  }
 }
 
 export async function run(args: string[]): Promise<void> {
