@@ -19,15 +19,13 @@ import { Redis } from 'ioredis';
 import { BullMQLaneEngine } from '../src/lanes/bullmq-engine.js';
 import { DEFAULT_LANES, mergeLanes } from '../src/lanes/policies.js';
 import { startRedisServer } from '../test/helpers/redis-server.js';
-import { redisCpuMs } from './asm-server.js';
+import { logger, median, redisCpuMs, round } from './asm-server.js';
 
-const log = (message: string) => process.stderr.write(`[bench bullmq] ${message}\n`);
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const log = logger('bullmq');
 const percentile = (values: number[], p: number) => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 };
-const round = (value: number, digits = 1) => Number(value.toFixed(digits));
 
 /** One round: wall time, and the CPU time this process and redis-server spent in it. */
 interface Round {

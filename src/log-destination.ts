@@ -14,8 +14,8 @@ export interface AsyncLines {
  * Why not line by line: sonic-boom, while a write is in flight, appends each new line to the text
  * still waiting and measures that whole text again (`Buffer.byteLength` of up to 16 KB, flattening
  * it) for every line. Under load that was 8% of a saturated `GET /v1/runs/{id}`'s CPU profile, more
- * than the line's own formatting (bench/RESULTS.md, issue 14, seventeenth pass). Handed a turn's lines at once, it
- * measures once a turn.
+ * than the line's own formatting (bench/RESULTS.md, issue 14, seventeenth pass). Handed a turn's
+ * lines at once, it measures once a turn.
  *
  * Lines still held when the process exits (a `process.exit()`, an uncaught error) are written
  * synchronously, after what `sink` holds, by a destination `atExit` makes then: handed to `sink`,
