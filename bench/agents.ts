@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex|gemini]`: what a user
+ * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex|gemini] [--home-setup-ms N]`: what a user
  * feels of a real agent CLI through ASM. The pinned CLIs (scripts/install-agents.ts), set up offline
  * as the agents suite does (test/agents/offline-env.ts), against the loopback model server
  * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
@@ -11,9 +11,11 @@
  *          input; codex's app-server exchange of the default mode, which `cold` goes through (the
  *          modes that may ask for approval need app-server, exec cannot ask): a like-for-like ratio
  *          (cold_over_raw_same_transport) beside the issue's cold_over_raw
- *   raw fresh home   the same, in a fresh copy of the sessions' HOME template each time, as every
- *          cold session's CLI starts (the raw lines keep one HOME, as a user's CLI does): what the
- *          CLI's own first start in a new HOME costs, apart from what ASM adds (cold_over_raw_fresh_home)
+ *   raw fresh home   the same, in a fresh copy of the sessions' HOME template each time (the raw
+ *          lines keep one HOME, as a user's CLI does): what the CLI's own first start in a new HOME
+ *          costs (cold_over_raw_fresh_home). A cold session's HOME also has what the CLI's first start
+ *          made once (src/backends/home-seeds.ts; codex's databases), from the untimed round on;
+ *          `--home-setup-ms 0` turns that off (ASM_SANDBOX_HOME_SETUP_MS), for a before and after
  *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server;
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
@@ -170,6 +172,7 @@ export async function run(args: string[]): Promise<void> {
   const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
   const samples = Number(flag('--samples') ?? 5);
   const sandbox = flag('--sandbox') ?? 'bwrap';
+  const homeSetupMs = flag('--home-setup-ms') ?? '30000';
   // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's and
   // gemini's config (claude's offline setup is all environment): they would call the real APIs.
   const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex', 'gemini'];
@@ -201,6 +204,7 @@ export async function run(args: string[]): Promise<void> {
     ASM_SANDBOX_HOME_TEMPLATE: template,
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
+    ASM_SANDBOX_HOME_SETUP_MS: homeSetupMs,
   });
   const app = await createApp(config, pino({ level: 'silent' }));
   const server = await buildServer(app);
@@ -218,7 +222,7 @@ export async function run(args: string[]): Promise<void> {
     },
   };
   try {
-    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, template, env: envs[cli], samples, sandbox });
+    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs });
   } finally {
     await server.close();
     await app.close();
@@ -236,9 +240,10 @@ interface BenchContext {
   env: Record<string, string>;
   samples: number;
   sandbox: string;
+  homeSetupMs: string;
 }
 
-async function benchCli(cli: Cli, { api, base, model, workspace, template, env, samples, sandbox }: BenchContext): Promise<void> {
+async function benchCli(cli: Cli, { api, base, model, workspace, template, env, samples, sandbox, homeSetupMs }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
   const loadavg = os.loadavg().map((load) => Math.round(load * 100) / 100);
@@ -290,6 +295,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       bench: 'agents',
       cli,
       sandbox,
+      home_setup_ms: Number(homeSetupMs),
       samples,
       loadavg,
       loadavg_after: os.loadavg().map((load) => Math.round(load * 100) / 100),

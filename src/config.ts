@@ -119,6 +119,11 @@ export interface SandboxSettings {
   allowedHosts: string[];
   /** ASM_SANDBOX_SWEEP_MS: how often a process removes the folders of its closed sessions. */
   sweepMs: number;
+  /**
+   * ASM_SANDBOX_HOME_SETUP_MS: how long a CLI's first start may take when the sandbox makes what every
+   * new HOME starts with (src/backends/home-seeds.ts); 0: never made, each CLI makes its own.
+   */
+  homeSetupMs: number;
 }
 
 /** Files of the service that other settings name: hidden in the sandbox even where a bound folder holds them. */
@@ -146,6 +151,7 @@ function sandboxSettings(env: Env): SandboxSettings {
     homeTemplate: template ? resolve(template) : undefined,
     allowedHosts: list(env, 'ASM_SANDBOX_ALLOWED_HOSTS'),
     sweepMs: int(env, 'ASM_SANDBOX_SWEEP_MS', 60_000, 100),
+    homeSetupMs: int(env, 'ASM_SANDBOX_HOME_SETUP_MS', 30_000, 0),
   };
 }
 

@@ -1,4 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
+import type { Logger } from 'pino';
 import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
@@ -6,13 +7,14 @@ import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
-import type { ProcessExit } from '../providers/types.js';
+import type { HomeSetup, ProcessExit } from '../providers/types.js';
 import { EGRESS_PORT, EGRESS_SOCKET, EgressProxy, RELAY_SCRIPT } from './egress.js';
+import { HomeSeeds } from './home-seeds.js';
 import { SandboxDirs, type Account } from './sandbox-dirs.js';
 import { installFolders, mountArgs, nodePrefix, resolvConf, systemMounts, type Mount } from './sandbox-mounts.js';
 import { checkWorkingDirectory, spawnError } from './subprocess.js';
 import { shellQuote } from './surfaces.js';
-import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher } from './types.js';
+import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli } from './types.js';
 
 /**
  * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
@@ -79,6 +81,12 @@ export class BwrapSandbox implements Sandbox {
   private readonly proxyEnv: string[];
   /** The operator's and the service's files, and the other sessions' folders, wherever a mount would show them. */
   private readonly hidden: string[];
+  /** What a CLI's first start makes in a new HOME, made once (home-seeds.ts); null where ASM_SANDBOX_HOME_SETUP_MS is 0. */
+  private seeds: HomeSeeds | null = null;
+  /** Aborted at close: a setup still running is killed. */
+  private readonly closing = new AbortController();
+  /** Throwaway sessions (the check, the setups) made so far, for their names. */
+  private throwaways = 0;
 
   private constructor(
     private readonly settings: SandboxSettings,
@@ -122,7 +130,7 @@ export class BwrapSandbox implements Sandbox {
   }
 
   /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
-  static async create(settings: SandboxSettings): Promise<BwrapSandbox> {
+  static async create(settings: SandboxSettings, log: Logger): Promise<BwrapSandbox> {
     const root = process.getuid!() === 0;
     const tools: Tools = {
       bwrap: tool('bwrap', 'install bubblewrap (Debian: apt-get install bubblewrap)'),
@@ -135,7 +143,9 @@ export class BwrapSandbox implements Sandbox {
     const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
     await dirs.init();
     const egress = settings.allowedHosts.length ? await EgressProxy.start(join(settings.root, 'egress.sock'), settings.allowedHosts) : null;
-    return new BwrapSandbox(settings, tools, account, dirs, egress);
+    const sandbox = new BwrapSandbox(settings, tools, account, dirs, egress);
+    if (settings.homeSetupMs > 0) sandbox.seeds = await HomeSeeds.open(settings.root, (binary, setup, use) => sandbox.runSetup(binary, setup, use), log);
+    return sandbox;
   }
 
   /** The account CLIs run as: ASM_SANDBOX_USER where the service is root, the service's own otherwise. */
@@ -144,24 +154,15 @@ export class BwrapSandbox implements Sandbox {
   }
 
   async check(): Promise<void> {
-    const sessionId = `check-${process.pid}`;
     try {
-      const { home } = await this.dirs.folders(sessionId);
-      const cli = await this.wrap(sessionId, { command: 'true', args: [], cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'closed' });
-      const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((done) => {
-        const child = spawn(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, stdio: ['ignore', 'ignore', 'pipe'] });
-        let stderr = '';
-        child.stderr.on('data', (chunk) => (stderr += chunk));
-        child.on('error', (err) => done({ code: null, stderr: err.message }));
-        child.on('close', (code) => done({ code, stderr }));
+      await this.inThrowaway(async (sessionId, home) => {
+        const { code, stderr } = await this.runToEnd(sessionId, { command: 'true', args: [], cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'closed' }, [], 0);
+        if (code !== 0) throw new Error(stderr.trim() || `bwrap exited with status ${code}`);
       });
-      if (code !== 0) throw new Error(stderr.trim() || `bwrap exited with status ${code}`);
     } catch (err) {
       throw new Error(
         `ASM_SANDBOX=bwrap: the sandbox does not work here: ${(err as Error).message}. Install bubblewrap and, for a service that is not root, allow unprivileged user namespaces; or set ASM_SANDBOX=none to run agent CLIs without a sandbox (only where every tenant is trusted).`,
       );
-    } finally {
-      await this.dirs.release(sessionId);
     }
   }
 
@@ -172,8 +173,11 @@ export class BwrapSandbox implements Sandbox {
     return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
   }
 
-  prepare(sessionId: string): void {
-    this.dirs.folders(sessionId).catch(() => undefined);
+  prepare(sessionId: string, cli?: SessionCli): void {
+    const setup = cli?.provider.homeSetup;
+    const seeds = this.seeds;
+    const seed = seeds && setup ? async () => seeds.ready(cli.provider.name, locate(cli.binary, '/', process.env.PATH ?? ''), setup) : undefined;
+    this.dirs.folders(sessionId, seed).catch(() => undefined);
   }
 
   /**
@@ -236,7 +240,50 @@ export class BwrapSandbox implements Sandbox {
   }
 
   async close(): Promise<void> {
-    await this.egress?.close();
+    this.closing.abort();
+    await Promise.all([this.egress?.close(), this.seeds?.close()]);
+  }
+
+  /** A session of the service's own, for a command that is not a tenant's run; its folders go after `use`. */
+  private async inThrowaway<T>(use: (sessionId: string, home: string) => Promise<T>): Promise<T> {
+    const sessionId = `asm-${process.pid}-${++this.throwaways}`;
+    try {
+      return await use(sessionId, (await this.dirs.folders(sessionId)).home);
+    } finally {
+      await this.dirs.release(sessionId);
+    }
+  }
+
+  /**
+   * A CLI's first start in a throwaway HOME (HomeSeeds): `setup.input` on its stdin, which then ends;
+   * it must exit 0 within ASM_SANDBOX_HOME_SETUP_MS. Its environment is PATH alone: nothing of a tenant's.
+   */
+  private runSetup<T>(binary: string, setup: HomeSetup, use: (home: string) => Promise<T>): Promise<T> {
+    return this.inThrowaway(async (sessionId, home) => {
+      const cli = { command: binary, args: setup.args, cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'control' as const };
+      const { code, stderr } = await this.runToEnd(sessionId, cli, setup.input, this.settings.homeSetupMs);
+      if (code !== 0) throw new Error(`${binary} ${setup.args.join(' ')} exited with ${code === null ? 'a signal' : `status ${code}`}${stderr.trim() ? `: ${stderr.trim()}` : ''}`);
+      return use(home);
+    });
+  }
+
+  /**
+   * Runs `cli` in the session's sandbox to its end: `input` lines on its stdin, which then closes,
+   * stdout dropped, the last 2 KB of stderr kept; killed after `timeoutMs` (0: never) or at close.
+   */
+  private async runToEnd(sessionId: string, cli: CliCommand, input: string[], timeoutMs: number): Promise<{ code: number | null; stderr: string }> {
+    const wrapped = await this.wrap(sessionId, cli);
+    const signal = timeoutMs > 0 ? AbortSignal.any([this.closing.signal, AbortSignal.timeout(timeoutMs)]) : this.closing.signal;
+    return new Promise((done) => {
+      // bwrap (env execs it) is the child; killing it kills the sandbox (--die-with-parent).
+      const child = spawn(wrapped.command, wrapped.args, { cwd: wrapped.cwd, env: wrapped.env, stdio: ['pipe', 'ignore', 'pipe'], signal, killSignal: 'SIGKILL' });
+      let stderr = '';
+      child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-2048)));
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(input.map((line) => `${line}\n`).join(''));
+      child.on('error', (err) => done({ code: null, stderr: err.name === 'AbortError' ? `stopped after ${timeoutMs} ms` : err.message }));
+      child.on('close', (code) => done({ code, stderr }));
+    });
   }
 
   /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */

@@ -5,7 +5,7 @@ import { withMcpServers } from './mcp-setup.js';
 import { RunLifecycle, terminalErrorEvent, type LaunchedAgent } from './run-lifecycle.js';
 import { spawnSubprocess, type Subprocess } from './subprocess.js';
 import { surfaceLaunch } from './surfaces.js';
-import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
+import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox, SessionCli } from './types.js';
 import { WarmProcesses, type AgentOutput, type HeldConversation, type WarmAgent } from './warm-processes.js';
 
 /**
@@ -49,8 +49,8 @@ export class CoreBackend implements Backend {
     return new CoreRun(spec, sink, this.limits, this.sandbox, this.warm, this.running);
   }
 
-  prepare(sessionId: string): void {
-    this.sandbox.prepare(sessionId);
+  prepare(sessionId: string, cli?: SessionCli): void {
+    this.sandbox.prepare(sessionId, cli);
   }
 
   releaseSession(sessionId: string): void {

@@ -92,11 +92,14 @@ export class SandboxDirs {
     return dir;
   }
 
-  /** The session's HOME and TMP, made by its first run. */
-  folders(sessionId: string): Promise<SessionFolders> {
+  /**
+   * The session's HOME and TMP, made by its first run. `seed`: a folder whose files a new HOME gets
+   * too, after the template's (HomeSeeds), asked for only if this call makes the HOME.
+   */
+  folders(sessionId: string, seed?: () => Promise<string | undefined>): Promise<SessionFolders> {
     let made = this.made.get(sessionId);
     if (!made) {
-      made = this.make(sessionId);
+      made = this.make(sessionId, seed);
       this.made.set(sessionId, made);
       made.catch(() => this.made.delete(sessionId));
     }
@@ -104,7 +107,7 @@ export class SandboxDirs {
   }
 
   async sessions(): Promise<string[]> {
-    return (await readdir(this.root, { withFileTypes: true })).filter((entry) => entry.isDirectory()).map((entry) => entry.name);
+    return (await readdir(this.root, { withFileTypes: true })).filter((entry) => entry.isDirectory() && ID.test(entry.name)).map((entry) => entry.name);
   }
 
   async release(sessionId: string): Promise<void> {
@@ -126,23 +129,29 @@ export class SandboxDirs {
     await promisify(execFile)(chown, ['-R', '-P', '-h', `${uid}:${gid}`, '--', dir]);
   }
 
-  private async make(sessionId: string): Promise<SessionFolders> {
+  private async make(sessionId: string, seed?: () => Promise<string | undefined>): Promise<SessionFolders> {
     const dir = this.sessionDir(sessionId);
     const folders = { home: join(dir, 'home'), tmp: join(dir, 'tmp') };
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const [home, tmp] = await Promise.all([freshFolder(folders.home), freshFolder(folders.tmp)]);
     await Promise.all([
-      home ? this.fill(folders.home) : this.handOver(folders.home),
+      home ? this.fill(folders.home, seed) : this.handOver(folders.home),
       tmp ? this.own(folders.tmp) : this.handOver(folders.tmp),
     ]);
     return folders;
   }
 
-  /** A HOME this process just made: the account's, with a copy of the template; removed if the copy fails, so the next run copies again. */
-  private async fill(home: string): Promise<void> {
+  /**
+   * A HOME this process just made: the account's, with a copy of the template, then of the seed's
+   * files the template does not have; removed if a copy fails, so the next run copies again.
+   */
+  private async fill(home: string, seed?: () => Promise<string | undefined>): Promise<void> {
+    const seedFolder = seed?.().catch(() => undefined);
     try {
       await this.own(home);
       if (this.template) await this.copyOwned(this.template, home);
+      const from = await seedFolder;
+      if (from) await this.copyOwned(from, home, true);
     } catch (err) {
       await rm(home, { recursive: true, force: true });
       throw err;
@@ -154,22 +163,26 @@ export class SandboxDirs {
    * is made (own): files with their mode, folders with theirs, symlinks as they are (never followed).
    * One walk with an operation per entry: fs.cp, and a second walk to own its copy, held up a cold
    * run's spawn (bench -- agents, cold_spawn_ms: 19–22 ms before, 5–8 with the start snapshot moved
-   * after the spawn too; bench/RESULTS.md, twelfth pass).
+   * after the spawn too; bench/RESULTS.md, twelfth pass). `merge`: `to` may hold some of it already
+   * (the seed after the template), and what is there stays as it is.
    */
-  private async copyOwned(from: string, to: string): Promise<void> {
+  private async copyOwned(from: string, to: string, merge = false): Promise<void> {
     const entries = await readdir(from, { withFileTypes: true });
-    await Promise.all(entries.map((entry) => this.copyEntry(entry, join(from, entry.name), join(to, entry.name))));
+    await Promise.all(entries.map((entry) => this.copyEntry(entry, join(from, entry.name), join(to, entry.name), merge)));
   }
 
-  private async copyEntry(entry: Dirent, source: string, target: string): Promise<void> {
+  private async copyEntry(entry: Dirent, source: string, target: string, merge: boolean): Promise<void> {
     if (entry.isDirectory()) {
-      const [{ mode }] = await Promise.all([lstat(source), mkdir(target, { mode: 0o700 })]);
-      await this.copyOwned(source, target);
+      const [{ mode }, made] = await Promise.all([lstat(source), mkdir(target, { mode: 0o700 }).then(() => true, (err) => alreadyThere(err, merge))]);
+      // A merge goes into a folder that is there, never through a symlink (the template's) to one elsewhere.
+      if (!made && !(await lstat(target)).isDirectory()) return;
+      await this.copyOwned(source, target, merge);
+      if (!made) return;
       await chmod(target, mode);
     } else if (entry.isFile()) {
-      await copyFile(source, target, constants.COPYFILE_EXCL);
+      if (!(await copyFile(source, target, constants.COPYFILE_EXCL).then(() => true, (err) => alreadyThere(err, merge)))) return;
     } else if (entry.isSymbolicLink()) {
-      await symlink(await readlink(source), target);
+      if (!(await symlink(await readlink(source), target).then(() => true, (err) => alreadyThere(err, merge)))) return;
     } else {
       throw new Error(`ASM_SANDBOX_HOME_TEMPLATE holds ${source}, which is neither a file, a folder nor a symlink, and cannot be copied into a HOME`);
     }
@@ -185,6 +198,12 @@ export class SandboxDirs {
   private async own(path: string): Promise<void> {
     if (this.account) await lchown(path, this.account.uid, this.account.gid);
   }
+}
+
+/** False for an entry that is there already where that is allowed (a merge); otherwise the error. */
+function alreadyThere(err: NodeJS.ErrnoException, merge: boolean): false {
+  if (merge && err.code === 'EEXIST') return false;
+  throw err;
 }
 
 /** Makes a folder (0700): true if this call made it, false if it was there (a session's folders from an earlier process). */

@@ -55,7 +55,7 @@ export async function createSandbox(settings: SandboxSettings, log: Logger): Pro
     );
     return NO_SANDBOX;
   }
-  const sandbox = await BwrapSandbox.create(settings);
+  const sandbox = await BwrapSandbox.create(settings, log);
   try {
     await sandbox.check();
   } catch (err) {

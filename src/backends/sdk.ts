@@ -3,7 +3,7 @@ import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, SdkTurn } f
 import { withMcpServers } from './mcp-setup.js';
 import { RunLifecycle, type GraceLimits, type LaunchedAgent } from './run-lifecycle.js';
 import type { SdkLoader } from './sdk-loader.js';
-import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox } from './types.js';
+import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox, SessionCli } from './types.js';
 
 /**
  * The SDK backend (lane `sdk`): a run driven through the provider's vendor SDK
@@ -35,8 +35,8 @@ export class SdkBackend implements Backend {
     return new SdkRun(spec, sink, this.sdks, this.limits, this.sandbox);
   }
 
-  prepare(sessionId: string): void {
-    this.sandbox.prepare(sessionId);
+  prepare(sessionId: string, cli?: SessionCli): void {
+    this.sandbox.prepare(sessionId, cli);
   }
 }
 

@@ -67,9 +67,15 @@ export interface Backend {
   readonly name: string;
   start(spec: BackendRunSpec, sink: EventSink): BackendRun;
   /** A run of the session in its sandbox is about to start: its folders are made meanwhile (Sandbox.prepare). */
-  prepare(sessionId: string): void;
+  prepare(sessionId: string, cli?: SessionCli): void;
   /** The session is closed: an agent process kept for it (a warm session) is stopped. */
   releaseSession?(sessionId: string): void;
+}
+
+/** The CLI a session's runs start: its provider, and its binary as configured (a path, or a name on PATH). */
+export interface SessionCli {
+  provider: ProviderDefinition;
+  binary: string;
 }
 
 /** What the runner needs to start a CLI, before a surface and the sandbox place it. */
@@ -94,9 +100,10 @@ export interface Sandbox {
   /**
    * Starts making the session's folders (its HOME from the template) in the background, so that a
    * run's wrap or launcher, which waits for them, finds them made or under way. A failure is the
-   * run's to report: its wrap or launcher tries again.
+   * run's to report: its wrap or launcher tries again. `cli`: the CLI the session runs, whose
+   * first-start files a new HOME gets (home-seeds.ts).
    */
-  prepare(sessionId: string): void;
+  prepare(sessionId: string, cli?: SessionCli): void;
   /** An executable that runs `cli.command` in the session's sandbox with the arguments it is given. */
   launcher(sessionId: string, runId: string, cli: Omit<CliCommand, 'args' | 'stdin'>): Promise<SandboxLauncher>;
   /**

@@ -198,6 +198,19 @@ export interface SdkTurn {
   stop(): void;
 }
 
+/**
+ * A CLI's first start in a new HOME, done once per binary instead of once per session
+ * (src/backends/home-seeds.ts): the CLI is started in a throwaway HOME with `args`, gets `input` on
+ * its stdin, which is then closed, and must exit; the files it made there whose HOME-relative path
+ * matches `keep` are copied into each new session's HOME, after the operator's template. Only what is
+ * the same for every session belongs in `keep` (a database's schema), never an id or a conversation.
+ */
+export interface HomeSetup {
+  args: string[];
+  input: string[];
+  keep: RegExp;
+}
+
 /** Which of the seeds' session options a provider's CLI takes; anything else is refused naming the field. */
 export interface ProviderOptionSupport {
   system_prompt?: boolean;
@@ -241,6 +254,8 @@ export interface ProviderDefinition {
   laneNeeds?(nativePermissionMode: string | null): string[];
   /** Arguments that print the CLI's version, for discovery. */
   versionArgs: string[];
+  /** What the CLI makes in a fresh HOME on its first start that every session's HOME may start with; absent: nothing worth keeping. */
+  homeSetup?: HomeSetup;
   /**
    * Protocol state for one run. May throw an AsmError to refuse the run before anything is spawned
    * (the run ends with that error), e.g. when the CLI could only hang.

@@ -177,7 +177,8 @@ export class RunExecutor {
     }
 
     // The session's sandbox folders are made while the run is admitted, ahead of its agent's spawn.
-    if (surface.kind === 'local_subprocess') backend.prepare(session.id);
+    const binary = resolveBinary(provider, config.binaries);
+    if (surface.kind === 'local_subprocess') backend.prepare(session.id, { provider, binary });
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
     activeRuns.set(runId, active);
     try {
@@ -205,7 +206,7 @@ export class RunExecutor {
           ...(agent.max_turns !== null && { maxTurns: agent.max_turns }),
           ...(agent.reasoning_effort !== null && { reasoningEffort: agent.reasoning_effort }),
           ...conversationOf(run.options.continuation, session),
-          binary: resolveBinary(provider, config.binaries),
+          binary,
           surface,
           env: buildCliEnv(process.env, provider.env, config.passEnv),
           node: config.nodeName,

@@ -33,9 +33,9 @@ export class AgentRig {
 
   /**
    * `settings`: more settings of the service (e.g. what its sandboxes show); `cliEnv`: more variables
-   * for the CLI, passed through the service's allowlist.
+   * for the CLI, passed through the service's allowlist; `logLines`: where the service's log lines go.
    */
-  async start(model: ModelServer, settings: Record<string, string> = {}, cliEnv: Record<string, string> = {}): Promise<void> {
+  async start(model: ModelServer, settings: Record<string, string> = {}, cliEnv: Record<string, string> = {}, logLines?: string[]): Promise<void> {
     this.home = scratchHome();
     const bin = agentBin(this.name);
     if (!existsSync(bin)) throw new Error(`${bin} is missing: run npm run install:agents (npm run test:agents does)`);
@@ -45,7 +45,7 @@ export class AgentRig {
     // The installed SDKs too: the SDK lane drives the same real CLI.
     this.server = await startServer(
       { [`ASM_${this.name.toUpperCase()}_BIN`]: bin, ASM_PASS_ENV: passEnv, ASM_SANDBOX_HOME_TEMPLATE: this.home, ...settings },
-      { sdks: true },
+      { sdks: true, logLines },
     );
   }
 

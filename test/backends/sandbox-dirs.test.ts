@@ -4,7 +4,7 @@
  * never; made once, ahead of the run (Sandbox.prepare) or by it. The hand-over needs the service to be root.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -83,5 +83,37 @@ describe('SandboxDirs', () => {
     const second = new SandboxDirs(sandboxRoot, root ? ACCOUNT : null, template);
     expect(await second.folders('ses_2')).toEqual(await made);
     expect(readFileSync(join(home, 'conversation'), 'utf8')).toBe('kept\n');
+  });
+
+  it('adds a seed\'s files to a new HOME after the template, keeps the template\'s, and never writes through its symlinks', async () => {
+    const { template, sandboxRoot } = scratch();
+    const seed = join(sandboxRoot, '..', 'seed');
+    mkdirSync(join(seed, '.codex'), { recursive: true, mode: 0o700 });
+    writeFileSync(join(seed, '.codex', 'config.toml'), 'the seed\'s\n');
+    writeFileSync(join(seed, '.codex', 'state.sqlite'), 'schema\n', { mode: 0o644 });
+    mkdirSync(join(seed, '.gemini'), { mode: 0o700 });
+    writeFileSync(join(seed, '.gemini', 'db'), 'gemini\n');
+    // The template's .gemini is a symlink to a folder elsewhere: the seed's file must not land there.
+    const elsewhere = join(sandboxRoot, '..', 'elsewhere');
+    mkdirSync(elsewhere);
+    symlinkSync(elsewhere, join(template, '.gemini'));
+    const sandbox = new SandboxDirs(sandboxRoot, root ? ACCOUNT : null, template);
+    await sandbox.init();
+    mkdirSync(join(sandboxRoot, '.home-seeds'));
+    const { home } = await sandbox.folders('ses_5', async () => seed);
+    expect(readFileSync(join(home, '.codex', 'config.toml'), 'utf8')).toBe('model = "m"\n');
+    expect(readFileSync(join(home, '.codex', 'skills', 'a.md'), 'utf8')).toBe('a\n');
+    expect(readFileSync(join(home, '.codex', 'state.sqlite'), 'utf8')).toBe('schema\n');
+    expect(lstatSync(join(home, '.codex', 'state.sqlite')).mode & 0o777).toBe(0o644);
+    if (root) expect(lstatSync(join(home, '.codex', 'state.sqlite')).uid).toBe(65534);
+    expect(readlinkSync(join(home, '.gemini'))).toBe(elsewhere);
+    expect(existsSync(join(elsewhere, 'db'))).toBe(false);
+    // A seed that cannot be had leaves the template's copy.
+    const plain = await sandbox.folders('ses_6', async () => {
+      throw new Error('no seed');
+    });
+    expect(existsSync(join(plain.home, '.codex', 'state.sqlite'))).toBe(false);
+    // The seeds' folder is not a session's.
+    expect((await sandbox.sessions()).sort()).toEqual(['ses_5', 'ses_6']);
   });
 });

@@ -1,7 +1,7 @@
 /** Codex's app-server transport: `codex app-server`, JSON-RPC over stdio, with approvals and interrupts. */
 import { VERSION } from '../../version.js';
 import { errorEvent, exitMessage, jsonRpcLines, parseLine, raw } from '../common.js';
-import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
+import type { ApprovalDecision, ApprovalRequest, HomeSetup, ProviderLineOutput, ProviderProcess, ProviderRunInput } from '../types.js';
 import { ItemMapper, tokenTotals, turnFailed, type CodexItem } from './items.js';
 import { codexMcpArgs } from './mcp.js';
 import type { Mode } from './modes.js';
@@ -79,6 +79,22 @@ const PLUMBING = new Set([
   'item/commandExecution/outputDelta',
   'item/fileChange/outputDelta',
 ]);
+
+/** What ASM says first to app-server: who it is. */
+const INITIALIZE_PARAMS = { clientInfo: { name: 'asm', title: 'Agent Session Manager', version: VERSION }, capabilities: null };
+
+/**
+ * app-server's first start in a new HOME, once per binary (ProviderDefinition.homeSetup): it creates
+ * and migrates its SQLite databases under ~/.codex on initialize (about 80–100 ms of a session's
+ * first run; bench/RESULTS.md, nineteenth pass) and exits when its stdin ends. Their schema is the
+ * same for every session; what else it makes there (installation_id, the skills it unpacks,
+ * sessions/) is not kept. A -wal file holds what its exit did not fold back into the database.
+ */
+export const APP_SERVER_HOME_SETUP: HomeSetup = {
+  args: ['app-server'],
+  input: [jsonRpcLines().request('initialize', INITIALIZE_PARAMS)],
+  keep: /^\.codex\/[^/]+\.sqlite(-wal)?$/,
+};
 
 export function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
   const items = new ItemMapper(input.previousTotals);
@@ -181,7 +197,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
   return {
     args: ['app-server', ...codexMcpArgs(input)],
     stdin: 'control',
-    start: () => ({ write: [request('initialize', { clientInfo: { name: 'asm', title: 'Agent Session Manager', version: VERSION }, capabilities: null })] }),
+    start: () => ({ write: [request('initialize', INITIALIZE_PARAMS)] }),
     onLine(text) {
       const parsed = parseLine<RpcMessage>('codex app-server', text);
       if (!('line' in parsed)) return parsed;

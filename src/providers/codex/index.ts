@@ -1,6 +1,6 @@
 /** The Codex CLI provider: its binary, environment, modes and capabilities, and the transport per mode. */
 import type { ProviderDefinition, ProviderProcess, ProviderRunInput } from '../types.js';
-import { createAppServerProcess } from './app-server.js';
+import { APP_SERVER_HOME_SETUP, createAppServerProcess } from './app-server.js';
 import { createExecProcess } from './exec.js';
 import { CODEX_MCP } from './mcp.js';
 import { MODES, laneNeeds, modeOf, PERMISSION_MODES } from './modes.js';
@@ -42,6 +42,7 @@ const codex: ProviderDefinition = {
   mcp: CODEX_MCP,
   laneNeeds,
   versionArgs: ['--version'],
+  homeSetup: APP_SERVER_HOME_SETUP,
   create: createCodexProcess,
 };
 
