@@ -6,7 +6,7 @@ import type { HomeSetup } from '../providers/types.js';
 /**
  * The files a CLI makes in a new HOME on its first start, made once per CLI binary instead of once per
  * session (ProviderDefinition.homeSetup). Codex creates and migrates six SQLite databases there, about
- * 80–100 ms of a session's first run (bench/RESULTS.md, nineteenth pass); what they hold then is the
+ * 70–160 ms of a session's first run (bench/RESULTS.md, nineteenth pass); what they hold then is the
  * same for every session. The setup runs in a throwaway session of the sandbox, with no tenant's input
  * or secrets; the files `keep` names are copied into `<dir>/<provider>-<n>`, and from there into each
  * new session's HOME after the operator's template (SandboxDirs.folders).
