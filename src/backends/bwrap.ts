@@ -10,6 +10,7 @@ import { AsmError } from '../errors/kinds.js';
 import type { HomeSetup, ProcessExit } from '../providers/types.js';
 import { EGRESS_PORT, EGRESS_SOCKET, EgressProxy, RELAY_SCRIPT } from './egress.js';
 import { HomeSeeds } from './home-seeds.js';
+import { processExists } from './process-group.js';
 import { SandboxDirs, type Account } from './sandbox-dirs.js';
 import { installFolders, mountArgs, nodePrefix, resolvConf, systemMounts, type Mount } from './sandbox-mounts.js';
 import { checkWorkingDirectory, spawnError } from './subprocess.js';
@@ -49,6 +50,9 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  * folder others may write, as the sandbox's /tmp is).
  */
 const MCP_FOLDER = '/run/asm-mcp';
+
+/** The service's own sessions (the start-up check, the HOME setups), `asm-<pid>-<n>`: never a session id (those start `ses_`). */
+const THROWAWAY = /^asm-(\d+)-\d+$/;
 
 /** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
 const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
@@ -142,6 +146,11 @@ export class BwrapSandbox implements Sandbox {
     const account = root ? await accountOf(settings.user) : null;
     const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
     await dirs.init();
+    // The throwaway sessions (inThrowaway) of a process that is gone: it crashed before it removed them.
+    for (const sessionId of await dirs.sessions()) {
+      const owner = THROWAWAY.exec(sessionId);
+      if (owner && !processExists(Number(owner[1]))) await dirs.release(sessionId);
+    }
     const egress = settings.allowedHosts.length ? await EgressProxy.start(join(settings.root, 'egress.sock'), settings.allowedHosts) : null;
     const sandbox = new BwrapSandbox(settings, tools, account, dirs, egress);
     if (settings.homeSetupMs > 0) sandbox.seeds = await HomeSeeds.open(settings.root, (binary, setup, use) => sandbox.runSetup(binary, setup, use), log);
@@ -246,7 +255,7 @@ export class BwrapSandbox implements Sandbox {
 
   /** A session of the service's own, for a command that is not a tenant's run; its folders go after `use`. */
   private async inThrowaway<T>(use: (sessionId: string, home: string) => Promise<T>): Promise<T> {
-    const sessionId = `asm-${process.pid}-${++this.throwaways}`;
+    const sessionId = `asm-${process.pid}-${++this.throwaways}`; // THROWAWAY
     try {
       return await use(sessionId, (await this.dirs.folders(sessionId)).home);
     } finally {

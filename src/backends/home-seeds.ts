@@ -2,6 +2,7 @@ import { copyFile, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { HomeSetup } from '../providers/types.js';
+import { processExists } from './process-group.js';
 
 /**
  * The files a CLI makes in a new HOME on its first start, made once per CLI binary instead of once per
@@ -36,7 +37,7 @@ export class HomeSeeds {
     const parent = join(root, '.home-seeds');
     await mkdir(parent, { recursive: true, mode: 0o700 });
     for (const name of await readdir(parent)) {
-      if (!alive(Number(name))) await rm(join(parent, name), { recursive: true, force: true });
+      if (!processExists(Number(name))) await rm(join(parent, name), { recursive: true, force: true });
     }
     return new HomeSeeds(join(parent, String(process.pid)), runSetup, log);
   }
@@ -78,14 +79,6 @@ export class HomeSeeds {
       await rm(folder, { recursive: true, force: true });
       this.log.warn({ provider, binary, err: (err as Error).message }, "the CLI's first-start setup failed: each session's HOME starts from the template alone");
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    return pid > 0 && process.kill(pid, 0);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -68,3 +68,12 @@ function childrenOf(pid: number): number[] {
 export function processIds(): number[] {
   return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).map(Number);
 }
+
+/** Whether a process `pid` is there (signal 0 reaches it, or it is another user's). */
+export function processExists(pid: number): boolean {
+  try {
+    return pid > 0 && process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -4,6 +4,7 @@
  * (src/backends/sandbox-dirs.ts). The CLI is a shell script standing in for a provider's homeSetup:
  * it counts its starts in a scratch file and writes what codex's would (databases, an id).
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -164,5 +165,19 @@ describe('home seeds', () => {
     await t.newHome();
     expect(t.starts()).toBe(0);
     expect(existsSync(join(t.root, '.home-seeds'))).toBe(false);
+  });
+
+  it('removes at start what a process that is gone left: its throwaway sessions and its seeds', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'asm-home-seeds-test-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const root = join(dir, 'sandbox');
+    const gone = spawnSync('true').pid!;
+    const left = [join(root, `asm-${gone}-1`, 'home'), join(root, '.home-seeds', String(gone), 'codex-1')];
+    const kept = [join(root, `asm-${process.pid}-99`, 'home'), join(root, 'ses_1', 'home')];
+    for (const folder of [...left, ...kept]) mkdirSync(folder, { recursive: true });
+    const sandbox = await createSandbox(loadConfig({ ...SANDBOX_ENV, ASM_SANDBOX_ROOT: root }).sandbox, pino({ level: 'silent' }));
+    cleanup.push(() => sandbox.close());
+    for (const folder of left) expect(existsSync(folder), folder).toBe(false);
+    for (const folder of kept) expect(existsSync(folder), folder).toBe(true);
   });
 });
