@@ -1,10 +1,10 @@
 import { execFile, spawn } from 'node:child_process';
-import type { Logger } from 'pino';
 import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import type { HomeSetup, ProcessExit } from '../providers/types.js';
@@ -290,7 +290,8 @@ export class BwrapSandbox implements Sandbox {
       child.stderr.on('data', (chunk) => (stderr = (stderr + chunk).slice(-2048)));
       child.stdin.on('error', () => undefined);
       child.stdin.end(input.map((line) => `${line}\n`).join(''));
-      child.on('error', (err) => done({ code: null, stderr: err.name === 'AbortError' ? `stopped after ${timeoutMs} ms` : err.message }));
+      const stopped = () => (this.closing.signal.aborted ? 'stopped: the sandbox is closing' : `stopped after ${timeoutMs} ms`);
+      child.on('error', (err) => done({ code: null, stderr: err.name === 'AbortError' ? stopped() : err.message }));
       child.on('close', (code) => done({ code, stderr }));
     });
   }

@@ -157,6 +157,16 @@ describe('home seeds', () => {
     expect(Date.now() - started).toBeLessThan(5_000);
   });
 
+  it('kills a setup still running when the sandbox closes', async () => {
+    const t = await rig();
+    writeCli(t.cli, t.count, 'exec sleep 30');
+    await t.newHome();
+    await vi.waitFor(() => expect(t.starts()).toBe(1));
+    await t.sandbox.close();
+    await vi.waitFor(() => expect(t.logged(FAILED)).toHaveLength(1));
+    expect(t.logged(FAILED)[0]!.err).toContain('stopped: the sandbox is closing');
+  });
+
   it('makes none with ASM_SANDBOX_HOME_SETUP_MS=0', async () => {
     const t = await rig({ ASM_SANDBOX_HOME_SETUP_MS: '0' });
     writeCli(t.cli, t.count, SETUP);
