@@ -133,7 +133,8 @@ export class SandboxDirs {
     const dir = this.sessionDir(sessionId);
     const folders = { home: join(dir, 'home'), tmp: join(dir, 'tmp') };
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    const [home, tmp] = await Promise.all([freshFolder(folders.home), freshFolder(folders.tmp)]);
+    // A folder there already is a session's from an earlier process.
+    const [home, tmp] = await Promise.all([made(mkdir(folders.home, { mode: 0o700 }), true), made(mkdir(folders.tmp, { mode: 0o700 }), true)]);
     await Promise.all([
       home ? this.fill(folders.home, seed) : this.handOver(folders.home),
       tmp ? this.own(folders.tmp) : this.handOver(folders.tmp),
@@ -173,16 +174,16 @@ export class SandboxDirs {
 
   private async copyEntry(entry: Dirent, source: string, target: string, merge: boolean): Promise<void> {
     if (entry.isDirectory()) {
-      const [{ mode }, made] = await Promise.all([lstat(source), mkdir(target, { mode: 0o700 }).then(() => true, (err) => alreadyThere(err, merge))]);
+      const [{ mode }, fresh] = await Promise.all([lstat(source), made(mkdir(target, { mode: 0o700 }), merge)]);
       // A merge goes into a folder that is there, never through a symlink (the template's) to one elsewhere.
-      if (!made && !(await lstat(target)).isDirectory()) return;
+      if (!fresh && !(await lstat(target)).isDirectory()) return;
       await this.copyOwned(source, target, merge);
-      if (!made) return;
+      if (!fresh) return;
       await chmod(target, mode);
     } else if (entry.isFile()) {
-      if (!(await copyFile(source, target, constants.COPYFILE_EXCL).then(() => true, (err) => alreadyThere(err, merge)))) return;
+      if (!(await made(copyFile(source, target, constants.COPYFILE_EXCL), merge))) return;
     } else if (entry.isSymbolicLink()) {
-      if (!(await symlink(await readlink(source), target).then(() => true, (err) => alreadyThere(err, merge)))) return;
+      if (!(await made(symlink(await readlink(source), target), merge))) return;
     } else {
       throw new Error(`ASM_SANDBOX_HOME_TEMPLATE holds ${source}, which is neither a file, a folder nor a symlink, and cannot be copied into a HOME`);
     }
@@ -200,18 +201,12 @@ export class SandboxDirs {
   }
 }
 
-/** False for an entry that is there already where that is allowed (a merge); otherwise the error. */
-function alreadyThere(err: NodeJS.ErrnoException, merge: boolean): false {
-  if (merge && err.code === 'EEXIST') return false;
-  throw err;
-}
-
-/** Makes a folder (0700): true if this call made it, false if it was there (a session's folders from an earlier process). */
-function freshFolder(path: string): Promise<boolean> {
-  return mkdir(path, { mode: 0o700 }).then(
+/** True once `make` made its entry; false if the entry was there already and `mayBeThere`; otherwise `make`'s error. */
+function made(make: Promise<unknown>, mayBeThere: boolean): Promise<boolean> {
+  return make.then(
     () => true,
     (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST') return false;
+      if (mayBeThere && err.code === 'EEXIST') return false;
       throw err;
     },
   );
