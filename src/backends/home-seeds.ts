@@ -6,11 +6,12 @@ import { processExists } from './process-group.js';
 
 /**
  * The files a CLI makes in a new HOME on its first start, made once per CLI binary instead of once per
- * session (ProviderDefinition.homeSetup). Codex creates and migrates six SQLite databases there, about
- * 70–160 ms of a session's first run (bench/RESULTS.md, nineteenth pass); what they hold then is the
- * same for every session. The setup runs in a throwaway session of the sandbox, with no tenant's input
- * or secrets; the files `keep` names are copied into `<dir>/<provider>-<n>`, and from there into each
- * new session's HOME after the operator's template (SandboxDirs.folders).
+ * session (ProviderDefinition.homeSetup). Codex creates and migrates six SQLite databases there; made
+ * once, they took 59–220 ms off a cold run (bench -- agents; bench/RESULTS.md, nineteenth pass). What
+ * they hold then is the same for every session. The setup runs in a throwaway session of the
+ * sandbox, with no tenant's input or secrets; the files `keep` names are copied into
+ * `<dir>/<provider>-<n>`, and from there into each new session's HOME after the operator's template
+ * (SandboxDirs.folders).
  *
  * No run waits for a seed: until it is made, sessions start from the template alone. A binary replaced
  * on disk (another version) gets a seed of its own; a setup that fails is logged and not tried again

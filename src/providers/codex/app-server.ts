@@ -85,8 +85,8 @@ const INITIALIZE_PARAMS = { clientInfo: { name: 'asm', title: 'Agent Session Man
 
 /**
  * app-server's first start in a new HOME, once per binary (ProviderDefinition.homeSetup): it creates
- * and migrates its SQLite databases under ~/.codex on initialize (about 70–160 ms of a session's
- * first run; bench/RESULTS.md, nineteenth pass) and exits when its stdin ends. Their schema is the
+ * and migrates its SQLite databases under ~/.codex on initialize (made once, they took 59–220 ms off
+ * a cold run in bench -- agents; bench/RESULTS.md, nineteenth pass) and exits when its stdin ends. Their schema is the
  * same for every session; what else it makes there (installation_id, the skills it unpacks,
  * sessions/) is not kept. A -wal file holds what its exit did not fold back into the database.
  */
