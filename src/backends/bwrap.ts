@@ -178,7 +178,9 @@ export class BwrapSandbox implements Sandbox {
   async wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand> {
     checkWorkingDirectory(cli.cwd);
     const binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
-    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary));
+    // Each by its real path: a symlink to it on the PATH (/bin → usr/bin) then shows the mask too.
+    const masked = new Set((cli.hiddenExecutables ?? []).flatMap((name) => [...executables(name, cli.env.PATH ?? '')].map((path) => realpathSync(path))));
+    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary), [...masked]);
     return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
   }
 
@@ -297,7 +299,7 @@ export class BwrapSandbox implements Sandbox {
   }
 
   /** The whole command line up to the CLI's own arguments: the outer and inner wrappers around `binary`. */
-  private async commandLine(sessionId: string, cwd: string, binary: string, installs: string[]): Promise<string[]> {
+  private async commandLine(sessionId: string, cwd: string, binary: string, installs: string[], masked: string[] = []): Promise<string[]> {
     if (realpathSync(cwd) !== cwd) throw new AsmError('config_invalid', `working directory is reached through a symlink: ${cwd}`);
     const { home, tmp } = await this.dirs.folders(sessionId);
     await this.dirs.handOver(cwd);
@@ -313,7 +315,7 @@ export class BwrapSandbox implements Sandbox {
     return [
       ...this.outer,
       ...this.system.args,
-      ...mountArgs(mounts, this.system.folders, this.hidden),
+      ...mountArgs(mounts, this.system.folders, [...this.hidden, ...masked]),
       '--chdir', cwd,
       '--setenv', 'HOME', home,
       '--setenv', 'TMPDIR', tmp,
@@ -333,12 +335,17 @@ function tool(name: string, hint: string): string {
 }
 
 function onPath(name: string, path: string): string | undefined {
+  return executables(name, path).next().value;
+}
+
+/** The executable files named `name` on `path`, in its order. */
+function* executables(name: string, path: string): Generator<string, undefined> {
   for (const folder of path.split(delimiter)) {
     if (!isAbsolute(folder)) continue;
     const candidate = join(folder, name);
     try {
       accessSync(candidate, constants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
+      if (statSync(candidate).isFile()) yield candidate;
     } catch {
       // not here
     }

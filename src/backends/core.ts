@@ -98,7 +98,9 @@ class CoreRun extends RunLifecycle {
           if (out.endInput) this.turnOver = true;
           return out;
         }),
-      onStderr: (line) => this.emit({ kind: 'stderr', payload: { content: line } }),
+      onStderr: (line) => {
+        if (!provider.hides?.notice.test(line)) this.emit({ kind: 'stderr', payload: { content: line } });
+      },
       onOverflow: () =>
         this.fail(new AsmError('buffer_overflow', `${spec.provider.name} printed a stdout line over ${this.limits.lineBytes} bytes`)),
     };
@@ -130,7 +132,7 @@ class CoreRun extends RunLifecycle {
 
   /** A new process, its output routed to whichever run holds it. */
   private async startAgent(spec: BackendRunSpec, provider: ProviderProcess, key: string, output: AgentOutput): Promise<WarmAgent> {
-    const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin };
+    const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin, hiddenExecutables: provider.hides?.executables };
     const launch = await surfaceLaunch(spec.surface, cli, this.limits, { sandbox: this.sandbox, sessionId: spec.sessionId });
     const agent: Omit<WarmAgent, 'process'> = { launch, key, output, sawOutput: false };
     const process = await spawnSubprocess({

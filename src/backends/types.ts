@@ -85,6 +85,8 @@ export interface CliCommand {
   cwd: string;
   env: Record<string, string>;
   stdin: 'control' | 'closed';
+  /** Host executables the CLI must not find, masked by the sandbox (ProviderProcess.hides); a surface without a sandbox ignores them. */
+  hiddenExecutables?: string[];
 }
 
 /** The sandbox local CLIs run in (sandbox.ts says what it isolates). */

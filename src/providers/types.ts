@@ -138,6 +138,12 @@ export interface ProviderProcess {
    */
   onExit(exit: ProcessExit, sawTerminal: boolean): ProviderEvent[];
   /**
+   * Host executables the CLI must not find in ASM's sandbox (names; masked wherever its PATH has
+   * them), and the notice its start then prints on stderr: ASM's doing, not the agent's, so it makes
+   * no stderr event. Absent: the CLI sees the host's executables as they are.
+   */
+  hides?: { executables: string[]; notice: RegExp };
+  /**
    * For a provider with the `warm` capability: how this run may use a process a warm session kept
    * from its previous run (backends/warm-processes.ts), instead of starting one.
    */

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import codex from '../../src/providers/codex/index.js';
-import type { ProviderRunInput } from '../../src/providers/types.js';
+import type { ProviderDefinition, ProviderRunInput } from '../../src/providers/types.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
@@ -69,6 +69,18 @@ describe('codex transports and argv', () => {
     expect(process.onLine(JSON.stringify({ method: 'item/agentMessage/delta', params: { itemId: 'm', delta: 'Hel' } })).events).toEqual([
       { kind: 'assistant_delta', payload: { content: 'Hel', index: 0 } },
     ]);
+  });
+
+  it('app-server: the host\'s bwrap is hidden from it; the configWarning that follows makes no event, any other stays raw', () => {
+    const process = codex.create(INPUT);
+    expect(process.hides!.executables).toEqual(['bwrap']);
+    // The line codex 0.169 printed on stderr in the sandbox, colours and all.
+    expect(process.hides!.notice.test('\x1b[2m2026-12-05T19:11:08.227051Z\x1b[0m \x1b[31mERROR\x1b[0m \x1b[2mcodex_app_server\x1b[0m\x1b[2m:\x1b[0m Codex could not find bubblewrap on PATH. Install bubblewrap with your OS package manager.')).toBe(true);
+    const warning = (summary: string) => process.onLine(JSON.stringify({ method: 'configWarning', params: { summary, details: null } }));
+    expect(warning('Codex could not find bubblewrap on PATH. Install bubblewrap with your OS package manager.')).toEqual({});
+    const other = { method: 'configWarning', params: { summary: 'Unknown key `foo` in config.toml', details: null } };
+    expect(warning(other.params.summary).events).toEqual([{ kind: 'raw', payload: { stream: 'stdout', content: other } }]);
+    expect(codex.create({ ...INPUT, permissionMode: 'read-only-never' }).hides).toBeUndefined();
   });
 
   it('passes the session\'s MCP servers as -c overrides without their secrets, on both transports', () => {
@@ -186,6 +198,16 @@ describe('codex app-server on the fake CLI', () => {
     expect(second.events.find((e) => e.kind === 'tool_result')!.payload).toMatchObject({ is_error: true, status: 'declined', exit_code: null });
     expect(terminalOf(second.events).kind).toBe('result');
     expect(denied.stdinLines().at(-1)).toEqual({ id: 0, result: { decision: 'decline' } });
+  });
+
+  it('finds no bwrap in the sandbox; its notice about that makes no event', async () => {
+    // The fake, like codex, says so on stderr and in a configWarning when it finds none.
+    const unfiltered: ProviderDefinition = { ...codex, create: (input) => ({ ...codex.create(input), hides: { executables: ['bwrap'], notice: /^$/ } }) };
+    const noticed = await runToEnd({ ...fakeCodex('Say hello').spec, provider: unfiltered });
+    expect(noticed.filter((e) => e.kind === 'stderr').map((e) => e.payload.content)).toEqual([expect.stringContaining('Codex could not find bubblewrap on PATH')]);
+    const events = await runToEnd(fakeCodex('Say hello').spec);
+    expect(kinds(events)).toEqual(kinds(noticed).filter((kind) => kind !== 'stderr'));
+    expect(JSON.stringify(events)).not.toContain('bubblewrap');
   });
 
   it('interrupt: turn/interrupt naming the thread and turn → user_cancelled', async () => {

@@ -96,6 +96,15 @@ export const APP_SERVER_HOME_SETUP: HomeSetup = {
   keep: /^\.codex\/[^/]+\.sqlite(-wal)?$/,
 };
 
+/**
+ * The host's bwrap, which app-server does not find in ASM's sandbox (ProviderProcess.hides): before
+ * it answers initialize it probes a bwrap on its PATH and polls the probe every 50 ms, which cost
+ * every start about 50 ms (bench/RESULTS.md, twentieth pass). Without one it sandboxes its commands
+ * with the bubblewrap it ships (codex-resources/bwrap), as its docs say, and says so in a notice on
+ * stderr and in a configWarning.
+ */
+const HIDDEN_BWRAP = { executables: ['bwrap'], notice: /Codex could not find bubblewrap on PATH/ };
+
 export function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
   const items = new ItemMapper(input.previousTotals);
   const { message: line, request, answered } = jsonRpcLines();
@@ -182,6 +191,8 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
         return {};
       case 'turn/completed':
         return { ...turnCompleted(params.turn ?? {}), endInput: true };
+      case 'configWarning':
+        return HIDDEN_BWRAP.notice.test(String(params.summary ?? '')) ? {} : { events: [raw(message)] };
       default:
         return PLUMBING.has(message.method!) ? {} : { events: [raw(message)] };
     }
@@ -197,6 +208,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
   return {
     args: ['app-server', ...codexMcpArgs(input)],
     stdin: 'control',
+    hides: HIDDEN_BWRAP,
     start: () => ({ write: [request('initialize', INITIALIZE_PARAMS)] }),
     onLine(text) {
       const parsed = parseLine<RpcMessage>('codex app-server', text);
