@@ -267,11 +267,12 @@ export class BwrapSandbox implements Sandbox {
 
   /**
    * A CLI's first start in a throwaway HOME (HomeSeeds): `setup.input` on its stdin, which then ends;
-   * it must exit 0 within ASM_SANDBOX_HOME_SETUP_MS. Its environment is PATH alone: nothing of a tenant's.
+   * it must exit 0 within ASM_SANDBOX_HOME_SETUP_MS. Its environment is PATH and the setup's own fixed
+   * variables: nothing of a tenant's.
    */
   private runSetup<T>(binary: string, setup: HomeSetup, use: (home: string) => Promise<T>): Promise<T> {
     return this.inThrowaway(async (sessionId, home) => {
-      const cli = { command: binary, args: setup.args, cwd: home, env: { PATH: process.env.PATH ?? '' }, stdin: 'control' as const };
+      const cli = { command: binary, args: setup.args, cwd: home, env: { ...setup.env, PATH: process.env.PATH ?? '' }, stdin: 'control' as const };
       const { code, stderr } = await this.runToEnd(sessionId, cli, setup.input, this.settings.homeSetupMs);
       if (code !== 0) throw new Error(`${binary} ${setup.args.join(' ')} exited with ${code === null ? 'a signal' : `status ${code}`}${stderr.trim() ? `: ${stderr.trim()}` : ''}`);
       return use(home);

@@ -1,4 +1,4 @@
-import { copyFile, lstat, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { HomeSetup } from '../providers/types.js';
@@ -71,7 +71,7 @@ export class HomeSeeds {
   private async make(provider: string, identity: string, binary: string, setup: HomeSetup): Promise<void> {
     const folder = join(this.dir, `${provider}-${++this.made}`);
     try {
-      const kept = await this.runSetup(binary, setup, (home) => keepFiles(home, setup.keep, folder));
+      const kept = await this.runSetup(binary, setup, (home) => keepFiles(home, setup, folder));
       const current = this.seeds.get(provider);
       if (current?.identity !== identity) return;
       current.folder = folder;
@@ -89,15 +89,28 @@ async function binaryIdentity(binary: string): Promise<string> {
   return `${binary}:${dev}:${ino}:${size}:${mtimeMs}`;
 }
 
-/** Copies the regular files under `home` whose relative path matches `keep` into `folder` (the service's alone); answers their paths. */
-async function keepFiles(home: string, keep: RegExp, folder: string): Promise<string[]> {
+/**
+ * Copies into `folder` (the service's alone) the regular files under `home` whose relative path
+ * matches `setup.keep`, and of each JSON object of `setup.keepKeys` those keys it has; answers their paths.
+ */
+async function keepFiles(home: string, setup: HomeSetup, folder: string): Promise<string[]> {
   const kept: string[] = [];
-  await mkdir(folder, { recursive: true, mode: 0o700 });
-  for (const path of (await readdir(home, { recursive: true })).sort()) {
-    if (!keep.test(path) || !(await lstat(join(home, path))).isFile()) continue;
+  const isFile = (path: string) => lstat(join(home, path)).then((entry) => entry.isFile(), () => false);
+  const place = async (path: string, write: (to: string) => Promise<void>) => {
     await mkdir(dirname(join(folder, path)), { recursive: true, mode: 0o700 });
-    await copyFile(join(home, path), join(folder, path));
+    await write(join(folder, path));
     kept.push(path);
+  };
+  await mkdir(folder, { recursive: true, mode: 0o700 });
+  for (const path of setup.keep ? (await readdir(home, { recursive: true })).sort() : []) {
+    if (setup.keep!.test(path) && (await isFile(path))) await place(path, (to) => copyFile(join(home, path), to));
+  }
+  for (const [path, keys] of Object.entries(setup.keepKeys ?? {})) {
+    if (!(await isFile(path))) continue;
+    const made: unknown = JSON.parse(await readFile(join(home, path), 'utf8'));
+    if (typeof made !== 'object' || made === null || Array.isArray(made)) throw new Error(`${path} is not a JSON object`);
+    const picked = Object.fromEntries(keys.filter((key) => Object.hasOwn(made, key)).map((key) => [key, (made as Record<string, unknown>)[key]]));
+    await place(path, (to) => writeFile(to, JSON.stringify(picked), { mode: 0o600 }));
   }
   return kept;
 }

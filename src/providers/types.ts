@@ -206,15 +206,21 @@ export interface SdkTurn {
 
 /**
  * A CLI's first start in a new HOME, done once per binary instead of once per session
- * (src/backends/home-seeds.ts): the CLI is started in a throwaway HOME with `args`, gets `input` on
- * its stdin, which is then closed, and must exit; the files it made there whose HOME-relative path
- * matches `keep` are copied into each new session's HOME, after the operator's template. Only what is
- * the same for every session belongs in `keep` (a database's schema), never an id or a conversation.
+ * (src/backends/home-seeds.ts): the CLI is started in a throwaway HOME with `args` and `env`, gets
+ * `input` on its stdin, which is then closed, and must exit; what it made there that `keep` and
+ * `keepKeys` name is copied into each new session's HOME, after the operator's template. Only what is
+ * the same for every session may be kept (a database's schema, a migration's mark), never an id or a
+ * conversation.
  */
 export interface HomeSetup {
   args: string[];
+  /** Fixed variables of the setup's environment besides PATH: never a tenant's, never a secret. */
+  env?: Record<string, string>;
   input: string[];
-  keep: RegExp;
+  /** The HOME-relative paths of the files kept whole. */
+  keep?: RegExp;
+  /** JSON files (HOME-relative path → top-level keys) of which only those keys are kept: a file that also holds ids. */
+  keepKeys?: Record<string, string[]>;
 }
 
 /** Which of the seeds' session options a provider's CLI takes; anything else is refused naming the field. */

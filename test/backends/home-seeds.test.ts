@@ -21,7 +21,10 @@ afterEach(async () => {
   for (const step of cleanup.splice(0).reverse()) await step();
 });
 
-const PROVIDER = { name: 'fake', homeSetup: { args: ['setup'], input: ['hello'], keep: /^\.fake\/[^/]+\.db$/ } } as unknown as ProviderDefinition;
+const PROVIDER = {
+  name: 'fake',
+  homeSetup: { args: ['setup'], env: { FAKE_QUIET: '1' }, input: ['hello'], keep: /^\.fake\/[^/]+\.db$/, keepKeys: { '.fake/state.json': ['mark', 'absent'] } },
+} as unknown as ProviderDefinition;
 
 /** The stand-in CLI: `body` runs after it has counted its start in `count`. */
 function writeCli(path: string, count: string, body: string): void {
@@ -38,6 +41,7 @@ const SETUP = [
   'env | cut -d= -f1 | sort > "$HOME/.fake/env.db"',
   'echo setup > "$HOME/.fake/own.db"',
   'echo id-1 > "$HOME/.fake/installation_id"',
+  'echo \'{"installId":"id-1","mark":7}\' > "$HOME/.fake/state.json"',
 ].join('\n');
 
 async function rig(env: Record<string, string> = {}) {
@@ -83,7 +87,7 @@ const SEEDED = 'a new session HOME starts with what this CLI made on its first s
 const FAILED = "the CLI's first-start setup failed: each session's HOME starts from the template alone";
 
 describe('home seeds', () => {
-  it('makes them once per binary, in a HOME of its own, with PATH alone; each new HOME gets the files keep names, after the template', async () => {
+  it('makes them once per binary, in a HOME of its own, with PATH and its own variables alone; each new HOME gets what keep and keepKeys name, after the template', async () => {
     const t = await rig();
     process.env.ASM_TEST_SECRET = 'not for the setup';
     cleanup.push(() => void delete process.env.ASM_TEST_SECRET);
@@ -93,7 +97,7 @@ describe('home seeds', () => {
     expect(existsSync(join(first, '.fake', 'a.db'))).toBe(false);
     expect(readFileSync(join(first, '.fake', 'config'), 'utf8')).toBe('setting\n');
     await vi.waitFor(() => expect(t.logged(SEEDED)).toHaveLength(1));
-    expect(t.logged(SEEDED)[0]).toMatchObject({ provider: 'fake', files: ['.fake/a.db', '.fake/env.db', '.fake/own.db'] });
+    expect(t.logged(SEEDED)[0]).toMatchObject({ provider: 'fake', files: ['.fake/a.db', '.fake/env.db', '.fake/own.db', '.fake/state.json'] });
 
     const second = await t.newHome();
     // What the setup read on its stdin, into the file it made.
@@ -102,8 +106,11 @@ describe('home seeds', () => {
     expect(readFileSync(join(second, '.fake', 'own.db'), 'utf8')).toBe('the template\'s\n');
     expect(readFileSync(join(second, '.fake', 'config'), 'utf8')).toBe('setting\n');
     expect(existsSync(join(second, '.fake', 'installation_id'))).toBe(false);
+    // Of a keepKeys file, the keys named that it has, and not its id.
+    expect(JSON.parse(readFileSync(join(second, '.fake', 'state.json'), 'utf8'))).toEqual({ mark: 7 });
     const names = readFileSync(join(second, '.fake', 'env.db'), 'utf8').split('\n');
     expect(names).toContain('PATH');
+    expect(names).toContain('FAKE_QUIET');
     expect(names).not.toContain('ASM_TEST_SECRET');
     if (process.getuid?.() === 0) expect(lstatSync(join(second, '.fake', 'a.db')).uid).toBe(65534);
 
@@ -145,6 +152,16 @@ describe('home seeds', () => {
     await t.newHome();
     await vi.waitFor(() => expect(t.logged(SEEDED)).toHaveLength(1));
     expect(t.starts()).toBe(2);
+  });
+
+  it('fails a setup whose keepKeys file is not a JSON object, and keeps nothing of it', async () => {
+    const t = await rig();
+    writeCli(t.cli, t.count, `${SETUP}\necho '["mark"]' > "$HOME/.fake/state.json"`);
+    await t.newHome();
+    await vi.waitFor(() => expect(t.logged(FAILED)).toHaveLength(1));
+    expect(t.logged(FAILED)[0]!.err).toBe('.fake/state.json is not a JSON object');
+    expect(existsSync(join(await t.newHome(), '.fake', 'a.db'))).toBe(false);
+    expect(t.starts()).toBe(1);
   });
 
   it('kills a setup that outlasts ASM_SANDBOX_HOME_SETUP_MS', async () => {

@@ -1,7 +1,7 @@
 /** The Claude Code provider: its binary, environment, modes and capabilities, and its two lanes. */
 import { jsonServers } from '../mcp.js';
 import type { ProviderDefinition } from '../types.js';
-import { CLAUDE_MCP_FILE, createClaudeProcess } from './process.js';
+import { CLAUDE_HOME_SETUP, CLAUDE_MCP_FILE, createClaudeProcess } from './process.js';
 import { runClaudeSdk } from './sdk.js';
 
 /**
@@ -52,6 +52,7 @@ const claude: ProviderDefinition = {
   // `--mcp-config <file>` (process.ts, sdk.ts): the secrets stay in the file.
   mcp: { files: (servers) => [{ name: CLAUDE_MCP_FILE, content: JSON.stringify({ mcpServers: jsonServers(servers, 'url', { stdio: { type: 'stdio' }, http: { type: 'http' } }) }) }] },
   versionArgs: ['--version'],
+  homeSetup: CLAUDE_HOME_SETUP,
   create: createClaudeProcess,
 };
 

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { errorEvent, exitMessage, parseLine } from '../common.js';
 import { mcpFilePath } from '../mcp.js';
-import type { ProviderProcess, ProviderRunInput } from '../types.js';
+import type { HomeSetup, ProviderProcess, ProviderRunInput } from '../types.js';
 import { approvalResponse, initializeRequest, interruptRequest, userTurn } from './control.js';
 import { createClaudeMapper } from './mapper.js';
 import type { ClaudeLine } from './messages.js';
@@ -35,6 +35,20 @@ const BASE_ARGS = [
   '--permission-prompt-tool',
   'stdio',
 ];
+
+/**
+ * The first start in a new HOME, once per binary (ProviderDefinition.homeSetup): told initialize, the
+ * CLI runs its config migrations and records them in ~/.claude.json (fifteen in 2.1.329), which took
+ * about 11 ms off a cold run (bench/RESULTS.md, twentieth pass), and exits when its stdin ends. Only
+ * the migrations' marks are kept of that file: it also holds the install's userID and machineID, which
+ * every session makes its own. Non-essential traffic is off, so the setup sends nothing anywhere.
+ */
+export const CLAUDE_HOME_SETUP: HomeSetup = {
+  args: BASE_ARGS,
+  env: { CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1', DISABLE_AUTOUPDATER: '1' },
+  input: [initializeRequest()],
+  keepKeys: { '.claude.json': ['migrationVersion', 'opusProMigrationComplete', 'hasResetAutoModeOptInForDefaultOffer'] },
+};
 
 /** The file of the session's MCP servers (ProviderRunInput.mcp), in claude's `--mcp-config` shape. */
 export const CLAUDE_MCP_FILE = 'claude-mcp.json';
