@@ -12,7 +12,8 @@
  *     TMPDIR      scratch space
  *     TERM        some tools refuse to start without it
  * - the provider's own names (ProviderDefinition.env: its auth and endpoint variables),
- * - the operator's extra names (config.passEnv, from ASM_PASS_ENV).
+ * - the operator's extra names (config.passEnv, from ASM_PASS_ENV),
+ * - the provider's fixed variables (ProviderDefinition.setEnv), whatever the service's environment holds.
  * A name that is not set in the service's environment is simply absent.
  *
  * It lives with the providers because it is built from a provider's declared names, for every way a
@@ -25,11 +26,12 @@ export function buildCliEnv(
   source: Readonly<Record<string, string | undefined>>,
   providerEnv: readonly string[],
   passEnv: readonly string[],
+  fixed: Readonly<Record<string, string>> = {},
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of [...BASE_ENV_NAMES, ...providerEnv, ...passEnv]) {
     const value = source[name];
     if (value !== undefined) env[name] = value;
   }
-  return env;
+  return { ...env, ...fixed };
 }

@@ -154,7 +154,7 @@ export function probeVersion(definition: ProviderDefinition, binary: string, tim
         binary,
         definition.versionArgs,
         // The same allowlist as a run: discovery must not hand the service's secrets to a CLI either.
-        { timeout: timeoutMs, env: buildCliEnv(process.env, definition.env, []) },
+        { timeout: timeoutMs, env: buildCliEnv(process.env, definition.env, [], definition.setEnv) },
         (err, stdout) => {
           if (err?.code === 'ENOENT' || err?.code === 'EACCES') return resolve({ installed: false, version: null });
           const firstLine = err ? '' : stdout.trim().split('\n')[0].trim();

@@ -242,6 +242,8 @@ export interface ProviderDefinition {
   install: string;
   /** Environment names the CLI needs (auth, endpoints); passed through from the service's environment. */
   env: string[];
+  /** Variables the service sets for the CLI whatever its own environment holds (providers/env.ts): fixed, never a secret. */
+  setEnv?: Readonly<Record<string, string>>;
   /** Queue lane for this provider's runs unless the session or run names one. */
   defaultQueue: string;
   capabilities: string[];

@@ -208,7 +208,7 @@ export class RunExecutor {
           ...conversationOf(run.options.continuation, session),
           binary,
           surface,
-          env: buildCliEnv(process.env, provider.env, config.passEnv),
+          env: buildCliEnv(process.env, provider.env, config.passEnv, provider.setEnv),
           node: config.nodeName,
           deadlineMs: session.run_deadline_ms,
           // Sessions stored before idle_timeout_ms existed take the service's default.

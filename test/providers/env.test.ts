@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BASE_ENV_NAMES, buildCliEnv } from '../../src/providers/env.js';
+import gemini from '../../src/providers/gemini/index.js';
 
 const SERVICE_ENV = {
   PATH: '/usr/bin:/bin',
@@ -38,6 +39,12 @@ describe('buildCliEnv', () => {
   it('skips names that are not set', () => {
     const env = buildCliEnv(SERVICE_ENV, ['UNSET', 'MISSING'], ['ALSO_MISSING']);
     expect(Object.keys(env)).toEqual(['PATH', 'HOME', 'LANG', 'TERM']);
+  });
+
+  it('sets the provider\'s fixed variables whatever the service\'s environment holds', () => {
+    const env = buildCliEnv({ ...SERVICE_ENV, GEMINI_CLI_NO_RELAUNCH: 'false' }, ['GEMINI_CLI_NO_RELAUNCH'], [], gemini.setEnv);
+    expect(env.GEMINI_CLI_NO_RELAUNCH).toBe('true');
+    expect(buildCliEnv(SERVICE_ENV, [], [], gemini.setEnv)).toEqual({ PATH: '/usr/bin:/bin', HOME: '/home/asm', LANG: 'C.UTF-8', TERM: 'xterm', GEMINI_CLI_NO_RELAUNCH: 'true' });
   });
 
   it('documents a fixed base set', () => {
