@@ -50,13 +50,19 @@ describe('claude (real CLI), a HOME made from the seed', () => {
       const session = await rig.session();
       model.script({ text: 'Hello again.' });
       expect((await rig.run(session, 'Say hello')).run.state).toBe('completed');
-      return JSON.parse(readFileSync(join(root, session.id, 'home', '.claude.json'), 'utf8'));
+      // The CLI writes its ids there as it winds down, after the result line that ends the run.
+      return vi.waitFor(
+        () => {
+          const made = JSON.parse(readFileSync(join(root, session.id, 'home', '.claude.json'), 'utf8'));
+          expect(made.userID).toMatch(/^[0-9a-f]{64}$/);
+          return made;
+        },
+        { timeout: 10_000, interval: 20 },
+      );
     };
     const [a, b] = [await config(), await config()];
     // The CLI found the seed's file and added its own keys after the seed's (a fresh HOME's starts with firstStartTime).
     for (const made of [a, b]) expect(Object.keys(made).slice(0, Object.keys(seed).length)).toEqual(Object.keys(seed));
-    expect(a.userID).toMatch(/^[0-9a-f]{64}$/);
-    expect(b.userID).toMatch(/^[0-9a-f]{64}$/);
     expect(a.userID).not.toBe(b.userID);
   });
 });
