@@ -6,10 +6,10 @@ import { processExists } from './process-group.js';
 
 /**
  * The files a CLI makes in a new HOME on its first start, made once per CLI binary instead of once per
- * session (ProviderDefinition.homeSetup). Codex creates and migrates six SQLite databases there; made
+ * session (ProviderDefinition.homeSetup). Codex creates and migrates its SQLite databases there; made
  * once, they took 59–220 ms off a cold run (bench -- agents; bench/RESULTS.md, nineteenth pass). What
  * they hold then is the same for every session. The setup runs in a throwaway session of the
- * sandbox, with no tenant's input or secrets; the files `keep` names are copied into
+ * sandbox, with no tenant's input or secrets; what `keep` and `keepKeys` name is copied into
  * `<dir>/<provider>-<n>`, and from there into each new session's HOME after the operator's template
  * (SandboxDirs.folders).
  *
