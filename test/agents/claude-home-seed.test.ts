@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AgentRig } from './harness.js';
+import { AgentRig, seedMade } from './harness.js';
 import { startModelServer, type ModelServer } from './model-server.js';
 
 /**
@@ -11,8 +11,6 @@ import { startModelServer, type ModelServer } from './model-server.js';
  * throwaway HOME, it records them in ~/.claude.json, of which the seed keeps those marks alone; each
  * session's CLI still makes its own userID and machineID.
  */
-
-const SEEDED = 'a new session HOME starts with what this CLI made on its first start';
 
 describe('claude (real CLI), a HOME made from the seed', () => {
   const rig = new AgentRig('claude');
@@ -32,14 +30,7 @@ describe('claude (real CLI), a HOME made from the seed', () => {
   it('keeps the migrations\' marks alone of ~/.claude.json, and seeded sessions run with ids of their own', async () => {
     model.script({ text: 'Hello.' });
     expect((await rig.run(await rig.session(), 'Say hello')).run.state).toBe('completed');
-    const seeded = await vi.waitFor(
-      () => {
-        const line = logLines.map((text) => JSON.parse(text)).find((entry) => entry.msg === SEEDED);
-        expect(line).toBeDefined();
-        return line;
-      },
-      { timeout: 30_000, interval: 50 },
-    );
+    const seeded = await seedMade(logLines);
     expect(seeded).toMatchObject({ provider: 'claude', files: ['.claude.json'] });
     const seedsOfThisProcess = join(root, '.home-seeds', String(process.pid));
     const seed = JSON.parse(readFileSync(join(seedsOfThisProcess, readdirSync(seedsOfThisProcess)[0]!, '.claude.json'), 'utf8'));

@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { AgentRig } from './harness.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentRig, seedMade } from './harness.js';
 import { startModelServer, type ModelServer } from './model-server.js';
 
 /**
@@ -8,8 +8,6 @@ import { startModelServer, type ModelServer } from './model-server.js';
  * throwaway HOME, makes its SQLite databases; a session whose HOME was made from them runs, and its
  * second run continues the same thread.
  */
-
-const SEEDED = 'a new session HOME starts with what this CLI made on its first start';
 
 describe('codex (real CLI), a HOME made from the seed', () => {
   const rig = new AgentRig('codex');
@@ -28,14 +26,7 @@ describe('codex (real CLI), a HOME made from the seed', () => {
     model.script({ text: 'Hello.' });
     expect((await rig.run(await rig.session(), 'Say hello')).run.state).toBe('completed');
     // The first session's HOME asked for the seed, which is made meanwhile.
-    const seeded = await vi.waitFor(
-      () => {
-        const line = logLines.map((text) => JSON.parse(text)).find((entry) => entry.msg === SEEDED);
-        expect(line).toBeDefined();
-        return line;
-      },
-      { timeout: 30_000, interval: 50 },
-    );
+    const seeded = await seedMade(logLines);
     expect(seeded.provider).toBe('codex');
     expect(seeded.files).toContain('.codex/state_5.sqlite');
     for (const file of seeded.files) expect(file).toMatch(/^\.codex\/[^/]+\.sqlite(-wal)?$/);

@@ -125,6 +125,12 @@ export interface FinishedRun {
   terminal: any;
 }
 
+/** The service's log line (given to AgentRig.start) that says a CLI's first-start seed is made (src/backends/home-seeds.ts), once it is. */
+export function seedMade(logLines: string[]): Promise<Record<string, any>> {
+  const made = () => logLines.map((text) => JSON.parse(text)).find((entry) => entry.msg === 'a new session HOME starts with what this CLI made on its first start');
+  return waitFor(made, 'the seed of the CLI\'s first start', 30_000);
+}
+
 /**
  * The run's event kinds in order, without `stderr`: what a CLI writes to stderr (warnings, banners)
  * and when, relative to its stdout, is not part of the protocol.
