@@ -38,10 +38,11 @@ const BASE_ARGS = [
 
 /**
  * The first start in a new HOME, once per binary (ProviderDefinition.homeSetup): told initialize, the
- * CLI runs its config migrations and records them in ~/.claude.json (fifteen in 2.1.329), which took
- * about 11 ms off a cold run (bench/RESULTS.md, twentieth pass), and exits when its stdin ends. Only
- * the migrations' marks are kept of that file: it also holds the install's userID and machineID, which
- * every session makes its own. Non-essential traffic is off, so the setup sends nothing anywhere.
+ * CLI runs its config migrations and records them in ~/.claude.json (fifteen in 2.1.329), and exits
+ * when its stdin ends; made once, they took 3–15 ms off a cold run in bench -- agents
+ * (bench/RESULTS.md, twentieth pass). Only the migrations' marks are kept of that file: it also holds
+ * the install's userID and machineID, which every session makes its own. Non-essential traffic is
+ * off, so the setup sends nothing anywhere.
  */
 export const CLAUDE_HOME_SETUP: HomeSetup = {
   args: BASE_ARGS,

@@ -74,9 +74,9 @@ const gemini: ProviderDefinition = {
     'GOOGLE_VERTEX_BASE_URL',
   ],
   // Its launcher otherwise loads the CLI, starts it again as a child process (with a heap of half the
-  // host's memory) and waits for it: about 470 ms of every start (bench/RESULTS.md, twentieth pass).
-  // The child is told this same variable, so the run is the child's, in one process, with Node's
-  // default heap.
+  // host's memory) and waits for it; without that, a cold run took 454–482 ms less in bench -- agents
+  // (bench/RESULTS.md, twentieth pass). The child is told this same variable, so the run is the
+  // child's, in one process, with Node's default heap.
   setEnv: { GEMINI_CLI_NO_RELAUNCH: 'true' },
   defaultQueue: 'prompt',
   // warm: over ACP (acp.ts), which also asks for approvals; cold headless runs cannot ask.
