@@ -7,14 +7,15 @@
  *   raw    the CLI spawned here, spawn → its turn's end: `claude -p PROMPT --output-format
  *          stream-json --verbose` (result line), `codex exec --json PROMPT` (turn.completed),
  *          `gemini -p PROMPT -m MODEL --output-format stream-json --skip-trust` (result line)
- *   raw stream-json / raw app-server   claude and codex on the transport ASM runs them on: stream-json
- *          input; codex's app-server exchange of the default mode, which `cold` goes through (the
- *          modes that may ask for approval need app-server, exec cannot ask): a like-for-like ratio
+ *   raw stream-json / raw app-server / raw one process   each CLI run as ASM runs it: claude with
+ *          stream-json input; codex's app-server exchange of the default mode, which `cold` goes
+ *          through (the modes that may ask for approval need app-server, exec cannot ask); gemini's
+ *          print line with GEMINI_CLI_NO_RELAUNCH, as one process: a like-for-like ratio
  *          (cold_over_raw_same_transport) beside the issue's cold_over_raw
  *   raw fresh home   the same, in a fresh copy of the sessions' HOME template each time (the raw
  *          lines keep one HOME, as a user's CLI does): what the CLI's own first start in a new HOME
  *          costs (cold_over_raw_fresh_home). A cold session's HOME also has what the CLI's first start
- *          made once (src/backends/home-seeds.ts; codex's databases), from the untimed round on;
+ *          made once (src/backends/home-seeds.ts; codex's databases, claude's migration marks), from the untimed round on;
  *          `--home-setup-ms 0` turns that off (ASM_SANDBOX_HOME_SETUP_MS), for a before and after
  *   cold   POST /v1/sessions/{id}/runs {wait: true} on a fresh session (core lane; codex: app-server;
  *          gemini: headless stream-json, as raw)
@@ -82,21 +83,24 @@ function appServerExchange(cwd: string): { first: string[]; next(line: string): 
 }
 
 /**
- * How a raw CLI is driven: `print`, the prompt as an argument (RAW); `stream`, the transport ASM runs
- * it on, the same work without ASM: claude with stream-json input (stdin closed after the result),
- * codex's app-server exchange (stdin closed at turn/completed).
+ * How a raw CLI is driven: `print`, the prompt as an argument (RAW); `stream`, the way ASM runs it,
+ * the same work without ASM: claude with stream-json input (stdin closed after the result), codex's
+ * app-server exchange (stdin closed at turn/completed), gemini as one process (the print line with
+ * the GEMINI_CLI_NO_RELAUNCH ASM sets, src/providers/gemini/index.ts).
  */
 type RawMode = 'print' | 'stream';
 
-/** The CLIs with a `stream` line, and its name: the raw CLI on ASM's transport. */
-const STREAM_FIELD: Partial<Record<Cli, string>> = { claude: 'raw stream-json', codex: 'raw app-server' };
+/** The CLIs with a `stream` line, and its name: the raw CLI run as ASM runs it. */
+const STREAM_FIELD: Record<Cli, string> = { claude: 'raw stream-json', codex: 'raw app-server', gemini: 'raw one process' };
 
 /** The raw CLI: spawn → its turn's end (ms). */
 function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>, mode: RawMode): Promise<number> {
   const started = performance.now();
+  const printed = { args: RAW[cli].args, first: [], next: (line: string) => (line.includes(RAW[cli].done) ? ('done' as const) : []) };
+  const oneProcess = mode === 'stream' && cli === 'gemini';
   const exchange =
-    mode === 'print'
-      ? { args: RAW[cli].args, first: [], next: (line: string) => (line.includes(RAW[cli].done) ? ('done' as const) : []) }
+    mode === 'print' || oneProcess
+      ? printed
       : cli === 'claude'
         ? {
             args: ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose', '--permission-prompt-tool', 'stdio'],
@@ -105,9 +109,10 @@ function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>,
           }
         : { args: ['app-server'], ...appServerExchange(cwd) };
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, exchange.args, { cwd, env: { PATH: process.env.PATH ?? '', ...env }, stdio: [mode === 'print' ? 'ignore' : 'pipe', 'pipe', 'ignore'] });
+    const stdin = mode === 'print' || oneProcess ? 'ignore' : 'pipe';
+    const child = spawn(bin, exchange.args, { cwd, env: { PATH: process.env.PATH ?? '', ...env, ...(oneProcess && { GEMINI_CLI_NO_RELAUNCH: 'true' }) }, stdio: [stdin, 'pipe', 'ignore'] });
     const write = (lines: string[]) => lines.length > 0 && child.stdin!.write(lines.map((line) => `${line}\n`).join(''));
-    if (mode === 'stream') write(exchange.first);
+    if (stdin === 'pipe') write(exchange.first);
     let buffered = '';
     let at: number | null = null;
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -118,7 +123,7 @@ function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>,
         buffered = buffered.slice(newline + 1);
         const reply = exchange.next(line);
         if (reply !== 'done') {
-          if (mode === 'stream') write(reply);
+          if (stdin === 'pipe') write(reply);
           continue;
         }
         at = performance.now() - started;
@@ -257,15 +262,12 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
   for (let i = -1; i < samples; i++) {
     model.script({ text: 'Hello.' });
     const r = await rawRun(cli, bin, workspace, env, 'print');
-    let rs: number | null = null;
-    if (cli in STREAM_FIELD) {
-      model.script({ text: 'Hello.' });
-      rs = await rawRun(cli, bin, workspace, env, 'stream');
-      const fresh = join(template, '..', `fresh-${cli}-${i + 1}`);
-      cpSync(template, fresh, { recursive: true });
-      model.script({ text: 'Hello.' });
-      rawFresh.push(await rawRun(cli, bin, workspace, { ...env, HOME: fresh, TMPDIR: join(fresh, 'tmp') }, 'stream'));
-    }
+    model.script({ text: 'Hello.' });
+    const rs = await rawRun(cli, bin, workspace, env, 'stream');
+    const fresh = join(template, '..', `fresh-${cli}-${i + 1}`);
+    cpSync(template, fresh, { recursive: true });
+    model.script({ text: 'Hello.' });
+    rawFresh.push(await rawRun(cli, bin, workspace, { ...env, HOME: fresh, TMPDIR: join(fresh, 'tmp') }, 'stream'));
     model.script({ text: 'Hello.' });
     const c = await timedRun(api, (await session(false)).id);
     const w = await session(true);
@@ -279,11 +281,11 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       continue;
     }
     raw.push(r);
-    if (rs !== null) rawStream.push(rs);
+    rawStream.push(rs);
     cold.push(c.ms);
     coldSpawn.push(await spawnedAfter(api, c));
     warm.push(second.ms);
-    const stream = rs === null ? '' : `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
+    const stream = `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
     process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
   }
   const rawMs = summary(raw);
@@ -300,13 +302,14 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       loadavg,
       loadavg_after: os.loadavg().map((load) => Math.round(load * 100) / 100),
       raw_ms: rawMs,
-      ...(rawStream.length > 0 && { [`${STREAM_FIELD[cli]!.replace(/[ -]/g, '_')}_ms`]: summary(rawStream), raw_fresh_home_ms: summary(rawFresh) }),
+      [`${STREAM_FIELD[cli].replace(/[ -]/g, '_')}_ms`]: summary(rawStream),
+      raw_fresh_home_ms: summary(rawFresh),
       cold_ms: coldMs,
       cold_spawn_ms: summary(coldSpawn),
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
-      ...(rawStream.length > 0 && { cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median) }),
-      ...(rawFresh.length > 0 && { cold_over_raw_fresh_home: ratio(coldMs.median, summary(rawFresh).median) }),
+      cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median),
+      cold_over_raw_fresh_home: ratio(coldMs.median, summary(rawFresh).median),
       warm_over_raw: ratio(warmMs.median, rawMs.median),
       targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
     })}\n`,
