@@ -91,6 +91,8 @@ export class BwrapSandbox implements Sandbox {
   private readonly closing = new AbortController();
   /** Throwaway sessions (the check, the setups) made so far, for their names. */
   private throwaways = 0;
+  /** masksOf's answers, by the names hidden and the CLI's PATH (the service's, through the allowlist: one or a few). */
+  private readonly masks = new Map<string, string[]>();
 
   private constructor(
     private readonly settings: SandboxSettings,
@@ -178,9 +180,7 @@ export class BwrapSandbox implements Sandbox {
   async wrap(sessionId: string, cli: CliCommand): Promise<SandboxedCommand> {
     checkWorkingDirectory(cli.cwd);
     const binary = locate(cli.command, cli.cwd, cli.env.PATH ?? '');
-    // Each by its real path: a symlink to it on the PATH (/bin → usr/bin) then shows the mask too.
-    const masked = new Set((cli.hiddenExecutables ?? []).flatMap((name) => [...executables(name, cli.env.PATH ?? '')].map((path) => realpathSync(path))));
-    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary), [...masked]);
+    const args = await this.commandLine(sessionId, cli.cwd, binary, installFolders(binary), this.masksOf(cli.hiddenExecutables ?? [], cli.env.PATH ?? ''));
     return { command: this.outer[0], args: [...args.slice(1), ...cli.args], cwd: cli.cwd, env: cli.env, stdin: cli.stdin, exitOf: sandboxExit };
   }
 
@@ -253,6 +253,23 @@ export class BwrapSandbox implements Sandbox {
   async close(): Promise<void> {
     this.closing.abort();
     await Promise.all([this.egress?.close(), this.seeds?.close()]);
+  }
+
+  /**
+   * The paths that hide `names` from a CLI with this PATH: every executable of those names on it, by
+   * its real path, so that a symlink to one (/bin → usr/bin) shows the mask too. Found once per PATH,
+   * as the sandbox's own tools are: the run's spawn would otherwise wait for two file checks a PATH
+   * folder and name, at every start.
+   */
+  private masksOf(names: string[], path: string): string[] {
+    if (names.length === 0) return [];
+    const key = `${names.join('\0')}\0${path}`;
+    let masks = this.masks.get(key);
+    if (!masks) {
+      masks = [...new Set(names.flatMap((name) => [...executables(name, path)].map((found) => realpathSync(found))))];
+      this.masks.set(key, masks);
+    }
+    return masks;
   }
 
   /** A session of the service's own, for a command that is not a tenant's run; its folders go after `use`. */
