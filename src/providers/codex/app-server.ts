@@ -99,7 +99,7 @@ export const APP_SERVER_HOME_SETUP: HomeSetup = {
 /**
  * The host's bwrap, which app-server does not find in ASM's sandbox (ProviderProcess.hides): before
  * it answers initialize it probes a bwrap on its PATH and polls the probe every 50 ms; hiding it took
- * 36–58 ms off a cold run in bench -- agents (bench/RESULTS.md, twentieth pass). Without one it
+ * 35–58 ms off a cold run in bench -- agents (bench/RESULTS.md, twentieth pass). Without one it
  * sandboxes its commands with the bubblewrap it ships (codex-resources/bwrap), as its docs say, and
  * says so in a notice on stderr and in a configWarning.
  */
