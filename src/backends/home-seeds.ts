@@ -102,8 +102,9 @@ async function keepFiles(home: string, setup: HomeSetup, folder: string): Promis
     kept.push(path);
   };
   await mkdir(folder, { recursive: true, mode: 0o700 });
-  for (const path of setup.keep ? (await readdir(home, { recursive: true })).sort() : []) {
-    if (setup.keep!.test(path) && (await isFile(path))) await place(path, (to) => copyFile(join(home, path), to));
+  const { keep } = setup;
+  for (const path of keep ? (await readdir(home, { recursive: true })).sort() : []) {
+    if (keep?.test(path) && (await isFile(path))) await place(path, (to) => copyFile(join(home, path), to));
   }
   for (const [path, keys] of Object.entries(setup.keepKeys ?? {})) {
     if (!(await isFile(path))) continue;
