@@ -1,10 +1,15 @@
 # ASM service image. Build: docker build -t asm . · Run: docker run -e ASM_API_KEYS=... -p 8787:8787 asm
 # Agent CLIs (claude, codex, …) are not included: install them in a derived image and point ASM_<NAME>_BIN at them.
 FROM node:20-bookworm-slim AS build
+# What node-gyp needs to build native/spawn.c, the service's posix_spawn (README "How child processes start").
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# stubs/: what package.json's overrides put in place of the SDKs' bundled CLI binaries.
+# stubs/: what package.json's overrides put in place of the SDKs' bundled CLI binaries. native/ and
+# its build script: built by `npm ci` (package.json "install").
 COPY package.json package-lock.json ./
 COPY stubs ./stubs
+COPY native/spawn.c native/binding.gyp ./native/
+COPY scripts/build-native.mjs ./scripts/
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
@@ -24,6 +29,7 @@ WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/stubs ./stubs
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/native/build/Release/asm_spawn.node ./native/build/Release/
 COPY package.json ./
 RUN mkdir -p /workspace && chown node:node /workspace
 USER node

@@ -37,6 +37,7 @@ import pino from 'pino';
 import { agentBin } from '../scripts/install-agents.js';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
+import { spawnerInUse } from '../src/backends/spawn-child.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
 import { GEMINI_MODEL, offlineEnv } from '../test/agents/offline-env.js';
@@ -210,6 +211,8 @@ export async function run(args: string[]): Promise<void> {
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
     ASM_SANDBOX_HOME_SETUP_MS: homeSetupMs,
+    // ASM_SPAWNER=fork for a before and after of native/spawn.c (the line's `spawner`).
+    ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }),
   });
   const app = await createApp(config, pino({ level: 'silent' }));
   const server = await buildServer(app);
@@ -298,6 +301,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       cli,
       sandbox,
       home_setup_ms: Number(homeSetupMs),
+      spawner: spawnerInUse(),
       samples,
       loadavg,
       loadavg_after: os.loadavg().map((load) => Math.round(load * 100) / 100),

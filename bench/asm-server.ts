@@ -66,6 +66,9 @@ export async function gcMs(asm: AsmServer): Promise<number> {
   return seconds * 1000;
 }
 
+/** The spawner the benches' servers use (ASM_SPAWNER as passed to them; src/backends/spawn-child.ts). */
+export const spawnerOf = () => process.env.ASM_SPAWNER ?? 'posix_spawn';
+
 export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);
 
 export function machine(): Record<string, unknown> {
@@ -147,7 +150,10 @@ export function buildOnce(): Promise<void> {
   return built;
 }
 
-/** `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY and granted `providers`, with `env` on top. */
+/**
+ * `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY and granted `providers`, with `env` on top,
+ * and the bench's own ASM_SPAWNER where set (spawnerOf: what a bench line reports).
+ */
 export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}, providers = ['shell']): Promise<AsmServer> {
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-'));
   const tenants = join(dir, 'tenants.json');
@@ -166,6 +172,8 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     ASM_RATE_LIMIT: '0',
     ASM_MAX_SESSIONS: '10000000',
     ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
+    // How the server starts its children, for a before and after of native/spawn.c: ASM_SPAWNER=fork npm run bench -- …
+    ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }),
     ...env,
   }, [], ENTRY, join(dir, 'asm.log'));
   const url = `http://127.0.0.1:${port}`;

@@ -16,11 +16,14 @@
  * process of its own, as large as the spawn measured. The shell's lane is raised to 16 slots so 16
  * sessions run at once.
  *
+ * The server starts its children with posix_spawn (native/spawn.c) unless ASM_SPAWNER=fork is set for
+ * the bench (the line's `spawner`), as the bare side does with Node's child_process.
+ *
  * Usage: npm run bench -- runs [--quick] [--history N] [--diffs] [embedded|redis]
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { cpuMs, logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { cpuMs, logger, median, numberFlag, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -173,6 +176,6 @@ export async function run(args: string[]): Promise<void> {
       targets.redis_ge_0_5x_embedded = CONCURRENCY.every((c) => modes.redis.runs_per_s[`sessions_${c}`].asm >= 0.5 * modes.embedded.runs_per_s[`sessions_${c}`].asm);
     }
   }
-  const result = { bench: 'runs', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', ...opts, ...modes, targets };
+  const result = { bench: 'runs', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), ...opts, ...modes, targets };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

@@ -7,6 +7,7 @@ import { AgentMemoryGate } from './backends/agent-memory.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createSandbox } from './backends/sandbox.js';
+import { useSpawner } from './backends/spawn-child.js';
 import type { Sandbox } from './backends/types.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
@@ -61,6 +62,9 @@ export interface AppParts {
 export async function createApp(config: AsmConfig, logger: Logger = createLogger(config.logLevel), parts: AppParts = {}): Promise<AsmApp> {
   const { worker } = config;
   if (worker && !config.redis) throw new Error('asm worker needs REDIS_URL: workers take their runs from a distributed deployment');
+  // One choice for the whole process: how its CLIs and git start.
+  const spawner = useSpawner(config.spawner);
+  if (spawner.fallback) logger.warn(`ASM_SPAWNER=posix_spawn: ${spawner.fallback}; child processes start with fork instead`);
   const providers = await loadProviders();
   const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
   if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);

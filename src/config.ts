@@ -1,6 +1,7 @@
 import { hostname, tmpdir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError } from './config-error.js';
+import type { Spawner } from './backends/spawn-child.js';
 import type { LaneOverride } from './lanes/policies.js';
 import { loadTenants } from './tenants-file.js';
 import { DEFAULT_RATE, type TenantRate, type TenantsSettings } from './tenants.js';
@@ -55,6 +56,8 @@ export interface AsmConfig {
   sshFilesDir?: string;
   /** The sandbox around every local agent CLI (src/backends/sandbox.ts). */
   sandbox: SandboxSettings;
+  /** How the CLIs and git start (ASM_SPAWNER): `posix_spawn` (native/spawn.c, fork where it is not built) or `fork` (src/backends/spawn-child.ts). */
+  spawner: Spawner;
   /** Session workspaces over the API: uploads, git clones, the diff of every run. */
   workspaces: WorkspaceSettings;
 }
@@ -406,6 +409,13 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     allowedOrigins: origins(env),
     sshFilesDir: env.ASM_SSH_FILES_DIR ? resolve(env.ASM_SSH_FILES_DIR) : undefined,
     sandbox: sandboxSettings(env),
+    spawner: spawnerOf(env),
     workspaces: workspaceSettings(env),
   };
+}
+
+function spawnerOf(env: Env): Spawner {
+  const spawner = env.ASM_SPAWNER || 'posix_spawn';
+  if (spawner !== 'posix_spawn' && spawner !== 'fork') throw new ConfigError('ASM_SPAWNER', `expected posix_spawn or fork, got "${spawner}"`);
+  return spawner;
 }

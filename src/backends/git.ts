@@ -1,5 +1,5 @@
-import { spawn } from 'node:child_process';
 import { AsmError } from '../errors/kinds.js';
+import { spawnChild } from './spawn-child.js';
 
 export interface GitOptions {
   /** Variables on top of the clean environment (GIT_DIR, GIT_WORK_TREE, …). */
@@ -33,13 +33,13 @@ export function runGit(args: string[], opts: GitOptions): Promise<string | null>
   };
   const config = ['-c', 'core.autocrlf=false', '-c', 'core.quotepath=false', '-c', 'core.fsmonitor=false', '-c', 'core.hooksPath=/dev/null', '-c', 'gc.auto=0'];
   return new Promise((resolve, reject) => {
-    const child = spawn('git', [...config, ...args], { env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnChild('git', [...config, ...args], { env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let size = 0;
     let over = false;
     let stderr = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout?.on('data', (chunk: Buffer) => {
       if (over) return;
       size += chunk.length;
       if (opts.maxBytes !== undefined && size > opts.maxBytes) {
@@ -50,7 +50,7 @@ export function runGit(args: string[], opts: GitOptions): Promise<string | null>
       }
       out.push(chunk);
     });
-    child.stderr.on('data', (chunk: Buffer) => {
+    child.stderr?.on('data', (chunk: Buffer) => {
       if (stderr.length < 4096) stderr += chunk.toString('utf8');
     });
     child.on('error', (err) => {

@@ -1,0 +1,162 @@
+import { spawn } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
+import { constants } from 'node:os';
+import type { Readable, Writable } from 'node:stream';
+
+/**
+ * Starts the service's child processes (the CLIs, git): with posix_spawn (native/spawn.c) where its
+ * module is built and the kernel has pidfds (Linux 5.4), else with Node's child_process, which forks.
+ * A fork copies the service's page tables on its main thread, so each spawn held up every session's
+ * events for as long as that took, more the larger the service (bench/RESULTS.md, twenty-first pass);
+ * posix_spawn copies nothing. Both give the ChildProcess shape below: the same events in the same
+ * order ('spawn' or 'error', then 'exit', then 'close' once the pipes are closed), stdio as sockets.
+ */
+
+export type Spawner = 'posix_spawn' | 'fork';
+
+export interface ChildOptions {
+  cwd: string;
+  env: Record<string, string>;
+  /** The child leads a new session and process group (child_process's `detached`). */
+  detached?: boolean;
+  /** stdin, stdout, stderr: a pipe, or /dev/null. */
+  stdio: ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
+}
+
+/** What the service uses of a ChildProcess; a ChildProcess is one. */
+export interface Child extends EventEmitter {
+  /** Undefined when the process did not start ('error' follows); its stdio may then be null too. */
+  readonly pid?: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  kill(signal?: NodeJS.Signals): boolean;
+}
+
+interface NativeSpawn {
+  spawn(file: string, argv: string[], env: string[], cwd: string, piped: boolean[], setsid: boolean, onExit: (code: number | null, signal: number | null) => void): [number, number, number, number];
+}
+
+/** The built module, or why there is none (not built: no compiler at `npm ci`, not Linux; no pidfds). */
+function loadNative(): { native: NativeSpawn } | { error: string } {
+  try {
+    return { native: createRequire(import.meta.url)('../../native/build/Release/asm_spawn.node') as NativeSpawn };
+  } catch (err) {
+    return { error: (err as Error).message.split('\n')[0]! };
+  }
+}
+
+const loaded = loadNative();
+let inUse: Spawner = 'native' in loaded ? 'posix_spawn' : 'fork';
+
+/**
+ * The spawner for the rest of the process (ASM_SPAWNER, chosen once at start-up): posix_spawn falls
+ * back to fork where the module did not load, and says why.
+ */
+export function useSpawner(wanted: Spawner): { spawner: Spawner; fallback?: string } {
+  if (wanted === 'posix_spawn' && 'error' in loaded) {
+    inUse = 'fork';
+    return { spawner: 'fork', fallback: `native/spawn.c is not loaded (${loaded.error})` };
+  }
+  inUse = wanted;
+  return { spawner: wanted };
+}
+
+export function spawnerInUse(): Spawner {
+  return inUse;
+}
+
+export function spawnChild(command: string, args: string[], options: ChildOptions): Child {
+  if (inUse === 'fork' || 'error' in loaded) return spawn(command, args, options);
+  return new SpawnedChild(loaded.native, command, args, options);
+}
+
+const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
+
+class SpawnedChild extends EventEmitter implements Child {
+  readonly pid?: number;
+  readonly stdin: Writable | null = null;
+  readonly stdout: Readable | null = null;
+  readonly stderr: Readable | null = null;
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+  /** stdout and stderr while open: 'close' comes after both, as ChildProcess's does. */
+  private openOutputs = 0;
+  private exited = false;
+  private closeEmitted = false;
+
+  constructor(native: NativeSpawn, command: string, args: string[], options: ChildOptions) {
+    super();
+    const env = Object.entries(options.env).map(([name, value]) => `${name}=${value}`);
+    // child_process refuses these synchronously too; C strings would end at the NUL.
+    for (const text of [command, options.cwd, ...args, ...env]) {
+      if (text.includes('\0')) throw Object.assign(new TypeError(`spawn: arguments, environment and cwd must not contain null bytes`), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    let started: [number, number, number, number];
+    try {
+      started = native.spawn(command, [command, ...args], env, options.cwd, options.stdio.map((kind) => kind === 'pipe'), options.detached ?? false, (code, signal) => this.onExit(code, signal));
+    } catch (err) {
+      // As ChildProcess: 'error' a tick later, then 'close' with the negative errno as its code.
+      const { code, errno } = err as NodeJS.ErrnoException;
+      const error = Object.assign(new Error(`spawn ${command} ${code}`), { code, errno, syscall: `spawn ${command}`, path: command, spawnargs: args });
+      process.nextTick(() => {
+        this.emit('error', error);
+        this.emit('close', errno ?? null, null);
+      });
+      return;
+    }
+    const [pid, stdin, stdout, stderr] = started;
+    this.pid = pid;
+    this.stdin = this.socket(stdin, false);
+    this.stdout = this.socket(stdout, true);
+    this.stderr = this.socket(stderr, true);
+    process.nextTick(() => this.emit('spawn'));
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
+    if (this.exited || this.pid === undefined) return false;
+    try {
+      process.kill(this.pid, signal);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.emit('error', err);
+      return false;
+    }
+  }
+
+  private socket(fd: number, readable: boolean): Socket | null {
+    if (fd < 0) return null;
+    const socket = new Socket({ fd, readable, writable: !readable });
+    if (readable) {
+      this.openOutputs++;
+      socket.once('close', () => {
+        this.openOutputs--;
+        this.maybeClose();
+      });
+    }
+    return socket;
+  }
+
+  /** As ChildProcess: stdin is closed, output nobody reads is drained, and 'close' waits for the pipes. */
+  private onExit(code: number | null, signal: number | null): void {
+    this.exited = true;
+    this.exitCode = code;
+    this.signalCode = signal === null ? null : (SIGNAL_NAMES.get(signal) ?? null);
+    this.stdin?.destroy();
+    this.emit('exit', this.exitCode, this.signalCode);
+    process.nextTick(() => {
+      for (const stream of [this.stdout, this.stderr]) if (stream && stream.readableFlowing === null && stream.listenerCount('data') === 0) stream.resume();
+      this.maybeClose();
+    });
+  }
+
+  private maybeClose(): void {
+    if (!this.exited || this.openOutputs > 0 || this.closeEmitted) return;
+    this.closeEmitted = true;
+    this.emit('close', this.exitCode, this.signalCode);
+  }
+}
