@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { get } from 'node:http';
 import { createInterface } from 'node:readline';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { AUTH, logger, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { AUTH, logger, openEventSocket, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('events');
 const INTERVAL_MS = 5;
@@ -140,5 +140,5 @@ export async function run(args: string[]): Promise<void> {
   const rounds = quick ? 2 : 3;
   const lines = quick ? 100 : 1000;
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, lines));
-  process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
+  process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
 }

@@ -21,7 +21,7 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { logger, numberFlag, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { logger, numberFlag, openEventSocket, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('interrupt');
 const SLOTS = 2;
@@ -119,6 +119,6 @@ export async function run(args: string[]): Promise<void> {
   const samples = numberFlag(args, 'samples', quick ? 20 : 100);
   const workspaceDiffs = args.includes('--diffs') ? 'on' : 'off';
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples, workspaceDiffs));
-  const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
+  const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
