@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { constants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
+import { isMainThread } from 'node:worker_threads';
 
 /**
  * Starts the service's child processes (the CLIs, git): with posix_spawn (native/spawn.c) where its
@@ -43,6 +44,9 @@ interface NativeSpawn {
 
 /** The built module, or why there is none (not built: no compiler at `npm ci`, not Linux; no pidfds). */
 function loadNative(): { native: NativeSpawn } | { error: string } {
+  // Its pidfd watches live on the loop of the thread that loaded it, which a worker thread's end would
+  // close under them: the service spawns from its main thread only.
+  if (!isMainThread) return { error: 'loaded only on the main thread' };
   try {
     return { native: createRequire(import.meta.url)('../../native/build/Release/asm_spawn.node') as NativeSpawn };
   } catch (err) {
