@@ -6,15 +6,17 @@
  * machine hits both alike. Prints one JSON line with p50/p99 of each and the difference at p50,
  * against the target of 10 ms; progress goes to stderr.
  *
+ * Both start with the service's spawner (src/backends/spawn-child.ts; ASM_SPAWNER=fork for Node's).
+ *
  * Usage: npm run bench -- sandbox [--quick]   (--quick: 50 rounds instead of 500)
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { createSandbox } from '../src/backends/sandbox.js';
+import { spawnChild, spawnerInUse, useSpawner } from '../src/backends/spawn-child.js';
 import type { CliCommand } from '../src/backends/types.js';
 import { loadConfig } from '../src/config.js';
 
@@ -28,10 +30,10 @@ function percentile(sorted: number[], p: number): number {
 
 const round = (value: number) => Number(value.toFixed(2));
 
-/** Spawns the command as the core lane does (its own process group, stdin closed) and waits for its exit. */
+/** Spawns the command as the core lane does (its spawner, its own process group, stdin closed) and waits for its exit. */
 function startAndWait(cli: Pick<CliCommand, 'command' | 'args' | 'cwd' | 'env'>): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawnChild(cli.command, cli.args, { cwd: cli.cwd, env: cli.env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${cli.command} exited with ${code}`))));
   });
@@ -41,7 +43,8 @@ export async function run(args: string[]): Promise<void> {
   const rounds = args.includes('--quick') ? 50 : 500;
   const base = mkdtempSync(join(tmpdir(), 'asm-bench-sandbox-'));
   const workspace = join(base, 'workspace');
-  const config = loadConfig({ ASM_WORKSPACE_ROOT: base, ASM_SANDBOX_ROOT: join(base, 'sandbox') });
+  const config = loadConfig({ ASM_WORKSPACE_ROOT: base, ASM_SANDBOX_ROOT: join(base, 'sandbox'), ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }) });
+  useSpawner(config.spawner);
   const sandbox = await createSandbox(config.sandbox, pino({ level: 'silent' }));
   try {
     mkdirSync(workspace);
@@ -76,6 +79,7 @@ export async function run(args: string[]): Promise<void> {
       bench: 'sandbox',
       command: 'true',
       sandbox: 'bwrap',
+      spawner: spawnerInUse(),
       user: process.getuid?.() === 0 ? config.sandbox.user : 'the service user (user namespace)',
       rounds,
       bare_ms: { p50: round(percentile(bare, 50)), p99: round(percentile(bare, 99)) },
