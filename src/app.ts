@@ -7,7 +7,7 @@ import { AgentMemoryGate } from './backends/agent-memory.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createSandbox } from './backends/sandbox.js';
-import { useSpawner } from './backends/spawn-child.js';
+import { useSpawner, type Spawner } from './backends/spawn-child.js';
 import type { Sandbox } from './backends/types.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
@@ -40,6 +40,8 @@ export interface AsmApp {
   sdks: SdkLoader;
   /** The sandbox the CLIs of this node run in. */
   sandbox: Sandbox;
+  /** How this process starts its CLIs and git (ASM_SPAWNER, after any fallback to fork). */
+  spawner: Spawner;
   sessions: SessionService;
   /** Admission by memory: runs wait here while the node's agents use ASM_MAX_AGENT_MEMORY_MB or more. */
   memory: AgentMemoryGate;
@@ -151,6 +153,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     tenants,
     sdks,
     sandbox,
+    spawner: spawner.spawner,
     sessions,
     memory,
     mode: config.redis ? 'distributed' : 'embedded',

@@ -364,7 +364,7 @@ describe('bad input over HTTP', () => {
   describe('afterwards', () => {
     it('still answers, and what existed before the bad requests is unchanged', async () => {
       expect((await reply(server.client.GET('/healthz'))).body).toEqual({ status: 'ok' });
-      expect((await reply(server.client.GET('/readyz'))).body).toMatchObject({ status: 'ready', checks: { store: 'ok', mode: 'embedded' } });
+      expect((await reply(server.client.GET('/readyz'))).body).toMatchObject({ status: 'ready', checks: { store: 'ok', mode: 'embedded', spawner: 'posix_spawn' } });
 
       // No bad request created a session; the good one made by a test was closed.
       const sessions = (await reply(server.client.GET('/v1/sessions'))).body.sessions;

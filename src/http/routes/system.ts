@@ -143,7 +143,8 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
   fastify.get('/healthz', { schema: { tags: ['health'], security: [], response: { 200: Health } } }, async () => ({ status: 'ok' }));
 
   // Ready means: not draining, and the store answers (in distributed mode, Redis is reachable). The
-  // sandbox was checked at start-up; its kind is reported so a probe can tell an unsandboxed node.
+  // sandbox was checked at start-up; its kind is reported so a probe can tell an unsandboxed node, and
+  // the spawner one whose native/spawn.c did not load (README "How child processes start").
   fastify.get('/readyz', { schema: { tags: ['health'], security: [], response: { 200: Health, 503: Health } } }, async (_request, reply) => {
     if (!app.isReady()) return reply.status(503).send({ status: 'draining' });
     try {
@@ -151,7 +152,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
     } catch (err) {
       return reply.status(503).send({ status: 'not_ready', checks: { store: AsmError.from(err).message } });
     }
-    return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind } };
+    return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind, spawner: app.spawner } };
   });
 
   if (metrics) {
