@@ -224,15 +224,29 @@ static napi_value spawn_child(napi_env env, napi_callback_info info) {
     free(child);
     goto done;
   }
+  uv_loop_t *loop;
+  int polled = napi_get_uv_event_loop(env, &loop) == napi_ok ? uv_poll_init(loop, &child->poll, child->pidfd) : UV_EINVAL;
+  if (polled == 0 && (polled = uv_poll_start(&child->poll, UV_READABLE, on_readable)) != 0) {
+    uv_close((uv_handle_t *)&child->poll, on_closed); /* closes the pidfd and frees the child */
+    child = NULL;
+  }
+  if (polled != 0) {
+    /* Its end could not be watched: never leave a child nobody reaps. */
+    err = -polled;
+    failed = "uv_poll";
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    if (child) {
+      close(child->pidfd);
+      free(child);
+    }
+    goto done;
+  }
   child->env = env;
   napi_create_reference(env, argv[6], 1, &child->on_exit);
   napi_value resource_name;
   napi_create_string_utf8(env, "ASM_SPAWN", NAPI_AUTO_LENGTH, &resource_name);
   napi_async_init(env, NULL, resource_name, &child->context);
-  uv_loop_t *loop;
-  napi_get_uv_event_loop(env, &loop);
-  uv_poll_init(loop, &child->poll, child->pidfd);
-  uv_poll_start(&child->poll, UV_READABLE, on_readable);
 
   napi_create_array_with_length(env, 4, &result);
   napi_value value;
