@@ -3,6 +3,7 @@ import type { ApprovalDecision, ApprovalRequest, ProviderLineOutput, SdkTurn } f
 import { withMcpServers } from './mcp-setup.js';
 import { RunLifecycle, type GraceLimits, type LaunchedAgent } from './run-lifecycle.js';
 import type { SdkLoader } from './sdk-loader.js';
+import { spawnChild } from './spawn-child.js';
 import type { Backend, BackendRun, BackendRunSpec, EventSink, Sandbox, SessionCli } from './types.js';
 
 /**
@@ -67,7 +68,7 @@ class SdkRun extends RunLifecycle {
     const launcher = await this.sandbox.launcher(spec.sessionId, spec.runId, { command: spec.binary, cwd: spec.cwd, env: spec.env });
     let turn: SdkTurn;
     try {
-      turn = this.turn = sdk.run(module, { ...spec, binary: launcher.command, env: launcher.env }, (output) => this.receive(() => output));
+      turn = this.turn = sdk.run(module, { ...spec, binary: launcher.command, env: launcher.env, spawn: spawnChild }, (output) => this.receive(() => output));
     } catch (err) {
       await launcher.dispose();
       throw err;

@@ -3,8 +3,9 @@ import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { constants } from 'node:os';
-import type { Readable, Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { isMainThread } from 'node:worker_threads';
+import type { StartedProcess, StartOptions } from '../providers/types.js';
 
 /**
  * Starts the service's child processes (the CLIs, git): with posix_spawn (native/spawn.c) where its
@@ -16,27 +17,6 @@ import { isMainThread } from 'node:worker_threads';
  */
 
 export type Spawner = 'posix_spawn' | 'fork';
-
-export interface ChildOptions {
-  cwd: string;
-  env: Record<string, string>;
-  /** The child leads a new session and process group (child_process's `detached`). */
-  detached?: boolean;
-  /** stdin, stdout, stderr: a pipe, or /dev/null. */
-  stdio: ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
-}
-
-/** What the service uses of a ChildProcess; a ChildProcess is one. */
-export interface Child extends EventEmitter {
-  /** Undefined when the process did not start ('error' follows); its stdio may then be null too. */
-  readonly pid?: number | undefined;
-  readonly stdin: Writable | null;
-  readonly stdout: Readable | null;
-  readonly stderr: Readable | null;
-  readonly exitCode: number | null;
-  readonly signalCode: NodeJS.Signals | null;
-  kill(signal?: NodeJS.Signals): boolean;
-}
 
 interface NativeSpawn {
   spawn(file: string, argv: string[], env: string[], cwd: string, piped: boolean[], setsid: boolean, onExit: (code: number | null, signal: number | null) => void): [number, number, number, number];
@@ -74,26 +54,27 @@ export function spawnerInUse(): Spawner {
   return inUse;
 }
 
-export function spawnChild(command: string, args: string[], options: ChildOptions): Child {
+export function spawnChild(command: string, args: string[], options: StartOptions): StartedProcess {
   if (inUse === 'fork' || 'error' in loaded) return spawn(command, args, options);
   return new SpawnedChild(loaded.native, command, args, options);
 }
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
 
-class SpawnedChild extends EventEmitter implements Child {
+class SpawnedChild extends EventEmitter implements StartedProcess {
   readonly pid?: number;
   readonly stdin: Writable | null = null;
   readonly stdout: Readable | null = null;
   readonly stderr: Readable | null = null;
   exitCode: number | null = null;
   signalCode: NodeJS.Signals | null = null;
+  killed = false;
   /** stdout and stderr while open: 'close' comes after both, as ChildProcess's does. */
   private openOutputs = 0;
   private exited = false;
   private closeEmitted = false;
 
-  constructor(native: NativeSpawn, command: string, args: string[], options: ChildOptions) {
+  constructor(native: NativeSpawn, command: string, args: string[], options: StartOptions) {
     super();
     const env = Object.entries(options.env).map(([name, value]) => `${name}=${value}`);
     // child_process refuses these synchronously too; C strings would end at the NUL.
@@ -104,11 +85,15 @@ class SpawnedChild extends EventEmitter implements Child {
     try {
       started = native.spawn(command, [command, ...args], env, options.cwd, options.stdio.map((kind) => kind === 'pipe'), options.detached ?? false, (code, signal) => this.onExit(code, signal));
     } catch (err) {
-      // As ChildProcess: 'error' a tick later, then 'close' with the negative errno as its code.
+      // As ChildProcess: its pipes exist, and end; 'error' comes a tick later, then 'close' with the
+      // negative errno as its code.
       const { code, errno } = err as NodeJS.ErrnoException;
       const error = Object.assign(new Error(`spawn ${command} ${code}`), { code, errno, syscall: `spawn ${command}`, path: command, spawnargs: args });
+      const [stdin, stdout, stderr] = options.stdio.map((kind) => (kind === 'pipe' ? new PassThrough() : null));
+      Object.assign(this, { stdin, stdout, stderr });
       process.nextTick(() => {
         this.emit('error', error);
+        for (const stream of [stdin, stdout, stderr]) stream?.destroy();
         this.emit('close', errno ?? null, null);
       });
       return;
@@ -125,6 +110,7 @@ class SpawnedChild extends EventEmitter implements Child {
     if (this.exited || this.pid === undefined) return false;
     try {
       process.kill(this.pid, signal);
+      this.killed = true;
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') this.emit('error', err);

@@ -2,9 +2,9 @@ import { accessSync, constants, statSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Limits } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
-import type { ProcessExit } from '../providers/types.js';
+import type { ProcessExit, StartedProcess } from '../providers/types.js';
 import { groupTakes } from './process-group.js';
-import { spawnChild, type Child } from './spawn-child.js';
+import { spawnChild } from './spawn-child.js';
 
 /**
  * Runs one CLI as a child process in its own process group, and turns its output into lines.
@@ -45,7 +45,7 @@ export interface SubprocessOptions {
 export async function spawnSubprocess(opts: SubprocessOptions): Promise<Subprocess> {
   // Checked first because spawn reports a bad cwd as ENOENT, indistinguishable from a missing binary.
   checkWorkingDirectory(opts.cwd);
-  let child: Child;
+  let child: StartedProcess;
   try {
     child = spawnChild(opts.command, opts.args, {
       cwd: opts.cwd,
@@ -118,7 +118,7 @@ export class Subprocess {
   private isClosed = false;
 
   constructor(
-    private readonly child: Child,
+    private readonly child: StartedProcess,
     opts: SubprocessOptions,
   ) {
     this.pid = child.pid!;

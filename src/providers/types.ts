@@ -1,3 +1,5 @@
+import type { EventEmitter } from 'node:events';
+import type { Readable, Writable } from 'node:stream';
 import type { McpServers } from '../schemas/mcp-servers.js';
 import type { ProviderEvent } from '../schemas/events.js';
 import type { PermissionModeTable } from './permission-modes.js';
@@ -184,7 +186,38 @@ export interface SdkRunInput extends ProviderRunInput {
    * SDK bundles, so both lanes run one CLI version (and the bundled binaries need not be installed).
    */
   binary: string;
+  /** How the service starts processes, for an SDK that lets its caller start the CLI (claude's spawnClaudeCodeProcess). */
+  spawn: StartProcess;
 }
+
+/**
+ * A process as the service starts it (src/backends/spawn-child.ts: posix_spawn, or Node's fork): the
+ * part of a ChildProcess the service and the SDKs use; a ChildProcess is one. Its events come in
+ * ChildProcess's order: 'spawn' or 'error', then 'exit', then 'close' once stdout and stderr closed.
+ */
+export interface StartedProcess extends EventEmitter {
+  /** Undefined when the process did not start ('error' follows). */
+  readonly pid?: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  /** A signal was sent by kill(). */
+  readonly killed: boolean;
+  kill(signal?: NodeJS.Signals): boolean;
+}
+
+export interface StartOptions {
+  cwd: string;
+  env: Record<string, string>;
+  /** The child leads a new session and process group (child_process's `detached`). */
+  detached?: boolean;
+  /** stdin, stdout, stderr: a pipe, or /dev/null. */
+  stdio: ['pipe' | 'ignore', 'pipe' | 'ignore', 'pipe' | 'ignore'];
+}
+
+export type StartProcess = (command: string, args: string[], options: StartOptions) => StartedProcess;
 
 /** One turn in flight on the SDK lane. */
 export interface SdkTurn {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
-import { spawnChild, spawnerInUse, useSpawner, type Child, type ChildOptions, type Spawner } from '../../src/backends/spawn-child.js';
+import { spawnChild, spawnerInUse, useSpawner, type Spawner } from '../../src/backends/spawn-child.js';
+import type { StartedProcess as Child, StartOptions as ChildOptions } from '../../src/providers/types.js';
 
 const ENV = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
 const OPTIONS: ChildOptions = { cwd: tmpdir(), env: ENV, stdio: ['ignore', 'pipe', 'pipe'] };
@@ -106,7 +107,9 @@ describe.each<Spawner>(['posix_spawn', 'fork'])('spawnChild with %s', (spawner) 
     const sleeper = spawnChild('sleep', ['30'], OPTIONS);
     const done = ended(sleeper);
     await new Promise((resolve) => sleeper.once('spawn', resolve));
+    expect(sleeper.killed).toBe(false);
     expect(sleeper.kill('SIGKILL')).toBe(true);
+    expect(sleeper.killed).toBe(true);
     expect((await done).close).toEqual([null, 'SIGKILL']);
     expect(sleeper.signalCode).toBe('SIGKILL');
     expect(sleeper.kill('SIGKILL')).toBe(false);
@@ -122,7 +125,10 @@ describe.each<Spawner>(['posix_spawn', 'fork'])('spawnChild with %s', (spawner) 
 
   it('fails with ENOENT for a missing command and EACCES for one that is not executable, without starting', async () => {
     useSpawner(spawner);
-    expect(await failure(spawnChild('asm-no-such-command', [], OPTIONS))).toMatchObject({ code: 'ENOENT', path: 'asm-no-such-command', closedWith: [-2, null] });
+    const missing = spawnChild('asm-no-such-command', [], { ...OPTIONS, stdio: ['pipe', 'pipe', 'pipe'] });
+    expect(await failure(missing)).toMatchObject({ code: 'ENOENT', path: 'asm-no-such-command', closedWith: [-2, null] });
+    // Its pipes exist, as a ChildProcess's do, and are closed.
+    expect([missing.stdin?.destroyed, missing.stdout?.destroyed, missing.stderr?.destroyed]).toEqual([true, true, true]);
     const dir = mkdtempSync(join(tmpdir(), 'asm-spawn-eacces-'));
     writeFileSync(join(dir, 'asm-not-executable'), '#!/bin/sh\n');
     chmodSync(join(dir, 'asm-not-executable'), 0o644);

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { errorEvent } from '../common.js';
 import { mcpFilePath } from '../mcp.js';
-import type { ProviderLineOutput, SdkRunInput, SdkTurn } from '../types.js';
+import type { ProviderLineOutput, SdkRunInput, SdkTurn, StartedProcess } from '../types.js';
 import { permissionAnswer, userTurn } from './control.js';
 import { createClaudeMapper } from './mapper.js';
 import type { ClaudeLine, PermissionUpdate } from './messages.js';
@@ -21,6 +21,8 @@ import { CLAUDE_MCP_FILE, explicitPermissionMode } from './process.js';
  *     canUseTool                  approvals: each call is reported as an approval; decide() settles it
  *                                 with the same PermissionResult the core lane writes
  *     abortController             stop(): the SDK kills the CLI
+ *     spawnClaudeCodeProcess      the CLI started by SdkRunInput.spawn, as the core lane's (posix_spawn),
+ *                                 killed when the SDK's signal aborts; its stderr lines are `stderr` events
  *   interrupt()                   query.interrupt(), the interrupt control request
  *
  * The prompt stream stays open until the turn's result (mapped with endInput), because the SDK
@@ -34,6 +36,31 @@ interface ClaudeSdkModule {
   query(params: { prompt: AsyncIterable<unknown>; options: Record<string, unknown> }): AsyncIterable<ClaudeLine> & {
     interrupt(): Promise<unknown>;
   };
+}
+
+/** What the SDK gives spawnClaudeCodeProcess (its SpawnOptions). */
+interface SdkSpawnOptions {
+  command: string;
+  args: string[];
+  cwd?: string;
+  env: Record<string, string | undefined>;
+  signal?: AbortSignal;
+}
+
+/**
+ * The CLI the SDK asked for, started by the service's spawner: as Node's spawn with the same options
+ * would (stdio piped, SIGTERM when the signal aborts), with stderr to `onStderr` (the SDK sees no
+ * stderr of a process it did not start).
+ */
+function startCli(input: SdkRunInput, options: SdkSpawnOptions, onStderr: (chunk: string) => void): StartedProcess {
+  const env = Object.fromEntries(Object.entries(options.env).filter((entry): entry is [string, string] => entry[1] !== undefined));
+  const child = input.spawn(options.command, options.args, { cwd: options.cwd ?? input.cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stderr?.setEncoding('utf8').on('data', onStderr);
+  const stop = () => child.kill('SIGTERM');
+  if (options.signal?.aborted) stop();
+  options.signal?.addEventListener('abort', stop, { once: true });
+  child.once('close', () => options.signal?.removeEventListener('abort', stop));
+  return child;
 }
 
 /** ApprovalRequest.native on the SDK lane: the pending canUseTool call. */
@@ -56,6 +83,10 @@ export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (outpu
     await promptEnded;
   }
 
+  const reportStderr = (chunk: string) => {
+    const lines = chunk.split('\n').filter((line) => line.trim() !== '');
+    report({ events: lines.map((content) => ({ kind: 'stderr', payload: { content } })) });
+  };
   const query = (module as ClaudeSdkModule).query({
     prompt: prompt(),
     options: {
@@ -77,10 +108,8 @@ export function runClaudeSdk(module: unknown, input: SdkRunInput, report: (outpu
           const native: PendingToolPermission = { settle, input: toolInput, suggestions: options.suggestions ?? [] };
           report({ approvals: [{ subject: toolName, toolInput, native }] });
         }),
-      stderr: (chunk: string) => {
-        const lines = chunk.split('\n').filter((line) => line.trim() !== '');
-        report({ events: lines.map((content) => ({ kind: 'stderr', payload: { content } })) });
-      },
+      // Started as the core lane starts its CLI (SdkRunInput.spawn), its stderr reported as there.
+      spawnClaudeCodeProcess: (options: SdkSpawnOptions) => startCli(input, options, reportStderr),
     },
   });
 
