@@ -12,8 +12,8 @@ import type { StartedProcess, StartOptions } from '../providers/types.js';
  * module is built and the kernel has pidfds (Linux 5.4), else with Node's child_process, which forks.
  * A fork copies the service's page tables on its main thread, so each spawn held up every session's
  * events for as long as that took, more the larger the service (bench/RESULTS.md, twenty-first pass);
- * posix_spawn copies nothing. Both give the ChildProcess shape below: the same events in the same
- * order ('spawn' or 'error', then 'exit', then 'close' once the pipes are closed), stdio as sockets.
+ * posix_spawn copies nothing. Both give a StartedProcess (src/providers/types.ts): ChildProcess's
+ * events in ChildProcess's order, stdio as sockets.
  */
 
 export type Spawner = 'posix_spawn' | 'fork';
