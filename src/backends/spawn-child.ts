@@ -35,28 +35,25 @@ function loadNative(): { native: NativeSpawn } | { error: string } {
 }
 
 const loaded = loadNative();
-let inUse: Spawner = 'native' in loaded ? 'posix_spawn' : 'fork';
+/** The module children start through; null: Node's child_process. */
+let active: NativeSpawn | null = 'native' in loaded ? loaded.native : null;
 
 /**
  * The spawner for the rest of the process (ASM_SPAWNER, chosen once at start-up): posix_spawn falls
  * back to fork where the module did not load, and says why.
  */
 export function useSpawner(wanted: Spawner): { spawner: Spawner; fallback?: string } {
-  if (wanted === 'posix_spawn' && 'error' in loaded) {
-    inUse = 'fork';
-    return { spawner: 'fork', fallback: `native/spawn.c is not loaded (${loaded.error})` };
-  }
-  inUse = wanted;
+  active = wanted === 'posix_spawn' && 'native' in loaded ? loaded.native : null;
+  if (wanted === 'posix_spawn' && 'error' in loaded) return { spawner: 'fork', fallback: `native/spawn.c is not loaded (${loaded.error})` };
   return { spawner: wanted };
 }
 
 export function spawnerInUse(): Spawner {
-  return inUse;
+  return active ? 'posix_spawn' : 'fork';
 }
 
 export function spawnChild(command: string, args: string[], options: StartOptions): StartedProcess {
-  if (inUse === 'fork' || 'error' in loaded) return spawn(command, args, options);
-  return new SpawnedChild(loaded.native, command, args, options);
+  return active ? new SpawnedChild(active, command, args, options) : spawn(command, args, options);
 }
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, number]) => [number, name as NodeJS.Signals]));
