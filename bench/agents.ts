@@ -38,6 +38,7 @@ import { agentBin } from '../scripts/install-agents.js';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { spawnerInUse } from '../src/backends/spawn-child.js';
+import { SPAWNER_ENV } from './asm-server.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
 import { GEMINI_MODEL, offlineEnv } from '../test/agents/offline-env.js';
@@ -211,8 +212,7 @@ export async function run(args: string[]): Promise<void> {
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
     ASM_SANDBOX_HOME_SETUP_MS: homeSetupMs,
-    // ASM_SPAWNER=fork for a before and after of native/spawn.c (the line's `spawner`).
-    ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }),
+    ...SPAWNER_ENV,
   });
   const app = await createApp(config, pino({ level: 'silent' }));
   const server = await buildServer(app);

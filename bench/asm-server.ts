@@ -66,8 +66,11 @@ export async function gcMs(asm: AsmServer): Promise<number> {
   return seconds * 1000;
 }
 
-/** The spawner the benches' servers use (ASM_SPAWNER as passed to them; src/backends/spawn-child.ts). */
-export const spawnerOf = () => process.env.ASM_SPAWNER ?? 'posix_spawn';
+/**
+ * The bench's own ASM_SPAWNER, for the service it starts (src/backends/spawn-child.ts): a before and
+ * after of native/spawn.c, `ASM_SPAWNER=fork npm run bench -- …`.
+ */
+export const SPAWNER_ENV: Record<string, string> = process.env.ASM_SPAWNER ? { ASM_SPAWNER: process.env.ASM_SPAWNER } : {};
 
 export const logger = (bench: string) => (message: string) => process.stderr.write(`[bench ${bench}] ${message}\n`);
 
@@ -115,6 +118,8 @@ export async function withServers<T>(servers: AsmServer[], measure: () => Promis
 
 export interface AsmServer {
   url: string;
+  /** How the server starts its children: posix_spawn or fork (its /readyz). */
+  spawner: string;
   process: ServeProcess;
   post(path: string, body: unknown): Promise<any>;
   get(path: string): Promise<any>;
@@ -152,7 +157,7 @@ export function buildOnce(): Promise<void> {
 
 /**
  * `asm serve` in `mode` (redisUrl for redis), the one tenant `bench` holding KEY and granted `providers`, with `env` on top,
- * and the bench's own ASM_SPAWNER where set (spawnerOf: what a bench line reports).
+ * and the bench's own ASM_SPAWNER where set; `spawner` is the one the server says it uses (/readyz).
  */
 export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Record<string, string> = {}, providers = ['shell']): Promise<AsmServer> {
   const dir = mkdtempSync(join(tmpdir(), 'asm-bench-'));
@@ -172,12 +177,13 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
     ASM_RATE_LIMIT: '0',
     ASM_MAX_SESSIONS: '10000000',
     ...(mode === 'redis' ? { REDIS_URL: redisUrl!, ASM_REDIS_PREFIX: `bench${port}` } : {}),
-    // How the server starts its children, for a before and after of native/spawn.c: ASM_SPAWNER=fork npm run bench -- …
-    ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }),
+    ...SPAWNER_ENV,
     ...env,
   }, [], ENTRY, join(dir, 'asm.log'));
   const url = `http://127.0.0.1:${port}`;
   await untilServing(url, '/readyz', 60_000);
+  // After any fallback to fork: what the bench lines report.
+  const spawner: string = ((await (await fetch(`${url}/readyz`)).json()) as { checks: { spawner: string } }).checks.spawner;
   const call = async (method: string, path: string, body?: unknown) => {
     const response = await fetch(url + path, {
       method,
@@ -190,6 +196,7 @@ export async function startAsm(mode: Mode, redisUrl: string | undefined, env: Re
   };
   return {
     url,
+    spawner,
     process: proc,
     post: (path, body) => call('POST', path, body),
     get: (path) => call('GET', path),

@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { get } from 'node:http';
 import { createInterface } from 'node:readline';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { AUTH, logger, openEventSocket, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { AUTH, logger, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('events');
 const INTERVAL_MS = 5;
@@ -129,7 +129,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
       }
       const result = { websocket: summary(all.ws), sse: summary(all.sse), bare_pipe: summary(all.bare) };
       const target = mode === 'embedded' ? 2 : 10;
-      return { ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
+      return { spawner: asm.spawner, ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
     },
     log,
   );
@@ -140,5 +140,5 @@ export async function run(args: string[]): Promise<void> {
   const rounds = quick ? 2 : 3;
   const lines = quick ? 100 : 1000;
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, lines));
-  process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
+  process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
 }

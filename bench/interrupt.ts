@@ -21,7 +21,7 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { logger, numberFlag, openEventSocket, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { logger, numberFlag, openEventSocket, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('interrupt');
 const SLOTS = 2;
@@ -108,7 +108,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, samples: numb
       const bare = await bareKill(samples);
       const result = { idle: summary(idle), busy: summary(busy), bare_kill_exit: summary(bare), target_p99_ms: 20 };
       log(`${mode}: ${JSON.stringify(result)}`);
-      return { ...result, met_idle: result.idle.p99_ms < 20, met_busy: result.busy.p99_ms < 20 };
+      return { spawner: asm.spawner, ...result, met_idle: result.idle.p99_ms < 20, met_busy: result.busy.p99_ms < 20 };
     },
     log,
   );
@@ -119,6 +119,6 @@ export async function run(args: string[]): Promise<void> {
   const samples = numberFlag(args, 'samples', quick ? 20 : 100);
   const workspaceDiffs = args.includes('--diffs') ? 'on' : 'off';
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, samples, workspaceDiffs));
-  const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
+  const line = { bench: 'interrupt', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', workspace_diffs: workspaceDiffs, samples, prompt_slots: SLOTS, ...modes };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }

@@ -17,13 +17,13 @@
  * sessions run at once.
  *
  * The server starts its children with posix_spawn (native/spawn.c) unless ASM_SPAWNER=fork is set for
- * the bench (the line's `spawner`), as the bare side does with Node's child_process.
+ * the bench (each mode's `spawner`, as the server reports it), as the bare side does with Node's child_process.
  *
  * Usage: npm run bench -- runs [--quick] [--history N] [--diffs] [embedded|redis]
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { cpuMs, logger, median, numberFlag, percentile, round, spawnerOf, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { cpuMs, logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -130,6 +130,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       const firstTenth = p50(durations.slice(0, tenth));
       const lastTenth = p50(durations.slice(-tenth));
       return {
+        spawner: asm.spawner,
         latency_ms: {
           asm_p50: p50(latency.asm_p50),
           asm_p99: p50(latency.asm_p99),
@@ -176,6 +177,6 @@ export async function run(args: string[]): Promise<void> {
       targets.redis_ge_0_5x_embedded = CONCURRENCY.every((c) => modes.redis.runs_per_s[`sessions_${c}`].asm >= 0.5 * modes.embedded.runs_per_s[`sessions_${c}`].asm);
     }
   }
-  const result = { bench: 'runs', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', spawner: spawnerOf(), ...opts, ...modes, targets };
+  const result = { bench: 'runs', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', ...opts, ...modes, targets };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }

@@ -19,6 +19,7 @@ import { createSandbox } from '../src/backends/sandbox.js';
 import { spawnChild, spawnerInUse, useSpawner } from '../src/backends/spawn-child.js';
 import type { CliCommand } from '../src/backends/types.js';
 import { loadConfig } from '../src/config.js';
+import { SPAWNER_ENV } from './asm-server.js';
 
 const log = (message: string) => process.stderr.write(`[bench sandbox] ${message}\n`);
 const TARGET_ADDED_P50_MS = 10;
@@ -43,7 +44,7 @@ export async function run(args: string[]): Promise<void> {
   const rounds = args.includes('--quick') ? 50 : 500;
   const base = mkdtempSync(join(tmpdir(), 'asm-bench-sandbox-'));
   const workspace = join(base, 'workspace');
-  const config = loadConfig({ ASM_WORKSPACE_ROOT: base, ASM_SANDBOX_ROOT: join(base, 'sandbox'), ...(process.env.ASM_SPAWNER && { ASM_SPAWNER: process.env.ASM_SPAWNER }) });
+  const config = loadConfig({ ASM_WORKSPACE_ROOT: base, ASM_SANDBOX_ROOT: join(base, 'sandbox'), ...SPAWNER_ENV });
   useSpawner(config.spawner);
   const sandbox = await createSandbox(config.sandbox, pino({ level: 'silent' }));
   try {
