@@ -107,6 +107,41 @@ describe('RedisCluster', () => {
     expect(await b.claim('orphan:other', 1_000)).toBe(true);
   });
 
+  it("lets a process's own holders of a lock take turns in the process: each asks Redis once, however long the others hold it", async () => {
+    const prefix = `t-${randomUUID().slice(0, 8)}`;
+    // Ten holders of 20 ms each wait 180 ms for the last turn, past the 50 ms a wait for Redis may take.
+    const a = makeCluster(prefix, 'a', { lockWaitMs: 50 });
+    const watcher = new Redis(url);
+    const monitor = await watcher.monitor();
+    const takes: string[] = [];
+    let markerSeen!: () => void;
+    const marker = new Promise<void>((resolve) => (markerSeen = resolve));
+    monitor.on('monitor', (_time: string, argv: string[]) => {
+      if (String(argv[0]).toLowerCase() === 'set' && argv[1] === `${prefix}:lock:{session:y}`) takes.push(argv[2]!);
+      if (argv[1] === `${prefix}:marker`) markerSeen();
+    });
+    let inside = 0;
+    let most = 0;
+    const work = async (i: number) => {
+      inside++;
+      most = Math.max(most, inside);
+      await new Promise((r) => setTimeout(r, 20));
+      inside--;
+      return i;
+    };
+    expect(await Promise.all(Array.from({ length: 10 }, (_, i) => a.withLock('session:y', () => work(i))))).toEqual([...Array(10).keys()]);
+    expect(most).toBe(1);
+    // MONITOR lists commands in the order Redis ran them: every SET ran before this GET.
+    const other = new Redis(url);
+    await other.get(`${prefix}:marker`);
+    other.disconnect();
+    await marker;
+    expect(takes).toHaveLength(10);
+    expect(new Set(takes).size).toBe(10);
+    monitor.disconnect();
+    watcher.disconnect();
+  });
+
   it('fails a lock that is not freed in time with timeout, and releases a lock whose holder threw', async () => {
     const prefix = `t-${randomUUID().slice(0, 8)}`;
     const a = makeCluster(prefix, 'a', { lockWaitMs: 150 });
