@@ -17,7 +17,8 @@ export interface LaneCommands {
   /** Node maintenance on the system lane: ending the runs of nodes that stopped heartbeating (sweeps.ts). */
   'node.end_lost_runs': { payload: { run_ids: string[] }; result: null };
   /** A run's execution; its command id is the run id. Fails (feeding the DLQ) when the run failed. */
-  'run.execute': { payload: { run_id: string }; result: RunOutcome };
+  /** `session_id` lets the run and its session be read together; a job queued by an earlier version has none. */
+  'run.execute': { payload: { run_id: string; session_id?: string }; result: RunOutcome };
 }
 
 export type CommandType = keyof LaneCommands;
@@ -83,8 +84,8 @@ export class CommandBus {
   }
 
   /** Queue a run's execution on `lane`, in the run's trace; resolves once it is submitted (its outcome is recorded by the run's events). */
-  submitRun(lane: string, run: Pick<RunRecord, 'id' | 'observability'>): Promise<CommandHandle> {
-    return this.engine.submit(lane, { type: EXECUTE_RUN, payload: withTrace({ run_id: run.id }, run.observability.traceparent), id: run.id });
+  submitRun(lane: string, run: Pick<RunRecord, 'id' | 'session_id' | 'observability'>): Promise<CommandHandle> {
+    return this.engine.submit(lane, { type: EXECUTE_RUN, payload: withTrace({ run_id: run.id, session_id: run.session_id }, run.observability.traceparent), id: run.id });
   }
 
   /**
@@ -93,7 +94,7 @@ export class CommandBus {
    * there: a submit under its id would only find that failed job and never run (found by
    * test/faults/redis-aof-restart.test.ts). Any other joins its job if Redis still has it, or is stored again.
    */
-  async resubmitRuns(runs: Array<Pick<RunRecord, 'id' | 'queue' | 'observability'>>): Promise<CommandHandle[]> {
+  async resubmitRuns(runs: Array<Pick<RunRecord, 'id' | 'session_id' | 'queue' | 'observability'>>): Promise<CommandHandle[]> {
     if (runs.length === 0) return [];
     const dead = new Set((await this.engine.deadLetters()).map((letter) => letter.commandId));
     const handles: CommandHandle[] = [];

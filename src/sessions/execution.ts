@@ -56,11 +56,12 @@ export interface RunExecutorDeps {
 export class RunExecutor {
   constructor(private readonly deps: RunExecutorDeps) {}
 
-  async execute(runId: string, ctx: CommandContext): Promise<RunOutcome> {
+  /** `sessionId`, where the command carries it, is read with the run rather than after it. */
+  async execute(runId: string, ctx: CommandContext, sessionId?: string): Promise<RunOutcome> {
     const { store, cluster, recorder, config } = this.deps;
-    const run = await store.runs.get(runId);
+    const [run, sessionRead] = await Promise.all([store.runs.get(runId), sessionId === undefined ? undefined : store.sessions.get(sessionId)]);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);
-    const session = (await store.sessions.get(run.session_id))!;
+    const session = (sessionRead ?? (await store.sessions.get(run.session_id)))!;
     // A retry of an attempt its lane timed out while the run goes on here, or its job back in the lane
     // after Redis lost the write that took it (still queued then): the run keeps its one end, which
     // this attempt waits for and reports (never retried further: the agent started).
@@ -265,11 +266,10 @@ export class RunExecutor {
       active.mayHaveApprovals = true;
       await this.deps.approvals.record(run, event.payload);
     }
-    const stored = await recorder.append(run, event.kind, event.payload);
+    const stored = event.kind === 'run_started' ? await recorder.start(run, event.payload) : await recorder.append(run, event.kind, event.payload);
     active.events.push(stored);
     if (event.kind === 'run_started') {
       const providerSessionId = event.payload.provider_session_id;
-      await recorder.durably(run.id, () => store.runs.update(run.id, { state: 'running', started_at: stored.timestamp }));
       const conversation = { ...(providerSessionId && { provider_session_id: providerSessionId }), ...(run.options.remote && { conversation_node: this.deps.config.nodeName }) };
       if (Object.keys(conversation).length > 0) await recorder.durably(run.id, () => store.sessions.update(run.session_id, conversation));
     }

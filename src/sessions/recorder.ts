@@ -73,6 +73,21 @@ export class RunRecorder {
     return stored;
   }
 
+  /**
+   * Record run_started (call inside `serialize`): the record turns running and the event is
+   * appended, sent together as finish's are (one round trip in Redis mode, in that order), so a client
+   * that sees run_started reads the run as running.
+   */
+  async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
+    const timestamp = new Date().toISOString();
+    const event = envelope(run, 'run_started', payload, timestamp);
+    const [started, stored] = await this.durably(run.id, () =>
+      Promise.all([this.store.runs.update(run.id, { state: 'running', started_at: timestamp }), this.store.events.append(event)]),
+    );
+    this.announce(stored, started);
+    return stored;
+  }
+
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
   async appendIfRunning<K extends EventKind>(runId: string, kind: K, payload: EventPayload<K>): Promise<boolean> {
     const run = await this.durably(runId, () => this.store.runs.get(runId));

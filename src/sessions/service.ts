@@ -138,7 +138,7 @@ export class SessionService {
       'run.interrupt': (p) => this.control.interrupt(p.id),
       'approval.decide': (p) => this.control.decide(p.id, p.decision, p.reason),
       'node.end_lost_runs': (p) => this.sweeper.endLostRuns(p.run_ids),
-      'run.execute': (p, ctx) => this.executor.execute(p.run_id, ctx),
+      'run.execute': (p, ctx) => this.executor.execute(p.run_id, ctx, p.session_id),
     };
     this.commands.registerAll(handlers);
   }

@@ -109,13 +109,13 @@ describe('CommandBus', () => {
     const commands = bus(async (_type, payload) => {
       throw new Error(`transport_error: run ${(payload as { run_id: string }).run_id} failed`);
     });
-    const handle = await commands.submitRun('prompt', { id: 'run_42', observability: {} as EventMetadata });
+    const handle = await commands.submitRun('prompt', { id: 'run_42', session_id: 'ses_42', observability: {} as EventMetadata });
     expect(handle.id).toBe('run_42');
     // The same run submitted again joins the first submission rather than executing twice.
-    expect((await commands.submitRun('prompt', { id: 'run_42', observability: {} as EventMetadata })).id).toBe('run_42');
+    expect((await commands.submitRun('prompt', { id: 'run_42', session_id: 'ses_42', observability: {} as EventMetadata })).id).toBe('run_42');
     await engine.start();
     await expect(handle.result).rejects.toThrow('transport_error: run run_42 failed');
-    expect(await engine.deadLetters()).toEqual([expect.objectContaining({ commandId: 'run_42', commandType: 'run.execute', laneId: 'prompt', payload: { run_id: 'run_42' } })]);
+    expect(await engine.deadLetters()).toEqual([expect.objectContaining({ commandId: 'run_42', commandType: 'run.execute', laneId: 'prompt', payload: { run_id: 'run_42', session_id: 'ses_42' } })]);
     expect(await metricsOf('prompt')).toMatchObject({ submitted: 1, failed: 1 });
   });
 });

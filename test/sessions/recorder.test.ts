@@ -44,6 +44,22 @@ describe('RunRecorder', () => {
     expect(stored.slice(1).map((e) => e.payload.content)).toEqual(contents);
   });
 
+  it('records run_started with the run turning running at its time, once, through a short store outage', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    const run = await parkedRun({ wrapStore: () => outage.store });
+    const heard: Array<{ kind: string; state: string }> = [];
+    rig.recorder.onEventRecorded((event, current) => heard.push({ kind: event.kind, state: current.state }));
+    // The record's update and the append sent with it are refused, and tried again together.
+    outage.failNext(2);
+    const started = await rig.recorder.serialize(run.id, () => rig.recorder.start(run, { provider_session_id: null, command: 'sh', args: ['-c', 'true'], cwd: '/tmp', node: 'test' }));
+    expect(outage.failedCalls()).toBe(2);
+    const events = await rig.events(run.session_id, run.id);
+    expect(events.map((e) => e.kind)).toEqual(['run_queued', 'run_started']);
+    expect(events[1]).toMatchObject({ id: started.id, seq: started.seq, timestamp: started.timestamp });
+    expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'running', started_at: started.timestamp });
+    expect(heard).toEqual([{ kind: 'run_started', state: 'running' }]);
+  });
+
   it('records exactly one terminal event when finishWithoutStart is called twice, and tells each listener once', async () => {
     const run = await parkedRun();
     const heard: string[] = [];

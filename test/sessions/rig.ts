@@ -153,7 +153,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
     'run.interrupt': (p) => control.interrupt(p.id),
     'approval.decide': (p) => control.decide(p.id, p.decision, p.reason),
     'node.end_lost_runs': (p) => sweeper.endLostRuns(p.run_ids),
-    'run.execute': (p, ctx) => executor.execute(p.run_id, ctx),
+    'run.execute': (p, ctx) => executor.execute(p.run_id, ctx, p.session_id),
   });
   await cluster.start((request) => control.handle(request));
   await engine.start();
