@@ -11,7 +11,18 @@ interface SessionFeed {
   cursor: CatchUpCursor;
   /** The read of the feed's starting point, until Redis answers it (readJson waits for it). */
   startingPoint?: Promise<number>;
+  /** Set while the feed has no listeners: when it goes (FEED_LINGER_MS). */
+  closing?: NodeJS.Timeout;
 }
+
+/**
+ * How long a session's feed stays subscribed after its last listener left. A caller that submits
+ * with `wait: true` one run after another subscribes to the session for each run; the feed it left
+ * is still there for the next, which saves its subscribe, its starting point, its first catch-up
+ * read and its unsubscribe: four of a Redis-mode run's 30 round trips (bench/RESULTS.md,
+ * twenty-second pass). What a lingering feed costs is the session's messages for that long.
+ */
+export const FEED_LINGER_MS = 1_000;
 
 export class RedisEventLog implements EventLog {
   private readonly feeds = new Map<string, SessionFeed>();
@@ -25,6 +36,7 @@ export class RedisEventLog implements EventLog {
     private readonly keys: RedisKeys,
     private readonly maxPerSession: number,
     private readonly warn: (err: unknown, msg: string) => void,
+    private readonly feedLingerMs = FEED_LINGER_MS,
   ) {
     subscriber.on('message', (channel: string, message: string) => this.received(channel, message, (event) => this.onSessionMessage(event)));
     subscriber.on('pmessage', (_pattern: string, channel: string, message: string) => this.received(channel, message, (event) => this.deliverToAll(event)));
@@ -118,18 +130,29 @@ export class RedisEventLog implements EventLog {
       this.activate([sessionId]);
     }
     const joined = feed;
+    clearTimeout(joined.closing);
+    joined.closing = undefined;
     joined.listeners.add(listener);
     return () => {
       if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
-      joined.cursor.stop();
-      this.feeds.delete(sessionId);
-      this.unread.delete(sessionId);
-      this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
+      joined.closing = setTimeout(() => this.close(sessionId, joined), this.feedLingerMs).unref();
     };
   }
 
+  /** The feed goes, unless a listener came back or it was replaced meanwhile. */
+  private close(sessionId: string, feed: SessionFeed): void {
+    if (feed.listeners.size > 0 || this.feeds.get(sessionId) !== feed) return;
+    feed.cursor.stop();
+    this.feeds.delete(sessionId);
+    this.unread.delete(sessionId);
+    this.toSubscriber((sub) => sub.unsubscribe(this.keys.channel(sessionId)));
+  }
+
   stopAll(): void {
-    for (const feed of this.feeds.values()) feed.cursor.stop();
+    for (const feed of this.feeds.values()) {
+      clearTimeout(feed.closing);
+      feed.cursor.stop();
+    }
     this.feeds.clear();
     this.unread.clear();
     this.allListeners.clear();

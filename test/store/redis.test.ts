@@ -203,6 +203,58 @@ describe('Redis store: a subscription renewed while the command connection is do
   });
 });
 
+describe('Redis store: a feed left by its last listener', () => {
+  it('stays subscribed a moment for a listener that comes back (one subscription for both), then unsubscribes', async () => {
+    const prefix = uniquePrefix();
+    const keys = redisKeys(prefix);
+    const command = new Redis(url!);
+    const subscriber = new Redis(url!, { autoResubscribe: false });
+    const lingerMs = 300;
+    const log = new RedisEventLog(command as ScriptRedis, subscriber, keys, 100, () => undefined, lingerMs);
+    const watcher = new Redis(url!);
+    const monitor = await watcher.monitor();
+    try {
+      await waitFor(() => command.status === 'ready' && subscriber.status === 'ready', 'both connections');
+      const session = sessionRecord();
+      const channel = keys.channel(session.id);
+      const subscribes: string[] = [];
+      monitor.on('monitor', (_time: string, argv: string[]) => {
+        const name = String(argv[0]).toLowerCase();
+        if (argv[1] === channel && name.endsWith('subscribe')) subscribes.push(name);
+      });
+      const subscribed = () => admin.pubsub('NUMSUB', channel).then((reply) => (reply as [string, number])[1]);
+      const first: string[] = [];
+      const leave = log.subscribe(session.id, (event) => first.push(event.id));
+      await waitFor(async () => (await subscribed()) === 1, 'the subscription');
+      leave();
+      // The next run's waiter, as a client that submits with wait: true one run after another.
+      const second: string[] = [];
+      const leaveAgain = log.subscribe(session.id, (event) => second.push(event.id));
+      const store = await createRedisStore({ url, prefix, eventsPerSession: 100 });
+      try {
+        await store.events.append(newEvent(runRecord(session), { id: 'evt_after_return' }));
+      } finally {
+        await store.close();
+      }
+      await waitFor(() => second.length === 1, 'the live event, to the listener that came back');
+      expect(second).toEqual(['evt_after_return']);
+      expect(first).toEqual([]);
+      const left = Date.now();
+      leaveAgain();
+      await waitFor(async () => (await subscribed()) === 0, 'the unsubscribe, once the feed lingered');
+      expect(Date.now() - left).toBeGreaterThanOrEqual(lingerMs - 20);
+      await waitFor(() => subscribes.includes('unsubscribe'), 'the unsubscribe in MONITOR');
+      expect(subscribes).toEqual(['subscribe', 'unsubscribe']);
+    } finally {
+      log.stopAll();
+      monitor.disconnect();
+      watcher.disconnect();
+      command.disconnect();
+      subscriber.disconnect();
+    }
+  });
+});
+
 /** Redis Cluster's key slot: CRC16/XMODEM of the hash tag (or the whole key) modulo 16384. */
 function clusterSlot(key: string): number {
   const open = key.indexOf('{');
