@@ -22,7 +22,7 @@ interface SessionFeed {
  * read and its unsubscribe: four of a Redis-mode run's 30 round trips (bench/RESULTS.md,
  * twenty-second pass). What a lingering feed costs is the session's messages for that long.
  */
-export const FEED_LINGER_MS = 1_000;
+const FEED_LINGER_MS = 1_000;
 
 export class RedisEventLog implements EventLog {
   private readonly feeds = new Map<string, SessionFeed>();
