@@ -19,7 +19,7 @@ interface SessionFeed {
  * How long a session's feed stays subscribed after its last listener left. A caller that submits
  * with `wait: true` one run after another subscribes to the session for each run; the feed it left
  * is still there for the next, which saves its subscribe, its starting point, its first catch-up
- * read and its unsubscribe: four of a Redis-mode run's 30 round trips (bench/RESULTS.md,
+ * read and its unsubscribe: four of a Redis-mode run's 31 round trips (bench/RESULTS.md,
  * twenty-second pass). What a lingering feed costs is the session's messages for that long.
  */
 const FEED_LINGER_MS = 1_000;
