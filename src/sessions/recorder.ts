@@ -73,19 +73,10 @@ export class RunRecorder {
     return stored;
   }
 
-  /**
-   * Record run_started (call inside `serialize`): the record turns running and the event is
-   * appended, sent together as finish's are (one round trip in Redis mode, in that order), so a client
-   * that sees run_started reads the run as running.
-   */
+  /** Record run_started (call inside `serialize`), with the record's turn to running (withRecord). */
   async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
     const timestamp = new Date().toISOString();
-    const event = envelope(run, 'run_started', payload, timestamp);
-    const [started, stored] = await this.durably(run.id, () =>
-      Promise.all([this.store.runs.update(run.id, { state: 'running', started_at: timestamp }), this.store.events.append(event)]),
-    );
-    this.announce(stored, started);
-    return stored;
+    return this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp));
   }
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
@@ -102,18 +93,23 @@ export class RunRecorder {
     const timestamp = new Date().toISOString();
     const provisional = envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
-    // The record and then the event, sent together: one round trip in Redis mode, where one connection
-    // keeps their order, so a client that sees the terminal event reads the run as ended. A retry (the
-    // reply lost with the connection) may find the run ended by its own first try: the fence knows that
-    // end by its finished_at, and does not take it for one written elsewhere (redis-aof-restart.test.ts).
-    const [ended, stored] = await this.durably(
-      run.id,
-      () => Promise.all([this.store.runs.update(run.id, { state: result.status, finished_at: timestamp, result }), this.store.events.append(provisional)]),
-      { ownEnd: timestamp },
-    );
+    // A retry (the reply lost with the connection) may find the run ended by its own first try: the
+    // fence knows that end by its finished_at, and does not take it for one written elsewhere
+    // (redis-aof-restart.test.ts).
+    await this.withRecord(run, { state: result.status, finished_at: timestamp, result }, provisional, { ownEnd: timestamp });
     this.log.info({ ...runLogFields(run), sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
-    this.announce(stored, ended);
     for (const listener of this.endListeners) listener(run);
+  }
+
+  /**
+   * The record's change and then the event, sent together: one round trip in Redis mode, where one
+   * connection keeps their order, so a client that sees the event reads the run as it changed (running
+   * at run_started, ended at the terminal event). Listeners are told the event with the changed run.
+   */
+  private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: ReturnType<typeof envelope>, fence: { ownEnd?: string } = {}): Promise<AsmEvent> {
+    const [changed, stored] = await this.durably(run.id, () => Promise.all([this.store.runs.update(run.id, change), this.store.events.append(event)]), fence);
+    this.announce(stored, changed);
+    return stored;
   }
 
   /** An observer's mistake (metrics) never fails a run's write. */
