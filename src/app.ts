@@ -7,7 +7,7 @@ import { AgentMemoryGate } from './backends/agent-memory.js';
 import { SdkBackend } from './backends/sdk.js';
 import { SdkLoader } from './backends/sdk-loader.js';
 import { createSandbox } from './backends/sandbox.js';
-import { useSpawner, type Spawner } from './backends/spawn-child.js';
+import { useSpawner } from './backends/spawn-child.js';
 import type { Sandbox } from './backends/types.js';
 import { createInProcessEngine } from './lanes/index.js';
 import { embeddedInfrastructure, type Infrastructure } from './infrastructure.js';
@@ -40,8 +40,6 @@ export interface AsmApp {
   sdks: SdkLoader;
   /** The sandbox the CLIs of this node run in. */
   sandbox: Sandbox;
-  /** How this process starts its CLIs and git (ASM_SPAWNER, after any fallback to fork). */
-  spawner: Spawner;
   sessions: SessionService;
   /** Admission by memory: runs wait here while the node's agents use ASM_MAX_AGENT_MEMORY_MB or more. */
   memory: AgentMemoryGate;
@@ -65,8 +63,8 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   const { worker } = config;
   if (worker && !config.redis) throw new Error('asm worker needs REDIS_URL: workers take their runs from a distributed deployment');
   // One choice for the whole process: how its CLIs and git start.
-  const spawner = useSpawner(config.spawner);
-  if (spawner.fallback) logger.warn(`ASM_SPAWNER=posix_spawn: ${spawner.fallback}; child processes start with fork instead`);
+  const { fallback } = useSpawner(config.spawner);
+  if (fallback) logger.warn(`ASM_SPAWNER=posix_spawn: ${fallback}; child processes start with fork instead`);
   const providers = await loadProviders();
   const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
   if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);
@@ -153,7 +151,6 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
     tenants,
     sdks,
     sandbox,
-    spawner: spawner.spawner,
     sessions,
     memory,
     mode: config.redis ? 'distributed' : 'embedded',

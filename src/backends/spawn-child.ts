@@ -44,8 +44,8 @@ let active: NativeSpawn | null = 'native' in loaded ? loaded.native : null;
  */
 export function useSpawner(wanted: Spawner): { spawner: Spawner; fallback?: string } {
   active = wanted === 'posix_spawn' && 'native' in loaded ? loaded.native : null;
-  if (wanted === 'posix_spawn' && 'error' in loaded) return { spawner: 'fork', fallback: `native/spawn.c is not loaded (${loaded.error})` };
-  return { spawner: wanted };
+  const fellBack = wanted === 'posix_spawn' && 'error' in loaded;
+  return { spawner: spawnerInUse(), ...(fellBack && { fallback: `native/spawn.c is not loaded (${loaded.error})` }) };
 }
 
 export function spawnerInUse(): Spawner {

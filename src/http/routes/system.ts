@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyRequest } from 'fastify';
 import type { AsmApp } from '../../app.js';
+import { spawnerInUse } from '../../backends/spawn-child.js';
 import { AsmError } from '../../errors/kinds.js';
 import { binaryVariable, probeVersion, resolveBinary } from '../../providers/registry.js';
 import type { ProviderDefinition } from '../../providers/types.js';
@@ -152,7 +153,7 @@ export const systemRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: As
     } catch (err) {
       return reply.status(503).send({ status: 'not_ready', checks: { store: AsmError.from(err).message } });
     }
-    return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind, spawner: app.spawner } };
+    return { status: 'ready', checks: { store: 'ok', mode: app.mode, sandbox: app.sandbox.kind, spawner: spawnerInUse() } };
   });
 
   if (metrics) {
