@@ -1,6 +1,8 @@
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { spawnChild, spawnerInUse, useSpawner, type Spawner } from '../../src/backends/spawn-child.js';
@@ -73,6 +75,35 @@ it('is chosen by ASM_SPAWNER, posix_spawn by default; another value stops start-
   expect(loadConfig({}).spawner).toBe('posix_spawn');
   expect(loadConfig({ ASM_SPAWNER: 'fork' }).spawner).toBe('fork');
   expect(() => loadConfig({ ASM_SPAWNER: 'vfork' })).toThrow(/^ASM_SPAWNER: expected posix_spawn or fork, got "vfork"/);
+});
+
+it('falls back to fork where the module cannot load (here: off the main thread), says why, and still starts children', async () => {
+  // The module in a worker thread of its own, loaded through tsx as the tests load the sources.
+  const module = pathToFileURL(resolve('src/backends/spawn-child.ts')).href;
+  const worker = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+    import('tsx/esm/api')
+      .then(({ register }) => (register(), import(${JSON.stringify(module)})))
+      .then((spawning) => {
+        const chosen = spawning.useSpawner('posix_spawn');
+        const child = spawning.spawnChild('/bin/sh', ['-c', 'echo started'], { cwd: '/', env: { PATH: process.env.PATH }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.on('data', (chunk) => (output += chunk));
+        child.on('close', (code) => parentPort.postMessage({ chosen, inUse: spawning.spawnerInUse(), output, code }));
+      }, (err) => parentPort.postMessage({ error: String(err) }));`,
+    { eval: true },
+  );
+  try {
+    const reported = await new Promise((resolveReport) => worker.once('message', resolveReport));
+    expect(reported).toEqual({
+      chosen: { spawner: 'fork', fallback: 'native/spawn.c is not loaded (loaded only on the main thread)' },
+      inUse: 'fork',
+      output: 'started\n',
+      code: 0,
+    });
+  } finally {
+    await worker.terminate();
+  }
 });
 
 afterAll(() => {
