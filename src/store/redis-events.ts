@@ -135,12 +135,12 @@ export class RedisEventLog implements EventLog {
     joined.listeners.add(listener);
     return () => {
       if (!joined.listeners.delete(listener) || joined.listeners.size > 0 || this.feeds.get(sessionId) !== joined) return;
-      joined.closing = setTimeout(() => this.close(sessionId, joined), this.feedLingerMs).unref();
+      joined.closing = setTimeout(() => this.closeFeed(sessionId, joined), this.feedLingerMs).unref();
     };
   }
 
   /** The feed goes, unless a listener came back or it was replaced meanwhile. */
-  private close(sessionId: string, feed: SessionFeed): void {
+  private closeFeed(sessionId: string, feed: SessionFeed): void {
     if (feed.listeners.size > 0 || this.feeds.get(sessionId) !== feed) return;
     feed.cursor.stop();
     this.feeds.delete(sessionId);
