@@ -47,6 +47,11 @@ export class ControlRouter {
       await local.backend.interrupt('user');
     } else if (!run.dispatched) {
       await recorder.finishWithoutStart(runId, cancelledRun('before it started'));
+    } else if (run.owner !== null && run.owner !== this.deps.cluster.self) {
+      // Its owner holds it: its CLI, or a worker's queue. A lane command of this process for it only
+      // handed it over (execution.ts, handToWorker), and no longer reads its signal: cancelled, it
+      // would answer 'active' and the run would start on the worker all the same.
+      await this.interruptElsewhere(runId);
     } else {
       const where = await engine.cancel(runId, 'user');
       if (where === 'pending') await recorder.finishWithoutStart(runId, cancelledRun('before it started'));

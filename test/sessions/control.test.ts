@@ -10,7 +10,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import type { RunRecord } from '../../src/store/types.js';
+import type { RunRecord, RunStore, Store } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
 import { holdingOwnership, isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
 
@@ -139,14 +139,14 @@ describe('ControlRouter.handle (requests addressed to this process)', () => {
 
 describe('ControlRouter across processes', () => {
   /** Two processes of one deployment: `api` and `owner` share the store; their clusters meet in Redis. */
-  async function twoProcesses(): Promise<{ api: Rig; owner: Rig }> {
+  async function twoProcesses(apiStore?: (store: Store) => Store): Promise<{ api: Rig; owner: Rig }> {
     const prefix = `t-${randomUUID().slice(0, 8)}`;
     const cluster = (self: string) => {
       const [redis, subscriber] = [new Redis(inject('asmTestRedisUrl')), new Redis(inject('asmTestRedisUrl'))];
       connections.push(redis, subscriber);
       return new RedisCluster({ self, redis, subscriber, prefix, report: REPORT, heartbeatMs: 200, ttlMs: 5_000, lockLeaseMs: 5_000, lockWaitMs: 5_000 });
     };
-    const api = await newRig({ cluster: cluster('api-instance') });
+    const api = await newRig({ cluster: cluster('api-instance'), wrapStore: apiStore });
     // Made last, so the fake claude's stdin log (FAKE_CLAUDE_LOG) is the owner's.
     const owner = await newRig({ cluster: cluster('owner-instance'), wrapStore: () => api.store });
     return { api, owner };
@@ -177,4 +177,47 @@ describe('ControlRouter across processes', () => {
     expect(await owner.ended(run.id)).toMatchObject({ state: 'interrupted', interrupt_requested: true, result: { error: { kind: 'user_cancelled' } } });
     expect(owner.written().some((line) => line.type === 'control_request' && line.request.subtype === 'interrupt')).toBe(true);
   });
+
+  // An API process's lane command for a remote_node run goes on for a moment after its worker took
+  // the run (it reads the run's end): an interrupt then found it 'active', aborted a signal nobody
+  // read any more, and the run started on the worker all the same.
+  it("routes an interrupt to the run's owner while this process's lane command for the run has not ended", async () => {
+    const held = holdingNextRead();
+    const { api, owner } = await twoProcesses(held.wrap);
+    const session = await owner.session();
+    await owner.engine.pause(session.queue);
+    const run = await owner.submit(session.id, 'hello [fixture:c1-hello]');
+    await owner.store.runs.update(run.id, { owner: owner.cluster.self });
+    held.arm(run.id);
+    const command = api.commands.submitRun(session.queue, run);
+    await held.reached;
+    expect(await api.control.interrupt(run.id)).toMatchObject({ state: 'interrupted', started_at: null, result: { error: { kind: 'user_cancelled' } } });
+    held.release();
+    expect(await (await command).result).toEqual({ run_id: run.id, state: 'interrupted' });
+    await owner.engine.resume(session.queue);
+    expect((await owner.engine.metrics()).find((m) => m.id === session.queue)).toMatchObject({ pending: 0, cancelled: 1 });
+    expect(owner.written()).toEqual([]);
+  });
 });
+
+/** The store holds the next read of one run (runs.get) until released: a lane command of the run mid-way. */
+function holdingNextRead() {
+  let armedFor: string | undefined;
+  let reachedNow!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((resolve) => (reachedNow = resolve));
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const wrap = (store: Store): Store => {
+    const runs: RunStore = Object.create(store.runs);
+    runs.get = async (id) => {
+      if (id === armedFor) {
+        armedFor = undefined;
+        reachedNow();
+        await released;
+      }
+      return store.runs.get(id);
+    };
+    return { ...store, runs };
+  };
+  return { wrap, reached, release, arm: (runId: string) => (armedFor = runId) };
+}
