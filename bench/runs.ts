@@ -8,7 +8,9 @@
  * - throughput: runs/s from 1, 4 and 16 sessions (each submitting one run after another), against
  *   1, 4 and 16 loops of bare spawns;
  * - flat history: `--history N` runs (10,000 by default) one after another in one session; the runs
- *   completed in the first and in the last second, and their ratio (target ≥ 0.9).
+ *   completed in the first and in the last second, and their ratio (target ≥ 0.9). Then, as a control
+ *   for the host's drift between those two seconds, runs of that session alternated with runs of a new
+ *   one (`against_new_session`: the new one's p50 over the old one's; 1 when history costs nothing).
  *
  * The sandbox is off (ASM_SANDBOX=none): it adds a fixed ~9 ms per run (bench -- sandbox), which would
  * hide what this measures. So are the workspace diffs (ASM_WORKSPACE_DIFFS=off) unless `--diffs`: a
@@ -121,6 +123,21 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
         completions.push(performance.now() - started);
         if ((i + 1) % 1000 === 0) log(`${mode} history: ${i + 1} runs in ${round(completions.at(-1)! / 1000)} s`);
       }
+      // A control for the host's drift over the history's minutes: runs of the old session alternated
+      // with runs of a new one, at the same moments. Equal when only the session's history could
+      // differ; the first and the last second are minutes apart, on hosts whose speed drifted by a
+      // third from one minute to the next (bench/RESULTS.md, twenty-second pass).
+      const fresh = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
+      for (let i = 0; i < 20; i++) await asmRun(asm, fresh);
+      const alternated = { old: [] as number[], fresh: [] as number[] };
+      for (let i = 0; i < opts.samples; i++) {
+        const pair = [['old', session], ['fresh', fresh]] as const;
+        for (const [side, id] of i % 2 === 0 ? pair : [...pair].reverse()) {
+          const runStarted = performance.now();
+          await asmRun(asm, id);
+          alternated[side].push(performance.now() - runStarted);
+        }
+      }
       const total = completions.at(-1)!;
       const firstSecond = completions.filter((t) => t <= 1000).length;
       const lastSecond = completions.filter((t) => t > total - 1000).length;
@@ -153,6 +170,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
           ratio: round(lastSecond / firstSecond, 2),
           p50_ms_first_tenth: firstTenth,
           p50_ms_last_tenth: lastTenth,
+          against_new_session: { samples: opts.samples, p50_ms_old: p50(alternated.old), p50_ms_new: p50(alternated.fresh), ratio: round(median(alternated.fresh) / median(alternated.old), 2) },
         },
       };
     },
