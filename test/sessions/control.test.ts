@@ -10,9 +10,9 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import type { EventPayload } from '../../src/schemas/events.js';
-import type { RunRecord, RunStore, Store } from '../../src/store/types.js';
+import type { RunRecord, Store } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
-import { holdingOwnership, isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
+import { holdingOwnership, holdingRunCall, isTerminalEvent, makeRig, refusal, REPORT, type Rig } from './rig.js';
 
 const rigs: Rig[] = [];
 const connections: Redis[] = [];
@@ -182,13 +182,19 @@ describe('ControlRouter across processes', () => {
   // the run (it reads the run's end): an interrupt then found it 'active', aborted a signal nobody
   // read any more, and the run started on the worker all the same.
   it("routes an interrupt to the run's owner while this process's lane command for the run has not ended", async () => {
-    const held = holdingNextRead();
+    // The API's command for the run is held at its first read of the run.
+    let armed: string | undefined;
+    const held = holdingRunCall((call) => {
+      if (call.method !== 'get' || call.id !== armed) return false;
+      armed = undefined;
+      return true;
+    });
     const { api, owner } = await twoProcesses(held.wrap);
     const session = await owner.session();
     await owner.engine.pause(session.queue);
     const run = await owner.submit(session.id, 'hello [fixture:c1-hello]');
     await owner.store.runs.update(run.id, { owner: owner.cluster.self });
-    held.arm(run.id);
+    armed = run.id;
     const command = api.commands.submitRun(session.queue, run);
     await held.reached;
     expect(await api.control.interrupt(run.id)).toMatchObject({ state: 'interrupted', started_at: null, result: { error: { kind: 'user_cancelled' } } });
@@ -199,25 +205,3 @@ describe('ControlRouter across processes', () => {
     expect(owner.written()).toEqual([]);
   });
 });
-
-/** The store holds the next read of one run (runs.get) until released: a lane command of the run mid-way. */
-function holdingNextRead() {
-  let armedFor: string | undefined;
-  let reachedNow!: () => void;
-  let release!: () => void;
-  const reached = new Promise<void>((resolve) => (reachedNow = resolve));
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const wrap = (store: Store): Store => {
-    const runs: RunStore = Object.create(store.runs);
-    runs.get = async (id) => {
-      if (id === armedFor) {
-        armedFor = undefined;
-        reachedNow();
-        await released;
-      }
-      return store.runs.get(id);
-    };
-    return { ...store, runs };
-  };
-  return { wrap, reached, release, arm: (runId: string) => (armedFor = runId) };
-}

@@ -265,22 +265,37 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
   };
 }
 
-/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
-export function holdingOwnership() {
+/** A call of the run store, as holdingRunCall sees it: a read or an update of one run. */
+export type RunCall = { method: 'get'; id: string } | { method: 'update'; id: string; patch: Partial<RunRecord> };
+
+/**
+ * Fault injection: the store holds each run-store call that `holds` picks until released, as a slow
+ * store holds it in the middle of a lane command; `reached` once the first is held.
+ */
+export function holdingRunCall(holds: (call: RunCall) => boolean) {
   let reachedNow!: () => void;
   let release!: () => void;
   const reached = new Promise<void>((resolve) => (reachedNow = resolve));
   const released = new Promise<void>((resolve) => (release = resolve));
+  const hold = async (call: RunCall) => {
+    if (!holds(call)) return;
+    reachedNow();
+    await released;
+  };
   const wrap = (store: Store): Store => {
     const runs: RunStore = Object.create(store.runs);
+    runs.get = async (id) => {
+      await hold({ method: 'get', id });
+      return store.runs.get(id);
+    };
     runs.update = async (id, patch) => {
-      if (patch.owner) {
-        reachedNow();
-        await released;
-      }
+      await hold({ method: 'update', id, patch });
       return store.runs.update(id, patch);
     };
     return { ...store, runs };
   };
   return { wrap, reached, release };
 }
+
+/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
+export const holdingOwnership = () => holdingRunCall((call) => call.method === 'update' && Boolean(call.patch.owner));
