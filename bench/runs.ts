@@ -130,9 +130,10 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       const fresh = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
       for (let i = 0; i < 20; i++) await asmRun(asm, fresh);
       const alternated = { old: [] as number[], fresh: [] as number[] };
+      const pair = [['old', session], ['fresh', fresh]] as const;
+      const reversed = [...pair].reverse();
       for (let i = 0; i < opts.samples; i++) {
-        const pair = [['old', session], ['fresh', fresh]] as const;
-        for (const [side, id] of i % 2 === 0 ? pair : [...pair].reverse()) {
+        for (const [side, id] of i % 2 === 0 ? pair : reversed) {
           const runStarted = performance.now();
           await asmRun(asm, id);
           alternated[side].push(performance.now() - runStarted);

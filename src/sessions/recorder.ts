@@ -7,7 +7,7 @@ import { isTerminalRunState } from '../schemas/api.js';
 import type { AsmEvent, EventKind, EventMetadata, EventPayload, ProviderEvent } from '../schemas/events.js';
 import { runEventsAfter } from '../store/run-events.js';
 import { newEventId } from '../store/stamp.js';
-import type { RunRecord, Store } from '../store/types.js';
+import type { NewEvent, RunRecord, Store } from '../store/types.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import { projectResult, type ProjectableEvent } from './projection.js';
 
@@ -106,7 +106,7 @@ export class RunRecorder {
    * connection keeps their order, so a client that sees the event reads the run as it changed (running
    * at run_started, ended at the terminal event). Listeners are told the event with the changed run.
    */
-  private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: ReturnType<typeof envelope>, fence: { ownEnd?: string } = {}): Promise<AsmEvent> {
+  private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: NewEvent, fence: { ownEnd?: string } = {}): Promise<AsmEvent> {
     const [changed, stored] = await this.durably(run.id, () => Promise.all([this.store.runs.update(run.id, change), this.store.events.append(event)]), fence);
     this.announce(stored, changed);
     return stored;
