@@ -3,7 +3,8 @@ import { AsmError } from './kinds.js';
 
 /** Replies that mean Redis is there but cannot serve now (loading, failing over, out of memory). */
 const NOT_READY_REPLY = /^(LOADING|BUSY|MASTERDOWN|READONLY|TRYAGAIN|CLUSTERDOWN|OOM) /;
-const ACCESS_REPLY = /^(NOPERM|NOAUTH|WRONGPASS) /;
+/** A login or ACL refusal; the last is how Redis refuses a command a script runs for a user without it. */
+const ACCESS_REPLY = /^(NOPERM|NOAUTH|WRONGPASS) |^ERR The user executing the script can't run this command/;
 
 /** A login or ACL refusal: retrying cannot help. */
 export function isAccessRefusal(err: unknown): boolean {

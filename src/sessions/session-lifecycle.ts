@@ -52,7 +52,7 @@ export class SessionLifecycle {
 
   /** `requestId`: the request that creates it, named on the lines written about it (README "Request ids"). */
   async create(tenant: string, body: CreateSessionBody, requestId?: string): Promise<SessionRecord> {
-    const { config, store, placement, providers, tenants, quotas, log } = this.deps;
+    const { config, placement, providers, tenants, quotas, log } = this.deps;
     const provider = providers.get(body.provider);
     if (!provider) {
       throw badField('provider', `unknown provider "${body.provider}"; known: ${[...providers.keys()].sort().join(', ')}`);
@@ -115,8 +115,7 @@ export class SessionLifecycle {
       throw err;
     }
     try {
-      await this.makeRoom(requestId);
-      await store.sessions.create(session);
+      await this.store(session, requestId);
     } catch (err) {
       await quotas.release(tenant, 'sessions', session.id);
       await dropWorkspace();
@@ -143,15 +142,21 @@ export class SessionLifecycle {
     return { cwd, driver_opts: { ...driverOpts, remote_cwd: remoteCwd } };
   }
 
-  /** Below ASM_MAX_SESSIONS, or refused: closed sessions give way to new ones, oldest first, so only open ones fill the server. */
-  private async makeRoom(requestId: string | undefined): Promise<void> {
+  /**
+   * Stored below ASM_MAX_SESSIONS, or refused: closed sessions give way to new ones, oldest first, so
+   * only open ones fill the server. The store checks the limit as it adds (SessionStore.create), so
+   * creates at once, here or in other processes, never pass it; one whose room another create took
+   * after an eviction evicts again.
+   */
+  private async store(session: SessionRecord, requestId: string | undefined): Promise<void> {
     const { config, store, log } = this.deps;
-    if ((await store.sessions.count()) < config.limits.maxSessions) return;
-    const evicted = await store.evictOldestClosed();
-    if (!evicted) {
-      throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
+    while (!(await store.sessions.create(session, config.limits.maxSessions))) {
+      const evicted = await store.evictOldestClosed();
+      if (!evicted) {
+        throw new AsmError('at_capacity', `the server holds its maximum of ${config.limits.maxSessions} open sessions (ASM_MAX_SESSIONS)`);
+      }
+      log.info({ sessionId: evicted, reqId: requestId }, 'evicted the oldest closed session to make room');
     }
-    log.info({ sessionId: evicted, reqId: requestId }, 'evicted the oldest closed session to make room');
   }
 
   /** Close: refuse new runs, end queued runs as interrupted, interrupt active ones, wait for them. `requestId` as for create. */

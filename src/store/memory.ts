@@ -48,7 +48,8 @@ class MemorySessionStore implements SessionStore {
   /** Each tenant's sessions in list order (creation time, then id). */
   private readonly byTenant = new Map<string, SessionRecord[]>();
 
-  async create(session: SessionRecord): Promise<void> {
+  async create(session: SessionRecord, limit = Infinity): Promise<boolean> {
+    if (this.sessions.size >= limit && !this.sessions.has(session.id)) return false;
     this.sessions.set(session.id, session);
     const list = this.byTenant.get(session.tenant) ?? [];
     this.byTenant.set(session.tenant, list);
@@ -57,6 +58,7 @@ class MemorySessionStore implements SessionStore {
     let at = list.length;
     while (at > 0 && sessionAfter(sessionKey(list[at - 1]), key)) at--;
     list.splice(at, 0, session);
+    return true;
   }
   async get(id: string): Promise<SessionRecord | undefined> {
     return this.sessions.get(id);

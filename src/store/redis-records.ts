@@ -54,14 +54,16 @@ export class RedisSessionStore extends RedisRecords<SessionRecord> implements Se
     super(redis, keys, keys.session, 'session');
   }
 
-  async create(session: SessionRecord): Promise<void> {
+  async create(session: SessionRecord, limit = Infinity): Promise<boolean> {
+    // The count's entry first, taken below the limit in the same step (asmAddBelow); then the tenant's index and the record.
+    if ((await this.redis.asmAddBelow(this.keys.sessions, Math.min(limit, Number.MAX_SAFE_INTEGER), session.id)) === 0) return false;
     await Promise.all([
       this.redis.zadd(this.keys.tenantSessions(session.tenant), Date.parse(session.created_at), session.id),
-      this.redis.sadd(this.keys.sessions, session.id),
       // A new id is in no index yet: only a record created closed has one to join (update keeps it after).
       session.state === 'closed' ? this.indexClosed(session) : undefined,
       this.put(session),
     ]);
+    return true;
   }
   /**
    * The tenant's index is scored by creation time (ms); members of one score are ordered by id, as

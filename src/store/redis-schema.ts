@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
  *   asm:{run_…}:diff               string the run's workspace diff (JSON), bounded by ASM_DIFF_MAX_BYTES
  *   asm:{ses_…}:diff               string the session's workspace diff since its first run
  *   asm:{<approval id>}:approval   hash   the approval record
- *   asm:sessions                   set    every session id (count)
+ *   asm:sessions                   set    every session id (the count ASM_MAX_SESSIONS bounds)
  *   asm:tenant:<tenant>:sessions   zset   the tenant's session ids by created_at
  *   asm:sessions:closed            zset   closed session ids by closed_at (eviction, oldest first)
  *   asm:runs:unfinished            set    ids of runs queued or running (orphan sweep)
@@ -227,6 +227,14 @@ end
 if ARGV[2] == 'in_flight' then redis.call('SADD', KEYS[3], ARGV[1]) else redis.call('SREM', KEYS[3], ARGV[1]) end
 return 1`,
   },
+  /** ARGV: limit, id. Adds the id to the set unless it has `limit` members already: 1 added (or there already), 0 full. */
+  asmAddBelow: {
+    numberOfKeys: 1,
+    lua: `if redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 1 then return 1 end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[2])
+return 1`,
+  },
   /** ARGV: limit, id, now (ms). Holds the id unless the set has `limit` members already: 1 held (or held already), 0 full. */
   asmTake: {
     numberOfKeys: 1,
@@ -245,6 +253,7 @@ export type ScriptRedis = Redis & {
   asmResolve(key: string, pending: string, fields: string): Promise<[number, string] | null>;
   asmAppend(seqKey: string, eventsKey: string, sessionKey: string, appendedKey: string, maxlen: number, channel: string, json: string, runId: string, eventId: string): Promise<number>;
   asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
+  asmAddBelow(key: string, limit: number, id: string): Promise<number>;
   asmRunSlot(runsKey: string, waitingKey: string, inFlightKey: string, id: string, slot: string, created: 0 | 1): Promise<number>;
 };
 

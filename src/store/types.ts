@@ -109,7 +109,12 @@ export interface ApprovalRecord extends Approval {
 export type NewEvent = Omit<AsmEvent, 'id' | 'seq' | 'timestamp'> & { timestamp?: string; id?: string };
 
 export interface SessionStore {
-  create(session: SessionRecord): Promise<void>;
+  /**
+   * Stores a new session unless the store holds `limit` sessions already, closed ones included
+   * (ASM_MAX_SESSIONS): false then, and nothing is stored. The check and the session's place in the
+   * count are one step, so processes creating at once never hold more than `limit` between them.
+   */
+  create(session: SessionRecord, limit?: number): Promise<boolean>;
   get(id: string): Promise<SessionRecord | undefined>;
   /** A tenant's sessions in creation order, a page at a time (paging.ts). */
   page(tenant: string, request: PageRequest): Promise<Page<SessionRecord>>;

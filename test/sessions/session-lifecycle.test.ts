@@ -65,6 +65,20 @@ describe('SessionLifecycle.create', () => {
     expect(await rig.store.sessions.get(first.id)).toBeUndefined();
     expect((await rig.store.sessions.page(TENANT, { limit: 100 })).items.map((s) => s.id).sort()).toEqual([second.id, third.id].sort());
   });
+
+  it('never passes the session limit with creates at once, evicting once for each closed session', async () => {
+    rig = await makeRig();
+    rig.config.limits.maxSessions = 3;
+    const closing = await rig.session();
+    await rig.lifecycle.close(closing.id);
+    // Eight creates at once for the two free places and the closed session's.
+    const outcomes = await Promise.allSettled(Array.from({ length: 8 }, () => rig.session()));
+    const created = outcomes.filter((o) => o.status === 'fulfilled');
+    expect(created).toHaveLength(3);
+    for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toMatchObject({ kind: 'at_capacity' });
+    expect(await rig.store.sessions.count()).toBe(3);
+    expect(await rig.store.sessions.get(closing.id)).toBeUndefined();
+  });
 });
 
 describe('SessionLifecycle.close', () => {

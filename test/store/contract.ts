@@ -188,6 +188,26 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(await store.sessions.count()).toBe(3);
       });
 
+      it('stores a session only below the limit, creates at once from two processes included, and a second create of one id counts once', async () => {
+        const [one, two] = await stores(2);
+        const first = sessionRecord({ tenant: 'capped', created_at: at(1) });
+        expect(await one.sessions.create(first, 4)).toBe(true);
+        // Twelve creates at once, half through each process, for the three places left.
+        const racing = Array.from({ length: 12 }, (_, i) => sessionRecord({ tenant: 'capped', created_at: at(2 + i) }));
+        const stored = await Promise.all(racing.map((s, i) => (i % 2 ? two : one).sessions.create(s, 4)));
+        expect(stored.filter(Boolean)).toHaveLength(3);
+        expect(await one.sessions.count()).toBe(4);
+        const kept = racing.filter((_, i) => stored[i]);
+        expect((await two.sessions.page('capped', { limit: 100 })).items.map((s) => s.id)).toEqual([first, ...kept].map((s) => s.id));
+        for (const [i, s] of racing.entries()) if (!stored[i]) expect(await one.sessions.get(s.id)).toBeUndefined();
+        // At the limit, the same session again (a retried create) is not refused and not counted twice.
+        expect(await two.sessions.create(first, 4)).toBe(true);
+        expect(await two.sessions.count()).toBe(4);
+        // Without a limit there is none.
+        expect(await two.sessions.create(sessionRecord({ tenant: 'capped', created_at: at(20) }))).toBe(true);
+        expect(await one.sessions.count()).toBe(5);
+      });
+
       it("pages a tenant's sessions by cursor: each once, in order, ties on the same millisecond by id", async () => {
         const store = await single();
         // Seven sessions, three of them created in the same millisecond.
