@@ -5,6 +5,7 @@
 import { realpathSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SESSION_DEFAULTS } from '../../src/sessions/session-lifecycle.js';
+import { DEFAULT_QUOTAS } from '../../src/tenants.js';
 import { isTerminalEvent, makeRig, refusal, type Rig, TENANT } from './rig.js';
 
 let rig: Rig;
@@ -78,6 +79,30 @@ describe('SessionLifecycle.create', () => {
     for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toMatchObject({ kind: 'at_capacity' });
     expect(await rig.store.sessions.count()).toBe(3);
     expect(await rig.store.sessions.get(closing.id)).toBeUndefined();
+  });
+
+  it('refuses a tenant at its quota with quota_exceeded, full server or not, evicting nothing; at_capacity gives the quota back', async () => {
+    rig = await makeRig();
+    rig.config.limits.maxSessions = 2;
+    const closing = await rig.session();
+    await rig.lifecycle.close(closing.id);
+    await rig.session();
+    // The server is full (one open session, one closed), and the tenant's quota too.
+    const heldNow = async () => (await rig.store.holdings.takenBefore(TENANT, 'sessions', Date.now() + 1)).length;
+    for (let i = await heldNow(); i < DEFAULT_QUOTAS.sessions; i++) await rig.store.holdings.add(TENANT, 'sessions', `ses_held_${i}`);
+    expect(await refusal(rig.session())).toMatchObject({ kind: 'quota_exceeded' });
+    expect(await rig.store.sessions.get(closing.id)).toBeDefined();
+    expect(await rig.store.sessions.count()).toBe(2);
+    // Room in the quota: the closed session gives way.
+    await rig.store.holdings.release(TENANT, 'sessions', 'ses_held_1');
+    await rig.session();
+    expect(await rig.store.sessions.get(closing.id)).toBeUndefined();
+    // Room in the quota, none on the server: at_capacity, and the quota it took is given back.
+    await rig.store.holdings.release(TENANT, 'sessions', 'ses_held_2');
+    const held = await heldNow();
+    expect(await refusal(rig.session())).toMatchObject({ kind: 'at_capacity' });
+    expect(await heldNow()).toBe(held);
+    expect(await rig.store.sessions.count()).toBe(2);
   });
 });
 
