@@ -115,7 +115,7 @@ export class SessionLifecycle {
       throw err;
     }
     try {
-      await this.store(session, requestId);
+      await this.storeBelowLimit(session, requestId);
     } catch (err) {
       await quotas.release(tenant, 'sessions', session.id);
       await dropWorkspace();
@@ -148,7 +148,7 @@ export class SessionLifecycle {
    * creates at once, here or in other processes, never pass it; one whose room another create took
    * after an eviction evicts again.
    */
-  private async store(session: SessionRecord, requestId: string | undefined): Promise<void> {
+  private async storeBelowLimit(session: SessionRecord, requestId: string | undefined): Promise<void> {
     const { config, store, log } = this.deps;
     while (!(await store.sessions.create(session, config.limits.maxSessions))) {
       const evicted = await store.evictOldestClosed();
