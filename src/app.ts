@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { AsmConfig } from './config.js';
+import { ConfigError } from './config-error.js';
 import { CoreBackend } from './backends/core.js';
 import { WarmProcesses } from './backends/warm-processes.js';
 import { AgentMemoryGate } from './backends/agent-memory.js';
@@ -68,6 +69,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   const providers = await loadProviders();
   const unknown = worker?.providers?.filter((p) => !providers.has(p)) ?? [];
   if (unknown.length) throw new Error(`--providers: unknown ${unknown.join(', ')}; known: ${[...providers.keys()].sort().join(', ')}`);
+  assertPrewarm(config.prewarm, providers);
   const tenants = await TenantDirectory.open(config.tenants, {
     known: [...providers.keys()],
     disabled: config.disabledProviders,
@@ -86,7 +88,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
   // Looked for once: a CLI installed later shows after a restart; a run still checks at spawn.
   const missingClis = await missingClisOf(served.map((name) => providers.get(name)!), config.binaries);
   // Idle warm agent processes count in the node's load: they hold memory like a run does.
-  const warm = new WarmProcesses(config.limits.maxWarmProcesses);
+  const warm = new WarmProcesses(config.limits.maxWarmProcesses, config.prewarm);
   const report: SelfReport = () => ({
     name: config.nodeName,
     role: worker ? 'worker' : 'api',
@@ -197,6 +199,14 @@ async function sweepClosed(folders: Pick<Sandbox, 'sessions' | 'release'>, store
 }
 
 /** Stops the kept processes of sessions that are no longer open (closed through another process, which could not reach them). */
+/** ASM_PREWARM names only providers whose capabilities list `prewarm`. */
+function assertPrewarm(prewarm: Record<string, number>, providers: Map<string, ProviderDefinition>): void {
+  const able = [...providers.values()].filter((p) => p.capabilities.includes('prewarm')).map((p) => p.name);
+  for (const name of Object.keys(prewarm)) {
+    if (!able.includes(name)) throw new ConfigError('ASM_PREWARM', `${providers.has(name) ? `${name} cannot be prewarmed` : `unknown provider ${name}`}; these can: ${able.join(', ')}`);
+  }
+}
+
 async function stopClosedWarm(warm: WarmProcesses, store: Store): Promise<void> {
   for (const sessionId of warm.sessions()) {
     if ((await store.sessions.get(sessionId))?.state !== 'open') warm.stopSession(sessionId);

@@ -24,6 +24,8 @@ export interface AsmConfig {
   disabledProviders: Set<string>;
   /** Explicit binary paths, by provider name (ASM_<NAME>_BIN). */
   binaries: Record<string, string>;
+  /** ASM_PREWARM (`claude:2`): how many processes of each provider may wait prewarmed for their sessions' first runs. */
+  prewarm: Record<string, number>;
   limits: Limits;
   /** Lane overrides and additions (ASM_LANES, JSON array of partial lane configs keyed by id; `runs: true` marks a run lane). */
   laneOverrides: LaneOverride[];
@@ -297,6 +299,17 @@ function parseBinaries(env: Env): Record<string, string> {
   return binaries;
 }
 
+/** `provider:count,…`, e.g. `claude:2`; which providers can be prewarmed is checked at start (app.ts). */
+function parsePrewarm(env: Env): Record<string, number> {
+  const prewarm: Record<string, number> = {};
+  for (const entry of list(env, 'ASM_PREWARM')) {
+    const match = /^([a-z0-9_-]+):(\d+)$/.exec(entry);
+    if (!match) throw new ConfigError('ASM_PREWARM', `expected provider:count entries separated by commas (claude:2), got "${entry}"`);
+    prewarm[match[1]!] = Number(match[2]);
+  }
+  return prewarm;
+}
+
 function jsonObject(env: Env, name: string): Record<string, unknown> {
   const raw = env[name];
   if (!raw) return {};
@@ -355,6 +368,7 @@ export function loadConfig(env: Env = process.env): AsmConfig {
     rateLimit,
     disabledProviders: new Set(list(env, 'ASM_DISABLED_PROVIDERS')),
     binaries: parseBinaries(env),
+    prewarm: parsePrewarm(env),
     limits: {
       bodyBytes: int(env, 'ASM_MAX_BODY_BYTES', 1024 * 1024, 1024),
       promptBytes: int(env, 'ASM_MAX_PROMPT_BYTES', 256 * 1024, 1),

@@ -36,16 +36,14 @@ export class AgentMemoryGate {
 
   /**
    * Resolves once the node's agents use less than the limit, or the signal aborted (the caller checks
-   * it). A run of the session given, which has a process kept here, adds no process: it goes at once.
+   * it). A run of a session that has a process kept or prewarmed here adds no process: it goes at once.
    */
-  async admit(signal: AbortSignal, warmSessionId?: string): Promise<void> {
-    const limitBytes = this.limits.maxAgentMemoryMb * 1024 * 1024;
-    if (limitBytes === 0 || (warmSessionId !== undefined && this.warm.holds(warmSessionId))) return;
+  async admit(signal: AbortSignal, sessionId: string): Promise<void> {
+    if (this.unlimited || this.warm.holds(sessionId)) return;
     this.waitingRuns++;
     try {
       while (!signal.aborted) {
-        const groups = this.groups();
-        if (groups.length === 0 || (await processGroupsRss(groups)) < limitBytes) return;
+        if (await this.belowLimit()) return;
         if (this.warm.size > 0) {
           await this.warm.stopLongestIdle();
           continue;
@@ -55,6 +53,21 @@ export class AgentMemoryGate {
     } finally {
       this.waitingRuns--;
     }
+  }
+
+  /** Whether the node's agents use less than the limit now (a prewarm starts a process only then, stopping none). */
+  async hasRoom(): Promise<boolean> {
+    return this.unlimited || this.belowLimit();
+  }
+
+  private get unlimited(): boolean {
+    return this.limits.maxAgentMemoryMb === 0;
+  }
+
+  /** With no agent here, a run never waits for itself. */
+  private async belowLimit(): Promise<boolean> {
+    const groups = this.groups();
+    return groups.length === 0 || (await processGroupsRss(groups)) < this.limits.maxAgentMemoryMb * 1024 * 1024;
   }
 }
 

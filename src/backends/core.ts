@@ -30,6 +30,10 @@ import { WarmProcesses, type AgentOutput, type HeldConversation, type WarmAgent 
  *   next run that fits takes it (run_started says `warm: true`, with the same pid) and starts its turn
  *   with the provider's nextTurn(). A run that failed, was stopped, or whose CLI died starts no such
  *   reuse: its process goes as a cold run's does.
+ * - ASM_PREWARM: a new session's process may be started before its first run (prewarm(), as that run
+ *   would start it), told the provider's prewarm() lines and parked in WarmProcesses; the session's
+ *   first run takes it as a warm session's next run takes a kept one, and continues the new
+ *   conversation the process holds (ProviderRunInput.newConversationId).
  */
 
 export type RunLimits = Pick<Limits, 'lineBytes' | 'stderrBytes' | 'interruptGraceMs' | 'killGraceMs' | 'exitGraceMs'>;
@@ -51,6 +55,33 @@ export class CoreBackend implements Backend {
 
   prepare(sessionId: string, cli?: SessionCli): void {
     this.sandbox.prepare(sessionId, cli);
+  }
+
+  /**
+   * Start the session's agent process now, as its first run would start it (`spec`, with that run's
+   * options and no prompt yet), and park it for that run for at most idleMs. False when none was
+   * started: the provider cannot be prewarmed, or ASM_PREWARM has no room (WarmProcesses.reservePrewarm).
+   */
+  async prewarm(spec: BackendRunSpec, idleMs: number): Promise<boolean> {
+    if (spec.surface.kind !== 'local_subprocess') return false;
+    const reservation = this.warm.reservePrewarm(spec.provider.name);
+    if (!reservation) return false;
+    try {
+      const prepared = await withMcpServers(spec, this.sandbox);
+      const provider = prepared.provider.create(prepared);
+      const prewarm = provider.warm?.prewarm;
+      if (!prewarm) {
+        reservation.cancel();
+        return false;
+      }
+      const agent = await startAgent(prepared, provider, agentKey(prepared, provider), PARKED, this.limits, this.sandbox);
+      for (const line of prewarm().write ?? []) agent.process.write(line);
+      reservation.park(spec.sessionId, agent, provider.providerSessionId ?? null, idleMs);
+      return true;
+    } catch (err) {
+      reservation.cancel();
+      throw err;
+    }
   }
 
   releaseSession(sessionId: string): void {
@@ -88,9 +119,14 @@ class CoreRun extends RunLifecycle {
 
   protected async launch(): Promise<LaunchedAgent> {
     const spec = await withMcpServers(this.spec, this.sandbox);
-    const provider = (this.provider = spec.provider.create(spec));
-    const warmable = spec.warm !== undefined && provider.warm !== undefined && spec.surface.kind === 'local_subprocess';
-    const key = warmable ? JSON.stringify([spec.binary, spec.cwd, provider.warm!.key]) : '';
+    let provider = spec.provider.create(spec);
+    // A process kept by the session's last run (a warm session) or prewarmed for its first (ASM_PREWARM).
+    const key = provider.warm !== undefined && spec.surface.kind === 'local_subprocess' ? agentKey(spec, provider) : '';
+    const startsNew = spec.providerSessionId === undefined && !spec.continueLatest;
+    const kept = key ? this.warm.take(spec.sessionId, key, heldConversation(spec.providerSessionId ?? null, spec.previousTotals ?? null), startsNew) : null;
+    // A prewarmed process holds a new conversation of its own, which the run takes.
+    if (kept?.newConversationId) provider = spec.provider.create({ ...spec, newConversationId: kept.newConversationId });
+    this.provider = provider;
     const output: AgentOutput = {
       onLine: (line) =>
         this.receive(() => {
@@ -104,11 +140,10 @@ class CoreRun extends RunLifecycle {
       onOverflow: () =>
         this.fail(new AsmError('buffer_overflow', `${spec.provider.name} printed a stdout line over ${this.limits.lineBytes} bytes`)),
     };
-    const kept = warmable ? this.warm.take(spec.sessionId, key, heldConversation(spec.providerSessionId ?? null, spec.previousTotals ?? null)) : null;
     // A CLI that reads its prompt from stdin starts while the workspace's snapshot is taken; one
     // that takes it in its arguments starts after (BackendRunSpec.workspaceSnapshot).
     if (!kept && provider.stdin !== 'control') await spec.workspaceSnapshot?.();
-    const agent = (this.agent = kept ?? (await this.startAgent(spec, provider, key, output)));
+    const agent = (this.agent = kept?.agent ?? (await startAgent(spec, provider, key, output, this.limits, this.sandbox)));
     agent.output = output;
     const child = (this.process = agent.process);
     this.running.add(child);
@@ -128,29 +163,6 @@ class CoreRun extends RunLifecycle {
         else this.safely(() => this.emitAll(provider.onExit(exit, this.finished)));
       },
     };
-  }
-
-  /** A new process, its output routed to whichever run holds it. */
-  private async startAgent(spec: BackendRunSpec, provider: ProviderProcess, key: string, output: AgentOutput): Promise<WarmAgent> {
-    const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin, hiddenExecutables: provider.hides?.executables };
-    const launch = await surfaceLaunch(spec.surface, cli, this.limits, { sandbox: this.sandbox, sessionId: spec.sessionId });
-    const agent: Omit<WarmAgent, 'process'> = { launch, key, output, sawOutput: false };
-    const process = await spawnSubprocess({
-      command: launch.command,
-      args: launch.args,
-      cwd: launch.cwd,
-      env: launch.env,
-      stdin: launch.stdin,
-      limits: this.limits,
-      reap: launch.reap,
-      onLine: (line) => {
-        agent.sawOutput = true;
-        agent.output.onLine(line);
-      },
-      onStderr: (line) => agent.output.onStderr(line),
-      onOverflow: () => agent.output.onOverflow(),
-    });
-    return Object.assign(agent, { process });
   }
 
   /** A turn that ended on the provider's own terminal line leaves a warm session's process running, parked. */
@@ -197,6 +209,37 @@ class CoreRun extends RunLifecycle {
   protected resumeOutput(): void {
     this.process?.resumeOutput();
   }
+}
+
+/** What a process was started with besides its conversation: a kept or prewarmed process serves only a run of the same key. */
+function agentKey(spec: BackendRunSpec, provider: ProviderProcess): string {
+  return JSON.stringify([spec.binary, spec.cwd, provider.warm!.key]);
+}
+
+/** Where a parked process's output goes (WarmProcesses.park switches it on parking): nowhere yet. */
+const PARKED: AgentOutput = { onLine: () => undefined, onStderr: () => undefined, onOverflow: () => undefined };
+
+/** A new process, its output routed to whichever run holds it. */
+async function startAgent(spec: BackendRunSpec, provider: ProviderProcess, key: string, output: AgentOutput, limits: RunLimits, sandbox: Sandbox): Promise<WarmAgent> {
+  const cli = { command: spec.binary, args: provider.args, cwd: spec.cwd, env: spec.env, stdin: provider.stdin, hiddenExecutables: provider.hides?.executables };
+  const launch = await surfaceLaunch(spec.surface, cli, limits, { sandbox, sessionId: spec.sessionId });
+  const agent: Omit<WarmAgent, 'process'> = { launch, key, output, sawOutput: false };
+  const process = await spawnSubprocess({
+    command: launch.command,
+    args: launch.args,
+    cwd: launch.cwd,
+    env: launch.env,
+    stdin: launch.stdin,
+    limits,
+    reap: launch.reap,
+    onLine: (line) => {
+      agent.sawOutput = true;
+      agent.output.onLine(line);
+    },
+    onStderr: (line) => agent.output.onStderr(line),
+    onOverflow: () => agent.output.onOverflow(),
+  });
+  return Object.assign(agent, { process });
 }
 
 function heldConversation(providerSessionId: string | null, totals: Record<string, number> | null): HeldConversation {

@@ -6,6 +6,10 @@ import type { SurfaceLaunch } from './surfaces.js';
  * idle process per session, parked here by the run that used it and taken by the session's next run
  * (core.ts). Where its output goes is switched by the run holding it; parked, it goes nowhere.
  *
+ * A process prewarmed for a new session (ASM_PREWARM, core.ts) waits here the same way for the
+ * session's first run, holding a new conversation of its own; at most `prewarm[provider]` of them
+ * wait at once, and one is never parked at the cost of another session's process.
+ *
  * - A process is taken only by a run that would start it the same way (`key`: binary, directory and
  *   the provider's own key of its arguments) and continues the conversation it holds at the totals it
  *   left it at: a turn of that conversation run elsewhere meanwhile (another API process) changed the
@@ -39,17 +43,38 @@ export interface HeldConversation {
   totals: string;
 }
 
+/** A parked process a run may take: kept by its session's last run, or prewarmed with a new conversation of its own (`newConversationId`). */
+export interface KeptAgent {
+  agent: WarmAgent;
+  newConversationId?: string;
+}
+
+/** A prewarmed process's place in the pool while it starts: parked once started, or given back. */
+export interface PrewarmReservation {
+  /** Park the started process for the session's first run; `conversationId`: the new conversation it holds (null: the CLI names it later). */
+  park(sessionId: string, agent: WarmAgent, conversationId: string | null, idleMs: number): void;
+  cancel(): void;
+}
+
 interface Parked {
   agent: WarmAgent;
   conversation: HeldConversation;
   timer: NodeJS.Timeout;
+  /** Prewarmed for the session's first run: the provider it counts against in ASM_PREWARM. */
+  prewarmedFor?: string;
 }
 
 export class WarmProcesses {
   /** By session id, in parking order (a Map keeps insertion order: the first is the longest idle). */
   private readonly parked = new Map<string, Parked>();
+  /** Prewarmed processes starting now, by provider (reservePrewarm). */
+  private readonly startingPrewarms = new Map<string, number>();
 
-  constructor(private readonly maxParked: number) {}
+  constructor(
+    private readonly maxParked: number,
+    /** ASM_PREWARM: how many prewarmed processes of each provider may wait at once. */
+    private readonly prewarm: Readonly<Record<string, number>> = {},
+  ) {}
 
   /** Idle agent processes kept here now. */
   get size(): number {
@@ -66,29 +91,56 @@ export class WarmProcesses {
     return this.parked.has(sessionId);
   }
 
-  /** The session's parked process, if it fits the run; a parked process that does not fit is stopped. */
-  take(sessionId: string, key: string, conversation: HeldConversation): WarmAgent | null {
+  /**
+   * The session's parked process, if it fits the run: the same key and, for a kept process, the
+   * conversation the run continues; a prewarmed one fits only a run that starts a new conversation
+   * (`startsNew`), which takes the process's own. A parked process that does not fit is stopped.
+   */
+  take(sessionId: string, key: string, conversation: HeldConversation, startsNew: boolean): KeptAgent | null {
     const parked = this.parked.get(sessionId);
     if (!parked) return null;
     this.unpark(sessionId, parked);
-    const fits =
-      parked.agent.key === key &&
-      parked.agent.process.alive &&
-      parked.conversation.providerSessionId === conversation.providerSessionId &&
-      parked.conversation.totals === conversation.totals;
-    if (fits) return parked.agent;
+    const held = parked.conversation;
+    const sameConversation = parked.prewarmedFor ? startsNew : held.providerSessionId === conversation.providerSessionId && held.totals === conversation.totals;
+    if (parked.agent.key === key && parked.agent.process.alive && sameConversation) {
+      return { agent: parked.agent, ...(parked.prewarmedFor && held.providerSessionId !== null && { newConversationId: held.providerSessionId }) };
+    }
     parked.agent.process.stop();
     return null;
   }
 
+  /**
+   * Room for one more prewarmed process of `provider`, held while it starts: ASM_PREWARM has room
+   * for it (counting those starting), and parking it stops no other session's process. Null: none.
+   */
+  reservePrewarm(provider: string): PrewarmReservation | null {
+    const waiting = [...this.parked.values()].filter((p) => p.prewarmedFor === provider).length;
+    const starting = this.startingPrewarms.get(provider) ?? 0;
+    if (waiting + starting >= (this.prewarm[provider] ?? 0) || this.parked.size + this.startingTotal() >= this.maxParked) return null;
+    this.startingPrewarms.set(provider, starting + 1);
+    let open = true;
+    const release = () => {
+      if (!open) return;
+      open = false;
+      this.startingPrewarms.set(provider, this.startingPrewarms.get(provider)! - 1);
+    };
+    return {
+      park: (sessionId, agent, conversationId, idleMs) => {
+        release();
+        this.park(sessionId, agent, { providerSessionId: conversationId, totals: 'null' }, idleMs, provider);
+      },
+      cancel: release,
+    };
+  }
+
   /** Keep the process for the session's next run, for at most idleMs. */
-  park(sessionId: string, agent: WarmAgent, conversation: HeldConversation, idleMs: number): void {
+  park(sessionId: string, agent: WarmAgent, conversation: HeldConversation, idleMs: number, prewarmedFor?: string): void {
     this.stopSession(sessionId);
     // Parked, its output has no run: lines (keep-alives, state changes) are dropped, an overlong one stops it.
     agent.output = { onLine: () => undefined, onStderr: () => undefined, onOverflow: () => agent.process.stop() };
     const timer = setTimeout(() => this.stopSession(sessionId), idleMs);
     timer.unref();
-    const entry: Parked = { agent, conversation, timer };
+    const entry: Parked = { agent, conversation, timer, ...(prewarmedFor && { prewarmedFor }) };
     this.parked.set(sessionId, entry);
     void agent.process.closed.then(() => {
       if (this.parked.get(sessionId) === entry) this.unpark(sessionId, entry);
@@ -122,6 +174,10 @@ export class WarmProcesses {
     const agents = [...this.parked.values()].map((p) => p.agent);
     for (const sessionId of this.sessions()) this.stopSession(sessionId);
     await Promise.all(agents.map((agent) => agent.process.closed));
+  }
+
+  private startingTotal(): number {
+    return [...this.startingPrewarms.values()].reduce((sum, n) => sum + n, 0);
   }
 
   private unpark(sessionId: string, parked: Parked): void {

@@ -25,6 +25,11 @@ export interface ProviderRunInput {
   providerSessionId?: string;
   /** Continue the CLI's most recent conversation (ProviderOptionSupport.continuation_latest); never with providerSessionId. */
   continueLatest?: boolean;
+  /**
+   * A new conversation's id, where a process prewarmed for the session (WarmTurn.prewarm) holds one
+   * already: the run takes that process and its conversation. Never with providerSessionId.
+   */
+  newConversationId?: string;
   /** Only the options the provider declares in ProviderDefinition.options reach it (agent-options.ts checks). */
   systemPrompt?: string;
   maxTurns?: number;
@@ -158,6 +163,11 @@ export interface WarmTurn {
   key: string[];
   /** What starts this run's turn on a kept process (in place of start(): the process is initialized already). */
   nextTurn(): ProviderActions;
+  /**
+   * A provider that can start a session's process ahead of its first run (ASM_PREWARM): what the
+   * process is told before it waits for that run's nextTurn() (claude: initialize). Absent: never prewarmed.
+   */
+  prewarm?(): ProviderActions;
 }
 
 /**

@@ -31,7 +31,7 @@ export const EventPayloads = {
       cwd: Type.String(),
       node: Type.String(),
       pid: Type.Optional(Type.Integer()),
-      warm: Type.Optional(Type.Boolean({ description: "true: the run's turn went to the process its warm session kept (pid is that process)" })),
+      warm: Type.Optional(Type.Boolean({ description: "true: the run's turn went to a process already running (pid is that process): kept by its warm session, or prewarmed for the session's first run (ASM_PREWARM)" })),
     },
     open,
   ),

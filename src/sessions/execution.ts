@@ -4,7 +4,7 @@ import { buildCliEnv } from '../providers/env.js';
 import { confineSshFiles, LOCAL_SURFACE } from '../backends/surfaces.js';
 import { resolveWorkspaceDir } from '../backends/workspace.js';
 import type { AgentMemoryGate } from '../backends/agent-memory.js';
-import type { Backend, InterruptReason } from '../backends/types.js';
+import type { Backend, BackendRunSpec, InterruptReason } from '../backends/types.js';
 import type { AsmConfig } from '../config.js';
 import { runLogFields } from '../logger.js';
 import { AsmError, cancelledRun, isErrorKind } from '../errors/kinds.js';
@@ -18,7 +18,7 @@ import type { ProviderDefinition, ProviderRunInput } from '../providers/types.js
 import type { Continuation } from '../schemas/agent-options.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
-import type { RunRecord, SessionRecord, Store } from '../store/types.js';
+import type { AgentRunOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
 import type { ActiveRun, ActiveRuns } from './active-runs.js';
 import type { ApprovalBook } from './approvals.js';
@@ -28,6 +28,7 @@ import type { RunRecorder } from './recorder.js';
 import { inSpan } from './tracing.js';
 import { waitForRun } from './wait-for-run.js';
 import type { RunDiffs } from './run-diffs.js';
+import { runAgentOptions } from './run-options.js';
 
 export interface RunExecutorDeps {
   config: AsmConfig;
@@ -184,7 +185,7 @@ export class RunExecutor {
     activeRuns.set(runId, active);
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
-      await this.deps.memory.admit(signal, session.warm ? session.id : undefined);
+      await this.deps.memory.admit(signal, session.id);
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
       // An interrupt of this process that came while the run had no backend yet aborted the signal.
@@ -193,34 +194,14 @@ export class RunExecutor {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);
       }
-      const { agent } = run.options;
       const backendRun = backend.start(
         {
-          provider,
-          runId,
-          sessionId: session.id,
-          prompt: run.prompt,
-          cwd,
-          model: agent.model ?? undefined,
-          permissionMode: agent.provider_permission_mode,
-          ...(agent.system_prompt !== null && { systemPrompt: agent.system_prompt }),
-          ...(agent.max_turns !== null && { maxTurns: agent.max_turns }),
-          ...(agent.reasoning_effort !== null && { reasoningEffort: agent.reasoning_effort }),
+          ...this.agentSpec(session, run.options.agent, { runId, prompt: run.prompt, cwd, binary, surface }),
           ...conversationOf(run.options.continuation, session),
-          binary,
-          surface,
-          env: buildCliEnv(process.env, provider.env, config.passEnv, provider.setEnv),
-          node: config.nodeName,
-          deadlineMs: session.run_deadline_ms,
-          // Sessions stored before idle_timeout_ms existed take the service's default.
-          idleTimeoutMs: session.idle_timeout_ms ?? config.limits.idleTimeoutMs,
-          approvalTimeoutMs: session.approval_timeout_ms,
-          now: () => cluster.now(),
-          mcpServers: session.mcp_server_config,
           // Taken when the backend asks, while the agent starts (BackendRunSpec.workspaceSnapshot).
           workspaceSnapshot: () => (active.snapshot ??= this.deps.diffs.before(run, cwd)).then(() => undefined),
           // A run of a warm session on another lane than core (a per-run lane) starts cold.
-          ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: session.warm_idle_ms ?? config.limits.warmIdleMs } }),
+          ...(session.warm && backend === this.deps.backends.core && { warm: { idleMs: this.warmIdleMs(session) } }),
         },
         // The recording's promise is the backend's backpressure (EventSink).
         (event) =>
@@ -240,6 +221,53 @@ export class RunExecutor {
     }
     if (active.startFailure) throw await this.retryStart(run, active.startFailure);
     return this.outcome(runId);
+  }
+
+  /**
+   * ASM_PREWARM: a new local session's agent process, started now on the core lane as its first run
+   * would start it (the session's options, a new conversation), to wait for that run. False when none
+   * was started (backends/core.ts says when).
+   */
+  async prewarm(session: SessionRecord): Promise<boolean> {
+    const { config, backends } = this.deps;
+    const core = backends.core;
+    if (!core.prewarm || session.execution_surface.kind !== 'local_subprocess' || !(await this.deps.memory.hasRoom())) return false;
+    const provider = this.deps.providers.get(session.provider)!;
+    const cwd = await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
+    const binary = resolveBinary(provider, config.binaries);
+    core.prepare(session.id, { provider, binary });
+    const agent = runAgentOptions(provider, session, { prompt: '' });
+    const spec = this.agentSpec(session, agent, { runId: `prewarm_${session.id}`, prompt: '', cwd, binary, surface: LOCAL_SURFACE });
+    return core.prewarm({ ...spec, ...(session.warm && { warm: { idleMs: this.warmIdleMs(session) } }) }, this.warmIdleMs(session));
+  }
+
+  /** What a run of the session starts its agent with, but for its conversation, its workspace snapshot and warmth. */
+  private agentSpec(session: SessionRecord, agent: AgentRunOptions, run: Pick<BackendRunSpec, 'runId' | 'prompt' | 'cwd' | 'binary' | 'surface'>): BackendRunSpec {
+    const { config, cluster } = this.deps;
+    const provider = this.deps.providers.get(session.provider)!;
+    return {
+      provider,
+      ...run,
+      sessionId: session.id,
+      model: agent.model ?? undefined,
+      permissionMode: agent.provider_permission_mode,
+      ...(agent.system_prompt !== null && { systemPrompt: agent.system_prompt }),
+      ...(agent.max_turns !== null && { maxTurns: agent.max_turns }),
+      ...(agent.reasoning_effort !== null && { reasoningEffort: agent.reasoning_effort }),
+      env: buildCliEnv(process.env, provider.env, config.passEnv, provider.setEnv),
+      node: config.nodeName,
+      deadlineMs: session.run_deadline_ms,
+      // Sessions stored before idle_timeout_ms existed take the service's default.
+      idleTimeoutMs: session.idle_timeout_ms ?? config.limits.idleTimeoutMs,
+      approvalTimeoutMs: session.approval_timeout_ms,
+      now: () => cluster.now(),
+      mcpServers: session.mcp_server_config,
+    };
+  }
+
+  /** How long the session's kept or prewarmed process waits idle. */
+  private warmIdleMs(session: SessionRecord): number {
+    return session.warm_idle_ms ?? this.deps.config.limits.warmIdleMs;
   }
 
   /** One event from the backend, in order (inside the run's chain). */

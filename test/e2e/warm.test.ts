@@ -2,7 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { scratchDir } from '../helpers/sandbox.js';
-import { groupAlive, reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
+import { processesWith } from '../faults/processes.js';
+import { FAKE_CLAUDE, groupAlive, reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from '../helpers/wait.js';
 
@@ -138,6 +139,134 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
   });
 });
 
+/**
+ * The fake claude processes ASM started that run now: each leads its process group (its sandbox's
+ * bwrap, or the CLI itself), unlike the one-off start that seeds a new HOME (home-seeds.ts); with the
+ * conversation it was started with (`--session-id`).
+ */
+function claudeGroups(): Array<{ group: number; conversation: string | undefined }> {
+  const leaders: Array<{ group: number; conversation: string | undefined }> = [];
+  for (const pid of processesWith(FAKE_CLAUDE)) {
+    try {
+      const group = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[2]);
+      if (group !== pid) continue;
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      const at = args.indexOf('--session-id');
+      leaders.push({ group, conversation: at >= 0 ? args[at + 1] : undefined });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return leaders;
+}
+
+/** How many claude processes ASM initialized (every process of the test). */
+function initializes(): number {
+  return written().filter((l) => l.request?.subtype === 'initialize').length;
+}
+
+describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake claude)', (_mode, modeEnv) => {
+  beforeEach(async () => {
+    stdinLog = join(scratchDir('asm-prewarm-'), 'stdin.jsonl');
+    process.env.FAKE_CLAUDE_LOG = stdinLog;
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_PREWARM: 'claude:1', ...modeEnv() });
+  });
+  afterEach(async () => {
+    await server.close();
+    delete process.env.FAKE_CLAUDE_LOG;
+  });
+
+  /** A new claude session and the process prewarmed for it, once that process is initialized. */
+  async function prewarmedSession(extra: Record<string, unknown> = {}) {
+    const before = initializes();
+    const s = await session(extra);
+    await waitFor(() => initializes() === before + 1, 'the prewarmed process to be initialized');
+    const prewarmed = claudeGroups();
+    expect(prewarmed).toHaveLength(1);
+    return { s, ...prewarmed[0]! };
+  }
+
+  async function session(extra: Record<string, unknown> = {}) {
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', lane: 'core', ...extra } }));
+    expect(res.status).toBe(201);
+    return res.body;
+  }
+
+  it("a new session's first run takes the process started with the session: its pid, its one initialize, its new conversation", async () => {
+    const { s, group, conversation } = await prewarmedSession();
+    expect(conversation).toMatch(/^[0-9a-f-]{36}$/);
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started).toMatchObject({ pid: group, warm: true, provider_session_id: conversation });
+    expect(first.started.args).toEqual(expect.arrayContaining(['--session-id', conversation]));
+    expect(written().map((l) => l.request?.subtype ?? l.type)).toEqual(['initialize', 'user']);
+    // A cold session keeps nothing: the process ends with its run, and the next run continues the conversation cold.
+    await waitFor(() => !groupAlive(group), 'the process to end with its run', 10_000);
+    const second = await runToEnd(s.id, 'Again [fixture:c1-hello]');
+    expect(second.started.warm).toBeUndefined();
+    expect(second.started.args).toEqual(expect.arrayContaining(['--resume', first.run.result.provider_session_id]));
+  });
+
+  it('approvals and interrupts work on a prewarmed process; a warm session keeps it after its first run', async () => {
+    const approving = await prewarmedSession({ warm: true });
+    const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: approving.s.id } }, body: { prompt: 'Create a file [fixture:c2-approve]' } }))).body;
+    const approval = await waitFor(async () => (await reply(server.client.GET('/v1/sessions/{id}/approvals', { params: { path: { id: approving.s.id } } }))).body.approvals[0], 'the approval');
+    expect(await runStarted(run.id)).toMatchObject({ pid: approving.group, warm: true });
+    expect((await reply(server.client.POST('/v1/approvals/{id}', { params: { path: { id: approval.id } }, body: { decision: 'allow' } }))).status).toBe(200);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.id } } }))).body.state === 'completed', 'the approved run to complete');
+    // Warm: kept for the next run, no longer a prewarmed one, so the pool prewarms the next session.
+    expect((await runToEnd(approving.s.id, 'Again [fixture:c1-hello]')).started).toMatchObject({ pid: approving.group, warm: true });
+
+    const interrupting = await session();
+    await waitFor(() => initializes() === 2, 'the next session\'s process to be prewarmed');
+    const group = claudeGroups().find((g) => g.group !== approving.group)!.group;
+    const slow = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: interrupting.id } }, body: { prompt: 'Run the slow job [fixture:c3-interrupt]' } }))).body;
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: slow.id }, query: { after: 0 } } }))).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
+    expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBeLessThan(300);
+    await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: slow.id } } }))).body.state === 'interrupted', 'the interrupted run');
+    expect(await runStarted(slow.id)).toMatchObject({ pid: group, warm: true });
+  });
+
+  it('at most ASM_PREWARM processes wait: a session created while one waits starts its first run cold', async () => {
+    const { s: first, group } = await prewarmedSession();
+    const second = await session();
+    const cold = await runToEnd(second.id, 'Say hello [fixture:c1-hello]');
+    expect(cold.started.warm).toBeUndefined();
+    expect(cold.started.pid).not.toBe(group);
+    expect((await runToEnd(first.id, 'Say hello [fixture:c1-hello]')).started).toMatchObject({ pid: group, warm: true });
+    // Taken, its place in the pool is free again.
+    const third = await prewarmedSession();
+    expect((await runToEnd(third.s.id, 'Say hello [fixture:c1-hello]')).started).toMatchObject({ pid: third.group, warm: true });
+    expect(initializes()).toBe(3);
+  });
+
+  it('a first run started differently (another model) does not take the prewarmed process, which is stopped', async () => {
+    const { s, group } = await prewarmedSession();
+    const other = await runToEnd(s.id, 'Say hello [fixture:c1-hello]', { model: 'claude-other' });
+    expect(other.run.state).toBe('completed');
+    expect(other.started.warm).toBeUndefined();
+    expect(other.started.pid).not.toBe(group);
+    await waitFor(() => !groupAlive(group), 'the prewarmed process to go', 10_000);
+  });
+
+  it("an idle prewarmed process ends after the session's warm_idle_ms, and the first run starts cold", async () => {
+    const { s, group } = await prewarmedSession({ warm: true, warm_idle_ms: 300 });
+    await waitFor(() => !groupAlive(group), 'the idle process to go', 10_000);
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.warm).toBeUndefined();
+  });
+
+  it("a closed session leaves no process; a prewarmed process counts in the node's load until then", async () => {
+    const load = async () => (await server.app.cluster.nodes()).find((n) => n.id === server.app.cluster.self)?.load;
+    const { s, group } = await prewarmedSession();
+    await waitFor(async () => (await load()) === 1, 'the prewarmed process in the load');
+    expect((await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).status).toBe(200);
+    await waitFor(() => !groupAlive(group), 'the prewarmed process to go', 10_000);
+    await waitFor(async () => (await load()) === 0, 'the load without it');
+  });
+});
+
 describe('warm sessions, codex app-server (fake codex)', () => {
   let codexLog: string;
   beforeEach(async () => {
@@ -263,6 +392,14 @@ describe('warm session options', () => {
     const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'claude', warm: true, warm_idle_ms: 10 } }));
     expect(res.status).toBe(400);
     expect(res.body.error.message).toMatch(/warm_idle_ms/);
+  });
+
+  it.each([
+    ['codex:1', /ASM_PREWARM: codex cannot be prewarmed; these can: claude/],
+    ['nobody:1', /ASM_PREWARM: unknown provider nobody; these can: claude/],
+    ['claude', /ASM_PREWARM: expected provider:count entries/],
+  ])('refuses to start with ASM_PREWARM=%s', async (value, message) => {
+    await expect(startServer({ ASM_PREWARM: value })).rejects.toThrow(message);
   });
 
   it('a cold session says so', async () => {

@@ -35,8 +35,9 @@ const claude: ProviderDefinition = {
     'DISABLE_AUTOUPDATER',
   ],
   defaultQueue: 'prompt',
-  // warm: a warm session's runs share one CLI process (process.ts, backends/warm-processes.ts).
-  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'warm'],
+  // warm: a warm session's runs share one CLI process (process.ts, backends/warm-processes.ts);
+  // prewarm: a new session's CLI may start before its first run (ASM_PREWARM, backends/core.ts).
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'cost', 'warm', 'prewarm'],
   // The one permission-mode table (permission-modes.ts). 'auto' (the classifier) and 'dontAsk' are
   // reachable through provider_permission_mode.
   permissionModes: { default: 'default', auto: 'acceptEdits', bypass: 'bypassPermissions', plan: 'plan' },

@@ -70,7 +70,8 @@ function optionArgs(input: ProviderRunInput): string[] {
 
 /**
  * Which conversation: the one given (--resume), the cwd's most recent (--continue: its id comes with
- * init), or a fresh one whose id we choose (--session-id), so it is known before the CLI prints init.
+ * init), or a fresh one whose id we choose (--session-id; a prewarmed process's, when the run takes
+ * one), so it is known before the CLI prints init.
  */
 function conversationArgs(input: ProviderRunInput, sessionId: string | undefined): string[] {
   if (input.providerSessionId) return ['--resume', input.providerSessionId];
@@ -78,7 +79,7 @@ function conversationArgs(input: ProviderRunInput, sessionId: string | undefined
 }
 
 export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
-  const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : randomUUID());
+  const sessionId = input.providerSessionId ?? (input.continueLatest ? undefined : input.newConversationId ?? randomUUID());
   const map = createClaudeMapper(input);
   const permissionMode = explicitPermissionMode(input);
   const mcpConfig = mcpFilePath(input, CLAUDE_MCP_FILE);
@@ -112,10 +113,12 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
     onExit(exit, sawTerminal) {
       return sawTerminal ? [] : [errorEvent('transport_error', exitMessage('claude', exit))];
     },
-    // A warm session's next turn is the next user message on the same stdin; the process keeps the conversation.
+    // A warm session's next turn is the next user message on the same stdin; the process keeps the
+    // conversation. A prewarmed process is initialized and waits for its first.
     warm: {
       key: processArgs,
       nextTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
+      prewarm: () => ({ write: [initializeRequest()] }),
     },
   };
 }
