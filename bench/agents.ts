@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex|gemini] [--home-setup-ms N]`: what a user
+ * `npm run bench -- agents [--samples N] [--sandbox bwrap|none] [--cli claude|codex|gemini] [--home-setup-ms N] [--think-ms N]`: what a user
  * feels of a real agent CLI through ASM. The pinned CLIs (scripts/install-agents.ts), set up offline
  * as the agents suite does (test/agents/offline-env.ts), against the loopback model server
  * (test/agents/model-server.ts, one scripted text turn per prompt), alternated per sample:
@@ -21,18 +21,23 @@
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
  *          gemini: the next session/prompt of `gemini --acp`)
+ *   prewarmed   claude: a new session's first run on a second service with ASM_PREWARM=claude:1,
+ *          its prompt `--think-ms` (1000) after the session was created, as a user types one; it
+ *          must take the process prewarmed with the session (a second service: in the first, every
+ *          cold session's run would take one)
  *   cold spawn   of the cold run, request → its run_started event (the CLI spawned in its sandbox,
  *          the session's HOME made), from the event's timestamp (ms): ASM's part before the CLI's own start
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
  * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
- * the median, min and max of each, the ratios the issue targets (cold / raw, warm / raw), and the load
+ * the median, min and max of each, the ratios the issue targets (cold / raw, warm / raw; prewarmed / raw besides), and the load
  * average before and after (the figures swing with it on a shared machine).
  */
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { agentBin } from '../scripts/install-agents.js';
 import { createApp } from '../src/app.js';
@@ -140,6 +145,7 @@ function rawRun(cli: Cli, bin: string, cwd: string, env: Record<string, string>,
 interface Api {
   post(path: string, body: unknown): Promise<any>;
   get(path: string): Promise<any>;
+  delete(path: string): Promise<any>;
 }
 
 /** One run through the service, request → answer (ms); it must complete. requestedAt: the wall clock at the request, for event timestamps. */
@@ -169,6 +175,20 @@ async function spawnedAfter(api: Api, run: { runId: string; requestedAt: number 
   return Date.parse((await runStarted(api, run.runId)).timestamp) - run.requestedAt;
 }
 
+/**
+ * A new session's first run on the service that prewarms (ASM_PREWARM), its prompt `thinkMs` after
+ * the session was created, as a user types one: request → answer (ms). It must take the prewarmed process.
+ */
+async function prewarmedRun(api: Api, thinkMs: number, model: ModelServer): Promise<number> {
+  const session = await api.post('/v1/sessions', { provider: 'claude', lane: 'core' });
+  await sleep(thinkMs);
+  model.script({ text: 'Hello.' });
+  const run = await timedRun(api, session.id);
+  if (!(await ranWarm(api, run.runId))) throw new Error(`the first run ${run.runId} did not take the prewarmed process`);
+  await api.delete(`/v1/sessions/${session.id}`);
+  return run.ms;
+}
+
 function summary(values: number[]): { median: number; min: number; max: number } {
   const sorted = [...values].sort((a, b) => a - b);
   const round = (v: number) => Math.round(v * 10) / 10;
@@ -180,6 +200,7 @@ export async function run(args: string[]): Promise<void> {
   const samples = Number(flag('--samples') ?? 5);
   const sandbox = flag('--sandbox') ?? 'bwrap';
   const homeSetupMs = flag('--home-setup-ms') ?? '30000';
+  const thinkMs = Number(flag('--think-ms') ?? 1000);
   // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's and
   // gemini's config (claude's offline setup is all environment): they would call the real APIs.
   const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex', 'gemini'];
@@ -201,47 +222,57 @@ export async function run(args: string[]): Promise<void> {
     Object.entries({ ...templateEnvs.claude, ...templateEnvs.codex, ...templateEnvs.gemini }).filter(([name]) => name !== 'HOME' && name !== 'TMPDIR'),
   );
   Object.assign(process.env, passed);
-  const config = loadConfig({
+  const serviceEnv = {
     ASM_WORKSPACE_ROOT: workspace,
     ASM_CLAUDE_BIN: agentBin('claude'),
     ASM_CODEX_BIN: agentBin('codex'),
     ASM_GEMINI_BIN: agentBin('gemini'),
     ASM_SANDBOX: sandbox,
-    ASM_SANDBOX_ROOT: join(root, 'sandbox'),
     ASM_SANDBOX_HOME_TEMPLATE: template,
     ASM_PASS_ENV: Object.keys(passed).join(','),
     ASM_NODE_NAME: 'bench',
     ASM_SANDBOX_HOME_SETUP_MS: homeSetupMs,
     ...SPAWNER_ENV,
-  });
-  const app = await createApp(config, pino({ level: 'silent' }));
-  const server = await buildServer(app);
-  await server.listen({ host: '127.0.0.1', port: 0 });
-  const base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
-  const api: Api = {
-    async post(path, body) {
-      const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      const json = await res.json();
-      if (res.status >= 300) throw new Error(`${path}: ${res.status} ${JSON.stringify(json)}`);
-      return json;
-    },
-    async get(path) {
-      return (await fetch(`${base}${path}`)).json();
-    },
   };
+  const service = await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox') });
+  // A second service prewarms claude's sessions (ASM_PREWARM): in the first, a cold session's run would take one.
+  const prewarming = clis.includes('claude') ? await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox-prewarm'), ASM_PREWARM: 'claude:1' }) : undefined;
   try {
-    for (const cli of clis) await benchCli(cli, { api, base, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs });
+    for (const cli of clis) {
+      const prewarm = cli === 'claude' && prewarming ? { api: prewarming.api, thinkMs } : undefined;
+      await benchCli(cli, { api: service.api, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs, prewarm });
+    }
   } finally {
-    await server.close();
-    await app.close();
+    await service.close();
+    await prewarming?.close();
     await model.close();
     rmSync(root, { recursive: true, force: true });
   }
 }
 
+/** The service, embedded, over real HTTP on loopback. */
+async function startService(env: Record<string, string>): Promise<{ api: Api; close(): Promise<void> }> {
+  const app = await createApp(loadConfig(env), pino({ level: 'silent' }));
+  const server = await buildServer(app);
+  await server.listen({ host: '127.0.0.1', port: 0 });
+  const base = `http://127.0.0.1:${(server.server.address() as { port: number }).port}`;
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${base}${path}`, { method, ...(body !== undefined && { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }) });
+    const json = await res.json();
+    if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+  return {
+    api: { post: (path, body) => call('POST', path, body), get: (path) => call('GET', path), delete: (path) => call('DELETE', path) },
+    async close() {
+      await server.close();
+      await app.close();
+    },
+  };
+}
+
 interface BenchContext {
   api: Api;
-  base: string;
   model: ModelServer;
   workspace: string;
   template: string;
@@ -249,9 +280,11 @@ interface BenchContext {
   samples: number;
   sandbox: string;
   homeSetupMs: string;
+  /** claude: the service that prewarms its sessions, and how long after a session's creation its first prompt comes. */
+  prewarm?: { api: Api; thinkMs: number };
 }
 
-async function benchCli(cli: Cli, { api, base, model, workspace, template, env, samples, sandbox, homeSetupMs }: BenchContext): Promise<void> {
+async function benchCli(cli: Cli, { api, model, workspace, template, env, samples, sandbox, homeSetupMs, prewarm }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
   const loadavg = os.loadavg().map((load) => Math.round(load * 100) / 100);
@@ -261,6 +294,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
   const cold: number[] = [];
   const coldSpawn: number[] = [];
   const warm: number[] = [];
+  const prewarmed: number[] = [];
   // One untimed round first: the page cache and the JIT warm up for all alike.
   for (let i = -1; i < samples; i++) {
     model.script({ text: 'Hello.' });
@@ -278,9 +312,12 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
     await timedRun(api, w.id);
     const second = await timedRun(api, w.id);
     if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
-    await fetch(`${base}/v1/sessions/${w.id}`, { method: 'DELETE' });
+    await api.delete(`/v1/sessions/${w.id}`);
+    const p = prewarm && (await prewarmedRun(prewarm.api, prewarm.thinkMs, model));
+    if (p !== undefined) prewarmed.push(p);
     if (i < 0) {
       rawFresh.length = 0;
+      prewarmed.length = 0;
       continue;
     }
     raw.push(r);
@@ -289,7 +326,8 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
     coldSpawn.push(await spawnedAfter(api, c));
     warm.push(second.ms);
     const stream = `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
-    process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms\n`);
+    const first = p === undefined ? '' : `, prewarmed first run ${p.toFixed(0)} ms`;
+    process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms${first}\n`);
   }
   const rawMs = summary(raw);
   const coldMs = summary(cold);
@@ -315,6 +353,7 @@ async function benchCli(cli: Cli, { api, base, model, workspace, template, env, 
       cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median),
       cold_over_raw_fresh_home: ratio(coldMs.median, summary(rawFresh).median),
       warm_over_raw: ratio(warmMs.median, rawMs.median),
+      ...(prewarm && { think_ms: prewarm.thinkMs, prewarmed_first_run_ms: summary(prewarmed), prewarmed_over_raw: ratio(summary(prewarmed).median, rawMs.median) }),
       targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
     })}\n`,
   );
