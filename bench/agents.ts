@@ -21,7 +21,7 @@
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
  *          gemini: the next session/prompt of `gemini --acp`)
- *   prewarmed   claude: a new session's first run on a second service with ASM_PREWARM=claude:1,
+ *   prewarmed   claude and codex: a new session's first run on a second service with ASM_PREWARM,
  *          its prompt `--think-ms` (1000) after the session was created, as a user types one; it
  *          must take the process prewarmed with the session (a second service: in the first, every
  *          cold session's run would take one)
@@ -58,6 +58,9 @@ const RAW: Record<Cli, { args: string[]; done: string }> = {
   codex: { args: ['exec', '--json', '--skip-git-repo-check', PROMPT], done: '"type":"turn.completed"' },
   gemini: { args: ['-p', PROMPT, '-m', GEMINI_MODEL, '--output-format', 'stream-json', '--skip-trust'], done: '"type":"result"' },
 };
+
+/** The CLIs ASM_PREWARM can start ahead of a session's first run (their capabilities list prewarm). */
+const PREWARMED: Cli[] = ['claude', 'codex'];
 
 /** Session fields per CLI: gemini's explicit model, so its auto-router makes no extra model calls. */
 const SESSION: Record<Cli, Record<string, unknown>> = { claude: {}, codex: {}, gemini: { model: GEMINI_MODEL } };
@@ -179,8 +182,8 @@ async function spawnedAfter(api: Api, run: { runId: string; requestedAt: number 
  * A new session's first run on the service that prewarms (ASM_PREWARM), its prompt `thinkMs` after
  * the session was created, as a user types one: request → answer (ms). It must take the prewarmed process.
  */
-async function prewarmedRun(api: Api, thinkMs: number, model: ModelServer): Promise<number> {
-  const session = await api.post('/v1/sessions', { provider: 'claude', lane: 'core' });
+async function prewarmedRun(cli: Cli, api: Api, thinkMs: number, model: ModelServer): Promise<number> {
+  const session = await api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli] });
   await sleep(thinkMs);
   model.script({ text: 'Hello.' });
   const run = await timedRun(api, session.id);
@@ -235,11 +238,12 @@ export async function run(args: string[]): Promise<void> {
     ...SPAWNER_ENV,
   };
   const service = await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox') });
-  // A second service prewarms claude's sessions (ASM_PREWARM): in the first, a cold session's run would take one.
-  const prewarming = clis.includes('claude') ? await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox-prewarm'), ASM_PREWARM: 'claude:1' }) : undefined;
+  // A second service prewarms claude's and codex's sessions (ASM_PREWARM): in the first, a cold session's run would take one.
+  const prewarmable = clis.filter((cli) => PREWARMED.includes(cli));
+  const prewarming = prewarmable.length > 0 ? await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox-prewarm'), ASM_PREWARM: prewarmable.map((cli) => `${cli}:1`).join(',') }) : undefined;
   try {
     for (const cli of clis) {
-      const prewarm = cli === 'claude' && prewarming ? { api: prewarming.api, thinkMs } : undefined;
+      const prewarm = prewarming && prewarmable.includes(cli) ? { api: prewarming.api, thinkMs } : undefined;
       await benchCli(cli, { api: service.api, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs, prewarm });
     }
   } finally {
@@ -280,7 +284,7 @@ interface BenchContext {
   samples: number;
   sandbox: string;
   homeSetupMs: string;
-  /** claude: the service that prewarms its sessions, and how long after a session's creation its first prompt comes. */
+  /** claude and codex: the service that prewarms their sessions, and how long after a session's creation its first prompt comes. */
   prewarm?: { api: Api; thinkMs: number };
 }
 
@@ -313,7 +317,7 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
     const second = await timedRun(api, w.id);
     if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
     await api.delete(`/v1/sessions/${w.id}`);
-    const p = prewarm && (await prewarmedRun(prewarm.api, prewarm.thinkMs, model));
+    const p = prewarm && (await prewarmedRun(cli, prewarm.api, prewarm.thinkMs, model));
     if (p !== undefined) prewarmed.push(p);
     if (i < 0) {
       rawFresh.length = 0;

@@ -31,9 +31,10 @@ import { WarmProcesses, type AgentOutput, type HeldConversation, type WarmAgent 
  *   with the provider's nextTurn(). A run that failed, was stopped, or whose CLI died starts no such
  *   reuse: its process goes as a cold run's does.
  * - ASM_PREWARM: a new session's process may be started before its first run (prewarm(), as that run
- *   would start it), told the provider's prewarm() lines and parked in WarmProcesses; the session's
- *   first run takes it as a warm session's next run takes a kept one, and continues the new
- *   conversation the process holds (ProviderRunInput.newConversationId).
+ *   would start it), told the provider's prewarm start and parked in WarmProcesses; the session's
+ *   first run takes it as a warm session's next run takes a kept one, starts its turn with the
+ *   provider's firstTurn() and continues the new conversation the process holds
+ *   (ProviderRunInput.newConversationId, where the CLI was started with its id).
  */
 
 export type RunLimits = Pick<Limits, 'lineBytes' | 'stderrBytes' | 'interruptGraceMs' | 'killGraceMs' | 'exitGraceMs'>;
@@ -58,29 +59,29 @@ export class CoreBackend implements Backend {
   }
 
   /**
-   * Start the session's agent process now, as its first run would start it (`spec`, with that run's
-   * options and no prompt yet), and park it for that run for at most idleMs. False when none was
-   * started: the provider cannot be prewarmed, or ASM_PREWARM has no room (WarmProcesses.reservePrewarm).
+   * Start the session's agent process now, as its first run would start it (`specOf`: that run's spec,
+   * but for its prompt; null: none after all), and park it for that run for at most idleMs. Its place
+   * is taken before the spec is built, so a first run submitted meanwhile waits for this process
+   * rather than start another (launch). False when none was started: the provider cannot be
+   * prewarmed, or ASM_PREWARM has no room (WarmProcesses.reservePrewarm).
    */
-  async prewarm(spec: BackendRunSpec, idleMs: number): Promise<boolean> {
-    if (spec.surface.kind !== 'local_subprocess') return false;
-    const reservation = this.warm.reservePrewarm(spec.provider.name);
+  async prewarm(sessionId: string, providerName: string, idleMs: number, specOf: () => Promise<BackendRunSpec | null>): Promise<boolean> {
+    const reservation = this.warm.reservePrewarm(sessionId, providerName);
     if (!reservation) return false;
     try {
+      const spec = await specOf();
+      if (!spec || spec.surface.kind !== 'local_subprocess') return false;
       const prepared = await withMcpServers(spec, this.sandbox);
       const provider = prepared.provider.create(prepared);
       const prewarm = provider.warm?.prewarm;
-      if (!prewarm) {
-        reservation.cancel();
-        return false;
-      }
+      if (!prewarm) return false;
       const agent = await startAgent(prepared, provider, agentKey(prepared, provider), PARKED, this.limits, this.sandbox);
-      for (const line of prewarm().write ?? []) agent.process.write(line);
-      reservation.park(spec.sessionId, agent, provider.providerSessionId ?? null, idleMs);
+      for (const line of prewarm.start().write ?? []) agent.process.write(line);
+      reservation.park(agent, provider.providerSessionId ?? null, idleMs);
       return true;
-    } catch (err) {
+    } finally {
+      // Given back unless parked (a no-op then).
       reservation.cancel();
-      throw err;
     }
   }
 
@@ -123,9 +124,11 @@ class CoreRun extends RunLifecycle {
     // A process kept by the session's last run (a warm session) or prewarmed for its first (ASM_PREWARM).
     const key = provider.warm !== undefined && spec.surface.kind === 'local_subprocess' ? agentKey(spec, provider) : '';
     const startsNew = spec.providerSessionId === undefined && !spec.continueLatest;
+    if (key) await this.warm.prewarming(spec.sessionId);
     const kept = key ? this.warm.take(spec.sessionId, key, heldConversation(spec.providerSessionId ?? null, spec.previousTotals ?? null), startsNew) : null;
     // A prewarmed process holds a new conversation of its own, which the run takes.
-    if (kept?.newConversationId) provider = spec.provider.create({ ...spec, newConversationId: kept.newConversationId });
+    const newConversationId = kept?.prewarmed?.conversationId;
+    if (newConversationId) provider = spec.provider.create({ ...spec, newConversationId });
     this.provider = provider;
     const output: AgentOutput = {
       onLine: (line) =>
@@ -149,7 +152,7 @@ class CoreRun extends RunLifecycle {
     this.running.add(child);
     this.announce({ providerSessionId: provider.providerSessionId, args: provider.args, pid: child.pid, ...(kept && { warm: true }) });
     await spec.workspaceSnapshot?.();
-    this.safely(() => this.apply(kept ? provider.warm!.nextTurn() : provider.start()));
+    this.safely(() => this.apply(!kept ? provider.start() : kept.prewarmed ? provider.warm!.prewarm!.firstTurn() : provider.warm!.nextTurn()));
     return {
       name: spec.provider.name,
       ended: async () => {

@@ -70,8 +70,8 @@ export interface Backend {
   prepare(sessionId: string, cli?: SessionCli): void;
   /** The session is closed: an agent process kept for it (a warm session) is stopped. */
   releaseSession?(sessionId: string): void;
-  /** ASM_PREWARM: start the session's agent process ahead of its first run (`spec` without a prompt); false when none was started. */
-  prewarm?(spec: BackendRunSpec, idleMs: number): Promise<boolean>;
+  /** ASM_PREWARM: start the session's agent process ahead of its first run (`specOf`: that run's spec without a prompt); false when none was started. */
+  prewarm?(sessionId: string, provider: string, idleMs: number, specOf: () => Promise<BackendRunSpec | null>): Promise<boolean>;
 }
 
 /** The CLI a session's runs start: its provider, and its binary as configured (a path, or a name on PATH). */

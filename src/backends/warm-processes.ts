@@ -43,16 +43,16 @@ export interface HeldConversation {
   totals: string;
 }
 
-/** A parked process a run may take: kept by its session's last run, or prewarmed with a new conversation of its own (`newConversationId`). */
+/** A parked process a run may take: kept by its session's last run, or prewarmed, holding a new conversation of its own (null: the CLI names it at the first turn). */
 export interface KeptAgent {
   agent: WarmAgent;
-  newConversationId?: string;
+  prewarmed?: { conversationId: string | null };
 }
 
 /** A prewarmed process's place in the pool while it starts: parked once started, or given back. */
 export interface PrewarmReservation {
   /** Park the started process for the session's first run; `conversationId`: the new conversation it holds (null: the CLI names it later). */
-  park(sessionId: string, agent: WarmAgent, conversationId: string | null, idleMs: number): void;
+  park(agent: WarmAgent, conversationId: string | null, idleMs: number): void;
   cancel(): void;
 }
 
@@ -67,8 +67,8 @@ interface Parked {
 export class WarmProcesses {
   /** By session id, in parking order (a Map keeps insertion order: the first is the longest idle). */
   private readonly parked = new Map<string, Parked>();
-  /** Prewarmed processes starting now, by provider (reservePrewarm). */
-  private readonly startingPrewarms = new Map<string, number>();
+  /** Prewarmed processes starting now, by session (reservePrewarm). */
+  private readonly startingPrewarms = new Map<string, { provider: string; settled: Promise<void> }>();
 
   constructor(
     private readonly maxParked: number,
@@ -103,34 +103,40 @@ export class WarmProcesses {
     const held = parked.conversation;
     const sameConversation = parked.prewarmedFor ? startsNew : held.providerSessionId === conversation.providerSessionId && held.totals === conversation.totals;
     if (parked.agent.key === key && parked.agent.process.alive && sameConversation) {
-      return { agent: parked.agent, ...(parked.prewarmedFor && held.providerSessionId !== null && { newConversationId: held.providerSessionId }) };
+      return { agent: parked.agent, ...(parked.prewarmedFor && { prewarmed: { conversationId: held.providerSessionId } }) };
     }
     parked.agent.process.stop();
     return null;
   }
 
   /**
-   * Room for one more prewarmed process of `provider`, held while it starts: ASM_PREWARM has room
+   * Room for the session's prewarmed process of `provider`, held while it starts: ASM_PREWARM has room
    * for it (counting those starting), and parking it stops no other session's process. Null: none.
    */
-  reservePrewarm(provider: string): PrewarmReservation | null {
-    const waiting = [...this.parked.values()].filter((p) => p.prewarmedFor === provider).length;
-    const starting = this.startingPrewarms.get(provider) ?? 0;
-    if (waiting + starting >= (this.prewarm[provider] ?? 0) || this.parked.size + this.startingTotal() >= this.maxParked) return null;
-    this.startingPrewarms.set(provider, starting + 1);
-    let open = true;
+  reservePrewarm(sessionId: string, provider: string): PrewarmReservation | null {
+    const starting = [...this.startingPrewarms.values()];
+    const waiting = [...this.parked.values()].filter((p) => p.prewarmedFor === provider).length + starting.filter((s) => s.provider === provider).length;
+    if (waiting >= (this.prewarm[provider] ?? 0) || this.parked.size + starting.length >= this.maxParked || this.startingPrewarms.has(sessionId)) return null;
+    let settle!: () => void;
+    const entry = { provider, settled: new Promise<void>((resolve) => (settle = resolve)) };
+    this.startingPrewarms.set(sessionId, entry);
     const release = () => {
-      if (!open) return;
-      open = false;
-      this.startingPrewarms.set(provider, this.startingPrewarms.get(provider)! - 1);
+      if (this.startingPrewarms.get(sessionId) !== entry) return;
+      this.startingPrewarms.delete(sessionId);
+      settle();
     };
     return {
-      park: (sessionId, agent, conversationId, idleMs) => {
+      park: (agent, conversationId, idleMs) => {
         release();
         this.park(sessionId, agent, { providerSessionId: conversationId, totals: 'null' }, idleMs, provider);
       },
       cancel: release,
     };
+  }
+
+  /** Resolves once the session's prewarmed process, if one is starting, is parked or given up: its first run waits for it rather than start another. */
+  async prewarming(sessionId: string): Promise<void> {
+    await this.startingPrewarms.get(sessionId)?.settled;
   }
 
   /** Keep the process for the session's next run, for at most idleMs. */
@@ -174,10 +180,6 @@ export class WarmProcesses {
     const agents = [...this.parked.values()].map((p) => p.agent);
     for (const sessionId of this.sessions()) this.stopSession(sessionId);
     await Promise.all(agents.map((agent) => agent.process.closed));
-  }
-
-  private startingTotal(): number {
-    return [...this.startingPrewarms.values()].reduce((sum, n) => sum + n, 0);
   }
 
   private unpark(sessionId: string, parked: Parked): void {

@@ -164,10 +164,11 @@ export interface WarmTurn {
   /** What starts this run's turn on a kept process (in place of start(): the process is initialized already). */
   nextTurn(): ProviderActions;
   /**
-   * A provider that can start a session's process ahead of its first run (ASM_PREWARM): what the
-   * process is told before it waits for that run's nextTurn() (claude: initialize). Absent: never prewarmed.
+   * A provider that can start a session's process ahead of its first run (ASM_PREWARM, the `prewarm`
+   * capability): what the process is told when it starts (`start`: initialize), and what starts the
+   * first run's turn on it, in place of start() (`firstTurn`). Absent: never prewarmed.
    */
-  prewarm?(): ProviderActions;
+  prewarm?: { start(): ProviderActions; firstTurn(): ProviderActions };
 }
 
 /**

@@ -225,20 +225,24 @@ export class RunExecutor {
 
   /**
    * ASM_PREWARM: a new local session's agent process, started now on the core lane as its first run
-   * would start it (the session's options, a new conversation), to wait for that run. False when none
-   * was started (backends/core.ts says when).
+   * would start it (the session's options, a new conversation), to wait for that run; its place is
+   * taken before the first await, so a first run submitted meanwhile waits for it. `onCore`: whether
+   * that run would take the core lane. False when none was started (backends/core.ts says when).
    */
-  async prewarm(session: SessionRecord): Promise<boolean> {
-    const { config, backends } = this.deps;
+  prewarm(session: SessionRecord, onCore: () => Promise<boolean>): Promise<boolean> {
+    const { config, backends, memory } = this.deps;
     const core = backends.core;
-    if (!core.prewarm || session.execution_surface.kind !== 'local_subprocess' || !(await this.deps.memory.hasRoom())) return false;
-    const provider = this.deps.providers.get(session.provider)!;
-    const cwd = await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
-    const binary = resolveBinary(provider, config.binaries);
-    core.prepare(session.id, { provider, binary });
-    const agent = runAgentOptions(provider, session, { prompt: '' });
-    const spec = this.agentSpec(session, agent, { runId: `prewarm_${session.id}`, prompt: '', cwd, binary, surface: LOCAL_SURFACE });
-    return core.prewarm({ ...spec, ...(session.warm && { warm: { idleMs: this.warmIdleMs(session) } }) }, this.warmIdleMs(session));
+    if (!core.prewarm || session.execution_surface.kind !== 'local_subprocess') return Promise.resolve(false);
+    return core.prewarm(session.id, session.provider, this.warmIdleMs(session), async () => {
+      if (!(await onCore()) || !(await memory.hasRoom())) return null;
+      const provider = this.deps.providers.get(session.provider)!;
+      const cwd = await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
+      const binary = resolveBinary(provider, config.binaries);
+      core.prepare(session.id, { provider, binary });
+      const agent = runAgentOptions(provider, session, { prompt: '' });
+      const spec = this.agentSpec(session, agent, { runId: `prewarm_${session.id}`, prompt: '', cwd, binary, surface: LOCAL_SURFACE });
+      return { ...spec, ...(session.warm && { warm: { idleMs: this.warmIdleMs(session) } }) };
+    });
   }
 
   /** What a run of the session starts its agent with, but for its conversation, its workspace snapshot and warmth. */

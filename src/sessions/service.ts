@@ -182,9 +182,10 @@ export class SessionService {
     if (!config.prewarm[session.provider] || session.execution_mode !== 'local') return;
     const provider = providers.get(session.provider)!;
     const firstRun = { requested: session.lane, executionMode: session.execution_mode, queue: session.queue, providerPermissionMode: session.provider_permission_mode };
-    void (async () => {
-      if ((await this.placement.resolve(provider, firstRun)).backend === 'core') await this.executor.prewarm(session);
-    })().catch((err: unknown) => logger.warn({ err, sessionId: session.id }, 'could not prewarm the session\'s agent process (ASM_PREWARM); its first run starts it'));
+    const onCore = async () => (await this.placement.resolve(provider, firstRun)).backend === 'core';
+    void this.executor
+      .prewarm(session, onCore)
+      .catch((err: unknown) => logger.warn({ err, sessionId: session.id }, "could not prewarm the session's agent process (ASM_PREWARM); its first run starts it"));
   }
 
   /**

@@ -59,7 +59,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
     expect(byName.codex).toMatchObject({
       binary: bin('codex'),
       installed: true,
-      capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'warm'],
+      capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'warm', 'prewarm'],
       permission_modes: { default: 'read-only', auto: 'full-auto', bypass: 'danger-full-access', plan: 'read-only-never' },
       provider_permission_modes: ['read-only', 'full-auto', 'danger-full-access', 'read-only-never', 'untrusted'],
       options: { system_prompt: true, max_turns: false, reasoning_effort: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'], continuation_latest: false },

@@ -140,13 +140,13 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
 });
 
 /**
- * The fake claude processes ASM started that run now: each leads its process group (its sandbox's
- * bwrap, or the CLI itself), unlike the one-off start that seeds a new HOME (home-seeds.ts); with the
- * conversation it was started with (`--session-id`).
+ * The processes of the fake CLI `bin` ASM started that run now: each leads its process group (its
+ * sandbox's bwrap, or the CLI itself), unlike the one-off start that seeds a new HOME (home-seeds.ts);
+ * with the conversation it was started with (claude's `--session-id`).
  */
-function claudeGroups(): Array<{ group: number; conversation: string | undefined }> {
+function cliGroups(bin = FAKE_CLAUDE): Array<{ group: number; conversation: string | undefined }> {
   const leaders: Array<{ group: number; conversation: string | undefined }> = [];
-  for (const pid of processesWith(FAKE_CLAUDE)) {
+  for (const pid of processesWith(bin)) {
     try {
       const group = Number(readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[2]);
       if (group !== pid) continue;
@@ -181,7 +181,7 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
     const before = initializes();
     const s = await session(extra);
     await waitFor(() => initializes() === before + 1, 'the prewarmed process to be initialized');
-    const prewarmed = claudeGroups();
+    const prewarmed = cliGroups();
     expect(prewarmed).toHaveLength(1);
     return { s, ...prewarmed[0]! };
   }
@@ -207,6 +207,15 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
     expect(second.started.args).toEqual(expect.arrayContaining(['--resume', first.run.result.provider_session_id]));
   });
 
+  it('a first run submitted as its session is created waits for the process starting for it, rather than start another', async () => {
+    const s = await session();
+    const first = await runToEnd(s.id, 'Say hello [fixture:c1-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.warm).toBe(true);
+    expect(written().map((l) => l.request?.subtype ?? l.type)).toEqual(['initialize', 'user']);
+    await waitFor(() => cliGroups().length === 0, 'no claude process left', 10_000);
+  });
+
   it('approvals and interrupts work on a prewarmed process; a warm session keeps it after its first run', async () => {
     const approving = await prewarmedSession({ warm: true });
     const run = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: approving.s.id } }, body: { prompt: 'Create a file [fixture:c2-approve]' } }))).body;
@@ -219,7 +228,7 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
 
     const interrupting = await session();
     await waitFor(() => initializes() === 2, 'the next session\'s process to be prewarmed');
-    const group = claudeGroups().find((g) => g.group !== approving.group)!.group;
+    const group = cliGroups().find((g) => g.group !== approving.group)!.group;
     const slow = (await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: interrupting.id } }, body: { prompt: 'Run the slow job [fixture:c3-interrupt]' } }))).body;
     await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: slow.id }, query: { after: 0 } } }))).body.events.some((e: any) => e.kind === 'tool_use'), 'the slow tool');
     expect((await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: slow.id } } }))).status).toBeLessThan(300);
@@ -264,6 +273,44 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
     expect((await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: s.id } } }))).status).toBe(200);
     await waitFor(() => !groupAlive(group), 'the prewarmed process to go', 10_000);
     await waitFor(async () => (await load()) === 0, 'the load without it');
+  });
+});
+
+describe('prewarmed sessions (ASM_PREWARM=codex:1), codex app-server (fake codex)', () => {
+  let codexLog: string;
+  const methods = () => (existsSync(codexLog) ? readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer') : []);
+  beforeEach(async () => {
+    codexLog = join(scratchDir('asm-prewarm-codex-'), 'stdin.jsonl');
+    process.env.FAKE_CODEX_LOG = codexLog;
+    server = await startServer({ ASM_CODEX_BIN: FAKE_CODEX, ASM_PASS_ENV: 'FAKE_CODEX_LOG', ASM_PREWARM: 'codex:1' });
+  });
+  afterEach(async () => {
+    await server.close();
+    delete process.env.FAKE_CODEX_LOG;
+  });
+
+  const codexSession = async () => (await reply(server.client.POST('/v1/sessions', { body: { provider: 'codex', lane: 'core', permission_mode: 'default' } }))).body;
+
+  it('the first run opens its thread on the server started with the session, which was initialized then', async () => {
+    const s = await codexSession();
+    await waitFor(() => methods().length === 1, 'the prewarmed server to be sent initialize');
+    const [prewarmed] = cliGroups(FAKE_CODEX);
+    const first = await runToEnd(s.id, 'Say hello [fixture:x2-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started).toMatchObject({ pid: prewarmed!.group, warm: true });
+    expect(methods()).toEqual(['initialize', 'initialized', 'thread/start', 'turn/start']);
+    // The thread it opened is the session's conversation: the next (cold) run resumes it.
+    expect(first.run.result.provider_session_id).toEqual(expect.any(String));
+    await runToEnd(s.id, 'Again [fixture:x2-hello]');
+    expect(methods().slice(4)).toEqual(['initialize', 'initialized', 'thread/resume', 'turn/start']);
+  });
+
+  it("a first run submitted at once takes the server before it answers initialize, and knows that answer for what it is", async () => {
+    const s = await codexSession();
+    const first = await runToEnd(s.id, 'Say hello [fixture:x2-hello]');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.warm).toBe(true);
+    expect(methods()).toEqual(['initialize', 'initialized', 'thread/start', 'turn/start']);
   });
 });
 
@@ -395,8 +442,8 @@ describe('warm session options', () => {
   });
 
   it.each([
-    ['codex:1', /ASM_PREWARM: codex cannot be prewarmed; these can: claude/],
-    ['nobody:1', /ASM_PREWARM: unknown provider nobody; these can: claude/],
+    ['gemini:1', /ASM_PREWARM: gemini cannot be prewarmed; these can: claude, codex/],
+    ['nobody:1', /ASM_PREWARM: unknown provider nobody; these can: claude, codex/],
     ['claude', /ASM_PREWARM: expected provider:count entries/],
   ])('refuses to start with ASM_PREWARM=%s', async (value, message) => {
     await expect(startServer({ ASM_PREWARM: value })).rejects.toThrow(message);

@@ -118,7 +118,10 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
     warm: {
       key: processArgs,
       nextTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
-      prewarm: () => ({ write: [initializeRequest()] }),
+      prewarm: {
+        start: () => ({ write: [initializeRequest()] }),
+        firstTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
+      },
     },
   };
 }

@@ -13,7 +13,9 @@ import type { Mode } from './modes.js';
  *   → thread/start {cwd, model, approvalPolicy, sandbox, developerInstructions}   (or thread/resume {threadId, …} to continue)
  *   ← result {thread.id}               → turn/start {threadId, input:[{type:"text", text}], effort}
  *   ← notifications until turn/completed; stdin is then closed and the server exits (a warm session
- *   keeps the server: its next run is the next turn/start on the same thread).
+ *   keeps the server: its next run is the next turn/start on the same thread). A server prewarmed
+ *   for a new session (ASM_PREWARM) is sent initialize when it starts; its first run sends initialized
+ *   and thread/start then.
  *   Approvals are server→client requests item/commandExecution/requestApproval and
  *   item/fileChange/requestApproval, answered with {id, result:{decision}}: allow → "accept",
  *   allow_for_session → "acceptForSession", deny → "decline". An MCP tool call asks through
@@ -120,6 +122,24 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
     });
 
+  const initialize = () => request('initialize', INITIALIZE_PARAMS);
+  let threadOpened = false;
+
+  /** After initialize: initialized, and the thread opened (its answer starts the turn). */
+  function openThread(): ProviderLineOutput {
+    threadOpened = true;
+    const thread = {
+      cwd: input.cwd,
+      approvalPolicy: mode.approvalPolicy,
+      sandbox: mode.sandbox,
+      ...(input.model && { model: input.model }),
+      // The session's system_prompt: added as developer instructions, codex's own stay.
+      ...(input.systemPrompt !== undefined && { developerInstructions: input.systemPrompt }),
+    };
+    const open = input.providerSessionId ? request('thread/resume', { threadId: input.providerSessionId, ...thread }) : request('thread/start', thread);
+    return { write: [line({ method: 'initialized' }), open] };
+  }
+
   function onResponse(message: RpcMessage): ProviderLineOutput {
     const method = answered(message.id);
     if (message.error) {
@@ -128,20 +148,9 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     }
     const result = message.result ?? {};
     switch (method) {
-      case 'initialize': {
-        const thread = {
-          cwd: input.cwd,
-          approvalPolicy: mode.approvalPolicy,
-          sandbox: mode.sandbox,
-          ...(input.model && { model: input.model }),
-          // The session's system_prompt: added as developer instructions, codex's own stay.
-          ...(input.systemPrompt !== undefined && { developerInstructions: input.systemPrompt }),
-        };
-        const open = input.providerSessionId
-          ? request('thread/resume', { threadId: input.providerSessionId, ...thread })
-          : request('thread/start', thread);
-        return { write: [line({ method: 'initialized' }), open] };
-      }
+      case 'initialize':
+        // A prewarmed server's answer may come after the first turn opened the thread (prewarm.firstTurn).
+        return threadOpened ? {} : openThread();
       case 'thread/start':
       case 'thread/resume':
         threadId = result.thread?.id ?? input.providerSessionId ?? null;
@@ -209,7 +218,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     args: ['app-server', ...codexMcpArgs(input)],
     stdin: 'control',
     hides: HIDDEN_BWRAP,
-    start: () => ({ write: [request('initialize', INITIALIZE_PARAMS)] }),
+    start: () => ({ write: [initialize()] }),
     onLine(text) {
       const parsed = parseLine<RpcMessage>('codex app-server', text);
       if (!('line' in parsed)) return parsed;
@@ -240,6 +249,16 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       nextTurn() {
         threadId = input.providerSessionId ?? null;
         return { write: [turnStart()] };
+      },
+      // A server prewarmed for a new session is initialized; its first run opens the thread. That run's
+      // provider is another one: it counts initialize (unwritten) under the id the prewarm's took, so
+      // an answer to it that comes only now is known for what it is.
+      prewarm: {
+        start: () => ({ write: [initialize()] }),
+        firstTurn: () => {
+          initialize();
+          return openThread();
+        },
       },
     },
   };

@@ -27,7 +27,8 @@ const codex: ProviderDefinition = {
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
   defaultQueue: 'prompt',
   // warm: on the app-server transport (the modes that may ask); exec-transport runs of a warm session start cold.
-  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'warm'],
+  // prewarm (ASM_PREWARM) likewise: a session whose runs take exec gets no prewarmed server.
+  capabilities: ['approvals', 'interrupt', 'continuation', 'usage', 'warm', 'prewarm'],
   permissionModes: PERMISSION_MODES,
   nativePermissionModes: Object.keys(MODES),
   // developer instructions, the reasoning effort (thread/turn params on app-server, -c on exec); no
