@@ -62,8 +62,8 @@ export class CoreBackend implements Backend {
    * Start the session's agent process now, as its first run would start it (`specOf`: that run's spec,
    * but for its prompt; null: none after all), and park it for that run for at most idleMs. Its place
    * is taken before the spec is built, so a first run submitted meanwhile waits for this process
-   * rather than start another (launch). False when none was started: the provider cannot be
-   * prewarmed, or ASM_PREWARM has no room (WarmProcesses.reservePrewarm).
+   * rather than start another (launch). False when none waits: the provider cannot be prewarmed,
+   * ASM_PREWARM has no room (WarmProcesses.reservePrewarm), or the session closed meanwhile.
    */
   async prewarm(sessionId: string, providerName: string, idleMs: number, specOf: () => Promise<BackendRunSpec | null>): Promise<boolean> {
     const reservation = this.warm.reservePrewarm(sessionId, providerName);
@@ -77,8 +77,7 @@ export class CoreBackend implements Backend {
       if (!prewarm) return false;
       const agent = await startAgent(prepared, provider, agentKey(prepared, provider), PARKED, this.limits, this.sandbox);
       for (const line of prewarm.start().write ?? []) agent.process.write(line);
-      reservation.park(agent, provider.providerSessionId ?? null, idleMs);
-      return true;
+      return reservation.park(agent, provider.providerSessionId ?? null, idleMs);
     } finally {
       // Given back unless parked (a no-op then).
       reservation.cancel();

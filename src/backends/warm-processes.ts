@@ -51,9 +51,20 @@ export interface KeptAgent {
 
 /** A prewarmed process's place in the pool while it starts: parked once started, or given back. */
 export interface PrewarmReservation {
-  /** Park the started process for the session's first run; `conversationId`: the new conversation it holds (null: the CLI names it later). */
-  park(agent: WarmAgent, conversationId: string | null, idleMs: number): void;
+  /**
+   * Park the started process for the session's first run; `conversationId`: the new conversation it
+   * holds (null: the CLI names it later). False: its session closed, or the service stopped, meanwhile, so it is stopped instead.
+   */
+  park(agent: WarmAgent, conversationId: string | null, idleMs: number): boolean;
   cancel(): void;
+}
+
+interface StartingPrewarm {
+  provider: string;
+  /** Resolves once the process is parked, given up, or (stopped) gone. */
+  settled: Promise<void>;
+  /** Its session closed, or the service stopped, while it started. */
+  stopped: boolean;
 }
 
 interface Parked {
@@ -68,7 +79,7 @@ export class WarmProcesses {
   /** By session id, in parking order (a Map keeps insertion order: the first is the longest idle). */
   private readonly parked = new Map<string, Parked>();
   /** Prewarmed processes starting now, by session (reservePrewarm). */
-  private readonly startingPrewarms = new Map<string, { provider: string; settled: Promise<void> }>();
+  private readonly startingPrewarms = new Map<string, StartingPrewarm>();
 
   constructor(
     private readonly maxParked: number,
@@ -117,20 +128,28 @@ export class WarmProcesses {
     const starting = [...this.startingPrewarms.values()];
     const waiting = [...this.parked.values()].filter((p) => p.prewarmedFor === provider).length + starting.filter((s) => s.provider === provider).length;
     if (waiting >= (this.prewarm[provider] ?? 0) || this.parked.size + starting.length >= this.maxParked || this.startingPrewarms.has(sessionId)) return null;
-    let settle!: () => void;
-    const entry = { provider, settled: new Promise<void>((resolve) => (settle = resolve)) };
+    let settle!: (after: Promise<unknown>) => void;
+    const settled = new Promise<void>((resolve) => (settle = (after) => void after.then(() => resolve())));
+    const entry: StartingPrewarm = { provider, settled, stopped: false };
     this.startingPrewarms.set(sessionId, entry);
-    const release = () => {
+    const release = (after: Promise<unknown> = Promise.resolve()) => {
       if (this.startingPrewarms.get(sessionId) !== entry) return;
       this.startingPrewarms.delete(sessionId);
-      settle();
+      settle(after);
     };
     return {
       park: (agent, conversationId, idleMs) => {
+        // Its session closed, or the service stopped, while it started: it goes, and is waited for.
+        if (entry.stopped) {
+          agent.process.stop();
+          release(agent.process.closed);
+          return false;
+        }
         release();
         this.park(sessionId, agent, { providerSessionId: conversationId, totals: 'null' }, idleMs, provider);
+        return true;
       },
-      cancel: release,
+      cancel: () => release(),
     };
   }
 
@@ -154,8 +173,10 @@ export class WarmProcesses {
     while (this.parked.size > this.maxParked) void this.stopLongestIdle();
   }
 
-  /** Stop the session's parked process, if any (its session closed, or its idle time ran out). */
+  /** Stop the session's parked process, if any, and one starting for it once it has (its session closed, or its idle time ran out). */
   stopSession(sessionId: string): void {
+    const starting = this.startingPrewarms.get(sessionId);
+    if (starting) starting.stopped = true;
     const parked = this.parked.get(sessionId);
     if (!parked) return;
     this.unpark(sessionId, parked);
@@ -175,11 +196,13 @@ export class WarmProcesses {
     return [...this.parked.keys()];
   }
 
-  /** Stop every parked process and wait until they are gone (service shutdown). */
+  /** Stop every parked process and every one starting, and wait until they are gone (service shutdown). */
   async stopAll(): Promise<void> {
     const agents = [...this.parked.values()].map((p) => p.agent);
+    const starting = [...this.startingPrewarms.values()];
+    for (const entry of starting) entry.stopped = true;
     for (const sessionId of this.sessions()) this.stopSession(sessionId);
-    await Promise.all(agents.map((agent) => agent.process.closed));
+    await Promise.all([...agents.map((agent) => agent.process.closed), ...starting.map((entry) => entry.settled)]);
   }
 
   private unpark(sessionId: string, parked: Parked): void {
