@@ -21,7 +21,7 @@
  *          gemini: headless stream-json, as raw)
  *   warm   the same on a warm session's second run (its first run, untimed, left the process warm;
  *          gemini: the next session/prompt of `gemini --acp`)
- *   prewarmed   claude and codex: a new session's first run on a second service with ASM_PREWARM,
+ *   prewarmed   a new session's first run (gemini's: a warm session's, over ACP) on a second service with ASM_PREWARM,
  *          its prompt `--think-ms` (1000) after the session was created, as a user types one; it
  *          must take the process prewarmed with the session (a second service: in the first, every
  *          cold session's run would take one)
@@ -59,8 +59,8 @@ const RAW: Record<Cli, { args: string[]; done: string }> = {
   gemini: { args: ['-p', PROMPT, '-m', GEMINI_MODEL, '--output-format', 'stream-json', '--skip-trust'], done: '"type":"result"' },
 };
 
-/** The CLIs ASM_PREWARM can start ahead of a session's first run (their capabilities list prewarm). */
-const PREWARMED: Cli[] = ['claude', 'codex'];
+/** The session of each CLI that ASM_PREWARM starts a process for: gemini's is warm (over ACP; a cold one's prompt is in its argv). */
+const PREWARMED_SESSION: Record<Cli, Record<string, unknown>> = { claude: {}, codex: {}, gemini: { warm: true } };
 
 /** Session fields per CLI: gemini's explicit model, so its auto-router makes no extra model calls. */
 const SESSION: Record<Cli, Record<string, unknown>> = { claude: {}, codex: {}, gemini: { model: GEMINI_MODEL } };
@@ -183,7 +183,7 @@ async function spawnedAfter(api: Api, run: { runId: string; requestedAt: number 
  * the session was created, as a user types one: request → answer (ms). It must take the prewarmed process.
  */
 async function prewarmedRun(cli: Cli, api: Api, thinkMs: number, model: ModelServer): Promise<number> {
-  const session = await api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli] });
+  const session = await api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...PREWARMED_SESSION[cli] });
   await sleep(thinkMs);
   model.script({ text: 'Hello.' });
   const run = await timedRun(api, session.id);
@@ -238,17 +238,15 @@ export async function run(args: string[]): Promise<void> {
     ...SPAWNER_ENV,
   };
   const service = await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox') });
-  // A second service prewarms claude's and codex's sessions (ASM_PREWARM): in the first, a cold session's run would take one.
-  const prewarmable = clis.filter((cli) => PREWARMED.includes(cli));
-  const prewarming = prewarmable.length > 0 ? await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox-prewarm'), ASM_PREWARM: prewarmable.map((cli) => `${cli}:1`).join(',') }) : undefined;
+  // A second service prewarms the sessions (ASM_PREWARM): in the first, a cold session's run would take one.
+  const prewarming = await startService({ ...serviceEnv, ASM_SANDBOX_ROOT: join(root, 'sandbox-prewarm'), ASM_PREWARM: clis.map((cli) => `${cli}:1`).join(',') });
   try {
     for (const cli of clis) {
-      const prewarm = prewarming && prewarmable.includes(cli) ? { api: prewarming.api, thinkMs } : undefined;
-      await benchCli(cli, { api: service.api, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs, prewarm });
+      await benchCli(cli, { api: service.api, model, workspace, template, env: envs[cli], samples, sandbox, homeSetupMs, prewarm: { api: prewarming.api, thinkMs } });
     }
   } finally {
     await service.close();
-    await prewarming?.close();
+    await prewarming.close();
     await model.close();
     rmSync(root, { recursive: true, force: true });
   }
@@ -284,8 +282,8 @@ interface BenchContext {
   samples: number;
   sandbox: string;
   homeSetupMs: string;
-  /** claude and codex: the service that prewarms their sessions, and how long after a session's creation its first prompt comes. */
-  prewarm?: { api: Api; thinkMs: number };
+  /** The service that prewarms sessions, and how long after a session's creation its first prompt comes. */
+  prewarm: { api: Api; thinkMs: number };
 }
 
 async function benchCli(cli: Cli, { api, model, workspace, template, env, samples, sandbox, homeSetupMs, prewarm }: BenchContext): Promise<void> {
@@ -317,8 +315,8 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
     const second = await timedRun(api, w.id);
     if (!(await ranWarm(api, second.runId))) throw new Error(`the warm session's second run ${second.runId} did not take the kept process`);
     await api.delete(`/v1/sessions/${w.id}`);
-    const p = prewarm && (await prewarmedRun(cli, prewarm.api, prewarm.thinkMs, model));
-    if (p !== undefined) prewarmed.push(p);
+    const p = await prewarmedRun(cli, prewarm.api, prewarm.thinkMs, model);
+    prewarmed.push(p);
     if (i < 0) {
       rawFresh.length = 0;
       prewarmed.length = 0;
@@ -330,8 +328,7 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
     coldSpawn.push(await spawnedAfter(api, c));
     warm.push(second.ms);
     const stream = `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
-    const first = p === undefined ? '' : `, prewarmed first run ${p.toFixed(0)} ms`;
-    process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms${first}\n`);
+    process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms, prewarmed first run ${p.toFixed(0)} ms\n`);
   }
   const rawMs = summary(raw);
   const coldMs = summary(cold);
@@ -357,7 +354,9 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
       cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median),
       cold_over_raw_fresh_home: ratio(coldMs.median, summary(rawFresh).median),
       warm_over_raw: ratio(warmMs.median, rawMs.median),
-      ...(prewarm && { think_ms: prewarm.thinkMs, prewarmed_first_run_ms: summary(prewarmed), prewarmed_over_raw: ratio(summary(prewarmed).median, rawMs.median) }),
+      think_ms: prewarm.thinkMs,
+      prewarmed_first_run_ms: summary(prewarmed),
+      prewarmed_over_raw: ratio(summary(prewarmed).median, rawMs.median),
       targets: { cold_over_raw: '<= 1.05', warm_over_raw: '<= 0.5' },
     })}\n`,
   );

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait.js';
-import { AgentRig } from './harness.js';
+import { AgentRig, GEMINI_MODEL } from './harness.js';
 import { startModelServer, type ModelServer } from './model-server.js';
 import { startedOf as started } from './service-scenarios.js';
 
@@ -10,10 +10,18 @@ import { startedOf as started } from './service-scenarios.js';
  * Prewarmed sessions (ASM_PREWARM) with the real CLIs against the loopback model server: the CLI
  * started with the session and told initialize waits; the first run's turn goes to it (`warm: true`
  * on a first run): claude's first user message, under the conversation id it was started with;
- * codex's thread/start and turn/start on the server. Its tool asks for approval there like a cold run's.
+ * codex's thread/start and turn/start on the server; gemini's session/new and session/prompt over
+ * ACP (a warm session's). Its tool asks for approval there like a cold run's.
  */
 
-describe.each(['claude', 'codex'] as const)('%s (real CLI), prewarmed session', (name) => {
+/** Per CLI: the session (gemini's is warm, over ACP, with its explicit model) and the model's tool step (claude and codex ask for a write that leaves their sandbox; gemini asks for any shell command). */
+const CASES = {
+  claude: { session: {}, tool: { shell: 'touch prewarmed.txt', escalate: true } },
+  codex: { session: {}, tool: { shell: 'touch prewarmed.txt', escalate: true } },
+  gemini: { session: { model: GEMINI_MODEL, warm: true }, tool: { shell: 'touch prewarmed.txt' } },
+};
+
+describe.each(['claude', 'codex', 'gemini'] as const)('%s (real CLI), prewarmed session', (name) => {
   const rig = new AgentRig(name);
   let model: ModelServer;
   beforeAll(async () => {
@@ -27,8 +35,8 @@ describe.each(['claude', 'codex'] as const)('%s (real CLI), prewarmed session', 
 
   it("the session's first run goes to the process started with the session, and its tool asks for approval there", async () => {
     const load = async () => (await rig.server.app.cluster.nodes()).find((n) => n.id === rig.server.app.cluster.self)?.load;
-    model.script({ text: 'Creating it.', shell: 'touch prewarmed.txt', escalate: true }, { text: 'Created it.' });
-    const s = await rig.session({ lane: 'core' });
+    model.script({ text: 'Creating it.', ...CASES[name].tool }, { text: 'Created it.' });
+    const s = await rig.session({ lane: 'core', ...CASES[name].session });
     await waitFor(async () => (await load()) === 1, "the prewarmed process in the node's load", 30_000);
     const first = await rig.run(s, 'Create prewarmed.txt', async (live) => {
       const requested = await live.event('approval_requested');

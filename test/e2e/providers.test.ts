@@ -65,7 +65,7 @@ describe('codex, gemini and amp end to end (fake CLIs replaying real transcripts
       options: { system_prompt: true, max_turns: false, reasoning_effort: ['none', 'minimal', 'low', 'medium', 'high', 'xhigh'], continuation_latest: false },
     });
     expect(byName.gemini).toMatchObject({
-      capabilities: ['interrupt', 'continuation', 'usage', 'warm'],
+      capabilities: ['interrupt', 'continuation', 'usage', 'warm', 'prewarm'],
       permission_modes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
     });
     expect(byName.amp).toMatchObject({ capabilities: ['interrupt', 'continuation', 'usage'], permission_modes: { default: 'default', bypass: 'dangerously-allow-all' } });

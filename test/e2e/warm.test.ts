@@ -348,6 +348,41 @@ describe('warm sessions, codex app-server (fake codex)', () => {
   });
 });
 
+describe('prewarmed sessions (ASM_PREWARM=gemini:1), gemini over ACP (fake gemini)', () => {
+  let geminiLog: string;
+  beforeEach(async () => {
+    geminiLog = join(scratchDir('asm-prewarm-gemini-'), 'stdin.jsonl');
+    Object.assign(process.env, { FAKE_GEMINI_LOG: geminiLog, GEMINI_API_KEY: 'test-gemini-key' });
+    server = await startServer({ ASM_GEMINI_BIN: FAKE_GEMINI, ASM_PASS_ENV: 'FAKE_GEMINI_LOG', ASM_PREWARM: 'gemini:1' });
+  });
+  afterEach(async () => {
+    await server.close();
+    delete process.env.FAKE_GEMINI_LOG;
+    delete process.env.GEMINI_API_KEY;
+  });
+  const methods = () => (existsSync(geminiLog) ? readFileSync(geminiLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method) : []);
+
+  it("a warm session's first run, submitted at once, asks for its ACP session on the process started with the session", async () => {
+    const s = await warmSession({ provider: 'gemini' });
+    const first = await runToEnd(s.id, 'First question');
+    expect(first.run.state).toBe('completed');
+    expect(first.started).toMatchObject({ warm: true });
+    expect(first.started.args).toContain('--acp');
+    expect(methods()).toEqual(['initialize', 'session/new', 'session/prompt']);
+    expect(first.run.result.provider_session_id).toEqual(expect.any(String));
+  });
+
+  it('a cold session gets none: its runs are headless, the prompt in their argv', async () => {
+    // bypass (yolo): the mode the fake's headless transcript was captured in.
+    const res = await reply(server.client.POST('/v1/sessions', { body: { provider: 'gemini', lane: 'core', permission_mode: 'bypass' } }));
+    const first = await runToEnd(res.body.id, 'First question');
+    expect(first.run.state).toBe('completed');
+    expect(first.started.warm).toBeUndefined();
+    expect(first.started.args).not.toContain('--acp');
+    expect(methods()).toEqual([]);
+  });
+});
+
 describe('warm sessions, gemini over ACP (fake gemini)', () => {
   let geminiLog: string;
   beforeEach(async () => {
@@ -442,8 +477,8 @@ describe('warm session options', () => {
   });
 
   it.each([
-    ['gemini:1', /ASM_PREWARM: gemini cannot be prewarmed; these can: claude, codex/],
-    ['nobody:1', /ASM_PREWARM: unknown provider nobody; these can: claude, codex/],
+    ['amp:1', /ASM_PREWARM: amp cannot be prewarmed; these can: claude, codex, gemini/],
+    ['nobody:1', /ASM_PREWARM: unknown provider nobody; these can: claude, codex, gemini/],
     ['claude', /ASM_PREWARM: expected provider:count entries/],
   ])('refuses to start with ASM_PREWARM=%s', async (value, message) => {
     await expect(startServer({ ASM_PREWARM: value })).rejects.toThrow(message);

@@ -12,6 +12,8 @@ import { afterTurn } from './turns.js';
  *   → session/prompt {sessionId, prompt:[{type:"text", text}]}
  *   ← session/update notifications; the prompt's answer {stopReason, _meta.quota.token_count} ends the
  *     turn, not the process: a warm session's next run is the next session/prompt on the same session.
+ *   A process prewarmed for a new warm session (ASM_PREWARM) is sent initialize when it starts; the
+ *   session's first run sends session/new then.
  * The client offers no file system and no terminal, so the CLI reads, writes and runs tools itself.
  *
  * session/update                       → ASM events
@@ -91,6 +93,14 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
   let cancelWanted = false;
 
   const cancel = () => message({ method: 'session/cancel', params: { sessionId } });
+  const initialize = () => request('initialize', { protocolVersion: 1, clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false } });
+  let sessionRequested = false;
+
+  /** After initialize: the ACP session (its answer sends the prompt). */
+  function newSession(): ProviderActions {
+    sessionRequested = true;
+    return { write: [request('session/new', { cwd: input.cwd, mcpServers: [] })] };
+  }
 
   /** This run's turn: the prompt, echoed as the user message a headless run prints. */
   function prompt(): ProviderActions {
@@ -113,7 +123,8 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
     const result = response.result ?? {};
     switch (method) {
       case 'initialize':
-        return { write: [request('session/new', { cwd: input.cwd, mcpServers: [] })] };
+        // A prewarmed process's answer may come after the first turn asked for the session (prewarm.firstTurn).
+        return sessionRequested ? {} : newSession();
       case 'session/new':
         sessionId = typeof result.sessionId === 'string' ? result.sessionId : null;
         return { providerSessionId: sessionId ?? undefined, ...prompt() };
@@ -191,7 +202,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
       ...(input.permissionMode && input.permissionMode !== 'default' ? ['--approval-mode', input.permissionMode] : []),
     ],
     stdin: 'control',
-    start: () => ({ write: [request('initialize', { protocolVersion: 1, clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false } })] }),
+    start: () => ({ write: [initialize()] }),
     onLine(text) {
       const parsed = parseLine<RpcMessage>('gemini --acp', text);
       if (!('line' in parsed)) return parsed;
@@ -227,6 +238,16 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
       nextTurn() {
         sessionId = input.providerSessionId ?? null;
         return prompt();
+      },
+      // A process prewarmed for a new warm session is initialized; its first run asks for the ACP
+      // session. That run's provider is another one: it counts initialize (unwritten) under the id the
+      // prewarm's took, so an answer to it that comes only now is known for what it is.
+      prewarm: {
+        start: () => ({ write: [initialize()] }),
+        firstTurn: () => {
+          initialize();
+          return newSession();
+        },
       },
     },
   };

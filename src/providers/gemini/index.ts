@@ -79,8 +79,9 @@ const gemini: ProviderDefinition = {
   // child's, in one process, with Node's default heap.
   setEnv: { GEMINI_CLI_NO_RELAUNCH: 'true' },
   defaultQueue: 'prompt',
-  // warm: over ACP (acp.ts), which also asks for approvals; cold headless runs cannot ask.
-  capabilities: ['interrupt', 'continuation', 'usage', 'warm'],
+  // warm: over ACP (acp.ts), which also asks for approvals; cold headless runs cannot ask. prewarm
+  // (ASM_PREWARM): a warm session's first process, over ACP; a cold session's takes its prompt in argv.
+  capabilities: ['interrupt', 'continuation', 'usage', 'warm', 'prewarm'],
   permissionModes: { default: 'default', auto: 'auto_edit', bypass: 'yolo', plan: 'plan' },
   nativePermissionModes: ['default', 'auto_edit', 'yolo', 'plan'],
   // --resume latest. No flag for a system prompt, a turn limit or an effort (settings files only).
