@@ -198,7 +198,6 @@ async function sweepClosed(folders: Pick<Sandbox, 'sessions' | 'release'>, store
   }
 }
 
-/** Stops the kept processes of sessions that are no longer open (closed through another process, which could not reach them). */
 /** ASM_PREWARM names only providers whose capabilities list `prewarm`. */
 function assertPrewarm(prewarm: Record<string, number>, providers: Map<string, ProviderDefinition>): void {
   const able = [...providers.values()].filter((p) => p.capabilities.includes('prewarm')).map((p) => p.name);
@@ -207,6 +206,7 @@ function assertPrewarm(prewarm: Record<string, number>, providers: Map<string, P
   }
 }
 
+/** Stops the kept processes of sessions that are no longer open (closed through another process, which could not reach them). */
 async function stopClosedWarm(warm: WarmProcesses, store: Store): Promise<void> {
   for (const sessionId of warm.sessions()) {
     if ((await store.sessions.get(sessionId))?.state !== 'open') warm.stopSession(sessionId);

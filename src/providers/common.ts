@@ -219,6 +219,14 @@ export function jsonRpcLines(envelope: Record<string, unknown> = {}) {
       pending.set(id, method);
       return message({ id, method, params });
     },
+    /**
+     * Counts a request another provider sent on the same process before this one took it over (a
+     * prewarmed process's initialize, WarmTurn.prewarm): this one's ids go on after it, and an answer
+     * to it that comes only now is answered() as nothing.
+     */
+    sentBefore(): void {
+      nextId++;
+    },
     /** The method of the request that response `id` answers; it is pending no more. */
     answered(id: unknown): string | undefined {
       const method = pending.get(Number(id));

@@ -84,6 +84,7 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
   const permissionMode = explicitPermissionMode(input);
   const mcpConfig = mcpFilePath(input, CLAUDE_MCP_FILE);
   let interruptCount = 0;
+  const nextTurn = () => ({ write: [JSON.stringify(userTurn(input.prompt))] });
   const processArgs = [
     ...BASE_ARGS,
     ...(input.model ? ['--model', input.model] : []),
@@ -117,11 +118,8 @@ export function createClaudeProcess(input: ProviderRunInput): ProviderProcess {
     // conversation. A prewarmed process is initialized and waits for its first.
     warm: {
       key: processArgs,
-      nextTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
-      prewarm: {
-        start: () => ({ write: [initializeRequest()] }),
-        firstTurn: () => ({ write: [JSON.stringify(userTurn(input.prompt))] }),
-      },
+      nextTurn,
+      prewarm: { start: () => ({ write: [initializeRequest()] }), firstTurn: nextTurn },
     },
   };
 }

@@ -109,7 +109,7 @@ const HIDDEN_BWRAP = { executables: ['bwrap'], notice: /Codex could not find bub
 
 export function createAppServerProcess(input: ProviderRunInput, mode: Mode): ProviderProcess {
   const items = new ItemMapper(input.previousTotals);
-  const { message: line, request, answered } = jsonRpcLines();
+  const { message: line, request, answered, sentBefore } = jsonRpcLines();
   let threadId: string | null = null;
   let turnId: string | null = null;
   let interruptWanted = false;
@@ -123,11 +123,9 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     });
 
   const initialize = () => request('initialize', INITIALIZE_PARAMS);
-  let threadOpened = false;
 
   /** After initialize: initialized, and the thread opened (its answer starts the turn). */
   function openThread(): ProviderLineOutput {
-    threadOpened = true;
     const thread = {
       cwd: input.cwd,
       approvalPolicy: mode.approvalPolicy,
@@ -149,8 +147,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     const result = message.result ?? {};
     switch (method) {
       case 'initialize':
-        // A prewarmed server's answer may come after the first turn opened the thread (prewarm.firstTurn).
-        return threadOpened ? {} : openThread();
+        return openThread();
       case 'thread/start':
       case 'thread/resume':
         threadId = result.thread?.id ?? input.providerSessionId ?? null;
@@ -250,13 +247,11 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
         threadId = input.providerSessionId ?? null;
         return { write: [turnStart()] };
       },
-      // A server prewarmed for a new session is initialized; its first run opens the thread. That run's
-      // provider is another one: it counts initialize (unwritten) under the id the prewarm's took, so
-      // an answer to it that comes only now is known for what it is.
+      // A server prewarmed for a new session is initialized; its first run, another provider, opens the thread.
       prewarm: {
         start: () => ({ write: [initialize()] }),
         firstTurn: () => {
-          initialize();
+          sentBefore();
           return openThread();
         },
       },

@@ -84,7 +84,7 @@ const OPTION_IDS: Record<ApprovalDecision, string> = { allow: 'proceed_once', al
 const PLUMBING = new Set(['available_commands_update', 'current_mode_update']);
 
 export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
-  const { message, request, answered } = jsonRpcLines({ jsonrpc: '2.0' });
+  const { message, request, answered, sentBefore } = jsonRpcLines({ jsonrpc: '2.0' });
   let sessionId: string | null = null;
   let deltaIndex = 0;
   let toolCalls = 0;
@@ -94,11 +94,9 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
 
   const cancel = () => message({ method: 'session/cancel', params: { sessionId } });
   const initialize = () => request('initialize', { protocolVersion: 1, clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false } });
-  let sessionRequested = false;
 
   /** After initialize: the ACP session (its answer sends the prompt). */
   function newSession(): ProviderActions {
-    sessionRequested = true;
     return { write: [request('session/new', { cwd: input.cwd, mcpServers: [] })] };
   }
 
@@ -123,8 +121,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
     const result = response.result ?? {};
     switch (method) {
       case 'initialize':
-        // A prewarmed process's answer may come after the first turn asked for the session (prewarm.firstTurn).
-        return sessionRequested ? {} : newSession();
+        return newSession();
       case 'session/new':
         sessionId = typeof result.sessionId === 'string' ? result.sessionId : null;
         return { providerSessionId: sessionId ?? undefined, ...prompt() };
@@ -239,13 +236,11 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
         sessionId = input.providerSessionId ?? null;
         return prompt();
       },
-      // A process prewarmed for a new warm session is initialized; its first run asks for the ACP
-      // session. That run's provider is another one: it counts initialize (unwritten) under the id the
-      // prewarm's took, so an answer to it that comes only now is known for what it is.
+      // A process prewarmed for a new warm session is initialized; its first run, another provider, asks for the ACP session.
       prewarm: {
         start: () => ({ write: [initialize()] }),
         firstTurn: () => {
-          initialize();
+          sentBefore();
           return newSession();
         },
       },
