@@ -224,17 +224,17 @@ export class RunExecutor {
   }
 
   /**
-   * ASM_PREWARM: a new local session's agent process, started now on the core lane as its first run
-   * would start it (the session's options, a new conversation), to wait for that run; its place is
-   * taken before the first await, so a first run submitted meanwhile waits for it. `onCore`: whether
-   * that run would take the core lane. False when none was started (backends/core.ts says when).
+   * ASM_PREWARM: a new local core-lane session's agent process, started now as its first run would
+   * start it (the session's options, a new conversation), to wait for that run; its place is taken
+   * before the first await, so a first run submitted meanwhile waits for it. False when none was
+   * started (backends/core.ts says when).
    */
-  prewarm(session: SessionRecord, onCore: () => Promise<boolean>): Promise<boolean> {
+  prewarm(session: SessionRecord): Promise<boolean> {
     const { config, backends, memory } = this.deps;
     const core = backends.core;
     if (!core.prewarm || session.execution_surface.kind !== 'local_subprocess') return Promise.resolve(false);
     return core.prewarm(session.id, session.provider, this.warmIdleMs(session), async () => {
-      if (!(await onCore()) || !(await memory.hasRoom())) return null;
+      if (!(await memory.hasRoom())) return null;
       const provider = this.deps.providers.get(session.provider)!;
       const cwd = await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
       const binary = resolveBinary(provider, config.binaries);

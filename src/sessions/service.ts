@@ -114,7 +114,7 @@ export class SessionService {
     });
     this.quotas = new Quotas({ store, cluster, tenants, log });
     const { placement, quotas } = this;
-    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log });
+    this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log, prewarm: (session) => this.prewarm(session) });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, tenants, log });
     this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
     this.files = new SessionFiles({ config, tenants, cluster });
@@ -168,23 +168,19 @@ export class SessionService {
     // A workspace of its own was just filled (a clone); a shared cwd is left to its first run. A
     // worker primes a remote_node session's own workspace itself when it makes it.
     if (body.workspace && session.execution_mode === 'local') this.primeSnapshot(session.id, session.cwd);
-    this.prewarm(session);
     return session;
   }
 
   /**
-   * ASM_PREWARM: the CLI of a new local session on the core lane starts now, off the request's path,
-   * and waits for the session's first run (RunExecutor.prewarm). Best effort: a CLI that cannot start
-   * now fails its first run as it would have anyway.
+   * ASM_PREWARM: the CLI of a new local session on the core lane (SessionLifecycle.create tells which)
+   * starts now, off the request's path, and waits for the session's first run (RunExecutor.prewarm).
+   * Best effort: a CLI that cannot start now fails its first run as it would have anyway.
    */
   private prewarm(session: SessionRecord): void {
-    const { config, providers, logger } = this.deps;
-    if (!config.prewarm[session.provider] || session.execution_mode !== 'local') return;
-    const provider = providers.get(session.provider)!;
-    const firstRun = { requested: session.lane, executionMode: session.execution_mode, queue: session.queue, providerPermissionMode: session.provider_permission_mode };
-    const onCore = async () => (await this.placement.resolve(provider, firstRun)).backend === 'core';
+    const { config, logger } = this.deps;
+    if (!config.prewarm[session.provider]) return;
     void this.executor
-      .prewarm(session, onCore)
+      .prewarm(session)
       .catch((err: unknown) => logger.warn({ err, sessionId: session.id }, "could not prewarm the session's agent process (ASM_PREWARM); its first run starts it"));
   }
 

@@ -40,6 +40,8 @@ export interface SessionLifecycleDeps {
   quotas: Quotas;
   control: ControlRouter;
   log: Logger;
+  /** ASM_PREWARM: a new session whose runs take the core lane here, for its CLI to be started ahead of its first run (RunExecutor.prewarm). */
+  prewarm?: (session: SessionRecord) => void;
 }
 
 /**
@@ -122,6 +124,7 @@ export class SessionLifecycle {
       throw err;
     }
     log.info({ sessionId: session.id, reqId: requestId, provider: session.provider, tenant }, 'session created');
+    if (placed.backend === 'core' && executionMode === 'local') this.deps.prewarm?.(session);
     return session;
   }
 
