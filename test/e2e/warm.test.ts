@@ -266,6 +266,19 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
     expect(first.started.warm).toBeUndefined();
   });
 
+  it('starts none while the node\'s agents use ASM_MAX_AGENT_MEMORY_MB or more: a session created then starts its first run cold', async () => {
+    await server.close();
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_PREWARM: 'claude:2', ASM_MAX_AGENT_MEMORY_MB: '1', ...modeEnv() });
+    // With no agent running, the first is prewarmed; then the node's agents (that one) use more than 1 MiB.
+    const { s: first, group } = await prewarmedSession();
+    const second = await session();
+    // The first run first: a run that waits for memory stops idle processes, this one too.
+    expect((await runToEnd(first.id, 'Say hello [fixture:c1-hello]')).started).toMatchObject({ pid: group, warm: true });
+    const cold = await runToEnd(second.id, 'Say hello [fixture:c1-hello]');
+    expect(cold.started.warm).toBeUndefined();
+    expect(initializes()).toBe(2);
+  });
+
   it("a closed session leaves no process; a prewarmed process counts in the node's load until then", async () => {
     const load = async () => (await server.app.cluster.nodes()).find((n) => n.id === server.app.cluster.self)?.load;
     const { s, group } = await prewarmedSession();
