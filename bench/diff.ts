@@ -11,6 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { loadConfig } from '../src/config.js';
 import { ShadowRepos } from '../src/backends/shadow-git.js';
 import { logger, numberFlag, round } from './asm-server.js';
 
@@ -35,7 +36,9 @@ export async function run(args: string[]): Promise<void> {
       if (i % PER_FOLDER === 0) mkdirSync(folder, { recursive: true });
       writeFileSync(join(folder, `file-${i}.ts`), `export const value${i} = ${i};\n// line two\n// line three\n`);
     }
-    const shadow = new ShadowRepos(join(scratch, 'shadow'), { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000 });
+    // The service's default bound on the stat walk (ASM_DIFF_STAT_MAX_ENTRIES), which a tree this large exceeds: git does every snapshot.
+    const { diffStatMaxEntries } = loadConfig({ ASM_WORKSPACE_ROOT: workspace }).workspaces;
+    const shadow = new ShadowRepos(join(scratch, 'shadow'), { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries: diffStatMaxEntries });
     const session = 'ses_bench';
     log('cold snapshot');
     const [base, coldMs] = await timed(() => shadow.snapshot(session, workspace));

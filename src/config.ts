@@ -73,6 +73,8 @@ export interface WorkspaceSettings {
   diffMaxBytes: number;
   /** ASM_DIFF_MAX_FILES: the most files a diff summary lists. */
   diffMaxFiles: number;
+  /** ASM_DIFF_STAT_MAX_ENTRIES: the most files and folders a workspace may hold for its stat data to stand in for a snapshot's `git add`; 0: git always. */
+  diffStatMaxEntries: number;
   /** ASM_GIT_TIMEOUT_MS: a snapshot, diff or clone that takes longer is stopped. */
   gitTimeoutMs: number;
   /** ASM_WORKSPACE_GIT_SCHEMES: the URL schemes `workspace.git.url` may use (https by default; `file` only where listed). */
@@ -97,6 +99,7 @@ function workspaceSettings(env: Env): WorkspaceSettings {
     shadowRoot: resolve(env.ASM_SHADOW_ROOT || join(tmpdir(), `asm-shadow-${process.getuid?.() ?? 0}`)),
     diffMaxBytes: int(env, 'ASM_DIFF_MAX_BYTES', 1024 * 1024, 1024),
     diffMaxFiles: int(env, 'ASM_DIFF_MAX_FILES', 1_000, 1),
+    diffStatMaxEntries: int(env, 'ASM_DIFF_STAT_MAX_ENTRIES', 256, 0),
     gitTimeoutMs: int(env, 'ASM_GIT_TIMEOUT_MS', 120_000, 100),
     gitSchemes,
     uploadBytes: int(env, 'ASM_MAX_UPLOAD_BYTES', 256 * 1024 * 1024, 1),

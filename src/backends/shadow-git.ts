@@ -2,6 +2,7 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { AsmError } from '../errors/kinds.js';
 import { runGit } from './git.js';
+import { workspaceFingerprint } from './workspace-fingerprint.js';
 
 /**
  * What a run changed in its workspace, from git plumbing in a shadow repository that lives outside
@@ -11,7 +12,9 @@ import { runGit } from './git.js';
  *
  * A snapshot is `git add -A` into the shadow repository's own index, then `git write-tree`: the
  * tree id names the workspace as it was. The index stays between snapshots, so a later snapshot
- * rehashes only the files whose stat data changed. A diff is `git diff-tree` between two trees.
+ * rehashes only the files whose stat data changed; a small workspace whose stat data did not change
+ * at all since the session's last snapshot (workspace-fingerprint.ts) runs no git. A diff is `git
+ * diff-tree` between two trees.
  * The workspace's own `.git` is never read or written (git never adds a path named `.git`, and
  * GIT_DIR points elsewhere); the workspace's `.gitignore` files are honoured. No configuration of the
  * host or the service's user applies (GIT_CONFIG_NOSYSTEM, GIT_CONFIG_GLOBAL=/dev/null), so no
@@ -53,6 +56,8 @@ export interface ShadowLimits {
   files: number;
   /** A git command that takes longer is stopped. */
   timeoutMs: number;
+  /** Most files and folders a workspace may hold for its stat fingerprint to stand in for `git add` (workspace-fingerprint.ts); 0: never. */
+  statEntries: number;
 }
 
 const STATUS: Record<string, DiffFile['status']> = { A: 'added', M: 'modified', D: 'deleted', T: 'type_changed' };
@@ -66,27 +71,46 @@ export class ShadowRepos {
    * snapshot whose `git add` left the index file as it was has the same tree, without a `write-tree`.
    */
   private readonly written = new Map<string, { stamp: string; tree: string }>();
+  /**
+   * Each session's last snapshot whose workspace had a fingerprint (taken before its `git add`): a
+   * snapshot that finds the same fingerprint has the same tree, without a git process.
+   */
+  private readonly fingerprinted = new Map<string, { workTree: string; fingerprint: string; tree: string }>();
   /** Each session's baseline tree, once written or read here. */
   private readonly baselines = new Map<string, string>();
 
   constructor(
     readonly root: string,
     private readonly limits: ShadowLimits,
+    /** The wall clock the fingerprint's entries are settled against (workspace-fingerprint.ts). */
+    private readonly now: () => number = Date.now,
   ) {}
 
   /** The workspace as it is now: a tree id in the session's shadow repository. */
   snapshot(sessionId: string, workTree: string): Promise<string> {
     return this.serial(sessionId, async () => {
-      const gitDir = await this.repo(sessionId);
-      await this.git(gitDir, workTree, ['add', '--all', '--ignore-errors', '--', '.'], { okCodes: [0, 1] });
-      // A git spawn is most of a run's own cost when the run changes nothing (bench/RESULTS.md, runs).
-      const last = this.written.get(sessionId);
-      if (last && last.stamp === (await stampOf(gitDir))) return last.tree;
-      this.written.delete(sessionId);
-      const tree = (await this.git(gitDir, workTree, ['write-tree'])).trim();
-      this.written.set(sessionId, { stamp: await stampOf(gitDir), tree });
+      // Walked before `git add`: whatever changes after the walk shows in the next one.
+      const fingerprint = await workspaceFingerprint(workTree, this.limits.statEntries, this.now());
+      const seen = this.fingerprinted.get(sessionId);
+      if (fingerprint !== null && seen?.workTree === workTree && seen.fingerprint === fingerprint) return seen.tree;
+      const tree = await this.addAndWrite(sessionId, workTree);
+      if (fingerprint === null) this.fingerprinted.delete(sessionId);
+      else this.fingerprinted.set(sessionId, { workTree, fingerprint, tree });
       return tree;
     });
+  }
+
+  /** `git add` of the whole workspace into the session's index, and the index's tree. */
+  private async addAndWrite(sessionId: string, workTree: string): Promise<string> {
+    const gitDir = await this.repo(sessionId);
+    await this.git(gitDir, workTree, ['add', '--all', '--ignore-errors', '--', '.'], { okCodes: [0, 1] });
+    // A git spawn is most of a run's own cost when the run changes nothing (bench/RESULTS.md, runs).
+    const last = this.written.get(sessionId);
+    if (last && last.stamp === (await stampOf(gitDir))) return last.tree;
+    this.written.delete(sessionId);
+    const tree = (await this.git(gitDir, workTree, ['write-tree'])).trim();
+    this.written.set(sessionId, { stamp: await stampOf(gitDir), tree });
+    return tree;
   }
 
   /** What changed between two snapshots: a summary with +/- counts and the patch, bounded. */
@@ -130,6 +154,7 @@ export class ShadowRepos {
 
   async release(sessionId: string): Promise<void> {
     this.written.delete(sessionId);
+    this.fingerprinted.delete(sessionId);
     this.baselines.delete(sessionId);
     await rm(join(this.root, component(sessionId)), { recursive: true, force: true });
   }

@@ -52,6 +52,8 @@ export interface StoredDiff {
   patch: string | null;
   /** When it was computed (the end of the run it describes). */
   computed_at: string;
+  /** The trees it compares, in the session's shadow repository (src/backends/shadow-git.ts); never answered. Absent in diffs stored before it was kept. */
+  trees?: { from: string; to: string };
 }
 
 export const DiffResponse = Type.Object({

@@ -116,7 +116,7 @@ export class SessionService {
     const { placement, quotas } = this;
     this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log, prewarm: (session) => this.prewarm(session) });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, tenants, log });
-    this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
+    this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs, statEntries: config.workspaces.diffStatMaxEntries });
     this.files = new SessionFiles({ config, tenants, cluster });
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, memory: deps.memory, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });

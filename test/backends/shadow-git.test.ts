@@ -4,24 +4,50 @@
  * and the bounds of the patch and the summary.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ShadowRepos } from '../../src/backends/shadow-git.js';
+import { SETTLED_MS } from '../../src/backends/workspace-fingerprint.js';
 
 const dirs: string[] = [];
 afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
-function scratch(): { workspace: string; shadow: (limits?: Partial<{ patchBytes: number; files: number }>) => ShadowRepos; root: string } {
+type Limits = Partial<{ patchBytes: number; files: number; statEntries: number }>;
+
+function scratch(): { workspace: string; shadow: (limits?: Limits, now?: () => number) => ShadowRepos; root: string } {
   const root = mkdtempSync(join(tmpdir(), 'asm-shadow-test-'));
   dirs.push(root);
   const workspace = join(root, 'workspace');
   mkdirSync(workspace);
-  return { root, workspace, shadow: (limits = {}) => new ShadowRepos(join(root, 'shadow'), { patchBytes: 1024 * 1024, files: 100, timeoutMs: 30_000, ...limits }) };
+  return { root, workspace, shadow: (limits = {}, now) => new ShadowRepos(join(root, 'shadow'), { patchBytes: 1024 * 1024, files: 100, timeoutMs: 30_000, statEntries: 256, ...limits }, now) };
 }
+
+/** A clock by which everything written so far has settled, as it has for a snapshot seconds later. */
+const settled = () => Date.now() + SETTLED_MS + 1_000;
+
+/** The `git add`s ShadowRepos runs from now on: a git of the test's first on PATH that logs and runs the real one. */
+function countGitAdds(root: string): () => number {
+  const bin = join(root, 'bin');
+  const log = join(root, 'git.log');
+  mkdirSync(bin);
+  writeFileSync(log, '');
+  const realGit = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+  writeFileSync(join(bin, 'git'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${realGit}' "$@"\n`);
+  chmodSync(join(bin, 'git'), 0o755);
+  const path = process.env.PATH;
+  process.env.PATH = `${bin}:${path}`;
+  restores.push(() => (process.env.PATH = path));
+  return () => readFileSync(log, 'utf8').split('\n').filter((line) => / add --all /.test(line)).length;
+}
+
+const restores: Array<() => void> = [];
+afterEach(() => {
+  for (const restore of restores.splice(0)) restore();
+});
 
 describe('ShadowRepos', () => {
   it('diffs a folder that is no repository: added, modified, deleted, binary and a symlink', async () => {
@@ -118,5 +144,61 @@ describe('ShadowRepos', () => {
     expect(await repos.snapshot('ses_4', workspace)).toBe(third);
     // A fresh shadow repository of the same workspace agrees on every tree.
     expect(await shadow().snapshot('ses_fresh', workspace)).toBe(third);
+  });
+
+  it('runs no git for a snapshot of a settled workspace whose stat data did not change, and git again for any change', async () => {
+    const { workspace, shadow, root } = scratch();
+    const gitAdds = countGitAdds(root);
+    mkdirSync(join(workspace, 'src'));
+    writeFileSync(join(workspace, 'src', 'a.txt'), 'a\n');
+    const repos = shadow({}, settled);
+    const first = await repos.snapshot('ses_6', workspace);
+    expect(gitAdds()).toBe(1);
+    expect(await repos.snapshot('ses_6', workspace)).toBe(first);
+    expect(await repos.snapshot('ses_6', workspace)).toBe(first);
+    expect(gitAdds()).toBe(1);
+
+    writeFileSync(join(workspace, 'src', 'b.txt'), 'b\n');
+    const second = await repos.snapshot('ses_6', workspace);
+    expect(gitAdds()).toBe(2);
+    const diff = await repos.diff('ses_6', workspace, first, second);
+    expect(diff.summary.files.map((f) => f.path)).toEqual(['src/b.txt']);
+    expect(await repos.snapshot('ses_6', workspace)).toBe(second);
+    expect(gitAdds()).toBe(2);
+    // The fingerprint is the session's own: another session of the same workspace runs its own git.
+    expect(await repos.snapshot('ses_7', workspace)).toBe(second);
+    expect(gitAdds()).toBe(3);
+    // A released session forgets it.
+    await repos.release('ses_6');
+    expect(await repos.snapshot('ses_6', workspace)).toBe(second);
+    expect(gitAdds()).toBe(4);
+  });
+
+  it('runs git for every snapshot of a workspace over ASM_DIFF_STAT_MAX_ENTRIES, or just written, and of a nested repository', async () => {
+    const { workspace, shadow, root } = scratch();
+    const gitAdds = countGitAdds(root);
+    for (let i = 0; i < 3; i++) writeFileSync(join(workspace, `f${i}.txt`), `${i}\n`);
+    const over = shadow({ statEntries: 2 }, settled);
+    await over.snapshot('ses_8', workspace);
+    await over.snapshot('ses_8', workspace);
+    expect(gitAdds()).toBe(2);
+    // The real clock: these files were written a moment ago.
+    const now = shadow();
+    await now.snapshot('ses_9', workspace);
+    await now.snapshot('ses_9', workspace);
+    expect(gitAdds()).toBe(4);
+
+    // A commit in a nested repository changes the tree (git records its HEAD) and nothing else in the workspace.
+    const nested = join(workspace, 'nested');
+    mkdirSync(nested);
+    const git = (...args: string[]) => execFileSync('git', ['-C', nested, '-c', 'user.name=t', '-c', 'user.email=t@t', ...args], { encoding: 'utf8' });
+    git('init', '--quiet');
+    writeFileSync(join(nested, 'n.txt'), 'n\n');
+    git('add', '.');
+    git('commit', '--quiet', '-m', 'one');
+    const repos = shadow({}, settled);
+    const before = await repos.snapshot('ses_10', workspace);
+    git('commit', '--quiet', '--allow-empty', '-m', 'two');
+    expect(await repos.snapshot('ses_10', workspace)).not.toBe(before);
   });
 });

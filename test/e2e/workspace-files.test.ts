@@ -5,13 +5,16 @@
  * that carry them.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestBody } from '../../src/client/index.js';
 import { reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { entriesOf, rawRequest, tarOf } from '../helpers/tar.js';
+import { waitFor } from '../helpers/wait.js';
+import { workspaceFingerprint } from '../../src/backends/workspace-fingerprint.js';
 
 let server: TestServer;
 afterEach(async () => {
@@ -109,6 +112,76 @@ describe.each(SERVER_MODES)('workspace files and diffs, %s', (_mode, modeEnv) =>
     expect(await entriesOf(Buffer.from(folder.body as ArrayBuffer))).toEqual(new Map([['', 'Directory'], ['b.txt', 'bee\nsea\n']]));
     const all = await reply(server.client.GET('/v1/sessions/{id}/files', { params: { path: { id: session.id } }, headers: { accept: 'application/x-tar' }, parseAs: 'arrayBuffer' }));
     expect([...(await entriesOf(Buffer.from(all.body as ArrayBuffer))).keys()].sort()).toEqual(['', 'a.txt', 'bin.dat', 'c.txt', 'dir', 'dir/b.txt']);
+  });
+});
+
+describe('workspace diffs: snapshots by stat data', () => {
+  const restore: Array<() => void> = [];
+  afterEach(() => {
+    for (const undo of restore.splice(0)) undo();
+  });
+
+  /** Every git command the service runs from now on: a git first on PATH that logs and runs the real one. */
+  function logGit(): () => string[] {
+    const bin = mkdtempSync(join(tmpdir(), 'asm-git-log-'));
+    const log = join(bin, 'log');
+    writeFileSync(log, '');
+    const realGit = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+    writeFileSync(join(bin, 'git'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${realGit}' "$@"\n`);
+    chmodSync(join(bin, 'git'), 0o755);
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    restore.push(() => {
+      process.env.PATH = path;
+      rmSync(bin, { recursive: true, force: true });
+    });
+    let seen = 0;
+    return () => {
+      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean);
+      const since = lines.slice(seen);
+      seen = lines.length;
+      return since;
+    };
+  }
+
+  it('once the workspace has settled, a run that changes nothing runs no git, and a change is still in the next diff', async () => {
+    const gitSince = logGit();
+    server = await startServer();
+    const session = await newSession({});
+    await run(session.id, 'echo one > a.txt');
+    // Seconds later a.txt's times vouch for it (workspace-fingerprint.ts, SETTLED_MS).
+    await waitFor(() => workspaceFingerprint(session.cwd, 256), 'the workspace to settle');
+    gitSince();
+    // The first snapshot since: git, and the fingerprint kept with its tree.
+    await run(session.id, 'cat a.txt');
+    expect(gitSince().filter((line) => line.includes('add --all'))).toHaveLength(1);
+    const idle = await run(session.id, 'cat a.txt');
+    expect(gitSince()).toEqual([]);
+    expect((await eventsOf(idle.id)).map((e) => e.kind)).not.toContain('workspace_diff');
+    const sessionDiff = async () => (await reply(server.client.GET('/v1/sessions/{id}/diff', { params: { path: { id: session.id } } }))).body.summary.files.map((f: any) => `${f.status} ${f.path}`);
+    expect(await sessionDiff()).toEqual(['added a.txt']);
+
+    const edit = await run(session.id, 'echo two >> a.txt');
+    expect(gitSince().filter((line) => line.includes('add --all'))).toHaveLength(1);
+    const diff = (await reply(server.client.GET('/v1/runs/{id}/diff', { params: { path: { id: edit.id } } }))).body.summary;
+    expect(diff.files.map((f: any) => `${f.status} ${f.path} +${f.additions} -${f.deletions}`)).toEqual(['modified a.txt +1 -0']);
+
+    // A file put between runs: the next run changes nothing, and the session's diff still takes it in.
+    expect((await fetch(`${server.url}/v1/sessions/${session.id}/files/b.txt`, { method: 'PUT', body: 'bee\n' })).status).toBe(201);
+    await run(session.id, 'true');
+    expect(await sessionDiff()).toEqual(['added a.txt', 'added b.txt']);
+  });
+
+  it('runs git for every snapshot with ASM_DIFF_STAT_MAX_ENTRIES=0', async () => {
+    const gitSince = logGit();
+    server = await startServer({ ASM_DIFF_STAT_MAX_ENTRIES: '0' });
+    const session = await newSession({});
+    await run(session.id, 'echo one > a.txt');
+    await waitFor(() => workspaceFingerprint(session.cwd, 256), 'the workspace to settle');
+    gitSince();
+    await run(session.id, 'cat a.txt');
+    await run(session.id, 'cat a.txt');
+    expect(gitSince().filter((line) => line.includes('add --all'))).toHaveLength(4);
   });
 });
 

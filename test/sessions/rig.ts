@@ -142,7 +142,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, tenants, log });
   const sandbox = await createSandbox(config.sandbox, log);
-  const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs });
+  const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs, statEntries: config.workspaces.diffStatMaxEntries });
   const diffs = new RunDiffs({ shadow, store, enabled: config.workspaces.diffs, log });
   const core = new CoreBackend(config.limits, sandbox);
   const agentMemory = new AgentMemoryGate(config.limits, () => core.processGroups(), core.warm);
