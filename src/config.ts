@@ -132,6 +132,11 @@ export interface SandboxSettings {
    * new HOME starts with (src/backends/home-seeds.ts); 0: never made, each CLI makes its own.
    */
   homeSetupMs: number;
+  /**
+   * ASM_SANDBOX_INIT: `native` (the default) starts each CLI through native/sandbox-init.c, one program
+   * as the namespace's init, where it is built; `shell` through `sh`, `setpriv` and `env` (bwrap.ts).
+   */
+  init: 'native' | 'shell';
 }
 
 /** Files of the service that other settings name: hidden in the sandbox even where a bound folder holds them. */
@@ -149,6 +154,8 @@ function sandboxSettings(env: Env): SandboxSettings {
   if (kind !== 'bwrap' && kind !== 'none') throw new ConfigError('ASM_SANDBOX', `expected bwrap or none, got "${kind}"`);
   const template = env.ASM_SANDBOX_HOME_TEMPLATE;
   if (template && !isAbsolute(template)) throw new ConfigError('ASM_SANDBOX_HOME_TEMPLATE', `must be an absolute path, got "${template}"`);
+  const init = env.ASM_SANDBOX_INIT || 'native';
+  if (init !== 'native' && init !== 'shell') throw new ConfigError('ASM_SANDBOX_INIT', `expected native or shell, got "${init}"`);
   return {
     kind,
     root: resolve(env.ASM_SANDBOX_ROOT || join(tmpdir(), `asm-sandbox-${process.getuid?.() ?? 0}`)),
@@ -160,6 +167,7 @@ function sandboxSettings(env: Env): SandboxSettings {
     allowedHosts: list(env, 'ASM_SANDBOX_ALLOWED_HOSTS'),
     sweepMs: int(env, 'ASM_SANDBOX_SWEEP_MS', 60_000, 100),
     homeSetupMs: int(env, 'ASM_SANDBOX_HOME_SETUP_MS', 30_000, 0),
+    init,
   };
 }
 

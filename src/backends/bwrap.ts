@@ -3,6 +3,7 @@ import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
@@ -21,7 +22,16 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  * The bubblewrap sandbox (sandbox.ts says what it guarantees). One run's command line:
  *
  *   env --ignore-signal=… bwrap <namespaces> --as-pid-1 <mounts> --chdir <cwd> --setenv HOME … TMPDIR … --
+ *       /run/asm-init [--user=<uid>:<gid>] -- <CLI> <args>
+ *
+ * where /run/asm-init is native/sandbox-init.c, built at install (ASM_SANDBOX_INIT=native, the
+ * default). Where it is not built, or with ASM_SANDBOX_INIT=shell, three programs do its work:
+ *
  *       sh -c '… "$@" …' sh  [setpriv --reuid=<user> … --]  env --default-signal=…  <CLI> <args>
+ *
+ * The same sandbox either way (test/backends/sandbox-init.test.ts runs both); the init program saves
+ * the shell's, setpriv's and env's execs, 7 of the sandbox's 22 ms a start on a slow-forking host
+ * (bench/RESULTS.md, twenty-sixth pass).
  *
  * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC. The network is the host's,
  *   or, with ASM_SANDBOX_ALLOWED_HOSTS, a namespace of its own whose one way out is the egress proxy
@@ -36,11 +46,11 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  *   installed under /root) and the CLI runs as ASM_SANDBOX_USER, without capabilities and with
  *   no_new_privs: setpriv drops to it inside, after the mounts, for the CLI (the namespace's init stays
  *   root, so that bwrap's --die-with-parent can kill it). Otherwise bwrap uses a user
- *   namespace and the CLI runs as the service's user.
+ *   namespace and the CLI runs as the service's user. (The init program drops to it as setpriv does.)
  * - Signals: the service signals the CLI's whole process group (its interrupts, the stop escalation).
- *   bwrap and the namespace's init (the `sh`, which bwrap waits for, so that it leaves no zombie and
- *   ends only once the namespace is empty) run with those signals ignored, and the CLI gets them back
- *   at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
+ *   bwrap and the namespace's init (which bwrap waits for, and whose end ends the namespace: it
+ *   reaps what the namespace leaves it meanwhile) run with those signals ignored, and the CLI gets
+ *   them back at their defaults. The status is the CLI's, and 128 + N for a CLI killed by signal N, which
  *   exitOf reads back as that signal for the signals the service sends.
  */
 
@@ -50,6 +60,12 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  * folder others may write, as the sandbox's /tmp is).
  */
 const MCP_FOLDER = '/run/asm-mcp';
+
+/** Where a sandbox shows the init program (native/sandbox-init.c), read-only. */
+const INIT_PROGRAM = '/run/asm-init';
+
+/** The init program as `npm ci` builds it (scripts/build-native.mjs). */
+const BUILT_INIT = fileURLToPath(new URL('../../native/build/Release/asm_sandbox_init', import.meta.url));
 
 /** The service's own sessions (the start-up check, the HOME setups), `asm-<pid>-<n>`: never a session id (those start `ses_`). */
 const THROWAWAY = /^asm-(\d+)-\d+$/;
@@ -71,8 +87,10 @@ interface Tools {
   env: string;
   sh: string;
   setsid: string;
-  /** Only where the service is root. */
+  /** Only where the service is root, and the init program is not used. */
   setpriv?: string;
+  /** The init program (native/sandbox-init.c), where ASM_SANDBOX_INIT=native and it is built. */
+  init?: string;
 }
 
 export class BwrapSandbox implements Sandbox {
@@ -105,23 +123,32 @@ export class BwrapSandbox implements Sandbox {
     this.outer = [tools.env, `--ignore-signal=${GROUP_SIGNALS}`, tools.bwrap, '--unshare-pid', '--as-pid-1', '--unshare-ipc', '--die-with-parent'];
     if (egress) this.outer.push('--unshare-net');
     if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
-    this.inner = [
-      // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the shell's
-      // own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
-      tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
-      // The init stays bwrap's user and drops to ASM_SANDBOX_USER only for the CLI: bwrap's
-      // --die-with-parent then reaches the init when the service dies (SIGKILLed), and the kernel
-      // empties the namespace with it. A death signal obeys the kill permission, which bwrap (no
-      // capabilities left) has only over its own user: an init of ASM_SANDBOX_USER outlived a killed
-      // service, CLI and daemons included (issue 13, finding 3; test/faults/killed-worker.test.ts).
-      // The init only waits; the CLI, as another user without capabilities, cannot reach it.
-      ...(privileged
-        ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
-        : []),
-      ...(egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : []),
-      // The shell exports PWD, which is not the CLI's to have.
-      tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`,
-    ];
+    // The init stays bwrap's user and drops to ASM_SANDBOX_USER only for the CLI: bwrap's
+    // --die-with-parent then reaches the init when the service dies (SIGKILLed), and the kernel
+    // empties the namespace with it. A death signal obeys the kill permission, which bwrap (no
+    // capabilities left) has only over its own user: an init of ASM_SANDBOX_USER outlived a killed
+    // service, CLI and daemons included (issue 13, finding 3; test/faults/killed-worker.test.ts).
+    // The init only waits; the CLI, as another user without capabilities, cannot reach it.
+    const relay = egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : [];
+    // The shell exports PWD, which is not the CLI's to have; env gives the CLI its signals back.
+    const defaultSignals = [tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`];
+    this.inner = tools.init
+      ? [
+          INIT_PROGRAM,
+          ...(privileged ? [`--user=${account.uid}:${account.gid}`] : []),
+          // The relay must outlive the group's signals: it keeps them ignored, and env resets them for the CLI.
+          ...(egress ? ['--keep-signals', '--', ...relay, ...defaultSignals] : ['--']),
+        ]
+      : [
+          // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the
+          // shell's own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
+          tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
+          ...(privileged
+            ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
+            : []),
+          ...relay,
+          ...defaultSignals,
+        ];
     this.system = systemMounts();
     this.hidden = [...settings.hide, settings.root];
     this.shared = [
@@ -130,6 +157,7 @@ export class BwrapSandbox implements Sandbox {
       ...settings.readOnly.map((path) => ({ path, writable: false })),
       ...settings.writable.map((path) => ({ path, writable: true })),
       ...(egress ? [{ path: EGRESS_SOCKET, source: egress.socketPath, writable: true }] : []),
+      ...(tools.init ? [{ path: INIT_PROGRAM, source: tools.init, writable: false }] : []),
     ];
     const proxy = `http://127.0.0.1:${EGRESS_PORT}`;
     this.proxyEnv = egress ? ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].flatMap((name) => ['--setenv', name, proxy]) : [];
@@ -138,12 +166,14 @@ export class BwrapSandbox implements Sandbox {
   /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
   static async create(settings: SandboxSettings, log: Logger): Promise<BwrapSandbox> {
     const root = process.getuid!() === 0;
+    const init = settings.init === 'native' ? builtInit(log) : undefined;
     const tools: Tools = {
       bwrap: tool('bwrap', 'install bubblewrap (Debian: apt-get install bubblewrap)'),
       env: tool('env', 'install coreutils 8.31 or later'),
       sh: tool('sh', 'install a POSIX shell'),
       setsid: tool('setsid', 'install util-linux'),
-      setpriv: root ? tool('setpriv', 'install util-linux') : undefined,
+      setpriv: root && !init ? tool('setpriv', 'install util-linux') : undefined,
+      init,
     };
     const account = root ? await accountOf(settings.user) : null;
     const dirs = new SandboxDirs(settings.root, account, settings.homeTemplate);
@@ -342,6 +372,17 @@ export class BwrapSandbox implements Sandbox {
       ...this.inner,
       binary,
     ];
+  }
+}
+
+/** The built init program, or undefined where it is not built (and the shell's chain starts the CLIs). */
+function builtInit(log: Logger): string | undefined {
+  try {
+    accessSync(BUILT_INIT, constants.X_OK);
+    return BUILT_INIT;
+  } catch {
+    log.warn({ path: BUILT_INIT }, 'native/sandbox-init.c is not built (npm ci builds it where a C compiler is found): the sandbox starts each CLI through sh, setpriv and env, a few milliseconds more a start');
+    return undefined;
   }
 }
 
