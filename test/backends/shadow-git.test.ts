@@ -4,12 +4,13 @@
  * and the bounds of the patch and the summary.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ShadowRepos } from '../../src/backends/shadow-git.js';
 import { SETTLED_MS } from '../../src/backends/workspace-fingerprint.js';
+import { logGitCommands } from '../helpers/git-log.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -29,19 +30,12 @@ function scratch(): { workspace: string; shadow: (limits?: Limits, now?: () => n
 /** A clock by which everything written so far has settled, as it has for a snapshot seconds later. */
 const settled = () => Date.now() + SETTLED_MS + 1_000;
 
-/** The `git add`s ShadowRepos runs from now on: a git of the test's first on PATH that logs and runs the real one. */
-function countGitAdds(root: string): () => number {
-  const bin = join(root, 'bin');
-  const log = join(root, 'git.log');
-  mkdirSync(bin);
-  writeFileSync(log, '');
-  const realGit = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
-  writeFileSync(join(bin, 'git'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${realGit}' "$@"\n`);
-  chmodSync(join(bin, 'git'), 0o755);
-  const path = process.env.PATH;
-  process.env.PATH = `${bin}:${path}`;
-  restores.push(() => (process.env.PATH = path));
-  return () => readFileSync(log, 'utf8').split('\n').filter((line) => / add --all /.test(line)).length;
+/** How many `git add`s ShadowRepos has run since the test began. */
+function countGitAdds(): () => number {
+  const log = logGitCommands();
+  restores.push(() => log.restore());
+  let adds = 0;
+  return () => (adds += log.since().filter((line) => / add --all /.test(line)).length);
 }
 
 const restores: Array<() => void> = [];
@@ -147,8 +141,8 @@ describe('ShadowRepos', () => {
   });
 
   it('runs no git for a snapshot of a settled workspace whose stat data did not change, and git again for any change', async () => {
-    const { workspace, shadow, root } = scratch();
-    const gitAdds = countGitAdds(root);
+    const { workspace, shadow } = scratch();
+    const gitAdds = countGitAdds();
     mkdirSync(join(workspace, 'src'));
     writeFileSync(join(workspace, 'src', 'a.txt'), 'a\n');
     const repos = shadow({}, settled);
@@ -175,8 +169,8 @@ describe('ShadowRepos', () => {
   });
 
   it('runs git for every snapshot of a workspace over ASM_DIFF_STAT_MAX_ENTRIES, or just written, and of a nested repository', async () => {
-    const { workspace, shadow, root } = scratch();
-    const gitAdds = countGitAdds(root);
+    const { workspace, shadow } = scratch();
+    const gitAdds = countGitAdds();
     for (let i = 0; i < 3; i++) writeFileSync(join(workspace, `f${i}.txt`), `${i}\n`);
     const over = shadow({ statEntries: 2 }, settled);
     await over.snapshot('ses_8', workspace);

@@ -5,8 +5,7 @@
  * that carry them.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestBody } from '../../src/client/index.js';
@@ -14,6 +13,7 @@ import { reply, SERVER_MODES, startServer, type TestServer } from '../helpers/se
 import { scratchDir } from '../helpers/sandbox.js';
 import { entriesOf, rawRequest, tarOf } from '../helpers/tar.js';
 import { waitFor } from '../helpers/wait.js';
+import { logGitCommands, type GitLog } from '../helpers/git-log.js';
 import { workspaceFingerprint } from '../../src/backends/workspace-fingerprint.js';
 
 let server: TestServer;
@@ -116,32 +116,13 @@ describe.each(SERVER_MODES)('workspace files and diffs, %s', (_mode, modeEnv) =>
 });
 
 describe('workspace diffs: snapshots by stat data', () => {
-  const restore: Array<() => void> = [];
-  afterEach(() => {
-    for (const undo of restore.splice(0)) undo();
-  });
+  let gitLog: GitLog | undefined;
+  afterEach(() => gitLog?.restore());
 
-  /** Every git command the service runs from now on: a git first on PATH that logs and runs the real one. */
+  /** Every git command the service runs from now on, since the last call. */
   function logGit(): () => string[] {
-    const bin = mkdtempSync(join(tmpdir(), 'asm-git-log-'));
-    const log = join(bin, 'log');
-    writeFileSync(log, '');
-    const realGit = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
-    writeFileSync(join(bin, 'git'), `#!/bin/sh\necho "$*" >> '${log}'\nexec '${realGit}' "$@"\n`);
-    chmodSync(join(bin, 'git'), 0o755);
-    const path = process.env.PATH;
-    process.env.PATH = `${bin}:${path}`;
-    restore.push(() => {
-      process.env.PATH = path;
-      rmSync(bin, { recursive: true, force: true });
-    });
-    let seen = 0;
-    return () => {
-      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean);
-      const since = lines.slice(seen);
-      seen = lines.length;
-      return since;
-    };
+    gitLog = logGitCommands();
+    return gitLog.since;
   }
 
   it('once the workspace has settled, a run that changes nothing runs no git, and a change is still in the next diff', async () => {
