@@ -30,8 +30,8 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  *       sh -c '… "$@" …' sh  [setpriv --reuid=<user> … --]  env --default-signal=…  <CLI> <args>
  *
  * The same sandbox either way (test/backends/sandbox-init.test.ts runs both); the init program saves
- * the shell's, setpriv's and env's execs, 7 of the sandbox's 22 ms a start on a slow-forking host
- * (bench/RESULTS.md, twenty-sixth pass).
+ * the shell's, setpriv's and env's execs: 5.6 of the 19.6 ms the shell's chain added to a start on a
+ * slow-forking host (bench/RESULTS.md, twenty-sixth pass).
  *
  * - Namespaces: PID (a fresh /proc shows only the run's processes) and IPC. The network is the host's,
  *   or, with ASM_SANDBOX_ALLOWED_HOSTS, a namespace of its own whose one way out is the egress proxy
