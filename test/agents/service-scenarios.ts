@@ -144,7 +144,7 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
       const secret = `asm-secret-${Math.random().toString(36).slice(2)}`;
       process.env.ASM_API_KEYS = `${secret}:tenant`;
       try {
-        const look = 'cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ | tr "\\0" "\\n"; ls /proc | grep -c "^[0-9]"; ls /run 2>&1';
+        const look = 'cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ | tr "\\0" "\\n"; ls /proc | grep -c "^[0-9]"; ls -A /run 2>&1 | sed "s/^/in-r""un: /"';
         ctx.model.script({ text: 'Looking around.', shell: look }, { text: 'Done looking.' });
         // A CLI that asks before running it is allowed to (an approval that never comes is not awaited).
         const allowIfAsked = async (live: LiveRun) => {
@@ -158,7 +158,8 @@ export function describeThroughService(name: AgentName, knobs: ProviderKnobs): v
         const seen = ctx.model.requests[1].toolResults.join('');
         expect(seen).not.toContain(secret);
         expect(seen).not.toContain('vitest');
-        expect(seen).toContain("ls: cannot access '/run': No such file or directory");
+        // The sandbox's /run holds its init program alone (native/sandbox-init.c), none of the host's sockets.
+        expect(seen.match(/in-run: [\w.-]+/g)).toEqual(['in-run: asm-init']);
       } finally {
         delete process.env.ASM_API_KEYS;
       }
