@@ -166,7 +166,7 @@ export class BwrapSandbox implements Sandbox {
   /** The sandbox of these settings, with its tools found and its root made; throws an Error saying what is missing. */
   static async create(settings: SandboxSettings, log: Logger): Promise<BwrapSandbox> {
     const root = process.getuid!() === 0;
-    const init = settings.init === 'native' ? builtInit(log) : undefined;
+    const init = settings.init === 'native' ? initProgramAt(BUILT_INIT, log) : undefined;
     const tools: Tools = {
       bwrap: tool('bwrap', 'install bubblewrap (Debian: apt-get install bubblewrap)'),
       env: tool('env', 'install coreutils 8.31 or later'),
@@ -375,13 +375,13 @@ export class BwrapSandbox implements Sandbox {
   }
 }
 
-/** The built init program, or undefined where it is not built (and the shell's chain starts the CLIs). */
-function builtInit(log: Logger): string | undefined {
+/** The init program at `path` (BUILT_INIT), or undefined, with a warning, where it is not built: the shell's chain starts the CLIs then. */
+export function initProgramAt(path: string, log: Logger): string | undefined {
   try {
-    accessSync(BUILT_INIT, constants.X_OK);
-    return BUILT_INIT;
+    accessSync(path, constants.X_OK);
+    return path;
   } catch {
-    log.warn({ path: BUILT_INIT }, 'native/sandbox-init.c is not built (npm ci builds it where a C compiler is found): the sandbox starts each CLI through sh, setpriv and env, a few milliseconds more a start');
+    log.warn({ path }, 'native/sandbox-init.c is not built (npm ci builds it where a C compiler is found): the sandbox starts each CLI through sh, setpriv and env, a few milliseconds more a start');
     return undefined;
   }
 }

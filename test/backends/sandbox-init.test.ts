@@ -7,6 +7,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { initProgramAt } from '../../src/backends/bwrap.js';
 import { spawnChild } from '../../src/backends/spawn-child.js';
 import { loadConfig } from '../../src/config.js';
 import type { CliCommand, Sandbox } from '../../src/backends/types.js';
@@ -95,5 +99,17 @@ describe('ASM_SANDBOX_INIT', () => {
   it('is native by default and refuses anything but native or shell, naming itself', () => {
     expect(loadConfig({}).sandbox.init).toBe('native');
     expect(() => loadConfig({ ASM_SANDBOX_INIT: 'tini' })).toThrow('ASM_SANDBOX_INIT: expected native or shell, got "tini"');
+  });
+
+  it('falls back to the shell\'s chain, with a warning that says so, where the init program is not built', () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const built = fileURLToPath(new URL('../../native/build/Release/asm_sandbox_init', import.meta.url));
+    expect(initProgramAt(built, log)).toBe(built);
+    expect(lines).toEqual([]);
+    const missing = join(scratchDir('sandbox-init-missing-'), 'asm_sandbox_init');
+    expect(initProgramAt(missing, log)).toBeUndefined();
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ level: 40, path: missing, msg: expect.stringContaining('through sh, setpriv and env') });
   });
 });
