@@ -3,7 +3,6 @@ import { accessSync, constants, existsSync, realpathSync, statSync } from 'node:
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as os } from 'node:os';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import type { SandboxSettings } from '../config.js';
@@ -15,6 +14,7 @@ import { processExists } from './process-group.js';
 import { SandboxDirs, type Account } from './sandbox-dirs.js';
 import { installFolders, mountArgs, nodePrefix, resolvConf, systemMounts, type Mount } from './sandbox-mounts.js';
 import { checkWorkingDirectory, spawnError } from './subprocess.js';
+import { BUILT_INIT, GROUP_SIGNALS, initCommand, initMounts, initProgramAt, type InitTools } from './sandbox-init.js';
 import { shellQuote } from './surfaces.js';
 import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli } from './types.js';
 
@@ -25,7 +25,8 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  *       /run/asm-init [--user=<uid>:<gid>] -- <CLI> <args>
  *
  * where /run/asm-init is native/sandbox-init.c, built at install (ASM_SANDBOX_INIT=native, the
- * default). Where it is not built, or with ASM_SANDBOX_INIT=shell, three programs do its work:
+ * default). Where it is not built, or with ASM_SANDBOX_INIT=shell, three programs do its work
+ * (sandbox-init.ts builds the part after `--`):
  *
  *       sh -c '… "$@" …' sh  [setpriv --reuid=<user> … --]  env --default-signal=…  <CLI> <args>
  *
@@ -61,17 +62,8 @@ import type { CliCommand, Sandbox, SandboxedCommand, SandboxLauncher, SessionCli
  */
 const MCP_FOLDER = '/run/asm-mcp';
 
-/** Where a sandbox shows the init program (native/sandbox-init.c), read-only. */
-const INIT_PROGRAM = '/run/asm-init';
-
-/** The init program as `npm ci` builds it (scripts/build-native.mjs). */
-const BUILT_INIT = fileURLToPath(new URL('../../native/build/Release/asm_sandbox_init', import.meta.url));
-
 /** The service's own sessions (the start-up check, the HOME setups), `asm-<pid>-<n>`: never a session id (those start `ses_`). */
 const THROWAWAY = /^asm-(\d+)-\d+$/;
-
-/** Signals the service sends a CLI's process group: providers' interrupts and the stop escalation. */
-const GROUP_SIGNALS = 'INT,TERM,HUP,QUIT';
 
 /**
  * The signals whose 128 + N status exitOf reads back as a death by that signal: those the service
@@ -82,15 +74,9 @@ const SIGNALS_BY_STATUS = new Map(
   [...GROUP_SIGNALS.split(','), 'KILL'].map((name) => [128 + os.signals[`SIG${name}` as NodeJS.Signals], `SIG${name}` as NodeJS.Signals]),
 );
 
-interface Tools {
+interface Tools extends InitTools {
   bwrap: string;
-  env: string;
-  sh: string;
   setsid: string;
-  /** Only where the service is root, and the init program is not used. */
-  setpriv?: string;
-  /** The init program (native/sandbox-init.c), where ASM_SANDBOX_INIT=native and it is built. */
-  init?: string;
 }
 
 export class BwrapSandbox implements Sandbox {
@@ -119,36 +105,11 @@ export class BwrapSandbox implements Sandbox {
     private readonly dirs: SandboxDirs,
     private readonly egress: EgressProxy | null,
   ) {
-    const privileged = account !== null;
     this.outer = [tools.env, `--ignore-signal=${GROUP_SIGNALS}`, tools.bwrap, '--unshare-pid', '--as-pid-1', '--unshare-ipc', '--die-with-parent'];
     if (egress) this.outer.push('--unshare-net');
-    if (privileged) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
-    // The init stays bwrap's user and drops to ASM_SANDBOX_USER only for the CLI: bwrap's
-    // --die-with-parent then reaches the init when the service dies (SIGKILLed), and the kernel
-    // empties the namespace with it. A death signal obeys the kill permission, which bwrap (no
-    // capabilities left) has only over its own user: an init of ASM_SANDBOX_USER outlived a killed
-    // service, CLI and daemons included (issue 13, finding 3; test/faults/killed-worker.test.ts).
-    // The init only waits; the CLI, as another user without capabilities, cannot reach it.
+    if (account) this.outer.push('--cap-add', 'CAP_SETUID', '--cap-add', 'CAP_SETGID', '--cap-add', 'CAP_SETPCAP');
     const relay = egress ? [realpathSync(process.execPath), '-e', RELAY_SCRIPT, EGRESS_SOCKET, String(EGRESS_PORT)] : [];
-    // The shell exports PWD, which is not the CLI's to have; env gives the CLI its signals back.
-    const defaultSignals = [tools.env, '-u', 'PWD', `--default-signal=${GROUP_SIGNALS}`];
-    this.inner = tools.init
-      ? [
-          INIT_PROGRAM,
-          ...(privileged ? [`--user=${account.uid}:${account.gid}`] : []),
-          // The relay must outlive the group's signals: it keeps them ignored, and env resets them for the CLI.
-          ...(egress ? ['--keep-signals', '--', ...relay, ...defaultSignals] : ['--']),
-        ]
-      : [
-          // The CLI runs in a subshell, so the shell stays as the init and the CLI is its child; the
-          // shell's own stderr is dropped ("Terminated" when the CLI is stopped), the CLI's is the real one.
-          tools.sh, '-c', 'exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); exit $?', 'sh',
-          ...(privileged
-            ? [tools.setpriv!, `--reuid=${account.uid}`, `--regid=${account.gid}`, '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--']
-            : []),
-          ...relay,
-          ...defaultSignals,
-        ];
+    this.inner = initCommand(tools, account, relay);
     this.system = systemMounts();
     this.hidden = [...settings.hide, settings.root];
     this.shared = [
@@ -157,7 +118,7 @@ export class BwrapSandbox implements Sandbox {
       ...settings.readOnly.map((path) => ({ path, writable: false })),
       ...settings.writable.map((path) => ({ path, writable: true })),
       ...(egress ? [{ path: EGRESS_SOCKET, source: egress.socketPath, writable: true }] : []),
-      ...(tools.init ? [{ path: INIT_PROGRAM, source: tools.init, writable: false }] : []),
+      ...initMounts(tools),
     ];
     const proxy = `http://127.0.0.1:${EGRESS_PORT}`;
     this.proxyEnv = egress ? ['HTTP_PROXY', 'HTTPS_PROXY', 'http_proxy', 'https_proxy'].flatMap((name) => ['--setenv', name, proxy]) : [];
@@ -372,17 +333,6 @@ export class BwrapSandbox implements Sandbox {
       ...this.inner,
       binary,
     ];
-  }
-}
-
-/** The init program at `path` (BUILT_INIT), or undefined, with a warning, where it is not built: the shell's chain starts the CLIs then. */
-export function initProgramAt(path: string, log: Logger): string | undefined {
-  try {
-    accessSync(path, constants.X_OK);
-    return path;
-  } catch {
-    log.warn({ path }, 'native/sandbox-init.c is not built (npm ci builds it where a C compiler is found): the sandbox starts each CLI through sh, setpriv and env, a few milliseconds more a start');
-    return undefined;
   }
 }
 

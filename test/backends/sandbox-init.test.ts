@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
-import { initProgramAt } from '../../src/backends/bwrap.js';
+import { initProgramAt } from '../../src/backends/sandbox-init.js';
 import { spawnChild } from '../../src/backends/spawn-child.js';
 import { loadConfig } from '../../src/config.js';
 import type { CliCommand, Sandbox } from '../../src/backends/types.js';
