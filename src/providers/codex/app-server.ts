@@ -122,7 +122,8 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       ...(input.reasoningEffort !== undefined && { effort: input.reasoningEffort }),
     });
 
-  const initialize = () => request('initialize', INITIALIZE_PARAMS);
+  /** The process's first line, whether a run or a prewarm starts it. */
+  const initialize = (): ProviderLineOutput => ({ write: [request('initialize', INITIALIZE_PARAMS)] });
 
   /** After initialize: initialized, and the thread opened (its answer starts the turn). */
   function openThread(): ProviderLineOutput {
@@ -215,7 +216,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
     args: ['app-server', ...codexMcpArgs(input)],
     stdin: 'control',
     hides: HIDDEN_BWRAP,
-    start: () => ({ write: [initialize()] }),
+    start: initialize,
     onLine(text) {
       const parsed = parseLine<RpcMessage>('codex app-server', text);
       if (!('line' in parsed)) return parsed;
@@ -249,7 +250,7 @@ export function createAppServerProcess(input: ProviderRunInput, mode: Mode): Pro
       },
       // A server prewarmed for a new session is initialized; its first run, another provider, opens the thread.
       prewarm: {
-        start: () => ({ write: [initialize()] }),
+        start: initialize,
         firstTurn: () => {
           sentBefore();
           return openThread();

@@ -93,7 +93,10 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
   let cancelWanted = false;
 
   const cancel = () => message({ method: 'session/cancel', params: { sessionId } });
-  const initialize = () => request('initialize', { protocolVersion: 1, clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false } });
+  /** The process's first line, whether a run or a prewarm starts it. */
+  const initialize = (): ProviderActions => ({
+    write: [request('initialize', { protocolVersion: 1, clientCapabilities: { fs: { readTextFile: false, writeTextFile: false }, terminal: false } })],
+  });
 
   /** After initialize: the ACP session (its answer sends the prompt). */
   function newSession(): ProviderActions {
@@ -199,7 +202,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
       ...(input.permissionMode && input.permissionMode !== 'default' ? ['--approval-mode', input.permissionMode] : []),
     ],
     stdin: 'control',
-    start: () => ({ write: [initialize()] }),
+    start: initialize,
     onLine(text) {
       const parsed = parseLine<RpcMessage>('gemini --acp', text);
       if (!('line' in parsed)) return parsed;
@@ -238,7 +241,7 @@ export function createAcpProcess(input: ProviderRunInput): ProviderProcess {
       },
       // A process prewarmed for a new warm session is initialized; its first run, another provider, asks for the ACP session.
       prewarm: {
-        start: () => ({ write: [initialize()] }),
+        start: initialize,
         firstTurn: () => {
           sentBefore();
           return newSession();
