@@ -3,7 +3,10 @@
  * files (200 folders of 50) is snapshotted cold (the session's first run: every file hashed), then
  * warm with nothing changed (each later run's start: the shadow index's stat data spares the
  * hashing), then after a run that changed 10 files and added 10 (the end of a run: snapshot and
- * diff). Prints one JSON line with the times in ms; progress goes to stderr.
+ * diff). Then, on a small tree of ASM_DIFF_STAT_MAX_ENTRIES files and folders (the most a snapshot
+ * from stat data takes, src/backends/workspace-fingerprint.ts), what that stat walk costs (its time,
+ * and the CPU of this process, which is the service's event loop) against the `git add` it spares,
+ * alternated. Prints one JSON line with the times in ms; progress goes to stderr.
  *
  * Usage: npm run bench -- diff [--files N]
  */
@@ -13,6 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../src/config.js';
 import { ShadowRepos } from '../src/backends/shadow-git.js';
+import { SETTLED_MS, workspaceFingerprint } from '../src/backends/workspace-fingerprint.js';
 import { logger, numberFlag, round } from './asm-server.js';
 
 const log = logger('diff');
@@ -36,8 +40,8 @@ export async function run(args: string[]): Promise<void> {
       if (i % PER_FOLDER === 0) mkdirSync(folder, { recursive: true });
       writeFileSync(join(folder, `file-${i}.ts`), `export const value${i} = ${i};\n// line two\n// line three\n`);
     }
-    // The service's default bound on the stat walk (ASM_DIFF_STAT_MAX_ENTRIES), which a tree this large exceeds: git does every snapshot.
-    const { diffStatMaxEntries } = loadConfig({ ASM_WORKSPACE_ROOT: workspace }).workspaces;
+    // The bound on the stat walk (ASM_DIFF_STAT_MAX_ENTRIES, as the service reads it), which a tree this large exceeds: git does every snapshot.
+    const { diffStatMaxEntries } = loadConfig({ ...process.env, ASM_WORKSPACE_ROOT: workspace }).workspaces;
     const shadow = new ShadowRepos(join(scratch, 'shadow'), { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries: diffStatMaxEntries });
     const session = 'ses_bench';
     log('cold snapshot');
@@ -53,6 +57,8 @@ export async function run(args: string[]): Promise<void> {
     const [after, endSnapshotMs] = await timed(() => shadow.snapshot(session, workspace));
     const [diff, diffMs] = await timed(() => shadow.diff(session, workspace, base, after));
     if (diff.summary.changed_files !== 20) throw new Error(`expected 20 changed files, got ${diff.summary.changed_files}`);
+    log(`a small tree of ${diffStatMaxEntries} entries: the stat walk against git add, ${SMALL_ROUNDS} rounds`);
+    const small = await smallTree(join(scratch, 'small'), join(scratch, 'small-shadow'), diffStatMaxEntries);
     process.stdout.write(
       `${JSON.stringify({
         bench: 'diff',
@@ -64,6 +70,7 @@ export async function run(args: string[]): Promise<void> {
         run_end_ms: round(endSnapshotMs + diffMs),
         changed_files: diff.summary.changed_files,
         patch_bytes: diff.patch?.length ?? null,
+        small_tree: small,
         cpus: cpus().length,
         load: round(loadavg()[0]),
       })}\n`,
@@ -71,4 +78,36 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+const SMALL_ROUNDS = 21;
+
+/**
+ * A tree of `entries` files and folders (folders of 15 files), snapshotted once, then alternately
+ * walked for its stat fingerprint and snapshotted by git (statEntries 0: `git add`, the tree
+ * unchanged): the medians, and the walk's CPU.
+ */
+async function smallTree(workspace: string, shadowRoot: string, entries: number): Promise<Record<string, number>> {
+  for (let made = 0, folder = -1; made < entries; made++) {
+    if (made % 16 === 0) mkdirSync(join(workspace, `dir-${++folder}`), { recursive: true });
+    else writeFileSync(join(workspace, `dir-${folder}`, `file-${made}.ts`), `export const value${made} = ${made};\n`);
+  }
+  const git = new ShadowRepos(shadowRoot, { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries: 0 });
+  await git.snapshot('ses_small', workspace);
+  // Just written: the walk is told the time of a snapshot seconds later (SETTLED_MS).
+  const later = () => Date.now() + SETTLED_MS + 1_000;
+  const walkMs: number[] = [];
+  const walkCpuMs: number[] = [];
+  const gitMs: number[] = [];
+  for (let i = 0; i < SMALL_ROUNDS; i++) {
+    const cpu = process.cpuUsage();
+    const [fingerprint, ms] = await timed(() => workspaceFingerprint(workspace, entries, later()));
+    const used = process.cpuUsage(cpu);
+    if (fingerprint === null) throw new Error('the small tree got no fingerprint');
+    walkMs.push(ms);
+    walkCpuMs.push((used.user + used.system) / 1000);
+    gitMs.push((await timed(() => git.snapshot('ses_small', workspace)))[1]);
+  }
+  const median = (values: number[]) => round([...values].sort((a, b) => a - b)[values.length >> 1]!);
+  return { entries, walk_ms: median(walkMs), walk_cpu_ms: median(walkCpuMs), git_add_ms: median(gitMs) };
 }

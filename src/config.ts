@@ -99,7 +99,7 @@ function workspaceSettings(env: Env): WorkspaceSettings {
     shadowRoot: resolve(env.ASM_SHADOW_ROOT || join(tmpdir(), `asm-shadow-${process.getuid?.() ?? 0}`)),
     diffMaxBytes: int(env, 'ASM_DIFF_MAX_BYTES', 1024 * 1024, 1024),
     diffMaxFiles: int(env, 'ASM_DIFF_MAX_FILES', 1_000, 1),
-    diffStatMaxEntries: int(env, 'ASM_DIFF_STAT_MAX_ENTRIES', 256, 0),
+    diffStatMaxEntries: int(env, 'ASM_DIFF_STAT_MAX_ENTRIES', 128, 0),
     gitTimeoutMs: int(env, 'ASM_GIT_TIMEOUT_MS', 120_000, 100),
     gitSchemes,
     uploadBytes: int(env, 'ASM_MAX_UPLOAD_BYTES', 256 * 1024 * 1024, 1),

@@ -20,8 +20,8 @@ export const SETTLED_MS = 2_000;
  *
  * Null where the walk cannot vouch for that, and git must look:
  * - more than `maxEntries` files and folders (ASM_DIFF_STAT_MAX_ENTRIES): a large tree is cheaper
- *   for git, in C and in a process of its own, than for the service's event loop (about 7 µs of its
- *   CPU an entry);
+ *   for git, in C and in a process of its own, than for the service's event loop (`npm run bench --
+ *   diff` prints both, `small_tree`);
  * - an entry that changed within SETTLED_MS of the walk (or has a time in the future);
  * - a `.git` below the top: `git add` records that folder as the nested repository's HEAD commit,
  *   which changes with nothing else under it. The top's own `.git` is left out: git never adds a
