@@ -3,8 +3,8 @@
  * that is no repository, one that is (its .git neither diffed nor touched), symlinks and binary files,
  * and the bounds of the patch and the summary.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -39,6 +39,12 @@ function countGitAdds(): () => number {
 }
 
 const restores: Array<() => void> = [];
+
+/** git on a bare repository, its status and output. */
+function git(gitDir: string, ...args: string[]): { status: number | null; stdout: string } {
+  const result = spawnSync('git', [`--git-dir=${gitDir}`, ...args], { encoding: 'utf8' });
+  return { status: result.status, stdout: result.stdout };
+}
 afterEach(() => {
   for (const restore of restores.splice(0)) restore();
 });
@@ -166,6 +172,35 @@ describe('ShadowRepos', () => {
     await repos.release('ses_6');
     expect(await repos.snapshot('ses_6', workspace)).toBe(second);
     expect(gitAdds()).toBe(4);
+  });
+
+  it("makes a session's repository from the layout of an empty one: one git init per process, not per session", async () => {
+    const { root, workspace, shadow } = scratch();
+    const log = logGitCommands();
+    restores.push(() => log.restore());
+    const inits = () => log.since().filter((line) => / init /.test(line)).length;
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const repos = shadow();
+    const first = await repos.snapshot('ses_11', workspace);
+    expect(inits()).toBe(1);
+    expect(await repos.snapshot('ses_12', workspace)).toBe(first);
+    expect(await repos.snapshot('ses_13', workspace)).toBe(first);
+    expect(inits()).toBe(0);
+    // Another process of the same root makes its own once.
+    expect(await shadow().snapshot('ses_14', workspace)).toBe(first);
+    expect(inits()).toBe(1);
+    // Each is a repository of its own, as git sees it: a change snapshotted in one is diffed there, and is in no other.
+    writeFileSync(join(workspace, 'b.txt'), 'b\n');
+    const second = await repos.snapshot('ses_12', workspace);
+    expect((await repos.diff('ses_12', workspace, first, second)).summary.files.map((f) => f.path)).toEqual(['b.txt']);
+    const repository = (id: string) => join(root, 'shadow', id, 'shadow.git');
+    expect(git(repository('ses_12'), 'cat-file', '-t', second)).toEqual({ status: 0, stdout: 'tree\n' });
+    expect(git(repository('ses_13'), 'cat-file', '-t', second).status).not.toBe(0);
+    expect(git(repository('ses_13'), 'rev-parse', '--is-bare-repository')).toEqual({ status: 0, stdout: 'true\n' });
+    expect(git(repository('ses_13'), 'fsck', '--no-dangling').status).toBe(0);
+    // Nothing is left beside the sessions' folders (the empty repository read, the folders written before their rename).
+    expect(readdirSync(join(root, 'shadow')).sort()).toEqual(['ses_11', 'ses_12', 'ses_13', 'ses_14']);
+    expect(readdirSync(join(root, 'shadow', 'ses_12')).sort()).toEqual(['shadow.git']);
   });
 
   it('runs git for every snapshot of a workspace over ASM_DIFF_STAT_MAX_ENTRIES, or just written, and of a nested repository', async () => {
