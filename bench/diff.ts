@@ -6,7 +6,9 @@
  * diff). Then, on a small tree of ASM_DIFF_STAT_MAX_ENTRIES files and folders (the most a snapshot
  * from stat data takes, src/backends/workspace-fingerprint.ts), what that stat walk costs (its time,
  * and the CPU of this process, which is the service's event loop) against the `git add` it spares,
- * alternated. Prints one JSON line with the times in ms; progress goes to stderr.
+ * alternated; and a new session's first snapshot of that tree (its shadow repository made, then
+ * `git add` and `write-tree`) against the three git commands of a `git init` and a snapshot, run
+ * alone, alternated (`new_session`). Prints one JSON line with the times in ms; progress goes to stderr.
  *
  * Usage: npm run bench -- diff [--files N]
  */
@@ -15,6 +17,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../src/config.js';
+import { runGit } from '../src/backends/git.js';
 import { ShadowRepos } from '../src/backends/shadow-git.js';
 import { SETTLED_MS, workspaceFingerprint } from '../src/backends/workspace-fingerprint.js';
 import { logger, numberFlag, round } from './asm-server.js';
@@ -59,6 +62,8 @@ export async function run(args: string[]): Promise<void> {
     if (diff.summary.changed_files !== 20) throw new Error(`expected 20 changed files, got ${diff.summary.changed_files}`);
     log(`a small tree of ${diffStatMaxEntries} entries: the stat walk against git add, ${SMALL_ROUNDS} rounds`);
     const small = await smallTree(join(scratch, 'small'), join(scratch, 'small-shadow'), diffStatMaxEntries);
+    log(`a new session's first snapshot of that tree against git init, add and write-tree, ${SMALL_ROUNDS} rounds`);
+    const newSession = await firstSnapshots(join(scratch, 'small'), join(scratch, 'first-shadow'), join(scratch, 'first-git'), diffStatMaxEntries);
     process.stdout.write(
       `${JSON.stringify({
         bench: 'diff',
@@ -71,6 +76,7 @@ export async function run(args: string[]): Promise<void> {
         changed_files: diff.summary.changed_files,
         patch_bytes: diff.patch?.length ?? null,
         small_tree: small,
+        new_session: newSession,
         cpus: cpus().length,
         load: round(loadavg()[0]),
       })}\n`,
@@ -110,4 +116,33 @@ async function smallTree(workspace: string, shadowRoot: string, entries: number)
   }
   const median = (values: number[]) => round([...values].sort((a, b) => a - b)[values.length >> 1]!);
   return { entries, walk_ms: median(walkMs), walk_cpu_ms: median(walkCpuMs), git_add_ms: median(gitMs) };
+}
+
+/**
+ * A new session's first snapshot of `workspace` through ShadowRepos (each round a session of its
+ * own), alternated with what it would be made of with git alone: `git init --bare`, then `git add`
+ * and `git write-tree` into that repository. The medians (ms), and that both name the same tree.
+ */
+async function firstSnapshots(workspace: string, shadowRoot: string, gitRoot: string, statEntries: number): Promise<Record<string, number>> {
+  const shadow = new ShadowRepos(shadowRoot, { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries });
+  mkdirSync(gitRoot, { recursive: true });
+  // The first session of a process makes the empty repository the others are written from: untimed, as the first round of each.
+  await shadow.snapshot('ses_first', workspace);
+  const asmMs: number[] = [];
+  const gitMs: number[] = [];
+  for (let i = 0; i < SMALL_ROUNDS; i++) {
+    const [tree, ms] = await timed(() => shadow.snapshot(`ses_${i}`, workspace));
+    asmMs.push(ms);
+    const gitDir = join(gitRoot, `repo-${i}.git`);
+    const git = (args: string[]) => runGit(args, { env: { GIT_DIR: gitDir, GIT_WORK_TREE: workspace }, cwd: workspace, home: gitRoot, timeoutMs: 600_000 });
+    const [alone, aloneMs] = await timed(async () => {
+      await runGit(['init', '--quiet', '--bare', gitDir], { cwd: gitRoot, home: gitRoot, timeoutMs: 600_000 });
+      await git(['add', '--all', '--ignore-errors', '--', '.']);
+      return (await git(['write-tree'])).trim();
+    });
+    if (alone !== tree) throw new Error(`the first snapshot gave ${tree}, git alone ${alone}`);
+    gitMs.push(aloneMs);
+  }
+  const median = (values: number[]) => round([...values].sort((a, b) => a - b)[values.length >> 1]!);
+  return { entries: statEntries, asm_ms: median(asmMs), git_init_add_write_tree_ms: median(gitMs) };
 }
