@@ -80,6 +80,8 @@ export interface Cluster {
   send(id: string, request: ControlRequest, timeoutMs: number): Promise<ControlReply>;
   /** Run `work` while holding the deployment-wide lock `key`; one holder at a time across processes. */
   withLock<T>(key: string, work: () => Promise<T>): Promise<T>;
+  /** Whether the lock `key` is held, or waited for, now: by this process or, in Redis mode, by another. */
+  lockHeld(key: string): Promise<boolean>;
   /** True for exactly one caller per key within ttlMs, across processes. */
   claim(key: string, ttlMs: number): Promise<boolean>;
   /** Mark this instance starting, ready or draining (it takes no new work). */

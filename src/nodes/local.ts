@@ -38,6 +38,10 @@ export class LocalCluster implements Cluster {
     return this.locks.run(key, work);
   }
 
+  async lockHeld(key: string): Promise<boolean> {
+    return this.locks.has(key);
+  }
+
   async claim(key: string, ttlMs: number): Promise<boolean> {
     const now = Date.now();
     const until = this.claims.get(key);

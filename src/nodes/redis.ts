@@ -231,8 +231,16 @@ export class RedisCluster implements Cluster {
     return this.localTurns.run(key, () => this.withRedisLock(key, work));
   }
 
+  async lockHeld(key: string): Promise<boolean> {
+    return this.localTurns.has(key) || (await this.redis.exists(this.lockKey(key))) === 1;
+  }
+
+  private lockKey(key: string): string {
+    return `${this.options.prefix}:lock:{${key}}`;
+  }
+
   private async withRedisLock<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const lockKey = `${this.options.prefix}:lock:{${key}}`;
+    const lockKey = this.lockKey(key);
     const token = randomUUID();
     const deadline = Date.now() + this.options.lockWaitMs;
     let pause = 2;

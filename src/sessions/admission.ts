@@ -15,7 +15,7 @@ import type { Placement } from './placement.js';
 import type { Quotas } from './quotas.js';
 import type { RunRecorder } from './recorder.js';
 import { runAgentOptions } from './run-options.js';
-import { withSessionLock } from './session-lock.js';
+import { sessionLockHeld, withSessionLock } from './session-lock.js';
 import { currentTraceparent } from './tracing.js';
 
 /** Lane errors of a command cancelled by someone who ends its run. */
@@ -173,17 +173,34 @@ export class Admission {
     }
   }
 
-  /** A run ended, freeing a slot of its session: the oldest waiting run takes it; then the ended run's holdings go. */
+  /**
+   * A run ended, freeing a slot of its session: the oldest waiting run takes it; then the ended run's
+   * holdings go. Where nothing waits and nobody holds the session's lock, the holdings just go, and
+   * the lock is not taken: taking it held up the session's next submit, which waited for this end's
+   * three round trips in Redis mode (bench/RESULTS.md, twenty-seventh pass). Read in this order, the
+   * two cannot miss a run: the ended run left the session's in-flight index before this is called, so
+   * a submit that could still queue a run behind it read the session before that, under the lock,
+   * which it holds until its run is written. The lock is free at the first read only if that submit
+   * wrote its run before it, and then the second read sees the run.
+   */
   private runEnded(ended: RunRecord): void {
-    const { cluster, log } = this.deps;
+    const { cluster, store, log } = this.deps;
     const sessionId = ended.session_id;
-    void withSessionLock(cluster, sessionId, async () => {
-      try {
-        await this.startNext(sessionId);
-      } finally {
-        await this.releaseHoldings(ended);
-      }
-    }).catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
+    const nothingWaits = async () => {
+      if (await sessionLockHeld(cluster, sessionId)) return false;
+      const view = await store.admissionView(sessionId);
+      return !view || view.session.state !== 'open' || view.counts.waiting === 0;
+    };
+    void (async () => {
+      if (await nothingWaits()) return this.releaseHoldings(ended);
+      await withSessionLock(cluster, sessionId, async () => {
+        try {
+          await this.startNext(sessionId);
+        } finally {
+          await this.releaseHoldings(ended);
+        }
+      });
+    })().catch((err) => log.error({ err, sessionId }, 'failed to start the next queued run'));
   }
 
   /**

@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import { OwnerUnreachable, type ControlHandler } from '../../src/nodes/cluster.js';
 import { RedisCluster } from '../../src/nodes/redis.js';
 import { AsmError } from '../../src/errors/kinds.js';
+import { waitFor } from '../helpers/wait.js';
 
 const url = inject('asmTestRedisUrl');
 const opened: Array<{ cluster: RedisCluster; connections: Redis[] }> = [];
@@ -105,6 +106,25 @@ describe('RedisCluster', () => {
     const claims = await Promise.all([a.claim('orphan:r', 1_000), b.claim('orphan:r', 1_000), a.claim('orphan:r', 1_000)]);
     expect(claims.filter(Boolean)).toHaveLength(1);
     expect(await b.claim('orphan:other', 1_000)).toBe(true);
+  });
+
+  it('tells whether a lock is held or waited for, by this instance or another', async () => {
+    const prefix = `t-${randomUUID().slice(0, 8)}`;
+    const a = makeCluster(prefix, 'a');
+    const b = makeCluster(prefix, 'b');
+    expect([await a.lockHeld('session:h'), await b.lockHeld('session:h')]).toEqual([false, false]);
+    let release!: () => void;
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const held = a.withLock('session:h', () => (entered(), new Promise<void>((resolve) => (release = resolve))));
+    await inside;
+    expect([await a.lockHeld('session:h'), await b.lockHeld('session:h'), await b.lockHeld('session:other')]).toEqual([true, true, false]);
+    // Another holder of this instance takes its turn; then the lock is free, for both.
+    const next = a.withLock('session:h', async () => 'next');
+    release();
+    await held;
+    expect(await next).toBe('next');
+    await waitFor(async () => !(await b.lockHeld('session:h')) && !(await a.lockHeld('session:h')), 'the lock to be free', 5_000);
   });
 
   it("lets a process's own holders of a lock take turns in the process: each asks Redis once, however long the others hold it", async () => {

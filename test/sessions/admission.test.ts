@@ -11,7 +11,9 @@ import type { AsmEvent } from '../../src/schemas/events.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
 import { createMemoryStore } from '../../src/store/memory.js';
-import { isTerminalEvent, makeRig, refusal, withOutage, type Rig } from './rig.js';
+import { withSessionLock } from '../../src/sessions/session-lock.js';
+import { runRecord } from '../store/contract.js';
+import { isTerminalEvent, makeRig, refusal, TENANT, withOutage, type Rig } from './rig.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
@@ -93,6 +95,44 @@ describe('Admission', () => {
     await rig.recorder.finishWithoutStart(first.id, cancelledRun('before it started'));
     await waitFor(async () => await dispatched(second.id), 'the second run to be dispatched', 5_000);
     expect(await dispatched(third.id)).toBe(false);
+  });
+
+  it("takes no lock at a run's end when nothing waits in its session and nobody holds its lock; the tenant's slot is given back", async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'a');
+    const held = () => rig.store.holdings.takenBefore(TENANT, 'active_runs', Date.now() + 60_000);
+    expect(await held()).toEqual([run.id]);
+    const locks: string[] = [];
+    const withLock = rig.cluster.withLock.bind(rig.cluster);
+    rig.cluster.withLock = (key, work) => (locks.push(key), withLock(key, work));
+    await rig.recorder.finishWithoutStart(run.id, cancelledRun('before it started'));
+    // The slot is free: the next submit is dispatched at once.
+    await waitFor(async () => (await held()).length === 0, "the ended run's slot to be given back", 5_000);
+    expect(locks).toEqual([]);
+    const next = await rig.submit(session.id, 'b');
+    expect(await dispatched(next.id)).toBe(true);
+  });
+
+  it("at a run's end while a submit holds its session's lock, waits for it and starts the run that submit queued meanwhile", async () => {
+    rig = await makeRig();
+    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
+    await rig.engine.pause(session.queue);
+    const first = await rig.submit(session.id, 'a');
+    // A submit of another process, say, read the session while the first run was in flight: it queues its run behind it.
+    let queue!: () => void;
+    const queued = new Promise<void>((resolve) => (queue = resolve));
+    const submit = withSessionLock(rig.cluster, session.id, async () => {
+      await queued;
+      const waiting = runRecord(session, { tenant: TENANT, dispatched: false, queue: session.queue });
+      await rig.store.runs.create(waiting);
+      return waiting;
+    });
+    await rig.recorder.finishWithoutStart(first.id, cancelledRun('before it started'));
+    queue();
+    const waiting = await submit;
+    await waitFor(async () => await dispatched(waiting.id), 'the run queued under the lock to be dispatched', 5_000);
   });
 
   it('runs the waiting runs in FIFO order, one at a time, to the end', async () => {
