@@ -1,6 +1,7 @@
 import type { BackendRun } from '../backends/types.js';
 import type { AsmError } from '../errors/kinds.js';
 import type { AsmEvent } from '../schemas/events.js';
+import type { RunRecord } from '../store/types.js';
 import type { RunSnapshot } from './run-diffs.js';
 
 /** A run executing in this process. */
@@ -11,6 +12,8 @@ export interface ActiveRun {
   events: AsmEvent[];
   /** Its terminal event is recorded (or it was fenced): nothing more is written for it. */
   ended: boolean;
+  /** The run as its terminal event left it, where this process recorded that: its lane command's outcome, with no read. */
+  endedAs?: RunRecord;
   /** Bytes of output (event payloads, as JSON) the run may still produce: its limit, counted down. */
   outputLeft: number;
   /**

@@ -220,7 +220,7 @@ export class RunExecutor {
       activeRuns.delete(runId);
     }
     if (active.startFailure) throw await this.retryStart(run, active.startFailure);
-    return this.outcome(runId);
+    return this.outcome(runId, active.endedAs);
   }
 
   /**
@@ -288,7 +288,7 @@ export class RunExecutor {
       await recorder.denyPendingApprovals(run.id);
       await this.rememberConversation(run, session, event.payload);
       await this.recordDiff(run, active);
-      await recorder.finish(run, active.events, event);
+      active.endedAs = await recorder.finish(run, active.events, event);
       return;
     }
     active.outputLeft -= Buffer.byteLength(JSON.stringify(event.payload));
@@ -335,7 +335,7 @@ export class RunExecutor {
     active.ended = true;
     this.deps.log.warn({ ...runLogFields(run), kind: error.kind }, `stopping the run: ${error.message}`);
     await this.deps.recorder.denyPendingApprovals(run.id);
-    await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
+    active.endedAs = await this.deps.recorder.finish(run, active.events, { kind: 'error', payload: error.toBody() });
     void active.backend?.interrupt('user').catch(() => undefined);
   }
 
@@ -363,9 +363,9 @@ export class RunExecutor {
     );
   }
 
-  /** A run command's outcome, from the run's record. */
-  private async outcome(runId: string): Promise<RunOutcome> {
-    const final = (await this.deps.store.runs.get(runId))!;
+  /** A run command's outcome, from the run's record: `endedAs`, where this process recorded its end, else read (a round trip in Redis mode). */
+  private async outcome(runId: string, endedAs?: RunRecord): Promise<RunOutcome> {
+    const final = endedAs ?? (await this.deps.store.runs.get(runId))!;
     if (final.state === 'failed') {
       // Failing the command records the run in the lane's metrics and dead-letter queue. Its run has
       // ended for good (one terminal event), so the lane must not run it again: not retryable.

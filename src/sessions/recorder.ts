@@ -76,7 +76,7 @@ export class RunRecorder {
   /** Record run_started (call inside `serialize`), with the record's turn to running (withRecord). */
   async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
     const timestamp = new Date().toISOString();
-    return this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp));
+    return (await this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp))).event;
   }
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
@@ -88,17 +88,18 @@ export class RunRecorder {
     return true;
   }
 
-  /** Record the terminal event (call inside `serialize`): the run's result is projected from its events, this one included. */
-  async finish(run: RunRecord, eventsSoFar: readonly ProjectableEvent[], terminal: ProviderEvent): Promise<void> {
+  /** Record the terminal event (call inside `serialize`): the run's result is projected from its events, this one included. Answers the run as it ended. */
+  async finish(run: RunRecord, eventsSoFar: readonly ProjectableEvent[], terminal: ProviderEvent): Promise<RunRecord> {
     const timestamp = new Date().toISOString();
     const provisional = envelope(run, terminal.kind, terminal.payload, timestamp);
     const result = projectResult([...eventsSoFar, provisional]);
     // A retry (the reply lost with the connection) may find the run ended by its own first try: the
     // fence knows that end by its finished_at, and does not take it for one written elsewhere
     // (redis-aof-restart.test.ts).
-    await this.withRecord(run, { state: result.status, finished_at: timestamp, result }, provisional, { ownEnd: timestamp });
+    const { run: ended } = await this.withRecord(run, { state: result.status, finished_at: timestamp, result }, provisional, { ownEnd: timestamp });
     this.log.info({ ...runLogFields(run), sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     for (const listener of this.endListeners) listener(run);
+    return ended;
   }
 
   /**
@@ -106,10 +107,10 @@ export class RunRecorder {
    * connection keeps their order, so a client that sees the event reads the run as it changed (running
    * at run_started, ended at the terminal event). Listeners are told the event with the changed run.
    */
-  private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: NewEvent, fence: { ownEnd?: string } = {}): Promise<AsmEvent> {
+  private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: NewEvent, fence: { ownEnd?: string } = {}): Promise<{ event: AsmEvent; run: RunRecord }> {
     const [changed, stored] = await this.durably(run.id, () => Promise.all([this.store.runs.update(run.id, change), this.store.events.append(event)]), fence);
     this.announce(stored, changed);
-    return stored;
+    return { event: stored, run: changed };
   }
 
   /** An observer's mistake (metrics) never fails a run's write. */

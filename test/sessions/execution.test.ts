@@ -43,6 +43,21 @@ describe('RunExecutor.execute', () => {
     expect((await kindsOf(run)).filter((k) => k === 'run_started')).toHaveLength(1);
   });
 
+  it('answers its command from the record its end wrote: no read of the run after its terminal event', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    let ended = false;
+    rig.recorder.onRunEnded(() => (ended = true));
+    let readsAfterEnd = 0;
+    const get = rig.store.runs.get.bind(rig.store.runs);
+    rig.store.runs.get = (id) => {
+      if (ended && id === run.id) readsAfterEnd++;
+      return get(id);
+    };
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'completed' });
+    expect(ended).toBe(true);
+    expect(readsAfterEnd).toBe(0);
+  });
+
   it('fails its command when the run failed, so the lane counts it and dead-letters it', async () => {
     const run = await parkedRun('anything [fixture:dies-mid-run]');
     await expect(rig.executor.execute(run.id, contextFor(run))).rejects.toThrow(/^transport_error: /);
