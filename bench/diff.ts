@@ -20,10 +20,15 @@ import { loadConfig } from '../src/config.js';
 import { runGit } from '../src/backends/git.js';
 import { ShadowRepos } from '../src/backends/shadow-git.js';
 import { SETTLED_MS, workspaceFingerprint } from '../src/backends/workspace-fingerprint.js';
-import { logger, numberFlag, round } from './asm-server.js';
+import { logger, median, numberFlag, round } from './asm-server.js';
 
 const log = logger('diff');
 const PER_FOLDER = 50;
+
+/** The shadow repositories' limits here: a patch and a file list as large as a run's, and ten minutes for a git command. */
+const limits = (statEntries: number) => ({ patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries });
+
+const roundedMedian = (values: number[]) => round(median(values));
 
 async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
   const started = performance.now();
@@ -45,7 +50,7 @@ export async function run(args: string[]): Promise<void> {
     }
     // The bound on the stat walk (ASM_DIFF_STAT_MAX_ENTRIES, as the service reads it), which a tree this large exceeds: git does every snapshot.
     const { diffStatMaxEntries } = loadConfig({ ...process.env, ASM_WORKSPACE_ROOT: workspace }).workspaces;
-    const shadow = new ShadowRepos(join(scratch, 'shadow'), { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries: diffStatMaxEntries });
+    const shadow = new ShadowRepos(join(scratch, 'shadow'), limits(diffStatMaxEntries));
     const session = 'ses_bench';
     log('cold snapshot');
     const [base, coldMs] = await timed(() => shadow.snapshot(session, workspace));
@@ -98,7 +103,7 @@ async function smallTree(workspace: string, shadowRoot: string, entries: number)
     if (made % 16 === 0) mkdirSync(join(workspace, `dir-${++folder}`), { recursive: true });
     else writeFileSync(join(workspace, `dir-${folder}`, `file-${made}.ts`), `export const value${made} = ${made};\n`);
   }
-  const git = new ShadowRepos(shadowRoot, { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries: 0 });
+  const git = new ShadowRepos(shadowRoot, limits(0));
   await git.snapshot('ses_small', workspace);
   // Just written: the walk is told the time of a snapshot seconds later (SETTLED_MS).
   const later = () => Date.now() + SETTLED_MS + 1_000;
@@ -114,8 +119,7 @@ async function smallTree(workspace: string, shadowRoot: string, entries: number)
     walkCpuMs.push((used.user + used.system) / 1000);
     gitMs.push((await timed(() => git.snapshot('ses_small', workspace)))[1]);
   }
-  const median = (values: number[]) => round([...values].sort((a, b) => a - b)[values.length >> 1]!);
-  return { entries, walk_ms: median(walkMs), walk_cpu_ms: median(walkCpuMs), git_add_ms: median(gitMs) };
+  return { entries, walk_ms: roundedMedian(walkMs), walk_cpu_ms: roundedMedian(walkCpuMs), git_add_ms: roundedMedian(gitMs) };
 }
 
 /**
@@ -124,7 +128,7 @@ async function smallTree(workspace: string, shadowRoot: string, entries: number)
  * and `git write-tree` into that repository. The medians (ms), and that both name the same tree.
  */
 async function firstSnapshots(workspace: string, shadowRoot: string, gitRoot: string, statEntries: number): Promise<Record<string, number>> {
-  const shadow = new ShadowRepos(shadowRoot, { patchBytes: 1024 * 1024, files: 1_000, timeoutMs: 600_000, statEntries });
+  const shadow = new ShadowRepos(shadowRoot, limits(statEntries));
   mkdirSync(gitRoot, { recursive: true });
   // The first session of a process makes the empty repository the others are written from: untimed, as the first round of each.
   await shadow.snapshot('ses_first', workspace);
@@ -143,6 +147,5 @@ async function firstSnapshots(workspace: string, shadowRoot: string, gitRoot: st
     if (alone !== tree) throw new Error(`the first snapshot gave ${tree}, git alone ${alone}`);
     gitMs.push(aloneMs);
   }
-  const median = (values: number[]) => round([...values].sort((a, b) => a - b)[values.length >> 1]!);
-  return { entries: statEntries, asm_ms: median(asmMs), git_init_add_write_tree_ms: median(gitMs) };
+  return { entries: statEntries, asm_ms: roundedMedian(asmMs), git_init_add_write_tree_ms: roundedMedian(gitMs) };
 }

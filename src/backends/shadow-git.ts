@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import type { WorkspaceSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { runGit } from './git.js';
 import { workspaceFingerprint } from './workspace-fingerprint.js';
@@ -59,6 +60,11 @@ export interface ShadowLimits {
   timeoutMs: number;
   /** Most files and folders a workspace may hold for its stat fingerprint to stand in for `git add` (workspace-fingerprint.ts); 0: never. */
   statEntries: number;
+}
+
+/** The limits the operator set (ASM_DIFF_MAX_BYTES, ASM_DIFF_MAX_FILES, ASM_GIT_TIMEOUT_MS, ASM_DIFF_STAT_MAX_ENTRIES). */
+export function shadowLimits(settings: WorkspaceSettings): ShadowLimits {
+  return { patchBytes: settings.diffMaxBytes, files: settings.diffMaxFiles, timeoutMs: settings.gitTimeoutMs, statEntries: settings.diffStatMaxEntries };
 }
 
 const STATUS: Record<string, DiffFile['status']> = { A: 'added', M: 'modified', D: 'deleted', T: 'type_changed' };
@@ -173,7 +179,7 @@ export class ShadowRepos {
    * The session's repository, made on its first snapshot: the folders and files of an empty one
    * (emptyRepo), written in a folder beside it and renamed into place, so a repository that is there
    * is whole. A `git init` for each session was a third git process on a new session's first run,
-   * 2.6 ms of CPU beside its agent's start (bench/RESULTS.md, twenty-seventh pass).
+   * beside its agent's start (bench -- diff, new_session; bench/RESULTS.md, twenty-seventh pass).
    */
   private async repo(sessionId: string): Promise<string> {
     const gitDir = join(this.root, component(sessionId), 'shadow.git');
@@ -220,7 +226,7 @@ function isRepository(gitDir: string): Promise<boolean> {
   return stat(join(gitDir, 'HEAD')).then(() => true, () => false);
 }
 
-/** A repository's folders, a level at a time (parents first), and its files: written in a few rounds of parallel calls, where fs.cp took 4 ms. */
+/** A repository's folders, a level at a time (parents first), and its files: written in a few rounds of parallel calls (fs.cp makes a call or more per entry, one after another). */
 interface RepoLayout {
   levels: string[][];
   files: Array<{ path: string; content: Buffer }>;

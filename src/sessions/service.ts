@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { AgentMemoryGate } from '../backends/agent-memory.js';
 import type { Backend, InterruptReason } from '../backends/types.js';
 import type { SdkLoader } from '../backends/sdk-loader.js';
-import { ShadowRepos } from '../backends/shadow-git.js';
+import { ShadowRepos, shadowLimits } from '../backends/shadow-git.js';
 import type { AsmConfig } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { runLanes } from '../lanes/policies.js';
@@ -116,7 +116,7 @@ export class SessionService {
     const { placement, quotas } = this;
     this.lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control: this.control, log, prewarm: (session) => this.prewarm(session) });
     this.admission = new Admission({ config, store, cluster, commands: this.commands, recorder, placement, quotas, providers, tenants, log });
-    this.shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs, statEntries: config.workspaces.diffStatMaxEntries });
+    this.shadow = new ShadowRepos(config.workspaces.shadowRoot, shadowLimits(config.workspaces));
     this.files = new SessionFiles({ config, tenants, cluster });
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, memory: deps.memory, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });

@@ -26,6 +26,14 @@ async function dispatched(runId: string): Promise<boolean> {
   return (await rig.store.runs.get(runId))!.dispatched;
 }
 
+/** A session of a new rig that runs one run at a time and queues up to five, its lane paused (runs are admitted, none starts). */
+async function oneSlotSession() {
+  rig = await makeRig();
+  const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
+  await rig.engine.pause(session.queue);
+  return session;
+}
+
 describe('Admission', () => {
   it('dispatches up to max_concurrent_runs, queues up to max_queued_runs, and refuses more with 429 at_capacity', async () => {
     rig = await makeRig();
@@ -48,9 +56,7 @@ describe('Admission', () => {
   });
 
   it("records on each run its session's last seq at its creation, before every event of the run (where a read of its events starts)", async () => {
-    rig = await makeRig();
-    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
-    await rig.engine.pause(session.queue);
+    const session = await oneSlotSession();
     const first = await rig.submit(session.id, 'a');
     const before = await rig.store.events.lastSeq(session.id);
     expect(before).toBeGreaterThan(0);
@@ -86,9 +92,7 @@ describe('Admission', () => {
   });
 
   it("hands the freed slot to the session's oldest waiting run when a run ends", async () => {
-    rig = await makeRig();
-    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
-    await rig.engine.pause(session.queue);
+    const session = await oneSlotSession();
     const [first, second, third] = [await rig.submit(session.id, 'a'), await rig.submit(session.id, 'b'), await rig.submit(session.id, 'c')];
     expect(await queuedEvent(session.id, third.id)).toMatchObject({ payload: { position: 2 } });
 
@@ -98,9 +102,7 @@ describe('Admission', () => {
   });
 
   it("takes no lock at a run's end when nothing waits in its session and nobody holds its lock; the tenant's slot is given back", async () => {
-    rig = await makeRig();
-    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
-    await rig.engine.pause(session.queue);
+    const session = await oneSlotSession();
     const run = await rig.submit(session.id, 'a');
     const held = () => rig.store.holdings.takenBefore(TENANT, 'active_runs', Date.now() + 60_000);
     expect(await held()).toEqual([run.id]);
@@ -116,9 +118,7 @@ describe('Admission', () => {
   });
 
   it("at a run's end while a submit holds its session's lock, waits for it and starts the run that submit queued meanwhile", async () => {
-    rig = await makeRig();
-    const session = await rig.session({ max_concurrent_runs: 1, max_queued_runs: 5 });
-    await rig.engine.pause(session.queue);
+    const session = await oneSlotSession();
     const first = await rig.submit(session.id, 'a');
     // A submit of another process, say, read the session while the first run was in flight: it queues its run behind it.
     let queue!: () => void;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { AgentMemoryGate } from '../../src/backends/agent-memory.js';
 import { CoreBackend } from '../../src/backends/core.js';
-import { ShadowRepos } from '../../src/backends/shadow-git.js';
+import { ShadowRepos, shadowLimits } from '../../src/backends/shadow-git.js';
 import { createSandbox } from '../../src/backends/sandbox.js';
 import { SdkLoader } from '../../src/backends/sdk-loader.js';
 import { loadConfig, type AsmConfig } from '../../src/config.js';
@@ -142,7 +142,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const lifecycle = new SessionLifecycle({ config, store, cluster, providers, tenants, placement, quotas, control, log });
   const admission = new Admission({ config, store, cluster, commands, recorder, placement, quotas, providers, tenants, log });
   const sandbox = await createSandbox(config.sandbox, log);
-  const shadow = new ShadowRepos(config.workspaces.shadowRoot, { patchBytes: config.workspaces.diffMaxBytes, files: config.workspaces.diffMaxFiles, timeoutMs: config.workspaces.gitTimeoutMs, statEntries: config.workspaces.diffStatMaxEntries });
+  const shadow = new ShadowRepos(config.workspaces.shadowRoot, shadowLimits(config.workspaces));
   const diffs = new RunDiffs({ shadow, store, enabled: config.workspaces.diffs, log });
   const core = new CoreBackend(config.limits, sandbox);
   const agentMemory = new AgentMemoryGate(config.limits, () => core.processGroups(), core.warm);
