@@ -65,7 +65,9 @@ describe('the SDK lane starts claude with the service spawner', () => {
 
   it("stops the process with SIGTERM when the SDK's signal aborts, as Node's spawn would", async () => {
     const abort = new AbortController();
-    const { child } = start('sleep 30', abort.signal);
+    // exec: the process is sleep itself, whatever /bin/sh does with a last command (dash forks it, and the
+    // orphan would hold the pipes, and the close, for its 30 s).
+    const { child } = start('exec sleep 30', abort.signal);
     const spawned = await child;
     expect(spawned.pid).toBeGreaterThan(0);
     abort.abort();
