@@ -194,8 +194,9 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
     }
     const handle = await super.submit(laneId, spec);
     if (joined === undefined) {
-      // A new job: idle engines learn of it from this, and fetch it.
-      this.signals.send(['w', laneId, handle.id]);
+      // A new job: idle engines learn of it, unless this engine's fetch takes it first.
+      const command = this.commands.live.get(handle.id);
+      if (command !== undefined) this.adoption.announce(command);
     } else {
       // Joining a foreign command this engine runs makes it a local one, whose outcome is awaited here.
       this.adoption.disown(joined);

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { Queue } from 'bullmq';
 import { BullMQLaneEngine, type BullMQEngineOptions } from '../../src/lanes/bullmq-engine.js';
 import { retry } from '../../src/lanes/policies.js';
 import { LaneError, type CommandHandler, type LaneConfig, type LaneEvent } from '../../src/lanes/types.js';
@@ -255,6 +256,43 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
     await sleep(100);
     expect(ran).toEqual([]);
     expect((await a.metrics())[0]!.pending).toBe(0);
+  });
+
+  it('tells the other engines nothing of a job its submitter fetched at once, and only the outcome of a caller-chosen id', async () => {
+    const [a] = await cluster(2, () => ({ echo: (payload: number) => payload }));
+    const signals = async (jobId: string) =>
+      (await admin.xrange(`${prefixes.at(-1)}::signals`, '-', '+'))
+        .flatMap(([, fields]) => JSON.parse(fields[3]!) as unknown[][])
+        .filter((signal) => signal.includes(jobId))
+        .map((signal) => signal[0]);
+    const generated = await a.submit('work', { type: 'echo', payload: 1 });
+    const chosen = await a.submit('work', { type: 'echo', payload: 2, id: 'chosen-id' });
+    await expect(Promise.all([generated.result, chosen.result])).resolves.toEqual([1, 2]);
+    // Engines that submitted a caller-chosen id elsewhere wait for its outcome.
+    await waitFor(async () => (await signals('chosen-id')).length > 0, 'the outcome of the caller-chosen id');
+    expect(await signals('chosen-id')).toEqual(['c']);
+    expect(await signals(generated.id)).toEqual([]);
+  });
+
+  it('announces a job its submitter’s fetch did not get, so an idle engine runs it meanwhile', async () => {
+    const gate = deferred();
+    const ranOn = new Map<string, string>();
+    const [a] = await cluster(2, (name) => ({
+      step: async (payload: string) => {
+        ranOn.set(payload, name);
+        if (payload === 'blocker') await gate.promise;
+        return payload;
+      },
+    }), { lanes: [work({ maxConcurrency: 1 })] });
+    // A job no engine was told of (its signal lost, say) is first in line: A's fetch for its own
+    // command gets it, and A's command waits for A's one slot unless the idle engine hears of it.
+    const queue = new Queue('work', { connection: admin, prefix: prefixes.at(-1) });
+    await queue.add('step', { payload: 'blocker' }, { jobId: 'untold', removeOnComplete: true });
+    await queue.close();
+    const mine = await a.submit('work', { type: 'step', payload: 'mine' });
+    await expect(within(mine.result, 5_000)).resolves.toBe('mine');
+    expect(ranOn).toEqual(new Map([['blocker', 'A'], ['mine', 'B']]));
+    gate.resolve();
   });
 
   it('treats a caller-chosen id as one command across engines', async () => {

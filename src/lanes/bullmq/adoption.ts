@@ -43,6 +43,11 @@ export class Adoption {
    * took the job meanwhile. Applied when that fetch comes back without it (see `regrant`).
    */
   private readonly heardDuringFetch = new Map<string, Taken | Outcome>();
+  /**
+   * Commands submitted here whose slot was granted at once: their `w` signal waits on their fetch
+   * and goes out only if that fetch comes back without them (see `announce`).
+   */
+  private readonly unannounced = new Set<Command>();
   private readonly hintTimers = new Set<NodeJS.Timeout>();
   private intakeStopped = false;
   private refetchTimer: NodeJS.Timeout | undefined;
@@ -81,6 +86,17 @@ export class Adoption {
     const hint = new Command(HINT_SLOT, jobId, '', undefined, lane, noop, performance.now());
     this.hints.set(jobId, hint);
     this.commands.enqueue(hint);
+  }
+
+  /**
+   * Tells idle engines of a job just submitted here, so they may fetch it: unless this engine is
+   * fetching it already (a slot was free at its submit), then only if that fetch does not get it.
+   * A `w` for a job its submitter takes at once only woke every engine's read, its own included, and
+   * sent the others after a job that was gone (bench/RESULTS.md, twenty-eighth pass).
+   */
+  announce(command: Command): void {
+    if (this.fetchingItself(command)) this.unannounced.add(command);
+    else if (command.state === CommandState.Pending) this.jobs.announce(command.lane, command.id);
   }
 
   // ---- signals --------------------------------------------------------------------------------
@@ -162,6 +178,7 @@ export class Adoption {
     const lane = granted.lane;
     const isHint = granted.slot === HINT_SLOT;
     if (this.host.isClosed() || granted.state !== CommandState.Active) {
+      this.unannounced.delete(granted);
       // Closed while fetching: a job of this engine's was cancelled, a foreign one goes back for others.
       if (job?.id !== undefined) {
         if (!isHint && job.id === granted.id) void this.jobs.failQuietly({ job, token }, 'engine closed');
@@ -183,9 +200,12 @@ export class Adoption {
     }
     this.refetchMs = REFETCH_MS;
     let command = this.commands.live.get(job.id);
+    // Taking a job no other engine was told of tells them nothing.
+    let announced = true;
     if (command === granted) {
       // Fetched what it asked for: nothing of an earlier job with this id can still apply.
       this.heardDuringFetch.delete(granted.id);
+      announced = !this.unannounced.delete(granted);
     } else if (
       command !== undefined &&
       command.lane === lane &&
@@ -223,7 +243,7 @@ export class Adoption {
       this.scheduleRefetch();
       return;
     }
-    this.jobs.report(job, ['t', job.id]);
+    if (announced) this.jobs.report(job, ['t', job.id]);
     // Attempts made elsewhere count: the retry policy spans engines.
     command.executions = job.attemptsMade;
     this.host.execute(command, { job, token });
@@ -243,12 +263,16 @@ export class Adoption {
   /**
    * A local command's fetch came back without it: it queues again, unless another engine took or
    * finished it while the fetch was in flight (that signal was held then), which applies now.
-   * Returns whether it is queued here again.
+   * Queued again, its job is announced if its submit did not. Returns whether it is queued here again.
    */
   private regrant(granted: Command): boolean {
     this.commands.returnGrant(granted);
+    const unannounced = this.unannounced.delete(granted);
     const heard = this.heardDuringFetch.get(granted.id);
-    if (heard === undefined) return true;
+    if (heard === undefined) {
+      if (unannounced) this.jobs.announce(granted.lane, granted.id);
+      return true;
+    }
     this.heardDuringFetch.delete(granted.id);
     if (heard[0] === 't') this.onTaken(heard);
     else this.onFinishedElsewhere(heard);

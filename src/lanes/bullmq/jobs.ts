@@ -287,9 +287,12 @@ export class LaneJobs {
 
   /** Puts a job this engine holds back to wait, for any engine to run, and says so. */
   giveBack(lane: LaneState<Command>, lease: Lease): void {
-    void this.options.calls.track(
-      lease.job.moveToWait(lease.token).then(() => this.options.signals.send(['w', lane.id, lease.job.id!]), noop),
-    );
+    void this.options.calls.track(lease.job.moveToWait(lease.token).then(() => this.announce(lane, lease.job.id!), noop));
+  }
+
+  /** Tells the other engines that the job waits on its lane: idle ones fetch it. */
+  announce(lane: LaneState<Command>, jobId: string): void {
+    this.options.signals.send(['w', lane.id, jobId]);
   }
 
   /** Puts a job back to wait without a signal: whoever still has it queued fetches it. */
