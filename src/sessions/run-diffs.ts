@@ -62,11 +62,14 @@ export class RunDiffs {
       const tree = await shadow.snapshot(run.session_id, snapshot.cwd);
       const computed_at = new Date().toISOString();
       const diff = await shadow.diff(run.session_id, snapshot.cwd, snapshot.tree, tree);
-      await store.diffs.put(run.id, { summary: diff.summary, patch: diff.patch, computed_at, trees: { from: diff.from, to: diff.to } });
-      const baseline = await shadow.baseline(run.session_id, snapshot.tree);
       // A run that changed nothing leaves the session's diff as it was, when that was taken to this
-      // same tree (the last run's end, say): two git processes fewer before its terminal event.
-      const kept = tree === snapshot.tree ? await store.diffs.get(run.session_id) : undefined;
+      // same tree (the last run's end, say): two git processes fewer before its terminal event. Its
+      // read goes with the run's diff's write, one round trip in Redis mode.
+      const [, baseline, kept] = await Promise.all([
+        store.diffs.put(run.id, { summary: diff.summary, patch: diff.patch, computed_at, trees: { from: diff.from, to: diff.to } }),
+        shadow.baseline(run.session_id, snapshot.tree),
+        tree === snapshot.tree ? store.diffs.get(run.session_id) : undefined,
+      ]);
       if (kept?.trees?.from !== baseline || kept.trees.to !== tree) {
         const whole = await shadow.diff(run.session_id, snapshot.cwd, baseline, tree);
         await store.diffs.put(run.session_id, { summary: whole.summary, patch: whole.patch, computed_at, trees: { from: whole.from, to: whole.to } });
