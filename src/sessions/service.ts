@@ -31,7 +31,7 @@ import { RunDiffs } from './run-diffs.js';
 import { SessionFiles } from './session-files.js';
 import { SESSION_DEFAULTS, SessionLifecycle } from './session-lifecycle.js';
 import { Sweeper } from './sweeps.js';
-import { waitForRun } from './wait-for-run.js';
+import { RunEnds, waitForRun } from './wait-for-run.js';
 
 export interface SessionServiceDeps {
   config: AsmConfig;
@@ -217,6 +217,17 @@ export class SessionService {
     }
     this.quotas.assertMetadata(tenant, body.metadata);
     return this.admission.submit(tenant, sessionId, body, origin);
+  }
+
+  /** Submit a prompt and resolve with its run once it is terminal, or as it stands after timeoutMs. */
+  async submitRunAndWait(tenant: string, sessionId: string, body: CreateRunBody, timeoutMs: number, origin?: RequestOrigin): Promise<RunRecord> {
+    // Watched before the run exists, so its end is heard without a read of the run (wait-for-run.ts).
+    const ends = new RunEnds(this.store, sessionId);
+    try {
+      return await ends.until(await this.submitRun(tenant, sessionId, body, origin), timeoutMs);
+    } finally {
+      ends.stop();
+    }
   }
 
   async getRun(tenant: string, id: string): Promise<RunRecord> {

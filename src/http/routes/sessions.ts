@@ -62,9 +62,9 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp }> = async (
       },
     },
     async (request, reply) => {
-      const run = await sessions.submitRun(request.tenant, request.params.id, request.body, { requestId: request.id });
-      if (!request.body.wait) return reply.status(202).send(run);
-      const finished = await sessions.waitForRun(run.id, app.config.limits.waitMaxMs, run.session_id);
+      const origin = { requestId: request.id };
+      if (!request.body.wait) return reply.status(202).send(await sessions.submitRun(request.tenant, request.params.id, request.body, origin));
+      const finished = await sessions.submitRunAndWait(request.tenant, request.params.id, request.body, app.config.limits.waitMaxMs, origin);
       return reply.status(isTerminalRunState(finished.state) ? 200 : 202).send(finished);
     },
   );
