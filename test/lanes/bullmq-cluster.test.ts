@@ -67,6 +67,23 @@ async function cluster(
   return made;
 }
 
+/**
+ * Two engines with one slot each, whose `step` notes the engine it ran on (by payload) and holds a
+ * `blocker` until `gate` resolves.
+ */
+async function oneSlotPair(): Promise<{ a: BullMQLaneEngine; gate: ReturnType<typeof deferred<void>>; ranOn: Map<string, string> }> {
+  const gate = deferred();
+  const ranOn = new Map<string, string>();
+  const [a] = await cluster(2, (name) => ({
+    step: async (payload: string) => {
+      ranOn.set(payload, name);
+      if (payload === 'blocker') await gate.promise;
+      return payload;
+    },
+  }), { lanes: [work({ maxConcurrency: 1 })] });
+  return { a: a!, gate, ranOn };
+}
+
 function record(engine: BullMQLaneEngine): LaneEvent[] {
   const events: LaneEvent[] = [];
   engine.subscribe((event) => events.push(event));
@@ -145,15 +162,7 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
   });
 
   it('runs A’s overflow on B while A’s lane is full', async () => {
-    const gate = deferred();
-    const ranOn = new Map<string, string>();
-    const [a] = await cluster(2, (name) => ({
-      step: async (payload: string) => {
-        ranOn.set(payload, name);
-        if (payload === 'blocker') await gate.promise;
-        return payload;
-      },
-    }), { lanes: [work({ maxConcurrency: 1 })] });
+    const { a, gate, ranOn } = await oneSlotPair();
     const blocker = await a.submit('work', { type: 'step', payload: 'blocker' });
     await waitFor(() => ranOn.has('blocker'), 'the blocker to start');
     const blockerEngine = ranOn.get('blocker')!;
@@ -275,15 +284,7 @@ describe('BullMQLaneEngine cluster: engines sharing one Redis and prefix', () =>
   });
 
   it('announces a job its submitter’s fetch did not get, so an idle engine runs it meanwhile', async () => {
-    const gate = deferred();
-    const ranOn = new Map<string, string>();
-    const [a] = await cluster(2, (name) => ({
-      step: async (payload: string) => {
-        ranOn.set(payload, name);
-        if (payload === 'blocker') await gate.promise;
-        return payload;
-      },
-    }), { lanes: [work({ maxConcurrency: 1 })] });
+    const { a, gate, ranOn } = await oneSlotPair();
     // A job no engine was told of (its signal lost, say) is first in line: A's fetch for its own
     // command gets it, and A's command waits for A's one slot unless the idle engine hears of it.
     const queue = new Queue('work', { connection: admin, prefix: prefixes.at(-1) });
