@@ -180,6 +180,7 @@ export async function createApp(config: AsmConfig, logger: Logger = createLogger
         await engine.close();
         await warm.stopAll();
         sessions.close();
+        await sessions.shadow.idle();
         await cluster.close();
         await store.close();
         await infra.close();

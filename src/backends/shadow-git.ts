@@ -161,6 +161,14 @@ export class ShadowRepos {
     return entries.filter((entry) => entry.isDirectory() && ID.test(entry.name)).map((entry) => entry.name);
   }
 
+  /**
+   * Resolves once the snapshots and diffs under way (a session's priming in the background among
+   * them) have ended: a closing service waits for them, as their git processes write in its folders.
+   */
+  async idle(): Promise<void> {
+    while (this.chains.size > 0) await Promise.all([...this.chains.values()].map((chain) => chain.catch(() => undefined)));
+  }
+
   async release(sessionId: string): Promise<void> {
     this.written.delete(sessionId);
     this.fingerprinted.delete(sessionId);

@@ -203,6 +203,21 @@ describe('ShadowRepos', () => {
     expect(readdirSync(join(root, 'shadow', 'ses_12')).sort()).toEqual(['shadow.git']);
   });
 
+  it('is idle only once every snapshot under way has ended, those queued behind another included', async () => {
+    const { root, workspace, shadow } = scratch();
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const repos = shadow();
+    const ended: string[] = [];
+    // Not awaited, as a session's priming in the background is not: two for one session (the second
+    // waits for the first), one for another.
+    for (const id of ['ses_21', 'ses_21', 'ses_22']) void repos.snapshot(id, workspace).then(() => ended.push(id));
+    await repos.idle();
+    expect(ended.sort()).toEqual(['ses_21', 'ses_21', 'ses_22']);
+    // Nothing is written in the root any more: it can go whole.
+    rmSync(join(root, 'shadow'), { recursive: true });
+    await repos.idle();
+  });
+
   it('runs git for every snapshot of a workspace over ASM_DIFF_STAT_MAX_ENTRIES, or just written, and of a nested repository', async () => {
     const { workspace, shadow } = scratch();
     const gitAdds = countGitAdds();
