@@ -211,23 +211,29 @@ export class SessionService {
   // ---------------------------------------------------------------- runs
 
   async submitRun(tenant: string, sessionId: string, body: CreateRunBody, origin?: RequestOrigin): Promise<RunRecord> {
-    const { promptBytes } = this.deps.config.limits;
-    if (Buffer.byteLength(body.prompt) > promptBytes) {
-      throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
-    }
-    this.quotas.assertMetadata(tenant, body.metadata);
+    this.assertRunBody(tenant, body);
     return this.admission.submit(tenant, sessionId, body, origin);
   }
 
   /** Submit a prompt and resolve with its run once it is terminal, or as it stands after timeoutMs. */
   async submitRunAndWait(tenant: string, sessionId: string, body: CreateRunBody, timeoutMs: number, origin?: RequestOrigin): Promise<RunRecord> {
+    this.assertRunBody(tenant, body);
     // Watched before the run exists, so its end is heard without a read of the run (wait-for-run.ts).
     const ends = new RunEnds(this.store, sessionId);
     try {
-      return await ends.until(await this.submitRun(tenant, sessionId, body, origin), timeoutMs);
+      return await ends.until(await this.admission.submit(tenant, sessionId, body, origin), timeoutMs);
     } finally {
       ends.stop();
     }
+  }
+
+  /** The bounds of a prompt and its metadata, checked before anything is read or watched. */
+  private assertRunBody(tenant: string, body: CreateRunBody): void {
+    const { promptBytes } = this.deps.config.limits;
+    if (Buffer.byteLength(body.prompt) > promptBytes) {
+      throw new AsmError('payload_too_large', `prompt: larger than ${promptBytes} bytes (ASM_MAX_PROMPT_BYTES)`, { details: { field: 'prompt' } });
+    }
+    this.quotas.assertMetadata(tenant, body.metadata);
   }
 
   async getRun(tenant: string, id: string): Promise<RunRecord> {

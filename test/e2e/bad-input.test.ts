@@ -193,11 +193,13 @@ describe('bad input over HTTP', () => {
       expectError(res, 413, 'payload_too_large', 'body');
     });
 
-    it('refuses a prompt over ASM_MAX_PROMPT_BYTES (counted in bytes) with 413 naming prompt', async () => {
-      // 600 characters, 1200 UTF-8 bytes: over the 1024-byte prompt limit, far under the body limit.
-      const res = await server.request('POST', `/v1/sessions/${before.session.id}/runs`, { prompt: `echo ${'é'.repeat(600)}` });
-      expectError(res, 413, 'payload_too_large', 'prompt');
-      expect(res.body.error.message).toContain('ASM_MAX_PROMPT_BYTES');
+    it('refuses a prompt over ASM_MAX_PROMPT_BYTES (counted in bytes) with 413 naming prompt, waited for or not', async () => {
+      for (const wait of [false, true]) {
+        // 600 characters, 1200 UTF-8 bytes: over the 1024-byte prompt limit, far under the body limit.
+        const res = await server.request('POST', `/v1/sessions/${before.session.id}/runs`, { prompt: `echo ${'é'.repeat(600)}`, wait });
+        expectError(res, 413, 'payload_too_large', 'prompt');
+        expect(res.body.error.message).toContain('ASM_MAX_PROMPT_BYTES');
+      }
     });
 
     it('refuses a value nested so deep it could not be serialised back', async () => {
@@ -221,6 +223,12 @@ describe('bad input over HTTP', () => {
       const res = await server.request(method, path, body);
       expectError(res, 404, 'not_found');
       expect(res.body.error.message).toContain(path.split('/')[3]);
+    });
+
+    it('answers a waited-for submit to an unknown session 404 not_found naming it', async () => {
+      const res = await server.request('POST', '/v1/sessions/ses_missing/runs', { prompt: 'echo x', wait: true });
+      expectError(res, 404, 'not_found');
+      expect(res.body.error.message).toContain('ses_missing');
     });
 
     it('answers an unknown route with a JSON 404', async () => {
