@@ -169,7 +169,11 @@ export class SandboxDirs {
    */
   private async copyOwned(from: string, to: string, merge = false): Promise<void> {
     const entries = await readdir(from, { withFileTypes: true });
-    await Promise.all(entries.map((entry) => this.copyEntry(entry, join(from, entry.name), join(to, entry.name), merge)));
+    // Every copy ends before a failure is thrown, so that `fill` removes a HOME nothing still writes
+    // into (a sibling's copy racing that removal failed it with ENOTEMPTY, hiding the first error).
+    const copies = await Promise.allSettled(entries.map((entry) => this.copyEntry(entry, join(from, entry.name), join(to, entry.name), merge)));
+    const failed = copies.find((copy): copy is PromiseRejectedResult => copy.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   private async copyEntry(entry: Dirent, source: string, target: string, merge: boolean): Promise<void> {
