@@ -190,7 +190,7 @@ export class BullMQLaneEngine extends LaneSchedulerCore {
       // nothing would ever fetch it: its job is stored again, and this submit joins it (found by
       // test/faults/redis-aof-restart.test.ts, where such a run stayed queued for good).
       await this.persist(joined);
-      this.signals.send(['w', joined.lane.id, joined.id]);
+      this.jobs.announce(joined.lane, joined.id);
     }
     const handle = await super.submit(laneId, spec);
     if (joined === undefined) {
