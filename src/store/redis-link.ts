@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { fromRedisError, isAccessRefusal } from '../errors/from-redis.js';
+import { fromRedisError, isPermanentRefusal } from '../errors/from-redis.js';
 
 /**
  * How distributed mode talks to Redis on a request's path (the store, the cluster of instances):
@@ -96,7 +96,7 @@ export class RedisLink {
     return timer;
   }
 
-  /** Resolve once every connection made so far is ready; reject with not_ready after timeoutMs or at a refused login. */
+  /** Resolve once every connection made so far is ready; reject with not_ready after timeoutMs, or at once at a refused login or an untrusted certificate. */
   async ready(timeoutMs: number): Promise<void> {
     try {
       await Promise.all(this.connections.map((connection) => firstReady(connection, timeoutMs)));
@@ -126,9 +126,14 @@ export class RedisLink {
   async close(): Promise<void> {
     for (const timer of this.stallChecks) clearInterval(timer);
     await Promise.all(
-      this.connections.map((connection) =>
-        connection.status === 'ready' ? connection.quit().then(() => undefined, () => connection.disconnect()) : connection.disconnect(),
-      ),
+      this.connections.map((connection) => {
+        if (connection.status === 'ready') return connection.quit().then(() => undefined, () => connection.disconnect());
+        // Ended mid-handshake, a TLS socket errors again (the server's alert) after ioredis has
+        // stopped listening for its errors, which would throw as uncaught: found when a start that
+        // an untrusted certificate ended closed the other connections still shaking hands.
+        (connection.stream as Redis['stream'] | undefined)?.on('error', () => {});
+        return connection.disconnect();
+      }),
     );
   }
 }
@@ -150,7 +155,7 @@ export function guarded<T extends object>(part: T, toAsmError: (err: unknown) =>
   });
 }
 
-/** Wait for a connection's first ready; a refused login ends the wait at once, since retrying cannot help. */
+/** Wait for a connection's first ready; a refused login or an untrusted certificate ends the wait at once, since retrying cannot help. */
 function firstReady(connection: Redis, timeoutMs: number): Promise<void> {
   if (connection.status === 'ready') return Promise.resolve();
   return new Promise((resolve, reject) => {
@@ -163,7 +168,7 @@ function firstReady(connection: Redis, timeoutMs: number): Promise<void> {
     };
     const onReady = () => done();
     const onError = (err: Error) => {
-      if (isAccessRefusal(err)) done(err);
+      if (isPermanentRefusal(err)) done(err);
     };
     const timer = setTimeout(() => done(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
     connection.on('ready', onReady);
