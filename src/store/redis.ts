@@ -23,7 +23,8 @@ export interface RedisStoreOptions extends RedisLinkOptions {
 
 /**
  * Connect and resolve once Redis answers, so the first calls do not fail while connecting. Rejects with
- * not_ready when Redis refuses the credentials or stays unreachable for startupTimeoutMs.
+ * not_ready at once when Redis refuses the credentials or the client does not trust its certificate,
+ * and when it stays unreachable for startupTimeoutMs.
  */
 export async function createRedisStore(options: RedisStoreOptions): Promise<Store> {
   const keys = redisKeys(options.prefix ?? 'asm');
