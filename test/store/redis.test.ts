@@ -480,4 +480,12 @@ describe('Redis store: TLS (rediss://)', () => {
     expect(untrusted).toMatchObject({ kind: 'not_ready', cause: { code: 'SELF_SIGNED_CERT_IN_CHAIN' } });
     expect(untrusted.message).toMatch(/^Redis's TLS certificate is not trusted: .*certificate.*ASM_REDIS_TLS_CA/);
   });
+
+  it('refuses, at once, a certificate signed by the CA given that does not name the host of the URL', async (context) => {
+    if (!tls.server) return context.skip(tls.missing);
+    // The server's certificate names 127.0.0.1 only.
+    const misnamed = await asmErrorOf(createRedisStore({ url: `rediss://localhost:${tls.server.port}`, tlsCaFile: tls.ca, eventsPerSession: 10 }));
+    expect(misnamed).toMatchObject({ kind: 'not_ready', cause: { code: 'ERR_TLS_CERT_ALTNAME_INVALID' } });
+    expect(misnamed.message).toMatch(/^Redis's TLS certificate is not trusted: .*localhost/);
+  });
 });
