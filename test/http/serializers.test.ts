@@ -2,11 +2,12 @@
  * The response serializers (src/http/serializers.ts): compiled from the declared schemas rewritten so
  * that fast-json-stringify writes nullable fields and literal unions without validating them, they
  * write what serializers compiled from the declared schemas write, and fields outside the schema
- * (a record's internal ones) stay out.
+ * (a record's internal ones) stay out; one serializer is built per distinct schema, however many
+ * routes answer it.
  */
 import build from 'fast-json-stringify';
 import { describe, expect, it } from 'vitest';
-import { forSerialization } from '../../src/http/serializers.js';
+import { forSerialization, serializerCompiler } from '../../src/http/serializers.js';
 import { SHARED_SCHEMAS } from '../../src/schemas/api.js';
 
 type Serializer = (data: unknown) => string;
@@ -63,5 +64,21 @@ describe('response serializers', () => {
     const write = build(forSerialization({ type: 'object', properties: { value: union } }) as never) as Serializer;
     expect(write({ value: 3 })).toBe('{"value":3}');
     expect(write({ value: 'x' })).toBe('{"value":"x"}');
+  });
+
+  it('build one serializer per distinct schema, shared by every route that answers it, and read the shared schemas once', () => {
+    let reads = 0;
+    const compileRoute = serializerCompiler(() => (reads++, declared));
+    // Equal schemas in different objects, as two routes declare them: one serializer.
+    const errorOfOne = compileRoute({ schema: { $ref: 'Error' } });
+    const errorOfAnother = compileRoute({ schema: { $ref: 'Error' } });
+    expect(errorOfAnother).toBe(errorOfOne);
+    const runSerializer = compileRoute({ schema: { $ref: 'Run' } });
+    expect(runSerializer).not.toBe(errorOfOne);
+    expect(reads).toBe(1);
+    // Shared, it still writes each value it is given, and the rewritten form (no anyOf left to validate).
+    const error = { error: { kind: 'not_found', domain: 'runtime', message: 'no such run', retryable: false } };
+    expect(errorOfAnother(error)).toBe(asDeclared('Error')(error));
+    expect(runSerializer(runs[1])).toBe(asDeclared('Run')(runs[1]));
   });
 });
