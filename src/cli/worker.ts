@@ -11,17 +11,7 @@ import { buildWorkerServer } from '../http/worker-server.js';
 import { startTracing } from '../telemetry.js';
 import { assertBindable } from './serve.js';
 import { stopOnSignals } from './signals.js';
-
-export const WORKER_USAGE = `  asm worker [--name N] [--pool P] [--providers a,b] [--workspace-root D] [--capacity K] [--cookie C] [--metrics-port M]
-             [--files-port F [--files-host H]]
-                                 a worker node of a distributed deployment (REDIS_URL): executes the
-                                 remote_node runs handed to it (driver_opts.remote_node "N" or "pool:P");
-                                 defaults: name the host name, pool default, every provider,
-                                 ASM_WORKSPACE_ROOT, capacity 2, cookie ASM_NODE_COOKIE; with
-                                 --metrics-port, its own /metrics (admins) on ASM_HOST:M; with
-                                 --files-port, the files of the workspaces it holds, to the API
-                                 processes, on ASM_HOST:F (0: any free port), reached at
-                                 http://H:F (H: ASM_HOST, or the host name if ASM_HOST is 0.0.0.0/::)`;
+import { WORKER_USAGE } from './usage.js';
 
 /** `asm worker`: registers, heartbeats and executes remote runs until SIGINT/SIGTERM, then drains and exits. Returns -1: the process lives on. */
 export async function workerCommand(args: string[]): Promise<number> {

@@ -1,4 +1,7 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../helpers/ports.js';
@@ -14,12 +17,15 @@ interface CliResult {
   stderr: string;
 }
 
-function asm(args: string[], stdin = ''): Promise<CliResult> {
+/** `asm ARGS` with `stdin`; with `recordModulesTo`, every module it loads is listed in that file (test/fixtures/modules). */
+function asm(args: string[], stdin = '', recordModulesTo?: string): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env };
     delete env.ASM_URL;
     delete env.ASM_API_KEY;
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const recording = recordModulesTo ? ['--import', './test/fixtures/modules/record.mjs'] : [];
+    if (recordModulesTo) env.RECORD_MODULES_TO = recordModulesTo;
+    const child = spawn(process.execPath, ['--import', 'tsx', ...recording, 'src/cli/main.ts', ...args], { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => (stdout += chunk));
@@ -112,6 +118,28 @@ describe('asm run', () => {
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toContain('(end of input)');
     expect(result.stderr).toContain('✗ denied');
+  });
+
+  it('asm help and asm run load none of the service: only the command that runs is loaded', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'asm-cli-modules-'));
+    try {
+      const loaded = async (args: string[]): Promise<string[]> => {
+        const file = join(dir, `${args[0]}.txt`);
+        const result = await asm(args, '', file);
+        expect(result.code, result.stderr).toBe(0);
+        return readFileSync(file, 'utf8').split('\n').filter(Boolean).map((url) => fileURLToPath(url).slice(ROOT.length));
+      };
+      const service = (path: string) => /^src\/(app|http|sessions|store|lanes|backends)\b|node_modules\/(fastify|bullmq|ioredis)\//.test(path);
+      const help = await loaded(['help']);
+      expect(help).toContain('src/cli/usage.ts');
+      expect(help.filter(service)).toEqual([]);
+      const run = await loaded(['run', '--provider', 'shell', '--url', server.url, 'echo hi']);
+      expect(run).toContain('src/cli/run.ts');
+      expect(run.filter(service)).toEqual([]);
+      expect(run).not.toContain('src/cli/serve.ts');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
