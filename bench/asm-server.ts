@@ -132,7 +132,7 @@ let built: Promise<void> | undefined;
  * ASM_BENCH_ENTRY names another build's `dist/cli/main.js` to serve instead of this tree's, so a change is
  * measured against the build before it, the two runs alternated (bench/RESULTS.md, seventh pass).
  */
-const ENTRY = process.env.ASM_BENCH_ENTRY ? [process.env.ASM_BENCH_ENTRY] : BUILT_ENTRY;
+export const ENTRY = process.env.ASM_BENCH_ENTRY ? [process.env.ASM_BENCH_ENTRY] : BUILT_ENTRY;
 
 /**
  * A baseline server of a bench: `script` (a file of bench/, run through tsx with `args`), which prints

@@ -20,6 +20,7 @@ const benchmarks: Record<string, () => Promise<{ run(args: string[]): Promise<vo
   'redis-records': () => import('./redis-records.js'),
   logger: () => import('./logger.js'),
   'spawn-helper': () => import('./spawn-helper.js'),
+  startup: () => import('./startup.js'),
 };
 
 const [name, ...args] = process.argv.slice(2);
