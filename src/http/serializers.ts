@@ -25,19 +25,36 @@ type Serializer = ReturnType<typeof build>;
  * hands it to every route and status that answers that schema: each build validates every shared
  * schema again, and 372 of the service's 427 (route, status) pairs answer the same `{ $ref: Error }`,
  * so building each pair took 420 ms of every start (bench/RESULTS.md, issue 14, thirtieth pass); 23
- * builds now. A serializer keeps no state between calls, so sharing one is safe.
+ * builds now, each given only the shared schemas it refers to. A serializer keeps no state between
+ * calls, so sharing one is safe.
  */
 export function serializerCompiler(shared: () => Record<string, unknown>): (route: { schema: unknown }) => Serializer {
-  type FjsSchema = Parameters<typeof build>[0];
   let external: Record<string, FjsSchema> | undefined;
   const built = new Map<string, Serializer>();
   return ({ schema }) => {
     external ??= Object.fromEntries(Object.entries(shared()).map(([id, schema]) => [id, forSerialization(schema) as FjsSchema]));
     const key = JSON.stringify(schema);
     let serializer = built.get(key);
-    if (!serializer) built.set(key, (serializer = build(forSerialization(schema) as FjsSchema, { schema: external })));
+    if (!serializer) built.set(key, (serializer = build(forSerialization(schema) as FjsSchema, { schema: referencedBy(schema, external) })));
     return serializer;
   };
+}
+
+type FjsSchema = Parameters<typeof build>[0];
+
+/** The schemas of `shared` that `schema` refers to (`$ref: "Id"` or `"Id#/…"`), directly or through one another. */
+function referencedBy(schema: unknown, shared: Record<string, FjsSchema>): Record<string, FjsSchema> {
+  const found: Record<string, FjsSchema> = {};
+  const pending = [schema];
+  while (pending.length > 0) {
+    const value = pending.pop();
+    if (value === null || typeof value !== 'object') continue;
+    const ref = (value as Schema).$ref;
+    const id = typeof ref === 'string' ? ref.split('#')[0]! : '';
+    if (id in shared && !(id in found)) pending.push((found[id] = shared[id]!));
+    pending.push(...Object.values(value));
+  }
+  return found;
 }
 
 /** The schema with its nullable fields and unions of string literals in the forms fast-json-stringify writes directly. */
