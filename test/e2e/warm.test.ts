@@ -50,7 +50,8 @@ describe.each(SERVER_MODES)('warm sessions, %s (fake claude)', (_mode, modeEnv) 
     stdinLog = join(scratchDir('asm-warm-'), 'stdin.jsonl');
     process.env.FAKE_CLAUDE_LOG = stdinLog;
     closed = false;
-    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ...modeEnv() });
+    // In distributed mode a node's load is published at its heartbeat: a short one, so the tests of the load wait less.
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_NODE_HEARTBEAT_MS: '200', ...modeEnv() });
   });
   afterEach(async () => {
     if (!closed) await server.close();
@@ -169,7 +170,7 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
   beforeEach(async () => {
     stdinLog = join(scratchDir('asm-prewarm-'), 'stdin.jsonl');
     process.env.FAKE_CLAUDE_LOG = stdinLog;
-    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_PREWARM: 'claude:1', ...modeEnv() });
+    server = await startServer({ ASM_PASS_ENV: 'FAKE_CLAUDE_LOG', ASM_PREWARM: 'claude:1', ASM_NODE_HEARTBEAT_MS: '200', ...modeEnv() });
   });
   afterEach(async () => {
     await server.close();
