@@ -4,7 +4,7 @@ import { USAGE } from './usage.js';
 
 /*
  * Each command's module is loaded when that command runs: `asm help`, and `asm run` (a client of a
- * running service), took 0.65 s and 90 MB to load the whole service they never start (bench/RESULTS.md,
+ * running service), took 0.7 s and 90 MB to load the whole service they never start (bench/RESULTS.md,
  * issue 14, thirtieth pass).
  */
 

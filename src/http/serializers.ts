@@ -18,6 +18,7 @@ export function compileSerializersFromSchemas(fastify: FastifyInstance): void {
 }
 
 type Serializer = ReturnType<typeof build>;
+type FjsSchema = Parameters<typeof build>[0];
 
 /**
  * The compiler of compileSerializersFromSchemas, over the shared schemas `shared` returns (read and
@@ -39,8 +40,6 @@ export function serializerCompiler(shared: () => Record<string, unknown>): (rout
     return serializer;
   };
 }
-
-type FjsSchema = Parameters<typeof build>[0];
 
 /** The schemas of `shared` that `schema` refers to (`$ref: "Id"` or `"Id#/…"`), directly or through one another. */
 function referencedBy(schema: unknown, shared: Record<string, FjsSchema>): Record<string, FjsSchema> {
