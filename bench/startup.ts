@@ -4,8 +4,7 @@
  * - `asm serve`, embedded and in Redis mode (a private redis-server), from its spawn to its "ASM is
  *   serving" line, with its resident memory then; baseline: a bare Fastify server (node, fastify, one
  *   route) from its spawn to its listening line. A restart after a crash or a deploy waits this long.
- * - `asm help`, from its spawn to its exit; baseline: `node -e ""`. The `asm run` client starts as it
- *   does.
+ * - `asm help`, from its spawn to its exit; baseline: `node -e ""`.
  * Both run the built entry as `npm start` does (ASM_BENCH_ENTRY another build's, for a before/after).
  * Prints one JSON line; progress goes to stderr.
  *
@@ -44,13 +43,14 @@ function timeProcess(args: string[], env: Record<string, string>, ready?: RegExp
     let stderr = '';
     let sample: Sample | undefined;
     child.stderr!.on('data', (chunk) => (stderr += chunk));
-    const lines = createInterface({ input: child.stdout! });
     if (ready) {
-      lines.on('line', (line) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
         if (sample || !ready.test(line)) return;
         sample = { ms: performance.now() - started, mb: residentMb(child.pid!) };
         child.kill('SIGKILL');
       });
+    } else {
+      child.stdout!.resume();
     }
     child.on('error', reject);
     child.on('exit', (code, signal) => {
@@ -74,12 +74,14 @@ export async function run(args: string[]): Promise<void> {
   const workspace = mkdtempSync(join(tmpdir(), 'asm-bench-startup-'));
   try {
     const before = machine();
+    let redisStarts = 0;
     const serve = async (extra: Record<string, string>) =>
       timeProcess([...ENTRY, 'serve'], { ASM_HOST: '127.0.0.1', ASM_PORT: String(await freePort()), ASM_WORKSPACE_ROOT: workspace, ASM_LOG_LEVEL: 'info', ...extra }, /"ASM is serving"/);
     const kinds: Record<string, () => Promise<Sample>> = {
       bare_server: () => timeProcess(['-e', BARE_SERVER], {}, /^listening$/),
       serve_embedded: () => serve({}),
-      serve_redis: async () => serve({ REDIS_URL: redis.url, ASM_REDIS_PREFIX: `startup${await freePort()}` }),
+      // A prefix of its own each start, so that no start finds an earlier one's state.
+      serve_redis: () => serve({ REDIS_URL: redis.url, ASM_REDIS_PREFIX: `startup${++redisStarts}` }),
       bare_node: () => timeProcess(['-e', ''], {}),
       help: () => timeProcess([...ENTRY, 'help'], {}),
     };
