@@ -3,9 +3,9 @@ import { parseArgs } from 'node:util';
 import { USAGE } from './usage.js';
 
 /*
- * Each command's module is loaded when that command runs: `asm help`, and `asm run` (a client of a
- * running service), took 0.7 s and 90 MB to load the whole service they never start (bench/RESULTS.md,
- * issue 14, thirtieth pass).
+ * Each command's module is loaded when that command runs. Loaded at the top, the whole service came
+ * with `asm help` and with `asm run` (a client of a running service), which never start it: `asm help`
+ * took 0.7 s and 90 MB (bench/RESULTS.md, issue 14, thirtieth pass).
  */
 
 async function main(argv: string[]): Promise<number> {
