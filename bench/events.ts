@@ -8,11 +8,16 @@
  * prints LINES lines every INTERVAL_MS, each the monotonic clock (process.hrtime, CLOCK_MONOTONIC,
  * shared by every process on the machine) at the moment it is written; a client's latency is its own
  * clock when the event arrives minus the line's. The sandbox is off (ASM_SANDBOX=none) so the program
- * can run the service's own node binary. Which client starts following first alternates by round, and
- * both read their socket's `data` events (throughAsm, sse).
+ * can run the service's own node binary. Which client starts following first alternates by round, in
+ * an even number of rounds, and both read their socket's `data` events (throughAsm, sse).
+ *
+ * Beside each client's latencies, `sse_minus_websocket_p50_ms` gives, for the rounds in which each
+ * client followed first, the median over the lines of SSE's latency minus the WebSocket's for the same
+ * line: the client written second trails the first by the first's write and by this process's handling
+ * of the first's bytes, whichever transport it is.
  *
  * Usage: npm run bench -- events [--quick]
- *   --quick: two rounds (one each way round) of 100 lines; the default is three of 1,000
+ *   --quick: two rounds (one each way round) of 100 lines; the default is four of 1,000
  */
 import { spawn } from 'node:child_process';
 import { get } from 'node:http';
@@ -93,8 +98,9 @@ async function webSocket(asm: AsmServer, sessionId: string, into: number[]) {
 
 /**
  * One run through ASM, both clients live before its first line. The server writes an event to its
- * streams in the order they started following, so which one follows first alternates by round:
- * otherwise one of them would always be written second.
+ * streams in the order they started following, so which one follows first alternates by round, each
+ * first in as many rounds as the other: the one written second takes 50–70 µs more a line (bench/RESULTS.md,
+ * issue 14, thirty-first pass), and in three rounds, two of them the WebSocket's, that was SSE's worse max.
  */
 async function throughAsm(asm: AsmServer, sessionId: string, lines: number, sseFirst: boolean): Promise<{ ws: number[]; sse: number[] }> {
   const ws: number[] = [];
@@ -117,17 +123,25 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
     async () => {
       const session = (await asm.post('/v1/sessions', { provider: 'shell' })).id;
       const all = { ws: [] as number[], sse: [] as number[], bare: [] as number[] };
+      const lag = { websocket_first: [] as number[], sse_first: [] as number[] };
       await throughAsm(asm, session, 50, false);
       await bare(50);
       for (let r = 0; r < rounds; r++) {
-        const through = await throughAsm(asm, session, lines, r % 2 === 1);
+        const sseFirst = r % 2 === 1;
+        const through = await throughAsm(asm, session, lines, sseFirst);
         const pipe = await bare(lines);
+        lag[sseFirst ? 'sse_first' : 'websocket_first'].push(...through.sse.map((latency, line) => latency - through.ws[line]!));
         all.ws.push(...through.ws);
         all.sse.push(...through.sse);
         all.bare.push(...pipe);
         log(`${mode} round ${r + 1}: ws p99 ${round(summary(through.ws).p99_ms, 2)} ms, sse p99 ${round(summary(through.sse).p99_ms, 2)} ms, bare p99 ${round(summary(pipe).p99_ms, 2)} ms`);
       }
-      const result = { websocket: summary(all.ws), sse: summary(all.sse), bare_pipe: summary(all.bare) };
+      const result = {
+        websocket: summary(all.ws),
+        sse: summary(all.sse),
+        bare_pipe: summary(all.bare),
+        sse_minus_websocket_p50_ms: { websocket_first: summary(lag.websocket_first).p50_ms, sse_first: summary(lag.sse_first).p50_ms },
+      };
       const target = mode === 'embedded' ? 2 : 10;
       return { spawner: asm.spawner, ...result, target_p99_ms: target, met_websocket: result.websocket.p99_ms < target, met_sse: result.sse.p99_ms < target, sse_max_le_websocket_max: result.sse.max_ms <= result.websocket.max_ms };
     },
@@ -137,7 +151,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rounds: numbe
 
 export async function run(args: string[]): Promise<void> {
   const quick = args.includes('--quick');
-  const rounds = quick ? 2 : 3;
+  const rounds = quick ? 2 : 4;
   const lines = quick ? 100 : 1000;
   const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rounds, lines));
   process.stdout.write(`${JSON.stringify({ bench: 'events', date: new Date().toISOString(), machine, loadavg_after, quick, sandbox: 'none', interval_ms: INTERVAL_MS, lines_per_round: lines, rounds, ...modes })}\n`);
