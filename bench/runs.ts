@@ -7,6 +7,8 @@
  *   the CPU a run costs the server against what a bare spawn costs its caller (neither counts the child);
  * - throughput: runs/s from 1, 4 and 16 sessions (each submitting one run after another), against
  *   1, 4 and 16 loops of bare spawns;
+ * - all of it after 2,500 runs of warm-up (`warm_up`: the server's CPU a run over the first 250 and
+ *   the last 250 of them), since a new server's runs cost more until V8 has optimised their code;
  * - flat history: `--history N` runs (10,000 by default) one after another in one session; the runs
  *   completed in the first and in the last second, and their ratio (target ≥ 0.9). Then, as a control
  *   for the host's drift between those two seconds, runs of that session alternated with runs of a new
@@ -53,6 +55,21 @@ async function latencies(once: () => Promise<void>, count: number): Promise<numb
   return samples.sort((a, b) => a - b);
 }
 
+const WARM_UP_RUNS = 2_500;
+const WARM_UP_BLOCK = 250;
+
+/** WARM_UP_RUNS runs one after another: the server's CPU a run over the first and the last WARM_UP_BLOCK of them. */
+async function warmUpCost(asm: AsmServer, sessionId: string) {
+  const blockCpu = async () => {
+    const before = cpuMs(asm.process.child.pid!);
+    for (let i = 0; i < WARM_UP_BLOCK; i++) await asmRun(asm, sessionId);
+    return round((cpuMs(asm.process.child.pid!) - before) / WARM_UP_BLOCK, 2);
+  };
+  const first = await blockCpu();
+  for (let i = 0; i < WARM_UP_RUNS - 2 * WARM_UP_BLOCK; i++) await asmRun(asm, sessionId);
+  return { runs: WARM_UP_RUNS, asm_server_cpu_ms_per_run_first: first, asm_server_cpu_ms_per_run_last: await blockCpu() };
+}
+
 /** Runs/s of `loops` loops each calling its `once` for `seconds`. */
 async function throughput(onces: Array<() => Promise<void>>, seconds: number): Promise<number> {
   let done = 0;
@@ -77,9 +94,12 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
     async () => {
       const sessions: string[] = [];
       for (let i = 0; i < 16; i++) sessions.push((await asm.post('/v1/sessions', { provider: 'shell' })).id);
-      // Warm-up of both sides (JIT, the lane's first jobs).
+      // Warm-up of both sides (JIT, the lane's first jobs). A new server's runs cost it more CPU until
+      // V8 has optimised the code a run goes through, which takes it about 2,000 runs (bench/RESULTS.md,
+      // issue 14, thirty-first pass): the figures below are a warm server's, and `warm_up` says what
+      // its first runs and its last ones cost.
       await latencies(bareSpawn, 50);
-      await latencies(() => asmRun(asm, sessions[0]!), 50);
+      const warmUp = await warmUpCost(asm, sessions[0]!);
       const latency = { asm_p50: [] as number[], asm_p99: [] as number[], bare_p50: [] as number[], bare_p99: [] as number[] };
       // CPU a run costs: the ASM server's (its own threads, from /proc), against what the bare spawn
       // costs its caller, this process (process.cpuUsage); neither counts the child's.
@@ -157,6 +177,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
           ratio_p50: round(median(latency.asm_p50) / median(latency.bare_p50), 2),
         },
         cpu_ms_per_run: { asm_server: p50(cpu.asm), bare_caller: p50(cpu.bare) },
+        warm_up: warmUp,
         runs_per_s: Object.fromEntries(
           CONCURRENCY.map((c) => {
             const { asm: a, bare: b } = rates[String(c)]!;
