@@ -99,7 +99,7 @@ async function webSocket(asm: AsmServer, sessionId: string, into: number[]) {
 /**
  * One run through ASM, both clients live before its first line. The server writes an event to its
  * streams in the order they started following, so which one follows first alternates by round, each
- * first in as many rounds as the other: the one written second takes 50–70 µs more a line (bench/RESULTS.md,
+ * first in as many rounds as the other: the one written second takes 51–85 µs more a line (bench/RESULTS.md,
  * issue 14, thirty-first pass), and in three rounds, two of them the WebSocket's, that was SSE's worse max.
  */
 async function throughAsm(asm: AsmServer, sessionId: string, lines: number, sseFirst: boolean): Promise<{ ws: number[]; sse: number[] }> {

@@ -60,13 +60,14 @@ const WARM_UP_BLOCK = 250;
 
 /** WARM_UP_RUNS runs one after another: the server's CPU a run over the first and the last WARM_UP_BLOCK of them. */
 async function warmUpCost(asm: AsmServer, sessionId: string) {
+  const once = () => asmRun(asm, sessionId);
   const blockCpu = async () => {
     const before = cpuMs(asm.process.child.pid!);
-    for (let i = 0; i < WARM_UP_BLOCK; i++) await asmRun(asm, sessionId);
+    await latencies(once, WARM_UP_BLOCK);
     return round((cpuMs(asm.process.child.pid!) - before) / WARM_UP_BLOCK, 2);
   };
   const first = await blockCpu();
-  for (let i = 0; i < WARM_UP_RUNS - 2 * WARM_UP_BLOCK; i++) await asmRun(asm, sessionId);
+  await latencies(once, WARM_UP_RUNS - 2 * WARM_UP_BLOCK);
   return { runs: WARM_UP_RUNS, asm_server_cpu_ms_per_run_first: first, asm_server_cpu_ms_per_run_last: await blockCpu() };
 }
 
