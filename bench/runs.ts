@@ -5,6 +5,9 @@
  *
  * - latency: p50/p99 of one run after another from one session, alternated with the bare spawn, and
  *   the CPU a run costs the server against what a bare spawn costs its caller (neither counts the child);
+ *   with what the same runs cost the bench's own process (their HTTP client) and, in Redis mode,
+ *   redis-server: the three share the machine's cores, so their sum says whether one session's runs
+ *   are bound by the host's CPU or by the chain of steps a run waits on;
  * - throughput: runs/s from 1, 4 and 16 sessions (each submitting one run after another), against
  *   1, 4 and 16 loops of bare spawns;
  * - all of it after 2,500 runs of warm-up (`warm_up`: the server's CPU a run over the first 250 and
@@ -25,9 +28,10 @@
  *
  * Usage: npm run bench -- runs [--quick] [--history N] [--diffs] [embedded|redis]
  */
+import { Redis } from 'ioredis';
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import { cpuMs, logger, median, numberFlag, percentile, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
+import { cpuMs, logger, median, numberFlag, percentile, redisCpuMs, round, startAsm, type AsmServer, type Mode, inModes, withServers } from './asm-server.js';
 
 const log = logger('runs');
 const CONCURRENCY = [1, 4, 16];
@@ -90,6 +94,8 @@ async function throughput(onces: Array<() => Promise<void>>, seconds: number): P
 async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { rounds: number; samples: number; seconds: number; history: number; workspace_diffs: 'on' | 'off' }) {
   const lanes = JSON.stringify([{ id: 'skill', priority: 4, minConcurrency: 1, maxConcurrency: 16 }]);
   const asm = await startAsm(mode, redisUrl, { ASM_SANDBOX: 'none', ASM_WORKSPACE_DIFFS: opts.workspace_diffs, ASM_LANES: lanes, ASM_LOG_LEVEL: 'info' });
+  // In Redis mode, redis-server's CPU, read through a connection of the bench's own (INFO).
+  const redisAdmin = mode === 'redis' ? new Redis(redisUrl!) : undefined;
   return withServers(
     [asm],
     async () => {
@@ -104,21 +110,25 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       const latency = { asm_p50: [] as number[], asm_p99: [] as number[], bare_p50: [] as number[], bare_p99: [] as number[] };
       // CPU a run costs: the ASM server's (its own threads, from /proc), against what the bare spawn
       // costs its caller, this process (process.cpuUsage); neither counts the child's.
-      const cpu = { asm: [] as number[], bare: [] as number[] };
-      const cpuSoFar = {
-        asm: () => cpuMs(asm.process.child.pid!),
-        bare: () => {
-          const used = process.cpuUsage();
-          return (used.user + used.system) / 1000;
-        },
+      const cpu = { asm: [] as number[], bare: [] as number[], asmClient: [] as number[], asmRedis: [] as number[] };
+      const ownCpuMs = () => {
+        const used = process.cpuUsage();
+        return (used.user + used.system) / 1000;
       };
+      const cpuSoFar = { asm: () => cpuMs(asm.process.child.pid!), bare: ownCpuMs };
       const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
       for (let r = 0; r < opts.rounds; r++) {
         const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
         for (const side of order) {
           const cpuBefore = cpuSoFar[side]();
+          const clientBefore = ownCpuMs();
+          const redisBefore = redisAdmin && (await redisCpuMs(redisAdmin));
           const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
           const usedMs = cpuSoFar[side]() - cpuBefore;
+          if (side === 'asm') {
+            cpu.asmClient.push((ownCpuMs() - clientBefore) / opts.samples);
+            if (redisAdmin) cpu.asmRedis.push(((await redisCpuMs(redisAdmin)) - redisBefore!) / opts.samples);
+          }
           latency[`${side}_p50`].push(percentile(samples, 50));
           latency[`${side}_p99`].push(percentile(samples, 99));
           cpu[side].push(usedMs / opts.samples);
@@ -177,7 +187,12 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
           bare_p99: p50(latency.bare_p99),
           ratio_p50: round(median(latency.asm_p50) / median(latency.bare_p50), 2),
         },
-        cpu_ms_per_run: { asm_server: p50(cpu.asm), bare_caller: p50(cpu.bare) },
+        cpu_ms_per_run: {
+          asm_server: p50(cpu.asm),
+          bare_caller: p50(cpu.bare),
+          asm_bench_client: p50(cpu.asmClient),
+          ...(redisAdmin && { asm_redis_server: p50(cpu.asmRedis) }),
+        },
         warm_up: warmUp,
         runs_per_s: Object.fromEntries(
           CONCURRENCY.map((c) => {
@@ -198,7 +213,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
       };
     },
     log,
-  );
+  ).finally(() => redisAdmin?.disconnect());
 }
 
 export async function run(args: string[]): Promise<void> {
