@@ -116,18 +116,20 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, opts: { round
         return (used.user + used.system) / 1000;
       };
       const cpuSoFar = { asm: () => cpuMs(asm.process.child.pid!), bare: ownCpuMs };
+      // What the ASM side's runs cost besides the server: this process (their HTTP client) and, in Redis mode, redis-server.
+      const othersSoFar = async () => ({ client: ownCpuMs(), redis: redisAdmin ? await redisCpuMs(redisAdmin) : 0 });
       const rates: Record<string, { asm: number[]; bare: number[] }> = Object.fromEntries(CONCURRENCY.map((c) => [String(c), { asm: [], bare: [] }]));
       for (let r = 0; r < opts.rounds; r++) {
         const order = r % 2 === 0 ? (['bare', 'asm'] as const) : (['asm', 'bare'] as const);
         for (const side of order) {
+          const othersBefore = side === 'asm' ? await othersSoFar() : undefined;
           const cpuBefore = cpuSoFar[side]();
-          const clientBefore = ownCpuMs();
-          const redisBefore = redisAdmin && (await redisCpuMs(redisAdmin));
           const samples = side === 'asm' ? await latencies(() => asmRun(asm, sessions[0]!), opts.samples) : await latencies(bareSpawn, opts.samples);
           const usedMs = cpuSoFar[side]() - cpuBefore;
-          if (side === 'asm') {
-            cpu.asmClient.push((ownCpuMs() - clientBefore) / opts.samples);
-            if (redisAdmin) cpu.asmRedis.push(((await redisCpuMs(redisAdmin)) - redisBefore!) / opts.samples);
+          if (othersBefore) {
+            const othersAfter = await othersSoFar();
+            cpu.asmClient.push((othersAfter.client - othersBefore.client) / opts.samples);
+            cpu.asmRedis.push((othersAfter.redis - othersBefore.redis) / opts.samples);
           }
           latency[`${side}_p50`].push(percentile(samples, 50));
           latency[`${side}_p99`].push(percentile(samples, 99));
