@@ -178,7 +178,7 @@ export class BwrapSandbox implements Sandbox {
   prepare(sessionId: string, cli?: SessionCli): void {
     const setup = cli?.provider.homeSetup;
     const seeds = this.seeds;
-    const seed = seeds && setup ? async () => seeds.ready(cli.provider.name, locate(cli.binary, '/', process.env.PATH ?? ''), setup) : undefined;
+    const seed = seeds && setup ? async () => seeds.ready(cli.provider.name, locate(cli.binary, '/', process.env.PATH ?? ''), { ...setup, env: { ...setup.env, ...cli.env } }) : undefined;
     this.dirs.folders(sessionId, seed).catch(() => undefined);
   }
 

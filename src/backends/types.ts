@@ -74,10 +74,15 @@ export interface Backend {
   prewarm?(sessionId: string, provider: string, idleMs: number, specOf: () => Promise<BackendRunSpec | null>): Promise<boolean>;
 }
 
-/** The CLI a session's runs start: its provider, and its binary as configured (a path, or a name on PATH). */
+/**
+ * The CLI a session's runs start: its provider, and its binary (a path, or a name on PATH): as
+ * configured, or the program its launcher would start (providers/registry.ts resolveLaunch), with
+ * the variables that launcher would have set.
+ */
 export interface SessionCli {
   provider: ProviderDefinition;
   binary: string;
+  env?: Readonly<Record<string, string>>;
 }
 
 /** What the runner needs to start a CLI, before a surface and the sandbox place it. */

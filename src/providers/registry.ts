@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
-import { access, constants, readdir } from 'node:fs/promises';
+import { access, constants, readdir, realpath } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { AsmError } from '../errors/kinds.js';
 import { buildCliEnv } from './env.js';
-import type { ProviderDefinition } from './types.js';
+import type { DirectLaunch, ProviderDefinition } from './types.js';
 
 /**
  * Providers are discovered, not listed: every module in this folder except the ones named below
@@ -92,23 +92,45 @@ const FOUND_FRESH_MS = 1_000;
 
 /** Whether `binary` can be started with this PATH: an executable file at that path, or in one of PATH's folders. */
 export async function findBinary(binary: string, path: string): Promise<boolean> {
+  return (await locateBinary(binary, path)) !== undefined;
+}
+
+/** The executable file that `binary` names with this PATH (as findBinary looks), or undefined. */
+async function locateBinary(binary: string, path: string): Promise<string | undefined> {
   const key = `${binary}\0${path}`;
   const known = lastFound.get(key);
   const now = performance.now();
-  if (known && now - known.seenAt < FOUND_FRESH_MS) return true;
+  if (known && now - known.seenAt < FOUND_FRESH_MS) return known.file;
   if (known && (await executable(known.file))) {
     known.seenAt = now;
-    return true;
+    return known.file;
   }
   const candidates = binary.includes('/') ? [binary] : path.split(delimiter).filter(Boolean).map((dir) => join(dir, binary));
   for (const candidate of candidates) {
     if (await executable(candidate)) {
       lastFound.set(key, { file: candidate, seenAt: now });
-      return true;
+      return candidate;
     }
   }
   lastFound.delete(key);
-  return false;
+  return undefined;
+}
+
+/**
+ * What a local run of the provider starts for `binary` (resolveBinary's) with this PATH: the program
+ * its launcher would start, where the provider knows one (ProviderDefinition.directLaunch), else the
+ * binary itself, with no variables. Never rejects: a binary that is not found, or a launcher whose
+ * program is not there, is started as configured, and its spawn reports what is wrong.
+ */
+export async function resolveLaunch(definition: ProviderDefinition, binary: string, path: string): Promise<DirectLaunch> {
+  const configured = { binary, env: {} };
+  if (!definition.directLaunch) return configured;
+  const file = await locateBinary(binary, path);
+  if (file === undefined) return configured;
+  const launch = await realpath(file)
+    .then((real) => definition.directLaunch!(real))
+    .catch(() => undefined);
+  return launch ?? configured;
 }
 
 function executable(file: string): Promise<boolean> {

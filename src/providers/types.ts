@@ -277,6 +277,13 @@ export interface ProviderOptionSupport {
   continuation_latest?: boolean;
 }
 
+/** A program a run starts in place of its provider's configured binary, which would only have started it (ProviderDefinition.directLaunch). */
+export interface DirectLaunch {
+  binary: string;
+  /** The variables the skipped launcher would have set: fixed, never a secret. */
+  env: Readonly<Record<string, string>>;
+}
+
 export interface ProviderDefinition {
   name: string;
   displayName: string;
@@ -288,6 +295,12 @@ export interface ProviderDefinition {
   env: string[];
   /** Variables the service sets for the CLI whatever its own environment holds (providers/env.ts): fixed, never a secret. */
   setEnv?: Readonly<Record<string, string>>;
+  /**
+   * Where the configured binary (its real path, links followed) is a launcher that only finds and
+   * starts another program, that program and the launcher's variables; a local run starts it
+   * directly (registry.ts resolveLaunch). Absent, or undefined for a binary: the binary is started.
+   */
+  directLaunch?(binary: string): Promise<DirectLaunch | undefined>;
   /** Queue lane for this provider's runs unless the session or run names one. */
   defaultQueue: string;
   capabilities: string[];

@@ -13,8 +13,8 @@ import type { CommandContext } from '../lanes/types.js';
 import { workerPreflight } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { handOff } from '../nodes/hand-off.js';
-import { resolveBinary } from '../providers/registry.js';
-import type { ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import { resolveBinary, resolveLaunch } from '../providers/registry.js';
+import type { DirectLaunch, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
 import type { Continuation } from '../schemas/agent-options.js';
 import type { ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
@@ -180,7 +180,10 @@ export class RunExecutor {
 
     // The session's sandbox folders are made while the run is admitted, ahead of its agent's spawn.
     const binary = resolveBinary(provider, config.binaries);
-    if (surface.kind === 'local_subprocess') backend.prepare(session.id, { provider, binary });
+    const local = surface.kind === 'local_subprocess';
+    // A remote surface's host has a binary of its own, which its own PATH finds.
+    const launch = local ? await resolveLaunch(provider, binary, process.env.PATH ?? '') : { binary, env: {} };
+    if (local) backend.prepare(session.id, { provider, ...launch });
     const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
     activeRuns.set(runId, active);
     try {
@@ -196,7 +199,7 @@ export class RunExecutor {
       }
       const backendRun = backend.start(
         {
-          ...this.agentSpec(session, run.options.agent, { runId, prompt: run.prompt, cwd, binary, surface }),
+          ...this.agentSpec(session, run.options.agent, { runId, prompt: run.prompt, cwd, surface }, launch),
           ...conversationOf(run.options.continuation, session),
           // Taken when the backend asks, while the agent starts (BackendRunSpec.workspaceSnapshot).
           workspaceSnapshot: () => (active.snapshot ??= this.deps.diffs.before(run, cwd)).then(() => undefined),
@@ -237,28 +240,29 @@ export class RunExecutor {
       if (!(await memory.hasRoom())) return null;
       const provider = this.deps.providers.get(session.provider)!;
       const cwd = await resolveWorkspaceDir(this.deps.tenants.get(session.tenant).workspaceRoot, session.cwd);
-      const binary = resolveBinary(provider, config.binaries);
-      core.prepare(session.id, { provider, binary });
+      const launch = await resolveLaunch(provider, resolveBinary(provider, config.binaries), process.env.PATH ?? '');
+      core.prepare(session.id, { provider, ...launch });
       const agent = runAgentOptions(provider, session, { prompt: '' });
-      const spec = this.agentSpec(session, agent, { runId: `prewarm_${session.id}`, prompt: '', cwd, binary, surface: LOCAL_SURFACE });
+      const spec = this.agentSpec(session, agent, { runId: `prewarm_${session.id}`, prompt: '', cwd, surface: LOCAL_SURFACE }, launch);
       return { ...spec, ...(session.warm && { warm: { idleMs: this.warmIdleMs(session) } }) };
     });
   }
 
-  /** What a run of the session starts its agent with, but for its conversation, its workspace snapshot and warmth. */
-  private agentSpec(session: SessionRecord, agent: AgentRunOptions, run: Pick<BackendRunSpec, 'runId' | 'prompt' | 'cwd' | 'binary' | 'surface'>): BackendRunSpec {
+  /** What a run of the session starts its agent with (the program `launch` names), but for its conversation, its workspace snapshot and warmth. */
+  private agentSpec(session: SessionRecord, agent: AgentRunOptions, run: Pick<BackendRunSpec, 'runId' | 'prompt' | 'cwd' | 'surface'>, launch: DirectLaunch): BackendRunSpec {
     const { config, cluster } = this.deps;
     const provider = this.deps.providers.get(session.provider)!;
     return {
       provider,
       ...run,
+      binary: launch.binary,
       sessionId: session.id,
       model: agent.model ?? undefined,
       permissionMode: agent.provider_permission_mode,
       ...(agent.system_prompt !== null && { systemPrompt: agent.system_prompt }),
       ...(agent.max_turns !== null && { maxTurns: agent.max_turns }),
       ...(agent.reasoning_effort !== null && { reasoningEffort: agent.reasoning_effort }),
-      env: buildCliEnv(process.env, provider.env, config.passEnv, provider.setEnv),
+      env: buildCliEnv(process.env, provider.env, config.passEnv, { ...provider.setEnv, ...launch.env }),
       node: config.nodeName,
       deadlineMs: session.run_deadline_ms,
       // Sessions stored before idle_timeout_ms existed take the service's default.

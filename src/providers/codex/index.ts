@@ -4,6 +4,7 @@ import { APP_SERVER_HOME_SETUP, createAppServerProcess } from './app-server.js';
 import { createExecProcess } from './exec.js';
 import { CODEX_MCP } from './mcp.js';
 import { MODES, laneNeeds, modeOf, PERMISSION_MODES } from './modes.js';
+import { nativeCodex } from './native.js';
 import { runCodexSdk } from './sdk.js';
 
 /**
@@ -25,6 +26,8 @@ const codex: ProviderDefinition = {
   // Auth (CODEX_API_KEY is what the SDK sets; OPENAI_API_KEY works too) and where codex keeps its
   // login, config and sessions.
   env: ['CODEX_API_KEY', 'OPENAI_API_KEY', 'CODEX_ACCESS_TOKEN', 'CODEX_HOME'],
+  // The npm package's launcher, a Node script, is skipped: runs start its native binary (native.ts).
+  directLaunch: nativeCodex,
   defaultQueue: 'prompt',
   // warm: on the app-server transport (the modes that may ask); exec-transport runs of a warm session start cold.
   // prewarm (ASM_PREWARM) likewise: a session whose runs take exec gets no prewarmed server.
