@@ -9,9 +9,10 @@
  *          `gemini -p PROMPT -m MODEL --output-format stream-json --skip-trust` (result line)
  *   raw stream-json / raw app-server / raw one process   each CLI run as ASM runs it: claude with
  *          stream-json input; codex's app-server exchange of the default mode, which `cold` goes
- *          through (the modes that may ask for approval need app-server, exec cannot ask); gemini's
- *          print line with GEMINI_CLI_NO_RELAUNCH, as one process: a like-for-like ratio
- *          (cold_over_raw_same_transport) beside the issue's cold_over_raw
+ *          through (the modes that may ask for approval need app-server, exec cannot ask), started
+ *          as ASM starts it: the native binary, not the npm package's Node launcher
+ *          (src/providers/codex/native.ts); gemini's print line with GEMINI_CLI_NO_RELAUNCH, as one
+ *          process: a like-for-like ratio (cold_over_raw_same_transport) beside the issue's cold_over_raw
  *   raw fresh home   the same, in a fresh copy of the sessions' HOME template each time (the raw
  *          lines keep one HOME, as a user's CLI does): what the CLI's own first start in a new HOME
  *          costs (cold_over_raw_fresh_home). A cold session's HOME also has what the CLI's first start
@@ -43,6 +44,7 @@ import { agentBin } from '../scripts/install-agents.js';
 import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { spawnerInUse } from '../src/backends/spawn-child.js';
+import { loadProviders, resolveLaunch } from '../src/providers/registry.js';
 import { SPAWNER_ENV } from './asm-server.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
@@ -288,6 +290,8 @@ interface BenchContext {
 
 async function benchCli(cli: Cli, { api, model, workspace, template, env, samples, sandbox, homeSetupMs, prewarm }: BenchContext): Promise<void> {
   const bin = agentBin(cli);
+  // The program ASM starts for the binary, for the lines run as ASM runs the CLI.
+  const launch = await resolveLaunch((await loadProviders()).get(cli)!, bin, process.env.PATH ?? '');
   const session = (warm: boolean) => api.post('/v1/sessions', { provider: cli, lane: 'core', ...SESSION[cli], ...(warm && { warm: true }) });
   const loadavg = os.loadavg().map((load) => Math.round(load * 100) / 100);
   const raw: number[] = [];
@@ -302,11 +306,11 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
     model.script({ text: 'Hello.' });
     const r = await rawRun(cli, bin, workspace, env, 'print');
     model.script({ text: 'Hello.' });
-    const rs = await rawRun(cli, bin, workspace, env, 'stream');
+    const rs = await rawRun(cli, launch.binary, workspace, { ...env, ...launch.env }, 'stream');
     const fresh = join(template, '..', `fresh-${cli}-${i + 1}`);
     cpSync(template, fresh, { recursive: true });
     model.script({ text: 'Hello.' });
-    rawFresh.push(await rawRun(cli, bin, workspace, { ...env, HOME: fresh, TMPDIR: join(fresh, 'tmp') }, 'stream'));
+    rawFresh.push(await rawRun(cli, launch.binary, workspace, { ...env, ...launch.env, HOME: fresh, TMPDIR: join(fresh, 'tmp') }, 'stream'));
     model.script({ text: 'Hello.' });
     const c = await timedRun(api, (await session(false)).id);
     const w = await session(true);
