@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { access, constants, readdir, realpath } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { delimiter, isAbsolute, join } from 'node:path';
 import { AsmError } from '../errors/kinds.js';
 import { buildCliEnv } from './env.js';
 import type { DirectLaunch, ProviderDefinition } from './types.js';
@@ -120,11 +120,12 @@ async function locateBinary(binary: string, path: string): Promise<string | unde
  * What a local run of the provider starts for `binary` (resolveBinary's) with this PATH: the program
  * its launcher would start, where the provider knows one (ProviderDefinition.directLaunch), else the
  * binary itself, with no variables. Never rejects: a binary that is not found, or a launcher whose
- * program is not there, is started as configured, and its spawn reports what is wrong.
+ * program is not there, is started as configured, and its spawn reports what is wrong. A relative
+ * path is started as configured too: the spawn finds it from the run's directory, not this process's.
  */
 export async function resolveLaunch(definition: ProviderDefinition, binary: string, path: string): Promise<DirectLaunch> {
   const configured = { binary, env: {} };
-  if (!definition.directLaunch) return configured;
+  if (!definition.directLaunch || (binary.includes('/') && !isAbsolute(binary))) return configured;
   const file = await locateBinary(binary, path);
   if (file === undefined) return configured;
   const launch = await realpath(file)

@@ -1,6 +1,6 @@
 import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative as relativePath } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import codex from '../../src/providers/codex/index.js';
 import { nativeCodex } from '../../src/providers/codex/native.js';
@@ -81,6 +81,9 @@ describe('resolveLaunch', () => {
     // Not a launcher; not found (its spawn reports that); a provider that knows no launcher.
     expect(await resolveLaunch(codex, '/bin/sh', '')).toEqual({ binary: '/bin/sh', env: {} });
     expect(await resolveLaunch(codex, 'codex', '/nonexistent')).toEqual({ binary: 'codex', env: {} });
+    // A relative path names a file from the run's directory, which this process does not look in.
+    const relative = relativePath(process.cwd(), install('@openai/codex-linux-x64').launcher);
+    expect(await resolveLaunch(codex, relative, '')).toEqual({ binary: relative, env: {} });
     const { launcher } = install('@openai/codex-linux-x64');
     expect(await resolveLaunch(shell, launcher, '')).toEqual({ binary: launcher, env: {} });
     // A provider's lookup that fails leaves the binary as configured, never failing the run's start.
