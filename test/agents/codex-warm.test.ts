@@ -1,9 +1,6 @@
-import { readFileSync, readlinkSync } from 'node:fs';
-import { basename } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { descendantsOf } from '../faults/processes.js';
 import { useServiceRig } from './harness.js';
-import { startedOf, twoWarmRuns } from './service-scenarios.js';
+import { expectNativeCodex, startedOf, twoWarmRuns } from './service-scenarios.js';
 
 /**
  * A warm session with the real codex CLI (`codex app-server`, core lane) against the loopback model
@@ -11,17 +8,6 @@ import { startedOf, twoWarmRuns } from './service-scenarios.js';
  * `warm: true`), the model sees the whole thread, and usage stays per run. The kept process is the
  * native binary itself, not the npm package's Node launcher (src/providers/codex/native.ts).
  */
-
-/** The program and the first two arguments of `pid` and of every process under it. */
-function treeOf(pid: number): string[] {
-  return [pid, ...descendantsOf(pid)].map((p) => {
-    try {
-      return [readlinkSync(`/proc/${p}/exe`), ...readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(1, 3)].join(' ');
-    } catch {
-      return ''; // gone meanwhile
-    }
-  });
-}
 
 describe('codex (real CLI), warm session', () => {
   const ctx = useServiceRig('codex');
@@ -39,8 +25,6 @@ describe('codex (real CLI), warm session', () => {
     const session = await ctx.rig.session({ lane: 'core', warm: true });
     const run = await ctx.rig.run(session, 'Hello');
     expect(run.run.state).toBe('completed');
-    const tree = treeOf(startedOf(run).pid);
-    expect(tree.filter((program) => /\/vendor\/[^ ]+\/bin\/codex app-server$/.test(program))).toHaveLength(1);
-    expect(tree.filter((program) => basename(program.split(' ')[0]!) === 'node')).toEqual([]);
+    expectNativeCodex(startedOf(run).pid, 'app-server');
   });
 });

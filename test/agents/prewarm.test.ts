@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/wait.js';
 import { AgentRig, GEMINI_MODEL } from './harness.js';
 import { startModelServer, type ModelServer } from './model-server.js';
-import { startedOf as started } from './service-scenarios.js';
+import { expectNativeCodex, startedOf as started } from './service-scenarios.js';
 
 /**
  * Prewarmed sessions (ASM_PREWARM) with the real CLIs against the loopback model server: the CLI
@@ -40,6 +40,8 @@ describe.each(['claude', 'codex', 'gemini'] as const)('%s (real CLI), prewarmed 
     await waitFor(async () => (await load()) === 1, "the prewarmed process in the node's load", 30_000);
     const first = await rig.run(s, 'Create prewarmed.txt', async (live) => {
       const requested = await live.event('approval_requested');
+      // Still waiting on the approval, the prewarmed process is up: codex's is its native binary.
+      if (name === 'codex') expectNativeCodex((await live.event('run_started')).payload.pid, 'app-server');
       expect((await rig.server.request('POST', `/v1/approvals/${requested.payload.approval_id}`, { decision: 'allow' })).status).toBe(200);
     });
     expect(started(first)).toMatchObject({ warm: true });

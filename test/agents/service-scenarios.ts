@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AgentName } from '../../scripts/install-agents.js';
+import { programsUnder } from '../faults/processes.js';
 import { stopProcessesWith, untilRunning, useServiceRig, type AgentRig, type FinishedRun, type LiveRun, type ModelContext } from './harness.js';
 import { closedPortUrl, type RecordedRequest } from './model-server.js';
 
@@ -282,6 +283,13 @@ function expectInOrder(kinds: string[], expected: string[]): void {
 
 /** The payload of a finished run's run_started event. */
 export const startedOf = (r: FinishedRun) => r.events.find((e) => e.kind === 'run_started').payload;
+
+/** The live codex process a run started (`pid`, its run_started's) is the native binary running `subcommand`, with no Node launcher in its tree (src/providers/codex/native.ts). */
+export function expectNativeCodex(pid: number, subcommand: string): void {
+  const programs = programsUnder(pid);
+  expect(programs.filter((program) => new RegExp(`/vendor/[^ ]+/bin/codex ${subcommand}$`).test(program))).toHaveLength(1);
+  expect(programs.filter((program) => basename(program.split(' ')[0]!) === 'node')).toEqual([]);
+}
 
 /**
  * The warm-session scenario every provider with `warm` shares: two scripted turns on one warm session

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
 /**
  * The fault suite's view of the host's processes: what a run may have left behind, found in /proc by
@@ -81,6 +81,17 @@ export function descendantsOf(pid: number): number[] {
     }
   }
   return found;
+}
+
+/** The program (its executable's path) and first two arguments of `pid` and of every process under it. */
+export function programsUnder(pid: number): string[] {
+  return [pid, ...descendantsOf(pid)].map((p) => {
+    try {
+      return [readlinkSync(`/proc/${p}/exe`), ...readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(1, 3)].join(' ');
+    } catch {
+      return ''; // gone meanwhile
+    }
+  });
 }
 
 /** Whether `pid` is a live process (a zombie is not). */
