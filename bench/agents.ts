@@ -28,6 +28,13 @@
  *          cold session's run would take one)
  *   cold spawn   of the cold run, request → its run_started event (the CLI spawned in its sandbox,
  *          the session's HOME made), from the event's timestamp (ms): ASM's part before the CLI's own start
+ *   cold cli   of the cold run, run_started → its terminal event: the CLI's own part, in its sandbox and
+ *          session HOME, with ASM reading and recording its lines; against the raw stream-json /
+ *          app-server / one-process line (spawn → its turn's end), it says how much slower the CLI
+ *          itself was under ASM
+ *   cold after   of the cold run, its terminal event → the answer at the client: the run's end steps
+ *          (the workspace diff, the records) and the HTTP answer. The three add up to `cold` (ms
+ *          timestamps, so each is ±1 ms)
  *
  * The service runs in this process (embedded mode), over real HTTP, with the sandbox as configured
  * (bwrap by default, as in production; the raw CLI runs without one). Prints one JSON line per CLI:
@@ -49,6 +56,7 @@ import { SPAWNER_ENV } from './asm-server.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
 import { GEMINI_MODEL, offlineEnv } from '../test/agents/offline-env.js';
+import { TERMINAL_KINDS } from '../src/schemas/events.js';
 
 const PROMPT = 'Say hello';
 
@@ -154,13 +162,22 @@ interface Api {
 }
 
 /** One run through the service, request → answer (ms); it must complete. requestedAt: the wall clock at the request, for event timestamps. */
-async function timedRun(api: Api, sessionId: string): Promise<{ ms: number; runId: string; requestedAt: number }> {
+async function timedRun(api: Api, sessionId: string): Promise<TimedRun> {
   const requestedAt = Date.now();
   const started = performance.now();
   const run = await api.post(`/v1/sessions/${sessionId}/runs`, { prompt: PROMPT, wait: true });
   const ms = performance.now() - started;
+  const answeredAt = Date.now();
   if (run.state !== 'completed') throw new Error(`run ${run.id} ended ${run.state}: ${JSON.stringify(run.result?.error)}`);
-  return { ms, runId: run.id, requestedAt };
+  return { ms, runId: run.id, requestedAt, answeredAt };
+}
+
+/** A run timed by timedRun; requestedAt and answeredAt are the wall clock (ms), as the events' timestamps. */
+interface TimedRun {
+  ms: number;
+  runId: string;
+  requestedAt: number;
+  answeredAt: number;
 }
 
 async function runStarted(api: Api, runId: string): Promise<any> {
@@ -175,9 +192,20 @@ async function ranWarm(api: Api, runId: string): Promise<boolean> {
   return (await runStarted(api, runId)).payload.warm === true;
 }
 
-/** Request → the run's run_started event, which the backend emits once the CLI is spawned (ms; the service's clock is this process's). */
-async function spawnedAfter(api: Api, run: { runId: string; requestedAt: number }): Promise<number> {
-  return Date.parse((await runStarted(api, run.runId)).timestamp) - run.requestedAt;
+/**
+ * A run's time in three parts, from its events' timestamps (the service's clock is this process's): request → run_started,
+ * which the backend emits once the CLI is spawned; run_started → the terminal event; the terminal event → the answer.
+ */
+async function partsOf(api: Api, run: TimedRun): Promise<{ spawn: number; cli: number; after: number }> {
+  const { events } = await api.get(`/v1/runs/${run.runId}/events?after=0`);
+  const at = (kinds: string[]) => {
+    const event = events.find((e: any) => kinds.includes(e.kind));
+    if (!event) throw new Error(`run ${run.runId} has no ${kinds.join(' or ')} event`);
+    return Date.parse(event.timestamp);
+  };
+  const started = at(['run_started']);
+  const ended = at([...TERMINAL_KINDS]);
+  return { spawn: started - run.requestedAt, cli: ended - started, after: run.answeredAt - ended };
 }
 
 /**
@@ -299,6 +327,8 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
   const rawFresh: number[] = [];
   const cold: number[] = [];
   const coldSpawn: number[] = [];
+  const coldCli: number[] = [];
+  const coldAfter: number[] = [];
   const warm: number[] = [];
   const prewarmed: number[] = [];
   // One untimed round first: the page cache and the JIT warm up for all alike.
@@ -329,7 +359,10 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
     raw.push(r);
     rawStream.push(rs);
     cold.push(c.ms);
-    coldSpawn.push(await spawnedAfter(api, c));
+    const parts = await partsOf(api, c);
+    coldSpawn.push(parts.spawn);
+    coldCli.push(parts.cli);
+    coldAfter.push(parts.after);
     warm.push(second.ms);
     const stream = `, ${STREAM_FIELD[cli]} ${rs.toFixed(0)} ms, raw fresh home ${rawFresh.at(-1)!.toFixed(0)} ms`;
     process.stderr.write(`${cli} sample ${i + 1}/${samples}: raw ${r.toFixed(0)} ms${stream}, cold ${c.ms.toFixed(0)} ms, warm second run ${second.ms.toFixed(0)} ms, prewarmed first run ${p.toFixed(0)} ms\n`);
@@ -353,6 +386,8 @@ async function benchCli(cli: Cli, { api, model, workspace, template, env, sample
       raw_fresh_home_ms: summary(rawFresh),
       cold_ms: coldMs,
       cold_spawn_ms: summary(coldSpawn),
+      cold_cli_ms: summary(coldCli),
+      cold_after_ms: summary(coldAfter),
       warm_second_run_ms: warmMs,
       cold_over_raw: ratio(coldMs.median, rawMs.median),
       cold_over_raw_same_transport: ratio(coldMs.median, summary(rawStream).median),
