@@ -40,6 +40,8 @@ export class RunRecorder {
   /** The events of one run, serialised (run id → chain). */
   private readonly chains = new KeyedSerializer();
   private readonly endListeners: Array<(run: RunRecord) => void> = [];
+  /** Waits in this process for the ends of a session's runs (RunEnds), by session id. */
+  private readonly sessionEndListeners = new Map<string, Set<(ended: RunRecord) => void>>();
   private readonly eventListeners = new Set<RecordedEventListener>();
 
   constructor(private readonly deps: RunRecorderDeps) {
@@ -52,6 +54,26 @@ export class RunRecorder {
   /** Called after each run's terminal event is stored. */
   onRunEnded(listener: (run: RunRecord) => void): void {
     this.endListeners.push(listener);
+  }
+
+  /**
+   * Called with the run as it ended, once this process stored the terminal event of a run of
+   * `sessionId`; returns the unsubscribe. A wait for a run it executes (RunEnds) has its answer here,
+   * without hearing the event back from the store and reading the run: two hops in Redis mode.
+   */
+  onSessionRunEnded(sessionId: string, listener: (ended: RunRecord) => void): () => void {
+    let listeners = this.sessionEndListeners.get(sessionId);
+    if (!listeners) this.sessionEndListeners.set(sessionId, (listeners = new Set()));
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0 && this.sessionEndListeners.get(sessionId) === listeners) this.sessionEndListeners.delete(sessionId);
+    };
+  }
+
+  /** Resolves once the writes queued for the run here (in `serialize`) are done or failed; at once for a run with none. */
+  written(runId: string): Promise<void> {
+    return this.serialize(runId, async () => undefined);
   }
 
   /** Called after each event this process records, with the run as it stands (after a terminal event: ended); returns the unsubscribe. */
@@ -97,6 +119,7 @@ export class RunRecorder {
     // fence knows that end by its finished_at, and does not take it for one written elsewhere
     // (redis-aof-restart.test.ts).
     const { run: ended } = await this.withRecord(run, { state: result.status, finished_at: timestamp, result }, provisional, { ownEnd: timestamp });
+    for (const listener of this.sessionEndListeners.get(run.session_id) ?? []) listener(ended);
     this.log.info({ ...runLogFields(run), sessionId: run.session_id, state: result.status, error: result.error?.kind }, 'run finished');
     for (const listener of this.endListeners) listener(run);
     return ended;

@@ -218,8 +218,9 @@ export class SessionService {
   /** Submit a prompt and resolve with its run once it is terminal, or as it stands after timeoutMs. */
   async submitRunAndWait(tenant: string, sessionId: string, body: CreateRunBody, timeoutMs: number, origin?: RequestOrigin): Promise<RunRecord> {
     this.assertRunBody(tenant, body);
-    // Watched before the run exists, so its end is heard without a read of the run (wait-for-run.ts).
-    const ends = new RunEnds(this.store, sessionId);
+    // Watched before the run exists, so its end is heard without a read of the run (wait-for-run.ts);
+    // where this process executes it, as the recorder stores the end.
+    const ends = new RunEnds(this.store, sessionId, this.recorder);
     try {
       return await ends.until(await this.admission.submit(tenant, sessionId, body, origin), timeoutMs);
     } finally {

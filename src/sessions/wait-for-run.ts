@@ -19,27 +19,51 @@ export async function waitForRun(store: Store, runId: string, timeoutMs: number,
   }
 }
 
+/** What a process tells of the ends of the runs it executes itself (RunRecorder). */
+export interface LocalRunEnds {
+  /** Hears each end this process stores of a run of `sessionId`, with the run as it ended; returns the unsubscribe. */
+  onSessionRunEnded(sessionId: string, listener: (ended: RunRecord) => void): () => void;
+  /** Resolves once the writes this process has queued for the run (its end among them) are done, or failed. */
+  written(runId: string): Promise<void>;
+}
+
 /**
  * The ends of a session's runs, heard from the session's events from now on. A watch made before
  * the run it waits for exists (a submit with `wait: true`) hears each of that run's events, so it
  * needs no read to tell whether the run ended before it began: a round trip less in Redis mode
- * (bench/RESULTS.md, twenty-eighth pass).
+ * (bench/RESULTS.md, twenty-eighth pass). With `local`, the end of a run this process executes is
+ * heard as it is recorded, with the run as it ended: no wait for the event to come back from the
+ * store, and no read of the run (thirty-fourth pass).
  */
 export class RunEnds {
   /** Runs that ended before `until` was called (few: a session's runs during one submit). */
   private readonly ended = new Set<string>();
+  /** The runs of `ended`, and then the awaited one, as this process recorded their ends. */
+  private readonly recorded = new Map<string, RunRecord>();
   private awaited: { runId: string; heard: () => void } | undefined;
   private readonly unsubscribe: () => void;
+  private readonly unlisten: () => void;
 
   constructor(
     private readonly store: Store,
     sessionId: string,
+    private readonly local?: LocalRunEnds,
   ) {
     this.unsubscribe = store.events.subscribe(sessionId, (event) => {
-      if (!TERMINAL_KINDS.has(event.kind)) return;
-      if (this.awaited === undefined) this.ended.add(event.run_id);
-      else if (this.awaited.runId === event.run_id) this.awaited.heard();
+      if (TERMINAL_KINDS.has(event.kind)) this.heard(event.run_id);
     });
+    this.unlisten = local?.onSessionRunEnded(sessionId, (ended) => this.heard(ended.id, ended)) ?? (() => undefined);
+  }
+
+  /** A run's end, heard from the store's events or, with the run as it ended, from this process's recorder. */
+  private heard(runId: string, ended?: RunRecord): void {
+    if (this.awaited === undefined) {
+      this.ended.add(runId);
+      if (ended) this.recorded.set(runId, ended);
+    } else if (this.awaited.runId === runId) {
+      if (ended) this.recorded.set(runId, ended);
+      this.awaited.heard();
+    }
   }
 
   /** The run once its end is heard, or as it stands after timeoutMs (`run` where it cannot be read). */
@@ -52,11 +76,16 @@ export class RunEnds {
       });
       clearTimeout(timer);
     }
-    return (await this.store.runs.get(run.id).catch(() => undefined)) ?? run;
+    // The store's event may come before this process's recorder tells of the end it is storing (two
+    // connections in Redis mode; the memory store tells its watchers within the append): its writes
+    // for the run are waited for, and a run executed elsewhere has none.
+    if (!this.recorded.has(run.id)) await this.local?.written(run.id);
+    return this.recorded.get(run.id) ?? (await this.store.runs.get(run.id).catch(() => undefined)) ?? run;
   }
 
   stop(): void {
     this.unsubscribe();
+    this.unlisten();
   }
 }
 

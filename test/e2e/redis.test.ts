@@ -1,6 +1,7 @@
 /**
  * Distributed mode against Redis trouble, through the whole service (in-process server, real Redis):
- * an outage in the middle of a run, and ACL users.
+ * an outage in the middle of a run, and ACL users. And a `wait: true` submit answered from the end
+ * this process recorded, without reading the run back.
  */
 import { randomUUID } from 'node:crypto';
 import pino from 'pino';
@@ -61,6 +62,38 @@ describe('distributed mode: Redis goes away in the middle of a run', () => {
     // The refused run was never accepted: the session holds only the one that was.
     expect((await reply(server.client.GET('/v1/sessions/{id}/runs', { params: { path: { id: session.id } } }))).body.runs.map((r: any) => r.id)).toEqual([run.id]);
   }, 60_000);
+});
+
+describe('distributed mode: a `wait: true` submit of a run this process executes', () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startServer({ REDIS_URL: inject('asmTestRedisUrl'), ASM_REDIS_PREFIX: `asmwait-${randomUUID().slice(0, 8)}` });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('is answered with the run as the recorder stored its end: the run is read once, by its start', async () => {
+    const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
+    const submit = (prompt: string) => reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt, wait: true } }));
+    expect((await submit('true')).status).toBe(200);
+    const { runs } = server.app.store;
+    const get = runs.get.bind(runs);
+    let reads = 0;
+    runs.get = (id: string) => {
+      reads++;
+      return get(id);
+    };
+    try {
+      const answer = await submit('echo done');
+      expect(answer).toMatchObject({ status: 200, body: { state: 'completed', result: { status: 'completed', text: 'done\n' } } });
+      // The executor reads the run as it starts it; the answer needs no read after the end.
+      expect(reads).toBe(1);
+      expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: answer.body.id } } }))).body).toEqual(answer.body);
+    } finally {
+      runs.get = get;
+    }
+  });
 });
 
 describe('distributed mode: an ACL user', () => {

@@ -3,15 +3,22 @@
  * gives the run as it stands after the timeout, returns a run that had ended already, answers
  * not_found for a missing run, and, told the run's session, reads the run once before waiting (the
  * subscription first). RunEnds, a watch begun before its run exists (a submit with `wait: true`),
- * hears the run's end whether it comes before or after `until`, and reads the run only then.
+ * hears the run's end whether it comes before or after `until`, and reads the run only then; told
+ * of the ends its process records (RunRecorder.onSessionRunEnded), it answers with the run as
+ * recorded and reads nothing, and still reads a run that ended elsewhere.
  */
 import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { afterEach, describe, expect, inject, it } from 'vitest';
+import { cancelledRun } from '../../src/errors/kinds.js';
+import { LocalCluster } from '../../src/nodes/local.js';
+import { RunRecorder } from '../../src/sessions/recorder.js';
 import { RunEnds, waitForRun } from '../../src/sessions/wait-for-run.js';
 import { createMemoryStore } from '../../src/store/memory.js';
 import { createRedisStore } from '../../src/store/redis.js';
 import type { RunRecord, Store } from '../../src/store/types.js';
 import { newEvent, runRecord, sessionRecord } from '../store/contract.js';
+import { REPORT } from './rig.js';
 
 const url = inject('asmTestRedisUrl') ?? process.env.ASM_TEST_REDIS_URL;
 if (!url) throw new Error('no test Redis: is test/setup/redis.ts registered as globalSetup?');
@@ -37,6 +44,11 @@ async function counting(open: () => Promise<Store>): Promise<{ store: Store; rea
     return get(id);
   };
   return { store, reads: () => reads };
+}
+
+/** A recorder on `store`, as a process that executes runs has one. */
+function recorderOn(store: Store): RunRecorder {
+  return new RunRecorder({ store, cluster: new LocalCluster('test-node', REPORT), active: new Map(), outageMs: 1_000, log: pino({ level: 'silent' }) });
 }
 
 async function queuedRun(store: Store): Promise<RunRecord> {
@@ -91,11 +103,11 @@ describe.each(stores)('waitForRun (%s store)', (_name, open) => {
 });
 
 describe.each(stores)('RunEnds (%s store)', (_name, open) => {
-  /** A watch of a new session, begun before its run is created; and that run. */
-  async function watchedRun(store: Store): Promise<{ ends: RunEnds; run: RunRecord }> {
+  /** A watch of a new session, begun before its run is created (told of `recorder`'s ends, if given); and that run. */
+  async function watchedRun(store: Store, recorder?: RunRecorder): Promise<{ ends: RunEnds; run: RunRecord }> {
     const session = sessionRecord();
     await store.sessions.create(session);
-    const ends = new RunEnds(store, session.id);
+    const ends = new RunEnds(store, session.id, recorder);
     const run = runRecord(session);
     await store.runs.create(run);
     return { ends, run };
@@ -116,15 +128,17 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
     ends.stop();
   });
 
-  it('waits for the end of a run still going, reading it only once it ended', async () => {
+  it("waits for the end of a run still going, reading it only once it ended; so does a watch told of this process's ends, for a run ended elsewhere", async () => {
     const { store, reads } = await counting(open);
-    const { ends, run } = await watchedRun(store);
-    const before = reads();
-    const waiting = ends.until(run, 30_000);
-    await end(store, run);
-    expect(await waiting).toMatchObject({ id: run.id, state: 'completed' });
-    expect(reads() - before).toBe(1);
-    ends.stop();
+    for (const recorder of [undefined, recorderOn(store)]) {
+      const { ends, run } = await watchedRun(store, recorder);
+      const before = reads();
+      const waiting = ends.until(run, 30_000);
+      await end(store, run);
+      expect(await waiting).toMatchObject({ id: run.id, state: 'completed' });
+      expect(reads() - before).toBe(1);
+      ends.stop();
+    }
   });
 
   it("ignores another run's end, before `until` or after: gives the run as it stands once the timeout passes", async () => {
@@ -139,5 +153,59 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
     expect(await waiting).toMatchObject({ id: run.id, state: 'queued' });
     expect(Date.now() - started).toBeGreaterThanOrEqual(290);
     ends.stop();
+  });
+
+  describe('told of the ends its process records', () => {
+    /** A recorder on `store`, as a process that executes runs has, and a watch told of its ends. */
+    function locally(store: Store, sessionId: string): { recorder: RunRecorder; ends: RunEnds } {
+      const recorder = recorderOn(store);
+      return { recorder, ends: watch(store, sessionId, recorder) };
+    }
+
+    function watch(store: Store, sessionId: string, recorder: RunRecorder): RunEnds {
+      return new RunEnds(store, sessionId, recorder);
+    }
+
+    it('answers a run whose end it recorded, before `until` or after, with the run as recorded, reading nothing for it', async () => {
+      const { store, reads } = await counting(open);
+      const session = sessionRecord();
+      await store.sessions.create(session);
+      const { recorder, ends } = locally(store, session.id);
+      const [early, late] = [runRecord(session), runRecord(session)];
+      await Promise.all([store.runs.create(early), store.runs.create(late)]);
+      await recorder.finishWithoutStart(early.id, cancelledRun('ended before until'));
+      let before = reads();
+      expect(await ends.until(early, 30_000)).toMatchObject({ id: early.id, state: 'interrupted', result: { status: 'interrupted' } });
+      expect(reads() - before).toBe(0);
+      ends.stop();
+
+      const watching = watch(store, session.id, recorder);
+      const waiting = watching.until(late, 30_000);
+      before = reads();
+      await recorder.finishWithoutStart(late.id, cancelledRun('ended after until'));
+      const ended = await waiting;
+      expect(ended).toMatchObject({ id: late.id, state: 'interrupted' });
+      // The end reads the run once itself (RunRecorder.endUnfinished); the watch adds no read, though
+      // the memory store hands the terminal event to its watchers within the append, before the
+      // recorder tells of the end (so may Redis's subscriber connection).
+      expect(reads() - before).toBe(1);
+      expect(ended).toEqual(await store.runs.get(late.id));
+      watching.stop();
+    });
+
+    it('stops hearing the recorder once stopped', async () => {
+      const { store } = await counting(open);
+      const session = sessionRecord();
+      await store.sessions.create(session);
+      const { recorder, ends } = locally(store, session.id);
+      const [first, second] = [runRecord(session), runRecord(session)];
+      await Promise.all([store.runs.create(first), store.runs.create(second)]);
+      ends.stop();
+      await recorder.finishWithoutStart(first.id, cancelledRun('ended after stop'));
+      // Neither the recorder nor the store's events reach a stopped watch: it waits out its timeout.
+      const started = Date.now();
+      expect(await ends.until(first, 200)).toMatchObject({ id: first.id });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    });
   });
 });
