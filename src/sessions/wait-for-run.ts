@@ -57,29 +57,34 @@ export class RunEnds {
 
   /** A run's end, heard from the store's events or, with the run as it ended, from this process's recorder. */
   private heard(runId: string, ended?: RunRecord): void {
-    if (this.awaited === undefined) {
-      this.ended.add(runId);
-      if (ended) this.recorded.set(runId, ended);
-    } else if (this.awaited.runId === runId) {
-      if (ended) this.recorded.set(runId, ended);
-      this.awaited.heard();
-    }
+    if (this.awaited !== undefined && this.awaited.runId !== runId) return;
+    if (ended) this.recorded.set(runId, ended);
+    if (this.awaited) this.awaited.heard();
+    else this.ended.add(runId);
   }
 
   /** The run once its end is heard, or as it stands after timeoutMs (`run` where it cannot be read). */
   async until(run: RunRecord, timeoutMs: number): Promise<RunRecord> {
-    if (!this.ended.has(run.id)) {
+    let endHeard = this.ended.has(run.id);
+    if (!endHeard) {
       let timer: NodeJS.Timeout | undefined;
       await new Promise<void>((resolve) => {
-        this.awaited = { runId: run.id, heard: resolve };
+        this.awaited = {
+          runId: run.id,
+          heard: () => {
+            endHeard = true;
+            resolve();
+          },
+        };
         timer = setTimeout(resolve, timeoutMs);
       });
       clearTimeout(timer);
     }
     // The store's event may come before this process's recorder tells of the end it is storing (two
     // connections in Redis mode; the memory store tells its watchers within the append): its writes
-    // for the run are waited for, and a run executed elsewhere has none.
-    if (!this.recorded.has(run.id)) await this.local?.written(run.id);
+    // for the run are waited for, and a run executed elsewhere has none. A run still going when the
+    // wait timed out is read as it stands, not after the writes queued for it.
+    if (endHeard && !this.recorded.has(run.id)) await this.local?.written(run.id);
     return this.recorded.get(run.id) ?? (await this.store.runs.get(run.id).catch(() => undefined)) ?? run;
   }
 

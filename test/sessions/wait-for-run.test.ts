@@ -193,6 +193,23 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
       watching.stop();
     });
 
+    it("answers a run still going when its wait times out, without waiting for the run's writes queued here", async () => {
+      const { store } = await counting(open);
+      const session = sessionRecord();
+      await store.sessions.create(session);
+      const { recorder, ends } = locally(store, session.id);
+      const run = runRecord(session);
+      await store.runs.create(run);
+      let release = () => {};
+      const writing = recorder.serialize(run.id, () => new Promise<void>((resolve) => (release = resolve)));
+      const started = Date.now();
+      expect(await ends.until(run, 200)).toMatchObject({ id: run.id, state: 'queued' });
+      expect(Date.now() - started).toBeLessThan(2_000);
+      release();
+      await writing;
+      ends.stop();
+    });
+
     it('stops hearing the recorder once stopped', async () => {
       const { store } = await counting(open);
       const session = sessionRecord();
