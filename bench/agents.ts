@@ -52,11 +52,11 @@ import { createApp } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { spawnerInUse } from '../src/backends/spawn-child.js';
 import { loadProviders, resolveLaunch } from '../src/providers/registry.js';
+import { TERMINAL_KINDS } from '../src/schemas/events.js';
 import { SPAWNER_ENV } from './asm-server.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
 import { GEMINI_MODEL, offlineEnv } from '../test/agents/offline-env.js';
-import { TERMINAL_KINDS } from '../src/schemas/events.js';
 
 const PROMPT = 'Say hello';
 
@@ -180,11 +180,19 @@ interface TimedRun {
   answeredAt: number;
 }
 
+async function eventsOf(api: Api, runId: string): Promise<any[]> {
+  return (await api.get(`/v1/runs/${runId}/events?after=0`)).events;
+}
+
+/** The first of the run's events of one of `kinds`; the run must have one. */
+function firstOf(events: any[], runId: string, kinds: readonly string[]): any {
+  const event = events.find((e) => kinds.includes(e.kind));
+  if (!event) throw new Error(`run ${runId} has no ${kinds.join(' or ')} event`);
+  return event;
+}
+
 async function runStarted(api: Api, runId: string): Promise<any> {
-  const { events } = await api.get(`/v1/runs/${runId}/events?after=0`);
-  const started = events.find((e: any) => e.kind === 'run_started');
-  if (!started) throw new Error(`run ${runId} has no run_started event`);
-  return started;
+  return firstOf(await eventsOf(api, runId), runId, ['run_started']);
 }
 
 /** Whether the run went to a kept process (run_started says warm). */
@@ -197,12 +205,8 @@ async function ranWarm(api: Api, runId: string): Promise<boolean> {
  * which the backend emits once the CLI is spawned; run_started → the terminal event; the terminal event → the answer.
  */
 async function partsOf(api: Api, run: TimedRun): Promise<{ spawn: number; cli: number; after: number }> {
-  const { events } = await api.get(`/v1/runs/${run.runId}/events?after=0`);
-  const at = (kinds: string[]) => {
-    const event = events.find((e: any) => kinds.includes(e.kind));
-    if (!event) throw new Error(`run ${run.runId} has no ${kinds.join(' or ')} event`);
-    return Date.parse(event.timestamp);
-  };
+  const events = await eventsOf(api, run.runId);
+  const at = (kinds: readonly string[]) => Date.parse(firstOf(events, run.runId, kinds).timestamp);
   const started = at(['run_started']);
   const ended = at([...TERMINAL_KINDS]);
   return { spawn: started - run.requestedAt, cli: ended - started, after: run.answeredAt - ended };
