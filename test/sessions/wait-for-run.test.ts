@@ -156,30 +156,28 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
   });
 
   describe('told of the ends its process records', () => {
-    /** A recorder on `store`, as a process that executes runs has, and a watch told of its ends. */
-    function locally(store: Store, sessionId: string): { recorder: RunRecorder; ends: RunEnds } {
+    /** A new session with `count` queued runs, a recorder on `store` (as a process that executes runs has) and a watch of the session told of its ends. */
+    async function locally(store: Store, count: number): Promise<{ sessionId: string; recorder: RunRecorder; ends: RunEnds; runs: RunRecord[] }> {
+      const session = sessionRecord();
+      await store.sessions.create(session);
       const recorder = recorderOn(store);
-      return { recorder, ends: watch(store, sessionId, recorder) };
-    }
-
-    function watch(store: Store, sessionId: string, recorder: RunRecorder): RunEnds {
-      return new RunEnds(store, sessionId, recorder);
+      const ends = new RunEnds(store, session.id, recorder);
+      const runs = Array.from({ length: count }, () => runRecord(session));
+      await Promise.all(runs.map((run) => store.runs.create(run)));
+      return { sessionId: session.id, recorder, ends, runs };
     }
 
     it('answers a run whose end it recorded, before `until` or after, with the run as recorded, reading nothing for it', async () => {
       const { store, reads } = await counting(open);
-      const session = sessionRecord();
-      await store.sessions.create(session);
-      const { recorder, ends } = locally(store, session.id);
-      const [early, late] = [runRecord(session), runRecord(session)];
-      await Promise.all([store.runs.create(early), store.runs.create(late)]);
+      const { sessionId, recorder, ends, runs } = await locally(store, 2);
+      const [early, late] = runs as [RunRecord, RunRecord];
       await recorder.finishWithoutStart(early.id, cancelledRun('ended before until'));
       let before = reads();
       expect(await ends.until(early, 30_000)).toMatchObject({ id: early.id, state: 'interrupted', result: { status: 'interrupted' } });
       expect(reads() - before).toBe(0);
       ends.stop();
 
-      const watching = watch(store, session.id, recorder);
+      const watching = new RunEnds(store, sessionId, recorder);
       const waiting = watching.until(late, 30_000);
       before = reads();
       await recorder.finishWithoutStart(late.id, cancelledRun('ended after until'));
@@ -195,11 +193,8 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
 
     it("answers a run still going when its wait times out, without waiting for the run's writes queued here", async () => {
       const { store } = await counting(open);
-      const session = sessionRecord();
-      await store.sessions.create(session);
-      const { recorder, ends } = locally(store, session.id);
-      const run = runRecord(session);
-      await store.runs.create(run);
+      const { recorder, ends, runs } = await locally(store, 1);
+      const run = runs[0]!;
       let release = () => {};
       const writing = recorder.serialize(run.id, () => new Promise<void>((resolve) => (release = resolve)));
       const started = Date.now();
@@ -212,16 +207,13 @@ describe.each(stores)('RunEnds (%s store)', (_name, open) => {
 
     it('stops hearing the recorder once stopped', async () => {
       const { store } = await counting(open);
-      const session = sessionRecord();
-      await store.sessions.create(session);
-      const { recorder, ends } = locally(store, session.id);
-      const [first, second] = [runRecord(session), runRecord(session)];
-      await Promise.all([store.runs.create(first), store.runs.create(second)]);
+      const { recorder, ends, runs } = await locally(store, 1);
+      const run = runs[0]!;
       ends.stop();
-      await recorder.finishWithoutStart(first.id, cancelledRun('ended after stop'));
+      await recorder.finishWithoutStart(run.id, cancelledRun('ended after stop'));
       // Neither the recorder nor the store's events reach a stopped watch: it waits out its timeout.
       const started = Date.now();
-      expect(await ends.until(first, 200)).toMatchObject({ id: first.id });
+      expect(await ends.until(run, 200)).toMatchObject({ id: run.id });
       expect(Date.now() - started).toBeGreaterThanOrEqual(190);
     });
   });
