@@ -140,11 +140,7 @@ export class Admission {
         output_limit_bytes: this.deps.quotas.runOutputLimit(session.tenant, this.deps.config.limits.runOutputBytes),
       },
     };
-    await store.runs.create(run).catch(async (err: unknown) => {
-      await this.releaseHoldings(run);
-      throw err;
-    });
-    await recorder.serialize(run.id, () => recorder.append(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }));
+    await recorder.serialize(run.id, () => recorder.createRun(run, 'run_queued', { queue, position: dispatchNow ? 0 : waiting + 1 }, () => this.releaseHoldings(run)));
     if (dispatchNow) {
       // A full run lane refuses the submit itself (429): the run is recorded as failed, never left queued.
       const refused = await this.handOver(run);

@@ -95,6 +95,26 @@ export class RunRecorder {
     return stored;
   }
 
+  /**
+   * Record a new run and its first event (call inside `serialize`), sent together: one round trip in
+   * Redis mode, where one connection keeps their order, so the event never lands before the record.
+   * The record's write is tried once: when it fails, `onCreateFailed` runs, its error is thrown, and the
+   * event is not tried again. An event whose one try failed after the record was written is retried
+   * as any other (durably). The two go out in one write, so an outage fails both; only an error Redis
+   * answered for the record alone (a damaged key) would leave its event, naming a run never stored.
+   */
+  async createRun<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, onCreateFailed: () => Promise<void>): Promise<AsmEvent> {
+    const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
+    const [created, appended] = await Promise.allSettled([this.store.runs.create(run), this.store.events.append(event)]);
+    if (created.status === 'rejected') {
+      await onCreateFailed();
+      throw created.reason;
+    }
+    const stored = appended.status === 'fulfilled' ? appended.value : await this.durably(run.id, () => this.store.events.append(event));
+    this.announce(stored, run);
+    return stored;
+  }
+
   /** Record run_started (call inside `serialize`), with the record's turn to running (withRecord). */
   async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
     const timestamp = new Date().toISOString();

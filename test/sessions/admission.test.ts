@@ -201,6 +201,62 @@ describe('Admission', () => {
     expect(runs.filter((r) => r.state === 'failed' && r.dispatched)).toHaveLength(2);
   });
 
+  it("sends a new run's record and its run_queued event together: the event does not wait for the record's answer (one round trip in Redis mode)", async () => {
+    const session = await oneSlotSession();
+    const { runs } = rig.store;
+    const create = runs.create.bind(runs);
+    let answer!: () => void;
+    const answerable = new Promise<void>((resolve) => (answer = resolve));
+    runs.create = async (run) => {
+      await create(run);
+      await answerable;
+    };
+    try {
+      const submitted = rig.submit(session.id, 'a');
+      const queued = await waitFor(
+        async () => (await rig.store.events.read(session.id, { after: 0, limit: 10 })).find((e) => e.kind === 'run_queued'),
+        "the run_queued event, while the record's write is unanswered",
+      );
+      answer();
+      const run = await submitted;
+      expect(queued).toMatchObject({ run_id: run.id, payload: { queue: session.queue, position: 0 } });
+      expect(await dispatched(run.id)).toBe(true);
+    } finally {
+      runs.create = create;
+    }
+  });
+
+  it("refuses a submit whose run's record could not be written: the tenant's slot is given back and its event is not tried again", async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    // The store is away for the record and for the event sent with it.
+    outage.failNext(2, () => new Error().stack!.includes('createRun'));
+    expect(await refusal(rig.submit(session.id, 'a'))).toMatchObject({ kind: 'not_ready', httpStatus: 503 });
+    expect(outage.failedCalls()).toBe(2);
+    expect(await rig.store.holdings.takenBefore(TENANT, 'active_runs', Date.now() + 60_000)).toEqual([]);
+    // Back: the next submit is the session's first run and first event; no retry of the refused one's event landed meanwhile.
+    const run = await rig.submit(session.id, 'b');
+    expect((await rig.store.runs.listBySession(session.id)).map((r) => r.id)).toEqual([run.id]);
+    expect((await rig.store.events.read(session.id, { after: 0, limit: 10 })).map((e) => [e.run_id, e.kind])).toEqual([[run.id, 'run_queued']]);
+    expect(outage.failedCalls()).toBe(2);
+  });
+
+  it('retries the run_queued event of a run whose record was written, through a store outage', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    // Of the two writes sent together, the record's lands and the event's does not.
+    let sent = 0;
+    outage.failNext(1, () => new Error().stack!.includes('createRun') && sent++ === 1);
+    const run = await rig.submit(session.id, 'a');
+    expect(outage.failedCalls()).toBe(1);
+    expect((await rig.events(session.id, run.id)).map((e) => e.kind)).toEqual(['run_queued']);
+    expect(await dispatched(run.id)).toBe(true);
+  });
+
   it('refuses runs for an unknown session (404), a closing one (409) and an unknown queue (400 naming the field)', async () => {
     rig = await makeRig();
     expect(await refusal(rig.submit('ses_nope', 'a'))).toMatchObject({ kind: 'not_found' });
