@@ -101,12 +101,16 @@ export class RunRecorder {
    * The record's write is tried once: when it fails, `onCreateFailed` runs, its error is thrown, and the
    * event is not tried again. An event whose one try failed after the record was written is retried
    * as any other (durably). The two go out in one write, so an outage fails both; only an error Redis
-   * answered for the record alone (a damaged key) would leave its event, naming a run never stored.
+   * answered for the record alone (a damaged key) would leave its event, naming a run never stored:
+   * that is logged.
    */
   async createRun<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, onCreateFailed: () => Promise<void>): Promise<AsmEvent> {
     const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
     const [created, appended] = await Promise.allSettled([this.store.runs.create(run), this.store.events.append(event)]);
     if (created.status === 'rejected') {
+      if (appended.status === 'fulfilled') {
+        this.log.error({ err: created.reason, kind, ...runLogFields(run) }, "a run's record could not be written but its first event was: the event names a run that was not stored");
+      }
       await onCreateFailed();
       throw created.reason;
     }

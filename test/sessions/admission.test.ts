@@ -243,6 +243,23 @@ describe('Admission', () => {
     expect(outage.failedCalls()).toBe(2);
   });
 
+  it("logs as an error a record refused alone while its run_queued event was stored: the event names a run that does not exist", async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    const lines: string[] = [];
+    const log = createLogger('warn', { write: (line: string) => void lines.push(line) } as DestinationStream);
+    rig = await makeRig({ wrapStore: () => outage.store, log });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    // The first of the two writes sent together, the record's, is refused; the event's lands.
+    outage.failNext(1, () => new Error().stack!.includes('createRun'));
+    expect(await refusal(rig.submit(session.id, 'a'))).toMatchObject({ kind: 'not_ready' });
+    const [orphan] = await rig.store.events.read(session.id, { after: 0, limit: 10 });
+    expect(orphan).toMatchObject({ kind: 'run_queued' });
+    expect(await rig.store.runs.get(orphan!.run_id!)).toBeUndefined();
+    const logged = lines.map((line) => JSON.parse(line)).filter((line) => line.msg.includes('could not be written but its first event was'));
+    expect(logged).toMatchObject([{ level: 50, runId: orphan!.run_id, kind: 'run_queued' }]);
+  });
+
   it('retries the run_queued event of a run whose record was written, through a store outage', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     rig = await makeRig({ wrapStore: () => outage.store });
