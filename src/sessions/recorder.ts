@@ -88,11 +88,8 @@ export class RunRecorder {
   }
 
   /** Append a non-terminal event (call inside `serialize`). */
-  async append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
-    const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
-    const stored = await this.durably(run.id, () => this.store.events.append(event));
-    this.announce(stored, run);
-    return stored;
+  append<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): Promise<AsmEvent> {
+    return this.appendDurably(run, newEvent(run, kind, payload));
   }
 
   /**
@@ -105,16 +102,21 @@ export class RunRecorder {
    * that is logged.
    */
   async createRun<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, onCreateFailed: () => Promise<void>): Promise<AsmEvent> {
-    const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
-    const [created, appended] = await Promise.allSettled([this.store.runs.create(run), this.store.events.append(event)]);
+    const event = newEvent(run, kind, payload);
+    const [created, firstTry] = await Promise.allSettled([this.store.runs.create(run), this.store.events.append(event)]);
     if (created.status === 'rejected') {
-      if (appended.status === 'fulfilled') {
+      if (firstTry.status === 'fulfilled') {
         this.log.error({ err: created.reason, kind, ...runLogFields(run) }, "a run's record could not be written but its first event was: the event names a run that was not stored");
       }
       await onCreateFailed();
       throw created.reason;
     }
-    const stored = appended.status === 'fulfilled' ? appended.value : await this.durably(run.id, () => this.store.events.append(event));
+    return this.appendDurably(run, event, firstTry);
+  }
+
+  /** Store `event` (durably; `firstTry`, where one was made, is taken if it succeeded) and tell the listeners. */
+  private async appendDurably(run: RunRecord, event: NewEvent, firstTry?: PromiseSettledResult<AsmEvent>): Promise<AsmEvent> {
+    const stored = firstTry?.status === 'fulfilled' ? firstTry.value : await this.durably(run.id, () => this.store.events.append(event));
     this.announce(stored, run);
     return stored;
   }
@@ -320,6 +322,12 @@ export class RunRecorder {
 }
 
 /** The event as the run's writes retry it: its id is stamped once, so a retried append is stored once (NewEvent). */
+/** A non-terminal event of `run`, to append: the store stamps its time. */
+function newEvent<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): NewEvent {
+  const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
+  return event;
+}
+
 function envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, timestamp: string) {
   return {
     id: newEventId(),
