@@ -1,8 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RequestBody } from '../../src/client/index.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { reply, startServer, type TestServer } from '../helpers/server.js';
 
@@ -31,11 +31,8 @@ afterAll(async () => {
   for (const name of ['GEMINI_API_KEY', 'FAKE_ARGV_LOG', 'FAKE_CODEX_LOG']) delete process.env[name];
 });
 
-function lines(path: string): Array<Record<string, any>> {
-  return existsSync(path) ? readFileSync(path, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line)) : [];
-}
 /** The argv the CLI recorded last (the tests here run one at a time). */
-const lastArgv = (cli: string): string[] => lines(argvLog).filter((line) => line.cli === cli).at(-1)!.argv;
+const lastArgv = (cli: string): string[] => readJsonLines(argvLog).filter((line) => line.cli === cli).at(-1)!.argv;
 const flagValue = (argv: string[], name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
 
 async function session(body: RequestBody<'/v1/sessions', 'post'>) {
@@ -98,9 +95,9 @@ describe('system_prompt, max_turns, reasoning_effort', () => {
 
   it('codex app-server: developerInstructions on thread/start, effort on turn/start', async () => {
     const s = await session({ provider: 'codex', system_prompt: 'Be terse.', reasoning_effort: 'high' });
-    const before = lines(codexLog).length;
+    const before = readJsonLines(codexLog).length;
     expect(await run(s.id, { prompt: 'Say hello' })).toMatchObject({ state: 'completed' });
-    const sent = lines(codexLog).slice(before);
+    const sent = readJsonLines(codexLog).slice(before);
     expect(sent.find((line) => line.method === 'thread/start')!.params).toMatchObject({ developerInstructions: 'Be terse.' });
     expect(sent.find((line) => line.method === 'turn/start')!.params).toMatchObject({ effort: 'high' });
   });

@@ -1,6 +1,6 @@
-import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { reply, SERVER_MODES, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
@@ -16,8 +16,7 @@ const stream = (query: string) => server.stream(query);
 
 /** What ASM wrote to the fake CLI's stdin, parsed. */
 function written(): any[] {
-  if (!existsSync(stdinLog)) return [];
-  return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return readJsonLines(stdinLog);
 }
 
 async function claudeSession(extra: Record<string, unknown> = {}) {

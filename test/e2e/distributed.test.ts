@@ -5,11 +5,12 @@
  * in A while the client talks to B.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import { createClient, type AsmClient } from '../../src/client/index.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { FAKE_CLAUDE, reply, StreamClient, TERMINAL } from '../helpers/server.js';
 import { freePort } from '../helpers/ports.js';
 import { serveProcess, untilServing, type ServeProcess } from '../helpers/processes.js';
@@ -56,7 +57,7 @@ function deployment(extraEnv: Record<string, string> = {}) {
   };
   return {
     workspace,
-    stdinLog: () => readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)),
+    stdinLog: () => readJsonLines(log),
     async start(name: string, more: Record<string, string> = {}): Promise<Api> {
       const port = await freePort();
       const proc = serveProcess({ ...env, ASM_NODE_NAME: name, ASM_PORT: String(port), ...more });

@@ -1,8 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PERMISSION_MODE_NAMES, normalizePermissionMode, type PermissionMode } from '../../src/providers/permission-modes.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { reply, startServer, type TestServer } from '../helpers/server.js';
 
@@ -93,14 +93,12 @@ afterAll(async () => {
 
 /** The argv the provider's CLI recorded last (providers run in parallel, each one case at a time). */
 function lastArgv(cli: string): string[] {
-  const lines = readFileSync(argvLog, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { cli: string; argv: string[] });
-  return lines.filter((line) => line.cli === cli).at(-1)!.argv;
+  return readJsonLines<{ cli: string; argv: string[] }>(argvLog).filter((line) => line.cli === cli).at(-1)!.argv;
 }
 
 /** The lines codex read from its stdin so far (the fake appends them; only codex cases write there, one at a time). */
 function codexStdin(): Array<Record<string, any>> {
-  if (!existsSync(codexLog)) return [];
-  return readFileSync(codexLog, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  return readJsonLines(codexLog);
 }
 
 describe('permission_mode: every provider × every normalized mode and alias', () => {

@@ -1,7 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { reply, startServer, TERMINAL, terminalEvents, type TestServer } from '../helpers/server.js';
 
@@ -17,8 +17,7 @@ let server: TestServer;
 let codexLog: string;
 
 function codexStdin(): any[] {
-  if (!existsSync(codexLog)) return [];
-  return readFileSync(codexLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return readJsonLines(codexLog);
 }
 
 async function session(provider: string, extra: Record<string, unknown> = {}) {

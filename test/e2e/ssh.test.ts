@@ -1,8 +1,9 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { RequestBody } from '../../src/client/index.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { freePort } from '../helpers/ports.js';
 import { reply, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { sshdUnavailable, startSshd, type TestSshd } from '../helpers/sshd.js';
@@ -18,8 +19,7 @@ let server: TestServer;
 let stdinLog: string;
 
 function written(): any[] {
-  if (!existsSync(stdinLog)) return [];
-  return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return readJsonLines(stdinLog);
 }
 
 /** Processes of this test's run, local or remote: the stdin log path is in their command line or environment. */

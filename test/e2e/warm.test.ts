@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { processesWith } from '../faults/processes.js';
 import { FAKE_CLAUDE, groupAlive, reply, SERVER_MODES, startServer, type TestServer } from '../helpers/server.js';
@@ -23,8 +24,7 @@ let closed = false;
 
 /** What ASM wrote to the fake CLI's stdin (every process of the test), parsed. */
 function written(): any[] {
-  if (!existsSync(stdinLog)) return [];
-  return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return readJsonLines(stdinLog);
 }
 
 async function warmSession(extra: Record<string, unknown> = {}) {
@@ -292,7 +292,7 @@ describe.each(SERVER_MODES)('prewarmed sessions (ASM_PREWARM=claude:1), %s (fake
 
 describe('prewarmed sessions (ASM_PREWARM=codex:1), codex app-server (fake codex)', () => {
   let codexLog: string;
-  const methods = () => (existsSync(codexLog) ? readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer') : []);
+  const methods = () => readJsonLines(codexLog).map((line) => line.method ?? 'answer');
   beforeEach(async () => {
     codexLog = join(scratchDir('asm-prewarm-codex-'), 'stdin.jsonl');
     process.env.FAKE_CODEX_LOG = codexLog;
@@ -357,7 +357,7 @@ describe('warm sessions, codex app-server (fake codex)', () => {
     await waitFor(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: slow.id } } }))).body.state === 'interrupted', 'the interrupted run');
     expect(await runStarted(slow.id)).toMatchObject({ pid: first.started.pid, warm: true });
 
-    const methods = readFileSync(codexLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? 'answer');
+    const methods = readJsonLines(codexLog).map((line) => line.method ?? 'answer');
     expect(methods).toEqual(['initialize', 'initialized', 'thread/start', 'turn/start', 'turn/start', 'answer', 'turn/start', 'turn/interrupt']);
   });
 });
@@ -374,7 +374,7 @@ describe('prewarmed sessions (ASM_PREWARM=gemini:1), gemini over ACP (fake gemin
     delete process.env.FAKE_GEMINI_LOG;
     delete process.env.GEMINI_API_KEY;
   });
-  const methods = () => (existsSync(geminiLog) ? readFileSync(geminiLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method) : []);
+  const methods = () => readJsonLines(geminiLog).map((line) => line.method);
 
   it("a warm session's first run, submitted at once, asks for its ACP session on the process started with the session", async () => {
     const s = await warmSession({ provider: 'gemini' });
@@ -409,7 +409,7 @@ describe('warm sessions, gemini over ACP (fake gemini)', () => {
     delete process.env.FAKE_GEMINI_LOG;
     delete process.env.GEMINI_API_KEY;
   });
-  const methods = () => readFileSync(geminiLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l).method ?? JSON.parse(l).result?.outcome?.optionId);
+  const methods = () => readJsonLines(geminiLog).map((line) => line.method ?? line.result?.outcome?.optionId);
 
   it('the next run is the next session/prompt on the same ACP session of the same process; approvals and interrupts on it', async () => {
     const s = await warmSession({ provider: 'gemini' });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 import type { RequestBody } from '../../src/client/index.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { FAKE_CLAUDE, reply, startServer, TERMINAL, type TestServer } from '../helpers/server.js';
 import { workerProcess, type ServeProcess } from '../helpers/processes.js';
 import { scratchDir } from '../helpers/sandbox.js';
@@ -37,7 +38,7 @@ function deployment() {
   const shared = { REDIS_URL: redisUrl, ASM_REDIS_PREFIX: prefix, ...CLUSTER_ENV };
   return {
     prefix,
-    stdinLog: () => readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)),
+    stdinLog: () => readJsonLines(log),
     async api(env: Record<string, string> = {}): Promise<TestServer> {
       const server = await startServer({ ...shared, ...env });
       cleanups.push(() => server.close());

@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -7,6 +6,7 @@ import { buildCliEnv } from '../../src/providers/env.js';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import claude from '../../src/providers/claude/index.js';
 import type { EventPayload } from '../../src/schemas/events.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
@@ -29,7 +29,7 @@ function fakeClaude(prompt: string, overrides: Partial<BackendRunSpec> = {}) {
     ...overrides,
   });
   const stdinLines = (): Array<Record<string, any>> =>
-    existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map((line) => JSON.parse(line)) : [];
+    readJsonLines(log);
   return { spec, stdinLines };
 }
 

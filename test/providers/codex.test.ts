@@ -1,10 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { BackendRunSpec } from '../../src/backends/types.js';
 import codex from '../../src/providers/codex/index.js';
 import type { ProviderDefinition, ProviderRunInput } from '../../src/providers/types.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { scratchDir } from '../helpers/sandbox.js';
 import { interruptAfter, kinds, makeSpec, runToEnd, startRun, terminalError, terminalOf } from '../backends/harness.js';
 
@@ -23,7 +23,7 @@ function fakeCodex(prompt: string, overrides: Partial<BackendRunSpec> = {}) {
   const log = join(scratchDir('asm-fake-codex-'), 'stdin.jsonl');
   const spec = makeSpec(codex, { prompt, binary: FAKE_CODEX, env: { PATH: process.env.PATH!, FAKE_CODEX_LOG: log }, ...overrides });
   const stdinLines = (): Array<Record<string, any>> =>
-    existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : [];
+    readJsonLines(log);
   return { spec, stdinLines };
 }
 

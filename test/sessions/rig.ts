@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -33,6 +33,7 @@ import { createMemoryStore } from '../../src/store/memory.js';
 import type { RunRecord, RunStore, SessionRecord, Store } from '../../src/store/types.js';
 import { keyDigest, TenantDirectory } from '../../src/tenants.js';
 import { VERSION } from '../../src/version.js';
+import { readJsonLines } from '../helpers/json-lines.js';
 import { SANDBOX_ENV, scratchDir } from '../helpers/sandbox.js';
 
 /**
@@ -200,8 +201,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
       return run;
     },
     written() {
-      if (!existsSync(stdinLog)) return [];
-      return readFileSync(stdinLog, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+      return readJsonLines(stdinLog);
     },
     async close() {
       // CLIs still running (a test that failed midway) are stopped, so none outlives the test.
