@@ -9,21 +9,29 @@
  * Redis-mode request costs the machine both, and the server's collections grow with what it
  * allocates. Prints one JSON line; progress goes to stderr.
  *
- * Usage: npm run bench -- http-cpu [embedded|redis] [--rate N] [--rounds N] [--seconds N]
+ * Usage: npm run bench -- http-cpu [embedded|redis] [--rate N] [--rounds N] [--seconds N] [--profile]
  *   --rate: requests a second, each route (default 2000; a route that cannot keep up runs saturated,
  *   as the Redis events page does); --rounds: per route (5); --seconds: a round (4)
+ *   --profile: after the rounds, one more round of each route under the server's CPU profiler
+ *   (bench/cpu-profile.ts), whose largest parts and functions the line gives as `profile`; the
+ *   profiles are written for Chrome's DevTools to the folder named on stderr
  */
 import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inspectEnv, profile, type ProfileSummary } from './cpu-profile.js';
 import { cpuMs, gcMs, inModes, logger, median, numberFlag, redisCpuMs, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
 import { prepare, requestOf, ROUTES, type Route } from './http.js';
 
 const log = logger('http-cpu');
 const CONNECTIONS = 50;
 
-async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number, rounds: number, seconds: number) {
-  const asm = await startAsm(mode, redisUrl);
-  const runsServer = await startAsm(mode, redisUrl);
+async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number, rounds: number, seconds: number, profileDir: string | undefined) {
+  const inspectors = profileDir === undefined ? undefined : { asm: await inspectEnv(), runsServer: await inspectEnv() };
+  const asm = await startAsm(mode, redisUrl, inspectors?.asm.env);
+  const runsServer = await startAsm(mode, redisUrl, inspectors?.runsServer.env);
   const admin = mode === 'redis' ? new Redis(redisUrl!) : undefined;
   try {
     return await withServers(
@@ -31,6 +39,8 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
       async () => {
         const { target, runsTarget } = await prepare(asm, runsServer);
         const serverOf = (route: Route): AsmServer => (route === 'submit_run' ? runsServer : asm);
+        const load = (route: Route, duration: number) =>
+          autocannon({ ...requestOf(route, route === 'submit_run' ? runsTarget : target), connections: CONNECTIONS, duration, overallRate: rate });
         const sample = async (route: Route, duration: number) => {
           const server = serverOf(route);
           const pid = server.process.child.pid!;
@@ -38,7 +48,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
           const gcBefore = await gcMs(server);
           const redisBefore = admin ? await redisCpuMs(admin) : 0;
           const before = cpuMs(pid);
-          const result = await autocannon({ ...requestOf(route, route === 'submit_run' ? runsTarget : target), connections: CONNECTIONS, duration, overallRate: rate });
+          const result = await load(route, duration);
           const cpu = cpuMs(pid) - before;
           const redis = admin ? (await redisCpuMs(admin)) - redisBefore : 0;
           const gc = (await gcMs(server)) - gcBefore;
@@ -55,6 +65,15 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
             log(`${mode} round ${r + 1} ${route}: ${s.cpuUsPerRequest} µs a request (GC ${s.gcUsPerRequest}${redis}) at ${s.rps} req/s${s.non2xx ? `, ${s.non2xx} non-2xx` : ''}`);
           }
         }
+        // Apart from the measured rounds: the profiler slows the server it samples.
+        const profiles: Partial<Record<Route, Omit<ProfileSummary, 'busy_ms'> & { busy_us_per_request: number }>> = {};
+        for (const route of inspectors ? ROUTES : []) {
+          const file = join(profileDir!, `${mode}-${route}.cpuprofile`);
+          const { result, summary } = await profile(inspectors![route === 'submit_run' ? 'runsServer' : 'asm'].port, file, () => load(route, seconds));
+          const { busy_ms, ...shares } = summary;
+          profiles[route] = { busy_us_per_request: Math.round((busy_ms * 1000) / result.requests.total), ...shares };
+          log(`${mode} ${route} profiled: ${file}`);
+        }
         return Object.fromEntries(
           ROUTES.map((route) => [
             route,
@@ -65,6 +84,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
               rounds_cpu_us: samples[route].map((s) => s.cpuUsPerRequest),
               rounds_rps: samples[route].map((s) => s.rps),
               non2xx: samples[route].reduce((n, s) => n + s.non2xx, 0),
+              ...(profiles[route] && { profile: profiles[route] }),
             },
           ]),
         );
@@ -80,7 +100,8 @@ export async function run(args: string[]): Promise<void> {
   const rate = numberFlag(args, 'rate', 2000);
   const rounds = numberFlag(args, 'rounds', 5);
   const seconds = numberFlag(args, 'seconds', 4);
-  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rate, rounds, seconds));
+  const profileDir = args.includes('--profile') ? mkdtempSync(join(tmpdir(), 'asm-bench-profiles-')) : undefined;
+  const { machine, loadavg_after, modes } = await inModes(args, (mode, redisUrl) => benchMode(mode, redisUrl, rate, rounds, seconds, profileDir));
   const result = { bench: 'http-cpu', date: new Date().toISOString(), machine, loadavg_after, entry: process.env.ASM_BENCH_ENTRY ?? 'this tree', rate, rounds, seconds, ...modes };
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
