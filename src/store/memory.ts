@@ -9,7 +9,7 @@ import type {
   AdmissionCounts,
   ApprovalRecord,
   ApprovalStore,
-  EventJson,
+  EventsJson,
   EventListener,
   EventLog,
   HoldingKind,
@@ -265,8 +265,9 @@ class MemoryEventLog implements EventLog {
     return out;
   }
 
-  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]> {
-    return (await this.read(sessionId, opts)).map((event) => ({ seq: event.seq, json: JSON.stringify(event) }));
+  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventsJson> {
+    const events = await this.read(sessionId, opts);
+    return { json: events.map((event) => JSON.stringify(event)).join(','), lastSeq: events.at(-1)?.seq ?? null };
   }
 
   deleteSession(sessionId: string): void {

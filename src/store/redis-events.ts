@@ -3,7 +3,7 @@ import type { AsmEvent } from '../schemas/events.js';
 import { CatchUpCursor } from './catch-up.js';
 import { PAGE, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import { stampEvent } from './stamp.js';
-import type { EventJson, EventListener, EventLog, NewEvent } from './types.js';
+import type { EventListener, EventLog, EventsJson, NewEvent } from './types.js';
 
 interface SessionFeed {
   listeners: Set<EventListener>;
@@ -69,26 +69,35 @@ export class RedisEventLog implements EventLog {
   }
 
   async read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]> {
-    return (await this.readJson(sessionId, opts)).map((event) => JSON.parse(event.json) as AsmEvent);
+    return (await this.readStored(sessionId, opts)).map((event) => JSON.parse(event.json.toString()) as AsmEvent);
   }
 
-  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]> {
+  async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventsJson> {
+    const events = await this.readStored(sessionId, opts);
+    const json: Buffer[] = [];
+    for (const event of events) json.push(event.json, COMMA);
+    json.pop(); // the comma after the last
+    return { json, lastSeq: events.at(-1)?.seq ?? null };
+  }
+
+  /** The events as stored: each one's seq and its JSON's bytes. */
+  private async readStored(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<Array<{ seq: number; json: Buffer }>> {
     // An XRANGE goes out at once, while other commands wait for the batch ahead of them (BATCHED,
     // redis-link.ts): it could reach Redis before a new feed's starting point and before an append
     // issued earlier, which then falls below that point unread (a resumed stream lost a run's end so).
     // Reading after the starting point is answered sees every event the feed will not deliver.
     const startingPoint = this.feeds.get(sessionId)?.startingPoint;
     if (startingPoint) await startingPoint.catch(() => undefined);
-    const out: EventJson[] = [];
+    const out: Array<{ seq: number; json: Buffer }> = [];
     let after = opts.after;
     while (out.length < opts.limit) {
       const count = opts.runId === undefined ? Math.min(opts.limit - out.length, PAGE) : PAGE;
-      const entries = await this.redis.xrange(this.keys.events(sessionId), `${after + 1}-0`, '+', 'COUNT', count);
+      const entries = await this.redis.xrangeBuffer(this.keys.events(sessionId), `${after + 1}-0`, '+', 'COUNT', count);
       for (const [id, fields] of entries) {
-        if (out.length < opts.limit && (opts.runId === undefined || runOf(fields) === opts.runId)) out.push({ seq: Number.parseInt(id, 10), json: fields[1] });
+        if (out.length < opts.limit && (opts.runId === undefined || runOf(fields) === opts.runId)) out.push({ seq: seqOf(id), json: fields[1]! });
       }
       if (entries.length < count) break;
-      after = Number.parseInt(entries[entries.length - 1][0], 10);
+      after = seqOf(entries[entries.length - 1]![0]);
     }
     return out;
   }
@@ -209,6 +218,14 @@ export class RedisEventLog implements EventLog {
  * The run of a stream entry (`e`: the event's JSON, `r`: its run's id), read without parsing the
  * event; an entry added before the run's id was kept beside the JSON has only `e`.
  */
-function runOf(fields: string[]): string {
-  return fields[3] ?? (JSON.parse(fields[1]) as AsmEvent).run_id;
+/** The run of a stream entry (its fields `e <json> r <run id>`; older entries have no `r`). */
+function runOf(fields: Buffer[]): string {
+  return fields[3]?.toString() ?? (JSON.parse(fields[1]!.toString()) as AsmEvent).run_id;
+}
+
+const COMMA = Buffer.from(',');
+
+/** A stream entry's id, `<seq>-0`, as its seq. */
+function seqOf(id: Buffer): number {
+  return Number.parseInt(id.toString('latin1'), 10);
 }

@@ -168,10 +168,16 @@ export interface ApprovalStore {
 
 export type EventListener = (event: AsmEvent) => void;
 
-/** An event's seq and its JSON (EventLog.readJson). */
-export interface EventJson {
-  seq: number;
-  json: string;
+/**
+ * Events as JSON (EventLog.readJson): each one's JSON, comma-separated, and the last one's seq. In the
+ * form each store has it at hand: the embedded store the text it makes, Redis the bytes it stores,
+ * each event's and each comma's. Either made into the other cost a page's answer 15–35% more CPU
+ * (bench/RESULTS.md, issue 14, thirty-sixth pass).
+ */
+export interface EventsJson {
+  json: string | Buffer[];
+  /** null when there are none. */
+  lastSeq: number | null;
 }
 
 export interface EventLog {
@@ -180,10 +186,10 @@ export interface EventLog {
   /** Events of a session with seq > after, oldest first, optionally of one run only. */
   read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]>;
   /**
-   * The events read() finds, each as the JSON of its public form (what GET /v1/runs/{id}/events
-   * answers): a page is written from these without parsing and serialising every event again.
+   * The events read() finds, as the JSON of their public form (what GET /v1/runs/{id}/events answers):
+   * a page is written from it without parsing and serialising every event again.
    */
-  readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventJson[]>;
+  readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventsJson>;
   lastSeq(sessionId: string): Promise<number>;
   /**
    * Live events of one session, or of all sessions when sessionId is null. Returns unsubscribe.

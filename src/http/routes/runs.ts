@@ -9,7 +9,7 @@ import type { AsmMetrics } from '../metrics.js';
 import { sseEventMessage } from '../event-frames.js';
 import { followEvents } from '../replay.js';
 import { runEventsAfter } from '../../store/run-events.js';
-import type { EventJson } from '../../store/types.js';
+import type { EventsJson } from '../../store/types.js';
 import { errorResponses } from './sessions.js';
 
 const DEFAULT_PAGE = 100;
@@ -69,20 +69,23 @@ export const runRoutes: FastifyPluginAsyncTypebox<{ app: AsmApp; metrics?: AsmMe
         store.events.readJson(run.session_id, { after: runEventsAfter(run, after), runId: run.id, limit }),
         isTerminalRunState(run.state) ? run : store.runs.get(run.id),
       ]);
-      const page = eventPageJson(events, events.length ? events[events.length - 1].seq : after, (current ?? run).state);
+      const page = eventPageJson(events.json, events.lastSeq ?? after, (current ?? run).state);
       return reply.type('application/json; charset=utf-8').send(page as unknown as Static<typeof EventPage>); // the page, written already
     },
   );
 };
 
 /**
- * The EventPage answer as JSON, the events as the store keeps them (EventLog.readJson). Fastify sends
- * a string as it is: serialising the page from its schema spent most of the route's time parsing and
- * writing each event again (bench/RESULTS.md, issue 14, eleventh pass).
+ * The EventPage answer as JSON, the events as the store has them (EventLog.readJson): Fastify sends a
+ * string or a Buffer as it is. Serialising the page from its schema spent most of the route's time
+ * parsing and writing each event again (bench/RESULTS.md, issue 14, eleventh pass).
  */
-function eventPageJson(events: EventJson[], nextAfter: number, runState: RunState): string {
-  return `{"events":[${events.map((event) => event.json).join(',')}],"next_after":${nextAfter},"run_state":${JSON.stringify(runState)}}`;
+function eventPageJson(events: EventsJson['json'], nextAfter: number, runState: RunState): string | Buffer {
+  const end = `],"next_after":${nextAfter},"run_state":${JSON.stringify(runState)}}`;
+  return typeof events === 'string' ? `{"events":[${events}${end}` : Buffer.concat([PAGE_START, ...events, Buffer.from(end)]);
 }
+
+const PAGE_START = Buffer.from('{"events":[');
 
 function sseCursor(lastEventId: string | string[] | undefined, after: number | undefined): number {
   if (lastEventId === undefined) return after ?? 0;
