@@ -22,7 +22,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspectEnv, profile, type ProfileSummary } from './cpu-profile.js';
-import { cpuMs, gcMs, inModes, logger, median, numberFlag, redisCpuMs, startAsm, withServers, type AsmServer, type Mode } from './asm-server.js';
+import { cpuMs, gcMs, inModes, logger, median, numberFlag, redisCpuMs, startAsm, withServers, type Mode } from './asm-server.js';
 import { prepare, requestOf, ROUTES, type Route } from './http.js';
 
 const log = logger('http-cpu');
@@ -38,11 +38,12 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
       [asm, runsServer],
       async () => {
         const { target, runsTarget } = await prepare(asm, runsServer);
-        const serverOf = (route: Route): AsmServer => (route === 'submit_run' ? runsServer : asm);
-        const load = (route: Route, duration: number) =>
-          autocannon({ ...requestOf(route, route === 'submit_run' ? runsTarget : target), connections: CONNECTIONS, duration, overallRate: rate });
+        // The submits go to a server of their own (bench/http.ts).
+        const side = (route: Route) =>
+          route === 'submit_run' ? { server: runsServer, target: runsTarget, inspector: inspectors?.runsServer } : { server: asm, target, inspector: inspectors?.asm };
+        const load = (route: Route, duration: number) => autocannon({ ...requestOf(route, side(route).target), connections: CONNECTIONS, duration, overallRate: rate });
         const sample = async (route: Route, duration: number) => {
-          const server = serverOf(route);
+          const { server } = side(route);
           const pid = server.process.child.pid!;
           // Read outside the CPU window: rendering /metrics is the server's work too.
           const gcBefore = await gcMs(server);
@@ -69,7 +70,7 @@ async function benchMode(mode: Mode, redisUrl: string | undefined, rate: number,
         const profiles: Partial<Record<Route, Omit<ProfileSummary, 'busy_ms'> & { busy_us_per_request: number }>> = {};
         for (const route of inspectors ? ROUTES : []) {
           const file = join(profileDir!, `${mode}-${route}.cpuprofile`);
-          const { result, summary } = await profile(inspectors![route === 'submit_run' ? 'runsServer' : 'asm'].port, file, () => load(route, seconds));
+          const { result, summary } = await profile(side(route).inspector!.port, file, () => load(route, seconds));
           const { busy_ms, ...shares } = summary;
           profiles[route] = { busy_us_per_request: Math.round((busy_ms * 1000) / result.requests.total), ...shares };
           log(`${mode} ${route} profiled: ${file}`);

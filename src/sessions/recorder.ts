@@ -321,13 +321,13 @@ export class RunRecorder {
   }
 }
 
-/** The event as the run's writes retry it: its id is stamped once, so a retried append is stored once (NewEvent). */
 /** A non-terminal event of `run`, to append: the store stamps its time. */
 function newEvent<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>): NewEvent {
   const { timestamp: _unused, ...event } = envelope(run, kind, payload, '');
   return event;
 }
 
+/** The event as the run's writes retry it: its id is stamped once, so a retried append is stored once (NewEvent). */
 function envelope<K extends EventKind>(run: RunRecord, kind: K, payload: EventPayload<K>, timestamp: string) {
   return {
     id: newEventId(),

@@ -218,7 +218,6 @@ export class RedisEventLog implements EventLog {
  * The run of a stream entry (`e`: the event's JSON, `r`: its run's id), read without parsing the
  * event; an entry added before the run's id was kept beside the JSON has only `e`.
  */
-/** The run of a stream entry (its fields `e <json> r <run id>`; older entries have no `r`). */
 function runOf(fields: Buffer[]): string {
   return fields[3]?.toString() ?? (JSON.parse(fields[1]!.toString()) as AsmEvent).run_id;
 }

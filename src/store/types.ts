@@ -171,8 +171,8 @@ export type EventListener = (event: AsmEvent) => void;
 /**
  * Events as JSON (EventLog.readJson): each one's JSON, comma-separated, and the last one's seq. In the
  * form each store has it at hand: the embedded store the text it makes, Redis the bytes it stores,
- * each event's and each comma's. Either made into the other cost a page's answer 15–35% more CPU
- * (bench/RESULTS.md, issue 14, thirty-sixth pass).
+ * each event's and each comma's. Made into the other's form, a page cost the server 17% more CPU in
+ * Redis mode and 34% more embedded (bench/RESULTS.md, issue 14, thirty-sixth pass).
  */
 export interface EventsJson {
   json: string | Buffer[];

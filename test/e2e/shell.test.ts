@@ -67,6 +67,8 @@ describe.each(SERVER_MODES)('shell provider end to end, %s (HTTP + WebSocket)', 
     const validPage = new Ajv({ strict: false, validateFormats: false }).addSchema([AsmEventSchema, LaneMetadata]).compile(EventPage);
     expect(validPage(page.body), JSON.stringify(validPage.errors)).toBe(true);
     expect(projectResult(page.body.events)).toEqual(run.body.result);
+    const empty = await reply(server.client.GET('/v1/runs/{id}/events', { params: { path: { id: submitted.body.id }, query: { after: events.at(-1).seq } } }));
+    expect(empty.body).toEqual({ events: [], next_after: events.at(-1).seq, run_state: 'completed' });
   });
 
   it('answers wait: true with the final result', async () => {

@@ -6,8 +6,8 @@ import { existsSync, readFileSync } from 'node:fs';
 
 /**
  * The whole lines of `path`, parsed; [] if it does not exist yet. A line still being appended by a
- * running process (no newline yet) is left out: a write that crosses a page boundary can be seen
- * half done, and that line belongs to a run the caller is not reading about.
+ * running process (no newline yet) is left out: a reader can see an append half done, and that line
+ * belongs to a run the caller is not reading about.
  */
 export function readJsonLines<T = any>(path: string): T[] {
   if (!existsSync(path)) return [];
