@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis';
+import { createHash } from 'node:crypto';
+import type { Redis, RedisValue } from 'ioredis';
 
 /**
  * Distributed mode's store: several API processes share one Redis, and any of them may be SIGKILLed at
@@ -256,6 +257,32 @@ export type ScriptRedis = Redis & {
   asmAddBelow(key: string, limit: number, id: string): Promise<number>;
   asmRunSlot(runsKey: string, waitingKey: string, inFlightKey: string, id: string, slot: string, created: 0 | 1): Promise<number>;
 };
+
+/**
+ * The store's connection with SCRIPTS as methods: a script goes as EVAL the first time on a socket,
+ * which loads it, and as EVALSHA after that; one Redis no longer has (SCRIPT FLUSH) is sent again as
+ * EVAL. That is what ioredis's defineCommand does, but a connection that batches (redis-link.ts
+ * BATCHED) builds a Pipeline for every batch, and ioredis copies each defined command onto it: 9.0 µs
+ * a Pipeline with these nine against 4.6 without (bench/RESULTS.md, thirty-seventh pass).
+ */
+export function withScripts(redis: Redis): ScriptRedis {
+  const methods = Object.entries(SCRIPTS).map(([name, { numberOfKeys, lua }]) => {
+    const sha = createHash('sha1').update(lua).digest('hex');
+    const loadedOn = new WeakSet<object>();
+    const load = (args: RedisValue[]) => redis.eval(lua, numberOfKeys, ...args);
+    const call = (...args: RedisValue[]) => {
+      const socket = redis.stream as object | undefined;
+      if (!socket || !loadedOn.has(socket)) {
+        if (socket) loadedOn.add(socket);
+        return load(args);
+      }
+      return redis.evalsha(sha, numberOfKeys, ...args).catch((err: Error) => (err.message.includes('NOSCRIPT') ? load(args) : Promise.reject(err)));
+    };
+    return [name, call] as const;
+  });
+  // Each method answers what its script returns, which ScriptRedis spells out per script.
+  return Object.assign(redis, Object.fromEntries(methods)) as unknown as ScriptRedis;
+}
 
 export const PENDING = JSON.stringify('pending');
 /** Stream entries read per XRANGE when filtering or catching up. */

@@ -3,7 +3,7 @@ import { BATCHED, guarded, RedisLink, type RedisLinkOptions } from './redis-link
 import { RedisEventLog } from './redis-events.js';
 import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
-import { redisKeys, SCRIPTS, type ScriptRedis } from './redis-schema.js';
+import { redisKeys, withScripts } from './redis-schema.js';
 import type { StoredDiff } from '../schemas/workspace.js';
 import type { SessionRecord, Store } from './types.js';
 
@@ -31,8 +31,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
   const logger = options.logger;
   const link = new RedisLink(options, logger);
   // Named after the prefix, so CLIENT LIST tells which deployment a connection serves.
-  const redis = link.connect({ connectionName: `${keys.prefix}-store`, ...BATCHED }) as ScriptRedis;
-  for (const [name, script] of Object.entries(SCRIPTS)) redis.defineCommand(name, script);
+  const redis = withScripts(link.connect({ connectionName: `${keys.prefix}-store`, ...BATCHED }));
   const subscriber = link.connect({ autoResubscribe: false, connectionName: `${keys.prefix}-events` });
   const toAsmError = (err: unknown) => link.toAsmError(err);
 

@@ -416,6 +416,47 @@ describe('Redis store: Redis unreachable', () => {
   });
 });
 
+describe('Redis store: its scripts', () => {
+  it('loads a script with EVAL on a new connection, calls it by EVALSHA after, and loads it again once Redis has flushed it', async () => {
+    // A private server: SCRIPT FLUSH on the shared one would change other files' command counts.
+    const server = await startRedisServer();
+    const store = await createRedisStore({ url: server.url, eventsPerSession: 10 });
+    const [watcher, client] = [new Redis(server.url), new Redis(server.url)];
+    const monitor = await watcher.monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, argv: string[], source: string) => {
+      if (source !== 'lua') seen.push(String(argv[0]).toLowerCase() === 'echo' ? `echo ${argv[1]}` : String(argv[0]).toLowerCase());
+    });
+    /** The store's script calls while `action` ran: MONITOR lists commands as Redis runs them, so all are in before an ECHO sent after it. */
+    const scriptCalls = async (action: () => Promise<unknown>) => {
+      await action();
+      const marker = randomUUID();
+      await client.echo(marker);
+      await waitFor(() => seen.includes(`echo ${marker}`), 'the marker');
+      return seen.splice(0).filter((command) => command.startsWith('eval'));
+    };
+    try {
+      const session = sessionRecord();
+      expect(await scriptCalls(() => store.sessions.create(session))).toContain('eval');
+      let read: unknown;
+      expect(await scriptCalls(async () => (read = await store.sessions.get(session.id)))).toEqual(['eval']); // its first call
+      expect(read).toEqual(session);
+      expect(await scriptCalls(async () => (read = await store.sessions.get(session.id)))).toEqual(['evalsha']);
+      expect(read).toEqual(session);
+      await client.script('FLUSH');
+      expect(await scriptCalls(async () => (read = await store.sessions.get(session.id)))).toEqual(['evalsha', 'eval']); // NOSCRIPT, then loaded again
+      expect(read).toEqual(session);
+      expect(await scriptCalls(async () => (read = await store.sessions.get(session.id)))).toEqual(['evalsha']);
+    } finally {
+      monitor.disconnect();
+      watcher.disconnect();
+      client.disconnect();
+      await store.close();
+      await server.dispose();
+    }
+  });
+});
+
 describe('Redis store: ACL users', () => {
   const users: string[] = [];
   const stores: Store[] = [];
