@@ -13,9 +13,9 @@
  * before its terminal event, and its two git processes would be most of what this measures (their cost
  * is `bench -- diff`'s). Prints one JSON line.
  *
- * Each percentile is of the samples taken: 400 a condition by default, so that the p99 the target
- * is read from is the fifth largest sample, not the largest (what it is of 100: one stall of the host
- * decided the target, bench/RESULTS.md, twenty-seventh and thirty-seventh passes); 20 with `--quick`.
+ * Each percentile is of the samples taken: 400 a condition by default (20 with `--quick`), so the p99
+ * the target is read from is the fifth largest sample. Of 100 it was the largest, and one stall of the
+ * host decided the target (bench/RESULTS.md, issue 14, eighth and thirty-seventh passes).
  *
  * Usage: npm run bench -- interrupt [--quick] [--diffs] [--samples N]
  */

@@ -47,7 +47,7 @@ async function admissionOperations(real: Store, record: (admit: () => Promise<Ru
   rig = await makeRig({ store: real });
   const [warm, fresh, old] = [await rig.session(), await rig.session(), await rig.session()];
   await rig.engine.pause(fresh.queue);
-  // Unrecorded: the first use of each Redis script loads it (a NOSCRIPT answer, then EVAL).
+  // Unrecorded: the first use of each Redis script on a connection sends its body (EVAL), later ones its SHA (src/store/redis-schema.ts, withScripts).
   await rig.submit(warm.id, 'warm-up');
   let template: RunRecord | undefined;
   const freshOps = await record(async () => (template = await rig!.submit(fresh.id, 'first')));
