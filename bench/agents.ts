@@ -58,7 +58,7 @@ import { loadConfig } from '../src/config.js';
 import { spawnerInUse } from '../src/backends/spawn-child.js';
 import { loadProviders, resolveLaunch } from '../src/providers/registry.js';
 import { TERMINAL_KINDS } from '../src/schemas/events.js';
-import { SPAWNER_ENV } from './asm-server.js';
+import { numberFlag, SPAWNER_ENV } from './asm-server.js';
 import { ratioInterval } from './ratio-interval.js';
 import { buildServer } from '../src/http/server.js';
 import { startModelServer, type ModelServer } from '../test/agents/model-server.js';
@@ -240,10 +240,10 @@ function summary(values: number[]): { median: number; min: number; max: number }
 
 export async function run(args: string[]): Promise<void> {
   const flag = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
-  const samples = Number(flag('--samples') ?? 15);
+  const samples = numberFlag(args, 'samples', 15);
   const sandbox = flag('--sandbox') ?? 'bwrap';
   const homeSetupMs = flag('--home-setup-ms') ?? '30000';
-  const thinkMs = Number(flag('--think-ms') ?? 1000);
+  const thinkMs = numberFlag(args, 'think-ms', 1000, 0);
   // Without the sandbox a CLI gets the service's own HOME, not the scratch one with codex's and
   // gemini's config (claude's offline setup is all environment): they would call the real APIs.
   const clis: Cli[] = flag('--cli') ? [flag('--cli') as Cli] : sandbox === 'none' ? ['claude'] : ['claude', 'codex', 'gemini'];
