@@ -33,12 +33,13 @@ export class ControlRouter {
   async interrupt(runId: string): Promise<RunRecord> {
     const { store, engine, recorder, active } = this.deps;
     const local = active.get(runId);
-    // A run whose CLI runs here and has not ended is stopped before anything is read (one round trip
-    // less in Redis mode): only this process ends it, short of one ended elsewhere while this process
-    // was unreachable, whose CLI is being stopped anyway (RunRecorder.stillOwned).
+    // A run whose CLI runs here and has not ended is stopped, and answered as this process holds it,
+    // with nothing read (two round trips less in Redis mode): only this process writes it, short of
+    // one ended elsewhere while this process was unreachable, whose CLI is being stopped anyway
+    // (RunRecorder.stillOwned).
     if (local?.backend && !local.ended) {
       await local.backend.interrupt('user');
-      return (await store.runs.get(runId))!;
+      return local.endedAs ?? local.record;
     }
     const run = await store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);

@@ -184,7 +184,7 @@ export class RunExecutor {
     // A remote surface's host has a binary of its own, which its own PATH finds.
     const launch = local ? await resolveLaunch(provider, binary, process.env.PATH ?? '') : { binary, env: {} };
     if (local) backend.prepare(session.id, { provider, ...launch });
-    const active: ActiveRun = { events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
+    const active: ActiveRun = { record: run, events: [], ended: false, outputLeft: this.outputLimit(run), retriesLeft: ctx.retriesLeft, checkedLapses: cluster.heartbeatLapses(), mayHaveApprovals: ctx.attempt > 1 };
     activeRuns.set(runId, active);
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
@@ -192,7 +192,7 @@ export class RunExecutor {
       // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
       // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
       // An interrupt of this process that came while the run had no backend yet aborted the signal.
-      const owned = await store.runs.update(runId, { owner: cluster.self });
+      const owned = (active.record = await store.runs.update(runId, { owner: cluster.self }));
       if (owned.interrupt_requested || signal.aborted) {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);

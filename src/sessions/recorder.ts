@@ -124,7 +124,10 @@ export class RunRecorder {
   /** Record run_started (call inside `serialize`), with the record's turn to running (withRecord). */
   async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
     const timestamp = new Date().toISOString();
-    return (await this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp))).event;
+    const started = await this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp));
+    const active = this.active.get(run.id);
+    if (active) active.record = started.run;
+    return started.event;
   }
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */

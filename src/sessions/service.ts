@@ -249,7 +249,8 @@ export class SessionService {
   }
 
   async interruptRun(tenant: string, id: string): Promise<RunRecord> {
-    await this.getRun(tenant, id);
+    // A run executing here is known to be the tenant's without a read (ActiveRun.record).
+    if (this.active.get(id)?.record.tenant !== tenant) await this.getRun(tenant, id);
     return this.commands.call('control', 'run.interrupt', { id });
   }
 

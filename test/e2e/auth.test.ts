@@ -151,6 +151,25 @@ describe('API keys and tenants', () => {
       await expect.poll(async () => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } }, headers: A }))).body.state, { timeout: 10_000 }).toBe('completed');
       await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: session.body.id } }, headers: A }));
     });
+
+    it("cannot interrupt A's running run, by HTTP or a WebSocket frame: it runs on until A interrupts it", async () => {
+      const session = await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' }, headers: A }));
+      const run = await reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.body.id } }, body: { prompt: 'sleep 30' }, headers: A }));
+      const runOf = async (headers: Record<string, string>) => (await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: run.body.id } }, headers }))).body;
+      await expect.poll(async () => (await runOf(A)).state, { timeout: 10_000 }).toBe('running');
+      // A run executing in the process asked is known there without a read: B is refused all the same.
+      expectNotFound(await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.body.id } }, headers: B })), run.body.id);
+      const wsB = stream('', B);
+      await wsB.next((f) => f.type === 'subscribed');
+      wsB.send({ type: 'interrupt', run_id: run.body.id, request_id: 'b-3' });
+      expect((await wsB.next((f) => f.request_id === 'b-3')).error.kind).toBe('not_found');
+      expect((await runOf(A)).state).toBe('running');
+
+      const byA = await reply(server.client.POST('/v1/runs/{id}/interrupt', { params: { path: { id: run.body.id } }, headers: A }));
+      expect(byA).toMatchObject({ status: 202, body: { id: run.body.id, state: 'running' } });
+      await expect.poll(async () => (await runOf(A)).state, { timeout: 10_000 }).toBe('interrupted');
+      await reply(server.client.DELETE('/v1/sessions/{id}', { params: { path: { id: session.body.id } }, headers: A }));
+    });
   });
 
   describe('the WebSocket stream', () => {

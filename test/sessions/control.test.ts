@@ -72,6 +72,27 @@ describe('ControlRouter.interrupt', () => {
     expect(rig.written().some((line) => line.type === 'control_request' && line.request.subtype === 'interrupt')).toBe(true);
   });
 
+  it('answers the interrupt of a CLI of this process with the run as this process wrote it, reading nothing', async () => {
+    let reads = 0;
+    const rig = await newRig({
+      wrapStore: (store) => {
+        const runs = Object.create(store.runs) as Store['runs'];
+        runs.get = (id) => (reads++, store.runs.get(id));
+        return { ...store, runs };
+      },
+    });
+    const session = await rig.session();
+    const run = await rig.submit(session.id, 'Run the slow job [fixture:c3-interrupt]');
+    await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'tool_use');
+    const stored = (await rig.store.runs.get(run.id))!;
+    reads = 0;
+    const answered = await rig.control.interrupt(run.id);
+    expect(reads).toBe(0);
+    expect(answered).toEqual(stored);
+    expect(answered).toMatchObject({ id: run.id, state: 'running', owner: 'test-instance' });
+    expect((await rig.ended(run.id)).state).toBe('interrupted');
+  });
+
   // The run is active here but has no CLI yet: the interrupt aborts its lane command, which the executor reads before starting the CLI.
   it('stops a run interrupted while its executor takes ownership', async () => {
     const held = holdingOwnership();
