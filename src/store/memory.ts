@@ -224,6 +224,12 @@ interface SessionLog {
   firstSeq: number;
   lastSeq: number;
   events: AsmEvent[];
+  /**
+   * Each event's JSON, at the event's index, made the first time a page holds it (readJson) and kept
+   * while the event is: a page's events written anew at every read were half the events route's CPU
+   * (bench/RESULTS.md, thirty-ninth pass). Events are never changed once appended.
+   */
+  json: Array<string | undefined>;
 }
 
 class MemoryEventLog implements EventLog {
@@ -238,16 +244,18 @@ class MemoryEventLog implements EventLog {
   async append(event: NewEvent): Promise<AsmEvent> {
     let log = this.logs.get(event.session_id);
     if (!log) {
-      log = { firstSeq: 1, lastSeq: 0, events: [] };
+      log = { firstSeq: 1, lastSeq: 0, events: [], json: [] };
       this.logs.set(event.session_id, log);
     }
     const stored: AsmEvent = { ...stampEvent(event), seq: ++log.lastSeq };
     log.events.push(stored);
+    log.json.push(undefined);
     this.sessions.noteSeq(event.session_id, stored.seq);
     // Trim in batches so the cost of dropping old events stays amortised O(1) per append.
     const overflow = log.events.length - this.maxPerSession;
     if (overflow >= Math.max(1, this.maxPerSession >> 3)) {
       log.events.splice(0, overflow);
+      log.json.splice(0, overflow);
       log.firstSeq += overflow;
     }
     this.publish(stored);
@@ -256,18 +264,24 @@ class MemoryEventLog implements EventLog {
 
   async read(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<AsmEvent[]> {
     const log = this.logs.get(sessionId);
-    if (!log) return [];
-    const out: AsmEvent[] = [];
-    for (let i = Math.max(0, opts.after + 1 - log.firstSeq); i < log.events.length && out.length < opts.limit; i++) {
-      const event = log.events[i];
-      if (opts.runId === undefined || event.run_id === opts.runId) out.push(event);
-    }
-    return out;
+    return log ? this.indexesOf(log, opts).map((i) => log.events[i]) : [];
   }
 
   async readJson(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<EventsJson> {
-    const events = await this.read(sessionId, opts);
-    return { json: events.map((event) => JSON.stringify(event)).join(','), lastSeq: events.at(-1)?.seq ?? null };
+    const log = this.logs.get(sessionId);
+    if (!log) return { json: '', lastSeq: null };
+    const indexes = this.indexesOf(log, opts);
+    const json = indexes.map((i) => (log.json[i] ??= JSON.stringify(log.events[i])));
+    return { json: json.join(','), lastSeq: indexes.length > 0 ? log.events[indexes[indexes.length - 1]].seq : null };
+  }
+
+  /** Where in the log the events a read answers are: after `after`, of `runId` where given, at most `limit`. */
+  private indexesOf(log: SessionLog, opts: { after: number; runId?: string; limit: number }): number[] {
+    const out: number[] = [];
+    for (let i = Math.max(0, opts.after + 1 - log.firstSeq); i < log.events.length && out.length < opts.limit; i++) {
+      if (opts.runId === undefined || log.events[i].run_id === opts.runId) out.push(i);
+    }
+    return out;
   }
 
   deleteSession(sessionId: string): void {

@@ -507,6 +507,27 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect([jsonEvents(missing), missing.lastSeq]).toEqual([[], null]);
       });
 
+      it('reads a page as its events\' JSON again, and after the log was appended to and trimmed', async () => {
+        const store = await single(16);
+        const run = runRecord(sessionRecord());
+        const append = async (from: number, to: number) => {
+          for (const i of range(from, to)) await store.events.append(newEvent(run, { payload: { content: `line ${i}` } }));
+        };
+        const expectPage = async (after: number) => {
+          const page = await store.events.readJson(run.session_id, { after, limit: 4 });
+          expect(jsonEvents(page)).toEqual(await store.events.read(run.session_id, { after, limit: 4 }));
+          return seqs(jsonEvents(page));
+        };
+        await append(1, 12);
+        expect(await expectPage(6)).toEqual([7, 8, 9, 10]);
+        expect(await expectPage(6)).toEqual([7, 8, 9, 10]);
+        // Trimmed at least once: the events kept move to the front of the log, and later pages are read.
+        await append(13, 60);
+        const kept = seqs(await store.events.read(run.session_id, { after: 0, limit: 100 }));
+        expect(kept[0]).toBeGreaterThan(12);
+        for (const after of [kept[0] - 1, 50, 56, kept[0] + 1]) expect(await expectPage(after)).toEqual(range(after + 1, Math.min(after + 4, 60)));
+      });
+
       it('trims each session to eventsPerSession, keeping the newest and the seq counter', async () => {
         const store = await single(10);
         const run = runRecord(sessionRecord());
