@@ -152,8 +152,8 @@ export class Subprocess {
         this.isClosed = true;
         for (const timer of this.timers) clearTimeout(timer);
         resolve({ code, signal, stderr: stderrTail.text() });
-        // Those that left the group are looked for in /proc (0.3 ms on the main thread on a slow host):
-        // after the run's end has gone to the store, a timer's turn later, not before it.
+        // Those that left the group are looked for in /proc, on the main thread: a timer's turn later,
+        // once those waiting on `closed` have recorded the run's end (bench/RESULTS.md, thirty-ninth pass).
         if (opts.reap) setTimeout(() => opts.reap!(), 0);
       });
     });

@@ -7,7 +7,7 @@ import type { RunSnapshot } from './run-diffs.js';
 /** A run executing in this process. */
 export interface ActiveRun {
   /**
-   * The run as this process last wrote it (its owner's claim, then its start): what an interrupt of it
+   * The run as this process last wrote it (its owner's claim, its start, its end): what an interrupt of it
    * here answers with, and whose tenant it is checked against, without a read (one round trip less
    * each in Redis mode). Only this process writes a run while it executes it.
    */

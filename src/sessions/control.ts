@@ -39,7 +39,7 @@ export class ControlRouter {
     // (RunRecorder.stillOwned).
     if (local?.backend && !local.ended) {
       await local.backend.interrupt('user');
-      return local.endedAs ?? local.record;
+      return local.record;
     }
     const run = await store.runs.get(runId);
     if (!run) throw new AsmError('not_found', `run ${runId} not found`);

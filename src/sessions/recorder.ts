@@ -124,10 +124,7 @@ export class RunRecorder {
   /** Record run_started (call inside `serialize`), with the record's turn to running (withRecord). */
   async start(run: RunRecord, payload: EventPayload<'run_started'>): Promise<AsmEvent> {
     const timestamp = new Date().toISOString();
-    const started = await this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp));
-    const active = this.active.get(run.id);
-    if (active) active.record = started.run;
-    return started.event;
+    return (await this.withRecord(run, { state: 'running', started_at: timestamp }, envelope(run, 'run_started', payload, timestamp))).event;
   }
 
   /** Append to a run that may have ended meanwhile (call inside `serialize`); false when it had. */
@@ -161,6 +158,8 @@ export class RunRecorder {
    */
   private async withRecord(run: RunRecord, change: Partial<RunRecord>, event: NewEvent, fence: { ownEnd?: string } = {}): Promise<{ event: AsmEvent; run: RunRecord }> {
     const [changed, stored] = await this.durably(run.id, () => Promise.all([this.store.runs.update(run.id, change), this.store.events.append(event)]), fence);
+    const active = this.active.get(run.id);
+    if (active) active.record = changed;
     this.announce(stored, changed);
     return { event: stored, run: changed };
   }

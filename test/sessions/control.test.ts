@@ -74,13 +74,9 @@ describe('ControlRouter.interrupt', () => {
 
   it('answers the interrupt of a CLI of this process with the run as this process wrote it, reading nothing', async () => {
     let reads = 0;
-    const rig = await newRig({
-      wrapStore: (store) => {
-        const runs = Object.create(store.runs) as Store['runs'];
-        runs.get = (id) => (reads++, store.runs.get(id));
-        return { ...store, runs };
-      },
-    });
+    // Holds no call: only counts the run reads.
+    const counted = holdingRunCall((call) => (call.method === 'get' && reads++, false));
+    const rig = await newRig({ wrapStore: counted.wrap });
     const session = await rig.session();
     const run = await rig.submit(session.id, 'Run the slow job [fixture:c3-interrupt]');
     await rig.event(session.id, (e) => e.run_id === run.id && e.kind === 'tool_use');
