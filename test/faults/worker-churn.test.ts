@@ -82,18 +82,23 @@ describe('worker churn: workers SIGKILLed in a loop while remote runs flow', () 
     // The loop: a ready worker with a run of ours on it, killed, and a replacement started at once.
     let leftBehind = 0;
     for (let kill = 0; kill < KILLS; kill++) {
-      const victim = await waitFor(
+      // Its processes are those seen when it was found busy: read again, they could be gone already,
+      // its run having ended in between (seen once in CI).
+      const { victim, processes } = await waitFor(
         async () => {
           const nodes = (await call(api, 'GET', '/v1/nodes')).body.nodes as Array<{ name: string; state: string; load: number }>;
           const ready = workers.filter((w) => w.killedAt === undefined && nodes.some((n) => n.name === w.name && n.state === 'ready'));
           if (ready.length < 2) return undefined;
-          const busy = ready.filter((w) => processesWith(marker).some((pid) => descendantsOf(w.process.child.pid!).includes(pid)));
-          return busy[0];
+          const running = processesWith(marker);
+          for (const worker of ready) {
+            const descendants = descendantsOf(worker.process.child.pid!);
+            if (running.some((pid) => descendants.includes(pid))) return { victim: worker, processes: descendants };
+          }
+          return undefined;
         },
         'a busy worker beside another ready one',
         60_000,
       );
-      const processes = descendantsOf(victim.process.child.pid!);
       expect(processes.length, `processes of ${victim.name}`).toBeGreaterThan(0);
       victim.killedAt = await sigkill(victim.process);
       startWorker();
