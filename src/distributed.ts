@@ -5,7 +5,7 @@ import { BullMQLaneEngine } from './lanes/bullmq-engine.js';
 import type { EngineOptions, LaneEngine } from './lanes/types.js';
 import { OwnerUnreachable, type Cluster, type SelfReport } from './nodes/cluster.js';
 import { RedisCluster } from './nodes/redis.js';
-import { BATCHED, guarded, RedisLink } from './store/redis-link.js';
+import { guarded, RedisLink } from './store/redis-link.js';
 import { createRedisStore } from './store/redis.js';
 
 /** How long start-up waits for Redis before the process gives up with a clear error. */
@@ -37,7 +37,7 @@ export async function connectDistributed(
   const link = new RedisLink(linkOptions, logger);
   const redisCluster = new RedisCluster({
     self,
-    redis: link.connect({ connectionName: `${redis.prefix}-cluster`, ...BATCHED }),
+    redis: link.connectBatched({ connectionName: `${redis.prefix}-cluster` }),
     subscriber: link.connect({ connectionName: `${redis.prefix}-control` }),
     prefix: redis.prefix,
     report,

@@ -82,10 +82,9 @@ export class RedisEventLog implements EventLog {
 
   /** The events as stored: each one's seq and its JSON's bytes. */
   private async readStored(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<Array<{ seq: number; json: Buffer }>> {
-    // An XRANGE goes out at once, while other commands wait for the batch ahead of them (BATCHED,
-    // redis-link.ts): it could reach Redis before a new feed's starting point and before an append
-    // issued earlier, which then falls below that point unread (a resumed stream lost a run's end so).
-    // Reading after the starting point is answered sees every event the feed will not deliver.
+    // Read after a new feed's starting point is answered, this sees every event the feed will not
+    // deliver, whichever connection or order the two went in: an append that fell between a read
+    // and that point would be delivered by neither (a resumed stream lost a run's end so).
     const startingPoint = this.feeds.get(sessionId)?.startingPoint;
     if (startingPoint) await startingPoint.catch(() => undefined);
     const out: Array<{ seq: number; json: Buffer }> = [];

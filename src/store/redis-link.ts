@@ -22,17 +22,6 @@ export interface RedisLinkOptions {
   redisOptions?: RedisOptions;
 }
 
-/**
- * For a connection that carries the small, independent commands of concurrent requests (the store's,
- * the cluster's): the commands issued in one event-loop turn go out in one write, one system call
- * instead of one per command (a submit in Redis mode sends 16 of its own; bench/RESULTS.md, seventh pass).
- * Event pages (XRANGE) go out alone: a batch's replies are handed back together, and the next batch
- * waits for them, so a page batched with small reads held them up (the events page fell to 0.76×).
- * For the same reason a stall check's PING may wait for a batch in flight to time out first, which
- * finds a stall up to one commandTimeoutMs later.
- */
-export const BATCHED: RedisOptions = { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['xrange', 'xrevrange'] };
-
 /** ioredis's rejection of a command that `commandTimeout` gave up on. */
 const COMMAND_TIMED_OUT = 'Command timed out';
 
@@ -73,6 +62,23 @@ export class RedisLink {
     });
     this.connections.push(connection);
     this.stallChecks.push(this.checkForStalls(connection));
+    return connection;
+  }
+
+  /**
+   * A connection for the small, independent commands of concurrent requests (the store's, the
+   * cluster's): the commands issued in one event-loop turn go out in one write, one system call
+   * instead of one per command (a submit in Redis mode sends 16 of its own; bench/RESULTS.md,
+   * seventh pass), and each turn's write goes out while earlier ones are still unanswered. ioredis's
+   * own batching (`enableAutoPipelining`) sends a batch only once the one ahead of it is answered, and
+   * hands a batch's replies back together: every command waited for an unrelated batch's round trip,
+   * and a large reply (an events page) held up the small ones sent with it. Without it a Redis-mode
+   * run cost the server 4–17% less CPU (bench/RESULTS.md, forty-first pass).
+   */
+  connectBatched(extra: RedisOptions = {}): Redis {
+    const connection = this.connect(extra);
+    // Each connect brings a new socket; ioredis's own first commands (AUTH, INFO) go before this.
+    connection.on('connect', () => writeOncePerTurn(connection.stream));
     return connection;
   }
 
@@ -153,6 +159,24 @@ export function guarded<T extends object>(part: T, toAsmError: (err: unknown) =>
       };
     },
   });
+}
+
+/** Holds what is written to `socket` in this event-loop turn (cork) and sends it all as the turn ends (uncork: one writev). */
+function writeOncePerTurn(socket: Redis['stream']): void {
+  const write = socket.write;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = function (this: typeof socket, ...args: Parameters<typeof write>) {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      setImmediate(uncork);
+    }
+    return write.apply(this, args);
+  } as typeof write;
 }
 
 /** Wait for a connection's first ready; a refused login or an untrusted certificate ends the wait at once, since retrying cannot help. */

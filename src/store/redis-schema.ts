@@ -261,9 +261,9 @@ export type ScriptRedis = Redis & {
 /**
  * The store's connection with SCRIPTS as methods: a script goes as EVAL the first time on a socket,
  * which loads it, and as EVALSHA after that; one Redis no longer has (SCRIPT FLUSH) is sent again as
- * EVAL. That is what ioredis's defineCommand does, but a connection that batches (redis-link.ts
- * BATCHED) builds a Pipeline for every batch, and ioredis copies each defined command onto it: 9.0 µs
- * a Pipeline with these nine against 4.6 without (bench/RESULTS.md, thirty-seventh pass).
+ * EVAL. That is what ioredis's defineCommand does, but ioredis copies each defined command onto
+ * every Pipeline it builds: 9.0 µs a Pipeline with these nine against 4.6 without, when the store's
+ * connection built one a batch (bench/RESULTS.md, thirty-seventh pass).
  */
 export function withScripts(redis: Redis): ScriptRedis {
   const methods = Object.entries(SCRIPTS).map(([name, { numberOfKeys, lua }]) => {

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { BATCHED, guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
+import { guarded, RedisLink, type RedisLinkOptions } from './redis-link.js';
 import { RedisEventLog } from './redis-events.js';
 import { RedisHoldings } from './redis-holdings.js';
 import { RedisApprovalStore, RedisRunStore, RedisSessionStore } from './redis-records.js';
@@ -31,7 +31,7 @@ export async function createRedisStore(options: RedisStoreOptions): Promise<Stor
   const logger = options.logger;
   const link = new RedisLink(options, logger);
   // Named after the prefix, so CLIENT LIST tells which deployment a connection serves.
-  const redis = withScripts(link.connect({ connectionName: `${keys.prefix}-store`, ...BATCHED }));
+  const redis = withScripts(link.connectBatched({ connectionName: `${keys.prefix}-store` }));
   const subscriber = link.connect({ autoResubscribe: false, connectionName: `${keys.prefix}-events` });
   const toAsmError = (err: unknown) => link.toAsmError(err);
 
