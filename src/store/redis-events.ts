@@ -9,8 +9,6 @@ interface SessionFeed {
   listeners: Set<EventListener>;
   /** Hands the listeners the session's events in seq order, reading from the stream what pub/sub missed. */
   cursor: CatchUpCursor;
-  /** The read of the feed's starting point, until Redis answers it (readJson waits for it). */
-  startingPoint?: Promise<number>;
   /** Set while the feed has no listeners: when it goes (FEED_LINGER_MS). */
   closing?: NodeJS.Timeout;
 }
@@ -82,11 +80,9 @@ export class RedisEventLog implements EventLog {
 
   /** The events as stored: each one's seq and its JSON's bytes. */
   private async readStored(sessionId: string, opts: { after: number; runId?: string; limit: number }): Promise<Array<{ seq: number; json: Buffer }>> {
-    // Read after a new feed's starting point is answered, this sees every event the feed will not
-    // deliver, whichever connection or order the two went in: an append that fell between a read
-    // and that point would be delivered by neither (a resumed stream lost a run's end so).
-    const startingPoint = this.feeds.get(sessionId)?.startingPoint;
-    if (startingPoint) await startingPoint.catch(() => undefined);
+    // Sent after a new feed's starting point on the same connection, which sends in the order
+    // issued (RedisLink.connectBatched), Redis answers it after that point: it sees every event the
+    // feed will not deliver, an append issued before the subscription included.
     const out: Array<{ seq: number; json: Buffer }> = [];
     let after = opts.after;
     while (out.length < opts.limit) {
@@ -117,7 +113,8 @@ export class RedisEventLog implements EventLog {
     if (!feed) {
       const listeners = new Set<EventListener>();
       // Sent on the command connection before anything this process appends afterwards, so every event
-      // appended after subscribe() returns lies above this starting point; reads wait for it (readJson).
+      // appended after subscribe() returns lies above this starting point, and a read issued after
+      // subscribe() reaches Redis after it (readStored).
       const startingPoint = this.redis.get(this.keys.seq(sessionId)).then((seq) => Number(seq ?? 0));
       const cursor = new CatchUpCursor(this, {
         sessionId,
@@ -130,10 +127,7 @@ export class RedisEventLog implements EventLog {
           this.warn(err, 'could not read the events missed by a live subscription');
         },
       });
-      const created: SessionFeed = { listeners, cursor, startingPoint };
-      const answered = () => void (created.startingPoint = undefined);
-      startingPoint.then(answered, answered);
-      feed = created;
+      feed = { listeners, cursor };
       this.feeds.set(sessionId, feed);
       this.activate([sessionId]);
     }
