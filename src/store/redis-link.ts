@@ -73,7 +73,8 @@ export class RedisLink {
    * own batching (`enableAutoPipelining`) sends a batch only once the one ahead of it is answered, and
    * hands a batch's replies back together: every command waited for an unrelated batch's round trip,
    * and a large reply (an events page) held up the small ones sent with it. Without it a Redis-mode
-   * run cost the server 9–20% less CPU (bench/RESULTS.md, forty-first pass).
+   * run cost the server 11–20% less CPU (`bench -- runs redis`, alternated; bench/RESULTS.md,
+   * forty-first pass).
    */
   connectBatched(extra: RedisOptions = {}): Redis {
     const connection = this.connect(extra);
