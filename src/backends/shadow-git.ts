@@ -4,7 +4,7 @@ import { join, relative, sep } from 'node:path';
 import type { WorkspaceSettings } from '../config.js';
 import { AsmError } from '../errors/kinds.js';
 import { runGit } from './git.js';
-import { workspaceFingerprint } from './workspace-fingerprint.js';
+import { EMPTY_WORKSPACE, workspaceFingerprint } from './workspace-fingerprint.js';
 
 /**
  * What a run changed in its workspace, from git plumbing in a shadow repository that lives outside
@@ -15,8 +15,8 @@ import { workspaceFingerprint } from './workspace-fingerprint.js';
  * A snapshot is `git add -A` into the shadow repository's own index, then `git write-tree`: the
  * tree id names the workspace as it was. The index stays between snapshots, so a later snapshot
  * rehashes only the files whose stat data changed; a small workspace whose stat data did not change
- * at all since the session's last snapshot (workspace-fingerprint.ts) runs no git. A diff is `git
- * diff-tree` between two trees.
+ * at all since the session's last snapshot (workspace-fingerprint.ts) runs no git, nor does an empty
+ * one (git's empty tree). A diff is `git diff-tree` between two trees.
  * The workspace's own `.git` is never read or written (git never adds a path named `.git`, and
  * GIT_DIR points elsewhere); the workspace's `.gitignore` files are honoured. No configuration of the
  * host or the service's user applies (GIT_CONFIG_NOSYSTEM, GIT_CONFIG_GLOBAL=/dev/null), so no
@@ -67,6 +67,8 @@ export function shadowLimits(settings: WorkspaceSettings): ShadowLimits {
   return { patchBytes: settings.diffMaxBytes, files: settings.diffMaxFiles, timeoutMs: settings.gitTimeoutMs, statEntries: settings.diffStatMaxEntries };
 }
 
+/** The id of git's empty tree (SHA-1 object format, which the shadow repositories use). */
+const EMPTY_TREE = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
 const STATUS: Record<string, DiffFile['status']> = { A: 'added', M: 'modified', D: 'deleted', T: 'type_changed' };
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
@@ -102,11 +104,23 @@ export class ShadowRepos {
       const fingerprint = await workspaceFingerprint(workTree, this.limits.statEntries, this.now());
       const seen = this.fingerprinted.get(sessionId);
       if (fingerprint !== null && seen?.workTree === workTree && seen.fingerprint === fingerprint) return seen.tree;
-      const tree = await this.addAndWrite(sessionId, workTree);
+      const tree = fingerprint === EMPTY_WORKSPACE ? await this.emptyTree(sessionId) : await this.addAndWrite(sessionId, workTree);
       if (fingerprint === null) this.fingerprinted.delete(sessionId);
       else this.fingerprinted.set(sessionId, { workTree, fingerprint, tree });
       return tree;
     });
+  }
+
+  /**
+   * An empty workspace's tree, without a git process: git's empty tree, which every repository knows
+   * without storing it, so later diffs from it need nothing written now. A new session's first
+   * snapshot of an empty folder ran two git processes (three for a process's first session) while its
+   * agent started. The session's index is left as it was: the next `git add --all` brings it up to
+   * date with the workspace, removals included. Its folder is made for the baseline kept beside it.
+   */
+  private async emptyTree(sessionId: string): Promise<string> {
+    await mkdir(join(this.root, component(sessionId)), { recursive: true, mode: 0o700 });
+    return EMPTY_TREE;
   }
 
   /** `git add` of the whole workspace into the session's index, and the index's tree. */

@@ -11,6 +11,9 @@ import { join } from 'node:path';
  */
 export const SETTLED_MS = 2_000;
 
+/** The fingerprint of a workspace with nothing in it (but its own `.git`, which git never adds). */
+export const EMPTY_WORKSPACE = createHash('sha256').digest('hex');
+
 /**
  * A workspace's stat fingerprint: one hash of every path under it, each with its inode, size, mode,
  * mtime and ctime (lstat: a link is never followed, as git never follows one). A later walk with the

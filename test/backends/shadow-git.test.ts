@@ -174,6 +174,39 @@ describe('ShadowRepos', () => {
     expect(gitAdds()).toBe(4);
   });
 
+  it("takes an empty workspace for git's empty tree without a git process, and diffs from and to it", async () => {
+    const { root, workspace, shadow } = scratch();
+    const log = logGitCommands();
+    restores.push(() => log.restore());
+    const repos = shadow({}, settled);
+    const empty = await repos.snapshot('ses_20', workspace);
+    expect(empty).toBe('4b825dc642cb6eb9a060e54bf8d69288fbee4904');
+    expect(await repos.baseline('ses_20', empty)).toBe(empty);
+    expect(log.since()).toEqual([]);
+    // No repository yet: the session's folder holds its baseline alone.
+    expect(readdirSync(join(root, 'shadow', 'ses_20'))).toEqual(['baseline']);
+
+    writeFileSync(join(workspace, 'a.txt'), 'a\n');
+    const withA = await repos.snapshot('ses_20', workspace);
+    expect(log.since().some((line) => / add --all /.test(line))).toBe(true);
+    const added = await repos.diff('ses_20', workspace, empty, withA);
+    expect(added.summary.files).toEqual([{ path: 'a.txt', status: 'added', additions: 1, deletions: 0, binary: false }]);
+    expect(added.patch).toContain('+a');
+    // Emptied: the empty tree again, without git, and the diff to it removes the file.
+    rmSync(join(workspace, 'a.txt'));
+    expect(await repos.snapshot('ses_20', workspace)).toBe(empty);
+    expect(log.since().filter((line) => / add --all /.test(line))).toEqual([]);
+    expect((await repos.diff('ses_20', workspace, withA, empty)).summary.files).toEqual([{ path: 'a.txt', status: 'deleted', additions: 0, deletions: 1, binary: false }]);
+    // A file again: the index the empty snapshot left (still holding a.txt) is brought up to date.
+    writeFileSync(join(workspace, 'b.txt'), 'b\n');
+    const withB = await repos.snapshot('ses_20', workspace);
+    expect((await repos.diff('ses_20', workspace, empty, withB)).summary.files.map((f) => f.path)).toEqual(['b.txt']);
+    // A workspace holding only its own repository is empty too, as git adds nothing of it.
+    rmSync(join(workspace, 'b.txt'));
+    execFileSync('git', ['init', '--quiet', workspace]);
+    expect(await repos.snapshot('ses_21', workspace)).toBe(empty);
+  });
+
   it("makes a session's repository from the layout of an empty one: one git init per process, not per session", async () => {
     const { root, workspace, shadow } = scratch();
     const log = logGitCommands();
