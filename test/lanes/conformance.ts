@@ -8,7 +8,7 @@
  * Sections A–G cover what a3s-lane's own suite covers, the later ones the rules it never tested
  * (src/lanes/README.md, "Scheduling rules" and "a3s-lane defects fixed").
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_LANES, retry } from '../../src/lanes/policies.js';
 import {
   LaneError,
@@ -474,6 +474,26 @@ export function laneEngineConformance(name: string, factory: EngineFactory): voi
         const letters = await engine.deadLetters();
         expect(letters.map((l) => l.commandId)).toEqual([handles[1].id, handles[2].id]);
         expect(letters.map((l) => l.payload)).toEqual([2, 3]);
+      });
+
+      it('lists letters that failed in the same millisecond oldest first', async () => {
+        const engine = await make({ lanes: [lane('work', 0)], dlqSize: 3 }, { broken: () => Promise.reject(new Error('broken')) });
+        await engine.start();
+        // The clock stands still (timers still run), so every failure has one time.
+        vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
+        try {
+          const ids: string[] = [];
+          for (const n of [1, 2, 3]) {
+            const handle = await engine.submit('work', { type: 'broken', payload: n });
+            await rejection(handle.result);
+            ids.push(handle.id);
+          }
+          const letters = await engine.deadLetters();
+          expect(new Set(letters.map((l) => l.failedAt)).size).toBe(1);
+          expect(letters.map((l) => l.commandId)).toEqual(ids);
+        } finally {
+          vi.useRealTimers();
+        }
       });
 
       it('resubmits a dead letter to its lane, and deletes one', async () => {

@@ -338,7 +338,13 @@ export class LaneJobs {
     return job ? [lane, job] : undefined;
   }
 
-  /** Every lane's failed set, oldest first; at most dlqSize letters (each lane's set holds up to dlqSize). */
+  /**
+   * Every lane's failed set, oldest first; at most dlqSize letters (each lane's set holds up to dlqSize).
+   * Letters that failed in the same millisecond come in the set's own order (by job id, the order in
+   * which BullMQ evicts them too): getFailed gives the newest first, so each lane's list is turned
+   * round before the stable sort below, which keeps it for ties (two letters of one millisecond came
+   * back newest first in a CI run).
+   */
   async deadLetters(): Promise<DeadLetter[]> {
     const limit = this.options.dlqSize;
     if (limit === 0) return [];
@@ -346,7 +352,10 @@ export class LaneJobs {
       Promise.all(
         this.lanes.map(async (lane) => {
           const jobs = await this.runtime(lane).queue.getFailed(0, limit - 1);
-          return jobs.filter((job): job is Job => job !== undefined).map((job) => toDeadLetter(job, lane.id));
+          return jobs
+            .filter((job): job is Job => job !== undefined)
+            .reverse()
+            .map((job) => toDeadLetter(job, lane.id));
         }),
       ),
     );
