@@ -119,7 +119,7 @@ export class ShadowRepos {
    * date with the workspace, removals included. Its folder is made for the baseline kept beside it.
    */
   private async emptyTree(sessionId: string): Promise<string> {
-    await mkdir(join(this.root, component(sessionId)), { recursive: true, mode: 0o700 });
+    await this.makeFolder(sessionId);
     return EMPTY_TREE;
   }
 
@@ -158,7 +158,7 @@ export class ShadowRepos {
     // Kept once known: the file is written once and never changed while the session lasts.
     const known = this.baselines.get(sessionId);
     if (known !== undefined) return known;
-    const file = join(this.root, component(sessionId), 'baseline');
+    const file = join(this.folderOf(sessionId), 'baseline');
     let baseline = tree;
     try {
       await writeFile(file, tree, { flag: 'wx', mode: 0o600 });
@@ -187,7 +187,7 @@ export class ShadowRepos {
     this.written.delete(sessionId);
     this.fingerprinted.delete(sessionId);
     this.baselines.delete(sessionId);
-    await rm(join(this.root, component(sessionId)), { recursive: true, force: true });
+    await rm(this.folderOf(sessionId), { recursive: true, force: true });
   }
 
   private serial<T>(sessionId: string, work: () => Promise<T>): Promise<T> {
@@ -204,10 +204,10 @@ export class ShadowRepos {
    * beside its agent's start (bench -- diff, new_session; bench/RESULTS.md, twenty-seventh pass).
    */
   private async repo(sessionId: string): Promise<string> {
-    const gitDir = join(this.root, component(sessionId), 'shadow.git');
+    const gitDir = join(this.folderOf(sessionId), 'shadow.git');
     if (await isRepository(gitDir)) return gitDir;
     const layout = await this.emptyRepo();
-    await mkdir(join(this.root, sessionId), { recursive: true, mode: 0o700 });
+    await this.makeFolder(sessionId);
     const staged = `${gitDir}.${randomUUID()}`;
     try {
       await writeLayout(layout, staged);
@@ -218,6 +218,15 @@ export class ShadowRepos {
       if (!(await isRepository(gitDir))) throw err;
     }
     return gitDir;
+  }
+
+  /** The session's folder under the root: its shadow repository and its baseline. */
+  private folderOf(sessionId: string): string {
+    return join(this.root, component(sessionId));
+  }
+
+  private async makeFolder(sessionId: string): Promise<void> {
+    await mkdir(this.folderOf(sessionId), { recursive: true, mode: 0o700 });
   }
 
   /** An empty bare repository as `git init --template=` (no hooks or samples) makes it, once per process, in a folder removed after it is read. */

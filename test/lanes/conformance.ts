@@ -479,7 +479,8 @@ export function laneEngineConformance(name: string, factory: EngineFactory): voi
       it('lists letters that failed in the same millisecond oldest first', async () => {
         const engine = await make({ lanes: [lane('work', 0)], dlqSize: 3 }, { broken: () => Promise.reject(new Error('broken')) });
         await engine.start();
-        // The clock stands still (timers still run), so every failure has one time.
+        // The clock stands still (timers still run), so every failure has one time; the tie is the
+        // engine's to break, and these three ids sort as they were submitted.
         vi.useFakeTimers({ toFake: ['Date'], now: Date.now() });
         try {
           const ids: string[] = [];
