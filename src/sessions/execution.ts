@@ -60,9 +60,8 @@ export class RunExecutor {
   /** `sessionId`, where the command carries it, is read with the run rather than after it. */
   async execute(runId: string, ctx: CommandContext, sessionId?: string): Promise<RunOutcome> {
     const { store, cluster, recorder, config } = this.deps;
-    const [read, sessionRead] = await Promise.all([this.readClaiming(runId, ctx), sessionId === undefined ? undefined : store.sessions.get(sessionId)]);
-    if (!read) throw new AsmError('not_found', `run ${runId} not found`);
-    const { run, claimed } = read;
+    const [run, sessionRead] = await Promise.all([store.runs.get(runId), sessionId === undefined ? undefined : store.sessions.get(sessionId)]);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
     const session = (sessionRead ?? (await store.sessions.get(run.session_id)))!;
     // A retry of an attempt its lane timed out while the run goes on here, or its job back in the lane
     // after Redis lost the write that took it (still queued then): the run keeps its one end, which
@@ -86,28 +85,14 @@ export class RunExecutor {
     // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
     const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
     return inSpan('run', context.active(), attributes, async (span) => {
-      const outcome = await this.start(run, session, ctx, claimed).catch((err: unknown) => this.endUnstarted(run, err, ctx));
+      const outcome = await this.start(run, session, ctx).catch((err: unknown) => this.endUnstarted(run, err, ctx));
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });
   }
 
-  /**
-   * The run, taken for this process in the same step where it is queued, unowned and local
-   * (RunStore.claimLocal): one round trip before its CLI starts where a read and then the claim were
-   * two in Redis mode. Only read while this process runs it already (a retry of its attempt) or its
-   * command was cancelled, as neither starts it; and where a run may wait for memory (runHere takes
-   * it once admitted then): a run waiting so is not its node's yet, and if the node dies meanwhile,
-   * another one runs it instead of ending it with node_lost (sweeps.ts).
-   */
-  private readClaiming(runId: string, ctx: CommandContext): Promise<{ run: RunRecord; claimed: boolean } | undefined> {
-    const { store, active, cluster, memory } = this.deps;
-    if (active.has(runId) || ctx.signal.aborted || memory.mayWait) return store.runs.get(runId).then((run) => run && { run, claimed: false });
-    return store.runs.claimLocal(runId, cluster.self);
-  }
-
-  /** A queued run (`claimed` for this process already, or not), started here or handed to a worker. */
-  private async start(run: RunRecord, session: SessionRecord, ctx: CommandContext, claimed: boolean): Promise<RunOutcome> {
+  /** A queued run, started here or handed to a worker. */
+  private async start(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
     const { recorder, config } = this.deps;
     const runId = run.id;
     if (ctx.signal.aborted) {
@@ -124,7 +109,7 @@ export class RunExecutor {
       await this.handToWorker(run, session, ctx);
       return this.outcome(runId);
     }
-    return this.runHere(run, session, ctx, claimed);
+    return this.runHere(run, session, ctx);
   }
 
   /**
@@ -143,10 +128,8 @@ export class RunExecutor {
    */
   private async endUnstarted(run: RunRecord, err: unknown, ctx: CommandContext): Promise<RunOutcome> {
     const error = AsmError.from(err);
-    // Ended already: its command fails with its end.
-    if ((await this.deps.store.runs.get(run.id))?.state !== 'queued') throw err;
-    // Queued again for its lane's retry, owned by no process: the retry may come to another (its claim, readClaiming).
-    if (laneRetries(error, ctx)) throw await this.retryStart(run, error);
+    // Ended already (its command fails with its end), or queued again for its lane's retry.
+    if ((await this.deps.store.runs.get(run.id))?.state !== 'queued' || laneRetries(error, ctx)) throw err;
     this.deps.log.error({ err, ...runLogFields(run) }, 'a run failed to start');
     await this.deps.recorder.finishWithoutStart(run.id, error);
     return this.outcome(run.id);
@@ -173,7 +156,7 @@ export class RunExecutor {
     }
   }
 
-  private async runHere(run: RunRecord, session: SessionRecord, ctx: CommandContext, claimed: boolean): Promise<RunOutcome> {
+  private async runHere(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
     const { config, store, cluster, recorder, active: activeRuns, log } = this.deps;
     const { signal } = ctx;
     const runId = run.id;
@@ -206,11 +189,10 @@ export class RunExecutor {
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
       await this.deps.memory.admit(signal, session.id);
-      // Ownership is taken before the interrupt flag is read (a claim reads it in the same step), and
-      // an interrupter sets the flag before it reads the owner: whichever write lands second sees the
-      // other, so no interrupt is lost. An interrupt of this process that came while the run had no
-      // backend yet aborted the signal.
-      const owned = (active.record = claimed ? run : await store.runs.update(runId, { owner: cluster.self }));
+      // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
+      // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
+      // An interrupt of this process that came while the run had no backend yet aborted the signal.
+      const owned = (active.record = await store.runs.update(runId, { owner: cluster.self }));
       if (owned.interrupt_requested || signal.aborted) {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);

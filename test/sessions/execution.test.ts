@@ -5,7 +5,6 @@
  * while its CLI runs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { AsmError } from '../../src/errors/kinds.js';
 import { LaneError, type CommandContext } from '../../src/lanes/index.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { isTerminalEvent, makeRig, type Rig } from './rig.js';
@@ -14,8 +13,8 @@ let rig: Rig;
 afterEach(() => rig?.close());
 
 /** A run of a new session, admitted while its lane is paused. */
-async function parkedRun(prompt: string, env: Record<string, string> = {}): Promise<RunRecord> {
-  rig = await makeRig({ env });
+async function parkedRun(prompt: string): Promise<RunRecord> {
+  rig = await makeRig();
   const session = await rig.session();
   await rig.engine.pause(session.queue);
   return rig.submit(session.id, prompt);
@@ -111,39 +110,6 @@ describe('RunExecutor.execute', () => {
     await expect(outcome).rejects.toThrow(/^timeout: /);
     expect(await kindsOf(run)).toEqual(['run_queued', 'run_started', 'error']);
     expect(rig.active.size).toBe(0);
-  });
-
-  it('takes the run in the read that starts it, with no write of its owner before the CLI starts; once admitted where a run may wait for memory', async () => {
-    for (const [env, beforeStart] of [
-      [{}, ['claimLocal']],
-      [{ ASM_MAX_AGENT_MEMORY_MB: '100000' }, ['get', 'update owner']],
-    ] as const) {
-      const run = await parkedRun('hello [fixture:c1-hello]', env);
-      const calls: string[] = [];
-      const { runs } = rig.store;
-      const [get, update, claimLocal] = [runs.get.bind(runs), runs.update.bind(runs), runs.claimLocal.bind(runs)];
-      runs.get = (id) => (calls.push('get'), get(id));
-      runs.update = (id, patch) => (calls.push(`update ${Object.keys(patch).join(' ')}`), update(id, patch));
-      runs.claimLocal = (id, owner) => (calls.push('claimLocal'), claimLocal(id, owner));
-      expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'completed' });
-      // run_started turns the record to running: what came before it is what the start cost.
-      expect(calls.slice(0, calls.findIndex((call) => call.startsWith('update state')))).toEqual(beforeStart);
-      expect((await get(run.id))!.owner).toBe('test-instance');
-      await rig.close();
-    }
-  });
-
-  it('leaves a run whose start threw for its lane to retry queued and owned by no process, so that any process may take it', async () => {
-    const run = await parkedRun('hello [fixture:c1-hello]');
-    const set = rig.active.set.bind(rig.active);
-    // A throw no step expected, after the run was taken (runHere): a retryable one.
-    rig.active.set = () => {
-      throw new AsmError('not_ready', 'the start broke', { retryable: true });
-    };
-    await expect(rig.executor.execute(run.id, { ...contextFor(run), retriesLeft: 2 })).rejects.toMatchObject({ kind: 'not_ready', retryable: true });
-    expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'queued', owner: null });
-    rig.active.set = set;
-    expect(await rig.executor.execute(run.id, { ...contextFor(run), attempt: 2, retriesLeft: 1 })).toEqual({ run_id: run.id, state: 'completed' });
   });
 
   it('ends with node_lost a running run whose command came back after its owner died', async () => {

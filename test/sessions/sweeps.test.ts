@@ -171,8 +171,7 @@ describe('Sweeper', () => {
 
   it("does not fence a run still starting (no owner written yet) after a heartbeat lapse: it starts and completes", async () => {
     const held = holdingOwnership();
-    // Where a run may wait for memory, its owner is written once it is admitted, after it became active here (execution.ts).
-    rig = await makeRig({ wrapStore: held.wrap, env: { ASM_MAX_AGENT_MEMORY_MB: '100000' } });
+    rig = await makeRig({ wrapStore: held.wrap });
     const session = await rig.session();
     const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
     // Active here, its owner write still on its way (as while it waits at the memory gate), when a lapse is noticed.
