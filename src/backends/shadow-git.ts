@@ -104,23 +104,15 @@ export class ShadowRepos {
       const fingerprint = await workspaceFingerprint(workTree, this.limits.statEntries, this.now());
       const seen = this.fingerprinted.get(sessionId);
       if (fingerprint !== null && seen?.workTree === workTree && seen.fingerprint === fingerprint) return seen.tree;
-      const tree = fingerprint === EMPTY_WORKSPACE ? await this.emptyTree(sessionId) : await this.addAndWrite(sessionId, workTree);
+      // An empty workspace is git's empty tree, which every repository knows without storing it: no git
+      // process (a new session's first snapshot of an empty folder ran two, three with a process's
+      // `git init`). The session's index stays as it was: the next `git add --all` brings it up to
+      // date with the workspace, removals included.
+      const tree = fingerprint === EMPTY_WORKSPACE ? EMPTY_TREE : await this.addAndWrite(sessionId, workTree);
       if (fingerprint === null) this.fingerprinted.delete(sessionId);
       else this.fingerprinted.set(sessionId, { workTree, fingerprint, tree });
       return tree;
     });
-  }
-
-  /**
-   * An empty workspace's tree, without a git process: git's empty tree, which every repository knows
-   * without storing it, so later diffs from it need nothing written now. A new session's first
-   * snapshot of an empty folder ran two git processes (three for a process's first session) while its
-   * agent started. The session's index is left as it was: the next `git add --all` brings it up to
-   * date with the workspace, removals included. Its folder is made for the baseline kept beside it.
-   */
-  private async emptyTree(sessionId: string): Promise<string> {
-    await this.makeFolder(sessionId);
-    return EMPTY_TREE;
   }
 
   /** `git add` of the whole workspace into the session's index, and the index's tree. */
@@ -160,6 +152,8 @@ export class ShadowRepos {
     if (known !== undefined) return known;
     const file = join(this.folderOf(sessionId), 'baseline');
     let baseline = tree;
+    // Made here too: an empty workspace's snapshot makes no repository (snapshot).
+    await this.makeFolder(sessionId);
     try {
       await writeFile(file, tree, { flag: 'wx', mode: 0o600 });
     } catch (err) {
