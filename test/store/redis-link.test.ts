@@ -30,7 +30,9 @@ async function readsProcessed(): Promise<number> {
 
 describe('RedisLink.connectBatched', () => {
   it('sends the commands issued in one turn in one write, and answers each', async () => {
-    const link = new RedisLink({ url: server.url });
+    // The link's stall check PINGs each connection once per commandTimeoutMs (2 s by default): a PING
+    // between the two counts is one read more (a CI run saw 3). Here it comes a minute apart.
+    const link = new RedisLink({ url: server.url, commandTimeoutMs: 60_000 });
     const connection = link.connectBatched();
     try {
       await link.ready(5_000);
