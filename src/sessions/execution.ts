@@ -72,12 +72,18 @@ export class RunExecutor {
     }
     // Taken by another live process (its CLI starts there, or its worker queued it): never started twice.
     if (run.state === 'queued' && run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
-    if (run.state === 'running') {
+    // Owned by this process, which does not hold it: the store lost the writes that followed its
+    // owner's (its start, its end). Whether its CLI started is unknown when it is still queued, and a
+    // run never starts twice, so it ends, as the reconcile after an outage ends it (sweeps.ts). A
+    // start that failed before its CLI and left the run to its lane's retry gave the run up first
+    // (retryStart), so its retry finds it owned by nobody; a remote_node run is its worker's from its
+    // acceptance on (nodes/accept.ts), queued there until its CLI starts.
+    const lostHere = run.owner === cluster.self && (run.state === 'running' || (run.state === 'queued' && !run.options.remote));
+    if (run.state === 'running' || lostHere) {
       // The lane job came back: the process that ran it stopped holding it (it died, or stalled
       // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
       if (run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
-      // Owned by this process, which does not hold it: the store lost the run's end (sweeps.ts reconciles it too).
-      await (run.owner === cluster.self ? recorder.endLostEnd(run) : recorder.endOrphan(run));
+      await (lostHere ? recorder.endLostEnd(run) : recorder.endOrphan(run));
       return { run_id: runId, state: (await store.runs.get(runId))!.state };
     }
     // Ended already (a retry of a run that failed is still the failed run: its command fails again, into the DLQ).
@@ -128,8 +134,10 @@ export class RunExecutor {
    */
   private async endUnstarted(run: RunRecord, err: unknown, ctx: CommandContext): Promise<RunOutcome> {
     const error = AsmError.from(err);
-    // Ended already (its command fails with its end), or queued again for its lane's retry.
-    if ((await this.deps.store.runs.get(run.id))?.state !== 'queued' || laneRetries(error, ctx)) throw err;
+    // Ended already: its command fails with its end.
+    if ((await this.deps.store.runs.get(run.id))?.state !== 'queued') throw err;
+    // Queued again for its lane's retry, given up first: a run its retry finds owned by this process is ended (execute).
+    if (laneRetries(error, ctx)) throw await this.retryStart(run, error);
     this.deps.log.error({ err, ...runLogFields(run) }, 'a run failed to start');
     await this.deps.recorder.finishWithoutStart(run.id, error);
     return this.outcome(run.id);

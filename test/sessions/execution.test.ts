@@ -5,6 +5,7 @@
  * while its CLI runs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import { AsmError } from '../../src/errors/kinds.js';
 import { LaneError, type CommandContext } from '../../src/lanes/index.js';
 import type { RunRecord } from '../../src/store/types.js';
 import { isTerminalEvent, makeRig, type Rig } from './rig.js';
@@ -110,6 +111,32 @@ describe('RunExecutor.execute', () => {
     await expect(outcome).rejects.toThrow(/^timeout: /);
     expect(await kindsOf(run)).toEqual(['run_queued', 'run_started', 'error']);
     expect(rig.active.size).toBe(0);
+  });
+
+  it('never starts a queued run again that this process took and no longer holds: the store lost what followed (its start, its end), so it ends with node_lost', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    // As Redis comes back from a crash that lost its last second of writes: the owner write is there, the rest is not.
+    await rig.store.runs.update(run.id, { owner: rig.cluster.self });
+    expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'failed' });
+    expect((await rig.store.runs.get(run.id))!.result!.error).toMatchObject({ kind: 'node_lost', details: { cause: 'store_lost_writes' } });
+    expect(await kindsOf(run)).toEqual(['run_queued', 'error']);
+    expect(rig.written()).toEqual([]);
+  });
+
+  it('gives up a run whose start threw after it was taken, for its lane to retry; the retry starts it', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    const update = rig.store.runs.update.bind(rig.store.runs);
+    // The owner write lands and its answer is lost with the connection.
+    rig.store.runs.update = async (id, patch) => {
+      const updated = await update(id, patch);
+      if (patch.owner) throw new AsmError('not_ready', 'the connection to the store was lost', { retryable: true });
+      return updated;
+    };
+    await expect(rig.executor.execute(run.id, { ...contextFor(run), retriesLeft: 2 })).rejects.toMatchObject({ kind: 'not_ready', retryable: true });
+    expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'queued', owner: null });
+    rig.store.runs.update = update;
+    expect(await rig.executor.execute(run.id, { ...contextFor(run), attempt: 2, retriesLeft: 1 })).toEqual({ run_id: run.id, state: 'completed' });
+    expect((await kindsOf(run)).filter((k) => k === 'run_started')).toHaveLength(1);
   });
 
   it('ends with node_lost a running run whose command came back after its owner died', async () => {
