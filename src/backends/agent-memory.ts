@@ -29,6 +29,11 @@ export class AgentMemoryGate {
     private readonly warm: WarmProcesses,
   ) {}
 
+  /** Whether a run may wait here at all (a limit is set): a run's executor then takes ownership of it only once it is admitted (sessions/execution.ts). */
+  get mayWait(): boolean {
+    return !this.unlimited;
+  }
+
   /** Runs waiting for memory now. */
   get waiting(): number {
     return this.waitingRuns;

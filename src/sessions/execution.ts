@@ -16,7 +16,7 @@ import { handOff } from '../nodes/hand-off.js';
 import { resolveBinary, resolveLaunch } from '../providers/registry.js';
 import type { DirectLaunch, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
 import type { Continuation } from '../schemas/agent-options.js';
-import type { ExecutionSurface } from '../schemas/api.js';
+import { isTerminalRunState, type ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { AgentRunOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
 import type { TenantDirectory } from '../tenants.js';
@@ -57,28 +57,42 @@ export interface RunExecutorDeps {
 export class RunExecutor {
   constructor(private readonly deps: RunExecutorDeps) {}
 
+  /**
+   * The runs whose lane command executes in this process now, from before its first read to its
+   * return: the reconcile after an outage leaves them to it (sweeps.ts), since one taken here may not
+   * have become active yet (its claim came back, its start has not begun).
+   */
+  readonly executing = new Set<string>();
+
   /** `sessionId`, where the command carries it, is read with the run rather than after it. */
   async execute(runId: string, ctx: CommandContext, sessionId?: string): Promise<RunOutcome> {
-    const { store, cluster, recorder, config } = this.deps;
-    const [run, sessionRead] = await Promise.all([store.runs.get(runId), sessionId === undefined ? undefined : store.sessions.get(sessionId)]);
-    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
-    const session = (sessionRead ?? (await store.sessions.get(run.session_id)))!;
-    // A retry of an attempt its lane timed out while the run goes on here, or its job back in the lane
-    // after Redis lost the write that took it (still queued then): the run keeps its one end, which
-    // this attempt waits for and reports (never retried further: the agent started).
-    if ((run.state === 'running' || run.state === 'queued') && this.deps.active.has(runId)) {
-      await waitForRun(store, runId, session.run_deadline_ms + config.limits.interruptGraceMs + config.limits.killGraceMs + config.limits.exitGraceMs, run.session_id);
-      return this.outcome(runId);
+    // A retry of an attempt its lane timed out while the run goes on here, or its job back in the
+    // lane after Redis lost the write that took it: the run keeps its one end, which this attempt
+    // waits for and reports (never retried further: the agent started).
+    if (this.executing.has(runId)) return this.awaitEnd(runId, sessionId);
+    this.executing.add(runId);
+    try {
+      return await this.executeOnce(runId, ctx, sessionId);
+    } finally {
+      this.executing.delete(runId);
     }
+  }
+
+  private async executeOnce(runId: string, ctx: CommandContext, sessionId: string | undefined): Promise<RunOutcome> {
+    const { store, cluster, recorder, config } = this.deps;
+    const [read, sessionRead] = await Promise.all([this.readClaiming(runId, ctx), sessionId === undefined ? undefined : store.sessions.get(sessionId)]);
+    if (!read) throw new AsmError('not_found', `run ${runId} not found`);
+    const { run, claimed } = read;
+    const session = (sessionRead ?? (await store.sessions.get(run.session_id)))!;
     // Taken by another live process (its CLI starts there, or its worker queued it): never started twice.
     if (run.state === 'queued' && run.owner !== null && run.owner !== cluster.self && (await cluster.isAlive(run.owner))) return { run_id: runId, state: run.state };
-    // Owned by this process, which does not hold it: the store lost the writes that followed its
-    // owner's (its start, its end). Whether its CLI started is unknown when it is still queued, and a
-    // run never starts twice, so it ends, as the reconcile after an outage ends it (sweeps.ts). A
-    // start that failed before its CLI and left the run to its lane's retry gave the run up first
-    // (retryStart), so its retry finds it owned by nobody; a remote_node run is its worker's from its
-    // acceptance on (nodes/accept.ts), queued there until its CLI starts.
-    const lostHere = run.owner === cluster.self && (run.state === 'running' || (run.state === 'queued' && !run.options.remote));
+    // Owned by this process, which does not execute it (no claim of this command's): the store lost
+    // the writes that followed its owner's (its start, its end). Whether its CLI started is unknown
+    // when it is still queued, and a run never starts twice, so it ends, as the reconcile after an
+    // outage ends it (sweeps.ts). A start that failed before its CLI and left the run to its lane's
+    // retry gave the run up first (retryStart, readClaiming), so its retry finds it owned by nobody; a
+    // remote_node run is its worker's from its acceptance on (nodes/accept.ts), queued there until its CLI starts.
+    const lostHere = !claimed && run.owner === cluster.self && (run.state === 'running' || (run.state === 'queued' && !run.options.remote));
     if (run.state === 'running' || lostHere) {
       // The lane job came back: the process that ran it stopped holding it (it died, or stalled
       // beyond its lock). A run is never started twice, so it is only ended if its owner is gone.
@@ -91,14 +105,49 @@ export class RunExecutor {
     // Under the lane command's span, itself in the trace of the request that created the run (commands.ts).
     const attributes = { 'asm.run_id': runId, 'asm.provider': run.provider, 'asm.backend': run.observability.backend, 'asm.queue': run.queue, 'asm.node': config.nodeName };
     return inSpan('run', context.active(), attributes, async (span) => {
-      const outcome = await this.start(run, session, ctx).catch((err: unknown) => this.endUnstarted(run, err, ctx));
+      const outcome = await this.start(run, session, ctx, claimed).catch((err: unknown) => this.endUnstarted(run, err, ctx));
       span.setAttribute('asm.run_state', outcome.state);
       return outcome;
     });
   }
 
-  /** A queued run, started here or handed to a worker. */
-  private async start(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
+  /** The outcome of a run another attempt of its command executes here, once it ends. */
+  private async awaitEnd(runId: string, sessionId: string | undefined): Promise<RunOutcome> {
+    const { store, config } = this.deps;
+    const run = await store.runs.get(runId);
+    if (!run) throw new AsmError('not_found', `run ${runId} not found`);
+    const session = (await store.sessions.get(sessionId ?? run.session_id))!;
+    const { interruptGraceMs, killGraceMs, exitGraceMs } = config.limits;
+    if (!isTerminalRunState(run.state)) await waitForRun(store, runId, session.run_deadline_ms + interruptGraceMs + killGraceMs + exitGraceMs, run.session_id);
+    return this.outcome(runId);
+  }
+
+  /**
+   * The run, taken for this process in the same step where it is queued, unowned and local
+   * (RunStore.claimLocal): one round trip before its CLI starts where a read and then the claim were
+   * two in Redis mode. Only read where its command was cancelled, which never starts it, and where a
+   * run may wait for memory (runHere takes it once admitted then): a run waiting so is not its node's
+   * yet, and if the node dies meanwhile, another one runs it instead of ending it with node_lost
+   * (sweeps.ts). A claim whose answer was lost with the connection may have landed: the run is given
+   * up again where it can be, as a start that failed is (retryStart), so its lane's retry runs it.
+   */
+  private readClaiming(runId: string, ctx: CommandContext): Promise<{ run: RunRecord; claimed: boolean } | undefined> {
+    const { store, cluster, memory } = this.deps;
+    if (ctx.signal.aborted || memory.mayWait) return store.runs.get(runId).then((run) => run && { run, claimed: false });
+    return store.runs.claimLocal(runId, cluster.self).catch(async (err: unknown) => {
+      await this.giveUp(runId).catch(() => undefined);
+      throw err;
+    });
+  }
+
+  /** Give up a queued run this process took and did not start: its owner is nobody again. */
+  private async giveUp(runId: string): Promise<void> {
+    const run = await this.deps.store.runs.get(runId);
+    if (run?.state === 'queued' && run.owner === this.deps.cluster.self) await this.deps.store.runs.update(runId, { owner: null });
+  }
+
+  /** A queued run (`claimed` for this process already, or not), started here or handed to a worker. */
+  private async start(run: RunRecord, session: SessionRecord, ctx: CommandContext, claimed: boolean): Promise<RunOutcome> {
     const { recorder, config } = this.deps;
     const runId = run.id;
     if (ctx.signal.aborted) {
@@ -115,7 +164,7 @@ export class RunExecutor {
       await this.handToWorker(run, session, ctx);
       return this.outcome(runId);
     }
-    return this.runHere(run, session, ctx);
+    return this.runHere(run, session, ctx, claimed);
   }
 
   /**
@@ -164,7 +213,7 @@ export class RunExecutor {
     }
   }
 
-  private async runHere(run: RunRecord, session: SessionRecord, ctx: CommandContext): Promise<RunOutcome> {
+  private async runHere(run: RunRecord, session: SessionRecord, ctx: CommandContext, claimed: boolean): Promise<RunOutcome> {
     const { config, store, cluster, recorder, active: activeRuns, log } = this.deps;
     const { signal } = ctx;
     const runId = run.id;
@@ -197,10 +246,11 @@ export class RunExecutor {
     try {
       // Still queued while it waits: an interrupt meanwhile aborts the signal, checked below.
       await this.deps.memory.admit(signal, session.id);
-      // Ownership is taken before the interrupt flag is read, and an interrupter sets the flag before
-      // it reads the owner: whichever write lands second sees the other, so no interrupt is lost.
-      // An interrupt of this process that came while the run had no backend yet aborted the signal.
-      const owned = (active.record = await store.runs.update(runId, { owner: cluster.self }));
+      // Ownership is taken before the interrupt flag is read (a claim reads it in the same step), and
+      // an interrupter sets the flag before it reads the owner: whichever write lands second sees the
+      // other, so no interrupt is lost. An interrupt of this process that came while the run had no
+      // backend yet aborted the signal.
+      const owned = (active.record = claimed ? run : await store.runs.update(runId, { owner: cluster.self }));
       if (owned.interrupt_requested || signal.aborted) {
         await recorder.finishWithoutStart(runId, signal.aborted ? fromLaneAbort(signal.reason, 'before it started') : cancelledRun('before it started'));
         return this.outcome(runId);

@@ -121,7 +121,7 @@ export class SessionService {
     this.diffs = new RunDiffs({ shadow: this.shadow, store, enabled: config.workspaces.diffs, log });
     this.executor = new RunExecutor({ config, store, cluster, providers, backends: deps.backends, memory: deps.memory, recorder, tenants, approvals, control: this.control, active, diffs: this.diffs, log });
     this.letters = new DeadLetters({ engine, store, submitRun: (tenant, sessionId, body) => this.submitRun(tenant, sessionId, body) });
-    this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, active, sweepMs: config.cluster.sweepMs, ownRunsOnly: config.worker !== undefined, log });
+    this.sweeper = new Sweeper({ store, cluster, recorder, commands: this.commands, active, executing: this.executor.executing, sweepMs: config.cluster.sweepMs, ownRunsOnly: config.worker !== undefined, log });
     // Only API processes hand runs to the run lanes (a worker's engine has its own lane only, app.ts).
     if (config.worker === undefined) this.sweeper.onStoreBack(() => this.admission.resumeQueued());
   }

@@ -17,6 +17,8 @@ export interface SweeperDeps {
   commands: CommandBus;
   /** The runs this process executes. */
   active: ActiveRuns;
+  /** The runs whose lane command executes in this process now (RunExecutor.executing), active or not yet. */
+  executing: ReadonlySet<string>;
   /** How often to sweep (ASM_SWEEP_MS). */
   sweepMs: number;
   /**
@@ -125,8 +127,9 @@ export class Sweeper {
   private lostHere(run: RunRecord): boolean {
     const self = this.deps.cluster.self;
     const here = this.deps.active.get(run.id);
-    // Not held here, yet taken by this process: its writes were lost or refused.
-    if (here === undefined) return run.owner === self;
+    // Not held here, yet taken by this process: its writes were lost or refused; unless its lane
+    // command executes here, which took it and has not started it yet (or ends it itself).
+    if (here === undefined) return run.owner === self && !this.deps.executing.has(run.id);
     // Held here, stopped (fenced) while its record names this process or nobody. One held back for its
     // lane's retry (startFailure) is not lost: its lane tries it again.
     return here.ended && here.startFailure === undefined && (run.owner === null || run.owner === self);

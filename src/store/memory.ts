@@ -126,6 +126,13 @@ class MemoryRunStore implements RunStore {
     this.track(run);
     return run;
   }
+  async claimLocal(id: string, owner: string): Promise<{ run: RunRecord; claimed: boolean } | undefined> {
+    const run = this.runs.get(id);
+    if (!run) return undefined;
+    const claimed = run.state === 'queued' && run.owner === null && !run.options.remote;
+    if (claimed) this.track(Object.assign(run, { owner }));
+    return { run, claimed };
+  }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
   }

@@ -1,7 +1,7 @@
 import { AsmError } from '../errors/kinds.js';
 import { isTerminalRunState } from '../schemas/api.js';
 import { decodeCursor, encodeCursor, isOffset, isSessionKey, sessionAfter, type Page, type PageRequest, type SessionKey } from './paging.js';
-import { byTime, encode, PENDING, type RedisKeys, type ScriptRedis } from './redis-schema.js';
+import { byTime, encode, PENDING, QUEUED, type RedisKeys, type ScriptRedis } from './redis-schema.js';
 import { admissionSlot, type AdmissionSlot } from './admission-slots.js';
 import { RecentMap } from './recent-map.js';
 import type { AdmissionCounts, ApprovalRecord, ApprovalStore, ResolveOutcome, RunRecord, RunStore, SessionRecord, SessionStore } from './types.js';
@@ -162,6 +162,14 @@ export class RedisRunStore extends RedisRecords<RunRecord> implements RunStore {
     this.sessionOf.set(run.id, run.session_id);
     if (('state' in patch || 'dispatched' in patch) && admissionSlot(run) !== predicted) await this.indexSlot(run, admissionSlot(run), 0);
     return run;
+  }
+  /** The owned index follows the claim on the connection, whether it took the run or not: an entry for a run nobody owns is stale, and its readers drop it. */
+  async claimLocal(id: string, owner: string): Promise<{ run: RunRecord; claimed: boolean } | undefined> {
+    const [reply] = await Promise.all([this.redis.asmClaimLocal(this.keys.run(id), QUEUED, JSON.stringify(owner)), this.redis.sadd(this.keys.ownedRuns, id)]);
+    if (!reply) return undefined;
+    const run = JSON.parse(reply[1]) as RunRecord;
+    this.sessionOf.set(run.id, run.session_id);
+    return { run, claimed: reply[0] === 1 };
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     const runs = await this.getMany(await this.redis.lrange(this.keys.sessionRuns(sessionId), 0, -1));

@@ -180,6 +180,21 @@ return 1`,
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], unpack(recordFields(ARGV[1]))) end
 return recordJson(KEYS[1])`,
   },
+  /**
+   * ARGV: the encoded queued state and the encoded owner. Takes the run for the owner where it is
+   * queued, owned by no process and not a remote_node run (`options.remote`, which its worker takes
+   * as it accepts it): {1, record JSON} when this call took it, {0, record JSON} when not; nil when
+   * there is no run (RunStore.claimLocal).
+   */
+  asmClaimLocal: {
+    numberOfKeys: 1,
+    lua: `${RECORD_JSON}local state, owner, options = unpack(redis.call('HMGET', KEYS[1], 'state', 'owner', 'options'))
+if not state then return false end
+local remote = options and cjson.decode(options).remote
+if state ~= ARGV[1] or owner ~= 'null' or (remote ~= nil and remote ~= cjson.null and remote ~= false) then return {0, recordJson(KEYS[1])} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+return {1, recordJson(KEYS[1])}`,
+  },
   /** ARGV[1] is the encoded pending state, ARGV[2] the resolution's encoded fields: {1, record JSON} when this call resolved it, {0, record JSON} when it was not pending. */
   asmResolve: {
     numberOfKeys: 1,
@@ -252,6 +267,7 @@ export type ScriptRedis = Redis & {
   asmPut(key: string, fields: string): Promise<number>;
   asmPatch(key: string, fields: string): Promise<string | null>;
   asmResolve(key: string, pending: string, fields: string): Promise<[number, string] | null>;
+  asmClaimLocal(key: string, queued: string, owner: string): Promise<[number, string] | null>;
   asmAppend(seqKey: string, eventsKey: string, sessionKey: string, appendedKey: string, maxlen: number, channel: string, json: string, runId: string, eventId: string): Promise<number>;
   asmTake(key: string, limit: number, id: string, now: number): Promise<number>;
   asmAddBelow(key: string, limit: number, id: string): Promise<number>;
@@ -262,7 +278,7 @@ export type ScriptRedis = Redis & {
  * The store's connection with SCRIPTS as methods: a script goes as EVAL the first time on a socket,
  * which loads it, and as EVALSHA after that; one Redis no longer has (SCRIPT FLUSH) is sent again as
  * EVAL. That is what ioredis's defineCommand does, but ioredis copies each defined command onto
- * every Pipeline it builds: 9.0 µs a Pipeline with these nine against 4.6 without, when the store's
+ * every Pipeline it builds: 9.0 µs a Pipeline with the nine it had then against 4.6 without, when the store's
  * connection built one a batch (bench/RESULTS.md, thirty-seventh pass).
  */
 export function withScripts(redis: Redis): ScriptRedis {
@@ -285,6 +301,7 @@ export function withScripts(redis: Redis): ScriptRedis {
 }
 
 export const PENDING = JSON.stringify('pending');
+export const QUEUED = JSON.stringify('queued');
 /** Stream entries read per XRANGE when filtering or catching up. */
 export const PAGE = 500;
 

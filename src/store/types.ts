@@ -132,6 +132,13 @@ export interface RunStore {
   create(run: RunRecord): Promise<void>;
   get(id: string): Promise<RunRecord | undefined>;
   update(id: string, patch: Partial<RunRecord>): Promise<RunRecord>;
+  /**
+   * The run, taken for `owner` in the same step where it is queued, owned by no process and not a
+   * remote_node run (its worker takes one as it accepts it: nodes/accept.ts); `claimed` says whether
+   * this call took it. Undefined when there is no run. What a run's executor reads first: its read
+   * and its claim in one round trip in Redis mode (sessions/execution.ts).
+   */
+  claimLocal(id: string, owner: string): Promise<{ run: RunRecord; claimed: boolean } | undefined>;
   /** Every run of a session, oldest first: O(the session's history); not for a per-run path. */
   listBySession(sessionId: string): Promise<RunRecord[]>;
   /** The session's oldest waiting run, if any: O(1) in its history. */

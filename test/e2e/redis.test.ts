@@ -73,25 +73,29 @@ describe('distributed mode: a `wait: true` submit of a run this process executes
     await server?.close();
   });
 
-  it('is answered with the run as the recorder stored its end: the run is read once, by its start', async () => {
+  it('is answered with the run as the recorder stored its end: the run is read once, by its start, which claims it', async () => {
     const session = (await reply(server.client.POST('/v1/sessions', { body: { provider: 'shell' } }))).body;
     const submit = (prompt: string) => reply(server.client.POST('/v1/sessions/{id}/runs', { params: { path: { id: session.id } }, body: { prompt, wait: true } }));
     expect((await submit('true')).status).toBe(200);
     const { runs } = server.app.store;
-    const get = runs.get.bind(runs);
-    let reads = 0;
+    const [get, claimLocal] = [runs.get.bind(runs), runs.claimLocal.bind(runs)];
+    const reads: string[] = [];
     runs.get = (id: string) => {
-      reads++;
+      reads.push('get');
       return get(id);
+    };
+    runs.claimLocal = (id: string, owner: string) => {
+      reads.push('claimLocal');
+      return claimLocal(id, owner);
     };
     try {
       const answer = await submit('echo done');
       expect(answer).toMatchObject({ status: 200, body: { state: 'completed', result: { status: 'completed', text: 'done\n' } } });
-      // The executor reads the run as it starts it; the answer needs no read after the end.
-      expect(reads).toBe(1);
+      // The executor reads the run as it starts it, with its claim; the answer needs no read after the end.
+      expect(reads).toEqual(['claimLocal']);
       expect((await reply(server.client.GET('/v1/runs/{id}', { params: { path: { id: answer.body.id } } }))).body).toEqual(answer.body);
     } finally {
-      runs.get = get;
+      Object.assign(runs, { get, claimLocal });
     }
   });
 });

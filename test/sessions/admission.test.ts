@@ -171,12 +171,13 @@ describe('Admission', () => {
     const session = await rig.session();
     await rig.engine.pause(session.queue);
     const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
-    // The run's command, then each of its two hand-overs, finds the store away at its first reads (the run and its session, read together).
-    outage.failNext(6, () => new Error().stack!.includes('RunExecutor.execute'));
+    // The run's command, then each of its two hand-overs, finds the store away at its first reads (the
+    // run and its session, read together) and at the read that would give up a claim whose answer was lost.
+    outage.failNext(9, () => new Error().stack!.includes('RunExecutor.'));
     await rig.engine.resume(session.queue);
     await waitFor(() => lines.some((line) => line.includes('waits in the dead-letter queue')), 'the run left to the reconcile');
     expect(lines.filter((line) => line.includes('handing it over again'))).toHaveLength(2);
-    expect(outage.failedCalls()).toBe(6);
+    expect(outage.failedCalls()).toBe(9);
     expect((await rig.store.runs.get(run.id))!.state).toBe('queued');
     expect((await rig.engine.deadLetters()).map((letter) => letter.commandId)).toEqual([run.id]);
     // The reconcile after an outage hands it over from the DLQ.

@@ -199,10 +199,10 @@ describe('ControlRouter across processes', () => {
   // the run (it reads the run's end): an interrupt then found it 'active', aborted a signal nobody
   // read any more, and the run started on the worker all the same.
   it("routes an interrupt to the run's owner while this process's lane command for the run has not ended", async () => {
-    // The API's command for the run is held at its first read of the run.
+    // The API's command for the run is held at its first read of the run (its claim, which does not take a run another process owns).
     let armed: string | undefined;
     const held = holdingRunCall((call) => {
-      if (call.method !== 'get' || call.id !== armed) return false;
+      if (call.method !== 'claimLocal' || call.id !== armed) return false;
       armed = undefined;
       return true;
     });

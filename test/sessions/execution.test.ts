@@ -8,14 +8,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import { LaneError, type CommandContext } from '../../src/lanes/index.js';
 import type { RunRecord } from '../../src/store/types.js';
-import { isTerminalEvent, makeRig, type Rig } from './rig.js';
+import { holdingOwnership, isTerminalEvent, makeRig, type Rig } from './rig.js';
 
 let rig: Rig;
 afterEach(() => rig?.close());
 
 /** A run of a new session, admitted while its lane is paused. */
-async function parkedRun(prompt: string): Promise<RunRecord> {
-  rig = await makeRig();
+async function parkedRun(prompt: string, env: Record<string, string> = {}): Promise<RunRecord> {
+  rig = await makeRig({ env });
   const session = await rig.session();
   await rig.engine.pause(session.queue);
   return rig.submit(session.id, prompt);
@@ -123,20 +123,70 @@ describe('RunExecutor.execute', () => {
     expect(rig.written()).toEqual([]);
   });
 
-  it('gives up a run whose start threw after it was taken, for its lane to retry; the retry starts it', async () => {
+  it('gives up a run whose claim landed while its answer was lost, for its lane to retry; the retry starts it', async () => {
     const run = await parkedRun('hello [fixture:c1-hello]');
-    const update = rig.store.runs.update.bind(rig.store.runs);
-    // The owner write lands and its answer is lost with the connection.
-    rig.store.runs.update = async (id, patch) => {
-      const updated = await update(id, patch);
-      if (patch.owner) throw new AsmError('not_ready', 'the connection to the store was lost', { retryable: true });
-      return updated;
+    const claimLocal = rig.store.runs.claimLocal.bind(rig.store.runs);
+    // The claim lands and its answer is lost with the connection.
+    rig.store.runs.claimLocal = async (id, owner) => {
+      await claimLocal(id, owner);
+      throw new AsmError('not_ready', 'the connection to the store was lost', { retryable: true });
     };
     await expect(rig.executor.execute(run.id, { ...contextFor(run), retriesLeft: 2 })).rejects.toMatchObject({ kind: 'not_ready', retryable: true });
     expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'queued', owner: null });
-    rig.store.runs.update = update;
+    rig.store.runs.claimLocal = claimLocal;
     expect(await rig.executor.execute(run.id, { ...contextFor(run), attempt: 2, retriesLeft: 1 })).toEqual({ run_id: run.id, state: 'completed' });
     expect((await kindsOf(run)).filter((k) => k === 'run_started')).toHaveLength(1);
+  });
+
+  it('has a second attempt of its command, while the first still takes the run here, wait for the run to end: its CLI starts once', async () => {
+    const held = holdingOwnership();
+    rig = await makeRig({ wrapStore: held.wrap });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    const first = rig.executor.execute(run.id, contextFor(run));
+    await held.reached;
+    const second = rig.executor.execute(run.id, { ...contextFor(run), attempt: 2 });
+    held.release();
+    expect(await Promise.all([first, second])).toEqual([
+      { run_id: run.id, state: 'completed' },
+      { run_id: run.id, state: 'completed' },
+    ]);
+    expect((await kindsOf(run)).filter((k) => k === 'run_started')).toHaveLength(1);
+    expect(rig.executor.executing.size).toBe(0);
+  });
+
+  it('takes the run in the read that starts it, with no write of its owner before the CLI starts; once admitted where a run may wait for memory', async () => {
+    for (const [env, beforeStart] of [
+      [{}, ['claimLocal']],
+      [{ ASM_MAX_AGENT_MEMORY_MB: '100000' }, ['get', 'update owner']],
+    ] as const) {
+      const run = await parkedRun('hello [fixture:c1-hello]', env);
+      const calls: string[] = [];
+      const { runs } = rig.store;
+      const [get, update, claimLocal] = [runs.get.bind(runs), runs.update.bind(runs), runs.claimLocal.bind(runs)];
+      runs.get = (id) => (calls.push('get'), get(id));
+      runs.update = (id, patch) => (calls.push(`update ${Object.keys(patch).join(' ')}`), update(id, patch));
+      runs.claimLocal = (id, owner) => (calls.push('claimLocal'), claimLocal(id, owner));
+      expect(await rig.executor.execute(run.id, contextFor(run))).toEqual({ run_id: run.id, state: 'completed' });
+      // run_started turns the record to running: what came before it is what the start cost.
+      expect(calls.slice(0, calls.findIndex((call) => call.startsWith('update state')))).toEqual(beforeStart);
+      expect((await get(run.id))!.owner).toBe('test-instance');
+      await rig.close();
+    }
+  });
+
+  it('leaves a run whose start threw for its lane to retry queued and owned by no process, so that any process may take it', async () => {
+    const run = await parkedRun('hello [fixture:c1-hello]');
+    const set = rig.active.set.bind(rig.active);
+    // A throw no step expected, after the run was taken (runHere): a retryable one.
+    rig.active.set = () => {
+      throw new AsmError('not_ready', 'the start broke', { retryable: true });
+    };
+    await expect(rig.executor.execute(run.id, { ...contextFor(run), retriesLeft: 2 })).rejects.toMatchObject({ kind: 'not_ready', retryable: true });
+    expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'queued', owner: null });
+    rig.active.set = set;
+    expect(await rig.executor.execute(run.id, { ...contextFor(run), attempt: 2, retriesLeft: 1 })).toEqual({ run_id: run.id, state: 'completed' });
   });
 
   it('ends with node_lost a running run whose command came back after its owner died', async () => {

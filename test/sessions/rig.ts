@@ -148,7 +148,7 @@ export async function makeRig(options: RigOptions = {}): Promise<Rig> {
   const core = new CoreBackend(config.limits, sandbox);
   const agentMemory = new AgentMemoryGate(config.limits, () => core.processGroups(), core.warm);
   const executor = new RunExecutor({ config, store, cluster, providers, backends: { core }, memory: agentMemory, recorder, tenants, approvals, control, active, diffs, log });
-  const sweeper = new Sweeper({ store, cluster, recorder, commands, active, sweepMs: 60_000, ownRunsOnly: false, log });
+  const sweeper = new Sweeper({ store, cluster, recorder, commands, active, executing: executor.executing, sweepMs: 60_000, ownRunsOnly: false, log });
   commands.registerAll({
     'session.close': (p) => lifecycle.close(p.id),
     'run.interrupt': (p) => control.interrupt(p.id),
@@ -265,8 +265,8 @@ export function withOutage(store: Store): { store: Store; failNext(count: number
   };
 }
 
-/** A call of the run store, as holdingRunCall sees it: a read or an update of one run. */
-export type RunCall = { method: 'get'; id: string } | { method: 'update'; id: string; patch: Partial<RunRecord> };
+/** A call of the run store, as holdingRunCall sees it: a read, a read with a claim (RunStore.claimLocal) or an update of one run. */
+export type RunCall = { method: 'get'; id: string } | { method: 'claimLocal'; id: string; owner: string } | { method: 'update'; id: string; patch: Partial<RunRecord> };
 
 /**
  * Fault injection: the store holds each run-store call that `holds` picks until released, as a slow
@@ -288,6 +288,10 @@ export function holdingRunCall(holds: (call: RunCall) => boolean) {
       await hold({ method: 'get', id });
       return store.runs.get(id);
     };
+    runs.claimLocal = async (id, owner) => {
+      await hold({ method: 'claimLocal', id, owner });
+      return store.runs.claimLocal(id, owner);
+    };
     runs.update = async (id, patch) => {
       await hold({ method: 'update', id, patch });
       return store.runs.update(id, patch);
@@ -297,5 +301,5 @@ export function holdingRunCall(holds: (call: RunCall) => boolean) {
   return { wrap, reached, release };
 }
 
-/** Fault injection: the store holds the executor's ownership write (runs.update with an owner) until released. */
-export const holdingOwnership = () => holdingRunCall((call) => call.method === 'update' && Boolean(call.patch.owner));
+/** Fault injection: the store holds the executor's ownership write (its claim, or runs.update with an owner) until released. */
+export const holdingOwnership = () => holdingRunCall((call) => call.method === 'claimLocal' || (call.method === 'update' && Boolean(call.patch.owner)));

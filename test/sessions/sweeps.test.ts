@@ -137,6 +137,39 @@ describe('Sweeper', () => {
     expect((await rig.store.runs.get(unowned.id))!.state).toBe('queued');
   });
 
+  it('once the store is back from an outage, leaves to its lane command a run that command has taken here and not started yet: it starts and ends once', async () => {
+    const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
+    rig = await makeRig({ wrapStore: () => outage.store });
+    const session = await rig.session();
+    await rig.engine.pause(session.queue);
+    const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
+    // Its claim has landed and its answer has not come back to the executor yet.
+    const claimLocal = rig.store.runs.claimLocal.bind(rig.store.runs);
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    let claimed!: () => void;
+    const claimLanded = new Promise<void>((resolve) => (claimed = resolve));
+    rig.store.runs.claimLocal = async (id, owner) => {
+      const read = await claimLocal(id, owner);
+      claimed();
+      await answered;
+      return read;
+    };
+    const outcome = rig.executor.execute(run.id, { id: run.id, lane: run.queue, type: 'run.execute', attempt: 1, retriesLeft: 0, signal: new AbortController().signal });
+    await claimLanded;
+    expect(await rig.store.runs.get(run.id)).toMatchObject({ state: 'queued', owner: rig.cluster.self });
+    expect(rig.active.has(run.id)).toBe(false);
+
+    outage.failNext(1);
+    await sweeperOf(rig).sweep();
+    await sweeperOf(rig).sweep();
+    expect(outage.failedCalls()).toBe(1);
+    expect((await rig.store.runs.get(run.id))!.state).toBe('queued');
+    answer();
+    expect(await outcome).toEqual({ run_id: run.id, state: 'completed' });
+    expect((await rig.events(session.id, run.id)).filter(isTerminalEvent)).toHaveLength(1);
+  });
+
   it('once the store is back from an outage, ends a run it stops here because its record lost the write that took it', async () => {
     const outage = withOutage(createMemoryStore({ eventsPerSession: 1_000 }));
     rig = await makeRig({ wrapStore: () => outage.store });
@@ -171,7 +204,8 @@ describe('Sweeper', () => {
 
   it("does not fence a run still starting (no owner written yet) after a heartbeat lapse: it starts and completes", async () => {
     const held = holdingOwnership();
-    rig = await makeRig({ wrapStore: held.wrap });
+    // Where a run may wait for memory, its owner is written once it is admitted, after it became active here (execution.ts).
+    rig = await makeRig({ wrapStore: held.wrap, env: { ASM_MAX_AGENT_MEMORY_MB: '100000' } });
     const session = await rig.session();
     const run = await rig.submit(session.id, 'hello [fixture:c1-hello]');
     // Active here, its owner write still on its way (as while it waits at the memory gate), when a lapse is noticed.

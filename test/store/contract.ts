@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AsmError } from '../../src/errors/kinds.js';
 import type { AsmEvent, EventMetadata } from '../../src/schemas/events.js';
-import type { ApprovalRecord, EventsJson, NewEvent, RunRecord, SessionRecord, Store } from '../../src/store/types.js';
+import type { ApprovalRecord, EventsJson, NewEvent, RemoteOptions, RunRecord, SessionRecord, Store } from '../../src/store/types.js';
 import { waitFor } from '../helpers/wait.js';
 
 export interface StoreDeployment {
@@ -330,6 +330,36 @@ export function storeContract(name: string, deploy: DeploymentFactory): void {
         expect(await a.runs.listOwnedUnfinished()).toEqual([{ ...taken, owner: 'node-a' }]);
         // The waiting run was never owned; every unfinished one is still listed by listUnfinished.
         expect(ids(await a.runs.listUnfinished())).toEqual(ids([waiting, taken, released]));
+      });
+      it('claims a run in its read only where it is queued, unowned and local; of two processes claiming at once, one takes it', async () => {
+        const [a, b] = await stores(2);
+        const session = sessionRecord();
+        const remote = { remote_node: 'pool:gpu', remote_cookie: null, remote_connect_timeout_ms: 1000, remote_rpc_timeout_ms: 1000, remote_boot_lease_timeout_ms: 1000, remote_bootstrap_mode: 'ensure_started' } as RemoteOptions;
+        const free = runRecord(session, { interrupt_requested: true });
+        const contested = runRecord(session);
+        const owned = runRecord(session, { owner: 'node-b' });
+        const running = runRecord(session, { state: 'running' });
+        const ended = runRecord(session, { state: 'completed' });
+        const remoteRun = runRecord(session, { options: { ...runRecord(session).options, remote } });
+        for (const run of [free, contested, owned, running, ended, remoteRun]) await a.runs.create(run);
+
+        // Taken, and answered as taken, the interrupt flag with it.
+        expect(await b.runs.claimLocal(free.id, 'node-a')).toEqual({ run: { ...free, owner: 'node-a' }, claimed: true });
+        expect(await a.runs.get(free.id)).toEqual({ ...free, owner: 'node-a' });
+        // Not taken again, by another process or the same one.
+        for (const owner of ['node-b', 'node-a']) expect(await a.runs.claimLocal(free.id, owner)).toEqual({ run: { ...free, owner: 'node-a' }, claimed: false });
+        for (const run of [owned, running, ended, remoteRun]) {
+          expect(await b.runs.claimLocal(run.id, 'node-a')).toEqual({ run, claimed: false });
+          expect(await a.runs.get(run.id)).toEqual(run);
+        }
+        expect(await a.runs.claimLocal('run_missing', 'node-a')).toBeUndefined();
+
+        const claims = await Promise.all([a.runs.claimLocal(contested.id, 'node-a'), b.runs.claimLocal(contested.id, 'node-b')]);
+        expect(claims.filter((claim) => claim!.claimed)).toHaveLength(1);
+        const winner = claims.find((claim) => claim!.claimed)!.run.owner;
+        expect((await a.runs.get(contested.id))!.owner).toBe(winner);
+        // The owned index names the claimed runs (and the ones created owned or running with an owner), nothing the claims did not take.
+        expect(ids(await b.runs.listOwnedUnfinished()).sort()).toEqual(ids([free, contested, owned]).sort());
       });
       it("indexes a session's runs by admission slot: counts, the oldest waiting, the unfinished, as runs move", async () => {
         const [a, b] = await stores(2);
