@@ -14,8 +14,7 @@ import { workerPreflight } from '../nodes/accept.js';
 import type { Cluster } from '../nodes/cluster.js';
 import { handOff } from '../nodes/hand-off.js';
 import { resolveBinary, resolveLaunch } from '../providers/registry.js';
-import type { DirectLaunch, ProviderDefinition, ProviderRunInput } from '../providers/types.js';
-import type { Continuation } from '../schemas/agent-options.js';
+import type { DirectLaunch, ProviderDefinition } from '../providers/types.js';
 import { isTerminalRunState, type ExecutionSurface } from '../schemas/api.js';
 import { TERMINAL_KINDS, type ProviderEvent } from '../schemas/events.js';
 import type { AgentRunOptions, RunRecord, SessionRecord, Store } from '../store/types.js';
@@ -28,7 +27,7 @@ import type { RunRecorder } from './recorder.js';
 import { inSpan } from './tracing.js';
 import { waitForRun } from './wait-for-run.js';
 import type { RunDiffs } from './run-diffs.js';
-import { runAgentOptions } from './run-options.js';
+import { conversationOf, guardrailBlock, runAgentOptions } from './run-options.js';
 
 export interface RunExecutorDeps {
   config: AsmConfig;
@@ -436,33 +435,6 @@ export class RunExecutor {
     }
     return { run_id: runId, state: final.state };
   }
-}
-
-/**
- * Which conversation a run continues (RunOptions.continuation): the session's own (true, when it has
- * one), a fresh one (false), the one named (with the session's totals when it is the session's own,
- * so its usage stays per run), or the CLI's latest.
- */
-function conversationOf(continuation: Continuation, session: SessionRecord): Pick<ProviderRunInput, 'providerSessionId' | 'previousTotals' | 'continueLatest'> {
-  if (continuation === false) return {};
-  if (continuation === true) {
-    if (session.provider_session_id === null) return {};
-    return { providerSessionId: session.provider_session_id, previousTotals: session.provider_totals ?? undefined };
-  }
-  if (continuation.strategy === 'latest') return { continueLatest: true };
-  const own = continuation.provider_session_id === session.provider_session_id;
-  return { providerSessionId: continuation.provider_session_id, previousTotals: own ? session.provider_totals ?? undefined : undefined };
-}
-
-/**
- * The allowed_tools guardrail: with a non-empty list, a tool_use of any other tool ends the run with
- * guardrail_blocked. allow_for_session grants never widen it (approvals.ts grants only listed tools).
- */
-function guardrailBlock(allowed: readonly string[], tool: string): AsmError | null {
-  if (allowed.length === 0 || allowed.includes(tool)) return null;
-  return new AsmError('guardrail_blocked', `the agent used the tool "${tool}", which is not in the run's allowed_tools (${allowed.join(', ')}); the run was stopped`, {
-    details: { tool_name: tool, allowed_tools: [...allowed] },
-  });
 }
 
 function interruptReasonOf(abortReason: unknown): InterruptReason {

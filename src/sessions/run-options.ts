@@ -1,6 +1,8 @@
+import { AsmError } from '../errors/kinds.js';
 import { assertAgentOptions, assertContinuation } from '../providers/agent-options.js';
 import { defaultPermission, resolvePermission } from '../providers/permission-modes.js';
-import type { ProviderDefinition } from '../providers/types.js';
+import type { ProviderDefinition, ProviderRunInput } from '../providers/types.js';
+import type { Continuation } from '../schemas/agent-options.js';
 import type { CreateRunBody, CreateSessionBody } from '../schemas/api.js';
 import type { AgentRunOptions, SessionRecord } from '../store/types.js';
 
@@ -64,4 +66,31 @@ function sessionPermission(session: SessionRecord): { permission_mode: string | 
 
 function dedupe(names: string[]): string[] {
   return [...new Set(names)];
+}
+
+/**
+ * Which conversation a run continues (RunOptions.continuation): the session's own (true, when it has
+ * one), a fresh one (false), the one named (with the session's totals when it is the session's own,
+ * so its usage stays per run), or the CLI's latest.
+ */
+export function conversationOf(continuation: Continuation, session: SessionRecord): Pick<ProviderRunInput, 'providerSessionId' | 'previousTotals' | 'continueLatest'> {
+  if (continuation === false) return {};
+  if (continuation === true) {
+    if (session.provider_session_id === null) return {};
+    return { providerSessionId: session.provider_session_id, previousTotals: session.provider_totals ?? undefined };
+  }
+  if (continuation.strategy === 'latest') return { continueLatest: true };
+  const own = continuation.provider_session_id === session.provider_session_id;
+  return { providerSessionId: continuation.provider_session_id, previousTotals: own ? session.provider_totals ?? undefined : undefined };
+}
+
+/**
+ * The allowed_tools guardrail: with a non-empty list, a tool_use of any other tool ends the run with
+ * guardrail_blocked. allow_for_session grants never widen it (approvals.ts grants only listed tools).
+ */
+export function guardrailBlock(allowed: readonly string[], tool: string): AsmError | null {
+  if (allowed.length === 0 || allowed.includes(tool)) return null;
+  return new AsmError('guardrail_blocked', `the agent used the tool "${tool}", which is not in the run's allowed_tools (${allowed.join(', ')}); the run was stopped`, {
+    details: { tool_name: tool, allowed_tools: [...allowed] },
+  });
 }
