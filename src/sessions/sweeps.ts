@@ -104,7 +104,7 @@ export class Sweeper {
    * last second of writes Redis acknowledged before it crashed (README "Distributed mode"), may be
    * missing. Each run executing here is checked against its record again, and one the store no longer
    * gives this process is stopped and written no more (RunRecorder.recheckOwnership); a run the store
-   * says this process took but that it no longer holds had its writes lost or refused, and ends now
+   * says this process took but that no lane command of it executes had its writes lost or refused, and ends now
    * (running: its end was lost; queued: its owner write landed while its answer, or what followed, did
    * not, so whether its CLI started is unknown, and a run is never started twice). So does a run this
    * process stopped here because its record no longer names it while no other process took it: its
