@@ -122,16 +122,13 @@ class MemoryRunStore implements RunStore {
     return this.runs.get(id);
   }
   async update(id: string, patch: Partial<RunRecord>): Promise<RunRecord> {
-    const run = Object.assign(mustGet(this.runs, id, 'run'), patch);
-    this.track(run);
-    return run;
+    return this.patched(mustGet(this.runs, id, 'run'), patch);
   }
   async claimLocal(id: string, owner: string): Promise<{ run: RunRecord; claimed: boolean } | undefined> {
     const run = this.runs.get(id);
     if (!run) return undefined;
     const claimed = run.state === 'queued' && run.owner === null && !run.options.remote;
-    if (claimed) this.track(Object.assign(run, { owner }));
-    return { run, claimed };
+    return { run: claimed ? this.patched(run, { owner }) : run, claimed };
   }
   async listBySession(sessionId: string): Promise<RunRecord[]> {
     return [...(this.bySession.get(sessionId) ?? [])];
@@ -168,6 +165,11 @@ class MemoryRunStore implements RunStore {
     }
     this.bySession.delete(sessionId);
     this.slots.delete(sessionId);
+  }
+  /** `run` with `patch` applied, and its indexes following it. */
+  private patched(run: RunRecord, patch: Partial<RunRecord>): RunRecord {
+    this.track(Object.assign(run, patch));
+    return run;
   }
   private track(run: RunRecord): void {
     if (isTerminalRunState(run.state)) this.unfinished.delete(run.id);
